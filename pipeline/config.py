@@ -1,0 +1,291 @@
+"""Configuration: frozen dataclasses and the one builder that turns a YAML file into them.
+
+A config file (``configs/tiny.yaml``) has four sections: ``data``, ``stages`` (a list, coarse
+to fine), ``train`` and ``generate``.  Every field has a default, so a file only lists what it
+changes.  ``load_config(None)`` gives the ``tiny`` preset shipped with the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+from pipeline.errors import StrataError
+
+
+class ConfigError(StrataError, ValueError):
+    """A config file or value that cannot be used; the message names the field and reason."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How raw audio and MIDI become a dataset folder."""
+
+    rates: tuple[int, ...] = (2000, 8000, 16000)  # tier rates r_0 < ... < r_K, Hz
+    mu_bits: int = 8  # mu-law bit depth: 2**mu_bits classes
+    peak: float = 0.95  # peak normalisation target
+    trim_db: float = 40.0  # trim leading/trailing audio quieter than peak - trim_db
+    min_seconds: float = 2.0  # a track shorter than this after trimming is skipped
+    max_seconds: float = 600.0  # longer tracks are cropped (reported)
+    roll_fps: int = 100  # piano-roll frames per second
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / valid / test by track
+
+    @property
+    def classes(self) -> int:
+        return 2**self.mu_bits
+
+
+@dataclass(frozen=True)
+class ConditioningConfig:
+    """Conditioning stack: reads the tier below (and the roll), non-causal, upsampled."""
+
+    channels: int = 64
+    layers: int = 4  # non-causal dilated conv layers at the tier-below rate
+    kernel_size: int = 3
+    lookahead: int = 8  # samples of the tier below visible ahead of t (at the below rate)
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    """History stack: the stage's own past, pooled to a low rate, strictly causal."""
+
+    enabled: bool = False
+    pool: int = 64  # stage samples per history frame
+    channels: int = 64
+    layers: int = 6  # causal dilated conv layers at the pooled rate
+    kernel_size: int = 2
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One WaveNet stage of the cascade.  Stage k models tier k (rate ``rate``)."""
+
+    rate: int
+    residual_channels: int = 64
+    gate_channels: int = 128
+    skip_channels: int = 128
+    kernel_size: int = 2
+    dilation_cycles: int = 2
+    cycle_length: int = 10  # dilations 1, 2, ..., 2**(cycle_length-1) per cycle
+    head: str = "categorical"  # "categorical" (mu-law classes) or "logistic_mixture" (16-bit PCM)
+    mixtures: int = 10  # logistic_mixture only
+    end_class: bool = False  # categorical only: one extra "end of piece" class
+    use_genre: bool = True
+    use_roll: bool = False
+    use_tier_below: bool = True  # ignored (False) for stage 0
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    # conditioning dropout probabilities used in training
+    genre_dropout: float = 0.1
+    below_dropout: float = 0.1
+    roll_dropout: float = 0.3
+    history_dropout: float = 0.1
+    # training crop and budget for this stage
+    crop: int = 4000  # samples at this stage's rate (without left context)
+    batch_size: int = 8
+    max_steps: int = 2000
+    time_share: float = 1.0  # share of train.max_minutes given to this stage
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    grad_accum: int = 1
+    clip_grad_norm: float = 1.0
+    ema_decay: float | None = 0.999  # None: no EMA
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    eval_every: int = 200
+    eval_batches: int = 8
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    log_every: int = 20
+    max_minutes: float | None = None  # wall-clock budget for all stages together
+    num_workers: int = 0
+    num_processes: int = 1  # >1: a stage runs under `accelerate launch`
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    seconds: float = 8.0
+    max_seconds: float = 60.0  # cap when the model decides the length (end class)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    guidance: float = 0.0
+    chunk: int = 4096  # stage samples of conditioning computed per batched pass
+    max_concurrent_jobs: int = 2
+
+
+@dataclass(frozen=True)
+class StrataConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    stages: tuple[StageConfig, ...] = ()
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys with a clear message."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        sub = _NESTED.get((cls, name))
+        if sub is not None:
+            kwargs[name] = _build(sub, value, f"{where}.{name}")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # missing required field
+        raise ConfigError(f"{where}: {e}") from None
+
+
+_NESTED: dict[tuple[type, str], type] = {
+    (StageConfig, "conditioning"): ConditioningConfig,
+    (StageConfig, "history"): HistoryConfig,
+}
+
+
+def config_from_dict(raw: dict[str, Any]) -> StrataConfig:
+    """The one builder: a plain mapping (parsed YAML/JSON) -> ``StrataConfig``."""
+    if not isinstance(raw, dict):
+        raise ConfigError("config: expected a mapping at the top level")
+    unknown = sorted(set(raw) - {"data", "stages", "train", "generate", "name"})
+    if unknown:
+        raise ConfigError(f"config: unknown section(s) {', '.join(unknown)}")
+    data = _build(DataConfig, raw.get("data"), "data")
+    stages_raw = raw.get("stages") or []
+    if not isinstance(stages_raw, list):
+        raise ConfigError("stages: expected a list")
+    stages = []
+    for k, s in enumerate(stages_raw):
+        s = dict(s or {})
+        s.setdefault("rate", data.rates[k] if k < len(data.rates) else None)
+        stages.append(_build(StageConfig, s, f"stages[{k}]"))
+    if not stages:
+        stages = [StageConfig(rate=r) for r in data.rates]
+    return StrataConfig(
+        data=data,
+        stages=tuple(stages),
+        train=_build(TrainConfig, raw.get("train"), "train"),
+        generate=_build(GenerateConfig, raw.get("generate"), "generate"),
+    )
+
+
+def load_config(path: str | Path | None = None) -> StrataConfig:
+    """Load a YAML config file; ``None`` or a preset name ("tiny", "base") loads a preset."""
+    if path is None:
+        path = "tiny"
+    p = Path(path)
+    if not p.suffix and not p.exists():
+        p = CONFIG_DIR / f"{path}.yaml"
+    if not p.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    try:
+        return config_from_dict(raw or {})
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Dataclasses -> plain dicts/lists (tuples become lists), for YAML/JSON."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (tuple, list)):
+        return [config_to_dict(v) for v in cfg]
+    return cfg
+
+
+def save_config(cfg: StrataConfig, path: str | Path) -> None:
+    """Write ``cfg`` as YAML atomically."""
+    from pipeline.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def stage_config_from_dict(raw: dict[str, Any]) -> StageConfig:
+    return _build(StageConfig, raw, "stage")
+
+
+def config_fingerprint(cfg: Any) -> str:
+    """Stable text of a config, to compare a run's config with a new one on --resume."""
+    return json.dumps(config_to_dict(cfg), sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def validate(cfg: StrataConfig) -> None:
+    d = cfg.data
+    rates = list(d.rates)
+    if len(rates) < 1 or any(r <= 0 for r in rates):
+        raise ConfigError("data.rates: need at least one positive rate")
+    for lo, hi in zip(rates, rates[1:]):
+        if hi <= lo or hi % lo:
+            raise ConfigError(f"data.rates: {hi} is not an integer multiple of {lo} above it")
+    for r in rates:
+        if r % d.roll_fps:
+            raise ConfigError(f"data.rates: {r} Hz is not a multiple of roll_fps={d.roll_fps}")
+    if not 1 <= d.mu_bits <= 16:
+        raise ConfigError("data.mu_bits: must be in 1..16")
+    if len(d.split) != 3 or abs(sum(d.split) - 1.0) > 1e-6 or min(d.split) < 0:
+        raise ConfigError("data.split: three non-negative fractions summing to 1")
+    if len(cfg.stages) > len(rates):
+        raise ConfigError(f"stages: {len(cfg.stages)} stages but only {len(rates)} tier rates")
+    for k, s in enumerate(cfg.stages):
+        if s.rate != rates[k]:
+            raise ConfigError(f"stages[{k}].rate={s.rate} does not match data.rates[{k}]={rates[k]}")
+        if s.head not in ("categorical", "logistic_mixture"):
+            raise ConfigError(f"stages[{k}].head: unknown head {s.head!r}")
+        if s.head == "logistic_mixture" and s.end_class:
+            raise ConfigError(f"stages[{k}]: end_class needs the categorical head")
+        if s.crop <= 0 or s.batch_size <= 0:
+            raise ConfigError(f"stages[{k}]: crop and batch_size must be positive")
+        if s.history.enabled and s.history.pool <= 1:
+            raise ConfigError(f"stages[{k}].history.pool must be > 1")
+    t = cfg.train
+    if t.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")
+    g = cfg.generate
+    if g.temperature <= 0 or not 0 < g.top_p <= 1:
+        raise ConfigError("generate: temperature must be > 0 and top_p in (0, 1]")
+
+
+def stage_factor(cfg: StrataConfig, k: int) -> int:
+    """Samples of tier k per sample of tier k-1 (1 for stage 0)."""
+    return 1 if k == 0 else cfg.data.rates[k] // cfg.data.rates[k - 1]
+
+
+def uses_tier_below(cfg: StrataConfig, k: int) -> bool:
+    return k > 0 and cfg.stages[k].use_tier_below
