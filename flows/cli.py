@@ -1,0 +1,183 @@
+"""The ``strata`` command line: a thin shell over the flows (DESIGN section 6).
+
+Every command prints where its outputs went, exits 2 with one line ``error: ...`` on bad input,
+and shows progress on long work.  Flows are imported lazily so ``strata --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Strata: long-structured music as raw audio with a cascade of WaveNet stages.",
+)
+
+
+def _quiet_prefect() -> None:
+    """Settings for running flows locally without a server: no telemetry, no network."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _run(fn, *args, **kwargs):
+    """Call ``fn``; user errors become one line on stderr and exit code 2."""
+    from pipeline.errors import StrataError
+
+    try:
+        return fn(*args, **kwargs)
+    except StrataError as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished files are kept; rerun to continue", err=True)
+        raise typer.Exit(code=130)
+
+
+def _need_dir(path: Path, what: str) -> None:
+    if not path.exists():
+        _fail(f"{path}: {what} does not exist")
+    if not path.is_dir():
+        _fail(f"{path}: {what} is not a folder")
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Path = typer.Option(..., "--out", help="folder for the rendered corpus"),
+    per_genre: int = typer.Option(8, "--per-genre", min=1, help="works per genre"),
+    soundfont: Optional[Path] = typer.Option(None, "--soundfont", help="GM soundfont (.sf2)"),
+) -> None:
+    """Render the demo corpus: music21's bundled scores through FluidSynth."""
+    from pipeline.demo_data import build_demo_corpus
+
+    summary = _run(build_demo_corpus, out, per_genre=per_genre, soundfont=soundfont)
+    typer.echo(f"demo corpus: {out}")
+    if isinstance(summary, dict):
+        typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@app.command()
+def preprocess(
+    raw: Path = typer.Option(..., "--raw", help="RAW/<genre>/<name>.wav (+ .mid) or RAW/metadata.csv"),
+    out: Path = typer.Option(..., "--out", help="dataset folder to write"),
+    config: Optional[Path] = typer.Option(None, "--config", help="config YAML (default: tiny)"),
+) -> None:
+    """Decode, resample, trim and mu-law encode audio into a tiered dataset folder."""
+    _need_dir(raw, "raw audio folder")
+    _quiet_prefect()
+    from flows.preprocess import preprocess_flow
+
+    summary = _run(preprocess_flow, str(raw), str(out), str(config) if config else None)
+    typer.echo(f"dataset: {out} (manifest.json, report.json)")
+    if isinstance(summary, dict):
+        typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="dataset folder from `strata preprocess`"),
+    run: Path = typer.Option(..., "--run", help="run folder (created or resumed)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="config YAML (default: tiny)"),
+    stages: str = typer.Option("all", "--stages", help="all, or stage indices like 0,1"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.01,
+                                                help="wall-clock budget for all stages"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint"),
+) -> None:
+    """Train the cascade's stages (one Prefect task per stage)."""
+    _need_dir(data, "dataset folder")
+    _quiet_prefect()
+    from flows.train import train_flow
+
+    result = _run(train_flow, str(data), str(run), config=str(config) if config else None,
+                  stages=stages, max_steps=max_steps, resume=resume, max_minutes=max_minutes)
+    typer.echo(f"run: {run} (stages/<k>/model.safetensors, metrics/, logs/)")
+    if result is not None:
+        typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., "--data"),
+    run: Path = typer.Option(..., "--run"),
+    split: str = typer.Option("test", "--split"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the evaluation JSON here"),
+) -> None:
+    """Held-out bits per sample per stage, ablations and baselines."""
+    _need_dir(data, "dataset folder")
+    _need_dir(run, "run folder")
+    if split not in ("train", "valid", "test"):
+        _fail(f"--split {split!r}: must be train, valid or test")
+    _quiet_prefect()
+    from flows.evaluate import evaluate_flow
+
+    result = _run(evaluate_flow, str(data), str(run), split=split,
+                  json_path=str(json_path) if json_path else None)
+    typer.echo(json.dumps(result, indent=2, default=str))
+    if json_path:
+        typer.echo(f"evaluation: {json_path}")
+
+
+@app.command()
+def generate(
+    run: Path = typer.Option(..., "--run"),
+    out: Path = typer.Option(..., "--out"),
+    seconds: Optional[float] = typer.Option(None, "--seconds"),
+    genre: Optional[str] = typer.Option(None, "--genre"),
+    midi: Optional[Path] = typer.Option(None, "--midi"),
+    prompt: Optional[Path] = typer.Option(None, "--prompt", help="audio to continue"),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    guidance: float = typer.Option(0.0, "--guidance"),
+    seed: int = typer.Option(0, "--seed"),
+    count: int = typer.Option(1, "--count"),
+) -> None:
+    """Generate audio: coarse stage first, then each finer stage."""
+    _need_dir(run, "run folder")
+    _quiet_prefect()
+    from flows.generate import generate_flow
+
+    jobs = _run(generate_flow, str(run), str(out), seconds=seconds, genre=genre,
+                midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
+                temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
+    for job in jobs or []:
+        typer.echo(f"job: {job} (audio.wav, tier_<rate>.wav, spectrogram.png, meta.json)")
+
+
+@app.command()
+def serve(
+    run: Path = typer.Option(..., "--run"),
+    out: Path = typer.Option(..., "--out"),
+    cron: Optional[str] = typer.Option(None, "--cron", help="schedule, e.g. '0 * * * *'"),
+    interval: Optional[float] = typer.Option(None, "--interval", help="schedule in seconds"),
+    genre: Optional[str] = typer.Option(None, "--genre"),
+    seconds: Optional[float] = typer.Option(None, "--seconds"),
+    limit: int = typer.Option(2, "--limit", min=1, help="generation jobs at once"),
+) -> None:
+    """Register deployments (scheduled generation; training and evaluation on demand) and serve them."""
+    _need_dir(run, "run folder")
+    _quiet_prefect()
+    from flows.serve import serve as serve_deployments
+
+    typer.echo(f"serving deployments for {run}; jobs go to {out}; Ctrl-C stops")
+    _run(serve_deployments, str(run), str(out), cron=cron, interval=interval, genre=genre,
+         seconds=seconds, limit=limit)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The demo: the whole pipeline end to end on the demo corpus (``make demo``).
+
+demo-data -> preprocess -> train (configs/tiny.yaml, bounded wall time) -> evaluate ->
+generate one piece per genre and one from a MIDI file of the test split.  Prints where the
+audio and pictures are, and writes ``<out>/demo_summary.json`` with the wall time of each step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+class _Timer:
+    """Collects wall time per named step and prints a banner per step."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+
+    def run(self, name: str, fn, *args, **kwargs):
+        print(f"\n=== {name} ===", flush=True)
+        t = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.steps[name] = round(time.perf_counter() - t, 1)
+        print(f"=== {name}: {self.steps[name]:.1f} s ===", flush=True)
+        return result
+
+    @property
+    def total(self) -> float:
+        return round(time.perf_counter() - self.t0, 1)
+
+
+def _test_midi(data_dir: Path) -> str | None:
+    """A MIDI file of a test-split track (its score), if the dataset has one."""
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    for track in manifest["tracks"]:
+        if track["split"] == "test" and track.get("midi"):
+            return track["midi"]
+    return None
+
+
+def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
+             config: str | None, seed: int) -> dict:
+    from flows.evaluate import evaluate_flow
+    from flows.generate import generate_flow
+    from flows.preprocess import preprocess_flow
+    from flows.train import train_flow
+    from pipeline.demo_data import build_demo_corpus
+
+    out = out.resolve()
+    raw, data, run, jobs = out / "raw", out / "data", out / "run", out / "jobs"
+    timer = _Timer()
+    timer.run("render demo corpus", build_demo_corpus, raw, per_genre=per_genre)
+    timer.run("preprocess", preprocess_flow, str(raw), str(data), config)
+    timer.run("train", train_flow, str(data), str(run), config=config, stages="all",
+              max_minutes=train_minutes, resume=(run / "config.yaml").exists())
+    evaluation = timer.run("evaluate", evaluate_flow, str(data), str(run), split="test",
+                           json_path=str(out / "evaluation.json"))
+    genres = json.loads((data / "manifest.json").read_text())["genres"]
+    outputs: dict[str, list[str]] = {}
+    for genre in genres:
+        outputs[genre] = timer.run(f"generate {genre}", generate_flow, str(run), str(jobs),
+                                   seconds=seconds, genre=genre, seed=seed)
+    midi = _test_midi(data)
+    if midi:
+        outputs["midi"] = timer.run("generate from MIDI", generate_flow, str(run), str(jobs),
+                                    midi=midi, seed=seed, seconds=seconds)
+    summary = {"out": str(out), "timings_s": timer.steps, "total_s": timer.total,
+               "evaluation": evaluation, "jobs": outputs, "midi_prompt": midi}
+    from pipeline.io import atomic_write_json
+
+    atomic_write_json(out / "demo_summary.json", summary)
+    print("\n=== demo done ===")
+    print(f"total wall time: {timer.total:.0f} s")
+    for name, s in timer.steps.items():
+        print(f"  {name:28s} {s:8.1f} s")
+    print(f"dataset:    {data}\nrun:        {run}\nevaluation: {out / 'evaluation.json'}")
+    for name, folders in outputs.items():
+        for folder in folders or []:
+            print(f"{name:12s} {folder}/audio.wav  {folder}/spectrogram.png")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("demo"))
+    p.add_argument("--per-genre", type=int, default=8)
+    p.add_argument("--train-minutes", type=float, default=None,
+                   help="wall-clock training budget for all stages (default: the config's)")
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds per generated piece")
+    p.add_argument("--config", default=None, help="config YAML (default: configs/tiny.yaml)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    from pipeline.errors import StrataError
+
+    try:
+        run_demo(args.out, args.per_genre, args.train_minutes, args.seconds, args.config, args.seed)
+    except StrataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Audio in and out of the cascade: decoding, mono, resampling, trimming, mu-law and tiers.
+
+Conventions
+- Float audio is ``float32`` in ``[-1, 1]``; multichannel audio is ``(channels, n)``.
+- Mu-law codes are unsigned integers ``0 .. 2**bits - 1`` (``uint8`` for ``bits <= 8``,
+  ``uint16`` above) in numpy and ``int64`` in torch; silence is code ``2**(bits - 1)``.
+  They equal ``librosa.mu_compress(x, mu=2**bits - 1, quantize=True) + 2**(bits - 1)``.
+- ``resample`` returns exactly ``round_half_up(n * sr_out / sr_in)`` samples.
+- A truncated but decodable file (a WAV whose header promises more frames than the file holds)
+  is loaded as far as it is readable: libsndfile reads the frames that are present.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline.errors import StrataError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+
+
+class AudioError(StrataError, ValueError):
+    """An audio input that cannot be used; the message is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | Path | None, reason: str):
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode a file to float32 ``(channels, n)`` and its rate; soundfile first, then librosa."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        x, sr = _read_soundfile(path)
+    except Exception as first:  # libsndfile could not decode: try audioread (mp3 etc.)
+        try:
+            x, sr = _read_librosa(path)
+        except Exception:
+            raise AudioError(path, f"cannot decode audio ({_short(first)})") from None
+    if x.shape[1] == 0:
+        raise AudioError(path, "no samples")
+    if not np.isfinite(x).all():
+        raise AudioError(path, "contains NaN or infinite samples")
+    return x, sr
+
+
+def _check_file(path: Path) -> None:
+    if path.suffix.lower() not in AUDIO_EXTENSIONS:
+        raise AudioError(path, f"unknown audio extension {path.suffix!r} (expected {', '.join(AUDIO_EXTENSIONS)})")
+    if not path.exists():
+        raise AudioError(path, "file not found")
+    if not path.is_file():
+        raise AudioError(path, "not a file")
+    if not os.access(path, os.R_OK):
+        raise AudioError(path, "permission denied")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise AudioError(path, f"cannot read file ({e.strerror or e})") from None
+
+
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (n, channels)
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+def _read_librosa(path: Path) -> tuple[np.ndarray, int]:
+    import librosa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y, sr = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
+    y = np.atleast_2d(y)  # (channels, n)
+    return np.ascontiguousarray(y, dtype=np.float32), int(sr)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]
+
+
+# ----------------------------------------------------------------------------- signal steps
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    """Average channels: ``(channels, n)`` or ``(n,)`` -> float32 ``(n,)``."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        return x
+    if x.ndim != 2:
+        raise AudioError(None, f"expected (channels, n) audio, got shape {x.shape}")
+    return x.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def resampled_length(n: int, sr_in: int, sr_out: int) -> int:
+    """Output length of ``resample``: ``n * sr_out / sr_in`` rounded half up (exact integers)."""
+    return (n * sr_out + sr_in // 2) // sr_in
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Band-limited resampling with soxr ('HQ'); ``(..., n)`` -> ``(..., resampled_length(n))``.
+
+    soxr compensates its filter delay, so the output is time-aligned with the input; its tail is
+    cropped or zero-padded to the exact length.
+    """
+    import soxr
+
+    x = np.asarray(x, dtype=np.float32)
+    if sr_in == sr_out:
+        return x.copy()
+    n_out = resampled_length(x.shape[-1], sr_in, sr_out)
+    if x.shape[-1] == 0:
+        return np.zeros(x.shape[:-1] + (0,), np.float32)
+    if x.ndim == 1:
+        y = soxr.resample(x, sr_in, sr_out, quality="HQ")  # (n_out',)
+    elif x.ndim == 2:
+        y = soxr.resample(np.ascontiguousarray(x.T), sr_in, sr_out, quality="HQ").T  # (C, n_out')
+    else:
+        raise AudioError(None, f"expected (n,) or (channels, n) audio, got shape {x.shape}")
+    return _fit_length(np.asarray(y, dtype=np.float32), n_out)
+
+
+def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    if y.shape[-1] >= n:
+        return np.ascontiguousarray(y[..., :n])
+    pad = [(0, 0)] * (y.ndim - 1) + [(0, n - y.shape[-1])]
+    return np.pad(y, pad)
+
+
+def peak_normalise(x: np.ndarray, peak: float = 0.95) -> np.ndarray:
+    """Scale so that ``max |x| == peak``; all-silent audio raises ``AudioError("silent")``."""
+    x = np.asarray(x, dtype=np.float32)
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    if top <= 0.0 or not math.isfinite(top):
+        raise AudioError(None, "silent")
+    return (x * np.float32(peak / top)).astype(np.float32)
+
+
+def trim_silence(
+    x: np.ndarray, sr: int, top_db: float = 40.0, frame_seconds: float = 0.02, margin_seconds: float = 0.05
+) -> np.ndarray:
+    """Cut leading and trailing silence from mono ``(n,)`` (or ``(C, n)``) audio.
+
+    The signal is cut into frames of ``frame_seconds``; a frame is *sound* when its RMS is at
+    least ``loudest frame RMS * 10**(-top_db / 20)``.  Everything from ``margin_seconds``
+    before the first sound frame to ``margin_seconds`` after the last one is kept.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    n = x.shape[-1]
+    frame = max(1, int(round(frame_seconds * sr)))
+    power = (x.astype(np.float64) ** 2).reshape(-1, n).mean(axis=0)  # (n,) mean over channels
+    n_frames = -(-n // frame)
+    padded = np.pad(power, (0, n_frames * frame - n))
+    counts = np.full(n_frames, frame, np.float64)
+    counts[-1] = n - (n_frames - 1) * frame
+    rms = np.sqrt(padded.reshape(n_frames, frame).sum(axis=1) / counts)  # (n_frames,)
+    top = float(rms.max()) if n_frames else 0.0
+    if top <= 0.0:
+        raise AudioError(None, "silent")
+    sound = np.flatnonzero(rms >= top * 10.0 ** (-top_db / 20.0))
+    margin = int(round(margin_seconds * sr))
+    start = max(0, sound[0] * frame - margin)
+    end = min(n, (sound[-1] + 1) * frame + margin)
+    return np.ascontiguousarray(x[..., start:end])
+
+
+def prepare_audio(
+    path: str | Path,
+    rate: int,
+    peak: float = 0.95,
+    top_db: float = 40.0,
+    min_seconds: float = 2.0,
+    max_seconds: float | None = 600.0,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Load -> mono -> resample to ``rate`` -> trim -> crop to ``max_seconds`` -> peak-normalise.
+
+    Returns float32 ``(n,)`` at ``rate`` and an info dict (source rate, channels, seconds before
+    and after, whether it was cropped).  Normalising last is the same as normalising before
+    the trim (the trim is relative to the peak) and keeps the peak exact after a crop.
+    Raises ``AudioError(path, reason)``: undecodable, silent, or too short after trimming.
+    """
+    x, sr = load_audio(path)
+    channels, n_source = x.shape
+    try:
+        y = resample(to_mono(x), sr, rate)  # (n,) at rate
+        y = trim_silence(y, rate, top_db)
+    except AudioError as e:
+        raise AudioError(path, e.reason) from None
+    seconds = y.shape[0] / rate
+    if seconds < min_seconds:
+        raise AudioError(path, f"too short after trimming: {seconds:.1f} s < {min_seconds:.1f} s")
+    cropped = max_seconds is not None and seconds > max_seconds
+    if cropped:
+        y = y[: int(max_seconds * rate)]
+    try:
+        y = peak_normalise(y, peak)
+    except AudioError as e:
+        raise AudioError(path, e.reason) from None
+    info = {
+        "source_rate": sr,
+        "channels": channels,
+        "source_seconds": n_source / sr,
+        "trimmed_seconds": seconds,
+        "seconds": y.shape[0] / rate,
+        "cropped": bool(cropped),
+    }
+    return y, info
+
+
+# ----------------------------------------------------------------------------- mu-law
+
+
+def _code_dtype(bits: int) -> type:
+    if not 1 <= bits <= 16:
+        raise ValueError(f"mu-law bits must be in 1..16, got {bits}")
+    return np.uint8 if bits <= 8 else np.uint16
+
+
+def mulaw_encode(x: np.ndarray, bits: int = 8) -> np.ndarray:
+    """Float audio in [-1, 1] (clipped) -> codes ``0 .. 2**bits - 1`` (silence = ``2**(bits-1)``)."""
+    dtype = _code_dtype(bits)
+    mu = 2**bits - 1
+    x = np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
+    x_comp = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)  # same formula as librosa
+    bins = np.linspace(-1, 1, num=mu + 1, endpoint=True)
+    return np.digitize(x_comp, bins, right=True).astype(dtype)
+
+
+def mulaw_decode(codes: np.ndarray, bits: int = 8, dtype: Any = np.float32) -> np.ndarray:
+    """Codes -> float audio (the bin's value, as ``librosa.mu_expand(quantize=True)``)."""
+    _code_dtype(bits)
+    mu = 2**bits - 1
+    y = (np.asarray(codes, dtype=np.float64) - 2 ** (bits - 1)) * 2.0 / (1 + mu)
+    return (np.sign(y) / mu * (np.power(1.0 + mu, np.abs(y)) - 1.0)).astype(dtype)
+
+
+def mulaw_encode_torch(x: "torch.Tensor", bits: int = 8) -> "torch.Tensor":
+    """Torch twin of ``mulaw_encode``: float tensor -> int64 codes (computed in float64)."""
+    import torch
+
+    _code_dtype(bits)
+    mu = 2**bits - 1
+    x = x.to(torch.float64).clamp(-1.0, 1.0)
+    x_comp = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+    bins = torch.linspace(-1, 1, mu + 1, dtype=torch.float64, device=x.device)
+    return torch.bucketize(x_comp, bins, right=False).to(torch.int64)
+
+
+def mulaw_decode_torch(codes: "torch.Tensor", bits: int = 8) -> "torch.Tensor":
+    """Torch twin of ``mulaw_decode``: integer codes -> float32 audio."""
+    import torch
+
+    _code_dtype(bits)
+    mu = 2**bits - 1
+    y = (codes.to(torch.float64) - 2 ** (bits - 1)) * 2.0 / (1 + mu)
+    return (torch.sign(y) / mu * (torch.pow(1.0 + mu, y.abs()) - 1.0)).to(torch.float32)
+
+
+# ----------------------------------------------------------------------------- tiers
+
+
+def tier_crop_length(n: int, rates: Sequence[int]) -> int:
+    """Fine-tier length after cropping the tail to a multiple of ``r_K / r_0`` samples."""
+    step = max(rates) // min(rates)
+    return (n // step) * step
+
+
+def make_tiers(audio_fine: np.ndarray, rates: Sequence[int], bits: int = 8) -> dict[int, np.ndarray]:
+    """Mu-law tiers of mono audio at the finest rate (DESIGN section 2), exactly aligned.
+
+    The tail is cropped to a multiple of ``r_K / r_0`` samples; then ``x_K = mulaw(audio)``
+    and ``x_k = mulaw(resample(mulaw_decode(x_K), r_K -> r_k))``, so tier k has exactly
+    ``n_0 * r_k / r_0`` samples.  Returns ``{rate: codes}`` for every rate.
+    """
+    rates = sorted(int(r) for r in rates)
+    for lo, hi in zip(rates, rates[1:]):
+        if hi % lo:
+            raise ValueError(f"tier rates must be integer multiples: {hi} is not a multiple of {lo}")
+    audio_fine = np.asarray(audio_fine, dtype=np.float32)
+    if audio_fine.ndim != 1:
+        raise ValueError(f"make_tiers expects mono (n,) audio, got shape {audio_fine.shape}")
+    r_fine = rates[-1]
+    n = tier_crop_length(audio_fine.shape[0], rates)
+    x_fine = mulaw_encode(audio_fine[:n], bits)  # (n_K,)
+    decoded = mulaw_decode(x_fine, bits)  # (n_K,) float32
+    tiers = {r_fine: x_fine}
+    for r in rates[:-1]:
+        low = resample(decoded, r_fine, r)  # (n_K * r / r_K,)
+        assert low.shape[0] == n * r // r_fine
+        tiers[r] = mulaw_encode(low, bits)
+    return {r: tiers[r] for r in rates}
