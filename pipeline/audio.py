@@ -152,6 +152,30 @@ def peak_normalise(x: np.ndarray, peak: float = 0.95) -> np.ndarray:
     return (x * np.float32(peak / top)).astype(np.float32)
 
 
+def silence_bounds(
+    x: np.ndarray, sr: int, top_db: float = 40.0, frame_seconds: float = 0.02, margin_seconds: float = 0.05
+) -> tuple[int, int]:
+    """Sample range ``[start, end)`` that ``trim_silence`` keeps (see there for the rule)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = x.shape[-1]
+    frame = max(1, int(round(frame_seconds * sr)))
+    power = (x.astype(np.float64) ** 2).reshape(-1, n).mean(axis=0)  # (n,) mean over channels
+    n_frames = -(-n // frame)
+    padded = np.pad(power, (0, n_frames * frame - n))
+    counts = np.full(n_frames, frame, np.float64)
+    if n_frames:
+        counts[-1] = n - (n_frames - 1) * frame
+    rms = np.sqrt(padded.reshape(n_frames, frame).sum(axis=1) / counts)  # (n_frames,)
+    top = float(rms.max()) if n_frames else 0.0
+    if top <= 0.0:
+        raise AudioError(None, "silent")
+    sound = np.flatnonzero(rms >= top * 10.0 ** (-top_db / 20.0))
+    margin = int(round(margin_seconds * sr))
+    start = max(0, int(sound[0]) * frame - margin)
+    end = min(n, (int(sound[-1]) + 1) * frame + margin)
+    return start, end
+
+
 def trim_silence(
     x: np.ndarray, sr: int, top_db: float = 40.0, frame_seconds: float = 0.02, margin_seconds: float = 0.05
 ) -> np.ndarray:
@@ -160,24 +184,10 @@ def trim_silence(
     The signal is cut into frames of ``frame_seconds``; a frame is *sound* when its RMS is at
     least ``loudest frame RMS * 10**(-top_db / 20)``.  Everything from ``margin_seconds``
     before the first sound frame to ``margin_seconds`` after the last one is kept.
+    All-silent audio raises ``AudioError("silent")``.
     """
-    x = np.asarray(x, dtype=np.float32)
-    n = x.shape[-1]
-    frame = max(1, int(round(frame_seconds * sr)))
-    power = (x.astype(np.float64) ** 2).reshape(-1, n).mean(axis=0)  # (n,) mean over channels
-    n_frames = -(-n // frame)
-    padded = np.pad(power, (0, n_frames * frame - n))
-    counts = np.full(n_frames, frame, np.float64)
-    counts[-1] = n - (n_frames - 1) * frame
-    rms = np.sqrt(padded.reshape(n_frames, frame).sum(axis=1) / counts)  # (n_frames,)
-    top = float(rms.max()) if n_frames else 0.0
-    if top <= 0.0:
-        raise AudioError(None, "silent")
-    sound = np.flatnonzero(rms >= top * 10.0 ** (-top_db / 20.0))
-    margin = int(round(margin_seconds * sr))
-    start = max(0, sound[0] * frame - margin)
-    end = min(n, (sound[-1] + 1) * frame + margin)
-    return np.ascontiguousarray(x[..., start:end])
+    start, end = silence_bounds(x, sr, top_db, frame_seconds, margin_seconds)
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float32)[..., start:end])
 
 
 def prepare_audio(
@@ -190,8 +200,9 @@ def prepare_audio(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Load -> mono -> resample to ``rate`` -> trim -> crop to ``max_seconds`` -> peak-normalise.
 
-    Returns float32 ``(n,)`` at ``rate`` and an info dict (source rate, channels, seconds before
-    and after, whether it was cropped).  Normalising last is the same as normalising before
+    Returns float32 ``(n,)`` at ``rate`` and an info dict: ``source_rate``, ``channels``,
+    ``source_seconds``, ``start_seconds`` (time in the source of output sample 0: shift an
+    aligned MIDI by it), ``trimmed_seconds``, ``seconds`` and ``cropped``.  Normalising last is the same as normalising before
     the trim (the trim is relative to the peak) and keeps the peak exact after a crop.
     Raises ``AudioError(path, reason)``: undecodable, silent, or too short after trimming.
     """
@@ -199,7 +210,8 @@ def prepare_audio(
     channels, n_source = x.shape
     try:
         y = resample(to_mono(x), sr, rate)  # (n,) at rate
-        y = trim_silence(y, rate, top_db)
+        start, end = silence_bounds(y, rate, top_db)
+        y = y[start:end]
     except AudioError as e:
         raise AudioError(path, e.reason) from None
     seconds = y.shape[0] / rate
@@ -216,6 +228,7 @@ def prepare_audio(
         "source_rate": sr,
         "channels": channels,
         "source_seconds": n_source / sr,
+        "start_seconds": start / rate,
         "trimmed_seconds": seconds,
         "seconds": y.shape[0] / rate,
         "cropped": bool(cropped),

@@ -1,0 +1,148 @@
+"""Generation speed of one stage: `recompute` (full forward over the receptive-field window per
+sample) vs `cached` (the streaming engine, models/streaming.py).
+
+Reference stage: 20 layers (2 cycles of dilations 1..512), residual 64, gate 128, skip 128,
+256 classes, conditioned on a tier below (factor 4).  Also the cached cost when the receptive
+field doubles (cycle_length 11), which should stay flat (it grows only by the 2 added layers).
+
+    .venv/bin/python bench/generation.py [--json FILE] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models import Stage  # noqa: E402
+
+RATE, FACTOR = 8000, 4
+
+
+def reference_stage(cycle_length: int = 10, cycles: int = 2) -> Stage:
+    cfg = {"rate": RATE, "residual_channels": 64, "gate_channels": 128, "skip_channels": 128,
+           "kernel_size": 2, "dilation_cycles": cycles, "cycle_length": cycle_length,
+           "use_tier_below": True, "use_roll": False, "use_genre": True}
+    torch.manual_seed(0)
+    return Stage(cfg, index=1, n_genres=4, factor=FACTOR, roll_fps=100, classes=256).eval()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def bench_cached(st: Stage, batch: int, steps: int) -> float:
+    """Samples per second (per stream) of the streaming engine."""
+    n = steps + 64
+    below = torch.randint(0, 256, (batch, n // FACTOR + 1))
+    genre = torch.zeros(batch, dtype=torch.long)
+    x = torch.full((batch,), st.start_code)
+    with st.streaming(batch=batch, genre=genre, below=below, chunk=4096) as s:
+        for _ in range(32):  # warm up (first conditioning chunk, allocator)
+            s.step(x)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            s.step(x)
+        dt = time.perf_counter() - t0
+    return steps / dt
+
+
+def bench_recompute(st: Stage, batch: int, steps: int) -> float:
+    """Samples per second of a full forward over the receptive-field window for each sample."""
+    w = -(-st.receptive_field // FACTOR) * FACTOR  # window, whole tier-below samples
+    x = torch.randint(0, 256, (batch, w + steps * FACTOR))
+    below = torch.randint(0, 256, (batch, x.shape[1] // FACTOR))
+    genre = torch.zeros(batch, dtype=torch.long)
+    with torch.no_grad():
+        st(x[:, :w], genre=genre, below=below[:, : w // FACTOR])  # warm up
+        t0 = time.perf_counter()
+        for i in range(steps):
+            s0 = i * FACTOR
+            out = st(x[:, s0:s0 + w], genre=genre, below=below[:, s0 // FACTOR:(s0 + w) // FACTOR])
+            out[:, :, -1]  # only the last position is the new sample's distribution
+        dt = time.perf_counter() - t0
+    return steps / dt
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", type=Path, help="write the results as JSON here")
+    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
+    args = ap.parse_args(argv)
+    q = 4 if args.quick else 1
+
+    st = reference_stage()
+    big = reference_stage(cycle_length=11)  # receptive field doubled
+    rows = []
+
+    def add(engine, stage, batch, sps):
+        rows.append({"engine": engine, "batch": batch, "samples_per_second": round(sps, 2),
+                     "batch_samples_per_second": round(sps * batch, 1),
+                     "receptive_field": stage.receptive_field, "layers": stage.n_layers,
+                     "microseconds_per_sample": round(1e6 / sps, 2)})
+
+    add("recompute", st, 1, bench_recompute(st, 1, 24 // q))
+    add("recompute", st, 64, bench_recompute(st, 64, max(2, 4 // q)))
+    add("cached", st, 1, bench_cached(st, 1, 3000 // q))
+    add("cached", st, 64, bench_cached(st, 64, 600 // q))
+    add("cached", big, 1, bench_cached(big, 1, 3000 // q))
+    add("cached", big, 64, bench_cached(big, 64, 600 // q))
+
+    def sps(engine, stage, batch):
+        return next(r["samples_per_second"] for r in rows if r["engine"] == engine and r["batch"] == batch
+                    and r["receptive_field"] == stage.receptive_field)
+
+    summary = {
+        "cached_over_recompute_batch1": round(sps("cached", st, 1) / sps("recompute", st, 1), 1),
+        "cached_over_recompute_batch64": round(sps("cached", st, 64) / sps("recompute", st, 64), 1),
+        "cached_cost_ratio_rf_doubled_batch1": round(sps("cached", st, 1) / sps("cached", big, 1), 3),
+        "cached_cost_ratio_rf_doubled_batch64": round(sps("cached", st, 64) / sps("cached", big, 64), 3),
+        "layers_ratio_rf_doubled": big.n_layers / st.n_layers,
+    }
+    report = {
+        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version()},
+        "stage": {"layers": st.n_layers, "residual_channels": 64, "gate_channels": 128, "skip_channels": 128,
+                  "classes": 256, "factor": FACTOR, "receptive_field": st.receptive_field,
+                  "params": st.n_params},
+        "flops_per_sample": st.flops_per_sample(),
+        "flops_per_sample_rf_doubled": big.flops_per_sample(),
+        "results": rows,
+        "summary": summary,
+    }
+    print(f"flops/sample {st.flops_per_sample():.3g} (RF {st.receptive_field}); "
+          f"{big.flops_per_sample():.3g} (RF {big.receptive_field})  threads={torch.get_num_threads()}")
+    print(f"{'engine':<10}{'batch':>6}{'RF':>7}{'layers':>7}{'samples/s':>12}{'batch samples/s':>17}{'us/sample':>11}")
+    for r in rows:
+        print(f"{r['engine']:<10}{r['batch']:>6}{r['receptive_field']:>7}{r['layers']:>7}"
+              f"{r['samples_per_second']:>12.1f}{r['batch_samples_per_second']:>17.1f}"
+              f"{r['microseconds_per_sample']:>11.1f}")
+    for k, v in summary.items():
+        print(f"{k}: {v}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=args.json.parent, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=2)
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""Preprocessing speed in seconds of audio per wall second (goal: >= 200x real time on 2 cores).
+
+    python bench/preprocess.py [--data RAW | --raw RAW] [--json FILE] [--seconds 120]
+
+Without a corpus folder, synthesises ``--seconds`` of test audio (44.1 kHz stereo files, half
+with MIDI scores) in a temporary folder.  Rows: the pipeline without Prefect (sequential and
+2 threads), and the Prefect flow (2-thread task runner and sequential), each into a fresh
+output folder so nothing comes from the cache.  The flow rows are timed after one warm-up
+flow, so the ephemeral Prefect server's start (~20 s, once per process) is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def synth_corpus(raw: Path, seconds: float, per_file: float = 10.0, sr: int = 44100) -> Path:
+    """Harmonic tones with vibrato and noise, stereo, ``per_file`` s each; odd files get MIDI."""
+    import mido
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    n_files = max(1, int(round(seconds / per_file)))
+    for i in range(n_files):
+        genre = ("folk", "chorale", "jazz")[i % 3]
+        t = np.arange(int(per_file * sr)) / sr
+        f0 = 110 * 2 ** (rng.integers(0, 24) / 12)
+        x = sum(np.sin(2 * np.pi * f0 * h * t + 0.3 * np.sin(2 * np.pi * 5 * t)) / h for h in range(1, 6))
+        x = 0.2 * x * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t)) + 0.01 * rng.standard_normal(len(t))
+        stereo = np.stack([x, 0.8 * x], axis=1).astype(np.float32)  # (n, 2)
+        (raw / genre).mkdir(parents=True, exist_ok=True)
+        sf.write(str(raw / genre / f"take{i:03d}.wav"), stereo, sr)
+        if i % 2:
+            write_score(raw / genre / f"take{i:03d}.mid", per_file, mido)
+    return raw
+
+
+def write_score(path: Path, seconds: float, mido) -> None:
+    mid = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: 960 ticks per second
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    for k in range(int(seconds * 2)):
+        track.append(mido.Message("note_on", note=48 + k % 24, velocity=80, time=0))
+        track.append(mido.Message("note_off", note=48 + k % 24, velocity=0, time=480))
+    mid.save(str(path))
+
+
+def audio_seconds(inputs) -> float:
+    import soundfile as sf
+
+    return sum(sf.info(str(a)).duration for a, _, _ in inputs)
+
+
+def time_pipeline(inputs, out: Path, data_cfg, workers: int) -> float:
+    """Wall seconds of preprocess_file over every input (no Prefect)."""
+    from pipeline import preprocess as pp
+
+    def one(item):
+        try:
+            return pp.preprocess_file(item[0], item[1], item[2], out, data_cfg)
+        except pp.StrataError as e:
+            return e
+
+    start = time.perf_counter()
+    if workers == 1:
+        results = [one(x) for x in inputs]
+    else:
+        with ThreadPoolExecutor(workers) as ex:
+            results = list(ex.map(one, inputs))
+    wall = time.perf_counter() - start
+    bad = [r for r in results if isinstance(r, Exception)]
+    if bad:
+        print(f"warning: {len(bad)} files skipped, e.g. {bad[0]}", file=sys.stderr)
+    return wall
+
+
+def time_flow(raw: Path, out: Path, workers: int) -> float:
+    """Wall seconds of the preprocess flow (server already warm)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.preprocess import preprocess_flow
+
+    flow = preprocess_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    start = time.perf_counter()
+    flow(str(raw), str(out))
+    return time.perf_counter() - start
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "threads": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", "--raw", dest="raw", help="raw corpus folder (RAW/<genre>/<file>)")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--seconds", type=float, default=120.0, help="audio to synthesise without --data")
+    ap.add_argument("--no-flow", action="store_true", help="skip the Prefect rows")
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="strata-bench-pre-"))
+    if "PREFECT_API_URL" not in os.environ:  # a private ephemeral server, not the user's
+        os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from pipeline import preprocess as pp
+    from pipeline.config import load_config
+
+    raw = Path(args.raw) if args.raw else synth_corpus(tmp / "raw", args.seconds)
+    cfg = load_config(None)
+    inputs, _ = pp.discover(raw)
+    seconds = audio_seconds(inputs)
+    rows = []
+
+    def row(name, workers, wall):
+        rows.append({"name": name, "workers": workers, "files": len(inputs), "audio_seconds": round(seconds, 2),
+                     "wall_seconds": round(wall, 3), "realtime_factor": round(seconds / wall, 1)})
+
+    time_pipeline(inputs[:1], tmp / "warm", cfg.data, 1)  # imports, soxr plans
+    for workers in (1, 2):
+        row("pipeline", workers, time_pipeline(inputs, tmp / f"pipe{workers}", cfg.data, workers))
+    if not args.no_flow:
+        time_flow(raw, tmp / "flow-warm", 2)  # starts the ephemeral server; not counted
+        for workers in (2, 1):
+            row("flow", workers, time_flow(raw, tmp / f"flow{workers}", workers))
+    result = {"machine": machine(), "corpus": str(raw), "results": rows}
+    print(f"\n{'name':<10}{'workers':>8}{'files':>7}{'audio s':>10}{'wall s':>9}{'x realtime':>12}")
+    for r in rows:
+        print(f"{r['name']:<10}{r['workers']:>8}{r['files']:>7}{r['audio_seconds']:>10.1f}"
+              f"{r['wall_seconds']:>9.2f}{r['realtime_factor']:>12.1f}")
+    if args.json:
+        from pipeline.io import atomic_write_json
+
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

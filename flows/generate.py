@@ -1,0 +1,67 @@
+"""Prefect flow ``generate``: a thin shell over ``pipeline.generate.generate`` with artifacts."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_image_artifact, create_markdown_artifact
+
+from pipeline.generate import generate, validate_params
+
+
+@flow(name="generate")
+def generate_flow(run: str, out: str, seconds: float | None = None, genre: str | None = None,
+                  midi: str | None = None, prompt: str | None = None, temperature: float = 1.0,
+                  top_p: float = 1.0, guidance: float = 0.0, seed: int | None = 0, count: int = 1) -> list[str]:
+    """Generate ``count`` variations from a run folder; one job folder each (returned as paths).
+
+    ``seed=None`` draws a fresh seed (scheduled runs); it is recorded in each job's meta.json.
+    """
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    params = dict(seconds=seconds, genre=genre, midi=midi, prompt=prompt, temperature=temperature,
+                  top_p=top_p, guidance=guidance, seed=seed, count=count)
+    validate_params(run_dir=run, out_dir=out, **params)  # one ParameterError line before any work
+    jobs = generate(run, out, **params)
+    for job in jobs:
+        publish_job(job)
+    return [str(j) for j in jobs]
+
+
+def publish_job(job: Path) -> None:
+    """Markdown summary (parameters, timings, files) and the spectrogram as artifacts."""
+    meta = json.loads((job / "meta.json").read_text())
+    create_markdown_artifact(markdown=job_markdown(job, meta), key=_key(job.name),
+                             description=f"generation job {job.name}")
+    png = job / "spectrogram.png"
+    create_image_artifact(image_url=png.resolve().as_uri(), key=_key(job.name + "-spectrogram"),
+                          description=f"spectrogram of {job.name}")
+
+
+def job_markdown(job: Path, meta: dict) -> str:
+    """A readable summary of one job's meta.json."""
+    t = meta["timings"]
+    lines = [f"# {job.name}", "", f"- folder: `{job.resolve()}`",
+             f"- audio: `{(job / 'audio.wav').resolve()}` ({meta['seconds']:.2f} s)",
+             f"- spectrogram: ![spectrogram]({(job / 'spectrogram.png').resolve().as_uri()})",
+             f"- run: `{meta['run']}`", "", "## Parameters", "", "| name | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in meta["parameters"].items()]
+    lines += ["", "## Timings", "", "| stage | rate | samples | wall s | real-time factor | samples/s |",
+              "|---|---|---|---|---|---|"]
+    for s in t["stages"]:
+        lines.append(f"| {s['stage']} | {s['rate']} | {s['samples']} | {s['wall_seconds']:.2f} | "
+                     f"{_num(s['real_time_factor'])} | {_num(s['samples_per_second'])} |")
+    lines.append(f"| total | | | {t['total_wall_seconds']:.2f} | {_num(t['real_time_factor'])} | |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def _key(name: str) -> str:
+    """Artifact keys: lowercase letters, digits and dashes only."""
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in name.lower())

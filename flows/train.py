@@ -1,0 +1,202 @@
+"""Prefect flow ``train``: one task per stage (DESIGN 5).
+
+Stages are independent under teacher forcing.  On a small CPU machine they run one after
+another; each gets ``max_minutes * stage.time_share`` minutes of the wall-clock budget
+(``max_minutes`` defaults to ``cfg.train.max_minutes``).  With ``cfg.train.num_processes > 1`` a
+stage task runs ``accelerate launch`` as a subprocess with that many processes.
+Artifacts: a table of each stage's best/final bits per sample, and the loss curves
+(``run/metrics/loss.png``) as an image artifact and a markdown artifact linking it.
+
+``resume=True`` resumes every selected stage that has a checkpoint; a stage without one starts
+from scratch (noted in the log); when no selected stage has a checkpoint it is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+
+from pipeline.config import StrataConfig
+from pipeline.errors import ParameterError, RunError
+from pipeline.io import atomic_path
+
+
+def parse_stages(stages: str | list[int] | None, n_stages: int) -> list[int]:
+    """``"all"`` or ``"0,2"`` (or a list) -> sorted stage indices; ParameterError when invalid."""
+    if stages is None or (isinstance(stages, str) and stages.strip().lower() in ("all", "")):
+        return list(range(n_stages))
+    items = stages.split(",") if isinstance(stages, str) else list(stages)
+    out = set()
+    for item in items:
+        try:
+            k = int(str(item).strip())
+        except ValueError:
+            raise ParameterError(f"stages={stages!r}: {item!r} is not a stage index (use 'all' or e.g. '0,2')") from None
+        if not 0 <= k < n_stages:
+            raise ParameterError(f"stages={stages!r}: stage {k} is not in the config (stages 0..{n_stages - 1})")
+        out.add(k)
+    if not out:
+        raise ParameterError(f"stages={stages!r}: no stage selected")
+    return sorted(out)
+
+
+def stage_minutes(cfg: StrataConfig, k: int, max_minutes: float | None) -> float | None:
+    """Wall-clock minutes for stage k: the total budget times its ``time_share``."""
+    total = cfg.train.max_minutes if max_minutes is None else max_minutes
+    return None if total is None else float(total) * cfg.stages[k].time_share
+
+
+def launch_command(data: str, run: str, config_path: str, k: int, cfg: StrataConfig, max_steps: int | None,
+                   minutes: float | None, resume: bool) -> list[str]:
+    """``accelerate launch`` of ``pipeline.train`` with ``cfg.train.num_processes`` processes."""
+    mp = cfg.train.mixed_precision
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            mp = "no"
+    except ImportError:
+        pass
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", str(cfg.train.num_processes), "--num_machines", "1",
+           "--mixed_precision", mp, "--dynamo_backend", "no",
+           "-m", "pipeline.train", "--data", data, "--run", run, "--stage", str(k), "--config", config_path]
+    if max_steps is not None:
+        cmd += ["--max-steps", str(max_steps)]
+    if minutes is not None:
+        cmd += ["--max-minutes", str(minutes)]
+    if resume:
+        cmd.append("--resume")
+    return cmd
+
+
+def _run_streaming(cmd: list[str]) -> tuple[int, list[str]]:
+    """Run ``cmd``, passing its stderr through line by line; (exit code, last stderr lines)."""
+    tail: list[str] = []
+    with subprocess.Popen(cmd, stdout=None, stderr=subprocess.PIPE, text=True, env=dict(os.environ)) as proc:
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            tail = (tail + [line.rstrip("\n")])[-50:]
+        code = proc.wait()
+    return code, tail
+
+
+@task(name="train-stage")
+def train_stage_task(data: str, run: str, config_path: str, k: int, max_steps: int | None,
+                     minutes: float | None, resume: bool) -> dict[str, Any]:
+    """Train one stage (in this process, or under ``accelerate launch``); returns its summary."""
+    import json
+
+    from pipeline.config import load_config
+    from pipeline.train import result_path, train_stage
+
+    logger = get_run_logger()
+    cfg = load_config(config_path)
+    budget = "no time budget" if minutes is None else f"{minutes:.1f} min"
+    logger.info(f"stage {k}: training ({budget}, {cfg.train.num_processes} process(es), resume={resume})")
+    if cfg.train.num_processes <= 1:
+        result = train_stage(data, run, cfg, k, max_steps=max_steps, max_minutes=minutes, resume=resume)
+    else:
+        cmd = launch_command(data, run, config_path, k, cfg, max_steps, minutes, resume)
+        logger.info("running: " + " ".join(cmd))
+        code, tail = _run_streaming(cmd)
+        if code != 0:
+            errors = [ln for ln in tail if ln.startswith("error: ")]
+            raise RunError(errors[-1][7:] if errors else f"stage {k}: accelerate launch failed (exit {code}): "
+                           + " | ".join(tail[-3:]))
+        result = json.loads(result_path(Path(run), k).read_text())
+    logger.info(f"stage {k}: {result['steps']} steps, best valid {result['best_valid_bits']:.3f} bits/sample "
+                f"(step {result['best_step']}), stopped by {result['stopped']}")
+    return result
+
+
+def plot_losses(run: Path, stages: list[int]) -> Path:
+    """Training loss and validation bits per stage vs step -> ``run/metrics/loss.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.train import read_metrics
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for k in stages:
+        rows = read_metrics(run, k)
+        tr = [(r["step"], r[f"stage{k}/loss"]) for r in rows if f"stage{k}/loss" in r]
+        va = [(r["step"], r[f"stage{k}/valid_bits"]) for r in rows if f"stage{k}/valid_bits" in r]
+        if tr:
+            line, = ax.plot(*zip(*tr), label=f"stage {k} train", alpha=0.8)
+            color = line.get_color()
+        else:
+            color = None
+        if va:
+            ax.plot(*zip(*va), "o--", color=color, label=f"stage {k} valid")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits per sample")
+    ax.set_title("Strata training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = run / "metrics" / "loss.png"
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _artifacts(run: Path, results: dict[int, dict], png: Path) -> None:
+    rows = [{"stage": k, "rate": r.get("rate"), "steps": r["steps"],
+             "best_valid_bits": round(r["best_valid_bits"], 4), "best_step": r["best_step"],
+             "final_valid_bits": round(r["final_valid_bits"], 4), "final_loss": round(r["final_loss"], 4),
+             "samples_per_second": round(r["samples_per_second"], 1), "stopped": r["stopped"]}
+            for k, r in sorted(results.items())]
+    create_table_artifact(rows, key="train-bits", description="Bits per sample per stage (validation, EMA weights)")
+    url = png.resolve().as_uri()
+    create_image_artifact(image_url=url, key="train-loss-curve", description="Training loss and validation bits")
+    table = ["| stage | steps | best valid bits | final valid bits | final loss | stopped |", "|---|---|---|---|---|---|"]
+    table += [f"| {r['stage']} | {r['steps']} | {r['best_valid_bits']} | {r['final_valid_bits']} | {r['final_loss']} | "
+              f"{r['stopped']} |" for r in rows]
+    md = "\n".join([f"# Training: {run}", "", *table, "", f"![loss curves]({url})", "",
+                    f"Loss curves: [{png.name}]({url}) (`{png}`)"])
+    create_markdown_artifact(md, key="train-summary", description="Training summary with loss curves")
+
+
+@flow(name="train")
+def train_flow(data: str, run: str, config: str | None = None, stages: str = "all", max_steps: int | None = None,
+               resume: bool = False, max_minutes: float | None = None) -> dict[str, Any]:
+    """Train the selected stages one after another; returns {"run", "stages": {k: summary}, "loss_png"}."""
+    from pipeline.dataset import load_manifest
+    from pipeline.train import check_run_config, list_checkpoints, resolve_config
+
+    logger = get_run_logger()
+    run_dir = Path(run)
+    if max_steps is not None and max_steps < 1:
+        raise ParameterError(f"max_steps={max_steps}: must be >= 1")
+    if max_minutes is not None and max_minutes <= 0:
+        raise ParameterError(f"max_minutes={max_minutes}: must be > 0")
+    cfg = resolve_config(config, run_dir)
+    selected = parse_stages(stages, len(cfg.stages))
+    load_manifest(data)  # a clear DatasetError before anything is written
+    with_ckpt = {k for k in selected if list_checkpoints(run_dir, k)}
+    if resume and not with_ckpt:
+        raise RunError(f"{run}: --resume but no checkpoint for stage(s) {','.join(map(str, selected))}")
+    check_run_config(run_dir, cfg, resume, write=True)
+    config_path = str(run_dir / "config.yaml")
+    results: dict[int, dict] = {}
+    for k in selected:
+        resume_k = resume and k in with_ckpt
+        if resume and not resume_k:
+            logger.info(f"stage {k}: no checkpoint to resume, starting from scratch")
+        result = train_stage_task(data, run, config_path, k, max_steps, stage_minutes(cfg, k, max_minutes), resume_k)
+        result["rate"] = cfg.stages[k].rate
+        results[k] = result
+    png = plot_losses(run_dir, selected)
+    _artifacts(run_dir, results, png)
+    print(f"train: run {run_dir} (stages/, metrics/loss.png)", flush=True)
+    return {"run": str(run_dir), "stages": {str(k): r for k, r in results.items()}, "loss_png": str(png)}

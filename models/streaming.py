@@ -1,0 +1,193 @@
+"""Streaming (queue) inference for a Stage: one step costs O(layers), never O(receptive field).
+
+The step uses the stage's own parameters, laid out once per stream for a lean step:
+
+- dilated conv of layer i (kernel k, dilation d): the new input h_t is multiplied once by all
+  k taps, W_i = [tap lag 0 | lag d | ... | lag d(k-1)] (R, k*2G).  The lag-0 part is used now;
+  the lag-d*j parts are what time t + d*j will need, kept in a per-layer ring of d*(k-1) slots
+  (the queue of past inputs, stored already projected);
+- the gate addend (conv bias + genre + history frame) is a (B, L*2G) vector updated once per
+  history frame; the tier-below/roll features are computed by the conditioning stack in chunks
+  of ``chunk`` stage samples (with the halo that makes them equal to the full pass) and
+  projected per step with one matmul for all layers;
+- the gate outputs of all layers sit in one (B, L, G+1) buffer whose last column is 1, so the
+  residual bias and all skip projections + biases are single matmuls.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class StageStream:
+    """``with stage.streaming(batch=B, ...) as s: out_t = s.step(x_prev)``.
+
+    below (B, T // factor) and roll (B, 256, F) cover the whole piece; genre (B,) or int;
+    drop_below / drop_roll / drop_history (B,) bool.  ``step`` takes x[t-1] (start_code at the
+    first call) and returns the output for sample t: (B, C).
+    """
+
+    def __init__(self, stage, batch: int = 1, genre=None, below=None, roll=None, drop_below=None,
+                 drop_roll=None, drop_history=None, chunk: int = 4096) -> None:
+        if stage.training:
+            raise RuntimeError("Stage.streaming: the stage is in training mode; call stage.eval() first "
+                               "(streaming is for inference and must equal the eval forward pass)")
+        self.stage, self.batch = stage, int(batch)
+        self.closed = False
+        p = next(stage.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        with torch.no_grad():
+            self._setup(genre, below, roll, drop_below, drop_roll, drop_history, chunk)
+
+    # ------------------------------------------------------------------ setup
+    def _mask(self, m):
+        if m is None:
+            return None
+        m = torch.as_tensor(m, device=self.device).bool()
+        return m.expand(self.batch) if m.dim() == 0 else m
+
+    def _setup(self, genre, below, roll, drop_below, drop_roll, drop_history, chunk) -> None:
+        st, b = self.stage, self.batch
+        g, k, n = st.gate_channels, st.kernel_size, st.n_layers
+        g2 = 2 * g
+        self.t = 0
+        self.g2 = g2
+        # input embedding
+        if st.head_kind == "categorical":
+            self.emb_w = st.embed.weight.detach()  # (classes, R)
+        else:
+            self.in_w = st.input_proj.weight.detach().t().contiguous()  # (1, R)
+            self.in_b = st.input_proj.bias.detach()
+        # main stack, fused layout
+        self.layers = []
+        for i, d in enumerate(st.dilations):
+            w = st.convs[i].weight.detach()  # (2G, R, k); tap k-1 is lag 0
+            wf = torch.cat([w[:, :, k - 1 - j].t() for j in range(k)], dim=1).contiguous()  # (R, k*2G)
+            ring = torch.zeros(d * (k - 1), b, g2, dtype=self.dtype, device=self.device) if k > 1 else None
+            if i + 1 < n:
+                res = st.res[i]
+                wr = torch.cat([res.weight.detach()[:, :, 0].t(), res.bias.detach()[None]], 0).contiguous()
+            else:
+                wr = None  # (G+1, R) with the bias as last row
+            self.layers.append((wf, ring, d * (k - 1), wr))
+        self.gall = torch.zeros(b, n, g + 1, dtype=self.dtype, device=self.device)  # (B, L, G+1)
+        self.gall[:, :, g] = 1.0
+        self.gall_flat = self.gall.view(b, n * (g + 1))
+        self.w_skip = torch.cat(
+            [torch.cat([sk.weight.detach()[:, :, 0].t(), sk.bias.detach()[None]], 0) for sk in st.skip], 0
+        ).contiguous()  # (L*(G+1), S)
+        self.w_out1 = st.out1.weight.detach()[:, :, 0].t().contiguous()
+        self.b_out1 = st.out1.bias.detach()
+        self.w_out2 = st.out2.weight.detach()[:, :, 0].t().contiguous()
+        self.b_out2 = st.out2.bias.detach()
+        # constant gate addend (conv bias + genre): (B, L*2G)
+        self.const = st.gate_bias(genre, b, self.device).detach().contiguous()
+        self.bias = self.const
+        # conditioning stack, chunked
+        self.cond = st.conditioning
+        if self.cond is not None:
+            up = self.cond.up
+            self.chunk = max(up, -(-int(chunk) // up) * up)  # a multiple of up
+            self.below, self.roll = below, roll
+            if below is not None:
+                below = torch.as_tensor(below, device=self.device).long()
+                self.below = below.expand(b, -1) if below.dim() == 1 else below
+            if roll is not None:
+                roll = torch.as_tensor(roll, device=self.device)
+                self.roll = roll.expand(b, -1, -1) if roll.dim() == 2 else roll
+            self.drop_below, self.drop_roll = self._mask(drop_below), self._mask(drop_roll)
+            self.w_cond = st.cond_proj.detach().t().contiguous()  # (Cc, L*2G)
+            self.cond_buf = torch.zeros(self.chunk, b, self.cond.channels, dtype=self.dtype, device=self.device)
+        # history stack, one update per frame
+        self.hist = st.history
+        if self.hist is not None:
+            self.pool = self.hist.pool
+            self.drop_history = self._mask(drop_history)
+            self.hist_state = self.hist.init_state(b, self.dtype, self.device)
+            self.frame_sum = torch.zeros(b, st.residual_channels, dtype=self.dtype, device=self.device)
+            self.w_hist = st.history_proj.detach()  # (L*2G, H)
+            self._set_history(self.hist.start.detach().expand(b, -1))
+
+    def _set_history(self, u: torch.Tensor) -> None:
+        """History feature u (B, H) for the coming frame -> gate addend."""
+        if self.drop_history is not None:
+            u = torch.where(self.drop_history[:, None], self.hist.cut.detach(), u)
+        self.bias = self.const + F.linear(u, self.w_hist)  # (B, L*2G)
+
+    def _next_chunk(self) -> None:
+        up = self.cond.up
+        j0 = self.t // up
+        c = self.cond.features(self.batch, self.below, self.roll, self.drop_below, self.drop_roll,
+                               j0, j0 + self.chunk // up)  # (B, Cc, chunk)
+        self.cond_buf.copy_(c.permute(2, 0, 1))  # (chunk, B, Cc)
+
+    # ------------------------------------------------------------------ context manager
+    def __enter__(self) -> StageStream:
+        self.stage._stream = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop all state (rings, buffers); the stream cannot step afterwards."""
+        self.closed = True
+        self.layers = []
+        for name in ("gall", "gall_flat", "cond_buf", "hist_state", "frame_sum", "below", "roll"):
+            if hasattr(self, name):
+                setattr(self, name, None)
+        if getattr(self.stage, "_stream", None) is self:
+            self.stage._stream = None
+
+    # ------------------------------------------------------------------ the step
+    def step(self, x_prev: torch.Tensor) -> torch.Tensor:
+        """x_prev (B,) = x[t-1] (start_code at t = 0) -> (B, C) output for sample t."""
+        if self.closed:
+            raise RuntimeError("this stream is closed (its `with` block ended)")
+        with torch.no_grad():
+            return self._step(x_prev)
+
+    def _step(self, x_prev: torch.Tensor) -> torch.Tensor:
+        t, g2, b = self.t, self.g2, self.batch
+        if not torch.is_tensor(x_prev):
+            x_prev = torch.as_tensor(x_prev, device=self.device)
+        if x_prev.dim() == 0:
+            x_prev = x_prev.expand(b)
+        if self.stage.head_kind == "categorical":
+            h = self.emb_w.index_select(0, x_prev.long())  # (B, R)
+        else:
+            h = torch.addmm(self.in_b, x_prev.to(self.dtype).view(-1, 1), self.in_w)  # (B, R)
+        if self.hist is not None and t > 0:
+            self.frame_sum += h
+            if t % self.pool == 0:  # frame t/pool - 1 just completed
+                u = self.hist.step(self.hist_state, self.frame_sum / self.pool)
+                self.frame_sum.zero_()
+                self._set_history(u)
+        if self.cond is not None:
+            r = t % self.chunk
+            if r == 0:
+                self._next_chunk()
+            add = torch.addmm(self.bias, self.cond_buf[r], self.w_cond)  # (B, L*2G)
+        else:
+            add = self.bias
+        g = g2 // 2
+        gall = self.gall
+        for i, (wf, ring, m, wr) in enumerate(self.layers):
+            p = torch.mm(h, wf)  # (B, k*2G)
+            z = p[:, :g2]
+            z += add[:, i * g2:(i + 1) * g2]
+            if ring is not None:
+                slot = t % m
+                z += ring[slot]
+                k = p.shape[1] // g2
+                ring[slot].copy_(p[:, (k - 1) * g2:])  # for time t + d(k-1)
+                for j in range(1, k - 1):  # kernel > 2: partial sums for t + d*j
+                    ring[(t + (m // (k - 1)) * j) % m] += p[:, j * g2:(j + 1) * g2]
+            torch.mul(torch.tanh(z[:, :g]), torch.sigmoid(z[:, g:]), out=gall[:, i, :g])
+            if wr is not None:
+                h = torch.addmm(h, gall[:, i], wr)  # (B, R) residual (+ bias via the ones column)
+        s = torch.relu(torch.mm(self.gall_flat, self.w_skip))  # (B, S)
+        s = torch.relu(torch.addmm(self.b_out1, s, self.w_out1))
+        self.t = t + 1
+        return torch.addmm(self.b_out2, s, self.w_out2)  # (B, C)

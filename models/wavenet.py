@@ -1,0 +1,207 @@
+"""One WaveNet stage of the cascade: causal dilated gated stack + context stacks + output head."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.context import ConditioningStack, HistoryStack
+from models.heads import CategoricalHead, LogisticMixtureHead
+from models.layers import causal_pad, gated
+from models.spec import as_namespace, stage_config_dict
+
+
+class Stage(nn.Module):
+    """Stage ``index`` models tier ``index`` at ``cfg.rate`` Hz.
+
+    ``gate_channels`` is the width of each gate half (the dilated conv outputs 2 * gate_channels:
+    tanh half and sigmoid half).  Output t of ``forward`` is the distribution of x[t] given
+    x[<t], the tier below up to index t // factor + lookahead, the roll and the genre.
+    """
+
+    def __init__(self, cfg: Any, index: int, n_genres: int, factor: int = 1, roll_fps: int = 100,
+                 classes: int = 256) -> None:
+        super().__init__()
+        self.config = stage_config_dict(cfg)  # plain dict (stored in model.json)
+        c = as_namespace(self.config)
+        self.index, self.n_genres, self.factor = int(index), int(n_genres), int(factor)
+        self.roll_fps, self.classes = int(roll_fps), int(classes)
+        self.rate = int(c.rate) if c.rate is not None else None
+        self.head_kind = c.head
+        r, g, s, k = c.residual_channels, c.gate_channels, c.skip_channels, c.kernel_size
+        self.residual_channels, self.gate_channels, self.skip_channels, self.kernel_size = r, g, s, k
+        self.dilations = [2**i for _ in range(c.dilation_cycles) for i in range(c.cycle_length)]
+        n_layers = len(self.dilations)
+
+        # output head and input embedding
+        if c.head == "categorical":
+            self.head = CategoricalHead(classes + (1 if c.end_class else 0))
+            self.end_code = classes if c.end_class else None
+            self.start_code = classes // 2  # silence
+            self.embed = nn.Embedding(self.head.classes, r)
+        elif c.head == "logistic_mixture":
+            self.head = LogisticMixtureHead(c.mixtures)
+            self.end_code = None
+            self.start_code = 0  # PCM value 0 (x = 0.0)
+            self.input_proj = nn.Linear(1, r)
+        else:
+            raise ValueError(f"stage {index}: unknown head {c.head!r}")
+
+        # main stack
+        self.convs = nn.ModuleList(nn.Conv1d(r, 2 * g, k, dilation=d) for d in self.dilations)
+        self.res = nn.ModuleList(nn.Conv1d(g, r, 1) for _ in self.dilations[1:])  # none after the last
+        self.skip = nn.ModuleList(nn.Conv1d(g, s, 1) for _ in self.dilations)
+        self.out1 = nn.Conv1d(s, s, 1)
+        self.out2 = nn.Conv1d(s, self.head.channels, 1)
+
+        # global conditioning: genre embedding, per-layer projection into every gate
+        self.use_genre = bool(c.use_genre)
+        if self.use_genre:
+            self.genre_embed = nn.Embedding(n_genres + 1, r)
+            self.genre_proj = nn.Linear(r, n_layers * 2 * g, bias=False)
+
+        # conditioning stack (tier below and/or roll), local conditioning inside every gate
+        self.use_below = self.index > 0 and bool(c.use_tier_below)
+        self.use_roll = bool(c.use_roll)
+        self.conditioning: ConditioningStack | None = None
+        if self.use_below or self.use_roll:
+            if self.rate is None:
+                raise ValueError(f"stage {index}: rate is needed for the conditioning stack")
+            up = self.factor if self.use_below else self.rate // self.roll_fps
+            if up < 1 or (not self.use_below and self.rate % self.roll_fps):
+                raise ValueError(f"stage {index}: rate {self.rate} is not a multiple of roll_fps {roll_fps}")
+            cc = c.conditioning
+            self.conditioning = ConditioningStack(
+                cc.channels, cc.layers, cc.kernel_size, cc.lookahead, up, self.rate, self.roll_fps,
+                below_classes=classes if self.use_below else None, use_roll=self.use_roll)
+            self.cond_proj = nn.Parameter(torch.randn(n_layers * 2 * g, cc.channels) / math.sqrt(cc.channels))
+
+        # history stack
+        self.history: HistoryStack | None = None
+        if c.history.enabled:
+            h = c.history
+            self.history = HistoryStack(r, h.channels, h.layers, h.kernel_size, h.pool)
+            self.history_proj = nn.Parameter(torch.randn(n_layers * 2 * g, h.channels) / math.sqrt(h.channels))
+
+    # ------------------------------------------------------------------ reported numbers
+    @property
+    def n_layers(self) -> int:
+        return len(self.dilations)
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples of own past that affect an output (main stack): x[t-R..t-1] -> out[t]."""
+        return 1 + sum(d * (self.kernel_size - 1) for d in self.dilations)
+
+    @property
+    def history_receptive_field(self) -> int:
+        """Samples of own past that affect an output through the history stack (0 if off)."""
+        if self.history is None:
+            return 0
+        p = self.history.pool
+        return (self.history.receptive_field + 1) * p - 1 + self.receptive_field - self.kernel_size
+
+    @property
+    def lookahead(self) -> int:
+        """Stage samples after t covered by the conditioning input visible at t."""
+        if self.conditioning is None:
+            return 0
+        return (self.conditioning.lookahead + 1) * self.conditioning.up - 1
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_sample(self, chunk: int = 4096) -> float:
+        """2 * multiply-adds per generated sample in streaming, conditioning amortised."""
+        r, g, s, k, n = self.residual_channels, self.gate_channels, self.skip_channels, self.kernel_size, self.n_layers
+        macs = n * (k * r * 2 * g + g * s) + (n - 1) * g * r + s * s + s * self.head.channels
+        if self.head_kind != "categorical":
+            macs += r
+        if self.conditioning is not None:
+            macs += self.conditioning.channels * n * 2 * g + self.conditioning.macs_per_sample(chunk)
+        if self.history is not None:
+            hc = self.history.channels
+            macs += (self.history.macs_per_frame(r) + hc * n * 2 * g) / self.history.pool
+        return 2.0 * macs
+
+    # ------------------------------------------------------------------ pieces shared with streaming
+    def embed_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes (B, T) int64 (or float PCM in [-1, 1]) -> (B, T, R)."""
+        if self.head_kind == "categorical":
+            return self.embed(x)
+        return self.input_proj(x.float().unsqueeze(-1))
+
+    def genre_ids(self, genre, batch: int, device) -> torch.Tensor:
+        if genre is None:
+            return torch.full((batch,), self.n_genres, dtype=torch.long, device=device)
+        genre = torch.as_tensor(genre, dtype=torch.long, device=device)
+        return genre.expand(batch) if genre.dim() == 0 else genre
+
+    def gate_bias(self, genre, batch: int, device) -> torch.Tensor:
+        """Per-layer constant inside every gate (conv bias + genre): (B, L * 2G)."""
+        bias = torch.cat([conv.bias for conv in self.convs]).expand(batch, -1)
+        if self.use_genre:
+            bias = bias + self.genre_proj(self.genre_embed(self.genre_ids(genre, batch, device)))
+        return bias
+
+    def shift(self, x: torch.Tensor) -> torch.Tensor:
+        """Input at t is x[t-1]; start_code (or 0.0) at t = 0."""
+        if self.head_kind == "categorical":
+            start = torch.full_like(x[:, :1], self.start_code)
+        else:
+            start = torch.zeros_like(x[:, :1])
+        return torch.cat([start, x[:, :-1]], dim=1)
+
+    # ------------------------------------------------------------------ teacher-forced pass
+    def forward(self, x: torch.Tensor, genre=None, below=None, roll=None, drop_below=None,
+                drop_roll=None, drop_history=None) -> torch.Tensor:
+        """x (B, T) -> (B, C, T): output t is the distribution of x[t] given x[<t]."""
+        b, t = x.shape
+        dev = x.device
+        g2 = 2 * self.gate_channels
+        e = self.embed_input(x)  # (B, T, R) embeddings of x[t] (history input)
+        h = self.embed_input(self.shift(x)).transpose(1, 2)  # (B, R, T)
+        bias = self.gate_bias(genre, b, dev).unsqueeze(-1)  # (B, L*2G, 1)
+        cond = None
+        if self.conditioning is not None:
+            up = self.conditioning.up
+            cond = self.conditioning.features(b, below, roll, drop_below, drop_roll, 0, -(-t // up))
+            cond = cond[:, :, :t]  # (B, Cc, T)
+        hist = None
+        if self.history is not None:
+            hist = self.history(e, drop_history)  # (B, H, M)
+        skips = 0
+        for i, d in enumerate(self.dilations):
+            z = F.conv1d(causal_pad(h, d, self.kernel_size), self.convs[i].weight, dilation=d)
+            z = z + bias[:, i * g2:(i + 1) * g2]  # (B, 2G, T)
+            if cond is not None:
+                z = z + F.conv1d(cond, self.cond_proj[i * g2:(i + 1) * g2, :, None])
+            if hist is not None:
+                hp = F.conv1d(hist, self.history_proj[i * g2:(i + 1) * g2, :, None])  # (B, 2G, M)
+                z = z + hp.repeat_interleave(self.history.pool, dim=2)[:, :, :t]
+            a = gated(z)  # (B, G, T)
+            skips = skips + self.skip[i](a)
+            if i + 1 < self.n_layers:
+                h = h + self.res[i](a)
+        return self.out2(F.relu(self.out1(F.relu(skips))))  # (B, C, T)
+
+    # ------------------------------------------------------------------ streaming
+    def streaming(self, batch: int = 1, genre=None, below=None, roll=None, drop_below=None,
+                  drop_roll=None, drop_history=None, chunk: int = 4096):
+        """Context manager for sample-by-sample generation (see models/streaming.py)."""
+        from models.streaming import StageStream
+
+        return StageStream(self, batch=batch, genre=genre, below=below, roll=roll, drop_below=drop_below,
+                           drop_roll=drop_roll, drop_history=drop_history, chunk=chunk)
+
+    def step(self, x_prev: torch.Tensor) -> torch.Tensor:
+        """Step the active stream (``with stage.streaming(...)``): x_prev (B,) -> (B, C)."""
+        stream = getattr(self, "_stream", None)
+        if stream is None:
+            raise RuntimeError("Stage.step needs an active stream: use `with stage.streaming(batch=B) as s:`")
+        return stream.step(x_prev)

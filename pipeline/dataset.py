@@ -1,0 +1,153 @@
+"""Reading a dataset folder: the manifest, random aligned training crops, whole tracks.
+
+Alignment (ARCHITECTURE.md): sample j of tier k-1 covers samples ``[j*f, (j+1)*f)`` of tier k,
+and roll frame g covers stage samples ``[g * rate / roll_fps, (g+1) * rate / roll_fps)``.  A crop
+of stage k starts at a multiple of ``lcm(f, rate // roll_fps)``, so the crop of the tier below
+(start / f) and of the roll (start * roll_fps / rate) are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from pipeline.config import StrataConfig, stage_factor
+from pipeline.errors import DatasetError
+
+N_ROLL = 256  # roll channels the models read: (2, 128) flattened
+
+
+def load_manifest(data_dir: str | Path) -> dict[str, Any]:
+    """``manifest.json`` of a dataset folder; ``DatasetError`` if missing, unreadable or empty."""
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise DatasetError(f"{data_dir}: no manifest.json (run strata preprocess first)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read the manifest ({e})") from None
+    if not isinstance(manifest, dict) or not manifest.get("tracks"):
+        raise DatasetError(f"{data_dir}: no tracks in manifest.json (every input was skipped? see report.json)")
+    return manifest
+
+
+class _Tracks:
+    """The tracks of one split as seen by stage k: lazily memory-mapped tiers and rolls."""
+
+    def __init__(self, data_dir: str | Path, cfg: StrataConfig, stage: int, split: str):
+        self.dir = Path(data_dir)
+        self.manifest = load_manifest(data_dir)
+        if not 0 <= stage < len(cfg.stages):
+            raise DatasetError(f"stage {stage} is not in the config ({len(cfg.stages)} stages)")
+        self.rate = cfg.stages[stage].rate
+        self.factor = stage_factor(cfg, stage)
+        self.below_rate = cfg.data.rates[stage - 1] if stage > 0 else None
+        self.roll_fps = int(self.manifest.get("roll_fps", cfg.data.roll_fps))
+        self.n_genres = len(self.manifest["genres"])
+        self._check_rates(stage)
+        self.tracks = [t for t in self.manifest["tracks"] if t["split"] == split]
+        if not self.tracks:
+            raise DatasetError(f"{data_dir}: split '{split}' is empty")
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _check_rates(self, stage: int) -> None:
+        have = [int(r) for r in self.manifest.get("rates", [])]
+        for what, r in (("tier", self.rate), ("tier below", self.below_rate)):
+            if r is not None and r not in have:
+                raise DatasetError(f"stage {stage}'s {what} {r} Hz is not in this dataset (rates {have})")
+        if self.rate % self.roll_fps:
+            raise DatasetError(f"stage {stage}: {self.rate} Hz is not a multiple of roll_fps={self.roll_fps}")
+
+    def array(self, rel: str) -> np.ndarray:
+        """A .npy file of the dataset, memory-mapped once."""
+        if rel not in self._cache:
+            path = self.dir / rel
+            try:
+                self._cache[rel] = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise DatasetError(f"{path}: cannot load ({e})") from None
+        return self._cache[rel]
+
+    def samples(self, t: dict) -> int:
+        return int(t["samples"][str(self.rate)])
+
+    def item(self, t: dict, start: int, length: int) -> dict[str, Any]:
+        """Aligned window ``[start, start + length)`` of track ``t`` at the stage's rate."""
+        x = np.asarray(self.array(t["tiers"][str(self.rate)])[start : start + length], dtype=np.int64)  # (L,)
+        out: dict[str, Any] = {"x": torch.from_numpy(x)}
+        if self.below_rate is not None:
+            f = self.factor
+            below = self.array(t["tiers"][str(self.below_rate)])[start // f : start // f + length // f]
+            out["below"] = torch.from_numpy(np.asarray(below, dtype=np.int64))  # (L // f,)
+        hop = self.rate // self.roll_fps  # stage samples per roll frame
+        frames = length // hop
+        if t.get("roll"):
+            g0 = start // hop
+            r = np.asarray(self.array(t["roll"])[:, :, g0 : g0 + frames], dtype=np.float32)  # (2, 128, F)
+            roll = torch.from_numpy(r.reshape(N_ROLL, -1) / np.float32(127.0))  # (256, F)
+        else:
+            roll = torch.zeros(N_ROLL, frames, dtype=torch.float32)
+        out["roll"] = roll
+        out["has_roll"] = bool(t.get("roll"))
+        out["genre"] = torch.tensor(int(t["genre_id"]), dtype=torch.int64)
+        return out
+
+
+class StageCrops(torch.utils.data.Dataset):
+    """Random aligned crops for stage k: item i with seed s is always the same crop.
+
+    item -> {"x": int64 (context + crop,), "below": int64 ((context + crop) // f,) [k > 0],
+             "roll": float32 (256, (context + crop) * roll_fps // rate), "has_roll": bool,
+             "genre": int64 scalar}
+    Tracks are drawn with probability proportional to their length; tracks shorter than
+    context + crop are left out.
+    """
+
+    def __init__(self, data_dir, cfg: StrataConfig, stage: int, split: str = "train", context: int = 0,
+                 seed: int = 0, length: int = 10**9):
+        self.data = _Tracks(data_dir, cfg, stage, split)
+        self.crop = int(cfg.stages[stage].crop)
+        self.window = int(context) + self.crop  # samples per item
+        self.seed, self.length = int(seed), int(length)
+        self.step = math.lcm(self.data.factor, self.data.rate // self.data.roll_fps)  # crop start grid
+        self.tracks = [t for t in self.data.tracks if self.data.samples(t) >= self.window]
+        if not self.tracks:
+            longest = max(self.data.samples(t) for t in self.data.tracks)
+            raise DatasetError(
+                f"crop of {self.window} samples is longer than every track in split '{split}' "
+                f"(longest: {longest} samples at {self.data.rate} Hz)"
+            )
+        lengths = np.array([self.data.samples(t) for t in self.tracks], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+        self.n_starts = [(self.data.samples(t) - self.window) // self.step + 1 for t in self.tracks]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(track position, start sample) of item ``index``: a pure function of (seed, index)."""
+        rng = np.random.default_rng([self.seed, int(index)])
+        i = int(rng.choice(len(self.tracks), p=self.weights))
+        return i, int(rng.integers(self.n_starts[i])) * self.step
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        i, start = self.locate(index)
+        return self.data.item(self.tracks[i], start, self.window)
+
+
+def iter_tracks(data_dir, cfg: StrataConfig, stage: int, split: str) -> Iterator[dict[str, Any]]:
+    """Whole tracks of a split for exact evaluation: the item keys + "id" and "seconds"."""
+    data = _Tracks(data_dir, cfg, stage, split)
+    hop = math.lcm(data.factor, data.rate // data.roll_fps)
+    for t in data.tracks:
+        n = data.samples(t) // hop * hop  # whole samples of below and roll (no-op for our datasets)
+        item = data.item(t, 0, n)
+        item["id"], item["seconds"] = t["id"], n / data.rate
+        yield item

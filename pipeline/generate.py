@@ -1,0 +1,647 @@
+"""Generation: stage 0 at its rate, then each finer stage conditioned on the tier below.
+
+``generate(run_dir, out_dir, ...)`` writes one job folder per variation (DESIGN 7):
+``audio.wav``, ``tier_<rate>.wav``, ``spectrogram.png`` and ``meta.json``.
+
+- All variations (``count``) run as one batch through each stage's streaming engine.
+- Prompts: a genre name (from the run's vocabulary), a MIDI file (piano roll for stages that
+  use rolls), an audio file to continue (each tier is primed with the prompt's own tier).
+- Classifier-free guidance (``guidance = W > 0``, genre and MIDI only): every stream has an
+  unconditional twin in the same batch ("no genre" id, roll dropped); the logits are combined as
+
+      l = l_u + (1 + W) * (l_c - l_u)
+
+  (``W = 0`` is plain conditional sampling).  Guidance needs logits, so it applies to
+  categorical heads; a logistic-mixture stage samples from its conditional output.
+- Length: ``seconds``; else MIDI duration + 1 s release; else, when stage 0 has an end class,
+  the model decides (capped at ``generate.max_seconds``); else ``generate.seconds``.
+- A seeded ``torch.Generator`` makes every random choice: same seed and parameters give the
+  same audio bit for bit.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ParameterError, RunError, StrataError
+
+MAX_SECONDS = 3600.0  # absolute cap on a requested length
+MAX_COUNT = 64
+RELEASE_SECONDS = 1.0  # added after the last MIDI note
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+class GenerateParams(BaseModel):
+    """Generation parameters, checked at the boundary (flow, CLI, ``generate``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_dir: Path
+    out_dir: Path
+    seconds: float | None = Field(None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
+    genre: str | None = None
+    midi: Path | None = None
+    prompt: Path | None = None
+    temperature: float = Field(1.0, gt=0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    guidance: float = Field(0.0, ge=0, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, lt=2**63)
+    count: int = Field(1, ge=1, le=MAX_COUNT)
+    chunk: int | None = Field(None, ge=1)
+
+    @field_validator("run_dir")
+    @classmethod
+    def _run_exists(cls, v: Path) -> Path:
+        if not v.is_dir():
+            raise ValueError("run folder not found")
+        return v
+
+    @field_validator("out_dir")
+    @classmethod
+    def _out_not_file(cls, v: Path) -> Path:
+        if v.exists() and not v.is_dir():
+            raise ValueError("exists and is not a folder")
+        return v
+
+    @field_validator("midi", "prompt")
+    @classmethod
+    def _file_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError("file not found")
+        return v
+
+
+_HINTS = {
+    "seconds": f"must be > 0 and at most {MAX_SECONDS:g}",
+    "temperature": "must be > 0",
+    "top_p": "must be in (0, 1]",
+    "guidance": "must be >= 0",
+    "seed": "must be a non-negative integer",
+    "count": f"must be an integer from 1 to {MAX_COUNT}",
+    "chunk": "must be a positive integer",
+}
+
+
+def validate_params(**kwargs: Any) -> GenerateParams:
+    """Build ``GenerateParams``; any problem becomes one ``ParameterError`` line."""
+    try:
+        return GenerateParams(**kwargs)
+    except ValidationError as e:
+        raise ParameterError(_one_line(e)) from None
+
+
+def _one_line(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "parameters"
+        hint = _HINTS.get(name)
+        if hint is None or err["type"] in ("value_error", "extra_forbidden"):
+            hint = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{name}={err.get('input')!r}: {hint}" if name != "parameters" else hint)
+    return "invalid parameter: " + "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class LoadedRun:
+    """A run folder loaded for generation."""
+
+    path: Path
+    cfg: Any  # StrataConfig
+    stages: list  # list[models.Stage], coarse to fine
+    genres: list[str]
+    stage_info: list[dict] = field(default_factory=list)  # from model.json, for meta.json
+
+    @property
+    def rates(self) -> list[int]:
+        return [int(s.rate) for s in self.cfg.stages[: len(self.stages)]]
+
+    @property
+    def no_genre(self) -> int:
+        return len(self.genres)
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Config + every stage of a run (``models.load_stage``: safetensors, never unpickled)."""
+    from models import load_stage
+    from pipeline.config import ConfigError, load_config
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ParameterError(f"{run_dir}: run folder not found")
+    if not (run_dir / "config.yaml").is_file():
+        raise RunError(f"{run_dir}: not a run folder (no config.yaml)")
+    try:
+        cfg = load_config(run_dir / "config.yaml")
+    except ConfigError as e:
+        raise RunError(f"{run_dir}: bad config ({e})") from None
+    stages, infos, genres = [], [], None
+    for k, scfg in enumerate(cfg.stages):
+        folder = run_dir / "stages" / str(k)
+        if not (folder / "model.safetensors").is_file() or not (folder / "model.json").is_file():
+            raise RunError(f"{run_dir}: stage {k} ({scfg.rate} Hz) is missing (no stages/{k}/model.safetensors); train it first")
+        try:
+            stage = load_stage(folder)
+        except StrataError as e:
+            raise RunError(f"{folder}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - a broken checkpoint is a user-facing error
+            raise RunError(f"{folder}: cannot load stage ({type(e).__name__}: {e})") from None
+        stage.eval()
+        desc = json.loads((folder / "model.json").read_text())
+        stage_genres = _genres_of(desc)
+        if genres is None:
+            genres = stage_genres
+        elif stage_genres is not None and stage_genres != genres:
+            raise RunError(f"{run_dir}: stage {k} was trained with genres {stage_genres}, stage 0 with {genres}")
+        stages.append(stage)
+        infos.append(_stage_info(k, scfg.rate, desc))
+    if not stages:
+        raise RunError(f"{run_dir}: the config has no stages")
+    return LoadedRun(run_dir.resolve(), cfg, stages, list(genres or []), infos)
+
+
+def _genres_of(desc: dict) -> list[str] | None:
+    extra = desc.get("extra") or {}
+    g = extra.get("genres", desc.get("genres"))
+    return list(g) if g is not None else None
+
+
+def _stage_info(k: int, rate: int, desc: dict) -> dict:
+    """Small scalar facts from model.json (versions, steps) for meta.json."""
+    info: dict[str, Any] = {"index": k, "rate": rate}
+    for src in (desc, desc.get("extra") or {}):
+        for key, v in src.items():
+            if isinstance(v, (str, int, float, bool)) and key not in info:
+                info[key] = v
+    return info
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+@dataclass
+class Plan:
+    """What to generate: lengths (stage-0 samples), conditioning, prompt tiers."""
+
+    n0: int  # stage-0 samples of the piece (the cap when the model decides the length)
+    free_length: bool  # stage 0 may end the piece by sampling END
+    genre_id: int
+    roll: np.ndarray | None  # uint8 (2, 128, F) over the whole piece, or None
+    prompt_tiers: dict[int, np.ndarray] | None  # {rate: uint8 codes}, aligned
+    prompt_seconds: float
+    midi_seconds: float | None
+
+
+def resolve_genre(run: LoadedRun, genre: str | None) -> int:
+    """Genre name -> id of the run's vocabulary; None -> the "no genre" id."""
+    if genre is None:
+        return run.no_genre
+    if genre not in run.genres:
+        known = ", ".join(run.genres) if run.genres else "none (the run was trained without genres)"
+        raise ParameterError(f"genre {genre!r} is not one the run was trained on; known: {known}")
+    return run.genres.index(genre)
+
+
+def load_midi_roll(path: Path, fps: int) -> tuple[np.ndarray, float]:
+    """MIDI file -> (uint8 roll (2, 128, F), duration in seconds); clear error if unusable."""
+    from pipeline.midi import MidiError, midi_duration, piano_roll, read_midi
+
+    try:
+        notes = read_midi(path)
+        duration = float(midi_duration(path))
+    except MidiError as e:  # message is "<path>: <reason>" (unreadable, corrupt, no notes)
+        raise ParameterError(f"MIDI prompt {e}") from None
+    except Exception as e:  # noqa: BLE001 - mido raises many kinds on corrupt files
+        raise ParameterError(f"{path}: unreadable MIDI ({type(e).__name__}: {e})") from None
+    if not notes:
+        raise ParameterError(f"{path}: the MIDI file has no notes")
+    duration = max(duration, max(n.end for n in notes))
+    return piano_roll(notes, fps=fps), duration
+
+
+def load_prompt_tiers(path: Path, cfg: Any, rates: list[int]) -> dict[int, np.ndarray]:
+    """Prompt audio prepared as in preprocessing, cropped to whole roll frames, then tiered."""
+    from pipeline.audio import AudioError, make_tiers, prepare_audio
+
+    fine = rates[-1]
+    try:
+        audio, _ = prepare_audio(path, fine, peak=cfg.data.peak, top_db=cfg.data.trim_db,
+                                 min_seconds=0.0, max_seconds=cfg.generate.max_seconds)
+    except AudioError as e:
+        raise ParameterError(f"prompt {e}") from None
+    unit = fine // cfg.data.roll_fps  # fine samples per roll frame (a multiple of r_K / r_0)
+    n = (audio.shape[0] // unit) * unit
+    if n == 0:
+        raise ParameterError(f"{path}: prompt too short (under {1000 / cfg.data.roll_fps:g} ms)")
+    tiers = make_tiers(audio[:n], rates, bits=cfg.data.mu_bits)  # {rate: uint8 (n * rate / fine,)}
+    return tiers
+
+
+def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
+    """Resolve prompts and the length rule into stage-0 sample counts."""
+    cfg, rates = run.cfg, run.rates
+    r0, fps = rates[0], cfg.data.roll_fps
+    unit0 = r0 // fps  # stage-0 samples per roll frame
+    genre_id = resolve_genre(run, p.genre)
+    if p.seconds is not None and p.seconds > cfg.generate.max_seconds:
+        raise ParameterError(f"invalid parameter: seconds={p.seconds!r}: above generate.max_seconds="
+                             f"{cfg.generate.max_seconds:g} of this run's config")
+    roll, midi_seconds = (None, None)
+    if p.midi is not None:
+        roll, midi_seconds = load_midi_roll(p.midi, fps)
+    tiers = load_prompt_tiers(p.prompt, cfg, rates) if p.prompt is not None else None
+    p0 = 0 if tiers is None else tiers[r0].shape[0]  # prompt samples at stage 0
+    end_code = getattr(run.stages[0], "end_code", None)
+    free = False
+    if p.seconds is not None:
+        new = p.seconds
+    elif midi_seconds is not None:
+        new = midi_seconds + RELEASE_SECONDS
+    elif end_code is not None:
+        new, free = cfg.generate.max_seconds, True
+    else:
+        new = cfg.generate.seconds
+    n0 = p0 + unit0 * max(1, math.ceil(round(new * r0) / unit0))  # whole roll frames
+    if roll is not None:  # MIDI time 0 = start of the continuation (after any prompt)
+        roll = _fit_roll(roll, p0 // unit0, n0 // unit0)
+    return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds)
+
+
+def _fit_roll(roll: np.ndarray, offset: int, frames: int) -> np.ndarray:
+    """Place ``roll`` (2, 128, F) at frame ``offset`` of an empty roll of ``frames`` frames."""
+    out = np.zeros((2, 128, frames), np.uint8)
+    take = max(0, min(roll.shape[2], frames - offset))
+    out[:, :, offset: offset + take] = roll[:, :, :take]
+    return out
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+class Progress:
+    """Per-stage progress with ETA: rich bar on a terminal, periodic lines otherwise."""
+
+    def __init__(self, enabled: bool, label: str, total: int, rate: int, every: float = 2.0):
+        self.enabled, self.label, self.total, self.rate, self.every = enabled, label, total, rate, every
+        self.start = self.last = time.perf_counter()
+        self._bar = self._task = None
+        if enabled and sys.stderr.isatty():
+            try:
+                from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+                self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
+                                         TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                                         transient=False)
+                self._bar.start()
+                self._task = self._bar.add_task(label, total=total)
+            except Exception:  # noqa: BLE001 - another live display is active: fall back to lines
+                self._bar = None
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done)
+            return
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            speed = done / max(now - self.start, 1e-9)
+            eta = (self.total - done) / max(speed, 1e-9)
+            print(f"{self.label}: {done}/{self.total} samples ({100 * done / max(self.total, 1):.0f}%), "
+                  f"{speed:.0f} samples/s, ETA {eta:.0f} s", file=sys.stderr, flush=True)
+
+    def close(self, done: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done)
+            self._bar.stop()
+        elif self.enabled:
+            wall = time.perf_counter() - self.start
+            print(f"{self.label}: done, {done} samples in {wall:.1f} s", file=sys.stderr, flush=True)
+
+
+def guide(out, batch: int, guidance: float):
+    """Combine the conditional rows ``[:batch]`` and unconditional rows ``[batch:]`` of (2B, C).
+
+    ``l = l_u + (1 + W) (l_c - l_u)``; without twins (``out`` has ``batch`` rows) it is ``out``.
+    """
+    if out.shape[0] == batch:
+        return out
+    l_c, l_u = out[:batch], out[batch:]
+    return l_u + (1.0 + guidance) * (l_c - l_u)
+
+
+def _is_float_head(stage) -> bool:
+    """A logistic-mixture stage samples floats in [-1, 1] instead of mu-law codes."""
+    return getattr(stage.head, "kind", "categorical") == "logistic_mixture"
+
+
+def _streaming_kwargs(stage, batch: int, genre, below, roll, drop_roll, chunk: int | None) -> dict:
+    """Keyword arguments for ``stage.streaming`` (``chunk`` only if the engine takes it)."""
+    kw = dict(batch=batch, genre=genre, below=below, roll=roll, drop_roll=drop_roll)
+    params = inspect.signature(stage.streaming).parameters
+    if chunk is not None and ("chunk" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())):
+        kw["chunk"] = chunk
+    return kw
+
+
+@dataclass
+class StageResult:
+    x: Any  # (B, n) int64 codes, or float32 in [-1, 1] for a logistic-mixture stage
+    lengths: list[int]  # samples of each stream (all n unless the model ended a stream)
+    wall: float
+
+
+def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: bool = False,
+              guidance: float = 0.0, prompt=None, free_length: bool = False, min_length: int = 1,
+              round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0, generator=None,
+              chunk: int | None = None, classes: int = 256,
+              progress: Callable[[int], None] | None = None) -> StageResult:
+    """Sample ``n`` samples of one stage for ``batch`` streams with its streaming engine.
+
+    genre: int64 (B,); below: int64 (B, n // factor) or None; roll: float (B, 256, F) or None;
+    twin: add an unconditional twin per stream (classifier-free guidance); prompt: (B, P) values
+    fed instead of samples for t < P; free_length: stop a stream when it samples END (stage 0).
+    """
+    import torch
+
+    float_head = _is_float_head(stage)
+    end_code = getattr(stage, "end_code", None)
+    silence = 0.0 if float_head else classes // 2
+    rows = 2 * batch if twin else batch
+    g2, drop_roll = genre, None  # (rows,), (rows,) bool or None
+    if twin:  # rows [batch:] are the unconditional twins: "no genre", roll dropped
+        g2 = torch.cat([genre, torch.full_like(genre, stage_no_genre(stage))])
+        if roll is not None:
+            drop_roll = torch.arange(rows) >= batch
+    below2 = torch.cat([below, below]) if (twin and below is not None) else below
+    roll2 = torch.cat([roll, roll]) if (twin and roll is not None) else roll
+    p_len = 0 if prompt is None else prompt.shape[1]
+    dtype = torch.float32 if float_head else torch.int64
+    x = torch.full((batch, n), silence, dtype=dtype)  # (B, n)
+    ended = torch.zeros(batch, dtype=torch.bool)
+    lengths = torch.full((batch,), n, dtype=torch.int64)
+    prev = torch.full((rows,), stage.start_code, dtype=dtype)  # (rows,)
+    t0 = time.perf_counter()
+    steps = n
+    kw = _streaming_kwargs(stage, rows, g2, below2, roll2, drop_roll, chunk)
+    with torch.inference_mode(), stage.streaming(**kw) as s:
+        for t in range(n):
+            out = s.step(prev)  # (rows, C)
+            if t < p_len:
+                xt = prompt[:, t].to(dtype)  # (B,) primed: the prompt's own sample
+            else:
+                out = out[:batch] if float_head else guide(out, batch, guidance)  # (B, C)
+                if end_code is not None and not float_head:
+                    if not free_length or t < min_length:
+                        out = out.clone()
+                        out[:, end_code] = -float("inf")
+                xt = stage.head.sample(out, temperature=temperature, top_p=top_p, generator=generator)
+                if free_length and end_code is not None:
+                    new_end = (xt == end_code) & ~ended
+                    lengths[new_end] = t
+                    ended |= new_end
+                    xt = torch.where(ended, torch.full_like(xt, silence), xt)
+            x[:, t] = xt
+            prev = torch.cat([xt, xt]) if twin else xt
+            if progress is not None:
+                progress(t + 1)
+            if free_length and bool(ended.all()):
+                steps = t + 1
+                break
+    if steps < n:  # every stream ended: keep whole roll frames (silence after each end)
+        keep = min(n, round_to * math.ceil(int(lengths.max()) / round_to))
+        keep = max(keep, round_to)
+        x = x[:, :keep]
+    return StageResult(x, [int(v) for v in lengths], time.perf_counter() - t0)
+
+
+def stage_no_genre(stage) -> int:
+    """The stage's "no genre" id (``n_genres``)."""
+    n = getattr(stage, "n_genres", None)
+    if n is None:
+        raise RunError("stage has no n_genres attribute: cannot build the unconditional stream")
+    return int(n)
+
+
+# ----------------------------------------------------------------------------- the cascade
+
+
+@dataclass
+class CascadeResult:
+    tiers: dict[int, Any]  # {rate: (B, n_k) tensor} codes or floats, padded to the longest stream
+    lengths: list[int]  # stage-0 samples of each stream
+    timings: list[dict]  # per stage: wall, samples, rtf, samples/s
+
+
+def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = True) -> CascadeResult:
+    """Stage 0 -> stage 1 -> ... with one seeded generator and all variations as one batch."""
+    import torch
+
+    cfg, rates, B = run.cfg, run.rates, p.count
+    gen = torch.Generator().manual_seed(p.seed)
+    genre = torch.full((B,), plan.genre_id, dtype=torch.int64)  # (B,)
+    classes = cfg.data.classes
+    chunk = p.chunk or cfg.generate.chunk
+    tiers: dict[int, Any] = {}
+    timings: list[dict] = []
+    lengths0: list[int] | None = None
+    n0 = plan.n0
+    below = None
+    for k, stage in enumerate(run.stages):
+        scfg = cfg.stages[k]
+        rate = rates[k]
+        n = n0 * rate // rates[0]
+        roll = None
+        if plan.roll is not None and scfg.use_roll:
+            frames = n * cfg.data.roll_fps // rate
+            r = torch.from_numpy(plan.roll[:, :, :frames].reshape(256, frames).astype(np.float32) / 127.0)
+            roll = r.unsqueeze(0).expand(B, -1, -1).contiguous()  # (B, 256, F)
+        twin = p.guidance > 0 and ((plan.genre_id != run.no_genre and scfg.use_genre) or roll is not None)
+        prompt = None
+        if plan.prompt_tiers is not None:
+            pt = torch.from_numpy(plan.prompt_tiers[rate].astype(np.int64))
+            prompt = _prompt_values(pt, stage, cfg).unsqueeze(0).expand(B, -1)  # (B, P)
+        bar = Progress(progress, f"stage {k} ({rate} Hz)", n, rate)
+        res = run_stage(stage, n, B, genre=genre, below=below, roll=roll, twin=twin, guidance=p.guidance,
+                        prompt=prompt, free_length=(k == 0 and plan.free_length),
+                        min_length=max(1, 0 if prompt is None else prompt.shape[1]),
+                        round_to=rates[0] // cfg.data.roll_fps, temperature=p.temperature, top_p=p.top_p,
+                        generator=gen, chunk=chunk, classes=classes, progress=bar.update)
+        bar.close(res.x.shape[1])
+        if k == 0:
+            lengths0, n0 = res.lengths, res.x.shape[1]
+        tiers[rate] = res.x
+        below = _as_codes(res.x, cfg)  # (B, n_k) int64 for the next stage
+        n_k = res.x.shape[1]
+        timings.append(_timing(k, rate, n_k, B, res.wall, twin))
+    return CascadeResult(tiers, lengths0 or [n0] * B, timings)
+
+
+def _prompt_values(codes, stage, cfg):
+    """Prompt codes as the stage's sample values (floats for a logistic-mixture head)."""
+    from pipeline.audio import mulaw_decode_torch
+
+    if _is_float_head(stage):
+        return mulaw_decode_torch(codes, cfg.data.mu_bits)
+    return codes
+
+
+def _as_codes(x, cfg):
+    import torch
+
+    from pipeline.audio import mulaw_encode_torch
+
+    return x if x.dtype == torch.int64 else mulaw_encode_torch(x, cfg.data.mu_bits)
+
+
+def _timing(k: int, rate: int, n: int, batch: int, wall: float, twin: bool) -> dict:
+    seconds = n / rate
+    return {"stage": k, "rate": rate, "samples": n, "streams": batch * (2 if twin else 1),
+            "wall_seconds": round(wall, 4), "audio_seconds": seconds,
+            "real_time_factor": wall / seconds if seconds else None,
+            "samples_per_second": batch * n / wall if wall > 0 else None}
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _to_audio(x, cfg) -> np.ndarray:
+    """(n,) codes or floats -> float32 audio in [-1, 1]."""
+    from pipeline.audio import mulaw_decode
+
+    a = x.numpy()
+    if a.dtype.kind == "f":
+        return np.clip(a.astype(np.float32), -1.0, 1.0)
+    return mulaw_decode(a, cfg.data.mu_bits)
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
+    """16-bit PCM WAV, atomically."""
+    import soundfile as sf
+
+    from pipeline.io import atomic_path
+
+    with atomic_path(path, suffix=".wav") as tmp:
+        sf.write(str(tmp), audio, rate, subtype="PCM_16", format="WAV")
+
+
+def job_names(seed: int, count: int) -> list[str]:
+    """Program-made job folder names: ``job-<utc>-s<seed>-<random>-v<i>`` (never user strings)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    token = uuid.uuid4().hex[:8]
+    return [f"job-{stamp}-s{seed}-{token}-v{i}" for i in range(count)]
+
+
+def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParams, res: CascadeResult,
+              total_wall: float) -> dict:
+    """Write one variation's files into ``folder``; returns its meta dict."""
+    from pipeline.io import atomic_write_json
+    from pipeline.spectrogram import plot_spectrogram
+
+    cfg, rates = run.cfg, run.rates
+    n0 = res.lengths[i]
+    audio = None
+    for rate in rates:
+        n = n0 * rate // rates[0]  # crop this stream to its own length
+        audio = _to_audio(res.tiers[rate][i, :n], cfg)
+        write_wav(folder / f"tier_{rate}.wav", audio, rate)
+    fine = rates[-1]
+    write_wav(folder / "audio.wav", audio, fine)
+    roll = None if plan.roll is None else plan.roll[:, :, : n0 * cfg.data.roll_fps // rates[0]]
+    plot_spectrogram(audio, fine, folder / "spectrogram.png", roll=roll, roll_fps=cfg.data.roll_fps,
+                     title=f"{folder.name.removeprefix('.tmp-')} ({len(audio) / fine:.2f} s)")
+    seconds = len(audio) / fine
+    meta = {
+        "job": folder.name.removeprefix(".tmp-"),
+        "variation": i,
+        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.model_dump().items()},
+        "seed": p.seed,
+        "run": str(run.path),
+        "genre_id": plan.genre_id,
+        "genres": run.genres,
+        "rates": rates,
+        "seconds": seconds,
+        "prompt_seconds": plan.prompt_seconds,
+        "midi_seconds": plan.midi_seconds,
+        "length_decided_by_model": plan.free_length,
+        "ended_by_model": plan.free_length and n0 < plan.n0,
+        "stages": run.stage_info,
+        "package_version": _package_version(),
+        "timings": {
+            "stages": res.timings,
+            "total_wall_seconds": round(total_wall, 4),
+            "real_time_factor": total_wall / seconds if seconds else None,
+            "batch": p.count,
+        },
+        "guidance_formula": "l = l_u + (1 + W) * (l_c - l_u)",
+        "created_utc": datetime.now(timezone.utc).isoformat(),
+    }
+    atomic_write_json(folder / "meta.json", meta)
+    return meta
+
+
+def _package_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("strata")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def generate(run_dir, out_dir, seconds=None, genre=None, midi=None, prompt=None, temperature=1.0,
+             top_p=1.0, guidance=0.0, seed=0, count=1, progress=True, chunk=None) -> list[Path]:
+    """Generate ``count`` variations; returns their job folders (one per variation)."""
+    p = validate_params(run_dir=run_dir, out_dir=out_dir, seconds=seconds, genre=genre, midi=midi,
+                        prompt=prompt, temperature=temperature, top_p=top_p, guidance=guidance,
+                        seed=seed, count=count, chunk=chunk)
+    run = load_run(p.run_dir)
+    plan = make_plan(run, p)
+    t0 = time.perf_counter()
+    res = run_cascade(run, plan, p, progress=progress)
+    total = time.perf_counter() - t0
+    return write_jobs(run, plan, p, res, total)
+
+
+def write_jobs(run: LoadedRun, plan: Plan, p: GenerateParams, res: CascadeResult, total: float) -> list[Path]:
+    """Each job under a temporary name, renamed into place when complete (Ctrl-C leaves none)."""
+    out = Path(p.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = job_names(p.seed, p.count)
+    tmps = [out / f".tmp-{name}" for name in names]
+    try:
+        for i, tmp in enumerate(tmps):
+            tmp.mkdir()
+            write_job(tmp, i, run, plan, p, res, total)
+        finals = []
+        for name, tmp in zip(names, tmps):
+            final = out / name
+            os.rename(tmp, final)
+            finals.append(final)
+    except BaseException:
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return finals

@@ -1,0 +1,721 @@
+"""Training one stage of the cascade with teacher forcing, under Hugging Face Accelerate.
+
+The same code runs on one CPU, one GPU, several GPUs and machines (``accelerate launch``).
+
+Run folder (DESIGN 7): ``config.yaml``; ``stages/<k>/`` (best stage by validation bits, EMA
+weights, ``models.save_stage``); ``checkpoints/stage<k>/step-<n>/`` (``accelerator.save_state``,
+written to a temporary folder and renamed); ``logs/stage<k>/`` (TensorBoard);
+``metrics/stage<k>.jsonl`` (one JSON row per logged step / validation) and
+``metrics/stage<k>_result.json`` (the dict ``train_stage`` returns).
+
+Choices worth knowing:
+
+- The LR schedule (linear warm-up, cosine to ``min_lr_ratio``) always spans the stage's configured
+  ``max_steps``; the ``max_steps`` argument only says where to stop.  So a run stopped early and
+  resumed follows exactly the same curve as one run to the end.
+- Every random choice is a pure function of (seed, stage, process, index): crops come from the
+  index-seeded ``StageCrops`` and conditioning-dropout masks from a generator seeded per
+  micro-batch.  Resuming skips to the step's index and is exact.
+- End of piece (stages with ``end_class``): each example is, with probability ``END_PROB``, the
+  last ``context + crop`` samples of a training track; every batch then carries one extra
+  position: ``x = [crop..., END]`` for such an example (END is the last target and never an
+  input, since output t predicts x[t] from x[<t]), and ``[crop..., silence]`` with a zero loss
+  weight for the others.  ``below`` and ``roll`` keep their lengths (``T // f`` floors).
+- Loss: mean NLL in bits over the crop (the ``context`` = receptive field on the left is
+  input only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from pipeline.config import (
+    ConfigError,
+    StrataConfig,
+    config_to_dict,
+    load_config,
+    save_config,
+    stage_factor,
+    uses_tier_below,
+)
+from pipeline.errors import DatasetError, RunError, StrataError
+from pipeline.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger("strata.train")
+
+END_PROB = 0.125  # share of examples that are a track's last crop (stages with end_class)
+VALID_SEED = 977  # fixed validation crops
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+
+class WarmupCosine:
+    """LR factor: linear warm-up to 1 over ``warmup`` steps, then cosine to ``min_ratio`` at ``total``."""
+
+    def __init__(self, warmup: int, total: int, min_ratio: float):
+        self.warmup, self.total, self.min_ratio = int(warmup), int(total), float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainState:
+    """Counters saved with every checkpoint (registered for checkpointing)."""
+
+    step: int = 0
+    best_valid_bits: float = float("inf")
+    best_step: int = -1
+    last_valid_bits: float = float("nan")
+    last_valid_step: int = -1
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+def seed_of(*parts: int) -> int:
+    """One 31-bit seed from several integers (stable across runs and processes)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint32)[0] >> 1)
+
+
+def alignment_unit(cfg: StrataConfig, k: int) -> int:
+    """Crop starts and lengths are multiples of lcm(f, rate / roll_fps) samples."""
+    return math.lcm(stage_factor(cfg, k), cfg.stages[k].rate // cfg.data.roll_fps)
+
+
+def round_up(n: int, unit: int) -> int:
+    return -(-int(n) // unit) * unit
+
+
+def stage_dir(run_dir: Path, k: int) -> Path:
+    return Path(run_dir) / "stages" / str(k)
+
+
+def checkpoint_dir(run_dir: Path, k: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"stage{k}"
+
+
+def metrics_path(run_dir: Path, k: int) -> Path:
+    return Path(run_dir) / "metrics" / f"stage{k}.jsonl"
+
+
+def result_path(run_dir: Path, k: int) -> Path:
+    return Path(run_dir) / "metrics" / f"stage{k}_result.json"
+
+
+def list_checkpoints(run_dir: Path, k: int) -> list[tuple[int, Path]]:
+    """Complete checkpoints of stage k, oldest first: [(step, folder)]."""
+    d = checkpoint_dir(run_dir, k)
+    out = []
+    if d.is_dir():
+        for p in d.iterdir():
+            if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit():
+                out.append((int(p.name[5:]), p))
+    return sorted(out)
+
+
+def read_metrics(run_dir: Path, k: int) -> list[dict]:
+    """Rows of ``metrics/stage<k>.jsonl`` (empty when absent)."""
+    p = metrics_path(run_dir, k)
+    if not p.is_file():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------- run folder / config
+
+
+def differing_sections(old: StrataConfig, new: StrataConfig) -> list[str]:
+    """Names of the config sections that differ, e.g. ``["stages[1]", "train (lr)"]``."""
+    a, b = config_to_dict(old), config_to_dict(new)
+    out = []
+    for section in ("data", "train", "generate"):
+        if a[section] != b[section]:
+            keys = sorted(k for k in set(a[section]) | set(b[section]) if a[section].get(k) != b[section].get(k))
+            out.append(f"{section} ({', '.join(keys)})")
+    sa, sb = a["stages"], b["stages"]
+    for i in range(max(len(sa), len(sb))):
+        if i >= len(sa) or i >= len(sb) or sa[i] != sb[i]:
+            out.append(f"stages[{i}]")
+    return out
+
+
+def check_run_config(run_dir: Path, cfg: StrataConfig, resume: bool, write: bool) -> None:
+    """Save ``config.yaml`` on the first train; later trains must use the same config."""
+    path = Path(run_dir) / "config.yaml"
+    if path.is_file():
+        old = load_config(path)
+        diff = differing_sections(old, cfg)
+        if diff:
+            what = "--resume" if resume else "training"
+            raise RunError(
+                f"{run_dir}: {what} with a config that differs from the run's config.yaml in "
+                f"{'; '.join(diff)} (use the run's config or a new run folder)"
+            )
+    elif resume:
+        raise RunError(f"{run_dir}: --resume but the run folder has no config.yaml (nothing to resume)")
+    elif write:
+        save_config(cfg, path)
+
+
+def check_stage(cfg: StrataConfig, k: int, manifest: dict, data_dir) -> None:
+    """Clear errors for a stage the config or dataset cannot train."""
+    if not 0 <= k < len(cfg.stages):
+        raise ConfigError(f"stage {k}: the config has stages 0..{len(cfg.stages) - 1}")
+    have = [int(r) for r in manifest.get("rates", [])]
+    rate = cfg.stages[k].rate
+    if rate not in have:
+        raise DatasetError(f"{data_dir}: stage {k}'s tier ({rate} Hz) is not in the dataset (rates {have})")
+    if k > 0 and uses_tier_below(cfg, k) and cfg.data.rates[k - 1] not in have:
+        raise DatasetError(f"{data_dir}: stage {k}'s tier below ({cfg.data.rates[k - 1]} Hz) is not in the dataset")
+    unit = alignment_unit(cfg, k)
+    if cfg.stages[k].crop % unit:
+        raise ConfigError(f"stages[{k}].crop={cfg.stages[k].crop} must be a multiple of {unit} "
+                          f"(lcm of the rate factor and rate / roll_fps)")
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+class EndCrops:
+    """The last ``window`` samples of each training track (for the end-of-piece class)."""
+
+    def __init__(self, data_dir, cfg: StrataConfig, k: int, window: int):
+        from pipeline.dataset import iter_tracks
+
+        self.items = []
+        for tr in iter_tracks(data_dir, cfg, k, "train"):
+            n = tr["x"].shape[0]
+            if n < window:
+                continue
+            item = {"x": tr["x"][n - window:].clone(), "roll": tr["roll"][:, tr["roll"].shape[1] - frames_of(cfg, k, window):].clone(),
+                    "has_roll": tr["has_roll"], "genre": tr["genre"]}
+            if "below" in tr:
+                f = stage_factor(cfg, k)
+                item["below"] = tr["below"][(n - window) // f:].clone()
+            self.items.append(item)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def frames_of(cfg: StrataConfig, k: int, samples: int) -> int:
+    return samples * cfg.data.roll_fps // cfg.stages[k].rate
+
+
+def insert_end_crops(batch: dict, ends: EndCrops | None, gen: torch.Generator, end_code: int | None) -> dict:
+    """Append one target position; put END after a track's last crop for some examples.
+
+    batch["x"] (B, W) -> (B, W + 1); returns also "end_mask" bool (B,) (examples ending in END).
+    """
+    x = batch["x"]
+    B, W = x.shape
+    is_end = torch.zeros(B, dtype=torch.bool)
+    if ends is not None and len(ends) and end_code is not None:
+        is_end = torch.rand(B, generator=gen) < END_PROB
+        picks = torch.randint(len(ends), (B,), generator=gen)
+        for i in torch.nonzero(is_end).flatten().tolist():
+            it = ends.items[int(picks[i])]
+            for key in ("x", "below", "roll"):
+                if key in batch:
+                    batch[key][i] = it[key]
+            batch["has_roll"][i] = bool(it["has_roll"])
+            batch["genre"][i] = it["genre"]
+    last = torch.full((B, 1), 128, dtype=x.dtype)
+    if end_code is not None:
+        last[is_end, 0] = end_code
+    batch["x"] = torch.cat([batch["x"], last], dim=1)  # (B, W + 1)
+    batch["end_mask"] = is_end
+    return batch
+
+
+def loss_weights(B: int, T: int, context: int, window: int, end_mask: torch.Tensor | None) -> torch.Tensor:
+    """Weights (B, T): 1 on the crop (after the context), 1 on END targets, 0 elsewhere."""
+    w = torch.zeros(B, T)
+    w[:, context:window] = 1.0
+    if end_mask is not None and T > window:
+        w[:, window] = end_mask.float()
+    return w
+
+
+def model_inputs(batch: dict, cfg: StrataConfig, k: int, n_genres: int, gen: torch.Generator | None,
+                 drop: bool) -> dict:
+    """Keyword arguments of ``stage(...)`` with conditioning dropout masks (``drop``) drawn from ``gen``."""
+    s = cfg.stages[k]
+    B = batch["x"].shape[0]
+
+    def coin(p: float) -> torch.Tensor:  # (B,) bool
+        if not drop or p <= 0:
+            return torch.zeros(B, dtype=torch.bool)
+        return torch.rand(B, generator=gen) < p
+
+    kw: dict[str, Any] = {}
+    genre = batch["genre"].long()  # (B,)
+    if s.use_genre:
+        kw["genre"] = torch.where(coin(s.genre_dropout), torch.full_like(genre, n_genres), genre)
+    else:
+        kw["genre"] = torch.full_like(genre, n_genres)
+    if uses_tier_below(cfg, k):
+        kw["below"] = batch["below"]  # (B, T // f)
+        kw["drop_below"] = coin(s.below_dropout)
+    if s.use_roll:
+        has_roll = torch.as_tensor(batch["has_roll"], dtype=torch.bool)
+        kw["roll"] = batch["roll"]  # (B, 256, F)
+        kw["drop_roll"] = coin(s.roll_dropout) | ~has_roll
+    if s.history.enabled:
+        kw["drop_history"] = coin(s.history_dropout)
+    return kw
+
+
+def to_device(kw: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+
+
+def model_x(x: torch.Tensor, head_kind: str, bits: int) -> torch.Tensor:
+    """Codes -> what the stage reads: int64 codes, or float audio for the logistic-mixture head."""
+    if head_kind == "logistic_mixture":
+        from pipeline.audio import mulaw_decode_torch
+
+        return mulaw_decode_torch(x, bits)
+    return x
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class MetricLog:
+    """``metrics/stage<k>.jsonl`` (rewritten atomically) and TensorBoard, on the main process."""
+
+    def __init__(self, run_dir: Path, k: int, active: bool, resume_step: int | None):
+        self.path, self.k, self.active = metrics_path(run_dir, k), k, active
+        self.rows: list[dict] = []
+        self.writer = None
+        if not active:
+            return
+        if resume_step is not None:  # drop rows logged after the checkpoint we resume from
+            self.rows = [r for r in read_metrics(run_dir, k) if r.get("step", 0) <= resume_step]
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "logs" / f"stage{k}"),
+                                    purge_step=None if resume_step is None else resume_step + 1)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        if not self.active:
+            return
+        row = {"step": step, "time": time.time(), **{f"stage{self.k}/{n}": v for n, v in values.items()}}
+        self.rows.append(row)
+        for n, v in values.items():
+            if v is not None and math.isfinite(v):
+                self.writer.add_scalar(f"stage{self.k}/{n}", v, step)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Progress:
+    """A one-line text progress bar with ETA (main process only)."""
+
+    def __init__(self, k: int, total: int, start: int, active: bool, budget_s: float | None):
+        self.k, self.total, self.start, self.active, self.budget_s = k, total, start, active, budget_s
+        self.t0 = time.perf_counter()
+
+    def show(self, step: int, loss: float, sps: float) -> None:
+        if not self.active:
+            return
+        elapsed = time.perf_counter() - self.t0
+        done = max(step - self.start, 1)
+        eta = elapsed / done * (self.total - step)
+        if self.budget_s is not None:
+            eta = min(eta, max(0.0, self.budget_s - elapsed))
+        frac = step / max(self.total, 1)
+        bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
+        print(f"stage {self.k} [{bar}] {step}/{self.total} loss {loss:.3f} bits "
+              f"{sps:,.0f} samples/s eta {_fmt_s(eta)}", file=sys.stderr, flush=True)
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+# ----------------------------------------------------------------------------- checkpoints / export
+
+
+def save_checkpoint(accelerator, run_dir: Path, k: int, step: int, keep: int) -> Path:
+    """``accelerator.save_state`` into a temporary folder, renamed to ``step-<n>``; keep the last ``keep``."""
+    d = checkpoint_dir(run_dir, k)
+    final, tmp = d / f"step-{step}", d / f".tmp-step-{step}"
+    if accelerator.is_main_process:
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for _, old in list_checkpoints(run_dir, k)[: -max(1, keep)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def export_stage(model, ema, run_dir: Path, k: int, extra: dict) -> Path:
+    """Save the EMA weights with ``models.save_stage`` into ``stages/<k>/`` (folder swapped in whole)."""
+    from models import save_stage
+
+    final = stage_dir(run_dir, k)
+    tmp = final.parent / f".tmp-{k}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with ema.applied(model):
+        save_stage(model, tmp, extra=extra)
+    old = final.parent / f".old-{k}-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@torch.inference_mode()
+def validation_bits(accelerator, model, ema, batches: list[dict], cfg, k: int, n_genres: int, context: int) -> float:
+    """Bits per sample on fixed validation crops (EMA weights), shared over processes."""
+    head_kind = model.head.kind
+    P, p = accelerator.num_processes, accelerator.process_index
+    total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # [bits, samples]
+    model.eval()
+    with ema.applied(model):
+        for batch in batches[p::P]:
+            kw = to_device(model_inputs(batch, cfg, k, n_genres, None, drop=False), accelerator.device)
+            x = batch["x"].to(accelerator.device)  # (B, W)
+            with accelerator.autocast():
+                out = model(model_x(x, head_kind, cfg.data.mu_bits), **kw)
+            bits = model.head.nll_bits(out, model_x(x, head_kind, cfg.data.mu_bits))[:, context:]  # (B, crop)
+            total += torch.stack([bits.double().sum(), torch.tensor(float(bits.numel()), dtype=torch.float64)])
+    model.train()
+    total = accelerator.reduce(total, "sum")
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def validation_batches(data_dir, cfg, k: int, context: int, note) -> list[dict]:
+    """Fixed seeded validation crops (valid split; the train split if valid has none that fit)."""
+    from pipeline.dataset import StageCrops
+
+    s = cfg.stages[k]
+    n = cfg.train.eval_batches * s.batch_size
+    try:
+        ds = StageCrops(data_dir, cfg, k, split="valid", context=context, seed=VALID_SEED, length=n)
+    except DatasetError as e:
+        note(f"stage {k}: validating on training crops ({e})")
+        ds = StageCrops(data_dir, cfg, k, split="train", context=context, seed=VALID_SEED, length=n)
+    loader = torch.utils.data.DataLoader(ds, batch_size=s.batch_size, shuffle=False)
+    return list(loader)
+
+
+# ----------------------------------------------------------------------------- the training loop
+
+
+def _accelerator(cfg: StrataConfig):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    mp = cfg.train.mixed_precision
+    if mp != "no" and not torch.cuda.is_available():
+        mp = "no"  # CPU: full precision (the caller logs a note)
+    AcceleratorState._reset_state()  # several train_stage calls in one process (tests, flows)
+    GradientState._reset_state()
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),  # needed for several CPU processes (gloo)
+        mixed_precision=mp,
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def build_stage(cfg: StrataConfig, k: int, n_genres: int):
+    from models import Stage
+
+    return Stage(cfg.stages[k], index=k, n_genres=n_genres, factor=stage_factor(cfg, k),
+                 roll_fps=cfg.data.roll_fps, classes=cfg.data.classes)
+
+
+def _batches(loader) -> Iterator[tuple[dict, float]]:
+    """Yield (batch, seconds waited for it)."""
+    it = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            b = next(it)
+        except StopIteration:
+            return
+        yield b, time.perf_counter() - t0
+
+
+def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int | None = None,
+                max_minutes: float | None = None, resume: bool = False, progress: bool = True) -> dict:
+    """Train stage ``stage`` on ``data_dir`` into ``run_dir``; returns a summary dict.
+
+    ``max_steps``: stop after this many optimizer steps (default: the stage's ``max_steps``; the
+    LR schedule always spans the stage's ``max_steps``).  ``max_minutes``: wall-clock budget
+    (stops cleanly: checkpoint, validation, export).  ``resume``: continue exactly from the latest
+    checkpoint.  Result: {"stage", "steps", "best_valid_bits", "best_step", "final_valid_bits",
+    "final_loss", "samples_per_second", "data_wait_share", "seconds", "stopped", "export", "checkpoint"}.
+    """
+    from accelerate.utils import set_seed
+
+    from pipeline.dataset import StageCrops, load_manifest
+
+    t_start = time.perf_counter()
+    data_dir, run_dir, k = Path(data_dir), Path(run_dir), int(stage)
+    accelerator = _accelerator(cfg)
+    main = accelerator.is_main_process
+
+    def note(msg: str) -> None:
+        logger.info(msg)
+        if main and progress:
+            print(f"note: {msg}", file=sys.stderr, flush=True)
+
+    if cfg.train.mixed_precision != "no" and accelerator.mixed_precision == "no":
+        note(f"mixed_precision={cfg.train.mixed_precision} needs a GPU here: training in full precision on CPU")
+    if accelerator.num_processes == 1:
+        torch.set_num_threads(os.cpu_count() or 1)
+
+    manifest = load_manifest(data_dir)
+    check_stage(cfg, k, manifest, data_dir)
+    if resume and not list_checkpoints(run_dir, k):
+        raise RunError(f"{run_dir}: --resume but stage {k} has no checkpoint in {checkpoint_dir(run_dir, k)}")
+    check_run_config(run_dir, cfg, resume, write=False)
+    accelerator.wait_for_everyone()
+    if main:
+        check_run_config(run_dir, cfg, resume, write=True)
+        if not resume:  # a fresh start of this stage: forget its old checkpoints and metrics
+            shutil.rmtree(checkpoint_dir(run_dir, k), ignore_errors=True)
+            shutil.rmtree(run_dir / "logs" / f"stage{k}", ignore_errors=True)
+            metrics_path(run_dir, k).unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+
+    s, t = cfg.stages[k], cfg.train
+    n_genres = len(manifest["genres"])
+    set_seed(seed_of(t.seed, k))
+    model = build_stage(cfg, k, n_genres)
+    unit = alignment_unit(cfg, k)
+    context = round_up(model.receptive_field, unit)
+    window = context + s.crop
+    head_kind = model.head.kind
+    end_code = model.end_code if getattr(model, "end_code", None) is not None else None
+
+    from pipeline.ema import EMA
+
+    ema = EMA(model, t.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(t.warmup_steps, s.max_steps, t.min_lr_ratio))
+    state = TrainState()
+    model, optimizer = accelerator.prepare(model, optimizer)
+    for obj in (scheduler, ema, state):
+        accelerator.register_for_checkpointing(obj)
+    unwrapped = accelerator.unwrap_model(model)
+
+    resume_step = None
+    if resume:
+        step_n, folder = list_checkpoints(run_dir, k)[-1]
+        accelerator.load_state(str(folder))
+        resume_step = state.step
+        note(f"stage {k}: resumed from {folder} (step {state.step})")
+
+    stop_at = int(max_steps if max_steps is not None else s.max_steps)
+    budget_s = None if max_minutes is None else float(max_minutes) * 60.0
+    log = MetricLog(run_dir, k, main, resume_step)
+    bar = Progress(k, stop_at, state.step, main and progress, budget_s)
+
+    micro = s.batch_size
+    per_step = micro * t.grad_accum  # items per optimizer step per process
+    train_ds = StageCrops(data_dir, cfg, k, split="train", context=context,
+                          seed=seed_of(t.seed, k, accelerator.process_index), length=10**12)
+    start_item = state.step * per_step
+    n_items = max(0, stop_at - state.step) * per_step
+    loader = torch.utils.data.DataLoader(
+        train_ds, batch_size=micro, sampler=range(start_item, start_item + n_items), drop_last=True,
+        num_workers=t.num_workers, persistent_workers=False,
+    )
+    ends = EndCrops(data_dir, cfg, k, window) if end_code is not None else None
+    valid = validation_batches(data_dir, cfg, k, context, note)
+    extra_base = {"genres": list(manifest["genres"]), "rate": s.rate, "stage": k}
+
+    def evaluate_and_export() -> None:
+        bits = validation_bits(accelerator, unwrapped, ema, valid, cfg, k, n_genres, context)
+        state.last_valid_bits, state.last_valid_step = bits, state.step
+        log.log(state.step, {"valid_bits": bits})
+        if bits < state.best_valid_bits or not stage_dir(run_dir, k).joinpath("model.json").exists():
+            if bits < state.best_valid_bits:
+                state.best_valid_bits, state.best_step = bits, state.step
+            if main:
+                export_stage(unwrapped, ema, run_dir, k, dict(extra_base, valid_bits=bits, step=state.step))
+        accelerator.wait_for_everyone()
+
+    model.train()
+    stopped = "max_steps"
+    acc_loss, acc_n, wait_s, busy_s, timed_samples, grad_norm = 0.0, 0, 0.0, 0.0, 0, float("nan")
+    window_t0 = time.perf_counter()
+    tot_wait, tot_busy, tot_samples = 0.0, 0.0, 0
+    last_loss = float("nan")
+    micro_index = state.step * t.grad_accum
+    for batch, waited in _batches(loader):
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(seed_of(t.seed, k, accelerator.process_index, micro_index, 7))
+        micro_index += 1
+        if end_code is not None:
+            batch = insert_end_crops(batch, ends, gen, end_code)
+        B, T = batch["x"].shape
+        weights = loss_weights(B, T, context, window, batch.get("end_mask")).to(accelerator.device)
+        kw = to_device(model_inputs(batch, cfg, k, n_genres, gen, drop=True), accelerator.device)
+        x = model_x(batch["x"].to(accelerator.device), head_kind, cfg.data.mu_bits)  # (B, T)
+        with accelerator.accumulate(model):
+            out = model(x, **kw)  # (B, C, T)
+            bits = unwrapped.head.nll_bits(out, x)  # (B, T)
+            loss = (bits * weights).sum() / weights.sum()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                clip = t.clip_grad_norm if t.clip_grad_norm and t.clip_grad_norm > 0 else float("inf")
+                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), clip))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        acc_loss += float(loss.detach())
+        acc_n += 1
+        dt = time.perf_counter() - t0
+        wait_s, busy_s = wait_s + waited, busy_s + dt
+        timed_samples += B * s.crop * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        # ---- one optimizer step done
+        scheduler.step()
+        ema.update(unwrapped)
+        state.step += 1
+        last_loss = acc_loss / acc_n
+        acc_loss, acc_n = 0.0, 0
+        if state.step % t.log_every == 0 or state.step == stop_at:
+            mean_loss = float(accelerator.reduce(torch.tensor([last_loss], device=accelerator.device), "mean")[0])
+            elapsed = time.perf_counter() - window_t0
+            sps = timed_samples / max(elapsed, 1e-9)
+            share = wait_s / max(wait_s + busy_s, 1e-9)
+            log.log(state.step, {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                                 "samples_per_second": sps, "data_wait_share": share})
+            bar.show(state.step, mean_loss, sps)
+            tot_wait, tot_busy, tot_samples = tot_wait + wait_s, tot_busy + busy_s, tot_samples + timed_samples
+            wait_s, busy_s, timed_samples, window_t0 = 0.0, 0.0, 0, time.perf_counter()
+        if state.step % t.eval_every == 0:
+            evaluate_and_export()
+        if state.step % t.checkpoint_every == 0:
+            save_checkpoint(accelerator, run_dir, k, state.step, t.keep_checkpoints)
+        if budget_s is not None and _over_budget(accelerator, time.perf_counter() - t_start, budget_s):
+            stopped = "max_minutes"
+            note(f"stage {k}: wall-clock budget of {max_minutes:g} min reached at step {state.step}")
+            break
+    tot_wait, tot_busy, tot_samples = tot_wait + wait_s, tot_busy + busy_s, tot_samples + timed_samples
+
+    # ---- the end: validate + export if not just done, checkpoint if not just done
+    if state.last_valid_step != state.step or not stage_dir(run_dir, k).joinpath("model.json").exists():
+        evaluate_and_export()
+    ckpts = list_checkpoints(run_dir, k)
+    if not ckpts or ckpts[-1][0] != state.step:
+        save_checkpoint(accelerator, run_dir, k, state.step, t.keep_checkpoints)
+    log.close()
+    result = {
+        "stage": k,
+        "steps": state.step,
+        "best_valid_bits": state.best_valid_bits,
+        "best_step": state.best_step,
+        "final_valid_bits": state.last_valid_bits,
+        "final_loss": last_loss,
+        "samples_per_second": tot_samples / max(tot_busy + tot_wait, 1e-9),
+        "data_wait_share": tot_wait / max(tot_wait + tot_busy, 1e-9),
+        "seconds": time.perf_counter() - t_start,
+        "stopped": stopped,
+        "processes": accelerator.num_processes,
+        "export": str(stage_dir(run_dir, k)),
+        "checkpoint": str(list_checkpoints(run_dir, k)[-1][1]) if list_checkpoints(run_dir, k) else None,
+    }
+    if main:
+        atomic_write_json(result_path(run_dir, k), result)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _over_budget(accelerator, elapsed: float, budget: float) -> bool:
+    """All processes agree on stopping (the main process's clock decides)."""
+    flag = torch.tensor([1.0 if elapsed > budget else 0.0], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast
+
+        flag = broadcast(flag, from_process=0)
+    return bool(flag[0] > 0)
+
+
+# ----------------------------------------------------------------------------- script entry
+
+
+def resolve_config(config: str | None, run_dir: Path) -> StrataConfig:
+    """--config FILE, else the run's config.yaml, else the tiny preset."""
+    if config:
+        return load_config(config)
+    if (Path(run_dir) / "config.yaml").is_file():
+        return load_config(Path(run_dir) / "config.yaml")
+    return load_config("tiny")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.train --data D --run R --stage k [--config F] [--max-steps N] [--resume]``."""
+    ap = argparse.ArgumentParser(prog="python -m pipeline.train", description="Train one stage of a Strata cascade.")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--stage", type=int, required=True)
+    ap.add_argument("--config")
+    ap.add_argument("--max-steps", type=int)
+    ap.add_argument("--max-minutes", type=float)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # share the cores between the processes
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    try:
+        cfg = resolve_config(a.config, Path(a.run))
+        result = train_stage(a.data, a.run, cfg, a.stage, max_steps=a.max_steps, max_minutes=a.max_minutes,
+                             resume=a.resume, progress=not a.no_progress)
+    except StrataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"stage {result['stage']}: {result['steps']} steps, best valid {result['best_valid_bits']:.3f} "
+              f"bits/sample -> {result['export']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Generation on tiny untrained runs: reproducibility, prompts, end class, guidance, bad input."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pipeline.errors import ParameterError, RunError, StrataError
+from pipeline.generate import generate, guide, load_prompt_tiers, load_run
+from tests.helpers_run import GENRES, make_run, tiny_config, write_midi, write_tone
+
+FILES = ("audio.wav", "tier_1000.wav", "tier_2000.wav", "spectrogram.png", "meta.json")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("gen"))
+
+
+@pytest.fixture(scope="module")
+def end_run(tmp_path_factory) -> Path:
+    """Stage 0 with an END class whose logit is biased up: pieces end after a few samples."""
+    cfg = tiny_config(end_class=True, max_seconds=2.0)
+    return make_run(tmp_path_factory.mktemp("end"), cfg=cfg, end_bias=6.0)
+
+
+def read(job: Path, name: str = "audio.wav") -> np.ndarray:
+    x, _ = sf.read(str(job / name), dtype="int16")
+    return x
+
+
+def meta(job: Path) -> dict:
+    return json.loads((job / "meta.json").read_text())
+
+
+def codes(job: Path, rate: int) -> np.ndarray:
+    from pipeline.audio import mulaw_encode
+
+    x, sr = sf.read(str(job / f"tier_{rate}.wav"), dtype="float32")
+    assert sr == rate
+    return mulaw_encode(x)
+
+
+def test_job_files_and_meta(run, tmp_path):
+    (job,) = generate(run, tmp_path, seconds=0.2, progress=False)
+    assert job.parent == tmp_path and job.name.startswith("job-")
+    for f in FILES:
+        assert (job / f).is_file(), f
+    info = sf.info(str(job / "audio.wav"))
+    assert (info.samplerate, info.frames, info.subtype) == (2000, 400, "PCM_16")
+    assert sf.info(str(job / "tier_1000.wav")).frames == 200
+    m = meta(job)
+    assert m["seed"] == 0 and m["parameters"]["seconds"] == 0.2 and m["run"] == str(run.resolve())
+    stages = m["timings"]["stages"]
+    assert [s["rate"] for s in stages] == [1000, 2000]
+    assert all(s["real_time_factor"] > 0 and s["samples_per_second"] > 0 for s in stages)
+    assert m["timings"]["real_time_factor"] > 0 and len(m["stages"]) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_seeded_generation_is_reproducible(run, tmp_path):
+    a = generate(run, tmp_path / "a", seconds=0.2, seed=7, genre="folk", progress=False)[0]
+    b = generate(run, tmp_path / "b", seconds=0.2, seed=7, genre="folk", progress=False)[0]
+    c = generate(run, tmp_path / "c", seconds=0.2, seed=8, genre="folk", progress=False)[0]
+    for name in FILES[:3]:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert not np.array_equal(read(a), read(c))
+
+
+def test_count_gives_distinct_folders(run, tmp_path):
+    jobs = generate(run, tmp_path, seconds=0.1, count=3, seed=1, progress=False)
+    assert len(jobs) == len(set(jobs)) == 3 and all(j.is_dir() for j in jobs)
+    assert [meta(j)["variation"] for j in jobs] == [0, 1, 2]
+    audios = [read(j) for j in jobs]
+    assert not np.array_equal(audios[0], audios[1]) and not np.array_equal(audios[1], audios[2])
+
+
+def test_midi_prompt_sets_length(run, tmp_path):
+    midi = write_midi(tmp_path / "score.mid", notes=((60, 0.0, 0.25), (64, 0.2, 0.4)))
+    (job,) = generate(run, tmp_path / "out", midi=midi, progress=False)
+    m = meta(job)
+    assert m["midi_seconds"] == pytest.approx(0.4)
+    assert sf.info(str(job / "audio.wav")).frames == round((0.4 + 1.0) * 2000)  # + 1 s release
+    assert sf.info(str(job / "tier_1000.wav")).frames == 1400
+    assert (job / "spectrogram.png").stat().st_size > 1000
+
+
+def test_roll_conditions_the_output(run, tmp_path):
+    midi = write_midi(tmp_path / "score.mid", notes=((72, 0.0, 0.1),))
+    with_roll = generate(run, tmp_path / "a", midi=midi, seconds=0.2, progress=False)[0]
+    without = generate(run, tmp_path / "b", seconds=0.2, progress=False)[0]
+    assert not np.array_equal(read(with_roll), read(without))
+
+
+def test_audio_prompt_is_continued_unchanged(run, tmp_path):
+    prompt = write_tone(tmp_path / "prompt.wav", seconds=0.3, rate=4000)
+    (job,) = generate(run, tmp_path / "out", prompt=prompt, seconds=0.2, progress=False)
+    loaded = load_run(run)
+    expected = load_prompt_tiers(prompt, loaded.cfg, loaded.rates)  # {rate: uint8 codes}
+    for rate, want in expected.items():
+        got = codes(job, rate)
+        assert got.shape[0] == want.shape[0] + round(0.2 * rate)  # prompt + seconds
+        np.testing.assert_array_equal(got[: want.shape[0]], want)
+        assert not np.array_equal(got[want.shape[0]:], np.full(round(0.2 * rate), 128))
+    assert meta(job)["prompt_seconds"] == pytest.approx(0.3)
+
+
+def test_end_class_ends_the_piece_early(end_run, tmp_path):
+    jobs = generate(end_run, tmp_path, count=3, seed=3, progress=False)
+    cap = 2.0 * 2000
+    lengths = [sf.info(str(j / "audio.wav")).frames for j in jobs]
+    assert all(0 < n < cap for n in lengths), lengths
+    for j, n in zip(jobs, lengths):
+        m = meta(j)
+        assert m["length_decided_by_model"] and m["ended_by_model"]
+        assert sf.info(str(j / "tier_1000.wav")).frames * 2 == n  # tiers cropped alike
+    assert len(set(lengths)) > 1  # streams of one batch end at different times
+
+
+def test_end_class_never_ends_a_fixed_length(end_run, tmp_path):
+    (job,) = generate(end_run, tmp_path, seconds=0.3, progress=False)
+    assert sf.info(str(job / "audio.wav")).frames == 600
+    assert not meta(job)["ended_by_model"]
+
+
+def test_guidance_runs_and_changes_output(run, tmp_path):
+    plain = generate(run, tmp_path / "a", seconds=0.2, genre="chorale", seed=4, progress=False)[0]
+    guided = generate(run, tmp_path / "b", seconds=0.2, genre="chorale", seed=4, guidance=3.0,
+                      progress=False)[0]
+    assert not np.array_equal(read(plain), read(guided))
+    midi = write_midi(tmp_path / "s.mid")
+    (job,) = generate(run, tmp_path / "c", midi=midi, seconds=0.2, guidance=2.0, progress=False)
+    assert meta(job)["timings"]["stages"][0]["streams"] == 2  # conditional + unconditional twin
+
+
+def test_guide_formula():
+    l_c, l_u = torch.tensor([[1.0, 3.0]]), torch.tensor([[2.0, 2.0]])
+    out = guide(torch.cat([l_c, l_u]), batch=1, guidance=2.0)
+    torch.testing.assert_close(out, l_u + 3.0 * (l_c - l_u))
+    assert guide(l_c, batch=1, guidance=2.0) is l_c
+
+
+def test_concurrent_jobs_do_not_collide(run, tmp_path):
+    results: dict[int, list[Path]] = {}
+
+    def work(i: int) -> None:
+        results[i] = generate(run, tmp_path, seconds=0.1, seed=5, progress=False)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (a,), (b,) = results[0], results[1]
+    assert a != b and sorted(p.name for p in tmp_path.iterdir()) == sorted([a.name, b.name])
+    for j in (a, b):
+        assert all((j / f).is_file() for f in FILES)
+    np.testing.assert_array_equal(read(a), read(b))  # same seed, same audio, even at once
+
+
+def test_interrupted_job_leaves_nothing(run, tmp_path, monkeypatch):
+    import pipeline.spectrogram
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.spectrogram, "plot_spectrogram", boom)
+    with pytest.raises(KeyboardInterrupt):
+        generate(run, tmp_path, seconds=0.1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+BAD = [
+    (dict(seconds=-1.0), ParameterError, "seconds"),
+    (dict(seconds=0.0), ParameterError, "seconds"),
+    (dict(seconds=5000.0), ParameterError, "seconds"),
+    (dict(seconds=10.0), ParameterError, "max_seconds"),  # above the run's generate.max_seconds
+    (dict(seconds=float("nan")), ParameterError, "seconds"),
+    (dict(temperature=0.0), ParameterError, "temperature"),
+    (dict(temperature=-1.0), ParameterError, "temperature"),
+    (dict(top_p=0.0), ParameterError, "top_p"),
+    (dict(top_p=1.5), ParameterError, "top_p"),
+    (dict(count=0), ParameterError, "count"),
+    (dict(count=65), ParameterError, "count"),
+    (dict(guidance=-0.5), ParameterError, "guidance"),
+    (dict(seed=-1), ParameterError, "seed"),
+    (dict(genre="polka"), ParameterError, "chorale, folk"),
+    (dict(midi="missing.mid"), ParameterError, "midi"),
+    (dict(prompt="missing.wav"), ParameterError, "prompt"),
+]
+
+
+@pytest.mark.parametrize("kwargs,err,needle", BAD, ids=[f"{k}" for k, _, _ in BAD])
+def test_bad_parameters_give_one_line(run, tmp_path, kwargs, err, needle):
+    kwargs = {k: (str(tmp_path / v) if k in ("midi", "prompt") else v) for k, v in kwargs.items()}
+    with pytest.raises(err) as info:
+        generate(run, tmp_path / "out", progress=False, **kwargs)
+    msg = str(info.value)
+    assert needle in msg and "\n" not in msg, msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_runs_and_midi(run, tmp_path):
+    with pytest.raises(ParameterError, match="run folder not found"):
+        generate(tmp_path / "nope", tmp_path / "out", progress=False)
+    broken = make_run(tmp_path / "b")
+    (broken / "stages" / "1" / "model.safetensors").unlink()
+    with pytest.raises(RunError, match="stage 1"):
+        generate(broken, tmp_path / "out", progress=False)
+    empty = write_midi(tmp_path / "empty.mid", notes=())
+    with pytest.raises(ParameterError, match="no notes"):
+        generate(run, tmp_path / "out", midi=empty, progress=False)
+    junk = tmp_path / "junk.mid"
+    junk.write_bytes(b"not a midi file at all")
+    with pytest.raises(StrataError) as info:
+        generate(run, tmp_path / "out", midi=junk, progress=False)
+    assert "junk.mid" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_genre_vocabulary_comes_from_the_run(run):
+    assert load_run(run).genres == GENRES

@@ -1,0 +1,472 @@
+"""models/: causality, receptive field and lookahead by perturbation, streaming == forward,
+heads against float64 references, checkpoints, cascade summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models import Cascade, CheckpointError, Stage, load_stage, load_state_dict, save_stage, save_state_dict
+from models.heads import PCM_BINS, CategoricalHead, LogisticMixtureHead
+from models.spec import stage_config_dict
+
+RATE, FACTOR, FPS, CLASSES, GENRES = 800, 4, 100, 32, 3
+
+
+def small_cfg(**over) -> dict:
+    cfg = {
+        "rate": RATE, "residual_channels": 8, "gate_channels": 8, "skip_channels": 8,
+        "kernel_size": 2, "dilation_cycles": 2, "cycle_length": 4,
+        "use_genre": False, "use_roll": False, "use_tier_below": False,
+        "conditioning": {"channels": 8, "layers": 2, "kernel_size": 3, "lookahead": 2},
+        "history": {"enabled": False, "pool": 4, "channels": 8, "layers": 3, "kernel_size": 2},
+    }
+    for k, v in over.items():
+        if isinstance(v, dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    return cfg
+
+
+def make_stage(index=1, seed=0, dtype=torch.float32, **over) -> Stage:
+    torch.manual_seed(seed)
+    st = Stage(small_cfg(**over), index=index, n_genres=GENRES, factor=FACTOR if index else 1,
+               roll_fps=FPS, classes=CLASSES)
+    # make biases and the learned vectors non-trivial
+    with torch.no_grad():
+        for name, p in st.named_parameters():
+            if name.endswith("bias") or p.dim() == 1:
+                p.normal_(0, 0.3)
+    return st.to(dtype).eval()
+
+
+def inputs(st: Stage, t: int, b: int = 2, seed: int = 1) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    if st.head_kind == "categorical":
+        x = torch.randint(0, CLASSES, (b, t), generator=g)
+    else:
+        x = torch.rand(b, t, generator=g, dtype=torch.float64).to(next(st.parameters()).dtype) * 2 - 1
+    return {
+        "x": x,
+        "genre": torch.tensor([0, GENRES][:b]),
+        "below": torch.randint(0, CLASSES, (b, t // FACTOR), generator=g),
+        "roll": (torch.rand(b, 256, t * FPS // RATE, generator=g) > 0.8).to(next(st.parameters()).dtype),
+    }
+
+
+# perturbation tests: float64 (a tiny far-reaching change survives rounding), wide skips (ReLUs
+# cannot hide it)
+WIDE = {"residual_channels": 16, "gate_channels": 16, "skip_channels": 64, "dtype": torch.float64}
+
+
+def changed_positions(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Time indices where (B, C, T) outputs differ at all."""
+    return ((a - b).abs().amax(dim=(0, 1)) > 0).nonzero()[:, 0]
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_defaults_match_pipeline_config():
+    from pipeline.config import StageConfig
+
+    ours = stage_config_dict({"rate": 2000})
+    theirs = stage_config_dict(StageConfig(rate=2000))
+    assert ours == theirs
+    assert set(ours) == {f.name for f in dataclasses.fields(StageConfig)}
+
+
+# ----------------------------------------------------------------------------- causality
+
+
+@pytest.mark.parametrize("head", ["categorical", "logistic_mixture"])
+def test_causality_main_and_history(head):
+    st = make_stage(index=1, head=head, mixtures=3, use_genre=True, use_roll=True, use_tier_below=True,
+                    history={"enabled": True})
+    d = inputs(st, 160)
+    with torch.no_grad():
+        ref = st(d["x"], genre=d["genre"], below=d["below"], roll=d["roll"])
+        for t in (0, 3, 4, 37, 100, 159):
+            x2 = d["x"].clone()
+            x2[:, t] = (x2[:, t] + 7) % CLASSES if head == "categorical" else -x2[:, t]
+            out = st(x2, genre=d["genre"], below=d["below"], roll=d["roll"])
+            assert torch.equal(out[:, :, : t + 1], ref[:, :, : t + 1]), f"x[{t}] leaked into out[<={t}]"
+            if t + 1 < 160:
+                assert not torch.equal(out[:, :, t + 1], ref[:, :, t + 1])
+
+
+def test_history_stack_alone_is_strictly_causal():
+    st = make_stage(index=0, history={"enabled": True, "pool": 5})
+    x = inputs(st, 120)["x"]
+    e = st.embed_input(x)
+    with torch.no_grad():
+        u = st.history(e)  # (B, H, M): frame m is used for samples [5m, 5m+5)
+        for s in (0, 4, 5, 33, 99):
+            x2 = x.clone()
+            x2[:, s] = (x2[:, s] + 1) % CLASSES
+            u2 = st.history(st.embed_input(x2))
+            changed = ((u2 - u).abs().amax(dim=(0, 1)) > 0).nonzero()[:, 0]
+            assert len(changed) and changed.min().item() * 5 > s  # only frames starting after s
+
+
+# ----------------------------------------------------------------------------- receptive field, lookahead
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+def test_receptive_field_by_perturbation(kernel):
+    st = make_stage(index=0, kernel_size=kernel, cycle_length=3, **WIDE)
+    t_len = 3 * st.receptive_field + 10
+    x = inputs(st, t_len)["x"]
+    s = st.receptive_field + 3
+    x2 = x.clone()
+    x2[:, s] = (x2[:, s] + 5) % CLASSES
+    with torch.no_grad():
+        changed = changed_positions(st(x), st(x2))
+    assert changed.min().item() == s + 1
+    assert changed.max().item() - s == st.receptive_field
+    assert st.receptive_field == 1 + 2 * (kernel - 1) * (1 + 2 + 4)
+
+
+def test_history_receptive_field_by_perturbation():
+    st = make_stage(index=0, history={"enabled": True, "pool": 4, "layers": 3}, **WIDE)
+    assert st.history.receptive_field == 8  # frames: 1 + 1 + 2 + 4
+    rf = st.history_receptive_field
+    assert rf == 9 * 4 - 1 + st.receptive_field - 2
+    x = inputs(st, 3 * rf)["x"]
+    reach = 0
+    for s in (40, 41, 43):  # a frame start gives the longest reach
+        x2 = x.clone()
+        x2[:, s] = (x2[:, s] + 5) % CLASSES
+        with torch.no_grad():
+            changed = changed_positions(st(x), st(x2))
+        reach = max(reach, changed.max().item() - s)
+    assert reach == rf
+    # without the history stack the reach is the main receptive field
+    with torch.no_grad():
+        changed = changed_positions(st(x, drop_history=torch.ones(2, dtype=torch.bool)),
+                                    st(x2, drop_history=torch.ones(2, dtype=torch.bool)))
+    assert changed.max().item() - 43 == st.receptive_field
+
+
+def test_lookahead_tier_below_by_perturbation():
+    st = make_stage(index=1, use_tier_below=True, conditioning={"lookahead": 3}, **WIDE)
+    assert st.lookahead == (3 + 1) * FACTOR - 1
+    d = inputs(st, 200)
+    with torch.no_grad():
+        ref = st(d["x"], below=d["below"])
+        for j in (0, 10, 25, 49):
+            b2 = d["below"].clone()
+            b2[:, j] = (b2[:, j] + 3) % CLASSES
+            changed = changed_positions(st(d["x"], below=b2), ref)
+            first = changed.min().item()
+            assert first == max(0, (j - 3) * FACTOR)  # below[j] is seen from t = (j - lookahead) * f
+            if j >= 3:
+                assert (j + 1) * FACTOR - 1 - first == st.lookahead
+
+
+def test_lookahead_roll_stage0_by_perturbation():
+    st = make_stage(index=0, use_roll=True, conditioning={"lookahead": 2}, **WIDE)
+    spf = RATE // FPS  # stage samples per roll frame
+    assert st.conditioning.up == spf and st.lookahead == 3 * spf - 1
+    d = inputs(st, 320)
+    with torch.no_grad():
+        ref = st(d["x"], roll=d["roll"])
+        for f in (5, 20, 39):
+            r2 = d["roll"].clone()
+            r2[:, :, f] = 1.0 - r2[:, :, f]
+            first = changed_positions(st(d["x"], roll=r2), ref).min().item()
+            assert first == (f - 2) * spf and (f + 1) * spf - 1 - first == st.lookahead
+
+
+def test_dropped_below_is_learned_not_zero_codes():
+    st = make_stage(index=1, use_tier_below=True)
+    d = inputs(st, 64)
+    with torch.no_grad():
+        none = st(d["x"], below=None)
+        dropped = st(d["x"], below=d["below"], drop_below=torch.ones(2, dtype=torch.bool))
+        silence = st(d["x"], below=torch.full_like(d["below"], CLASSES // 2))
+        mixed = st(d["x"], below=d["below"], drop_below=torch.tensor([True, False]))
+        full = st(d["x"], below=d["below"])
+    torch.testing.assert_close(none, dropped, rtol=0, atol=1e-6)
+    assert not torch.allclose(none, silence)
+    torch.testing.assert_close(mixed[0], dropped[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(mixed[1], full[1], rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- streaming == forward
+
+PATHS = {
+    "none": ({}, {}),
+    "genre": ({"use_genre": True}, {"genre": True}),
+    "below": ({"use_tier_below": True}, {"below": True}),
+    "roll": ({"use_roll": True}, {"roll": True}),
+    "history": ({"history": {"enabled": True}}, {}),
+    "all": ({"use_genre": True, "use_tier_below": True, "use_roll": True, "history": {"enabled": True}},
+            {"genre": True, "below": True, "roll": True}),
+    "dropped": ({"use_genre": True, "use_tier_below": True, "use_roll": True, "history": {"enabled": True}},
+                {"genre": True, "below": True, "roll": True, "drops": True}),
+    "absent": ({"use_genre": True, "use_tier_below": True, "use_roll": True}, {}),
+    "kernel3": ({"kernel_size": 3, "use_tier_below": True, "history": {"enabled": True, "kernel_size": 3}},
+                {"below": True}),
+    "mixture": ({"head": "logistic_mixture", "mixtures": 4, "use_genre": True, "use_tier_below": True,
+                 "use_roll": True, "history": {"enabled": True}}, {"genre": True, "below": True, "roll": True}),
+    "categorical_end": ({"end_class": True, "use_roll": True}, {"roll": True}),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("index", [0, 1])
+def test_streaming_equals_forward(path, index):
+    over, use = PATHS[path]
+    if index == 0 and "use_tier_below" in over and path not in ("all", "dropped", "absent", "mixture"):
+        pytest.skip("stage 0 has no tier below")
+    st = make_stage(index=index, **over)
+    t_len = max(2 * st.receptive_field, 3 * st.history_receptive_field // 2) + 13
+    d = inputs(st, t_len)
+    kw = {k: d[k] for k in ("genre", "below", "roll") if use.get(k)}
+    if use.get("drops"):
+        kw.update(drop_below=torch.tensor([True, False]), drop_roll=torch.tensor([False, True]),
+                  drop_history=torch.tensor([True, False]))
+    with torch.no_grad():
+        ref = st(d["x"], **kw)  # (B, C, T)
+    chunk = 24  # several chunks, not a multiple of the upsampling factor for stage 0
+    with st.streaming(batch=2, chunk=chunk, **kw) as s:
+        prev = torch.full((2,), st.start_code, dtype=d["x"].dtype)
+        outs = []
+        for t in range(t_len):
+            outs.append(s.step(prev))
+            prev = d["x"][:, t]
+        if st.conditioning is not None:
+            assert s.chunk < t_len
+    out = torch.stack(outs, dim=-1)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max().item() <= 1e-4
+
+
+def test_streaming_refuses_training_mode_and_resets():
+    st = make_stage(index=1, use_tier_below=True)
+    st.train()
+    with pytest.raises(RuntimeError, match="training mode"):
+        st.streaming(batch=1)
+    st.eval()
+    with st.streaming(batch=1) as s:
+        a = st.step(torch.tensor([st.start_code]))  # the stage's own step delegates to the stream
+        s.step(torch.tensor([3]))
+    with pytest.raises(RuntimeError):
+        s.step(torch.tensor([3]))
+    with pytest.raises(RuntimeError):
+        st.step(torch.tensor([3]))
+    with st.streaming(batch=1) as s2:  # a new stream starts from scratch
+        assert torch.equal(s2.step(torch.tensor([st.start_code])), a)
+
+
+def test_streaming_memory_is_bounded_by_chunk():
+    st = make_stage(index=1, use_tier_below=True, use_roll=True, history={"enabled": True})
+    shapes = []
+    for t_len in (400, 8000):
+        d = inputs(st, t_len, b=1)
+        with st.streaming(batch=1, below=d["below"], roll=d["roll"], chunk=64) as s:
+            for t in range(70):
+                s.step(torch.tensor([st.start_code]))
+            shapes.append((tuple(s.cond_buf.shape), [tuple(r.shape) for _, r, _, _ in s.layers],
+                           [tuple(q.shape) for q in s.hist_state]))
+    assert shapes[0] == shapes[1]
+    assert shapes[0][0] == (64, 1, 8)  # (chunk, B, channels)
+    assert [r[0] for r in shapes[0][1]] == st.dilations  # ring of d*(k-1) slots per layer
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+def mixture_nll_reference(out: np.ndarray, x: np.ndarray, m: int) -> np.ndarray:
+    """float64 discretized logistic mixture NLL in bits; out (3M, N), x (N,)."""
+    out = out.astype(np.float64)
+    logits, means, log_s = out[:m], out[m:2 * m], np.maximum(out[2 * m:], -16.0)
+    k = np.round((np.clip(x, -1, 1) + 1) * (PCM_BINS - 1) / 2)
+    c = k * 2 / (PCM_BINS - 1) - 1
+    half = 1 / (PCM_BINS - 1)
+
+    def sig(v):
+        return np.exp(-np.logaddexp(0.0, -v))
+
+    a = (c - half - means) / np.exp(log_s)
+    b = (c + half - means) / np.exp(log_s)
+    # sigmoid(b) - sigmoid(a), taken on the side where both are small (no cancellation)
+    p = np.where(a + b > 0, sig(-a) - sig(-b), sig(b) - sig(a))
+    p = np.where(k == 0, sig(b), np.where(k == PCM_BINS - 1, sig(-a), p))
+    w = np.exp(logits - logits.max(0))
+    w /= w.sum(0)
+    return -np.log2((w * p).sum(0))
+
+
+def test_mixture_nll_matches_float64_reference():
+    m, n = 5, 4000
+    g = torch.Generator().manual_seed(0)
+    out = torch.cat([torch.randn(m, n, generator=g), torch.rand(m, n, generator=g) * 1.8 - 0.9,
+                     torch.rand(m, n, generator=g) * 6 - 9], 0)  # log scales in [-9, -3]
+    comp = torch.randint(0, m, (n,), generator=g)
+    x = out[m + comp, torch.arange(n)] + 0.01 * torch.randn(n, generator=g)  # near a mean
+    x[:50] = -1.0
+    x[50:100] = 1.0
+    x[100:200] = torch.rand(100, generator=g) * 2 - 1  # anywhere
+    head = LogisticMixtureHead(m)
+    bits = head.nll_bits(out[None], x[None])[0].numpy()
+    ref = mixture_nll_reference(out.numpy(), x.numpy(), m)
+    finite = ref < 60  # beyond ~60 bits float64 differences of CDFs lose meaning
+    assert finite.sum() > 0.9 * n
+    np.testing.assert_allclose(bits[finite], ref[finite], rtol=1e-4, atol=2e-3)
+    assert np.all(bits[~finite] > 40)
+
+
+def test_mixture_sampling_matches_distribution():
+    from scipy.stats import chi2
+
+    m, n = 3, 40000
+    out_t = torch.tensor([0.3, -0.5, 1.0, -0.6, 0.1, 0.95, -2.0, -1.5, -3.0])  # logits, means, log scales
+    head = LogisticMixtureHead(m)
+    gen = torch.Generator().manual_seed(1234)
+    xs = head.sample(out_t.expand(n, -1), generator=gen).numpy()
+    k = np.round((xs + 1) * (PCM_BINS - 1) / 2).astype(np.int64)
+    assert np.abs(xs - (k * 2 / (PCM_BINS - 1) - 1)).max() < 1e-6  # on bin centres (half bin 1.5e-5)
+    edges = np.arange(0, PCM_BINS + 1, 2048)  # 32 coarse bins
+    counts = np.histogram(k, bins=edges)[0]
+    # expected from the float64 CDF: coarse bin [k0, k1) covers [c(k0) - half, c(k1) - half)
+    o = out_t.double().numpy()
+    w = np.exp(o[:m]) / np.exp(o[:m]).sum()
+    half = 1 / (PCM_BINS - 1)
+
+    def cdf(v):
+        return (w / (1 + np.exp(-(v - o[m:2 * m]) / np.exp(o[2 * m:])))).sum()
+
+    cuts = [0.0] + [cdf(e * 2 / (PCM_BINS - 1) - 1 - half) for e in edges[1:-1]] + [1.0]
+    expected = n * np.diff(cuts)
+    keep = expected > 5
+    stat = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum()
+    assert stat < chi2.ppf(0.999, keep.sum() - 1), stat
+    # temperature -> 0 collapses onto the component means
+    cold = head.sample(out_t.expand(2000, -1), temperature=1e-4, generator=gen)
+    assert torch.isin(torch.round(cold * 100), torch.round(torch.tensor([-0.6, 0.1, 0.95]) * 100)).all()
+
+
+def test_categorical_sampling_temperature_top_p():
+    head = CategoricalHead(10)
+    logits = torch.randn(500, 10, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(head.sample(logits, top_p=1e-6, generator=gen), logits.argmax(-1))
+    assert torch.equal(head.sample(logits, temperature=1e-4, generator=gen), logits.argmax(-1))
+    a = head.sample(logits, generator=torch.Generator().manual_seed(7))
+    b = head.sample(logits, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)  # seeded
+    # top_p keeps the smallest set of classes whose mass reaches p
+    one = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(4000, -1)
+    s = CategoricalHead(4).sample(one, top_p=0.75, generator=gen)
+    assert set(s.tolist()) == {0, 1}
+    assert abs((s == 0).float().mean().item() - 0.5 / 0.8) < 0.03
+    # frequencies follow softmax(logits / T)
+    s = CategoricalHead(4).sample(one, temperature=2.0, generator=gen)
+    p = torch.softmax(one[0] / 2.0, -1)
+    freq = torch.bincount(s, minlength=4).float() / len(s)
+    assert (freq - p).abs().max() < 0.03
+
+
+def test_categorical_nll_bits_and_end_class():
+    st = make_stage(index=0, end_class=True)
+    assert st.end_code == CLASSES and st.head.channels == CLASSES + 1 and st.start_code == CLASSES // 2
+    x = inputs(st, 50)["x"]
+    x[:, -1] = st.end_code
+    with torch.no_grad():
+        out = st(x)
+    bits = st.head.nll_bits(out, x)
+    ref = -torch.log_softmax(out.double(), 1).gather(1, x[:, None])[:, 0] / math.log(2)
+    torch.testing.assert_close(bits.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_backward_reaches_every_parameter():
+    st = make_stage(index=1, use_genre=True, use_tier_below=True, use_roll=True, history={"enabled": True})
+    st.train()
+    d = inputs(st, 64)
+    out = st(d["x"], genre=d["genre"], below=d["below"], roll=d["roll"],
+             drop_below=torch.tensor([True, False]), drop_roll=torch.tensor([False, True]),
+             drop_history=torch.tensor([True, False]))
+    st.head.nll_bits(out, d["x"]).mean().backward()
+    missing = [n for n, p in st.named_parameters() if p.grad is None]
+    assert not missing
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip_is_bitwise(tmp_path):
+    st = make_stage(index=1, use_genre=True, use_tier_below=True, use_roll=True, history={"enabled": True},
+                    end_class=True)
+    save_stage(st, tmp_path / "s1", extra={"genres": ["a", "b", "c"], "step": 5})
+    assert sorted(p.name for p in (tmp_path / "s1").iterdir()) == ["model.json", "model.safetensors"]
+    back = load_stage(tmp_path / "s1")
+    assert not back.training and back.config == st.config and back.end_code == st.end_code
+    d = inputs(st, 100)
+    with torch.no_grad():
+        a = st(d["x"], genre=d["genre"], below=d["below"], roll=d["roll"])
+        b = back(d["x"], genre=d["genre"], below=d["below"], roll=d["roll"])
+    assert torch.equal(a, b)
+    import json
+
+    meta = json.loads((tmp_path / "s1" / "model.json").read_text())
+    assert meta["genres"] == ["a", "b", "c"] and meta["index"] == 1 and meta["factor"] == FACTOR
+    assert meta["strata_version"] and meta["format_version"] == 1
+
+
+def test_checkpoint_refuses_pickles(tmp_path):
+    st = make_stage(index=0)
+    folder = tmp_path / "s0"
+    save_stage(st, folder)
+    torch.save(st.state_dict(), folder / "model.safetensors")  # a pickle under the safetensors name
+    with pytest.raises(CheckpointError, match="model.safetensors.*pickle"):
+        load_stage(folder)
+    assert issubclass(CheckpointError, ValueError)
+    only_pt = tmp_path / "pt"
+    only_pt.mkdir()
+    torch.save(st.state_dict(), only_pt / "model.pt")
+    with pytest.raises(CheckpointError, match="model.pt.*pickle"):
+        load_stage(only_pt)
+    (folder / "model.safetensors").write_bytes(b"garbage!")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_stage(folder)
+
+
+def test_state_dict_helpers_round_trip(tmp_path):
+    st = make_stage(index=0)
+    path = save_state_dict(st.state_dict(), tmp_path / "ema.safetensors", metadata={"decay": 0.999})
+    back = load_state_dict(path)
+    assert set(back) == set(st.state_dict())
+    assert all(torch.equal(back[k], v) for k, v in st.state_dict().items())
+    torch.save(back, tmp_path / "x.safetensors")
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_state_dict(tmp_path / "x.safetensors")
+
+
+# ----------------------------------------------------------------------------- cascade
+
+
+def test_cascade_from_tiny_config_summary():
+    from pipeline.config import load_config
+
+    cfg = load_config("tiny")
+    cas = Cascade.from_config(cfg, n_genres=2)
+    rows = cas.summary()
+    assert [r["rate"] for r in rows] == list(cfg.data.rates)
+    assert [cas[k].factor for k in range(3)] == [1, 4, 2]
+    s0 = cas[0]
+    assert rows[0]["receptive_field"] == s0.receptive_field == 511
+    assert rows[0]["receptive_field_seconds"] == pytest.approx(511 / 2000)
+    assert rows[1]["lookahead"] == (8 + 1) * 4 - 1
+    assert rows[0]["history_receptive_field"] > 4 * s0.receptive_field
+    # the history stack costs far less than the main stack per sample
+    main_only = Stage({**s0.config, "history": {**s0.config["history"], "enabled": False}}, 0, 2, 1, 100)
+    assert s0.flops_per_sample() - main_only.flops_per_sample() < 0.15 * main_only.flops_per_sample()
+    for r in rows:
+        assert r["params"] > 0 and r["flops_per_sample"] > 0
