@@ -52,6 +52,15 @@ def stage_minutes(cfg: StrataConfig, k: int, max_minutes: float | None) -> float
     return None if total is None else float(total) * cfg.stages[k].time_share
 
 
+def free_port() -> int:
+    """A free local TCP port for the launcher's rendezvous (one machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def launch_command(data: str, run: str, config_path: str, k: int, cfg: StrataConfig, max_steps: int | None,
                    minutes: float | None, resume: bool) -> list[str]:
     """``accelerate launch`` of ``pipeline.train`` with ``cfg.train.num_processes`` processes."""
@@ -66,7 +75,7 @@ def launch_command(data: str, run: str, config_path: str, k: int, cfg: StrataCon
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
            "--num_processes", str(cfg.train.num_processes), "--num_machines", "1",
            "--mixed_precision", mp, "--dynamo_backend", "no",
-           "-m", "pipeline.train", "--data", data, "--run", run, "--stage", str(k), "--config", config_path]
+           "--main_process_port", str(free_port()), "-m", "pipeline.train", "--data", data, "--run", run, "--stage", str(k), "--config", config_path]
     if max_steps is not None:
         cmd += ["--max-steps", str(max_steps)]
     if minutes is not None:

@@ -4,10 +4,15 @@ Conventions
 - Float audio is ``float32`` in ``[-1, 1]``; multichannel audio is ``(channels, n)``.
 - Mu-law codes are unsigned integers ``0 .. 2**bits - 1`` (``uint8`` for ``bits <= 8``,
   ``uint16`` above) in numpy and ``int64`` in torch; silence is code ``2**(bits - 1)``.
-  They equal ``librosa.mu_compress(x, mu=2**bits - 1, quantize=True) + 2**(bits - 1)``.
+  They equal ``librosa.mu_compress(x, mu=2**bits - 1, quantize=True) + 2**(bits - 1)``;
+  input outside ``[-1, 1]`` is clipped (librosa refuses it).
 - ``resample`` returns exactly ``round_half_up(n * sr_out / sr_in)`` samples.
 - A truncated but decodable file (a WAV whose header promises more frames than the file holds)
   is loaded as far as it is readable: libsndfile reads the frames that are present.
+- Decoding: soundfile (libsndfile: wav, flac, ogg, aiff, and mp3 from libsndfile 1.1), then
+  librosa/audioread as a fallback.  Accepted extensions: ``AUDIO_EXTENSIONS``.
+- Tiers: the fine audio's tail is cropped to a multiple of ``r_K / r_0`` samples, so tier k
+  has exactly ``n_0 * r_k / r_0`` samples (``make_tiers``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 class AudioError(StrataError, ValueError):
     """An audio input that cannot be used; the message is ``"<path>: <reason>"``."""
 
-    def __init__(self, path: str | Path | None, reason: str):
+    def __init__(self, path: str | Path | None, reason: str | None = None):
+        if reason is None:  # ``Error("reason")``: no input named
+            path, reason = None, str(path)
         self.path = None if path is None else str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}" if path is not None else reason)
@@ -202,8 +209,9 @@ def prepare_audio(
 
     Returns float32 ``(n,)`` at ``rate`` and an info dict: ``source_rate``, ``channels``,
     ``source_seconds``, ``start_seconds`` (time in the source of output sample 0: shift an
-    aligned MIDI by it), ``trimmed_seconds``, ``seconds`` and ``cropped``.  Normalising last is the same as normalising before
-    the trim (the trim is relative to the peak) and keeps the peak exact after a crop.
+    aligned MIDI by it), ``trimmed_seconds``, ``seconds`` and ``cropped``.  Normalising last
+    is the same as normalising before the trim (the trim is relative to the loudest frame) and
+    keeps the peak exact after a crop.
     Raises ``AudioError(path, reason)``: undecodable, silent, or too short after trimming.
     """
     x, sr = load_audio(path)

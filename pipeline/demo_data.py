@@ -139,7 +139,7 @@ def _done(work: Work, out_dir: Path) -> bool:
 
 def build_demo_corpus(
     out_dir: str | Path,
-    per_genre: int = DEFAULT_PER_GENRE,
+    per_genre: int | None = DEFAULT_PER_GENRE,
     soundfont: str | Path | None = None,
     progress: bool = True,
     genres: Sequence[str] | None = None,
@@ -157,6 +157,7 @@ def build_demo_corpus(
     from pipeline.midi import find_soundfont
 
     t0 = time.time()
+    per_genre = DEFAULT_PER_GENRE if per_genre is None else int(per_genre)
     if per_genre < 1:
         raise ParameterError(f"per_genre must be at least 1, got {per_genre}")
     out_dir = Path(out_dir)

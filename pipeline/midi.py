@@ -37,7 +37,9 @@ PREFERRED_SOUNDFONTS = ("FluidR3_GM.sf2", "default-GM.sf2", "TimGM6mb.sf2")
 class MidiError(StrataError, ValueError):
     """A MIDI input (or the tools to render it) that cannot be used: ``"<path>: <reason>"``."""
 
-    def __init__(self, path: str | Path | None, reason: str):
+    def __init__(self, path: str | Path | None, reason: str | None = None):
+        if reason is None:  # ``Error("reason")``: no input named
+            path, reason = None, str(path)
         self.path = None if path is None else str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}" if path is not None else reason)

@@ -638,6 +638,8 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
             note(f"stage {k}: wall-clock budget of {max_minutes:g} min reached at step {state.step}")
             break
     tot_wait, tot_busy, tot_samples = tot_wait + wait_s, tot_busy + busy_s, tot_samples + timed_samples
+    if timed_samples:  # the last steps were not logged yet: show the final line
+        bar.show(state.step, last_loss, tot_samples / max(tot_busy + tot_wait, 1e-9))
 
     # ---- the end: validate + export if not just done, checkpoint if not just done
     if state.last_valid_step != state.step or not stage_dir(run_dir, k).joinpath("model.json").exists():

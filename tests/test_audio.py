@@ -282,3 +282,9 @@ def test_tier_alignment_zero_crossings():
 def test_make_tiers_rejects_bad_rates():
     with pytest.raises(ValueError, match="multiple"):
         make_tiers(np.zeros(100, np.float32), (3000, 16000))
+
+
+def test_audio_error_message():
+    e = AudioError("/x/a.wav", "silent")
+    assert str(e) == "/x/a.wav: silent" and e.path == "/x/a.wav" and e.reason == "silent"
+    assert str(AudioError("silent")) == "silent" and AudioError("silent").path is None

@@ -10,9 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 from tests.test_preprocess import make_bad_corpus, tone, write_midi, write_wav
 
 ROOT = Path(__file__).resolve().parent.parent

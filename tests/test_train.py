@@ -1,0 +1,199 @@
+"""pipeline.train: learning, run-folder layout, exact resume, 2 CPU processes, budgets, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.config import ConfigError, save_config
+from pipeline.errors import DatasetError, RunError
+from pipeline.train import (
+    EndCrops,
+    WarmupCosine,
+    insert_end_crops,
+    list_checkpoints,
+    loss_weights,
+    read_metrics,
+    train_stage,
+)
+from tests.helpers_data import make_dataset, tiny_train_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def periodic(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "periodic", "periodic", rates=(1000, 2000),
+                        seconds=2.0, roll="notes")
+
+
+def free_port() -> int:
+    from flows.train import free_port as fp
+
+    return fp()
+
+
+def losses(run: Path, k: int) -> dict[int, float]:
+    return {r["step"]: r[f"stage{k}/loss"] for r in read_metrics(run, k) if f"stage{k}/loss" in r}
+
+
+def test_loss_decreases_and_run_layout(periodic, tmp_path):
+    cfg = tiny_train_config(max_steps=40, keep_checkpoints=2, checkpoint_every=10)
+    run = tmp_path / "run"
+    res = train_stage(periodic, run, cfg, 1, progress=False)
+    assert res["steps"] == 40 and res["stopped"] == "max_steps"
+    curve = losses(run, 1)
+    assert curve[5] > 5.0 and curve[40] < 0.5 * curve[5], curve
+    assert res["best_valid_bits"] < 2.0
+    # run folder (DESIGN 7)
+    assert (run / "config.yaml").is_file()
+    meta = json.loads((run / "stages/1/model.json").read_text())
+    extra = meta["extra"]
+    assert extra["genres"] == ["alpha", "beta"] and extra["rate"] == 2000 and extra["step"] == res["best_step"]
+    assert extra["valid_bits"] == pytest.approx(res["best_valid_bits"])
+    assert (run / "stages/1/model.safetensors").is_file()
+    assert [s for s, _ in list_checkpoints(run, 1)] == [30, 40]  # keep_checkpoints=2
+    ck = run / "checkpoints/stage1/step-40"
+    assert (ck / "model.safetensors").is_file() and (ck / "optimizer.bin").is_file()
+    assert not list((run / "checkpoints/stage1").glob(".tmp*"))
+    assert list((run / "logs/stage1").glob("events.out.tfevents*"))
+    rows = read_metrics(run, 1)
+    assert {"stage1/loss", "stage1/lr", "stage1/grad_norm", "stage1/samples_per_second"} <= set(rows[0])
+    assert any("stage1/valid_bits" in r for r in rows)
+    assert json.loads((run / "metrics/stage1_result.json").read_text())["steps"] == 40
+    # the exported stage loads without pickles and matches the run's rates
+    from models import load_stage
+
+    stage = load_stage(run / "stages/1")
+    assert stage.rate == 2000 and stage.factor == 2
+
+
+def test_exact_resume(periodic, tmp_path):
+    """2N steps in one go == N steps, then a new train_stage(resume=True) to 2N."""
+    cfg = tiny_train_config(max_steps=12, eval_every=6, checkpoint_every=6, log_every=1)
+    one, two = tmp_path / "one", tmp_path / "two"
+    train_stage(periodic, one, cfg, 0, progress=False)
+    first = train_stage(periodic, two, cfg, 0, max_steps=6, progress=False)
+    assert first["steps"] == 6
+    second = train_stage(periodic, two, cfg, 0, max_steps=12, resume=True, progress=False)
+    assert second["steps"] == 12
+    a, b = losses(one, 0), losses(two, 0)
+    assert sorted(a) == sorted(b) == list(range(1, 13))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), step
+    wa, wb = load_file(one / "stages/0/model.safetensors"), load_file(two / "stages/0/model.safetensors")
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-6)
+    ra = json.loads((one / "metrics/stage0_result.json").read_text())
+    assert second["best_valid_bits"] == pytest.approx(ra["best_valid_bits"], rel=1e-5)
+
+
+def test_budget_stops_cleanly_and_mixed_precision_falls_back(periodic, tmp_path, capsys):
+    cfg = tiny_train_config(max_steps=100000, mixed_precision="bf16")
+    run = tmp_path / "run"
+    res = train_stage(periodic, run, cfg, 0, max_minutes=0.02)
+    assert res["stopped"] == "max_minutes" and 0 < res["steps"] < 100000
+    assert (run / "stages/0/model.safetensors").is_file()
+    assert list_checkpoints(run, 0)[-1][0] == res["steps"]
+    err = capsys.readouterr().err
+    assert "full precision" in err and "budget" in err and "eta" in err
+
+
+def test_end_class_batches():
+    B, W = 4, 10
+    batch = {"x": torch.full((B, W), 5), "genre": torch.zeros(B, dtype=torch.long),
+             "has_roll": torch.ones(B, dtype=torch.bool), "roll": torch.zeros(B, 256, 1)}
+    ends = EndCrops.__new__(EndCrops)
+    ends.items = [{"x": torch.full((W,), 9), "roll": torch.ones(256, 1), "has_roll": False, "genre": torch.tensor(1)}]
+    gen = torch.Generator().manual_seed(0)
+    out = insert_end_crops(batch, ends, gen, end_code=256)
+    assert out["x"].shape == (B, W + 1)
+    is_end = out["end_mask"]
+    for i in range(B):
+        if is_end[i]:  # the track's tail, then END as the last target
+            assert out["x"][i, :W].eq(9).all() and out["x"][i, W] == 256 and out["genre"][i] == 1
+            assert not out["has_roll"][i]
+        else:
+            assert out["x"][i, :W].eq(5).all() and out["x"][i, W] == 128
+    w = loss_weights(B, W + 1, 3, W, is_end)
+    assert w[:, :3].sum() == 0 and w[:, 3:W].eq(1).all()
+    assert torch.equal(w[:, W], is_end.float())
+    # over many draws about END_PROB of the examples end the piece
+    gen = torch.Generator().manual_seed(1)
+    share = np.mean([insert_end_crops(dict(batch, x=torch.full((B, W), 5)), ends, gen, 256)["end_mask"].float().mean()
+                     for _ in range(200)])
+    assert 0.08 < share < 0.17
+
+
+def test_schedule():
+    f = WarmupCosine(warmup=10, total=110, min_ratio=0.05)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.05 + 0.95 * 0.5) and f(110) == pytest.approx(0.05) and f(500) == pytest.approx(0.05)
+
+
+def test_clear_errors(periodic, tmp_path):
+    cfg = tiny_train_config(max_steps=2, eval_every=2, checkpoint_every=2)
+    with pytest.raises(DatasetError, match="manifest"):
+        train_stage(tmp_path / "nowhere", tmp_path / "r0", cfg, 0, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "manifest.json").write_text(json.dumps({"version": 1, "tracks": []}))
+    with pytest.raises(DatasetError, match="no tracks"):
+        train_stage(empty, tmp_path / "r1", cfg, 0, progress=False)
+    one_rate = make_dataset(tmp_path / "one", "periodic", rates=(1000,), seconds=1.0)
+    with pytest.raises(DatasetError, match="2000 Hz"):
+        train_stage(one_rate, tmp_path / "r2", cfg, 1, progress=False)
+    with pytest.raises(ConfigError, match="stage 5"):
+        train_stage(periodic, tmp_path / "r3", cfg, 5, progress=False)
+    long_crop = tiny_train_config(crop=4000)
+    with pytest.raises(DatasetError, match="longer than every track"):
+        train_stage(periodic, tmp_path / "r4", long_crop, 0, progress=False)
+    with pytest.raises(RunError, match="no checkpoint"):
+        train_stage(periodic, tmp_path / "r5", cfg, 0, resume=True, progress=False)
+    run = tmp_path / "r6"
+    train_stage(periodic, run, cfg, 0, progress=False)
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=0.5))
+    with pytest.raises(RunError, match=r"train \(lr\)"):
+        train_stage(periodic, run, other, 0, resume=True, progress=False)
+    other_stage = tiny_train_config(max_steps=2, eval_every=2, checkpoint_every=2, crop=100)
+    with pytest.raises(RunError, match=r"stages\[0\]"):
+        train_stage(periodic, run, other_stage, 0, resume=True, progress=False)
+
+
+def test_script_entry_error_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "pipeline.train", "--data", str(tmp_path / "none"), "--run",
+                        str(tmp_path / "run"), "--stage", "0"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines()[-1].startswith("error: ") and "manifest" in p.stderr
+
+
+def test_two_cpu_processes_with_accelerate_launch(periodic, tmp_path):
+    cfg = tiny_train_config(max_steps=20, eval_every=10, checkpoint_every=10, log_every=2)
+    save_config(cfg, tmp_path / "cfg.yaml")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), "-m", "pipeline.train", "--data", str(periodic), "--run", str(run), "--stage", "1",
+           "--config", str(tmp_path / "cfg.yaml"), "--no-progress"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((run / "metrics/stage1_result.json").read_text())
+    assert res["processes"] == 2 and res["steps"] == 20
+    assert [s for s, _ in list_checkpoints(run, 1)] == [10, 20]
+    ck = run / "checkpoints/stage1/step-20"
+    names = {f.name for f in ck.iterdir()}
+    assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl"} <= names
+    assert (run / "stages/1/model.safetensors").is_file()
+    assert len(list((run / "logs/stage1").glob("events.out.tfevents*"))) == 1  # only the main process logs
+    curve = losses(run, 1)
+    assert len(curve) == 10 and curve[20] < curve[2] - 1.0, curve
