@@ -59,21 +59,32 @@ class StageStream:
         else:
             self.in_w = st.input_proj.weight.detach().t().contiguous()  # (1, R)
             self.in_b = st.input_proj.bias.detach()
-        # main stack, fused layout
+        # main stack, fused layout with preallocated buffers and views (no per-step allocation)
+        new = lambda *shape: torch.zeros(*shape, dtype=self.dtype, device=self.device)  # noqa: E731
+        r = st.residual_channels
+        self.add_buf = new(b, n * g2)  # gate addend of all layers at this step
+        self.gall = new(b, n, g + 1)  # (B, L, G+1) gate outputs, last column = 1 (bias rows)
+        self.gall[:, :, g] = 1.0
+        self.gall_flat = self.gall.view(b, n * (g + 1))
+        self.hbuf = [new(b, r) for _ in range(n + 1)]  # residual stream between layers
         self.layers = []
         for i, d in enumerate(st.dilations):
             w = st.convs[i].weight.detach()  # (2G, R, k); tap k-1 is lag 0
-            wf = torch.cat([w[:, :, k - 1 - j].t() for j in range(k)], dim=1).contiguous()  # (R, k*2G)
-            ring = torch.zeros(d * (k - 1), b, g2, dtype=self.dtype, device=self.device) if k > 1 else None
+            taps = [w[:, :, k - 1 - j].t().contiguous() for j in range(k)]  # (R, 2G) for lag d*j
+            m = d * (k - 1)
+            ring = new(m, b, g2) if k > 1 else None  # ring[s]: partial sum for the time t with t % m == s
             if i + 1 < n:
                 res = st.res[i]
                 wr = torch.cat([res.weight.detach()[:, :, 0].t(), res.bias.detach()[None]], 0).contiguous()
             else:
-                wr = None  # (G+1, R) with the bias as last row
-            self.layers.append((wf, ring, d * (k - 1), wr))
-        self.gall = torch.zeros(b, n, g + 1, dtype=self.dtype, device=self.device)  # (B, L, G+1)
-        self.gall[:, :, g] = 1.0
-        self.gall_flat = self.gall.view(b, n * (g + 1))
+                wr = None  # (G+1, R): the bias is the last row
+            z = new(b, g2)
+            self.layers.append(_Layer(
+                w_cur=taps[0], w_taps=taps[1:], m=m, d=d, ring=ring,
+                slots=[ring[j] for j in range(m)] if ring is not None else [],
+                add=self.add_buf[:, i * g2:(i + 1) * g2], z=z, za=z[:, :g], zb=z[:, g:],
+                ta=new(b, g), sb=new(b, g), gate=self.gall[:, i, :g], gfull=self.gall[:, i],
+                wr=wr, h_in=self.hbuf[i], h_out=self.hbuf[i + 1]))
         self.w_skip = torch.cat(
             [torch.cat([sk.weight.detach()[:, :, 0].t(), sk.bias.detach()[None]], 0) for sk in st.skip], 0
         ).contiguous()  # (L*(G+1), S)
@@ -81,9 +92,11 @@ class StageStream:
         self.b_out1 = st.out1.bias.detach()
         self.w_out2 = st.out2.weight.detach()[:, :, 0].t().contiguous()
         self.b_out2 = st.out2.bias.detach()
+        self.s1, self.s2 = new(b, st.skip_channels), new(b, st.skip_channels)
         # constant gate addend (conv bias + genre): (B, L*2G)
         self.const = st.gate_bias(genre, b, self.device).detach().contiguous()
         self.bias = self.const
+        self.add_buf.copy_(self.bias)
         # conditioning stack, chunked
         self.cond = st.conditioning
         if self.cond is not None:
@@ -114,6 +127,8 @@ class StageStream:
         if self.drop_history is not None:
             u = torch.where(self.drop_history[:, None], self.hist.cut.detach(), u)
         self.bias = self.const + F.linear(u, self.w_hist)  # (B, L*2G)
+        if self.cond is None:
+            self.add_buf.copy_(self.bias)
 
     def _next_chunk(self) -> None:
         up = self.cond.up
@@ -134,7 +149,8 @@ class StageStream:
         """Drop all state (rings, buffers); the stream cannot step afterwards."""
         self.closed = True
         self.layers = []
-        for name in ("gall", "gall_flat", "cond_buf", "hist_state", "frame_sum", "below", "roll"):
+        for name in ("gall", "gall_flat", "cond_buf", "hist_state", "frame_sum", "below", "roll", "hbuf",
+                     "add_buf"):
             if hasattr(self, name):
                 setattr(self, name, None)
         if getattr(self.stage, "_stream", None) is self:
@@ -154,10 +170,11 @@ class StageStream:
             x_prev = torch.as_tensor(x_prev, device=self.device)
         if x_prev.dim() == 0:
             x_prev = x_prev.expand(b)
+        h = self.hbuf[0]
         if self.stage.head_kind == "categorical":
-            h = self.emb_w.index_select(0, x_prev.long())  # (B, R)
+            torch.index_select(self.emb_w, 0, x_prev.long(), out=h)  # (B, R)
         else:
-            h = torch.addmm(self.in_b, x_prev.to(self.dtype).view(-1, 1), self.in_w)  # (B, R)
+            torch.addmm(self.in_b, x_prev.to(self.dtype).view(-1, 1), self.in_w, out=h)  # (B, R)
         if self.hist is not None and t > 0:
             self.frame_sum += h
             if t % self.pool == 0:  # frame t/pool - 1 just completed
@@ -168,26 +185,34 @@ class StageStream:
             r = t % self.chunk
             if r == 0:
                 self._next_chunk()
-            add = torch.addmm(self.bias, self.cond_buf[r], self.w_cond)  # (B, L*2G)
-        else:
-            add = self.bias
-        g = g2 // 2
-        gall = self.gall
-        for i, (wf, ring, m, wr) in enumerate(self.layers):
-            p = torch.mm(h, wf)  # (B, k*2G)
-            z = p[:, :g2]
-            z += add[:, i * g2:(i + 1) * g2]
-            if ring is not None:
-                slot = t % m
-                z += ring[slot]
-                k = p.shape[1] // g2
-                ring[slot].copy_(p[:, (k - 1) * g2:])  # for time t + d(k-1)
-                for j in range(1, k - 1):  # kernel > 2: partial sums for t + d*j
-                    ring[(t + (m // (k - 1)) * j) % m] += p[:, j * g2:(j + 1) * g2]
-            torch.mul(torch.tanh(z[:, :g]), torch.sigmoid(z[:, g:]), out=gall[:, i, :g])
-            if wr is not None:
-                h = torch.addmm(h, gall[:, i], wr)  # (B, R) residual (+ bias via the ones column)
-        s = torch.relu(torch.mm(self.gall_flat, self.w_skip))  # (B, S)
-        s = torch.relu(torch.addmm(self.b_out1, s, self.w_out1))
+            torch.addmm(self.bias, self.cond_buf[r], self.w_cond, out=self.add_buf)  # (B, L*2G)
+        mm, addmm, tanh, sigmoid, mul = torch.mm, torch.addmm, torch.tanh, torch.sigmoid, torch.mul
+        for ly in self.layers:
+            z = ly.z
+            addmm(ly.add, h, ly.w_cur, out=z)  # (B, 2G): lag-0 tap + addend
+            if ly.m:
+                slot = ly.slots[t % ly.m]
+                z += slot  # older taps, projected when their inputs arrived
+                mm(h, ly.w_taps[-1], out=slot)  # for time t + d(k-1)
+                for j in range(1, len(ly.w_taps)):  # kernel > 2: partial sums for t + d*j
+                    ly.slots[(t + ly.d * j) % ly.m].addmm_(h, ly.w_taps[j - 1])
+            tanh(ly.za, out=ly.ta)
+            sigmoid(ly.zb, out=ly.sb)
+            mul(ly.ta, ly.sb, out=ly.gate)
+            if ly.wr is not None:
+                h = addmm(h, ly.gfull, ly.wr, out=ly.h_out)  # (B, R) residual (+ bias via the ones column)
+        s1 = mm(self.gall_flat, self.w_skip, out=self.s1).relu_()  # (B, S) all skips + biases
+        s2 = addmm(self.b_out1, s1, self.w_out1, out=self.s2).relu_()
         self.t = t + 1
-        return torch.addmm(self.b_out2, s, self.w_out2)  # (B, C)
+        return addmm(self.b_out2, s2, self.w_out2)  # (B, C)
+
+
+class _Layer:
+    """Fused weights, ring and buffer views of one main-stack layer (streaming)."""
+
+    __slots__ = ("w_cur", "w_taps", "m", "d", "ring", "slots", "add", "z", "za", "zb", "ta", "sb", "gate",
+                 "gfull", "wr", "h_in", "h_out")
+
+    def __init__(self, **kw) -> None:
+        for k, v in kw.items():
+            setattr(self, k, v)

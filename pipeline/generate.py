@@ -159,7 +159,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     for k, scfg in enumerate(cfg.stages):
         folder = run_dir / "stages" / str(k)
         if not (folder / "model.safetensors").is_file() or not (folder / "model.json").is_file():
-            raise RunError(f"{run_dir}: stage {k} ({scfg.rate} Hz) is missing (no stages/{k}/model.safetensors); train it first")
+            raise RunError(f"{run_dir}: stage {k} ({scfg.rate} Hz) is missing "
+                           f"(no stages/{k}/model.safetensors); train it first")
         try:
             stage = load_stage(folder)
         except StrataError as e:
@@ -457,7 +458,10 @@ def step_threads() -> int:
     A step is a few small matmuls: measured on 2 busy cores, 2 threads made a batch-8 step 10-500x
     slower than 1 thread (thread hand-off costs more than the work).
     """
-    return max(1, int(os.environ.get("STRATA_GENERATE_THREADS", "1")))
+    try:
+        return max(1, int(os.environ.get("STRATA_GENERATE_THREADS", "1")))
+    except ValueError:
+        return 1
 
 
 @contextmanager
@@ -500,6 +504,7 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
     genre = torch.full((B,), plan.genre_id, dtype=torch.int64)  # (B,)
     classes = cfg.data.classes
     chunk = p.chunk or cfg.generate.chunk
+    unit0 = rates[0] // cfg.data.roll_fps  # stage-0 samples per roll frame
     tiers: dict[int, Any] = {}
     timings: list[dict] = []
     lengths0: list[int] | None = None
@@ -522,8 +527,8 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
         bar = Progress(progress, f"stage {k} ({rate} Hz)", n, rate)
         res = run_stage(stage, n, B, genre=genre, below=below, roll=roll, twin=twin, guidance=p.guidance,
                         prompt=prompt, free_length=(k == 0 and plan.free_length),
-                        min_length=max(1, 0 if prompt is None else prompt.shape[1]),
-                        round_to=rates[0] // cfg.data.roll_fps, temperature=p.temperature, top_p=p.top_p,
+                        min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
+                        round_to=unit0, temperature=p.temperature, top_p=p.top_p,
                         generator=gen, chunk=chunk, classes=classes, progress=bar.update)
         bar.close(res.x.shape[1])
         if k == 0:

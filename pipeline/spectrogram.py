@@ -50,7 +50,7 @@ def plot_spectrogram(
     db, freqs, times = stft_db(audio, rate)
     seconds = max(len(audio) / rate, 1e-3)
     rows = 2 if roll is not None else 1
-    fig = Figure(figsize=(10, 3.2 * rows), dpi=100)
+    fig = Figure(figsize=(10, 3.2 * rows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
     ax = axes[0]
@@ -58,12 +58,11 @@ def plot_spectrogram(
     ax.set_ylabel("Hz")
     ax.set_xlim(0, seconds)
     ax.set_title(title or f"spectrogram ({rate} Hz, {seconds:.2f} s)")
-    fig.colorbar(mesh, ax=ax, label="dB")
+    fig.colorbar(mesh, ax=list(axes), label="dB", aspect=30 * rows)  # shared: time axes stay aligned
     if roll is not None:
         _plot_roll(axes[1], roll, roll_fps)
         axes[1].set_xlim(0, seconds)
     axes[-1].set_xlabel("time (s)")
-    fig.tight_layout()
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")

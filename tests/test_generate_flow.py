@@ -54,3 +54,21 @@ def test_flow_draws_a_seed_when_none(prefect_harness, run, tmp_path):
 
     (job,) = generate_flow(str(run), str(tmp_path), seconds=0.05, seed=None)
     assert isinstance(json.loads(Path(job, "meta.json").read_text())["seed"], int)
+
+
+def test_user_errors_are_logged_without_traceback():
+    import logging
+    import sys
+
+    from flows.generate import _OneLineUserErrors
+
+    try:
+        raise ParameterError("count=0: must be an integer from 1 to 64")
+    except ParameterError:
+        record = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "boom", None, sys.exc_info())
+    assert _OneLineUserErrors().filter(record) and record.exc_info is None
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError:
+        record = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "boom", None, sys.exc_info())
+    assert _OneLineUserErrors().filter(record) and record.exc_info is not None  # bugs keep their traceback

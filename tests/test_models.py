@@ -273,7 +273,7 @@ def test_streaming_memory_is_bounded_by_chunk():
         with st.streaming(batch=1, below=d["below"], roll=d["roll"], chunk=64) as s:
             for t in range(70):
                 s.step(torch.tensor([st.start_code]))
-            shapes.append((tuple(s.cond_buf.shape), [tuple(r.shape) for _, r, _, _ in s.layers],
+            shapes.append((tuple(s.cond_buf.shape), [tuple(ly.ring.shape) for ly in s.layers],
                            [tuple(q.shape) for q in s.hist_state]))
     assert shapes[0] == shapes[1]
     assert shapes[0][0] == (64, 1, 8)  # (chunk, B, channels)
