@@ -45,6 +45,11 @@ def _run(fn, *args, **kwargs):
         raise typer.Exit(code=130)
 
 
+def _precheck(fn, *args, **kwargs) -> None:
+    """Cheap checks before a flow starts, so bad input is one line, not a failed flow run."""
+    _run(fn, *args, **kwargs)
+
+
 def _need_dir(path: Path, what: str) -> None:
     if not path.exists():
         _fail(f"{path}: {what} does not exist")
@@ -97,6 +102,11 @@ def train(
 ) -> None:
     """Train the cascade's stages (one Prefect task per stage)."""
     _need_dir(data, "dataset folder")
+    from pipeline.config import load_config
+    from pipeline.dataset import load_manifest
+
+    _precheck(load_manifest, data)
+    _precheck(load_config, config)
     _quiet_prefect()
     from flows.train import train_flow
 
@@ -119,6 +129,11 @@ def evaluate(
     _need_dir(run, "run folder")
     if split not in ("train", "valid", "test"):
         _fail(f"--split {split!r}: must be train, valid or test")
+    from pipeline.dataset import load_manifest
+
+    _precheck(load_manifest, data)
+    if not (run / "stages").is_dir():
+        _fail(f"{run}: no trained stages (run strata train first)")
     _quiet_prefect()
     from flows.evaluate import evaluate_flow
 
@@ -145,6 +160,12 @@ def generate(
 ) -> None:
     """Generate audio: coarse stage first, then each finer stage."""
     _need_dir(run, "run folder")
+    from pipeline.generate import load_run, validate_params
+
+    _precheck(validate_params, run_dir=str(run), out_dir=str(out), seconds=seconds, genre=genre,
+              midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
+              temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
+    _precheck(load_run, run)
     _quiet_prefect()
     from flows.generate import generate_flow
 

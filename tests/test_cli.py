@@ -50,6 +50,18 @@ def test_train_on_empty_dataset_folder_is_a_clear_error(tmp_path, prefect_harnes
     result = _invoke("train", "--data", str(tmp_path), "--run", str(tmp_path / "run"), "--max-steps", "1")
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and "manifest" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_generate_bad_parameters_are_one_line(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for args, word in ((("--temperature", "0"), "temperature"), (("--count", "0"), "count"),
+                       (("--seconds", "-3"), "seconds"), (("--midi", str(tmp_path / "x.mid")), "midi")):
+        result = _invoke("generate", "--run", str(run), "--out", str(tmp_path / "o"), *args)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: ") and word in result.output
+        assert len(result.output.strip().splitlines()) == 1
 
 
 def test_preprocess_command_writes_a_dataset(tmp_path, prefect_harness):
