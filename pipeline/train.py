@@ -85,6 +85,7 @@ class TrainState:
     best_step: int = -1
     last_valid_bits: float = float("nan")
     last_valid_step: int = -1
+    last_loss: float = float("nan")
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
@@ -584,7 +585,7 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
     acc_loss, acc_n, wait_s, busy_s, timed_samples, grad_norm = 0.0, 0, 0.0, 0.0, 0, float("nan")
     window_t0 = time.perf_counter()
     tot_wait, tot_busy, tot_samples = 0.0, 0.0, 0
-    last_loss = float("nan")
+    last_loss = state.last_loss
     micro_index = state.step * t.grad_accum
     for batch, waited in _batches(loader):
         t0 = time.perf_counter()
@@ -617,7 +618,7 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
         scheduler.step()
         ema.update(unwrapped)
         state.step += 1
-        last_loss = acc_loss / acc_n
+        last_loss = state.last_loss = acc_loss / acc_n
         acc_loss, acc_n = 0.0, 0
         if state.step % t.log_every == 0 or state.step == stop_at:
             mean_loss = float(accelerator.reduce(torch.tensor([last_loss], device=accelerator.device), "mean")[0])

@@ -17,6 +17,15 @@ from models.spec import stage_config_dict
 RATE, FACTOR, FPS, CLASSES, GENRES = 800, 4, 100, 32, 3
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: threads only add synchronisation (and stall on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def small_cfg(**over) -> dict:
     cfg = {
         "rate": RATE, "residual_channels": 8, "gate_channels": 8, "skip_channels": 8,
