@@ -3,7 +3,8 @@
 ``models/`` does not import ``pipeline/``.  A ``Stage`` accepts a ``pipeline.config.StageConfig``
 (any dataclass), a mapping, or any object with the same attribute names; it keeps the config as
 a plain dict (``stage.config``), filling missing keys with the defaults below (kept equal to
-``pipeline.config.StageConfig``'s; a test checks that).
+``pipeline.config.StageConfig``'s; a test checks that) -- except the keys of ``ABSENT_MEANS``
+(added later), which mean "off" when absent so that old ``model.json`` files rebuild identically.
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "batch_size": 8,
     "max_steps": 2000,
     "time_share": 1.0,
+    "linear_order": 32,
+    "linear_below": 8,
 }
+# Keys added after the first model.json format: a config (model.json, mapping, object) that lacks
+# one of them gets this value instead of the default, so old checkpoints rebuild identically
+# (linear_order 0 = no linear-prediction path).  Dataclass configs always carry them.
+ABSENT_MEANS: dict[str, Any] = {"linear_order": 0, "linear_below": 0}
 _NESTED = {"conditioning": CONDITIONING_DEFAULTS, "history": HISTORY_DEFAULTS}
 
 
@@ -64,6 +71,7 @@ def stage_config_dict(cfg: Any) -> dict[str, Any]:
     else:  # duck-typed object: read the known attributes
         raw = {k: _plain(getattr(cfg, k)) for k in STAGE_DEFAULTS if hasattr(cfg, k)}
     out = copy.deepcopy(STAGE_DEFAULTS)
+    out.update(ABSENT_MEANS)  # overwritten below when the config has the key
     for key, value in raw.items():
         if key in _NESTED:
             sub = dict(_NESTED[key])

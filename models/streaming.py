@@ -11,7 +11,10 @@ The step uses the stage's own parameters, laid out once per stream for a lean st
   of ``chunk`` stage samples (with the halo that makes them equal to the full pass) and
   projected per step with one matmul for all layers;
 - the gate outputs of all layers sit in one (B, L, G+1) buffer whose last column is 1, so the
-  residual bias and all skip projections + biases are single matmuls.
+  residual bias and all skip projections + biases are single matmuls;
+- linear-prediction path (models/predictor.py): a ring of the last P decoded inputs times
+  pre-rotated taps (one P-tap dot product), the tier-below part computed per chunk alongside the
+  conditioning features, then the shared ``LinearPath.combine`` (C sigmoid pairs).
 """
 
 from __future__ import annotations
@@ -93,6 +96,15 @@ class StageStream:
         self.w_out2 = st.out2.weight.detach()[:, :, 0].t().contiguous()
         self.b_out2 = st.out2.bias.detach()
         self.s1, self.s2 = new(b, st.skip_channels), new(b, st.skip_channels)
+        # linear-prediction path: ring of the last P decoded inputs (zeros = before the start)
+        self.lin = st.linear
+        if self.lin is not None:
+            self.lin_ring = new(b, self.lin.order)
+            self.lin_rot = self.lin.past_rotations().to(self.dtype)  # (P, P)
+            self.lin_buf = None  # (chunk, B) below part of the current chunk (None: no tier below)
+            # out2 and lin_out fused: one matmul gives [logits | mu_nn | log_s]
+            self.w_out2 = torch.cat([self.w_out2, st.lin_out.weight.detach()[:, :, 0].t()], 1).contiguous()
+            self.b_out2 = torch.cat([self.b_out2, st.lin_out.bias.detach()])
         # constant gate addend (conv bias + genre): (B, L*2G)
         self.const = st.gate_bias(genre, b, self.device).detach().contiguous()
         self.bias = self.const
@@ -136,6 +148,9 @@ class StageStream:
         c = self.cond.features(self.batch, self.below, self.roll, self.drop_below, self.drop_roll,
                                j0, j0 + self.chunk // up)  # (B, Cc, chunk)
         self.cond_buf.copy_(c.permute(2, 0, 1))  # (chunk, B, Cc)
+        if self.lin is not None:
+            y = self.lin.below_part(self.below, self.drop_below, j0, j0 + self.chunk // up, self.batch)
+            self.lin_buf = None if y is None else y.t().contiguous()  # (chunk, B)
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> StageStream:
@@ -150,7 +165,7 @@ class StageStream:
         self.closed = True
         self.layers = []
         for name in ("gall", "gall_flat", "cond_buf", "hist_state", "frame_sum", "below", "roll", "hbuf",
-                     "add_buf"):
+                     "add_buf", "lin_ring", "lin_buf"):
             if hasattr(self, name):
                 setattr(self, name, None)
         if getattr(self.stage, "_stream", None) is self:
@@ -204,7 +219,16 @@ class StageStream:
         s1 = mm(self.gall_flat, self.w_skip, out=self.s1).relu_()  # (B, S) all skips + biases
         s2 = addmm(self.b_out1, s1, self.w_out1, out=self.s2).relu_()
         self.t = t + 1
-        return addmm(self.b_out2, s2, self.w_out2)  # (B, C)
+        out = addmm(self.b_out2, s2, self.w_out2)  # (B, C [+ 2])
+        if self.lin is None:
+            return out
+        slot = t % self.lin.order
+        self.lin_ring[:, slot] = self.lin.decode(x_prev.long())
+        mu = torch.mv(self.lin_ring, self.lin_rot[slot])  # (B,) own-past part
+        if self.lin_buf is not None:
+            mu = mu + self.lin_buf[t % self.chunk]
+        c = self.stage.head.channels
+        return self.lin.combine(out[:, :c], out[:, c], out[:, c + 1], mu)  # (B, C) combined logits
 
 
 class _Layer:

@@ -12,6 +12,7 @@ from torch import nn
 from models.context import ConditioningStack, HistoryStack
 from models.heads import CategoricalHead, LogisticMixtureHead
 from models.layers import causal_pad, gated
+from models.predictor import LOG_S_INIT, LinearPath
 from models.spec import as_namespace, stage_config_dict
 
 
@@ -58,6 +59,22 @@ class Stage(nn.Module):
         self.out1 = nn.Conv1d(s, s, 1)
         self.out2 = nn.Conv1d(s, self.head.channels, 1)
 
+        # linear prediction path + hybrid distribution (categorical only; see models/predictor.py):
+        # two more output rows next to out2 (mu_nn, log_s), initialised to mu_nn = 0, s = 0.05
+        self.linear: LinearPath | None = None
+        self.lin_out: nn.Conv1d | None = None
+        self.use_below = self.index > 0 and bool(c.use_tier_below)
+        if c.head == "categorical" and int(c.linear_order) > 0:
+            back = ahead = None
+            if self.use_below:
+                back = int(c.linear_below)
+                ahead = min(back, int(c.conditioning.lookahead))  # never beyond what the stage may see
+            self.linear = LinearPath(classes, bool(c.end_class), int(c.linear_order), self.factor, back, ahead)
+            self.lin_out = nn.Conv1d(s, 2, 1)
+            with torch.no_grad():
+                self.lin_out.weight.zero_()
+                self.lin_out.bias.copy_(torch.tensor([0.0, LOG_S_INIT]))
+
         # global conditioning: genre embedding, per-layer projection into every gate
         self.use_genre = bool(c.use_genre)
         if self.use_genre:
@@ -65,7 +82,6 @@ class Stage(nn.Module):
             self.genre_proj = nn.Linear(r, n_layers * 2 * g, bias=False)
 
         # conditioning stack (tier below and/or roll), local conditioning inside every gate
-        self.use_below = self.index > 0 and bool(c.use_tier_below)
         self.use_roll = bool(c.use_roll)
         self.conditioning: ConditioningStack | None = None
         if self.use_below or self.use_roll:
@@ -120,6 +136,8 @@ class Stage(nn.Module):
         """2 * multiply-adds per generated sample in streaming, conditioning amortised."""
         r, g, s, k, n = self.residual_channels, self.gate_channels, self.skip_channels, self.kernel_size, self.n_layers
         macs = n * (k * r * 2 * g + g * s) + (n - 1) * g * r + s * s + s * self.head.channels
+        if self.linear is not None:
+            macs += s * 2 + self.linear.macs_per_sample()
         if self.head_kind != "categorical":
             macs += r
         if self.conditioning is not None:
@@ -188,7 +206,45 @@ class Stage(nn.Module):
             skips = skips + self.skip[i](a)
             if i + 1 < self.n_layers:
                 h = h + self.res[i](a)
-        return self.out2(F.relu(self.out1(F.relu(skips))))  # (B, C, T)
+        y = F.relu(self.out1(F.relu(skips)))  # (B, S, T)
+        out = self.out2(y)  # (B, C, T)
+        if self.linear is None:
+            return out
+        mu = self.linear.past(self.linear.decode(self.shift(x)))  # (B, T)
+        below_mu = self.linear.below_part(below, drop_below, 0, -(-t // self.factor), b)
+        if below_mu is not None:
+            mu = mu + below_mu[:, :t]
+        extra = self.lin_out(y)  # (B, 2, T): mu_nn, log_s
+        return self.linear.combine(out.transpose(1, 2), extra[:, 0], extra[:, 1], mu).transpose(1, 2)
+
+    # ------------------------------------------------------------------ linear prediction path
+    def set_linear_predictor(self, past: torch.Tensor, below: torch.Tensor | None = None, bias: float = 0.0,
+                             scale: float | None = None) -> None:
+        """Load linear-prediction taps: past (P,) = a_1..a_P, below (f, window) per-phase taps of
+        below[t//f - back .. t//f + ahead] (None -> zeros), bias -> the mu_nn output bias
+        (``lin_out.bias[0]``); scale (optional) -> the log_s output bias (``lin_out.bias[1]`` = log s)."""
+        if self.linear is None:
+            raise ValueError(f"stage {self.index}: no linear path (linear_order = 0 or not categorical)")
+        lin = self.linear
+        past = torch.as_tensor(past).reshape(-1)
+        if past.numel() != lin.order:
+            raise ValueError(f"set_linear_predictor: past has {past.numel()} taps, the stage has {lin.order}")
+        with torch.no_grad():
+            lin.past_weight.copy_(past.to(lin.past_weight))
+            if lin.below_weight is not None:
+                if below is None:
+                    lin.below_weight.zero_()
+                else:
+                    below = torch.as_tensor(below)
+                    if tuple(below.shape) != tuple(lin.below_weight.shape):
+                        raise ValueError(f"set_linear_predictor: below has shape {tuple(below.shape)}, "
+                                         f"expected {tuple(lin.below_weight.shape)}")
+                    lin.below_weight.copy_(below.to(lin.below_weight))
+            elif below is not None:
+                raise ValueError(f"stage {self.index}: no below taps (stage 0 or use_tier_below off)")
+            self.lin_out.bias[0] = float(bias)
+            if scale is not None:
+                self.lin_out.bias[1] = math.log(max(float(scale), 1e-4))
 
     # ------------------------------------------------------------------ streaming
     def streaming(self, batch: int = 1, genre=None, below=None, roll=None, drop_below=None,

@@ -93,6 +93,9 @@ class StageConfig:
     batch_size: int = 8
     max_steps: int = 2000
     time_share: float = 1.0  # share of train.max_minutes given to this stage
+    # linear-prediction path + hybrid distribution (categorical head only; models/predictor.py)
+    linear_order: int = 32  # own-past taps (0 = off; a model.json without the key loads with 0)
+    linear_below: int = 8  # tier-below half-window (the ahead part is capped at conditioning.lookahead)
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,9 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
     manifest = load_manifest(data_dir)
     n_genres = len(manifest["genres"])
     stages = load_run_stages(run_dir, cfg)
-    torch.set_num_threads(os.cpu_count() or 1)
+    from pipeline.train import torch_threads
+
+    torch.set_num_threads(torch_threads())
     timings: dict[str, float] = {}
     rows = []
     for k, stage in stages.items():

@@ -418,7 +418,8 @@ def validation_bits(accelerator, model, ema, batches: list[dict], cfg, k: int, n
             with accelerator.autocast():
                 out = model(model_x(x, head_kind, cfg.data.mu_bits), **kw)
             bits = model.head.nll_bits(out, model_x(x, head_kind, cfg.data.mu_bits))[:, context:]  # (B, crop)
-            total += torch.stack([bits.double().sum(), torch.tensor(float(bits.numel()), dtype=torch.float64)])
+            total[0] += bits.double().sum()
+            total[1] += bits.numel()
     model.train()
     total = accelerator.reduce(total, "sum")
     return float(total[0] / total[1].clamp(min=1))
@@ -506,18 +507,21 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
     if cfg.train.mixed_precision != "no" and accelerator.mixed_precision == "no":
         note(f"mixed_precision={cfg.train.mixed_precision} needs a GPU here: training in full precision on CPU")
     if accelerator.num_processes == 1:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(torch_threads())
 
     manifest = load_manifest(data_dir)
     check_stage(cfg, k, manifest, data_dir)
-    if resume and not list_checkpoints(run_dir, k):
+    existing = list_checkpoints(run_dir, k)
+    if resume and not existing:
         raise RunError(f"{run_dir}: --resume but stage {k} has no checkpoint in {checkpoint_dir(run_dir, k)}")
+    if not resume and existing:
+        raise RunError(f"{run_dir}: stage {k} already has checkpoints (latest: step {existing[-1][0]}); "
+                       f"pass --resume to continue it, or train into a new run folder")
     check_run_config(run_dir, cfg, resume, write=False)
     accelerator.wait_for_everyone()
     if main:
         check_run_config(run_dir, cfg, resume, write=True)
-        if not resume:  # a fresh start of this stage: forget its old checkpoints and metrics
-            shutil.rmtree(checkpoint_dir(run_dir, k), ignore_errors=True)
+        if not resume:  # a fresh start (no checkpoint): forget metrics of a run that died before one
             shutil.rmtree(run_dir / "logs" / f"stage{k}", ignore_errors=True)
             metrics_path(run_dir, k).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
@@ -534,18 +538,18 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
 
     from pipeline.ema import EMA
 
-    ema = EMA(model, t.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(t.warmup_steps, s.max_steps, t.min_lr_ratio))
     state = TrainState()
     model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    ema = EMA(unwrapped, t.ema_decay)  # shadow weights on the model's device
     for obj in (scheduler, ema, state):
         accelerator.register_for_checkpointing(obj)
-    unwrapped = accelerator.unwrap_model(model)
 
     resume_step = None
     if resume:
-        step_n, folder = list_checkpoints(run_dir, k)[-1]
+        _, folder = list_checkpoints(run_dir, k)[-1]
         accelerator.load_state(str(folder))
         resume_step = state.step
         note(f"stage {k}: resumed from {folder} (step {state.step})")
@@ -620,7 +624,7 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
         state.step += 1
         last_loss = state.last_loss = acc_loss / acc_n
         acc_loss, acc_n = 0.0, 0
-        if state.step % t.log_every == 0 or state.step == stop_at:
+        if state.step % max(1, t.log_every) == 0 or state.step == stop_at:
             mean_loss = float(accelerator.reduce(torch.tensor([last_loss], device=accelerator.device), "mean")[0])
             elapsed = time.perf_counter() - window_t0
             sps = timed_samples / max(elapsed, 1e-9)
@@ -630,9 +634,9 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
             bar.show(state.step, mean_loss, sps)
             tot_wait, tot_busy, tot_samples = tot_wait + wait_s, tot_busy + busy_s, tot_samples + timed_samples
             wait_s, busy_s, timed_samples, window_t0 = 0.0, 0.0, 0, time.perf_counter()
-        if state.step % t.eval_every == 0:
+        if state.step % max(1, t.eval_every) == 0:
             evaluate_and_export()
-        if state.step % t.checkpoint_every == 0:
+        if state.step % max(1, t.checkpoint_every) == 0:
             save_checkpoint(accelerator, run_dir, k, state.step, t.keep_checkpoints)
         if budget_s is not None and _over_budget(accelerator, time.perf_counter() - t_start, budget_s):
             stopped = "max_minutes"
@@ -668,6 +672,13 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
         atomic_write_json(result_path(run_dir, k), result)
     accelerator.wait_for_everyone()
     return result
+
+
+def torch_threads() -> int:
+    """All cores, unless ``STRATA_TORCH_THREADS`` says otherwise (e.g. 1 on a machine shared by
+    several jobs, where OpenMP threads waiting for each other slow tiny models down badly)."""
+    env = os.environ.get("STRATA_TORCH_THREADS", "").strip()
+    return max(1, int(env)) if env.isdigit() else (os.cpu_count() or 1)
 
 
 def _over_budget(accelerator, elapsed: float, budget: float) -> bool:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 
 import pytest
 import torch
 
-from pipeline.config import config_from_dict
 from pipeline.errors import RunError
 from pipeline.evaluate import _rows, evaluate_run, load_run_stages, score_track
 from pipeline.train import train_stage
 from tests.helpers_data import make_dataset, tiny_train_config
+
+# tiny models on a shared 2-core machine: one torch thread avoids OpenMP threads waiting for each
+# other (measured: 0.6 s vs up to 70 s for the same 30 steps under load)
+os.environ.setdefault("STRATA_TORCH_THREADS", "1")
 
 FAST = dict(eval_every=1000, checkpoint_every=1000, log_every=1000, ema_decay=0.9)
 
@@ -31,9 +34,9 @@ def periodic_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def noise_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("noise")
-    data = make_dataset(root / "data", "noise", rates=(1000,), seconds=2.0, roll=None,
-                        splits={"train": 4, "valid": 1, "test": 2})
-    cfg = tiny_train_config(rates=(1000,), max_steps=20, history=False, end_class=False, **FAST)
+    data = make_dataset(root / "data", "noise", rates=(1000,), seconds=4.0, roll=None,
+                        splits={"train": 6, "valid": 1, "test": 2})
+    cfg = tiny_train_config(rates=(1000,), max_steps=30, history=False, end_class=False, **FAST)
     train_stage(data, root / "run", cfg, 0, progress=False)
     return data, root / "run", cfg
 
@@ -96,7 +99,7 @@ def test_white_noise_cannot_be_beaten(noise_run):
     data, run, _ = noise_run
     res = evaluate_run(data, run, split="test")
     bits = res["stages"][0]["bits_per_sample"]
-    assert 7.9 < bits < 8.6, bits  # ~8 bits: nothing to learn
+    assert 7.9 < bits < 8.3, bits  # ~8 bits: nothing to learn, and no way below 8
     assert res["baselines"]["unigram_bits_per_sample"] == pytest.approx(8.0, abs=0.1)
     assert res["cascade_bits_per_sample"] == pytest.approx(bits)
 

@@ -84,10 +84,17 @@ def changed_positions(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def test_defaults_match_pipeline_config():
     from pipeline.config import StageConfig
 
-    ours = stage_config_dict({"rate": 2000})
+    from models.spec import ABSENT_MEANS, STAGE_DEFAULTS
+
+    ours = stage_config_dict({"rate": 2000, **{k: STAGE_DEFAULTS[k] for k in ABSENT_MEANS}})
     theirs = stage_config_dict(StageConfig(rate=2000))
     assert ours == theirs
     assert set(ours) == {f.name for f in dataclasses.fields(StageConfig)}
+    # keys added later mean "off" when a config (an old model.json) lacks them
+    old = stage_config_dict({"rate": 2000})
+    assert {k: old[k] for k in ABSENT_MEANS} == ABSENT_MEANS
+    assert {k: v for k, v in old.items() if k not in ABSENT_MEANS} == {
+        k: v for k, v in theirs.items() if k not in ABSENT_MEANS}
 
 
 # ----------------------------------------------------------------------------- causality

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +27,10 @@ from pipeline.train import (
 )
 from tests.helpers_data import make_dataset, tiny_train_config
 
+# tiny models on a shared 2-core machine: one torch thread avoids OpenMP threads waiting for each
+# other (measured: 0.6 s vs up to 70 s for the same 30 steps under load)
+os.environ.setdefault("STRATA_TORCH_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,12 +51,14 @@ def losses(run: Path, k: int) -> dict[int, float]:
 
 
 def test_loss_decreases_and_run_layout(periodic, tmp_path):
-    cfg = tiny_train_config(max_steps=40, keep_checkpoints=2, checkpoint_every=10)
+    cfg = tiny_train_config(max_steps=40, keep_checkpoints=2, checkpoint_every=10, log_every=1)
     run = tmp_path / "run"
     res = train_stage(periodic, run, cfg, 1, progress=False)
     assert res["steps"] == 40 and res["stopped"] == "max_steps"
     curve = losses(run, 1)
-    assert curve[5] > 5.0 and curve[40] < 0.5 * curve[5], curve
+    assert sorted(curve) == list(range(1, 41))
+    first, last = np.mean([curve[i] for i in (1, 2, 3)]), np.mean([curve[i] for i in (38, 39, 40)])
+    assert last < 0.5 * first and last < 2.0, curve
     assert res["best_valid_bits"] < 2.0
     # run folder (DESIGN 7)
     assert (run / "config.yaml").is_file()
@@ -162,6 +168,8 @@ def test_clear_errors(periodic, tmp_path):
         train_stage(periodic, tmp_path / "r5", cfg, 0, resume=True, progress=False)
     run = tmp_path / "r6"
     train_stage(periodic, run, cfg, 0, progress=False)
+    with pytest.raises(RunError, match="already has checkpoints"):  # nothing written is lost
+        train_stage(periodic, run, cfg, 0, progress=False)
     other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=0.5))
     with pytest.raises(RunError, match=r"train \(lr\)"):
         train_stage(periodic, run, other, 0, resume=True, progress=False)

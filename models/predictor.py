@@ -1,0 +1,236 @@
+"""Explicit linear prediction + hybrid output distribution for categorical stages (LPCNet style).
+
+The categorical head alone must learn precise interpolation (slow).  With ``linear_order > 0`` a
+stage predicts a float value
+
+    mu(t) = sum_{i=1..P} a_i * dec(x[t-i])                              (own past, causal)
+          + sum_w b_{t % f, w} * dec(below[t // f - back + w])          (tier below, w < window)
+          + mu_nn(t)                                                    (network correction)
+
+in the mu-law *decoded* domain, and a scale s(t) = exp(log_s(t)) (mu_nn, log_s: two extra output
+rows, ``Stage.lin_out``, next to ``out2``).  The output logits of the mu-law classes are
+
+    logits_c = nn_logits_c + log P(bin c | discretized logistic(mu, s))
+
+(the end class, when present, keeps its network logit minus the constant log(classes), so that a
+flat P gives back the plain categorical head); the softmax renormalises: a product
+of experts.  The stage returns these combined logits, so heads, sampling, training and evaluation
+are unchanged.  The full pass and the streaming step share the helpers below (``LinearPath``):
+``past`` (conv / ring dot product), ``below_part`` (same code for the whole piece and for chunks)
+and ``combine`` (the bin log-probabilities).
+
+``lstsq_init`` warm-starts the path from a least-squares fit on training tracks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOG_S_MIN = math.log(1e-4)
+LOG_S_MAX = math.log(10.0)  # wider than the whole [-1, 1] range; keeps exp(-log_s) * width > 0
+LOG_S_INIT = math.log(0.05)
+
+
+def mulaw_values(classes: int) -> np.ndarray:
+    """Decoded float value of every mu-law code (float64, (classes,)), as pipeline.audio.mulaw_decode."""
+    mu = classes - 1
+    y = (np.arange(classes, dtype=np.float64) - classes // 2) * 2.0 / (1 + mu)
+    return np.sign(y) / mu * (np.power(1.0 + mu, np.abs(y)) - 1.0)
+
+
+def decode_values(classes: int, end_class: bool = False) -> np.ndarray:
+    """``mulaw_values`` plus 0.0 for the end code when present: float64 (classes [+1],)."""
+    v = mulaw_values(classes)
+    return np.concatenate([v, [0.0]]) if end_class else v
+
+
+class LinearPath(nn.Module):
+    """Linear prediction taps and the hybrid (discretized logistic) part of the output.
+
+    ``order`` past taps (``past_weight[i-1]`` = a_i); with ``factor``/``back``/``ahead`` given
+    (a stage reading the tier below), per-phase below taps ``below_weight`` (factor, window),
+    window = back + ahead + 1 covering below[t // f - back .. t // f + ahead].  The network's
+    mu_nn / log_s come from the stage's ``lin_out`` (two output rows next to ``out2``).
+    """
+
+    def __init__(self, classes: int, end_class: bool, order: int, factor: int = 1,
+                 back: int | None = None, ahead: int | None = None) -> None:
+        super().__init__()
+        if order < 1:
+            raise ValueError(f"LinearPath: order must be >= 1, got {order}")
+        self.classes, self.order, self.factor = int(classes), int(order), int(factor)
+        self.end_offset = math.log(self.classes)  # subtracted from the end logit (see combine)
+        self.use_below = back is not None
+        self.back = int(back) if back is not None else 0
+        self.ahead = int(ahead) if ahead is not None else 0
+        if self.use_below and (self.back < 0 or self.ahead < 0):
+            raise ValueError("LinearPath: negative below window")
+        self.window = self.back + self.ahead + 1 if self.use_below else 0
+        past = torch.zeros(order)
+        past[0] = 1.0  # previous sample
+        self.past_weight = nn.Parameter(past)
+        self.below_weight = nn.Parameter(torch.zeros(factor, self.window)) if self.use_below else None
+        v = mulaw_values(classes)
+        self.register_buffer("decode_table", torch.tensor(decode_values(classes, end_class), dtype=torch.float32),
+                             persistent=False)
+        # bin intervals in the float domain: (midpoint to the previous centre, midpoint to the next);
+        # the outer edges (+-inf) are handled by masks, the stored values there are finite placeholders
+        mid = (v[1:] + v[:-1]) / 2.0
+        lo = np.concatenate([[v[0] - 1.0], mid])
+        hi = np.concatenate([mid, [v[-1] + 1.0]])
+        has_lo = np.ones(classes)
+        has_lo[0] = 0.0
+        has_hi = np.ones(classes)
+        has_hi[-1] = 0.0
+        for name, arr in (("bin_lo", lo), ("bin_hi", hi), ("bin_has_lo", has_lo),
+                          ("bin_has_hi", has_hi), ("bin_interior", has_lo * has_hi)):
+            self.register_buffer(name, torch.tensor(arr, dtype=torch.float32), persistent=False)
+
+    # ------------------------------------------------------------------ numbers
+    def macs_per_sample(self) -> int:
+        """Per generated sample: the past taps, the below taps (one phase), ~6 ops per class."""
+        return self.order + self.window + 6 * self.classes
+
+    # ------------------------------------------------------------------ linear prediction
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (any shape, int64) -> decoded floats (end code -> 0.0)."""
+        return self.decode_table[codes]
+
+    def past(self, u: torch.Tensor) -> torch.Tensor:
+        """u (B, T) = dec(shift(x)) (u[t] = dec(x[t-1])) -> (B, T) sum_i a_i dec(x[t-i]); zeros before 0."""
+        w = self.past_weight.flip(0).view(1, 1, -1)  # tap k multiplies u[t - (P-1) + k]: a_{P-k}
+        return F.conv1d(F.pad(u.unsqueeze(1), (self.order - 1, 0)), w)[:, 0]
+
+    def past_rotations(self) -> torch.Tensor:
+        """(P, P) weights for a ring of the last P decoded inputs: row r is used when the newest
+        input sits in slot r; slot s then holds lag ((r - s) mod P) + 1."""
+        p = self.order
+        r = torch.arange(p)[:, None]
+        s = torch.arange(p)[None, :]
+        return self.past_weight.detach()[(r - s) % p]
+
+    def below_part(self, below: torch.Tensor | None, drop: torch.Tensor | None, j0: int, j1: int,
+                   batch: int) -> torch.Tensor | None:
+        """Below contribution for stage samples [j0*f, j1*f): (B, (j1 - j0) * f), or None (no tier below).
+
+        below (B, n) codes; samples outside [0, n) and dropped examples contribute zero.
+        """
+        if not self.use_below or below is None or below.shape[-1] == 0:
+            return None
+        n = below.shape[-1]
+        dev = self.decode_table.device
+        idx = torch.arange(j0 - self.back, j1 + self.ahead, device=dev)  # (W,)
+        inside = (idx >= 0) & (idx < n)
+        vals = self.decode(below[:, idx.clamp(0, n - 1)].to(dev))  # (B, W)
+        vals = torch.where(inside[None, :], vals, torch.zeros_like(vals))
+        y = F.conv1d(vals.unsqueeze(1), self.below_weight.unsqueeze(1))  # (B, f, j1 - j0)
+        y = y.transpose(1, 2).reshape(y.shape[0], -1)  # interleave phases: (B, (j1 - j0) * f)
+        if drop is not None:
+            y = torch.where(drop.to(dev).bool()[:, None], torch.zeros_like(y), y)
+        return y
+
+    # ------------------------------------------------------------------ hybrid distribution
+    def bin_log_probs(self, mu: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
+        """mu, log_s (...) -> (..., classes) log P(bin c) under a discretized logistic(mu, s).
+
+        sigmoid(b) - sigmoid(a) = sigmoid(b) * sigmoid(-a) * (1 - exp(a - b)): every factor is
+        computed without cancellation (b - a = width / s exactly).
+        """
+        inv_s = torch.exp(-log_s.clamp(LOG_S_MIN, LOG_S_MAX)).unsqueeze(-1)  # (..., 1)
+        m = mu.unsqueeze(-1)
+        b = (self.bin_hi - m) * inv_s
+        a = (self.bin_lo - m) * inv_s
+        return (F.logsigmoid(b) * self.bin_has_hi + F.logsigmoid(-a) * self.bin_has_lo
+                + torch.log(-torch.expm1((self.bin_lo - self.bin_hi) * inv_s)) * self.bin_interior)
+
+    def combine(self, logits: torch.Tensor, mu_nn: torch.Tensor, log_s: torch.Tensor,
+                mu_lin: torch.Tensor) -> torch.Tensor:
+        """nn logits (..., C), mu_nn, log_s, mu_lin (...) -> combined logits (..., C).
+
+        The mu-law classes get + log P(bin | mu_lin + mu_nn, exp(log_s)); the end class (if any)
+        keeps its nn logit, shifted by the constant -log(classes): the mu-law classes' total mass
+        is then an average (not a sum) of their exp(nn logits) weighted by P, and the offset keeps
+        the end/non-end balance of a flat P (P = 1/classes) equal to the plain categorical head's.
+        """
+        lp = self.bin_log_probs(mu_lin + mu_nn, log_s)  # (..., classes)
+        if logits.shape[-1] == self.classes:
+            return logits + lp
+        return torch.cat([logits[..., : self.classes] + lp, logits[..., self.classes:] - self.end_offset], dim=-1)
+
+
+# ----------------------------------------------------------------------------- least squares warm start
+
+
+def _past_features(y: np.ndarray, t: np.ndarray, order: int) -> np.ndarray:
+    """y[t-1], ..., y[t-order] (zeros before the start): (len(t), order)."""
+    y_pad = np.concatenate([np.zeros(order), y])
+    return y_pad[t[:, None] + order - 1 - np.arange(order)[None, :]]
+
+
+def _below_features(b: np.ndarray, t: np.ndarray, factor: int, back: int, ahead: int) -> np.ndarray:
+    """b[t//f - back .. t//f + ahead] (zeros outside the piece): (len(t), back + ahead + 1)."""
+    b_pad = np.concatenate([np.zeros(back), b, np.zeros(ahead)])
+    return b_pad[(t // factor)[:, None] + np.arange(back + ahead + 1)[None, :]]
+
+
+def lstsq_init(stage, x_list: Sequence[np.ndarray], below_list: Sequence[np.ndarray | None] | None = None,
+               max_rows: int = 200_000, seed: int = 0) -> dict:
+    """Fit the stage's linear path by least squares and load it (``stage.set_linear_predictor``).
+
+    x_list: int code arrays (tracks) of the stage's tier; below_list: the aligned tier-below codes
+    (ignored for a stage without below taps).  Uses exactly the stage's taps: own past
+    x[t-1..t-P] (zeros before the start), per-phase below window, one intercept (the bias of mu_nn).
+    The logistic scale is set from the mean absolute residual.  Returns {"past", "below", "bias",
+    "scale", "rows", "rmse"}.
+    """
+    lin = getattr(stage, "linear", None)
+    if lin is None:
+        raise ValueError(f"stage {stage.index}: no linear path (linear_order = 0 or not categorical)")
+    table = decode_values(lin.classes, stage.end_code is not None)
+    p, f = lin.order, lin.factor
+    use_below = lin.use_below and below_list is not None
+    xs = [np.asarray(x, dtype=np.int64) for x in x_list]
+    bs = list(below_list) if use_below else [None] * len(xs)
+    total = sum(len(x) for x in xs)
+    if total == 0:
+        raise ValueError("lstsq_init: no samples")
+    rng = np.random.default_rng(seed)
+    n_cols = 1 + p + (f * lin.window if use_below else 0)
+    rows_x, rows_y = [], []
+    for x, below in zip(xs, bs):
+        n = len(x)
+        if n == 0:
+            continue
+        k = min(n, max(1, int(round(max_rows * n / total))))
+        t = np.sort(rng.choice(n, size=k, replace=False))
+        y = table[x]
+        xm = np.zeros((k, n_cols))
+        xm[:, 0] = 1.0
+        xm[:, 1:1 + p] = _past_features(y, t, p)
+        if use_below:
+            if below is None:
+                raise ValueError("lstsq_init: below_list has a missing entry for a stage with a tier below")
+            feats = _below_features(table[np.asarray(below, dtype=np.int64)], t, f, lin.back, lin.ahead)
+            ph = t % f
+            for phase in range(f):
+                sel = ph == phase
+                c0 = 1 + p + phase * lin.window
+                xm[sel, c0:c0 + lin.window] = feats[sel]
+        rows_x.append(xm)
+        rows_y.append(y[t])
+    xm, ym = np.concatenate(rows_x), np.concatenate(rows_y)
+    w, *_ = np.linalg.lstsq(xm, ym, rcond=None)
+    resid = xm @ w - ym
+    mad = float(np.mean(np.abs(resid)))
+    scale = max(mad / (2.0 * math.log(2.0)), 1e-4)  # logistic: E|X - mu| = 2 s ln 2
+    past = torch.tensor(w[1:1 + p])
+    below_w = torch.tensor(w[1 + p:].reshape(f, lin.window)) if use_below else None
+    stage.set_linear_predictor(past, below_w, bias=float(w[0]), scale=scale)
+    return {"past": w[1:1 + p], "below": None if below_w is None else below_w.numpy(), "bias": float(w[0]),
+            "scale": scale, "rows": int(len(ym)), "rmse": float(np.sqrt(np.mean(resid**2)))}

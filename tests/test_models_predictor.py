@@ -1,0 +1,415 @@
+"""models/predictor.py: the linear-prediction path + hybrid (discretized logistic) distribution.
+
+Streaming == forward, causality, lookahead, the distribution itself against a float64 reference,
+the least-squares warm start, checkpoints, cost accounting."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models import Stage, load_stage, save_stage
+from models.predictor import LinearPath, decode_values, lstsq_init, mulaw_values
+
+RATE, FACTOR, FPS, CLASSES, GENRES = 800, 4, 100, 32, 3
+ORDER = 6
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def lin_cfg(**over) -> dict:
+    cfg = {
+        "rate": RATE, "residual_channels": 8, "gate_channels": 8, "skip_channels": 8,
+        "kernel_size": 2, "dilation_cycles": 2, "cycle_length": 4,
+        "use_genre": False, "use_roll": False, "use_tier_below": False,
+        "conditioning": {"channels": 8, "layers": 2, "kernel_size": 3, "lookahead": 2},
+        "history": {"enabled": False, "pool": 4, "channels": 8, "layers": 3, "kernel_size": 2},
+        "linear_order": ORDER, "linear_below": 3,
+    }
+    for k, v in over.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+    return cfg
+
+
+def make_stage(index=1, seed=0, dtype=torch.float32, classes=CLASSES, randomize=True, **over) -> Stage:
+    torch.manual_seed(seed)
+    st = Stage(lin_cfg(**over), index=index, n_genres=GENRES, factor=FACTOR if index else 1,
+               roll_fps=FPS, classes=classes)
+    if randomize:  # non-trivial biases, learned vectors, taps and mu_nn / log_s rows
+        with torch.no_grad():
+            for name, p in st.named_parameters():
+                if name.endswith("bias") or p.dim() == 1:
+                    p.normal_(0, 0.3)
+            if st.linear is not None:
+                if st.linear.below_weight is not None:
+                    st.linear.below_weight.normal_(0, 0.3)
+                st.lin_out.weight.normal_(0, 0.3)
+    return st.to(dtype).eval()
+
+
+def inputs(st: Stage, t: int, b: int = 2, seed: int = 1) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "x": torch.randint(0, st.classes, (b, t), generator=g),
+        "genre": torch.tensor([0, GENRES][:b]),
+        "below": torch.randint(0, st.classes, (b, t // FACTOR), generator=g),
+        "roll": (torch.rand(b, 256, t * FPS // RATE, generator=g) > 0.8).to(next(st.parameters()).dtype),
+    }
+
+
+WIDE = {"residual_channels": 16, "gate_channels": 16, "skip_channels": 64, "dtype": torch.float64}
+
+
+def changed_positions(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a - b).abs().amax(dim=(0, 1)) > 0).nonzero()[:, 0]
+
+
+# ----------------------------------------------------------------------------- construction
+
+
+def test_construction_and_defaults():
+    st = make_stage(index=1, use_tier_below=True, conditioning={"lookahead": 2}, linear_below=3, randomize=False)
+    lin = st.linear
+    assert isinstance(lin, LinearPath) and lin.order == ORDER
+    assert (lin.back, lin.ahead, lin.window) == (3, 2, 6)  # ahead capped at the conditioning lookahead
+    assert tuple(lin.below_weight.shape) == (FACTOR, 6)
+    assert st.out2.out_channels == CLASSES == st.head.channels and st.lin_out.out_channels == 2
+    assert lin.past_weight[0].item() == 1.0 and lin.past_weight[1:].abs().sum().item() == 0.0
+    assert lin.below_weight.abs().sum().item() == 0.0
+    assert st.lin_out.weight.abs().sum().item() == 0.0
+    assert st.lin_out.bias[0].item() == 0.0 and st.lin_out.bias[1].item() == pytest.approx(math.log(0.05))
+    # decode table: pipeline.audio.mulaw_decode values, end code -> 0
+    from pipeline.audio import mulaw_decode
+
+    np.testing.assert_allclose(mulaw_values(256), mulaw_decode(np.arange(256), 8, dtype=np.float64), rtol=0,
+                               atol=1e-15)
+    assert decode_values(32, True)[-1] == 0.0 and mulaw_values(32)[16] == 0.0  # silence decodes to 0
+    st0 = make_stage(index=0, end_class=True, randomize=False)
+    assert st0.linear.below_weight is None and st0.linear.decode_table.shape == (CLASSES + 1,)
+    assert st0.out2.out_channels == CLASSES + 1
+    # off: linear_order 0, a config without the key (an old model.json), the mixture head
+    assert make_stage(index=1, linear_order=0).linear is None
+    cfg = lin_cfg()
+    del cfg["linear_order"], cfg["linear_below"]
+    old = Stage(cfg, index=1, n_genres=GENRES, factor=FACTOR, roll_fps=FPS, classes=CLASSES)
+    assert old.linear is None and old.config["linear_order"] == 0 and old.lin_out is None
+    assert make_stage(index=1, head="logistic_mixture", mixtures=3).linear is None
+    # new dataclass configs: on
+    from pipeline.config import StageConfig
+
+    assert Stage(StageConfig(rate=2000), 0, 2, 1, 100).linear.order == 32
+
+
+# ----------------------------------------------------------------------------- streaming == forward
+
+PATHS = {
+    "past": (0, {}, {}),
+    "past_end_roll": (0, {"end_class": True, "use_roll": True, "use_genre": True}, {"roll": True, "genre": True}),
+    "below": (1, {"use_tier_below": True}, {"below": True}),
+    "below_wide": (1, {"use_tier_below": True, "linear_below": 7, "conditioning": {"lookahead": 5}},
+                   {"below": True}),
+    "below_all": (1, {"use_tier_below": True, "use_roll": True, "use_genre": True, "history": {"enabled": True},
+                      "end_class": True}, {"below": True, "roll": True, "genre": True}),
+    "below_dropped": (1, {"use_tier_below": True, "use_roll": True}, {"below": True, "roll": True, "drops": True}),
+    "below_absent": (1, {"use_tier_below": True}, {}),
+    "long_order": (1, {"use_tier_below": True, "linear_order": 40}, {"below": True}),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_streaming_equals_forward_with_predictor(path):
+    index, over, use = PATHS[path]
+    st = make_stage(index=index, **over)
+    t_len = max(2 * st.receptive_field, 3 * st.history_receptive_field // 2, 2 * st.linear.order) + 13
+    d = inputs(st, t_len)
+    if "end_class" in over:
+        d["x"][0, -3:] = st.end_code
+    kw = {k: d[k] for k in ("genre", "below", "roll") if use.get(k)}
+    if use.get("drops"):
+        kw.update(drop_below=torch.tensor([True, False]), drop_roll=torch.tensor([False, True]))
+    with torch.no_grad():
+        ref = st(d["x"], **kw)
+    assert ref.shape == (2, st.head.channels, t_len) and torch.isfinite(ref).all()
+    chunk = 24
+    with st.streaming(batch=2, chunk=chunk, **kw) as s:
+        prev = torch.full((2,), st.start_code, dtype=torch.long)
+        outs = []
+        for t in range(t_len):
+            outs.append(s.step(prev))
+            prev = d["x"][:, t]
+        if st.conditioning is not None:
+            assert s.chunk < t_len  # more than one chunk
+    out = torch.stack(outs, dim=-1)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max().item() <= 1e-4
+
+
+# ----------------------------------------------------------------------------- causality, lookahead
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_causality_with_predictor(index):
+    st = make_stage(index=index, use_tier_below=True, history={"enabled": True}, **WIDE)
+    d = inputs(st, 160)
+    with torch.no_grad():
+        ref = st(d["x"], below=d["below"])
+        for t in (0, 3, 4, 37, 100, 159):
+            x2 = d["x"].clone()
+            x2[:, t] = (x2[:, t] + 7) % CLASSES
+            out = st(x2, below=d["below"])
+            assert torch.equal(out[:, :, : t + 1], ref[:, :, : t + 1]), f"x[{t}] leaked into out[<={t}]"
+            if t + 1 < 160:
+                assert not torch.equal(out[:, :, t + 1], ref[:, :, t + 1])
+
+
+def test_linear_past_reach_is_order():
+    """With the network's mu_nn / log_s rows made constant, x[s] reaches exactly out[s+1 .. s+P]
+    through the linear path alone (the main stack is cut by zeroing its skip paths)."""
+    st = make_stage(index=0, linear_order=ORDER, **WIDE)
+    with torch.no_grad():
+        for sk in st.skip:
+            sk.weight.zero_()
+    x = inputs(st, 80)["x"]
+    s = 30
+    x2 = x.clone()
+    x2[:, s] = (x2[:, s] + 5) % CLASSES
+    with torch.no_grad():
+        changed = changed_positions(st(x), st(x2))
+    assert changed.min().item() == s + 1 and changed.max().item() == s + ORDER
+
+
+@pytest.mark.parametrize("linear_below", [1, 3, 6])
+def test_lookahead_unchanged_and_linear_below_reach(linear_below):
+    la = 3
+    st = make_stage(index=1, use_tier_below=True, conditioning={"lookahead": la}, linear_below=linear_below,
+                    **WIDE)
+    assert st.lookahead == (la + 1) * FACTOR - 1  # as without the linear path
+    ahead = min(linear_below, la)
+    d = inputs(st, 200)
+    with torch.no_grad():
+        ref = st(d["x"], below=d["below"])
+        for j in (0, 10, 25, 49):
+            b2 = d["below"].clone()
+            b2[:, j] = (b2[:, j] + 3) % CLASSES
+            changed = changed_positions(st(d["x"], below=b2), ref)
+            first = changed.min().item()
+            assert first == max(0, (j - la) * FACTOR)  # the stage's lookahead, by perturbation
+            if j >= la:
+                assert (j + 1) * FACTOR - 1 - first == st.lookahead
+        # the linear path alone (conditioning cut off from the gates): below[j] reaches
+        # t in [(j - ahead) f, (j + back + 1) f)
+        st.cond_proj.zero_()
+        ref = st(d["x"], below=d["below"])
+        for j in (10, 25):
+            b2 = d["below"].clone()
+            b2[:, j] = (b2[:, j] + 3) % CLASSES
+            changed = changed_positions(st(d["x"], below=b2), ref)
+            assert changed.min().item() == (j - ahead) * FACTOR
+            assert changed.max().item() == (j + linear_below + 1) * FACTOR - 1
+            assert len(changed) == (ahead + linear_below + 1) * FACTOR
+
+
+def test_dropped_or_missing_below_contributes_nothing_linear():
+    st = make_stage(index=1, use_tier_below=True)
+    d = inputs(st, 64)
+    with torch.no_grad():
+        none = st(d["x"], below=None)
+        dropped = st(d["x"], below=d["below"], drop_below=torch.ones(2, dtype=torch.bool))
+        mixed = st(d["x"], below=d["below"], drop_below=torch.tensor([True, False]))
+        full = st(d["x"], below=d["below"])
+    torch.testing.assert_close(none, dropped, rtol=0, atol=1e-5)
+    torch.testing.assert_close(mixed[0], dropped[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(mixed[1], full[1], rtol=0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the distribution
+
+
+def logistic_bin_probs_reference(mu: float, s: float, classes: int) -> np.ndarray:
+    """float64 discretized logistic over the mu-law bins (outer edges at +-inf); the edges rounded
+    to float32 as the stage's tables are."""
+    v = mulaw_values(classes)
+    mid = ((v[1:] + v[:-1]) / 2).astype(np.float32).astype(np.float64)
+    edges = np.concatenate([[-np.inf], mid, [np.inf]])
+
+    def cdf(e):
+        return 1.0 / (1.0 + np.exp(-(e - mu) / s))
+
+    with np.errstate(over="ignore"):
+        return cdf(edges[1:]) - cdf(edges[:-1])
+
+
+@pytest.mark.parametrize("classes", [32, 256])
+def test_zeroed_network_gives_discretized_logistic(classes):
+    st = make_stage(index=0, classes=classes, dtype=torch.float64, end_class=True)
+    past = torch.tensor([1.5, -0.6, 0.0, 0.0, 0.0, 0.1], dtype=torch.float64)
+    with torch.no_grad():
+        st.out2.weight.zero_()
+        st.out2.bias.zero_()
+        st.lin_out.weight.zero_()
+    v = mulaw_values(classes).astype(np.float32).astype(np.float64)  # the stage's float32 table
+    x = torch.randint(classes // 4, 3 * classes // 4, (2, 60), generator=torch.Generator().manual_seed(3))
+    y = v[x.numpy()]
+    for scale, bias in ((0.05, 0.0), (0.01, 0.02), (1e-4, 0.0), (0.5, -0.1)):
+        st.set_linear_predictor(past, None, bias=bias, scale=scale)
+        with torch.no_grad():
+            out = st(x)  # (B, C+1, T)
+        logp = torch.log_softmax(out, 1)
+        # already normalised: the combined logits are log-probabilities (end class: logit 0 -> mass 1/Z)
+        p = out[:, :classes].exp()
+        assert torch.allclose(p.sum(1), torch.ones(()).double(), atol=1e-9)
+        for t in (0, 1, 7, 40, 59):
+            y_pad = np.concatenate([np.zeros(ORDER), y[0]])
+            mu = bias + sum(past[i].item() * y_pad[ORDER + t - 1 - i] for i in range(ORDER))
+            ref = logistic_bin_probs_reference(mu, scale, classes)
+            got = p[0, :, t].numpy()
+            np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-12)
+            mean = float((got * v).sum())
+            if scale <= 0.05 and abs(mu) < 0.9:
+                width = np.diff(v).max()
+                assert abs(mean - mu) < max(2 * width, 0.05 * scale + 1e-3)
+            # end class: nn logit 0 - log(classes) -> the renormalised softmax keeps the bins' shape
+            assert out[0, classes, t].item() == pytest.approx(-math.log(classes))
+            torch.testing.assert_close(logp[0, :classes, t].exp() * (1 + 1 / classes), p[0, :, t])
+
+
+def test_bin_log_probs_are_finite_with_finite_gradients():
+    lin = LinearPath(CLASSES, False, 4).double()
+    mu = torch.tensor([-5.0, -1.0, -0.3, 0.0, 1e-6, 0.7, 1.0, 4.0], dtype=torch.float64, requires_grad=True)
+    for log_s in (-20.0, math.log(1e-4), -3.0, 0.0, 5.0, 50.0):
+        ls = torch.full_like(mu, log_s, requires_grad=True)
+        lp = lin.bin_log_probs(mu, ls)
+        assert torch.isfinite(lp).all()
+        assert torch.allclose(torch.logsumexp(lp, -1), torch.zeros(()).double(), atol=1e-9)
+        (lp * torch.randn_like(lp)).sum().backward()
+        assert torch.isfinite(mu.grad).all() and torch.isfinite(ls.grad).all()
+        mu.grad = None
+
+
+# ----------------------------------------------------------------------------- least squares
+
+
+def test_lstsq_init_recovers_ar2():
+    from pipeline.audio import mulaw_encode
+
+    rng = np.random.default_rng(0)
+    a1, a2 = 1.6, -0.8
+    tracks = []
+    for _ in range(3):
+        n = 20000
+        e = rng.normal(0, 0.02, n)
+        y = np.zeros(n)
+        for t in range(2, n):
+            y[t] = a1 * y[t - 1] + a2 * y[t - 2] + e[t]
+        y = np.clip(y, -1, 1)
+        tracks.append(mulaw_encode(y.astype(np.float32), 8).astype(np.int64))
+    st = make_stage(index=0, classes=256, randomize=False, linear_order=8)
+    fit = lstsq_init(st, tracks, None, max_rows=30000, seed=0)
+    past = st.linear.past_weight.detach().numpy()
+    assert abs(past[0] - a1) < 0.05 and abs(past[1] - a2) < 0.05, past
+    assert np.abs(past[2:]).max() < 0.05
+    assert abs(st.lin_out.bias[0].item()) < 0.01 and fit["rows"] == 30000
+    assert st.lin_out.bias[1].item() == pytest.approx(math.log(fit["scale"]))
+    np.testing.assert_allclose(past, fit["past"], rtol=1e-6)
+    # the stage's forward now predicts like the fit: distribution mean near the AR prediction
+    x = torch.as_tensor(tracks[0][:400])[None]
+    with torch.no_grad():
+        st.out2.weight.zero_()
+        st.out2.bias.zero_()
+        p = torch.softmax(st(x).double(), 1)[0]  # (C, T)
+    v = mulaw_values(256)
+    yv = v[tracks[0][:400]]
+    pred = a1 * yv[1:-1] + a2 * yv[:-2]  # for t = 2..399
+    mean = (p.numpy() * v[:, None]).sum(0)[2:]
+    assert np.abs(mean - pred).mean() < 0.01
+
+
+def test_lstsq_init_recovers_below_interpolation():
+    """x[t] = dec(below[t // f + shift_p]) per phase: the fit puts weight 1 on the right tap."""
+    rng = np.random.default_rng(1)
+    st = make_stage(index=1, classes=CLASSES, randomize=False, use_tier_below=True, linear_below=2,
+                    conditioning={"lookahead": 2})
+    lin = st.linear
+    v = mulaw_values(CLASSES)
+    xs, bs = [], []
+    for _ in range(2):
+        below = rng.integers(0, CLASSES, 3000)
+        t = np.arange(3000 * FACTOR)
+        off = np.array([-1, 0, 1, 2])[t % FACTOR]  # phase p reads below[t//f + off[p]]
+        idx = t // FACTOR + off
+        src = np.where((idx >= 0) & (idx < len(below)), v[below[np.clip(idx, 0, len(below) - 1)]], 0.0)
+        xs.append(np.abs(v[None, :] - src[:, None]).argmin(1))  # exact codes
+        bs.append(below)
+    lstsq_init(st, xs, bs, max_rows=20000)
+    w = lin.below_weight.detach().numpy()
+    expect = np.zeros((FACTOR, lin.window))
+    for p, o in enumerate([-1, 0, 1, 2]):
+        expect[p, lin.back + o] = 1.0
+    np.testing.assert_allclose(w, expect, atol=1e-6)
+    assert np.abs(lin.past_weight.detach().numpy()).max() < 1e-6
+    with pytest.raises(ValueError):
+        lstsq_init(make_stage(index=1, linear_order=0), xs, bs)
+
+
+# ----------------------------------------------------------------------------- checkpoints, cost, gradients
+
+
+def test_checkpoint_round_trip_is_bitwise_with_predictor(tmp_path):
+    st = make_stage(index=1, use_genre=True, use_tier_below=True, use_roll=True, end_class=True)
+    save_stage(st, tmp_path / "s1", extra={"genres": ["a", "b", "c"]})
+    back = load_stage(tmp_path / "s1")
+    assert back.config == st.config and back.linear is not None
+    assert torch.equal(back.linear.past_weight, st.linear.past_weight)
+    assert torch.equal(back.linear.below_weight, st.linear.below_weight)
+    d = inputs(st, 100)
+    with torch.no_grad():
+        a = st(d["x"], genre=d["genre"], below=d["below"], roll=d["roll"])
+        b = back(d["x"], genre=d["genre"], below=d["below"], roll=d["roll"])
+    assert torch.equal(a, b)
+    meta = json.loads((tmp_path / "s1" / "model.json").read_text())
+    assert meta["config"]["linear_order"] == ORDER and meta["config"]["linear_below"] == 3
+
+
+def test_old_model_json_without_keys_rebuilds_without_predictor(tmp_path):
+    st = make_stage(index=1, use_tier_below=True, linear_order=0)
+    save_stage(st, tmp_path / "old")
+    meta_path = tmp_path / "old" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["linear_order"], meta["config"]["linear_below"]  # as written before the keys existed
+    meta_path.write_text(json.dumps(meta))
+    back = load_stage(tmp_path / "old")  # strict load: same parameters
+    assert back.linear is None
+    d = inputs(st, 64)
+    with torch.no_grad():
+        assert torch.equal(st(d["x"], below=d["below"]), back(d["x"], below=d["below"]))
+
+
+def test_flops_include_linear_path():
+    on = make_stage(index=1, use_tier_below=True)
+    off = make_stage(index=1, use_tier_below=True, linear_order=0)
+    extra = ORDER + on.linear.window + 6 * CLASSES + 2 * on.skip_channels  # taps + bins + 2 output rows
+    assert on.flops_per_sample() - off.flops_per_sample() == pytest.approx(2.0 * extra)
+
+
+def test_backward_reaches_every_parameter_with_predictor():
+    st = make_stage(index=1, use_genre=True, use_tier_below=True, use_roll=True, history={"enabled": True},
+                    end_class=True)
+    st.train()
+    d = inputs(st, 64)
+    out = st(d["x"], genre=d["genre"], below=d["below"], roll=d["roll"],
+             drop_below=torch.tensor([True, False]), drop_roll=torch.tensor([False, True]),
+             drop_history=torch.tensor([True, False]))
+    st.head.nll_bits(out, d["x"]).mean().backward()
+    missing = [n for n, p in st.named_parameters() if p.grad is None]
+    assert not missing
+    assert st.linear.past_weight.grad.abs().sum() > 0 and st.linear.below_weight.grad.abs().sum() > 0
