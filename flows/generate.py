@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
-from pipeline.errors import StrataError
 from pipeline.generate import generate, validate_params
-
-
-class _OneLineUserErrors(logging.Filter):
-    """Prefect logs a flow's exception with its traceback; a user error (``StrataError``) is
-    one clear line by the project's rule, so its traceback is dropped from the log record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, StrataError):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def quiet_user_errors() -> None:
-    """Install the filter on Prefect's flow-run and task-run loggers (idempotent)."""
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _OneLineUserErrors) for f in logger.filters):
-            logger.addFilter(_OneLineUserErrors())
-
-
-quiet_user_errors()
 
 
 @flow(name="generate")

@@ -46,10 +46,53 @@ def parse_stages(stages: str | list[int] | None, n_stages: int) -> list[int]:
     return sorted(out)
 
 
-def stage_minutes(cfg: StrataConfig, k: int, max_minutes: float | None) -> float | None:
-    """Wall-clock minutes for stage k: the total budget times its ``time_share``."""
+def plan_lanes(cfg: StrataConfig, selected: list[int]) -> list[list[int]]:
+    """Split the selected stages into ``train.parallel_stages`` lanes that run side by side.
+
+    Stages in one lane run one after another.  Greedy by ``time_share`` (largest first, into the
+    least loaded lane), so with shares 0.5/0.25/0.25 and two lanes: [[0], [1, 2]].
+    """
+    n = max(1, min(cfg.train.parallel_stages, len(selected)))
+    lanes: list[list[int]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for k in sorted(selected, key=lambda k: (-cfg.stages[k].time_share, k)):
+        i = load.index(min(load))
+        lanes[i].append(k)
+        load[i] += cfg.stages[k].time_share
+    return [sorted(lane) for lane in lanes if lane]
+
+
+def stage_minutes(cfg: StrataConfig, k: int, max_minutes: float | None,
+                  lanes: list[list[int]] | None = None) -> float | None:
+    """Wall-clock minutes for stage k: its ``time_share`` of the budget, scaled so the busiest
+    lane fills the whole budget (stages in parallel lanes each get their full share)."""
     total = cfg.train.max_minutes if max_minutes is None else max_minutes
-    return None if total is None else float(total) * cfg.stages[k].time_share
+    if total is None:
+        return None
+    lanes = lanes or [[k]]
+    busiest = max(sum(cfg.stages[j].time_share for j in lane) for lane in lanes)
+    if len(lanes) == 1:
+        busiest = max(busiest, 1.0)  # one lane: shares are fractions of the budget
+    return float(total) * cfg.stages[k].time_share / busiest
+
+
+def lane_threads(cfg: StrataConfig, n_lanes: int) -> int:
+    """Torch threads per stage process when ``n_lanes`` stages train at once on this machine."""
+    return max(1, (os.cpu_count() or 1) // max(1, n_lanes))
+
+
+def stage_command(data: str, run: str, config_path: str, k: int, max_steps: int | None,
+                  minutes: float | None, resume: bool) -> list[str]:
+    """``python -m pipeline.train`` for one stage in its own process."""
+    cmd = [sys.executable, "-m", "pipeline.train", "--data", data, "--run", run, "--stage", str(k),
+           "--config", config_path]
+    if max_steps is not None:
+        cmd += ["--max-steps", str(max_steps)]
+    if minutes is not None:
+        cmd += ["--max-minutes", str(minutes)]
+    if resume:
+        cmd.append("--resume")
+    return cmd
 
 
 def free_port() -> int:
@@ -85,10 +128,11 @@ def launch_command(data: str, run: str, config_path: str, k: int, cfg: StrataCon
     return cmd
 
 
-def _run_streaming(cmd: list[str]) -> tuple[int, list[str]]:
+def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
     """Run ``cmd``, passing its stderr through line by line; (exit code, last stderr lines)."""
     tail: list[str] = []
-    with subprocess.Popen(cmd, stdout=None, stderr=subprocess.PIPE, text=True, env=dict(os.environ)) as proc:
+    with subprocess.Popen(cmd, stdout=None, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, **(env or {})}) as proc:
         for line in proc.stderr:
             sys.stderr.write(line)
             tail = (tail + [line.rstrip("\n")])[-50:]
@@ -98,8 +142,12 @@ def _run_streaming(cmd: list[str]) -> tuple[int, list[str]]:
 
 @task(name="train-stage")
 def train_stage_task(data: str, run: str, config_path: str, k: int, max_steps: int | None,
-                     minutes: float | None, resume: bool) -> dict[str, Any]:
-    """Train one stage (in this process, or under ``accelerate launch``); returns its summary."""
+                     minutes: float | None, resume: bool, threads: int | None = None) -> dict[str, Any]:
+    """Train one stage; returns its summary.
+
+    In this process by default; under ``accelerate launch`` when ``num_processes > 1``; in a
+    process of its own with ``threads`` torch threads when stages train side by side.
+    """
     import json
 
     from pipeline.config import load_config
@@ -109,12 +157,16 @@ def train_stage_task(data: str, run: str, config_path: str, k: int, max_steps: i
     cfg = load_config(config_path)
     budget = "no time budget" if minutes is None else f"{minutes:.1f} min"
     logger.info(f"stage {k}: training ({budget}, {cfg.train.num_processes} process(es), resume={resume})")
-    if cfg.train.num_processes <= 1:
+    if cfg.train.num_processes <= 1 and threads is None:
         result = train_stage(data, run, cfg, k, max_steps=max_steps, max_minutes=minutes, resume=resume)
     else:
-        cmd = launch_command(data, run, config_path, k, cfg, max_steps, minutes, resume)
+        if cfg.train.num_processes > 1:
+            cmd, env = launch_command(data, run, config_path, k, cfg, max_steps, minutes, resume), {}
+        else:
+            cmd = stage_command(data, run, config_path, k, max_steps, minutes, resume)
+            env = {"STRATA_TORCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
         logger.info("running: " + " ".join(cmd))
-        code, tail = _run_streaming(cmd)
+        code, tail = _run_streaming(cmd, env)
         if code != 0:
             errors = [ln for ln in tail if ln.startswith("error: ")]
             raise RunError(errors[-1][7:] if errors else f"stage {k}: accelerate launch failed (exit {code}): "
@@ -197,12 +249,26 @@ def train_flow(data: str, run: str, config: str | None = None, stages: str = "al
         raise RunError(f"{run}: --resume but no checkpoint for stage(s) {','.join(map(str, selected))}")
     check_run_config(run_dir, cfg, resume, write=True)
     config_path = str(run_dir / "config.yaml")
+    lanes = plan_lanes(cfg, selected)
+    threads = lane_threads(cfg, len(lanes)) if len(lanes) > 1 else None
+    if len(lanes) > 1:
+        logger.info(f"training {len(lanes)} lanes side by side: {lanes} ({threads} thread(s) each)")
+    futures: dict[int, Any] = {}
+    for lane in lanes:
+        previous = None
+        for k in lane:
+            resume_k = resume and k in with_ckpt
+            if resume and not resume_k:
+                logger.info(f"stage {k}: no checkpoint to resume, starting from scratch")
+            args = (data, run, config_path, k, max_steps, stage_minutes(cfg, k, max_minutes, lanes), resume_k)
+            if len(lanes) == 1:
+                futures[k] = train_stage_task(*args)
+            else:  # one chain of tasks per lane; lanes run concurrently
+                futures[k] = train_stage_task.submit(*args, threads, wait_for=[previous] if previous else None)
+                previous = futures[k]
     results: dict[int, dict] = {}
     for k in selected:
-        resume_k = resume and k in with_ckpt
-        if resume and not resume_k:
-            logger.info(f"stage {k}: no checkpoint to resume, starting from scratch")
-        result = train_stage_task(data, run, config_path, k, max_steps, stage_minutes(cfg, k, max_minutes), resume_k)
+        result = futures[k] if len(lanes) == 1 else futures[k].result()
         result["rate"] = cfg.stages[k].rate
         results[k] = result
     png = plot_losses(run_dir, selected)

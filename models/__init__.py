@@ -9,6 +9,7 @@ from models.checkpoint import (
     save_state_dict,
 )
 from models.heads import CategoricalHead, LogisticMixtureHead
+from models.predictor import LinearPath, lstsq_init
 from models.streaming import StageStream
 from models.wavenet import Stage
 
@@ -16,10 +17,12 @@ __all__ = [
     "Cascade",
     "CategoricalHead",
     "CheckpointError",
+    "LinearPath",
     "LogisticMixtureHead",
     "Stage",
     "StageStream",
     "load_stage",
+    "lstsq_init",
     "load_state_dict",
     "save_stage",
     "save_state_dict",

@@ -117,6 +117,7 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget for all stages together
     num_workers: int = 0
     num_processes: int = 1  # >1: a stage runs under `accelerate launch`
+    parallel_stages: int = 1  # stages trained at once, each in its own process (CPU: cores split)
     seed: int = 0
 
 

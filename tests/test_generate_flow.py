@@ -60,7 +60,7 @@ def test_user_errors_are_logged_without_traceback():
     import logging
     import sys
 
-    from flows.generate import _OneLineUserErrors
+    from flows import _OneLineUserErrors
 
     try:
         raise ParameterError("count=0: must be an integer from 1 to 64")
