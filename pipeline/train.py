@@ -468,6 +468,23 @@ def build_stage(cfg: StrataConfig, k: int, n_genres: int):
                  roll_fps=cfg.data.roll_fps, classes=cfg.data.classes)
 
 
+def warm_start_linear(model, data_dir: Path, manifest: dict, cfg: StrataConfig, k: int, seed: int) -> dict:
+    """LPCNet-style start: fit the stage's linear-prediction path by least squares on the training
+    split and zero the network's output logits, so training begins at the linear predictor's
+    distribution and the network learns what linear prediction misses."""
+    from models import lstsq_init
+    from pipeline.baselines import split_tiers
+
+    rates = cfg.data.rates
+    xs = split_tiers(data_dir, manifest, "train", rates[k])
+    below = split_tiers(data_dir, manifest, "train", rates[k - 1]) if k > 0 else None
+    fit = lstsq_init(model, xs, below, max_rows=200_000, seed=seed)
+    with torch.no_grad():  # network logits start at zero: the output is the linear path's distribution
+        model.out2.weight.zero_()
+        model.out2.bias.zero_()
+    return fit
+
+
 def _batches(loader) -> Iterator[tuple[dict, float]]:
     """Yield (batch, seconds waited for it)."""
     it = iter(loader)
@@ -530,6 +547,10 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
     n_genres = len(manifest["genres"])
     set_seed(seed_of(t.seed, k))
     model = build_stage(cfg, k, n_genres)
+    if not resume and getattr(model, "linear", None) is not None:
+        fit = warm_start_linear(model, data_dir, manifest, cfg, k, seed_of(t.seed, k))
+        note(f"stage {k}: linear path warm-started by least squares on {fit['rows']} rows "
+             f"(rmse {fit['rmse']:.4f}, scale {fit['scale']:.4f})")
     unit = alignment_unit(cfg, k)
     context = round_up(model.receptive_field, unit)
     window = context + s.crop
