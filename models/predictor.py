@@ -8,7 +8,15 @@ stage predicts a float value
           + mu_nn(t)                                                    (network correction)
 
 in the mu-law *decoded* domain, and a scale s(t) = exp(log_s(t)) (mu_nn, log_s: two extra output
-rows, ``Stage.lin_out``, next to ``out2``).  The output logits of the mu-law classes are
+rows, ``Stage.lin_out``, next to ``out2``).  With ``adaptive`` (stage config ``adaptive_scale``) the
+scale follows recent residuals of the linear part, as the classic adaptive baseline does:
+
+    r(t) = dec(x[t]) - mu_lin(t)     mu_lin = past + below taps + the mu_nn bias (no network term)
+    s(t) = (ADAPT_FLOOR + sum_{i=1..L} w_i |r(t-i)|) * exp(clamp(log_s_nn(t)))
+    w_i  = (1 - a) a^(i-1) / (1 - a^L)       (L = ADAPT_TAPS, a = ADAPT_DECAY; zeros before t = 0)
+
+(strictly causal: r(t) only enters s(t+1..t+L); the full pass computes all residuals first, the
+stream keeps a ring of the last L |r|).  The output logits of the mu-law classes are
 
     logits_c = nn_logits_c + log P(bin c | discretized logistic(mu, s))
 
@@ -35,6 +43,17 @@ from torch import nn
 LOG_S_MIN = math.log(1e-4)
 LOG_S_MAX = math.log(10.0)  # wider than the whole [-1, 1] range; keeps exp(-log_s) * width > 0
 LOG_S_INIT = math.log(0.05)
+# adaptive scale (``LinearPath(adaptive=True)``): fixed exponential window over the last |residuals|
+ADAPT_TAPS = 64
+ADAPT_DECAY = 0.9
+ADAPT_FLOOR = 1e-3
+LOG_S_ADAPT_INIT = math.log(1.0 / (2.0 * math.log(2.0)))  # logistic with mean |deviation| = s_adapt
+
+
+def adapt_weights(taps: int = ADAPT_TAPS, decay: float = ADAPT_DECAY) -> np.ndarray:
+    """w_1..w_L (float64, (L,)): (1 - a) a^(i-1) / (1 - a^L), summing to 1."""
+    i = np.arange(taps, dtype=np.float64)
+    return (1.0 - decay) * decay**i / (1.0 - decay**taps)
 
 
 def mulaw_values(classes: int) -> np.ndarray:
@@ -60,7 +79,7 @@ class LinearPath(nn.Module):
     """
 
     def __init__(self, classes: int, end_class: bool, order: int, factor: int = 1,
-                 back: int | None = None, ahead: int | None = None) -> None:
+                 back: int | None = None, ahead: int | None = None, adaptive: bool = False) -> None:
         super().__init__()
         if order < 1:
             raise ValueError(f"LinearPath: order must be >= 1, got {order}")
@@ -76,6 +95,11 @@ class LinearPath(nn.Module):
         past[0] = 1.0  # previous sample
         self.past_weight = nn.Parameter(past)
         self.below_weight = nn.Parameter(torch.zeros(factor, self.window)) if self.use_below else None
+        self.adaptive = bool(adaptive)
+        self.adapt_taps = ADAPT_TAPS if self.adaptive else 0
+        if self.adaptive:  # fixed, not saved (rebuilt from the constants)
+            self.register_buffer("adapt_weight", torch.tensor(adapt_weights(), dtype=torch.float32),
+                                 persistent=False)
         v = mulaw_values(classes)
         self.register_buffer("decode_table", torch.tensor(decode_values(classes, end_class), dtype=torch.float32),
                              persistent=False)
@@ -94,8 +118,9 @@ class LinearPath(nn.Module):
 
     # ------------------------------------------------------------------ numbers
     def macs_per_sample(self) -> int:
-        """Per generated sample: the past taps, the below taps (one phase), ~6 ops per class."""
-        return self.order + self.window + 6 * self.classes
+        """Per generated sample: the past taps, the below taps (one phase), ~6 ops per class
+        (+ the adaptive-scale window and its residual when adaptive)."""
+        return self.order + self.window + 6 * self.classes + (self.adapt_taps + 2 if self.adaptive else 0)
 
     # ------------------------------------------------------------------ linear prediction
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -110,10 +135,31 @@ class LinearPath(nn.Module):
     def past_rotations(self) -> torch.Tensor:
         """(P, P) weights for a ring of the last P decoded inputs: row r is used when the newest
         input sits in slot r; slot s then holds lag ((r - s) mod P) + 1."""
-        p = self.order
-        r = torch.arange(p)[:, None]
-        s = torch.arange(p)[None, :]
-        return self.past_weight.detach()[(r - s) % p]
+        return self.rotations(self.past_weight)
+
+    def rotations(self, weight: torch.Tensor) -> torch.Tensor:
+        """(n, n) ring weights for taps ``weight`` (lag 1 first): row r is used when the newest
+        input sits in slot r; slot s then holds lag ((r - s) mod n) + 1."""
+        n = weight.numel()
+        r = torch.arange(n)[:, None]
+        s = torch.arange(n)[None, :]
+        return weight.detach()[(r - s) % n]
+
+    # ------------------------------------------------------------------ adaptive scale
+    def adapt_scale(self, r_abs: torch.Tensor) -> torch.Tensor:
+        """r_abs (B, T) = |r(t)| -> (B, T) s_adapt(t) = floor + sum_{i=1..L} w_i |r(t-i)| (zeros before 0)."""
+        w = self.adapt_weight.flip(0).view(1, 1, -1)  # tap j multiplies r_abs[t + j - L]: w_{L-j}
+        y = F.conv1d(F.pad(r_abs.unsqueeze(1), (self.adapt_taps, 0)), w.to(r_abs.dtype))[:, 0]
+        return ADAPT_FLOOR + y[:, : r_abs.shape[-1]]
+
+    def adapt_rotations(self) -> torch.Tensor:
+        """(L, L) ring weights of the adaptive-scale window (see ``rotations``)."""
+        return self.rotations(self.adapt_weight)
+
+    @staticmethod
+    def adapt_log_s(s_adapt: torch.Tensor, log_s_nn: torch.Tensor) -> torch.Tensor:
+        """log s = log s_adapt + clamp(log_s_nn)."""
+        return torch.log(s_adapt) + log_s_nn.clamp(LOG_S_MIN, LOG_S_MAX)
 
     def below_part(self, below: torch.Tensor | None, drop: torch.Tensor | None, j0: int, j1: int,
                    batch: int) -> torch.Tensor | None:
@@ -186,7 +232,9 @@ def lstsq_init(stage, x_list: Sequence[np.ndarray], below_list: Sequence[np.ndar
     x_list: int code arrays (tracks) of the stage's tier; below_list: the aligned tier-below codes
     (ignored for a stage without below taps).  Uses exactly the stage's taps: own past
     x[t-1..t-P] (zeros before the start), per-phase below window, one intercept (the bias of mu_nn).
-    The logistic scale is set from the mean absolute residual.  Returns {"past", "below", "bias",
+    The logistic scale is set from the mean absolute residual; with an adaptive scale, the log_s
+    bias is log(1 / (2 ln 2)) instead (s = s_adapt: mean |deviation| = the recent mean |residual|).
+    Returns {"past", "below", "bias",
     "scale", "rows", "rmse"}.
     """
     lin = getattr(stage, "linear", None)
@@ -229,6 +277,8 @@ def lstsq_init(stage, x_list: Sequence[np.ndarray], below_list: Sequence[np.ndar
     resid = xm @ w - ym
     mad = float(np.mean(np.abs(resid)))
     scale = max(mad / (2.0 * math.log(2.0)), 1e-4)  # logistic: E|X - mu| = 2 s ln 2
+    if lin.adaptive:
+        scale = math.exp(LOG_S_ADAPT_INIT)  # a multiplier of s_adapt, not an absolute scale
     past = torch.tensor(w[1:1 + p])
     below_w = torch.tensor(w[1 + p:].reshape(f, lin.window)) if use_below else None
     stage.set_linear_predictor(past, below_w, bias=float(w[0]), scale=scale)

@@ -43,11 +43,13 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "time_share": 1.0,
     "linear_order": 32,
     "linear_below": 8,
+    "adaptive_scale": True,
 }
 # Keys added after the first model.json format: a config (model.json, mapping, object) that lacks
 # one of them gets this value instead of the default, so old checkpoints rebuild identically
-# (linear_order 0 = no linear-prediction path).  Dataclass configs always carry them.
-ABSENT_MEANS: dict[str, Any] = {"linear_order": 0, "linear_below": 0}
+# (linear_order 0 = no linear-prediction path; adaptive_scale False = the constant-at-init scale).
+# Dataclass configs always carry them.
+ABSENT_MEANS: dict[str, Any] = {"linear_order": 0, "linear_below": 0, "adaptive_scale": False}
 _NESTED = {"conditioning": CONDITIONING_DEFAULTS, "history": HISTORY_DEFAULTS}
 
 

@@ -14,13 +14,17 @@ The step uses the stage's own parameters, laid out once per stream for a lean st
   residual bias and all skip projections + biases are single matmuls;
 - linear-prediction path (models/predictor.py): a ring of the last P decoded inputs times
   pre-rotated taps (one P-tap dot product), the tier-below part computed per chunk alongside the
-  conditioning features, then the shared ``LinearPath.combine`` (C sigmoid pairs).
+  conditioning features, then the shared ``LinearPath.combine`` (C sigmoid pairs); with an
+  adaptive scale, a ring of the last L |residuals| of the linear part (|r(t-1)| pushed at step t
+  from x[t-1] and the kept mu_lin(t-1)) times pre-rotated window weights.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from models.predictor import ADAPT_FLOOR
 
 
 class StageStream:
@@ -102,6 +106,11 @@ class StageStream:
             self.lin_ring = new(b, self.lin.order)
             self.lin_rot = self.lin.past_rotations().to(self.dtype)  # (P, P)
             self.lin_buf = None  # (chunk, B) below part of the current chunk (None: no tier below)
+            self.lin_bias = float(st.lin_out.bias.detach()[0])  # the mu bias: part of mu_lin (residuals)
+            if self.lin.adaptive:  # ring of the last L |residuals| of the linear part (zeros = before 0)
+                self.adapt_ring = new(b, self.lin.adapt_taps)
+                self.adapt_rot = self.lin.adapt_rotations().to(self.dtype)  # (L, L)
+                self.mu_prev = new(b)  # mu_lin(t-1)
             # out2 and lin_out fused: one matmul gives [logits | mu_nn | log_s]
             self.w_out2 = torch.cat([self.w_out2, st.lin_out.weight.detach()[:, :, 0].t()], 1).contiguous()
             self.b_out2 = torch.cat([self.b_out2, st.lin_out.bias.detach()])
@@ -165,7 +174,7 @@ class StageStream:
         self.closed = True
         self.layers = []
         for name in ("gall", "gall_flat", "cond_buf", "hist_state", "frame_sum", "below", "roll", "hbuf",
-                     "add_buf", "lin_ring", "lin_buf"):
+                     "add_buf", "lin_ring", "lin_buf", "adapt_ring", "mu_prev"):
             if hasattr(self, name):
                 setattr(self, name, None)
         if getattr(self.stage, "_stream", None) is self:
@@ -228,7 +237,15 @@ class StageStream:
         if self.lin_buf is not None:
             mu = mu + self.lin_buf[t % self.chunk]
         c = self.stage.head.channels
-        return self.lin.combine(out[:, :c], out[:, c], out[:, c + 1], mu)  # (B, C) combined logits
+        log_s = out[:, c + 1]
+        if self.lin.adaptive:  # push |r(t-1)| = |dec(x[t-1]) - mu_lin(t-1)| (none before t = 0), then s(t)
+            a_slot = t % self.lin.adapt_taps
+            if t > 0:
+                self.adapt_ring[:, a_slot] = (self.lin_ring[:, slot] - self.mu_prev).abs()
+            s_adapt = ADAPT_FLOOR + torch.mv(self.adapt_ring, self.adapt_rot[a_slot])  # (B,)
+            log_s = self.lin.adapt_log_s(s_adapt, log_s)
+            self.mu_prev = mu
+        return self.lin.combine(out[:, :c], out[:, c], log_s, mu)  # (B, C) combined logits
 
 
 class _Layer:

@@ -12,7 +12,7 @@ from torch import nn
 from models.context import ConditioningStack, HistoryStack
 from models.heads import CategoricalHead, LogisticMixtureHead
 from models.layers import causal_pad, gated
-from models.predictor import LOG_S_INIT, LinearPath
+from models.predictor import LOG_S_ADAPT_INIT, LOG_S_INIT, LinearPath
 from models.spec import as_namespace, stage_config_dict
 
 
@@ -61,6 +61,7 @@ class Stage(nn.Module):
 
         # linear prediction path + hybrid distribution (categorical only; see models/predictor.py):
         # two more output rows next to out2 (mu_nn, log_s), initialised to mu_nn = 0, s = 0.05
+        # (adaptive_scale: s = s_adapt * exp(log_s_nn), log_s_nn initialised to log(1 / (2 ln 2)))
         self.linear: LinearPath | None = None
         self.lin_out: nn.Conv1d | None = None
         self.use_below = self.index > 0 and bool(c.use_tier_below)
@@ -69,11 +70,13 @@ class Stage(nn.Module):
             if self.use_below:
                 back = int(c.linear_below)
                 ahead = min(back, int(c.conditioning.lookahead))  # never beyond what the stage may see
-            self.linear = LinearPath(classes, bool(c.end_class), int(c.linear_order), self.factor, back, ahead)
+            adaptive = bool(c.adaptive_scale)
+            self.linear = LinearPath(classes, bool(c.end_class), int(c.linear_order), self.factor, back, ahead,
+                                     adaptive=adaptive)
             self.lin_out = nn.Conv1d(s, 2, 1)
             with torch.no_grad():
                 self.lin_out.weight.zero_()
-                self.lin_out.bias.copy_(torch.tensor([0.0, LOG_S_INIT]))
+                self.lin_out.bias.copy_(torch.tensor([0.0, LOG_S_ADAPT_INIT if adaptive else LOG_S_INIT]))
 
         # global conditioning: genre embedding, per-layer projection into every gate
         self.use_genre = bool(c.use_genre)
@@ -215,14 +218,19 @@ class Stage(nn.Module):
         if below_mu is not None:
             mu = mu + below_mu[:, :t]
         extra = self.lin_out(y)  # (B, 2, T): mu_nn, log_s
-        return self.linear.combine(out.transpose(1, 2), extra[:, 0], extra[:, 1], mu).transpose(1, 2)
+        log_s = extra[:, 1]
+        if self.linear.adaptive:  # residuals of the linear part (taps + mu bias) for all t, then the window
+            r_abs = (self.linear.decode(x) - (mu + self.lin_out.bias[0])).abs()
+            log_s = self.linear.adapt_log_s(self.linear.adapt_scale(r_abs), log_s)
+        return self.linear.combine(out.transpose(1, 2), extra[:, 0], log_s, mu).transpose(1, 2)
 
     # ------------------------------------------------------------------ linear prediction path
     def set_linear_predictor(self, past: torch.Tensor, below: torch.Tensor | None = None, bias: float = 0.0,
                              scale: float | None = None) -> None:
         """Load linear-prediction taps: past (P,) = a_1..a_P, below (f, window) per-phase taps of
         below[t//f - back .. t//f + ahead] (None -> zeros), bias -> the mu_nn output bias
-        (``lin_out.bias[0]``); scale (optional) -> the log_s output bias (``lin_out.bias[1]`` = log s)."""
+        (``lin_out.bias[0]``); scale (optional) -> the log_s output bias (``lin_out.bias[1]`` = log s;
+        with an adaptive scale, the multiplier of s_adapt)."""
         if self.linear is None:
             raise ValueError(f"stage {self.index}: no linear path (linear_order = 0 or not categorical)")
         lin = self.linear

@@ -96,6 +96,7 @@ class StageConfig:
     # linear-prediction path + hybrid distribution (categorical head only; models/predictor.py)
     linear_order: int = 32  # own-past taps (0 = off; a model.json without the key loads with 0)
     linear_below: int = 8  # tier-below half-window (the ahead part is capped at conditioning.lookahead)
+    adaptive_scale: bool = True  # logistic scale follows recent |residuals| of the linear part (absent: off)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from models import Stage, load_stage, save_stage
-from models.predictor import LinearPath, decode_values, lstsq_init, mulaw_values
+from models.predictor import (ADAPT_DECAY, ADAPT_FLOOR, ADAPT_TAPS, LOG_S_ADAPT_INIT, LinearPath, decode_values,
+                              lstsq_init, mulaw_values)
 
 RATE, FACTOR, FPS, CLASSES, GENRES = 800, 4, 100, 32, 3
 ORDER = 6
@@ -126,11 +127,14 @@ PATHS = {
 }
 
 
+@pytest.mark.parametrize("adaptive", [False, True])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_streaming_equals_forward_with_predictor(path):
+def test_streaming_equals_forward_with_predictor(path, adaptive, dtype=torch.float32, tol=1e-4):
     index, over, use = PATHS[path]
-    st = make_stage(index=index, **over)
-    t_len = max(2 * st.receptive_field, 3 * st.history_receptive_field // 2, 2 * st.linear.order) + 13
+    st = make_stage(index=index, adaptive_scale=adaptive, dtype=dtype, **over)
+    assert st.linear.adaptive == adaptive
+    t_len = max(2 * st.receptive_field, 3 * st.history_receptive_field // 2, 2 * st.linear.order,
+                (2 * ADAPT_TAPS + 7) * adaptive) + 13
     d = inputs(st, t_len)
     if "end_class" in over:
         d["x"][0, -3:] = st.end_code
@@ -151,15 +155,28 @@ def test_streaming_equals_forward_with_predictor(path):
             assert s.chunk < t_len  # more than one chunk
     out = torch.stack(outs, dim=-1)
     assert out.shape == ref.shape
-    assert (out - ref).abs().max().item() <= 1e-4
+    err = (out - ref).abs()
+    if adaptive:
+        # s(t) can be as small as the floor (1e-3; t = 0 has no residual yet), so far bins get logits
+        # of -1e3 and more, where float32 itself resolves only ~1e-4: there the bound is relative
+        err = err / ref.abs().clamp(min=1.0)
+    assert err.max().item() <= tol
+
+
+@pytest.mark.parametrize("path", ["past_end_roll", "below_all", "below_dropped"])
+def test_streaming_equals_forward_adaptive_float64(path):
+    """The adaptive scale's ring (|r(t-1)| pushed at step t, > L steps, several chunks) is exact:
+    float64 removes the rounding that the float32 test has to allow for sharp scales."""
+    test_streaming_equals_forward_with_predictor(path, True, dtype=torch.float64, tol=1e-9)
 
 
 # ----------------------------------------------------------------------------- causality, lookahead
 
 
+@pytest.mark.parametrize("adaptive", [False, True])
 @pytest.mark.parametrize("index", [0, 1])
-def test_causality_with_predictor(index):
-    st = make_stage(index=index, use_tier_below=True, history={"enabled": True}, **WIDE)
+def test_causality_with_predictor(index, adaptive):
+    st = make_stage(index=index, use_tier_below=True, history={"enabled": True}, adaptive_scale=adaptive, **WIDE)
     d = inputs(st, 160)
     with torch.no_grad():
         ref = st(d["x"], below=d["below"])
@@ -283,6 +300,50 @@ def test_zeroed_network_gives_discretized_logistic(classes):
             torch.testing.assert_close(logp[0, :classes, t].exp() * (1 + 1 / classes), p[0, :, t])
 
 
+def adaptive_scale_reference(y: np.ndarray, mu_lin: np.ndarray) -> np.ndarray:
+    """float64 s_adapt(t) = floor + sum_{i=1..L} w_i |y[t-i] - mu_lin[t-i]| (zeros before 0), by loops."""
+    w = np.array([(1 - ADAPT_DECAY) * ADAPT_DECAY ** (i - 1) / (1 - ADAPT_DECAY**ADAPT_TAPS)
+                  for i in range(1, ADAPT_TAPS + 1)])
+    r = np.abs(y - mu_lin)
+    out = np.full(len(y), ADAPT_FLOOR)
+    for t in range(len(y)):
+        for i in range(1, ADAPT_TAPS + 1):
+            if t - i >= 0:
+                out[t] += w[i - 1] * r[t - i]
+    return out
+
+
+def test_zeroed_network_gives_adaptive_scale_reference():
+    """Network weights zeroed: P(bin) is the discretized logistic(mu_lin, s_adapt * exp(b)) with
+    s_adapt from a numpy reference of the formula (residuals of taps + mu bias; end code -> 0)."""
+    classes = 64
+    st = make_stage(index=0, classes=classes, dtype=torch.float64, end_class=True, adaptive_scale=True)
+    past = torch.tensor([1.2, -0.5, 0.0, 0.2, 0.0, -0.05], dtype=torch.float64)
+    bias, mult = 0.01, 0.7
+    with torch.no_grad():
+        st.out2.weight.zero_()
+        st.out2.bias.zero_()
+        st.lin_out.weight.zero_()
+    st.set_linear_predictor(past, None, bias=bias, scale=mult)
+    v = np.concatenate([mulaw_values(classes).astype(np.float32).astype(np.float64), [0.0]])
+    t_len = 3 * ADAPT_TAPS
+    x = torch.randint(0, classes, (1, t_len), generator=torch.Generator().manual_seed(5))
+    x[0, 50:53] = st.end_code  # decodes to 0 in the residuals
+    y = v[x[0].numpy()]
+    y_pad = np.concatenate([np.zeros(ORDER), y])
+    mu = bias + np.array([sum(past[i].item() * y_pad[ORDER + t - 1 - i] for i in range(ORDER)) for t in range(t_len)])
+    s_ref = adaptive_scale_reference(y, mu) * mult
+    with torch.no_grad():
+        out = st(x)
+    p = out[0, :classes].exp().numpy()  # (C, T)
+    for t in (0, 1, 2, 30, 51, 53, 54, ADAPT_TAPS, ADAPT_TAPS + 1, t_len - 1):
+        ref = logistic_bin_probs_reference(mu[t], s_ref[t], classes)
+        np.testing.assert_allclose(p[:, t], ref, rtol=1e-6, atol=1e-12, err_msg=f"t={t}")
+    # the same s_adapt from the LinearPath helper
+    r_abs = torch.as_tensor(np.abs(y - mu))[None]
+    np.testing.assert_allclose(st.linear.adapt_scale(r_abs)[0].numpy(), s_ref / mult, rtol=1e-6, atol=0)
+
+
 def test_bin_log_probs_are_finite_with_finite_gradients():
     lin = LinearPath(CLASSES, False, 4).double()
     mu = torch.tensor([-5.0, -1.0, -0.3, 0.0, 1e-6, 0.7, 1.0, 4.0], dtype=torch.float64, requires_grad=True)
@@ -361,11 +422,29 @@ def test_lstsq_init_recovers_below_interpolation():
         lstsq_init(make_stage(index=1, linear_order=0), xs, bs)
 
 
+def test_lstsq_init_adaptive_sets_multiplier():
+    rng = np.random.default_rng(2)
+    tracks = [rng.integers(10, 22, 3000) for _ in range(2)]
+    st = make_stage(index=0, randomize=False, adaptive_scale=True)
+    assert st.lin_out.bias[1].item() == pytest.approx(LOG_S_ADAPT_INIT)  # the init, before any fit
+    with torch.no_grad():
+        st.lin_out.bias[1] = 0.3
+    fit = lstsq_init(st, tracks, None, max_rows=4000)
+    assert st.lin_out.bias[1].item() == pytest.approx(LOG_S_ADAPT_INIT, abs=1e-6)
+    assert fit["scale"] == pytest.approx(1.0 / (2.0 * math.log(2.0)))
+    off = make_stage(index=0, randomize=False, adaptive_scale=False)
+    fit = lstsq_init(off, tracks, None, max_rows=4000)
+    assert off.lin_out.bias[1].item() == pytest.approx(math.log(fit["scale"]))
+    assert fit["scale"] != pytest.approx(1.0 / (2.0 * math.log(2.0)))
+
+
 # ----------------------------------------------------------------------------- checkpoints, cost, gradients
 
 
-def test_checkpoint_round_trip_is_bitwise_with_predictor(tmp_path):
-    st = make_stage(index=1, use_genre=True, use_tier_below=True, use_roll=True, end_class=True)
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_checkpoint_round_trip_is_bitwise_with_predictor(tmp_path, adaptive):
+    st = make_stage(index=1, use_genre=True, use_tier_below=True, use_roll=True, end_class=True,
+                    adaptive_scale=adaptive)
     save_stage(st, tmp_path / "s1", extra={"genres": ["a", "b", "c"]})
     back = load_stage(tmp_path / "s1")
     assert back.config == st.config and back.linear is not None
@@ -378,6 +457,25 @@ def test_checkpoint_round_trip_is_bitwise_with_predictor(tmp_path):
     assert torch.equal(a, b)
     meta = json.loads((tmp_path / "s1" / "model.json").read_text())
     assert meta["config"]["linear_order"] == ORDER and meta["config"]["linear_below"] == 3
+    assert meta["config"]["adaptive_scale"] is adaptive and back.linear.adaptive == adaptive
+
+
+def test_model_json_without_adaptive_key_rebuilds_constant_scale(tmp_path):
+    st = make_stage(index=1, use_tier_below=True, adaptive_scale=False)
+    save_stage(st, tmp_path / "old")
+    meta_path = tmp_path / "old" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["adaptive_scale"]  # as written before the key existed
+    meta_path.write_text(json.dumps(meta))
+    back = load_stage(tmp_path / "old")
+    assert back.linear is not None and not back.linear.adaptive and back.config["adaptive_scale"] is False
+    d = inputs(st, 100)
+    with torch.no_grad():
+        assert torch.equal(st(d["x"], below=d["below"]), back(d["x"], below=d["below"]))
+    # new dataclass configs: on
+    from pipeline.config import StageConfig
+
+    assert Stage(StageConfig(rate=2000), 0, 2, 1, 100).linear.adaptive
 
 
 def test_old_model_json_without_keys_rebuilds_without_predictor(tmp_path):
@@ -399,6 +497,8 @@ def test_flops_include_linear_path():
     off = make_stage(index=1, use_tier_below=True, linear_order=0)
     extra = ORDER + on.linear.window + 6 * CLASSES + 2 * on.skip_channels  # taps + bins + 2 output rows
     assert on.flops_per_sample() - off.flops_per_sample() == pytest.approx(2.0 * extra)
+    ad = make_stage(index=1, use_tier_below=True, adaptive_scale=True)
+    assert ad.flops_per_sample() - on.flops_per_sample() == pytest.approx(2.0 * (ADAPT_TAPS + 2))
 
 
 def test_backward_reaches_every_parameter_with_predictor():
