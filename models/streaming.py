@@ -244,7 +244,7 @@ class StageStream:
                 self.adapt_ring[:, a_slot] = (self.lin_ring[:, slot] - self.mu_prev).abs()
             s_adapt = ADAPT_FLOOR + torch.mv(self.adapt_ring, self.adapt_rot[a_slot])  # (B,)
             log_s = self.lin.adapt_log_s(s_adapt, log_s)
-            self.mu_prev = mu
+            self.mu_prev = mu + self.lin_bias
         return self.lin.combine(out[:, :c], out[:, c], log_s, mu)  # (B, C) combined logits
 
 
