@@ -44,6 +44,7 @@ LOG_S_MIN = math.log(1e-4)
 LOG_S_MAX = math.log(10.0)  # wider than the whole [-1, 1] range; keeps exp(-log_s) * width > 0
 LOG_S_INIT = math.log(0.05)
 # adaptive scale (``LinearPath(adaptive=True)``): fixed exponential window over the last |residuals|
+UNIFORM_MIX = 1e-3  # share of the uniform distribution mixed into the discretized logistic
 ADAPT_TAPS = 64
 ADAPT_DECAY = 0.9
 ADAPT_FLOOR = 1e-3
@@ -205,6 +206,8 @@ class LinearPath(nn.Module):
         the end/non-end balance of a flat P (P = 1/classes) equal to the plain categorical head's.
         """
         lp = self.bin_log_probs(mu_lin + mu_nn, log_s)  # (..., classes)
+        # a small uniform share: a sample far from mu costs at most ~log2(classes / UNIFORM_MIX) bits
+        lp = torch.logaddexp(lp + math.log1p(-UNIFORM_MIX), torch.full_like(lp, math.log(UNIFORM_MIX / self.classes)))
         if logits.shape[-1] == self.classes:
             return logits + lp
         return torch.cat([logits[..., : self.classes] + lp, logits[..., self.classes:] - self.end_offset], dim=-1)

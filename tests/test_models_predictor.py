@@ -253,8 +253,15 @@ def test_dropped_or_missing_below_contributes_nothing_linear():
 
 
 def logistic_bin_probs_reference(mu: float, s: float, classes: int) -> np.ndarray:
-    """float64 discretized logistic over the mu-law bins (outer edges at +-inf); the edges rounded
-    to float32 as the stage's tables are."""
+    """float64 discretized logistic over the mu-law bins (outer edges at +-inf), mixed with a
+    UNIFORM_MIX share of the uniform distribution; the edges rounded to float32 as the stage's
+    tables are."""
+    from models.predictor import UNIFORM_MIX
+
+    return (1 - UNIFORM_MIX) * _logistic_bins(mu, s, classes) + UNIFORM_MIX / classes
+
+
+def _logistic_bins(mu: float, s: float, classes: int) -> np.ndarray:
     v = mulaw_values(classes)
     mid = ((v[1:] + v[:-1]) / 2).astype(np.float32).astype(np.float64)
     edges = np.concatenate([[-np.inf], mid, [np.inf]])
