@@ -204,4 +204,6 @@ def test_two_cpu_processes_with_accelerate_launch(periodic, tmp_path):
     assert (run / "stages/1/model.safetensors").is_file()
     assert len(list((run / "logs/stage1").glob("events.out.tfevents*"))) == 1  # only the main process logs
     curve = losses(run, 1)
-    assert len(curve) == 10 and curve[20] < curve[2] - 1.0, curve
+    # the linear path starts near the linear predictor, so the network's gain is what falls
+    first, last = [curve[s] for s in (2, 4, 6)], [curve[s] for s in (16, 18, 20)]
+    assert len(curve) == 10 and sum(last) / 3 < sum(first) / 3 - 0.3, curve
