@@ -12,7 +12,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: FluidSynth and General MIDI soundfonts (render the demo corpus and MIDI tests)
 system-deps:
 	@if ! command -v fluidsynth >/dev/null || ! ls /usr/share/sounds/sf2/*.sf2 >/dev/null 2>&1; then \
-	  $(SUDO) apt-get update && $(SUDO) apt-get install -y fluidsynth fluid-soundfont-gm timgm6mb-soundfont; \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv fluidsynth fluid-soundfont-gm timgm6mb-soundfont; \
 	fi
 
 # Python virtual environment: CPU torch 2.13.0 first (a bare `torch` pulls a CUDA build), then Strata
