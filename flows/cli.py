@@ -153,7 +153,7 @@ def generate(
     midi: Optional[Path] = typer.Option(None, "--midi"),
     prompt: Optional[Path] = typer.Option(None, "--prompt", help="audio to continue"),
     temperature: float = typer.Option(1.0, "--temperature"),
-    top_p: float = typer.Option(1.0, "--top-p"),
+    top_p: float = typer.Option(0.99, "--top-p", help="nucleus sampling mass (1 = off)"),
     guidance: float = typer.Option(0.0, "--guidance"),
     seed: int = typer.Option(0, "--seed"),
     count: int = typer.Option(1, "--count"),

@@ -15,7 +15,7 @@ from pipeline.generate import generate, validate_params
 @flow(name="generate")
 def generate_flow(run: str, out: str, seconds: float | None = None, genre: str | None = None,
                   midi: str | None = None, prompt: str | None = None, temperature: float = 1.0,
-                  top_p: float = 1.0, guidance: float = 0.0, seed: int | None = 0, count: int = 1) -> list[str]:
+                  top_p: float = 0.99, guidance: float = 0.0, seed: int | None = 0, count: int = 1) -> list[str]:
     """Generate ``count`` variations from a run folder; one job folder each (returned as paths).
 
     ``seed=None`` draws a fresh seed (scheduled runs); it is recorded in each job's meta.json.

@@ -127,7 +127,7 @@ class GenerateConfig:
     seconds: float = 8.0
     max_seconds: float = 60.0  # cap when the model decides the length (end class)
     temperature: float = 1.0
-    top_p: float = 1.0
+    top_p: float = 0.99  # nucleus: drops the far tails (and the uniform share) that can derail sample-level generation
     guidance: float = 0.0
     chunk: int = 4096  # stage samples of conditioning computed per batched pass
     max_concurrent_jobs: int = 2

@@ -43,6 +43,8 @@ from pipeline.errors import ParameterError, RunError, StrataError
 
 MAX_SECONDS = 3600.0  # absolute cap on a requested length
 MAX_COUNT = 64
+DEFAULT_TOP_P = 0.99  # nucleus sampling by default: the far tails (and the uniform share of the
+# linear-prediction head) can start a feedback loop into noise in sample-level generation
 RELEASE_SECONDS = 1.0  # added after the last MIDI note
 
 
@@ -61,7 +63,7 @@ class GenerateParams(BaseModel):
     midi: Path | None = None
     prompt: Path | None = None
     temperature: float = Field(1.0, gt=0, allow_inf_nan=False)
-    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    top_p: float = Field(DEFAULT_TOP_P, gt=0, le=1, allow_inf_nan=False)
     guidance: float = Field(0.0, ge=0, allow_inf_nan=False)
     seed: int = Field(0, ge=0, lt=2**63)
     count: int = Field(1, ge=1, le=MAX_COUNT)
@@ -657,7 +659,7 @@ def _package_version() -> str | None:
 
 
 def generate(run_dir, out_dir, seconds=None, genre=None, midi=None, prompt=None, temperature=1.0,
-             top_p=1.0, guidance=0.0, seed=0, count=1, progress=True, chunk=None) -> list[Path]:
+             top_p=DEFAULT_TOP_P, guidance=0.0, seed=0, count=1, progress=True, chunk=None) -> list[Path]:
     """Generate ``count`` variations; returns their job folders (one per variation)."""
     p = validate_params(run_dir=run_dir, out_dir=out_dir, seconds=seconds, genre=genre, midi=midi,
                         prompt=prompt, temperature=temperature, top_p=top_p, guidance=guidance,
