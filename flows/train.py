@@ -81,11 +81,10 @@ def lane_threads(cfg: StrataConfig, n_lanes: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, n_lanes))
 
 
-def stage_command(data: str, run: str, config_path: str, k: int, max_steps: int | None,
-                  minutes: float | None, resume: bool) -> list[str]:
-    """``python -m pipeline.train`` for one stage in its own process."""
-    cmd = [sys.executable, "-m", "pipeline.train", "--data", data, "--run", run, "--stage", str(k),
-           "--config", config_path]
+def train_args(data: str, run: str, config_path: str, k: int, max_steps: int | None,
+               minutes: float | None, resume: bool) -> list[str]:
+    """Arguments of ``pipeline.train`` (the module's command line) for stage k."""
+    cmd = ["-m", "pipeline.train", "--data", data, "--run", run, "--stage", str(k), "--config", config_path]
     if max_steps is not None:
         cmd += ["--max-steps", str(max_steps)]
     if minutes is not None:
@@ -93,6 +92,12 @@ def stage_command(data: str, run: str, config_path: str, k: int, max_steps: int 
     if resume:
         cmd.append("--resume")
     return cmd
+
+
+def stage_command(data: str, run: str, config_path: str, k: int, max_steps: int | None,
+                  minutes: float | None, resume: bool) -> list[str]:
+    """``python -m pipeline.train`` for one stage in its own process."""
+    return [sys.executable, *train_args(data, run, config_path, k, max_steps, minutes, resume)]
 
 
 def free_port() -> int:
@@ -118,14 +123,8 @@ def launch_command(data: str, run: str, config_path: str, k: int, cfg: StrataCon
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
            "--num_processes", str(cfg.train.num_processes), "--num_machines", "1",
            "--mixed_precision", mp, "--dynamo_backend", "no",
-           "--main_process_port", str(free_port()), "-m", "pipeline.train", "--data", data, "--run", run, "--stage", str(k), "--config", config_path]
-    if max_steps is not None:
-        cmd += ["--max-steps", str(max_steps)]
-    if minutes is not None:
-        cmd += ["--max-minutes", str(minutes)]
-    if resume:
-        cmd.append("--resume")
-    return cmd
+           "--main_process_port", str(free_port())]
+    return cmd + train_args(data, run, config_path, k, max_steps, minutes, resume)
 
 
 def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
