@@ -183,9 +183,13 @@ def slug(text: str, max_len: int = 40) -> str:
 
 
 def track_id(audio_path: str | Path, genre: str, content_hash: str) -> str:
-    """Program-made id ``<genre>-<name>-<8 hex>``, safe as a file name."""
+    """Program-made id ``<genre>-<name>-<8 hex>``, safe as a file name.
+
+    It depends on the genre, the file's name and its content, never on where the corpus lies,
+    so the same corpus in another folder gets the same ids (and so the same split).
+    """
     p = Path(audio_path)
-    key = f"{genre}\0{p.resolve() if p.exists() else p}\0{content_hash}"
+    key = f"{genre}\0{p.name}\0{content_hash}"
     return f"{slug(genre, 24)}-{slug(p.stem)}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 

@@ -321,3 +321,24 @@ def test_write_dataset_keeps_existing_files(tmp_path):
     pp.write_dataset(tmp_path / "out", [], [{"path": "x", "genre": None, "reason": "r"}], D)
     assert (tmp_path / "out/tiers/2000/old-track.npy").read_bytes() == b"kept"
     assert (tmp_path / "out" / rec["tiers"]["2000"]).is_file()
+
+
+def test_ids_and_split_do_not_depend_on_the_corpus_location(tmp_path):
+    """The same files under two different folders give the same track ids and the same split."""
+    from pipeline.config import DataConfig
+
+    sr = 16000
+    t = np.arange(3 * sr) / sr
+    records = []
+    for where in ("first", "second/deeper"):
+        raw = tmp_path / where / "raw"
+        for i in range(4):
+            (raw / "drone").mkdir(parents=True, exist_ok=True)
+            sf.write(raw / "drone" / f"take{i}.wav", (0.4 * np.sin(2 * np.pi * (100 + 30 * i) * t)).astype(np.float32), sr)
+        inputs, skipped = pp.discover(raw)
+        tracks, bad = pp.process_all(inputs, tmp_path / where / "out", DataConfig())
+        assert not skipped and not bad
+        records.append(tracks)
+    ids = [sorted(r["id"] for r in tracks) for tracks in records]
+    assert ids[0] == ids[1]
+    assert pp.assign_splits(records[0]) == pp.assign_splits(records[1])
