@@ -25,20 +25,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.errors import StrataError
+from pipeline.errors import InputError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
-class AudioError(StrataError, ValueError):
+class AudioError(InputError):
     """An audio input that cannot be used; the message is ``"<path>: <reason>"``."""
-
-    def __init__(self, path: str | Path | None, reason: str | None = None):
-        if reason is None:  # ``Error("reason")``: no input named
-            path, reason = None, str(path)
-        self.path = None if path is None else str(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}" if path is not None else reason)
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pipeline.errors import StrataError
+from pipeline.errors import InputError
 
 DRUM_CHANNEL = 9  # GM percussion, 0-based
 SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/soundfonts", "/usr/local/share/soundfonts",
@@ -34,15 +34,8 @@ SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/soundfonts", "/usr/local/
 PREFERRED_SOUNDFONTS = ("FluidR3_GM.sf2", "default-GM.sf2", "TimGM6mb.sf2")
 
 
-class MidiError(StrataError, ValueError):
+class MidiError(InputError):
     """A MIDI input (or the tools to render it) that cannot be used: ``"<path>: <reason>"``."""
-
-    def __init__(self, path: str | Path | None, reason: str | None = None):
-        if reason is None:  # ``Error("reason")``: no input named
-            path, reason = None, str(path)
-        self.path = None if path is None else str(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}" if path is not None else reason)
 
 
 @dataclass(frozen=True)

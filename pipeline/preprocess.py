@@ -36,7 +36,7 @@ import numpy as np
 
 from pipeline.audio import AUDIO_EXTENSIONS, AudioError, make_tiers, prepare_audio
 from pipeline.config import DataConfig, config_to_dict
-from pipeline.errors import StrataError
+from pipeline.errors import InputError, StrataError
 from pipeline.io import atomic_save_npy, atomic_write_json
 
 MIDI_EXTENSIONS = (".mid", ".midi")
@@ -52,13 +52,8 @@ POLICIES = {
 }
 
 
-class PreprocessError(StrataError, ValueError):
+class PreprocessError(InputError):
     """A raw input that cannot become a track; the message is ``"<path>: <reason>"``."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
 
 # ----------------------------------------------------------------------------- discovery
