@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from machine import machine_info  # noqa: E402  (bench/machine.py)
 from models import Stage  # noqa: E402
 
 RATE, FACTOR = 8000, 4
@@ -34,16 +34,6 @@ def reference_stage(cycle_length: int = 10, cycles: int = 2) -> Stage:
            "use_tier_below": True, "use_roll": False, "use_genre": True}
     torch.manual_seed(0)
     return Stage(cfg, index=1, n_genres=4, factor=FACTOR, roll_fps=100, classes=256).eval()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _timed(step, max_steps: int, budget_s: float) -> tuple[float, float]:
@@ -148,9 +138,7 @@ def main(argv=None) -> int:
         "layers_ratio_rf_doubled": big.n_layers / st.n_layers,
     }
     report = {
-        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version(), "cores": os.cpu_count(),
-                    "load_average": [round(v, 2) for v in os.getloadavg()]},
+        "machine": machine_info(),
         "stage": {"layers": st.n_layers, "residual_channels": 64, "gate_channels": 128, "skip_channels": 128,
                   "classes": 256, "factor": FACTOR, "receptive_field": st.receptive_field,
                   "params": st.n_params},

@@ -12,9 +12,7 @@ flow, so the ephemeral Prefect server's start (~20 s, once per process) is not c
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -25,6 +23,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from machine import machine_info  # noqa: E402  (bench/machine.py)
 
 
 def synth_corpus(raw: Path, seconds: float, per_file: float = 10.0, sr: int = 44100) -> Path:
@@ -99,20 +99,6 @@ def time_flow(raw: Path, out: Path, workers: int) -> float:
     return time.perf_counter() - start
 
 
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "threads": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", "--raw", dest="raw", help="raw corpus folder (RAW/<genre>/<file>)")
@@ -144,7 +130,7 @@ def main(argv=None) -> dict:
         time_flow(raw, tmp / "flow-warm", 2)  # starts the ephemeral server; not counted
         for workers in (2, 1):
             row("flow", workers, time_flow(raw, tmp / f"flow{workers}", workers))
-    result = {"machine": machine(), "corpus": str(raw), "results": rows}
+    result = {"machine": machine_info(), "corpus": str(raw), "results": rows}
     print(f"\n{'name':<10}{'workers':>8}{'files':>7}{'audio s':>10}{'wall s':>9}{'x realtime':>12}")
     for r in rows:
         print(f"{r['name']:<10}{r['workers']:>8}{r['files']:>7}{r['audio_seconds']:>10.1f}"

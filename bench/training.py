@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -21,20 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+from machine import machine_info  # noqa: E402  (bench/machine.py)
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synthetic_dataset(root: Path, cfg) -> Path:
@@ -84,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         data = a.data or synthetic_dataset(Path(tmp) / "data", cfg)
         rows = run(data, cfg, a.steps, stages)
     out = {
-        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
-                    "torch": torch.__version__, "cuda": torch.cuda.is_available()},
+        "machine": machine_info(),
         "config": a.config, "steps": a.steps, "dataset": str(a.data) if a.data else "synthetic",
         "results": rows,
     }
