@@ -14,68 +14,17 @@ from models import Cascade, CheckpointError, Stage, load_stage, load_state_dict,
 from models.heads import PCM_BINS, CategoricalHead, LogisticMixtureHead
 from models.spec import stage_config_dict
 
-RATE, FACTOR, FPS, CLASSES, GENRES = 800, 4, 100, 32, 3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add synchronisation (and stall on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def small_cfg(**over) -> dict:
-    cfg = {
-        "rate": RATE, "residual_channels": 8, "gate_channels": 8, "skip_channels": 8,
-        "kernel_size": 2, "dilation_cycles": 2, "cycle_length": 4,
-        "use_genre": False, "use_roll": False, "use_tier_below": False,
-        "conditioning": {"channels": 8, "layers": 2, "kernel_size": 3, "lookahead": 2},
-        "history": {"enabled": False, "pool": 4, "channels": 8, "layers": 3, "kernel_size": 2},
-    }
-    for k, v in over.items():
-        if isinstance(v, dict):
-            cfg[k] = {**cfg[k], **v}
-        else:
-            cfg[k] = v
-    return cfg
+from tests.helpers_models import (CLASSES, FACTOR, FPS, GENRES, RATE, WIDE, changed_positions,  # noqa: F401
+                                  inputs, one_thread, randomize_biases)
+from tests.helpers_models import stage_cfg as small_cfg
 
 
 def make_stage(index=1, seed=0, dtype=torch.float32, **over) -> Stage:
     torch.manual_seed(seed)
     st = Stage(small_cfg(**over), index=index, n_genres=GENRES, factor=FACTOR if index else 1,
                roll_fps=FPS, classes=CLASSES)
-    # make biases and the learned vectors non-trivial
-    with torch.no_grad():
-        for name, p in st.named_parameters():
-            if name.endswith("bias") or p.dim() == 1:
-                p.normal_(0, 0.3)
+    randomize_biases(st)
     return st.to(dtype).eval()
-
-
-def inputs(st: Stage, t: int, b: int = 2, seed: int = 1) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    if st.head_kind == "categorical":
-        x = torch.randint(0, CLASSES, (b, t), generator=g)
-    else:
-        x = torch.rand(b, t, generator=g, dtype=torch.float64).to(next(st.parameters()).dtype) * 2 - 1
-    return {
-        "x": x,
-        "genre": torch.tensor([0, GENRES][:b]),
-        "below": torch.randint(0, CLASSES, (b, t // FACTOR), generator=g),
-        "roll": (torch.rand(b, 256, t * FPS // RATE, generator=g) > 0.8).to(next(st.parameters()).dtype),
-    }
-
-
-# perturbation tests: float64 (a tiny far-reaching change survives rounding), wide skips (ReLUs
-# cannot hide it)
-WIDE = {"residual_channels": 16, "gate_channels": 16, "skip_channels": 64, "dtype": torch.float64}
-
-
-def changed_positions(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Time indices where (B, C, T) outputs differ at all."""
-    return ((a - b).abs().amax(dim=(0, 1)) > 0).nonzero()[:, 0]
 
 
 # ----------------------------------------------------------------------------- config

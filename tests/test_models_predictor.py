@@ -16,30 +16,15 @@ from models import Stage, load_stage, save_stage
 from models.predictor import (ADAPT_DECAY, ADAPT_FLOOR, ADAPT_TAPS, LOG_S_ADAPT_INIT, LinearPath, decode_values,
                               lstsq_init, mulaw_values)
 
-RATE, FACTOR, FPS, CLASSES, GENRES = 800, 4, 100, 32, 3
+from tests.helpers_models import (CLASSES, FACTOR, FPS, GENRES, RATE, WIDE, changed_positions,  # noqa: F401
+                                  inputs, one_thread, randomize_biases, stage_cfg)
+
 ORDER = 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def lin_cfg(**over) -> dict:
-    cfg = {
-        "rate": RATE, "residual_channels": 8, "gate_channels": 8, "skip_channels": 8,
-        "kernel_size": 2, "dilation_cycles": 2, "cycle_length": 4,
-        "use_genre": False, "use_roll": False, "use_tier_below": False,
-        "conditioning": {"channels": 8, "layers": 2, "kernel_size": 3, "lookahead": 2},
-        "history": {"enabled": False, "pool": 4, "channels": 8, "layers": 3, "kernel_size": 2},
-        "linear_order": ORDER, "linear_below": 3,
-    }
-    for k, v in over.items():
-        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
-    return cfg
+    """The shared small config with the linear path on (order ORDER, below half-window 3)."""
+    return stage_cfg(**{"linear_order": ORDER, "linear_below": 3, **over})
 
 
 def make_stage(index=1, seed=0, dtype=torch.float32, classes=CLASSES, randomize=True, **over) -> Stage:
@@ -47,32 +32,13 @@ def make_stage(index=1, seed=0, dtype=torch.float32, classes=CLASSES, randomize=
     st = Stage(lin_cfg(**over), index=index, n_genres=GENRES, factor=FACTOR if index else 1,
                roll_fps=FPS, classes=classes)
     if randomize:  # non-trivial biases, learned vectors, taps and mu_nn / log_s rows
+        randomize_biases(st)
         with torch.no_grad():
-            for name, p in st.named_parameters():
-                if name.endswith("bias") or p.dim() == 1:
-                    p.normal_(0, 0.3)
             if st.linear is not None:
                 if st.linear.below_weight is not None:
                     st.linear.below_weight.normal_(0, 0.3)
                 st.lin_out.weight.normal_(0, 0.3)
     return st.to(dtype).eval()
-
-
-def inputs(st: Stage, t: int, b: int = 2, seed: int = 1) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "x": torch.randint(0, st.classes, (b, t), generator=g),
-        "genre": torch.tensor([0, GENRES][:b]),
-        "below": torch.randint(0, st.classes, (b, t // FACTOR), generator=g),
-        "roll": (torch.rand(b, 256, t * FPS // RATE, generator=g) > 0.8).to(next(st.parameters()).dtype),
-    }
-
-
-WIDE = {"residual_channels": 16, "gate_channels": 16, "skip_channels": 64, "dtype": torch.float64}
-
-
-def changed_positions(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return ((a - b).abs().amax(dim=(0, 1)) > 0).nonzero()[:, 0]
 
 
 # ----------------------------------------------------------------------------- construction

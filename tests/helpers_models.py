@@ -1,0 +1,66 @@
+"""Shared pieces of the models/ tests: a small stage config, inputs, the one-thread fixture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import Stage
+
+RATE, FACTOR, FPS, CLASSES, GENRES = 800, 4, 100, 32, 3
+
+# perturbation tests: float64 (a tiny far-reaching change survives rounding), wide skips (ReLUs
+# cannot hide it)
+WIDE = {"residual_channels": 16, "gate_channels": 16, "skip_channels": 64, "dtype": torch.float64}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: threads only add synchronisation (and stall on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def stage_cfg(**over) -> dict:
+    """A small stage config as a dict; nested dicts in ``over`` update their section."""
+    cfg = {
+        "rate": RATE, "residual_channels": 8, "gate_channels": 8, "skip_channels": 8,
+        "kernel_size": 2, "dilation_cycles": 2, "cycle_length": 4,
+        "use_genre": False, "use_roll": False, "use_tier_below": False,
+        "conditioning": {"channels": 8, "layers": 2, "kernel_size": 3, "lookahead": 2},
+        "history": {"enabled": False, "pool": 4, "channels": 8, "layers": 3, "kernel_size": 2},
+    }
+    for k, v in over.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+    return cfg
+
+
+def randomize_biases(st: Stage) -> None:
+    """Make biases and the learned vectors non-trivial (zero-initialised ones hide paths)."""
+    with torch.no_grad():
+        for name, p in st.named_parameters():
+            if name.endswith("bias") or p.dim() == 1:
+                p.normal_(0, 0.3)
+
+
+def inputs(st: Stage, t: int, b: int = 2, seed: int = 1) -> dict:
+    """Random x (codes, or PCM floats for a mixture head), genre, tier below and roll for ``st``."""
+    g = torch.Generator().manual_seed(seed)
+    dtype = next(st.parameters()).dtype
+    if st.head_kind == "categorical":
+        x = torch.randint(0, st.classes, (b, t), generator=g)
+    else:
+        x = torch.rand(b, t, generator=g, dtype=torch.float64).to(dtype) * 2 - 1
+    return {
+        "x": x,
+        "genre": torch.tensor([0, GENRES][:b]),
+        "below": torch.randint(0, st.classes, (b, t // FACTOR), generator=g),
+        "roll": (torch.rand(b, 256, t * FPS // RATE, generator=g) > 0.8).to(dtype),
+    }
+
+
+def changed_positions(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Time indices where (B, C, T) outputs differ at all."""
+    return ((a - b).abs().amax(dim=(0, 1)) > 0).nonzero()[:, 0]
