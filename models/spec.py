@@ -17,6 +17,7 @@ from typing import Any
 
 CONDITIONING_DEFAULTS: dict[str, Any] = {"channels": 64, "layers": 4, "kernel_size": 3, "lookahead": 8}
 HISTORY_DEFAULTS: dict[str, Any] = {"enabled": False, "pool": 64, "channels": 64, "layers": 6, "kernel_size": 2}
+SCORE_DEFAULTS: dict[str, Any] = {"enabled": False, "bandwidth_hz": 1.0, "floor": 1e-3, "rolloff": 1.0}
 STAGE_DEFAULTS: dict[str, Any] = {
     "rate": None,
     "residual_channels": 64,
@@ -33,6 +34,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "use_tier_below": True,
     "conditioning": CONDITIONING_DEFAULTS,
     "history": HISTORY_DEFAULTS,
+    "score": SCORE_DEFAULTS,
     "genre_dropout": 0.1,
     "below_dropout": 0.1,
     "roll_dropout": 0.3,
@@ -50,7 +52,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
 # (linear_order 0 = no linear-prediction path; adaptive_scale False = the constant-at-init scale).
 # Dataclass configs always carry them.
 ABSENT_MEANS: dict[str, Any] = {"linear_order": 0, "linear_below": 0, "adaptive_scale": False}
-_NESTED = {"conditioning": CONDITIONING_DEFAULTS, "history": HISTORY_DEFAULTS}
+_NESTED = {"conditioning": CONDITIONING_DEFAULTS, "history": HISTORY_DEFAULTS, "score": SCORE_DEFAULTS}
 
 
 def _plain(value: Any) -> Any:

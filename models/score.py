@@ -1,0 +1,121 @@
+"""Score-informed linear prediction: per-frame predictor taps synthesised from the sounding notes.
+
+A stage that reads the piano roll can predict its next sample with a linear predictor whose
+poles sit at the harmonics of the notes sounding now (source-filter thinking, as in NSF/DDSP,
+but phase-free).  For roll frame g with note velocities v_p in [0, 1] (0 = silent), the autocorrelation of
+a harmonic excitation (harmonics h = 1, 2, ... of every sounding pitch below ``0.95 * rate / 2``,
+amplitude ``h ** -rolloff``) is known in closed form, whatever the phases:
+
+    r_g(tau) = sum_p v_p^2 * K[p, tau],   K[p, tau] = sum_h h^(-2 rolloff) cos(2 pi h f_p tau / rate)
+
+times a Gaussian lag window (``bandwidth_hz``: widens each spectral line, tolerating detuning),
+with ``floor`` of white noise added at lag 0.  Levinson-Durbin turns r_g into taps c_g (order P):
+the prediction error filter then has zeros at the notes' harmonics, whatever their amplitudes
+and phases in the real audio, and the synthesis filter driven by a small residual rings at them
+(harmonic lines at the notes' pitches in generated audio).
+
+The stage blends it with its global own-past taps (``LinearPath``): see ``Stage.forward``.
+The taps depend only on the roll, never on parameters, so they are computed without gradient,
+for the whole piece or for any chunk alike (exact streaming).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+N_PITCHES = 128
+GATE_INIT = 1.0  # initial blend logit: sigmoid(1) = 0.73 of the score taps where notes sound
+
+
+def harmonic_kernel(order: int, rate: int, bandwidth_hz: float, rolloff: float) -> np.ndarray:
+    """K (128, order + 1) float64: lag-windowed autocorrelation of each MIDI pitch's harmonics."""
+    f0 = 440.0 * 2.0 ** ((np.arange(N_PITCHES) - 69) / 12.0)
+    tau = np.arange(order + 1)
+    k = np.zeros((N_PITCHES, order + 1))
+    nyquist = 0.95 * rate / 2.0
+    for h in range(1, int(nyquist / f0.min()) + 1):
+        f = h * f0
+        ok = f < nyquist
+        if not ok.any():
+            break
+        k[ok] += h ** (-2.0 * rolloff) * np.cos(2.0 * np.pi * f[ok, None] * tau / rate)
+    return k * np.exp(-0.5 * (2.0 * np.pi * bandwidth_hz * tau / rate) ** 2)
+
+
+def levinson(r: torch.Tensor, order: int) -> torch.Tensor:
+    """Autocorrelations r (N, order + 1) -> taps a (N, order): x[t] ~ sum_i a[i-1] x[t-i]."""
+    n = r.shape[0]
+    a = r.new_zeros(n, order)
+    err = r[:, 0].clone()
+    for i in range(order):
+        acc = r[:, i + 1] - (a[:, :i] * r[:, 1:i + 1].flip(1)).sum(1)
+        k = acc / err.clamp_min(1e-12)
+        prev = a[:, :i].clone()
+        a[:, :i] = prev - k[:, None] * prev.flip(1)
+        a[:, i] = k
+        err = err * (1.0 - k * k).clamp_min(1e-9)
+    return a
+
+
+class ScoreTaps(nn.Module):
+    """Per-frame linear-prediction taps from the roll's note velocities (no parameters)."""
+
+    def __init__(self, order: int, rate: int, roll_fps: int, bandwidth_hz: float = 1.0, floor: float = 1e-3,
+                 rolloff: float = 1.0) -> None:
+        super().__init__()
+        if rate % roll_fps:
+            raise ValueError(f"ScoreTaps: rate {rate} is not a multiple of roll_fps {roll_fps}")
+        self.order, self.rate, self.roll_fps, self.floor = int(order), int(rate), int(roll_fps), float(floor)
+        self.hop = self.rate // self.roll_fps  # stage samples per roll frame
+        k = harmonic_kernel(self.order, self.rate, float(bandwidth_hz), float(rolloff))
+        self.register_buffer("kernel", torch.tensor(k, dtype=torch.float64), persistent=False)
+
+    def frame_taps(self, roll: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """roll (B, 256, F) (velocities / 127 first, as the stage reads it) -> taps (B, F, P) float64,
+        on (B, F) bool (notes sound)."""
+        vel = roll[:, :N_PITCHES].to(torch.float64)  # (B, 128, F)
+        b, _, f = vel.shape
+        r = torch.einsum("bpf,pk->bfk", vel * vel, self.kernel)  # (B, F, P + 1), float64
+        on = r[..., 0] > 0
+        r = r.reshape(b * f, -1).clone()
+        r[:, 0] = r[:, 0] * (1.0 + self.floor) + 1e-12
+        taps = levinson(r, self.order).view(b, f, self.order)
+        return torch.where(on[..., None], taps, torch.zeros_like(taps)), on
+
+    @torch.no_grad()
+    def sample_taps(self, roll: torch.Tensor | None, drop: torch.Tensor | None, t0: int, t1: int,
+                    batch: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Taps and mask for stage samples [t0, t1): (B, T, P) and (B, T) float (1 = notes sound).
+
+        Frames past the roll's end, a missing roll and dropped rows (drop (B,) bool) are off:
+        zero taps, mask 0 (the stage then uses its global taps alone).
+        """
+        dev = self.kernel.device
+        n = t1 - t0
+        if roll is None or roll.shape[-1] == 0:
+            return torch.zeros(batch, n, self.order, dtype=dtype, device=dev), torch.zeros(batch, n, dtype=dtype,
+                                                                                           device=dev)
+        g0, g1 = t0 // self.hop, -(-t1 // self.hop)
+        frames = roll.shape[-1]
+        sub = roll[:, :, min(g0, frames):min(g1, frames)].to(dev)
+        taps, on = self.frame_taps(sub)  # (B, G, P), (B, G)
+        pad = (g1 - g0) - taps.shape[1]
+        if pad > 0:  # past the roll's end: off
+            taps = torch.cat([taps, taps.new_zeros(taps.shape[0], pad, self.order)], 1)
+            on = torch.cat([on, on.new_zeros(on.shape[0], pad)], 1)
+        idx = torch.arange(t0, t1, device=dev) // self.hop - g0  # frame of each sample
+        taps, on = taps[:, idx].to(dtype), on[:, idx].to(dtype)
+        if drop is not None:
+            keep = (~drop.to(dev).bool()).to(dtype)[:, None]
+            taps, on = taps * keep[..., None], on * keep
+        return taps.expand(batch, -1, -1), on.expand(batch, -1)
+
+    @staticmethod
+    def apply(u: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+        """u (B, T) = dec(shift(x)) (u[t] = dec(x[t-1])), taps (B, T, P) -> (B, T) sum_i c_i(t) dec(x[t-i])."""
+        p = taps.shape[-1]
+        lagged = torch.nn.functional.pad(u, (p - 1, 0)).unfold(-1, p, 1)  # (B, T, P): [..., k] = u[t-(P-1)+k]
+        return (lagged * taps.flip(-1)).sum(-1)
+

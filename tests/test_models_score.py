@@ -1,0 +1,80 @@
+"""models/score.py: score-informed linear prediction from the roll, and a stage that uses it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models import Stage
+from models.score import ScoreTaps, harmonic_kernel, levinson
+
+from tests.helpers_models import FPS, GENRES, inputs, one_thread, randomize_biases  # noqa: F401
+from tests.helpers_models import stage_cfg as small_cfg
+
+RATE = 2000
+
+
+def roll_of(pitches: dict[int, float], frames: int) -> torch.Tensor:
+    """(1, 256, F) roll with the given pitches sounding (velocity / 127) in every frame."""
+    r = torch.zeros(1, 256, frames)
+    for p, v in pitches.items():
+        r[0, p] = v
+    return r
+
+
+def test_levinson_solves_the_normal_equations():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(4000)
+    x = np.convolve(x, [1.0, 0.6, -0.3, 0.2], mode="same")
+    r = np.array([x[: len(x) - k] @ x[k:] for k in range(9)]) / len(x)
+    toeplitz = np.array([[r[abs(i - j)] for j in range(8)] for i in range(8)])
+    want = np.linalg.solve(toeplitz, r[1:])
+    got = levinson(torch.tensor(r)[None], 8)[0].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+
+
+def test_taps_predict_the_notes_whatever_their_phases_and_amplitudes():
+    """A chord's harmonics with random phases and an unknown timbre: the score taps cancel them."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    t = np.arange(n) / RATE
+    chord = {57: 0.8, 64: 0.6, 69: 0.7}  # A3, E4, A4
+    x = np.zeros(n)
+    for p in chord:
+        f0 = 440.0 * 2 ** ((p - 69) / 12)
+        for h in range(1, int(900 / f0) + 1):
+            x += rng.uniform(0.1, 1.0) / h * np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 2 * np.pi))
+    x = 0.5 * x / np.abs(x).max()
+    st = ScoreTaps(32, RATE, FPS, bandwidth_hz=1.0)
+    taps, on = st.sample_taps(roll_of(chord, n * FPS // RATE), None, 0, n, 1, torch.float64)
+    u = torch.tensor(np.concatenate([[0.0], x[:-1]]))[None]
+    resid = x - ScoreTaps.apply(u, taps)[0].numpy()
+    assert bool(on.all())
+    wrong, _ = st.sample_taps(roll_of({58: 0.8, 65: 0.6, 70: 0.7}, n * FPS // RATE), None, 0, n, 1, torch.float64)
+    resid_wrong = x - ScoreTaps.apply(u, wrong)[0].numpy()
+    tail = slice(100, None)  # past the first P samples
+    assert np.var(resid[tail]) < 0.01 * np.var(x[tail])  # > 20 dB below the signal
+    assert np.var(resid_wrong[tail]) > 10 * np.var(resid[tail])  # the pitches matter
+
+
+def test_chunks_equal_the_whole_and_masks_turn_it_off():
+    g = torch.Generator().manual_seed(0)
+    roll = (torch.rand(2, 256, 30, generator=g) > 0.9).float() * 0.8
+    roll[1, :, 10:14] = 0  # silent frames
+    st = ScoreTaps(16, RATE, FPS)
+    full, on = st.sample_taps(roll, None, 0, 700, 2, torch.float64)  # 35 frames: 5 past the roll's end
+    part, on_part = st.sample_taps(roll, None, 230, 470, 2, torch.float64)
+    torch.testing.assert_close(part, full[:, 230:470], rtol=0, atol=1e-12)
+    assert torch.equal(on_part, on[:, 230:470])
+    assert not on[1, 200:280].any() and not on[:, 600:].any()  # silence, past the end: off
+    assert (full[1, 200:280] == 0).all()
+    dropped, on_d = st.sample_taps(roll, torch.tensor([True, False]), 0, 700, 2, torch.float64)
+    assert not on_d[0].any() and torch.equal(on_d[1], on[1]) and (dropped[0] == 0).all()
+
+
+def test_kernel_keeps_harmonics_below_nyquist():
+    k = harmonic_kernel(8, RATE, 0.0, 1.0)
+    f0 = 440.0 * 2 ** ((100 - 69) / 12)  # ~2.8 kHz: no harmonic below 950 Hz
+    assert f0 > 0.95 * RATE / 2 and np.all(k[100] == 0)
+    assert k[69, 0] == pytest.approx(sum(h ** -2.0 for h in range(1, 3)))  # 440 and 880 Hz
