@@ -1,13 +1,14 @@
 # Strata: two commands on a fresh Linux machine.
 #   make demo   installs everything, then runs the whole pipeline on the demo corpus
 #   make test   installs everything, then runs the test suite
+#   make lint   ruff (configured in pyproject.toml) over the code
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 DEMO    ?= demo
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo test bench clean
+.PHONY: install system-deps demo test lint bench clean
 
 # Debian packages: FluidSynth and General MIDI soundfonts (render the demo corpus and MIDI tests)
 system-deps:
@@ -30,6 +31,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# Needs only the virtual environment (ruff is in the dev extras), not the Debian packages
+lint: $(BIN)/strata
+	$(BIN)/ruff check .
 
 bench: install
 	$(BIN)/python bench/preprocess.py --json bench/results/preprocess.json

@@ -2,7 +2,9 @@
 
 A config file (``configs/tiny.yaml``) has four sections: ``data``, ``stages`` (a list, coarse
 to fine), ``train`` and ``generate``.  Every field has a default, so a file only lists what it
-changes.  ``load_config(None)`` gives the ``tiny`` preset shipped with the package.
+changes.  The presets (``tiny``, ``base``) are package data in ``pipeline/configs/`` (a checkout's
+``configs/`` is a link to it), so ``load_config("tiny")`` works from any folder after
+``pip install``; ``load_config(None)`` gives ``tiny``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from typing import Any
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
 from pipeline.errors import StrataError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the presets, shipped as package data
+DEFAULT_PRESET = "tiny"
 
 
 class ConfigError(StrataError, ValueError):
@@ -65,6 +67,16 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """Score-informed linear prediction (models/score.py): taps from the notes sounding now."""
+
+    enabled: bool = False  # needs use_roll and the linear path
+    bandwidth_hz: float = 1.0  # Gaussian lag window: width of each harmonic line (detuning tolerance)
+    floor: float = 1e-3  # white-noise floor added at lag 0 (keeps the poles inside the unit circle)
+    rolloff: float = 1.0  # harmonic h has amplitude h ** -rolloff
+
+
+@dataclass(frozen=True)
 class StageConfig:
     """One WaveNet stage of the cascade.  Stage k models tier k (rate ``rate``)."""
 
@@ -83,6 +95,7 @@ class StageConfig:
     use_tier_below: bool = True  # ignored (False) for stage 0
     conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     # conditioning dropout probabilities used in training
     genre_dropout: float = 0.1
     below_dropout: float = 0.1
@@ -175,6 +188,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 _NESTED: dict[tuple[type, str], type] = {
     (StageConfig, "conditioning"): ConditioningConfig,
     (StageConfig, "history"): HistoryConfig,
+    (StageConfig, "score"): ScoreConfig,
 }
 
 
@@ -204,17 +218,39 @@ def config_from_dict(raw: dict[str, Any]) -> StrataConfig:
     )
 
 
-def load_config(path: str | Path | None = None) -> StrataConfig:
-    """Load a YAML config file; ``None`` or a preset name ("tiny", "base") loads a preset."""
+def preset_names() -> list[str]:
+    """Names of the shipped presets, sorted (``["base", "tiny"]``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config(path: str | Path | None = None) -> Path:
+    """The YAML file that ``path`` names: an existing file, else a preset.
+
+    A preset is named bare (``tiny``), as a file name (``tiny.yaml``) or by its checkout path
+    (``configs/tiny.yaml``, which then works from any folder).  Anything else is one
+    ``ConfigError`` that lists the presets.
+    """
     if path is None:
-        path = "tiny"
+        path = DEFAULT_PRESET
     p = Path(path)
-    if not p.suffix and not p.exists():
-        p = CONFIG_DIR / f"{path}.yaml"
-    if not p.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    if p.is_file():
+        return p
+    if not p.is_absolute() and p.parent in (Path("."), Path("configs")) and p.suffix in ("", ".yaml"):
+        preset = CONFIG_DIR / f"{p.stem}.yaml"
+        if preset.is_file():  # also when a folder of that name is here (a run folder "tiny")
+            return preset
+    if p.exists():
+        raise ConfigError(f"{path}: not a config file")
+    raise ConfigError(f"{path}: no such config file or preset (presets: {', '.join(preset_names())})")
+
+
+def load_config(path: str | Path | None = None) -> StrataConfig:
+    """Load a YAML config file or a preset ("tiny", "base"); ``None`` loads "tiny"."""
+    p = resolve_config(path)
     try:
         raw = yaml.safe_load(p.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config ({e})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({e})") from None
     try:
@@ -279,6 +315,10 @@ def validate(cfg: StrataConfig) -> None:
             raise ConfigError(f"stages[{k}]: crop and batch_size must be positive")
         if s.history.enabled and s.history.pool <= 1:
             raise ConfigError(f"stages[{k}].history.pool must be > 1")
+        if s.score.enabled and not (s.use_roll and s.linear_order > 0 and s.head == "categorical"):
+            raise ConfigError(f"stages[{k}].score needs use_roll and the linear path (linear_order > 0)")
+        if s.score.bandwidth_hz < 0 or not 0 < s.score.floor < 1:
+            raise ConfigError(f"stages[{k}].score: bandwidth_hz >= 0 and floor in (0, 1)")
     t = cfg.train
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")

@@ -3,9 +3,10 @@
 ``build_demo_corpus(out)`` writes ``out/<genre>/<name>.wav`` and beside it ``<name>.mid``, the
 exact MIDI that was rendered (cropped to ``max_seconds``, instrument replaced by the genre's GM
 program), so the WAV's sample 0 is the MIDI's time 0.  Candidate works are read in order from
-``data/demo_corpus.csv`` (columns ``genre,corpus_path,program``); per genre the first
-``per_genre`` works that parse and render are used, so the selection is deterministic.  A work
-that fails is skipped and reported; existing outputs are kept, so a rerun only does the rest.
+``pipeline/data/demo_corpus.csv`` (package data, so an installed ``strata`` finds it; columns
+``genre,corpus_path,program``); per genre the first ``per_genre`` works that parse and render
+are used, so the selection is deterministic.  A work that fails is skipped and reported;
+existing outputs are kept, so a rerun only does the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from pipeline.errors import ParameterError
 
-DEMO_CSV = Path(__file__).resolve().parent.parent / "data" / "demo_corpus.csv"
+DEMO_CSV = Path(__file__).resolve().parent / "data" / "demo_corpus.csv"  # package data
 DEFAULT_PER_GENRE = 8
 DEFAULT_MAX_SECONDS = 45.0
 MAX_BPM_DEFAULT = 120.0  # music21's tempo when a score has no metronome mark
