@@ -152,6 +152,8 @@ def generate(
     genre: Optional[str] = typer.Option(None, "--genre"),
     midi: Optional[Path] = typer.Option(None, "--midi"),
     prompt: Optional[Path] = typer.Option(None, "--prompt", help="audio to continue"),
+    resynth: Optional[Path] = typer.Option(None, "--resynth",
+                                           help="audio whose coarse tier replaces stage 0 (finer stages only)"),
     temperature: float = typer.Option(1.0, "--temperature"),
     top_p: float = typer.Option(0.99, "--top-p", help="nucleus sampling mass (1 = off)"),
     guidance: float = typer.Option(0.0, "--guidance"),
@@ -164,6 +166,7 @@ def generate(
 
     _precheck(validate_params, run_dir=str(run), out_dir=str(out), seconds=seconds, genre=genre,
               midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
+              resynth=str(resynth) if resynth else None,
               temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
     _precheck(load_run, run)
     _quiet_prefect()
@@ -171,9 +174,43 @@ def generate(
 
     jobs = _run(generate_flow, str(run), str(out), seconds=seconds, genre=genre,
                 midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
+                resynth=str(resynth) if resynth else None,
                 temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
     for job in jobs or []:
         typer.echo(f"job: {job} (audio.wav, tier_<rate>.wav, spectrogram.png, meta.json)")
+
+
+@app.command()
+def assess(
+    paths: Optional[list[Path]] = typer.Argument(None, help="job folders, folders of jobs, or audio files"),
+    midi: Optional[Path] = typer.Option(None, "--midi", help="score for every path (default: the job's MIDI, "
+                                        "or a .mid with the audio's stem beside it)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the diagnostics JSON here"),
+    run: Optional[Path] = typer.Option(None, "--run", help="use (with --data: store) this run's noise calibration"),
+    data: Optional[Path] = typer.Option(None, "--data", help="calibrate the noise threshold on this dataset's "
+                                        "train split"),
+) -> None:
+    """Diagnostics of generated or real audio: score agreement, noise, tier consistency, length."""
+    if not paths and not (data and run):
+        _fail("give PATH... to assess (or --data DIR --run DIR to store a noise calibration)")
+    if data is not None:
+        _need_dir(data, "dataset folder")
+    if run is not None:
+        _need_dir(run, "run folder")
+    from pipeline.assess import assess_paths, item_line
+
+    result = _run(assess_paths, list(paths or []), midi=midi, run=run, data=data, json_path=json_path)
+    for item in result["assessed"]:
+        typer.echo(item_line(item))
+    typer.echo(json.dumps(result["summary"], indent=2))
+    for item in result["skipped"]:
+        typer.echo(f"skipped: {item['reason']}", err=True)
+    if json_path:
+        typer.echo(f"diagnostics: {json_path}")
+    if data is not None and run is not None:
+        typer.echo(f"noise calibration: {run / 'diagnostics_calibration.json'}")
+    if paths and not result["assessed"]:
+        _fail("nothing could be assessed")
 
 
 @app.command()

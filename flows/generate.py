@@ -15,15 +15,17 @@ from pipeline.generate import generate, validate_params
 @flow(name="generate")
 def generate_flow(run: str, out: str, seconds: float | None = None, genre: str | None = None,
                   midi: str | None = None, prompt: str | None = None, temperature: float = 1.0,
-                  top_p: float = 0.99, guidance: float = 0.0, seed: int | None = 0, count: int = 1) -> list[str]:
+                  top_p: float = 0.99, guidance: float = 0.0, seed: int | None = 0, count: int = 1,
+                  resynth: str | None = None) -> list[str]:
     """Generate ``count`` variations from a run folder; one job folder each (returned as paths).
 
     ``seed=None`` draws a fresh seed (scheduled runs); it is recorded in each job's meta.json.
+    ``resynth``: audio whose coarse tier replaces stage 0 (only the finer stages generate).
     """
     if seed is None:
         seed = secrets.randbelow(2**31)
-    params = dict(seconds=seconds, genre=genre, midi=midi, prompt=prompt, temperature=temperature,
-                  top_p=top_p, guidance=guidance, seed=seed, count=count)
+    params = dict(seconds=seconds, genre=genre, midi=midi, prompt=prompt, resynth=resynth,
+                  temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
     validate_params(run_dir=run, out_dir=out, **params)  # one ParameterError line before any work
     jobs = generate(run, out, **params)
     for job in jobs:
@@ -55,7 +57,45 @@ def job_markdown(job: Path, meta: dict) -> str:
         lines.append(f"| {s['stage']} | {s['rate']} | {s['samples']} | {s['wall_seconds']:.2f} | "
                      f"{_num(s['real_time_factor'])} | {_num(s['samples_per_second'])} |")
     lines.append(f"| total | | | {t['total_wall_seconds']:.2f} | {_num(t['real_time_factor'])} | |")
+    lines += diagnostics_markdown(meta.get("diagnostics") or {})
     return "\n".join(lines) + "\n"
+
+
+DIAGNOSTIC_ROWS = (  # (group, key, label) shown in the job artifact
+    ("score", "chroma_agreement", "chroma agreement with the MIDI"),
+    ("score", "chroma_chance", "chroma agreement by chance (shuffled frames)"),
+    ("score", "chroma_lift", "chroma lift (agreement - chance)"),
+    ("score", "chroma_reference", "chroma agreement of a FluidSynth rendering"),
+    ("noise", "flatness_median", "median spectral flatness (1 s windows)"),
+    ("noise", "flatness_threshold", "flatness threshold (noise)"),
+    ("noise", "noisy_share", "share of windows above the threshold"),
+    ("noise", "first_noisy_seconds", "first window above the threshold (s)"),
+    ("length", "seconds", "length (s)"),
+    ("length", "ended_by_end_class", "ended by the end class"),
+    ("resynth", "lsd_db", "LSD to the real audio (dB)"),
+    ("resynth", "lsd_upsampled_db", "LSD of plain upsampling (dB)"),
+    ("resynth", "lsd_high_db", "LSD above the coarse Nyquist (dB)"),
+    ("resynth", "lsd_upsampled_high_db", "LSD of upsampling above the coarse Nyquist (dB)"),
+)
+
+
+def diagnostics_markdown(d: dict) -> list[str]:
+    """Markdown lines: a table of the job's diagnostics (meta.json ``diagnostics``)."""
+    if not d:
+        return []
+    lines = ["", "## Diagnostics", ""]
+    if "error" in d:
+        lines += [f"diagnostics failed: {d['error']}", ""]
+    lines += ["| measure | value |", "|---|---|"]
+    lines += [f"| {label} | {_value((d.get(group) or {}).get(key))} |"
+              for group, key, label in DIAGNOSTIC_ROWS if key in (d.get(group) or {})]
+    lines += [f"| tier SNR at {rate} Hz (dB) | {_value(v)} |"
+              for rate, v in ((d.get("tiers") or {}).get("snr_db") or {}).items()]
+    return lines
+
+
+def _value(v) -> str:
+    return _num(v) if isinstance(v, float) else ("-" if v is None else str(v))
 
 
 def _num(v) -> str:

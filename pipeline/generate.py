@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ParameterError, RunError, StrataError
 
@@ -62,6 +62,7 @@ class GenerateParams(BaseModel):
     genre: str | None = None
     midi: Path | None = None
     prompt: Path | None = None
+    resynth: Path | None = None  # real audio whose coarse tier replaces stage 0 (re-synthesis)
     temperature: float = Field(1.0, gt=0, allow_inf_nan=False)
     top_p: float = Field(DEFAULT_TOP_P, gt=0, le=1, allow_inf_nan=False)
     guidance: float = Field(0.0, ge=0, allow_inf_nan=False)
@@ -83,12 +84,18 @@ class GenerateParams(BaseModel):
             raise ValueError("exists and is not a folder")
         return v
 
-    @field_validator("midi", "prompt")
+    @field_validator("midi", "prompt", "resynth")
     @classmethod
     def _file_exists(cls, v: Path | None) -> Path | None:
         if v is not None and not v.is_file():
             raise ValueError("file not found")
         return v
+
+    @model_validator(mode="after")
+    def _one_audio_input(self) -> "GenerateParams":
+        if self.prompt is not None and self.resynth is not None:
+            raise ValueError("give --prompt (continue audio) or --resynth (re-synthesise it), not both")
+        return self
 
 
 _HINTS = {
@@ -213,6 +220,7 @@ class Plan:
     prompt_tiers: dict[int, np.ndarray] | None  # {rate: uint8 codes}, aligned
     prompt_seconds: float
     midi_seconds: float | None
+    resynth_tiers: dict[int, np.ndarray] | None = None  # {rate: uint8 codes} of the real audio (resynth)
 
 
 def resolve_genre(run: LoadedRun, genre: str | None) -> int:
@@ -272,6 +280,8 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     roll, midi_seconds = (None, None)
     if p.midi is not None:
         roll, midi_seconds = load_midi_roll(p.midi, fps)
+    if p.resynth is not None:
+        return _resynth_plan(run, p, genre_id, roll, midi_seconds)
     tiers = load_prompt_tiers(p.prompt, cfg, rates) if p.prompt is not None else None
     p0 = 0 if tiers is None else tiers[r0].shape[0]  # prompt samples at stage 0
     end_code = getattr(run.stages[0], "end_code", None)
@@ -288,6 +298,19 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     if roll is not None:  # MIDI time 0 = start of the continuation (after any prompt)
         roll = _fit_roll(roll, p0 // unit0, n0 // unit0)
     return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds)
+
+
+def _resynth_plan(run: LoadedRun, p: GenerateParams, genre_id: int, roll, midi_seconds) -> Plan:
+    """Re-synthesis: stage 0's tier is the real audio's (prepared as in training, cut to ``seconds``);
+    only the finer stages generate.  MIDI time 0 = the start of the audio."""
+    rates, unit0 = run.rates, run.rates[0] // run.cfg.data.roll_fps
+    tiers = load_prompt_tiers(p.resynth, run.cfg, rates)  # whole roll frames at every rate
+    n0 = tiers[rates[0]].shape[0]
+    if p.seconds is not None:
+        n0 = min(n0, unit0 * max(1, math.ceil(round(p.seconds * rates[0]) / unit0)))
+    tiers = {r: codes[: n0 * r // rates[0]] for r, codes in tiers.items()}
+    roll = None if roll is None else _fit_roll(roll, 0, n0 // unit0)
+    return Plan(n0, False, genre_id, roll, None, 0.0, midi_seconds, resynth_tiers=tiers)
 
 
 def _fit_roll(roll: np.ndarray, offset: int, frames: int) -> np.ndarray:
@@ -516,6 +539,11 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
         scfg = cfg.stages[k]
         rate = rates[k]
         n = n0 * rate // rates[0]
+        if k == 0 and plan.resynth_tiers is not None:  # re-synthesis: the real coarse tier, stage 0 skipped
+            tiers[rate] = torch.from_numpy(plan.resynth_tiers[rate].astype(np.int64)).expand(B, -1).clone()  # (B, n)
+            below, lengths0 = tiers[rate], [n] * B
+            timings.append({**_timing(k, rate, n, B, 0.0, False), "skipped": "resynth"})
+            continue
         roll = None
         if plan.roll is not None and scfg.use_roll:
             frames = n * cfg.data.roll_fps // rate
@@ -605,10 +633,10 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
 
     cfg, rates = run.cfg, run.rates
     n0 = res.lengths[i]
-    audio = None
+    audios = {}
     for rate in rates:
         n = n0 * rate // rates[0]  # crop this stream to its own length
-        audio = _to_audio(res.tiers[rate][i, :n], cfg)
+        audio = audios[rate] = _to_audio(res.tiers[rate][i, :n], cfg)
         write_wav(folder / f"tier_{rate}.wav", audio, rate)
     fine = rates[-1]
     write_wav(folder / "audio.wav", audio, fine)
@@ -616,6 +644,7 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
     plot_spectrogram(audio, fine, folder / "spectrogram.png", roll=roll, roll_fps=cfg.data.roll_fps,
                      title=f"{folder.name.removeprefix('.tmp-')} ({len(audio) / fine:.2f} s)")
     seconds = len(audio) / fine
+    ended = plan.free_length and n0 < plan.n0
     meta = {
         "job": folder.name.removeprefix(".tmp-"),
         "variation": i,
@@ -629,7 +658,7 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
         "prompt_seconds": plan.prompt_seconds,
         "midi_seconds": plan.midi_seconds,
         "length_decided_by_model": plan.free_length,
-        "ended_by_model": plan.free_length and n0 < plan.n0,
+        "ended_by_model": ended,
         "stages": run.stage_info,
         "package_version": _package_version(),
         "timings": {
@@ -641,9 +670,28 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
         },
         "guidance_formula": "l = l_u + (1 + W) * (l_c - l_u)",
         "created_utc": datetime.now(timezone.utc).isoformat(),
+        "diagnostics": job_diagnostics(audios, run, plan, p, {
+            "seconds": seconds, "length_decided_by_model": plan.free_length, "ended_by_end_class": ended}),
     }
     atomic_write_json(folder / "meta.json", meta)
     return meta
+
+
+def job_diagnostics(audios: dict[int, np.ndarray], run: LoadedRun, plan: Plan, p: GenerateParams,
+                    length: dict) -> dict:
+    """``pipeline.assess`` diagnostics of one variation ({rate: float audio}); a failure is recorded
+    in place of the numbers, never lost work."""
+    from pipeline.assess import generation_diagnostics
+    from pipeline.audio import mulaw_decode
+
+    real = None if plan.resynth_tiers is None else {
+        r: mulaw_decode(c, run.cfg.data.mu_bits) for r, c in plan.resynth_tiers.items()}
+    try:
+        return generation_diagnostics(audios, midi=p.midi, midi_offset=plan.prompt_seconds, run_dir=run.path,
+                                      length=length, resynth=real,
+                                      resynth_source=None if p.resynth is None else str(p.resynth))
+    except Exception as e:  # noqa: BLE001 - diagnostics must not cost the generated piece
+        return {"error": f"{type(e).__name__}: {e}", "length": length}
 
 
 def _package_version() -> str | None:
@@ -659,10 +707,14 @@ def _package_version() -> str | None:
 
 
 def generate(run_dir, out_dir, seconds=None, genre=None, midi=None, prompt=None, temperature=1.0,
-             top_p=DEFAULT_TOP_P, guidance=0.0, seed=0, count=1, progress=True, chunk=None) -> list[Path]:
-    """Generate ``count`` variations; returns their job folders (one per variation)."""
+             top_p=DEFAULT_TOP_P, guidance=0.0, seed=0, count=1, progress=True, chunk=None,
+             resynth=None) -> list[Path]:
+    """Generate ``count`` variations; returns their job folders (one per variation).
+
+    ``resynth``: an audio file whose coarse tier replaces stage 0 (only the finer stages run).
+    """
     p = validate_params(run_dir=run_dir, out_dir=out_dir, seconds=seconds, genre=genre, midi=midi,
-                        prompt=prompt, temperature=temperature, top_p=top_p, guidance=guidance,
+                        prompt=prompt, resynth=resynth, temperature=temperature, top_p=top_p, guidance=guidance,
                         seed=seed, count=count, chunk=chunk)
     run = load_run(p.run_dir)
     plan = make_plan(run, p)

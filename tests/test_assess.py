@@ -1,0 +1,215 @@
+"""Diagnostics of generated and real audio (pipeline/assess.py, ``strata assess``, meta.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pipeline import assess_metrics as am
+from pipeline.assess import (FALLBACK_FLATNESS_THRESHOLD, assess_audio, assess_job, assess_paths,
+                             calibrate_noise, noise_threshold, write_calibration)
+from pipeline.audio import load_audio, make_tiers, mulaw_decode, resample, to_mono
+from pipeline.midi import read_midi
+from tests.helpers_data import make_dataset
+from tests.helpers_run import make_run, write_midi, write_tone
+
+SR = am.ANALYSIS_RATE
+C_MAJOR, F_SHARP_MAJOR = (60, 64, 67), (66, 70, 73)
+CHORDS = ((60, 64, 67), (62, 65, 69), (66, 70, 73), (57, 61, 64))  # C, d, F#, A: distinct pitch classes
+
+
+def tones(pitches, seconds: float) -> np.ndarray:
+    """Harmonic tones (fundamental + 2 decaying partials) of the MIDI pitches, float32 at SR."""
+    t = np.arange(int(seconds * SR)) / SR
+    x = sum(np.sin(2 * np.pi * h * 440 * 2 ** ((p - 69) / 12) * t) / h for p in pitches for h in (1, 2, 3))
+    return (0.9 * x / np.max(np.abs(x))).astype(np.float32)
+
+
+def write_wav(path: Path, x: np.ndarray, rate: int = SR) -> Path:
+    sf.write(str(path), x, rate, subtype="PCM_16")
+    return path
+
+
+def read(path: Path) -> np.ndarray:
+    x, sr = load_audio(path)
+    return am.to_analysis_rate(to_mono(x), sr)
+
+
+def chord_midi(path: Path, chords, seconds: float) -> Path:
+    return write_midi(path, [(p, i * seconds, (i + 1) * seconds) for i, c in enumerate(chords) for p in c])
+
+
+# ----------------------------------------------------------------------------- score agreement
+
+
+def test_matching_chord_agrees_and_a_wrong_one_does_not(tmp_path):
+    midi = read_midi(chord_midi(tmp_path / "c.mid", [C_MAJOR], 2.0))
+    right = am.chroma_agreement(read(write_wav(tmp_path / "c.wav", tones(C_MAJOR, 2.0))), midi)
+    wrong = am.chroma_agreement(read(write_wav(tmp_path / "fs.wav", tones(F_SHARP_MAJOR, 2.0))), midi)
+    assert right["chroma_agreement"] > 0.8
+    assert wrong["chroma_agreement"] < 0.3
+    assert right["frames"] > 50
+
+
+def test_shuffled_frames_score_chance_and_a_shift_loses_agreement(tmp_path):
+    audio = np.concatenate([tones(c, 0.75) for c in CHORDS])
+    notes = read_midi(chord_midi(tmp_path / "seq.mid", CHORDS, 0.75))
+    found = am.chroma_agreement(read(write_wav(tmp_path / "seq.wav", audio)), notes)
+    assert found["chroma_agreement"] > 0.75
+    assert found["chroma_agreement"] - found["chroma_chance"] > 0.3
+    late = am.chroma_agreement(read(write_wav(tmp_path / "seq.wav", audio)), notes, offset_seconds=0.75)
+    assert late["chroma_agreement"] < found["chroma_agreement"] - 0.3  # the score read one chord late
+
+
+def test_assess_audio_picks_up_the_midi_beside_it(tmp_path):
+    write_wav(tmp_path / "piece.wav", tones(C_MAJOR, 2.0))
+    chord_midi(tmp_path / "piece.mid", [C_MAJOR], 2.0)
+    item = assess_audio(tmp_path / "piece.wav")
+    score = item["score"]
+    assert score["midi"] == str(tmp_path / "piece.mid")
+    assert score["chroma_lift"] == pytest.approx(score["chroma_agreement"] - score["chroma_chance"])
+    ref = score["chroma_reference"]
+    assert ref is None or 0.5 < ref <= 1.0  # a FluidSynth rendering of the score (None without it)
+    assert item["kind"] == "audio" and item["length"]["seconds"] == pytest.approx(2.0)
+
+
+# ----------------------------------------------------------------------------- noise
+
+
+def test_white_noise_is_above_the_threshold_and_a_sine_below():
+    rng = np.random.default_rng(0)
+    noise = am.noise_summary((0.3 * rng.standard_normal(3 * SR)).astype(np.float32), FALLBACK_FLATNESS_THRESHOLD)
+    sine = am.noise_summary(tones([69], 3.0), FALLBACK_FLATNESS_THRESHOLD)
+    assert noise["flatness_median"] > 0.3 and noise["noisy_share"] == 1.0 and noise["first_noisy_seconds"] == 0.0
+    assert sine["flatness_median"] < FALLBACK_FLATNESS_THRESHOLD / 10
+    assert sine["noisy_share"] == 0.0 and sine["first_noisy_seconds"] is None and sine["windows"] == 3
+
+
+def test_noise_after_music_is_timed_and_silence_is_not_noise():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([tones(C_MAJOR, 2.0), (0.3 * rng.standard_normal(2 * SR)).astype(np.float32),
+                        np.zeros(2 * SR, np.float32)])
+    flat = am.window_flatness(x)  # a frame straddling a window edge belongs to the window of its centre
+    assert (flat[:2] < FALLBACK_FLATNESS_THRESHOLD).all() and (flat[2:4] > 0.3).all() and np.isnan(flat[5])
+    found = am.noise_summary(x, FALLBACK_FLATNESS_THRESHOLD)
+    assert found["first_noisy_seconds"] == 2.0 and found["windows"] == 6 and found["silent_windows"] >= 1
+    assert 0.4 <= found["noisy_share"] <= 0.6
+
+
+def test_calibration_from_a_dataset_is_stored_in_the_run(tmp_path):
+    tonal = calibrate_noise(make_dataset(tmp_path / "tonal", kind="periodic"))
+    noisy = calibrate_noise(make_dataset(tmp_path / "noisy", kind="noise"))
+    assert tonal["tracks"] == 4 and tonal["split"] == "train" and tonal["windows"] == 8
+    assert tonal["flatness_threshold"] < 0.01 < 0.3 < noisy["flatness_threshold"]
+    run = tmp_path / "run"
+    run.mkdir()
+    assert noise_threshold(run) == (FALLBACK_FLATNESS_THRESHOLD, "fallback")
+    stored = write_calibration(tmp_path / "tonal", run)
+    assert noise_threshold(run) == (stored["flatness_threshold"], str(run / "diagnostics_calibration.json"))
+
+
+# ----------------------------------------------------------------------------- tiers and spectra
+
+
+def test_tier_consistency_of_a_file_with_its_own_resampling():
+    rng = np.random.default_rng(2)
+    fine = (tones(C_MAJOR, 1.0) + 0.05 * rng.standard_normal(SR)).astype(np.float32)
+    own = am.tier_consistency(fine, SR, {2000: resample(fine, SR, 2000), 8000: resample(fine, SR, 8000)})
+    assert own == {"2000": am.SNR_CAP_DB, "8000": am.SNR_CAP_DB}
+    coded = {r: mulaw_decode(c) for r, c in make_tiers(fine, (2000, SR)).items()}
+    assert 25 < am.tier_consistency(coded[SR], SR, {2000: coded[2000]})["2000"] < am.SNR_CAP_DB
+    noise = (0.3 * rng.standard_normal(2000)).astype(np.float32)
+    assert am.tier_consistency(fine, SR, {2000: noise})["2000"] < 0
+
+
+def test_lsd_is_zero_to_itself_and_upsampling_scores_worse():
+    rng = np.random.default_rng(3)
+    real = (tones(CHORDS[0], 1.0) * 0.7 + 0.02 * rng.standard_normal(SR)).astype(np.float32)
+    upsampled = resample(resample(real, SR, 2000), 2000, SR)
+    assert am.lsd_db(real, real, SR) == 0.0
+    assert am.lsd_db(real, upsampled, SR) > 10
+    assert am.lsd_db(real, upsampled, SR, min_hz=1000) > am.lsd_db(real, upsampled, SR)  # loss is above 1 kHz
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_assess_command_writes_json_and_skips_bad_paths(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    write_wav(tmp_path / "piece.wav", tones(C_MAJOR, 2.0))
+    chord_midi(tmp_path / "piece.mid", [C_MAJOR], 2.0)
+    out = tmp_path / "diag.json"
+    res = CliRunner().invoke(app, ["assess", str(tmp_path / "piece.wav"), str(tmp_path / "missing.wav"),
+                                   "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    (item,) = data["assessed"]
+    assert {"score", "noise", "tiers", "resynth", "length"} <= set(item)
+    assert item["noise"]["threshold_source"] == "fallback"
+    assert set(item["tiers"]["snr_db"]) == {"2000", "8000"}
+    assert data["skipped"][0]["path"] == str(tmp_path / "missing.wav")
+    assert data["summary"]["items"] == 1 and data["summary"]["chroma_agreement"] > 0.8
+    bad = CliRunner().invoke(app, ["assess", str(tmp_path / "missing.wav")])
+    assert bad.exit_code == 2 and "nothing could be assessed" in bad.output
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("assess"))
+
+
+def test_resynth_job_writes_diagnostics(run, tmp_path):
+    from pipeline.generate import generate, load_prompt_tiers, load_run
+
+    tone = write_tone(tmp_path / "real.wav", seconds=0.5)
+    (job,) = generate(run, tmp_path / "out", resynth=tone, progress=False)
+    meta = json.loads((job / "meta.json").read_text())
+    d = meta["diagnostics"]
+    assert "error" not in d, d
+    real = load_prompt_tiers(tone, load_run(run).cfg, [1000, 2000])
+    coarse, _ = sf.read(str(job / "tier_1000.wav"), dtype="float32")
+    assert np.abs(coarse - mulaw_decode(real[1000])).max() < 1e-4  # stage 0 skipped: the real tier
+    assert meta["timings"]["stages"][0]["skipped"] == "resynth"
+    assert d["resynth"]["source"] == str(tone) and d["resynth"]["high_band_hz"] == 500
+    assert d["resynth"]["lsd_db"] > 0 and d["resynth"]["lsd_upsampled_db"] > 0
+    assert set(d["tiers"]["snr_db"]) == {"1000"}
+    assert d["length"] == {"seconds": meta["seconds"], "length_decided_by_model": False, "ended_by_end_class": False}
+    again = assess_job(job)
+    assert again["tiers"]["snr_db"]["1000"] == pytest.approx(d["tiers"]["snr_db"]["1000"], abs=0.01)  # 16-bit files
+    assert again["resynth"] == d["resynth"]
+    assert again["noise"]["flatness_median"] == pytest.approx(d["noise"]["flatness_median"], abs=1e-3)
+
+
+def test_midi_job_reports_score_agreement_and_markdown(run, tmp_path):
+    from flows.generate import job_markdown
+    from pipeline.generate import generate
+
+    midi = write_midi(tmp_path / "m.mid", notes=((60, 0.0, 0.3), (64, 0.1, 0.3)))
+    (job,) = generate(run, tmp_path / "out", midi=midi, progress=False)
+    meta = json.loads((job / "meta.json").read_text())
+    score = meta["diagnostics"]["score"]
+    assert score["midi"] == str(midi) and score["offset_seconds"] == 0.0
+    assert {"chroma_agreement", "chroma_chance", "chroma_reference", "chroma_lift"} <= set(score)
+    text = job_markdown(job, meta)
+    assert "## Diagnostics" in text and "chroma lift" in text and "tier SNR at 1000 Hz" in text
+    folder = assess_paths([tmp_path / "out"])  # a folder of jobs
+    assert [i["path"] for i in folder["assessed"]] == [str(job)]
+
+
+def test_resynth_and_prompt_together_are_refused(run, tmp_path):
+    from pipeline.errors import ParameterError
+    from pipeline.generate import generate
+
+    tone = write_tone(tmp_path / "real.wav")
+    with pytest.raises(ParameterError, match="not both"):
+        generate(run, tmp_path / "out", prompt=tone, resynth=tone, progress=False)
