@@ -10,8 +10,15 @@ import pytest
 import soundfile as sf
 
 from pipeline import assess_metrics as am
-from pipeline.assess import (FALLBACK_FLATNESS_THRESHOLD, assess_audio, assess_job, assess_paths,
-                             calibrate_noise, noise_threshold, write_calibration)
+from pipeline.assess import (
+    FALLBACK_FLATNESS_THRESHOLD,
+    assess_audio,
+    assess_job,
+    assess_paths,
+    calibrate_noise,
+    noise_threshold,
+    write_calibration,
+)
 from pipeline.audio import load_audio, make_tiers, mulaw_decode, resample, to_mono
 from pipeline.midi import read_midi
 from tests.helpers_data import make_dataset
