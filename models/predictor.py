@@ -27,7 +27,14 @@ are unchanged.  The full pass and the streaming step share the helpers below (``
 ``past`` (conv / ring dot product), ``below_part`` (same code for the whole piece and for chunks)
 and ``combine`` (the bin log-probabilities).
 
-``lstsq_init`` warm-starts the path from a least-squares fit on training tracks.
+A stage reading the tier below has a second set of own-past taps, the *fallback* (``fallback_weight``):
+rows whose tier below is dropped (conditioning dropout, the "without conditioning" ablation) or absent
+use ``mu_lin = sum_i c_i dec(x[t-i])`` instead of the joint taps with a zero below term, which is what
+a silent tier below would give (the joint own-past taps were fitted next to the below taps and predict
+badly alone).  The chosen mu feeds the logistic, the adaptive-scale residuals and the stream's ring alike.
+
+``lstsq_init`` warm-starts the path from a least-squares fit on training tracks (the joint taps and,
+on the same rows, an own-past-only fit for the fallback).
 """
 
 from __future__ import annotations
@@ -75,8 +82,12 @@ class LinearPath(nn.Module):
 
     ``order`` past taps (``past_weight[i-1]`` = a_i); with ``factor``/``back``/``ahead`` given
     (a stage reading the tier below), per-phase below taps ``below_weight`` (factor, window),
-    window = back + ahead + 1 covering below[t // f - back .. t // f + ahead].  The network's
+    window = back + ahead + 1 covering below[t // f - back .. t // f + ahead], and the fallback
+    own-past taps ``fallback_weight`` (P,) for rows without the tier below.  The network's
     mu_nn / log_s come from the stage's ``lin_out`` (two output rows next to ``out2``).
+
+    Model files written before the fallback existed load with the fallback equal to the joint
+    own-past taps (``_load_from_state_dict``): the old zero-fill behaviour, until retrained.
     """
 
     def __init__(self, classes: int, end_class: bool, order: int, factor: int = 1,
@@ -96,6 +107,7 @@ class LinearPath(nn.Module):
         past[0] = 1.0  # previous sample
         self.past_weight = nn.Parameter(past)
         self.below_weight = nn.Parameter(torch.zeros(factor, self.window)) if self.use_below else None
+        self.fallback_weight = nn.Parameter(past.clone()) if self.use_below else None
         self.adaptive = bool(adaptive)
         self.adapt_taps = ADAPT_TAPS if self.adaptive else 0
         if self.adaptive:  # fixed, not saved (rebuilt from the constants)
@@ -118,6 +130,12 @@ class LinearPath(nn.Module):
             self.register_buffer(name, torch.tensor(arr, dtype=torch.float32), persistent=False)
 
     # ------------------------------------------------------------------ numbers
+    @property
+    def reach(self) -> int:
+        """Samples of own past that affect mu / s: x[t-P..t-1] through the taps, and with an adaptive
+        scale the residuals r(t-L..t-1), each of which reads P samples further back."""
+        return self.order + self.adapt_taps
+
     def macs_per_sample(self) -> int:
         """Per generated sample: the past taps, the below taps (one phase), ~6 ops per class
         (+ the adaptive-scale window and its residual when adaptive)."""
@@ -128,15 +146,50 @@ class LinearPath(nn.Module):
         """Codes (any shape, int64) -> decoded floats (end code -> 0.0)."""
         return self.decode_table[codes]
 
-    def past(self, u: torch.Tensor) -> torch.Tensor:
-        """u (B, T) = dec(shift(x)) (u[t] = dec(x[t-1])) -> (B, T) sum_i a_i dec(x[t-i]); zeros before 0."""
-        w = self.past_weight.flip(0).view(1, 1, -1)  # tap k multiplies u[t - (P-1) + k]: a_{P-k}
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Old model files (no ``fallback_weight``): the fallback starts as the joint own-past taps."""
+        key = prefix + "fallback_weight"
+        if self.fallback_weight is not None and key not in state_dict and prefix + "past_weight" in state_dict:
+            state_dict[key] = state_dict[prefix + "past_weight"].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def past(self, u: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """u (B, T) = dec(shift(x)) (u[t] = dec(x[t-1])) -> (B, T) sum_i a_i dec(x[t-i]); zeros before 0.
+
+        ``weight``: the taps a_1..a_P (default ``past_weight``)."""
+        w = (self.past_weight if weight is None else weight).flip(0).view(1, 1, -1)  # tap k: a_{P-k}
         return F.conv1d(F.pad(u.unsqueeze(1), (self.order - 1, 0)), w)[:, 0]
 
-    def past_rotations(self) -> torch.Tensor:
-        """(P, P) weights for a ring of the last P decoded inputs: row r is used when the newest
-        input sits in slot r; slot s then holds lag ((r - s) mod P) + 1."""
-        return self.rotations(self.past_weight)
+    def fallback_rows(self, below: torch.Tensor | None, drop: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """(B,) bool: rows that use the fallback taps (tier below dropped, or not given at all);
+        None for a path without a tier below."""
+        if self.fallback_weight is None:
+            return None
+        dev = self.decode_table.device
+        if below is None or below.shape[-1] == 0:
+            return torch.ones(batch, dtype=torch.bool, device=dev)
+        if drop is None:
+            return torch.zeros(batch, dtype=torch.bool, device=dev)
+        drop = torch.as_tensor(drop, device=dev).bool()
+        return drop.expand(batch) if drop.dim() == 0 else drop
+
+    def predict(self, u: torch.Tensor, below: torch.Tensor | None, fallback: torch.Tensor | None) -> torch.Tensor:
+        """mu_lin without the bias: u (B, T) as in ``past`` -> (B, T).  Joint taps (own past + tier
+        below) per row, or the fallback own-past taps where ``fallback`` (B,) is set."""
+        b, t = u.shape
+        mu = self.past(u)
+        if fallback is not None:
+            mu = torch.where(fallback[:, None], self.past(u, self.fallback_weight), mu)
+        y = self.below_part(below, fallback, 0, -(-t // self.factor), b)
+        return mu if y is None else mu + y[:, :t]
+
+    def past_rotations(self, fallback: torch.Tensor | None = None) -> torch.Tensor:
+        """(P, B, P) ring weights of each row's own-past taps (see ``rotations``): the joint taps, or
+        the fallback taps where ``fallback`` (B,) is set; B = 1 when ``fallback`` is None."""
+        rot = self.rotations(self.past_weight)[:, None]  # (P, 1, P)
+        if fallback is None:
+            return rot
+        return torch.where(fallback[None, :, None], self.rotations(self.fallback_weight)[:, None], rot)
 
     def rotations(self, weight: torch.Tensor) -> torch.Tensor:
         """(n, n) ring weights for taps ``weight`` (lag 1 first): row r is used when the newest
@@ -166,7 +219,8 @@ class LinearPath(nn.Module):
                    batch: int) -> torch.Tensor | None:
         """Below contribution for stage samples [j0*f, j1*f): (B, (j1 - j0) * f), or None (no tier below).
 
-        below (B, n) codes; samples outside [0, n) and dropped examples contribute zero.
+        below (B, n) codes; samples outside [0, n) and dropped examples (``drop`` (B,) bool: they
+        use the fallback taps instead) contribute zero.
         """
         if not self.use_below or below is None or below.shape[-1] == 0:
             return None
@@ -237,8 +291,9 @@ def lstsq_init(stage, x_list: Sequence[np.ndarray], below_list: Sequence[np.ndar
     x[t-1..t-P] (zeros before the start), per-phase below window, one intercept (the bias of mu_nn).
     The logistic scale is set from the mean absolute residual; with an adaptive scale, the log_s
     bias is log(1 / (2 ln 2)) instead (s = s_adapt: mean |deviation| = the recent mean |residual|).
-    Returns {"past", "below", "bias",
-    "scale", "rows", "rmse"}.
+    A stage with below taps also gets its fallback taps: own past only, on the same rows, with the
+    same intercept (the mu bias is shared).  Returns {"past", "below", "fallback", "bias", "scale",
+    "rows", "rmse", "fallback_rmse"} ("fallback", "fallback_rmse": None without below taps).
     """
     lin = getattr(stage, "linear", None)
     if lin is None:
@@ -282,8 +337,14 @@ def lstsq_init(stage, x_list: Sequence[np.ndarray], below_list: Sequence[np.ndar
     scale = max(mad / (2.0 * math.log(2.0)), 1e-4)  # logistic: E|X - mu| = 2 s ln 2
     if lin.adaptive:
         scale = math.exp(LOG_S_ADAPT_INIT)  # a multiplier of s_adapt, not an absolute scale
-    past = torch.tensor(w[1:1 + p])
-    below_w = torch.tensor(w[1 + p:].reshape(f, lin.window)) if use_below else None
-    stage.set_linear_predictor(past, below_w, bias=float(w[0]), scale=scale)
-    return {"past": w[1:1 + p], "below": None if below_w is None else below_w.numpy(), "bias": float(w[0]),
-            "scale": scale, "rows": int(len(ym)), "rmse": float(np.sqrt(np.mean(resid**2)))}
+    fallback = fallback_rmse = None
+    if use_below:  # own past only, the intercept fixed to the joint fit's
+        own = xm[:, 1:1 + p]
+        fallback, *_ = np.linalg.lstsq(own, ym - w[0], rcond=None)
+        fallback_rmse = float(np.sqrt(np.mean((own @ fallback + w[0] - ym) ** 2)))
+    below_w = w[1 + p:].reshape(f, lin.window) if use_below else None
+    stage.set_linear_predictor(torch.tensor(w[1:1 + p]), None if below_w is None else torch.tensor(below_w),
+                               bias=float(w[0]), scale=scale,
+                               fallback=None if fallback is None else torch.tensor(fallback))
+    return {"past": w[1:1 + p], "below": below_w, "fallback": fallback, "bias": float(w[0]), "scale": scale,
+            "rows": int(len(ym)), "rmse": float(np.sqrt(np.mean(resid**2))), "fallback_rmse": fallback_rmse}

@@ -13,7 +13,8 @@ The step uses the stage's own parameters, laid out once per stream for a lean st
 - the gate outputs of all layers sit in one (B, L, G+1) buffer whose last column is 1, so the
   residual bias and all skip projections + biases are single matmuls;
 - linear-prediction path (models/predictor.py): a ring of the last P decoded inputs times
-  pre-rotated taps (one P-tap dot product), the tier-below part computed per chunk alongside the
+  pre-rotated taps (one P-tap dot product per row: the joint taps, or the fallback taps for rows
+  whose tier below is dropped), the tier-below part computed per chunk alongside the
   conditioning features, then the shared ``LinearPath.combine`` (C sigmoid pairs); with an
   adaptive scale, a ring of the last L |residuals| of the linear part (|r(t-1)| pushed at step t
   from x[t-1] and the kept mu_lin(t-1)) times pre-rotated window weights.
@@ -31,12 +32,12 @@ class StageStream:
     """``with stage.streaming(batch=B, ...) as s: out_t = s.step(x_prev)``.
 
     below (B, T // factor) and roll (B, 256, F) cover the whole piece; genre (B,) or int;
-    drop_below / drop_roll / drop_history (B,) bool.  ``step`` takes x[t-1] (start_code at the
-    first call) and returns the output for sample t: (B, C).
+    drop_below / drop_roll / drop_history / drop_below_linear (B,) bool (as ``Stage.forward``).
+    ``step`` takes x[t-1] (start_code at the first call) and returns the output for sample t: (B, C).
     """
 
     def __init__(self, stage, batch: int = 1, genre=None, below=None, roll=None, drop_below=None,
-                 drop_roll=None, drop_history=None, chunk: int = 4096) -> None:
+                 drop_roll=None, drop_history=None, drop_below_linear=None, chunk: int = 4096) -> None:
         if stage.training:
             raise RuntimeError("Stage.streaming: the stage is in training mode; call stage.eval() first "
                                "(streaming is for inference and must equal the eval forward pass)")
@@ -45,7 +46,8 @@ class StageStream:
         p = next(stage.parameters())
         self.device, self.dtype = p.device, p.dtype
         with torch.no_grad():
-            self._setup(genre, below, roll, drop_below, drop_roll, drop_history, chunk)
+            self._setup(genre, below, roll, drop_below, drop_roll, drop_history,
+                        drop_below if drop_below_linear is None else drop_below_linear, chunk)
 
     # ------------------------------------------------------------------ setup
     def _mask(self, m):
@@ -54,7 +56,7 @@ class StageStream:
         m = torch.as_tensor(m, device=self.device).bool()
         return m.expand(self.batch) if m.dim() == 0 else m
 
-    def _setup(self, genre, below, roll, drop_below, drop_roll, drop_history, chunk) -> None:
+    def _setup(self, genre, below, roll, drop_below, drop_roll, drop_history, drop_lin, chunk) -> None:
         st, b = self.stage, self.batch
         g, k, n = st.gate_channels, st.kernel_size, st.n_layers
         g2 = 2 * g
@@ -103,8 +105,10 @@ class StageStream:
         # linear-prediction path: ring of the last P decoded inputs (zeros = before the start)
         self.lin = st.linear
         if self.lin is not None:
+            below_t = None if below is None else torch.as_tensor(below)
+            self.lin_fallback = self.lin.fallback_rows(below_t, self._mask(drop_lin), b)  # (B,) or None
             self.lin_ring = new(b, self.lin.order)
-            self.lin_rot = self.lin.past_rotations().to(self.dtype)  # (P, P)
+            self.lin_rot = self.lin.past_rotations(self.lin_fallback).to(self.dtype)  # (P, B or 1, P)
             self.lin_buf = None  # (chunk, B) below part of the current chunk (None: no tier below)
             self.lin_bias = float(st.lin_out.bias.detach()[0])  # the mu bias: part of mu_lin (residuals)
             if self.lin.adaptive:  # ring of the last L |residuals| of the linear part (zeros = before 0)
@@ -158,7 +162,7 @@ class StageStream:
                                j0, j0 + self.chunk // up)  # (B, Cc, chunk)
         self.cond_buf.copy_(c.permute(2, 0, 1))  # (chunk, B, Cc)
         if self.lin is not None:
-            y = self.lin.below_part(self.below, self.drop_below, j0, j0 + self.chunk // up, self.batch)
+            y = self.lin.below_part(self.below, self.lin_fallback, j0, j0 + self.chunk // up, self.batch)
             self.lin_buf = None if y is None else y.t().contiguous()  # (chunk, B)
 
     # ------------------------------------------------------------------ context manager
@@ -189,7 +193,7 @@ class StageStream:
             return self._step(x_prev)
 
     def _step(self, x_prev: torch.Tensor) -> torch.Tensor:
-        t, g2, b = self.t, self.g2, self.batch
+        t, b = self.t, self.batch
         if not torch.is_tensor(x_prev):
             x_prev = torch.as_tensor(x_prev, device=self.device)
         if x_prev.dim() == 0:
@@ -233,7 +237,7 @@ class StageStream:
             return out
         slot = t % self.lin.order
         self.lin_ring[:, slot] = self.lin.decode(x_prev.long())
-        mu = torch.mv(self.lin_ring, self.lin_rot[slot])  # (B,) own-past part
+        mu = (self.lin_ring * self.lin_rot[slot]).sum(1)  # (B,) own-past part (each row's taps)
         if self.lin_buf is not None:
             mu = mu + self.lin_buf[t % self.chunk]
         c = self.stage.head.channels

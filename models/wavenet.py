@@ -125,6 +125,11 @@ class Stage(nn.Module):
         return (self.history.receptive_field + 1) * p - 1 + self.receptive_field - self.kernel_size
 
     @property
+    def linear_receptive_field(self) -> int:
+        """Samples of own past that affect an output through the linear path (0 if off)."""
+        return 0 if self.linear is None else self.linear.reach
+
+    @property
     def lookahead(self) -> int:
         """Stage samples after t covered by the conditioning input visible at t."""
         if self.conditioning is None:
@@ -180,8 +185,18 @@ class Stage(nn.Module):
 
     # ------------------------------------------------------------------ teacher-forced pass
     def forward(self, x: torch.Tensor, genre=None, below=None, roll=None, drop_below=None,
-                drop_roll=None, drop_history=None) -> torch.Tensor:
-        """x (B, T) -> (B, C, T): output t is the distribution of x[t] given x[<t]."""
+                drop_roll=None, drop_history=None, drop_below_linear=None, cond_len=None) -> torch.Tensor:
+        """x (B, T) -> (B, C, T): output t is the distribution of x[t] given x[<t].
+
+        ``drop_below`` (B,) bool drops the tier below from the network and (unless
+        ``drop_below_linear`` (B,) says otherwise) from the linear path, which then uses its
+        fallback taps.  ``cond_len`` (B,) int: stage samples of ``below`` / ``roll`` that exist,
+        counted from x's start (the rest is padding past the piece's end, read as missing).
+        """
+        if cond_len is not None and self.conditioning is not None:
+            return self._forward_by_cond_len(x, cond_len, genre=genre, below=below, roll=roll,
+                                             drop_below=drop_below, drop_roll=drop_roll, drop_history=drop_history,
+                                             drop_below_linear=drop_below_linear)
         b, t = x.shape
         dev = x.device
         g2 = 2 * self.gate_channels
@@ -213,10 +228,8 @@ class Stage(nn.Module):
         out = self.out2(y)  # (B, C, T)
         if self.linear is None:
             return out
-        mu = self.linear.past(self.linear.decode(self.shift(x)))  # (B, T)
-        below_mu = self.linear.below_part(below, drop_below, 0, -(-t // self.factor), b)
-        if below_mu is not None:
-            mu = mu + below_mu[:, :t]
+        fallback = self.linear.fallback_rows(below, drop_below if drop_below_linear is None else drop_below_linear, b)
+        mu = self.linear.predict(self.linear.decode(self.shift(x)), below, fallback)  # (B, T)
         extra = self.lin_out(y)  # (B, 2, T): mu_nn, log_s
         log_s = extra[:, 1]
         if self.linear.adaptive:  # residuals of the linear part (taps + mu bias) for all t, then the window
@@ -224,21 +237,43 @@ class Stage(nn.Module):
             log_s = self.linear.adapt_log_s(self.linear.adapt_scale(r_abs), log_s)
         return self.linear.combine(out.transpose(1, 2), extra[:, 0], log_s, mu).transpose(1, 2)
 
+    def _forward_by_cond_len(self, x: torch.Tensor, cond_len, **kw) -> torch.Tensor:
+        """``forward`` with per-row lengths of below / roll: rows grouped by length, each group run
+        with below / roll cut to its length, outputs put back in row order."""
+        cond_len = torch.as_tensor(cond_len).reshape(-1).expand(x.shape[0])
+        below, roll = kw.pop("below"), kw.pop("roll")
+        outs, order = [], []
+        for n in cond_len.unique().tolist():
+            rows = (cond_len == n).nonzero()[:, 0].to(x.device)
+            part = {k: v if v is None or torch.as_tensor(v).dim() == 0 else v[rows] for k, v in kw.items()}
+            if below is not None:
+                part["below"] = below[rows, : n // self.factor]
+            if roll is not None:
+                part["roll"] = roll[rows, :, : n * self.roll_fps // self.rate]
+            outs.append(self(x[rows], **part))
+            order.append(rows)
+        return torch.cat(outs)[torch.argsort(torch.cat(order))]
+
     # ------------------------------------------------------------------ linear prediction path
     def set_linear_predictor(self, past: torch.Tensor, below: torch.Tensor | None = None, bias: float = 0.0,
-                             scale: float | None = None) -> None:
+                             scale: float | None = None, fallback: torch.Tensor | None = None) -> None:
         """Load linear-prediction taps: past (P,) = a_1..a_P, below (f, window) per-phase taps of
-        below[t//f - back .. t//f + ahead] (None -> zeros), bias -> the mu_nn output bias
+        below[t//f - back .. t//f + ahead] (None -> zeros), fallback (P,) own-past taps for rows
+        without the tier below (None -> a copy of past), bias -> the mu_nn output bias
         (``lin_out.bias[0]``); scale (optional) -> the log_s output bias (``lin_out.bias[1]`` = log s;
         with an adaptive scale, the multiplier of s_adapt)."""
         if self.linear is None:
             raise ValueError(f"stage {self.index}: no linear path (linear_order = 0 or not categorical)")
         lin = self.linear
         past = torch.as_tensor(past).reshape(-1)
-        if past.numel() != lin.order:
-            raise ValueError(f"set_linear_predictor: past has {past.numel()} taps, the stage has {lin.order}")
+        fallback = past if fallback is None else torch.as_tensor(fallback).reshape(-1)
+        if past.numel() != lin.order or fallback.numel() != lin.order:
+            raise ValueError(f"set_linear_predictor: past / fallback have {past.numel()} / {fallback.numel()} "
+                             f"taps, the stage has {lin.order}")
         with torch.no_grad():
             lin.past_weight.copy_(past.to(lin.past_weight))
+            if lin.fallback_weight is not None:
+                lin.fallback_weight.copy_(fallback.to(lin.fallback_weight))
             if lin.below_weight is not None:
                 if below is None:
                     lin.below_weight.zero_()
@@ -256,12 +291,13 @@ class Stage(nn.Module):
 
     # ------------------------------------------------------------------ streaming
     def streaming(self, batch: int = 1, genre=None, below=None, roll=None, drop_below=None,
-                  drop_roll=None, drop_history=None, chunk: int = 4096):
+                  drop_roll=None, drop_history=None, drop_below_linear=None, chunk: int = 4096):
         """Context manager for sample-by-sample generation (see models/streaming.py)."""
         from models.streaming import StageStream
 
         return StageStream(self, batch=batch, genre=genre, below=below, roll=roll, drop_below=drop_below,
-                           drop_roll=drop_roll, drop_history=drop_history, chunk=chunk)
+                           drop_roll=drop_roll, drop_history=drop_history, drop_below_linear=drop_below_linear,
+                           chunk=chunk)
 
     def step(self, x_prev: torch.Tensor) -> torch.Tensor:
         """Step the active stream (``with stage.streaming(...)``): x_prev (B,) -> (B, C)."""

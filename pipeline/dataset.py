@@ -4,6 +4,13 @@ Alignment (ARCHITECTURE.md): sample j of tier k-1 covers samples ``[j*f, (j+1)*f
 and roll frame g covers stage samples ``[g * rate / roll_fps, (g+1) * rate / roll_fps)``.  A crop
 of stage k starts at a multiple of ``lcm(f, rate // roll_fps)``, so the crop of the tier below
 (start / f) and of the roll (start * roll_fps / rate) are exact.
+
+Right margin: a stage looks ahead in the tier below and the roll, so a crop's "below" and "roll"
+reach ``margin`` stage samples past its end (train.py passes the stage's lookahead, rounded up to
+the alignment unit); otherwise the crop's last positions would see them as missing, which
+evaluation and generation never do inside a piece.  Past the track's real end they are padding
+(silence) and "cond_len" (stage samples of below / roll that exist, from the crop's start) tells
+the model to read them as missing, as at the end of a piece in evaluation.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ class _Tracks:
         self.factor = stage_factor(cfg, stage)
         self.below_rate = cfg.data.rates[stage - 1] if stage > 0 else None
         self.roll_fps = int(self.manifest.get("roll_fps", cfg.data.roll_fps))
+        self.silence = int(self.manifest.get("classes", cfg.data.classes)) // 2  # padding code of "below"
         self.n_genres = len(self.manifest["genres"])
         self._check_rates(stage)
         self.tracks = [t for t in self.manifest["tracks"] if t["split"] == split]
@@ -76,22 +84,27 @@ class _Tracks:
     def samples(self, t: dict) -> int:
         return int(t["samples"][str(self.rate)])
 
-    def item(self, t: dict, start: int, length: int) -> dict[str, Any]:
-        """Aligned window ``[start, start + length)`` of track ``t`` at the stage's rate."""
+    def item(self, t: dict, start: int, length: int, margin: int = 0) -> dict[str, Any]:
+        """Aligned window ``[start, start + length)`` of track ``t`` at the stage's rate; "below" and
+        "roll" cover ``margin`` samples more, padded with silence past the track's end
+        ("cond_len": how many of their L + margin stage samples exist)."""
         x = np.asarray(self.array(t["tiers"][str(self.rate)])[start : start + length], dtype=np.int64)  # (L,)
-        out: dict[str, Any] = {"x": torch.from_numpy(x)}
+        span = length + margin
+        out: dict[str, Any] = {"x": torch.from_numpy(x),
+                               "cond_len": torch.tensor(min(span, self.samples(t) - start), dtype=torch.int64)}
         if self.below_rate is not None:
             f = self.factor
-            below = self.array(t["tiers"][str(self.below_rate)])[start // f : start // f + length // f]
-            out["below"] = torch.from_numpy(np.asarray(below, dtype=np.int64))  # (L // f,)
+            below = np.asarray(self.array(t["tiers"][str(self.below_rate)])[start // f : (start + span) // f],
+                               dtype=np.int64)
+            below = np.pad(below, (0, span // f - len(below)), constant_values=self.silence)
+            out["below"] = torch.from_numpy(below)  # ((L + margin) // f,)
         hop = self.rate // self.roll_fps  # stage samples per roll frame
-        frames = length // hop
+        frames = span // hop
+        roll = torch.zeros(N_ROLL, frames, dtype=torch.float32)  # (256, F); silence past the end
         if t.get("roll"):
             g0 = start // hop
-            r = np.asarray(self.array(t["roll"])[:, :, g0 : g0 + frames], dtype=np.float32)  # (2, 128, F)
-            roll = torch.from_numpy(r.reshape(N_ROLL, -1) / np.float32(127.0))  # (256, F)
-        else:
-            roll = torch.zeros(N_ROLL, frames, dtype=torch.float32)
+            r = np.asarray(self.array(t["roll"])[:, :, g0 : g0 + frames], dtype=np.float32)  # (2, 128, <= F)
+            roll[:, : r.shape[-1]] = torch.from_numpy(r.reshape(N_ROLL, -1) / np.float32(127.0))
         out["roll"] = roll
         out["has_roll"] = bool(t.get("roll"))
         out["genre"] = torch.tensor(int(t["genre_id"]), dtype=torch.int64)
@@ -101,20 +114,24 @@ class _Tracks:
 class StageCrops(torch.utils.data.Dataset):
     """Random aligned crops for stage k: item i with seed s is always the same crop.
 
-    item -> {"x": int64 (context + crop,), "below": int64 ((context + crop) // f,) [k > 0],
-             "roll": float32 (256, (context + crop) * roll_fps // rate), "has_roll": bool,
-             "genre": int64 scalar}
-    Tracks are drawn with probability proportional to their length; tracks shorter than
-    context + crop are left out.
+    item -> {"x": int64 (W,), "below": int64 ((W + margin) // f,) [k > 0],
+             "roll": float32 (256, (W + margin) * roll_fps // rate), "has_roll": bool,
+             "genre": int64 scalar, "cond_len": int64 scalar}     (W = context + crop)
+    ``margin`` (a multiple of the start grid): stage samples of below / roll past the crop's end
+    (see the module docstring).  Tracks are drawn with probability proportional to their length;
+    tracks shorter than context + crop are left out.
     """
 
     def __init__(self, data_dir, cfg: StrataConfig, stage: int, split: str = "train", context: int = 0,
-                 seed: int = 0, length: int = 10**9):
+                 seed: int = 0, length: int = 10**9, margin: int = 0):
         self.data = _Tracks(data_dir, cfg, stage, split)
         self.crop = int(cfg.stages[stage].crop)
         self.window = int(context) + self.crop  # samples per item
         self.seed, self.length = int(seed), int(length)
         self.step = math.lcm(self.data.factor, self.data.rate // self.data.roll_fps)  # crop start grid
+        if margin < 0 or margin % self.step:
+            raise ValueError(f"StageCrops: margin {margin} is not a non-negative multiple of {self.step}")
+        self.margin = int(margin)
         self.tracks = [t for t in self.data.tracks if self.data.samples(t) >= self.window]
         if not self.tracks:
             longest = max(self.data.samples(t) for t in self.data.tracks)
@@ -139,7 +156,16 @@ class StageCrops(torch.utils.data.Dataset):
         if not 0 <= index < self.length:
             raise IndexError(index)
         i, start = self.locate(index)
-        return self.data.item(self.tracks[i], start, self.window)
+        return self.data.item(self.tracks[i], start, self.window, self.margin)
+
+
+def track_ends(data_dir, cfg: StrataConfig, stage: int, split: str, window: int, margin: int = 0) -> list[dict]:
+    """The last ``window`` samples of every track of ``split`` that has them (StageCrops items:
+    below / roll past the track's end are padding, ``cond_len`` stops at the end)."""
+    data = _Tracks(data_dir, cfg, stage, split)
+    hop = math.lcm(data.factor, data.rate // data.roll_fps)
+    ends = [(t, data.samples(t) // hop * hop - window) for t in data.tracks]
+    return [data.item(t, start, window, margin) for t, start in ends if start >= 0]
 
 
 def iter_tracks(data_dir, cfg: StrataConfig, stage: int, split: str) -> Iterator[dict[str, Any]]:

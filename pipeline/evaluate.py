@@ -44,17 +44,25 @@ def _window(item: dict, a: int, b: int, f: int, hop: int) -> dict:
 
 
 def _rows(stage, item: dict, n_genres: int, variants: list[str]) -> dict:
-    """Batch the variants of one window: keyword arguments for ``stage(x, **kw)``, B = len(variants)."""
+    """Batch the variants of one window: keyword arguments for ``stage(x, **kw)``, B = len(variants).
+
+    "full": as trained; "uncond": no genre, tier below and roll dropped from every part (the linear
+    path on its fallback taps); "uncond_network": the same for the network only (the linear path
+    keeps the tier below); "uncond_linear": only the linear path without the tier below (fallback
+    taps, the network fully conditioned); "short": the history stack cut off.
+    """
     B = len(variants)
+    net = torch.tensor([v in ("uncond", "uncond_network") for v in variants])  # (B,) network unconditioned
     kw: dict[str, Any] = {}
     genre = int(item["genre"])
-    kw["genre"] = torch.tensor([n_genres if v == "uncond" else genre for v in variants])
+    kw["genre"] = torch.where(net, n_genres, genre)
     if stage.use_below:
         kw["below"] = item["below"][None].expand(B, -1)  # (B, T // f)
-        kw["drop_below"] = torch.tensor([v == "uncond" for v in variants])
+        kw["drop_below"] = net
+        kw["drop_below_linear"] = torch.tensor([v in ("uncond", "uncond_linear") for v in variants])
     if stage.use_roll:
         kw["roll"] = item["roll"][None].expand(B, -1, -1)  # (B, 256, F)
-        kw["drop_roll"] = torch.tensor([v == "uncond" or not item["has_roll"] for v in variants])
+        kw["drop_roll"] = net | (not item["has_roll"])
     if stage.history is not None:
         kw["drop_history"] = torch.tensor([v == "short" for v in variants])
     return kw

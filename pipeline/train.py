@@ -20,9 +20,12 @@ Choices worth knowing:
   last ``context + crop`` samples of a training track; every batch then carries one extra
   position: ``x = [crop..., END]`` for such an example (END is the last target and never an
   input, since output t predicts x[t] from x[<t]), and ``[crop..., silence]`` with a zero loss
-  weight for the others.  ``below`` and ``roll`` keep their lengths (``T // f`` floors).
-- Loss: mean NLL in bits over the crop (the ``context`` = receptive field on the left is
-  input only).
+  weight for the others.  ``below`` and ``roll`` keep their lengths.
+- Loss: mean NLL in bits over the crop (the ``context`` on the left, the receptive field of the
+  main stack or of the linear path, whichever is longer, is input only).
+- Right margin: ``below`` and ``roll`` reach the stage's lookahead (rounded up to the alignment
+  unit) past the crop, so its last positions see them as evaluation and generation do; past a
+  track's real end they are missing (``cond_len``, see pipeline/dataset.py).
 """
 
 from __future__ import annotations
@@ -199,29 +202,16 @@ def check_stage(cfg: StrataConfig, k: int, manifest: dict, data_dir) -> None:
 
 
 class EndCrops:
-    """The last ``window`` samples of each training track (for the end-of-piece class)."""
+    """The last ``window`` samples of each training track (for the end-of-piece class), below and
+    roll with the same right ``margin`` as the other crops (missing past the end)."""
 
-    def __init__(self, data_dir, cfg: StrataConfig, k: int, window: int):
-        from pipeline.dataset import iter_tracks
+    def __init__(self, data_dir, cfg: StrataConfig, k: int, window: int, margin: int = 0):
+        from pipeline.dataset import track_ends
 
-        self.items = []
-        for tr in iter_tracks(data_dir, cfg, k, "train"):
-            n = tr["x"].shape[0]
-            if n < window:
-                continue
-            item = {"x": tr["x"][n - window:].clone(), "roll": tr["roll"][:, tr["roll"].shape[1] - frames_of(cfg, k, window):].clone(),
-                    "has_roll": tr["has_roll"], "genre": tr["genre"]}
-            if "below" in tr:
-                f = stage_factor(cfg, k)
-                item["below"] = tr["below"][(n - window) // f:].clone()
-            self.items.append(item)
+        self.items = track_ends(data_dir, cfg, k, "train", window, margin)
 
     def __len__(self) -> int:
         return len(self.items)
-
-
-def frames_of(cfg: StrataConfig, k: int, samples: int) -> int:
-    return samples * cfg.data.roll_fps // cfg.stages[k].rate
 
 
 def insert_end_crops(batch: dict, ends: EndCrops | None, gen: torch.Generator, end_code: int | None) -> dict:
@@ -237,7 +227,7 @@ def insert_end_crops(batch: dict, ends: EndCrops | None, gen: torch.Generator, e
         picks = torch.randint(len(ends), (B,), generator=gen)
         for i in torch.nonzero(is_end).flatten().tolist():
             it = ends.items[int(picks[i])]
-            for key in ("x", "below", "roll"):
+            for key in ("x", "below", "roll", "cond_len"):
                 if key in batch:
                     batch[key][i] = it[key]
             batch["has_roll"][i] = bool(it["has_roll"])
@@ -277,12 +267,14 @@ def model_inputs(batch: dict, cfg: StrataConfig, k: int, n_genres: int, gen: tor
     else:
         kw["genre"] = torch.full_like(genre, n_genres)
     if uses_tier_below(cfg, k):
-        kw["below"] = batch["below"]  # (B, T // f)
+        kw["below"] = batch["below"]  # (B, (T + margin) // f)
         kw["drop_below"] = coin(s.below_dropout)
     if s.use_roll:
         has_roll = torch.as_tensor(batch["has_roll"], dtype=torch.bool)
         kw["roll"] = batch["roll"]  # (B, 256, F)
         kw["drop_roll"] = coin(s.roll_dropout) | ~has_roll
+    if ("below" in kw or "roll" in kw) and "cond_len" in batch:
+        kw["cond_len"] = batch["cond_len"]  # (B,) below / roll past it: missing (a track's end)
     if s.history.enabled:
         kw["drop_history"] = coin(s.history_dropout)
     return kw
@@ -425,17 +417,18 @@ def validation_bits(accelerator, model, ema, batches: list[dict], cfg, k: int, n
     return float(total[0] / total[1].clamp(min=1))
 
 
-def validation_batches(data_dir, cfg, k: int, context: int, note) -> list[dict]:
+def validation_batches(data_dir, cfg, k: int, context: int, note, margin: int = 0) -> list[dict]:
     """Fixed seeded validation crops (valid split; the train split if valid has none that fit)."""
     from pipeline.dataset import StageCrops
 
     s = cfg.stages[k]
     n = cfg.train.eval_batches * s.batch_size
+    crops = {"context": context, "seed": VALID_SEED, "length": n, "margin": margin}
     try:
-        ds = StageCrops(data_dir, cfg, k, split="valid", context=context, seed=VALID_SEED, length=n)
+        ds = StageCrops(data_dir, cfg, k, split="valid", **crops)
     except DatasetError as e:
         note(f"stage {k}: validating on training crops ({e})")
-        ds = StageCrops(data_dir, cfg, k, split="train", context=context, seed=VALID_SEED, length=n)
+        ds = StageCrops(data_dir, cfg, k, split="train", **crops)
     loader = torch.utils.data.DataLoader(ds, batch_size=s.batch_size, shuffle=False)
     return list(loader)
 
@@ -552,7 +545,8 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
         note(f"stage {k}: linear path warm-started by least squares on {fit['rows']} rows "
              f"(rmse {fit['rmse']:.4f}, scale {fit['scale']:.4f})")
     unit = alignment_unit(cfg, k)
-    context = round_up(model.receptive_field, unit)
+    context = round_up(max(model.receptive_field, model.linear_receptive_field), unit)
+    margin = round_up(model.lookahead, unit)  # below / roll past the crop's end (see the docstring)
     window = context + s.crop
     head_kind = model.head.kind
     end_code = model.end_code if getattr(model, "end_code", None) is not None else None
@@ -583,15 +577,15 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
     micro = s.batch_size
     per_step = micro * t.grad_accum  # items per optimizer step per process
     train_ds = StageCrops(data_dir, cfg, k, split="train", context=context,
-                          seed=seed_of(t.seed, k, accelerator.process_index), length=10**12)
+                          seed=seed_of(t.seed, k, accelerator.process_index), length=10**12, margin=margin)
     start_item = state.step * per_step
     n_items = max(0, stop_at - state.step) * per_step
     loader = torch.utils.data.DataLoader(
         train_ds, batch_size=micro, sampler=range(start_item, start_item + n_items), drop_last=True,
         num_workers=t.num_workers, persistent_workers=False,
     )
-    ends = EndCrops(data_dir, cfg, k, window) if end_code is not None else None
-    valid = validation_batches(data_dir, cfg, k, context, note)
+    ends = EndCrops(data_dir, cfg, k, window, margin) if end_code is not None else None
+    valid = validation_batches(data_dir, cfg, k, context, note, margin)
     extra_base = {"genres": list(manifest["genres"]), "rate": s.rate, "stage": k}
 
     def evaluate_and_export() -> None:

@@ -14,6 +14,17 @@ RATE, FACTOR, FPS, CLASSES, GENRES = 800, 4, 100, 32, 3
 WIDE = {"residual_channels": 16, "gate_channels": 16, "skip_channels": 64, "dtype": torch.float64}
 
 
+def shipped_linear() -> dict:
+    """The linear-path keys as a shipped config has them (StageConfig's defaults, as configs/tiny.yaml):
+    the linear path and the adaptive scale on.  ``stage_cfg`` alone leaves them out (path off)."""
+    import dataclasses
+
+    from models.spec import ABSENT_MEANS
+    from pipeline.config import StageConfig
+
+    return {f.name: f.default for f in dataclasses.fields(StageConfig) if f.name in ABSENT_MEANS}
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny tensors: threads only add synchronisation (and stall on a busy machine)."""

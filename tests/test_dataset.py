@@ -12,7 +12,7 @@ import torch
 
 from pipeline import preprocess as pp
 from pipeline.config import config_from_dict
-from pipeline.dataset import StageCrops, iter_tracks, load_manifest
+from pipeline.dataset import StageCrops, iter_tracks, load_manifest, track_ends
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_write_json, load_npy
 from tests.test_preprocess import tone, write_midi, write_wav
@@ -119,6 +119,40 @@ def test_crops_are_aligned(data_dir, stage, context):
             assert item["has_roll"] is True
         else:
             assert item["has_roll"] is False and not item["roll"].any()
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_crops_have_a_right_margin(data_dir, stage):
+    """below / roll reach ``margin`` samples past the crop while the track continues; past its real
+    end they are padding (silence) and cond_len stops at the end."""
+    rate, f = CFG.data.rates[stage], CFG.data.rates[stage] // CFG.data.rates[stage - 1]
+    hop = rate // CFG.data.roll_fps
+    ds = StageCrops(data_dir, CFG, stage, context=160, seed=2, length=60, margin=2 * hop)
+    L, M = 160 + CROPS[stage], 2 * hop  # whole alignment units, as training uses them
+    tracks = by_id(data_dir)
+    starts = [ds.locate(i) for i in range(len(ds))]
+    ends = track_ends(data_dir, CFG, stage, "train", L, M)
+    cases = [(ds[i], ds.tracks[pos], start) for i, (pos, start) in enumerate(starts)]
+    unit = np.lcm(f, hop)
+    cases += [(it, t, t["samples"][str(rate)] // unit * unit - L) for it, t in zip(ends, ds.data.tracks)]
+    for item, t, start in cases:
+        t = tracks[t["id"]]
+        n = t["samples"][str(rate)]
+        known = min(L + M, n - start)
+        assert item["x"].shape == (L,) and int(item["cond_len"]) == known
+        below = load_npy(data_dir / t["tiers"][str(CFG.data.rates[stage - 1])])
+        want = np.full((L + M) // f, CFG.data.classes // 2)
+        want[: known // f] = below[start // f : (start + known) // f]
+        np.testing.assert_array_equal(item["below"].numpy(), want)
+        assert item["roll"].shape == (256, (L + M) // hop)
+        if t["roll"]:
+            roll = load_npy(data_dir / t["roll"])[:, :, start // hop : (start + known) // hop].reshape(256, -1)
+            np.testing.assert_allclose(item["roll"].numpy()[:, : known // hop], roll / 127.0, rtol=1e-6)
+        assert not item["roll"][:, known // hop:].any()
+    assert any(int(c[0]["cond_len"]) == L + M for c in cases)  # the track continues: real values
+    assert len(ends) == len(ds.data.tracks) and all(int(it["cond_len"]) < L + unit for it in ends)  # the real end
+    with pytest.raises(ValueError, match="margin"):
+        StageCrops(data_dir, CFG, stage, margin=hop + 1)
 
 
 def test_roll_frames_follow_the_audio(data_dir):

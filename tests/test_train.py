@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +141,52 @@ def test_end_class_batches():
     assert 0.08 < share < 0.17
 
 
+def _cut(batch: dict, cfg, k: int, n: int) -> dict:
+    """below / roll of a batch ending at stage sample n, without cond_len (as crops had no margin)."""
+    rates = cfg.data.rates
+    out = {key: v for key, v in batch.items() if key != "cond_len"}
+    if "below" in out:
+        out["below"] = out["below"][:, : n * rates[k - 1] // rates[k]]
+    out["roll"] = out["roll"][:, :, : n * cfg.data.roll_fps // rates[k]]
+    return out
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_crop_ends_see_the_lookahead_like_a_longer_window(periodic, k):
+    """A crop's last positions see the tier below / roll exactly as a longer window does (as in
+    evaluation); a track's last crop sees them missing past the end.  Without the right margin the
+    last positions differ."""
+    from torch.utils.data import default_collate
+
+    from pipeline.dataset import StageCrops
+    from pipeline.train import alignment_unit, build_stage, model_inputs, round_up
+
+    cfg = tiny_train_config()
+    torch.manual_seed(0)
+    model = build_stage(cfg, k, n_genres=2).eval()
+    unit = alignment_unit(cfg, k)
+    context, margin = round_up(model.receptive_field, unit), round_up(model.lookahead, unit)
+    assert margin >= model.lookahead > 0
+    ds = StageCrops(periodic, cfg, k, context=context, seed=0, length=4, margin=margin)
+    W = ds.window
+
+    def run(batch: dict) -> torch.Tensor:
+        return model(batch["x"], **model_inputs(batch, cfg, k, 2, None, drop=False))
+
+    batch = default_collate([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        out = run(batch)
+        for i in range(len(ds)):
+            pos, start = ds.locate(i)
+            n = ds.data.samples(ds.tracks[pos])
+            longer = ds.data.item(ds.tracks[pos], start, min(W + 4 * unit, (n - start) // unit * unit))
+            torch.testing.assert_close(out[i], run(default_collate([longer]))[0, :, :W], rtol=1e-5, atol=1e-5)
+        assert (run(_cut(batch, cfg, k, W))[:, :, W - 1] - out[:, :, W - 1]).abs().max() > 1e-4
+        end = default_collate(EndCrops(periodic, cfg, k, W, margin).items)  # the real end: nothing past it
+        assert (end["cond_len"] == W).all() and end["roll"].shape[1:] == batch["roll"].shape[1:]  # padded alike
+        torch.testing.assert_close(run(end), run(_cut(end, cfg, k, W)), rtol=1e-5, atol=1e-5)
+
+
 def test_schedule():
     f = WarmupCosine(warmup=10, total=110, min_ratio=0.05)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
@@ -191,8 +237,8 @@ def test_two_cpu_processes_with_accelerate_launch(periodic, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(free_port()), "-m", "pipeline.train", "--data", str(periodic), "--run", str(run), "--stage", "1",
-           "--config", str(tmp_path / "cfg.yaml"), "--no-progress"]
+           "--main_process_port", str(free_port()), "-m", "pipeline.train", "--data", str(periodic),
+           "--run", str(run), "--stage", "1", "--config", str(tmp_path / "cfg.yaml"), "--no-progress"]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((run / "metrics/stage1_result.json").read_text())

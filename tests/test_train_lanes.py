@@ -38,4 +38,14 @@ def test_lanes_never_exceed_selected_stages_and_budget_holds():
     busiest = max(sum(stage_minutes(cfg, k, 10, lanes) for k in lane) for lane in lanes)
     assert busiest == pytest.approx(10)
     assert stage_minutes(cfg, 1, None, lanes) == pytest.approx(cfg.train.max_minutes)  # the config budget
-    assert lane_threads(cfg, 2) >= 1
+
+
+@pytest.mark.parametrize("cores,lanes,threads",
+                         [(16, 2, 8), (16, 3, 5), (2, 2, 1), (2, 4, 1), (1, 1, 1), (8, 0, 8), (None, 2, 1)])
+def test_lane_threads_share_the_cores(monkeypatch, cores, lanes, threads):
+    """Each lane gets an equal share of the cores: at least one thread; no lanes counts as one lane,
+    an unknown core count as one core."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert lane_threads(_cfg(2), lanes) == threads
