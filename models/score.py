@@ -70,14 +70,14 @@ class ScoreTaps(nn.Module):
         self.order, self.rate, self.roll_fps, self.floor = int(order), int(rate), int(roll_fps), float(floor)
         self.hop = self.rate // self.roll_fps  # stage samples per roll frame
         k = harmonic_kernel(self.order, self.rate, float(bandwidth_hz), float(rolloff))
-        self.register_buffer("kernel", torch.tensor(k, dtype=torch.float64), persistent=False)
+        self.kernel = torch.tensor(k, dtype=torch.float64)  # not a buffer: stays float64 under stage.to(dtype)
 
     def frame_taps(self, roll: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """roll (B, 256, F) (velocities / 127 first, as the stage reads it) -> taps (B, F, P) float64,
         on (B, F) bool (notes sound)."""
         vel = roll[:, :N_PITCHES].to(torch.float64)  # (B, 128, F)
         b, _, f = vel.shape
-        r = torch.einsum("bpf,pk->bfk", vel * vel, self.kernel)  # (B, F, P + 1), float64
+        r = torch.einsum("bpf,pk->bfk", vel * vel, self.kernel.to(vel.device))  # (B, F, P + 1), float64
         on = r[..., 0] > 0
         r = r.reshape(b * f, -1).clone()
         r[:, 0] = r[:, 0] * (1.0 + self.floor) + 1e-12
@@ -86,13 +86,13 @@ class ScoreTaps(nn.Module):
 
     @torch.no_grad()
     def sample_taps(self, roll: torch.Tensor | None, drop: torch.Tensor | None, t0: int, t1: int,
-                    batch: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+                    batch: int, dtype, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Taps and mask for stage samples [t0, t1): (B, T, P) and (B, T) float (1 = notes sound).
 
         Frames past the roll's end, a missing roll and dropped rows (drop (B,) bool) are off:
         zero taps, mask 0 (the stage then uses its global taps alone).
         """
-        dev = self.kernel.device
+        dev = device if device is not None else roll.device if roll is not None else torch.device("cpu")
         n = t1 - t0
         if roll is None or roll.shape[-1] == 0:
             return torch.zeros(batch, n, self.order, dtype=dtype, device=dev), torch.zeros(batch, n, dtype=dtype,

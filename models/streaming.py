@@ -115,7 +115,13 @@ class StageStream:
                 self.adapt_ring = new(b, self.lin.adapt_taps)
                 self.adapt_rot = self.lin.adapt_rotations().to(self.dtype)  # (L, L)
                 self.mu_prev = new(b)  # mu_lin(t-1)
-            # out2 and lin_out fused: one matmul gives [logits | mu_nn | log_s]
+            # score taps (stage 0 with a roll): per chunk, pre-rotated for the ring like lin_rot
+            self.score = st.score
+            self.score_buf = self.score_on = None  # (chunk, B, P), (chunk, B)
+            if self.score is not None:
+                p_ = self.lin.order
+                self.score_idx = (torch.arange(p_)[:, None] - torch.arange(p_)[None, :]) % p_  # (P, P)
+            # out2 and lin_out fused: one matmul gives [logits | mu_nn | log_s [| score share logit]]
             self.w_out2 = torch.cat([self.w_out2, st.lin_out.weight.detach()[:, :, 0].t()], 1).contiguous()
             self.b_out2 = torch.cat([self.b_out2, st.lin_out.bias.detach()])
         # constant gate addend (conv bias + genre): (B, L*2G)
@@ -164,6 +170,19 @@ class StageStream:
         if self.lin is not None:
             y = self.lin.below_part(self.below, self.lin_fallback, j0, j0 + self.chunk // up, self.batch)
             self.lin_buf = None if y is None else y.t().contiguous()  # (chunk, B)
+            if self.score is not None:
+                self._next_score_chunk()
+
+    def _next_score_chunk(self) -> None:
+        """Score taps of the chunk's samples, rotated so that step t multiplies the ring directly."""
+        t0, n = self.t, self.chunk
+        taps, on = self.score.sample_taps(self.roll, self.drop_roll, t0, t0 + n, self.batch, self.dtype,
+                                          self.device)
+        slot = (torch.arange(t0, t0 + n) % self.lin.order).to(taps.device)  # ring slot of the newest input
+        idx = self.score_idx.to(taps.device)[slot]  # (n, P): lag - 1 held by each ring slot
+        rot = torch.gather(taps, 2, idx.unsqueeze(0).expand(taps.shape[0], -1, -1))  # (B, n, P)
+        self.score_buf = rot.transpose(0, 1).contiguous()  # (n, B, P)
+        self.score_on = on.t().contiguous()  # (n, B)
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> StageStream:
@@ -178,7 +197,7 @@ class StageStream:
         self.closed = True
         self.layers = []
         for name in ("gall", "gall_flat", "cond_buf", "hist_state", "frame_sum", "below", "roll", "hbuf",
-                     "add_buf", "lin_ring", "lin_buf", "adapt_ring", "mu_prev"):
+                     "add_buf", "lin_ring", "lin_buf", "adapt_ring", "mu_prev", "score_buf", "score_on"):
             if hasattr(self, name):
                 setattr(self, name, None)
         if getattr(self.stage, "_stream", None) is self:
@@ -242,6 +261,10 @@ class StageStream:
             mu = mu + self.lin_buf[t % self.chunk]
         c = self.stage.head.channels
         log_s = out[:, c + 1]
+        if self.score is not None:  # blend with the score taps (Stage.forward)
+            r = t % self.chunk
+            w = torch.sigmoid(out[:, c + 2]) * self.score_on[r]
+            mu = mu + w * ((self.lin_ring * self.score_buf[r]).sum(1) - mu)
         if self.lin.adaptive:  # push |r(t-1)| = |dec(x[t-1]) - mu_lin(t-1)| (none before t = 0), then s(t)
             a_slot = t % self.lin.adapt_taps
             if t > 0:

@@ -13,6 +13,7 @@ from models.context import ConditioningStack, HistoryStack
 from models.heads import CategoricalHead, LogisticMixtureHead
 from models.layers import causal_pad, gated
 from models.predictor import LOG_S_ADAPT_INIT, LOG_S_INIT, LinearPath
+from models.score import GATE_INIT as SCORE_GATE_INIT, ScoreTaps
 from models.spec import as_namespace, stage_config_dict
 
 
@@ -63,6 +64,7 @@ class Stage(nn.Module):
         # two more output rows next to out2 (mu_nn, log_s), initialised to mu_nn = 0, s = 0.05
         # (adaptive_scale: s = s_adapt * exp(log_s_nn), log_s_nn initialised to log(1 / (2 ln 2)))
         self.linear: LinearPath | None = None
+        self.score: ScoreTaps | None = None
         self.lin_out: nn.Conv1d | None = None
         self.use_below = self.index > 0 and bool(c.use_tier_below)
         if c.head == "categorical" and int(c.linear_order) > 0:
@@ -73,10 +75,21 @@ class Stage(nn.Module):
             adaptive = bool(c.adaptive_scale)
             self.linear = LinearPath(classes, bool(c.end_class), int(c.linear_order), self.factor, back, ahead,
                                      adaptive=adaptive)
-            self.lin_out = nn.Conv1d(s, 2, 1)
+            # score-informed taps (models/score.py): a third row, the logit of their share in mu
+            if c.score.enabled:
+                if not c.use_roll or self.use_below or self.rate is None:
+                    raise ValueError(f"stage {index}: score taps need use_roll, a rate and no tier below")
+                sc = c.score
+                self.score = ScoreTaps(int(c.linear_order), self.rate, self.roll_fps, sc.bandwidth_hz, sc.floor,
+                                       sc.rolloff)
+            init = [0.0, LOG_S_ADAPT_INIT if adaptive else LOG_S_INIT] + ([SCORE_GATE_INIT] if self.score else [])
+            self.lin_out = nn.Conv1d(s, len(init), 1)
             with torch.no_grad():
                 self.lin_out.weight.zero_()
-                self.lin_out.bias.copy_(torch.tensor([0.0, LOG_S_ADAPT_INIT if adaptive else LOG_S_INIT]))
+                self.lin_out.bias.copy_(torch.tensor(init))
+
+        if c.score.enabled and self.score is None:
+            raise ValueError(f"stage {index}: score taps need the linear path (categorical, linear_order > 0)")
 
         # global conditioning: genre embedding, per-layer projection into every gate
         self.use_genre = bool(c.use_genre)
@@ -145,7 +158,9 @@ class Stage(nn.Module):
         r, g, s, k, n = self.residual_channels, self.gate_channels, self.skip_channels, self.kernel_size, self.n_layers
         macs = n * (k * r * 2 * g + g * s) + (n - 1) * g * r + s * s + s * self.head.channels
         if self.linear is not None:
-            macs += s * 2 + self.linear.macs_per_sample()
+            macs += s * self.lin_out.out_channels + self.linear.macs_per_sample()
+        if self.score is not None:
+            macs += 2 * self.linear.order + 1
         if self.head_kind != "categorical":
             macs += r
         if self.conditioning is not None:
@@ -229,8 +244,13 @@ class Stage(nn.Module):
         if self.linear is None:
             return out
         fallback = self.linear.fallback_rows(below, drop_below if drop_below_linear is None else drop_below_linear, b)
-        mu = self.linear.predict(self.linear.decode(self.shift(x)), below, fallback)  # (B, T)
-        extra = self.lin_out(y)  # (B, 2, T): mu_nn, log_s
+        u = self.linear.decode(self.shift(x))  # (B, T): u[t] = dec(x[t-1])
+        mu = self.linear.predict(u, below, fallback)  # (B, T)
+        extra = self.lin_out(y)  # (B, 2 or 3, T): mu_nn, log_s [, score share logit]
+        if self.score is not None:  # mu = (1 - w) own-past taps + w score taps, w = share where notes sound
+            taps, on = self.score.sample_taps(roll, drop_roll, 0, t, b, u.dtype, u.device)  # (B, T, P), (B, T)
+            w = torch.sigmoid(extra[:, 2]) * on
+            mu = mu + w * (ScoreTaps.apply(u, taps) - mu)
         log_s = extra[:, 1]
         if self.linear.adaptive:  # residuals of the linear part (taps + mu bias) for all t, then the window
             r_abs = (self.linear.decode(x) - (mu + self.lin_out.bias[0])).abs()

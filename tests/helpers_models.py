@@ -44,7 +44,7 @@ def stage_cfg(**over) -> dict:
         "history": {"enabled": False, "pool": 4, "channels": 8, "layers": 3, "kernel_size": 2},
     }
     for k, v in over.items():
-        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
     return cfg
 
 

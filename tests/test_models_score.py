@@ -78,3 +78,35 @@ def test_kernel_keeps_harmonics_below_nyquist():
     f0 = 440.0 * 2 ** ((100 - 69) / 12)  # ~2.8 kHz: no harmonic below 950 Hz
     assert f0 > 0.95 * RATE / 2 and np.all(k[100] == 0)
     assert k[69, 0] == pytest.approx(sum(h ** -2.0 for h in range(1, 3)))  # 440 and 880 Hz
+
+
+def chord_codes(n: int, chord: dict[int, float], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mu-law codes (1, n) of a chord with random harmonic phases and amplitudes, and its roll."""
+    from pipeline.audio import mulaw_encode
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / RATE
+    x = np.zeros(n)
+    for p in chord:
+        f0 = 440.0 * 2 ** ((p - 69) / 12)
+        for h in range(1, int(900 / f0) + 1):
+            x += rng.uniform(0.2, 1.0) / h * np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 2 * np.pi))
+    x = 0.6 * x / np.abs(x).max() + 0.003 * rng.standard_normal(n)
+    return torch.tensor(mulaw_encode(x, 8), dtype=torch.int64)[None], roll_of(chord, n * FPS // RATE)
+
+
+def test_stage_with_score_taps_codes_a_chord_in_fewer_bits():
+    """Stage 0's global taps fitted on one chord; on another chord, the score taps from the roll
+    predict it, and dropping the roll (the "without roll" ablation) falls back to the global taps."""
+    from models.predictor import lstsq_init
+
+    torch.manual_seed(0)
+    cfg = small_cfg(rate=RATE, use_roll=True, linear_order=32, adaptive_scale=True, score={"enabled": True})
+    st = Stage(cfg, index=0, n_genres=GENRES, roll_fps=FPS, classes=256).eval()
+    fit, _ = chord_codes(6000, {55: 0.7, 62: 0.6, 67: 0.8})
+    lstsq_init(st, [fit[0].numpy()])
+    x, roll = chord_codes(6000, {57: 0.7, 60: 0.6, 64: 0.8}, seed=1)
+    with torch.no_grad():
+        lp = lambda drop: torch.log_softmax(st(x, roll=roll, drop_roll=drop), 1)  # noqa: E731
+        bits = {d: float(-lp(torch.tensor([d])).gather(1, x[:, None]).mean() / np.log(2)) for d in (False, True)}
+    assert bits[False] < bits[True] - 0.5, bits
