@@ -10,9 +10,14 @@ written to a temporary folder and renamed); ``logs/stage<k>/`` (TensorBoard);
 
 Choices worth knowing:
 
-- The LR schedule (linear warm-up, cosine to ``min_lr_ratio``) always spans the stage's configured
+- The LR schedule (linear warm-up, cosine to ``min_lr_ratio``) spans the stage's configured
   ``max_steps``; the ``max_steps`` argument only says where to stop.  So a run stopped early and
-  resumed follows exactly the same curve as one run to the end.
+  resumed follows exactly the same curve as one run to the end.  With a wall-clock budget
+  (``max_minutes``) the budget usually binds first: after ``SCHEDULE_PROBE_STEPS`` steps the
+  cosine is fitted, once, to the steps the budget will allow at the measured speed (never more
+  than ``max_steps``); that length is saved with the scheduler, so a resumed run keeps it.
+- Validation runs at step 0 too (the least-squares start), so the curves show whether training
+  improves on it; the exported stage is always the best validated one, the start included.
 - Every random choice is a pure function of (seed, stage, process, index): crops come from the
   index-seeded ``StageCrops`` and conditioning-dropout masks from a generator seeded per
   micro-batch.  Resuming skips to the step's index and is exact.
@@ -61,6 +66,8 @@ logger = logging.getLogger("strata.train")
 
 END_PROB = 0.125  # share of examples that are a track's last crop (stages with end_class)
 VALID_SEED = 977  # fixed validation crops
+SCHEDULE_PROBE_STEPS = 20  # steps timed before a wall-clock budget fixes the cosine's length
+SCHEDULE_SAFETY = 0.95  # share of the projected steps the cosine spans (end-of-run validation, noise)
 
 
 # ----------------------------------------------------------------------------- small pieces
@@ -71,6 +78,10 @@ class WarmupCosine:
 
     def __init__(self, warmup: int, total: int, min_ratio: float):
         self.warmup, self.total, self.min_ratio = int(warmup), int(total), float(min_ratio)
+
+    def fit_to_budget(self, steps: int) -> None:
+        """Span ``min(total, steps)`` steps instead (a wall-clock budget that binds first)."""
+        self.total = max(self.warmup + 1, min(self.total, int(steps)))
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
@@ -89,6 +100,7 @@ class TrainState:
     last_valid_bits: float = float("nan")
     last_valid_step: int = -1
     last_loss: float = float("nan")
+    schedule_fitted: bool = False  # the cosine's length was fitted to a wall-clock budget
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
@@ -554,7 +566,8 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
     from pipeline.ema import EMA
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(t.warmup_steps, s.max_steps, t.min_lr_ratio))
+    cosine = WarmupCosine(t.warmup_steps, s.max_steps, t.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     state = TrainState()
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
@@ -599,7 +612,10 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
                 export_stage(unwrapped, ema, run_dir, k, dict(extra_base, valid_bits=bits, step=state.step))
         accelerator.wait_for_everyone()
 
+    if state.step == 0:  # the least-squares start, for the curves (and as the export to beat)
+        evaluate_and_export()
     model.train()
+    loop_t0, loop_step0 = time.perf_counter(), state.step
     stopped = "max_steps"
     acc_loss, acc_n, wait_s, busy_s, timed_samples, grad_norm = 0.0, 0, 0.0, 0.0, 0, float("nan")
     window_t0 = time.perf_counter()
@@ -649,6 +665,15 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
             bar.show(state.step, mean_loss, sps)
             tot_wait, tot_busy, tot_samples = tot_wait + wait_s, tot_busy + busy_s, tot_samples + timed_samples
             wait_s, busy_s, timed_samples, window_t0 = 0.0, 0.0, 0, time.perf_counter()
+        if budget_s is not None and not state.schedule_fitted and state.step - loop_step0 >= SCHEDULE_PROBE_STEPS:
+            per_step = (time.perf_counter() - loop_t0) / (state.step - loop_step0)
+            left = budget_s - (time.perf_counter() - t_start)
+            steps = _agree(accelerator, state.step + SCHEDULE_SAFETY * left / per_step)
+            cosine.fit_to_budget(steps)
+            state.schedule_fitted = True
+            note(f"stage {k}: the wall-clock budget allows about {int(steps)} steps: the cosine spans "
+                 f"{cosine.total}")
+            log.log(state.step, {"schedule_steps": cosine.total})
         if state.step % max(1, t.eval_every) == 0:
             evaluate_and_export()
         if state.step % max(1, t.checkpoint_every) == 0:
@@ -696,14 +721,19 @@ def torch_threads() -> int:
     return max(1, int(env)) if env.isdigit() else (os.cpu_count() or 1)
 
 
-def _over_budget(accelerator, elapsed: float, budget: float) -> bool:
-    """All processes agree on stopping (the main process's clock decides)."""
-    flag = torch.tensor([1.0 if elapsed > budget else 0.0], device=accelerator.device)
+def _agree(accelerator, value: float) -> float:
+    """The main process's ``value`` on every process (clocks differ; decisions must not)."""
+    v = torch.tensor([float(value)], device=accelerator.device)
     if accelerator.num_processes > 1:
         from accelerate.utils import broadcast
 
-        flag = broadcast(flag, from_process=0)
-    return bool(flag[0] > 0)
+        v = broadcast(v, from_process=0)
+    return float(v[0])
+
+
+def _over_budget(accelerator, elapsed: float, budget: float) -> bool:
+    """All processes agree on stopping (the main process's clock decides)."""
+    return _agree(accelerator, 1.0 if elapsed > budget else 0.0) > 0
 
 
 # ----------------------------------------------------------------------------- script entry

@@ -73,8 +73,9 @@ def test_loss_decreases_and_run_layout(periodic, tmp_path):
     assert not list((run / "checkpoints/stage1").glob(".tmp*"))
     assert list((run / "logs/stage1").glob("events.out.tfevents*"))
     rows = read_metrics(run, 1)
-    assert {"stage1/loss", "stage1/lr", "stage1/grad_norm", "stage1/samples_per_second"} <= set(rows[0])
-    assert any("stage1/valid_bits" in r for r in rows)
+    assert rows[0]["step"] == 0 and "stage1/valid_bits" in rows[0]  # the least-squares start is validated
+    assert {"stage1/loss", "stage1/lr", "stage1/grad_norm", "stage1/samples_per_second"} <= set(rows[1])
+    assert sum("stage1/valid_bits" in r for r in rows) >= 2
     assert json.loads((run / "metrics/stage1_result.json").read_text())["steps"] == 40
     # the exported stage loads without pickles and matches the run's rates
     from models import load_stage
@@ -253,3 +254,18 @@ def test_two_cpu_processes_with_accelerate_launch(periodic, tmp_path):
     # the linear path starts near the linear predictor, so the network's gain is what falls
     first, last = [curve[s] for s in (2, 4, 6)], [curve[s] for s in (16, 18, 20)]
     assert len(curve) == 10 and sum(last) / 3 < sum(first) / 3 - 0.3, curve
+
+
+def test_cosine_fitted_to_a_budget_survives_a_resume():
+    """A wall-clock budget shortens the cosine once; the length travels with the scheduler's state."""
+    cos = WarmupCosine(warmup=10, total=1000, min_ratio=0.05)
+    cos.fit_to_budget(200)
+    assert cos.total == 200 and cos(200) == pytest.approx(0.05) and cos(105) > 0.5
+    cos.fit_to_budget(5000)  # never longer than max_steps
+    assert cos.total == 200
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cos)
+    fresh = WarmupCosine(warmup=10, total=1000, min_ratio=0.05)
+    sched2 = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), fresh)
+    sched2.load_state_dict(sched.state_dict())
+    assert fresh.total == 200
