@@ -123,12 +123,16 @@ def evaluate(
     run: Path = typer.Option(..., "--run"),
     split: str = typer.Option("test", "--split"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the evaluation JSON here"),
+    max_seconds: Optional[float] = typer.Option(
+        None, "--max-seconds", help="score only the first S seconds of every track (exact within them)"),
 ) -> None:
     """Held-out bits per sample per stage, ablations and baselines."""
     _need_dir(data, "dataset folder")
     _need_dir(run, "run folder")
     if split not in ("train", "valid", "test"):
         _fail(f"--split {split!r}: must be train, valid or test")
+    if max_seconds is not None and not max_seconds > 0:
+        _fail(f"--max-seconds {max_seconds}: must be > 0")
     from pipeline.dataset import load_manifest
 
     _precheck(load_manifest, data)
@@ -138,7 +142,7 @@ def evaluate(
     from flows.evaluate import evaluate_flow
 
     result = _run(evaluate_flow, str(data), str(run), split=split,
-                  json_path=str(json_path) if json_path else None)
+                  json_path=str(json_path) if json_path else None, max_seconds=max_seconds)
     typer.echo(json.dumps(result, indent=2, default=str))
     if json_path:
         typer.echo(f"evaluation: {json_path}")

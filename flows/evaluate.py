@@ -17,8 +17,8 @@ from pipeline.io import atomic_write_json
 
 
 @task(name="evaluate-run")
-def evaluate_task(data: str, run: str, split: str, max_seconds_per_track: float | None) -> dict[str, Any]:
-    return evaluate_run(data, run, split=split, max_seconds_per_track=max_seconds_per_track)
+def evaluate_task(data: str, run: str, split: str, max_seconds: float | None) -> dict[str, Any]:
+    return evaluate_run(data, run, split=split, max_seconds_per_track=max_seconds, progress=True)
 
 
 def _fmt(v: Any) -> str:
@@ -29,7 +29,9 @@ def evaluation_markdown(result: dict) -> str:
     """The evaluation as a markdown table plus the fine-tier baselines."""
     rows = stages_table(result)
     head = ["stage", "rate", "bits/sample", "without conditioning", "short context", "linear baseline"]
-    lines = [f"# Evaluation ({result['split']}: {result['tracks']} tracks, {result['seconds']:.1f} s)", "",
+    limit = result.get("max_seconds")
+    scope = f", the first {limit:g} s of each" if limit is not None else ""
+    lines = [f"# Evaluation ({result['split']}: {result['tracks']} tracks, {result['seconds']:.1f} s{scope})", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_fmt(r[h]) for h in head) + " |" for r in rows]
     b = result["baselines"]
@@ -41,10 +43,12 @@ def evaluation_markdown(result: dict) -> str:
 
 @flow(name="evaluate")
 def evaluate_flow(data: str, run: str, split: str = "test", json_path: str | None = None,
-                  max_seconds_per_track: float | None = None) -> dict[str, Any]:
-    """Evaluate a run on a split; returns the DESIGN 6 JSON (also written to ``json_path``)."""
+                  max_seconds: float | None = None) -> dict[str, Any]:
+    """Evaluate a run on a split; returns the DESIGN 6 JSON (also written to ``json_path``).
+
+    ``max_seconds``: score the first S seconds of every track (exact within them; in the JSON)."""
     logger = get_run_logger()
-    result = evaluate_task(data, run, split, max_seconds_per_track)
+    result = evaluate_task(data, run, split, max_seconds)
     if json_path:
         atomic_write_json(Path(json_path), result)
         logger.info(f"evaluation written to {json_path}")

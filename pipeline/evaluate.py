@@ -1,29 +1,37 @@
 """Held-out evaluation of a run (DESIGN 6): exact bits per sample per stage, ablations, baselines.
 
 Every sample of every held-out track is scored with its full left context in one teacher-forced
-pass per track (long tracks in chunks whose overlap covers the receptive fields, so the result
-is the same as one pass).  The conditioning ablations ride in the same pass as extra batch rows:
+pass per track (long tracks in chunks whose windows reach as far back and ahead as any path of
+the stage does, ``overlap``, so the result is the same as one pass).  The conditioning ablations
+ride in the same pass as extra batch rows:
 
 - row 0, the stage as trained: genre, tier below, roll (a track without roll: roll dropped);
 - row 1, without conditioning: "no genre" id, ``drop_below`` and ``drop_roll`` all True, the way
   conditioning dropout removes them in training (never zeros);
 - row 2 (stages with a history stack), short context: full conditioning, ``drop_history`` True.
+
+Speed (2-core CPU, tiny preset): the work is split into (stage, track) units and baseline fits,
+run by ``workers`` threads with one torch thread each (torch releases the GIL inside its ops;
+one intra-op pool of 2 threads over small tensors mostly waits on itself), and tracks are scored
+in chunks of ``DEFAULT_CHUNK`` samples (or 4x the overlap) so that the (rows, chunk, 256)
+tensors of the hybrid head stay in cache instead of being allocated and paged in afresh.
 """
 
 from __future__ import annotations
 
 import math
-import os
+import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
 from pipeline.config import StrataConfig, load_config, stage_factor
 from pipeline.errors import RunError
 
-DEFAULT_CHUNK = 1 << 17  # stage samples scored per pass for long tracks
+DEFAULT_CHUNK = 8192  # stage samples scored per pass (at least 4x the overlap: see stage_chunk)
 
 
 def _align(cfg: StrataConfig, k: int, stage) -> int:
@@ -76,19 +84,57 @@ def _stage_x(stage, x: torch.Tensor, bits: int) -> torch.Tensor:
     return x
 
 
+def overlap(stage, unit: int) -> tuple[int, int]:
+    """(back, ahead): stage samples a chunk's window must hold before its first scored sample and
+    after its last for the scores to equal one pass over the whole track.
+
+    ``back`` adds up every path into the past (so it bounds the longest): the main stack's
+    receptive field; the history stack's reach (``history_receptive_field``, which includes the
+    main stack); the conditioning stack's receptive field at the conditioning rate times its
+    upsampling factor, plus the stage's lookahead (the window's first conditioning inputs are
+    padding in a chunk, real data in one pass); the linear path's own-past taps, its
+    adaptive-scale window of residuals (each read with the taps) and its tier-below window.
+    ``ahead`` is the lookahead (tier below and roll).  Both get one alignment ``unit`` of slack.
+    """
+    back = stage.receptive_field + stage.history_receptive_field
+    cond = stage.conditioning
+    if cond is not None:
+        back += cond.receptive_field * cond.up + stage.lookahead
+    lin = getattr(stage, "linear", None)
+    if lin is not None:
+        back += lin.order + lin.adapt_taps
+        if lin.use_below:
+            back += (lin.back + 1) * lin.factor
+    return back + unit, stage.lookahead + unit
+
+
+def stage_chunk(stage, cfg: StrataConfig, k: int) -> int:
+    """Default chunk of stage k: ``DEFAULT_CHUNK`` or 4x the overlap (at most 20 % recomputed)."""
+    unit = _align(cfg, k, stage)
+    back, ahead = overlap(stage, unit)
+    return -(-max(DEFAULT_CHUNK, 4 * (back + ahead)) // unit) * unit
+
+
 @torch.inference_mode()
 def score_track(stage, item: dict, cfg: StrataConfig, k: int, n_genres: int, variants: list[str],
-                chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """Bits of every sample of a whole track for each variant: (len(variants), n)."""
+                chunk: int | None = None, stop: int | None = None,
+                progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Bits of samples [0, stop) of a whole track for each variant: (len(variants), stop).
+
+    ``stop`` (default: the whole track) only limits what is scored: the samples after it still
+    serve as lookahead, so the bits are those of a pass over the whole track.  ``chunk``: stage
+    samples per pass (default ``stage_chunk``); ``progress(samples)`` is called after each pass.
+    """
     n = item["x"].shape[0]
+    stop = n if stop is None else max(0, min(int(stop), n))
     f, hop = stage_factor(cfg, k), cfg.stages[k].rate // cfg.data.roll_fps
     unit = _align(cfg, k, stage)
-    back = stage.receptive_field + stage.history_receptive_field + 4 * (stage.lookahead + unit)
-    ahead = 2 * (stage.lookahead + unit)
-    out = torch.empty(len(variants), n)
+    back, ahead = overlap(stage, unit)
+    chunk = chunk or stage_chunk(stage, cfg, k)
+    out = torch.empty(len(variants), stop)
     s = 0
-    while s < n:
-        e = min(n, s + chunk)
+    while s < stop:
+        e = min(stop, s + chunk)
         a = max(0, (s - back) // unit * unit)
         b = n if e + ahead >= n else -(-(e + ahead) // unit) * unit
         w = _window(item, a, b, f, hop)
@@ -96,44 +142,53 @@ def score_track(stage, item: dict, cfg: StrataConfig, k: int, n_genres: int, var
         logits = stage(x, **_rows(stage, w, n_genres, variants))  # (B, C, b - a)
         bits = stage.head.nll_bits(logits, x)  # (B, b - a)
         out[:, s:e] = bits[:, s - a : e - a].float()
+        if progress is not None:
+            progress(e - s)
         s = e
     return out
 
 
-def _crop_item(item: dict, cfg: StrataConfig, k: int, max_seconds: float | None) -> dict:
-    if max_seconds is None:
-        return item
-    unit = math.lcm(stage_factor(cfg, k), cfg.stages[k].rate // cfg.data.roll_fps)
-    n = int(max_seconds * cfg.stages[k].rate) // unit * unit
-    if n >= item["x"].shape[0]:
-        return item
-    out = dict(item, **_window(item, 0, n, stage_factor(cfg, k), cfg.stages[k].rate // cfg.data.roll_fps))
-    out["seconds"] = n / cfg.stages[k].rate
-    return out
+def variants_of(stage) -> list[str]:
+    """The rows scored for a stage: as trained, without conditioning (+ short context)."""
+    return ["full", "uncond"] + (["short"] if stage.history is not None else [])
+
+
+def scored_samples(item: dict, cfg: StrataConfig, k: int, max_seconds: float | None) -> int:
+    """Samples of a track scored with ``max_seconds`` (the first S seconds; all when None)."""
+    n = item["x"].shape[0]
+    return n if max_seconds is None else min(n, int(max_seconds * cfg.stages[k].rate))
+
+
+# JSON key of each variant's bits per sample
+VARIANT_KEYS = {"full": "bits_per_sample", "uncond": "bits_per_sample_without_conditioning",
+                "short": "bits_per_sample_short_context"}
+
+
+def stage_result(stage, cfg: StrataConfig, k: int, variants: list[str], totals: torch.Tensor, n: int,
+                 tracks: int, seconds: float) -> dict:
+    """A dict for the JSON's "stages" from summed bits (len(variants),) over ``n`` samples."""
+    per = (totals.double() / max(n, 1)).tolist()
+    res: dict[str, Any] = {"index": k, "rate": cfg.stages[k].rate, "samples": n, "tracks": tracks,
+                           "seconds": seconds}
+    res.update({VARIANT_KEYS[v]: per[i] for i, v in enumerate(variants)})
+    res["receptive_field"] = stage.receptive_field
+    return res
 
 
 def evaluate_stage(stage, data_dir, cfg: StrataConfig, k: int, split: str, n_genres: int,
-                   max_seconds: float | None = None, chunk: int = DEFAULT_CHUNK) -> dict:
-    """Exact held-out bits per sample of stage k (+ ablations): a dict for the JSON's "stages"."""
+                   max_seconds: float | None = None, chunk: int | None = None) -> dict:
+    """Exact held-out bits per sample of stage k (+ ablations), one track after the other."""
     from pipeline.dataset import iter_tracks
 
-    variants = ["full", "uncond"] + (["short"] if stage.history is not None else [])
+    variants = variants_of(stage)
     totals = torch.zeros(len(variants), dtype=torch.float64)
     n = tracks = 0
-    seconds = 0.0
     for item in iter_tracks(data_dir, cfg, k, split):
-        item = _crop_item(item, cfg, k, max_seconds)
-        totals += score_track(stage, item, cfg, k, n_genres, variants, chunk).double().sum(dim=1)
-        n += item["x"].shape[0]
-        seconds += float(item["seconds"])
+        m = scored_samples(item, cfg, k, max_seconds)
+        totals += score_track(stage, item, cfg, k, n_genres, variants, chunk, stop=m).double().sum(dim=1)
+        n += m
         tracks += 1
-    per = (totals / max(n, 1)).tolist()
-    res = {"index": k, "rate": cfg.stages[k].rate, "samples": n, "tracks": tracks, "seconds": seconds,
-           "bits_per_sample": per[0], "bits_per_sample_without_conditioning": per[1]}
-    if stage.history is not None:
-        res["bits_per_sample_short_context"] = per[2]
-    res["receptive_field"] = stage.receptive_field
-    return res
+    return stage_result(stage, cfg, k, variants, totals, n, tracks, n / cfg.stages[k].rate)
 
 
 def load_run_stages(run_dir: Path, cfg: StrataConfig) -> dict[int, Any]:
@@ -151,14 +206,25 @@ def load_run_stages(run_dir: Path, cfg: StrataConfig) -> dict[int, Any]:
 
 
 def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: float | None = None,
-                 chunk: int = DEFAULT_CHUNK, baseline_rows: int = 200_000) -> dict:
-    """The evaluation JSON of DESIGN 6 for the exported stages of ``run_dir`` on ``split``."""
+                 chunk: int | None = None, baseline_rows: int = 200_000, workers: int | None = None,
+                 progress: bool = True) -> dict:
+    """The evaluation JSON of DESIGN 6 for the exported stages of ``run_dir`` on ``split``.
+
+    ``max_seconds_per_track``: score the first S seconds of every track (exactly: what follows
+    still serves as lookahead); recorded as ``max_seconds``.  ``workers``: threads (default: the
+    torch threads of ``pipeline.train.torch_threads``, all cores unless STRATA_TORCH_THREADS says
+    otherwise), each running (stage, track) units and baseline fits with one torch thread.
+    ``progress``: a bar per stage with ETA on a terminal, otherwise a line per finished stage.
+    """
     from pipeline.baselines import fine_tier_baselines, stage_linear_baseline
-    from pipeline.dataset import load_manifest
+    from pipeline.dataset import iter_tracks, load_manifest
     from pipeline.errors import ParameterError
+    from pipeline.train import torch_threads
 
     if split not in ("train", "valid", "test"):
         raise ParameterError(f"split {split!r}: expected train, valid or test")
+    if max_seconds_per_track is not None and not max_seconds_per_track > 0:
+        raise ParameterError(f"max seconds per track {max_seconds_per_track}: must be > 0")
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise RunError(f"{run_dir}: not a run folder (no config.yaml)")
@@ -166,40 +232,193 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
     manifest = load_manifest(data_dir)
     n_genres = len(manifest["genres"])
     stages = load_run_stages(run_dir, cfg)
-    from pipeline.train import torch_threads
+    workers = max(1, int(workers or torch_threads()))
+    order = sorted(stages, key=lambda k: -cfg.stages[k].rate)  # the costliest stage first
+    labels = {k: f"stage {k} ({cfg.stages[k].rate} Hz)" for k in order}
+    n_tracks = sum(1 for t in manifest["tracks"] if t["split"] == split)
+    parts = {labels[k]: (_split_samples(manifest, cfg, k, split, max_seconds_per_track), n_tracks) for k in order}
+    parts["baselines"] = (len(stages) + 1, len(stages) + 1)
+    meter = _Meter(progress, parts)
 
-    torch.set_num_threads(torch_threads())
-    timings: dict[str, float] = {}
+    scores: dict[tuple[int, int], tuple[torch.Tensor, int]] = {}  # (k, track) -> (summed bits, samples)
+    busy: dict[str, float] = {}
+    linear: dict[int, dict] = {}
+    fine: dict[str, Any] = {}
+
+    def timed(key: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        with meter.lock:
+            busy[key] = busy.get(key, 0.0) + time.perf_counter() - t0
+        return out
+
+    def neural(k: int, i: int, item: dict) -> None:
+        stage, m = stages[k], scored_samples(item, cfg, k, max_seconds_per_track)
+        bits = timed(f"stage{k}/neural_s", lambda: score_track(
+            stage, item, cfg, k, n_genres, variants_of(stage), chunk, stop=m,
+            progress=lambda d: meter.advance(labels[k], d)))
+        scores[(k, i)] = (bits.double().sum(dim=1), m)
+        meter.unit_done(labels[k])
+
+    def lin_baseline(k: int) -> None:
+        linear[k] = timed(f"stage{k}/linear_s", lambda: stage_linear_baseline(
+            data_dir, manifest, cfg, k, split, max_rows=baseline_rows, max_seconds=max_seconds_per_track))
+        meter.unit_done("baselines", 1)
+
+    def fine_baselines() -> None:
+        fine.update(timed("baselines_s", lambda: fine_tier_baselines(
+            data_dir, manifest, cfg, split, max_rows=baseline_rows, max_seconds=max_seconds_per_track)))
+        meter.unit_done("baselines", 1)
+
+    def jobs() -> Iterator[Callable[[], None]]:  # tracks are loaded as workers ask for them
+        for k in order:
+            for i, item in enumerate(iter_tracks(data_dir, cfg, k, split)):
+                yield lambda k=k, i=i, item=item: neural(k, i, item)
+        for k in order:
+            yield lambda k=k: lin_baseline(k)
+        yield fine_baselines
+
+    t_start = time.perf_counter()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)  # per worker: intra-op threads over small tensors mostly wait on each other
+    meter.start(f"evaluate: {len(stages)} stages on '{split}', {workers} worker(s)")
+    try:
+        _run_jobs(jobs(), workers)
+    finally:
+        meter.close()
+        torch.set_num_threads(threads_before)
+
     rows = []
-    for k, stage in stages.items():
-        t0 = time.perf_counter()
-        res = evaluate_stage(stage, data_dir, cfg, k, split, n_genres, max_seconds_per_track, chunk)
-        timings[f"stage{k}/neural_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        lin = stage_linear_baseline(data_dir, manifest, cfg, k, split, max_rows=baseline_rows,
-                                    max_seconds=max_seconds_per_track)
-        timings[f"stage{k}/linear_s"] = time.perf_counter() - t0
-        res["linear_baseline_bits_per_sample"] = lin["bits_per_sample"]
+    for k in sorted(stages):
+        keys = sorted(i for kk, i in scores if kk == k)
+        totals = sum((scores[(k, i)][0] for i in keys), torch.zeros(len(variants_of(stages[k])), dtype=torch.float64))
+        n = sum(scores[(k, i)][1] for i in keys)
+        res = stage_result(stages[k], cfg, k, variants_of(stages[k]), totals, n, len(keys), n / cfg.stages[k].rate)
+        res["linear_baseline_bits_per_sample"] = linear[k]["bits_per_sample"]
         extra = _export_extra(run_dir, k)
         res["valid_bits"], res["step"] = extra.get("valid_bits"), extra.get("step")
         rows.append(res)
-    t0 = time.perf_counter()
-    baselines = fine_tier_baselines(data_dir, manifest, cfg, split, max_rows=baseline_rows,
-                                    max_seconds=max_seconds_per_track)
-    timings["baselines_s"] = time.perf_counter() - t0
     complete = sorted(stages) == list(range(len(cfg.stages)))
     n_fine = rows[-1]["samples"]
     cascade = sum(r["bits_per_sample"] * r["samples"] for r in rows) / max(n_fine, 1) if complete else None
+    timings = {key: round(busy[key], 3) for key in sorted(busy)}
+    timings.update(wall_s=round(time.perf_counter() - t_start, 3), workers=workers)
     return {
         "split": split,
         "tracks": rows[0]["tracks"],
         "seconds": rows[-1]["seconds"],
         "stages": rows,
         "cascade_bits_per_sample": cascade,
-        "baselines": baselines,
-        "max_seconds_per_track": max_seconds_per_track,
+        "baselines": fine,
+        "max_seconds": max_seconds_per_track,
         "timings": timings,
     }
+
+
+def _split_samples(manifest: dict, cfg: StrataConfig, k: int, split: str, max_seconds: float | None) -> int:
+    """Samples of stage k that the evaluation scores on ``split`` (for the progress display)."""
+    rate = cfg.stages[k].rate
+    hop = math.lcm(stage_factor(cfg, k), rate // cfg.data.roll_fps)
+    total = 0
+    for t in manifest["tracks"]:
+        if t["split"] == split:
+            n = int(t["samples"][str(rate)]) // hop * hop
+            total += n if max_seconds is None else min(n, int(max_seconds * rate))
+    return total
+
+
+def _run_jobs(jobs: Iterator[Callable[[], None]], workers: int) -> None:
+    """Run ``jobs`` on ``workers`` threads, each pulling the next job when it is free (so at most
+    ``workers`` tracks are loaded at a time); the first error stops the rest and is re-raised."""
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        while True:
+            with lock:
+                if errors:
+                    return
+                try:
+                    job = next(jobs)
+                except StopIteration:
+                    return
+                except BaseException as e:  # noqa: BLE001 - loading a track failed: stop everyone
+                    errors.append(e)
+                    return
+            try:
+                job()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                with lock:
+                    errors.append(e)
+                return
+
+    if workers == 1:
+        loop()
+    else:
+        threads = [threading.Thread(target=loop, name=f"evaluate-{i}", daemon=True) for i in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+
+
+class _Meter:
+    """Progress of an evaluation, thread-safe.  ``parts``: label -> (total, units): a stage counts
+    samples (total) over tracks (units), the baselines count their fits (total = units).  On a
+    terminal: a rich bar per part with elapsed time and ETA; otherwise one line per finished part
+    on stderr with the elapsed time."""
+
+    def __init__(self, enabled: bool, parts: dict[str, tuple[int, int]]):
+        self.enabled, self.parts = enabled, parts
+        self.done = dict.fromkeys(parts, 0)
+        self.units = dict.fromkeys(parts, 0)
+        self.lock = threading.Lock()
+        self.start_time = time.perf_counter()
+        self._bar = None
+        self._tasks: dict[str, Any] = {}
+
+    def start(self, title: str) -> None:
+        self.start_time = time.perf_counter()
+        if not self.enabled:
+            return
+        if sys.stderr.isatty():
+            try:
+                from rich import progress as rp
+                from rich.console import Console
+
+                self._bar = rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.TaskProgressColumn(),
+                                        rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn(),
+                                        console=Console(stderr=True))
+                self._bar.start()
+                for label, (total, _) in self.parts.items():
+                    self._tasks[label] = self._bar.add_task(label, total=max(total, 1))
+                return
+            except Exception:  # noqa: BLE001 - another live display is active: fall back to lines
+                self._bar = None
+        print(title, file=sys.stderr, flush=True)
+
+    def advance(self, label: str, amount: int) -> None:
+        with self.lock:
+            self.done[label] += amount
+            if self._bar is not None:
+                self._bar.update(self._tasks[label], completed=self.done[label])
+
+    def unit_done(self, label: str, amount: int = 0) -> None:
+        """One unit of ``label`` finished (a track, or a baseline fit with ``amount`` = 1)."""
+        self.advance(label, amount)
+        with self.lock:
+            self.units[label] += 1
+            if self.enabled and self._bar is None and self.units[label] == self.parts[label][1]:
+                elapsed = time.perf_counter() - self.start_time
+                print(f"evaluate: {label} done ({self.done[label]:,} of {self.parts[label][0]:,}), "
+                      f"{elapsed:.1f} s elapsed", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def _export_extra(run_dir: Path, k: int) -> dict:
@@ -218,7 +437,8 @@ def stages_table(result: dict) -> list[dict]:
         out.append({
             "stage": r["index"], "rate": r["rate"], "bits/sample": round(r["bits_per_sample"], 4),
             "without conditioning": round(r["bits_per_sample_without_conditioning"], 4),
-            "short context": round(r["bits_per_sample_short_context"], 4) if "bits_per_sample_short_context" in r else None,
+            "short context": (round(r["bits_per_sample_short_context"], 4)
+                              if "bits_per_sample_short_context" in r else None),
             "linear baseline": round(r["linear_baseline_bits_per_sample"], 4),
         })
     return out
