@@ -11,14 +11,16 @@ ride in the same pass as extra batch rows:
 - row 2 (stages with a history stack), short context: full conditioning, ``drop_history`` True.
 
 Speed (2-core CPU, tiny preset): the work is split into (stage, track) units and baseline fits,
-run by ``workers`` threads with one torch thread each (torch releases the GIL inside its ops;
-one intra-op pool of 2 threads over small tensors mostly waits on itself), and tracks are scored
+run by ``workers`` threads with one torch thread and one BLAS thread each (torch and numpy release
+the GIL inside their ops; one intra-op pool of 2 threads over small tensors mostly waits on
+itself, and OpenBLAS threads spin against the workers), and tracks are scored
 in chunks of ``DEFAULT_CHUNK`` samples (or 4x the overlap) so that the (rows, chunk, 256)
 tensors of the hybrid head stay in cache instead of being allocated and paged in afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import threading
@@ -283,7 +285,8 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
     torch.set_num_threads(1)  # per worker: intra-op threads over small tensors mostly wait on each other
     meter.start(f"evaluate: {len(stages)} stages on '{split}', {workers} worker(s)")
     try:
-        _run_jobs(jobs(), workers)
+        with _one_blas_thread():
+            _run_jobs(jobs(), workers)
     finally:
         meter.close()
         torch.set_num_threads(threads_before)
@@ -325,6 +328,17 @@ def _split_samples(manifest: dict, cfg: StrataConfig, k: int, split: str, max_se
             n = int(t["samples"][str(rate)]) // hop * hop
             total += n if max_seconds is None else min(n, int(max_seconds * rate))
     return total
+
+
+def _one_blas_thread():
+    """One BLAS thread for numpy (the baselines' least squares) while the workers run: OpenBLAS's
+    own threads spin against the workers (measured: a stage's linear baseline 3.9 s -> 0.5 s).
+    threadpoolctl comes with librosa (via scikit-learn); without it, nothing changes."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency of scikit-learn, which librosa needs
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _run_jobs(jobs: Iterator[Callable[[], None]], workers: int) -> None:
