@@ -177,22 +177,6 @@ def stage_result(stage, cfg: StrataConfig, k: int, variants: list[str], totals: 
     return res
 
 
-def evaluate_stage(stage, data_dir, cfg: StrataConfig, k: int, split: str, n_genres: int,
-                   max_seconds: float | None = None, chunk: int | None = None) -> dict:
-    """Exact held-out bits per sample of stage k (+ ablations), one track after the other."""
-    from pipeline.dataset import iter_tracks
-
-    variants = variants_of(stage)
-    totals = torch.zeros(len(variants), dtype=torch.float64)
-    n = tracks = 0
-    for item in iter_tracks(data_dir, cfg, k, split):
-        m = scored_samples(item, cfg, k, max_seconds)
-        totals += score_track(stage, item, cfg, k, n_genres, variants, chunk, stop=m).double().sum(dim=1)
-        n += m
-        tracks += 1
-    return stage_result(stage, cfg, k, variants, totals, n, tracks, n / cfg.stages[k].rate)
-
-
 def load_run_stages(run_dir: Path, cfg: StrataConfig) -> dict[int, Any]:
     """The exported stages of a run: {k: Stage} (RunError if none)."""
     from models import load_stage
