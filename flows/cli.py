@@ -50,6 +50,16 @@ def _precheck(fn, *args, **kwargs) -> None:
     _run(fn, *args, **kwargs)
 
 
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    """"1,0.5,0.5" -> [1.0, 0.5, 0.5]; one clear line when it is not a list of numbers."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        _fail(f"invalid parameter: {flag} {text!r}: expected numbers separated by commas, e.g. 1,0.5,0.5")
+
+
 def _need_dir(path: Path, what: str) -> None:
     if not path.exists():
         _fail(f"{path}: {what} does not exist")
@@ -159,6 +169,9 @@ def generate(
     resynth: Optional[Path] = typer.Option(None, "--resynth",
                                            help="audio whose coarse tier replaces stage 0 (finer stages only)"),
     temperature: float = typer.Option(1.0, "--temperature"),
+    stage_temperature: Optional[str] = typer.Option(
+        None, "--stage-temperature", help="per-stage factors on --temperature, e.g. 1,0.5,0.5 "
+        "(default: the run config's generate.stage_temperature)"),
     top_p: float = typer.Option(0.99, "--top-p", help="nucleus sampling mass (1 = off)"),
     guidance: float = typer.Option(0.0, "--guidance"),
     seed: int = typer.Option(0, "--seed"),
@@ -168,9 +181,11 @@ def generate(
     _need_dir(run, "run folder")
     from pipeline.generate import load_run, validate_params
 
+    factors = _floats(stage_temperature, "--stage-temperature")
+
     _precheck(validate_params, run_dir=str(run), out_dir=str(out), seconds=seconds, genre=genre,
               midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
-              resynth=str(resynth) if resynth else None,
+              resynth=str(resynth) if resynth else None, stage_temperature=factors,
               temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
     _precheck(load_run, run)
     _quiet_prefect()
@@ -178,7 +193,7 @@ def generate(
 
     jobs = _run(generate_flow, str(run), str(out), seconds=seconds, genre=genre,
                 midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
-                resynth=str(resynth) if resynth else None,
+                resynth=str(resynth) if resynth else None, stage_temperature=factors,
                 temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
     for job in jobs or []:
         typer.echo(f"job: {job} (audio.wav, tier_<rate>.wav, spectrogram.png, meta.json)")

@@ -140,6 +140,10 @@ class GenerateConfig:
     seconds: float = 8.0
     max_seconds: float = 60.0  # cap when the model decides the length (end class)
     temperature: float = 1.0
+    # per-stage factors on the temperature (stage k: temperature * stage_temperature[k]; missing: 1).
+    # A fine stage's adaptive scale follows its own sampled residuals: at 1 it is a random walk that
+    # can fill the upper bands with noise; below 1 it settles on the tier below's interpolation.
+    stage_temperature: tuple[float, ...] = ()
     top_p: float = 0.99  # nucleus: drops the far tails (and the uniform share) that can derail sample-level generation
     guidance: float = 0.0
     chunk: int = 4096  # stage samples of conditioning computed per batched pass
@@ -323,8 +327,8 @@ def validate(cfg: StrataConfig) -> None:
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")
     g = cfg.generate
-    if g.temperature <= 0 or not 0 < g.top_p <= 1:
-        raise ConfigError("generate: temperature must be > 0 and top_p in (0, 1]")
+    if g.temperature <= 0 or not 0 < g.top_p <= 1 or any(v <= 0 for v in g.stage_temperature):
+        raise ConfigError("generate: temperature and stage_temperature must be > 0 and top_p in (0, 1]")
 
 
 def stage_factor(cfg: StrataConfig, k: int) -> int:

@@ -59,20 +59,21 @@ def _rows(stage, item: dict, n_genres: int, variants: list[str]) -> dict:
     "full": as trained; "uncond": no genre, tier below and roll dropped from every part (the linear
     path on its fallback taps); "uncond_network": the same for the network only (the linear path
     keeps the tier below); "uncond_linear": only the linear path without the tier below (fallback
-    taps, the network fully conditioned); "short": the history stack cut off.
+    taps, the network fully conditioned); "no_roll" / "no_genre": only that input dropped (the roll
+    from every part: network and score taps); "short": the history stack cut off.
     """
     B = len(variants)
     net = torch.tensor([v in ("uncond", "uncond_network") for v in variants])  # (B,) network unconditioned
     kw: dict[str, Any] = {}
     genre = int(item["genre"])
-    kw["genre"] = torch.where(net, n_genres, genre)
+    kw["genre"] = torch.where(net | torch.tensor([v == "no_genre" for v in variants]), n_genres, genre)
     if stage.use_below:
         kw["below"] = item["below"][None].expand(B, -1)  # (B, T // f)
         kw["drop_below"] = net
         kw["drop_below_linear"] = torch.tensor([v in ("uncond", "uncond_linear") for v in variants])
     if stage.use_roll:
         kw["roll"] = item["roll"][None].expand(B, -1, -1)  # (B, 256, F)
-        kw["drop_roll"] = net | (not item["has_roll"])
+        kw["drop_roll"] = net | torch.tensor([v == "no_roll" for v in variants]) | (not item["has_roll"])
     if stage.history is not None:
         kw["drop_history"] = torch.tensor([v == "short" for v in variants])
     return kw
@@ -151,8 +152,15 @@ def score_track(stage, item: dict, cfg: StrataConfig, k: int, n_genres: int, var
 
 
 def variants_of(stage) -> list[str]:
-    """The rows scored for a stage: as trained, without conditioning (+ short context)."""
-    return ["full", "uncond"] + (["short"] if stage.history is not None else [])
+    """The rows scored for a stage: as trained, without conditioning, and its parts: the network
+    and the linear path apart (a tier below), the roll and the genre apart (a stage without a tier
+    below that reads the roll), short context (a history stack)."""
+    rows = ["full", "uncond"]
+    if stage.use_below and stage.linear is not None:
+        rows += ["uncond_network", "uncond_linear"]
+    elif stage.use_roll:
+        rows += ["no_roll"] + (["no_genre"] if stage.use_genre else [])
+    return rows + (["short"] if stage.history is not None else [])
 
 
 def scored_samples(item: dict, cfg: StrataConfig, k: int, max_seconds: float | None) -> int:
@@ -163,6 +171,9 @@ def scored_samples(item: dict, cfg: StrataConfig, k: int, max_seconds: float | N
 
 # JSON key of each variant's bits per sample
 VARIANT_KEYS = {"full": "bits_per_sample", "uncond": "bits_per_sample_without_conditioning",
+                "uncond_network": "bits_per_sample_network_without_conditioning",
+                "uncond_linear": "bits_per_sample_linear_without_conditioning",
+                "no_roll": "bits_per_sample_without_roll", "no_genre": "bits_per_sample_without_genre",
                 "short": "bits_per_sample_short_context"}
 
 

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -64,6 +64,8 @@ class GenerateParams(BaseModel):
     prompt: Path | None = None
     resynth: Path | None = None  # real audio whose coarse tier replaces stage 0 (re-synthesis)
     temperature: float = Field(1.0, gt=0, allow_inf_nan=False)
+    # per-stage factors on the temperature; None: the run's generate.stage_temperature
+    stage_temperature: tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)], ...] | None = None
     top_p: float = Field(DEFAULT_TOP_P, gt=0, le=1, allow_inf_nan=False)
     guidance: float = Field(0.0, ge=0, allow_inf_nan=False)
     seed: int = Field(0, ge=0, lt=2**63)
@@ -101,6 +103,7 @@ class GenerateParams(BaseModel):
 _HINTS = {
     "seconds": f"must be > 0 and at most {MAX_SECONDS:g}",
     "temperature": "must be > 0",
+    "stage_temperature": "must be factors > 0, one per stage",
     "top_p": "must be in (0, 1]",
     "guidance": "must be >= 0",
     "seed": "must be a non-negative integer",
@@ -277,6 +280,9 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     if p.seconds is not None and p.seconds > cfg.generate.max_seconds:
         raise ParameterError(f"invalid parameter: seconds={p.seconds!r}: above generate.max_seconds="
                              f"{cfg.generate.max_seconds:g} of this run's config")
+    if p.stage_temperature is not None and len(p.stage_temperature) > len(run.stages):
+        raise ParameterError(f"invalid parameter: stage_temperature has {len(p.stage_temperature)} factors, "
+                             f"this run has {len(run.stages)} stages")
     roll, midi_seconds = (None, None)
     if p.midi is not None:
         roll, midi_seconds = load_midi_roll(p.midi, fps)
@@ -558,7 +564,7 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
         res = run_stage(stage, n, B, genre=genre, below=below, roll=roll, twin=twin, guidance=p.guidance,
                         prompt=prompt, free_length=(k == 0 and plan.free_length),
                         min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
-                        round_to=unit0, temperature=p.temperature, top_p=p.top_p,
+                        round_to=unit0, temperature=stage_temperature(run, p, k), top_p=p.top_p,
                         generator=gen, chunk=chunk, classes=classes, progress=bar.update)
         bar.close(res.x.shape[1])
         if k == 0:
@@ -568,6 +574,13 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
         n_k = res.x.shape[1]
         timings.append(_timing(k, rate, n_k, B, res.wall, twin))
     return CascadeResult(tiers, lengths0 or [n0] * B, timings)
+
+
+def stage_temperature(run: LoadedRun, p: GenerateParams, k: int) -> float:
+    """Stage k's sampling temperature: ``temperature`` times the stage's factor (the parameter's,
+    else the run config's ``generate.stage_temperature``; 1 where none is given)."""
+    factors = p.stage_temperature if p.stage_temperature is not None else run.cfg.generate.stage_temperature
+    return p.temperature * (float(factors[k]) if k < len(factors) else 1.0)
 
 
 def _prompt_values(codes, stage, cfg):
@@ -708,13 +721,14 @@ def _package_version() -> str | None:
 
 def generate(run_dir, out_dir, seconds=None, genre=None, midi=None, prompt=None, temperature=1.0,
              top_p=DEFAULT_TOP_P, guidance=0.0, seed=0, count=1, progress=True, chunk=None,
-             resynth=None) -> list[Path]:
+             resynth=None, stage_temperature=None) -> list[Path]:
     """Generate ``count`` variations; returns their job folders (one per variation).
 
     ``resynth``: an audio file whose coarse tier replaces stage 0 (only the finer stages run).
     """
     p = validate_params(run_dir=run_dir, out_dir=out_dir, seconds=seconds, genre=genre, midi=midi,
-                        prompt=prompt, resynth=resynth, temperature=temperature, top_p=top_p, guidance=guidance,
+                        prompt=prompt, resynth=resynth, temperature=temperature,
+                        stage_temperature=stage_temperature, top_p=top_p, guidance=guidance,
                         seed=seed, count=count, chunk=chunk)
     run = load_run(p.run_dir)
     plan = make_plan(run, p)

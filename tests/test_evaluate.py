@@ -252,3 +252,26 @@ def test_errors(periodic_run, tmp_path):
     save_config(cfg, tmp_path / "bare" / "config.yaml")
     with pytest.raises(RunError, match="no trained stage"):
         evaluate_run(data, tmp_path / "bare")
+
+
+def test_ablation_parts_drop_one_input_each(periodic_run):
+    """Roll and genre apart (stage 0); network and linear path apart (a stage with a tier below)."""
+    from pipeline.dataset import iter_tracks
+    from pipeline.evaluate import VARIANT_KEYS, variants_of
+
+    data, run, cfg = periodic_run
+    stages = load_run_stages(run, cfg)
+    item0 = next(iter_tracks(data, cfg, 0, "test"))
+    v0 = [v for v in variants_of(stages[0]) if v != "short"]
+    kw = _rows(stages[0], item0, 2, v0)
+    genre = int(item0["genre"])
+    want = {"full": (genre, False), "uncond": (2, True), "no_roll": (genre, True), "no_genre": (2, False)}
+    assert set(v0) == set(want)
+    assert [(int(g), bool(d)) for g, d in zip(kw["genre"], kw["drop_roll"])] == [want[v] for v in v0]
+    item1 = next(iter_tracks(data, cfg, 1, "test"))
+    v1 = variants_of(stages[1])
+    assert v1[:4] == ["full", "uncond", "uncond_network", "uncond_linear"]
+    kw = _rows(stages[1], item1, 2, v1)
+    assert kw["drop_below"].tolist()[:4] == [False, True, True, False]
+    assert kw["drop_below_linear"].tolist()[:4] == [False, True, False, True]
+    assert all(v in VARIANT_KEYS for v in v0 + v1)

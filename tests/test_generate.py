@@ -81,6 +81,15 @@ def test_count_gives_distinct_folders(run, tmp_path):
     assert not np.array_equal(audios[0], audios[1]) and not np.array_equal(audios[1], audios[2])
 
 
+def test_stage_temperature_scales_one_stage(run, tmp_path):
+    """A factor for stage 1 changes stage 1 only; the run config's factors are the default."""
+    base = generate(run, tmp_path / "a", seconds=0.2, seed=3, progress=False)[0]
+    cold = generate(run, tmp_path / "b", seconds=0.2, seed=3, stage_temperature=(1.0, 0.3), progress=False)[0]
+    assert (base / "tier_1000.wav").read_bytes() == (cold / "tier_1000.wav").read_bytes()
+    assert not np.array_equal(read(base), read(cold))
+    assert meta(cold)["parameters"]["stage_temperature"] == [1.0, 0.3]
+
+
 def test_midi_prompt_sets_length(run, tmp_path):
     midi = write_midi(tmp_path / "score.mid", notes=((60, 0.0, 0.25), (64, 0.2, 0.4)))
     (job,) = generate(run, tmp_path / "out", midi=midi, progress=False)
@@ -184,6 +193,8 @@ BAD = [
     (dict(seconds=float("nan")), ParameterError, "seconds"),
     (dict(temperature=0.0), ParameterError, "temperature"),
     (dict(temperature=-1.0), ParameterError, "temperature"),
+    (dict(stage_temperature=(1.0, 0.0)), ParameterError, "stage_temperature"),
+    (dict(stage_temperature=(1.0, 1.0, 1.0)), ParameterError, "3 factors, this run has 2 stages"),
     (dict(top_p=0.0), ParameterError, "top_p"),
     (dict(top_p=1.5), ParameterError, "top_p"),
     (dict(count=0), ParameterError, "count"),
