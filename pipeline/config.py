@@ -144,6 +144,9 @@ class GenerateConfig:
     # A fine stage's adaptive scale follows its own sampled residuals: at 1 it is a random walk that
     # can fill the upper bands with noise; below 1 it settles on the tier below's interpolation.
     stage_temperature: tuple[float, ...] = ()
+    # an audio prompt without MIDI: its estimated notes are held this long into the continuation
+    # (pipeline/transcribe.py; 0 = no score for the continuation)
+    prompt_hold_seconds: float = 2.0
     top_p: float = 0.99  # nucleus: drops the far tails (and the uniform share) that can derail sample-level generation
     guidance: float = 0.0
     chunk: int = 4096  # stage samples of conditioning computed per batched pass

@@ -224,6 +224,7 @@ class Plan:
     prompt_seconds: float
     midi_seconds: float | None
     resynth_tiers: dict[int, np.ndarray] | None = None  # {rate: uint8 codes} of the real audio (resynth)
+    roll_source: str | None = None  # "midi", "prompt" (notes estimated from the audio prompt) or None
 
 
 def resolve_genre(run: LoadedRun, genre: str | None) -> int:
@@ -301,9 +302,23 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     else:
         new = cfg.generate.seconds
     n0 = p0 + unit0 * max(1, math.ceil(round(new * r0) / unit0))  # whole roll frames
+    source = "midi" if roll is not None else None
     if roll is not None:  # MIDI time 0 = start of the continuation (after any prompt)
         roll = _fit_roll(roll, p0 // unit0, n0 // unit0)
-    return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds)
+    elif tiers is not None and cfg.generate.prompt_hold_seconds > 0 and cfg.stages[0].use_roll:
+        roll, source = _prompt_roll(cfg, rates, tiers, p0 // unit0, n0 // unit0), "prompt"
+    return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source)
+
+
+def _prompt_roll(cfg: Any, rates: list[int], tiers: dict[int, np.ndarray], prompt_frames: int,
+                 frames: int) -> np.ndarray:
+    """The audio prompt's estimated notes, held ``generate.prompt_hold_seconds`` past its end
+    (pipeline/transcribe.py): the continuation starts from the prompt's harmony."""
+    from pipeline.audio import mulaw_decode
+    from pipeline.transcribe import prompt_roll
+
+    audio = mulaw_decode(tiers[rates[-1]], bits=cfg.data.mu_bits)
+    return prompt_roll(audio, rates[-1], cfg.data.roll_fps, prompt_frames, frames, cfg.generate.prompt_hold_seconds)
 
 
 def _resynth_plan(run: LoadedRun, p: GenerateParams, genre_id: int, roll, midi_seconds) -> Plan:
@@ -670,6 +685,7 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
         "seconds": seconds,
         "prompt_seconds": plan.prompt_seconds,
         "midi_seconds": plan.midi_seconds,
+        "roll_source": plan.roll_source,
         "length_decided_by_model": plan.free_length,
         "ended_by_model": ended,
         "stages": run.stage_info,

@@ -118,6 +118,7 @@ def test_audio_prompt_is_continued_unchanged(run, tmp_path):
         np.testing.assert_array_equal(got[: want.shape[0]], want)
         assert not np.array_equal(got[want.shape[0]:], np.full(round(0.2 * rate), 128))
     assert meta(job)["prompt_seconds"] == pytest.approx(0.3)
+    assert meta(job)["roll_source"] == ("prompt" if loaded.cfg.stages[0].use_roll else None)  # notes estimated
 
 
 def test_end_class_ends_the_piece_early(end_run, tmp_path):
