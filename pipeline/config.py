@@ -139,6 +139,7 @@ class TrainConfig:
 class GenerateConfig:
     seconds: float = 8.0
     max_seconds: float = 60.0  # cap when the model decides the length (end class)
+    end_threshold: float = 0.5  # a piece ends where the model gives the end class at least this probability
     temperature: float = 1.0
     # per-stage factors on the temperature (stage k: temperature * stage_temperature[k]; missing: 1).
     # A fine stage's adaptive scale follows its own sampled residuals: at 1 it is a random walk that
@@ -330,6 +331,8 @@ def validate(cfg: StrataConfig) -> None:
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")
     g = cfg.generate
+    if not 0 < g.end_threshold <= 1:
+        raise ConfigError("generate.end_threshold must be in (0, 1]")
     if g.temperature <= 0 or not 0 < g.top_p <= 1 or any(v <= 0 for v in g.stage_temperature):
         raise ConfigError("generate: temperature and stage_temperature must be > 0 and top_p in (0, 1]")
 

@@ -421,14 +421,17 @@ class StageResult:
 
 def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: bool = False,
               guidance: float = 0.0, prompt=None, free_length: bool = False, min_length: int = 1,
-              round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0, generator=None,
+              round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0, end_threshold: float = 0.5,
+              generator=None,
               chunk: int | None = None, classes: int = 256,
               progress: Callable[[int], None] | None = None) -> StageResult:
     """Sample ``n`` samples of one stage for ``batch`` streams with its streaming engine.
 
     genre: int64 (B,); below: int64 (B, n // factor) or None; roll: float (B, 256, F) or None;
     twin: add an unconditional twin per stream (classifier-free guidance); prompt: (B, P) values
-    fed instead of samples for t < P; free_length: stop a stream when it samples END (stage 0).
+    fed instead of samples for t < P; free_length: stop a stream when the model gives END a
+    probability of at least ``end_threshold`` (stage 0; END is never sampled by chance: at one
+    draw per sample, even a small END probability would end pieces within seconds).
     """
     import torch
 
@@ -459,11 +462,15 @@ def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: 
                 xt = prompt[:, t].to(dtype)  # (B,) primed: the prompt's own sample
             else:
                 out = out[:batch] if float_head else guide(out, batch, guidance)  # (B, C)
+                end_now = None
                 if end_code is not None and not float_head:
-                    if not free_length or t < min_length:
-                        out = out.clone()
-                        out[:, end_code] = -float("inf")
+                    if free_length and t >= min_length:  # END only where the model is confident
+                        end_now = torch.softmax(out.float(), -1)[:, end_code] >= end_threshold  # (B,)
+                    out = out.clone()
+                    out[:, end_code] = -float("inf")
                 xt = stage.head.sample(out, temperature=temperature, top_p=top_p, generator=generator)
+                if end_now is not None:
+                    xt = torch.where(end_now, torch.full_like(xt, end_code), xt)
                 if free_length and end_code is not None:
                     new_end = (xt == end_code) & ~ended
                     lengths[new_end] = t
@@ -580,6 +587,7 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
                         prompt=prompt, free_length=(k == 0 and plan.free_length),
                         min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                         round_to=unit0, temperature=stage_temperature(run, p, k), top_p=p.top_p,
+                        end_threshold=cfg.generate.end_threshold,
                         generator=gen, chunk=chunk, classes=classes, progress=bar.update)
         bar.close(res.x.shape[1])
         if k == 0:

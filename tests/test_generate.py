@@ -133,6 +133,21 @@ def test_end_class_ends_the_piece_early(end_run, tmp_path):
     assert len(set(lengths)) > 1  # streams of one batch end at different times
 
 
+def test_end_threshold_decides_where_pieces_end(end_run):
+    """END is taken only where its probability reaches the threshold, never drawn by chance."""
+    import torch
+
+    from pipeline.generate import run_stage
+
+    stage = load_run(end_run).stages[0]
+    kw = dict(genre=torch.zeros(4, dtype=torch.int64), free_length=True, min_length=20, round_to=20,
+              generator=torch.Generator().manual_seed(0))
+    never = run_stage(stage, 400, 4, end_threshold=1.0, **kw)
+    assert never.lengths == [400] * 4 and never.x.shape == (4, 400)
+    eager = run_stage(stage, 400, 4, end_threshold=1e-6, **kw)
+    assert eager.lengths == [20] * 4  # the first step END is allowed
+
+
 def test_end_class_never_ends_a_fixed_length(end_run, tmp_path):
     (job,) = generate(end_run, tmp_path, seconds=0.3, progress=False)
     assert sf.info(str(job / "audio.wav")).frames == 600
