@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.mulaw import decode_values, mulaw_values
+
 LOG_S_MIN = math.log(1e-4)
 LOG_S_MAX = math.log(10.0)  # wider than the whole [-1, 1] range; keeps exp(-log_s) * width > 0
 LOG_S_INIT = math.log(0.05)
@@ -62,19 +64,6 @@ def adapt_weights(taps: int = ADAPT_TAPS, decay: float = ADAPT_DECAY) -> np.ndar
     """w_1..w_L (float64, (L,)): (1 - a) a^(i-1) / (1 - a^L), summing to 1."""
     i = np.arange(taps, dtype=np.float64)
     return (1.0 - decay) * decay**i / (1.0 - decay**taps)
-
-
-def mulaw_values(classes: int) -> np.ndarray:
-    """Decoded float value of every mu-law code (float64, (classes,)), as pipeline.audio.mulaw_decode."""
-    mu = classes - 1
-    y = (np.arange(classes, dtype=np.float64) - classes // 2) * 2.0 / (1 + mu)
-    return np.sign(y) / mu * (np.power(1.0 + mu, np.abs(y)) - 1.0)
-
-
-def decode_values(classes: int, end_class: bool = False) -> np.ndarray:
-    """``mulaw_values`` plus 0.0 for the end code when present: float64 (classes [+1],)."""
-    v = mulaw_values(classes)
-    return np.concatenate([v, [0.0]]) if end_class else v
 
 
 class LinearPath(nn.Module):

@@ -240,50 +240,13 @@ def prepare_audio(
 # ----------------------------------------------------------------------------- mu-law
 
 
-def _code_dtype(bits: int) -> type:
-    if not 1 <= bits <= 16:
-        raise ValueError(f"mu-law bits must be in 1..16, got {bits}")
-    return np.uint8 if bits <= 8 else np.uint16
-
-
-def mulaw_encode(x: np.ndarray, bits: int = 8) -> np.ndarray:
-    """Float audio in [-1, 1] (clipped) -> codes ``0 .. 2**bits - 1`` (silence = ``2**(bits-1)``)."""
-    dtype = _code_dtype(bits)
-    mu = 2**bits - 1
-    x = np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
-    x_comp = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)  # same formula as librosa
-    bins = np.linspace(-1, 1, num=mu + 1, endpoint=True)
-    return np.digitize(x_comp, bins, right=True).astype(dtype)
-
-
-def mulaw_decode(codes: np.ndarray, bits: int = 8, dtype: Any = np.float32) -> np.ndarray:
-    """Codes -> float audio (the bin's value, as ``librosa.mu_expand(quantize=True)``)."""
-    _code_dtype(bits)
-    mu = 2**bits - 1
-    y = (np.asarray(codes, dtype=np.float64) - 2 ** (bits - 1)) * 2.0 / (1 + mu)
-    return (np.sign(y) / mu * (np.power(1.0 + mu, np.abs(y)) - 1.0)).astype(dtype)
-
-
-def mulaw_encode_torch(x: "torch.Tensor", bits: int = 8) -> "torch.Tensor":
-    """Torch twin of ``mulaw_encode``: float tensor -> int64 codes (computed in float64)."""
-    import torch
-
-    _code_dtype(bits)
-    mu = 2**bits - 1
-    x = x.to(torch.float64).clamp(-1.0, 1.0)
-    x_comp = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
-    bins = torch.linspace(-1, 1, mu + 1, dtype=torch.float64, device=x.device)
-    return torch.bucketize(x_comp, bins, right=False).to(torch.int64)
-
-
-def mulaw_decode_torch(codes: "torch.Tensor", bits: int = 8) -> "torch.Tensor":
-    """Torch twin of ``mulaw_decode``: integer codes -> float32 audio."""
-    import torch
-
-    _code_dtype(bits)
-    mu = 2**bits - 1
-    y = (codes.to(torch.float64) - 2 ** (bits - 1)) * 2.0 / (1 + mu)
-    return (torch.sign(y) / mu * (torch.pow(1.0 + mu, y.abs()) - 1.0)).to(torch.float32)
+# one codec for data and models (models/mulaw.py); re-exported here for the data side
+from models.mulaw import (  # noqa: E402,F401
+    mulaw_decode,
+    mulaw_decode_torch,
+    mulaw_encode,
+    mulaw_encode_torch,
+)
 
 
 # ----------------------------------------------------------------------------- tiers

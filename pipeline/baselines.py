@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from scipy.signal import lfilter
 
-from pipeline.audio import mulaw_decode
+from models.mulaw import mulaw_values
 from pipeline.io import load_npy
 
 LOG2 = np.log(2.0)
@@ -32,8 +32,8 @@ LOG2 = np.log(2.0)
 
 
 def decode_table(bits: int = 8) -> np.ndarray:
-    """Float value of every code: float64 (classes,)."""
-    return mulaw_decode(np.arange(2**bits), bits, dtype=np.float64)
+    """Float value of every code: float64 (classes,) (models/mulaw.py)."""
+    return mulaw_values(2**bits)
 
 
 def bin_edges(bits: int = 8) -> np.ndarray:

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from models import Stage, load_stage, save_stage
-from models.predictor import (ADAPT_DECAY, ADAPT_FLOOR, ADAPT_TAPS, LOG_S_ADAPT_INIT, LinearPath, decode_values,
-                              lstsq_init, mulaw_values)
+from models.mulaw import decode_values, mulaw_values
+from models.predictor import ADAPT_DECAY, ADAPT_FLOOR, ADAPT_TAPS, LOG_S_ADAPT_INIT, LinearPath, lstsq_init
 
 from tests.helpers_models import (CLASSES, FACTOR, FPS, GENRES, RATE, WIDE, changed_positions,  # noqa: F401
                                   inputs, one_thread, randomize_biases, stage_cfg)
