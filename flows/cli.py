@@ -146,7 +146,9 @@ def evaluate(
     from pipeline.dataset import load_manifest
 
     _precheck(load_manifest, data)
-    if not (run / "stages").is_dir():
+    from pipeline.run import stages_dir
+
+    if not stages_dir(run).is_dir():
         _fail(f"{run}: no trained stages (run strata train first)")
     _quiet_prefect()
     from flows.evaluate import evaluate_flow
@@ -179,7 +181,8 @@ def generate(
 ) -> None:
     """Generate audio: coarse stage first, then each finer stage."""
     _need_dir(run, "run folder")
-    from pipeline.generate import load_run, validate_params
+    from pipeline.generate import validate_params
+    from pipeline.run import load_run
 
     factors = _floats(stage_temperature, "--stage-temperature")
 
@@ -217,6 +220,7 @@ def assess(
     if run is not None:
         _need_dir(run, "run folder")
     from pipeline.assess import assess_paths, item_line
+    from pipeline.run import calibration_path
 
     result = _run(assess_paths, list(paths or []), midi=midi, run=run, data=data, json_path=json_path)
     for item in result["assessed"]:
@@ -227,7 +231,7 @@ def assess(
     if json_path:
         typer.echo(f"diagnostics: {json_path}")
     if data is not None and run is not None:
-        typer.echo(f"noise calibration: {run / 'diagnostics_calibration.json'}")
+        typer.echo(f"noise calibration: {calibration_path(run)}")
     if paths and not result["assessed"]:
         _fail("nothing could be assessed")
 

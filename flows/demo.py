@@ -55,6 +55,7 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     from flows.preprocess import preprocess_flow
     from flows.train import train_flow
     from pipeline.demo_data import build_demo_corpus
+    from pipeline.run import config_path
 
     out = out.resolve()
     raw, data, run, jobs = out / "raw", out / "data", out / "run", out / "jobs"
@@ -62,7 +63,7 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     timer.run("render demo corpus", build_demo_corpus, raw, per_genre=per_genre)
     timer.run("preprocess", preprocess_flow, str(raw), str(data), config)
     timer.run("train", train_flow, str(data), str(run), config=config, stages="all",
-              max_minutes=train_minutes, resume=(run / "config.yaml").exists())
+              max_minutes=train_minutes, resume=config_path(run).exists())
     evaluation = timer.run("evaluate", evaluate_flow, str(data), str(run), split="test",
                            json_path=str(out / "evaluation.json"))
     genres = json.loads((data / "manifest.json").read_text())["genres"]

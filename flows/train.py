@@ -147,10 +147,9 @@ def train_stage_task(data: str, run: str, config_path: str, k: int, max_steps: i
     In this process by default; under ``accelerate launch`` when ``num_processes > 1``; in a
     process of its own with ``threads`` torch threads when stages train side by side.
     """
-    import json
-
     from pipeline.config import load_config
-    from pipeline.train import result_path, train_stage
+    from pipeline.run import read_result
+    from pipeline.train import train_stage
 
     logger = get_run_logger()
     cfg = load_config(config_path)
@@ -170,7 +169,7 @@ def train_stage_task(data: str, run: str, config_path: str, k: int, max_steps: i
             errors = [ln for ln in tail if ln.startswith("error: ")]
             raise RunError(errors[-1][7:] if errors else f"stage {k}: accelerate launch failed (exit {code}): "
                            + " | ".join(tail[-3:]))
-        result = json.loads(result_path(Path(run), k).read_text())
+        result = read_result(run, k)
     logger.info(f"stage {k}: {result['steps']} steps, best valid {result['best_valid_bits']:.3f} bits/sample "
                 f"(step {result['best_step']}), stopped by {result['stopped']}")
     return result
@@ -183,7 +182,7 @@ def plot_losses(run: Path, stages: list[int]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.train import read_metrics
+    from pipeline.run import loss_plot_path, read_metrics
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for k in stages:
@@ -203,7 +202,7 @@ def plot_losses(run: Path, stages: list[int]) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = run / "metrics" / "loss.png"
+    path = loss_plot_path(run)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
@@ -232,7 +231,7 @@ def train_flow(data: str, run: str, config: str | None = None, stages: str = "al
                resume: bool = False, max_minutes: float | None = None) -> dict[str, Any]:
     """Train the selected stages one after another; returns {"run", "stages": {k: summary}, "loss_png"}."""
     from pipeline.dataset import load_manifest
-    from pipeline.train import check_run_config, list_checkpoints, resolve_config
+    from pipeline.run import check_run_config, config_path, list_checkpoints, resolve_config
 
     logger = get_run_logger()
     run_dir = Path(run)
@@ -247,7 +246,7 @@ def train_flow(data: str, run: str, config: str | None = None, stages: str = "al
     if resume and not with_ckpt:
         raise RunError(f"{run}: --resume but no checkpoint for stage(s) {','.join(map(str, selected))}")
     check_run_config(run_dir, cfg, resume, write=True)
-    config_path = str(run_dir / "config.yaml")
+    config_file = str(config_path(run_dir))
     lanes = plan_lanes(cfg, selected)
     threads = lane_threads(cfg, len(lanes)) if len(lanes) > 1 else None
     if len(lanes) > 1:
@@ -259,7 +258,7 @@ def train_flow(data: str, run: str, config: str | None = None, stages: str = "al
             resume_k = resume and k in with_ckpt
             if resume and not resume_k:
                 logger.info(f"stage {k}: no checkpoint to resume, starting from scratch")
-            args = (data, run, config_path, k, max_steps, stage_minutes(cfg, k, max_minutes, lanes), resume_k)
+            args = (data, run, config_file, k, max_steps, stage_minutes(cfg, k, max_minutes, lanes), resume_k)
             if len(lanes) == 1:
                 futures[k] = train_stage_task(*args)
             else:  # one chain of tasks per lane; lanes run concurrently

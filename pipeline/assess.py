@@ -33,8 +33,8 @@ import numpy as np
 
 from pipeline import assess_metrics as am
 from pipeline.errors import InputError, ParameterError, StrataError
+from pipeline.run import calibration_path
 
-CALIBRATION_FILE = "diagnostics_calibration.json"
 CALIBRATION_PERCENTILE = 99.0
 # p99 of 1 s window flatness of the demo corpus's train split (16 kHz tier, decoded from mu-law:
 # 0.0094 measured on the 24 train tracks, 1020 windows, rounded up); used when a run has no calibration
@@ -71,13 +71,13 @@ def write_calibration(data_dir: str | Path, run_dir: str | Path) -> dict:
     from pipeline.io import atomic_write_json
 
     calibration = calibrate_noise(data_dir)
-    atomic_write_json(Path(run_dir) / CALIBRATION_FILE, calibration)
+    atomic_write_json(calibration_path(run_dir), calibration)
     return calibration
 
 
 def noise_threshold(run_dir: str | Path | None) -> tuple[float, str]:
     """(threshold, source): the run's calibration when it has one, else the fallback constant."""
-    path = Path(run_dir) / CALIBRATION_FILE if run_dir else None
+    path = calibration_path(run_dir) if run_dir else None
     if path is not None and path.is_file():
         try:
             return float(json.loads(path.read_text())["flatness_threshold"]), str(path)

@@ -30,8 +30,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from pipeline.config import StrataConfig, load_config, stage_factor
-from pipeline.errors import RunError
+from pipeline.config import StrataConfig, stage_factor
 
 DEFAULT_CHUNK = 8192  # stage samples scored per pass (at least 4x the overlap: see stage_chunk)
 
@@ -188,20 +187,6 @@ def stage_result(stage, cfg: StrataConfig, k: int, variants: list[str], totals: 
     return res
 
 
-def load_run_stages(run_dir: Path, cfg: StrataConfig) -> dict[int, Any]:
-    """The exported stages of a run: {k: Stage} (RunError if none)."""
-    from models import load_stage
-
-    out = {}
-    for k in range(len(cfg.stages)):
-        folder = Path(run_dir) / "stages" / str(k)
-        if (folder / "model.json").is_file():
-            out[k] = load_stage(folder).eval()
-    if not out:
-        raise RunError(f"{run_dir}: no trained stage in stages/ (run strata train first)")
-    return out
-
-
 def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: float | None = None,
                  chunk: int | None = None, baseline_rows: int = 200_000, workers: int | None = None,
                  progress: bool = True) -> dict:
@@ -216,6 +201,7 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
     from pipeline.baselines import fine_tier_baselines, stage_linear_baseline
     from pipeline.dataset import iter_tracks, load_manifest
     from pipeline.errors import ParameterError
+    from pipeline.run import export_extra, load_run
     from pipeline.train import torch_threads
 
     if split not in ("train", "valid", "test"):
@@ -223,12 +209,11 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
     if max_seconds_per_track is not None and not max_seconds_per_track > 0:
         raise ParameterError(f"max seconds per track {max_seconds_per_track}: must be > 0")
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise RunError(f"{run_dir}: not a run folder (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml")
+    run = load_run(run_dir, partial=True)
+    cfg = run.cfg
     manifest = load_manifest(data_dir)
     n_genres = len(manifest["genres"])
-    stages = load_run_stages(run_dir, cfg)
+    stages = run.by_index()
     workers = max(1, int(workers or torch_threads()))
     order = sorted(stages, key=lambda k: -cfg.stages[k].rate)  # the costliest stage first
     labels = {k: f"stage {k} ({cfg.stages[k].rate} Hz)" for k in order}
@@ -293,7 +278,7 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
         n = sum(scores[(k, i)][1] for i in keys)
         res = stage_result(stages[k], cfg, k, variants_of(stages[k]), totals, n, len(keys), n / cfg.stages[k].rate)
         res["linear_baseline_bits_per_sample"] = linear[k]["bits_per_sample"]
-        extra = _export_extra(run_dir, k)
+        extra = export_extra(run_dir, k)
         res["valid_bits"], res["step"] = extra.get("valid_bits"), extra.get("step")
         rows.append(res)
     complete = sorted(stages) == list(range(len(cfg.stages)))
@@ -428,15 +413,6 @@ class _Meter:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-
-
-def _export_extra(run_dir: Path, k: int) -> dict:
-    import json
-
-    try:
-        return json.loads((Path(run_dir) / "stages" / str(k) / "model.json").read_text()).get("extra", {}) or {}
-    except (OSError, ValueError):
-        return {}
 
 
 def stages_table(result: dict) -> list[dict]:

@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import shutil
@@ -31,7 +30,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -39,7 +38,8 @@ from typing import Annotated, Any, Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import ParameterError, RunError, StrataError
+from pipeline.errors import ParameterError, RunError
+from pipeline.run import LoadedRun, load_run
 
 MAX_SECONDS = 3600.0  # absolute cap on a requested length
 MAX_COUNT = 64
@@ -132,81 +132,6 @@ def _one_line(e: ValidationError) -> str:
 
 
 # ----------------------------------------------------------------------------- the run
-
-
-@dataclass
-class LoadedRun:
-    """A run folder loaded for generation."""
-
-    path: Path
-    cfg: Any  # StrataConfig
-    stages: list  # list[models.Stage], coarse to fine
-    genres: list[str]
-    stage_info: list[dict] = field(default_factory=list)  # from model.json, for meta.json
-
-    @property
-    def rates(self) -> list[int]:
-        return [int(s.rate) for s in self.cfg.stages[: len(self.stages)]]
-
-    @property
-    def no_genre(self) -> int:
-        return len(self.genres)
-
-
-def load_run(run_dir: str | Path) -> LoadedRun:
-    """Config + every stage of a run (``models.load_stage``: safetensors, never unpickled)."""
-    from models import load_stage
-    from pipeline.config import ConfigError, load_config
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ParameterError(f"{run_dir}: run folder not found")
-    if not (run_dir / "config.yaml").is_file():
-        raise RunError(f"{run_dir}: not a run folder (no config.yaml)")
-    try:
-        cfg = load_config(run_dir / "config.yaml")
-    except ConfigError as e:
-        raise RunError(f"{run_dir}: bad config ({e})") from None
-    stages, infos, genres = [], [], None
-    for k, scfg in enumerate(cfg.stages):
-        folder = run_dir / "stages" / str(k)
-        if not (folder / "model.safetensors").is_file() or not (folder / "model.json").is_file():
-            raise RunError(f"{run_dir}: stage {k} ({scfg.rate} Hz) is missing "
-                           f"(no stages/{k}/model.safetensors); train it first")
-        try:
-            stage = load_stage(folder)
-        except StrataError as e:
-            raise RunError(f"{folder}: {e}") from None
-        except Exception as e:  # noqa: BLE001 - a broken checkpoint is a user-facing error
-            raise RunError(f"{folder}: cannot load stage ({type(e).__name__}: {e})") from None
-        stage.eval()
-        desc = json.loads((folder / "model.json").read_text())
-        stage_genres = _genres_of(desc)
-        if genres is None:
-            genres = stage_genres
-        elif stage_genres is not None and stage_genres != genres:
-            raise RunError(f"{run_dir}: stage {k} was trained with genres {stage_genres}, stage 0 with {genres}")
-        stages.append(stage)
-        infos.append(_stage_info(k, scfg.rate, desc))
-    if not stages:
-        raise RunError(f"{run_dir}: the config has no stages")
-    return LoadedRun(run_dir.resolve(), cfg, stages, list(genres or []), infos)
-
-
-def _genres_of(desc: dict) -> list[str] | None:
-    extra = desc.get("extra") or {}
-    g = extra.get("genres", desc.get("genres"))
-    return list(g) if g is not None else None
-
-
-def _stage_info(k: int, rate: int, desc: dict) -> dict:
-    """Small scalar facts from model.json (versions, steps) for meta.json."""
-    info: dict[str, Any] = {"index": k, "rate": rate}
-    for src in (desc, desc.get("extra") or {}):
-        for key, v in src.items():
-            if isinstance(v, (str, int, float, bool)) and key not in info:
-                info[key] = v
-    return info
 
 
 # ----------------------------------------------------------------------------- prompts

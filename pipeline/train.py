@@ -2,11 +2,9 @@
 
 The same code runs on one CPU, one GPU, several GPUs and machines (``accelerate launch``).
 
-Run folder (DESIGN 7): ``config.yaml``; ``stages/<k>/`` (best stage by validation bits, EMA
-weights, ``models.save_stage``); ``checkpoints/stage<k>/step-<n>/`` (``accelerator.save_state``,
-written to a temporary folder and renamed); ``logs/stage<k>/`` (TensorBoard);
-``metrics/stage<k>.jsonl`` (one JSON row per logged step / validation) and
-``metrics/stage<k>_result.json`` (the dict ``train_stage`` returns).
+Writes into the run folder laid out by ``pipeline.run``: the best stage by validation bits (EMA
+weights) in ``stages/<k>/``, ``accelerator.save_state`` checkpoints (written to a temporary folder
+and renamed), TensorBoard logs, metric rows and the summary ``train_stage`` returns.
 
 Choices worth knowing:
 
@@ -50,17 +48,21 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from pipeline.config import (
-    ConfigError,
-    StrataConfig,
-    config_to_dict,
-    load_config,
-    save_config,
-    stage_factor,
-    uses_tier_below,
-)
-from pipeline.errors import DatasetError, RunError, StrataError
+from pipeline.config import ConfigError, StrataConfig, stage_factor, uses_tier_below
+from pipeline.errors import DatasetError, StrataError
 from pipeline.io import atomic_write_json, atomic_write_text
+from pipeline.run import (
+    check_checkpoints,
+    check_run_config,
+    checkpoint_dir,
+    list_checkpoints,
+    logs_dir,
+    metrics_path,
+    read_metrics,
+    resolve_config,
+    result_path,
+    stage_dir,
+)
 
 logger = logging.getLogger("strata.train")
 
@@ -123,75 +125,7 @@ def round_up(n: int, unit: int) -> int:
     return -(-int(n) // unit) * unit
 
 
-def stage_dir(run_dir: Path, k: int) -> Path:
-    return Path(run_dir) / "stages" / str(k)
-
-
-def checkpoint_dir(run_dir: Path, k: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"stage{k}"
-
-
-def metrics_path(run_dir: Path, k: int) -> Path:
-    return Path(run_dir) / "metrics" / f"stage{k}.jsonl"
-
-
-def result_path(run_dir: Path, k: int) -> Path:
-    return Path(run_dir) / "metrics" / f"stage{k}_result.json"
-
-
-def list_checkpoints(run_dir: Path, k: int) -> list[tuple[int, Path]]:
-    """Complete checkpoints of stage k, oldest first: [(step, folder)]."""
-    d = checkpoint_dir(run_dir, k)
-    out = []
-    if d.is_dir():
-        for p in d.iterdir():
-            if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit():
-                out.append((int(p.name[5:]), p))
-    return sorted(out)
-
-
-def read_metrics(run_dir: Path, k: int) -> list[dict]:
-    """Rows of ``metrics/stage<k>.jsonl`` (empty when absent)."""
-    p = metrics_path(run_dir, k)
-    if not p.is_file():
-        return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-
-
-# ----------------------------------------------------------------------------- run folder / config
-
-
-def differing_sections(old: StrataConfig, new: StrataConfig) -> list[str]:
-    """Names of the config sections that differ, e.g. ``["stages[1]", "train (lr)"]``."""
-    a, b = config_to_dict(old), config_to_dict(new)
-    out = []
-    for section in ("data", "train", "generate"):
-        if a[section] != b[section]:
-            keys = sorted(k for k in set(a[section]) | set(b[section]) if a[section].get(k) != b[section].get(k))
-            out.append(f"{section} ({', '.join(keys)})")
-    sa, sb = a["stages"], b["stages"]
-    for i in range(max(len(sa), len(sb))):
-        if i >= len(sa) or i >= len(sb) or sa[i] != sb[i]:
-            out.append(f"stages[{i}]")
-    return out
-
-
-def check_run_config(run_dir: Path, cfg: StrataConfig, resume: bool, write: bool) -> None:
-    """Save ``config.yaml`` on the first train; later trains must use the same config."""
-    path = Path(run_dir) / "config.yaml"
-    if path.is_file():
-        old = load_config(path)
-        diff = differing_sections(old, cfg)
-        if diff:
-            what = "--resume" if resume else "training"
-            raise RunError(
-                f"{run_dir}: {what} with a config that differs from the run's config.yaml in "
-                f"{'; '.join(diff)} (use the run's config or a new run folder)"
-            )
-    elif resume:
-        raise RunError(f"{run_dir}: --resume but the run folder has no config.yaml (nothing to resume)")
-    elif write:
-        save_config(cfg, path)
+# ----------------------------------------------------------------------------- checks
 
 
 def check_stage(cfg: StrataConfig, k: int, manifest: dict, data_dir) -> None:
@@ -321,7 +255,7 @@ class MetricLog:
             self.rows = [r for r in read_metrics(run_dir, k) if r.get("step", 0) <= resume_step]
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "logs" / f"stage{k}"),
+        self.writer = SummaryWriter(log_dir=str(logs_dir(run_dir, k)),
                                     purge_step=None if resume_step is None else resume_step + 1)
 
     def log(self, step: int, values: dict[str, float]) -> None:
@@ -533,18 +467,13 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
 
     manifest = load_manifest(data_dir)
     check_stage(cfg, k, manifest, data_dir)
-    existing = list_checkpoints(run_dir, k)
-    if resume and not existing:
-        raise RunError(f"{run_dir}: --resume but stage {k} has no checkpoint in {checkpoint_dir(run_dir, k)}")
-    if not resume and existing:
-        raise RunError(f"{run_dir}: stage {k} already has checkpoints (latest: step {existing[-1][0]}); "
-                       f"pass --resume to continue it, or train into a new run folder")
+    check_checkpoints(run_dir, k, resume)
     check_run_config(run_dir, cfg, resume, write=False)
     accelerator.wait_for_everyone()
     if main:
         check_run_config(run_dir, cfg, resume, write=True)
         if not resume:  # a fresh start (no checkpoint): forget metrics of a run that died before one
-            shutil.rmtree(run_dir / "logs" / f"stage{k}", ignore_errors=True)
+            shutil.rmtree(logs_dir(run_dir, k), ignore_errors=True)
             metrics_path(run_dir, k).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
 
@@ -737,15 +666,6 @@ def _over_budget(accelerator, elapsed: float, budget: float) -> bool:
 
 
 # ----------------------------------------------------------------------------- script entry
-
-
-def resolve_config(config: str | None, run_dir: Path) -> StrataConfig:
-    """--config FILE, else the run's config.yaml, else the tiny preset."""
-    if config:
-        return load_config(config)
-    if (Path(run_dir) / "config.yaml").is_file():
-        return load_config(Path(run_dir) / "config.yaml")
-    return load_config("tiny")
 
 
 def main(argv: list[str] | None = None) -> int:

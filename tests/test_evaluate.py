@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pipeline.errors import RunError
-from pipeline.evaluate import _align, _rows, evaluate_run, load_run_stages, overlap, score_track
+from pipeline.evaluate import _align, _rows, evaluate_run, overlap, score_track
+from pipeline.run import load_run
 from pipeline.train import train_stage
 from tests.helpers_data import make_dataset, periodic_signal, tiny_train_config
 
@@ -115,7 +116,7 @@ def test_max_seconds_scores_the_first_seconds_exactly(harmonic_run):
     from pipeline.dataset import iter_tracks
 
     data, run, cfg = harmonic_run
-    stages = load_run_stages(run, cfg)
+    stages = load_run(run, partial=True).by_index()
     item = next(iter_tracks(data, cfg, 1, "test"))
     whole = score_track(stages[1], item, cfg, 1, 2, ["full", "uncond"])
     head = score_track(stages[1], item, cfg, 1, 2, ["full", "uncond"], chunk=600, stop=1500)
@@ -211,7 +212,7 @@ def test_chunked_scoring_equals_one_pass(periodic_run):
     from pipeline.dataset import iter_tracks
 
     data, run, cfg = periodic_run
-    stages = load_run_stages(run, cfg)
+    stages = load_run(run, partial=True).by_index()
     for k, variants in ((0, ["full", "uncond", "short"]), (1, ["full", "uncond"])):
         item = next(iter_tracks(data, cfg, k, "test"))
         whole = score_track(stages[k], item, cfg, k, 2, variants)
@@ -225,7 +226,7 @@ def test_ablation_rows_drop_conditioning_like_training(periodic_run):
     from pipeline.dataset import iter_tracks
 
     data, run, cfg = periodic_run
-    stage = load_run_stages(run, cfg)[1]
+    stage = load_run(run, partial=True).by_index()[1]
     item = next(iter_tracks(data, cfg, 1, "test"))
     kw = _rows(stage, item, 2, ["full", "uncond"])
     assert kw["genre"].tolist() == [int(item["genre"]), 2]
@@ -260,7 +261,7 @@ def test_ablation_parts_drop_one_input_each(periodic_run):
     from pipeline.evaluate import VARIANT_KEYS, variants_of
 
     data, run, cfg = periodic_run
-    stages = load_run_stages(run, cfg)
+    stages = load_run(run, partial=True).by_index()
     item0 = next(iter_tracks(data, cfg, 0, "test"))
     v0 = [v for v in variants_of(stages[0]) if v != "short"]
     kw = _rows(stages[0], item0, 2, v0)

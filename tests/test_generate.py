@@ -12,7 +12,8 @@ import soundfile as sf
 import torch
 
 from pipeline.errors import ParameterError, RunError, StrataError
-from pipeline.generate import generate, guide, load_prompt_tiers, load_run
+from pipeline.generate import generate, guide, load_prompt_tiers
+from pipeline.run import load_run
 from tests.helpers_run import GENRES, make_run, tiny_config, write_midi, write_tone
 
 FILES = ("audio.wav", "tier_1000.wav", "tier_2000.wav", "spectrogram.png", "meta.json")

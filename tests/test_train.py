@@ -16,13 +16,12 @@ from safetensors.torch import load_file
 
 from pipeline.config import ConfigError, save_config
 from pipeline.errors import DatasetError, RunError
+from pipeline.run import list_checkpoints, read_metrics
 from pipeline.train import (
     EndCrops,
     WarmupCosine,
     insert_end_crops,
-    list_checkpoints,
     loss_weights,
-    read_metrics,
     train_stage,
 )
 from tests.helpers_data import make_dataset, tiny_train_config
