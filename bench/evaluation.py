@@ -41,7 +41,7 @@ def untrained_run(root: Path, cfg, data: Path) -> Path:
 
     from models import save_stage
     from pipeline.dataset import load_manifest
-    from pipeline.train import build_stage
+    from models import build_stage
 
     genres = load_manifest(data)["genres"]
     save_config(cfg, root / "config.yaml")

@@ -8,22 +8,29 @@ from models.checkpoint import (
     save_stage,
     save_state_dict,
 )
-from models.heads import CategoricalHead, LogisticMixtureHead
+from models.config import StageArchConfig, stage_arch
+from models.heads import HEADS, CategoricalHead, Head, LogisticMixtureHead, register_head
 from models.predictor import LinearPath, lstsq_init
 from models.streaming import StageStream
-from models.wavenet import Stage
+from models.wavenet import Stage, build_stage
 
 __all__ = [
+    "HEADS",
     "Cascade",
     "CategoricalHead",
     "CheckpointError",
+    "Head",
     "LinearPath",
     "LogisticMixtureHead",
     "Stage",
+    "StageArchConfig",
     "StageStream",
+    "build_stage",
     "load_stage",
     "lstsq_init",
     "load_state_dict",
+    "register_head",
     "save_stage",
     "save_state_dict",
+    "stage_arch",
 ]

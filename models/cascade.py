@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from models.wavenet import Stage
+from models.wavenet import Stage, build_stage
 
 
 class Cascade(nn.Module):
@@ -22,14 +22,8 @@ class Cascade(nn.Module):
     @classmethod
     def from_config(cls, cfg: Any, n_genres: int) -> Cascade:
         """Build a Stage per ``cfg.stages[k]`` (factor = rates[k] // rates[k-1])."""
-        rates = list(cfg.data.rates)[: len(cfg.stages)]
-        classes = getattr(cfg.data, "classes", 2 ** getattr(cfg.data, "mu_bits", 8))
-        stages = [
-            Stage(s, index=k, n_genres=n_genres, factor=1 if k == 0 else rates[k] // rates[k - 1],
-                  roll_fps=cfg.data.roll_fps, classes=classes)
-            for k, s in enumerate(cfg.stages)
-        ]
-        return cls(stages, rates)
+        stages = [build_stage(cfg, k, n_genres) for k in range(len(cfg.stages))]
+        return cls(stages, list(cfg.data.rates)[: len(cfg.stages)])
 
     def __len__(self) -> int:
         return len(self.stages)

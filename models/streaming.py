@@ -62,12 +62,7 @@ class StageStream:
         g2 = 2 * g
         self.t = 0
         self.g2 = g2
-        # input embedding
-        if st.head_kind == "categorical":
-            self.emb_w = st.embed.weight.detach()  # (classes, R)
-        else:
-            self.in_w = st.input_proj.weight.detach().t().contiguous()  # (1, R)
-            self.in_b = st.input_proj.bias.detach()
+        self.embed_step = st.head.stream_input(st.input_layer, self.dtype)  # (x_prev (B,), out (B, R))
         # main stack, fused layout with preallocated buffers and views (no per-step allocation)
         new = lambda *shape: torch.zeros(*shape, dtype=self.dtype, device=self.device)  # noqa: E731
         r = st.residual_channels
@@ -218,10 +213,7 @@ class StageStream:
         if x_prev.dim() == 0:
             x_prev = x_prev.expand(b)
         h = self.hbuf[0]
-        if self.stage.head_kind == "categorical":
-            torch.index_select(self.emb_w, 0, x_prev.long(), out=h)  # (B, R)
-        else:
-            torch.addmm(self.in_b, x_prev.to(self.dtype).view(-1, 1), self.in_w, out=h)  # (B, R)
+        self.embed_step(x_prev, h)  # (B, R)
         if self.hist is not None and t > 0:
             self.frame_sum += h
             if t % self.pool == 0:  # frame t/pool - 1 just completed

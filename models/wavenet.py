@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.context import ConditioningStack, HistoryStack
-from models.heads import CategoricalHead, LogisticMixtureHead
+from models.config import StageArchConfig, stage_arch
+from models.heads import make_head
 from models.layers import causal_pad, gated
 from models.predictor import LOG_S_ADAPT_INIT, LOG_S_INIT, LinearPath
 from models.score import GATE_INIT as SCORE_GATE_INIT, ScoreTaps
-from models.spec import as_namespace, stage_config_dict
 
 
 class Stage(nn.Module):
@@ -28,30 +28,25 @@ class Stage(nn.Module):
     def __init__(self, cfg: Any, index: int, n_genres: int, factor: int = 1, roll_fps: int = 100,
                  classes: int = 256) -> None:
         super().__init__()
-        self.config = stage_config_dict(cfg)  # plain dict (stored in model.json)
-        c = as_namespace(self.config)
+        self.arch: StageArchConfig = stage_arch(cfg)
+        self.config = self.arch.to_dict()  # plain dict (stored in model.json)
+        c = self.arch
         self.index, self.n_genres, self.factor = int(index), int(n_genres), int(factor)
         self.roll_fps, self.classes = int(roll_fps), int(classes)
         self.rate = int(c.rate) if c.rate is not None else None
-        self.head_kind = c.head
         r, g, s, k = c.residual_channels, c.gate_channels, c.skip_channels, c.kernel_size
         self.residual_channels, self.gate_channels, self.skip_channels, self.kernel_size = r, g, s, k
         self.dilations = [2**i for _ in range(c.dilation_cycles) for i in range(c.cycle_length)]
         n_layers = len(self.dilations)
 
-        # output head and input embedding
-        if c.head == "categorical":
-            self.head = CategoricalHead(classes + (1 if c.end_class else 0))
-            self.end_code = classes if c.end_class else None
-            self.start_code = classes // 2  # silence
-            self.embed = nn.Embedding(self.head.classes, r)
-        elif c.head == "logistic_mixture":
-            self.head = LogisticMixtureHead(c.mixtures)
-            self.end_code = None
-            self.start_code = 0  # PCM value 0 (x = 0.0)
-            self.input_proj = nn.Linear(1, r)
-        else:
-            raise ValueError(f"stage {index}: unknown head {c.head!r}")
+        # output head (models/heads.py) and its input layer (kept under the head's ``input_key``)
+        try:
+            self.head = make_head(c, classes)
+        except ValueError as e:
+            raise ValueError(f"stage {index}: {e}") from None
+        self.end_code = self.head.end_code
+        self.start_code = self.head.start_value  # fed before the first sample (silence)
+        self.add_module(self.head.input_key, self.head.input_layer(r))
 
         # main stack
         self.convs = nn.ModuleList(nn.Conv1d(r, 2 * g, k, dilation=d) for d in self.dilations)
@@ -67,7 +62,7 @@ class Stage(nn.Module):
         self.score: ScoreTaps | None = None
         self.lin_out: nn.Conv1d | None = None
         self.use_below = self.index > 0 and bool(c.use_tier_below)
-        if c.head == "categorical" and int(c.linear_order) > 0:
+        if self.head.linear_path and int(c.linear_order) > 0:
             back = ahead = None
             if self.use_below:
                 back = int(c.linear_below)
@@ -121,6 +116,11 @@ class Stage(nn.Module):
 
     # ------------------------------------------------------------------ reported numbers
     @property
+    def input_layer(self) -> nn.Module:
+        """The head's input layer (``embed`` or ``input_proj``)."""
+        return getattr(self, self.head.input_key)
+
+    @property
     def n_layers(self) -> int:
         return len(self.dilations)
 
@@ -161,8 +161,7 @@ class Stage(nn.Module):
             macs += s * self.lin_out.out_channels + self.linear.macs_per_sample()
         if self.score is not None:
             macs += 2 * self.linear.order + 1
-        if self.head_kind != "categorical":
-            macs += r
+        macs += self.head.input_macs(r)
         if self.conditioning is not None:
             macs += self.conditioning.channels * n * 2 * g + self.conditioning.macs_per_sample(chunk)
         if self.history is not None:
@@ -172,10 +171,8 @@ class Stage(nn.Module):
 
     # ------------------------------------------------------------------ pieces shared with streaming
     def embed_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes (B, T) int64 (or float PCM in [-1, 1]) -> (B, T, R)."""
-        if self.head_kind == "categorical":
-            return self.embed(x)
-        return self.input_proj(x.float().unsqueeze(-1))
+        """Samples (B, T) (int64 codes, or float PCM for a float head) -> (B, T, R)."""
+        return self.head.embed(self.input_layer, x)
 
     def genre_ids(self, genre, batch: int, device) -> torch.Tensor:
         if genre is None:
@@ -191,12 +188,8 @@ class Stage(nn.Module):
         return bias
 
     def shift(self, x: torch.Tensor) -> torch.Tensor:
-        """Input at t is x[t-1]; start_code (or 0.0) at t = 0."""
-        if self.head_kind == "categorical":
-            start = torch.full_like(x[:, :1], self.start_code)
-        else:
-            start = torch.zeros_like(x[:, :1])
-        return torch.cat([start, x[:, :-1]], dim=1)
+        """Input at t is x[t-1]; the head's start value at t = 0."""
+        return torch.cat([self.head.start_like(x), x[:, :-1]], dim=1)
 
     # ------------------------------------------------------------------ teacher-forced pass
     def forward(self, x: torch.Tensor, genre=None, below=None, roll=None, drop_below=None,
@@ -325,3 +318,14 @@ class Stage(nn.Module):
         if stream is None:
             raise RuntimeError("Stage.step needs an active stream: use `with stage.streaming(batch=B) as s:`")
         return stream.step(x_prev)
+
+
+def build_stage(cfg: Any, index: int, n_genres: int, stage_cfg: Any = None) -> Stage:
+    """The one builder from a run config to stage ``index``: ``cfg.stages[index]`` (or ``stage_cfg``)
+    with the factor, roll rate and classes of ``cfg.data`` (``rates``, ``roll_fps``, ``classes`` or
+    ``mu_bits``).  ``load_stage`` rebuilds from model.json's same fields."""
+    rates = list(cfg.data.rates)
+    classes = getattr(cfg.data, "classes", 2 ** getattr(cfg.data, "mu_bits", 8))
+    return Stage(cfg.stages[index] if stage_cfg is None else stage_cfg, index=index, n_genres=n_genres,
+                 factor=1 if index == 0 else rates[index] // rates[index - 1], roll_fps=cfg.data.roll_fps,
+                 classes=classes)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from models.config import ConditioningConfig, HistoryConfig, ScoreConfig, StageArchConfig
 from pipeline.errors import StrataError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the presets, shipped as package data
@@ -46,56 +47,10 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ConditioningConfig:
-    """Conditioning stack: reads the tier below (and the roll), non-causal, upsampled."""
+class StageConfig(StageArchConfig):
+    """One stage of the cascade: its architecture (``models.config.StageArchConfig``, the owner of
+    those fields and defaults) plus how it is trained.  Stage k models tier k (rate ``rate``)."""
 
-    channels: int = 64
-    layers: int = 4  # non-causal dilated conv layers at the tier-below rate
-    kernel_size: int = 3
-    lookahead: int = 8  # samples of the tier below visible ahead of t (at the below rate)
-
-
-@dataclass(frozen=True)
-class HistoryConfig:
-    """History stack: the stage's own past, pooled to a low rate, strictly causal."""
-
-    enabled: bool = False
-    pool: int = 64  # stage samples per history frame
-    channels: int = 64
-    layers: int = 6  # causal dilated conv layers at the pooled rate
-    kernel_size: int = 2
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    """Score-informed linear prediction (models/score.py): taps from the notes sounding now."""
-
-    enabled: bool = False  # needs use_roll and the linear path
-    bandwidth_hz: float = 1.0  # Gaussian lag window: width of each harmonic line (detuning tolerance)
-    floor: float = 1e-3  # white-noise floor added at lag 0 (keeps the poles inside the unit circle)
-    rolloff: float = 1.0  # harmonic h has amplitude h ** -rolloff
-
-
-@dataclass(frozen=True)
-class StageConfig:
-    """One WaveNet stage of the cascade.  Stage k models tier k (rate ``rate``)."""
-
-    rate: int
-    residual_channels: int = 64
-    gate_channels: int = 128
-    skip_channels: int = 128
-    kernel_size: int = 2
-    dilation_cycles: int = 2
-    cycle_length: int = 10  # dilations 1, 2, ..., 2**(cycle_length-1) per cycle
-    head: str = "categorical"  # "categorical" (mu-law classes) or "logistic_mixture" (16-bit PCM)
-    mixtures: int = 10  # logistic_mixture only
-    end_class: bool = False  # categorical only: one extra "end of piece" class
-    use_genre: bool = True
-    use_roll: bool = False
-    use_tier_below: bool = True  # ignored (False) for stage 0
-    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
-    history: HistoryConfig = field(default_factory=HistoryConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
     # conditioning dropout probabilities used in training
     genre_dropout: float = 0.1
     below_dropout: float = 0.1
@@ -106,10 +61,6 @@ class StageConfig:
     batch_size: int = 8
     max_steps: int = 2000
     time_share: float = 1.0  # share of train.max_minutes given to this stage
-    # linear-prediction path + hybrid distribution (categorical head only; models/predictor.py)
-    linear_order: int = 32  # own-past taps (0 = off; a model.json without the key loads with 0)
-    linear_below: int = 8  # tier-below half-window (the ahead part is capped at conditioning.lookahead)
-    adaptive_scale: bool = True  # logistic scale follows recent |residuals| of the linear part (absent: off)
 
 
 @dataclass(frozen=True)
@@ -315,18 +266,12 @@ def validate(cfg: StrataConfig) -> None:
     for k, s in enumerate(cfg.stages):
         if s.rate != rates[k]:
             raise ConfigError(f"stages[{k}].rate={s.rate} does not match data.rates[{k}]={rates[k]}")
-        if s.head not in ("categorical", "logistic_mixture"):
-            raise ConfigError(f"stages[{k}].head: unknown head {s.head!r}")
-        if s.head == "logistic_mixture" and s.end_class:
-            raise ConfigError(f"stages[{k}]: end_class needs the categorical head")
+        try:  # the architecture's own checks (heads from the registry in models/heads.py)
+            s.check(f"stages[{k}]")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if s.crop <= 0 or s.batch_size <= 0:
             raise ConfigError(f"stages[{k}]: crop and batch_size must be positive")
-        if s.history.enabled and s.history.pool <= 1:
-            raise ConfigError(f"stages[{k}].history.pool must be > 1")
-        if s.score.enabled and not (s.use_roll and s.linear_order > 0 and s.head == "categorical"):
-            raise ConfigError(f"stages[{k}].score needs use_roll and the linear path (linear_order > 0)")
-        if s.score.bandwidth_hz < 0 or not 0 < s.score.floor < 1:
-            raise ConfigError(f"stages[{k}].score: bandwidth_hz >= 0 and floor in (0, 1)")
     t = cfg.train
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")

@@ -79,11 +79,7 @@ def _rows(stage, item: dict, n_genres: int, variants: list[str]) -> dict:
 
 
 def _stage_x(stage, x: torch.Tensor, bits: int) -> torch.Tensor:
-    if stage.head_kind == "logistic_mixture":
-        from pipeline.audio import mulaw_decode_torch
-
-        return mulaw_decode_torch(x, bits)
-    return x
+    return stage.head.codes_to_input(x, bits)  # (B, T) what the stage reads
 
 
 def overlap(stage, unit: int) -> tuple[int, int]:

@@ -324,8 +324,8 @@ def guide(out, batch: int, guidance: float):
 
 
 def _is_float_head(stage) -> bool:
-    """A logistic-mixture stage samples floats in [-1, 1] instead of mu-law codes."""
-    return getattr(stage.head, "kind", "categorical") == "logistic_mixture"
+    """The stage samples floats in [-1, 1] (its head says) instead of mu-law codes."""
+    return bool(getattr(stage.head, "float_input", False))
 
 
 def _streaming_kwargs(stage, batch: int, genre, below, roll, drop_roll, chunk: int | None) -> dict:
@@ -518,7 +518,7 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
         if k == 0:
             lengths0, n0 = res.lengths, res.x.shape[1]
         tiers[rate] = res.x
-        below = _as_codes(res.x, cfg)  # (B, n_k) int64 for the next stage
+        below = _as_codes(res.x, stage, cfg)  # (B, n_k) int64 for the next stage
         n_k = res.x.shape[1]
         timings.append(_timing(k, rate, n_k, B, res.wall, twin))
     return CascadeResult(tiers, lengths0 or [n0] * B, timings)
@@ -532,20 +532,13 @@ def stage_temperature(run: LoadedRun, p: GenerateParams, k: int) -> float:
 
 
 def _prompt_values(codes, stage, cfg):
-    """Prompt codes as the stage's sample values (floats for a logistic-mixture head)."""
-    from pipeline.audio import mulaw_decode_torch
-
-    if _is_float_head(stage):
-        return mulaw_decode_torch(codes, cfg.data.mu_bits)
-    return codes
+    """Prompt codes as the stage's sample values (the head decides: codes, or floats)."""
+    return stage.head.codes_to_input(codes, cfg.data.mu_bits)
 
 
-def _as_codes(x, cfg):
-    import torch
-
-    from pipeline.audio import mulaw_encode_torch
-
-    return x if x.dtype == torch.int64 else mulaw_encode_torch(x, cfg.data.mu_bits)
+def _as_codes(x, stage, cfg):
+    """The stage's samples as mu-law codes (the tier below of the next stage)."""
+    return stage.head.input_to_codes(x, cfg.data.mu_bits)
 
 
 def _timing(k: int, rate: int, n: int, batch: int, wall: float, twin: bool) -> dict:

@@ -48,6 +48,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from models import build_stage  # noqa: F401  (the one builder; callers import it from here too)
 from pipeline.config import ConfigError, StrataConfig, stage_factor, uses_tier_below
 from pipeline.errors import DatasetError, StrataError
 from pipeline.io import atomic_write_json, atomic_write_text
@@ -230,13 +231,9 @@ def to_device(kw: dict, device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
 
 
-def model_x(x: torch.Tensor, head_kind: str, bits: int) -> torch.Tensor:
-    """Codes -> what the stage reads: int64 codes, or float audio for the logistic-mixture head."""
-    if head_kind == "logistic_mixture":
-        from pipeline.audio import mulaw_decode_torch
-
-        return mulaw_decode_torch(x, bits)
-    return x
+def model_x(x: torch.Tensor, head, bits: int) -> torch.Tensor:
+    """Codes -> what the stage reads (the head decides: int64 codes, or float audio)."""
+    return head.codes_to_input(x, bits)
 
 
 # ----------------------------------------------------------------------------- logging
@@ -345,7 +342,7 @@ def export_stage(model, ema, run_dir: Path, k: int, extra: dict) -> Path:
 @torch.inference_mode()
 def validation_bits(accelerator, model, ema, batches: list[dict], cfg, k: int, n_genres: int, context: int) -> float:
     """Bits per sample on fixed validation crops (EMA weights), shared over processes."""
-    head_kind = model.head.kind
+    head = model.head
     P, p = accelerator.num_processes, accelerator.process_index
     total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # [bits, samples]
     model.eval()
@@ -354,8 +351,8 @@ def validation_bits(accelerator, model, ema, batches: list[dict], cfg, k: int, n
             kw = to_device(model_inputs(batch, cfg, k, n_genres, None, drop=False), accelerator.device)
             x = batch["x"].to(accelerator.device)  # (B, W)
             with accelerator.autocast():
-                out = model(model_x(x, head_kind, cfg.data.mu_bits), **kw)
-            bits = model.head.nll_bits(out, model_x(x, head_kind, cfg.data.mu_bits))[:, context:]  # (B, crop)
+                out = model(model_x(x, head, cfg.data.mu_bits), **kw)
+            bits = model.head.nll_bits(out, model_x(x, head, cfg.data.mu_bits))[:, context:]  # (B, crop)
             total[0] += bits.double().sum()
             total[1] += bits.numel()
     model.train()
@@ -398,13 +395,6 @@ def _accelerator(cfg: StrataConfig):
         gradient_accumulation_steps=cfg.train.grad_accum,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
-
-
-def build_stage(cfg: StrataConfig, k: int, n_genres: int):
-    from models import Stage
-
-    return Stage(cfg.stages[k], index=k, n_genres=n_genres, factor=stage_factor(cfg, k),
-                 roll_fps=cfg.data.roll_fps, classes=cfg.data.classes)
 
 
 def warm_start_linear(model, data_dir: Path, manifest: dict, cfg: StrataConfig, k: int, seed: int) -> dict:
@@ -489,7 +479,7 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
     context = round_up(max(model.receptive_field, model.linear_receptive_field), unit)
     margin = round_up(model.lookahead, unit)  # below / roll past the crop's end (see the docstring)
     window = context + s.crop
-    head_kind = model.head.kind
+    head = model.head
     end_code = model.end_code if getattr(model, "end_code", None) is not None else None
 
     from pipeline.ema import EMA
@@ -560,7 +550,7 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
         B, T = batch["x"].shape
         weights = loss_weights(B, T, context, window, batch.get("end_mask")).to(accelerator.device)
         kw = to_device(model_inputs(batch, cfg, k, n_genres, gen, drop=True), accelerator.device)
-        x = model_x(batch["x"].to(accelerator.device), head_kind, cfg.data.mu_bits)  # (B, T)
+        x = model_x(batch["x"].to(accelerator.device), head, cfg.data.mu_bits)  # (B, T)
         with accelerator.accumulate(model):
             out = model(x, **kw)  # (B, C, T)
             bits = unwrapped.head.nll_bits(out, x)  # (B, T)

@@ -19,10 +19,9 @@ def shipped_linear() -> dict:
     the linear path and the adaptive scale on.  ``stage_cfg`` alone leaves them out (path off)."""
     import dataclasses
 
-    from models.spec import ABSENT_MEANS
-    from pipeline.config import StageConfig
+    from models.config import ABSENT_MEANS, StageArchConfig
 
-    return {f.name: f.default for f in dataclasses.fields(StageConfig) if f.name in ABSENT_MEANS}
+    return {f.name: f.default for f in dataclasses.fields(StageArchConfig) if f.name in ABSENT_MEANS}
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +59,7 @@ def inputs(st: Stage, t: int, b: int = 2, seed: int = 1) -> dict:
     """Random x (codes, or PCM floats for a mixture head), genre, tier below and roll for ``st``."""
     g = torch.Generator().manual_seed(seed)
     dtype = next(st.parameters()).dtype
-    if st.head_kind == "categorical":
+    if not st.head.float_input:
         x = torch.randint(0, st.classes, (b, t), generator=g)
     else:
         x = torch.rand(b, t, generator=g, dtype=torch.float64).to(dtype) * 2 - 1

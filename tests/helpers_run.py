@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import config_from_dict, save_config, stage_factor
+from pipeline.config import config_from_dict, save_config
 
 GENRES = ["chorale", "folk"]
 
@@ -53,7 +53,7 @@ def make_run(root: Path, cfg=None, genres=GENRES, seed: int = 0, end_bias: float
     """
     import torch
 
-    from models import Stage, save_stage
+    from models import build_stage, save_stage
 
     cfg = cfg or tiny_config()
     run = Path(root) / "run"
@@ -61,8 +61,7 @@ def make_run(root: Path, cfg=None, genres=GENRES, seed: int = 0, end_bias: float
     save_config(cfg, run / "config.yaml")
     for k, scfg in enumerate(cfg.stages):
         torch.manual_seed(seed + k)
-        stage = Stage(scfg, index=k, n_genres=len(genres), factor=stage_factor(cfg, k),
-                      roll_fps=cfg.data.roll_fps, classes=cfg.data.classes)
+        stage = build_stage(cfg, k, len(genres))
         perturb(stage, seed + 100 + k)
         if k == 0 and end_bias is not None:
             with torch.no_grad():

@@ -52,9 +52,10 @@ def harmonic_run(tmp_path_factory):
     from models import save_stage
     from pipeline.audio import make_tiers
     from pipeline.config import save_config
+    from models import build_stage
     from pipeline.dataset import load_manifest
     from pipeline.io import atomic_save_npy
-    from pipeline.train import build_stage, warm_start_linear
+    from pipeline.train import warm_start_linear
 
     root = tmp_path_factory.mktemp("harmonic")
     data = make_dataset(root / "data", "periodic", rates=(1000, 2000), seconds=4.0, roll="notes",
@@ -147,8 +148,8 @@ def test_cli_max_seconds(harmonic_run, tmp_path, prefect_harness):
 def _base_geometry_stage(k: int):
     """Stage k of configs/base.yaml (dilations, kernel sizes, conditioning stack, lookahead: the
     receptive fields) with 4 channels, every parameter perturbed so that far inputs matter."""
-    from models import Stage
-    from pipeline.config import load_config, stage_factor
+    from models import build_stage
+    from pipeline.config import load_config
     from tests.helpers_run import perturb
 
     cfg = load_config("base")
@@ -157,7 +158,7 @@ def _base_geometry_stage(k: int):
                                 conditioning=dataclasses.replace(s.conditioning, channels=4),
                                 history=dataclasses.replace(s.history, channels=4))
     torch.manual_seed(k)
-    stage = Stage(small, index=k, n_genres=2, factor=stage_factor(cfg, k), roll_fps=cfg.data.roll_fps)
+    stage = build_stage(cfg, k, 2, stage_cfg=small)
     perturb(stage, 100 + k)
     return stage.eval(), cfg
 

@@ -12,7 +12,7 @@ import torch
 
 from models import Cascade, CheckpointError, Stage, load_stage, load_state_dict, save_stage, save_state_dict
 from models.heads import PCM_BINS, CategoricalHead, LogisticMixtureHead
-from models.spec import stage_config_dict
+from models.config import stage_arch
 
 from tests.helpers_models import (CLASSES, FACTOR, FPS, GENRES, RATE, WIDE, changed_positions,  # noqa: F401
                                   inputs, one_thread, randomize_biases, shipped_linear)
@@ -39,20 +39,25 @@ def own_reach(st: Stage, history: bool = True) -> int:
 # ----------------------------------------------------------------------------- config
 
 
-def test_defaults_match_pipeline_config():
+def test_arch_config_owns_the_architecture_and_migrates_old_files():
     from pipeline.config import StageConfig
 
-    from models.spec import ABSENT_MEANS, STAGE_DEFAULTS
+    from models.config import ABSENT_MEANS, StageArchConfig
 
-    ours = stage_config_dict({"rate": 2000, **{k: STAGE_DEFAULTS[k] for k in ABSENT_MEANS}})
-    theirs = stage_config_dict(StageConfig(rate=2000))
-    assert ours == theirs
-    assert set(ours) == {f.name for f in dataclasses.fields(StageConfig)}
-    # keys added later mean "off" when a config (an old model.json) lacks them
-    old = stage_config_dict({"rate": 2000})
-    assert {k: old[k] for k in ABSENT_MEANS} == ABSENT_MEANS
-    assert {k: v for k, v in old.items() if k not in ABSENT_MEANS} == {
-        k: v for k, v in theirs.items() if k not in ABSENT_MEANS}
+    # pipeline's StageConfig adds training knobs to the one architecture config (no second copy)
+    assert issubclass(StageConfig, StageArchConfig)
+    assert StageConfig(rate=2000).arch() == StageArchConfig(rate=2000) == stage_arch(StageConfig(rate=2000))
+    arch = {f.name for f in dataclasses.fields(StageArchConfig)}
+    assert not arch & {"crop", "batch_size", "max_steps", "time_share", "genre_dropout", "below_dropout"}
+    # keys added later mean "off" when a config (an old model.json) lacks them; training keys are ignored
+    old = stage_arch({"rate": 2000, "crop": 123, "history": {"pool": 5}})
+    assert {k: getattr(old, k) for k in ABSENT_MEANS} == ABSENT_MEANS
+    assert old.history == dataclasses.replace(StageArchConfig().history, pool=5)
+    assert dataclasses.replace(old, **{k: getattr(StageArchConfig(), k) for k in ABSENT_MEANS}) == StageArchConfig(
+        rate=2000, history=old.history)
+    assert stage_arch(old.to_dict()) == old  # model.json round trip
+    with pytest.raises(ValueError, match="unknown head"):
+        StageArchConfig(head="nope").check()
 
 
 # ----------------------------------------------------------------------------- causality

@@ -158,8 +158,9 @@ def test_crop_ends_see_the_lookahead_like_a_longer_window(periodic, k):
     last positions differ."""
     from torch.utils.data import default_collate
 
+    from models import build_stage
     from pipeline.dataset import StageCrops
-    from pipeline.train import alignment_unit, build_stage, model_inputs, round_up
+    from pipeline.train import alignment_unit, model_inputs, round_up
 
     cfg = tiny_train_config()
     torch.manual_seed(0)
