@@ -23,15 +23,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import machine_info  # noqa: E402  (bench/machine.py)
-from models import Stage  # noqa: E402
+from models import Conditioning, Stage, stage_arch  # noqa: E402
 
 RATE, FACTOR = 8000, 4
 
 
 def reference_stage(cycle_length: int = 10, cycles: int = 2) -> Stage:
-    cfg = {"rate": RATE, "residual_channels": 64, "gate_channels": 128, "skip_channels": 128,
-           "kernel_size": 2, "dilation_cycles": cycles, "cycle_length": cycle_length,
-           "use_tier_below": True, "use_roll": False, "use_genre": True}
+    cfg = stage_arch({"rate": RATE, "residual_channels": 64, "gate_channels": 128, "skip_channels": 128,
+                      "kernel_size": 2, "dilation_cycles": cycles, "cycle_length": cycle_length,
+                      "use_tier_below": True, "use_roll": False, "use_genre": True})
     torch.manual_seed(0)
     return Stage(cfg, index=1, n_genres=4, factor=FACTOR, roll_fps=100, classes=256).eval()
 
@@ -52,8 +52,8 @@ class CachedRun:
     def __init__(self, st: Stage, batch: int, steps: int) -> None:
         below = torch.randint(0, 256, (batch, (steps + 64) // FACTOR + 1))
         self.x = torch.full((batch,), st.start_code)
-        self.stream = st.streaming(batch=batch, genre=torch.zeros(batch, dtype=torch.long), below=below,
-                                   chunk=4096)
+        cond = Conditioning(genre=torch.zeros(batch, dtype=torch.long), below=below)
+        self.stream = st.streaming(batch, cond, chunk=4096)
         for _ in range(32):  # warm up (first conditioning chunk, allocator)
             self.stream.step(self.x)
 
@@ -80,17 +80,17 @@ def bench_recompute(st: Stage, batch: int, steps: int, budget_s: float = 20.0) -
     w = -(-st.receptive_field // FACTOR) * FACTOR  # window, whole tier-below samples
     x = torch.randint(0, 256, (batch, w + steps * FACTOR))
     below = torch.randint(0, 256, (batch, x.shape[1] // FACTOR))
-    genre = torch.zeros(batch, dtype=torch.long)
+    cond = Conditioning(genre=torch.zeros(batch, dtype=torch.long), below=below)
     i = [0]
 
     def step():
         s0 = i[0] * FACTOR
         i[0] += 1
-        out = st(x[:, s0:s0 + w], genre=genre, below=below[:, s0 // FACTOR:(s0 + w) // FACTOR])
+        out = st(x[:, s0:s0 + w], cond.window(s0, s0 + w, FACTOR))
         return out[:, :, -1]  # only the last position is the new sample's distribution
 
     with torch.no_grad():
-        st(x[:, :w], genre=genre, below=below[:, : w // FACTOR])  # warm up
+        st(x[:, :w], cond.window(0, w, FACTOR))  # warm up
         return _timed(step, steps, budget_s)
 
 

@@ -8,6 +8,7 @@ from models.checkpoint import (
     save_stage,
     save_state_dict,
 )
+from models.conditioning import Conditioning
 from models.config import StageArchConfig, stage_arch
 from models.heads import HEADS, CategoricalHead, Head, LogisticMixtureHead, register_head
 from models.predictor import LinearPath, lstsq_init
@@ -19,6 +20,7 @@ __all__ = [
     "Cascade",
     "CategoricalHead",
     "CheckpointError",
+    "Conditioning",
     "Head",
     "LinearPath",
     "LogisticMixtureHead",

@@ -6,66 +6,55 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.conditioning import Conditioning, Source
 from models.layers import GatedCausalStack
-
-ROLL_CHANNELS = 256
 
 
 class ConditioningStack(nn.Module):
-    """Reads the tier below and/or the piano roll at the conditioning rate ``rate / up``.
+    """Reads its sources (tier below, piano roll: ``models/conditioning.py``) at the conditioning
+    rate ``rate / up``.
 
     Conditioning sample j covers stage samples [j*up, (j+1)*up).  The stack is causal over the
     input advanced by ``lookahead``: its output for j sees inputs up to index j + lookahead
     (and ``receptive_field - 1`` before that).  Inputs past the end of the piece, a missing
-    tier below / roll, and per-example dropout all use learned "dropped" vectors (never zeros
+    signal, and per-example dropout all use each source's learned "dropped" vector (never zeros
     that would read as silence).  A learned per-phase projection upsamples to the stage's rate.
     """
 
+    # parameter names before the sources were modules (old model files are read with these)
+    _OLD_KEYS = {"below_embed.weight": "sources.below.embed.weight", "below_dropped": "sources.below.dropped",
+                 "roll_proj.weight": "sources.roll.proj.weight", "roll_proj.bias": "sources.roll.proj.bias",
+                 "roll_dropped": "sources.roll.dropped"}
+
     def __init__(self, channels: int, layers: int, kernel_size: int, lookahead: int, up: int,
-                 rate: int, roll_fps: int, below_classes: int | None, use_roll: bool) -> None:
+                 rate: int, roll_fps: int, sources: dict[str, Source]) -> None:
         super().__init__()
         self.channels, self.lookahead, self.up = channels, lookahead, up
         self.rate, self.roll_fps = rate, roll_fps
-        self.below_embed = nn.Embedding(below_classes, channels) if below_classes else None
-        self.below_dropped = nn.Parameter(0.1 * torch.randn(channels)) if below_classes else None
-        self.roll_proj = nn.Linear(ROLL_CHANNELS, channels) if use_roll else None
-        self.roll_dropped = nn.Parameter(0.1 * torch.randn(channels)) if use_roll else None
+        self.sources = nn.ModuleDict(sources)  # summed in this order
         self.stack = GatedCausalStack(channels, layers, kernel_size)
         self.upsample = nn.Conv1d(channels, channels * up, 1)  # per-phase projection
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for old, new in self._OLD_KEYS.items():
+            if prefix + old in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def receptive_field(self) -> int:
         return self.stack.receptive_field
 
-    def inputs(self, batch: int, below, roll, drop_below, drop_roll, w0: int, w1: int) -> torch.Tensor:
+    def inputs(self, batch: int, cond: Conditioning, w0: int, w1: int) -> torch.Tensor:
         """Input features for conditioning samples [w0, w1): (B, C, w1 - w0)."""
         dev, dtype = self.upsample.weight.device, self.upsample.weight.dtype
         idx = torch.arange(w0, w1, device=dev)  # (W,)
         e = torch.zeros(batch, w1 - w0, self.channels, device=dev, dtype=dtype)  # (B, W, C)
-        if self.below_embed is not None:
-            if below is None or below.shape[-1] == 0:
-                e = e + self.below_dropped
-            else:
-                n = below.shape[-1]
-                emb = self.below_embed(below[:, idx.clamp(max=n - 1)])  # (B, W, C)
-                off = (idx >= n)[None, :, None]
-                if drop_below is not None:
-                    off = off | drop_below.to(dev).bool()[:, None, None]
-                e = e + torch.where(off, self.below_dropped, emb)
-        if self.roll_proj is not None:
-            if roll is None or roll.shape[-1] == 0:
-                e = e + self.roll_dropped
-            else:
-                n = roll.shape[-1]
-                frame = (idx * self.up * self.roll_fps) // self.rate  # roll frame of each sample
-                r = roll[:, :, frame.clamp(max=n - 1)].to(e.dtype).transpose(1, 2)  # (B, W, 256)
-                off = (frame >= n)[None, :, None]
-                if drop_roll is not None:
-                    off = off | drop_roll.to(dev).bool()[:, None, None]
-                e = e + torch.where(off, self.roll_dropped, self.roll_proj(r))
+        for source in self.sources.values():
+            e = source.add(e, cond, idx, self)
         return e.transpose(1, 2)  # (B, C, W)
 
-    def features(self, batch: int, below, roll, drop_below, drop_roll, j0: int, j1: int) -> torch.Tensor:
+    def features(self, batch: int, cond: Conditioning, j0: int, j1: int) -> torch.Tensor:
         """Upsampled features for conditioning samples [j0, j1): (B, C, (j1 - j0) * up).
 
         Exact for any j0 (the window includes a halo of receptive_field - 1 inputs), so the
@@ -73,7 +62,7 @@ class ConditioningStack(nn.Module):
         """
         w0 = max(0, j0 + self.lookahead - self.receptive_field + 1)
         w1 = j1 + self.lookahead
-        h = self.stack(self.inputs(batch, below, roll, drop_below, drop_roll, w0, w1))  # (B, C, W)
+        h = self.stack(self.inputs(batch, cond, w0, w1))  # (B, C, W)
         h = h[:, :, j0 + self.lookahead - w0:]  # (B, C, j1 - j0)
         u = self.upsample(h)  # (B, C*up, J)
         b, _, j = u.shape
@@ -82,8 +71,7 @@ class ConditioningStack(nn.Module):
     def macs_per_sample(self, chunk: int) -> float:
         """Multiply-adds per stage sample, amortised over chunks of ``chunk`` stage samples."""
         per_j = self.stack.macs_per_step() + self.channels * self.channels * self.up
-        if self.roll_proj is not None:
-            per_j += ROLL_CHANNELS * self.channels
+        per_j += sum(source.macs(self.channels) for source in self.sources.values())
         j = max(chunk // self.up, 1)
         return per_j * (j + self.receptive_field - 1 + self.lookahead) / (j * self.up)
 

@@ -25,19 +25,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from models.conditioning import Conditioning
 from models.predictor import ADAPT_FLOOR
 
 
 class StageStream:
-    """``with stage.streaming(batch=B, ...) as s: out_t = s.step(x_prev)``.
+    """``with stage.streaming(batch=B, cond=Conditioning(...)) as s: out_t = s.step(x_prev)``.
 
-    below (B, T // factor) and roll (B, 256, F) cover the whole piece; genre (B,) or int;
-    drop_below / drop_roll / drop_history / drop_below_linear (B,) bool (as ``Stage.forward``).
+    ``cond`` (models/conditioning.py) as for ``Stage.forward``: below (B, T // factor) and roll
+    (B, 256, F) cover the whole piece; genre (B,) or int; drop flags (B,) bool.
     ``step`` takes x[t-1] (start_code at the first call) and returns the output for sample t: (B, C).
     """
 
-    def __init__(self, stage, batch: int = 1, genre=None, below=None, roll=None, drop_below=None,
-                 drop_roll=None, drop_history=None, drop_below_linear=None, chunk: int = 4096) -> None:
+    def __init__(self, stage, batch: int = 1, cond: Conditioning | None = None, chunk: int = 4096) -> None:
         if stage.training:
             raise RuntimeError("Stage.streaming: the stage is in training mode; call stage.eval() first "
                                "(streaming is for inference and must equal the eval forward pass)")
@@ -45,9 +45,10 @@ class StageStream:
         self.closed = False
         p = next(stage.parameters())
         self.device, self.dtype = p.device, p.dtype
+        cond = cond if cond is not None else Conditioning()
         with torch.no_grad():
-            self._setup(genre, below, roll, drop_below, drop_roll, drop_history,
-                        drop_below if drop_below_linear is None else drop_below_linear, chunk)
+            self._setup(cond.genre, cond.below, cond.roll, cond.drop_below, cond.drop_roll, cond.drop_history,
+                        cond.drop_linear, chunk)
 
     # ------------------------------------------------------------------ setup
     def _mask(self, m):
@@ -159,8 +160,8 @@ class StageStream:
     def _next_chunk(self) -> None:
         up = self.cond.up
         j0 = self.t // up
-        c = self.cond.features(self.batch, self.below, self.roll, self.drop_below, self.drop_roll,
-                               j0, j0 + self.chunk // up)  # (B, Cc, chunk)
+        local = Conditioning(below=self.below, roll=self.roll, drop_below=self.drop_below, drop_roll=self.drop_roll)
+        c = self.cond.features(self.batch, local, j0, j0 + self.chunk // up)  # (B, Cc, chunk)
         self.cond_buf.copy_(c.permute(2, 0, 1))  # (chunk, B, Cc)
         if self.lin is not None:
             y = self.lin.below_part(self.below, self.lin_fallback, j0, j0 + self.chunk // up, self.batch)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.conditioning import BelowSource, Conditioning, RollSource, Source
 from models.context import ConditioningStack, HistoryStack
 from models.config import StageArchConfig, stage_arch
 from models.heads import make_head
@@ -102,9 +103,13 @@ class Stage(nn.Module):
             if up < 1 or (not self.use_below and self.rate % self.roll_fps):
                 raise ValueError(f"stage {index}: rate {self.rate} is not a multiple of roll_fps {roll_fps}")
             cc = c.conditioning
-            self.conditioning = ConditioningStack(
-                cc.channels, cc.layers, cc.kernel_size, cc.lookahead, up, self.rate, self.roll_fps,
-                below_classes=classes if self.use_below else None, use_roll=self.use_roll)
+            sources: dict[str, Source] = {}
+            if self.use_below:
+                sources["below"] = BelowSource(classes, cc.channels)
+            if self.use_roll:
+                sources["roll"] = RollSource(cc.channels)
+            self.conditioning = ConditioningStack(cc.channels, cc.layers, cc.kernel_size, cc.lookahead, up,
+                                                  self.rate, self.roll_fps, sources)
             self.cond_proj = nn.Parameter(torch.randn(n_layers * 2 * g, cc.channels) / math.sqrt(cc.channels))
 
         # history stack
@@ -192,39 +197,37 @@ class Stage(nn.Module):
         return torch.cat([self.head.start_like(x), x[:, :-1]], dim=1)
 
     # ------------------------------------------------------------------ teacher-forced pass
-    def forward(self, x: torch.Tensor, genre=None, below=None, roll=None, drop_below=None,
-                drop_roll=None, drop_history=None, drop_below_linear=None, cond_len=None) -> torch.Tensor:
-        """x (B, T) -> (B, C, T): output t is the distribution of x[t] given x[<t].
+    def forward(self, x: torch.Tensor, cond: Conditioning | None = None, **fields: Any) -> torch.Tensor:
+        """x (B, T) -> (B, C, T): output t is the distribution of x[t] given x[<t] and ``cond``.
 
-        ``drop_below`` (B,) bool drops the tier below from the network and (unless
-        ``drop_below_linear`` (B,) says otherwise) from the linear path, which then uses its
-        fallback taps.  ``cond_len`` (B,) int: stage samples of ``below`` / ``roll`` that exist,
-        counted from x's start (the rest is padding past the piece's end, read as missing).
+        ``cond.drop_below`` (B,) bool drops the tier below from the network and (unless
+        ``drop_below_linear`` says otherwise) from the linear path, which then uses its fallback
+        taps.  ``cond.cond_len`` (B,) int: stage samples of ``below`` / ``roll`` that exist, counted
+        from x's start (the rest is padding past the piece's end, read as missing).  Keyword
+        ``fields`` (``genre=...``) set fields of ``cond``.
         """
-        if cond_len is not None and self.conditioning is not None:
-            return self._forward_by_cond_len(x, cond_len, genre=genre, below=below, roll=roll,
-                                             drop_below=drop_below, drop_roll=drop_roll, drop_history=drop_history,
-                                             drop_below_linear=drop_below_linear)
+        cond = Conditioning.of(cond, **fields)
+        if cond.cond_len is not None and self.conditioning is not None:
+            return self._forward_by_cond_len(x, cond)
         b, t = x.shape
         dev = x.device
         g2 = 2 * self.gate_channels
         e = self.embed_input(x)  # (B, T, R) embeddings of x[t] (history input)
         h = self.embed_input(self.shift(x)).transpose(1, 2)  # (B, R, T)
-        bias = self.gate_bias(genre, b, dev).unsqueeze(-1)  # (B, L*2G, 1)
-        cond = None
+        bias = self.gate_bias(cond.genre, b, dev).unsqueeze(-1)  # (B, L*2G, 1)
+        local = None
         if self.conditioning is not None:
             up = self.conditioning.up
-            cond = self.conditioning.features(b, below, roll, drop_below, drop_roll, 0, -(-t // up))
-            cond = cond[:, :, :t]  # (B, Cc, T)
+            local = self.conditioning.features(b, cond, 0, -(-t // up))[:, :, :t]  # (B, Cc, T)
         hist = None
         if self.history is not None:
-            hist = self.history(e, drop_history)  # (B, H, M)
+            hist = self.history(e, cond.drop_history)  # (B, H, M)
         skips = 0
         for i, d in enumerate(self.dilations):
             z = F.conv1d(causal_pad(h, d, self.kernel_size), self.convs[i].weight, dilation=d)
             z = z + bias[:, i * g2:(i + 1) * g2]  # (B, 2G, T)
-            if cond is not None:
-                z = z + F.conv1d(cond, self.cond_proj[i * g2:(i + 1) * g2, :, None])
+            if local is not None:
+                z = z + F.conv1d(local, self.cond_proj[i * g2:(i + 1) * g2, :, None])
             if hist is not None:
                 hp = F.conv1d(hist, self.history_proj[i * g2:(i + 1) * g2, :, None])  # (B, 2G, M)
                 z = z + hp.repeat_interleave(self.history.pool, dim=2)[:, :, :t]
@@ -236,12 +239,12 @@ class Stage(nn.Module):
         out = self.out2(y)  # (B, C, T)
         if self.linear is None:
             return out
-        fallback = self.linear.fallback_rows(below, drop_below if drop_below_linear is None else drop_below_linear, b)
+        fallback = self.linear.fallback_rows(cond.below, cond.drop_linear, b)
         u = self.linear.decode(self.shift(x))  # (B, T): u[t] = dec(x[t-1])
-        mu = self.linear.predict(u, below, fallback)  # (B, T)
+        mu = self.linear.predict(u, cond.below, fallback)  # (B, T)
         extra = self.lin_out(y)  # (B, 2 or 3, T): mu_nn, log_s [, score share logit]
         if self.score is not None:  # mu = (1 - w) own-past taps + w score taps, w = share where notes sound
-            taps, on = self.score.sample_taps(roll, drop_roll, 0, t, b, u.dtype, u.device)  # (B, T, P), (B, T)
+            taps, on = self.score.sample_taps(cond.roll, cond.drop_roll, 0, t, b, u.dtype, u.device)  # (B, T, P), (B, T)
             w = torch.sigmoid(extra[:, 2]) * on
             mu = mu + w * (ScoreTaps.apply(u, taps) - mu)
         log_s = extra[:, 1]
@@ -250,20 +253,16 @@ class Stage(nn.Module):
             log_s = self.linear.adapt_log_s(self.linear.adapt_scale(r_abs), log_s)
         return self.linear.combine(out.transpose(1, 2), extra[:, 0], log_s, mu).transpose(1, 2)
 
-    def _forward_by_cond_len(self, x: torch.Tensor, cond_len, **kw) -> torch.Tensor:
+    def _forward_by_cond_len(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """``forward`` with per-row lengths of below / roll: rows grouped by length, each group run
         with below / roll cut to its length, outputs put back in row order."""
-        cond_len = torch.as_tensor(cond_len).reshape(-1).expand(x.shape[0])
-        below, roll = kw.pop("below"), kw.pop("roll")
+        cond_len = torch.as_tensor(cond.cond_len).reshape(-1).expand(x.shape[0])
+        cond = cond.replace(cond_len=None)
         outs, order = [], []
         for n in cond_len.unique().tolist():
             rows = (cond_len == n).nonzero()[:, 0].to(x.device)
-            part = {k: v if v is None or torch.as_tensor(v).dim() == 0 else v[rows] for k, v in kw.items()}
-            if below is not None:
-                part["below"] = below[rows, : n // self.factor]
-            if roll is not None:
-                part["roll"] = roll[rows, :, : n * self.roll_fps // self.rate]
-            outs.append(self(x[rows], **part))
+            part = cond.rows(rows).window(0, n, self.factor, self.rate, self.roll_fps)
+            outs.append(self(x[rows], part))
             order.append(rows)
         return torch.cat(outs)[torch.argsort(torch.cat(order))]
 
@@ -303,14 +302,12 @@ class Stage(nn.Module):
                 self.lin_out.bias[1] = math.log(max(float(scale), 1e-4))
 
     # ------------------------------------------------------------------ streaming
-    def streaming(self, batch: int = 1, genre=None, below=None, roll=None, drop_below=None,
-                  drop_roll=None, drop_history=None, drop_below_linear=None, chunk: int = 4096):
-        """Context manager for sample-by-sample generation (see models/streaming.py)."""
+    def streaming(self, batch: int = 1, cond: Conditioning | None = None, chunk: int = 4096, **fields: Any):
+        """Context manager for sample-by-sample generation (see models/streaming.py); ``cond`` covers
+        the whole piece (keyword ``fields`` set fields of it, as in ``forward``)."""
         from models.streaming import StageStream
 
-        return StageStream(self, batch=batch, genre=genre, below=below, roll=roll, drop_below=drop_below,
-                           drop_roll=drop_roll, drop_history=drop_history, drop_below_linear=drop_below_linear,
-                           chunk=chunk)
+        return StageStream(self, batch=batch, cond=Conditioning.of(cond, **fields), chunk=chunk)
 
     def step(self, x_prev: torch.Tensor) -> torch.Tensor:
         """Step the active stream (``with stage.streaming(...)``): x_prev (B,) -> (B, C)."""

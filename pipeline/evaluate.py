@@ -52,8 +52,8 @@ def _window(item: dict, a: int, b: int, f: int, hop: int) -> dict:
     return out
 
 
-def _rows(stage, item: dict, n_genres: int, variants: list[str]) -> dict:
-    """Batch the variants of one window: keyword arguments for ``stage(x, **kw)``, B = len(variants).
+def _rows(stage, item: dict, n_genres: int, variants: list[str]):
+    """Batch the variants of one window: the ``Conditioning`` of ``stage(x, cond)``, B = len(variants).
 
     "full": as trained; "uncond": no genre, tier below and roll dropped from every part (the linear
     path on its fallback taps); "uncond_network": the same for the network only (the linear path
@@ -75,7 +75,9 @@ def _rows(stage, item: dict, n_genres: int, variants: list[str]) -> dict:
         kw["drop_roll"] = net | torch.tensor([v == "no_roll" for v in variants]) | (not item["has_roll"])
     if stage.history is not None:
         kw["drop_history"] = torch.tensor([v == "short" for v in variants])
-    return kw
+    from models.conditioning import Conditioning
+
+    return Conditioning(**kw)
 
 
 def _stage_x(stage, x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -137,7 +139,7 @@ def score_track(stage, item: dict, cfg: StrataConfig, k: int, n_genres: int, var
         b = n if e + ahead >= n else -(-(e + ahead) // unit) * unit
         w = _window(item, a, b, f, hop)
         x = _stage_x(stage, w["x"][None].expand(len(variants), -1), cfg.data.mu_bits)  # (B, b - a)
-        logits = stage(x, **_rows(stage, w, n_genres, variants))  # (B, C, b - a)
+        logits = stage(x, _rows(stage, w, n_genres, variants))  # (B, C, b - a)
         bits = stage.head.nll_bits(logits, x)  # (B, b - a)
         out[:, s:e] = bits[:, s - a : e - a].float()
         if progress is not None:

@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import shutil
@@ -328,15 +327,6 @@ def _is_float_head(stage) -> bool:
     return bool(getattr(stage.head, "float_input", False))
 
 
-def _streaming_kwargs(stage, batch: int, genre, below, roll, drop_roll, chunk: int | None) -> dict:
-    """Keyword arguments for ``stage.streaming`` (``chunk`` only if the engine takes it)."""
-    kw = dict(batch=batch, genre=genre, below=below, roll=roll, drop_roll=drop_roll)
-    params = inspect.signature(stage.streaming).parameters
-    if chunk is not None and ("chunk" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())):
-        kw["chunk"] = chunk
-    return kw
-
-
 @dataclass
 class StageResult:
     x: Any  # (B, n) int64 codes, or float32 in [-1, 1] for a logistic-mixture stage
@@ -360,17 +350,15 @@ def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: 
     """
     import torch
 
+    from models.conditioning import Conditioning
+
     float_head = _is_float_head(stage)
     end_code = getattr(stage, "end_code", None)
     silence = 0.0 if float_head else classes // 2
     rows = 2 * batch if twin else batch
-    g2, drop_roll = genre, None  # (rows,), (rows,) bool or None
+    cond = Conditioning(genre=genre, below=below, roll=roll)
     if twin:  # rows [batch:] are the unconditional twins: "no genre", roll dropped
-        g2 = torch.cat([genre, torch.full_like(genre, stage_no_genre(stage))])
-        if roll is not None:
-            drop_roll = torch.arange(rows) >= batch
-    below2 = torch.cat([below, below]) if (twin and below is not None) else below
-    roll2 = torch.cat([roll, roll]) if (twin and roll is not None) else roll
+        cond = cond.twin(stage_no_genre(stage))
     p_len = 0 if prompt is None else prompt.shape[1]
     dtype = torch.float32 if float_head else torch.int64
     x = torch.full((batch, n), silence, dtype=dtype)  # (B, n)
@@ -379,8 +367,8 @@ def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: 
     prev = torch.full((rows,), stage.start_code, dtype=dtype)  # (rows,)
     t0 = time.perf_counter()
     steps = n
-    kw = _streaming_kwargs(stage, rows, g2, below2, roll2, drop_roll, chunk)
-    with torch.inference_mode(), stage.streaming(**kw) as s:
+    chunk_kw = {} if chunk is None else {"chunk": chunk}
+    with torch.inference_mode(), stage.streaming(rows, cond, **chunk_kw) as s:
         for t in range(n):
             out = s.step(prev)  # (rows, C)
             if t < p_len:

@@ -48,7 +48,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from models import build_stage  # noqa: F401  (the one builder; callers import it from here too)
+from models import Conditioning, build_stage  # build_stage: the one builder (callers import it from here too)
 from pipeline.config import ConfigError, StrataConfig, stage_factor, uses_tier_below
 from pipeline.errors import DatasetError, StrataError
 from pipeline.io import atomic_write_json, atomic_write_text
@@ -197,8 +197,8 @@ def loss_weights(B: int, T: int, context: int, window: int, end_mask: torch.Tens
 
 
 def model_inputs(batch: dict, cfg: StrataConfig, k: int, n_genres: int, gen: torch.Generator | None,
-                 drop: bool) -> dict:
-    """Keyword arguments of ``stage(...)`` with conditioning dropout masks (``drop``) drawn from ``gen``."""
+                 drop: bool) -> Conditioning:
+    """The ``Conditioning`` of ``stage(x, cond)``, dropout masks (``drop``) drawn from ``gen``."""
     s = cfg.stages[k]
     B = batch["x"].shape[0]
 
@@ -224,11 +224,7 @@ def model_inputs(batch: dict, cfg: StrataConfig, k: int, n_genres: int, gen: tor
         kw["cond_len"] = batch["cond_len"]  # (B,) below / roll past it: missing (a track's end)
     if s.history.enabled:
         kw["drop_history"] = coin(s.history_dropout)
-    return kw
-
-
-def to_device(kw: dict, device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+    return Conditioning(**kw)
 
 
 def model_x(x: torch.Tensor, head, bits: int) -> torch.Tensor:
@@ -348,10 +344,10 @@ def validation_bits(accelerator, model, ema, batches: list[dict], cfg, k: int, n
     model.eval()
     with ema.applied(model):
         for batch in batches[p::P]:
-            kw = to_device(model_inputs(batch, cfg, k, n_genres, None, drop=False), accelerator.device)
+            cond = model_inputs(batch, cfg, k, n_genres, None, drop=False).to(accelerator.device)
             x = batch["x"].to(accelerator.device)  # (B, W)
             with accelerator.autocast():
-                out = model(model_x(x, head, cfg.data.mu_bits), **kw)
+                out = model(model_x(x, head, cfg.data.mu_bits), cond)
             bits = model.head.nll_bits(out, model_x(x, head, cfg.data.mu_bits))[:, context:]  # (B, crop)
             total[0] += bits.double().sum()
             total[1] += bits.numel()
@@ -549,10 +545,10 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
             batch = insert_end_crops(batch, ends, gen, end_code)
         B, T = batch["x"].shape
         weights = loss_weights(B, T, context, window, batch.get("end_mask")).to(accelerator.device)
-        kw = to_device(model_inputs(batch, cfg, k, n_genres, gen, drop=True), accelerator.device)
+        cond = model_inputs(batch, cfg, k, n_genres, gen, drop=True).to(accelerator.device)
         x = model_x(batch["x"].to(accelerator.device), head, cfg.data.mu_bits)  # (B, T)
         with accelerator.accumulate(model):
-            out = model(x, **kw)  # (B, C, T)
+            out = model(x, cond)  # (B, C, T)
             bits = unwrapped.head.nll_bits(out, x)  # (B, T)
             loss = (bits * weights).sum() / weights.sum()
             accelerator.backward(loss)

@@ -229,10 +229,10 @@ def test_ablation_rows_drop_conditioning_like_training(periodic_run):
     data, run, cfg = periodic_run
     stage = load_run(run, partial=True).by_index()[1]
     item = next(iter_tracks(data, cfg, 1, "test"))
-    kw = _rows(stage, item, 2, ["full", "uncond"])
-    assert kw["genre"].tolist() == [int(item["genre"]), 2]
-    assert kw["drop_below"].tolist() == [False, True] and kw["drop_roll"].tolist() == [False, True]
-    assert torch.equal(kw["below"][0], kw["below"][1]) and torch.equal(kw["roll"][0], kw["roll"][1])
+    c = _rows(stage, item, 2, ["full", "uncond"])
+    assert c.genre.tolist() == [int(item["genre"]), 2]
+    assert c.drop_below.tolist() == [False, True] and c.drop_roll.tolist() == [False, True]
+    assert torch.equal(c.below[0], c.below[1]) and torch.equal(c.roll[0], c.roll[1])
 
 
 def test_white_noise_cannot_be_beaten(noise_run):
@@ -265,15 +265,15 @@ def test_ablation_parts_drop_one_input_each(periodic_run):
     stages = load_run(run, partial=True).by_index()
     item0 = next(iter_tracks(data, cfg, 0, "test"))
     v0 = [v for v in variants_of(stages[0]) if v != "short"]
-    kw = _rows(stages[0], item0, 2, v0)
+    c = _rows(stages[0], item0, 2, v0)
     genre = int(item0["genre"])
     want = {"full": (genre, False), "uncond": (2, True), "no_roll": (genre, True), "no_genre": (2, False)}
     assert set(v0) == set(want)
-    assert [(int(g), bool(d)) for g, d in zip(kw["genre"], kw["drop_roll"])] == [want[v] for v in v0]
+    assert [(int(g), bool(d)) for g, d in zip(c.genre, c.drop_roll)] == [want[v] for v in v0]
     item1 = next(iter_tracks(data, cfg, 1, "test"))
     v1 = variants_of(stages[1])
     assert v1[:4] == ["full", "uncond", "uncond_network", "uncond_linear"]
-    kw = _rows(stages[1], item1, 2, v1)
-    assert kw["drop_below"].tolist()[:4] == [False, True, True, False]
-    assert kw["drop_below_linear"].tolist()[:4] == [False, True, False, True]
+    c = _rows(stages[1], item1, 2, v1)
+    assert c.drop_below.tolist()[:4] == [False, True, True, False]
+    assert c.drop_below_linear.tolist()[:4] == [False, True, False, True]
     assert all(v in VARIANT_KEYS for v in v0 + v1)

@@ -172,7 +172,7 @@ def test_crop_ends_see_the_lookahead_like_a_longer_window(periodic, k):
     W = ds.window
 
     def run(batch: dict) -> torch.Tensor:
-        return model(batch["x"], **model_inputs(batch, cfg, k, 2, None, drop=False))
+        return model(batch["x"], model_inputs(batch, cfg, k, 2, None, drop=False))
 
     batch = default_collate([ds[i] for i in range(len(ds))])
     with torch.no_grad():

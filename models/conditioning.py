@@ -1,0 +1,173 @@
+"""What a stage is conditioned on, as one object (``Conditioning``), and the registered sources
+that turn its local signals into features of the conditioning stack (``SOURCES``).
+
+``Stage.forward(x, cond)`` and ``Stage.streaming(batch, cond, chunk)`` take a ``Conditioning``;
+``None`` fields mean "not given" (the learned "dropped" state, "no genre").  Per-row drop flags
+are how conditioning dropout, the evaluation's ablations and classifier-free guidance remove a
+signal (never zeros that would read as silence).
+
+A local signal is a field here plus a ``Source`` (a module with its own "dropped" vector) that
+``ConditioningStack`` loops over, in registration order; see docs/ARCHITECTURE.md "How to add".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+ROLL_CHANNELS = 256
+
+
+def _rows(v: Any, idx: torch.Tensor) -> Any:
+    """Rows ``idx`` of a per-row value; scalars (an int genre, a 0-d mask) stay as they are."""
+    if v is None or not torch.is_tensor(v) or v.dim() == 0:
+        return v
+    return v[idx.to(v.device)]
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Everything a stage reads besides its own past.  B = batch rows.
+
+    genre: int64 (B,) or an int (None or ``n_genres``: "no genre");
+    below: int64 (B, T // factor) codes of the tier below, aligned; roll: float (B, 256, F);
+    drop_below / drop_roll / drop_history: bool (B,) per-row dropout of that input (network and
+    linear path alike); drop_below_linear: bool (B,) the linear path's own flag (None: drop_below);
+    cond_len: int (B,) stage samples of below / roll that exist (the rest is past the piece's end).
+    """
+
+    genre: Any = None
+    below: torch.Tensor | None = None
+    roll: torch.Tensor | None = None
+    drop_below: torch.Tensor | None = None
+    drop_roll: torch.Tensor | None = None
+    drop_history: torch.Tensor | None = None
+    drop_below_linear: torch.Tensor | None = None
+    cond_len: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, cond: Conditioning | None = None, **fields: Any) -> Conditioning:
+        """``cond`` (or an empty one) with ``fields`` set."""
+        base = cond if cond is not None else cls()
+        return dataclasses.replace(base, **fields) if fields else base
+
+    def replace(self, **fields: Any) -> Conditioning:
+        return dataclasses.replace(self, **fields)
+
+    @property
+    def drop_linear(self) -> torch.Tensor | None:
+        """The linear path's tier-below drop flags."""
+        return self.drop_below if self.drop_below_linear is None else self.drop_below_linear
+
+    def rows(self, idx: torch.Tensor) -> Conditioning:
+        """The rows ``idx`` (B',) of every per-row field."""
+        return Conditioning(**{f.name: _rows(getattr(self, f.name), idx) for f in dataclasses.fields(self)})
+
+    def window(self, a: int, b: int, factor: int = 1, rate: int | None = None,
+               roll_fps: int | None = None) -> Conditioning:
+        """Local signals for stage samples [a, b): below[a // factor : b // factor] and roll frames
+        [a * roll_fps // rate, b * roll_fps // rate)."""
+        below = None if self.below is None else self.below[:, a // factor: b // factor]
+        roll = self.roll
+        if roll is not None:
+            roll = roll[:, :, a * roll_fps // rate: b * roll_fps // rate]
+        return self.replace(below=below, roll=roll)
+
+    def twin(self, no_genre: int) -> Conditioning:
+        """Rows doubled for classifier-free guidance: rows [B:] are the unconditional twins ("no
+        genre", roll dropped; the tier below, the stage's input, kept).  ``genre`` must be (B,)."""
+        genre = torch.as_tensor(self.genre)
+        b = genre.shape[0]
+
+        def two(v):
+            return None if v is None else torch.cat([v, v])
+
+        drop_roll = None
+        if self.roll is not None:
+            drop_roll = torch.arange(2 * b) >= b
+            if self.drop_roll is not None:
+                drop_roll = drop_roll | two(torch.as_tensor(self.drop_roll).expand(b))
+        return Conditioning(genre=torch.cat([genre, torch.full_like(genre, no_genre)]), below=two(self.below),
+                            roll=two(self.roll), drop_below=two(self.drop_below), drop_roll=drop_roll,
+                            drop_history=two(self.drop_history), drop_below_linear=two(self.drop_below_linear),
+                            cond_len=two(self.cond_len))
+
+    def to(self, device: Any) -> Conditioning:
+        """Every tensor field on ``device``."""
+        return Conditioning(**{f.name: v.to(device) if torch.is_tensor(v) else v
+                               for f in dataclasses.fields(self) for v in [getattr(self, f.name)]})
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+class Source(nn.Module):
+    """One local signal of the conditioning stack: its features for conditioning samples ``idx``
+    (``add``), a learned ``dropped`` vector for missing / dropped / past-the-end samples."""
+
+    name = ""
+
+    def add(self, e: torch.Tensor, cond: Conditioning, idx: torch.Tensor, stack: Any) -> torch.Tensor:
+        """e (B, W, C) + this signal's features at conditioning samples idx (W,)."""
+        raise NotImplementedError
+
+    def macs(self, channels: int) -> int:
+        """Multiply-adds per conditioning sample."""
+        return 0
+
+
+class BelowSource(Source):
+    """The tier below: an embedding of its codes (conditioning sample j = below[j])."""
+
+    name = "below"
+
+    def __init__(self, classes: int, channels: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(classes, channels)
+        self.dropped = nn.Parameter(0.1 * torch.randn(channels))
+
+    def add(self, e, cond, idx, stack):
+        below = cond.below
+        if below is None or below.shape[-1] == 0:
+            return e + self.dropped
+        n = below.shape[-1]
+        emb = self.embed(below[:, idx.clamp(max=n - 1)])  # (B, W, C)
+        off = (idx >= n)[None, :, None]
+        if cond.drop_below is not None:
+            off = off | cond.drop_below.to(idx.device).bool()[:, None, None]
+        return e + torch.where(off, self.dropped, emb)
+
+
+class RollSource(Source):
+    """The piano roll: a projection of the frame that covers each conditioning sample."""
+
+    name = "roll"
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(ROLL_CHANNELS, channels)
+        self.dropped = nn.Parameter(0.1 * torch.randn(channels))
+
+    def add(self, e, cond, idx, stack):
+        roll = cond.roll
+        if roll is None or roll.shape[-1] == 0:
+            return e + self.dropped
+        n = roll.shape[-1]
+        frame = (idx * stack.up * stack.roll_fps) // stack.rate  # roll frame of each sample
+        r = roll[:, :, frame.clamp(max=n - 1)].to(e.dtype).transpose(1, 2)  # (B, W, 256)
+        off = (frame >= n)[None, :, None]
+        if cond.drop_roll is not None:
+            off = off | cond.drop_roll.to(idx.device).bool()[:, None, None]
+        return e + torch.where(off, self.dropped, self.proj(r))
+
+    def macs(self, channels: int) -> int:
+        return ROLL_CHANNELS * channels
+
+
+# The sources a stage may read, in the order their features are summed; a stage config's flag
+# (use_tier_below, use_roll) decides which the conditioning stack builds.
+SOURCES: dict[str, type[Source]] = {"below": BelowSource, "roll": RollSource}
