@@ -72,17 +72,11 @@ class StageStream:
         self.gall[:, :, g] = 1.0
         self.gall_flat = self.gall.view(b, n * (g + 1))
         self.hbuf = [new(b, r) for _ in range(n + 1)]  # residual stream between layers
+        lay = st.stream_layout()  # the stage's weights in the fused layout (Stage.stream_layout)
         self.layers = []
-        for i, d in enumerate(st.dilations):
-            w = st.convs[i].weight.detach()  # (2G, R, k); tap k-1 is lag 0
-            taps = [w[:, :, k - 1 - j].t().contiguous() for j in range(k)]  # (R, 2G) for lag d*j
+        for i, (d, taps, wr) in enumerate(lay["layers"]):
             m = d * (k - 1)
             ring = new(m, b, g2) if k > 1 else None  # ring[s]: partial sum for the time t with t % m == s
-            if i + 1 < n:
-                res = st.res[i]
-                wr = torch.cat([res.weight.detach()[:, :, 0].t(), res.bias.detach()[None]], 0).contiguous()
-            else:
-                wr = None  # (G+1, R): the bias is the last row
             z = new(b, g2)
             self.layers.append(_Layer(
                 w_cur=taps[0], w_taps=taps[1:], m=m, d=d, ring=ring,
@@ -90,13 +84,9 @@ class StageStream:
                 add=self.add_buf[:, i * g2:(i + 1) * g2], z=z, za=z[:, :g], zb=z[:, g:],
                 ta=new(b, g), sb=new(b, g), gate=self.gall[:, i, :g], gfull=self.gall[:, i],
                 wr=wr, h_in=self.hbuf[i], h_out=self.hbuf[i + 1]))
-        self.w_skip = torch.cat(
-            [torch.cat([sk.weight.detach()[:, :, 0].t(), sk.bias.detach()[None]], 0) for sk in st.skip], 0
-        ).contiguous()  # (L*(G+1), S)
-        self.w_out1 = st.out1.weight.detach()[:, :, 0].t().contiguous()
-        self.b_out1 = st.out1.bias.detach()
-        self.w_out2 = st.out2.weight.detach()[:, :, 0].t().contiguous()
-        self.b_out2 = st.out2.bias.detach()
+        self.w_skip = lay["w_skip"]  # (L*(G+1), S)
+        self.w_out1, self.b_out1 = lay["w_out1"], lay["b_out1"]
+        self.w_out2, self.b_out2 = lay["w_out2"], lay["b_out2"]  # with the lin_out rows when linear
         self.s1, self.s2 = new(b, st.skip_channels), new(b, st.skip_channels)
         # linear-prediction path: ring of the last P decoded inputs (zeros = before the start)
         self.lin = st.linear
@@ -106,7 +96,7 @@ class StageStream:
             self.lin_ring = new(b, self.lin.order)
             self.lin_rot = self.lin.past_rotations(self.lin_fallback).to(self.dtype)  # (P, B or 1, P)
             self.lin_buf = None  # (chunk, B) below part of the current chunk (None: no tier below)
-            self.lin_bias = float(st.lin_out.bias.detach()[0])  # the mu bias: part of mu_lin (residuals)
+            self.lin_bias = lay["lin_bias"]  # the mu bias: part of mu_lin (residuals)
             if self.lin.adaptive:  # ring of the last L |residuals| of the linear part (zeros = before 0)
                 self.adapt_ring = new(b, self.lin.adapt_taps)
                 self.adapt_rot = self.lin.adapt_rotations().to(self.dtype)  # (L, L)
@@ -117,9 +107,6 @@ class StageStream:
             if self.score is not None:
                 p_ = self.lin.order
                 self.score_idx = (torch.arange(p_)[:, None] - torch.arange(p_)[None, :]) % p_  # (P, P)
-            # out2 and lin_out fused: one matmul gives [logits | mu_nn | log_s [| score share logit]]
-            self.w_out2 = torch.cat([self.w_out2, st.lin_out.weight.detach()[:, :, 0].t()], 1).contiguous()
-            self.b_out2 = torch.cat([self.b_out2, st.lin_out.bias.detach()])
         # constant gate addend (conv bias + genre): (B, L*2G)
         self.const = st.gate_bias(genre, b, self.device).detach().contiguous()
         self.bias = self.const
@@ -137,7 +124,7 @@ class StageStream:
                 roll = torch.as_tensor(roll, device=self.device)
                 self.roll = roll.expand(b, -1, -1) if roll.dim() == 2 else roll
             self.drop_below, self.drop_roll = self._mask(drop_below), self._mask(drop_roll)
-            self.w_cond = st.cond_proj.detach().t().contiguous()  # (Cc, L*2G)
+            self.w_cond = lay["w_cond"]  # (Cc, L*2G)
             self.cond_buf = torch.zeros(self.chunk, b, self.cond.channels, dtype=self.dtype, device=self.device)
         # history stack, one update per frame
         self.hist = st.history
@@ -146,7 +133,7 @@ class StageStream:
             self.drop_history = self._mask(drop_history)
             self.hist_state = self.hist.init_state(b, self.dtype, self.device)
             self.frame_sum = torch.zeros(b, st.residual_channels, dtype=self.dtype, device=self.device)
-            self.w_hist = st.history_proj.detach()  # (L*2G, H)
+            self.w_hist = lay["w_hist"]  # (L*2G, H)
             self._set_history(self.hist.start.detach().expand(b, -1))
 
     def _set_history(self, u: torch.Tensor) -> None:
@@ -226,21 +213,9 @@ class StageStream:
             if r == 0:
                 self._next_chunk()
             torch.addmm(self.bias, self.cond_buf[r], self.w_cond, out=self.add_buf)  # (B, L*2G)
-        mm, addmm, tanh, sigmoid, mul = torch.mm, torch.addmm, torch.tanh, torch.sigmoid, torch.mul
+        mm, addmm = torch.mm, torch.addmm
         for ly in self.layers:
-            z = ly.z
-            addmm(ly.add, h, ly.w_cur, out=z)  # (B, 2G): lag-0 tap + addend
-            if ly.m:
-                slot = ly.slots[t % ly.m]
-                z += slot  # older taps, projected when their inputs arrived
-                mm(h, ly.w_taps[-1], out=slot)  # for time t + d(k-1)
-                for j in range(1, len(ly.w_taps)):  # kernel > 2: partial sums for t + d*j
-                    ly.slots[(t + ly.d * j) % ly.m].addmm_(h, ly.w_taps[j - 1])
-            tanh(ly.za, out=ly.ta)
-            sigmoid(ly.zb, out=ly.sb)
-            mul(ly.ta, ly.sb, out=ly.gate)
-            if ly.wr is not None:
-                h = addmm(h, ly.gfull, ly.wr, out=ly.h_out)  # (B, R) residual (+ bias via the ones column)
+            h = ly.step(h, t)  # (B, R)
         s1 = mm(self.gall_flat, self.w_skip, out=self.s1).relu_()  # (B, S) all skips + biases
         s2 = addmm(self.b_out1, s1, self.w_out1, out=self.s2).relu_()
         self.t = t + 1
@@ -269,7 +244,7 @@ class StageStream:
 
 
 class _Layer:
-    """Fused weights, ring and buffer views of one main-stack layer (streaming)."""
+    """Fused weights, ring and buffer views of one main-stack layer, and its step."""
 
     __slots__ = ("w_cur", "w_taps", "m", "d", "ring", "slots", "add", "z", "za", "zb", "ta", "sb", "gate",
                  "gfull", "wr", "h_in", "h_out")
@@ -277,3 +252,21 @@ class _Layer:
     def __init__(self, **kw) -> None:
         for k, v in kw.items():
             setattr(self, k, v)
+
+    def step(self, h: torch.Tensor, t: int) -> torch.Tensor:
+        """Input h (B, R) at time t -> the residual stream after this layer (B, R); the gate output
+        lands in the shared (B, L, G+1) buffer (``gate``), read by the fused skip matmul."""
+        z = self.z
+        torch.addmm(self.add, h, self.w_cur, out=z)  # (B, 2G): lag-0 tap + addend
+        if self.m:
+            slot = self.slots[t % self.m]
+            z += slot  # older taps, projected when their inputs arrived
+            torch.mm(h, self.w_taps[-1], out=slot)  # for time t + d(k-1)
+            for j in range(1, len(self.w_taps)):  # kernel > 2: partial sums for t + d*j
+                self.slots[(t + self.d * j) % self.m].addmm_(h, self.w_taps[j - 1])
+        torch.tanh(self.za, out=self.ta)
+        torch.sigmoid(self.zb, out=self.sb)
+        torch.mul(self.ta, self.sb, out=self.gate)
+        if self.wr is not None:
+            h = torch.addmm(h, self.gfull, self.wr, out=self.h_out)  # (B, R) residual (+ bias: ones column)
+        return h

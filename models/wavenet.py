@@ -309,6 +309,40 @@ class Stage(nn.Module):
 
         return StageStream(self, batch=batch, cond=Conditioning.of(cond, **fields), chunk=chunk)
 
+    @torch.no_grad()
+    def stream_layout(self) -> dict[str, Any]:
+        """This stage's parameters laid out for the streaming step (models/streaming.py), detached:
+        per layer (dilation, taps (R, 2G) for lags 0, d, .., d(k-1), residual [W; bias] (G+1, R) or
+        None after the last); all skips [W; bias] stacked (L*(G+1), S); out1; out2 with the linear
+        path's rows appended (one matmul: [logits | mu_nn | log_s [| score share logit]]); the
+        conditioning and history projections (L*2G wide)."""
+        k, n = self.kernel_size, self.n_layers
+        layers = []
+        for i, d in enumerate(self.dilations):
+            w = self.convs[i].weight.detach()  # (2G, R, k); tap k-1 is lag 0
+            taps = [w[:, :, k - 1 - j].t().contiguous() for j in range(k)]  # (R, 2G) for lag d*j
+            wr = None
+            if i + 1 < n:
+                res = self.res[i]
+                wr = torch.cat([res.weight.detach()[:, :, 0].t(), res.bias.detach()[None]], 0).contiguous()
+            layers.append((d, taps, wr))
+        lay: dict[str, Any] = {
+            "layers": layers,
+            "w_skip": torch.cat([torch.cat([sk.weight.detach()[:, :, 0].t(), sk.bias.detach()[None]], 0)
+                                 for sk in self.skip], 0).contiguous(),
+            "w_out1": self.out1.weight.detach()[:, :, 0].t().contiguous(), "b_out1": self.out1.bias.detach(),
+            "w_out2": self.out2.weight.detach()[:, :, 0].t().contiguous(), "b_out2": self.out2.bias.detach(),
+        }
+        if self.linear is not None:
+            lay["lin_bias"] = float(self.lin_out.bias.detach()[0])
+            lay["w_out2"] = torch.cat([lay["w_out2"], self.lin_out.weight.detach()[:, :, 0].t()], 1).contiguous()
+            lay["b_out2"] = torch.cat([lay["b_out2"], self.lin_out.bias.detach()])
+        if self.conditioning is not None:
+            lay["w_cond"] = self.cond_proj.detach().t().contiguous()  # (Cc, L*2G)
+        if self.history is not None:
+            lay["w_hist"] = self.history_proj.detach()  # (L*2G, H)
+        return lay
+
     def step(self, x_prev: torch.Tensor) -> torch.Tensor:
         """Step the active stream (``with stage.streaming(...)``): x_prev (B,) -> (B, C)."""
         stream = getattr(self, "_stream", None)
