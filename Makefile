@@ -1,6 +1,6 @@
 # Strata: two commands on a fresh Linux machine.
 #   make demo   installs everything, then runs the whole pipeline on the demo corpus
-#   make test   installs everything, then runs the test suite
+#   make test   installs everything, then runs ruff and the test suite
 #   make lint   ruff (configured in pyproject.toml) over the code
 PY      ?= python3
 VENV    ?= .venv
@@ -29,7 +29,7 @@ install: system-deps $(BIN)/strata
 demo: install
 	$(BIN)/python -m flows.demo --out $(DEMO)
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q tests
 
 # Needs only the virtual environment (ruff is in the dev extras), not the Debian packages

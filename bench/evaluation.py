@@ -39,9 +39,8 @@ def untrained_run(root: Path, cfg, data: Path) -> Path:
     """A run folder with the config's stages, freshly initialised (seeded)."""
     import torch
 
-    from models import save_stage
+    from models import build_stage, save_stage
     from pipeline.dataset import load_manifest
-    from models import build_stage
 
     genres = load_manifest(data)["genres"]
     save_config(cfg, root / "config.yaml")

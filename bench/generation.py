@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     }
     print(f"flops/sample {st.flops_per_sample():.3g} (RF {st.receptive_field}); "
           f"{big.flops_per_sample():.3g} (RF {big.receptive_field})  threads={torch.get_num_threads()}")
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (a busy machine slows the wall-clock rates)")
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
+          f"(a busy machine slows the wall-clock rates)")
     print(f"{'engine':<10}{'batch':>6}{'RF':>7}{'layers':>7}{'samples/s':>12}{'batch samples/s':>17}"
           f"{'us/sample':>11}{'samples/cpu-s':>15}")
     for r in rows:

@@ -19,7 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import machine_info  # noqa: E402  (bench/machine.py)
-
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
 

@@ -106,7 +106,8 @@ def _settle(fut: Any, audio: Path, genre: str, midi: Path | None, out: Path, dat
     state = fut.state
     if not state.is_completed():
         exc = state.result(raise_on_failure=False)
-        return {"skip": pp.skip_record(audio, genre, exc if isinstance(exc, BaseException) else RuntimeError(str(exc)))}, "failed"
+        err = exc if isinstance(exc, BaseException) else RuntimeError(str(exc))
+        return {"skip": pp.skip_record(audio, genre, err)}, "failed"
     result = state.result()
     cached = state.name == "Cached"
     if cached and "track" in result and not pp.outputs_exist(out, result["track"]):
@@ -128,7 +129,8 @@ def _summary_markdown(written: dict, counts: dict[str, int]) -> str:
         "", "| genre | train h | valid h | test h | total h |", "|---|---|---|---|---|",
     ]
     for g, per in hours["per_genre_split"].items():
-        lines.append(f"| {g} | {per['train']:.4f} | {per['valid']:.4f} | {per['test']:.4f} | {hours['per_genre'][g]:.4f} |")
+        lines.append(f"| {g} | {per['train']:.4f} | {per['valid']:.4f} | {per['test']:.4f} "
+                     f"| {hours['per_genre'][g]:.4f} |")
     s = hours["per_split"]
     lines.append(f"| **all** | {s['train']:.4f} | {s['valid']:.4f} | {s['test']:.4f} | {hours['total']:.4f} |")
     lines += ["", "## Skipped files", ""]

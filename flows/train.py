@@ -37,7 +37,8 @@ def parse_stages(stages: str | list[int] | None, n_stages: int) -> list[int]:
         try:
             k = int(str(item).strip())
         except ValueError:
-            raise ParameterError(f"stages={stages!r}: {item!r} is not a stage index (use 'all' or e.g. '0,2')") from None
+            raise ParameterError(f"stages={stages!r}: {item!r} is not a stage index "
+                                 f"(use 'all' or e.g. '0,2')") from None
         if not 0 <= k < n_stages:
             raise ParameterError(f"stages={stages!r}: stage {k} is not in the config (stages 0..{n_stages - 1})")
         out.add(k)
@@ -218,7 +219,8 @@ def _artifacts(run: Path, results: dict[int, dict], png: Path) -> None:
     create_table_artifact(rows, key="train-bits", description="Bits per sample per stage (validation, EMA weights)")
     url = png.resolve().as_uri()
     create_image_artifact(image_url=url, key="train-loss-curve", description="Training loss and validation bits")
-    table = ["| stage | steps | best valid bits | final valid bits | final loss | stopped |", "|---|---|---|---|---|---|"]
+    table = ["| stage | steps | best valid bits | final valid bits | final loss | stopped |",
+             "|---|---|---|---|---|---|"]
     table += [f"| {r['stage']} | {r['steps']} | {r['best_valid_bits']} | {r['final_valid_bits']} | {r['final_loss']} | "
               f"{r['stopped']} |" for r in rows]
     md = "\n".join([f"# Training: {run}", "", *table, "", f"![loss curves]({url})", "",

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.conditioning import BelowSource, Conditioning, RollSource, Source
-from models.context import ConditioningStack, HistoryStack
 from models.config import StageArchConfig, stage_arch
+from models.context import ConditioningStack, HistoryStack
 from models.heads import make_head
 from models.layers import causal_pad, gated
 from models.predictor import LOG_S_ADAPT_INIT, LOG_S_INIT, LinearPath
@@ -244,7 +244,8 @@ class Stage(nn.Module):
         mu = self.linear.predict(u, cond.below, fallback)  # (B, T)
         extra = self.lin_out(y)  # (B, 2 or 3, T): mu_nn, log_s [, score share logit]
         if self.score is not None:  # mu = (1 - w) own-past taps + w score taps, w = share where notes sound
-            taps, on = self.score.sample_taps(cond.roll, cond.drop_roll, 0, t, b, u.dtype, u.device)  # (B, T, P), (B, T)
+            # taps (B, T, P), on (B, T)
+            taps, on = self.score.sample_taps(cond.roll, cond.drop_roll, 0, t, b, u.dtype, u.device)
             w = torch.sigmoid(extra[:, 2]) * on
             mu = mu + w * (ScoreTaps.apply(u, taps) - mu)
         log_s = extra[:, 1]

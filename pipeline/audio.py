@@ -248,7 +248,6 @@ from models.mulaw import (  # noqa: E402,F401
     mulaw_encode_torch,
 )
 
-
 # ----------------------------------------------------------------------------- tiers
 
 

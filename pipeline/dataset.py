@@ -2,7 +2,8 @@
 
 Alignment (ARCHITECTURE.md): sample j of tier k-1 covers samples ``[j*f, (j+1)*f)`` of tier k,
 and roll frame g covers stage samples ``[g * rate / roll_fps, (g+1) * rate / roll_fps)``.  A crop
-of stage k starts at a multiple of ``lcm(f, rate // roll_fps)``, so the crop of the tier below
+of stage k starts at a multiple of ``lcm(f, rate // roll_fps)`` (``pipeline.batches.align_unit``),
+so the crop of the tier below
 (start / f) and of the roll (start * roll_fps / rate) are exact.
 
 Right margin: a stage looks ahead in the tier below and the roll, so a crop's "below" and "roll"
@@ -16,13 +17,13 @@ the model to read them as missing, as at the end of a piece in evaluation.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from pipeline.batches import align_unit
 from pipeline.config import StrataConfig, stage_factor
 from pipeline.errors import DatasetError
 
@@ -128,7 +129,7 @@ class StageCrops(torch.utils.data.Dataset):
         self.crop = int(cfg.stages[stage].crop)
         self.window = int(context) + self.crop  # samples per item
         self.seed, self.length = int(seed), int(length)
-        self.step = math.lcm(self.data.factor, self.data.rate // self.data.roll_fps)  # crop start grid
+        self.step = align_unit(self.data.factor, self.data.rate, self.data.roll_fps)  # crop start grid
         if margin < 0 or margin % self.step:
             raise ValueError(f"StageCrops: margin {margin} is not a non-negative multiple of {self.step}")
         self.margin = int(margin)
@@ -163,7 +164,7 @@ def track_ends(data_dir, cfg: StrataConfig, stage: int, split: str, window: int,
     """The last ``window`` samples of every track of ``split`` that has them (StageCrops items:
     below / roll past the track's end are padding, ``cond_len`` stops at the end)."""
     data = _Tracks(data_dir, cfg, stage, split)
-    hop = math.lcm(data.factor, data.rate // data.roll_fps)
+    hop = align_unit(data.factor, data.rate, data.roll_fps)
     ends = [(t, data.samples(t) // hop * hop - window) for t in data.tracks]
     return [data.item(t, start, window, margin) for t, start in ends if start >= 0]
 
@@ -171,7 +172,7 @@ def track_ends(data_dir, cfg: StrataConfig, stage: int, split: str, window: int,
 def iter_tracks(data_dir, cfg: StrataConfig, stage: int, split: str) -> Iterator[dict[str, Any]]:
     """Whole tracks of a split for exact evaluation: the item keys + "id" and "seconds"."""
     data = _Tracks(data_dir, cfg, stage, split)
-    hop = math.lcm(data.factor, data.rate // data.roll_fps)
+    hop = align_unit(data.factor, data.rate, data.roll_fps)
     for t in data.tracks:
         n = data.samples(t) // hop * hop  # whole samples of below and roll (no-op for our datasets)
         item = data.item(t, 0, n)

@@ -21,9 +21,12 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from pipeline.errors import ParameterError
+
+if TYPE_CHECKING:
+    import music21
 
 DEMO_CSV = Path(__file__).resolve().parent / "data" / "demo_corpus.csv"  # package data
 DEFAULT_PER_GENRE = 8

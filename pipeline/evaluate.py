@@ -11,7 +11,8 @@ ride in the same pass as extra batch rows:
 - row 2 (stages with a history stack), short context: full conditioning, ``drop_history`` True.
 
 Speed (2-core CPU, tiny preset): the work is split into (stage, track) units and baseline fits,
-run by ``workers`` threads with one torch thread and one BLAS thread each (torch and numpy release
+run by ``workers`` threads with one torch thread and one BLAS thread each (``pipeline.runtime.
+worker_threads``; torch and numpy release
 the GIL inside their ops; one intra-op pool of 2 threads over small tensors mostly waits on
 itself, and OpenBLAS threads spin against the workers), and tracks are scored
 in chunks of ``DEFAULT_CHUNK`` samples (or 4x the overlap) so that the (rows, chunk, 256)
@@ -20,9 +21,7 @@ tensors of the hybrid head stay in cache instead of being allocated and paged in
 
 from __future__ import annotations
 
-import contextlib
 import math
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from pipeline.batches import alignment_unit, window
 from pipeline.config import StrataConfig, stage_factor
 
 DEFAULT_CHUNK = 8192  # stage samples scored per pass (at least 4x the overlap: see stage_chunk)
@@ -37,19 +37,7 @@ DEFAULT_CHUNK = 8192  # stage samples scored per pass (at least 4x the overlap: 
 
 def _align(cfg: StrataConfig, k: int, stage) -> int:
     """Chunk starts are multiples of lcm(f, rate / roll_fps, history pool)."""
-    unit = math.lcm(stage_factor(cfg, k), cfg.stages[k].rate // cfg.data.roll_fps)
-    if stage.history is not None:
-        unit = math.lcm(unit, stage.history.pool)
-    return unit
-
-
-def _window(item: dict, a: int, b: int, f: int, hop: int) -> dict:
-    """Samples [a, b) of a whole-track item (a, b multiples of f and hop)."""
-    out = {"x": item["x"][a:b], "genre": item["genre"], "has_roll": item["has_roll"]}
-    if "below" in item:
-        out["below"] = item["below"][a // f : b // f]
-    out["roll"] = item["roll"][:, a // hop : b // hop]
-    return out
+    return alignment_unit(cfg, k, stage.history.pool if stage.history is not None else 1)
 
 
 def _rows(stage, item: dict, n_genres: int, variants: list[str]):
@@ -137,7 +125,7 @@ def score_track(stage, item: dict, cfg: StrataConfig, k: int, n_genres: int, var
         e = min(stop, s + chunk)
         a = max(0, (s - back) // unit * unit)
         b = n if e + ahead >= n else -(-(e + ahead) // unit) * unit
-        w = _window(item, a, b, f, hop)
+        w = window(item, a, b, f, hop)
         x = _stage_x(stage, w["x"][None].expand(len(variants), -1), cfg.data.mu_bits)  # (B, b - a)
         logits = stage(x, _rows(stage, w, n_genres, variants))  # (B, C, b - a)
         bits = stage.head.nll_bits(logits, x)  # (B, b - a)
@@ -192,7 +180,7 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
 
     ``max_seconds_per_track``: score the first S seconds of every track (exactly: what follows
     still serves as lookahead); recorded as ``max_seconds``.  ``workers``: threads (default: the
-    torch threads of ``pipeline.train.torch_threads``, all cores unless STRATA_TORCH_THREADS says
+    torch threads of ``pipeline.runtime.torch_threads``, all cores unless STRATA_TORCH_THREADS says
     otherwise), each running (stage, track) units and baseline fits with one torch thread.
     ``progress``: a bar per stage with ETA on a terminal, otherwise a line per finished stage.
     """
@@ -200,7 +188,7 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
     from pipeline.dataset import iter_tracks, load_manifest
     from pipeline.errors import ParameterError
     from pipeline.run import export_extra, load_run
-    from pipeline.train import torch_threads
+    from pipeline.runtime import Progress, torch_threads, worker_threads
 
     if split not in ("train", "valid", "test"):
         raise ParameterError(f"split {split!r}: expected train, valid or test")
@@ -216,9 +204,11 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
     order = sorted(stages, key=lambda k: -cfg.stages[k].rate)  # the costliest stage first
     labels = {k: f"stage {k} ({cfg.stages[k].rate} Hz)" for k in order}
     n_tracks = sum(1 for t in manifest["tracks"] if t["split"] == split)
-    parts = {labels[k]: (_split_samples(manifest, cfg, k, split, max_seconds_per_track), n_tracks) for k in order}
-    parts["baselines"] = (len(stages) + 1, len(stages) + 1)
-    meter = _Meter(progress, parts)
+    meter = Progress(progress, title=f"evaluate: {len(stages)} stages on '{split}', {workers} worker(s)",
+                     every=math.inf, prefix="evaluate: ")  # no lines until a part is done
+    for k in order:
+        meter.add(labels[k], _split_samples(manifest, cfg, k, split, max_seconds_per_track), units=n_tracks)
+    meter.add("baselines", len(stages) + 1, units=len(stages) + 1, unit="fits")
 
     scores: dict[tuple[int, int], tuple[torch.Tensor, int]] = {}  # (k, track) -> (summed bits, samples)
     busy: dict[str, float] = {}
@@ -236,7 +226,7 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
         stage, m = stages[k], scored_samples(item, cfg, k, max_seconds_per_track)
         bits = timed(f"stage{k}/neural_s", lambda: score_track(
             stage, item, cfg, k, n_genres, variants_of(stage), chunk, stop=m,
-            progress=lambda d: meter.advance(labels[k], d)))
+            progress=lambda d: meter.update(labels[k], advance=d)))
         scores[(k, i)] = (bits.double().sum(dim=1), m)
         meter.unit_done(labels[k])
 
@@ -259,15 +249,11 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
         yield fine_baselines
 
     t_start = time.perf_counter()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(1)  # per worker: intra-op threads over small tensors mostly wait on each other
-    meter.start(f"evaluate: {len(stages)} stages on '{split}', {workers} worker(s)")
     try:
-        with _one_blas_thread():
+        with worker_threads():
             _run_jobs(jobs(), workers)
     finally:
         meter.close()
-        torch.set_num_threads(threads_before)
 
     rows = []
     for k in sorted(stages):
@@ -299,24 +285,13 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
 def _split_samples(manifest: dict, cfg: StrataConfig, k: int, split: str, max_seconds: float | None) -> int:
     """Samples of stage k that the evaluation scores on ``split`` (for the progress display)."""
     rate = cfg.stages[k].rate
-    hop = math.lcm(stage_factor(cfg, k), rate // cfg.data.roll_fps)
+    hop = alignment_unit(cfg, k)
     total = 0
     for t in manifest["tracks"]:
         if t["split"] == split:
             n = int(t["samples"][str(rate)]) // hop * hop
             total += n if max_seconds is None else min(n, int(max_seconds * rate))
     return total
-
-
-def _one_blas_thread():
-    """One BLAS thread for numpy (the baselines' least squares) while the workers run: OpenBLAS's
-    own threads spin against the workers (measured: a stage's linear baseline 3.9 s -> 0.5 s).
-    threadpoolctl comes with librosa (via scikit-learn); without it, nothing changes."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - a dependency of scikit-learn, which librosa needs
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _run_jobs(jobs: Iterator[Callable[[], None]], workers: int) -> None:
@@ -354,63 +329,6 @@ def _run_jobs(jobs: Iterator[Callable[[], None]], workers: int) -> None:
             t.join()
     if errors:
         raise errors[0]
-
-
-class _Meter:
-    """Progress of an evaluation, thread-safe.  ``parts``: label -> (total, units): a stage counts
-    samples (total) over tracks (units), the baselines count their fits (total = units).  On a
-    terminal: a rich bar per part with elapsed time and ETA; otherwise one line per finished part
-    on stderr with the elapsed time."""
-
-    def __init__(self, enabled: bool, parts: dict[str, tuple[int, int]]):
-        self.enabled, self.parts = enabled, parts
-        self.done = dict.fromkeys(parts, 0)
-        self.units = dict.fromkeys(parts, 0)
-        self.lock = threading.Lock()
-        self.start_time = time.perf_counter()
-        self._bar = None
-        self._tasks: dict[str, Any] = {}
-
-    def start(self, title: str) -> None:
-        self.start_time = time.perf_counter()
-        if not self.enabled:
-            return
-        if sys.stderr.isatty():
-            try:
-                from rich import progress as rp
-                from rich.console import Console
-
-                self._bar = rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.TaskProgressColumn(),
-                                        rp.TimeElapsedColumn(), rp.TextColumn("ETA"), rp.TimeRemainingColumn(),
-                                        console=Console(stderr=True))
-                self._bar.start()
-                for label, (total, _) in self.parts.items():
-                    self._tasks[label] = self._bar.add_task(label, total=max(total, 1))
-                return
-            except Exception:  # noqa: BLE001 - another live display is active: fall back to lines
-                self._bar = None
-        print(title, file=sys.stderr, flush=True)
-
-    def advance(self, label: str, amount: int) -> None:
-        with self.lock:
-            self.done[label] += amount
-            if self._bar is not None:
-                self._bar.update(self._tasks[label], completed=self.done[label])
-
-    def unit_done(self, label: str, amount: int = 0) -> None:
-        """One unit of ``label`` finished (a track, or a baseline fit with ``amount`` = 1)."""
-        self.advance(label, amount)
-        with self.lock:
-            self.units[label] += 1
-            if self.enabled and self._bar is None and self.units[label] == self.parts[label][1]:
-                elapsed = time.perf_counter() - self.start_time
-                print(f"evaluate: {label} done ({self.done[label]:,} of {self.parts[label][0]:,}), "
-                      f"{elapsed:.1f} s elapsed", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
 
 
 def stages_table(result: dict) -> list[dict]:

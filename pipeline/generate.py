@@ -24,11 +24,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
-import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import ParameterError, RunError
 from pipeline.run import LoadedRun, load_run
+from pipeline.runtime import Progress, limited_threads, package_version, step_threads
 
 MAX_SECONDS = 3600.0  # absolute cap on a requested length
 MAX_COUNT = 64
@@ -269,48 +267,6 @@ def _fit_roll(roll: np.ndarray, offset: int, frames: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- sampling
 
 
-class Progress:
-    """Per-stage progress with ETA: rich bar on a terminal, periodic lines otherwise."""
-
-    def __init__(self, enabled: bool, label: str, total: int, rate: int, every: float = 2.0):
-        self.enabled, self.label, self.total, self.rate, self.every = enabled, label, total, rate, every
-        self.start = self.last = time.perf_counter()
-        self._bar = self._task = None
-        if enabled and sys.stderr.isatty():
-            try:
-                from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
-
-                self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(),
-                                         TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                                         transient=False)
-                self._bar.start()
-                self._task = self._bar.add_task(label, total=total)
-            except Exception:  # noqa: BLE001 - another live display is active: fall back to lines
-                self._bar = None
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(self._task, completed=done)
-            return
-        now = time.perf_counter()
-        if now - self.last >= self.every:
-            self.last = now
-            speed = done / max(now - self.start, 1e-9)
-            eta = (self.total - done) / max(speed, 1e-9)
-            print(f"{self.label}: {done}/{self.total} samples ({100 * done / max(self.total, 1):.0f}%), "
-                  f"{speed:.0f} samples/s, ETA {eta:.0f} s", file=sys.stderr, flush=True)
-
-    def close(self, done: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=done)
-            self._bar.stop()
-        elif self.enabled:
-            wall = time.perf_counter() - self.start
-            print(f"{self.label}: done, {done} samples in {wall:.1f} s", file=sys.stderr, flush=True)
-
-
 def guide(out, batch: int, guidance: float):
     """Combine the conditional rows ``[:batch]`` and unconditional rows ``[batch:]`` of (2B, C).
 
@@ -411,46 +367,6 @@ def stage_no_genre(stage) -> int:
     return int(n)
 
 
-# ----------------------------------------------------------------------------- threads
-
-_THREADS_LOCK = threading.Lock()
-_THREADS_USERS = 0
-_THREADS_SAVED: int | None = None
-
-
-def step_threads() -> int:
-    """Intra-op threads while stepping (``STRATA_GENERATE_THREADS``, default 1).
-
-    A step is a few small matmuls: measured on 2 busy cores, 2 threads made a batch-8 step 10-500x
-    slower than 1 thread (thread hand-off costs more than the work).
-    """
-    try:
-        return max(1, int(os.environ.get("STRATA_GENERATE_THREADS", "1")))
-    except ValueError:
-        return 1
-
-
-@contextmanager
-def limited_threads(n: int):
-    """Run with ``torch.set_num_threads(n)``; the old value comes back when the last user leaves
-    (reference-counted, so concurrent generations in threads do not undo each other)."""
-    import torch
-
-    global _THREADS_USERS, _THREADS_SAVED
-    with _THREADS_LOCK:
-        if _THREADS_USERS == 0:
-            _THREADS_SAVED = torch.get_num_threads()
-            torch.set_num_threads(n)
-        _THREADS_USERS += 1
-    try:
-        yield
-    finally:
-        with _THREADS_LOCK:
-            _THREADS_USERS -= 1
-            if _THREADS_USERS == 0 and _THREADS_SAVED is not None:
-                torch.set_num_threads(_THREADS_SAVED)
-
-
 # ----------------------------------------------------------------------------- the cascade
 
 
@@ -495,14 +411,17 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
         if plan.prompt_tiers is not None:
             pt = torch.from_numpy(plan.prompt_tiers[rate].astype(np.int64))
             prompt = _prompt_values(pt, stage, cfg).unsqueeze(0).expand(B, -1)  # (B, P)
-        bar = Progress(progress, f"stage {k} ({rate} Hz)", n, rate)
+        bar = Progress(progress)
+        label = bar.add(f"stage {k} ({rate} Hz)", n)
         res = run_stage(stage, n, B, genre=genre, below=below, roll=roll, twin=twin, guidance=p.guidance,
                         prompt=prompt, free_length=(k == 0 and plan.free_length),
                         min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                         round_to=unit0, temperature=stage_temperature(run, p, k), top_p=p.top_p,
                         end_threshold=cfg.generate.end_threshold,
-                        generator=gen, chunk=chunk, classes=classes, progress=bar.update)
-        bar.close(res.x.shape[1])
+                        generator=gen, chunk=chunk, classes=classes,
+                        progress=lambda done: bar.update(label, done))
+        bar.finish(label, res.x.shape[1])
+        bar.close()
         if k == 0:
             lengths0, n0 = res.lengths, res.x.shape[1]
         tiers[rate] = res.x
@@ -603,7 +522,7 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
         "length_decided_by_model": plan.free_length,
         "ended_by_model": ended,
         "stages": run.stage_info,
-        "package_version": _package_version(),
+        "package_version": package_version(),
         "timings": {
             "stages": res.timings,
             "total_wall_seconds": round(total_wall, 4),
@@ -635,15 +554,6 @@ def job_diagnostics(audios: dict[int, np.ndarray], run: LoadedRun, plan: Plan, p
                                       resynth_source=None if p.resynth is None else str(p.resynth))
     except Exception as e:  # noqa: BLE001 - diagnostics must not cost the generated piece
         return {"error": f"{type(e).__name__}: {e}", "length": length}
-
-
-def _package_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("strata")
-    except Exception:  # noqa: BLE001
-        return None
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -22,11 +22,14 @@ import tempfile
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from pipeline.errors import InputError
+
+if TYPE_CHECKING:
+    import mido
 
 DRUM_CHANNEL = 9  # GM percussion, 0-based
 SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/soundfonts", "/usr/local/share/soundfonts",

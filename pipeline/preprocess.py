@@ -319,7 +319,8 @@ def _write_outputs(out: Path, files: dict, tiers: dict[int, np.ndarray], roll: n
 # ----------------------------------------------------------------------------- splits
 
 
-def assign_splits(tracks: Sequence[dict], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> dict[str, str]:
+def assign_splits(tracks: Sequence[dict], fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                  seed: int = 0) -> dict[str, str]:
     """Track id -> "train" | "valid" | "test", deterministic from content hashes and ``seed``.
 
     Per genre, tracks are ordered by ``sha256(seed, hash, id)`` and cut by ``fractions``; a genre

@@ -19,7 +19,8 @@ Choices worth knowing:
 - Every random choice is a pure function of (seed, stage, process, index): crops come from the
   index-seeded ``StageCrops`` and conditioning-dropout masks from a generator seeded per
   micro-batch.  Resuming skips to the step's index and is exact.
-- End of piece (stages with ``end_class``): each example is, with probability ``END_PROB``, the
+- End of piece (stages with ``end_class``): each example is, with probability ``END_PROB``
+  (``pipeline.batches``), the
   last ``context + crop`` samples of a training track; every batch then carries one extra
   position: ``x = [crop..., END]`` for such an example (END is the last target and never an
   input, since output t predicts x[t] from x[<t]), and ``[crop..., silence]`` with a zero loss
@@ -49,7 +50,15 @@ import numpy as np
 import torch
 
 from models import Conditioning, build_stage  # build_stage: the one builder (callers import it from here too)
-from pipeline.config import ConfigError, StrataConfig, stage_factor, uses_tier_below
+from pipeline.batches import (  # noqa: F401 - round_up: still imported from here by tests
+    EndCrops,
+    alignment_unit,
+    crop_geometry,
+    insert_end_crops,
+    loss_weights,
+    round_up,
+)
+from pipeline.config import ConfigError, StrataConfig, uses_tier_below
 from pipeline.errors import DatasetError, StrataError
 from pipeline.io import atomic_write_json, atomic_write_text
 from pipeline.run import (
@@ -64,10 +73,10 @@ from pipeline.run import (
     result_path,
     stage_dir,
 )
+from pipeline.runtime import Progress, torch_threads
 
 logger = logging.getLogger("strata.train")
 
-END_PROB = 0.125  # share of examples that are a track's last crop (stages with end_class)
 VALID_SEED = 977  # fixed validation crops
 SCHEDULE_PROBE_STEPS = 20  # steps timed before a wall-clock budget fixes the cosine's length
 SCHEDULE_SAFETY = 0.95  # share of the projected steps the cosine spans (end-of-run validation, noise)
@@ -117,15 +126,6 @@ def seed_of(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint32)[0] >> 1)
 
 
-def alignment_unit(cfg: StrataConfig, k: int) -> int:
-    """Crop starts and lengths are multiples of lcm(f, rate / roll_fps) samples."""
-    return math.lcm(stage_factor(cfg, k), cfg.stages[k].rate // cfg.data.roll_fps)
-
-
-def round_up(n: int, unit: int) -> int:
-    return -(-int(n) // unit) * unit
-
-
 # ----------------------------------------------------------------------------- checks
 
 
@@ -146,54 +146,6 @@ def check_stage(cfg: StrataConfig, k: int, manifest: dict, data_dir) -> None:
 
 
 # ----------------------------------------------------------------------------- batches
-
-
-class EndCrops:
-    """The last ``window`` samples of each training track (for the end-of-piece class), below and
-    roll with the same right ``margin`` as the other crops (missing past the end)."""
-
-    def __init__(self, data_dir, cfg: StrataConfig, k: int, window: int, margin: int = 0):
-        from pipeline.dataset import track_ends
-
-        self.items = track_ends(data_dir, cfg, k, "train", window, margin)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-def insert_end_crops(batch: dict, ends: EndCrops | None, gen: torch.Generator, end_code: int | None) -> dict:
-    """Append one target position; put END after a track's last crop for some examples.
-
-    batch["x"] (B, W) -> (B, W + 1); returns also "end_mask" bool (B,) (examples ending in END).
-    """
-    x = batch["x"]
-    B, W = x.shape
-    is_end = torch.zeros(B, dtype=torch.bool)
-    if ends is not None and len(ends) and end_code is not None:
-        is_end = torch.rand(B, generator=gen) < END_PROB
-        picks = torch.randint(len(ends), (B,), generator=gen)
-        for i in torch.nonzero(is_end).flatten().tolist():
-            it = ends.items[int(picks[i])]
-            for key in ("x", "below", "roll", "cond_len"):
-                if key in batch:
-                    batch[key][i] = it[key]
-            batch["has_roll"][i] = bool(it["has_roll"])
-            batch["genre"][i] = it["genre"]
-    last = torch.full((B, 1), 128, dtype=x.dtype)
-    if end_code is not None:
-        last[is_end, 0] = end_code
-    batch["x"] = torch.cat([batch["x"], last], dim=1)  # (B, W + 1)
-    batch["end_mask"] = is_end
-    return batch
-
-
-def loss_weights(B: int, T: int, context: int, window: int, end_mask: torch.Tensor | None) -> torch.Tensor:
-    """Weights (B, T): 1 on the crop (after the context), 1 on END targets, 0 elsewhere."""
-    w = torch.zeros(B, T)
-    w[:, context:window] = 1.0
-    if end_mask is not None and T > window:
-        w[:, window] = end_mask.float()
-    return w
 
 
 def model_inputs(batch: dict, cfg: StrataConfig, k: int, n_genres: int, gen: torch.Generator | None,
@@ -264,32 +216,6 @@ class MetricLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-class Progress:
-    """A one-line text progress bar with ETA (main process only)."""
-
-    def __init__(self, k: int, total: int, start: int, active: bool, budget_s: float | None):
-        self.k, self.total, self.start, self.active, self.budget_s = k, total, start, active, budget_s
-        self.t0 = time.perf_counter()
-
-    def show(self, step: int, loss: float, sps: float) -> None:
-        if not self.active:
-            return
-        elapsed = time.perf_counter() - self.t0
-        done = max(step - self.start, 1)
-        eta = elapsed / done * (self.total - step)
-        if self.budget_s is not None:
-            eta = min(eta, max(0.0, self.budget_s - elapsed))
-        frac = step / max(self.total, 1)
-        bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
-        print(f"stage {self.k} [{bar}] {step}/{self.total} loss {loss:.3f} bits "
-              f"{sps:,.0f} samples/s eta {_fmt_s(eta)}", file=sys.stderr, flush=True)
-
-
-def _fmt_s(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 # ----------------------------------------------------------------------------- checkpoints / export
@@ -471,10 +397,8 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
         fit = warm_start_linear(model, data_dir, manifest, cfg, k, seed_of(t.seed, k))
         note(f"stage {k}: linear path warm-started by least squares on {fit['rows']} rows "
              f"(rmse {fit['rmse']:.4f}, scale {fit['scale']:.4f})")
-    unit = alignment_unit(cfg, k)
-    context = round_up(max(model.receptive_field, model.linear_receptive_field), unit)
-    margin = round_up(model.lookahead, unit)  # below / roll past the crop's end (see the docstring)
-    window = context + s.crop
+    geo = crop_geometry(cfg, k, model)
+    context, margin, window = geo.context, geo.margin, geo.window  # margin: below / roll past the crop
     head = model.head
     end_code = model.end_code if getattr(model, "end_code", None) is not None else None
 
@@ -500,7 +424,8 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
     stop_at = int(max_steps if max_steps is not None else s.max_steps)
     budget_s = None if max_minutes is None else float(max_minutes) * 60.0
     log = MetricLog(run_dir, k, main, resume_step)
-    bar = Progress(k, stop_at, state.step, main and progress, budget_s)
+    bar = Progress(main and progress, every=0)
+    label = bar.add(f"stage {k}", stop_at, unit="steps", start=state.step, deadline_s=budget_s)
 
     micro = s.batch_size
     per_step = micro * t.grad_accum  # items per optimizer step per process
@@ -577,7 +502,7 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
             share = wait_s / max(wait_s + busy_s, 1e-9)
             log.log(state.step, {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                                  "samples_per_second": sps, "data_wait_share": share})
-            bar.show(state.step, mean_loss, sps)
+            bar.update(label, state.step, info=f"loss {mean_loss:.3f} bits, {sps:,.0f} samples/s")
             tot_wait, tot_busy, tot_samples = tot_wait + wait_s, tot_busy + busy_s, tot_samples + timed_samples
             wait_s, busy_s, timed_samples, window_t0 = 0.0, 0.0, 0, time.perf_counter()
         if budget_s is not None and not state.schedule_fitted and state.step - loop_step0 >= SCHEDULE_PROBE_STEPS:
@@ -599,7 +524,8 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
             break
     tot_wait, tot_busy, tot_samples = tot_wait + wait_s, tot_busy + busy_s, tot_samples + timed_samples
     if timed_samples:  # the last steps were not logged yet: show the final line
-        bar.show(state.step, last_loss, tot_samples / max(tot_busy + tot_wait, 1e-9))
+        sps = tot_samples / max(tot_busy + tot_wait, 1e-9)
+        bar.update(label, state.step, info=f"loss {last_loss:.3f} bits, {sps:,.0f} samples/s")
 
     # ---- the end: validate + export if not just done, checkpoint if not just done
     if state.last_valid_step != state.step or not stage_dir(run_dir, k).joinpath("model.json").exists():
@@ -608,6 +534,7 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
     if not ckpts or ckpts[-1][0] != state.step:
         save_checkpoint(accelerator, run_dir, k, state.step, t.keep_checkpoints)
     log.close()
+    bar.close()
     result = {
         "stage": k,
         "steps": state.step,
@@ -627,13 +554,6 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
         atomic_write_json(result_path(run_dir, k), result)
     accelerator.wait_for_everyone()
     return result
-
-
-def torch_threads() -> int:
-    """All cores, unless ``STRATA_TORCH_THREADS`` says otherwise (e.g. 1 on a machine shared by
-    several jobs, where OpenMP threads waiting for each other slow tiny models down badly)."""
-    env = os.environ.get("STRATA_TORCH_THREADS", "").strip()
-    return max(1, int(env)) if env.isdigit() else (os.cpu_count() or 1)
 
 
 def _agree(accelerator, value: float) -> float:

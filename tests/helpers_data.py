@@ -76,7 +76,10 @@ def make_dataset(
         for _ in range(count):
             n = int(seconds * fine)
             step = fine // rates[0]
-            audio = periodic_signal(n, phase=step * int(rng.integers(0, PERIOD))) if kind == "periodic" else noise_signal(n, rng)
+            if kind == "periodic":
+                audio = periodic_signal(n, phase=step * int(rng.integers(0, PERIOD)))
+            else:
+                audio = noise_signal(n, rng)
             tiers = make_tiers(audio, rates)
             genre = genres[i % len(genres)]
             tid = f"{genre}-{kind}-{i:03d}"

@@ -72,7 +72,10 @@ def test_preprocess_command_writes_a_dataset(tmp_path, prefect_harness):
     for genre in ("drone", "noise"):
         (raw / genre).mkdir(parents=True)
         for i in range(2):
-            tone = 0.5 * np.sin(2 * np.pi * (110 + 40 * i) * t) if genre == "drone" else 0.3 * rng.standard_normal(t.size)
+            if genre == "drone":
+                tone = 0.5 * np.sin(2 * np.pi * (110 + 40 * i) * t)
+            else:
+                tone = 0.3 * rng.standard_normal(t.size)
             sf.write(raw / genre / f"take{i}.wav", tone.astype(np.float32), sr)
     (raw / "noise" / "notes.txt").write_text("not audio")
     out = tmp_path / "data"

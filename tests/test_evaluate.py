@@ -49,10 +49,9 @@ def harmonic_run(tmp_path_factory):
     """Noisy harmonic tracks (period-32 waveform + white noise, random notes as roll) and a run of
     untrained stages whose linear path is fitted by least squares the way training starts
     (``warm_start_linear``: network logits zeroed), so the run's output is a known linear predictor."""
-    from models import save_stage
+    from models import build_stage, save_stage
     from pipeline.audio import make_tiers
     from pipeline.config import save_config
-    from models import build_stage
     from pipeline.dataset import load_manifest
     from pipeline.io import atomic_save_npy
     from pipeline.train import warm_start_linear

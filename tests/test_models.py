@@ -11,12 +11,22 @@ import pytest
 import torch
 
 from models import Cascade, CheckpointError, Stage, load_stage, load_state_dict, save_stage, save_state_dict
-from models.heads import PCM_BINS, CategoricalHead, LogisticMixtureHead
 from models.config import stage_arch
-
-from tests.helpers_models import (CLASSES, FACTOR, FPS, GENRES, RATE, WIDE, changed_positions,  # noqa: F401
-                                  inputs, one_thread, randomize_biases, shipped_linear)
-from tests.helpers_models import stage_cfg as small_cfg
+from models.heads import PCM_BINS, CategoricalHead, LogisticMixtureHead
+from tests.helpers_models import (  # noqa: F401
+    CLASSES,
+    FACTOR,
+    FPS,
+    GENRES,
+    RATE,
+    WIDE,
+    changed_positions,
+    inputs,
+    one_thread,
+    randomize_biases,
+    shipped_linear,
+    stage_cfg as small_cfg,
+)
 
 # the structural tests run as configured here (linear path off) and with the shipped settings
 # (linear path and adaptive scale on, as configs/tiny.yaml)
@@ -40,9 +50,8 @@ def own_reach(st: Stage, history: bool = True) -> int:
 
 
 def test_arch_config_owns_the_architecture_and_migrates_old_files():
-    from pipeline.config import StageConfig
-
     from models.config import ABSENT_MEANS, StageArchConfig
+    from pipeline.config import StageConfig
 
     # pipeline's StageConfig adds training knobs to the one architecture config (no second copy)
     assert issubclass(StageConfig, StageArchConfig)

@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import load_file
 
 from models import load_stage
-
 from tests.helpers_models import one_thread  # noqa: F401
 
 HERE = Path(__file__).resolve().parent / "data" / "legacy_stages"

@@ -15,9 +15,19 @@ import torch
 from models import Stage, load_stage, save_stage
 from models.mulaw import decode_values, mulaw_values
 from models.predictor import ADAPT_DECAY, ADAPT_FLOOR, ADAPT_TAPS, LOG_S_ADAPT_INIT, LinearPath, lstsq_init
-
-from tests.helpers_models import (CLASSES, FACTOR, FPS, GENRES, RATE, WIDE, changed_positions,  # noqa: F401
-                                  inputs, one_thread, randomize_biases, stage_cfg)
+from tests.helpers_models import (  # noqa: F401
+    CLASSES,
+    FACTOR,
+    FPS,
+    GENRES,
+    RATE,
+    WIDE,
+    changed_positions,
+    inputs,
+    one_thread,
+    randomize_biases,
+    stage_cfg,
+)
 
 ORDER = 6
 

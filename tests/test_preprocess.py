@@ -177,7 +177,8 @@ def test_discover_folders_and_midi(tmp_path):
     (tmp_path / "jazz/readme.txt").write_text("x")
     (tmp_path / "loose.wav").write_bytes(b"x")
     inputs, skipped = pp.discover(tmp_path)
-    assert inputs == [(tmp_path / "jazz/a.wav", "jazz", tmp_path / "jazz/a.mid"), (tmp_path / "jazz/b.ogg", "jazz", None)]
+    assert inputs == [(tmp_path / "jazz/a.wav", "jazz", tmp_path / "jazz/a.mid"),
+                      (tmp_path / "jazz/b.ogg", "jazz", None)]
     assert {Path(s["path"]).name: s["reason"] for s in skipped} == {
         "readme.txt": "unknown extension .txt",
         "loose.wav": "not inside a genre folder (layout RAW/<genre>/<file>)",
@@ -334,7 +335,8 @@ def test_ids_and_split_do_not_depend_on_the_corpus_location(tmp_path):
         raw = tmp_path / where / "raw"
         for i in range(4):
             (raw / "drone").mkdir(parents=True, exist_ok=True)
-            sf.write(raw / "drone" / f"take{i}.wav", (0.4 * np.sin(2 * np.pi * (100 + 30 * i) * t)).astype(np.float32), sr)
+            tone = (0.4 * np.sin(2 * np.pi * (100 + 30 * i) * t)).astype(np.float32)
+            sf.write(raw / "drone" / f"take{i}.wav", tone, sr)
         inputs, skipped = pp.discover(raw)
         tracks, bad = pp.process_all(inputs, tmp_path / where / "out", DataConfig())
         assert not skipped and not bad

@@ -14,16 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pipeline.batches import EndCrops, insert_end_crops, loss_weights
 from pipeline.config import ConfigError, save_config
 from pipeline.errors import DatasetError, RunError
 from pipeline.run import list_checkpoints, read_metrics
-from pipeline.train import (
-    EndCrops,
-    WarmupCosine,
-    insert_end_crops,
-    loss_weights,
-    train_stage,
-)
+from pipeline.train import WarmupCosine, train_stage
 from tests.helpers_data import make_dataset, tiny_train_config
 
 # tiny models on a shared 2-core machine: one torch thread avoids OpenMP threads waiting for each

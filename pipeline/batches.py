@@ -1,0 +1,120 @@
+"""Batch assembly shared by training and evaluation: the alignment unit, crop geometry, windows
+of whole tracks, end-of-piece crops and loss weights.
+
+Alignment (ARCHITECTURE.md): sample j of tier k-1 covers samples ``[j*f, (j+1)*f)`` of tier k and
+roll frame g covers stage samples ``[g * rate / roll_fps, (g+1) * rate / roll_fps)``, so a crop or
+chunk that starts and ends on multiples of ``lcm(f, rate / roll_fps)`` cuts the tier below and the
+roll exactly; evaluation's chunks also keep the history stack's pooling grid (``history_pool``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from pipeline.config import StrataConfig
+
+END_PROB = 0.125  # share of examples that are a track's last crop (stages with end_class)
+
+
+# ----------------------------------------------------------------------------- alignment
+
+
+def align_unit(factor: int, rate: int, roll_fps: int, history_pool: int = 1) -> int:
+    """lcm(f, rate / roll_fps[, history pool]): the grid of crop and chunk boundaries."""
+    return math.lcm(int(factor), int(rate) // int(roll_fps), int(history_pool))
+
+
+def alignment_unit(cfg: StrataConfig, k: int, history_pool: int = 1) -> int:
+    """``align_unit`` of stage k of ``cfg`` (training crops: no pool; evaluation chunks: the pool)."""
+    from pipeline.config import stage_factor
+
+    return align_unit(stage_factor(cfg, k), cfg.stages[k].rate, cfg.data.roll_fps, history_pool)
+
+
+def round_up(n: int, unit: int) -> int:
+    return -(-int(n) // unit) * unit
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """Training crops of one stage: ``context`` (input only, left) + ``crop`` (scored) = ``window``;
+    below / roll reach ``margin`` samples past the window (the stage's lookahead)."""
+
+    unit: int
+    context: int
+    margin: int
+    window: int
+
+
+def crop_geometry(cfg: StrataConfig, k: int, stage) -> CropGeometry:
+    """The context covers the main stack's or the linear path's receptive field, whichever is longer;
+    context and margin are rounded up to the alignment unit."""
+    unit = alignment_unit(cfg, k)
+    context = round_up(max(stage.receptive_field, stage.linear_receptive_field), unit)
+    margin = round_up(stage.lookahead, unit)
+    return CropGeometry(unit, context, margin, context + cfg.stages[k].crop)
+
+
+def window(item: dict, a: int, b: int, f: int, hop: int) -> dict:
+    """Samples [a, b) of a whole-track item (a, b multiples of f and hop)."""
+    out = {"x": item["x"][a:b], "genre": item["genre"], "has_roll": item["has_roll"]}
+    if "below" in item:
+        out["below"] = item["below"][a // f : b // f]
+    out["roll"] = item["roll"][:, a // hop : b // hop]
+    return out
+
+
+# ----------------------------------------------------------------------------- end of piece, loss
+
+
+class EndCrops:
+    """The last ``window`` samples of each training track (for the end-of-piece class), below and
+    roll with the same right ``margin`` as the other crops (missing past the end)."""
+
+    def __init__(self, data_dir, cfg: StrataConfig, k: int, window: int, margin: int = 0):
+        from pipeline.dataset import track_ends
+
+        self.items = track_ends(data_dir, cfg, k, "train", window, margin)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def insert_end_crops(batch: dict, ends: EndCrops | None, gen: torch.Generator, end_code: int | None) -> dict:
+    """Append one target position; put END after a track's last crop for some examples.
+
+    batch["x"] (B, W) -> (B, W + 1); returns also "end_mask" bool (B,) (examples ending in END).
+    """
+    x = batch["x"]
+    B, W = x.shape
+    is_end = torch.zeros(B, dtype=torch.bool)
+    if ends is not None and len(ends) and end_code is not None:
+        is_end = torch.rand(B, generator=gen) < END_PROB
+        picks = torch.randint(len(ends), (B,), generator=gen)
+        for i in torch.nonzero(is_end).flatten().tolist():
+            it = ends.items[int(picks[i])]
+            for key in ("x", "below", "roll", "cond_len"):
+                if key in batch:
+                    batch[key][i] = it[key]
+            batch["has_roll"][i] = bool(it["has_roll"])
+            batch["genre"][i] = it["genre"]
+    last = torch.full((B, 1), 128, dtype=x.dtype)
+    if end_code is not None:
+        last[is_end, 0] = end_code
+    batch["x"] = torch.cat([batch["x"], last], dim=1)  # (B, W + 1)
+    batch["end_mask"] = is_end
+    return batch
+
+
+def loss_weights(B: int, T: int, context: int, window: int, end_mask: torch.Tensor | None) -> torch.Tensor:
+    """Weights (B, T): 1 on the crop (after the context), 1 on END targets, 0 elsewhere."""
+    w = torch.zeros(B, T)
+    w[:, context:window] = 1.0
+    if end_mask is not None and T > window:
+        w[:, window] = end_mask.float()
+    return w
