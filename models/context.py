@@ -104,9 +104,18 @@ class HistoryStack(nn.Module):
         pooled = e[:, : frames * self.pool].reshape(b, frames, self.pool, r).mean(2)  # (B, M, R)
         h = self.stack(self.in_proj(pooled).transpose(1, 2))  # (B, H, M)
         u = torch.cat([self.start.view(1, -1, 1).expand(b, -1, 1), h], dim=2)  # (B, H, M + 1)
-        if drop is not None:
-            u = torch.where(drop.to(u.device).bool()[:, None, None], self.cut.view(1, -1, 1), u)
-        return u
+        return self.cut_rows(u, drop)
+
+    def cut_rows(self, u: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
+        """Features u (B, H[, M]) with the dropped rows (drop (B,) bool) set to the learned "cut off" vector."""
+        if drop is None:
+            return u
+        tail = [1] * (u.dim() - 2)
+        return torch.where(drop.to(u.device).bool().view(-1, 1, *tail), self.cut.view(1, -1, *tail), u)
+
+    def first(self, batch: int) -> torch.Tensor:
+        """The feature of frame 0 (before any complete frame): (B, H)."""
+        return self.start.expand(batch, -1)
 
     def init_state(self, batch: int, dtype=torch.float32, device=None) -> list[torch.Tensor]:
         return self.stack.init_state(batch, dtype, device)

@@ -134,12 +134,11 @@ class StageStream:
             self.hist_state = self.hist.init_state(b, self.dtype, self.device)
             self.frame_sum = torch.zeros(b, st.residual_channels, dtype=self.dtype, device=self.device)
             self.w_hist = lay["w_hist"]  # (L*2G, H)
-            self._set_history(self.hist.start.detach().expand(b, -1))
+            self._set_history(self.hist.first(b))
 
     def _set_history(self, u: torch.Tensor) -> None:
         """History feature u (B, H) for the coming frame -> gate addend."""
-        if self.drop_history is not None:
-            u = torch.where(self.drop_history[:, None], self.hist.cut.detach(), u)
+        u = self.hist.cut_rows(u, self.drop_history)  # (B, H)
         self.bias = self.const + F.linear(u, self.w_hist)  # (B, L*2G)
         if self.cond is None:
             self.add_buf.copy_(self.bias)
