@@ -267,17 +267,6 @@ def _fit_roll(roll: np.ndarray, offset: int, frames: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- sampling
 
 
-def guide(out, batch: int, guidance: float):
-    """Combine the conditional rows ``[:batch]`` and unconditional rows ``[batch:]`` of (2B, C).
-
-    ``l = l_u + (1 + W) (l_c - l_u)``; without twins (``out`` has ``batch`` rows) it is ``out``.
-    """
-    if out.shape[0] == batch:
-        return out
-    l_c, l_u = out[:batch], out[batch:]
-    return l_u + (1.0 + guidance) * (l_c - l_u)
-
-
 def _is_float_head(stage) -> bool:
     """The stage samples floats in [-1, 1] (its head says) instead of mu-law codes."""
     return bool(getattr(stage.head, "float_input", False))
@@ -288,75 +277,32 @@ class StageResult:
     x: Any  # (B, n) int64 codes, or float32 in [-1, 1] for a logistic-mixture stage
     lengths: list[int]  # samples of each stream (all n unless the model ended a stream)
     wall: float
+    twin: bool = False  # the unconditional twins ran (guidance)
 
 
 def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: bool = False,
               guidance: float = 0.0, prompt=None, free_length: bool = False, min_length: int = 1,
               round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0, end_threshold: float = 0.5,
-              generator=None,
-              chunk: int | None = None, classes: int = 256,
+              generator=None, chunk: int | None = None,
               progress: Callable[[int], None] | None = None) -> StageResult:
-    """Sample ``n`` samples of one stage for ``batch`` streams with its streaming engine.
+    """Sample ``n`` samples of one stage for ``batch`` streams (``models.sampling.sample_stage``).
 
     genre: int64 (B,); below: int64 (B, n // factor) or None; roll: float (B, 256, F) or None;
-    twin: add an unconditional twin per stream (classifier-free guidance); prompt: (B, P) values
-    fed instead of samples for t < P; free_length: stop a stream when the model gives END a
-    probability of at least ``end_threshold`` (stage 0; END is never sampled by chance: at one
-    draw per sample, even a small END probability would end pieces within seconds).
+    twin: the streams have a genre or roll that classifier-free guidance can use (the twins run only
+    when ``guidance`` > 0 and the head gives logits); prompt: (B, P) values fed instead of samples
+    for t < P; free_length: stop a stream where the model gives END a probability of at least
+    ``end_threshold`` (stage 0).
     """
-    import torch
-
     from models.conditioning import Conditioning
+    from models.sampling import sample_stage
 
-    float_head = _is_float_head(stage)
-    end_code = getattr(stage, "end_code", None)
-    silence = 0.0 if float_head else classes // 2
-    rows = 2 * batch if twin else batch
-    cond = Conditioning(genre=genre, below=below, roll=roll)
-    if twin:  # rows [batch:] are the unconditional twins: "no genre", roll dropped
-        cond = cond.twin(stage_no_genre(stage))
-    p_len = 0 if prompt is None else prompt.shape[1]
-    dtype = torch.float32 if float_head else torch.int64
-    x = torch.full((batch, n), silence, dtype=dtype)  # (B, n)
-    ended = torch.zeros(batch, dtype=torch.bool)
-    lengths = torch.full((batch,), n, dtype=torch.int64)
-    prev = torch.full((rows,), stage.start_code, dtype=dtype)  # (rows,)
     t0 = time.perf_counter()
-    steps = n
-    chunk_kw = {} if chunk is None else {"chunk": chunk}
-    with torch.inference_mode(), stage.streaming(rows, cond, **chunk_kw) as s:
-        for t in range(n):
-            out = s.step(prev)  # (rows, C)
-            if t < p_len:
-                xt = prompt[:, t].to(dtype)  # (B,) primed: the prompt's own sample
-            else:
-                out = out[:batch] if float_head else guide(out, batch, guidance)  # (B, C)
-                end_now = None
-                if end_code is not None and not float_head:
-                    if free_length and t >= min_length:  # END only where the model is confident
-                        end_now = torch.softmax(out.float(), -1)[:, end_code] >= end_threshold  # (B,)
-                    out = out.clone()
-                    out[:, end_code] = -float("inf")
-                xt = stage.head.sample(out, temperature=temperature, top_p=top_p, generator=generator)
-                if end_now is not None:
-                    xt = torch.where(end_now, torch.full_like(xt, end_code), xt)
-                if free_length and end_code is not None:
-                    new_end = (xt == end_code) & ~ended
-                    lengths[new_end] = t
-                    ended |= new_end
-                    xt = torch.where(ended, torch.full_like(xt, silence), xt)
-            x[:, t] = xt
-            prev = torch.cat([xt, xt]) if twin else xt
-            if progress is not None:
-                progress(t + 1)
-            if free_length and bool(ended.all()):
-                steps = t + 1
-                break
-    if steps < n:  # every stream ended: keep whole roll frames (silence after each end)
-        keep = min(n, round_to * math.ceil(int(lengths.max()) / round_to))
-        keep = max(keep, round_to)
-        x = x[:, :keep]
-    return StageResult(x, [int(v) for v in lengths], time.perf_counter() - t0)
+    res = sample_stage(stage, n, batch, Conditioning(genre=genre, below=below, roll=roll),
+                       no_genre=stage_no_genre(stage) if twin else 0, guidance=guidance, conditioned=twin,
+                       prompt=prompt, free_length=free_length, min_length=min_length, round_to=round_to,
+                       temperature=temperature, top_p=top_p, end_threshold=end_threshold, generator=generator,
+                       chunk=chunk, progress=progress)
+    return StageResult(res.x, res.lengths, time.perf_counter() - t0, res.twin)
 
 
 def stage_no_genre(stage) -> int:
@@ -384,7 +330,6 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
     cfg, rates, B = run.cfg, run.rates, p.count
     gen = torch.Generator().manual_seed(p.seed)
     genre = torch.full((B,), plan.genre_id, dtype=torch.int64)  # (B,)
-    classes = cfg.data.classes
     chunk = p.chunk or cfg.generate.chunk
     unit0 = rates[0] // cfg.data.roll_fps  # stage-0 samples per roll frame
     tiers: dict[int, Any] = {}
@@ -418,7 +363,7 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
                         min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                         round_to=unit0, temperature=stage_temperature(run, p, k), top_p=p.top_p,
                         end_threshold=cfg.generate.end_threshold,
-                        generator=gen, chunk=chunk, classes=classes,
+                        generator=gen, chunk=chunk,
                         progress=lambda done: bar.update(label, done))
         bar.finish(label, res.x.shape[1])
         bar.close()
@@ -427,7 +372,7 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
         tiers[rate] = res.x
         below = _as_codes(res.x, stage, cfg)  # (B, n_k) int64 for the next stage
         n_k = res.x.shape[1]
-        timings.append(_timing(k, rate, n_k, B, res.wall, twin))
+        timings.append(_timing(k, rate, n_k, B, res.wall, res.twin))
     return CascadeResult(tiers, lengths0 or [n0] * B, timings)
 
 

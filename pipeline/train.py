@@ -44,36 +44,25 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from models import Conditioning, build_stage  # build_stage: the one builder (callers import it from here too)
-from pipeline.batches import (  # noqa: F401 - round_up: still imported from here by tests
-    EndCrops,
-    alignment_unit,
-    crop_geometry,
-    insert_end_crops,
-    loss_weights,
-    round_up,
-)
+from models import Conditioning
+from pipeline.batches import alignment_unit
 from pipeline.config import ConfigError, StrataConfig, uses_tier_below
 from pipeline.errors import DatasetError, StrataError
-from pipeline.io import atomic_write_json, atomic_write_text
+from pipeline.io import atomic_write_text
 from pipeline.run import (
-    check_checkpoints,
-    check_run_config,
     checkpoint_dir,
     list_checkpoints,
     logs_dir,
     metrics_path,
     read_metrics,
     resolve_config,
-    result_path,
     stage_dir,
 )
-from pipeline.runtime import Progress, torch_threads
 
 logger = logging.getLogger("strata.train")
 
@@ -336,18 +325,6 @@ def warm_start_linear(model, data_dir: Path, manifest: dict, cfg: StrataConfig, 
     return fit
 
 
-def _batches(loader) -> Iterator[tuple[dict, float]]:
-    """Yield (batch, seconds waited for it)."""
-    it = iter(loader)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            b = next(it)
-        except StopIteration:
-            return
-        yield b, time.perf_counter() - t0
-
-
 def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int | None = None,
                 max_minutes: float | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train stage ``stage`` on ``data_dir`` into ``run_dir``; returns a summary dict.
@@ -358,217 +335,9 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
     checkpoint.  Result: {"stage", "steps", "best_valid_bits", "best_step", "final_valid_bits",
     "final_loss", "samples_per_second", "data_wait_share", "seconds", "stopped", "export", "checkpoint"}.
     """
-    from accelerate.utils import set_seed
+    from pipeline.trainer import StageTrainer
 
-    from pipeline.dataset import StageCrops, load_manifest
-
-    t_start = time.perf_counter()
-    data_dir, run_dir, k = Path(data_dir), Path(run_dir), int(stage)
-    accelerator = _accelerator(cfg)
-    main = accelerator.is_main_process
-
-    def note(msg: str) -> None:
-        logger.info(msg)
-        if main and progress:
-            print(f"note: {msg}", file=sys.stderr, flush=True)
-
-    if cfg.train.mixed_precision != "no" and accelerator.mixed_precision == "no":
-        note(f"mixed_precision={cfg.train.mixed_precision} needs a GPU here: training in full precision on CPU")
-    if accelerator.num_processes == 1:
-        torch.set_num_threads(torch_threads())
-
-    manifest = load_manifest(data_dir)
-    check_stage(cfg, k, manifest, data_dir)
-    check_checkpoints(run_dir, k, resume)
-    check_run_config(run_dir, cfg, resume, write=False)
-    accelerator.wait_for_everyone()
-    if main:
-        check_run_config(run_dir, cfg, resume, write=True)
-        if not resume:  # a fresh start (no checkpoint): forget metrics of a run that died before one
-            shutil.rmtree(logs_dir(run_dir, k), ignore_errors=True)
-            metrics_path(run_dir, k).unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-
-    s, t = cfg.stages[k], cfg.train
-    n_genres = len(manifest["genres"])
-    set_seed(seed_of(t.seed, k))
-    model = build_stage(cfg, k, n_genres)
-    if not resume and getattr(model, "linear", None) is not None:
-        fit = warm_start_linear(model, data_dir, manifest, cfg, k, seed_of(t.seed, k))
-        note(f"stage {k}: linear path warm-started by least squares on {fit['rows']} rows "
-             f"(rmse {fit['rmse']:.4f}, scale {fit['scale']:.4f})")
-    geo = crop_geometry(cfg, k, model)
-    context, margin, window = geo.context, geo.margin, geo.window  # margin: below / roll past the crop
-    head = model.head
-    end_code = model.end_code if getattr(model, "end_code", None) is not None else None
-
-    from pipeline.ema import EMA
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
-    cosine = WarmupCosine(t.warmup_steps, s.max_steps, t.min_lr_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
-    state = TrainState()
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    ema = EMA(unwrapped, t.ema_decay)  # shadow weights on the model's device
-    for obj in (scheduler, ema, state):
-        accelerator.register_for_checkpointing(obj)
-
-    resume_step = None
-    if resume:
-        _, folder = list_checkpoints(run_dir, k)[-1]
-        accelerator.load_state(str(folder))
-        resume_step = state.step
-        note(f"stage {k}: resumed from {folder} (step {state.step})")
-
-    stop_at = int(max_steps if max_steps is not None else s.max_steps)
-    budget_s = None if max_minutes is None else float(max_minutes) * 60.0
-    log = MetricLog(run_dir, k, main, resume_step)
-    bar = Progress(main and progress, every=0)
-    label = bar.add(f"stage {k}", stop_at, unit="steps", start=state.step, deadline_s=budget_s)
-
-    micro = s.batch_size
-    per_step = micro * t.grad_accum  # items per optimizer step per process
-    train_ds = StageCrops(data_dir, cfg, k, split="train", context=context,
-                          seed=seed_of(t.seed, k, accelerator.process_index), length=10**12, margin=margin)
-    start_item = state.step * per_step
-    n_items = max(0, stop_at - state.step) * per_step
-    loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=micro, sampler=range(start_item, start_item + n_items), drop_last=True,
-        num_workers=t.num_workers, persistent_workers=False,
-    )
-    ends = EndCrops(data_dir, cfg, k, window, margin) if end_code is not None else None
-    valid = validation_batches(data_dir, cfg, k, context, note, margin)
-    extra_base = {"genres": list(manifest["genres"]), "rate": s.rate, "stage": k}
-
-    def evaluate_and_export() -> None:
-        bits = validation_bits(accelerator, unwrapped, ema, valid, cfg, k, n_genres, context)
-        state.last_valid_bits, state.last_valid_step = bits, state.step
-        log.log(state.step, {"valid_bits": bits})
-        if bits < state.best_valid_bits or not stage_dir(run_dir, k).joinpath("model.json").exists():
-            if bits < state.best_valid_bits:
-                state.best_valid_bits, state.best_step = bits, state.step
-            if main:
-                export_stage(unwrapped, ema, run_dir, k, dict(extra_base, valid_bits=bits, step=state.step))
-        accelerator.wait_for_everyone()
-
-    if state.step == 0:  # the least-squares start, for the curves (and as the export to beat)
-        evaluate_and_export()
-    model.train()
-    loop_t0, loop_step0 = time.perf_counter(), state.step
-    stopped = "max_steps"
-    acc_loss, acc_n, wait_s, busy_s, timed_samples, grad_norm = 0.0, 0, 0.0, 0.0, 0, float("nan")
-    window_t0 = time.perf_counter()
-    tot_wait, tot_busy, tot_samples = 0.0, 0.0, 0
-    last_loss = state.last_loss
-    micro_index = state.step * t.grad_accum
-    for batch, waited in _batches(loader):
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(seed_of(t.seed, k, accelerator.process_index, micro_index, 7))
-        micro_index += 1
-        if end_code is not None:
-            batch = insert_end_crops(batch, ends, gen, end_code)
-        B, T = batch["x"].shape
-        weights = loss_weights(B, T, context, window, batch.get("end_mask")).to(accelerator.device)
-        cond = model_inputs(batch, cfg, k, n_genres, gen, drop=True).to(accelerator.device)
-        x = model_x(batch["x"].to(accelerator.device), head, cfg.data.mu_bits)  # (B, T)
-        with accelerator.accumulate(model):
-            out = model(x, cond)  # (B, C, T)
-            bits = unwrapped.head.nll_bits(out, x)  # (B, T)
-            loss = (bits * weights).sum() / weights.sum()
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                clip = t.clip_grad_norm if t.clip_grad_norm and t.clip_grad_norm > 0 else float("inf")
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), clip))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        acc_loss += float(loss.detach())
-        acc_n += 1
-        dt = time.perf_counter() - t0
-        wait_s, busy_s = wait_s + waited, busy_s + dt
-        timed_samples += B * s.crop * accelerator.num_processes
-        if not accelerator.sync_gradients:
-            continue
-        # ---- one optimizer step done
-        scheduler.step()
-        ema.update(unwrapped)
-        state.step += 1
-        last_loss = state.last_loss = acc_loss / acc_n
-        acc_loss, acc_n = 0.0, 0
-        if state.step % max(1, t.log_every) == 0 or state.step == stop_at:
-            mean_loss = float(accelerator.reduce(torch.tensor([last_loss], device=accelerator.device), "mean")[0])
-            elapsed = time.perf_counter() - window_t0
-            sps = timed_samples / max(elapsed, 1e-9)
-            share = wait_s / max(wait_s + busy_s, 1e-9)
-            log.log(state.step, {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                                 "samples_per_second": sps, "data_wait_share": share})
-            bar.update(label, state.step, info=f"loss {mean_loss:.3f} bits, {sps:,.0f} samples/s")
-            tot_wait, tot_busy, tot_samples = tot_wait + wait_s, tot_busy + busy_s, tot_samples + timed_samples
-            wait_s, busy_s, timed_samples, window_t0 = 0.0, 0.0, 0, time.perf_counter()
-        if budget_s is not None and not state.schedule_fitted and state.step - loop_step0 >= SCHEDULE_PROBE_STEPS:
-            per_step = (time.perf_counter() - loop_t0) / (state.step - loop_step0)
-            left = budget_s - (time.perf_counter() - t_start)
-            steps = _agree(accelerator, state.step + SCHEDULE_SAFETY * left / per_step)
-            cosine.fit_to_budget(steps)
-            state.schedule_fitted = True
-            note(f"stage {k}: the wall-clock budget allows about {int(steps)} steps: the cosine spans "
-                 f"{cosine.total}")
-            log.log(state.step, {"schedule_steps": cosine.total})
-        if state.step % max(1, t.eval_every) == 0:
-            evaluate_and_export()
-        if state.step % max(1, t.checkpoint_every) == 0:
-            save_checkpoint(accelerator, run_dir, k, state.step, t.keep_checkpoints)
-        if budget_s is not None and _over_budget(accelerator, time.perf_counter() - t_start, budget_s):
-            stopped = "max_minutes"
-            note(f"stage {k}: wall-clock budget of {max_minutes:g} min reached at step {state.step}")
-            break
-    tot_wait, tot_busy, tot_samples = tot_wait + wait_s, tot_busy + busy_s, tot_samples + timed_samples
-    if timed_samples:  # the last steps were not logged yet: show the final line
-        sps = tot_samples / max(tot_busy + tot_wait, 1e-9)
-        bar.update(label, state.step, info=f"loss {last_loss:.3f} bits, {sps:,.0f} samples/s")
-
-    # ---- the end: validate + export if not just done, checkpoint if not just done
-    if state.last_valid_step != state.step or not stage_dir(run_dir, k).joinpath("model.json").exists():
-        evaluate_and_export()
-    ckpts = list_checkpoints(run_dir, k)
-    if not ckpts or ckpts[-1][0] != state.step:
-        save_checkpoint(accelerator, run_dir, k, state.step, t.keep_checkpoints)
-    log.close()
-    bar.close()
-    result = {
-        "stage": k,
-        "steps": state.step,
-        "best_valid_bits": state.best_valid_bits,
-        "best_step": state.best_step,
-        "final_valid_bits": state.last_valid_bits,
-        "final_loss": last_loss,
-        "samples_per_second": tot_samples / max(tot_busy + tot_wait, 1e-9),
-        "data_wait_share": tot_wait / max(tot_wait + tot_busy, 1e-9),
-        "seconds": time.perf_counter() - t_start,
-        "stopped": stopped,
-        "processes": accelerator.num_processes,
-        "export": str(stage_dir(run_dir, k)),
-        "checkpoint": str(list_checkpoints(run_dir, k)[-1][1]) if list_checkpoints(run_dir, k) else None,
-    }
-    if main:
-        atomic_write_json(result_path(run_dir, k), result)
-    accelerator.wait_for_everyone()
-    return result
-
-
-def _agree(accelerator, value: float) -> float:
-    """The main process's ``value`` on every process (clocks differ; decisions must not)."""
-    v = torch.tensor([float(value)], device=accelerator.device)
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast
-
-        v = broadcast(v, from_process=0)
-    return float(v[0])
-
-
-def _over_budget(accelerator, elapsed: float, budget: float) -> bool:
-    """All processes agree on stopping (the main process's clock decides)."""
-    return _agree(accelerator, 1.0 if elapsed > budget else 0.0) > 0
+    return StageTrainer(data_dir, run_dir, cfg, stage, max_steps, max_minutes, resume, progress).setup().run()
 
 
 # ----------------------------------------------------------------------------- script entry

@@ -1,0 +1,126 @@
+"""The sampling loop beside the streaming engine (nanoGPT's ``GPT.generate``): one stage, several
+streams as one batch, step by step.
+
+- The head samples (``stage.head.sample``: temperature, top-p); float heads (PCM) sample floats.
+- Classifier-free guidance (``guidance = W > 0``): every stream gets an unconditional twin in the
+  same batch (``Conditioning.twin``) and the outputs are combined as
+  ``l = l_u + (1 + W) * (l_c - l_u)``.  Guidance needs logits: the head is checked before the batch
+  is doubled, so a float-output stage never runs the twin.
+- End of piece (stages with an END class): END is never drawn by chance (at one draw per sample,
+  even a small END probability would end pieces within seconds); with ``free_length`` a stream ends
+  where the model gives END a probability of at least ``end_threshold``.  Ended streams continue
+  as silence; when all have ended the loop stops, keeping whole ``round_to`` blocks.
+- A prompt ``(B, P)`` is fed instead of samples for ``t < P``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+if TYPE_CHECKING:
+    from models.conditioning import Conditioning
+
+
+def guide(out: torch.Tensor, batch: int, guidance: float) -> torch.Tensor:
+    """Combine the conditional rows ``[:batch]`` and unconditional rows ``[batch:]`` of (2B, C).
+
+    ``l = l_u + (1 + W) (l_c - l_u)``; without twins (``out`` has ``batch`` rows) it is ``out``.
+    """
+    if out.shape[0] == batch:
+        return out
+    l_c, l_u = out[:batch], out[batch:]
+    return l_u + (1.0 + guidance) * (l_c - l_u)
+
+
+def uses_guidance(stage, guidance: float, conditioned: bool) -> bool:
+    """Run unconditional twins: guidance asked for, something to guide, and a head with logits."""
+    return guidance > 0 and conditioned and not bool(getattr(stage.head, "float_input", False))
+
+
+@dataclass
+class Sampled:
+    x: torch.Tensor  # (B, n') codes (int64) or floats in [-1, 1] (float heads); n' <= n
+    lengths: list[int]  # samples of each stream (n unless the model ended it)
+    twin: bool  # the unconditional twins ran
+
+
+def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int, guidance: float = 0.0,
+                 conditioned: bool = False, prompt: torch.Tensor | None = None, free_length: bool = False,
+                 min_length: int = 1, round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+                 end_threshold: float = 0.5, generator: torch.Generator | None = None, chunk: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> Sampled:
+    """Sample ``n`` samples of ``stage`` for ``batch`` streams conditioned on ``cond`` (batch rows).
+
+    ``conditioned``: the streams have a genre or roll to guide (``no_genre``: the twins' genre id).
+    """
+    float_head = bool(getattr(stage.head, "float_input", False))
+    twin = uses_guidance(stage, guidance, conditioned)
+    if twin:  # rows [batch:] are the unconditional twins: "no genre", roll dropped
+        cond = cond.twin(no_genre)
+    rows = 2 * batch if twin else batch
+    dtype = torch.float32 if float_head else torch.int64
+    silence = stage.start_code
+    x = torch.full((batch, n), silence, dtype=dtype)  # (B, n)
+    state = _Ends(batch, n, silence, getattr(stage, "end_code", None) if not float_head else None)
+    prev = torch.full((rows,), stage.start_code, dtype=dtype)  # (rows,)
+    p_len = 0 if prompt is None else prompt.shape[1]
+    steps = n
+    chunk_kw = {} if chunk is None else {"chunk": chunk}
+    with torch.inference_mode(), stage.streaming(rows, cond, **chunk_kw) as s:
+        for t in range(n):
+            out = s.step(prev)  # (rows, C)
+            if t < p_len:
+                xt = prompt[:, t].to(dtype)  # (B,) primed: the prompt's own sample
+            else:
+                out = guide(out[:batch] if not twin else out, batch, guidance)  # (B, C)
+                confident = state.confident(out, free_length and t >= min_length, end_threshold)
+                xt = stage.head.sample(state.mask(out), temperature=temperature, top_p=top_p, generator=generator)
+                xt = state.apply(xt, confident, t, free_length)
+            x[:, t] = xt
+            prev = torch.cat([xt, xt]) if twin else xt
+            if progress is not None:
+                progress(t + 1)
+            if free_length and bool(state.ended.all()):
+                steps = t + 1
+                break
+    if steps < n:  # every stream ended: keep whole blocks (silence after each end)
+        keep = min(n, round_to * math.ceil(int(state.lengths.max()) / round_to))
+        x = x[:, : max(keep, round_to)]
+    return Sampled(x, [int(v) for v in state.lengths], twin)
+
+
+class _Ends:
+    """Which streams have ended (END class), and where."""
+
+    def __init__(self, batch: int, n: int, silence, end_code: int | None):
+        self.end_code, self.silence = end_code, silence
+        self.ended = torch.zeros(batch, dtype=torch.bool)
+        self.lengths = torch.full((batch,), n, dtype=torch.int64)
+
+    def confident(self, out: torch.Tensor, allowed: bool, threshold: float) -> torch.Tensor | None:
+        """(B,) bool: END has at least ``threshold`` probability (None when END may not end here)."""
+        if self.end_code is None or not allowed:
+            return None
+        return torch.softmax(out.float(), -1)[:, self.end_code] >= threshold
+
+    def mask(self, out: torch.Tensor) -> torch.Tensor:
+        """The outputs with END never drawn by chance."""
+        if self.end_code is None:
+            return out
+        out = out.clone()
+        out[:, self.end_code] = -float("inf")
+        return out
+
+    def apply(self, xt: torch.Tensor, confident: torch.Tensor | None, t: int, free_length: bool) -> torch.Tensor:
+        if confident is not None:
+            xt = torch.where(confident, torch.full_like(xt, self.end_code), xt)
+        if free_length and self.end_code is not None:
+            new_end = (xt == self.end_code) & ~self.ended
+            self.lengths[new_end] = t
+            self.ended |= new_end
+            xt = torch.where(self.ended, torch.full_like(xt, self.silence), xt)
+        return xt
