@@ -107,7 +107,8 @@ class Conditioning:
 
 class Source(nn.Module):
     """One local signal of the conditioning stack: its features for conditioning samples ``idx``
-    (``add``), a learned ``dropped`` vector for missing / dropped / past-the-end samples."""
+    (``add``), a learned ``dropped`` vector (a parameter each source defines) for missing, dropped
+    and past-the-end samples (``put``)."""
 
     name = ""
 
@@ -118,6 +119,14 @@ class Source(nn.Module):
     def macs(self, channels: int) -> int:
         """Multiply-adds per conditioning sample."""
         return 0
+
+    def put(self, e: torch.Tensor, feats: torch.Tensor, past_end: torch.Tensor, drop: torch.Tensor | None):
+        """e + feats (B, W, C) where the signal exists; the learned ``dropped`` vector at samples past
+        its end (past_end (W,) bool) and in dropped rows (drop (B,) bool)."""
+        off = past_end[None, :, None]
+        if drop is not None:
+            off = off | drop.to(past_end.device).bool()[:, None, None]
+        return e + torch.where(off, self.dropped, feats)
 
 
 class BelowSource(Source):
@@ -136,10 +145,7 @@ class BelowSource(Source):
             return e + self.dropped
         n = below.shape[-1]
         emb = self.embed(below[:, idx.clamp(max=n - 1)])  # (B, W, C)
-        off = (idx >= n)[None, :, None]
-        if cond.drop_below is not None:
-            off = off | cond.drop_below.to(idx.device).bool()[:, None, None]
-        return e + torch.where(off, self.dropped, emb)
+        return self.put(e, emb, idx >= n, cond.drop_below)
 
 
 class RollSource(Source):
@@ -159,10 +165,7 @@ class RollSource(Source):
         n = roll.shape[-1]
         frame = (idx * stack.up * stack.roll_fps) // stack.rate  # roll frame of each sample
         r = roll[:, :, frame.clamp(max=n - 1)].to(e.dtype).transpose(1, 2)  # (B, W, 256)
-        off = (frame >= n)[None, :, None]
-        if cond.drop_roll is not None:
-            off = off | cond.drop_roll.to(idx.device).bool()[:, None, None]
-        return e + torch.where(off, self.dropped, self.proj(r))
+        return self.put(e, self.proj(r), frame >= n, cond.drop_roll)
 
     def macs(self, channels: int) -> int:
         return ROLL_CHANNELS * channels
