@@ -112,6 +112,14 @@ class Source(nn.Module):
 
     name = ""
 
+    def __init__(self, classes: int, channels: int) -> None:
+        super().__init__()
+
+    @staticmethod
+    def wanted(arch: Any, index: int) -> bool:
+        """Whether stage ``index`` with architecture ``arch`` (``StageArchConfig``) reads this signal."""
+        raise NotImplementedError
+
     def add(self, e: torch.Tensor, cond: Conditioning, idx: torch.Tensor, stack: Any) -> torch.Tensor:
         """e (B, W, C) + this signal's features at conditioning samples idx (W,)."""
         raise NotImplementedError
@@ -135,9 +143,13 @@ class BelowSource(Source):
     name = "below"
 
     def __init__(self, classes: int, channels: int) -> None:
-        super().__init__()
+        super().__init__(classes, channels)
         self.embed = nn.Embedding(classes, channels)
         self.dropped = nn.Parameter(0.1 * torch.randn(channels))
+
+    @staticmethod
+    def wanted(arch, index):
+        return index > 0 and bool(arch.use_tier_below)
 
     def add(self, e, cond, idx, stack):
         below = cond.below
@@ -153,10 +165,14 @@ class RollSource(Source):
 
     name = "roll"
 
-    def __init__(self, channels: int) -> None:
-        super().__init__()
+    def __init__(self, classes: int, channels: int) -> None:
+        super().__init__(classes, channels)
         self.proj = nn.Linear(ROLL_CHANNELS, channels)
         self.dropped = nn.Parameter(0.1 * torch.randn(channels))
+
+    @staticmethod
+    def wanted(arch, index):
+        return bool(arch.use_roll)
 
     def add(self, e, cond, idx, stack):
         roll = cond.roll
@@ -171,6 +187,6 @@ class RollSource(Source):
         return ROLL_CHANNELS * channels
 
 
-# The sources a stage may read, in the order their features are summed; a stage config's flag
-# (use_tier_below, use_roll) decides which the conditioning stack builds.
+# The sources a stage may read, in the order their features are summed; each source's ``wanted``
+# (a stage config flag: use_tier_below, use_roll) decides whether a stage builds it.
 SOURCES: dict[str, type[Source]] = {"below": BelowSource, "roll": RollSource}

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.conditioning import BelowSource, Conditioning, RollSource, Source
+from models.conditioning import SOURCES, Conditioning
 from models.config import StageArchConfig, stage_arch
 from models.context import ConditioningStack, HistoryStack
 from models.heads import make_head
@@ -96,18 +96,14 @@ class Stage(nn.Module):
         # conditioning stack (tier below and/or roll), local conditioning inside every gate
         self.use_roll = bool(c.use_roll)
         self.conditioning: ConditioningStack | None = None
-        if self.use_below or self.use_roll:
+        if any(S.wanted(c, self.index) for S in SOURCES.values()):
             if self.rate is None:
                 raise ValueError(f"stage {index}: rate is needed for the conditioning stack")
             up = self.factor if self.use_below else self.rate // self.roll_fps
             if up < 1 or (not self.use_below and self.rate % self.roll_fps):
                 raise ValueError(f"stage {index}: rate {self.rate} is not a multiple of roll_fps {roll_fps}")
             cc = c.conditioning
-            sources: dict[str, Source] = {}
-            if self.use_below:
-                sources["below"] = BelowSource(classes, cc.channels)
-            if self.use_roll:
-                sources["roll"] = RollSource(cc.channels)
+            sources = {name: S(classes, cc.channels) for name, S in SOURCES.items() if S.wanted(c, self.index)}
             self.conditioning = ConditioningStack(cc.channels, cc.layers, cc.kernel_size, cc.lookahead, up,
                                                   self.rate, self.roll_fps, sources)
             self.cond_proj = nn.Parameter(torch.randn(n_layers * 2 * g, cc.channels) / math.sqrt(cc.channels))
