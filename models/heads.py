@@ -4,7 +4,7 @@ A head owns everything that depends on what a stage's samples are: the stage's i
 (``input_layer``, kept on the stage under ``input_key`` so weight files keep their names), how a
 sample enters the network (``embed`` for the full pass, ``stream_input`` for the streaming
 step), the value fed before the first sample (``start_value``), how dataset codes become model
-samples and back (``codes_to_input``, ``input_to_codes``, ``to_audio``), output channels,
+samples and back (``codes_to_input``, ``input_to_codes``), output channels,
 ``nll_bits`` and ``sample``.  ``models/config.py`` asks the registry which heads exist and what
 they allow (``end_class``, ``linear_path``).  Shipped: ``categorical`` (mu-law classes, the
 default) and ``logistic_mixture`` (discretized mixture of logistics over 16-bit PCM).
@@ -94,10 +94,6 @@ class Head(nn.Module):
     def input_to_codes(self, x: torch.Tensor, bits: int) -> torch.Tensor:
         """The stage's samples -> mu-law codes (a tier below for the next stage, a tier file)."""
         return x
-
-    def to_audio(self, x: torch.Tensor, bits: int) -> torch.Tensor:
-        """The stage's samples -> float audio in [-1, 1]."""
-        return mulaw_decode_torch(x, bits)
 
     def nll_bits(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """out (B, C, T), x (B, T) -> (B, T) bits."""
@@ -228,9 +224,6 @@ class LogisticMixtureHead(Head):
 
     def input_to_codes(self, x: torch.Tensor, bits: int) -> torch.Tensor:
         return x if x.dtype == torch.int64 else mulaw_encode_torch(x, bits)
-
-    def to_audio(self, x: torch.Tensor, bits: int) -> torch.Tensor:
-        return x.float()
 
     def split(self, out: torch.Tensor, dim: int = 1):
         logits, means, log_scales = out.float().split(self.mixtures, dim=dim)

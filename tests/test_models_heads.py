@@ -50,9 +50,6 @@ class GaussianHead(Head):
     def input_to_codes(self, x, bits):
         return mulaw_encode_torch(x, bits)
 
-    def to_audio(self, x, bits):
-        return x.float()
-
     def nll_bits(self, out, x):
         mean, log_s = out.float().unbind(1)  # (B, T) each
         z = (x.float() - mean) * torch.exp(-log_s)
