@@ -170,19 +170,21 @@ def generate(
     prompt: Optional[Path] = typer.Option(None, "--prompt", help="audio to continue"),
     resynth: Optional[Path] = typer.Option(None, "--resynth",
                                            help="audio whose coarse tier replaces stage 0 (finer stages only)"),
-    temperature: float = typer.Option(1.0, "--temperature"),
+    temperature: Optional[float] = typer.Option(None, "--temperature",
+                                                help="sampling temperature (default: the run config's)"),
     stage_temperature: Optional[str] = typer.Option(
         None, "--stage-temperature", help="per-stage factors on --temperature, e.g. 1,0.5,0.5 "
         "(default: the run config's generate.stage_temperature)"),
-    top_p: float = typer.Option(0.99, "--top-p", help="nucleus sampling mass (1 = off)"),
-    guidance: float = typer.Option(0.0, "--guidance"),
+    top_p: Optional[float] = typer.Option(None, "--top-p",
+                                          help="nucleus sampling mass, 1 = off (default: the run config's)"),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="(default: the run config's)"),
     seed: int = typer.Option(0, "--seed"),
     count: int = typer.Option(1, "--count"),
 ) -> None:
     """Generate audio: coarse stage first, then each finer stage."""
     _need_dir(run, "run folder")
-    from pipeline.generate import validate_params
-    from pipeline.run import load_run
+    from pipeline.plan import validate_params
+    from pipeline.run import check_run
 
     factors = _floats(stage_temperature, "--stage-temperature")
 
@@ -190,7 +192,7 @@ def generate(
               midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
               resynth=str(resynth) if resynth else None, stage_temperature=factors,
               temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
-    _precheck(load_run, run)
+    _precheck(check_run, run)  # weights are loaded once, by the flow
     _quiet_prefect()
     from flows.generate import generate_flow
 

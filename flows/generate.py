@@ -9,27 +9,29 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
-from pipeline.generate import generate, validate_params
+from pipeline.generate import generate_jobs
+from pipeline.plan import validate_params
 
 
 @flow(name="generate")
 def generate_flow(run: str, out: str, seconds: float | None = None, genre: str | None = None,
-                  midi: str | None = None, prompt: str | None = None, temperature: float = 1.0,
-                  top_p: float = 0.99, guidance: float = 0.0, seed: int | None = 0, count: int = 1,
+                  midi: str | None = None, prompt: str | None = None, temperature: float | None = None,
+                  top_p: float | None = None, guidance: float | None = None, seed: int | None = 0, count: int = 1,
                   resynth: str | None = None, stage_temperature: list[float] | None = None) -> list[str]:
     """Generate ``count`` variations from a run folder; one job folder each (returned as paths).
 
     ``seed=None`` draws a fresh seed (scheduled runs); it is recorded in each job's meta.json.
     ``resynth``: audio whose coarse tier replaces stage 0 (only the finer stages generate).
-    ``stage_temperature``: per-stage factors on ``temperature`` (None: the run config's).
+    ``stage_temperature``: per-stage factors on ``temperature``.  Sampling parameters left None
+    take the run's ``generate:`` config section.
     """
     if seed is None:
         seed = secrets.randbelow(2**31)
     params = dict(seconds=seconds, genre=genre, midi=midi, prompt=prompt, resynth=resynth,
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count,
                   stage_temperature=None if stage_temperature is None else tuple(stage_temperature))
-    validate_params(run_dir=run, out_dir=out, **params)  # one ParameterError line before any work
-    jobs = generate(run, out, **params)
+    p = validate_params(run_dir=run, out_dir=out, **params)  # the one validation, before any work
+    jobs = generate_jobs(p)
     for job in jobs:
         publish_job(job)
     return [str(j) for j in jobs]

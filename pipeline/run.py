@@ -204,8 +204,7 @@ def load_run(run_dir, partial: bool = False) -> LoadedRun:
         if not is_exported(run_dir, k):
             if partial:
                 continue
-            raise RunError(f"{run_dir}: stage {k} ({scfg.rate} Hz) is missing "
-                           f"(no stages/{k}/model.safetensors); train it first")
+            raise _missing(run_dir, k, scfg.rate)
         stage, desc = _load_stage(stage_dir(run_dir, k))
         stage_genres = _genres_of(desc)
         if genres is None:
@@ -221,6 +220,20 @@ def load_run(run_dir, partial: bool = False) -> LoadedRun:
             raise RunError(f"{run_dir}: no trained stage in stages/ (run strata train first)")
         raise RunError(f"{run_dir}: the config has no stages")
     return LoadedRun(run_dir.resolve(), cfg, stages, list(genres or []), infos, indices)
+
+
+def check_run(run_dir) -> StrataConfig:
+    """The cheap part of ``load_run`` (the config parses, every stage is exported), for the command
+    line's checks before a flow starts: no weights are read."""
+    cfg = read_config(run_dir)
+    for k, scfg in enumerate(cfg.stages):
+        if not is_exported(run_dir, k):
+            raise _missing(run_dir, k, scfg.rate)
+    return cfg
+
+
+def _missing(run_dir, k: int, rate: int) -> RunError:
+    return RunError(f"{run_dir}: stage {k} ({rate} Hz) is missing (no stages/{k}/model.safetensors); train it first")
 
 
 def _load_stage(folder: Path) -> tuple[Any, dict]:

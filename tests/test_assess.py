@@ -176,7 +176,8 @@ def run(tmp_path_factory) -> Path:
 
 
 def test_resynth_job_writes_diagnostics(run, tmp_path):
-    from pipeline.generate import generate, load_prompt_tiers
+    from pipeline.generate import generate
+    from pipeline.plan import load_prompt_tiers
     from pipeline.run import load_run
 
     tone = write_tone(tmp_path / "real.wav", seconds=0.5)

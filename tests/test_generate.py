@@ -13,7 +13,8 @@ import torch
 
 from models.sampling import guide
 from pipeline.errors import ParameterError, RunError, StrataError
-from pipeline.generate import generate, load_prompt_tiers
+from pipeline.generate import generate
+from pipeline.plan import load_prompt_tiers
 from pipeline.run import load_run
 from tests.helpers_run import GENRES, make_run, tiny_config, write_midi, write_tone
 

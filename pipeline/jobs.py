@@ -1,0 +1,143 @@
+"""Job folders (DESIGN 7): ``audio.wav``, ``tier_<rate>.wav``, ``spectrogram.png`` and ``meta.json``
+per variation, each written under a temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipeline.run import LoadedRun
+from pipeline.runtime import package_version, step_threads
+
+if TYPE_CHECKING:
+    from pipeline.generate import CascadeResult
+    from pipeline.plan import GenerateParams, Plan
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _to_audio(x, cfg) -> np.ndarray:
+    """(n,) codes or floats -> float32 audio in [-1, 1]."""
+    from pipeline.audio import mulaw_decode
+
+    a = x.numpy()
+    if a.dtype.kind == "f":
+        return np.clip(a.astype(np.float32), -1.0, 1.0)
+    return mulaw_decode(a, cfg.data.mu_bits)
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
+    """16-bit PCM WAV, atomically."""
+    import soundfile as sf
+
+    from pipeline.io import atomic_path
+
+    with atomic_path(path, suffix=".wav") as tmp:
+        sf.write(str(tmp), audio, rate, subtype="PCM_16", format="WAV")
+
+
+def job_names(seed: int, count: int) -> list[str]:
+    """Program-made job folder names: ``job-<utc>-s<seed>-<random>-v<i>`` (never user strings)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    token = uuid.uuid4().hex[:8]
+    return [f"job-{stamp}-s{seed}-{token}-v{i}" for i in range(count)]
+
+
+def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParams, res: CascadeResult,
+              total_wall: float) -> dict:
+    """Write one variation's files into ``folder``; returns its meta dict."""
+    from pipeline.io import atomic_write_json
+    from pipeline.spectrogram import plot_spectrogram
+
+    cfg, rates = run.cfg, run.rates
+    n0 = res.lengths[i]
+    audios = {}
+    for rate in rates:
+        n = n0 * rate // rates[0]  # crop this stream to its own length
+        audio = audios[rate] = _to_audio(res.tiers[rate][i, :n], cfg)
+        write_wav(folder / f"tier_{rate}.wav", audio, rate)
+    fine = rates[-1]
+    write_wav(folder / "audio.wav", audio, fine)
+    roll = None if plan.roll is None else plan.roll[:, :, : n0 * cfg.data.roll_fps // rates[0]]
+    plot_spectrogram(audio, fine, folder / "spectrogram.png", roll=roll, roll_fps=cfg.data.roll_fps,
+                     title=f"{folder.name.removeprefix('.tmp-')} ({len(audio) / fine:.2f} s)")
+    seconds = len(audio) / fine
+    ended = plan.free_length and n0 < plan.n0
+    meta = {
+        "job": folder.name.removeprefix(".tmp-"),
+        "variation": i,
+        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.model_dump().items()},
+        "seed": p.seed,
+        "run": str(run.path),
+        "genre_id": plan.genre_id,
+        "genres": run.genres,
+        "rates": rates,
+        "seconds": seconds,
+        "prompt_seconds": plan.prompt_seconds,
+        "midi_seconds": plan.midi_seconds,
+        "roll_source": plan.roll_source,
+        "length_decided_by_model": plan.free_length,
+        "ended_by_model": ended,
+        "stages": run.stage_info,
+        "package_version": package_version(),
+        "timings": {
+            "stages": res.timings,
+            "total_wall_seconds": round(total_wall, 4),
+            "real_time_factor": total_wall / seconds if seconds else None,
+            "batch": p.count,
+            "threads": step_threads(),
+        },
+        "guidance_formula": "l = l_u + (1 + W) * (l_c - l_u)",
+        "created_utc": datetime.now(timezone.utc).isoformat(),
+        "diagnostics": job_diagnostics(audios, run, plan, p, {
+            "seconds": seconds, "length_decided_by_model": plan.free_length, "ended_by_end_class": ended}),
+    }
+    atomic_write_json(folder / "meta.json", meta)
+    return meta
+
+
+def job_diagnostics(audios: dict[int, np.ndarray], run: LoadedRun, plan: Plan, p: GenerateParams,
+                    length: dict) -> dict:
+    """``pipeline.assess`` diagnostics of one variation ({rate: float audio}); a failure is recorded
+    in place of the numbers, never lost work."""
+    from pipeline.assess import generation_diagnostics
+    from pipeline.audio import mulaw_decode
+
+    real = None if plan.resynth_tiers is None else {
+        r: mulaw_decode(c, run.cfg.data.mu_bits) for r, c in plan.resynth_tiers.items()}
+    try:
+        return generation_diagnostics(audios, midi=p.midi, midi_offset=plan.prompt_seconds, run_dir=run.path,
+                                      length=length, resynth=real,
+                                      resynth_source=None if p.resynth is None else str(p.resynth))
+    except Exception as e:  # noqa: BLE001 - diagnostics must not cost the generated piece
+        return {"error": f"{type(e).__name__}: {e}", "length": length}
+
+
+def write_jobs(run: LoadedRun, plan: Plan, p: GenerateParams, res: CascadeResult, total: float) -> list[Path]:
+    """Each job under a temporary name, renamed into place when complete (Ctrl-C leaves none)."""
+    out = Path(p.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = job_names(p.seed, p.count)
+    tmps = [out / f".tmp-{name}" for name in names]
+    try:
+        for i, tmp in enumerate(tmps):
+            tmp.mkdir()
+            write_job(tmp, i, run, plan, p, res, total)
+        finals = []
+        for name, tmp in zip(names, tmps):
+            final = out / name
+            os.rename(tmp, final)
+            finals.append(final)
+    except BaseException:
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return finals
