@@ -18,7 +18,6 @@ Conventions
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.io import check_readable
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
@@ -58,14 +58,7 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
 def _check_file(path: Path) -> None:
     if path.suffix.lower() not in AUDIO_EXTENSIONS:
         raise AudioError(path, f"unknown audio extension {path.suffix!r} (expected {', '.join(AUDIO_EXTENSIONS)})")
-    if not path.exists():
-        raise AudioError(path, "file not found")
-    if not path.is_file():
-        raise AudioError(path, "not a file")
-    if not os.access(path, os.R_OK):
-        raise AudioError(path, "permission denied")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file")
+    check_readable(path, AudioError)
     try:
         with open(path, "rb") as f:
             f.read(1)

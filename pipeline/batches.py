@@ -76,10 +76,11 @@ class EndCrops:
     """The last ``window`` samples of each training track (for the end-of-piece class), below and
     roll with the same right ``margin`` as the other crops (missing past the end)."""
 
-    def __init__(self, data_dir, cfg: StrataConfig, k: int, window: int, margin: int = 0):
+    def __init__(self, data_dir, cfg: StrataConfig, k: int, window: int, margin: int = 0,
+                 manifest: dict | None = None):
         from pipeline.dataset import track_ends
 
-        self.items = track_ends(data_dir, cfg, k, "train", window, margin)
+        self.items = track_ends(data_dir, cfg, k, "train", window, margin, manifest)
 
     def __len__(self) -> int:
         return len(self.items)

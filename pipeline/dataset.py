@@ -47,9 +47,9 @@ def load_manifest(data_dir: str | Path) -> dict[str, Any]:
 class _Tracks:
     """The tracks of one split as seen by stage k: lazily memory-mapped tiers and rolls."""
 
-    def __init__(self, data_dir: str | Path, cfg: StrataConfig, stage: int, split: str):
+    def __init__(self, data_dir: str | Path, cfg: StrataConfig, stage: int, split: str, manifest: dict | None = None):
         self.dir = Path(data_dir)
-        self.manifest = load_manifest(data_dir)
+        self.manifest = load_manifest(data_dir) if manifest is None else manifest
         if not 0 <= stage < len(cfg.stages):
             raise DatasetError(f"stage {stage} is not in the config ({len(cfg.stages)} stages)")
         self.rate = cfg.stages[stage].rate
@@ -120,12 +120,12 @@ class StageCrops(torch.utils.data.Dataset):
              "genre": int64 scalar, "cond_len": int64 scalar}     (W = context + crop)
     ``margin`` (a multiple of the start grid): stage samples of below / roll past the crop's end
     (see the module docstring).  Tracks are drawn with probability proportional to their length;
-    tracks shorter than context + crop are left out.
+    tracks shorter than context + crop are left out.  ``manifest``: the dataset's, already read.
     """
 
     def __init__(self, data_dir, cfg: StrataConfig, stage: int, split: str = "train", context: int = 0,
-                 seed: int = 0, length: int = 10**9, margin: int = 0):
-        self.data = _Tracks(data_dir, cfg, stage, split)
+                 seed: int = 0, length: int = 10**9, margin: int = 0, manifest: dict | None = None):
+        self.data = _Tracks(data_dir, cfg, stage, split, manifest)
         self.crop = int(cfg.stages[stage].crop)
         self.window = int(context) + self.crop  # samples per item
         self.seed, self.length = int(seed), int(length)
@@ -160,18 +160,20 @@ class StageCrops(torch.utils.data.Dataset):
         return self.data.item(self.tracks[i], start, self.window, self.margin)
 
 
-def track_ends(data_dir, cfg: StrataConfig, stage: int, split: str, window: int, margin: int = 0) -> list[dict]:
+def track_ends(data_dir, cfg: StrataConfig, stage: int, split: str, window: int, margin: int = 0,
+               manifest: dict | None = None) -> list[dict]:
     """The last ``window`` samples of every track of ``split`` that has them (StageCrops items:
     below / roll past the track's end are padding, ``cond_len`` stops at the end)."""
-    data = _Tracks(data_dir, cfg, stage, split)
+    data = _Tracks(data_dir, cfg, stage, split, manifest)
     hop = align_unit(data.factor, data.rate, data.roll_fps)
     ends = [(t, data.samples(t) // hop * hop - window) for t in data.tracks]
     return [data.item(t, start, window, margin) for t, start in ends if start >= 0]
 
 
-def iter_tracks(data_dir, cfg: StrataConfig, stage: int, split: str) -> Iterator[dict[str, Any]]:
+def iter_tracks(data_dir, cfg: StrataConfig, stage: int, split: str,
+                manifest: dict | None = None) -> Iterator[dict[str, Any]]:
     """Whole tracks of a split for exact evaluation: the item keys + "id" and "seconds"."""
-    data = _Tracks(data_dir, cfg, stage, split)
+    data = _Tracks(data_dir, cfg, stage, split, manifest)
     hop = align_unit(data.factor, data.rate, data.roll_fps)
     for t in data.tracks:
         n = data.samples(t) // hop * hop  # whole samples of below and roll (no-op for our datasets)

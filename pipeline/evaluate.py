@@ -242,7 +242,7 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
 
     def jobs() -> Iterator[Callable[[], None]]:  # tracks are loaded as workers ask for them
         for k in order:
-            for i, item in enumerate(iter_tracks(data_dir, cfg, k, split)):
+            for i, item in enumerate(iter_tracks(data_dir, cfg, k, split, manifest)):
                 yield lambda k=k, i=i, item=item: neural(k, i, item)
         for k in order:
             yield lambda k=k: lin_baseline(k)

@@ -1,4 +1,5 @@
-"""Atomic file writes: every file is written to a temporary name and renamed into place."""
+"""Atomic file writes (every file is written to a temporary name and renamed into place) and the
+one check that an input file can be read."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+
+def check_readable(path: Path, error: type[Exception]) -> None:
+    """Raise ``error(path, reason)`` unless ``path`` is a readable, non-empty file."""
+    if not path.exists():
+        raise error(path, "file not found")
+    if not path.is_file():
+        raise error(path, "not a file")
+    if not os.access(path, os.R_OK):
+        raise error(path, "permission denied")
+    if path.stat().st_size == 0:
+        raise error(path, "empty file")
 
 
 @contextmanager

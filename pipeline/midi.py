@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.io import check_readable
 
 if TYPE_CHECKING:
     import mido
@@ -69,12 +70,7 @@ def _open_midi(path: str | Path) -> "mido.MidiFile":
     import mido
 
     path = Path(path)
-    if not path.is_file():
-        raise MidiError(path, "file not found")
-    if not os.access(path, os.R_OK):
-        raise MidiError(path, "permission denied")
-    if path.stat().st_size == 0:
-        raise MidiError(path, "empty file")
+    check_readable(path, MidiError)
     try:
         return mido.MidiFile(str(path), clip=True)
     except Exception as e:  # mido raises OSError, EOFError, ValueError, KeyError, ...

@@ -271,13 +271,14 @@ def validation_bits(accelerator, model, ema, batches: list[dict], cfg, k: int, n
     return float(total[0] / total[1].clamp(min=1))
 
 
-def validation_batches(data_dir, cfg, k: int, context: int, note, margin: int = 0) -> list[dict]:
+def validation_batches(data_dir, cfg, k: int, context: int, note, margin: int = 0,
+                       manifest: dict | None = None) -> list[dict]:
     """Fixed seeded validation crops (valid split; the train split if valid has none that fit)."""
     from pipeline.dataset import StageCrops
 
     s = cfg.stages[k]
     n = cfg.train.eval_batches * s.batch_size
-    crops = {"context": context, "seed": VALID_SEED, "length": n, "margin": margin}
+    crops = {"context": context, "seed": VALID_SEED, "length": n, "margin": margin, "manifest": manifest}
     try:
         ds = StageCrops(data_dir, cfg, k, split="valid", **crops)
     except DatasetError as e:

@@ -144,13 +144,11 @@ class StageTrainer:
         self.s = self.cfg.stages[k]
         self.stop_at = int(self.max_steps if self.max_steps is not None else self.s.max_steps)
         check_checkpoints(run_dir, k, self.resume)
-        check_run_config(run_dir, self.cfg, self.resume, write=False)
+        check_run_config(run_dir, self.cfg, self.resume, write=self.main)  # config.yaml is written atomically
         acc.wait_for_everyone()
-        if self.main:
-            check_run_config(run_dir, self.cfg, self.resume, write=True)
-            if not self.resume:  # a fresh start (no checkpoint): forget metrics of a run that died before one
-                shutil.rmtree(logs_dir(run_dir, k), ignore_errors=True)
-                metrics_path(run_dir, k).unlink(missing_ok=True)
+        if self.main and not self.resume:  # a fresh start (no checkpoint): forget metrics of a run that died before one
+            shutil.rmtree(logs_dir(run_dir, k), ignore_errors=True)
+            metrics_path(run_dir, k).unlink(missing_ok=True)
         acc.wait_for_everyone()
 
     def _build_model(self) -> None:
@@ -194,15 +192,17 @@ class StageTrainer:
         micro = self.s.batch_size
         per_step = micro * t.grad_accum  # items per optimizer step per process
         train_ds = StageCrops(self.data_dir, cfg, k, split="train", context=geo.context,
-                              seed=seed_of(t.seed, k, acc.process_index), length=10**12, margin=geo.margin)
+                              seed=seed_of(t.seed, k, acc.process_index), length=10**12, margin=geo.margin,
+                              manifest=self.manifest)
         start_item = self.state.step * per_step
         n_items = max(0, self.stop_at - self.state.step) * per_step
         self.loader = torch.utils.data.DataLoader(
             train_ds, batch_size=micro, sampler=range(start_item, start_item + n_items), drop_last=True,
             num_workers=t.num_workers, persistent_workers=False,
         )
-        self.ends = EndCrops(self.data_dir, cfg, k, geo.window, geo.margin) if self.end_code is not None else None
-        self.valid = validation_batches(self.data_dir, cfg, k, geo.context, self.note, geo.margin)
+        ends = self.end_code is not None
+        self.ends = EndCrops(self.data_dir, cfg, k, geo.window, geo.margin, self.manifest) if ends else None
+        self.valid = validation_batches(self.data_dir, cfg, k, geo.context, self.note, geo.margin, self.manifest)
 
     # ------------------------------------------------------------------------- the loop
 
