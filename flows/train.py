@@ -148,12 +148,11 @@ def train_stage_task(data: str, run: str, config_path: str, k: int, max_steps: i
     In this process by default; under ``accelerate launch`` when ``num_processes > 1``; in a
     process of its own with ``threads`` torch threads when stages train side by side.
     """
-    from pipeline.config import load_config
-    from pipeline.run import read_result
+    from pipeline.run import parse_config, read_result
     from pipeline.train import train_stage
 
     logger = get_run_logger()
-    cfg = load_config(config_path)
+    cfg = parse_config(config_path)  # the run's config.yaml, parsed once per process
     budget = "no time budget" if minutes is None else f"{minutes:.1f} min"
     logger.info(f"stage {k}: training ({budget}, {cfg.train.num_processes} process(es), resume={resume})")
     if cfg.train.num_processes <= 1 and threads is None:

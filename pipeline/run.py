@@ -16,6 +16,7 @@ train, evaluate, generate, assess and the flows all go through it.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,13 +104,26 @@ def read_result(run_dir, k: int) -> dict:
 # ----------------------------------------------------------------------------- config
 
 
+def parse_config(path) -> StrataConfig:
+    """``load_config(path)``, parsed once per file version (path, mtime, size): a command that checks
+    and trains several stages reads the run's config.yaml once."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _parse_cached(str(p), st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_cached(path: str, mtime_ns: int, size: int, inode: int) -> StrataConfig:
+    return load_config(path)
+
+
 def read_config(run_dir) -> StrataConfig:
     """The run's ``config.yaml``; RunError when the folder is not a run or the config is bad."""
     run_dir = Path(run_dir)
     if not config_path(run_dir).is_file():
         raise RunError(f"{run_dir}: not a run folder (no config.yaml)")
     try:
-        return load_config(config_path(run_dir))
+        return parse_config(config_path(run_dir))
     except ConfigError as e:
         raise RunError(f"{run_dir}: bad config ({e})") from None
 
@@ -119,7 +133,7 @@ def resolve_config(config: str | None, run_dir) -> StrataConfig:
     if config:
         return load_config(config)
     if config_path(run_dir).is_file():
-        return load_config(config_path(run_dir))
+        return parse_config(config_path(run_dir))
     return load_config("tiny")
 
 
@@ -142,7 +156,7 @@ def check_run_config(run_dir, cfg: StrataConfig, resume: bool, write: bool) -> N
     """Save ``config.yaml`` on the first train; later trains must use the same config."""
     path = config_path(run_dir)
     if path.is_file():
-        diff = differing_sections(load_config(path), cfg)
+        diff = differing_sections(parse_config(path), cfg)
         if diff:
             what = "--resume" if resume else "training"
             raise RunError(
