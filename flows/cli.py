@@ -178,6 +178,9 @@ def generate(
     top_p: Optional[float] = typer.Option(None, "--top-p",
                                           help="nucleus sampling mass, 1 = off (default: the run config's)"),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="(default: the run config's)"),
+    score_model: Optional[bool] = typer.Option(
+        None, "--score-model/--no-score-model", help="a genre-only piece takes its notes from the run's chord "
+        "chain (default: the run config's generate.score_model)"),
     seed: int = typer.Option(0, "--seed"),
     count: int = typer.Option(1, "--count"),
 ) -> None:
@@ -190,7 +193,7 @@ def generate(
 
     _precheck(validate_params, run_dir=str(run), out_dir=str(out), seconds=seconds, genre=genre,
               midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
-              resynth=str(resynth) if resynth else None, stage_temperature=factors,
+              resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
               temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
     _precheck(check_run, run)  # weights are loaded once, by the flow
     _quiet_prefect()
@@ -198,7 +201,7 @@ def generate(
 
     jobs = _run(generate_flow, str(run), str(out), seconds=seconds, genre=genre,
                 midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
-                resynth=str(resynth) if resynth else None, stage_temperature=factors,
+                resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
                 temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
     for job in jobs or []:
         typer.echo(f"job: {job} (audio.wav, tier_<rate>.wav, spectrogram.png, meta.json)")

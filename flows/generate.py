@@ -17,7 +17,8 @@ from pipeline.plan import validate_params
 def generate_flow(run: str, out: str, seconds: float | None = None, genre: str | None = None,
                   midi: str | None = None, prompt: str | None = None, temperature: float | None = None,
                   top_p: float | None = None, guidance: float | None = None, seed: int | None = 0, count: int = 1,
-                  resynth: str | None = None, stage_temperature: list[float] | None = None) -> list[str]:
+                  resynth: str | None = None, stage_temperature: list[float] | None = None,
+                  score_model: bool | None = None) -> list[str]:
     """Generate ``count`` variations from a run folder; one job folder each (returned as paths).
 
     ``seed=None`` draws a fresh seed (scheduled runs); it is recorded in each job's meta.json.
@@ -29,7 +30,8 @@ def generate_flow(run: str, out: str, seconds: float | None = None, genre: str |
         seed = secrets.randbelow(2**31)
     params = dict(seconds=seconds, genre=genre, midi=midi, prompt=prompt, resynth=resynth,
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count,
-                  stage_temperature=None if stage_temperature is None else tuple(stage_temperature))
+                  stage_temperature=None if stage_temperature is None else tuple(stage_temperature),
+                  score_model=score_model)
     p = validate_params(run_dir=run, out_dir=out, **params)  # the one validation, before any work
     jobs = generate_jobs(p)
     for job in jobs:

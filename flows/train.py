@@ -227,6 +227,17 @@ def _artifacts(run: Path, results: dict[int, dict], png: Path) -> None:
     create_markdown_artifact(md, key="train-summary", description="Training summary with loss curves")
 
 
+def _run_extras(data: str, run_dir: Path, logger) -> None:
+    """What generation reads from the run besides its stages: the genres' score model
+    (pipeline/score_model.py) and the noise threshold of the diagnostics (pipeline/assess.py)."""
+    from pipeline.assess import write_calibration
+    from pipeline.score_model import write_score_model
+
+    path = write_score_model(data, run_dir)
+    logger.info(f"score model: {path or 'none (no training track has a score)'}")
+    write_calibration(data, run_dir)
+
+
 @flow(name="train")
 def train_flow(data: str, run: str, config: str | None = None, stages: str = "all", max_steps: int | None = None,
                resume: bool = False, max_minutes: float | None = None) -> dict[str, Any]:
@@ -272,5 +283,6 @@ def train_flow(data: str, run: str, config: str | None = None, stages: str = "al
         results[k] = result
     png = plot_losses(run_dir, selected)
     _artifacts(run_dir, results, png)
+    _run_extras(data, run_dir, logger)
     print(f"train: run {run_dir} (stages/, metrics/loss.png)", flush=True)
     return {"run": str(run_dir), "stages": {str(k): r for k, r in results.items()}, "loss_png": str(png)}

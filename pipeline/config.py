@@ -99,6 +99,9 @@ class GenerateConfig:
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0
+    # a piece asked for by genre alone gets a score from the run's per-genre chord chain
+    # (pipeline/score_model.py): stage 0 renders notes instead of inventing pitch
+    score_model: bool = True
     top_p: float = 0.99  # nucleus: drops the far tails (and the uniform share) that can derail sample-level generation
     guidance: float = 0.0
     chunk: int = 4096  # stage samples of conditioning computed per batched pass

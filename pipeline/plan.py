@@ -50,6 +50,7 @@ class GenerateParams(BaseModel):
     guidance: float | None = Field(None, ge=0, allow_inf_nan=False)
     end_threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     prompt_hold_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
+    score_model: bool | None = None  # genre-only pieces: a score from the run's chord chain
     seed: int = Field(0, ge=0, lt=2**63)
     count: int = Field(1, ge=1, le=MAX_COUNT)
     chunk: int | None = Field(None, ge=1)
@@ -86,7 +87,8 @@ class GenerateParams(BaseModel):
         return self.model_copy(update={k: getattr(g, k) for k in RUN_DEFAULTS if getattr(self, k) is None})
 
 
-RUN_DEFAULTS = ("temperature", "stage_temperature", "top_p", "guidance", "end_threshold", "prompt_hold_seconds")
+RUN_DEFAULTS = ("temperature", "stage_temperature", "top_p", "guidance", "end_threshold", "prompt_hold_seconds",
+                "score_model")
 
 _HINTS = {
     "seconds": f"must be > 0 and at most {MAX_SECONDS:g}",
@@ -219,6 +221,9 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
         roll = _fit_roll(roll, p0 // unit0, n0 // unit0)
     elif tiers is not None and p.prompt_hold_seconds > 0 and cfg.stages[0].use_roll:
         roll, source = _prompt_roll(cfg, rates, tiers, p0 // unit0, n0 // unit0, p.prompt_hold_seconds), "prompt"
+    elif tiers is None and p.genre is not None and p.score_model and cfg.stages[0].use_roll:
+        roll = _chain_roll(run, p, n0 // unit0)
+        source = None if roll is None else "score_model"
     return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source)
 
 
@@ -244,6 +249,15 @@ def _resynth_plan(run: LoadedRun, p: GenerateParams, genre_id: int, roll, midi_s
     tiers = {r: codes[: n0 * r // rates[0]] for r, codes in tiers.items()}
     roll = None if roll is None else _fit_roll(roll, 0, n0 // unit0)
     return Plan(n0, False, genre_id, roll, None, 0.0, midi_seconds, resynth_tiers=tiers)
+
+
+def _chain_roll(run: LoadedRun, p: GenerateParams, frames: int) -> np.ndarray | None:
+    """A score for a genre-only piece from the run's chord chain (None: the run has none)."""
+    from pipeline.score_model import read_score_model, sample_roll
+
+    model = read_score_model(run.path)
+    roll = None if model is None else sample_roll(model, p.genre, frames, p.seed)
+    return None if roll is None else _fit_roll(roll, 0, frames)
 
 
 def _fit_roll(roll: np.ndarray, offset: int, frames: int) -> np.ndarray:

@@ -93,6 +93,27 @@ def test_stage_temperature_scales_one_stage(run, tmp_path):
     assert meta(cold)["parameters"]["stage_temperature"] == [1.0, 0.3]
 
 
+def test_genre_pieces_take_a_score_from_the_runs_chain(run, tmp_path):
+    """With score_model.json in the run, a genre-only piece gets its notes from that genre's chain."""
+    import shutil
+
+    from pipeline.score_model import FILE, fit
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    roll = np.zeros((2, 128, 300), np.uint8)
+    roll[0, 64, :] = roll[0, 67, :] = 100
+    roll[1, [64, 67], 0] = 100
+    (folder / FILE).write_text(json.dumps(fit([(GENRES[0], roll)], 100)))
+    (job,) = generate(folder, tmp_path / "a", genre=GENRES[0], seconds=0.5, progress=False)
+    assert meta(job)["roll_source"] == "score_model"
+    (plain,) = generate(folder, tmp_path / "b", genre=GENRES[0], seconds=0.5, score_model=False, progress=False)
+    assert meta(plain)["roll_source"] is None
+    assert not np.array_equal(read(job), read(plain))
+    (other,) = generate(run, tmp_path / "c", genre=GENRES[0], seconds=0.5, progress=False)  # no chain in the run
+    assert meta(other)["roll_source"] is None
+
+
 def test_midi_prompt_sets_length(run, tmp_path):
     midi = write_midi(tmp_path / "score.mid", notes=((60, 0.0, 0.25), (64, 0.2, 0.4)))
     (job,) = generate(run, tmp_path / "out", midi=midi, progress=False)

@@ -48,6 +48,12 @@ def test_train_flow_then_evaluate_flow(prefect_harness, setup):
     for k in ("0", "1"):
         assert out["stages"][k]["steps"] == 10
         assert (run / "stages" / k / "model.safetensors").is_file()
+    # what generation reads besides the stages: the noise calibration, and the chord chain when
+    # the training split has scores
+    assert (run / "diagnostics_calibration.json").is_file()
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert (run / "score_model.json").is_file() == any(t.get("roll") and t["split"] == "train"
+                                                       for t in manifest["tracks"])
     png = Path(out["loss_png"])
     assert png == run / "metrics/loss.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     arts = flow_artifacts(state.state_details.flow_run_id)
