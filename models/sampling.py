@@ -11,6 +11,13 @@ streams as one batch, step by step.
   where the model gives END a probability of at least ``end_threshold``.  Ended streams continue
   as silence; when all have ended the loop stops, keeping whole ``round_to`` blocks.
 - A prompt ``(B, P)`` is fed instead of samples for ``t < P``.
+- Tier prior (a stage reading the tier below, ``tier_prior = sigma > 0``): the logits get
+  ``-(v_c - g_t)^2 / (2 sigma^2)``, where v_c is class c's decoded value and g_t the tier below
+  interpolated to the stage's rate.  The cascade's contract is that the fine tier resampled is the
+  coarse one; the prior keeps a stream near it.  With sigma well above the real deviations (the
+  detail a fine stage adds is ~0.01-0.05 in decoded units) it barely touches normal steps, but a
+  fine stage's own-past loop can no longer run away into a full-scale oscillation or noise after
+  an unusual coarse sample (measured: a stage-1 limit cycle at 780 Hz, tier SNR -10 dB, became 26 dB).
 """
 
 from __future__ import annotations
@@ -51,8 +58,8 @@ class Sampled:
 def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int, guidance: float = 0.0,
                  conditioned: bool = False, prompt: torch.Tensor | None = None, free_length: bool = False,
                  min_length: int = 1, round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0,
-                 end_threshold: float = 0.5, generator: torch.Generator | None = None, chunk: int | None = None,
-                 progress: Callable[[int], None] | None = None) -> Sampled:
+                 end_threshold: float = 0.5, tier_prior: float = 0.0, generator: torch.Generator | None = None,
+                 chunk: int | None = None, progress: Callable[[int], None] | None = None) -> Sampled:
     """Sample ``n`` samples of ``stage`` for ``batch`` streams conditioned on ``cond`` (batch rows).
 
     ``conditioned``: the streams have a genre or roll to guide (``no_genre``: the twins' genre id).
@@ -69,6 +76,7 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
     prev = torch.full((rows,), stage.start_code, dtype=dtype)  # (rows,)
     p_len = 0 if prompt is None else prompt.shape[1]
     steps = n
+    prior = _TierPrior(stage, cond.below, n, tier_prior) if tier_prior > 0 and not float_head else None
     chunk_kw = {} if chunk is None else {"chunk": chunk}
     with torch.inference_mode(), stage.streaming(rows, cond, **chunk_kw) as s:
         for t in range(n):
@@ -77,6 +85,8 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
                 xt = prompt[:, t].to(dtype)  # (B,) primed: the prompt's own sample
             else:
                 out = guide(out[:batch] if not twin else out, batch, guidance)  # (B, C)
+                if prior is not None:
+                    out = prior(out, t)
                 confident = state.confident(out, free_length and t >= min_length, end_threshold)
                 xt = stage.head.sample(state.mask(out), temperature=temperature, top_p=top_p, generator=generator)
                 xt = state.apply(xt, confident, t, free_length)
@@ -91,6 +101,34 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
         keep = min(n, round_to * math.ceil(int(state.lengths.max()) / round_to))
         x = x[:, : max(keep, round_to)]
     return Sampled(x, [int(v) for v in state.lengths], twin)
+
+
+class _TierPrior:
+    """The tier prior of the module docstring: a Gaussian around the tier below, per step."""
+
+    def __new__(cls, stage, below: torch.Tensor | None, n: int, sigma: float):
+        if below is None or below.shape[-1] == 0 or getattr(stage, "factor", 1) <= 1:
+            return None  # stage 0 (or a stage without the tier below): nothing to hold to
+        return super().__new__(cls)
+
+    def __init__(self, stage, below: torch.Tensor, n: int, sigma: float):
+        from models.mulaw import decode_values
+
+        classes = stage.classes
+        table = torch.tensor(decode_values(classes), dtype=torch.float32)  # (classes,)
+        g = table[below.long()]  # (B, n // f) decoded tier below
+        pos = torch.arange(n, dtype=torch.float32) / stage.factor  # stage sample t sits at below index t / f
+        i0 = pos.floor().long().clamp(max=g.shape[1] - 1)
+        i1 = (i0 + 1).clamp(max=g.shape[1] - 1)
+        w = (pos - i0).clamp(0, 1)
+        self.band = g[:, i0] * (1 - w) + g[:, i1] * w  # (B, n) linear interpolation
+        self.values, self.scale = table, 0.5 / sigma**2
+
+    def __call__(self, out: torch.Tensor, t: int) -> torch.Tensor:
+        """out (B, C) logits at step t -> with the prior added to the mu-law classes."""
+        c = self.values.shape[0]
+        pen = self.scale * (self.values[None, :] - self.band[: out.shape[0], t : t + 1]) ** 2  # (B, classes)
+        return torch.cat([out[:, :c] - pen.to(out.dtype), out[:, c:]], dim=1)
 
 
 class _Ends:

@@ -102,6 +102,9 @@ class GenerateConfig:
     # a piece asked for by genre alone gets a score from the run's per-genre chord chain
     # (pipeline/score_model.py): stage 0 renders notes instead of inventing pitch
     score_model: bool = True
+    # fine stages sample under a Gaussian prior of this width (decoded units) around the tier below
+    # interpolated (models/sampling.py): no run-away oscillation or noise; 0 = off
+    tier_prior: float = 0.1
     top_p: float = 0.99  # nucleus: drops the far tails (and the uniform share) that can derail sample-level generation
     guidance: float = 0.0
     chunk: int = 4096  # stage samples of conditioning computed per batched pass
@@ -279,6 +282,8 @@ def validate(cfg: StrataConfig) -> None:
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")
     g = cfg.generate
+    if g.tier_prior < 0:
+        raise ConfigError("generate.tier_prior must be >= 0 (0 = off)")
     if not 0 < g.end_threshold <= 1:
         raise ConfigError("generate.end_threshold must be in (0, 1]")
     if g.temperature <= 0 or not 0 < g.top_p <= 1 or any(v <= 0 for v in g.stage_temperature):

@@ -52,7 +52,7 @@ class StageResult:
 def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: bool = False,
               guidance: float = 0.0, prompt=None, free_length: bool = False, min_length: int = 1,
               round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0, end_threshold: float = 0.5,
-              generator=None, chunk: int | None = None,
+              tier_prior: float = 0.0, generator=None, chunk: int | None = None,
               progress: Callable[[int], None] | None = None) -> StageResult:
     """Sample ``n`` samples of one stage for ``batch`` streams (``models.sampling.sample_stage``).
 
@@ -69,8 +69,8 @@ def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: 
     res = sample_stage(stage, n, batch, Conditioning(genre=genre, below=below, roll=roll),
                        no_genre=stage_no_genre(stage) if twin else 0, guidance=guidance, conditioned=twin,
                        prompt=prompt, free_length=free_length, min_length=min_length, round_to=round_to,
-                       temperature=temperature, top_p=top_p, end_threshold=end_threshold, generator=generator,
-                       chunk=chunk, progress=progress)
+                       temperature=temperature, top_p=top_p, end_threshold=end_threshold, tier_prior=tier_prior,
+                       generator=generator, chunk=chunk, progress=progress)
     return StageResult(res.x, res.lengths, time.perf_counter() - t0, res.twin)
 
 
@@ -131,7 +131,7 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
                         prompt=prompt, free_length=(k == 0 and plan.free_length),
                         min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                         round_to=unit0, temperature=stage_temperature(run, p, k), top_p=p.top_p,
-                        end_threshold=p.end_threshold,
+                        end_threshold=p.end_threshold, tier_prior=p.tier_prior,
                         generator=gen, chunk=chunk,
                         progress=lambda done: bar.update(label, done))
         bar.finish(label, res.x.shape[1])

@@ -51,6 +51,7 @@ class GenerateParams(BaseModel):
     end_threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     prompt_hold_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
     score_model: bool | None = None  # genre-only pieces: a score from the run's chord chain
+    tier_prior: float | None = Field(None, ge=0, allow_inf_nan=False)  # fine stages: sigma around the tier below
     seed: int = Field(0, ge=0, lt=2**63)
     count: int = Field(1, ge=1, le=MAX_COUNT)
     chunk: int | None = Field(None, ge=1)
@@ -88,7 +89,7 @@ class GenerateParams(BaseModel):
 
 
 RUN_DEFAULTS = ("temperature", "stage_temperature", "top_p", "guidance", "end_threshold", "prompt_hold_seconds",
-                "score_model")
+                "score_model", "tier_prior")
 
 _HINTS = {
     "seconds": f"must be > 0 and at most {MAX_SECONDS:g}",
@@ -98,6 +99,7 @@ _HINTS = {
     "guidance": "must be >= 0",
     "end_threshold": "must be in (0, 1]",
     "prompt_hold_seconds": "must be >= 0",
+    "tier_prior": "must be >= 0 (0 = off)",
     "seed": "must be a non-negative integer",
     "count": f"must be an integer from 1 to {MAX_COUNT}",
     "chunk": "must be a positive integer",

@@ -114,6 +114,27 @@ def test_genre_pieces_take_a_score_from_the_runs_chain(run, tmp_path):
     assert meta(other)["roll_source"] is None
 
 
+def test_tier_prior_holds_a_fine_stage_to_the_tier_below(run):
+    """An untrained stage 1 wanders off its tier below; under the prior it follows it."""
+    from models.mulaw import decode_values, mulaw_encode
+    from pipeline.generate import run_stage
+
+    stage = load_run(run).stages[1]
+    n = 800
+    t = torch.arange(n // stage.factor, dtype=torch.float32)
+    below = torch.from_numpy(mulaw_encode((0.5 * torch.sin(2 * np.pi * t / 25)).numpy(), 8).astype(np.int64))[None]
+    table = torch.tensor(decode_values(256), dtype=torch.float32)
+
+    def error(sigma: float) -> float:
+        res = run_stage(stage, n, 1, genre=torch.zeros(1, dtype=torch.int64), below=below, tier_prior=sigma,
+                        generator=torch.Generator().manual_seed(0))
+        x = table[res.x[0]].view(-1, stage.factor).mean(1)  # back at the tier below's rate
+        return float((x - table[below[0]]).abs().mean())
+
+    free, held = error(0.0), error(0.02)
+    assert held < 0.05 and held < free / 3, (free, held)
+
+
 def test_midi_prompt_sets_length(run, tmp_path):
     midi = write_midi(tmp_path / "score.mid", notes=((60, 0.0, 0.25), (64, 0.2, 0.4)))
     (job,) = generate(run, tmp_path / "out", midi=midi, progress=False)
