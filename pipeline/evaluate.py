@@ -184,102 +184,140 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
     otherwise), each running (stage, track) units and baseline fits with one torch thread.
     ``progress``: a bar per stage with ETA on a terminal, otherwise a line per finished stage.
     """
-    from pipeline.baselines import fine_tier_baselines, stage_linear_baseline
-    from pipeline.dataset import iter_tracks, load_manifest
     from pipeline.errors import ParameterError
-    from pipeline.run import export_extra, load_run
-    from pipeline.runtime import Progress, torch_threads, worker_threads
 
     if split not in ("train", "valid", "test"):
         raise ParameterError(f"split {split!r}: expected train, valid or test")
     if max_seconds_per_track is not None and not max_seconds_per_track > 0:
         raise ParameterError(f"max seconds per track {max_seconds_per_track}: must be > 0")
-    run_dir = Path(run_dir)
-    run = load_run(run_dir, partial=True)
-    cfg = run.cfg
-    manifest = load_manifest(data_dir)
-    n_genres = len(manifest["genres"])
-    stages = run.by_index()
-    workers = max(1, int(workers or torch_threads()))
-    order = sorted(stages, key=lambda k: -cfg.stages[k].rate)  # the costliest stage first
-    labels = {k: f"stage {k} ({cfg.stages[k].rate} Hz)" for k in order}
-    n_tracks = sum(1 for t in manifest["tracks"] if t["split"] == split)
-    meter = Progress(progress, title=f"evaluate: {len(stages)} stages on '{split}', {workers} worker(s)",
-                     every=math.inf, prefix="evaluate: ")  # no lines until a part is done
-    for k in order:
-        meter.add(labels[k], _split_samples(manifest, cfg, k, split, max_seconds_per_track), units=n_tracks)
-    meter.add("baselines", len(stages) + 1, units=len(stages) + 1, unit="fits")
+    return RunEvaluation(data_dir, run_dir, split, max_seconds_per_track, chunk, baseline_rows, workers,
+                         progress).run()
 
-    scores: dict[tuple[int, int], tuple[torch.Tensor, int]] = {}  # (k, track) -> (summed bits, samples)
-    busy: dict[str, float] = {}
-    linear: dict[int, dict] = {}
-    fine: dict[str, Any] = {}
 
-    def timed(key: str, fn: Callable[[], Any]) -> Any:
+class RunEvaluation:
+    """One evaluation: setup (the run, the manifest, the progress parts), jobs (one per (stage, track)
+    and per baseline fit, run by worker threads) and the result (the JSON)."""
+
+    def __init__(self, data_dir, run_dir, split: str, max_seconds: float | None, chunk: int | None,
+                 baseline_rows: int, workers: int | None, progress: bool):
+        from pipeline.dataset import load_manifest
+        from pipeline.run import load_run
+        from pipeline.runtime import torch_threads
+
+        self.data_dir, self.run_dir, self.split, self.max_seconds = data_dir, Path(run_dir), split, max_seconds
+        self.chunk, self.baseline_rows = chunk, baseline_rows
+        run = load_run(self.run_dir, partial=True)
+        self.cfg, self.stages = run.cfg, run.by_index()
+        self.manifest = load_manifest(data_dir)
+        self.n_genres = len(self.manifest["genres"])
+        self.workers = max(1, int(workers or torch_threads()))
+        self.order = sorted(self.stages, key=lambda k: -self.cfg.stages[k].rate)  # the costliest stage first
+        self.labels = {k: f"stage {k} ({self.cfg.stages[k].rate} Hz)" for k in self.order}
+        self.meter = self._meter(progress)
+        self.scores: dict[tuple[int, int], tuple[torch.Tensor, int]] = {}  # (k, track) -> (summed bits, samples)
+        self.busy: dict[str, float] = {}
+        self.linear: dict[int, dict] = {}
+        self.fine: dict[str, Any] = {}
+
+    def _meter(self, progress: bool):
+        from pipeline.runtime import Progress
+
+        n_tracks = sum(1 for t in self.manifest["tracks"] if t["split"] == self.split)
+        meter = Progress(progress, title=f"evaluate: {len(self.stages)} stages on '{self.split}', "
+                         f"{self.workers} worker(s)", every=math.inf, prefix="evaluate: ")  # lines when done
+        for k in self.order:
+            total = _split_samples(self.manifest, self.cfg, k, self.split, self.max_seconds)
+            meter.add(self.labels[k], total, units=n_tracks)
+        meter.add("baselines", len(self.stages) + 1, units=len(self.stages) + 1, unit="fits")
+        return meter
+
+    # ------------------------------------------------------------------------- jobs
+
+    def timed(self, key: str, fn: Callable[[], Any]) -> Any:
         t0 = time.perf_counter()
         out = fn()
-        with meter.lock:
-            busy[key] = busy.get(key, 0.0) + time.perf_counter() - t0
+        with self.meter.lock:
+            self.busy[key] = self.busy.get(key, 0.0) + time.perf_counter() - t0
         return out
 
-    def neural(k: int, i: int, item: dict) -> None:
-        stage, m = stages[k], scored_samples(item, cfg, k, max_seconds_per_track)
-        bits = timed(f"stage{k}/neural_s", lambda: score_track(
-            stage, item, cfg, k, n_genres, variants_of(stage), chunk, stop=m,
-            progress=lambda d: meter.update(labels[k], advance=d)))
-        scores[(k, i)] = (bits.double().sum(dim=1), m)
-        meter.unit_done(labels[k])
+    def neural(self, k: int, i: int, item: dict) -> None:
+        stage, m, label = self.stages[k], scored_samples(item, self.cfg, k, self.max_seconds), self.labels[k]
+        bits = self.timed(f"stage{k}/neural_s", lambda: score_track(
+            stage, item, self.cfg, k, self.n_genres, variants_of(stage), self.chunk, stop=m,
+            progress=lambda d: self.meter.update(label, advance=d)))
+        self.scores[(k, i)] = (bits.double().sum(dim=1), m)
+        self.meter.unit_done(label)
 
-    def lin_baseline(k: int) -> None:
-        linear[k] = timed(f"stage{k}/linear_s", lambda: stage_linear_baseline(
-            data_dir, manifest, cfg, k, split, max_rows=baseline_rows, max_seconds=max_seconds_per_track))
-        meter.unit_done("baselines", 1)
+    def lin_baseline(self, k: int) -> None:
+        from pipeline.baselines import stage_linear_baseline
 
-    def fine_baselines() -> None:
-        fine.update(timed("baselines_s", lambda: fine_tier_baselines(
-            data_dir, manifest, cfg, split, max_rows=baseline_rows, max_seconds=max_seconds_per_track)))
-        meter.unit_done("baselines", 1)
+        self.linear[k] = self.timed(f"stage{k}/linear_s", lambda: stage_linear_baseline(
+            self.data_dir, self.manifest, self.cfg, k, self.split, max_rows=self.baseline_rows,
+            max_seconds=self.max_seconds))
+        self.meter.unit_done("baselines", 1)
 
-    def jobs() -> Iterator[Callable[[], None]]:  # tracks are loaded as workers ask for them
-        for k in order:
-            for i, item in enumerate(iter_tracks(data_dir, cfg, k, split, manifest)):
-                yield lambda k=k, i=i, item=item: neural(k, i, item)
-        for k in order:
-            yield lambda k=k: lin_baseline(k)
-        yield fine_baselines
+    def fine_baselines(self) -> None:
+        from pipeline.baselines import fine_tier_baselines
 
-    t_start = time.perf_counter()
-    try:
-        with worker_threads():
-            _run_jobs(jobs(), workers)
-    finally:
-        meter.close()
+        self.fine.update(self.timed("baselines_s", lambda: fine_tier_baselines(
+            self.data_dir, self.manifest, self.cfg, self.split, max_rows=self.baseline_rows,
+            max_seconds=self.max_seconds)))
+        self.meter.unit_done("baselines", 1)
 
-    rows = []
-    for k in sorted(stages):
-        keys = sorted(i for kk, i in scores if kk == k)
-        totals = sum((scores[(k, i)][0] for i in keys), torch.zeros(len(variants_of(stages[k])), dtype=torch.float64))
-        n = sum(scores[(k, i)][1] for i in keys)
-        res = stage_result(stages[k], cfg, k, variants_of(stages[k]), totals, n, len(keys), n / cfg.stages[k].rate)
-        res["linear_baseline_bits_per_sample"] = linear[k]["bits_per_sample"]
-        extra = export_extra(run_dir, k)
+    def jobs(self) -> Iterator[Callable[[], None]]:
+        """Tracks are loaded as workers ask for them."""
+        from pipeline.dataset import iter_tracks
+
+        for k in self.order:
+            for i, item in enumerate(iter_tracks(self.data_dir, self.cfg, k, self.split, self.manifest)):
+                yield lambda k=k, i=i, item=item: self.neural(k, i, item)
+        for k in self.order:
+            yield lambda k=k: self.lin_baseline(k)
+        yield self.fine_baselines
+
+    def run(self) -> dict:
+        from pipeline.runtime import worker_threads
+
+        t_start = time.perf_counter()
+        try:
+            with worker_threads():
+                _run_jobs(self.jobs(), self.workers)
+        finally:
+            self.meter.close()
+        return self.result(time.perf_counter() - t_start)
+
+    # ------------------------------------------------------------------------- result
+
+    def stage_row(self, k: int) -> dict:
+        from pipeline.run import export_extra
+
+        stage, variants = self.stages[k], variants_of(self.stages[k])
+        keys = sorted(i for kk, i in self.scores if kk == k)
+        totals = sum((self.scores[(k, i)][0] for i in keys), torch.zeros(len(variants), dtype=torch.float64))
+        n = sum(self.scores[(k, i)][1] for i in keys)
+        res = stage_result(stage, self.cfg, k, variants, totals, n, len(keys), n / self.cfg.stages[k].rate)
+        res["linear_baseline_bits_per_sample"] = self.linear[k]["bits_per_sample"]
+        extra = export_extra(self.run_dir, k)
         res["valid_bits"], res["step"] = extra.get("valid_bits"), extra.get("step")
-        rows.append(res)
-    complete = sorted(stages) == list(range(len(cfg.stages)))
-    n_fine = rows[-1]["samples"]
-    cascade = sum(r["bits_per_sample"] * r["samples"] for r in rows) / max(n_fine, 1) if complete else None
-    timings = {key: round(busy[key], 3) for key in sorted(busy)}
-    timings.update(wall_s=round(time.perf_counter() - t_start, 3), workers=workers)
-    return {
-        "split": split,
-        "tracks": rows[0]["tracks"],
-        "seconds": rows[-1]["seconds"],
-        "stages": rows,
-        "cascade_bits_per_sample": cascade,
-        "baselines": fine,
-        "max_seconds": max_seconds_per_track,
-        "timings": timings,
-    }
+        return res
+
+    def result(self, wall: float) -> dict:
+        rows = [self.stage_row(k) for k in sorted(self.stages)]
+        complete = sorted(self.stages) == list(range(len(self.cfg.stages)))
+        n_fine = rows[-1]["samples"]
+        cascade = sum(r["bits_per_sample"] * r["samples"] for r in rows) / max(n_fine, 1) if complete else None
+        timings = {key: round(self.busy[key], 3) for key in sorted(self.busy)}
+        timings.update(wall_s=round(wall, 3), workers=self.workers)
+        return {
+            "split": self.split,
+            "tracks": rows[0]["tracks"],
+            "seconds": rows[-1]["seconds"],
+            "stages": rows,
+            "cascade_bits_per_sample": cascade,
+            "baselines": self.fine,
+            "max_seconds": self.max_seconds,
+            "timings": timings,
+        }
 
 
 def _split_samples(manifest: dict, cfg: StrataConfig, k: int, split: str, max_seconds: float | None) -> int:
