@@ -1,5 +1,5 @@
 """Batch assembly shared by training and evaluation: the alignment unit, crop geometry, windows
-of whole tracks, end-of-piece crops and loss weights.
+of whole tracks, end-of-piece crops, loss weights and a batch's conditioning (with dropout).
 
 Alignment (ARCHITECTURE.md): sample j of tier k-1 covers samples ``[j*f, (j+1)*f)`` of tier k and
 roll frame g covers stage samples ``[g * rate / roll_fps, (g+1) * rate / roll_fps)``, so a crop or
@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from models import Conditioning
+from pipeline.config import uses_tier_below
 
 if TYPE_CHECKING:
     from pipeline.config import StrataConfig
@@ -119,3 +122,42 @@ def loss_weights(B: int, T: int, context: int, window: int, end_mask: torch.Tens
     if end_mask is not None and T > window:
         w[:, window] = end_mask.float()
     return w
+
+
+# ----------------------------------------------------------------------------- conditioning
+
+
+def model_inputs(batch: dict, cfg: StrataConfig, k: int, n_genres: int, gen: torch.Generator | None,
+                 drop: bool) -> Conditioning:
+    """The ``Conditioning`` of ``stage(x, cond)``, dropout masks (``drop``) drawn from ``gen``."""
+    s = cfg.stages[k]
+    B = batch["x"].shape[0]
+
+    def coin(p: float) -> torch.Tensor:  # (B,) bool
+        if not drop or p <= 0:
+            return torch.zeros(B, dtype=torch.bool)
+        return torch.rand(B, generator=gen) < p
+
+    kw: dict[str, Any] = {}
+    genre = batch["genre"].long()  # (B,)
+    if s.use_genre:
+        kw["genre"] = torch.where(coin(s.genre_dropout), torch.full_like(genre, n_genres), genre)
+    else:
+        kw["genre"] = torch.full_like(genre, n_genres)
+    if uses_tier_below(cfg, k):
+        kw["below"] = batch["below"]  # (B, (T + margin) // f)
+        kw["drop_below"] = coin(s.below_dropout)
+    if s.use_roll:
+        has_roll = torch.as_tensor(batch["has_roll"], dtype=torch.bool)
+        kw["roll"] = batch["roll"]  # (B, 256, F)
+        kw["drop_roll"] = coin(s.roll_dropout) | ~has_roll
+    if ("below" in kw or "roll" in kw) and "cond_len" in batch:
+        kw["cond_len"] = batch["cond_len"]  # (B,) below / roll past it: missing (a track's end)
+    if s.history.enabled:
+        kw["drop_history"] = coin(s.history_dropout)
+    return Conditioning(**kw)
+
+
+def model_x(x: torch.Tensor, head, bits: int) -> torch.Tensor:
+    """Codes -> what the stage reads (the head decides: int64 codes, or float audio)."""
+    return head.codes_to_input(x, bits)

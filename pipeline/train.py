@@ -44,13 +44,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from models import Conditioning
-from pipeline.batches import alignment_unit
+from pipeline.batches import alignment_unit, model_inputs, model_x
 from pipeline.config import ConfigError, StrataConfig, uses_tier_below
 from pipeline.errors import DatasetError, StrataError
 from pipeline.io import atomic_write_text
@@ -135,42 +133,6 @@ def check_stage(cfg: StrataConfig, k: int, manifest: dict, data_dir) -> None:
 
 
 # ----------------------------------------------------------------------------- batches
-
-
-def model_inputs(batch: dict, cfg: StrataConfig, k: int, n_genres: int, gen: torch.Generator | None,
-                 drop: bool) -> Conditioning:
-    """The ``Conditioning`` of ``stage(x, cond)``, dropout masks (``drop``) drawn from ``gen``."""
-    s = cfg.stages[k]
-    B = batch["x"].shape[0]
-
-    def coin(p: float) -> torch.Tensor:  # (B,) bool
-        if not drop or p <= 0:
-            return torch.zeros(B, dtype=torch.bool)
-        return torch.rand(B, generator=gen) < p
-
-    kw: dict[str, Any] = {}
-    genre = batch["genre"].long()  # (B,)
-    if s.use_genre:
-        kw["genre"] = torch.where(coin(s.genre_dropout), torch.full_like(genre, n_genres), genre)
-    else:
-        kw["genre"] = torch.full_like(genre, n_genres)
-    if uses_tier_below(cfg, k):
-        kw["below"] = batch["below"]  # (B, (T + margin) // f)
-        kw["drop_below"] = coin(s.below_dropout)
-    if s.use_roll:
-        has_roll = torch.as_tensor(batch["has_roll"], dtype=torch.bool)
-        kw["roll"] = batch["roll"]  # (B, 256, F)
-        kw["drop_roll"] = coin(s.roll_dropout) | ~has_roll
-    if ("below" in kw or "roll" in kw) and "cond_len" in batch:
-        kw["cond_len"] = batch["cond_len"]  # (B,) below / roll past it: missing (a track's end)
-    if s.history.enabled:
-        kw["drop_history"] = coin(s.history_dropout)
-    return Conditioning(**kw)
-
-
-def model_x(x: torch.Tensor, head, bits: int) -> torch.Tensor:
-    """Codes -> what the stage reads (the head decides: int64 codes, or float audio)."""
-    return head.codes_to_input(x, bits)
 
 
 # ----------------------------------------------------------------------------- logging

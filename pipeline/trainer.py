@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 
 from models import build_stage
-from pipeline.batches import EndCrops, crop_geometry, insert_end_crops, loss_weights
+from pipeline.batches import EndCrops, crop_geometry, insert_end_crops, loss_weights, model_inputs, model_x
 from pipeline.config import StrataConfig
 from pipeline.io import atomic_write_json
 from pipeline.run import (
@@ -40,8 +40,6 @@ from pipeline.train import (
     check_stage,
     export_stage,
     logger,
-    model_inputs,
-    model_x,
     save_checkpoint,
     seed_of,
     validation_batches,

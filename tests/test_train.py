@@ -154,9 +154,8 @@ def test_crop_ends_see_the_lookahead_like_a_longer_window(periodic, k):
     from torch.utils.data import default_collate
 
     from models import build_stage
-    from pipeline.batches import alignment_unit, round_up
+    from pipeline.batches import alignment_unit, model_inputs, round_up
     from pipeline.dataset import StageCrops
-    from pipeline.train import model_inputs
 
     cfg = tiny_train_config()
     torch.manual_seed(0)
