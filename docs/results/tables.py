@@ -1,0 +1,98 @@
+"""README tables from the committed result JSONs, so the two cannot drift.
+
+    python docs/results/tables.py            # rewrite the README's generated sections
+    python docs/results/tables.py --check    # exit 1 if the README differs from the JSONs
+
+A generated section sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parents[1] / "README.md"
+
+
+def _f(v, spec: str = ".3f") -> str:
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
+
+
+def evaluation_table() -> str:
+    """Bits per sample per stage, demo test split and the other soundfont, with the ablations."""
+    rows = ["| audio | stage | rate | model | linear baseline | without conditioning (network / linear path) "
+            "| without roll | without genre | short context |", "|" + " --- |" * 9]
+    for name, file in (("demo test split", "evaluation.json"), ("other soundfont", "evaluation_other_soundfont.json")):
+        path = HERE / file
+        if not path.is_file():
+            continue
+        ev = json.loads(path.read_text())["evaluation"]
+        for s in ev["stages"]:
+            parts = ""
+            if "bits_per_sample_network_without_conditioning" in s:
+                parts = (f" ({_f(s['bits_per_sample_network_without_conditioning'])} / "
+                         f"{_f(s['bits_per_sample_linear_without_conditioning'])})")
+            rows.append(f"| {name} | {s['index']} | {s['rate'] // 1000} kHz | {_f(s['bits_per_sample'])} "
+                        f"| {_f(s.get('linear_baseline_bits_per_sample'))} "
+                        f"| {_f(s.get('bits_per_sample_without_conditioning'))}{parts} "
+                        f"| {_f(s.get('bits_per_sample_without_roll'))} | {_f(s.get('bits_per_sample_without_genre'))} "
+                        f"| {_f(s.get('bits_per_sample_short_context'))} |")
+    ev = json.loads((HERE / "evaluation.json").read_text())
+    e = ev["evaluation"]
+    tail = (f"\n\nTest split: {e['tracks']} tracks, {e['seconds']:.0f} s; cascade "
+            f"{_f(e.get('cascade_bits_per_sample'))} bits per 16 kHz sample against "
+            f"{_f(e['baselines'].get('unigram_bits_per_sample'))} (unigram) and "
+            f"{_f(e['baselines'].get('linear_ar_bits_per_sample'))} (linear AR of the 16 kHz tier). "
+            f"Commit `{ev['commit'][:10]}`, `{ev['command']}`.")
+    return "\n".join(rows) + tail
+
+
+def quality_table() -> str:
+    """The quality targets with their measured values."""
+    q = json.loads((HERE / "quality.json").read_text())
+    rows = ["| target | measured | met |", "| --- | --- | --- |"]
+    for t in q["targets"]:
+        rows.append(f"| {t['target']} | {_value(t['value'])} | {'yes' if t['met'] else 'no'} |")
+    return "\n".join(rows) + (f"\n\n{q['seconds_per_piece']:g} s pieces; commit `{q['commit'][:10]}`, "
+                              f"`{q['command']}`.")
+
+
+def _value(v) -> str:
+    if isinstance(v, dict):
+        keep = {k: x for k, x in v.items() if not isinstance(x, (list, dict)) or k in ("seconds",)}
+        return ", ".join(f"{k} {_value(x)}" for k, x in keep.items() if k not in ("track", "roll_source", "source"))
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        return _f(v, ".3g")
+    return str(v)
+
+
+SECTIONS = {"evaluation": evaluation_table, "quality": quality_table}
+
+
+def render(text: str) -> str:
+    for name, fn in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
+        text = pattern.sub(lambda m, fn=fn: m.group(1) + fn() + m.group(2), text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true")
+    a = ap.parse_args(argv)
+    old = README.read_text()
+    new = render(old)
+    if a.check:
+        return 0 if new == old else 1
+    README.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
