@@ -241,7 +241,8 @@ def targets(ev: dict, other: dict | None, pieces: list[dict], real: list[dict], 
         fine = [st(e, k) for k in (1, 2) if st(e, k)]
         gain = [s["linear_baseline_bits_per_sample"] - s["bits_per_sample"] for s in fine]
         cost = [s["bits_per_sample_without_conditioning"] - s["bits_per_sample"] for s in fine]
-        rows.append({"target": f"4 stages 1, 2 ({name}): >= 0.2 bits below the linear baseline; tier below worth >= 0.5",
+        rows.append({"target": f"4 stages 1, 2 ({name}): >= 0.2 bits below the linear baseline; "
+                               "tier below worth >= 0.5",
                      "value": {"below_baseline": gain, "conditioning_worth": cost},
                      "met": all(g >= 0.2 for g in gain) and all(c >= 0.5 for c in cost)})
         s0 = st(e, 0)
