@@ -66,9 +66,12 @@ def _check_safetensors(path: Path) -> None:
             head = f.read(9)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    looks_safetensors = len(head) >= 9 and head[8:9] == b"{"  # u64 header length, then the JSON header
+    # a pickle starts with 0x80 (PROTO) and a torch.save zip with "PK"; a safetensors header length
+    # can also start with 0x80 (e.g. 5248 bytes = 0x1480), so the safetensors layout is checked first
+    if not looks_safetensors and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise CheckpointError(f"{path}: a pickle / torch.save file, not safetensors; refusing to unpickle it")
-    if len(head) < 9 or head[8:9] != b"{":
+    if not looks_safetensors:
         raise CheckpointError(f"{path}: not a safetensors file (bad header)")
     (n,) = struct.unpack("<Q", head[:8])
     if 8 + n > path.stat().st_size:

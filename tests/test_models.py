@@ -458,6 +458,21 @@ def test_checkpoint_round_trip_is_bitwise(tmp_path):
     assert meta["strata_version"] and meta["format_version"] == 1
 
 
+def test_safetensors_header_starting_like_a_pickle_loads(tmp_path):
+    """A safetensors header of 5248 bytes starts with 0x80, the pickle PROTO byte: still safetensors
+    (a demo run's stage 2 was refused this way)."""
+    import json
+    import struct
+
+    t = torch.arange(6, dtype=torch.float32)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [6], "data_offsets": [0, 24]}}).encode()
+    header = header + b" " * (0x1480 - len(header))  # safetensors pads headers with spaces
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + t.numpy().tobytes())
+    assert path.read_bytes()[:1] == b"\x80"
+    assert torch.equal(load_state_dict(path)["w"], t)
+
+
 def test_checkpoint_refuses_pickles(tmp_path):
     st = make_stage(index=0)
     folder = tmp_path / "s0"
