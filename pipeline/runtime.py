@@ -88,13 +88,12 @@ def _one_blas_thread():
 
 
 def package_version() -> str | None:
-    """The installed ``strata`` version (None when not installed)."""
-    try:
-        from importlib.metadata import version
+    """The installed ``strata`` version (None when not installed), read by the one helper that also
+    stamps model.json (``models.checkpoint.package_version``, "0+unknown" when not installed)."""
+    from models.checkpoint import package_version as stamped
 
-        return version("strata")
-    except Exception:  # noqa: BLE001 - metadata missing or unreadable
-        return None
+    v = stamped()
+    return None if v == "0+unknown" else v
 
 
 # ----------------------------------------------------------------------------- progress

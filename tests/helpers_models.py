@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from models import Stage
@@ -22,15 +21,6 @@ def shipped_linear() -> dict:
     from models.config import ABSENT_MEANS, StageArchConfig
 
     return {f.name: f.default for f in dataclasses.fields(StageArchConfig) if f.name in ABSENT_MEANS}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add synchronisation (and stall on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def stage_cfg(**over) -> dict:

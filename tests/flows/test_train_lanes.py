@@ -9,6 +9,8 @@ import pytest
 from flows.train import lane_threads, plan_lanes, stage_minutes
 from pipeline.config import load_config
 
+pytestmark = pytest.mark.slow  # trains stages or runs flows
+
 
 def _cfg(parallel: int, shares=(0.5, 0.25, 0.25)):
     cfg = load_config("tiny")

@@ -11,9 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from models import load_stage
-from tests.helpers_models import one_thread  # noqa: F401
 
-HERE = Path(__file__).resolve().parent / "data" / "legacy_stages"
+HERE = Path(__file__).resolve().parents[1] / "data" / "legacy_stages"
 
 
 @pytest.mark.parametrize("name", ["coarse_score", "fine_below", "mixture"])

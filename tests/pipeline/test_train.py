@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +20,10 @@ from pipeline.run import list_checkpoints, read_metrics
 from pipeline.train import WarmupCosine, train_stage
 from tests.helpers_data import make_dataset, tiny_train_config
 
-# tiny models on a shared 2-core machine: one torch thread avoids OpenMP threads waiting for each
-# other (measured: 0.6 s vs up to 70 s for the same 30 steps under load)
-os.environ.setdefault("STRATA_TORCH_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[2]
 
-ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # trains stages or runs flows
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-from tests.test_preprocess import make_bad_corpus, tone, write_midi, write_wav
+import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.pipeline.test_preprocess import make_bad_corpus, tone, write_midi, write_wav
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs the flow with every file slowed down, so the test can kill it part-way through.
 SLOW_FLOW = """
@@ -26,6 +28,9 @@ pp.preprocess_file = slow
 from flows.preprocess import preprocess_flow
 preprocess_flow(sys.argv[1], sys.argv[2])
 """
+
+
+pytestmark = pytest.mark.slow  # trains stages or runs flows
 
 
 def good_corpus(raw: Path, n: int = 8) -> Path:

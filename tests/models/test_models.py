@@ -22,7 +22,6 @@ from tests.helpers_models import (  # noqa: F401
     WIDE,
     changed_positions,
     inputs,
-    one_thread,
     randomize_biases,
     shipped_linear,
     stage_cfg as small_cfg,

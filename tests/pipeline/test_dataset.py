@@ -15,7 +15,7 @@ from pipeline.config import config_from_dict
 from pipeline.dataset import StageCrops, iter_tracks, load_manifest, track_ends
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_write_json, load_npy
-from tests.test_preprocess import tone, write_midi, write_wav
+from tests.pipeline.test_preprocess import tone, write_midi, write_wav
 
 CROPS = [400, 800, 1600]  # stage crops (samples at 2, 8, 16 kHz)
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
 from flows.cli import app
 
 runner = CliRunner()
+
+
+pytestmark = pytest.mark.slow  # trains stages or runs flows
 
 
 def _invoke(*args: str):

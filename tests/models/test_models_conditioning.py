@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from models import Conditioning, Stage
-
-from tests.helpers_models import FACTOR, FPS, GENRES, RATE, inputs, one_thread, randomize_biases, stage_cfg  # noqa: F401
+from tests.helpers_models import FACTOR, FPS, GENRES, RATE, inputs, randomize_biases, stage_cfg  # noqa: F401
 
 
 def _stage() -> Stage:

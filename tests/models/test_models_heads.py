@@ -14,7 +14,7 @@ from models import Stage
 from models.config import stage_arch
 from models.heads import HEADS, Head, register_head
 from models.mulaw import mulaw_decode_torch, mulaw_encode_torch
-from tests.helpers_models import FACTOR, FPS, GENRES, inputs, one_thread, stage_cfg  # noqa: F401
+from tests.helpers_models import FACTOR, FPS, GENRES, inputs, stage_cfg  # noqa: F401
 
 
 class GaussianHead(Head):

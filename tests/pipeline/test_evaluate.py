@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest
@@ -16,11 +15,10 @@ from pipeline.run import load_run
 from pipeline.train import train_stage
 from tests.helpers_data import make_dataset, periodic_signal, tiny_train_config
 
-# tiny models on a shared 2-core machine: one torch thread avoids OpenMP threads waiting for each
-# other (measured: 0.6 s vs up to 70 s for the same 30 steps under load)
-os.environ.setdefault("STRATA_TORCH_THREADS", "1")
-
 FAST = dict(eval_every=1000, checkpoint_every=1000, log_every=1000, ema_decay=0.9)
+
+
+pytestmark = pytest.mark.slow  # trains stages or runs flows
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 
 from models import Stage
 from models.score import ScoreTaps, harmonic_kernel, levinson
-from tests.helpers_models import FPS, GENRES, inputs, one_thread, randomize_biases, stage_cfg as small_cfg  # noqa: F401
+from tests.helpers_models import FPS, GENRES, inputs, randomize_biases, stage_cfg as small_cfg  # noqa: F401
 
 RATE = 2000
 

@@ -10,6 +10,8 @@ import pytest
 from pipeline.errors import ParameterError
 from tests.helpers_run import make_run
 
+pytestmark = pytest.mark.slow  # trains stages or runs flows
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,7 @@ from pipeline.config import save_config
 from pipeline.errors import ParameterError, RunError
 from tests.helpers_data import make_dataset, tiny_train_config
 
-# tiny models on a shared 2-core machine: one torch thread avoids OpenMP threads waiting for each
-# other (measured: 0.6 s vs up to 70 s for the same 30 steps under load)
-os.environ.setdefault("STRATA_TORCH_THREADS", "1")
+pytestmark = pytest.mark.slow  # trains stages or runs flows
 
 
 def flow_artifacts(flow_run_id) -> dict:

@@ -24,7 +24,6 @@ from tests.helpers_models import (  # noqa: F401
     WIDE,
     changed_positions,
     inputs,
-    one_thread,
     randomize_biases,
     stage_cfg,
 )
