@@ -224,8 +224,12 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     elif tiers is not None and p.prompt_hold_seconds > 0 and cfg.stages[0].use_roll:
         roll, source = _prompt_roll(cfg, rates, tiers, p0 // unit0, n0 // unit0, p.prompt_hold_seconds), "prompt"
     elif tiers is None and p.genre is not None and p.score_model and cfg.stages[0].use_roll:
-        roll = _chain_roll(run, p, n0 // unit0)
+        cap = n0 if p.seconds is not None else unit0 * math.ceil(round(cfg.generate.max_seconds * r0) / unit0)
+        roll = _chain_roll(run, p, cap // unit0)
         source = None if roll is None else "score_model"
+        if roll is not None and p.seconds is None:  # the piece ends with its score, as with --midi
+            n0 = min(cap, unit0 * (roll.shape[2] + math.ceil(RELEASE_SECONDS * fps)))
+            roll, free = _fit_roll(roll, 0, n0 // unit0), False  # the release: no notes (zeros)
     return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source)
 
 
@@ -259,7 +263,9 @@ def _chain_roll(run: LoadedRun, p: GenerateParams, frames: int) -> np.ndarray | 
 
     model = read_score_model(run.path)
     roll = None if model is None else sample_roll(model, p.genre, frames, p.seed)
-    return None if roll is None else _fit_roll(roll, 0, frames)
+    if roll is None or p.seconds is None:
+        return roll  # the score's own length (the plan adds a release)
+    return _fit_roll(roll, 0, frames)
 
 
 def _fit_roll(roll: np.ndarray, offset: int, frames: int) -> np.ndarray:

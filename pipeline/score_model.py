@@ -6,8 +6,9 @@ filtered noise.  Until a learned symbolic stage exists, this module writes the s
 way (algorithmic composition with Markov chains): the training split's piano rolls, read every
 ``STEP`` seconds as chords (the set of sounding pitches), give per-genre transition counts
 chord -> next chord, including "the piece ends here".  Sampling the chain recombines passages of
-the genre's training scores at the chords they share; its end is where a training piece ended, so
-the end class of stage 0 sees a real ending.
+the genre's training scores at the chords they share; it ends where a training piece ended, after
+about as long as the genre's training pieces last, and the piece ends with its score (plus a
+release), as a MIDI-prompted piece does.
 
 The model is a small JSON in the run folder (``score_model.json``), fitted after training from the
 dataset (``write_score_model``) and read at generation time (``sample_roll``).
@@ -43,12 +44,14 @@ def fit(pieces: Iterable[tuple[str, np.ndarray]], fps: int) -> dict:
     velocity: dict[int, list[int]] = defaultdict(list)
     nxt: dict[str, dict[int, Counter]] = defaultdict(lambda: defaultdict(Counter))
     starts: dict[str, Counter] = defaultdict(Counter)
+    lengths: dict[str, list[int]] = defaultdict(list)
     for genre, roll in pieces:
         seq = chords(roll, hop)
         while seq and not seq[-1][0]:  # trailing silence: the piece ends at its last note
             seq.pop()
         if not seq:
             continue
+        lengths[genre].append(len(seq))
         state = [ids.setdefault(p, len(ids)) for p, _ in seq]
         for (_, v), i in zip(seq, state):
             velocity[i].append(v)
@@ -58,7 +61,7 @@ def fit(pieces: Iterable[tuple[str, np.ndarray]], fps: int) -> dict:
     chord_list = [list(p) for p, _ in sorted(ids.items(), key=lambda kv: kv[1])]
     return {"version": 1, "step_frames": hop, "fps": fps, "chords": chord_list,
             "velocity": [int(np.median(velocity[i])) if velocity[i] else 0 for i in range(len(chord_list))],
-            "genres": {g: {"start": sorted(starts[g].items()),
+            "genres": {g: {"start": sorted(starts[g].items()), "lengths": lengths[g],
                            "next": {str(a): sorted(c.items()) for a, c in nxt[g].items()}} for g in starts}}
 
 
@@ -69,15 +72,21 @@ def _draw(pairs, rng: np.random.Generator) -> int:
 
 
 def sample_roll(model: dict, genre: str, max_frames: int, seed: int) -> np.ndarray | None:
-    """A uint8 roll (2, 128, F <= max_frames) sampled from ``genre``'s chain, ending where the chain
-    ends (or at max_frames); None if the genre has no scores."""
+    """A uint8 roll (2, 128, F <= max_frames) sampled from ``genre``'s chain; None if the genre has
+    no scores.  Its length follows the genre's training pieces: a length L is drawn from theirs, an
+    ending drawn before L / 2 starts a new phrase instead, and the score stops by 2 L."""
     g = model["genres"].get(genre)
     if not g or not g["start"]:
         return None
     rng = np.random.default_rng(seed)
     hop, steps = int(model["step_frames"]), []
+    target = int(rng.choice(g["lengths"])) if g.get("lengths") else None
     state = _draw(g["start"], rng)
-    while state >= 0 and len(steps) * hop < max_frames:
+    while len(steps) * hop < max_frames and (target is None or len(steps) < 2 * target):
+        if state < 0:
+            if target is None or len(steps) >= target // 2:
+                break
+            state = _draw(g["start"], rng)  # too short to end: a new phrase
         steps.append(state)
         follow = g["next"].get(str(state))
         state = _draw(follow, rng) if follow else -1
