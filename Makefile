@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python bench/preprocess.py --json bench/results/preprocess.json
 	$(BIN)/python bench/generation.py --json bench/results/generation.json
 	$(BIN)/python bench/training.py --json bench/results/training.json
+	$(BIN)/python bench/evaluation.py --json bench/results/evaluation.json
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache
