@@ -106,23 +106,42 @@ class Conditioning:
 
 
 class Source(nn.Module):
-    """One local signal of the conditioning stack: its features for conditioning samples ``idx``
-    (``add``), a learned ``dropped`` vector (a parameter each source defines) for missing, dropped
-    and past-the-end samples (``put``)."""
+    """One local signal of the conditioning stack, read from the ``Conditioning`` field ``name``
+    (per-row drop flags: the field ``drop_<name>``): its features for conditioning samples ``idx``
+    (``features``), a learned ``dropped`` vector for missing, dropped and past-the-end samples
+    (``put``).  A subclass defines ``name``, ``flag`` and ``first_stage`` (or ``wanted``), ``build``
+    (its layers, created before ``dropped``), ``features`` and ``macs``; ``add`` may be overridden."""
 
     name = ""
+    flag = ""  # the StageArchConfig field that turns the source on
+    first_stage = 0  # the coarsest stage that may read it
 
     def __init__(self, classes: int, channels: int) -> None:
         super().__init__()
+        self.build(classes, channels)
+        self.dropped = nn.Parameter(0.1 * torch.randn(channels))
 
-    @staticmethod
-    def wanted(arch: Any, index: int) -> bool:
+    @classmethod
+    def wanted(cls, arch: Any, index: int) -> bool:
         """Whether stage ``index`` with architecture ``arch`` (``StageArchConfig``) reads this signal."""
+        return index >= cls.first_stage and bool(getattr(arch, cls.flag))
+
+    def build(self, classes: int, channels: int) -> None:
+        """Create this source's layers."""
+        raise NotImplementedError
+
+    def features(self, signal: torch.Tensor, idx: torch.Tensor, stack: Any,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (B, W, C) at conditioning samples idx (W,), past_end (W,) bool) of a non-empty signal."""
         raise NotImplementedError
 
     def add(self, e: torch.Tensor, cond: Conditioning, idx: torch.Tensor, stack: Any) -> torch.Tensor:
         """e (B, W, C) + this signal's features at conditioning samples idx (W,)."""
-        raise NotImplementedError
+        signal = getattr(cond, self.name)
+        if signal is None or signal.shape[-1] == 0:
+            return e + self.dropped
+        feats, past_end = self.features(signal, idx, stack, e.dtype)
+        return self.put(e, feats, past_end, getattr(cond, "drop_" + self.name, None))
 
     def macs(self, channels: int) -> int:
         """Multiply-adds per conditioning sample."""
@@ -140,48 +159,29 @@ class Source(nn.Module):
 class BelowSource(Source):
     """The tier below: an embedding of its codes (conditioning sample j = below[j])."""
 
-    name = "below"
+    name, flag, first_stage = "below", "use_tier_below", 1
 
-    def __init__(self, classes: int, channels: int) -> None:
-        super().__init__(classes, channels)
+    def build(self, classes, channels):
         self.embed = nn.Embedding(classes, channels)
-        self.dropped = nn.Parameter(0.1 * torch.randn(channels))
 
-    @staticmethod
-    def wanted(arch, index):
-        return index > 0 and bool(arch.use_tier_below)
-
-    def add(self, e, cond, idx, stack):
-        below = cond.below
-        if below is None or below.shape[-1] == 0:
-            return e + self.dropped
-        n = below.shape[-1]
-        emb = self.embed(below[:, idx.clamp(max=n - 1)])  # (B, W, C)
-        return self.put(e, emb, idx >= n, cond.drop_below)
+    def features(self, signal, idx, stack, dtype):
+        n = signal.shape[-1]
+        return self.embed(signal[:, idx.clamp(max=n - 1)]), idx >= n  # (B, W, C)
 
 
 class RollSource(Source):
     """The piano roll: a projection of the frame that covers each conditioning sample."""
 
-    name = "roll"
+    name, flag = "roll", "use_roll"
 
-    def __init__(self, classes: int, channels: int) -> None:
-        super().__init__(classes, channels)
+    def build(self, classes, channels):
         self.proj = nn.Linear(ROLL_CHANNELS, channels)
-        self.dropped = nn.Parameter(0.1 * torch.randn(channels))
 
-    @staticmethod
-    def wanted(arch, index):
-        return bool(arch.use_roll)
-
-    def add(self, e, cond, idx, stack):
-        roll = cond.roll
-        if roll is None or roll.shape[-1] == 0:
-            return e + self.dropped
-        n = roll.shape[-1]
+    def features(self, signal, idx, stack, dtype):
+        n = signal.shape[-1]
         frame = (idx * stack.up * stack.roll_fps) // stack.rate  # roll frame of each sample
-        r = roll[:, :, frame.clamp(max=n - 1)].to(e.dtype).transpose(1, 2)  # (B, W, 256)
-        return self.put(e, self.proj(r), frame >= n, cond.drop_roll)
+        r = signal[:, :, frame.clamp(max=n - 1)].to(dtype).transpose(1, 2)  # (B, W, 256)
+        return self.proj(r), frame >= n
 
     def macs(self, channels: int) -> int:
         return ROLL_CHANNELS * channels
