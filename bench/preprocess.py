@@ -110,12 +110,12 @@ def main(argv=None) -> dict:
     if "PREFECT_API_URL" not in os.environ:  # a private ephemeral server, not the user's
         os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from pipeline import preprocess as pp
     from pipeline.config import load_config
+    from pipeline.inputs import discover
 
     raw = Path(args.raw) if args.raw else synth_corpus(tmp / "raw", args.seconds)
     cfg = load_config(None)
-    inputs, _ = pp.discover(raw)
+    inputs, _ = discover(raw)
     seconds = audio_seconds(inputs)
     rows = []
 

@@ -21,6 +21,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pipeline import preprocess as pp
 from pipeline.config import DataConfig, load_config
 from pipeline.errors import ParameterError, StrataError
+from pipeline.inputs import discover
+from pipeline.manifest import write_dataset
 
 WORKERS = 2  # measured on 2 cores: see bench/preprocess.py
 
@@ -153,12 +155,12 @@ def preprocess_flow(raw: str, out: str, config: str | None = None) -> dict[str, 
     raw_dir, out_dir = Path(raw), Path(out)
     if not raw_dir.is_dir():
         raise ParameterError(f"{raw}: raw folder not found")
-    inputs, skipped = pp.discover(raw_dir)
+    inputs, skipped = discover(raw_dir)
     if not inputs:
         raise ParameterError(f"{raw}: no audio files found (layout RAW/<genre>/<name>.wav or RAW/metadata.csv)")
     get_run_logger().info("preprocess: %d audio files in %s", len(inputs), raw_dir)
     tracks, bad, counts = _run_files(inputs, out_dir, cfg.data)
-    written = pp.write_dataset(out_dir, tracks, skipped + bad, cfg.data, seed=cfg.train.seed)
+    written = write_dataset(out_dir, tracks, skipped + bad, cfg.data, seed=cfg.train.seed)
     _artifacts(written, counts)
     report = written["report"]
     return {

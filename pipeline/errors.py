@@ -29,3 +29,7 @@ class RunError(StrataError):
 
 class ParameterError(StrataError):
     """A command or flow parameter that is out of range or points at nothing."""
+
+
+class PreprocessError(InputError):
+    """A raw input that cannot become a track; the message is ``"<path>: <reason>"``."""

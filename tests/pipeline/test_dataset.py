@@ -15,6 +15,7 @@ from pipeline.config import config_from_dict
 from pipeline.dataset import StageCrops, iter_tracks, load_manifest, track_ends
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_write_json, load_npy
+from pipeline.manifest import write_dataset
 from tests.pipeline.test_preprocess import tone, write_midi, write_wav
 
 CROPS = [400, 800, 1600]  # stage crops (samples at 2, 8, 16 kHz)
@@ -44,7 +45,7 @@ def data_dir(tmp_path_factory) -> Path:
             inputs.append((wav, g, midi))
     tracks, bad = pp.process_all(inputs, root / "data", CFG.data)
     assert not bad
-    pp.write_dataset(root / "data", tracks, [], CFG.data)
+    write_dataset(root / "data", tracks, [], CFG.data)
     return root / "data"
 
 

@@ -1,4 +1,4 @@
-"""pipeline.preprocess: discovery, bad inputs, tiers and roll alignment, splits, manifest."""
+"""pipeline.preprocess, .inputs (discovery), .manifest (splits): bad inputs, tiers and roll alignment."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import soundfile as sf
 from pipeline import preprocess as pp
 from pipeline.audio import mulaw_decode, mulaw_encode, resample
 from pipeline.config import load_config
+from pipeline.inputs import discover
 from pipeline.io import load_npy
+from pipeline.manifest import MANIFEST_TRACK_KEYS, assign_splits, write_dataset
 
 CFG = load_config(None)
 D = CFG.data  # rates 2000/8000/16000, roll_fps 100, min_seconds 2.0
@@ -106,9 +108,9 @@ def make_bad_corpus(raw: Path) -> dict[str, str]:
 
 
 def run_pipeline(raw: Path, out: Path) -> dict:
-    inputs, skipped = pp.discover(raw)
+    inputs, skipped = discover(raw)
     tracks, bad = pp.process_all(inputs, out, D)
-    return pp.write_dataset(out, tracks, skipped + bad, D)
+    return write_dataset(out, tracks, skipped + bad, D)
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -176,7 +178,7 @@ def test_discover_folders_and_midi(tmp_path):
     (tmp_path / "jazz/only.mid").write_bytes(b"x")  # a MIDI without audio is ignored
     (tmp_path / "jazz/readme.txt").write_text("x")
     (tmp_path / "loose.wav").write_bytes(b"x")
-    inputs, skipped = pp.discover(tmp_path)
+    inputs, skipped = discover(tmp_path)
     assert inputs == [(tmp_path / "jazz/a.wav", "jazz", tmp_path / "jazz/a.mid"),
                       (tmp_path / "jazz/b.ogg", "jazz", None)]
     assert {Path(s["path"]).name: s["reason"] for s in skipped} == {
@@ -192,7 +194,7 @@ def test_discover_metadata_csv(tmp_path):
     (tmp_path / "metadata.csv").write_text(
         "path,genre,midi\nfiles/x.wav,Folk Song,files/x.mid\nfiles/y.flac,blues,\nfiles/z.doc,blues,\n"
     )
-    inputs, skipped = pp.discover(tmp_path)
+    inputs, skipped = discover(tmp_path)
     assert inputs == [(tmp_path / "files/x.wav", "Folk Song", tmp_path / "files/x.mid"),
                       (tmp_path / "files/y.flac", "blues", None)]
     assert [s["reason"] for s in skipped] == ["unknown extension .doc"]
@@ -259,11 +261,11 @@ def fake_tracks(counts: dict[str, int], seed: int = 0) -> list[dict]:
 
 def test_split_deterministic_and_order_free():
     tracks = fake_tracks({"a": 20, "b": 7, "c": 2})
-    s1 = pp.assign_splits(tracks, (0.8, 0.1, 0.1), seed=0)
+    s1 = assign_splits(tracks, (0.8, 0.1, 0.1), seed=0)
     shuffled = tracks[:]
     random.Random(5).shuffle(shuffled)
-    assert pp.assign_splits(shuffled, (0.8, 0.1, 0.1), seed=0) == s1
-    assert pp.assign_splits(tracks, (0.8, 0.1, 0.1), seed=1) != s1
+    assert assign_splits(shuffled, (0.8, 0.1, 0.1), seed=0) == s1
+    assert assign_splits(tracks, (0.8, 0.1, 0.1), seed=1) != s1
     assert set(s1) == {t["id"] for t in tracks}
 
 
@@ -271,7 +273,7 @@ def test_split_deterministic_and_order_free():
                                     {"a": 50, "b": 3}, {"a": 2, "b": 2}])
 def test_split_properties(counts):
     tracks = fake_tracks(counts)
-    splits = pp.assign_splits(tracks, (0.8, 0.1, 0.1), seed=3)
+    splits = assign_splits(tracks, (0.8, 0.1, 0.1), seed=3)
     assert set(splits.values()) == {"train", "valid", "test"}  # >= 3 tracks: every split non-empty
     for g, n in counts.items():
         got = {splits[t["id"]] for t in tracks if t["genre"] == g}
@@ -280,10 +282,10 @@ def test_split_properties(counts):
 
 
 def test_split_fractions_roughly_kept():
-    splits = pp.assign_splits(fake_tracks({"a": 100}), (0.8, 0.1, 0.1), seed=0)
+    splits = assign_splits(fake_tracks({"a": 100}), (0.8, 0.1, 0.1), seed=0)
     assert [list(splits.values()).count(s) for s in ("train", "valid", "test")] == [80, 10, 10]
-    assert pp.assign_splits(fake_tracks({"a": 2}), (0.8, 0.1, 0.1)) == {"a-0": "train", "a-1": "train"}
-    assert pp.assign_splits([], (0.8, 0.1, 0.1)) == {}
+    assert assign_splits(fake_tracks({"a": 2}), (0.8, 0.1, 0.1)) == {"a-0": "train", "a-1": "train"}
+    assert assign_splits([], (0.8, 0.1, 0.1)) == {}
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -298,7 +300,7 @@ def test_manifest_contents(bad_run):
     assert manifest["genres"] == sorted(manifest["genres"])
     assert manifest["config"]["min_seconds"] == D.min_seconds
     for t in manifest["tracks"]:
-        assert list(t) == list(pp.MANIFEST_TRACK_KEYS)
+        assert list(t) == list(MANIFEST_TRACK_KEYS)
         assert manifest["genres"][t["genre_id"]] == t["genre"]
         assert t["split"] in ("train", "valid", "test")
         assert Path(t["source"]).is_absolute() and t["hash"] == pp.file_hash(t["source"])
@@ -318,8 +320,8 @@ def test_write_dataset_keeps_existing_files(tmp_path):
     write_wav(tmp_path / "raw/g/a.wav", tone(2.5, 16000))
     rec = pp.preprocess_file(tmp_path / "raw/g/a.wav", "g", None, tmp_path / "out", D)
     (tmp_path / "out/tiers/2000/old-track.npy").write_bytes(b"kept")
-    pp.write_dataset(tmp_path / "out", [rec], [], D)
-    pp.write_dataset(tmp_path / "out", [], [{"path": "x", "genre": None, "reason": "r"}], D)
+    write_dataset(tmp_path / "out", [rec], [], D)
+    write_dataset(tmp_path / "out", [], [{"path": "x", "genre": None, "reason": "r"}], D)
     assert (tmp_path / "out/tiers/2000/old-track.npy").read_bytes() == b"kept"
     assert (tmp_path / "out" / rec["tiers"]["2000"]).is_file()
 
@@ -337,10 +339,10 @@ def test_ids_and_split_do_not_depend_on_the_corpus_location(tmp_path):
             (raw / "drone").mkdir(parents=True, exist_ok=True)
             tone = (0.4 * np.sin(2 * np.pi * (100 + 30 * i) * t)).astype(np.float32)
             sf.write(raw / "drone" / f"take{i}.wav", tone, sr)
-        inputs, skipped = pp.discover(raw)
+        inputs, skipped = discover(raw)
         tracks, bad = pp.process_all(inputs, tmp_path / where / "out", DataConfig())
         assert not skipped and not bad
         records.append(tracks)
     ids = [sorted(r["id"] for r in tracks) for tracks in records]
     assert ids[0] == ids[1]
-    assert pp.assign_splits(records[0]) == pp.assign_splits(records[1])
+    assert assign_splits(records[0]) == assign_splits(records[1])

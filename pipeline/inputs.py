@@ -1,0 +1,110 @@
+"""Discovery of raw inputs (DESIGN 1): which files under a raw folder become tracks.
+
+Layout ``RAW/<genre>/<name>.<ext>`` (+ ``<name>.mid``), or ``RAW/metadata.csv`` with columns
+``path,genre[,midi]``.  Entries that cannot be inputs are reported (``skip_entry``), never silently
+dropped; ``.mid``/``.midi`` files, ``metadata.csv`` and hidden files are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from pipeline.audio import AUDIO_EXTENSIONS
+from pipeline.errors import PreprocessError
+
+MIDI_EXTENSIONS = (".mid", ".midi")
+
+
+def discover_inputs(raw_dir: str | Path, skipped: list[dict] | None = None) -> list[tuple[Path, str, Path | None]]:
+    """Find ``(audio_path, genre, midi_path | None)`` under ``raw_dir``, sorted by path.
+
+    Layout ``RAW/<genre>/<name>.<ext>`` (+ ``<name>.mid``), or ``RAW/metadata.csv`` with columns
+    ``path,genre[,midi]``.  Entries that cannot be inputs are appended to ``skipped`` as
+    ``{"path", "genre", "reason"}`` when a list is given.
+    """
+    raw = Path(raw_dir)
+    if not raw.is_dir():
+        raise PreprocessError(raw, "raw folder not found")
+    skipped = [] if skipped is None else skipped
+    if (raw / "metadata.csv").is_file():
+        return _discover_csv(raw, skipped)
+    return _discover_folders(raw, skipped)
+
+
+def discover(raw_dir: str | Path) -> tuple[list[tuple[Path, str, Path | None]], list[dict]]:
+    """``discover_inputs`` that also returns the skipped entries."""
+    skipped: list[dict] = []
+    return discover_inputs(raw_dir, skipped), skipped
+
+
+def skip_entry(path: Path | str, genre: str | None, reason: str) -> dict:
+    """A report entry for an input that is not used: ``{"path", "genre", "reason"}``."""
+    return {"path": str(path), "genre": genre, "reason": reason}
+
+
+def _is_audio_name(p: Path) -> bool:
+    return p.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def _discover_folders(raw: Path, skipped: list[dict]) -> list[tuple[Path, str, Path | None]]:
+    found = []
+    for entry in sorted(raw.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            if entry.suffix.lower() not in MIDI_EXTENSIONS:
+                skipped.append(skip_entry(entry, None, "not inside a genre folder (layout RAW/<genre>/<file>)"))
+            continue
+        genre = entry.name
+        for p in sorted(entry.iterdir()):
+            item = _classify(p, genre, skipped)
+            if item is not None:
+                found.append(item)
+    return found
+
+
+def _classify(p: Path, genre: str, skipped: list[dict]) -> tuple[Path, str, Path | None] | None:
+    """One entry of a genre folder -> input tuple, or None (ignored or reported)."""
+    suffix = p.suffix.lower()
+    if p.name.startswith(".") or suffix in MIDI_EXTENSIONS:
+        return None
+    if _is_audio_name(p):  # also dangling links and folders named x.wav: preprocess_file reports them
+        return (p, genre, _midi_beside(p))
+    if p.is_dir():
+        skipped.append(skip_entry(p, genre, "is a folder (nested folders are not read)"))
+    else:
+        skipped.append(skip_entry(p, genre, f"unknown extension {suffix or '(none)'}"))
+    return None
+
+
+def _midi_beside(audio: Path) -> Path | None:
+    for ext in MIDI_EXTENSIONS + tuple(e.upper() for e in MIDI_EXTENSIONS):
+        m = audio.with_suffix(ext)
+        if m.is_file():
+            return m
+    return None
+
+
+def _discover_csv(raw: Path, skipped: list[dict]) -> list[tuple[Path, str, Path | None]]:
+    meta = raw / "metadata.csv"
+    try:
+        with open(meta, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise PreprocessError(meta, f"cannot read metadata.csv ({e})") from None
+    if rows and not {"path", "genre"} <= set(rows[0]):
+        raise PreprocessError(meta, "metadata.csv needs the columns path,genre[,midi]")
+    found = []
+    for i, row in enumerate(rows, start=2):  # line 1 is the header
+        path, genre = (row.get("path") or "").strip(), (row.get("genre") or "").strip()
+        if not path or not genre:
+            skipped.append(skip_entry(f"{meta}:{i}", genre or None, "row without path or genre"))
+            continue
+        audio = raw / path
+        if not _is_audio_name(audio):
+            skipped.append(skip_entry(audio, genre, f"unknown extension {audio.suffix.lower() or '(none)'}"))
+            continue
+        midi = (row.get("midi") or "").strip()
+        found.append((audio, genre, raw / midi if midi else None))
+    return sorted(found, key=lambda t: (str(t[0]), t[1]))
