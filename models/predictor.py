@@ -271,6 +271,61 @@ def _below_features(b: np.ndarray, t: np.ndarray, factor: int, back: int, ahead:
     return b_pad[(t // factor)[:, None] + np.arange(back + ahead + 1)[None, :]]
 
 
+def _design_matrix(lin, table: np.ndarray, xs: list[np.ndarray], bs: list, use_below: bool, max_rows: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the least-squares problem: (features (N, 1 + P [+ f * window]), targets (N,)), about
+    ``max_rows`` sampled times shared among the tracks by length (one seeded generator, track order)."""
+    total = sum(len(x) for x in xs)
+    if total == 0:
+        raise ValueError("lstsq_init: no samples")
+    rng = np.random.default_rng(seed)
+    rows_x, rows_y = [], []
+    for x, below in zip(xs, bs):
+        n = len(x)
+        if n == 0:
+            continue
+        k = min(n, max(1, int(round(max_rows * n / total))))
+        t = np.sort(rng.choice(n, size=k, replace=False))
+        y = table[x]
+        rows_x.append(_track_rows(lin, table, y, below, t, use_below))
+        rows_y.append(y[t])
+    return np.concatenate(rows_x), np.concatenate(rows_y)
+
+
+def _track_rows(lin, table: np.ndarray, y: np.ndarray, below: np.ndarray | None, t: np.ndarray,
+                use_below: bool) -> np.ndarray:
+    """One track's rows at times t: intercept, own past y[t-1..t-P], the below window in its phase's columns."""
+    p, f = lin.order, lin.factor
+    xm = np.zeros((len(t), 1 + p + (f * lin.window if use_below else 0)))
+    xm[:, 0] = 1.0
+    xm[:, 1:1 + p] = _past_features(y, t, p)
+    if use_below:
+        if below is None:
+            raise ValueError("lstsq_init: below_list has a missing entry for a stage with a tier below")
+        feats = _below_features(table[np.asarray(below, dtype=np.int64)], t, f, lin.back, lin.ahead)
+        ph = t % f
+        for phase in range(f):
+            sel = ph == phase
+            c0 = 1 + p + phase * lin.window
+            xm[sel, c0:c0 + lin.window] = feats[sel]
+    return xm
+
+
+def _logistic_scale(lin, resid: np.ndarray) -> float:
+    """The logistic scale from the mean absolute residual (E|X - mu| = 2 s ln 2); with an adaptive
+    scale, the multiplier of s_adapt instead."""
+    if lin.adaptive:
+        return math.exp(LOG_S_ADAPT_INIT)  # a multiplier of s_adapt, not an absolute scale
+    return max(float(np.mean(np.abs(resid))) / (2.0 * math.log(2.0)), 1e-4)
+
+
+def _fallback_fit(xm: np.ndarray, ym: np.ndarray, w: np.ndarray, p: int) -> tuple[np.ndarray, float]:
+    """Own-past-only taps on the same rows, the intercept fixed to the joint fit's: (taps, rmse)."""
+    own = xm[:, 1:1 + p]
+    fallback, *_ = np.linalg.lstsq(own, ym - w[0], rcond=None)
+    return fallback, float(np.sqrt(np.mean((own @ fallback + w[0] - ym) ** 2)))
+
+
 def lstsq_init(stage, x_list: Sequence[np.ndarray], below_list: Sequence[np.ndarray | None] | None = None,
                max_rows: int = 200_000, seed: int = 0) -> dict:
     """Fit the stage's linear path by least squares and load it (``stage.set_linear_predictor``).
@@ -292,45 +347,11 @@ def lstsq_init(stage, x_list: Sequence[np.ndarray], below_list: Sequence[np.ndar
     use_below = lin.use_below and below_list is not None
     xs = [np.asarray(x, dtype=np.int64) for x in x_list]
     bs = list(below_list) if use_below else [None] * len(xs)
-    total = sum(len(x) for x in xs)
-    if total == 0:
-        raise ValueError("lstsq_init: no samples")
-    rng = np.random.default_rng(seed)
-    n_cols = 1 + p + (f * lin.window if use_below else 0)
-    rows_x, rows_y = [], []
-    for x, below in zip(xs, bs):
-        n = len(x)
-        if n == 0:
-            continue
-        k = min(n, max(1, int(round(max_rows * n / total))))
-        t = np.sort(rng.choice(n, size=k, replace=False))
-        y = table[x]
-        xm = np.zeros((k, n_cols))
-        xm[:, 0] = 1.0
-        xm[:, 1:1 + p] = _past_features(y, t, p)
-        if use_below:
-            if below is None:
-                raise ValueError("lstsq_init: below_list has a missing entry for a stage with a tier below")
-            feats = _below_features(table[np.asarray(below, dtype=np.int64)], t, f, lin.back, lin.ahead)
-            ph = t % f
-            for phase in range(f):
-                sel = ph == phase
-                c0 = 1 + p + phase * lin.window
-                xm[sel, c0:c0 + lin.window] = feats[sel]
-        rows_x.append(xm)
-        rows_y.append(y[t])
-    xm, ym = np.concatenate(rows_x), np.concatenate(rows_y)
+    xm, ym = _design_matrix(lin, table, xs, bs, use_below, max_rows, seed)
     w, *_ = np.linalg.lstsq(xm, ym, rcond=None)
     resid = xm @ w - ym
-    mad = float(np.mean(np.abs(resid)))
-    scale = max(mad / (2.0 * math.log(2.0)), 1e-4)  # logistic: E|X - mu| = 2 s ln 2
-    if lin.adaptive:
-        scale = math.exp(LOG_S_ADAPT_INIT)  # a multiplier of s_adapt, not an absolute scale
-    fallback = fallback_rmse = None
-    if use_below:  # own past only, the intercept fixed to the joint fit's
-        own = xm[:, 1:1 + p]
-        fallback, *_ = np.linalg.lstsq(own, ym - w[0], rcond=None)
-        fallback_rmse = float(np.sqrt(np.mean((own @ fallback + w[0] - ym) ** 2)))
+    scale = _logistic_scale(lin, resid)
+    fallback, fallback_rmse = _fallback_fit(xm, ym, w, p) if use_below else (None, None)
     below_w = w[1 + p:].reshape(f, lin.window) if use_below else None
     stage.set_linear_predictor(torch.tensor(w[1:1 + p]), None if below_w is None else torch.tensor(below_w),
                                bias=float(w[0]), scale=scale,

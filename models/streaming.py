@@ -58,21 +58,32 @@ class StageStream:
         return m.expand(self.batch) if m.dim() == 0 else m
 
     def _setup(self, genre, below, roll, drop_below, drop_roll, drop_history, drop_lin, chunk) -> None:
-        st, b = self.stage, self.batch
-        g, k, n = st.gate_channels, st.kernel_size, st.n_layers
-        g2 = 2 * g
+        st = self.stage
         self.t = 0
-        self.g2 = g2
+        self.g2 = 2 * st.gate_channels
         self.embed_step = st.head.stream_input(st.input_layer, self.dtype)  # (x_prev (B,), out (B, R))
-        # main stack, fused layout with preallocated buffers and views (no per-step allocation)
-        new = lambda *shape: torch.zeros(*shape, dtype=self.dtype, device=self.device)  # noqa: E731
-        r = st.residual_channels
+        lay = st.stream_layout()  # the stage's weights in the fused layout (Stage.stream_layout)
+        self._setup_main(lay)
+        self._setup_linear(lay, below, drop_lin)
+        # constant gate addend (conv bias + genre): (B, L*2G)
+        self.const = st.gate_bias(genre, self.batch, self.device).detach().contiguous()
+        self.bias = self.const
+        self.add_buf.copy_(self.bias)
+        self._setup_conditioning(lay, below, roll, drop_below, drop_roll, chunk)
+        self._setup_history(lay, drop_history)
+
+    def _new(self, *shape) -> torch.Tensor:
+        return torch.zeros(*shape, dtype=self.dtype, device=self.device)
+
+    def _setup_main(self, lay: dict) -> None:
+        """Main stack, fused layout with preallocated buffers and views (no per-step allocation)."""
+        st, b, new = self.stage, self.batch, self._new
+        g, k, n, g2 = st.gate_channels, st.kernel_size, st.n_layers, self.g2
         self.add_buf = new(b, n * g2)  # gate addend of all layers at this step
         self.gall = new(b, n, g + 1)  # (B, L, G+1) gate outputs, last column = 1 (bias rows)
         self.gall[:, :, g] = 1.0
         self.gall_flat = self.gall.view(b, n * (g + 1))
-        self.hbuf = [new(b, r) for _ in range(n + 1)]  # residual stream between layers
-        lay = st.stream_layout()  # the stage's weights in the fused layout (Stage.stream_layout)
+        self.hbuf = [new(b, st.residual_channels) for _ in range(n + 1)]  # residual stream between layers
         self.layers = []
         for i, (d, taps, wr) in enumerate(lay["layers"]):
             m = d * (k - 1)
@@ -88,53 +99,61 @@ class StageStream:
         self.w_out1, self.b_out1 = lay["w_out1"], lay["b_out1"]
         self.w_out2, self.b_out2 = lay["w_out2"], lay["b_out2"]  # with the lin_out rows when linear
         self.s1, self.s2 = new(b, st.skip_channels), new(b, st.skip_channels)
-        # linear-prediction path: ring of the last P decoded inputs (zeros = before the start)
+
+    def _setup_linear(self, lay: dict, below, drop_lin) -> None:
+        """Linear-prediction path: ring of the last P decoded inputs (zeros = before the start)."""
+        st, b, new = self.stage, self.batch, self._new
         self.lin = st.linear
-        if self.lin is not None:
-            below_t = None if below is None else torch.as_tensor(below)
-            self.lin_fallback = self.lin.fallback_rows(below_t, self._mask(drop_lin), b)  # (B,) or None
-            self.lin_ring = new(b, self.lin.order)
-            self.lin_rot = self.lin.past_rotations(self.lin_fallback).to(self.dtype)  # (P, B or 1, P)
-            self.lin_buf = None  # (chunk, B) below part of the current chunk (None: no tier below)
-            self.lin_bias = lay["lin_bias"]  # the mu bias: part of mu_lin (residuals)
-            if self.lin.adaptive:  # ring of the last L |residuals| of the linear part (zeros = before 0)
-                self.adapt_ring = new(b, self.lin.adapt_taps)
-                self.adapt_rot = self.lin.adapt_rotations().to(self.dtype)  # (L, L)
-                self.mu_prev = new(b)  # mu_lin(t-1)
-            # score taps (stage 0 with a roll): per chunk, pre-rotated for the ring like lin_rot
-            self.score = st.score
-            self.score_buf = self.score_on = None  # (chunk, B, P), (chunk, B)
-            if self.score is not None:
-                p_ = self.lin.order
-                self.score_idx = (torch.arange(p_)[:, None] - torch.arange(p_)[None, :]) % p_  # (P, P)
-        # constant gate addend (conv bias + genre): (B, L*2G)
-        self.const = st.gate_bias(genre, b, self.device).detach().contiguous()
-        self.bias = self.const
-        self.add_buf.copy_(self.bias)
-        # conditioning stack, chunked
-        self.cond = st.conditioning
-        if self.cond is not None:
-            up = self.cond.up
-            self.chunk = max(up, -(-int(chunk) // up) * up)  # a multiple of up
-            self.below, self.roll = below, roll
-            if below is not None:
-                below = torch.as_tensor(below, device=self.device).long()
-                self.below = below.expand(b, -1) if below.dim() == 1 else below
-            if roll is not None:
-                roll = torch.as_tensor(roll, device=self.device)
-                self.roll = roll.expand(b, -1, -1) if roll.dim() == 2 else roll
-            self.drop_below, self.drop_roll = self._mask(drop_below), self._mask(drop_roll)
-            self.w_cond = lay["w_cond"]  # (Cc, L*2G)
-            self.cond_buf = torch.zeros(self.chunk, b, self.cond.channels, dtype=self.dtype, device=self.device)
-        # history stack, one update per frame
-        self.hist = st.history
-        if self.hist is not None:
-            self.pool = self.hist.pool
-            self.drop_history = self._mask(drop_history)
-            self.hist_state = self.hist.init_state(b, self.dtype, self.device)
-            self.frame_sum = torch.zeros(b, st.residual_channels, dtype=self.dtype, device=self.device)
-            self.w_hist = lay["w_hist"]  # (L*2G, H)
-            self._set_history(self.hist.first(b))
+        if self.lin is None:
+            return
+        below_t = None if below is None else torch.as_tensor(below)
+        self.lin_fallback = self.lin.fallback_rows(below_t, self._mask(drop_lin), b)  # (B,) or None
+        self.lin_ring = new(b, self.lin.order)
+        self.lin_rot = self.lin.past_rotations(self.lin_fallback).to(self.dtype)  # (P, B or 1, P)
+        self.lin_buf = None  # (chunk, B) below part of the current chunk (None: no tier below)
+        self.lin_bias = lay["lin_bias"]  # the mu bias: part of mu_lin (residuals)
+        if self.lin.adaptive:  # ring of the last L |residuals| of the linear part (zeros = before 0)
+            self.adapt_ring = new(b, self.lin.adapt_taps)
+            self.adapt_rot = self.lin.adapt_rotations().to(self.dtype)  # (L, L)
+            self.mu_prev = new(b)  # mu_lin(t-1)
+        # score taps (stage 0 with a roll): per chunk, pre-rotated for the ring like lin_rot
+        self.score = st.score
+        self.score_buf = self.score_on = None  # (chunk, B, P), (chunk, B)
+        if self.score is not None:
+            p_ = self.lin.order
+            self.score_idx = (torch.arange(p_)[:, None] - torch.arange(p_)[None, :]) % p_  # (P, P)
+
+    def _setup_conditioning(self, lay: dict, below, roll, drop_below, drop_roll, chunk) -> None:
+        """Conditioning stack, computed in chunks of ``chunk`` stage samples (a multiple of its ``up``)."""
+        b = self.batch
+        self.cond = self.stage.conditioning
+        if self.cond is None:
+            return
+        up = self.cond.up
+        self.chunk = max(up, -(-int(chunk) // up) * up)  # a multiple of up
+        self.below, self.roll = below, roll
+        if below is not None:
+            below = torch.as_tensor(below, device=self.device).long()
+            self.below = below.expand(b, -1) if below.dim() == 1 else below
+        if roll is not None:
+            roll = torch.as_tensor(roll, device=self.device)
+            self.roll = roll.expand(b, -1, -1) if roll.dim() == 2 else roll
+        self.drop_below, self.drop_roll = self._mask(drop_below), self._mask(drop_roll)
+        self.w_cond = lay["w_cond"]  # (Cc, L*2G)
+        self.cond_buf = self._new(self.chunk, b, self.cond.channels)
+
+    def _setup_history(self, lay: dict, drop_history) -> None:
+        """History stack, one update per frame."""
+        b = self.batch
+        self.hist = self.stage.history
+        if self.hist is None:
+            return
+        self.pool = self.hist.pool
+        self.drop_history = self._mask(drop_history)
+        self.hist_state = self.hist.init_state(b, self.dtype, self.device)
+        self.frame_sum = self._new(b, self.stage.residual_channels)
+        self.w_hist = lay["w_hist"]  # (L*2G, H)
+        self._set_history(self.hist.first(b))
 
     def _set_history(self, u: torch.Tensor) -> None:
         """History feature u (B, H) for the coming frame -> gate addend."""

@@ -38,27 +38,38 @@ class Stage(nn.Module):
         r, g, s, k = c.residual_channels, c.gate_channels, c.skip_channels, c.kernel_size
         self.residual_channels, self.gate_channels, self.skip_channels, self.kernel_size = r, g, s, k
         self.dilations = [2**i for _ in range(c.dilation_cycles) for i in range(c.cycle_length)]
-        n_layers = len(self.dilations)
+        # the parts in this order (parameters are created, and so drawn from the seed, in this order)
+        self._build_head(c)
+        self._build_main_stack()
+        self._build_linear_path(c)
+        self._build_genre(c)
+        self._build_conditioning(c)
+        self._build_history(c)
 
-        # output head (models/heads.py) and its input layer (kept under the head's ``input_key``)
+    def _build_head(self, c: StageArchConfig) -> None:
+        """Output head (models/heads.py) and its input layer (kept under the head's ``input_key``)."""
         try:
-            self.head = make_head(c, classes)
+            self.head = make_head(c, self.classes)
         except ValueError as e:
-            raise ValueError(f"stage {index}: {e}") from None
+            raise ValueError(f"stage {self.index}: {e}") from None
         self.end_code = self.head.end_code
         self.start_code = self.head.start_value  # fed before the first sample (silence)
-        self.add_module(self.head.input_key, self.head.input_layer(r))
+        self.add_module(self.head.input_key, self.head.input_layer(self.residual_channels))
 
-        # main stack
+    def _build_main_stack(self) -> None:
+        """The causal dilated gated stack and its output layers."""
+        r, g, s, k = self.residual_channels, self.gate_channels, self.skip_channels, self.kernel_size
         self.convs = nn.ModuleList(nn.Conv1d(r, 2 * g, k, dilation=d) for d in self.dilations)
         self.res = nn.ModuleList(nn.Conv1d(g, r, 1) for _ in self.dilations[1:])  # none after the last
         self.skip = nn.ModuleList(nn.Conv1d(g, s, 1) for _ in self.dilations)
         self.out1 = nn.Conv1d(s, s, 1)
         self.out2 = nn.Conv1d(s, self.head.channels, 1)
 
-        # linear prediction path + hybrid distribution (categorical only; see models/predictor.py):
-        # two more output rows next to out2 (mu_nn, log_s), initialised to mu_nn = 0, s = 0.05
-        # (adaptive_scale: s = s_adapt * exp(log_s_nn), log_s_nn initialised to log(1 / (2 ln 2)))
+    def _build_linear_path(self, c: StageArchConfig) -> None:
+        """Linear prediction path + hybrid distribution (categorical only; see models/predictor.py):
+        two more output rows next to out2 (mu_nn, log_s), initialised to mu_nn = 0, s = 0.05
+        (adaptive_scale: s = s_adapt * exp(log_s_nn), log_s_nn initialised to log(1 / (2 ln 2))),
+        and with score taps a third row, the logit of their share in mu."""
         self.linear: LinearPath | None = None
         self.score: ScoreTaps | None = None
         self.lin_out: nn.Conv1d | None = None
@@ -69,51 +80,62 @@ class Stage(nn.Module):
                 back = int(c.linear_below)
                 ahead = min(back, int(c.conditioning.lookahead))  # never beyond what the stage may see
             adaptive = bool(c.adaptive_scale)
-            self.linear = LinearPath(classes, bool(c.end_class), int(c.linear_order), self.factor, back, ahead,
+            self.linear = LinearPath(self.classes, bool(c.end_class), int(c.linear_order), self.factor, back, ahead,
                                      adaptive=adaptive)
-            # score-informed taps (models/score.py): a third row, the logit of their share in mu
-            if c.score.enabled:
-                if not c.use_roll or self.use_below or self.rate is None:
-                    raise ValueError(f"stage {index}: score taps need use_roll, a rate and no tier below")
-                sc = c.score
-                self.score = ScoreTaps(int(c.linear_order), self.rate, self.roll_fps, sc.bandwidth_hz, sc.floor,
-                                       sc.rolloff)
+            self.score = self._score_taps(c)
             init = [0.0, LOG_S_ADAPT_INIT if adaptive else LOG_S_INIT] + ([SCORE_GATE_INIT] if self.score else [])
-            self.lin_out = nn.Conv1d(s, len(init), 1)
+            self.lin_out = nn.Conv1d(self.skip_channels, len(init), 1)
             with torch.no_grad():
                 self.lin_out.weight.zero_()
                 self.lin_out.bias.copy_(torch.tensor(init))
-
         if c.score.enabled and self.score is None:
-            raise ValueError(f"stage {index}: score taps need the linear path (categorical, linear_order > 0)")
+            raise ValueError(f"stage {self.index}: score taps need the linear path (categorical, linear_order > 0)")
 
-        # global conditioning: genre embedding, per-layer projection into every gate
+    def _score_taps(self, c: StageArchConfig) -> ScoreTaps | None:
+        """Score-informed taps (models/score.py) when the config asks for them."""
+        if not c.score.enabled:
+            return None
+        if not c.use_roll or self.use_below or self.rate is None:
+            raise ValueError(f"stage {self.index}: score taps need use_roll, a rate and no tier below")
+        sc = c.score
+        return ScoreTaps(int(c.linear_order), self.rate, self.roll_fps, sc.bandwidth_hz, sc.floor, sc.rolloff)
+
+    def _build_genre(self, c: StageArchConfig) -> None:
+        """Global conditioning: genre embedding, per-layer projection into every gate."""
         self.use_genre = bool(c.use_genre)
         if self.use_genre:
-            self.genre_embed = nn.Embedding(n_genres + 1, r)
-            self.genre_proj = nn.Linear(r, n_layers * 2 * g, bias=False)
+            r = self.residual_channels
+            self.genre_embed = nn.Embedding(self.n_genres + 1, r)
+            self.genre_proj = nn.Linear(r, self.n_layers * 2 * self.gate_channels, bias=False)
 
-        # conditioning stack (tier below and/or roll), local conditioning inside every gate
+    def _build_conditioning(self, c: StageArchConfig) -> None:
+        """Conditioning stack (tier below and/or roll), local conditioning inside every gate."""
         self.use_roll = bool(c.use_roll)
         self.conditioning: ConditioningStack | None = None
-        if any(S.wanted(c, self.index) for S in SOURCES.values()):
-            if self.rate is None:
-                raise ValueError(f"stage {index}: rate is needed for the conditioning stack")
-            up = self.factor if self.use_below else self.rate // self.roll_fps
-            if up < 1 or (not self.use_below and self.rate % self.roll_fps):
-                raise ValueError(f"stage {index}: rate {self.rate} is not a multiple of roll_fps {roll_fps}")
-            cc = c.conditioning
-            sources = {name: S(classes, cc.channels) for name, S in SOURCES.items() if S.wanted(c, self.index)}
-            self.conditioning = ConditioningStack(cc.channels, cc.layers, cc.kernel_size, cc.lookahead, up,
-                                                  self.rate, self.roll_fps, sources)
-            self.cond_proj = nn.Parameter(torch.randn(n_layers * 2 * g, cc.channels) / math.sqrt(cc.channels))
+        if not any(S.wanted(c, self.index) for S in SOURCES.values()):
+            return
+        if self.rate is None:
+            raise ValueError(f"stage {self.index}: rate is needed for the conditioning stack")
+        up = self.factor if self.use_below else self.rate // self.roll_fps
+        if up < 1 or (not self.use_below and self.rate % self.roll_fps):
+            raise ValueError(f"stage {self.index}: rate {self.rate} is not a multiple of roll_fps {self.roll_fps}")
+        cc = c.conditioning
+        sources = {name: S(self.classes, cc.channels) for name, S in SOURCES.items() if S.wanted(c, self.index)}
+        self.conditioning = ConditioningStack(cc.channels, cc.layers, cc.kernel_size, cc.lookahead, up,
+                                              self.rate, self.roll_fps, sources)
+        self.cond_proj = self._gate_projection(cc.channels)
 
-        # history stack
+    def _build_history(self, c: StageArchConfig) -> None:
+        """History stack (a pooled summary of the distant past), projected into every gate."""
         self.history: HistoryStack | None = None
         if c.history.enabled:
             h = c.history
-            self.history = HistoryStack(r, h.channels, h.layers, h.kernel_size, h.pool)
-            self.history_proj = nn.Parameter(torch.randn(n_layers * 2 * g, h.channels) / math.sqrt(h.channels))
+            self.history = HistoryStack(self.residual_channels, h.channels, h.layers, h.kernel_size, h.pool)
+            self.history_proj = self._gate_projection(h.channels)
+
+    def _gate_projection(self, channels: int) -> nn.Parameter:
+        """A projection of ``channels`` features into every layer's gate (both halves)."""
+        return nn.Parameter(torch.randn(self.n_layers * 2 * self.gate_channels, channels) / math.sqrt(channels))
 
     # ------------------------------------------------------------------ reported numbers
     @property
