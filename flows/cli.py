@@ -190,19 +190,16 @@ def generate(
     from pipeline.run import check_run
 
     factors = _floats(stage_temperature, "--stage-temperature")
-
-    _precheck(validate_params, run_dir=str(run), out_dir=str(out), seconds=seconds, genre=genre,
-              midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
-              resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
-              temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
+    # the one validation, before any Prefect server starts; the flow takes the result as it is
+    params = _run(validate_params, run_dir=str(run), out_dir=str(out), seconds=seconds, genre=genre,
+                  midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
+                  resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
+                  temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
     _precheck(check_run, run)  # weights are loaded once, by the flow
     _quiet_prefect()
     from flows.generate import generate_flow
 
-    jobs = _run(generate_flow, str(run), str(out), seconds=seconds, genre=genre,
-                midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
-                resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
-                temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
+    jobs = _run(generate_flow, params=params)
     for job in jobs or []:
         typer.echo(f"job: {job} (audio.wav, tier_<rate>.wav, spectrogram.png, meta.json)")
 

@@ -49,6 +49,34 @@ def test_flow_rejects_bad_parameters(prefect_harness, run, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_flow_takes_validated_params_without_checking_them_again(prefect_harness, run, tmp_path, monkeypatch):
+    from flows import generate as fg
+    from pipeline.plan import validate_params
+
+    p = validate_params(run_dir=str(run), out_dir=str(tmp_path), seconds=0.05, seed=2)
+    monkeypatch.setattr(fg, "validate_params", lambda **kw: pytest.fail("validated twice"))
+    (job,) = fg.generate_flow(params=p)
+    assert Path(job, "audio.wav").is_file()
+    with pytest.raises(ParameterError, match="not both"):
+        fg.generate_flow(str(run), params=p)
+
+
+def test_cli_validates_once_and_hands_the_params_to_the_flow(run, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import flows.generate
+    import pipeline.plan
+    from flows.cli import app
+
+    calls, seen = [], {}
+    real = pipeline.plan.validate_params
+    monkeypatch.setattr(pipeline.plan, "validate_params", lambda **kw: calls.append(kw) or real(**kw))
+    monkeypatch.setattr(flows.generate, "generate_flow", lambda **kw: seen.update(kw) or [])
+    result = CliRunner().invoke(app, ["generate", "--run", str(run), "--out", str(tmp_path), "--top-p", "0.9"])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and set(seen) == {"params"} and seen["params"].top_p == 0.9
+
+
 def test_flow_draws_a_seed_when_none(prefect_harness, run, tmp_path):
     import json
 
