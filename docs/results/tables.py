@@ -63,8 +63,8 @@ def quality_table() -> str:
 
 def _value(v) -> str:
     if isinstance(v, dict):
-        keep = {k: x for k, x in v.items() if not isinstance(x, (list, dict)) or k in ("seconds",)}
-        return ", ".join(f"{k} {_value(x)}" for k, x in keep.items() if k not in ("track", "roll_source", "source"))
+        skip = ("track", "roll_source", "source", "decided_by", "high_band_hz")
+        return ", ".join(f"{k} {_value(x)}" for k, x in v.items() if k not in skip and not isinstance(x, dict))
     if isinstance(v, list):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, float):
@@ -77,8 +77,8 @@ SECTIONS = {"evaluation": evaluation_table, "quality": quality_table}
 
 def render(text: str) -> str:
     for name, fn in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
-        text = pattern.sub(lambda m, fn=fn: m.group(1) + fn() + m.group(2), text)
+        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)", re.S)
+        text = pattern.sub(lambda m, fn=fn: m.group(1) + fn() + "\n" + m.group(2), text)
     return text
 
 
