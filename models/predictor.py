@@ -180,13 +180,16 @@ class LinearPath(nn.Module):
             return rot
         return torch.where(fallback[None, :, None], self.rotations(self.fallback_weight)[:, None], rot)
 
+    @staticmethod
+    def ring_lags(n: int) -> torch.Tensor:
+        """(n, n) int64: with the newest input in ring slot r, slot s holds lag ((r - s) mod n) + 1;
+        entry [r, s] is that lag minus one (the index of its tap)."""
+        return (torch.arange(n)[:, None] - torch.arange(n)[None, :]) % n
+
     def rotations(self, weight: torch.Tensor) -> torch.Tensor:
         """(n, n) ring weights for taps ``weight`` (lag 1 first): row r is used when the newest
-        input sits in slot r; slot s then holds lag ((r - s) mod n) + 1."""
-        n = weight.numel()
-        r = torch.arange(n)[:, None]
-        s = torch.arange(n)[None, :]
-        return weight.detach()[(r - s) % n]
+        input sits in slot r (``ring_lags``)."""
+        return weight.detach()[self.ring_lags(weight.numel())]
 
     # ------------------------------------------------------------------ adaptive scale
     def adapt_scale(self, r_abs: torch.Tensor) -> torch.Tensor:

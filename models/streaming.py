@@ -120,8 +120,7 @@ class StageStream:
         self.score = st.score
         self.score_buf = self.score_on = None  # (chunk, B, P), (chunk, B)
         if self.score is not None:
-            p_ = self.lin.order
-            self.score_idx = (torch.arange(p_)[:, None] - torch.arange(p_)[None, :]) % p_  # (P, P)
+            self.score_idx = self.lin.ring_lags(self.lin.order)  # (P, P) tap index of each ring slot, as lin_rot
 
     def _setup_conditioning(self, lay: dict, below, roll, drop_below, drop_roll, chunk) -> None:
         """Conditioning stack, computed in chunks of ``chunk`` stage samples (a multiple of its ``up``)."""
