@@ -76,7 +76,7 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
     prev = torch.full((rows,), stage.start_code, dtype=dtype)  # (rows,)
     p_len = 0 if prompt is None else prompt.shape[1]
     steps = n
-    prior = _TierPrior(stage, cond.below, n, tier_prior) if tier_prior > 0 and not float_head else None
+    prior = _tier_prior(stage, cond.below, n, tier_prior) if not float_head else None
     chunk_kw = {} if chunk is None else {"chunk": chunk}
     with torch.inference_mode(), stage.streaming(rows, cond, **chunk_kw) as s:
         for t in range(n):
@@ -103,13 +103,15 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
     return Sampled(x, [int(v) for v in state.lengths], twin)
 
 
+def _tier_prior(stage, below: torch.Tensor | None, n: int, sigma: float) -> _TierPrior | None:
+    """The stage's tier prior, or None: off (sigma 0), or no tier below to hold to (stage 0)."""
+    if sigma <= 0 or below is None or below.shape[-1] == 0 or getattr(stage, "factor", 1) <= 1:
+        return None
+    return _TierPrior(stage, below, n, sigma)
+
+
 class _TierPrior:
     """The tier prior of the module docstring: a Gaussian around the tier below, per step."""
-
-    def __new__(cls, stage, below: torch.Tensor | None, n: int, sigma: float):
-        if below is None or below.shape[-1] == 0 or getattr(stage, "factor", 1) <= 1:
-            return None  # stage 0 (or a stage without the tier below): nothing to hold to
-        return super().__new__(cls)
 
     def __init__(self, stage, below: torch.Tensor, n: int, sigma: float):
         from models.mulaw import decode_values
