@@ -217,19 +217,20 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
         new, free = cfg.generate.max_seconds, True
     else:
         new = cfg.generate.seconds
-    n0 = p0 + unit0 * max(1, math.ceil(round(new * r0) / unit0))  # whole roll frames
+    n0 = p0 + whole_frames(new, r0, unit0)
     source = "midi" if roll is not None else None
     if roll is not None:  # MIDI time 0 = start of the continuation (after any prompt)
         roll = _fit_roll(roll, p0 // unit0, n0 // unit0)
     elif tiers is not None and p.prompt_hold_seconds > 0 and cfg.stages[0].use_roll:
         roll, source = _prompt_roll(cfg, rates, tiers, p0 // unit0, n0 // unit0, p.prompt_hold_seconds), "prompt"
     elif tiers is None and p.genre is not None and p.score_model and cfg.stages[0].use_roll:
-        cap = n0 if p.seconds is not None else unit0 * math.ceil(round(cfg.generate.max_seconds * r0) / unit0)
+        cap = n0 if p.seconds is not None else whole_frames(cfg.generate.max_seconds, r0, unit0)
         roll = _chain_roll(run, p, cap // unit0)
         source = None if roll is None else "score_model"
-        if roll is not None and p.seconds is None:  # the piece ends with its score, as with --midi
-            n0 = min(cap, unit0 * (roll.shape[2] + math.ceil(RELEASE_SECONDS * fps)))
-            roll, free = _fit_roll(roll, 0, n0 // unit0), False  # the release: no notes (zeros)
+        if roll is not None:
+            if p.seconds is None:  # the piece ends with its score (+ a release without notes), as with --midi
+                n0, free = min(cap, unit0 * (roll.shape[2] + math.ceil(RELEASE_SECONDS * fps))), False
+            roll = _fit_roll(roll, 0, n0 // unit0)
     return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source)
 
 
@@ -251,7 +252,7 @@ def _resynth_plan(run: LoadedRun, p: GenerateParams, genre_id: int, roll, midi_s
     tiers = load_prompt_tiers(p.resynth, run.cfg, rates)  # whole roll frames at every rate
     n0 = tiers[rates[0]].shape[0]
     if p.seconds is not None:
-        n0 = min(n0, unit0 * max(1, math.ceil(round(p.seconds * rates[0]) / unit0)))
+        n0 = min(n0, whole_frames(p.seconds, rates[0], unit0))
     tiers = {r: codes[: n0 * r // rates[0]] for r, codes in tiers.items()}
     roll = None if roll is None else _fit_roll(roll, 0, n0 // unit0)
     return Plan(n0, False, genre_id, roll, None, 0.0, midi_seconds, resynth_tiers=tiers)
@@ -262,10 +263,12 @@ def _chain_roll(run: LoadedRun, p: GenerateParams, frames: int) -> np.ndarray | 
     from pipeline.score_model import read_score_model, sample_roll
 
     model = read_score_model(run.path)
-    roll = None if model is None else sample_roll(model, p.genre, frames, p.seed)
-    if roll is None or p.seconds is None:
-        return roll  # the score's own length (the plan adds a release)
-    return _fit_roll(roll, 0, frames)
+    return None if model is None else sample_roll(model, p.genre, frames, p.seed)
+
+
+def whole_frames(seconds: float, rate: int, unit: int) -> int:
+    """``seconds`` at ``rate`` in samples, rounded up to whole roll frames of ``unit`` samples (>= 1 frame)."""
+    return unit * max(1, math.ceil(round(seconds * rate) / unit))
 
 
 def _fit_roll(roll: np.ndarray, offset: int, frames: int) -> np.ndarray:
