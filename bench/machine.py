@@ -25,3 +25,26 @@ def machine_info() -> dict:
     return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
             "torch": torch.__version__, "python": platform.python_version(),
             "cuda": torch.cuda.is_available(), "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+def run_info(argv: list[str] | None = None) -> dict:
+    """How the JSON was made: the command line (as ``make bench`` runs it) and the commit."""
+    import subprocess
+    import sys
+
+    argv = list(sys.argv if argv is None else argv)
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    script = os.path.relpath(os.path.abspath(argv[0]), root) if argv else "?"
+    return {"command": " ".join(["python", script, *argv[1:]]), "argv": argv[1:], "commit": commit}
+
+
+def median(values) -> float:
+    """The median of a non-empty sequence of numbers."""
+    import statistics
+
+    return float(statistics.median(values))

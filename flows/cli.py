@@ -22,9 +22,13 @@ app = typer.Typer(
 
 
 def _quiet_prefect() -> None:
-    """Settings for running flows locally without a server: no telemetry, no network."""
+    """Before a flow is imported: no telemetry, no network; the Strata server when it is up
+    (else Prefect's ephemeral API and one hint line), see ``flows/server.py``."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.server import connect
+
+    connect()
 
 
 def _fail(message: str) -> None:
@@ -256,6 +260,42 @@ def serve(
     typer.echo(f"serving deployments for {run}; jobs go to {out}; Ctrl-C stops")
     _run(serve_deployments, str(run), str(out), cron=cron, interval=interval, genre=genre,
          seconds=seconds, limit=limit)
+
+
+server_app = typer.Typer(no_args_is_help=True,
+                         help="One local Prefect server on SQLite that every command uses (start|stop|status).")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(
+    port: Optional[int] = typer.Option(None, "--port", help="local port (default: STRATA_SERVER_PORT or 4210)"),
+) -> None:
+    """Start the server in the background (its state: $STRATA_HOME/server, default ~/.cache/strata/server)."""
+    from flows import server
+
+    typer.echo("starting the Prefect server (about 20 s) ...", err=True)
+    info, started = _run(server.start, port=port)
+    typer.echo(f"{'started' if started else 'already running'}: {info.url} (pid {info.pid}; UI {info.ui})")
+    typer.echo(f"every strata command now uses it; log: {server.state_dir() / 'server.log'}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the server (its whole process group)."""
+    from flows import server
+
+    info = _run(server.stop)
+    typer.echo(f"stopped: {info.url} (pid {info.pid})" if info else "not running")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Print the server's URL and pid, or "not running"."""
+    from flows import server
+
+    info = server.running()
+    typer.echo(f"running: {info.url} (pid {info.pid}; UI {info.ui})" if info else "not running")
 
 
 def main() -> None:

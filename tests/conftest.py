@@ -12,6 +12,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", os.path.join(_PREFECT_HOME, "storage"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# a Strata server the developer runs (`strata server start`) is not the tests': flows use the harness
+os.environ.setdefault("STRATA_HOME", os.path.join(_PREFECT_HOME, "strata"))
 # tiny models on a shared 2-core machine: one torch thread avoids OpenMP threads waiting for each
 # other (measured: 0.6 s vs up to 70 s for the same 30 steps under load)
 os.environ.setdefault("STRATA_TORCH_THREADS", "1")

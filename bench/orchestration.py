@@ -1,0 +1,230 @@
+"""Start-up and orchestration overhead of the ``strata`` commands: with the Strata server up
+(``strata server start``) against Prefect's ephemeral API (goals: <= 3 s of fixed overhead per
+command with the server up; orchestration < 3 % of a core while ``strata train`` runs).
+
+    python bench/orchestration.py --raw demo/raw --data demo/data [--repeats 3] [--train-minutes 1.5]
+                                  [--json FILE]
+
+Every command runs as a user runs it, ``python -m flows.cli ...`` in a new process, with a
+private Strata state folder and Prefect home in a temporary folder (the user's own server and
+database are not touched).  Rows, each the median of ``--repeats`` runs after one untimed run:
+
+- ``status``: ``strata server status`` (Python and the command line, no Prefect): the floor;
+- ``preprocess 1 file cached``: a rerun of ``strata preprocess`` on one file of ``--raw`` whose
+  result is cached: a command's fixed overhead (imports, API, one flow run, one task);
+- ``preprocess corpus cached``: the same on the whole corpus (one cached task per file).
+
+Training: ``strata train --max-minutes M`` on ``--data`` in each mode; while both training lanes
+(``python -m pipeline.train``) run, the CPU time of the flow process itself (the command) and of
+the Prefect API (the Strata server's process group, or the ephemeral server the command
+starts) is sampled from /proc through psutil, as % of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from machine import machine_info, median, run_info  # noqa: E402  (bench/machine.py)
+
+STRATA = [sys.executable, "-m", "flows.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def base_env(tmp: Path, mode: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_PROFILE")}
+    env.update({
+        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(tmp / f"prefect-{mode}"),  # the client's home: result cache, ephemeral database
+        "STRATA_HOME": str(tmp / ("strata" if mode == "server" else "strata-none")),
+    })
+    return env
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return wall
+
+
+def one_file_corpus(raw: Path, dest: Path) -> Path:
+    """The first audio file of ``raw`` (and its MIDI) in a corpus of its own."""
+    from pipeline.inputs import discover
+
+    inputs, _ = discover(raw)
+    audio, genre, midi = inputs[0]
+    (dest / genre).mkdir(parents=True, exist_ok=True)
+    shutil.copy(audio, dest / genre / Path(audio).name)
+    if midi:
+        shutil.copy(midi, dest / genre / Path(midi).name)
+    return dest
+
+
+def command_rows(mode: str, env: dict[str, str], corpora: dict[str, Path], tmp: Path, repeats: int) -> list[dict]:
+    rows = []
+    cases = [("status", STRATA + ["server", "status"])]
+    for name, raw in corpora.items():
+        cases.append((f"preprocess {name} cached",
+                      STRATA + ["preprocess", "--raw", str(raw), "--out", str(tmp / f"data-{mode}-{name}")]))
+    for name, cmd in cases:
+        timed(cmd, env)  # untimed: computes the files (the cache), creates the ephemeral database
+        walls = [timed(cmd, env) for _ in range(repeats)]
+        rows.append({"mode": mode, "command": name, "median_seconds": round(median(walls), 3),
+                     "seconds": [round(w, 3) for w in walls]})
+        print(f"{mode:<10} {name:<28} {median(walls):7.2f} s  {[round(w, 2) for w in walls]}", flush=True)
+    return rows
+
+
+def _cpu(p) -> float:
+    t = p.cpu_times()
+    return t.user + t.system  # this process only, not its children
+
+
+def training_overhead(mode: str, env: dict[str, str], data: Path, run: Path, minutes: float,
+                      server_pid: int | None) -> dict:
+    """% of one core used by the flow process and the Prefect API while training lanes run."""
+    import psutil
+
+    cmd = STRATA + ["train", "--data", str(data), "--run", str(run), "--max-minutes", str(minutes)]
+    t_start = time.perf_counter()
+    log = open(run.parent / f"train-{mode}.log", "w")
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    flow = psutil.Process(proc.pid)
+    server_root = psutil.Process(server_pid) if server_pid else None
+
+    def groups():
+        """(lanes, api): the lane processes, and the Prefect API's processes."""
+        lanes, api = [], []
+        try:
+            kids = flow.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return [], []
+        for p in kids:
+            try:
+                line = " ".join(p.cmdline())
+            except psutil.Error:
+                continue
+            (lanes if "pipeline.train" in line else api).append(p)
+        if server_root is not None:
+            api = [server_root, *server_root.children(recursive=True)]
+        return lanes, api
+
+    def snapshot(procs) -> dict[int, float]:
+        out = {}
+        for p in procs:
+            try:
+                out[p.pid] = _cpu(p)
+            except psutil.Error:
+                pass
+        return out
+
+    first: dict | None = None  # CPU seconds per process when the window opens, and the latest
+    last: dict = {}
+    while proc.poll() is None:
+        lanes, api = groups()
+        live = [p for p in lanes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if live:
+            now = {"t": time.perf_counter(), "flow": snapshot([flow]), "api": snapshot(api)}
+            lane_cpu = {**last.get("lanes", {}), **snapshot(live)}  # a lane that ended keeps its last reading
+            if first is None:
+                if not last:
+                    last = {"since": now["t"]}
+                elif now["t"] - last["since"] >= 3.0:  # past the lanes' start-up
+                    first = {**now, "lanes": lane_cpu}
+                    last = {**now, "lanes": dict(lane_cpu)}
+            else:
+                last = {**now, "lanes": lane_cpu}
+        time.sleep(1.0)
+    proc.wait()
+    log.close()
+    if proc.returncode != 0 or first is None or last["t"] - first["t"] < 5:
+        raise SystemExit(f"strata train ({mode}) failed or its lanes ran too briefly: see {log.name}")
+    span = last["t"] - first["t"]
+
+    def used(key: str) -> float:
+        return sum(v - first[key].get(pid, 0.0) for pid, v in last[key].items())
+
+    flow_s, api_s, lanes_s = used("flow"), used("api"), used("lanes")
+    row = {"mode": mode, "max_minutes": minutes, "wall_seconds": round(time.perf_counter() - t_start, 1),
+           "window_seconds": round(span, 1),
+           "flow_process_core_percent": round(100 * flow_s / span, 2),
+           "api_core_percent": round(100 * api_s / span, 2),
+           "orchestration_core_percent": round(100 * (flow_s + api_s) / span, 2),
+           "lanes_core_percent": round(100 * lanes_s / span, 1)}
+    print(f"{mode:<10} train: orchestration {row['orchestration_core_percent']:.2f}% of a core (flow process "
+          f"{row['flow_process_core_percent']:.2f}%, API {row['api_core_percent']:.2f}%) over {span:.0f} s; "
+          f"lanes {row['lanes_core_percent']:.0f}%", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--raw", type=Path, required=True, help="raw corpus (e.g. demo/raw)")
+    ap.add_argument("--data", type=Path, help="dataset folder to train on (e.g. demo/data); none: no training rows")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--train-minutes", type=float, default=1.5)
+    ap.add_argument("--modes", default="server,ephemeral")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    from flows import server
+
+    tmp = Path(tempfile.mkdtemp(prefix="strata-bench-orch-"))
+    corpora = {"1 file": one_file_corpus(a.raw, tmp / "raw1"), "corpus": a.raw.resolve()}
+    modes = a.modes.split(",")
+    rows, training, start_s = [], [], None
+    try:
+        for mode in modes:
+            env = base_env(tmp, mode)
+            server_pid = None
+            if mode == "server":
+                t0 = time.perf_counter()
+                info, _ = server.start(port=free_port(), state=Path(env["STRATA_HOME"]) / "server")
+                start_s = round(time.perf_counter() - t0, 2)
+                server_pid = info.pid
+                print(f"server started in {start_s:.1f} s: {info.url}", flush=True)
+            rows += command_rows(mode, env, corpora, tmp, a.repeats)
+            if a.data:
+                training.append(training_overhead(mode, env, a.data.resolve(), tmp / f"run-{mode}",
+                                                  a.train_minutes, server_pid))
+            if mode == "server":
+                server.stop(Path(env["STRATA_HOME"]) / "server")
+    finally:
+        server.stop(tmp / "strata" / "server")
+    med = {(r["mode"], r["command"]): r["median_seconds"] for r in rows}
+    summary = {f"fixed_overhead_seconds_{m}": med.get((m, "preprocess 1 file cached")) for m in modes}
+    summary.update({f"preprocess_corpus_cached_seconds_{m}": med.get((m, "preprocess corpus cached")) for m in modes})
+    summary.update({f"orchestration_core_percent_{t['mode']}": t["orchestration_core_percent"] for t in training})
+    result = {"machine": machine_info(), **run_info(argv and [sys.argv[0], *argv]), "repeats": a.repeats,
+              "corpus": str(a.raw), "dataset": str(a.data) if a.data else None,
+              "server_start_seconds": start_s, "results": rows, "training": training, "summary": summary}
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(summary)
+    if a.json:
+        from pipeline.io import atomic_write_json
+
+        atomic_write_json(a.json, result)
+        print(f"wrote {a.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
