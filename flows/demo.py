@@ -3,6 +3,11 @@
 demo-data -> preprocess -> train (configs/tiny.yaml, bounded wall time) -> evaluate ->
 generate one piece per genre and one from a MIDI file of the test split.  Prints where the
 audio and pictures are, and writes ``<out>/demo_summary.json`` with the wall time of each step.
+
+The flows run against the Strata server (``strata server start``, ``flows/server.py``): the demo
+starts it when it is not running and leaves it running, so the run's flow runs stay browsable in
+the Prefect UI and later ``strata`` commands skip Prefect's ~20 s start-up; ``strata server stop``
+ends it.  ``--no-server`` (or a ``PREFECT_API_URL`` of your own) keeps the demo off it.
 """
 
 from __future__ import annotations
@@ -48,8 +53,26 @@ def _test_midi(data_dir: Path) -> str | None:
     return None
 
 
+def _use_server() -> str | None:
+    """Start the Strata server unless it runs (or the user has an API of their own); the UI's URL."""
+    from flows import server
+
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    try:
+        print("=== Prefect server ===", flush=True)
+        info, started = server.start()
+    except server.ServerError as e:
+        print(f"note: {e}; the demo uses Prefect's ephemeral API", file=sys.stderr)
+        return None
+    print(f"{'started' if started else 'running'}: {info.ui} (pid {info.pid})", flush=True)
+    server.connect()
+    return info.ui
+
+
 def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
-             config: str | None, seed: int) -> dict:
+             config: str | None, seed: int, use_server: bool = True) -> dict:
+    ui = _use_server() if use_server else None  # before the flows (and Prefect's settings) are imported
     from flows.evaluate import evaluate_flow
     from flows.generate import generate_flow
     from flows.preprocess import preprocess_flow
@@ -76,7 +99,7 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
         outputs["midi"] = timer.run("generate from MIDI", generate_flow, str(run), str(jobs),
                                     midi=midi, seed=seed, seconds=seconds)
     summary = {"out": str(out), "timings_s": timer.steps, "total_s": timer.total,
-               "evaluation": evaluation, "jobs": outputs, "midi_prompt": midi}
+               "evaluation": evaluation, "jobs": outputs, "midi_prompt": midi, "prefect_ui": ui}
     from pipeline.io import atomic_write_json
 
     atomic_write_json(out / "demo_summary.json", summary)
@@ -88,6 +111,8 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     for name, folders in outputs.items():
         for folder in folders or []:
             print(f"{name:12s} {folder}/audio.wav  {folder}/spectrogram.png")
+    if ui:
+        print(f"Prefect UI: {ui} (the server keeps running; `strata server stop` ends it)")
     return summary
 
 
@@ -100,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=4.0, help="seconds per generated piece")
     p.add_argument("--config", default=None, help="config YAML (default: configs/tiny.yaml)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-server", action="store_true",
+                   help="do not start the Strata server: every flow uses Prefect's ephemeral API")
     args = p.parse_args(argv)
     from pipeline.errors import StrataError
 
     try:
-        run_demo(args.out, args.per_genre, args.train_minutes, args.seconds, args.config, args.seed)
+        run_demo(args.out, args.per_genre, args.train_minutes, args.seconds, args.config, args.seed,
+                 use_server=not args.no_server)
     except StrataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
