@@ -1,12 +1,18 @@
 """Preprocessing speed in seconds of audio per wall second (goal: >= 200x real time on 2 cores).
 
-    python bench/preprocess.py [--data RAW | --raw RAW] [--json FILE] [--seconds 120]
+    python bench/preprocess.py [--data RAW | --raw RAW] [--json FILE] [--seconds 120] [--repeats 3]
+                               [--no-flow]
 
 Without a corpus folder, synthesises ``--seconds`` of test audio (44.1 kHz stereo files, half
-with MIDI scores) in a temporary folder.  Rows: the pipeline without Prefect (sequential and
-2 threads), and the Prefect flow (2-thread task runner and sequential), each into a fresh
-output folder so nothing comes from the cache.  The flow rows are timed after one warm-up
-flow, so the ephemeral Prefect server's start (~20 s, once per process) is not counted.
+with MIDI scores) in a temporary folder.  A corpus that is not 44.1 kHz stereo (the demo corpus
+is rendered at 16 kHz mono, which needs no resampling) is also timed as a 44.1 kHz stereo copy
+(each file resampled with soxr and written as two channels), so both cases are reported.
+
+Rows per input: the pipeline without Prefect (sequential and 2 threads), and the Prefect flow
+(2-thread task runner and sequential; not with ``--no-flow``), each the median wall time of
+``--repeats`` runs into a fresh output folder, so nothing comes from the cache.  The flow rows
+are timed after one warm-up flow, so Prefect's start-up is not counted (bench/orchestration.py
+measures it).  ``make bench`` runs ``--data demo/raw --no-flow``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from machine import machine_info  # noqa: E402  (bench/machine.py)
+from machine import machine_info, median, run_info  # noqa: E402  (bench/machine.py)
 
 
 def synth_corpus(raw: Path, seconds: float, per_file: float = 10.0, sr: int = 44100) -> Path:
@@ -99,11 +105,43 @@ def time_flow(raw: Path, out: Path, workers: int) -> float:
     return time.perf_counter() - start
 
 
+def input_format(inputs) -> str:
+    """"16 kHz mono", "44.1 kHz stereo", or "mixed" for a corpus of several formats."""
+    import soundfile as sf
+
+    kinds = set()
+    for a, _, _ in inputs:
+        info = sf.info(str(a))
+        kinds.add(f"{info.samplerate / 1000:g} kHz " + {1: "mono", 2: "stereo"}.get(info.channels,
+                                                                                    f"{info.channels} ch"))
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def stereo_44k_copy(inputs, dest: Path) -> Path:
+    """Every input resampled to 44.1 kHz (soxr, high quality) as 16-bit stereo WAV, MIDI beside it."""
+    import shutil
+
+    import soundfile as sf
+    import soxr
+
+    for audio, genre, midi in inputs:
+        x, sr = sf.read(str(audio), dtype="float32", always_2d=True)  # (n, channels)
+        mono = x.mean(axis=1)
+        y = soxr.resample(mono, sr, 44100, quality="HQ") if sr != 44100 else mono
+        stereo = np.stack([y, 0.8 * y], axis=1)  # (n, 2)
+        (dest / genre).mkdir(parents=True, exist_ok=True)
+        sf.write(str(dest / genre / (Path(audio).stem + ".wav")), stereo, 44100, subtype="PCM_16")
+        if midi:
+            shutil.copy(midi, dest / genre / (Path(audio).stem + ".mid"))
+    return dest
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", "--raw", dest="raw", help="raw corpus folder (RAW/<genre>/<file>)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--seconds", type=float, default=120.0, help="audio to synthesise without --data")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per row; the row is their median")
     ap.add_argument("--no-flow", action="store_true", help="skip the Prefect rows")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="strata-bench-pre-"))
@@ -116,30 +154,50 @@ def main(argv=None) -> dict:
     raw = Path(args.raw) if args.raw else synth_corpus(tmp / "raw", args.seconds)
     cfg = load_config(None)
     inputs, _ = discover(raw)
-    seconds = audio_seconds(inputs)
+    corpora = [(input_format(inputs), raw, inputs)]
+    if corpora[0][0] != "44.1 kHz stereo":
+        copy = stereo_44k_copy(inputs, tmp / "raw-44k-stereo")
+        corpora.append(("44.1 kHz stereo", copy, discover(copy)[0]))
     rows = []
 
-    def row(name, workers, wall):
-        rows.append({"name": name, "workers": workers, "files": len(inputs), "audio_seconds": round(seconds, 2),
-                     "wall_seconds": round(wall, 3), "realtime_factor": round(seconds / wall, 1)})
+    def row(name, fmt, items, workers, walls):
+        seconds = audio_seconds(items)
+        wall = median(walls)
+        rows.append({"name": name, "input": fmt, "workers": workers, "files": len(items),
+                     "audio_seconds": round(seconds, 2), "wall_seconds": round(wall, 3),
+                     "walls": [round(w, 3) for w in walls], "realtime_factor": round(seconds / wall, 1)})
 
     time_pipeline(inputs[:1], tmp / "warm", cfg.data, 1)  # imports, soxr plans
-    for workers in (1, 2):
-        row("pipeline", workers, time_pipeline(inputs, tmp / f"pipe{workers}", cfg.data, workers))
-    if not args.no_flow:
-        time_flow(raw, tmp / "flow-warm", 2)  # starts the ephemeral server; not counted
-        for workers in (2, 1):
-            row("flow", workers, time_flow(raw, tmp / f"flow{workers}", workers))
-    result = {"machine": machine_info(), "corpus": str(raw), "results": rows}
-    print(f"\n{'name':<10}{'workers':>8}{'files':>7}{'audio s':>10}{'wall s':>9}{'x realtime':>12}")
+    n = 0
+    for fmt, folder, items in corpora:
+        for workers in (1, 2):
+            walls = []
+            for _ in range(args.repeats):
+                n += 1
+                walls.append(time_pipeline(items, tmp / f"pipe{n}", cfg.data, workers))
+            row("pipeline", fmt, items, workers, walls)
+        if not args.no_flow:
+            time_flow(folder, tmp / f"flow-warm{n}", 2)  # starts Prefect's API when needed; not counted
+            for workers in (2, 1):
+                walls = []
+                for _ in range(args.repeats):
+                    n += 1
+                    walls.append(time_flow(folder, tmp / f"flow{n}", workers))
+                row("flow", fmt, items, workers, walls)
+    result = {"machine": machine_info(), **run_info(argv and [sys.argv[0], *argv]), "repeats": args.repeats,
+              "corpus": str(raw), "results": rows}
+    print(f"\n{'name':<10}{'input':>17}{'workers':>8}{'files':>7}{'audio s':>10}{'wall s':>9}{'x realtime':>12}")
     for r in rows:
-        print(f"{r['name']:<10}{r['workers']:>8}{r['files']:>7}{r['audio_seconds']:>10.1f}"
+        print(f"{r['name']:<10}{r['input']:>17}{r['workers']:>8}{r['files']:>7}{r['audio_seconds']:>10.1f}"
               f"{r['wall_seconds']:>9.2f}{r['realtime_factor']:>12.1f}")
     if args.json:
         from pipeline.io import atomic_write_json
 
         atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 

@@ -5,12 +5,19 @@ Runs ``pipeline.train.train_stage`` for a few dozen steps per stage on a synthet
 ``--data``), with validation and checkpoints pushed to the end (outside the timed loop).
 
     .venv/bin/python bench/training.py [--json FILE] [--config tiny] [--data DIR] [--steps 30]
+                                       [--threads N] [--repeats 3]
+
+``--threads N`` sets ``STRATA_TORCH_THREADS`` (torch threads of the trainer; default: all cores).
+Each stage's row is the median over ``--repeats`` runs.  ``make bench`` runs
+``--data demo/data --steps 10 --threads 1``: one thread per stage, as the tiny preset trains
+stages side by side on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -18,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from machine import machine_info  # noqa: E402  (bench/machine.py)
+from machine import machine_info, median, run_info  # noqa: E402  (bench/machine.py)
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
 
@@ -63,14 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, help="dataset folder (default: a synthetic one)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--stages", default="all")
+    ap.add_argument("--threads", type=int, help="torch threads (STRATA_TORCH_THREADS; default: all cores)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per stage; the row is their median")
     a = ap.parse_args(argv)
+    if a.threads:
+        os.environ["STRATA_TORCH_THREADS"] = str(a.threads)
     cfg = bench_config(load_config(a.config), a.steps)
     stages = list(range(len(cfg.stages))) if a.stages == "all" else [int(x) for x in a.stages.split(",")]
     with tempfile.TemporaryDirectory(prefix="strata-bench-data-") as tmp:
         data = a.data or synthetic_dataset(Path(tmp) / "data", cfg)
-        rows = run(data, cfg, a.steps, stages)
+        runs = [run(data, cfg, a.steps, stages) for _ in range(a.repeats)]
+    rows = []
+    for i, first in enumerate(runs[0]):
+        same = [r[i] for r in runs]
+        rows.append({**first, **{key: round(median([r[key] for r in same]), 4 if key == "data_wait_share" else 2)
+                                 for key in ("samples_per_second", "data_wait_share", "wall_seconds")},
+                     "samples_per_second_runs": [r["samples_per_second"] for r in same]})
     out = {
-        "machine": machine_info(),
+        "machine": machine_info(), **run_info(argv and [sys.argv[0], *argv]), "repeats": a.repeats,
         "config": a.config, "steps": a.steps, "dataset": str(a.data) if a.data else "synthetic",
         "results": rows,
     }
