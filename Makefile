@@ -1,5 +1,6 @@
 # Strata: two commands on a fresh Linux machine.
-#   make demo   installs everything, then runs the whole pipeline on the demo corpus
+#   make demo   installs everything, then runs the whole pipeline on the demo corpus (it starts
+#               the Strata server, `strata server start`, and leaves it running: `strata server stop`)
 #   make test   installs everything, then runs ruff and the test suite
 #   make lint   ruff (configured in pyproject.toml) over the code
 PY      ?= python3
@@ -36,11 +37,19 @@ test: install lint
 lint: $(BIN)/strata
 	$(BIN)/ruff check .
 
-bench: install
-	$(BIN)/python bench/preprocess.py --json bench/results/preprocess.json
+# Every committed bench/results/*.json and README benchmark number, with the exact flags that made
+# it (each JSON records its command and commit); on the demo corpus, rendered and preprocessed once
+# as `make demo` does.  bench/orchestration.py starts and stops a private Prefect server of its own.
+bench: install $(DEMO)/data/manifest.json
+	$(BIN)/python bench/preprocess.py --data $(DEMO)/raw --no-flow --json bench/results/preprocess.json
+	$(BIN)/python bench/orchestration.py --raw $(DEMO)/raw --data $(DEMO)/data --repeats 5 --train-minutes 1.5 --json bench/results/orchestration.json
 	$(BIN)/python bench/generation.py --json bench/results/generation.json
-	$(BIN)/python bench/training.py --json bench/results/training.json
-	$(BIN)/python bench/evaluation.py --json bench/results/evaluation.json
+	$(BIN)/python bench/training.py --data $(DEMO)/data --steps 10 --threads 1 --json bench/results/training.json
+	$(BIN)/python bench/evaluation.py --data $(DEMO)/data --workers 2 --repeats 3 --json bench/results/evaluation.json
+
+$(DEMO)/data/manifest.json:
+	$(BIN)/strata demo-data --out $(DEMO)/raw
+	$(BIN)/strata preprocess --raw $(DEMO)/raw --out $(DEMO)/data
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

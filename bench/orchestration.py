@@ -2,7 +2,7 @@
 (``strata server start``) against Prefect's ephemeral API (goals: <= 3 s of fixed overhead per
 command with the server up; orchestration < 3 % of a core while ``strata train`` runs).
 
-    python bench/orchestration.py --raw demo/raw --data demo/data [--repeats 3] [--train-minutes 1.5]
+    python bench/orchestration.py --raw demo/raw --data demo/data [--repeats 5] [--train-minutes 1.5]
                                   [--json FILE]
 
 Every command runs as a user runs it, ``python -m flows.cli ...`` in a new process, with a
@@ -14,16 +14,25 @@ database are not touched).  Rows, each the median of ``--repeats`` runs after on
   result is cached: a command's fixed overhead (imports, API, one flow run, one task);
 - ``preprocess corpus cached``: the same on the whole corpus (one cached task per file).
 
-Training: ``strata train --max-minutes M`` on ``--data`` in each mode; while both training lanes
+Each row has the wall time and the CPU time (user + system of the command and its children,
+such as the ephemeral API, and the Strata server's over the same time): on a machine shared
+with other jobs the wall time grows with the load, the CPU time much less; on an idle 2-core
+machine the two are close.
+
+Training: ``strata train --max-minutes M`` on ``--data`` in each mode; while its training lanes
 (``python -m pipeline.train``) run, the CPU time of the flow process itself (the command) and of
 the Prefect API (the Strata server's process group, or the ephemeral server the command
-starts) is sampled from /proc through psutil, as % of one core.
+starts) is sampled from /proc through psutil, as % of one core; and the same over the whole
+command, from its start to its exit (Python and imports, the ephemeral API's start-up, the flow's
+artifacts and loss plot), as % of one core over the command's wall time.  The untimed runs of the
+commands come first; the timed repeats then go round robin over the commands.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -57,13 +66,17 @@ def base_env(tmp: Path, mode: str) -> dict[str, str]:
     return env
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
+def timed(cmd: list[str], env: dict[str, str], server=None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of a command, its own children (an ephemeral API) and the
+    Strata server (a psutil process, if given) over the same time included."""
+    s0 = _cpu(server) if server else 0.0
+    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return wall
+    s1 = _cpu(server) if server else 0.0
+    return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime) + (s1 - s0)
 
 
 def one_file_corpus(raw: Path, dest: Path) -> Path:
@@ -79,18 +92,31 @@ def one_file_corpus(raw: Path, dest: Path) -> Path:
     return dest
 
 
-def command_rows(mode: str, env: dict[str, str], corpora: dict[str, Path], tmp: Path, repeats: int) -> list[dict]:
+def command_rows(mode: str, env: dict[str, str], corpora: dict[str, Path], tmp: Path, repeats: int,
+                 server_pid: int | None) -> list[dict]:
+    import psutil
+
+    server = psutil.Process(server_pid) if server_pid else None
     rows = []
     cases = [("status", STRATA + ["server", "status"])]
     for name, raw in corpora.items():
         cases.append((f"preprocess {name} cached",
                       STRATA + ["preprocess", "--raw", str(raw), "--out", str(tmp / f"data-{mode}-{name}")]))
-    for name, cmd in cases:
+    for _, cmd in cases:
         timed(cmd, env)  # untimed: computes the files (the cache), creates the ephemeral database
-        walls = [timed(cmd, env) for _ in range(repeats)]
-        rows.append({"mode": mode, "command": name, "median_seconds": round(median(walls), 3),
-                     "seconds": [round(w, 3) for w in walls]})
-        print(f"{mode:<10} {name:<28} {median(walls):7.2f} s  {[round(w, 2) for w in walls]}", flush=True)
+    walls: dict[str, list[float]] = {name: [] for name, _ in cases}
+    cpus: dict[str, list[float]] = {name: [] for name, _ in cases}
+    for _ in range(repeats):  # round robin: the machine's load drifts over all cases alike
+        for name, cmd in cases:
+            wall, cpu = timed(cmd, env, server)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    for name, w in walls.items():
+        rows.append({"mode": mode, "command": name, "median_seconds": round(median(w), 3),
+                     "median_cpu_seconds": round(median(cpus[name]), 3),
+                     "seconds": [round(x, 3) for x in w], "cpu_seconds": [round(x, 3) for x in cpus[name]]})
+        print(f"{mode:<10} {name:<28} {median(w):7.2f} s  (CPU {median(cpus[name]):.2f} s)  "
+              f"{[round(x, 2) for x in w]}", flush=True)
     return rows
 
 
@@ -111,6 +137,8 @@ def training_overhead(mode: str, env: dict[str, str], data: Path, run: Path, min
     flow = psutil.Process(proc.pid)
     server_root = psutil.Process(server_pid) if server_pid else None
 
+    lane_pids: set[int] = set()  # a lane stays a lane when it exits (a zombie has no command line)
+
     def groups():
         """(lanes, api): the lane processes, and the Prefect API's processes."""
         lanes, api = [], []
@@ -123,7 +151,11 @@ def training_overhead(mode: str, env: dict[str, str], data: Path, run: Path, min
                 line = " ".join(p.cmdline())
             except psutil.Error:
                 continue
-            (lanes if "pipeline.train" in line else api).append(p)
+            if p.pid in lane_pids or "pipeline.train" in line:
+                lane_pids.add(p.pid)
+                lanes.append(p)
+            elif line and "flows.cli" not in line:  # not a zombie, not a lane between fork and exec
+                api.append(p)
         if server_root is not None:
             api = [server_root, *server_root.children(recursive=True)]
         return lanes, api
@@ -139,8 +171,12 @@ def training_overhead(mode: str, env: dict[str, str], data: Path, run: Path, min
 
     first: dict | None = None  # CPU seconds per process when the window opens, and the latest
     last: dict = {}
+    api_at_launch = snapshot(groups()[1])  # the Strata server's CPU so far (nothing in ephemeral mode)
+    whole: dict[str, dict[int, float]] = {"flow": {}, "api": {}}  # latest readings over the whole command
     while proc.poll() is None:
         lanes, api = groups()
+        whole["flow"].update(snapshot([flow]))
+        whole["api"].update(snapshot(api))
         live = [p for p in lanes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         if live:
             now = {"t": time.perf_counter(), "flow": snapshot([flow]), "api": snapshot(api)}
@@ -153,8 +189,9 @@ def training_overhead(mode: str, env: dict[str, str], data: Path, run: Path, min
                     last = {**now, "lanes": dict(lane_cpu)}
             else:
                 last = {**now, "lanes": lane_cpu}
-        time.sleep(1.0)
+        time.sleep(0.5)
     proc.wait()
+    wall = time.perf_counter() - t_start
     log.close()
     if proc.returncode != 0 or first is None or last["t"] - first["t"] < 5:
         raise SystemExit(f"strata train ({mode}) failed or its lanes ran too briefly: see {log.name}")
@@ -164,7 +201,10 @@ def training_overhead(mode: str, env: dict[str, str], data: Path, run: Path, min
         return sum(v - first[key].get(pid, 0.0) for pid, v in last[key].items())
 
     flow_s, api_s, lanes_s = used("flow"), used("api"), used("lanes")
-    row = {"mode": mode, "max_minutes": minutes, "wall_seconds": round(time.perf_counter() - t_start, 1),
+    whole_s = sum(whole["flow"].values()) + sum(v - api_at_launch.get(pid, 0.0) for pid, v in whole["api"].items())
+    row = {"mode": mode, "max_minutes": minutes, "wall_seconds": round(wall, 1),
+           "whole_command_orchestration_seconds": round(whole_s, 1),
+           "whole_command_orchestration_core_percent": round(100 * whole_s / wall, 2),
            "window_seconds": round(span, 1),
            "flow_process_core_percent": round(100 * flow_s / span, 2),
            "api_core_percent": round(100 * api_s / span, 2),
@@ -172,7 +212,8 @@ def training_overhead(mode: str, env: dict[str, str], data: Path, run: Path, min
            "lanes_core_percent": round(100 * lanes_s / span, 1)}
     print(f"{mode:<10} train: orchestration {row['orchestration_core_percent']:.2f}% of a core (flow process "
           f"{row['flow_process_core_percent']:.2f}%, API {row['api_core_percent']:.2f}%) over {span:.0f} s; "
-          f"lanes {row['lanes_core_percent']:.0f}%", flush=True)
+          f"lanes {row['lanes_core_percent']:.0f}%; whole command "
+          f"{row['whole_command_orchestration_core_percent']:.1f}% ({whole_s:.0f} CPU-s in {wall:.0f} s)", flush=True)
     return row
 
 
@@ -180,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--raw", type=Path, required=True, help="raw corpus (e.g. demo/raw)")
     ap.add_argument("--data", type=Path, help="dataset folder to train on (e.g. demo/data); none: no training rows")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--train-minutes", type=float, default=1.5)
     ap.add_argument("--modes", default="server,ephemeral")
     ap.add_argument("--json", type=Path)
@@ -201,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
                 start_s = round(time.perf_counter() - t0, 2)
                 server_pid = info.pid
                 print(f"server started in {start_s:.1f} s: {info.url}", flush=True)
-            rows += command_rows(mode, env, corpora, tmp, a.repeats)
+            rows += command_rows(mode, env, corpora, tmp, a.repeats, server_pid)
             if a.data:
                 training.append(training_overhead(mode, env, a.data.resolve(), tmp / f"run-{mode}",
                                                   a.train_minutes, server_pid))
@@ -213,6 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {f"fixed_overhead_seconds_{m}": med.get((m, "preprocess 1 file cached")) for m in modes}
     summary.update({f"preprocess_corpus_cached_seconds_{m}": med.get((m, "preprocess corpus cached")) for m in modes})
     summary.update({f"orchestration_core_percent_{t['mode']}": t["orchestration_core_percent"] for t in training})
+    summary.update({f"whole_command_orchestration_core_percent_{t['mode']}":
+                    t["whole_command_orchestration_core_percent"] for t in training})
     result = {"machine": machine_info(), **run_info(argv and [sys.argv[0], *argv]), "repeats": a.repeats,
               "corpus": str(a.raw), "dataset": str(a.data) if a.data else None,
               "server_start_seconds": start_s, "results": rows, "training": training, "summary": summary}
