@@ -16,6 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parents[1] / "README.md"
+BENCH = HERE.parents[1] / "bench" / "results"
 
 
 def _f(v, spec: str = ".3f") -> str:
@@ -72,7 +73,89 @@ def _value(v) -> str:
     return str(v)
 
 
-SECTIONS = {"evaluation": evaluation_table, "quality": quality_table}
+def _bench(name: str) -> dict | None:
+    path = BENCH / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _x(v: float) -> str:
+    return f"{v:,.0f}x"
+
+
+def bench_table() -> str:
+    """Preprocessing, start-up and orchestration, training and evaluation speed from bench/results."""
+    rows = ["| benchmark | measure | result | goal |", "| --- | --- | --- | --- |"]
+    used = []
+    pre = _bench("preprocess")
+    if pre:
+        used.append(pre)
+        by = {(r["input"], r["workers"]): r for r in pre["results"] if r["name"] == "pipeline"}
+        for i, fmt in enumerate(dict.fromkeys(r["input"] for r in pre["results"])):
+            two, one = by.get((fmt, 2)), by.get((fmt, 1))
+            what = (f"demo corpus ({two['audio_seconds']:,.0f} s of audio, {two['files']} files) as {fmt} WAV"
+                    if i == 0 else f"the same as {fmt} WAV (resampled to the 16 kHz mono fine tier)")
+            rows.append(f"|{' `bench/preprocess.py`' if i == 0 else ''} | {what}, pipeline, 2 workers / 1 worker "
+                        f"| {_x(two['realtime_factor'])} / {_x(one['realtime_factor'])} real time | >= 200x |")
+    orch = _bench("orchestration")
+    if orch:
+        used.append(orch)
+        m = {(r["mode"], r["command"]): r for r in orch["results"]}
+
+        def both(command: str) -> str:
+            srv, eph = m[("server", command)], m[("ephemeral", command)]
+            return (f"{srv['median_seconds']:.1f} s / {eph['median_seconds']:.1f} s (CPU "
+                    f"{srv['median_cpu_seconds']:.1f} s / {eph['median_cpu_seconds']:.1f} s)")
+
+        rows.append("| `bench/orchestration.py` | fixed overhead per command: `strata preprocess` rerun, 1 file "
+                    f"cached, Strata server up / ephemeral API | {both('preprocess 1 file cached')} "
+                    "| <= 3 s (server up) |")
+        rows.append("| | `strata preprocess` rerun, demo corpus (every file cached), server / ephemeral "
+                    f"| {both('preprocess corpus cached')} | |")
+        rows.append(f"| | floor: `strata server status` (Python and the command line) "
+                    f"| {m[('server', 'status')]['median_seconds']:.2f} s | |")
+        if orch.get("server_start_seconds"):
+            rows.append(f"| | `strata server start` (once) | {orch['server_start_seconds']:.0f} s | |")
+        t = {r["mode"]: r for r in orch.get("training", [])}
+        if "server" in t and "ephemeral" in t:
+            srv, eph = t["server"], t["ephemeral"]
+            rows.append(f"| | flow process + Prefect API while the lanes of `strata train --max-minutes "
+                        f"{srv['max_minutes']:g}` run (2 one-thread lanes), server / ephemeral "
+                        f"| {srv['orchestration_core_percent']:.1f}% / {eph['orchestration_core_percent']:.1f}% "
+                        "of a core | < 3% |")
+            rows.append(f"| | the same over the whole command ({srv['wall_seconds']:.0f} s / {eph['wall_seconds']:.0f} "
+                        "s: imports, API start-up, artifacts) "
+                        f"| {srv['whole_command_orchestration_core_percent']:.1f}% / "
+                        f"{eph['whole_command_orchestration_core_percent']:.1f}% of a core | |")
+    tr = _bench("training")
+    if tr:
+        used.append(tr)
+        r = tr["results"]
+        threads = tr["machine"]["threads"]
+        speeds = " / ".join(format(x["samples_per_second"], ",.0f") for x in r)
+        waits = " / ".join(format(100 * x["data_wait_share"], ".1f") + "%" for x in r)
+        rows.append(f"| `bench/training.py` | {tr['config']} stages {'/'.join(str(x['stage']) for x in r)}, "
+                    f"{threads} thread{'s' if threads > 1 else ''} each, {tr['steps']} steps, samples/s "
+                    f"| {speeds} | |")
+        rows.append(f"| | share of step time waiting for data | {waits} | < 10% |")
+    ev = _bench("evaluation")
+    if ev:
+        used.append(ev)
+        for r in ev["results"]:
+            workers = f"{r['workers']} worker{'s' if r['workers'] > 1 else ''}"
+            rows.append(f"| `bench/evaluation.py` | {ev['config']} preset, demo test split ({r['audio_seconds']:.0f} "
+                        f"s): 3 stages with ablation rows + baselines, {workers} "
+                        f"| {r['times_real_time']:.1f}x real time ({r['wall_seconds']:.0f} s; "
+                        f"{r['cpu_seconds_per_audio_second']:.2f} CPU-s per audio s) | >= 2x |")
+    notes = []
+    for b in used:
+        load = b["machine"].get("load_average", ["?"])[0]
+        reps = f"median of {b['repeats']}" if b.get("repeats") else "one run"
+        cmd = b.get("command") or "(command not recorded)"
+        notes.append(f"`{cmd}` ({reps}, load {load})")
+    return "\n".join(rows) + "\n\n" + "; ".join(notes) + "."
+
+
+SECTIONS = {"evaluation": evaluation_table, "quality": quality_table, "bench": bench_table}
 
 
 def render(text: str) -> str:
