@@ -183,6 +183,8 @@ def generate(
         "chain (default: the run config's generate.score_model)"),
     seed: int = typer.Option(0, "--seed"),
     count: int = typer.Option(1, "--count"),
+    engine: str = typer.Option("fused", "--engine", help="sampling engine: fused (compiled, fast) or reference "
+                               "(plain PyTorch streaming)"),
 ) -> None:
     """Generate audio: coarse stage first, then each finer stage."""
     _need_dir(run, "run folder")
@@ -194,7 +196,7 @@ def generate(
     params = _run(validate_params, run_dir=str(run), out_dir=str(out), seconds=seconds, genre=genre,
                   midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
-                  temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
+                  temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine)
     _precheck(check_run, run)  # weights are loaded once, by the flow
     _quiet_prefect()
     from flows.generate import generate_flow
