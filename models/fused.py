@@ -20,6 +20,7 @@ On CUDA the fused engine is not built; generation there uses the reference engin
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from models.conditioning import Conditioning
 from models.predictor import ADAPT_FLOOR, UNIFORM_MIX
 
 SUB_FLOATS = 1 << 21  # projected conditioning held per block: 8 MB of float32
-BLAS_ROWS = 8  # from this many rows the kernel's matrix products call BLAS
+BLAS_ROWS = 2  # from this many rows the kernel's matrix products call BLAS (measured best at 8 and 64)
 
 
 def unavailable(stage) -> str | None:
@@ -48,6 +49,17 @@ def unavailable(stage) -> str | None:
     if getattr(stage.head, "kind", "") != "categorical":
         return f"it samples categorical heads only (stage {stage.index} has a {stage.head.kind} head)"
     return None
+
+
+def one_blas_thread():
+    """The kernel's BLAS calls (batches from BLAS_ROWS rows) on one thread: the engine runs on one
+    core, and OpenBLAS's own threads spin against it on a busy machine (measured: batch 64 ran
+    3-4x slower with 2 BLAS threads at load 4)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 @dataclass
@@ -73,6 +85,12 @@ def _f32(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().to(torch.float32).cpu().numpy())
 
 
+def _pad_cols(a: np.ndarray, k: int) -> np.ndarray:
+    """(I, O) -> (I, O') with O' the next multiple of k, zeros added."""
+    extra = -a.shape[1] % k
+    return np.ascontiguousarray(np.pad(a, ((0, 0), (0, extra)))) if extra else a
+
+
 def pack(stage) -> dict[str, np.ndarray]:
     """The stage's weights in the kernel's layout (``Stage.stream_layout``, as numpy)."""
     lay = stage.stream_layout()
@@ -80,20 +98,25 @@ def pack(stage) -> dict[str, np.ndarray]:
     n = stage.n_layers
     dil = np.array([d for d, _, _ in lay["layers"]], dtype=np.int64)
     sizes = dil * (stage.kernel_size - 1)
-    wres = np.zeros((n, g, stage.residual_channels), np.float32)
-    bres = np.zeros((n, stage.residual_channels), np.float32)
+    r = stage.residual_channels
+    wsr = np.zeros((n, g, s + r), np.float32)  # [skip | residual] on the gate; no residual after the last layer
+    bres = np.zeros((n, r), np.float32)
+    skip = _f32(lay["w_skip"]).reshape(n, g + 1, s)  # weights, then the bias row
+    wsr[:, :, :s] = skip[:, :g]
     for i, (_, _, wr) in enumerate(lay["layers"]):
         if wr is not None:
-            wres[i], bres[i] = _f32(wr[:g]), _f32(wr[g])
-    skip = _f32(lay["w_skip"]).reshape(n, g + 1, s)
+            wsr[i, :, s:], bres[i] = _f32(wr[:g]), _f32(wr[g])
     return {
         "emb": _f32(stage.input_layer.weight),  # (V, R)
-        "wtap": np.ascontiguousarray(np.stack([np.stack([_f32(w) for w in taps]) for _, taps, _ in lay["layers"]])),
+        # (L, k*R, 2G): rows of the lag-0 tap, then lag d, .., d(k-1)
+        "wtap": np.ascontiguousarray(np.stack([np.concatenate([_f32(w) for w in taps])
+                                               for _, taps, _ in lay["layers"]])),
         "dil": dil, "ring_off": np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64),
         "ring_slots": int(max(sizes.sum(), 1)),
-        "wres": wres, "bres": bres,
-        "wskip": np.ascontiguousarray(skip[:, :g]), "bskip": np.ascontiguousarray(skip[:, g].sum(0)),
-        "w1": _f32(lay["w_out1"]), "b1": _f32(lay["b_out1"]), "w2": _f32(lay["w_out2"]), "b2": _f32(lay["b_out2"]),
+        "wsr": wsr, "bres": bres, "bskip": np.ascontiguousarray(skip[:, g].sum(0)),
+        "w1": _f32(lay["w_out1"]), "b1": _f32(lay["b_out1"]),
+        # out2 (+ the linear path's rows), zero-padded to whole 16-float vectors (the kernel's loops)
+        "w2": _pad_cols(_f32(lay["w_out2"]), 16), "b2": _pad_cols(_f32(lay["b_out2"])[None], 16)[0],
         "w_cond": lay.get("w_cond"), "w_hist": lay.get("w_hist"), "lin_bias": float(lay.get("lin_bias", 0.0)),
     }
 
@@ -103,13 +126,14 @@ class FusedStream:
     ``Stage.streaming``); use it once: ``logits`` or ``sample``."""
 
     def __init__(self, stage, rows: int, cond: Conditioning | None = None, chunk: int = 4096,
-                 blas_rows: int = BLAS_ROWS) -> None:
+                 blas_rows: int | None = None) -> None:
         reason = unavailable(stage)
         if reason is not None:
             raise RuntimeError(f"fused engine: {reason}")
         if stage.training:
             raise RuntimeError("fused engine: the stage is in training mode; call stage.eval() first")
-        self.stage, self.rows, self.blas_rows = stage, int(rows), int(blas_rows)
+        self.stage, self.rows = stage, int(rows)
+        self.blas_rows = int(BLAS_ROWS if blas_rows is None else blas_rows)
         cond = cond if cond is not None else Conditioning()
         self.w = pack(stage)
         with torch.no_grad():
@@ -220,14 +244,16 @@ class FusedStream:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Teacher-forced: x (rows, T) codes -> (rows, C, T) logits, as ``Stage.forward``."""
         x = torch.as_tensor(x).long()
-        out = self._run(x.shape[1], Draw(batch=self.rows, temperature=0.0), forced=x, record=True)
+        with one_blas_thread():
+            out = self._run(x.shape[1], Draw(batch=self.rows, temperature=0.0), forced=x, record=True)
         return torch.from_numpy(out["rec"]).permute(1, 2, 0)
 
     def sample(self, n: int, draw: Draw, prompt: torch.Tensor | None = None,
                progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[int], int]:
         """``n`` steps sampled as ``draw`` says (a prompt (B, P) is fed for t < P) -> (x (B, n),
         lengths, steps): steps < n when every stream ended (silence after each end)."""
-        out = self._run(n, draw, forced=prompt, record=False, progress=progress)
+        with one_blas_thread():
+            out = self._run(n, draw, forced=prompt, record=False, progress=progress)
         return torch.from_numpy(out["x"]), [int(v) for v in out["lengths"]], out["steps"]
 
     def _run(self, n: int, draw: Draw, forced: torch.Tensor | None, record: bool,
@@ -275,7 +301,7 @@ class FusedStream:
         ring = np.zeros((w["ring_slots"], self.rows, st.residual_channels), np.float32)
         self.frame_sum = np.zeros((self.rows, st.residual_channels), np.float32)  # history: the frame's inputs
         return (w["emb"], w["wtap"], w["dil"], w["ring_off"], ring,  # then bias, conditioning (per block)
-                w["wres"], w["bres"], w["wskip"], w["bskip"], w["w1"], w["b1"], w["w2"], w["b2"])
+                w["wsr"], w["bres"], w["bskip"], w["w1"], w["b1"], w["w2"], w["b2"])
 
     def _linear_state(self) -> tuple:
         """Kernel arguments of the linear path (placeholders without one)."""
@@ -295,12 +321,11 @@ class FusedStream:
         st, rows = self.stage, self.rows
         r, g2, s, c = st.residual_channels, 2 * st.gate_channels, st.skip_channels, st.head.channels
         co = self.w["w2"].shape[1]
-        f32 = [(rows, r), (rows, g2), (rows, g2 // 2), (rows, s), (rows, s), (rows, co),  # h z gate skip s2 out
+        f32 = [(rows, r), (rows, self.w["wtap"].shape[1]), (rows, g2), (rows, g2 // 2),  # h xin z gate
+               (rows, self.w["wsr"].shape[2]), (rows, s), (rows, s), (rows, co),  # sr skip s2 out
                (rows, self.w["wtap"].shape[0] * g2), (rows, c)]  # addend logits
         f64 = [(c,), (c,), (c,)]  # lg probs cdf
-        tmp = [(rows, g2), (rows, r), (rows, s), (rows, co)]
-        return ([np.zeros(sh, np.float32) for sh in f32] + [np.zeros(sh) for sh in f64]
-                + [np.zeros(sh, np.float32) for sh in tmp])
+        return [np.zeros(sh, np.float32) for sh in f32] + [np.zeros(sh) for sh in f64]
 
     @staticmethod
     def _draw_args(draw: Draw) -> tuple:
