@@ -239,6 +239,31 @@ def assess(
 
 
 @app.command()
+def report(
+    run: Path = typer.Option(..., "--run", help="run folder"),
+    out: Path = typer.Option(..., "--out", help="report folder to write (index.html + media/)"),
+    jobs: Optional[list[Path]] = typer.Option(None, "--jobs", help="job folders or folders of jobs (repeatable)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="dataset folder: real held-out clips per genre"),
+    evaluation: Optional[Path] = typer.Option(None, "--evaluation", help="evaluation JSON (default: the run's "
+                                              "latest, metrics/evaluation_<split>.json)"),
+) -> None:
+    """A static listening page: the run, its evaluation, every job's audio per tier, real clips."""
+    _need_dir(run, "run folder")
+    for folder in jobs or []:
+        _need_dir(folder, "jobs folder")
+    if data is not None:
+        _need_dir(data, "dataset folder")
+    if evaluation is not None and not evaluation.is_file():
+        _fail(f"{evaluation}: evaluation JSON does not exist")
+    from pipeline.report import build_report
+
+    result = _run(build_report, run, out, jobs=list(jobs or []), data_dir=data, evaluation=evaluation)
+    for reason in result.skipped:
+        typer.echo(f"skipped: {reason}", err=True)
+    typer.echo(result.line())
+
+
+@app.command()
 def serve(
     run: Path = typer.Option(..., "--run"),
     out: Path = typer.Option(..., "--out"),

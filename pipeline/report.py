@@ -538,7 +538,7 @@ def diagnostics_rows(d: dict) -> list[list]:
     """[label, value] rows of a job's diagnostics: score agreement, noise, length, tier consistency."""
     rows = [[label, (d.get(group) or {}).get(key)]
             for group, key, label in DIAGNOSTIC_ROWS if key in (d.get(group) or {})]
-    rows += [[f"tier consistency: SNR at {rate} Hz (dB)", v]
+    rows += [[f"tier SNR at {rate} Hz (dB): consistency with the tier below", v]
              for rate, v in ((d.get("tiers") or {}).get("snr_db") or {}).items()]
     return rows
 
@@ -587,7 +587,8 @@ def grid_section(i: int, group: list[Job], files: dict[str, dict], clips: dict[s
 
 def cell(audio: str | None, image: str | None, label: str, href: str | None = None) -> str:
     more = f' <a href="{escape(href)}">details</a>' if href else ""
-    img = "" if image is None else f'<div class="thumb"><img src="{_url(image)}" alt="spectrogram: {escape(label)}"></div>'
+    alt = escape(f"spectrogram: {label}")
+    img = "" if image is None else f'<div class="thumb"><img src="{_url(image)}" alt="{alt}"></div>'
     return f"{player(audio, label)}{img}<small>{escape(label)}{more}</small>"
 
 
