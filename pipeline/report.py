@@ -234,6 +234,27 @@ class Media:
         shutil.copyfile(src, self.target(rel))
         return rel
 
+    def wav(self, src: Path, rel: str) -> str | None:
+        """A WAV as browsers play it: copied, or resampled to ``PLAYABLE_RATE`` when slower."""
+        import soundfile as sf
+
+        if not Path(src).is_file():
+            return None
+        if sf.info(str(src)).samplerate >= PLAYABLE_RATE:
+            return self.copy(src, rel)
+        audio, rate = sf.read(str(src), dtype="float32")
+        return self.write_wav(audio, rate, rel)
+
+    def write_wav(self, audio: np.ndarray, rate: int, rel: str) -> str:
+        """Float audio as 16-bit WAV, resampled (band-limited: the same sound) when below ``PLAYABLE_RATE``."""
+        from pipeline.audio import resample
+        from pipeline.jobs import write_wav
+
+        if rate < PLAYABLE_RATE:
+            audio, rate = resample(audio, rate, PLAYABLE_RATE), PLAYABLE_RATE
+        write_wav(self.target(rel), audio, rate)
+        return rel
+
 
 def plot_curves(run_dir, stages: list[int], path: Path) -> Path | None:
     """Training loss and validation bits vs step, one panel per stage; None without metrics."""
@@ -267,7 +288,6 @@ def real_clips(data_dir, genres: list[str], seconds: float, media: Media) -> lis
     """Per genre, the first ``seconds`` of a held-out track (test split, else valid) as WAV + spectrogram."""
     from pipeline.audio import mulaw_decode
     from pipeline.dataset import load_manifest
-    from pipeline.jobs import write_wav
     from pipeline.spectrogram import plot_spectrogram
 
     data_dir = Path(data_dir)
@@ -286,7 +306,7 @@ def real_clips(data_dir, genres: list[str], seconds: float, media: Media) -> lis
         if track.get("roll"):
             roll = np.load(data_dir / track["roll"], mmap_mode="r")[:, :, : int(len(audio) * fps / fine)]
         wav, png = f"media/real/{i:02d}.wav", f"media/real/{i:02d}.png"
-        write_wav(media.target(wav), audio, fine)
+        media.write_wav(audio, fine, wav)
         plot_spectrogram(audio, fine, media.target(png), roll=roll, roll_fps=fps,
                          title=f"real: {track['id']} ({len(audio) / fine:.2f} s)")
         clips.append(Clip(genre, track["id"], track["split"], len(audio) / fine, wav, png))
@@ -304,29 +324,14 @@ def held_out_track(manifest: dict, genre: str) -> dict | None:
 
 
 def copy_job_media(job: Job, media: Media) -> dict:
-    """The job's audio, tiers and spectrogram under ``media/jobs/<key>/``; a tier below
-    ``PLAYABLE_RATE`` is resampled to it (band-limited: the same sound, one a browser plays)."""
+    """The job's audio, tiers and spectrogram under ``media/jobs/<key>/``."""
     base = f"media/jobs/{job.key}"
     rates = [int(r) for r in job.meta.get("rates") or []]
     return {
-        "audio": media.copy(job.folder / "audio.wav", f"{base}/audio.wav"),
-        "tiers": {r: playable_tier(job.folder / f"tier_{r}.wav", f"{base}/tier_{r}.wav", r, media) for r in rates},
+        "audio": media.wav(job.folder / "audio.wav", f"{base}/audio.wav"),
+        "tiers": {r: media.wav(job.folder / f"tier_{r}.wav", f"{base}/tier_{r}.wav") for r in rates},
         "spectrogram": media.copy(job.folder / "spectrogram.png", f"{base}/spectrogram.png"),
     }
-
-
-def playable_tier(src: Path, rel: str, rate: int, media: Media) -> str | None:
-    """A tier's WAV as browsers play it: copied, or resampled to ``PLAYABLE_RATE`` when slower."""
-    if rate >= PLAYABLE_RATE or not src.is_file():
-        return media.copy(src, rel)
-    import soundfile as sf
-
-    from pipeline.audio import resample
-    from pipeline.jobs import write_wav
-
-    audio, sr = sf.read(str(src), dtype="float32")
-    write_wav(media.target(rel), resample(audio, sr, PLAYABLE_RATE), PLAYABLE_RATE)
-    return rel
 
 
 # ----------------------------------------------------------------------------- HTML pieces
