@@ -158,6 +158,7 @@ def evaluate(
     typer.echo(json.dumps(result, indent=2, default=str))
     if json_path:
         typer.echo(f"evaluation: {json_path}")
+    _echo_report(run)
 
 
 @app.command()
@@ -202,6 +203,16 @@ def generate(
     jobs = _run(generate_flow, params=params)
     for job in jobs or []:
         typer.echo(f"job: {job} (audio.wav, tier_<rate>.wav, spectrogram.png, meta.json)")
+    _echo_report(out)
+
+
+def _echo_report(folder: Path) -> None:
+    """Print the report a flow rewrote in ``folder`` (flows.report.default_report_dir)."""
+    from flows.report import default_report_dir
+
+    index = default_report_dir(folder) / "index.html"
+    if index.is_file():
+        typer.echo(f"report: {index}")
 
 
 @app.command()

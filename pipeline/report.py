@@ -634,7 +634,7 @@ def build_report(run_dir, out_dir, jobs=(), data_dir=None, evaluation=None,
         media = Media(tmp)
         body, nav, n_clips = write_body(run_dir, cfg, facts, found, skipped, ev, ev_path, data_dir,
                                         clip_seconds, media)
-        title = f"Strata listening report: {run_dir.resolve().name}"
+        title = f"Strata listening report: {'/'.join(run_dir.resolve().parts[-2:])}"
         (tmp / "index.html").write_text(page(title, nav, body), encoding="utf-8")
         publishable(tmp)
         place(tmp, out_dir)

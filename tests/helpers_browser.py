@@ -12,7 +12,6 @@ import asyncio
 import base64
 import itertools
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -166,10 +165,13 @@ def inspect_page(url: str, screenshot: Path | None = None, width: int = 1200, he
         return asyncio.run(_inspect(ws_url, url, screenshot, width, height, phone_width, media_timeout))
 
 
-if __name__ == "__main__":  # python -m tests.helpers_browser INDEX.html [SCREENSHOT.png]
+if __name__ == "__main__":  # python -m tests.helpers_browser INDEX.html[#anchor] [SCREENSHOT.png]
     import sys
 
-    page = Path(sys.argv[1]).resolve()
+    path, _, anchor = sys.argv[1].partition("#")
     shot = Path(sys.argv[2]) if len(sys.argv) > 2 else None
-    print(json.dumps(inspect_page(page.as_uri(), shot), indent=1)[:4000])
-    os.sys.exit(0)
+    url = Path(path).resolve().as_uri() + (f"#{anchor}" if anchor else "")
+    state = inspect_page(url, shot, width=1100, height=1500)
+    print(json.dumps({"problems": state["problems"], "audio": len(state["audio"]), "images": len(state["images"]),
+                      "not_loaded": [m["src"] for m in state["audio"] + state["images"]
+                                     if m.get("ready", 1) < 1 or m.get("width", 1) == 0]}, indent=1))
