@@ -47,7 +47,7 @@ DIAGNOSTIC_ROWS = (  # (group, key, label): meta.json ``diagnostics`` as shown t
     ("noise", "flatness_median", "median spectral flatness (1 s windows)"),
     ("noise", "flatness_threshold", "flatness threshold (noise)"),
     ("noise", "noisy_share", "share of windows above the threshold"),
-    ("noise", "first_noisy_seconds", "first window above the threshold (s)"),
+    ("noise", "first_noisy_seconds", "noise collapse: first window above the threshold (s)"),
     ("length", "seconds", "length (s)"),
     ("length", "ended_by_end_class", "ended by the end class"),
     ("resynth", "lsd_db", "LSD to the real audio (dB)"),
@@ -353,7 +353,9 @@ def fmt(v, digits: int = 3) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:.{digits}f}" if abs(v) >= 10 ** -digits or v == 0 else f"{v:.3g}"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}f}" if abs(v) >= 0.1 or v == 0 else f"{v:.3g}"
     if isinstance(v, (list, tuple)):
         return ", ".join(fmt(x, digits) for x in v)
     return str(v)
