@@ -8,13 +8,17 @@ BIN     := $(VENV)/bin
 DEMO    ?= demo
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo test lint bench clean
+.PHONY: install system-deps browser-deps demo test lint bench clean
 
 # Debian packages: FluidSynth and General MIDI soundfonts (render the demo corpus and MIDI tests)
 system-deps:
 	@if ! command -v fluidsynth >/dev/null || ! ls /usr/share/sounds/sf2/*.sf2 >/dev/null 2>&1; then \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv fluidsynth fluid-soundfont-gm timgm6mb-soundfont; \
 	fi
+
+# Headless Chromium for the report's browser test (skipped without it; .ci/run installs it); not needed by the demo
+browser-deps:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
 
 # Python virtual environment: CPU torch 2.13.0 first (a bare `torch` pulls a CUDA build), then Strata
 $(BIN)/strata: pyproject.toml
