@@ -49,8 +49,8 @@ def shipped_defaults() -> dict:
 
 
 def reference_stage(cycle_length: int = 10, cycles: int = 2) -> Stage:
-    cfg = stage_arch({**shipped_defaults(), "rate": RATE, "residual_channels": 64, "gate_channels": 128, "skip_channels": 128,
-                      "kernel_size": 2, "dilation_cycles": cycles, "cycle_length": cycle_length,
+    cfg = stage_arch({**shipped_defaults(), "rate": RATE, "residual_channels": 64, "gate_channels": 128,
+                      "skip_channels": 128, "kernel_size": 2, "dilation_cycles": cycles, "cycle_length": cycle_length,
                       "use_tier_below": True, "use_roll": False, "use_genre": True})
     torch.manual_seed(0)
     st = Stage(cfg, index=1, n_genres=4, factor=FACTOR, roll_fps=100, classes=256).eval()
