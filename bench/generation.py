@@ -143,7 +143,8 @@ def tiny_stages(run: Path | None) -> tuple[list[Stage], object]:
     return [build_stage(cfg, k, n_genres=4).eval() for k in range(len(cfg.stages))], cfg
 
 
-def cascade(stages: list[Stage], cfg, engine: str, seconds: float, count: int, seed: int = 0) -> list[dict]:
+def cascade(stages: list[Stage], cfg, engine: str, seconds: float, count: int, seed: int = 0,
+            workers: int = 1) -> list[dict]:
     """One piece through every stage (genre + a sustained chord as the roll): per-stage timings."""
     from pipeline.generate import run_stage
 
@@ -160,7 +161,7 @@ def cascade(stages: list[Stage], cfg, engine: str, seconds: float, count: int, s
         r = roll[:, :, : n * cfg.data.roll_fps // rates[k]] if st.use_roll else None
         res = run_stage(st, n, count, genre=genre, below=below, roll=r, temperature=temps[k],
                         top_p=cfg.generate.top_p, tier_prior=cfg.generate.tier_prior, generator=gen,
-                        chunk=cfg.generate.chunk, engine=engine)
+                        chunk=cfg.generate.chunk, engine=engine, workers=workers)
         below = res.x
         out.append({"stage": k, "rate": rates[k], "samples": n, "wall_seconds": round(res.wall, 3),
                     "real_time_factor": round(res.wall / seconds, 4), "engine": res.engine})

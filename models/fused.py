@@ -13,8 +13,9 @@ block), the linear path's tier-below part, the score taps, and the history stack
 - ``FusedStream(stage, rows, cond)``: ``.logits(x)`` teacher-forced logits (the equivalence
   tests), ``.sample(n, draw)`` the sampling loop (``models.sampling.sample_stage`` calls it).
 
-Random numbers: one float64 uniform per stream and sampled step, drawn from the caller's
-generator in step order, exactly as ``CategoricalHead.sample`` draws them: same seed, same samples.
+Random numbers: each stream's uniform of step t comes from its own seed (SplitMix64, the
+reference's ``models.sampling.stream_uniforms``): same seeds, same samples, whatever the
+batching; streams can run in separate groups (``models.sampling.sample_stage``'s ``workers``).
 On CUDA the fused engine is not built; generation there uses the reference engine.
 """
 
@@ -32,7 +33,7 @@ from models.conditioning import Conditioning
 from models.predictor import ADAPT_FLOOR, UNIFORM_MIX
 
 SUB_FLOATS = 1 << 21  # projected conditioning held per block: 8 MB of float32
-BLAS_ROWS = 2  # from this many rows the kernel's matrix products call BLAS (measured best at 8 and 64)
+BLAS_ROWS = 16  # from this many rows the kernel's products call BLAS (below, its loops: faster for the tiny stages at 8)
 
 
 def unavailable(stage) -> str | None:
@@ -78,7 +79,7 @@ class Draw:
     free_length: bool = False
     min_length: int = 1
     end_threshold: float = 0.5
-    generator: torch.Generator | None = None
+    seeds: np.ndarray | None = None  # (B,) uint64: each stream's uniforms (models.sampling.stream_uniforms)
 
 
 def _f32(t: torch.Tensor) -> np.ndarray:
@@ -273,7 +274,6 @@ class FusedStream:
         t = 0
         while t < n:
             end = self._block(t, n)
-            uniforms, u_base, gen_state = self._uniforms(draw, t, end, n_forced)
             t_resume = -1
             while t < end:
                 code, t_next = run_steps(
@@ -282,10 +282,9 @@ class FusedStream:
                     lin[0], lin[1], lin[2], lin[3], self.lin_below, self.c0, getattr(self, "has_below", False),
                     self.score_taps, self.score_on, self.c0, getattr(self, "has_score", False), *lin[4:],
                     pool, self.frame_sum,
-                    prev, forced_np, n_forced, record, res["rec"], 0, uniforms, u_base, *choose,
+                    prev, forced_np, n_forced, record, res["rec"], 0, *choose,
                     res["x"], ended, res["lengths"], silence, *work, self.blas_rows)
-                if code == ALL_ENDED:  # every stream ended: stop, the generator where the reference leaves it
-                    self._rewind(draw, gen_state, u_base, t_next)
+                if code == ALL_ENDED:  # every stream ended
                     return {**res, "steps": t_next}
                 if code == NEED_HISTORY:
                     self._history()
@@ -332,26 +331,7 @@ class FusedStream:
         """Kernel arguments of the sampling rule."""
         band = _f32(draw.band) if draw.band is not None else np.zeros((1, 1), np.float32)
         values = draw.prior_values.double().numpy() if draw.prior_values is not None else np.zeros(1)
-        return (draw.twin, float(draw.guidance), band, float(draw.prior_scale), values,
+        seeds = np.zeros(draw.batch, np.uint64) if draw.seeds is None else np.ascontiguousarray(draw.seeds, np.uint64)
+        return (seeds, draw.twin, float(draw.guidance), band, float(draw.prior_scale), values,
                 -1 if draw.end_code is None else int(draw.end_code), draw.free_length, int(draw.min_length),
                 float(draw.end_threshold), float(draw.temperature), float(draw.top_p))
-
-    def _uniforms(self, draw: Draw, t: int, end: int, n_forced: int) -> tuple[np.ndarray, int, object]:
-        """The block's uniforms (one per stream and sampled step, the reference's order)."""
-        u0 = max(t, n_forced)
-        gen = draw.generator if draw.generator is not None else torch.default_generator
-        if draw.temperature <= 0 or u0 >= end:
-            return np.zeros((1, 1)), u0, None
-        state = gen.get_state()
-        u = torch.rand(end - u0, draw.batch, generator=gen, dtype=torch.float64)  # (steps, B)
-        return np.ascontiguousarray(u.numpy()), u0, state
-
-    @staticmethod
-    def _rewind(draw: Draw, state, u_base: int, t_end: int) -> None:
-        """Every stream ended inside a block: leave the generator as if only steps < t_end drew."""
-        if state is None:
-            return
-        gen = draw.generator if draw.generator is not None else torch.default_generator
-        gen.set_state(state)
-        if t_end > u_base:
-            torch.rand(t_end - u_base, draw.batch, generator=gen, dtype=torch.float64)

@@ -4,9 +4,10 @@ One call runs steps ``t0 .. t1 - 1`` of one stage for all rows, with no Python b
 input embedding, the dilated gated layers (rings of past layer inputs), skips, output layers,
 the linear-prediction path (own-past ring, tier-below part, score taps, adaptive scale), the
 hybrid bins (``LinearPath.combine``), and in sampling mode guidance, the tier prior, the END
-rule, temperature, top-p and an inverse-CDF draw from one uniform per row and step
-(models/sampling.py ``inverse_cdf`` is the reference).  It returns early when the history stack
-needs a new frame (computed in PyTorch by the caller) or when every stream has ended.
+rule, temperature, top-p and an inverse-CDF draw from the stream's uniform of the step
+(models/sampling.py ``stream_uniforms`` and models/heads.py ``inverse_cdf`` are the reference).
+It returns early when the history stack needs a new frame (computed in PyTorch by the caller)
+or when every stream has ended.
 
 Shapes: rows = B (or 2B with classifier-free guidance twins), R residual, G2 = 2 * gate width,
 S skip, CO = head channels + linear-path rows, P linear order.  float32 network, float64
@@ -205,6 +206,22 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
     return mu + out_b[channels], log_s
 
 
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True)
+def _uniform(seed, t):
+    """Stream uniform of step t: SplitMix64 of seed + (t + 1) * golden, top 53 bits -> [0, 1);
+    models/sampling.py ``stream_uniforms`` is the reference."""
+    z = seed + np.uint64(t + 1) * GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
 @njit(cache=True)
 def _draw(lg, temperature, top_p, u, probs):
     """Inverse-CDF draw from logits lg (C,) float64 (-inf = never): the reference
@@ -247,7 +264,7 @@ def _draw(lg, temperature, top_p, u, probs):
     return last
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def run_steps(t0, t1, t_resume, n_batch,
               # network
               emb, wtap, dil, ring_off, ring, bias, condp, cond_base, has_cond, wsr, bres, bskip,
@@ -259,7 +276,7 @@ def run_steps(t0, t1, t_resume, n_batch,
               # history
               pool, frame_sum,
               # sampling
-              prev, forced, n_forced, record, rec, rec_base, uniforms, u_base, twin, guidance, band, prior_scale,
+              prev, forced, n_forced, record, rec, rec_base, seeds, twin, guidance, band, prior_scale,
               prior_values, end_code, free_length, min_length, end_threshold, temperature, top_p,
               x, ended, lengths, silence,
               # work buffers
@@ -333,7 +350,7 @@ def run_steps(t0, t1, t_resume, n_batch,
                     confident = math.exp(lg[end_code] - mx) / tot >= end_threshold
                 if end_code >= 0:
                     lg[end_code] = -np.inf
-                u = uniforms[t - u_base, b] if temperature > 0.0 else 0.0
+                u = _uniform(seeds[b], t) if temperature > 0.0 else 0.0
                 xt = _draw(lg, temperature, top_p, u, probs)
                 if confident:
                     xt = end_code

@@ -100,8 +100,8 @@ class Head(nn.Module):
         raise NotImplementedError
 
     def sample(self, out_t: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """out_t (B, C) -> (B,) samples."""
+               generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        """out_t (B, C) -> (B,) samples (``u`` (B,): uniforms to draw from, where the head draws once)."""
         raise NotImplementedError
 
 
@@ -148,13 +148,15 @@ class CategoricalHead(Head):
         return F.cross_entropy(out.float(), x, reduction="none") / LN2
 
     def sample(self, out_t: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """out_t (B, C) logits -> (B,) int64 codes, by inverse CDF from one float64 uniform per row
-        (``inverse_cdf``; the fused engine draws the same way); temperature <= 0 -> argmax, no draw."""
+               generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        """out_t (B, C) logits -> (B,) int64 codes, by inverse CDF (``inverse_cdf``) from the uniforms
+        ``u`` (B,) float64 (the sampling loop's stream uniforms), else drawn from ``generator``;
+        temperature <= 0 -> argmax."""
         logits = out_t.double()
         if temperature <= 0:
             return logits.argmax(-1)
-        u = torch.rand(logits.shape[0], generator=generator, dtype=torch.float64)  # (B,)
+        if u is None:
+            u = torch.rand(logits.shape[0], generator=generator, dtype=torch.float64)  # (B,)
         return inverse_cdf(logits, temperature, top_p, u)
 
 
@@ -269,9 +271,9 @@ class LogisticMixtureHead(Head):
         return -self.log_prob(out, x) / LN2
 
     def sample(self, out_t: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """out_t (B, 3M) -> (B,) float on 16-bit bin centres.  Temperature scales the logistic
-        scales and the mixture logits; top_p is ignored (continuous output)."""
+               generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        """out_t (B, 3M) -> (B,) float on 16-bit bin centres.  Temperature scales the logistic scales
+        and the mixture logits; top_p is ignored (continuous output); ``u`` too (two draws per sample)."""
         logits, means, log_scales = self.split(out_t, dim=-1)  # (B, M)
         t = max(float(temperature), 1e-6)
         k = torch.multinomial(torch.softmax(logits / t, dim=-1), 1, generator=generator)  # (B, 1)
