@@ -33,7 +33,7 @@ from models.conditioning import Conditioning
 from models.predictor import ADAPT_FLOOR, UNIFORM_MIX
 
 SUB_FLOATS = 1 << 21  # projected conditioning held per block: 8 MB of float32
-BLAS_ROWS = 16  # from this many rows the kernel's products call BLAS (below, its loops: faster for the tiny stages at 8)
+BLAS_ROWS = 16  # from this many rows the kernel calls BLAS (below: its loops, faster for tiny stages at 8)
 
 
 def unavailable(stage) -> str | None:
