@@ -9,7 +9,8 @@
    the engine's threads.  Also the fused cost when the receptive field doubles (cycle_length 11).
 2. The tiny cascade (``configs/tiny.yaml``; untrained weights unless ``--run``): a ``--seconds``
    piece from a genre and a roll, batch 1, each engine: wall time and real-time factor per stage
-   (what ``strata generate`` spends sampling); and ``--count`` scaling: 8 variations against 1.
+   (what ``strata generate`` spends sampling); and ``--count`` scaling: 8 variations against 1
+   (in ``STRATA_GENERATE_WORKERS`` groups of streams, default the cores, as ``strata generate``).
 
     .venv/bin/python bench/generation.py --json bench/results/generation.json [--quick] [--run RUN]
 
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import machine_info  # noqa: E402  (bench/machine.py)
 from models import Conditioning, Stage, stage_arch  # noqa: E402
 from models.sampling import sample_stage  # noqa: E402
+from pipeline.runtime import generate_workers  # noqa: E402
 
 RATE, FACTOR = 8000, 4
 
@@ -175,7 +177,7 @@ def cascade_rows(stages, cfg, seconds: float, repeats: int) -> dict:
     for i in range(repeats):
         runs["fused"].append(cascade(stages, cfg, "fused", seconds, 1, seed=i))
         runs["reference"].append(cascade(stages, cfg, "reference", seconds, 1, seed=i))
-        runs["fused_count8"].append(cascade(stages, cfg, "fused", seconds, 8, seed=i))
+        runs["fused_count8"].append(cascade(stages, cfg, "fused", seconds, 8, seed=i, workers=generate_workers()))
     out = {}
     for name, rr in runs.items():
         per_stage = []
@@ -223,6 +225,7 @@ def main(argv=None) -> int:
         "cascade_rtf_fused": casc["fused"]["real_time_factor"],
         "cascade_rtf_reference": casc["reference"]["real_time_factor"],
         "count8_over_count1_wall": round(casc["fused_count8"]["wall_seconds"] / casc["fused"]["wall_seconds"], 3),
+        "count8_workers": generate_workers(),
     }
     report = {
         "machine": machine_info(), "argv": sys.argv[1:] if argv is None else list(argv),

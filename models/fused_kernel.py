@@ -24,7 +24,7 @@ from numba import njit
 # reassociation/contraction only (vectorised sums); no "nnan"/"ninf": END is masked with -inf
 FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 TANH_CLAMP = np.float32(7.90531110763549805)
-SKIP_Z = 40.0  # a bin with both standardized edges beyond +-40 has P < e^-40: its log-prob is the floor's
+SKIP_Z = 30.0  # a bin with both standardized edges beyond +-30 has P < e^-30: its log-prob is the floor's (to 3e-8)
 # kernel exit codes
 DONE, NEED_HISTORY, ALL_ENDED = 0, 1, 2
 
@@ -147,7 +147,7 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
     P(bin c) = F(upper edge) - F(lower edge), F the logistic CDF, in float64: unlike the reference's
     log-domain formula this loses relative precision for P below ~1e-12, but the uniform share
     eps / classes (~4e-6) bounds the effect on the log to ~1e-10.  Bins whose edges are all beyond
-    SKIP_Z scales (P < e^-40) get the floor alone, without evaluating F.
+    SKIP_Z scales (P < e^-30) get the floor alone, without evaluating F.
     """
     ls = min(max(log_s, math.log(1e-4)), math.log(10.0))
     s = math.exp(ls)
@@ -164,7 +164,7 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
     for c in range(n_mu):
         hi = cdf[c] if c < n_edges else 1.0
         lo = cdf[c - 1] if c > 0 else 0.0
-        if hi == lo:  # outside [c0, c1]: P below e^-40
+        if hi == lo:  # outside [c0, c1]: P below e^-30
             logits_b[c] = out_b[c] + log_floor
         else:
             logits_b[c] = out_b[c] + math.log(keep * max(hi - lo, 0.0) + floor)
@@ -175,13 +175,20 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
 @njit(cache=True, fastmath=FASTMATH)
 def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, score_taps, score_on, has_score,
             adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor):
-    """The linear path of row b at step t: (mu_lin + mu_nn, log_s) for ``_combine``."""
-    p = lin_ring.shape[1]
+    """The linear path of row b at step t: (mu_lin + mu_nn, log_s) for ``_combine``.
+
+    The rings hold each value twice (slots s and s + P), so the last P values are the contiguous
+    ``ring[slot + 1 .. slot + P]``, newest last: no modulo in the dot products."""
+    p = lin_ring.shape[1] // 2
     slot = t % p
-    lin_ring[b, slot] = dec[prev_b]
+    v = dec[prev_b]
+    lin_ring[b, slot] = v
+    lin_ring[b, slot + p] = v
+    past = lin_ring[b, slot + 1:slot + p + 1]  # past[p - 1 - i] = dec(x[t - 1 - i])
+    taps = lin_taps[b]
     mu = 0.0
     for i in range(p):
-        mu += lin_taps[b, i] * lin_ring[b, (slot - i) % p]
+        mu += taps[i] * past[p - 1 - i]
     if has_below:
         mu += lin_below[b]
     log_s = out_b[channels + 1]
@@ -190,17 +197,21 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
         if on != 0.0:
             w = on / (1.0 + math.exp(-out_b[channels + 2]))
             ms = 0.0
+            sc = score_taps[b]
             for i in range(p):
-                ms += score_taps[b, i] * lin_ring[b, (slot - i) % p]
+                ms += sc[i] * past[p - 1 - i]
             mu = mu + w * (ms - mu)
     if adaptive:
-        la = adapt_ring.shape[1]
+        la = adapt_ring.shape[1] // 2
         a_slot = t % la
         if t > 0:
-            adapt_ring[b, a_slot] = abs(lin_ring[b, slot] - mu_prev[b])
+            r = abs(v - mu_prev[b])
+            adapt_ring[b, a_slot] = r
+            adapt_ring[b, a_slot + la] = r
+        recent = adapt_ring[b, a_slot + 1:a_slot + la + 1]  # newest last
         s = 0.0
         for i in range(la):
-            s += adapt_w[i] * adapt_ring[b, (a_slot - i) % la]
+            s += adapt_w[i] * recent[la - 1 - i]
         log_s = math.log(adapt_floor + s) + min(max(log_s, math.log(1e-4)), math.log(10.0))
         mu_prev[b] = mu + lin_bias
     return mu + out_b[channels], log_s
