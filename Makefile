@@ -9,13 +9,17 @@ BIN     := $(VENV)/bin
 DEMO    ?= demo
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo test lint bench clean
+.PHONY: install system-deps browser-deps demo test lint bench clean
 
 # Debian packages: FluidSynth and General MIDI soundfonts (render the demo corpus and MIDI tests)
 system-deps:
 	@if ! command -v fluidsynth >/dev/null || ! ls /usr/share/sounds/sf2/*.sf2 >/dev/null 2>&1; then \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv fluidsynth fluid-soundfont-gm timgm6mb-soundfont; \
 	fi
+
+# Headless Chromium for the report's browser test (skipped without it; .ci/run installs it); not needed by the demo
+browser-deps:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
 
 # Python virtual environment: CPU torch 2.13.0 first (a bare `torch` pulls a CUDA build), then Strata
 $(BIN)/strata: pyproject.toml
@@ -44,6 +48,9 @@ bench: install $(DEMO)/data/manifest.json
 	$(BIN)/python bench/preprocess.py --data $(DEMO)/raw --no-flow --json bench/results/preprocess.json
 	$(BIN)/python bench/orchestration.py --raw $(DEMO)/raw --data $(DEMO)/data --repeats 5 --train-minutes 1.5 --json bench/results/orchestration.json
 	$(BIN)/python bench/generation.py --json bench/results/generation.json
+	@if [ -d $(DEMO)/run/stages ]; then \
+	  $(BIN)/python bench/demo_generation.py --run $(DEMO)/run --data $(DEMO)/data --json bench/results/demo_generation.json; \
+	else echo "bench/demo_generation.py skipped: it needs the demo's trained run (make demo)"; fi
 	$(BIN)/python bench/training.py --data $(DEMO)/data --steps 10 --threads 1 --json bench/results/training.json
 	$(BIN)/python bench/evaluation.py --data $(DEMO)/data --workers 2 --repeats 3 --json bench/results/evaluation.json
 

@@ -1,11 +1,21 @@
-"""Generation speed of one stage: `recompute` (full forward over the receptive-field window per
-sample) vs `cached` (the streaming engine, models/streaming.py).
+"""Generation speed: the engines on one reference stage, and the shipped tiny cascade end to end.
 
-Reference stage: 20 layers (2 cycles of dilations 1..512), residual 64, gate 128, skip 128,
-256 classes, conditioned on a tier below (factor 4).  Also the cached cost when the receptive
-field doubles (cycle_length 11), which should stay flat (it grows only by the 2 added layers).
+1. Reference stage: 20 layers (2 cycles of dilations 1..512), residual 64, gate 128, skip 128,
+   256 classes, conditioned on a tier below (factor 4) and a genre, linear path and adaptive scale
+   on (as shipped).  Engines: ``recompute`` (a full forward over the receptive field per sample),
+   ``cached`` (the reference streaming engine, models/streaming.py, with the reference sampling
+   loop) and ``fused`` (models/fused.py), batch 1 and 64.  FLOPs per sample times samples/s is set
+   against this machine's single-precision matrix-multiply rate, measured in the same run with
+   the engine's threads.  Also the fused cost when the receptive field doubles (cycle_length 11).
+2. The tiny cascade (``configs/tiny.yaml``; untrained weights unless ``--run``): a ``--seconds``
+   piece from a genre and a roll, batch 1, each engine: wall time and real-time factor per stage
+   (what ``strata generate`` spends sampling); and ``--count`` scaling: 8 variations against 1
+   (in ``STRATA_GENERATE_WORKERS`` groups of streams, default the cores, as ``strata generate``).
 
-    .venv/bin/python bench/generation.py [--json FILE] [--quick]
+    .venv/bin/python bench/generation.py --json bench/results/generation.json [--quick] [--run RUN]
+
+Generation runs one torch thread (``STRATA_GENERATE_THREADS``); so does this benchmark unless
+``--threads``.  Each rate is the median of ``--repeats`` runs, interleaved between engines.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -24,139 +35,228 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import machine_info  # noqa: E402  (bench/machine.py)
 from models import Conditioning, Stage, stage_arch  # noqa: E402
+from models.sampling import sample_stage  # noqa: E402
+from pipeline.runtime import generate_workers  # noqa: E402
 
 RATE, FACTOR = 8000, 4
 
 
+def shipped_defaults() -> dict:
+    """The keys that a bare dict would read as "absent" (linear path off), at their shipped defaults."""
+    import dataclasses
+
+    from models.config import ABSENT_MEANS, StageArchConfig
+
+    return {f.name: f.default for f in dataclasses.fields(StageArchConfig) if f.name in ABSENT_MEANS}
+
+
 def reference_stage(cycle_length: int = 10, cycles: int = 2) -> Stage:
-    cfg = stage_arch({"rate": RATE, "residual_channels": 64, "gate_channels": 128, "skip_channels": 128,
-                      "kernel_size": 2, "dilation_cycles": cycles, "cycle_length": cycle_length,
+    cfg = stage_arch({**shipped_defaults(), "rate": RATE, "residual_channels": 64, "gate_channels": 128,
+                      "skip_channels": 128, "kernel_size": 2, "dilation_cycles": cycles, "cycle_length": cycle_length,
                       "use_tier_below": True, "use_roll": False, "use_genre": True})
     torch.manual_seed(0)
-    return Stage(cfg, index=1, n_genres=4, factor=FACTOR, roll_fps=100, classes=256).eval()
+    st = Stage(cfg, index=1, n_genres=4, factor=FACTOR, roll_fps=100, classes=256).eval()
+    assert st.linear is not None and st.linear.adaptive, "the shipped linear path"
+    return st
 
 
-def _timed(step, max_steps: int, budget_s: float) -> tuple[float, float]:
-    """Run ``step`` up to max_steps times or budget_s seconds -> (steps/s wall, steps/s of process CPU)."""
-    n = 0
-    c0, t0 = time.process_time(), time.perf_counter()
-    while n < max_steps and (n == 0 or time.perf_counter() - t0 < budget_s):
-        step()
-        n += 1
-    return n / (time.perf_counter() - t0), n / max(time.process_time() - c0, 1e-9)
-
-
-class CachedRun:
-    """A live stream of the streaming engine; ``measure`` times more of its steps."""
-
-    def __init__(self, st: Stage, batch: int, steps: int) -> None:
-        below = torch.randint(0, 256, (batch, (steps + 64) // FACTOR + 1))
-        self.x = torch.full((batch,), st.start_code)
-        cond = Conditioning(genre=torch.zeros(batch, dtype=torch.long), below=below)
-        self.stream = st.streaming(batch, cond, chunk=4096)
-        for _ in range(32):  # warm up (first conditioning chunk, allocator)
-            self.stream.step(self.x)
-
-    def measure(self, steps: int, budget_s: float) -> tuple[float, float]:
-        return _timed(lambda: self.stream.step(self.x), steps, budget_s)
-
-
-def bench_cached_pair(a: Stage, b: Stage, batch: int, steps: int, repeats: int = 3,
-                      budget_s: float = 2.5) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Best of ``repeats`` interleaved runs of two stages (fair on a noisy, shared machine)."""
-    runs = [CachedRun(a, batch, steps * repeats), CachedRun(b, batch, steps * repeats)]
-    best = [(0.0, 0.0), (0.0, 0.0)]
+def matmul_rate(threads: int, n: int = 512, repeats: int = 5) -> float:
+    """Single-precision matrix-multiply rate (FLOP/s), median of ``repeats``, with ``threads``."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    rates = []
     for _ in range(repeats):
-        for k, run in enumerate(runs):
-            wall, cpu = run.measure(steps, budget_s)
-            best[k] = (max(best[k][0], wall), max(best[k][1], cpu))
-    for run in runs:
-        run.stream.close()
-    return best[0], best[1]
+        k = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.3:
+            torch.mm(a, b)
+            k += 1
+        rates.append(2 * n**3 * k / (time.perf_counter() - t0))
+    torch.set_num_threads(saved)
+    return statistics.median(rates)
 
 
-def bench_recompute(st: Stage, batch: int, steps: int, budget_s: float = 20.0) -> tuple[float, float]:
+def stream_rate(st: Stage, engine: str, batch: int, steps: int) -> float:
+    """Samples per second (per stream) of ``sample_stage`` with ``engine``: a piece of ``steps``."""
+    below = torch.randint(0, 256, (batch, steps // FACTOR + 1))
+    cond = Conditioning(genre=torch.zeros(batch, dtype=torch.long), below=below)
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    sample_stage(st, steps, batch, cond, no_genre=st.n_genres, generator=g, engine=engine)
+    return steps / (time.perf_counter() - t0)
+
+
+def recompute_rate(st: Stage, batch: int, steps: int) -> float:
     """Samples per second of a full forward over the receptive-field window for each sample."""
     w = -(-st.receptive_field // FACTOR) * FACTOR  # window, whole tier-below samples
     x = torch.randint(0, 256, (batch, w + steps * FACTOR))
     below = torch.randint(0, 256, (batch, x.shape[1] // FACTOR))
     cond = Conditioning(genre=torch.zeros(batch, dtype=torch.long), below=below)
-    i = [0]
-
-    def step():
-        s0 = i[0] * FACTOR
-        i[0] += 1
-        out = st(x[:, s0:s0 + w], cond.window(s0, s0 + w, FACTOR))
-        return out[:, :, -1]  # only the last position is the new sample's distribution
-
     with torch.no_grad():
         st(x[:, :w], cond.window(0, w, FACTOR))  # warm up
-        return _timed(step, steps, budget_s)
+        t0 = time.perf_counter()
+        for i in range(steps):
+            st(x[:, i * FACTOR:i * FACTOR + w], cond.window(i * FACTOR, i * FACTOR + w, FACTOR))
+    return steps / (time.perf_counter() - t0)
+
+
+def engine_rows(st: Stage, big: Stage, repeats: int, q: int, rate1: float) -> list[dict]:
+    """Rows for the reference stage: each engine and batch, medians of interleaved repeats."""
+    plan = [("recompute", st, 1, 16 // q), ("cached", st, 1, 1200 // q), ("fused", st, 1, 8000 // q),
+            ("cached", st, 64, 160 // q), ("fused", st, 64, 1600 // q),
+            ("fused", big, 1, 8000 // q), ("fused", big, 64, 1600 // q)]
+    for _, stage, batch, _ in plan:  # compile / warm up (numba's cache, first chunk)
+        stream_rate(stage, "fused", batch, 64)
+    got: dict[int, list[float]] = {i: [] for i in range(len(plan))}
+    for _ in range(repeats):
+        for i, (engine, stage, batch, steps) in enumerate(plan):
+            if engine == "recompute":
+                got[i].append(recompute_rate(stage, batch, steps))
+            else:
+                got[i].append(stream_rate(stage, "reference" if engine == "cached" else engine, batch, steps))
+    rows = []
+    for i, (engine, stage, batch, steps) in enumerate(plan):
+        sps = statistics.median(got[i])
+        flops = stage.flops_per_sample()
+        rows.append({"engine": engine, "batch": batch, "receptive_field": stage.receptive_field,
+                     "layers": stage.n_layers, "steps": steps, "samples_per_second": round(sps, 1),
+                     "batch_samples_per_second": round(sps * batch, 1),
+                     "microseconds_per_step": round(1e6 / sps, 2), "flops_per_sample": flops,
+                     "gflops": round(flops * sps * batch / 1e9, 3),
+                     "share_of_matmul_rate": round(flops * sps * batch / rate1, 4),
+                     "runs": [round(v, 1) for v in got[i]]})
+    return rows
+
+
+def tiny_stages(run: Path | None) -> tuple[list[Stage], object]:
+    """The shipped tiny preset's stages (untrained, seeded) or a trained run's."""
+    if run is not None:
+        from pipeline.run import load_run
+
+        loaded = load_run(run)
+        return list(loaded.stages), loaded.cfg
+    from models import build_stage
+    from pipeline.config import load_config
+
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    return [build_stage(cfg, k, n_genres=4).eval() for k in range(len(cfg.stages))], cfg
+
+
+def cascade(stages: list[Stage], cfg, engine: str, seconds: float, count: int, seed: int = 0,
+            workers: int = 1) -> list[dict]:
+    """One piece through every stage (genre + a sustained chord as the roll): per-stage timings."""
+    from pipeline.generate import run_stage
+
+    rates = list(cfg.data.rates)
+    frames = int(seconds * cfg.data.roll_fps)
+    roll = torch.zeros(count, 256, frames)
+    roll[:, [60, 64, 67], :] = 0.7  # a C major chord, velocity ~90
+    temps = list(cfg.generate.stage_temperature or [1.0] * len(stages))
+    gen = torch.Generator().manual_seed(seed)
+    genre = torch.zeros(count, dtype=torch.long)
+    below, out = None, []
+    for k, st in enumerate(stages):
+        n = int(seconds * rates[k])
+        r = roll[:, :, : n * cfg.data.roll_fps // rates[k]] if st.use_roll else None
+        c0 = time.process_time()
+        res = run_stage(st, n, count, genre=genre, below=below, roll=r, temperature=temps[k],
+                        top_p=cfg.generate.top_p, tier_prior=cfg.generate.tier_prior, generator=gen,
+                        chunk=cfg.generate.chunk, engine=engine, workers=workers)
+        below = res.x
+        cpu = time.process_time() - c0  # all threads of this process: robust to other processes' load
+        out.append({"stage": k, "rate": rates[k], "samples": n, "wall_seconds": round(res.wall, 3),
+                    "real_time_factor": round(res.wall / seconds, 4), "cpu_seconds": round(cpu, 3),
+                    "engine": res.engine})
+    return out
+
+
+def cascade_rows(stages, cfg, seconds: float, repeats: int) -> dict:
+    """Median wall per stage over repeats, each engine; and the --count scaling of the fused engine."""
+    cascade(stages, cfg, "fused", 0.25, 1)  # warm up
+    runs: dict[str, list[list[dict]]] = {"fused": [], "reference": [], "fused_count8": []}
+    for i in range(repeats):
+        runs["fused"].append(cascade(stages, cfg, "fused", seconds, 1, seed=i))
+        runs["reference"].append(cascade(stages, cfg, "reference", seconds, 1, seed=i))
+        runs["fused_count8"].append(cascade(stages, cfg, "fused", seconds, 8, seed=i, workers=generate_workers()))
+    out = {}
+    for name, rr in runs.items():
+        per_stage = []
+        for k in range(len(stages)):
+            walls = [r[k]["wall_seconds"] for r in rr]
+            cpus = [r[k]["cpu_seconds"] for r in rr]
+            per_stage.append({**rr[0][k], "wall_seconds": round(statistics.median(walls), 3),
+                              "real_time_factor": round(statistics.median(walls) / seconds, 4),
+                              "cpu_seconds": round(statistics.median(cpus), 3),
+                              "cpu_real_time_factor": round(statistics.median(cpus) / seconds, 4), "runs": walls})
+        total = statistics.median([sum(s["wall_seconds"] for s in r) for r in rr])
+        cpu = statistics.median([sum(s["cpu_seconds"] for s in r) for r in rr])
+        out[name] = {"stages": per_stage, "wall_seconds": round(total, 3),
+                     "real_time_factor": round(total / seconds, 4), "cpu_seconds": round(cpu, 3),
+                     "cpu_real_time_factor": round(cpu / seconds, 4)}
+    return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="write the results as JSON here")
-    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--quick", action="store_true", help="fewer steps and repeats (smoke run)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (generation's default: 1)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=4.0, help="cascade piece length")
+    ap.add_argument("--run", type=Path, default=None, help="a trained run's stages for the cascade")
     args = ap.parse_args(argv)
     q = 4 if args.quick else 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    repeats = 1 if args.quick else args.repeats
+    torch.set_num_threads(args.threads)
+    rate1 = matmul_rate(args.threads)
+    st, big = reference_stage(), reference_stage(cycle_length=11)
+    rows = engine_rows(st, big, repeats, q, rate1)
+    stages, cfg = tiny_stages(args.run)
+    casc = cascade_rows(stages, cfg, args.seconds / q, repeats)
+    rate1_after = matmul_rate(args.threads)
 
-    st = reference_stage()
-    big = reference_stage(cycle_length=11)  # receptive field doubled
-    rows = []
-
-    def add(engine, stage, batch, rates):
-        sps, cpu_sps = rates
-        rows.append({"engine": engine, "batch": batch, "samples_per_second": round(sps, 2),
-                     "batch_samples_per_second": round(sps * batch, 1),
-                     "samples_per_cpu_second": round(cpu_sps, 2), "threads": torch.get_num_threads(),
-                     "receptive_field": stage.receptive_field, "layers": stage.n_layers,
-                     "microseconds_per_sample": round(1e6 / sps, 2)})
-
-    add("recompute", st, 1, bench_recompute(st, 1, 24 // q))
-    add("recompute", st, 64, bench_recompute(st, 64, max(1, 3 // q)))
-    c1, big1 = bench_cached_pair(st, big, 1, 1500 // q)
-    c64, big64 = bench_cached_pair(st, big, 64, 300 // q)
-    add("cached", st, 1, c1)
-    add("cached", st, 64, c64)
-    add("cached", big, 1, big1)
-    add("cached", big, 64, big64)
-
-    def sps(engine, stage, batch):
-        return next(r["samples_per_second"] for r in rows if r["engine"] == engine and r["batch"] == batch
-                    and r["receptive_field"] == stage.receptive_field)
+    def sps(engine, batch, rf=st.receptive_field):
+        return next(r["samples_per_second"] for r in rows
+                    if r["engine"] == engine and r["batch"] == batch and r["receptive_field"] == rf)
 
     summary = {
-        "cached_over_recompute_batch1": round(sps("cached", st, 1) / sps("recompute", st, 1), 1),
-        "cached_over_recompute_batch64": round(sps("cached", st, 64) / sps("recompute", st, 64), 1),
-        "cached_cost_ratio_rf_doubled_batch1": round(sps("cached", st, 1) / sps("cached", big, 1), 3),
-        "cached_cost_ratio_rf_doubled_batch64": round(sps("cached", st, 64) / sps("cached", big, 64), 3),
-        "cached_cpu_cost_ratio_rf_doubled_batch1": round(c1[1] / big1[1], 3),
+        "fused_over_cached_batch1": round(sps("fused", 1) / sps("cached", 1), 1),
+        "fused_over_cached_batch64": round(sps("fused", 64) / sps("cached", 64), 1),
+        "cached_over_recompute_batch1": round(sps("cached", 1) / sps("recompute", 1), 1),
+        "fused_cost_ratio_rf_doubled_batch1": round(sps("fused", 1) / sps("fused", 1, big.receptive_field), 3),
+        "fused_cost_ratio_rf_doubled_batch64": round(sps("fused", 64) / sps("fused", 64, big.receptive_field), 3),
         "layers_ratio_rf_doubled": big.n_layers / st.n_layers,
+        "cascade_rtf_fused": casc["fused"]["real_time_factor"],
+        "cascade_rtf_reference": casc["reference"]["real_time_factor"],
+        "count8_over_count1_wall": round(casc["fused_count8"]["wall_seconds"] / casc["fused"]["wall_seconds"], 3),
+        "count8_workers": generate_workers(),
     }
     report = {
-        "machine": machine_info(),
+        "machine": machine_info(), "argv": sys.argv[1:] if argv is None else list(argv),
+        "matmul_flops_per_second": {"threads": args.threads, "before": rate1, "after": rate1_after},
         "stage": {"layers": st.n_layers, "residual_channels": 64, "gate_channels": 128, "skip_channels": 128,
-                  "classes": 256, "factor": FACTOR, "receptive_field": st.receptive_field,
-                  "params": st.n_params},
-        "flops_per_sample": st.flops_per_sample(),
-        "flops_per_sample_rf_doubled": big.flops_per_sample(),
+                  "classes": 256, "factor": FACTOR, "receptive_field": st.receptive_field, "params": st.n_params,
+                  "linear_path": True, "adaptive_scale": True},
+        "flops_per_sample": st.flops_per_sample(), "flops_per_sample_rf_doubled": big.flops_per_sample(),
         "results": rows,
+        "cascade": {"preset": "tiny" if args.run is None else str(args.run), "seconds": args.seconds / q,
+                    "batch": 1, **casc},
         "summary": summary,
     }
-    print(f"flops/sample {st.flops_per_sample():.3g} (RF {st.receptive_field}); "
-          f"{big.flops_per_sample():.3g} (RF {big.receptive_field})  threads={torch.get_num_threads()}")
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
-          f"(a busy machine slows the wall-clock rates)")
-    print(f"{'engine':<10}{'batch':>6}{'RF':>7}{'layers':>7}{'samples/s':>12}{'batch samples/s':>17}"
-          f"{'us/sample':>11}{'samples/cpu-s':>15}")
+    print(f"matmul rate {rate1 / 1e9:.1f} GFLOP/s ({args.threads} thread(s)); flops/sample "
+          f"{st.flops_per_sample():.3g}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"{'engine':<10}{'batch':>6}{'RF':>7}{'samples/s':>12}{'batch samples/s':>17}{'us/step':>10}"
+          f"{'GFLOP/s':>9}{'% matmul':>10}")
     for r in rows:
-        print(f"{r['engine']:<10}{r['batch']:>6}{r['receptive_field']:>7}{r['layers']:>7}"
-              f"{r['samples_per_second']:>12.1f}{r['batch_samples_per_second']:>17.1f}"
-              f"{r['microseconds_per_sample']:>11.1f}{r['samples_per_cpu_second']:>15.1f}")
+        print(f"{r['engine']:<10}{r['batch']:>6}{r['receptive_field']:>7}{r['samples_per_second']:>12.1f}"
+              f"{r['batch_samples_per_second']:>17.1f}{r['microseconds_per_step']:>10.1f}{r['gflops']:>9.2f}"
+              f"{100 * r['share_of_matmul_rate']:>9.1f}%")
+    for name, c in casc.items():
+        stages_txt = ", ".join(f"{s['rate'] // 1000} kHz {s['real_time_factor']:.3f}" for s in c["stages"])
+        print(f"cascade {name}: real-time factor {c['real_time_factor']:.3f} ({stages_txt})")
     for k, v in summary.items():
         print(f"{k}: {v}")
     if args.json:

@@ -162,6 +162,7 @@ def evaluate(
     typer.echo(json.dumps(result, indent=2, default=str))
     if json_path:
         typer.echo(f"evaluation: {json_path}")
+    _echo_report(run)
 
 
 @app.command()
@@ -187,6 +188,8 @@ def generate(
         "chain (default: the run config's generate.score_model)"),
     seed: int = typer.Option(0, "--seed"),
     count: int = typer.Option(1, "--count"),
+    engine: str = typer.Option("fused", "--engine", help="sampling engine: fused (compiled, fast) or reference "
+                               "(plain PyTorch streaming)"),
 ) -> None:
     """Generate audio: coarse stage first, then each finer stage."""
     _need_dir(run, "run folder")
@@ -198,7 +201,7 @@ def generate(
     params = _run(validate_params, run_dir=str(run), out_dir=str(out), seconds=seconds, genre=genre,
                   midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
-                  temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
+                  temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine)
     _precheck(check_run, run)  # weights are loaded once, by the flow
     _quiet_prefect()
     from flows.generate import generate_flow
@@ -206,6 +209,16 @@ def generate(
     jobs = _run(generate_flow, params=params)
     for job in jobs or []:
         typer.echo(f"job: {job} (audio.wav, tier_<rate>.wav, spectrogram.png, meta.json)")
+    _echo_report(out)
+
+
+def _echo_report(folder: Path) -> None:
+    """Print the report a flow rewrote in ``folder`` (flows.report.default_report_dir)."""
+    from flows.report import default_report_dir
+
+    index = default_report_dir(folder) / "index.html"
+    if index.is_file():
+        typer.echo(f"report: {index}")
 
 
 @app.command()
@@ -240,6 +253,31 @@ def assess(
         typer.echo(f"noise calibration: {calibration_path(run)}")
     if paths and not result["assessed"]:
         _fail("nothing could be assessed")
+
+
+@app.command()
+def report(
+    run: Path = typer.Option(..., "--run", help="run folder"),
+    out: Path = typer.Option(..., "--out", help="report folder to write (index.html + media/)"),
+    jobs: Optional[list[Path]] = typer.Option(None, "--jobs", help="job folders or folders of jobs (repeatable)"),
+    data: Optional[Path] = typer.Option(None, "--data", help="dataset folder: real held-out clips per genre"),
+    evaluation: Optional[Path] = typer.Option(None, "--evaluation", help="evaluation JSON (default: the run's "
+                                              "latest, metrics/evaluation_<split>.json)"),
+) -> None:
+    """A static listening page: the run, its evaluation, every job's audio per tier, real clips."""
+    _need_dir(run, "run folder")
+    for folder in jobs or []:
+        _need_dir(folder, "jobs folder")
+    if data is not None:
+        _need_dir(data, "dataset folder")
+    if evaluation is not None and not evaluation.is_file():
+        _fail(f"{evaluation}: evaluation JSON does not exist")
+    from pipeline.report import build_report
+
+    result = _run(build_report, run, out, jobs=list(jobs or []), data_dir=data, evaluation=evaluation)
+    for reason in result.skipped:
+        typer.echo(f"skipped: {reason}", err=True)
+    typer.echo(result.line())
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """The demo: the whole pipeline end to end on the demo corpus (``make demo``).
 
 demo-data -> preprocess -> train (configs/tiny.yaml, bounded wall time) -> evaluate ->
-generate one piece per genre and one from a MIDI file of the test split.  Prints where the
-audio and pictures are, and writes ``<out>/demo_summary.json`` with the wall time of each step.
+generate one piece per genre and one from a MIDI file of the test split -> the listening report
+(``<out>/report/index.html``).  Prints where the audio, pictures and report are, and writes
+``<out>/demo_summary.json`` with the wall time of each step.
 
 The flows run against the Strata server (``strata server start``, ``flows/server.py``): the demo
 starts it when it is not running and leaves it running, so the run's flow runs stay browsable in
@@ -76,8 +77,10 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     from flows.evaluate import evaluate_flow
     from flows.generate import generate_flow
     from flows.preprocess import preprocess_flow
+    from flows.report import report_flow
     from flows.train import train_flow
     from pipeline.demo_data import build_demo_corpus
+    from pipeline.report import folder_size
     from pipeline.run import config_path
 
     out = out.resolve()
@@ -88,18 +91,20 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     timer.run("train", train_flow, str(data), str(run), config=config, stages="all",
               max_minutes=train_minutes, resume=config_path(run).exists())
     evaluation = timer.run("evaluate", evaluate_flow, str(data), str(run), split="test",
-                           json_path=str(out / "evaluation.json"))
+                           json_path=str(out / "evaluation.json"), report=False)
     genres = json.loads((data / "manifest.json").read_text())["genres"]
     outputs: dict[str, list[str]] = {}
     for genre in genres:
         outputs[genre] = timer.run(f"generate {genre}", generate_flow, str(run), str(jobs),
-                                   seconds=seconds, genre=genre, seed=seed)
+                                   seconds=seconds, genre=genre, seed=seed, report=False)
     midi = _test_midi(data)
     if midi:
         outputs["midi"] = timer.run("generate from MIDI", generate_flow, str(run), str(jobs),
-                                    midi=midi, seed=seed, seconds=seconds)
+                                    midi=midi, seed=seed, seconds=seconds, report=False)
+    report = timer.run("report", report_flow, str(run), str(out / "report"), jobs=[str(jobs)], data=str(data))
     summary = {"out": str(out), "timings_s": timer.steps, "total_s": timer.total,
-               "evaluation": evaluation, "jobs": outputs, "midi_prompt": midi, "prefect_ui": ui}
+               "evaluation": evaluation, "jobs": outputs, "midi_prompt": midi, "report": report,
+               "report_bytes": folder_size(out / "report")[1], "prefect_ui": ui}
     from pipeline.io import atomic_write_json
 
     atomic_write_json(out / "demo_summary.json", summary)
@@ -111,6 +116,7 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     for name, folders in outputs.items():
         for folder in folders or []:
             print(f"{name:12s} {folder}/audio.wav  {folder}/spectrogram.png")
+    print(f"report:     {report} ({summary['report_bytes'] / 1e6:.1f} MB; open it in a browser)")
     if ui:
         print(f"Prefect UI: {ui} (the server keeps running; `strata server stop` ends it)")
     return summary

@@ -1,7 +1,9 @@
 """Prefect flow ``evaluate``: held-out bits per sample per stage, ablations and baselines (DESIGN 6).
 
-Runs ``pipeline.evaluate.evaluate_run``, writes the JSON atomically when asked, and creates a
-markdown artifact (the table) and a table artifact.
+Runs ``pipeline.evaluate.evaluate_run``, writes the JSON atomically (to the run's
+``metrics/evaluation_<split>.json``, and to ``json_path`` when asked), creates a markdown artifact
+(the table) and a table artifact, and rewrites the run's listening report (``<run>/report``) with a
+link artifact to it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.report import default_report_dir, refresh_report
 from pipeline.evaluate import evaluate_run, stages_table
 from pipeline.io import atomic_write_json
+from pipeline.run import evaluation_path
 
 
 @task(name="evaluate-run")
@@ -43,12 +47,14 @@ def evaluation_markdown(result: dict) -> str:
 
 @flow(name="evaluate")
 def evaluate_flow(data: str, run: str, split: str = "test", json_path: str | None = None,
-                  max_seconds: float | None = None) -> dict[str, Any]:
+                  max_seconds: float | None = None, report: bool = True) -> dict[str, Any]:
     """Evaluate a run on a split; returns the DESIGN 6 JSON (also written to ``json_path``).
 
-    ``max_seconds``: score the first S seconds of every track (exact within them; in the JSON)."""
+    ``max_seconds``: score the first S seconds of every track (exact within them; in the JSON).
+    ``report``: rewrite ``<run>/report`` (the run, this evaluation, real clips of ``data``) and link it."""
     logger = get_run_logger()
     result = evaluate_task(data, run, split, max_seconds)
+    atomic_write_json(evaluation_path(run, split), result)  # the run's latest, for the report
     if json_path:
         atomic_write_json(Path(json_path), result)
         logger.info(f"evaluation written to {json_path}")
@@ -56,4 +62,6 @@ def evaluate_flow(data: str, run: str, split: str = "test", json_path: str | Non
     create_markdown_artifact(md, key="evaluation", description="Held-out bits per sample per stage")
     create_table_artifact(stages_table(result), key="evaluation-stages", description="Bits per sample per stage")
     print(md, flush=True)
+    if report:
+        refresh_report(run, default_report_dir(run), key="evaluate-report", data=data)
     return result

@@ -7,11 +7,13 @@ import secrets
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_image_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 
+from flows.report import default_report_dir, refresh_report
 from pipeline.errors import ParameterError
 from pipeline.generate import generate_jobs
 from pipeline.plan import GenerateParams, validate_params
+from pipeline.report import diagnostics_rows
 
 
 @flow(name="generate")
@@ -20,7 +22,7 @@ def generate_flow(run: str | None = None, out: str | None = None, seconds: float
                   temperature: float | None = None, top_p: float | None = None, guidance: float | None = None,
                   seed: int | None = 0, count: int = 1, resynth: str | None = None,
                   stage_temperature: list[float] | None = None, score_model: bool | None = None,
-                  params: GenerateParams | None = None) -> list[str]:
+                  params: GenerateParams | None = None, report: bool = True) -> list[str]:
     """Generate ``count`` variations from a run folder; one job folder each (returned as paths).
 
     The parameters are validated once, by whoever takes them first.  Called directly (a script, a
@@ -33,6 +35,7 @@ def generate_flow(run: str | None = None, out: str | None = None, seconds: float
     ``resynth``: audio whose coarse tier replaces stage 0 (only the finer stages generate).
     ``stage_temperature``: per-stage factors on ``temperature``.  Sampling parameters left None
     take the run's ``generate:`` config section.
+    ``report``: rewrite ``<out>/report`` (the listening page of every job in ``out``) and link it.
     """
     loose = dict(run_dir=run, out_dir=out, seconds=seconds, genre=genre, midi=midi, prompt=prompt,
                  resynth=resynth, temperature=temperature, top_p=top_p, guidance=guidance,
@@ -45,17 +48,18 @@ def generate_flow(run: str | None = None, out: str | None = None, seconds: float
     jobs = generate_jobs(params)
     for job in jobs:
         publish_job(job)
+    if report:
+        refresh_report(params.run_dir, default_report_dir(params.out_dir), key="generate-report",
+                       jobs=[params.out_dir])
     return [str(j) for j in jobs]
 
 
 def publish_job(job: Path) -> None:
-    """Markdown summary (parameters, timings, files) and the spectrogram as artifacts."""
+    """A markdown summary (parameters, timings, diagnostics, file paths) as an artifact; pictures and
+    players are in the report (a Prefect server's page cannot show ``file://`` images)."""
     meta = json.loads((job / "meta.json").read_text())
     create_markdown_artifact(markdown=job_markdown(job, meta), key=_key(job.name),
                              description=f"generation job {job.name}")
-    png = job / "spectrogram.png"
-    create_image_artifact(image_url=png.resolve().as_uri(), key=_key(job.name + "-spectrogram"),
-                          description=f"spectrogram of {job.name}")
 
 
 def job_markdown(job: Path, meta: dict) -> str:
@@ -63,7 +67,7 @@ def job_markdown(job: Path, meta: dict) -> str:
     t = meta["timings"]
     lines = [f"# {job.name}", "", f"- folder: `{job.resolve()}`",
              f"- audio: `{(job / 'audio.wav').resolve()}` ({meta['seconds']:.2f} s)",
-             f"- spectrogram: ![spectrogram]({(job / 'spectrogram.png').resolve().as_uri()})",
+             f"- spectrogram: `{(job / 'spectrogram.png').resolve()}`",
              f"- run: `{meta['run']}`", "", "## Parameters", "", "| name | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in meta["parameters"].items()]
     lines += ["", "## Timings", "", "| stage | rate | samples | wall s | real-time factor | samples/s |",
@@ -76,24 +80,6 @@ def job_markdown(job: Path, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-DIAGNOSTIC_ROWS = (  # (group, key, label) shown in the job artifact
-    ("score", "chroma_agreement", "chroma agreement with the MIDI"),
-    ("score", "chroma_chance", "chroma agreement by chance (shuffled frames)"),
-    ("score", "chroma_lift", "chroma lift (agreement - chance)"),
-    ("score", "chroma_reference", "chroma agreement of a FluidSynth rendering"),
-    ("noise", "flatness_median", "median spectral flatness (1 s windows)"),
-    ("noise", "flatness_threshold", "flatness threshold (noise)"),
-    ("noise", "noisy_share", "share of windows above the threshold"),
-    ("noise", "first_noisy_seconds", "first window above the threshold (s)"),
-    ("length", "seconds", "length (s)"),
-    ("length", "ended_by_end_class", "ended by the end class"),
-    ("resynth", "lsd_db", "LSD to the real audio (dB)"),
-    ("resynth", "lsd_upsampled_db", "LSD of plain upsampling (dB)"),
-    ("resynth", "lsd_high_db", "LSD above the coarse Nyquist (dB)"),
-    ("resynth", "lsd_upsampled_high_db", "LSD of upsampling above the coarse Nyquist (dB)"),
-)
-
-
 def diagnostics_markdown(d: dict) -> list[str]:
     """Markdown lines: a table of the job's diagnostics (meta.json ``diagnostics``)."""
     if not d:
@@ -102,10 +88,7 @@ def diagnostics_markdown(d: dict) -> list[str]:
     if "error" in d:
         lines += [f"diagnostics failed: {d['error']}", ""]
     lines += ["| measure | value |", "|---|---|"]
-    lines += [f"| {label} | {_value((d.get(group) or {}).get(key))} |"
-              for group, key, label in DIAGNOSTIC_ROWS if key in (d.get(group) or {})]
-    lines += [f"| tier SNR at {rate} Hz (dB) | {_value(v)} |"
-              for rate, v in ((d.get("tiers") or {}).get("snr_db") or {}).items()]
+    lines += [f"| {label} | {_value(v)} |" for label, v in diagnostics_rows(d)]
     return lines
 
 

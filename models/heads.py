@@ -100,8 +100,8 @@ class Head(nn.Module):
         raise NotImplementedError
 
     def sample(self, out_t: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """out_t (B, C) -> (B,) samples."""
+               generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        """out_t (B, C) -> (B,) samples (``u`` (B,): uniforms to draw from, where the head draws once)."""
         raise NotImplementedError
 
 
@@ -148,21 +148,34 @@ class CategoricalHead(Head):
         return F.cross_entropy(out.float(), x, reduction="none") / LN2
 
     def sample(self, out_t: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """out_t (B, C) logits -> (B,) int64 codes; temperature <= 0 or tiny top_p -> argmax."""
-        logits = out_t.float()
+               generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        """out_t (B, C) logits -> (B,) int64 codes, by inverse CDF (``inverse_cdf``) from the uniforms
+        ``u`` (B,) float64 (the sampling loop's stream uniforms), else drawn from ``generator``;
+        temperature <= 0 -> argmax."""
+        logits = out_t.double()
         if temperature <= 0:
             return logits.argmax(-1)
-        probs = torch.softmax(logits / temperature, dim=-1)  # (B, C)
-        if top_p < 1.0:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            before = sorted_p.cumsum(-1) - sorted_p  # mass strictly before each class
-            keep = before < top_p
-            keep[:, 0] = True
-            sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
-            pick = torch.multinomial(sorted_p, 1, generator=generator)  # (B, 1) in sorted order
-            return order.gather(1, pick)[:, 0]
-        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+        if u is None:
+            u = torch.rand(logits.shape[0], generator=generator, dtype=torch.float64)  # (B,)
+        return inverse_cdf(logits, temperature, top_p, u)
+
+
+def inverse_cdf(logits: torch.Tensor, temperature: float, top_p: float, u: torch.Tensor) -> torch.Tensor:
+    """logits (B, C) float64 (-inf: never), u (B,) in [0, 1) -> (B,) int64: the first class whose
+    cumulative probability (class order) exceeds u.  top-p keeps the smallest set of the most likely
+    classes whose mass before each member is < top_p.  models/fused_kernel.py ``_draw`` is the twin."""
+    p = torch.exp((logits - logits.max(-1, keepdim=True).values) / temperature)  # (B, C) unnormalised
+    if top_p < 1.0:
+        sorted_p, order = p.sort(dim=-1, descending=True, stable=True)
+        before = sorted_p.cumsum(-1) - sorted_p  # mass strictly before each class
+        keep_sorted = before < top_p * p.sum(-1, keepdim=True)
+        keep_sorted[:, 0] = True
+        keep = torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
+        p = torch.where(keep, p, torch.zeros_like(p))
+    cdf = p.cumsum(-1)  # (B, C)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]  # first cdf > u * total
+    last = torch.where(p > 0, torch.arange(p.shape[1]), torch.zeros_like(pick[:, None])).max(-1).values
+    return torch.minimum(pick, last)
 
 
 def quantize_pcm(x: torch.Tensor) -> torch.Tensor:
@@ -258,9 +271,9 @@ class LogisticMixtureHead(Head):
         return -self.log_prob(out, x) / LN2
 
     def sample(self, out_t: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """out_t (B, 3M) -> (B,) float on 16-bit bin centres.  Temperature scales the logistic
-        scales and the mixture logits; top_p is ignored (continuous output)."""
+               generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        """out_t (B, 3M) -> (B,) float on 16-bit bin centres.  Temperature scales the logistic scales
+        and the mixture logits; top_p is ignored (continuous output); ``u`` too (two draws per sample)."""
         logits, means, log_scales = self.split(out_t, dim=-1)  # (B, M)
         t = max(float(temperature), 1e-6)
         k = torch.multinomial(torch.softmax(logits / t, dim=-1), 1, generator=generator)  # (B, 1)

@@ -18,14 +18,23 @@ streams as one batch, step by step.
   detail a fine stage adds is ~0.01-0.05 in decoded units) it barely touches normal steps, but a
   fine stage's own-past loop can no longer run away into a full-scale oscillation or noise after
   an unusual coarse sample (measured: a stage-1 limit cycle at 780 Hz, tier SNR -10 dB, became 26 dB).
+- Engines: ``engine="fused"`` (default) runs the whole loop above in the fused kernel
+  (models/fused.py) when the stage allows it, else the reference loop below after a one-line
+  warning; ``engine="reference"`` always runs the reference.
+- Random numbers (categorical heads): the generator gives each stream a seed
+  (``stream_seeds``); the stream's uniform of step t is a counter-based hash of seed and t
+  (``stream_uniforms``), and the head draws by inverse CDF from it.  Both engines draw the same
+  way, so the same seed gives the same samples, however the streams are batched or grouped.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -53,31 +62,50 @@ class Sampled:
     x: torch.Tensor  # (B, n') codes (int64) or floats in [-1, 1] (float heads); n' <= n
     lengths: list[int]  # samples of each stream (n unless the model ended it)
     twin: bool  # the unconditional twins ran
+    engine: str = "reference"  # the engine that ran ("fused" or "reference")
 
 
 def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int, guidance: float = 0.0,
                  conditioned: bool = False, prompt: torch.Tensor | None = None, free_length: bool = False,
                  min_length: int = 1, round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0,
                  end_threshold: float = 0.5, tier_prior: float = 0.0, generator: torch.Generator | None = None,
-                 chunk: int | None = None, progress: Callable[[int], None] | None = None) -> Sampled:
+                 chunk: int | None = None, progress: Callable[[int], None] | None = None,
+                 engine: str = "fused", workers: int = 1) -> Sampled:
     """Sample ``n`` samples of ``stage`` for ``batch`` streams conditioned on ``cond`` (batch rows).
 
     ``conditioned``: the streams have a genre or roll to guide (``no_genre``: the twins' genre id).
+    ``engine``: "fused" or "reference" (module docstring); ``workers``: the fused engine runs the
+    streams in up to this many groups on threads (each stream's samples do not depend on it).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     float_head = bool(getattr(stage.head, "float_input", False))
     twin = uses_guidance(stage, guidance, conditioned)
     if twin:  # rows [batch:] are the unconditional twins: "no genre", roll dropped
         cond = cond.twin(no_genre)
     rows = 2 * batch if twin else batch
+    prior = _tier_prior(stage, cond.below, n, tier_prior) if not float_head else None
+    chunk_kw = {} if chunk is None else {"chunk": chunk}
+    end_code = getattr(stage, "end_code", None) if not float_head else None
+    seeds = stream_seeds(generator, batch)  # (B,) every engine draws them: the generator moves alike
+    if engine == "fused" and fused_engine_ok(stage):
+        from models.fused import Draw
+
+        draw = Draw(batch=batch, twin=twin, guidance=guidance, temperature=temperature, top_p=top_p,
+                    band=None if prior is None else prior.band, prior_scale=0.0 if prior is None else prior.scale,
+                    prior_values=None if prior is None else prior.values, end_code=end_code,
+                    free_length=free_length, min_length=min_length, end_threshold=end_threshold, seeds=seeds)
+        x, lengths, steps = _sample_fused(stage, n, cond, draw, prompt, chunk_kw, progress, workers)
+        if steps < n:
+            x = x[:, : max(min(n, round_to * math.ceil(max(lengths) / round_to)), round_to)]
+        return Sampled(x, lengths, twin, "fused")
     dtype = torch.float32 if float_head else torch.int64
     silence = stage.start_code
     x = torch.full((batch, n), silence, dtype=dtype)  # (B, n)
-    state = _Ends(batch, n, silence, getattr(stage, "end_code", None) if not float_head else None)
+    state = _Ends(batch, n, silence, end_code)
     prev = torch.full((rows,), stage.start_code, dtype=dtype)  # (rows,)
     p_len = 0 if prompt is None else prompt.shape[1]
     steps = n
-    prior = _tier_prior(stage, cond.below, n, tier_prior) if not float_head else None
-    chunk_kw = {} if chunk is None else {"chunk": chunk}
     with torch.inference_mode(), stage.streaming(rows, cond, **chunk_kw) as s:
         for t in range(n):
             out = s.step(prev)  # (rows, C)
@@ -88,7 +116,9 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
                 if prior is not None:
                     out = prior(out, t)
                 confident = state.confident(out, free_length and t >= min_length, end_threshold)
-                xt = stage.head.sample(state.mask(out), temperature=temperature, top_p=top_p, generator=generator)
+                draw = {} if float_head else {"u": torch.from_numpy(stream_uniforms(seeds, t))}  # (B,)
+                xt = stage.head.sample(state.mask(out), temperature=temperature, top_p=top_p, generator=generator,
+                                                       **draw)
                 xt = state.apply(xt, confident, t, free_length)
             x[:, t] = xt
             prev = torch.cat([xt, xt]) if twin else xt
@@ -101,6 +131,71 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
         keep = min(n, round_to * math.ceil(int(state.lengths.max()) / round_to))
         x = x[:, : max(keep, round_to)]
     return Sampled(x, [int(v) for v in state.lengths], twin)
+
+
+ENGINES = ("fused", "reference")
+GOLDEN, MIX1, MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def stream_seeds(generator: torch.Generator | None, batch: int) -> np.ndarray:
+    """(B,) uint64: one seed per stream, drawn from ``generator`` (its only use for categorical heads)."""
+    s = torch.randint(0, 2**62, (batch,), generator=generator, dtype=torch.int64)
+    return s.numpy().astype(np.uint64)
+
+
+def stream_uniforms(seeds: np.ndarray, t: int) -> np.ndarray:
+    """(B,) float64 in [0, 1): stream b's uniform of step t, SplitMix64 of seeds[b] + (t + 1) * golden
+    (a counter-based generator: a stream's draws depend on its seed and the step only, so batching,
+    row groups and the engine do not change them; models/fused_kernel.py ``_uniform`` is the twin)."""
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps, as intended
+        z = seeds + np.uint64(t + 1) * GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * MIX1
+        z = (z ^ (z >> np.uint64(27))) * MIX2
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def _sample_fused(stage, n: int, cond: Conditioning, draw, prompt, chunk_kw: dict, progress,
+                  workers: int) -> tuple[torch.Tensor, list[int], int]:
+    """The fused engine over the B streams, in up to ``workers`` groups of streams on threads (the
+    kernel releases the GIL; each group has its own stream state; twins stay with their stream)."""
+    import dataclasses
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.fused import FusedStream
+
+    b = draw.batch
+    groups = [g for g in np.array_split(np.arange(b), max(1, min(int(workers), b))) if len(g)]
+
+    def run(k: int, idx: np.ndarray):
+        rows = np.concatenate([idx, idx + b]) if draw.twin else idx
+        sub = draw if len(groups) == 1 else dataclasses.replace(
+            draw, batch=len(idx), seeds=draw.seeds[idx], band=None if draw.band is None else draw.band[idx])
+        c = cond if len(groups) == 1 else cond.rows(torch.from_numpy(rows))
+        with torch.inference_mode():
+            fs = FusedStream(stage, len(rows), c, **chunk_kw)
+            return fs.sample(n, sub, prompt=None if prompt is None else prompt[idx],
+                             progress=progress if k == 0 else None)
+
+    if len(groups) == 1:
+        return run(0, groups[0])
+    with ThreadPoolExecutor(len(groups)) as pool:
+        parts = list(pool.map(run, range(len(groups)), groups))
+    x = torch.cat([p[0] for p in parts])  # groups are consecutive rows
+    lengths = [v for p in parts for v in p[1]]
+    return x, lengths, max(p[2] for p in parts)
+_WARNED: set[str] = set()
+
+
+def fused_engine_ok(stage) -> bool:
+    """The fused engine can run ``stage``; otherwise one warning line (once per reason) on stderr."""
+    from models.fused import unavailable
+
+    reason = unavailable(stage)
+    if reason is not None and reason not in _WARNED:
+        _WARNED.add(reason)
+        print(f"warning: fused engine unavailable, using the reference engine: {reason}", file=sys.stderr)
+    return reason is None
 
 
 def _tier_prior(stage, below: torch.Tensor | None, n: int, sigma: float) -> _TierPrior | None:
@@ -145,7 +240,7 @@ class _Ends:
         """(B,) bool: END has at least ``threshold`` probability (None when END may not end here)."""
         if self.end_code is None or not allowed:
             return None
-        return torch.softmax(out.float(), -1)[:, self.end_code] >= threshold
+        return torch.softmax(out.double(), -1)[:, self.end_code] >= threshold
 
     def mask(self, out: torch.Tensor) -> torch.Tensor:
         """The outputs with END never drawn by chance."""

@@ -31,7 +31,7 @@ from pipeline.errors import RunError
 from pipeline.jobs import write_jobs
 from pipeline.plan import GenerateParams, Plan, make_plan, validate_params
 from pipeline.run import LoadedRun, load_run
-from pipeline.runtime import Progress, limited_threads, step_threads
+from pipeline.runtime import Progress, generate_workers, limited_threads, step_threads
 
 # ----------------------------------------------------------------------------- sampling
 
@@ -47,13 +47,15 @@ class StageResult:
     lengths: list[int]  # samples of each stream (all n unless the model ended a stream)
     wall: float
     twin: bool = False  # the unconditional twins ran (guidance)
+    engine: str = "reference"  # the sampling engine that ran
 
 
 def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: bool = False,
               guidance: float = 0.0, prompt=None, free_length: bool = False, min_length: int = 1,
               round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0, end_threshold: float = 0.5,
               tier_prior: float = 0.0, generator=None, chunk: int | None = None,
-              progress: Callable[[int], None] | None = None) -> StageResult:
+              progress: Callable[[int], None] | None = None, engine: str = "fused",
+              workers: int = 1) -> StageResult:
     """Sample ``n`` samples of one stage for ``batch`` streams (``models.sampling.sample_stage``).
 
     genre: int64 (B,); below: int64 (B, n // factor) or None; roll: float (B, 256, F) or None;
@@ -70,8 +72,8 @@ def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: 
                        no_genre=stage_no_genre(stage) if twin else 0, guidance=guidance, conditioned=twin,
                        prompt=prompt, free_length=free_length, min_length=min_length, round_to=round_to,
                        temperature=temperature, top_p=top_p, end_threshold=end_threshold, tier_prior=tier_prior,
-                       generator=generator, chunk=chunk, progress=progress)
-    return StageResult(res.x, res.lengths, time.perf_counter() - t0, res.twin)
+                       generator=generator, chunk=chunk, progress=progress, engine=engine, workers=workers)
+    return StageResult(res.x, res.lengths, time.perf_counter() - t0, res.twin, res.engine)
 
 
 def stage_no_genre(stage) -> int:
@@ -132,7 +134,7 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
                         min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                         round_to=unit0, temperature=stage_temperature(run, p, k), top_p=p.top_p,
                         end_threshold=p.end_threshold, tier_prior=p.tier_prior,
-                        generator=gen, chunk=chunk,
+                        generator=gen, chunk=chunk, engine=p.engine, workers=generate_workers(),
                         progress=lambda done: bar.update(label, done))
         bar.finish(label, res.x.shape[1])
         bar.close()
@@ -141,7 +143,7 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
         tiers[rate] = res.x
         below = _as_codes(res.x, stage, cfg)  # (B, n_k) int64 for the next stage
         n_k = res.x.shape[1]
-        timings.append(_timing(k, rate, n_k, B, res.wall, res.twin))
+        timings.append({**_timing(k, rate, n_k, B, res.wall, res.twin), "engine": res.engine})
     return CascadeResult(tiers, lengths0 or [n0] * B, timings)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.run import LoadedRun
-from pipeline.runtime import package_version, step_threads
+from pipeline.runtime import generate_workers, package_version, step_threads
 
 if TYPE_CHECKING:
     from pipeline.generate import CascadeResult
@@ -94,6 +94,7 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
             "real_time_factor": total_wall / seconds if seconds else None,
             "batch": p.count,
             "threads": step_threads(),
+            "workers": generate_workers(),  # groups of streams (the fused engine)
         },
         "guidance_formula": "l = l_u + (1 + W) * (l_c - l_u)",
         "created_utc": datetime.now(timezone.utc).isoformat(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -55,6 +55,7 @@ class GenerateParams(BaseModel):
     seed: int = Field(0, ge=0, lt=2**63)
     count: int = Field(1, ge=1, le=MAX_COUNT)
     chunk: int | None = Field(None, ge=1)
+    engine: Literal["fused", "reference"] = "fused"  # the sampling loop (models/sampling.py)
 
     @field_validator("run_dir")
     @classmethod
@@ -103,6 +104,7 @@ _HINTS = {
     "seed": "must be a non-negative integer",
     "count": f"must be an integer from 1 to {MAX_COUNT}",
     "chunk": "must be a positive integer",
+    "engine": "must be fused or reference",
 }
 
 

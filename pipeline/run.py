@@ -7,7 +7,8 @@ Layout of ``run_dir``:
 - ``checkpoints/stage<k>/step-<n>/``: Accelerate's training state (``--resume``);
 - ``logs/stage<k>/``: TensorBoard;
 - ``metrics/stage<k>.jsonl`` (one row per logged step), ``metrics/stage<k>_result.json`` (the
-  summary ``train_stage`` returns), ``metrics/loss.png`` (the train flow's curves);
+  summary ``train_stage`` returns), ``metrics/loss.png`` (the train flow's curves),
+  ``metrics/evaluation_<split>.json`` (the latest evaluation of that split, written by the evaluate flow);
 - ``diagnostics_calibration.json``: the noise threshold of ``pipeline.assess``.
 
 ``load_run`` reads the config once and every exported stage once (safetensors, never unpickled);
@@ -65,6 +66,15 @@ def result_path(run_dir, k: int) -> Path:
 
 def loss_plot_path(run_dir) -> Path:
     return Path(run_dir) / "metrics" / "loss.png"
+
+
+def evaluation_path(run_dir, split: str) -> Path:
+    return Path(run_dir) / "metrics" / f"evaluation_{split}.json"
+
+
+def evaluation_glob() -> str:
+    """Every ``evaluation_path`` of a run, relative to it."""
+    return "metrics/evaluation_*.json"
 
 
 def calibration_path(run_dir) -> Path:

@@ -45,6 +45,16 @@ def step_threads() -> int:
         return 1
 
 
+def generate_workers() -> int:
+    """Groups of streams that the fused engine runs side by side on threads
+    (``STRATA_GENERATE_WORKERS``, default: the machine's cores).  Each group is one core's work;
+    a stream's samples do not depend on it (models/sampling.py)."""
+    try:
+        return max(1, int(os.environ.get("STRATA_GENERATE_WORKERS", str(os.cpu_count() or 1))))
+    except ValueError:
+        return 1
+
+
 @contextmanager
 def limited_threads(n: int):
     """Run with ``torch.set_num_threads(n)``; the old value comes back when the last user leaves

@@ -155,7 +155,49 @@ def bench_table() -> str:
     return "\n".join(rows) + "\n\n" + "; ".join(notes) + "."
 
 
-SECTIONS = {"evaluation": evaluation_table, "quality": quality_table, "bench": bench_table}
+def generation_table() -> str:
+    """bench/results/generation.json: the engines on the reference stage, and the tiny cascade."""
+    g = json.loads((HERE.parents[1] / "bench" / "results" / "generation.json").read_text())
+    rate = g["matmul_flops_per_second"]
+    rows = ["| engine | batch | receptive field | samples/s per stream | samples/s in all | GFLOP/s "
+            "| % of matmul rate |", "|" + " --- |" * 7]
+    for r in g["results"]:
+        rows.append(f"| {r['engine']} | {r['batch']} | {r['receptive_field']} | {r['samples_per_second']:,.1f} "
+                    f"| {r['batch_samples_per_second']:,.0f} | {r['gflops']:.2f} "
+                    f"| {100 * r['share_of_matmul_rate']:.1f}% |")
+    c = g["cascade"]
+    rows += ["", "| tiny cascade: real-time factor, wall (CPU) | "
+             + " | ".join(f"{s['rate'] // 1000} kHz" for s in c["fused"]["stages"]) + " | total |",
+             "|" + " --- |" * (len(c["fused"]["stages"]) + 2)]
+
+    def rtf(x: dict) -> str:
+        cpu = x.get("cpu_real_time_factor")
+        return f"{x['real_time_factor']:.3f}" + ("" if cpu is None else f" ({cpu:.3f})")
+
+    for name, label in (("reference", "reference engine, batch 1"), ("fused", "fused engine, batch 1"),
+                        ("fused_count8", "fused engine, `--count 8`")):
+        if name in c:
+            rows.append(f"| {label} | " + " | ".join(rtf(s) for s in c[name]["stages"])
+                        + f" | **{rtf(c[name])}** |")
+    m, s = g["machine"], g["summary"]
+    st = g["stage"]
+    tail = (f"\n\nReal-time factors: wall seconds per second of audio (in brackets: CPU seconds of all the "
+            f"process's threads, which other processes' load does not inflate) for a {c['seconds']:g} s piece, "
+            f"{c['preset']} preset. Reference stage: {st['layers']} layers, residual "
+            f"{st['residual_channels']}, gate {st['gate_channels']}, skip {st['skip_channels']}, "
+            f"{st['classes']} classes, tier below and genre, linear path on: "
+            f"{g['flops_per_sample'] / 1e6:.2f} MFLOP per sample; matmul rate {rate['before'] / 1e9:.0f} GFLOP/s "
+            f"({rate['threads']} thread, measured in the same run). Fused over reference streaming: "
+            f"{s['fused_over_cached_batch1']}x (batch 1), {s['fused_over_cached_batch64']}x (batch 64); "
+            f"`--count 8` ({s.get('count8_workers', 1)} groups of streams) costs {s['count8_over_count1_wall']}x the "
+            f"wall time of one piece. Medians of "
+            f"{len(g['results'][0]['runs'])} runs; {m['cpu']}, {m['cores']} cores, load average "
+            f"{m['load_average'][0]}; `python bench/generation.py {' '.join(g.get('argv', []))}`.")
+    return "\n".join(rows) + tail
+
+
+SECTIONS = {"evaluation": evaluation_table, "quality": quality_table, "generation": generation_table,
+            "bench": bench_table}
 
 
 def render(text: str) -> str:

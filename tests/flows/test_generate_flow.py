@@ -37,8 +37,10 @@ def test_flow_writes_jobs_and_artifacts(prefect_harness, run, tmp_path):
     name = Path(jobs[0]).name
     (summary,) = _artifacts(name)
     assert summary.type == "markdown" and "audio.wav" in summary.data and "real-time factor" in summary.data
-    (image,) = _artifacts(name + "-spectrogram")
-    assert image.type == "image" and image.data.endswith("spectrogram.png")
+    assert "file://" not in summary.data and not _artifacts(name + "-spectrogram")  # no file:// images
+    (link,) = [a for a in _artifacts("generate-report") if tmp_path.as_uri() in a.data]
+    index = tmp_path / "report" / "index.html"
+    assert f"({index.as_uri()})" in link.data and all(Path(j).name in index.read_text() for j in jobs)
 
 
 def test_flow_rejects_bad_parameters(prefect_harness, run, tmp_path):

@@ -70,6 +70,10 @@ def test_train_flow_then_evaluate_flow(prefect_harness, setup):
     assert written["split"] == "test" and len(written["stages"]) == 2 and written == json.loads(json.dumps(res))
     arts = flow_artifacts(est.state_details.flow_run_id)
     assert "evaluation" in arts and "| stage |" in arts["evaluation"].data
+    # the run keeps its latest evaluation, and its report shows it, linked from the flow run
+    assert json.loads((run / "metrics" / "evaluation_test.json").read_text()) == written
+    report = run / "report" / "index.html"
+    assert f"({report.as_uri()})" in arts["evaluate-report"].data and "Held-out bits per sample" in report.read_text()
 
 
 def test_train_flow_parameter_errors(prefect_harness, setup):

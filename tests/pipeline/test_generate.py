@@ -76,6 +76,17 @@ def test_seeded_generation_is_reproducible(run, tmp_path):
     assert not np.array_equal(read(a), read(c))
 
 
+def test_engines_give_the_same_audio_and_say_which_ran(run, tmp_path):
+    """The fused engine (default) and the reference: same seed, same audio; meta.json names the engine."""
+    jobs = {e: generate(run, tmp_path / e, seconds=0.3, seed=5, genre="folk", count=2, progress=False, engine=e)
+            for e in ("fused", "reference")}
+    for a, b in zip(jobs["fused"], jobs["reference"]):
+        assert np.array_equal(read(a), read(b))
+        assert {s["engine"] for s in meta(a)["timings"]["stages"]} == {"fused"}
+        assert {s["engine"] for s in meta(b)["timings"]["stages"]} == {"reference"}
+        assert meta(a)["parameters"]["engine"] == "fused"
+
+
 def test_count_gives_distinct_folders(run, tmp_path):
     jobs = generate(run, tmp_path, seconds=0.1, count=3, seed=1, progress=False)
     assert len(jobs) == len(set(jobs)) == 3 and all(j.is_dir() for j in jobs)
@@ -268,6 +279,7 @@ BAD = [
     (dict(genre="polka"), ParameterError, "chorale, folk"),
     (dict(midi="missing.mid"), ParameterError, "midi"),
     (dict(prompt="missing.wav"), ParameterError, "prompt"),
+    (dict(engine="turbo"), ParameterError, "engine"),
 ]
 
 

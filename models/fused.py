@@ -1,0 +1,337 @@
+"""The fused streaming engine: a whole stage's step, and the sampling around it, compiled with numba.
+
+Same function as the reference engine (models/streaming.py + models/sampling.py), without the
+dozens of small PyTorch calls per sample: ``models/fused_kernel.py`` runs many steps per call.
+What stays in PyTorch is what is computed once per chunk or per frame, by the same model code the
+reference uses: the conditioning stack's features (projected into the gates with one matmul per
+block), the linear path's tier-below part, the score taps, and the history stack (one step per
+``pool`` samples).
+
+- ``unavailable(stage)``: why the fused engine cannot run a stage (None when it can): numba
+  missing, a device other than the CPU, a dtype other than float32, or a head that is not
+  categorical.  Callers fall back to the reference engine with a one-line warning.
+- ``FusedStream(stage, rows, cond)``: ``.logits(x)`` teacher-forced logits (the equivalence
+  tests), ``.sample(n, draw)`` the sampling loop (``models.sampling.sample_stage`` calls it).
+
+Random numbers: each stream's uniform of step t comes from its own seed (SplitMix64, the
+reference's ``models.sampling.stream_uniforms``): same seeds, same samples, whatever the
+batching; streams can run in separate groups (``models.sampling.sample_stage``'s ``workers``).
+On CUDA the fused engine is not built; generation there uses the reference engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.conditioning import Conditioning
+from models.predictor import ADAPT_FLOOR, UNIFORM_MIX
+
+SUB_FLOATS = 1 << 21  # projected conditioning held per block: 8 MB of float32
+BLAS_ROWS = 16  # from this many rows the kernel calls BLAS (below: its loops, faster for tiny stages at 8)
+
+
+def unavailable(stage) -> str | None:
+    """Why ``stage`` cannot run on the fused engine, or None."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return "numba is not installed (pip install numba)"
+    p = next(stage.parameters())
+    if p.device.type != "cpu":
+        return f"it runs on the CPU only (stage {stage.index} is on {p.device.type})"
+    if p.dtype != torch.float32:
+        return f"it runs float32 stages only (stage {stage.index} is {p.dtype})"
+    if getattr(stage.head, "kind", "") != "categorical":
+        return f"it samples categorical heads only (stage {stage.index} has a {stage.head.kind} head)"
+    return None
+
+
+def one_blas_thread():
+    """The kernel's BLAS calls (batches from BLAS_ROWS rows) on one thread: the engine runs on one
+    core, and OpenBLAS's own threads spin against it on a busy machine (measured: batch 64 ran
+    3-4x slower with 2 BLAS threads at load 4)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+@dataclass
+class Draw:
+    """How the sampled steps are chosen (``models.sampling.sample_stage``'s arguments)."""
+
+    batch: int  # streams (rows = 2 * batch with guidance twins)
+    twin: bool = False
+    guidance: float = 0.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    band: torch.Tensor | None = None  # (B, n) tier prior centre (decoded tier below), or None
+    prior_scale: float = 0.0  # 1 / (2 sigma^2)
+    prior_values: torch.Tensor | None = None  # (classes,) decoded value of each mu-law class
+    end_code: int | None = None
+    free_length: bool = False
+    min_length: int = 1
+    end_threshold: float = 0.5
+    seeds: np.ndarray | None = None  # (B,) uint64: each stream's uniforms (models.sampling.stream_uniforms)
+
+
+def _f32(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to(torch.float32).cpu().numpy())
+
+
+def _pad_cols(a: np.ndarray, k: int) -> np.ndarray:
+    """(I, O) -> (I, O') with O' the next multiple of k, zeros added."""
+    extra = -a.shape[1] % k
+    return np.ascontiguousarray(np.pad(a, ((0, 0), (0, extra)))) if extra else a
+
+
+def pack(stage) -> dict[str, np.ndarray]:
+    """The stage's weights in the kernel's layout (``Stage.stream_layout``, as numpy)."""
+    lay = stage.stream_layout()
+    g, s = stage.gate_channels, stage.skip_channels
+    n = stage.n_layers
+    dil = np.array([d for d, _, _ in lay["layers"]], dtype=np.int64)
+    sizes = dil * (stage.kernel_size - 1)
+    r = stage.residual_channels
+    wsr = np.zeros((n, g, s + r), np.float32)  # [skip | residual] on the gate; no residual after the last layer
+    bres = np.zeros((n, r), np.float32)
+    skip = _f32(lay["w_skip"]).reshape(n, g + 1, s)  # weights, then the bias row
+    wsr[:, :, :s] = skip[:, :g]
+    for i, (_, _, wr) in enumerate(lay["layers"]):
+        if wr is not None:
+            wsr[i, :, s:], bres[i] = _f32(wr[:g]), _f32(wr[g])
+    return {
+        "emb": _f32(stage.input_layer.weight),  # (V, R)
+        # (L, k*R, 2G): rows of the lag-0 tap, then lag d, .., d(k-1)
+        "wtap": np.ascontiguousarray(np.stack([np.concatenate([_f32(w) for w in taps])
+                                               for _, taps, _ in lay["layers"]])),
+        "dil": dil, "ring_off": np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64),
+        "ring_slots": int(max(sizes.sum(), 1)),
+        "wsr": wsr, "bres": bres, "bskip": np.ascontiguousarray(skip[:, g].sum(0)),
+        "w1": _f32(lay["w_out1"]), "b1": _f32(lay["b_out1"]),
+        # out2 (+ the linear path's rows), zero-padded to whole 16-float vectors (the kernel's loops)
+        "w2": _pad_cols(_f32(lay["w_out2"]), 16), "b2": _pad_cols(_f32(lay["b_out2"])[None], 16)[0],
+        "w_cond": lay.get("w_cond"), "w_hist": lay.get("w_hist"), "lin_bias": float(lay.get("lin_bias", 0.0)),
+    }
+
+
+class FusedStream:
+    """One stage streamed by the fused kernel for ``rows`` rows conditioned on ``cond`` (as
+    ``Stage.streaming``); use it once: ``logits`` or ``sample``."""
+
+    def __init__(self, stage, rows: int, cond: Conditioning | None = None, chunk: int = 4096,
+                 blas_rows: int | None = None) -> None:
+        reason = unavailable(stage)
+        if reason is not None:
+            raise RuntimeError(f"fused engine: {reason}")
+        if stage.training:
+            raise RuntimeError("fused engine: the stage is in training mode; call stage.eval() first")
+        self.stage, self.rows = stage, int(rows)
+        self.blas_rows = int(BLAS_ROWS if blas_rows is None else blas_rows)
+        cond = cond if cond is not None else Conditioning()
+        self.w = pack(stage)
+        with torch.no_grad():
+            self._setup(cond, chunk)
+
+    # ------------------------------------------------------------------ setup
+    def _mask(self, m):
+        if m is None:
+            return None
+        m = torch.as_tensor(m).bool()
+        return m.expand(self.rows) if m.dim() == 0 else m
+
+    def _setup(self, cond: Conditioning, chunk: int) -> None:
+        st, rows = self.stage, self.rows
+        self.const = st.gate_bias(cond.genre, rows, torch.device("cpu")).detach().float()  # (rows, L*2G)
+        self.bias = _f32(self.const)
+        self.below = None if cond.below is None else torch.as_tensor(cond.below).long()
+        if self.below is not None and self.below.dim() == 1:
+            self.below = self.below.expand(rows, -1)
+        self.roll = None if cond.roll is None else torch.as_tensor(cond.roll)
+        if self.roll is not None and self.roll.dim() == 2:
+            self.roll = self.roll.expand(rows, -1, -1)
+        self.drop_below, self.drop_roll = self._mask(cond.drop_below), self._mask(cond.drop_roll)
+        self.cond = st.conditioning
+        up = self.cond.up if self.cond is not None else 1
+        self.chunk = max(up, -(-int(chunk) // up) * up)  # a multiple of up, as the reference stream's
+        self._setup_linear(cond)
+        self._setup_history(cond)
+
+    def _setup_linear(self, cond: Conditioning) -> None:
+        lin, rows = self.stage.linear, self.rows
+        self.lin = lin
+        if lin is None:
+            return
+        self.fallback = lin.fallback_rows(self.below, self._mask(cond.drop_linear), rows)  # (rows,) or None
+        taps = lin.past_weight.detach().float().expand(rows, -1)
+        if self.fallback is not None:
+            taps = torch.where(self.fallback[:, None], lin.fallback_weight.detach().float()[None], taps)
+        self.lin_taps = _f32(taps)  # (rows, P)
+        self.edges = np.ascontiguousarray(lin.bin_hi.double().numpy()[:-1])  # (classes - 1,) the bins' inner edges
+        self.adapt_w = (lin.adapt_weight.double().numpy() if lin.adaptive else np.zeros(1))
+
+    def _setup_history(self, cond: Conditioning) -> None:
+        self.hist = self.stage.history
+        if self.hist is None:
+            return
+        self.drop_history = self._mask(cond.drop_history)
+        self.hist_state = self.hist.init_state(self.rows, torch.float32, torch.device("cpu"))
+        self._set_history(self.hist.first(self.rows))
+
+    def _set_history(self, u: torch.Tensor) -> None:
+        """History feature u (rows, H) for the coming frame -> the gate bias."""
+        u = self.hist.cut_rows(u, self.drop_history)
+        self.bias = _f32(self.const + F.linear(u, self.w["w_hist"]))
+
+    # ------------------------------------------------------------------ per chunk / block (PyTorch)
+    def _chunk(self, t: int) -> None:
+        """Conditioning features, tier-below part and score taps of the chunk holding step t."""
+        rows, n = self.rows, self.chunk
+        c0 = t - t % n
+        self.c0, self.c1 = c0, c0 + n
+        self.feats = None
+        if self.cond is not None:
+            up = self.cond.up
+            local = Conditioning(below=self.below, roll=self.roll, drop_below=self.drop_below,
+                                 drop_roll=self.drop_roll)
+            f = self.cond.features(rows, local, c0 // up, (c0 + n) // up)  # (rows, Cc, n)
+            self.feats = f.permute(2, 0, 1).contiguous()  # (n, rows, Cc)
+        self.lin_below = np.zeros((1, rows), np.float32)
+        self.score_taps, self.score_on = np.zeros((1, rows, 1), np.float32), np.zeros((1, rows), np.float32)
+        if self.lin is None:
+            return
+        up = self.cond.up if self.cond is not None else 1
+        y = self.lin.below_part(self.below, self.fallback, c0 // up, (c0 + n) // up, rows)
+        self.has_below = y is not None
+        if y is not None:
+            self.lin_below = _f32(y.t())  # (n, rows)
+        self.has_score = self.stage.score is not None
+        if self.has_score:
+            taps, on = self.stage.score.sample_taps(self.roll, self.drop_roll, c0, c0 + n, rows, torch.float32)
+            self.score_taps, self.score_on = _f32(taps.transpose(0, 1)), _f32(on.t())  # (n, rows, P), (n, rows)
+
+    def _block(self, t: int, n: int) -> int:
+        """Prepare the block starting at step t; returns its end (exclusive)."""
+        if not hasattr(self, "c0") or t >= self.c1:
+            self._chunk(t)
+        end = min(n, self.c1)
+        if self.feats is not None:
+            lg2 = self.w["w_cond"].shape[1]
+            sub = max(8, min(self.chunk, SUB_FLOATS // max(1, self.rows * lg2)))
+            end = min(end, t + sub)
+            f = self.feats[t - self.c0:end - self.c0]  # (m, rows, Cc)
+            self.condp = _f32(torch.matmul(f, self.w["w_cond"]))  # (m, rows, L*2G)
+        else:
+            self.condp = np.zeros((1, 1, 1), np.float32)
+        self.cond_base = t
+        return end
+
+    def _history(self) -> None:
+        """A frame of the history stack completed (its inputs are summed in ``frame_sum``)."""
+        mean = torch.from_numpy(self.frame_sum / self.hist.pool)
+        with torch.no_grad():
+            u = self.hist.step(self.hist_state, mean)
+        self.frame_sum[:] = 0.0
+        self._set_history(u)
+
+    # ------------------------------------------------------------------ the loops
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced: x (rows, T) codes -> (rows, C, T) logits, as ``Stage.forward``."""
+        x = torch.as_tensor(x).long()
+        with one_blas_thread():
+            out = self._run(x.shape[1], Draw(batch=self.rows, temperature=0.0), forced=x, record=True)
+        return torch.from_numpy(out["rec"]).permute(1, 2, 0)
+
+    def sample(self, n: int, draw: Draw, prompt: torch.Tensor | None = None,
+               progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[int], int]:
+        """``n`` steps sampled as ``draw`` says (a prompt (B, P) is fed for t < P) -> (x (B, n),
+        lengths, steps): steps < n when every stream ended (silence after each end)."""
+        with one_blas_thread():
+            out = self._run(n, draw, forced=prompt, record=False, progress=progress)
+        return torch.from_numpy(out["x"]), [int(v) for v in out["lengths"]], out["steps"]
+
+    def _run(self, n: int, draw: Draw, forced: torch.Tensor | None, record: bool,
+             progress: Callable[[int], None] | None = None) -> dict:
+        """Blocks of steps through the kernel; PyTorch between them (chunks, history frames)."""
+        from models.fused_kernel import ALL_ENDED, NEED_HISTORY, run_steps
+
+        b, channels, silence = draw.batch, self.stage.head.channels, int(self.stage.start_code)
+        n_forced = 0 if forced is None else int(forced.shape[1])
+        forced_np = np.ascontiguousarray(forced.numpy().astype(np.int64)) if n_forced else np.zeros((1, 1), np.int64)
+        res = {"x": np.full((b, n), silence, np.int64), "lengths": np.full(b, n, np.int64), "steps": n,
+               "rec": np.zeros((n, self.rows, channels) if record else (1, 1, 1), np.float32)}
+        ended, prev = np.zeros(b, np.bool_), np.full(self.rows, silence, np.int64)
+        net, lin, work = self._network_state(), self._linear_state(), self._work_buffers()
+        pool = self.hist.pool if self.hist is not None else 0
+        choose = self._draw_args(draw)
+        t = 0
+        while t < n:
+            end = self._block(t, n)
+            t_resume = -1
+            while t < end:
+                code, t_next = run_steps(
+                    t, end, t_resume, b,
+                    *net[:5], self.bias, self.condp, self.cond_base, self.feats is not None, *net[5:],
+                    lin[0], lin[1], lin[2], lin[3], self.lin_below, self.c0, getattr(self, "has_below", False),
+                    self.score_taps, self.score_on, self.c0, getattr(self, "has_score", False), *lin[4:],
+                    pool, self.frame_sum,
+                    prev, forced_np, n_forced, record, res["rec"], 0, *choose,
+                    res["x"], ended, res["lengths"], silence, *work, self.blas_rows)
+                if code == ALL_ENDED:  # every stream ended
+                    return {**res, "steps": t_next}
+                if code == NEED_HISTORY:
+                    self._history()
+                    t_resume = t_next
+                t = t_next
+                if progress is not None:
+                    progress(t)
+        return res
+
+    def _network_state(self) -> tuple:
+        """Kernel arguments of the main stack: weights and the (zeroed) layer rings."""
+        w, st = self.w, self.stage
+        ring = np.zeros((w["ring_slots"], self.rows, st.residual_channels), np.float32)
+        self.frame_sum = np.zeros((self.rows, st.residual_channels), np.float32)  # history: the frame's inputs
+        return (w["emb"], w["wtap"], w["dil"], w["ring_off"], ring,  # then bias, conditioning (per block)
+                w["wsr"], w["bres"], w["bskip"], w["w1"], w["b1"], w["w2"], w["b2"])
+
+    def _linear_state(self) -> tuple:
+        """Kernel arguments of the linear path (placeholders without one)."""
+        lin, rows = self.lin, self.rows
+        if lin is None:
+            z32, z64 = np.zeros((rows, 2), np.float32), np.zeros((rows, 2))
+            return (False, z32, z32.copy(), np.zeros(1, np.float32), False, np.zeros(1), z64, np.zeros(rows), 0.0,
+                    ADAPT_FLOOR, np.zeros(1), 1.0, 1.0, 0.0, self.stage.head.channels)
+        la = lin.adapt_taps if lin.adaptive else 1
+        return (True, self.lin_taps, np.zeros((rows, 2 * lin.order), np.float32), lin.decode_table.numpy(),
+                # then below part and score taps (per chunk); the rings hold each value twice (the kernel's _linear)
+                bool(lin.adaptive), self.adapt_w, np.zeros((rows, 2 * la)), np.zeros(rows), self.w["lin_bias"],
+                ADAPT_FLOOR, self.edges, 1.0 - UNIFORM_MIX, UNIFORM_MIX / lin.classes, lin.end_offset, lin.classes)
+
+    def _work_buffers(self) -> list[np.ndarray]:
+        """The kernel's scratch arrays, allocated once per run."""
+        st, rows = self.stage, self.rows
+        r, g2, s, c = st.residual_channels, 2 * st.gate_channels, st.skip_channels, st.head.channels
+        co = self.w["w2"].shape[1]
+        f32 = [(rows, r), (rows, self.w["wtap"].shape[1]), (rows, g2), (rows, g2 // 2),  # h xin z gate
+               (rows, self.w["wsr"].shape[2]), (rows, s), (rows, s), (rows, co),  # sr skip s2 out
+               (rows, self.w["wtap"].shape[0] * g2), (rows, c)]  # addend logits
+        f64 = [(c,), (c,), (c,)]  # lg probs cdf
+        return [np.zeros(sh, np.float32) for sh in f32] + [np.zeros(sh) for sh in f64]
+
+    @staticmethod
+    def _draw_args(draw: Draw) -> tuple:
+        """Kernel arguments of the sampling rule."""
+        band = _f32(draw.band) if draw.band is not None else np.zeros((1, 1), np.float32)
+        values = draw.prior_values.double().numpy() if draw.prior_values is not None else np.zeros(1)
+        seeds = np.zeros(draw.batch, np.uint64) if draw.seeds is None else np.ascontiguousarray(draw.seeds, np.uint64)
+        return (seeds, draw.twin, float(draw.guidance), band, float(draw.prior_scale), values,
+                -1 if draw.end_code is None else int(draw.end_code), draw.free_length, int(draw.min_length),
+                float(draw.end_threshold), float(draw.temperature), float(draw.top_p))

@@ -1,0 +1,136 @@
+"""The fused engine (models/fused.py) computes the reference's function: teacher-forced logits
+equal the full pass for every conditioning path, and seeded sampling gives the reference
+engine's samples; where it cannot run, generation falls back with one warning line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import Conditioning
+from models.fused import FusedStream, unavailable
+from models.sampling import _WARNED, sample_stage
+from tests.helpers_models import inputs
+from tests.models.test_models import PATHS, make_stage
+
+pytest.importorskip("numba")
+
+
+def _forced_inputs(st, use: dict, t_len: int) -> tuple[torch.Tensor, dict]:
+    d = inputs(st, t_len)
+    kw = {k: d[k] for k in ("genre", "below", "roll") if use.get(k)}
+    if use.get("drops"):
+        kw.update(drop_below=torch.tensor([True, False]), drop_roll=torch.tensor([False, True]),
+                  drop_history=torch.tensor([True, False]))
+    if use.get("drops_apart"):
+        kw.update(drop_below=torch.tensor([True, False]), drop_below_linear=torch.tensor([False, True]))
+    if st.end_code is not None:
+        d["x"][0, -3:] = st.end_code
+    return d["x"], kw
+
+
+@pytest.mark.parametrize("shipped", [False, True], ids=["linear_off", "shipped"])
+@pytest.mark.parametrize("path", [p for p in PATHS if p != "mixture"])
+@pytest.mark.parametrize("index", [0, 1])
+def test_fused_logits_equal_forward(path, index, shipped):
+    over, use = PATHS[path]
+    if index == 0 and "use_tier_below" in over and path not in ("all", "dropped", "dropped_apart", "absent"):
+        pytest.skip("stage 0 has no tier below")
+    if path.startswith("score") and (index or not shipped):
+        pytest.skip("score taps: stage 0 (no tier below) with the linear path")
+    st = make_stage(index=index, shipped=shipped, **over)
+    # >= 2 receptive fields of every part: main stack, history, linear path with its adaptive window
+    t_len = max(2 * st.receptive_field, 3 * st.history_receptive_field // 2, 2 * st.linear_receptive_field) + 13
+    x, kw = _forced_inputs(st, use, t_len)
+    with torch.no_grad():
+        ref = st(x, Conditioning(**kw))  # (B, C, T)
+        out = FusedStream(st, 2, Conditioning(**kw), chunk=24).logits(x)  # several chunks and history frames
+    assert out.shape == ref.shape
+    err = (out - ref).abs()
+    if st.linear is not None and st.linear.adaptive:  # far bins of a sharp scale: float32 resolves ~1e-4 relative
+        err = err / ref.abs().clamp(min=1.0)
+    assert err.max().item() <= 1e-4
+
+
+def _both(st, n, cond, **kw):
+    """(reference, fused) results and the generator states they leave, same seed."""
+    out = []
+    for engine in ("reference", "fused"):
+        g = torch.Generator().manual_seed(11)
+        res = sample_stage(st, n, 2, cond, no_genre=st.n_genres, generator=g, engine=engine, **kw)
+        out.append((res, g.get_state()))
+    return out
+
+
+@pytest.mark.parametrize("case", ["guided_topp", "prior_prompt", "greedy", "ends"])
+def test_fused_sampling_matches_reference_for_the_same_seed(case):
+    """Same seed, same samples, same lengths, and the generator left in the same state (the cascade
+    draws the next stage from it)."""
+    from tests.helpers_models import shipped_linear
+
+    if case == "ends":
+        st = make_stage(index=0, shipped=True, end_class=True, use_genre=True, use_roll=True,
+                        history={"enabled": True}, score={"enabled": True})
+        with torch.no_grad():  # END likely enough to end both streams within the piece
+            st.out2.bias[st.end_code] = 4.0
+    elif case == "guided_topp":
+        st = make_stage(index=0, shipped=True, use_genre=True, use_roll=True, history={"enabled": True})
+    else:
+        st = make_stage(index=1, shipped=True, use_tier_below=True, use_genre=True)
+    assert shipped_linear()  # the shipped settings: linear path and adaptive scale on
+    n = max(2 * st.receptive_field, 2 * st.linear_receptive_field, 200)
+    d = inputs(st, n)
+    cond = Conditioning(genre=d["genre"], below=d["below"] if st.use_below else None,
+                        roll=d["roll"] if st.use_roll else None)
+    kw = {"guided_topp": dict(guidance=1.5, conditioned=True, top_p=0.8, temperature=0.9),
+          "prior_prompt": dict(tier_prior=0.1, prompt=d["x"][:, :40], temperature=0.6),
+          "greedy": dict(temperature=0.0),
+          "ends": dict(free_length=True, min_length=20, round_to=8, end_threshold=0.3)}[case]
+    (ref, g_ref), (fused, g_fused) = _both(st, n, cond, **kw)
+    assert ref.engine == "reference" and fused.engine == "fused"
+    assert torch.equal(ref.x, fused.x)
+    assert ref.lengths == fused.lengths
+    assert torch.equal(g_ref, g_fused)
+    if case == "ends":
+        assert max(ref.lengths) < n and ref.x.shape[1] < n  # the streams did end, early
+    if case == "prior_prompt":
+        assert torch.equal(fused.x[:, :40], d["x"][:, :40])
+
+
+def test_fused_unavailable_falls_back_with_one_warning(capfd):
+    mixture = make_stage(index=1, head="logistic_mixture", mixtures=2, use_tier_below=True)
+    as64 = make_stage(index=1, shipped=True, use_tier_below=True, dtype=torch.float64)
+    assert "categorical" in unavailable(mixture) and "float32" in unavailable(as64)
+    _WARNED.clear()
+    for st in (mixture, mixture, as64):
+        d = inputs(st, 64)
+        cond = Conditioning(below=d["below"])
+        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        a = sample_stage(st, 64, 2, cond, no_genre=st.n_genres, generator=g1, engine="fused")
+        b = sample_stage(st, 64, 2, cond, no_genre=st.n_genres, generator=g2, engine="reference")
+        assert a.engine == "reference" and torch.equal(a.x, b.x)
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("warning: fused engine unavailable") for line in err)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        sample_stage(as64, 8, 1, Conditioning(), no_genre=0, engine="turbo")
+
+
+def test_streams_do_not_depend_on_batching_or_worker_groups():
+    """Each stream draws from its own seed: the fused engine in 1 or 2 groups on threads, and the
+    reference, give the same samples; and stream 0 of a batch of 3 is a batch of 1's stream."""
+    st = make_stage(index=0, shipped=True, end_class=True, use_genre=True, use_roll=True, history={"enabled": True})
+    n = 2 * st.receptive_field + 40
+    d = inputs(st, n, b=3)
+    d["genre"] = torch.tensor([0, 1, 2])
+    cond = Conditioning(genre=d["genre"], roll=d["roll"])
+    kw = dict(guidance=1.0, conditioned=True, prompt=d["x"][:, :16], temperature=0.9)
+    runs = {}
+    for name, engine, workers in (("one", "fused", 1), ("two", "fused", 2), ("ref", "reference", 1)):
+        g = torch.Generator().manual_seed(4)
+        runs[name] = sample_stage(st, n, 3, cond, no_genre=st.n_genres, generator=g, engine=engine,
+                                  workers=workers, **kw).x
+    assert torch.equal(runs["one"], runs["two"]) and torch.equal(runs["one"], runs["ref"])
+    g = torch.Generator().manual_seed(4)
+    single = sample_stage(st, n, 1, cond.rows(torch.tensor([0])), no_genre=st.n_genres, generator=g,
+                          **{**kw, "prompt": d["x"][:1, :16]}).x
+    assert torch.equal(single[0], runs["one"][0])
