@@ -8,8 +8,9 @@ block), the linear path's tier-below part, the score taps, and the history stack
 ``pool`` samples).
 
 - ``unavailable(stage)``: why the fused engine cannot run a stage (None when it can): numba
-  missing, a device other than the CPU, a dtype other than float32, or a head that is not
-  categorical.  Callers fall back to the reference engine with a one-line warning.
+  missing, a device other than the CPU, a dtype other than float32, or a head other than the
+  shipped two (categorical, logistic mixture).  Callers fall back to the reference engine with a
+  one-line warning.
 - ``FusedStream(stage, rows, cond)``: ``.logits(x)`` teacher-forced logits (the equivalence
   tests), ``.sample(n, draw)`` the sampling loop (``models.sampling.sample_stage`` calls it).
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from models.conditioning import Conditioning
 from models.predictor import ADAPT_FLOOR, UNIFORM_MIX
 
+FUSED_HEADS = ("categorical", "logistic_mixture")  # the heads whose input and sampling the kernel knows
 SUB_FLOATS = 1 << 21  # projected conditioning held per block: 8 MB of float32
 BLAS_ROWS = 16  # from this many rows the kernel calls BLAS (below: its loops, faster for tiny stages at 8)
 
@@ -47,8 +49,8 @@ def unavailable(stage) -> str | None:
         return f"it runs on the CPU only (stage {stage.index} is on {p.device.type})"
     if p.dtype != torch.float32:
         return f"it runs float32 stages only (stage {stage.index} is {p.dtype})"
-    if getattr(stage.head, "kind", "") != "categorical":
-        return f"it samples categorical heads only (stage {stage.index} has a {stage.head.kind} head)"
+    if getattr(stage.head, "kind", "") not in FUSED_HEADS:
+        return f"it samples {' and '.join(FUSED_HEADS)} heads only (stage {stage.index} has a {stage.head.kind} head)"
     return None
 
 
@@ -107,8 +109,11 @@ def pack(stage) -> dict[str, np.ndarray]:
     for i, (_, _, wr) in enumerate(lay["layers"]):
         if wr is not None:
             wsr[i, :, s:], bres[i] = _f32(wr[:g]), _f32(wr[g])
+    layer = stage.input_layer
+    mixture = stage.head.kind == "logistic_mixture"  # input: a PCM value through Linear(1, R)
     return {
-        "emb": _f32(stage.input_layer.weight),  # (V, R)
+        "emb": np.stack([_f32(layer.weight[:, 0]), _f32(layer.bias)]) if mixture else _f32(layer.weight),  # (V | 2, R)
+        "mixtures": int(stage.head.mixtures) if mixture else 0,
         # (L, k*R, 2G): rows of the lag-0 tap, then lag d, .., d(k-1)
         "wtap": np.ascontiguousarray(np.stack([np.concatenate([_f32(w) for w in taps])
                                                for _, taps, _ in lay["layers"]])),
@@ -244,7 +249,7 @@ class FusedStream:
     # ------------------------------------------------------------------ the loops
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Teacher-forced: x (rows, T) codes -> (rows, C, T) logits, as ``Stage.forward``."""
-        x = torch.as_tensor(x).long()
+        x = torch.as_tensor(x)
         with one_blas_thread():
             out = self._run(x.shape[1], Draw(batch=self.rows, temperature=0.0), forced=x, record=True)
         return torch.from_numpy(out["rec"]).permute(1, 2, 0)
@@ -255,19 +260,21 @@ class FusedStream:
         lengths, steps): steps < n when every stream ended (silence after each end)."""
         with one_blas_thread():
             out = self._run(n, draw, forced=prompt, record=False, progress=progress)
-        return torch.from_numpy(out["x"]), [int(v) for v in out["lengths"]], out["steps"]
+        dtype = torch.float32 if self.w["mixtures"] else torch.int64  # PCM values or mu-law codes
+        return torch.from_numpy(out["x"]).to(dtype), [int(v) for v in out["lengths"]], out["steps"]
 
     def _run(self, n: int, draw: Draw, forced: torch.Tensor | None, record: bool,
              progress: Callable[[int], None] | None = None) -> dict:
         """Blocks of steps through the kernel; PyTorch between them (chunks, history frames)."""
         from models.fused_kernel import ALL_ENDED, NEED_HISTORY, run_steps
 
-        b, channels, silence = draw.batch, self.stage.head.channels, int(self.stage.start_code)
+        # samples travel as float64: mu-law codes, or PCM values for a mixture head
+        b, channels, silence = draw.batch, self.stage.head.channels, float(self.stage.start_code)
         n_forced = 0 if forced is None else int(forced.shape[1])
-        forced_np = np.ascontiguousarray(forced.numpy().astype(np.int64)) if n_forced else np.zeros((1, 1), np.int64)
-        res = {"x": np.full((b, n), silence, np.int64), "lengths": np.full(b, n, np.int64), "steps": n,
+        forced_np = (np.ascontiguousarray(forced.double().numpy()) if n_forced else np.zeros((1, 1)))
+        res = {"x": np.full((b, n), silence), "lengths": np.full(b, n, np.int64), "steps": n,
                "rec": np.zeros((n, self.rows, channels) if record else (1, 1, 1), np.float32)}
-        ended, prev = np.zeros(b, np.bool_), np.full(self.rows, silence, np.int64)
+        ended, prev = np.zeros(b, np.bool_), np.full(self.rows, silence)
         net, lin, work = self._network_state(), self._linear_state(), self._work_buffers()
         pool = self.hist.pool if self.hist is not None else 0
         choose = self._draw_args(draw)
@@ -283,7 +290,7 @@ class FusedStream:
                     self.score_taps, self.score_on, self.c0, getattr(self, "has_score", False), *lin[4:],
                     pool, self.frame_sum,
                     prev, forced_np, n_forced, record, res["rec"], 0, *choose,
-                    res["x"], ended, res["lengths"], silence, *work, self.blas_rows)
+                    res["x"], ended, res["lengths"], silence, self.w["mixtures"], *work, self.blas_rows)
                 if code == ALL_ENDED:  # every stream ended
                     return {**res, "steps": t_next}
                 if code == NEED_HISTORY:

@@ -79,10 +79,10 @@ def _mm(x, w, out, blas_rows):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _network(prev, t, emb, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2, b2,
+def _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2, b2,
              h, xin, z, gate, sr, skip, s2, out, blas_rows):
-    """The main stack for one step: prev (rows,) codes -> out (rows, CO) (the linear path's rows
-    not yet combined).  ``addend`` (rows, L*G2): conv bias + genre + history + conditioning.
+    """The main stack for one step: the input embedding h (rows, R) -> out (rows, CO) (the linear
+    path's rows not yet combined).  ``addend`` (rows, L*G2): conv bias + genre + history + conditioning.
 
     Per layer two matrix products: the dilated taps on [h(t) | h(t-d) | ..] (wtap (L, k*R, G2)),
     and skip and residual together on the gate (wsr (L, G, S + R); the last layer's residual part is 0).
@@ -93,8 +93,6 @@ def _network(prev, t, emb, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, 
     g = g2 // 2
     n_skip = skip.shape[1]
     for b in range(rows):
-        for r in range(n_res):
-            h[b, r] = emb[prev[b], r]
         for s in range(n_skip):
             skip[b, s] = bskip[s]
     for i in range(n_layers):
@@ -217,9 +215,7 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
     return mu + out_b[channels], log_s
 
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-MIX2 = np.uint64(0x94D049BB133111EB)
+from models.sampling import GOLDEN, MIX1, MIX2, SALT  # noqa: E402  (the reference generator's constants)
 
 
 @njit(cache=True)
@@ -231,6 +227,40 @@ def _uniform(seed, t):
     z = (z ^ (z >> np.uint64(27))) * MIX2
     z = z ^ (z >> np.uint64(31))
     return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _embed(prev, emb, float_in, h):
+    """The input layer for the samples ``prev`` (rows,): a row of the embedding table (codes), or
+    ``prev * emb[0] + emb[1]`` (PCM values, a mixture head's input projection) -> h (rows, R)."""
+    for b in range(h.shape[0]):
+        hb = h[b]
+        if float_in:
+            v = np.float32(prev[b])
+            for r in range(hb.shape[0]):
+                hb[r] = v * emb[0, r] + emb[1, r]
+        else:
+            row = emb[np.int64(prev[b])]
+            for r in range(hb.shape[0]):
+                hb[r] = row[r]
+
+
+PCM_HALF = 32767.5  # 16-bit PCM: bin k has centre k * (1 / PCM_HALF) - 1 (models/heads.py quantize_pcm)
+
+
+@njit(cache=True)
+def _sample_mixture(out_b, m, temperature, seed, t, lg, probs):
+    """``LogisticMixtureHead.sample`` with the stream's two uniforms of step t: a component by
+    inverse CDF over softmax(logits / T), then mu + s T logit(u) on the nearest 16-bit bin."""
+    tt = max(temperature, 1e-6)
+    for c in range(m):
+        lg[c] = out_b[c]
+    k = _draw(lg[:m], tt, 1.0, _uniform(seed, t), probs[:m])
+    mu = np.float64(out_b[m + k])
+    s = math.exp(max(np.float64(out_b[2 * m + k]), -16.0)) * tt
+    u = min(max(_uniform(seed ^ SALT, t), 1e-7), 1.0 - 1e-7)
+    v = min(max(mu + s * (math.log(u) - math.log1p(-u)), -1.0), 1.0)
+    return np.round((v + 1.0) * PCM_HALF) * (2.0 / 65535.0) - 1.0
 
 
 @njit(cache=True)
@@ -289,11 +319,13 @@ def run_steps(t0, t1, t_resume, n_batch,
               # sampling
               prev, forced, n_forced, record, rec, rec_base, seeds, twin, guidance, band, prior_scale,
               prior_values, end_code, free_length, min_length, end_threshold, temperature, top_p,
-              x, ended, lengths, silence,
+              x, ended, lengths, silence, mixtures,
               # work buffers
               h, xin, z, gate, sr, skip, s2, out, addend, logits, lg, probs, cdf, blas_rows):
     """Steps t0 .. t1 - 1 (see the module docstring) -> (exit code, next t).
 
+    Samples (``prev``, ``forced``, ``x``) are float64: mu-law codes, or PCM values for a mixture head
+    (``mixtures`` > 0, ``emb`` then (2, R): input weight and bias).
     ``forced`` (B, n_forced): values fed instead of samples for t < n_forced (a prompt, or the whole
     input in teacher-forced mode); ``record``: write each step's combined logits of all rows into
     ``rec[t - rec_base]`` (rows, C).  ``t_resume``: the step whose history frame the caller has just
@@ -303,10 +335,11 @@ def run_steps(t0, t1, t_resume, n_batch,
     channels = logits.shape[1]
     n_layers, _, g2 = wtap.shape
     for t in range(t0, t1):
+        _embed(prev, emb, mixtures > 0, h)
         if pool > 0 and t > 0 and t != t_resume:  # history: sum the frame's inputs; a full frame -> caller
             for b in range(rows):
                 for r in range(frame_sum.shape[1]):
-                    frame_sum[b, r] += emb[prev[b], r]
+                    frame_sum[b, r] += h[b, r]
             if t % pool == 0:
                 return NEED_HISTORY, t
         for b in range(rows):
@@ -320,12 +353,12 @@ def run_steps(t0, t1, t_resume, n_batch,
         lb = lin_below[t - below_base] if has_below else lin_below[0]
         st = score_taps[t - score_base] if has_score else score_taps[0]
         so = score_on[t - score_base] if has_score else score_on[0]
-        _network(prev, t, emb, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2, b2,
+        _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2, b2,
                  h, xin, z, gate, sr, skip, s2, out, blas_rows)
         for b in range(rows):
             if has_lin:
-                mu, log_s = _linear(b, t, prev[b], out[b], lin_taps, lin_ring, dec, lb, has_below, st, so, has_score,
-                                    adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor)
+                mu, log_s = _linear(b, t, np.int64(prev[b]), out[b], lin_taps, lin_ring, dec, lb, has_below, st, so,
+                                    has_score, adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor)
                 _combine(out[b], mu, log_s, n_mu, channels, edges, keep, floor, end_offset, cdf, logits[b])
             else:
                 for c in range(channels):
@@ -338,6 +371,8 @@ def run_steps(t0, t1, t_resume, n_batch,
         for b in range(n_batch):
             if t < n_forced:
                 xt = forced[b, t]
+            elif mixtures > 0:
+                xt = _sample_mixture(logits[b], mixtures, temperature, seeds[b], t, lg, probs)
             else:
                 for c in range(channels):  # guidance: l_u + (1 + W)(l_c - l_u)
                     v = np.float64(logits[b, c])
@@ -362,7 +397,7 @@ def run_steps(t0, t1, t_resume, n_batch,
                 if end_code >= 0:
                     lg[end_code] = -np.inf
                 u = _uniform(seeds[b], t) if temperature > 0.0 else 0.0
-                xt = _draw(lg, temperature, top_p, u, probs)
+                xt = np.float64(_draw(lg, temperature, top_p, u, probs))
                 if confident:
                     xt = end_code
                 if free_length and end_code >= 0:

@@ -55,6 +55,7 @@ class Head(nn.Module):
     end_class = False  # may carry one extra "end of piece" class (config ``end_class``)
     linear_path = False  # may use the linear-prediction path (models/predictor.py)
     input_key = "embed"  # attribute of the stage holding ``input_layer`` (its state-dict prefix)
+    uniforms = 0  # uniforms per sample that ``sample`` takes as ``u`` (0: it draws from the generator)
     channels: int  # output channels of the stage
     end_code: int | None = None
 
@@ -112,6 +113,7 @@ class CategoricalHead(Head):
     kind = "categorical"
     end_class = True
     linear_path = True
+    uniforms = 1
 
     def __init__(self, classes: int, end_code: int | None = None) -> None:
         super().__init__()
@@ -195,6 +197,7 @@ class LogisticMixtureHead(Head):
     kind = "logistic_mixture"
     float_input = True
     input_key = "input_proj"
+    uniforms = 2  # the component, then the logistic
     log_scale_min = -16.0
 
     def __init__(self, mixtures: int) -> None:
@@ -273,9 +276,16 @@ class LogisticMixtureHead(Head):
     def sample(self, out_t: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
                generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
         """out_t (B, 3M) -> (B,) float on 16-bit bin centres.  Temperature scales the logistic scales
-        and the mixture logits; top_p is ignored (continuous output); ``u`` too (two draws per sample)."""
+        and the mixture logits; top_p is ignored (continuous output).  ``u`` (B, 2): the uniforms of the
+        component and of the logistic (else both are drawn from ``generator``)."""
         logits, means, log_scales = self.split(out_t, dim=-1)  # (B, M)
         t = max(float(temperature), 1e-6)
+        if u is not None:  # (B, 2) uniforms: inverse CDF, then the logistic, in float64 (the fused twin)
+            k = inverse_cdf(logits.double(), t, 1.0, u[:, 0])[:, None]  # (B, 1)
+            s = torch.exp(log_scales.double().gather(1, k)[:, 0]) * t
+            uu = u[:, 1].clamp(1e-7, 1 - 1e-7)
+            v = means.double().gather(1, k)[:, 0] + s * (torch.log(uu) - torch.log1p(-uu))
+            return quantize_pcm(v).float()
         k = torch.multinomial(torch.softmax(logits / t, dim=-1), 1, generator=generator)  # (B, 1)
         mu = means.gather(1, k)[:, 0]
         s = torch.exp(log_scales.gather(1, k)[:, 0]) * t

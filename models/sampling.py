@@ -100,6 +100,7 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
             x = x[:, : max(min(n, round_to * math.ceil(max(lengths) / round_to)), round_to)]
         return Sampled(x, lengths, twin, "fused")
     dtype = torch.float32 if float_head else torch.int64
+    n_u = getattr(stage.head, "uniforms", 0)  # the head draws from the stream uniforms (else from generator)
     silence = stage.start_code
     x = torch.full((batch, n), silence, dtype=dtype)  # (B, n)
     state = _Ends(batch, n, silence, end_code)
@@ -116,7 +117,7 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
                 if prior is not None:
                     out = prior(out, t)
                 confident = state.confident(out, free_length and t >= min_length, end_threshold)
-                draw = {} if float_head else {"u": torch.from_numpy(stream_uniforms(seeds, t))}  # (B,)
+                draw = {} if not n_u else {"u": torch.from_numpy(step_uniforms(seeds, t, n_u))}  # (B,) or (B, 2)
                 xt = stage.head.sample(state.mask(out), temperature=temperature, top_p=top_p, generator=generator,
                                                        **draw)
                 xt = state.apply(xt, confident, t, free_length)
@@ -135,6 +136,7 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
 
 ENGINES = ("fused", "reference")
 GOLDEN, MIX1, MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+SALT = np.uint64(0xD1B54A32D192ED03)  # a step's second uniform comes from seed ^ SALT
 
 
 def stream_seeds(generator: torch.Generator | None, batch: int) -> np.ndarray:
@@ -153,6 +155,13 @@ def stream_uniforms(seeds: np.ndarray, t: int) -> np.ndarray:
         z = (z ^ (z >> np.uint64(27))) * MIX2
         z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def step_uniforms(seeds: np.ndarray, t: int, n: int) -> np.ndarray:
+    """The ``n`` uniforms (1 or 2) of step t for each stream: (B,), or (B, 2) with the second from
+    seed ^ SALT (a mixture head's component and logistic)."""
+    u = stream_uniforms(seeds, t)
+    return u if n == 1 else np.stack([u, stream_uniforms(seeds ^ SALT, t)], axis=1)
 
 
 def _sample_fused(stage, n: int, cond: Conditioning, draw, prompt, chunk_kw: dict, progress,
