@@ -74,9 +74,7 @@ class Draw:
     guidance: float = 0.0
     temperature: float = 1.0
     top_p: float = 1.0
-    band: torch.Tensor | None = None  # (B, n) tier prior centre (decoded tier below), or None
-    prior_scale: float = 0.0  # 1 / (2 sigma^2)
-    prior_values: torch.Tensor | None = None  # (classes,) decoded value of each mu-law class
+    prior_scale: float = 0.0  # tier prior: 1 / (2 sigma^2) (0: off); centre models.sampling.prior_band
     end_code: int | None = None
     free_length: bool = False
     min_length: int = 1
@@ -132,13 +130,14 @@ class FusedStream:
     ``Stage.streaming``); use it once: ``logits`` or ``sample``."""
 
     def __init__(self, stage, rows: int, cond: Conditioning | None = None, chunk: int = 4096,
-                 blas_rows: int | None = None) -> None:
+                 blas_rows: int | None = None, wait_below: Callable[[int], None] | None = None) -> None:
         reason = unavailable(stage)
         if reason is not None:
             raise RuntimeError(f"fused engine: {reason}")
         if stage.training:
             raise RuntimeError("fused engine: the stage is in training mode; call stage.eval() first")
         self.stage, self.rows = stage, int(rows)
+        self.wait_below = wait_below  # a tier below still being written (a pipelined cascade)
         self.blas_rows = int(BLAS_ROWS if blas_rows is None else blas_rows)
         cond = cond if cond is not None else Conditioning()
         self.w = pack(stage)
@@ -201,6 +200,13 @@ class FusedStream:
         rows, n = self.rows, self.chunk
         c0 = t - t % n
         self.c0, self.c1 = c0, c0 + n
+        if self.wait_below is not None and self.below is not None:
+            # the chunk reads the tier below up to j1 + lookahead (conditioning), + ahead (linear
+            # path), + 1 (the prior's interpolation)
+            up = self.cond.up if self.cond is not None else self.stage.factor
+            ahead = max(self.cond.lookahead if self.cond is not None else 0,
+                        self.lin.ahead if self.lin is not None else 0)
+            self.wait_below(min(self.below.shape[1], (c0 + n) // up + ahead + 2))
         self.feats = None
         if self.cond is not None:
             up = self.cond.up
@@ -238,6 +244,14 @@ class FusedStream:
         self.cond_base = t
         return end
 
+    def _band(self, draw: Draw, t0: int, t1: int) -> np.ndarray:
+        """The tier prior's centre for steps [t0, t1) of the B streams (float32 (B, t1 - t0))."""
+        if draw.prior_scale <= 0:
+            return np.zeros((1, 1), np.float32)
+        from models.sampling import prior_band
+
+        return _f32(prior_band(self.below[: draw.batch], self.stage.factor, self.stage.classes, t0, t1))
+
     def _history(self) -> None:
         """A frame of the history stack completed (its inputs are summed in ``frame_sum``)."""
         mean = torch.from_numpy(self.frame_sum / self.hist.pool)
@@ -255,16 +269,18 @@ class FusedStream:
         return torch.from_numpy(out["rec"]).permute(1, 2, 0)
 
     def sample(self, n: int, draw: Draw, prompt: torch.Tensor | None = None,
-               progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, list[int], int]:
+               progress: Callable[[int], None] | None = None,
+               publish: Callable[[np.ndarray, int], None] | None = None) -> tuple[torch.Tensor, list[int], int]:
         """``n`` steps sampled as ``draw`` says (a prompt (B, P) is fed for t < P) -> (x (B, n),
-        lengths, steps): steps < n when every stream ended (silence after each end)."""
+        lengths, steps): steps < n when every stream ended (silence after each end).
+        ``publish(x, t)``: after each kernel call, samples [0, t) of x (B, n) float64 are final."""
         with one_blas_thread():
-            out = self._run(n, draw, forced=prompt, record=False, progress=progress)
+            out = self._run(n, draw, forced=prompt, record=False, progress=progress, publish=publish)
         dtype = torch.float32 if self.w["mixtures"] else torch.int64  # PCM values or mu-law codes
         return torch.from_numpy(out["x"]).to(dtype), [int(v) for v in out["lengths"]], out["steps"]
 
     def _run(self, n: int, draw: Draw, forced: torch.Tensor | None, record: bool,
-             progress: Callable[[int], None] | None = None) -> dict:
+             progress: Callable[[int], None] | None = None, publish=None) -> dict:
         """Blocks of steps through the kernel; PyTorch between them (chunks, history frames)."""
         from models.fused_kernel import ALL_ENDED, NEED_HISTORY, run_steps
 
@@ -277,11 +293,12 @@ class FusedStream:
         ended, prev = np.zeros(b, np.bool_), np.full(self.rows, silence)
         net, lin, work = self._network_state(), self._linear_state(), self._work_buffers()
         pool = self.hist.pool if self.hist is not None else 0
-        choose = self._draw_args(draw)
+        choose, rule = self._draw_args(draw), self._draw_rule(draw)
         t = 0
         while t < n:
             end = self._block(t, n)
-            t_resume = -1
+            band = self._band(draw, t, end)
+            t_resume, t_block = -1, t
             while t < end:
                 code, t_next = run_steps(
                     t, end, t_resume, b,
@@ -289,7 +306,7 @@ class FusedStream:
                     lin[0], lin[1], lin[2], lin[3], self.lin_below, self.c0, getattr(self, "has_below", False),
                     self.score_taps, self.score_on, self.c0, getattr(self, "has_score", False), *lin[4:],
                     pool, self.frame_sum,
-                    prev, forced_np, n_forced, record, res["rec"], 0, *choose,
+                    prev, forced_np, n_forced, record, res["rec"], 0, *choose, band, t_block, *rule,
                     res["x"], ended, res["lengths"], silence, self.w["mixtures"], *work, self.blas_rows)
                 if code == ALL_ENDED:  # every stream ended
                     return {**res, "steps": t_next}
@@ -297,6 +314,8 @@ class FusedStream:
                     self._history()
                     t_resume = t_next
                 t = t_next
+                if publish is not None:
+                    publish(res["x"], t)
                 if progress is not None:
                     progress(t)
         return res
@@ -336,9 +355,14 @@ class FusedStream:
     @staticmethod
     def _draw_args(draw: Draw) -> tuple:
         """Kernel arguments of the sampling rule."""
-        band = _f32(draw.band) if draw.band is not None else np.zeros((1, 1), np.float32)
-        values = draw.prior_values.double().numpy() if draw.prior_values is not None else np.zeros(1)
         seeds = np.zeros(draw.batch, np.uint64) if draw.seeds is None else np.ascontiguousarray(draw.seeds, np.uint64)
-        return (seeds, draw.twin, float(draw.guidance), band, float(draw.prior_scale), values,
+        return (seeds, draw.twin, float(draw.guidance))
+
+    def _draw_rule(self, draw: Draw) -> tuple:
+        """Kernel arguments after the tier prior's centre: its grid, then END and sampling settings."""
+        from models.sampling import prior_values
+
+        values = prior_values(self.stage.classes).double().numpy() if draw.prior_scale > 0 else np.zeros(1)
+        return (float(draw.prior_scale), values,
                 -1 if draw.end_code is None else int(draw.end_code), draw.free_length, int(draw.min_length),
                 float(draw.end_threshold), float(draw.temperature), float(draw.top_p))

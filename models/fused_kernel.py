@@ -317,7 +317,7 @@ def run_steps(t0, t1, t_resume, n_batch,
               # history
               pool, frame_sum,
               # sampling
-              prev, forced, n_forced, record, rec, rec_base, seeds, twin, guidance, band, prior_scale,
+              prev, forced, n_forced, record, rec, rec_base, seeds, twin, guidance, band, band_base, prior_scale,
               prior_values, end_code, free_length, min_length, end_threshold, temperature, top_p,
               x, ended, lengths, silence, mixtures,
               # work buffers
@@ -381,7 +381,7 @@ def run_steps(t0, t1, t_resume, n_batch,
                         v = lu + (1.0 + guidance) * (v - lu)
                     lg[c] = v
                 if prior_scale > 0.0:
-                    g = band[b, t]
+                    g = band[b, t - band_base]
                     for c in range(prior_values.shape[0]):
                         dv = prior_values[c] - g
                         lg[c] -= prior_scale * dv * dv

@@ -70,12 +70,18 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
                  min_length: int = 1, round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0,
                  end_threshold: float = 0.5, tier_prior: float = 0.0, generator: torch.Generator | None = None,
                  chunk: int | None = None, progress: Callable[[int], None] | None = None,
-                 engine: str = "fused", workers: int = 1) -> Sampled:
+                 engine: str = "fused", workers: int = 1, seeds: np.ndarray | None = None,
+                 wait_below: Callable[[int], None] | None = None,
+                 publish: Callable[[np.ndarray, int], None] | None = None) -> Sampled:
     """Sample ``n`` samples of ``stage`` for ``batch`` streams conditioned on ``cond`` (batch rows).
 
     ``conditioned``: the streams have a genre or roll to guide (``no_genre``: the twins' genre id).
     ``engine``: "fused" or "reference" (module docstring); ``workers``: the fused engine runs the
     streams in up to this many groups on threads (each stream's samples do not depend on it).
+    ``seeds`` (B,): the streams' seeds, else drawn from ``generator``.  A pipelined cascade
+    (pipeline/generate.py) runs the stages side by side: ``wait_below(j)`` returns once the tier
+    below is final up to index j (``cond.below`` is being filled), ``publish(x, t)`` is told that
+    samples [0, t) of ``x`` (B, n) are final.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -84,18 +90,24 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
     if twin:  # rows [batch:] are the unconditional twins: "no genre", roll dropped
         cond = cond.twin(no_genre)
     rows = 2 * batch if twin else batch
-    prior = _tier_prior(stage, cond.below, n, tier_prior) if not float_head else None
     chunk_kw = {} if chunk is None else {"chunk": chunk}
     end_code = getattr(stage, "end_code", None) if not float_head else None
-    seeds = stream_seeds(generator, batch)  # (B,) every engine draws them: the generator moves alike
-    if engine == "fused" and fused_engine_ok(stage):
+    if seeds is None:
+        seeds = stream_seeds(generator, batch)  # (B,) every engine draws them: the generator moves alike
+    fused = engine == "fused" and fused_engine_ok(stage)
+    if (wait_below is not None or publish is not None) and (not fused or workers > 1):
+        raise ValueError("sample_stage: wait_below / publish (a pipelined cascade) need the fused engine, 1 worker")
+    # the prior's centre: computed here for the reference loop, per block by the fused engine
+    has_below = cond.below is not None and cond.below.shape[-1] > 0
+    prior = _tier_prior(stage, None if fused else cond.below, n, tier_prior) if has_below and not float_head else None
+    if fused:
         from models.fused import Draw
 
         draw = Draw(batch=batch, twin=twin, guidance=guidance, temperature=temperature, top_p=top_p,
-                    band=None if prior is None else prior.band, prior_scale=0.0 if prior is None else prior.scale,
-                    prior_values=None if prior is None else prior.values, end_code=end_code,
+                    prior_scale=0.0 if prior is None else prior.scale, end_code=end_code,
                     free_length=free_length, min_length=min_length, end_threshold=end_threshold, seeds=seeds)
-        x, lengths, steps = _sample_fused(stage, n, cond, draw, prompt, chunk_kw, progress, workers)
+        x, lengths, steps = _sample_fused(stage, n, cond, draw, prompt, chunk_kw, progress, workers,
+                                          wait_below, publish)
         if steps < n:
             x = x[:, : max(min(n, round_to * math.ceil(max(lengths) / round_to)), round_to)]
         return Sampled(x, lengths, twin, "fused")
@@ -165,7 +177,7 @@ def step_uniforms(seeds: np.ndarray, t: int, n: int) -> np.ndarray:
 
 
 def _sample_fused(stage, n: int, cond: Conditioning, draw, prompt, chunk_kw: dict, progress,
-                  workers: int) -> tuple[torch.Tensor, list[int], int]:
+                  workers: int, wait_below=None, publish=None) -> tuple[torch.Tensor, list[int], int]:
     """The fused engine over the B streams, in up to ``workers`` groups of streams on threads (the
     kernel releases the GIL; each group has its own stream state; twins stay with their stream)."""
     import dataclasses
@@ -178,13 +190,12 @@ def _sample_fused(stage, n: int, cond: Conditioning, draw, prompt, chunk_kw: dic
 
     def run(k: int, idx: np.ndarray):
         rows = np.concatenate([idx, idx + b]) if draw.twin else idx
-        sub = draw if len(groups) == 1 else dataclasses.replace(
-            draw, batch=len(idx), seeds=draw.seeds[idx], band=None if draw.band is None else draw.band[idx])
+        sub = draw if len(groups) == 1 else dataclasses.replace(draw, batch=len(idx), seeds=draw.seeds[idx])
         c = cond if len(groups) == 1 else cond.rows(torch.from_numpy(rows))
         with torch.inference_mode():
-            fs = FusedStream(stage, len(rows), c, **chunk_kw)
+            fs = FusedStream(stage, len(rows), c, wait_below=wait_below, **chunk_kw)
             return fs.sample(n, sub, prompt=None if prompt is None else prompt[idx],
-                             progress=progress if k == 0 else None)
+                             progress=progress if k == 0 else None, publish=publish)
 
     if len(groups) == 1:
         return run(0, groups[0])
@@ -208,27 +219,46 @@ def fused_engine_ok(stage) -> bool:
 
 
 def _tier_prior(stage, below: torch.Tensor | None, n: int, sigma: float) -> _TierPrior | None:
-    """The stage's tier prior, or None: off (sigma 0), or no tier below to hold to (stage 0)."""
-    if sigma <= 0 or below is None or below.shape[-1] == 0 or getattr(stage, "factor", 1) <= 1:
+    """The stage's tier prior, or None: off (sigma 0), or no tier below to hold to (stage 0).
+    ``below`` None: only the scale (the fused engine computes the centre per block)."""
+    if sigma <= 0 or getattr(stage, "factor", 1) <= 1 or not getattr(stage, "use_below", False):
         return None
+    if below is None:
+        return _PriorScale(0.5 / sigma**2)
     return _TierPrior(stage, below, n, sigma)
+
+
+@dataclass
+class _PriorScale:
+    scale: float  # 1 / (2 sigma^2); the centre comes from prior_band per block
+
+
+def prior_values(classes: int) -> torch.Tensor:
+    """(classes,) float32: the decoded value of each mu-law class (the tier prior's grid)."""
+    from models.mulaw import decode_values
+
+    return torch.tensor(decode_values(classes), dtype=torch.float32)
+
+
+def prior_band(below: torch.Tensor, factor: int, classes: int, t0: int, t1: int) -> torch.Tensor:
+    """The tier prior's centre for stage samples [t0, t1): the decoded tier below (B, m) linearly
+    interpolated to the stage's rate (stage sample t sits at below index t / factor): (B, t1 - t0).
+    Reads below indices up to (t1 - 1) // factor + 1."""
+    m = below.shape[1]
+    pos = torch.arange(t0, t1, dtype=torch.float32) / factor
+    i0 = pos.floor().long().clamp(max=m - 1)
+    i1 = (i0 + 1).clamp(max=m - 1)
+    w = (pos - i0).clamp(0, 1)
+    table = prior_values(classes)
+    return table[below[:, i0].long()] * (1 - w) + table[below[:, i1].long()] * w
 
 
 class _TierPrior:
     """The tier prior of the module docstring: a Gaussian around the tier below, per step."""
 
     def __init__(self, stage, below: torch.Tensor, n: int, sigma: float):
-        from models.mulaw import decode_values
-
-        classes = stage.classes
-        table = torch.tensor(decode_values(classes), dtype=torch.float32)  # (classes,)
-        g = table[below.long()]  # (B, n // f) decoded tier below
-        pos = torch.arange(n, dtype=torch.float32) / stage.factor  # stage sample t sits at below index t / f
-        i0 = pos.floor().long().clamp(max=g.shape[1] - 1)
-        i1 = (i0 + 1).clamp(max=g.shape[1] - 1)
-        w = (pos - i0).clamp(0, 1)
-        self.band = g[:, i0] * (1 - w) + g[:, i1] * w  # (B, n) linear interpolation
-        self.values, self.scale = table, 0.5 / sigma**2
+        self.band = prior_band(below, stage.factor, stage.classes, 0, n)  # (B, n)
+        self.values, self.scale = prior_values(stage.classes), 0.5 / sigma**2
 
     def __call__(self, out: torch.Tensor, t: int) -> torch.Tensor:
         """out (B, C) logits at step t -> with the prior added to the mu-law classes."""

@@ -5,6 +5,9 @@ run once (``pipeline/run.py``), runs the cascade here and writes one job folder 
 (``pipeline/jobs.py``).  The per-step sampling loop is ``models/sampling.py``.
 
 - All variations (``count``) run as one batch through each stage's streaming engine.
+- With more than one core (``STRATA_GENERATE_WORKERS``) and the fused engine, the stages run side by
+  side on threads, each reading the tier below as it is written (``can_pipeline``, ``GrowingTier``);
+  otherwise one after the other.  The audio is the same either way (tested).
 - Prompts: a genre name (from the run's vocabulary), a MIDI file (piano roll for stages that
   use rolls), an audio file to continue (each tier is primed with the prompt's own tier).
 - Classifier-free guidance (``guidance = W > 0``, genre and MIDI only): every stream has an
@@ -20,6 +23,7 @@ run once (``pipeline/run.py``), runs the cascade here and writes one job folder 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +59,7 @@ def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: 
               round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0, end_threshold: float = 0.5,
               tier_prior: float = 0.0, generator=None, chunk: int | None = None,
               progress: Callable[[int], None] | None = None, engine: str = "fused",
-              workers: int = 1) -> StageResult:
+              workers: int = 1, seeds=None, wait_below=None, publish=None) -> StageResult:
     """Sample ``n`` samples of one stage for ``batch`` streams (``models.sampling.sample_stage``).
 
     genre: int64 (B,); below: int64 (B, n // factor) or None; roll: float (B, 256, F) or None;
@@ -72,7 +76,8 @@ def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: 
                        no_genre=stage_no_genre(stage) if twin else 0, guidance=guidance, conditioned=twin,
                        prompt=prompt, free_length=free_length, min_length=min_length, round_to=round_to,
                        temperature=temperature, top_p=top_p, end_threshold=end_threshold, tier_prior=tier_prior,
-                       generator=generator, chunk=chunk, progress=progress, engine=engine, workers=workers)
+                       generator=generator, chunk=chunk, progress=progress, engine=engine, workers=workers,
+                       seeds=seeds, wait_below=wait_below, publish=publish)
     return StageResult(res.x, res.lengths, time.perf_counter() - t0, res.twin, res.engine)
 
 
@@ -95,56 +100,151 @@ class CascadeResult:
 
 
 def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = True) -> CascadeResult:
-    """Stage 0 -> stage 1 -> ... with one seeded generator and all variations as one batch."""
+    """Stage 0 -> stage 1 -> ... with one seeded generator and all variations as one batch; the
+    stages run side by side (``_run_pipelined``) when ``can_pipeline`` says so, with the same result."""
     import torch
 
-    cfg, rates, B = run.cfg, run.rates, p.count
     gen = torch.Generator().manual_seed(p.seed)
-    genre = torch.full((B,), plan.genre_id, dtype=torch.int64)  # (B,)
-    chunk = p.chunk or cfg.generate.chunk
-    unit0 = rates[0] // cfg.data.roll_fps  # stage-0 samples per roll frame
+    if can_pipeline(run, plan, p):
+        return _run_pipelined(run, plan, p, gen, progress)
+    B = p.count
     tiers: dict[int, Any] = {}
     timings: list[dict] = []
     lengths0: list[int] | None = None
-    n0 = plan.n0
-    below = None
+    n0, below = plan.n0, None
     for k, stage in enumerate(run.stages):
-        scfg = cfg.stages[k]
-        rate = rates[k]
-        n = n0 * rate // rates[0]
+        rate = run.rates[k]
+        n = n0 * rate // run.rates[0]
         if k == 0 and plan.resynth_tiers is not None:  # re-synthesis: the real coarse tier, stage 0 skipped
             tiers[rate] = torch.from_numpy(plan.resynth_tiers[rate].astype(np.int64)).expand(B, -1).clone()  # (B, n)
             below, lengths0 = tiers[rate], [n] * B
             timings.append({**_timing(k, rate, n, B, 0.0, False), "skipped": "resynth"})
             continue
-        roll = None
-        if plan.roll is not None and scfg.use_roll:
-            frames = n * cfg.data.roll_fps // rate
-            r = torch.from_numpy(plan.roll[:, :, :frames].reshape(256, frames).astype(np.float32) / 127.0)
-            roll = r.unsqueeze(0).expand(B, -1, -1).contiguous()  # (B, 256, F)
-        twin = p.guidance > 0 and ((plan.genre_id != run.no_genre and scfg.use_genre) or roll is not None)
-        prompt = None
-        if plan.prompt_tiers is not None:
-            pt = torch.from_numpy(plan.prompt_tiers[rate].astype(np.int64))
-            prompt = _prompt_values(pt, stage, cfg).unsqueeze(0).expand(B, -1)  # (B, P)
         bar = Progress(progress)
         label = bar.add(f"stage {k} ({rate} Hz)", n)
-        res = run_stage(stage, n, B, genre=genre, below=below, roll=roll, twin=twin, guidance=p.guidance,
-                        prompt=prompt, free_length=(k == 0 and plan.free_length),
-                        min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
-                        round_to=unit0, temperature=stage_temperature(run, p, k), top_p=p.top_p,
-                        end_threshold=p.end_threshold, tier_prior=p.tier_prior,
-                        generator=gen, chunk=chunk, engine=p.engine, workers=generate_workers(),
-                        progress=lambda done: bar.update(label, done))
+        res = run_stage(stage, n, B, below=below, **stage_inputs(run, plan, p, k, n), generator=gen,
+                        engine=p.engine, workers=generate_workers(), progress=lambda done: bar.update(label, done))
         bar.finish(label, res.x.shape[1])
         bar.close()
         if k == 0:
             lengths0, n0 = res.lengths, res.x.shape[1]
         tiers[rate] = res.x
-        below = _as_codes(res.x, stage, cfg)  # (B, n_k) int64 for the next stage
-        n_k = res.x.shape[1]
-        timings.append({**_timing(k, rate, n_k, B, res.wall, res.twin), "engine": res.engine})
+        below = _as_codes(res.x, stage, run.cfg)  # (B, n_k) int64 for the next stage
+        timings.append({**_timing(k, rate, res.x.shape[1], B, res.wall, res.twin), "engine": res.engine})
     return CascadeResult(tiers, lengths0 or [n0] * B, timings)
+
+
+def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) -> dict:
+    """What stage k reads besides the tier below, and how it samples (``run_stage`` keywords)."""
+    import torch
+
+    cfg, B, rate = run.cfg, p.count, run.rates[k]
+    scfg = cfg.stages[k]
+    unit0 = run.rates[0] // cfg.data.roll_fps  # stage-0 samples per roll frame
+    roll = None
+    if plan.roll is not None and scfg.use_roll:
+        frames = n * cfg.data.roll_fps // rate
+        r = torch.from_numpy(plan.roll[:, :, :frames].reshape(256, frames).astype(np.float32) / 127.0)
+        roll = r.unsqueeze(0).expand(B, -1, -1).contiguous()  # (B, 256, F)
+    twin = p.guidance > 0 and ((plan.genre_id != run.no_genre and scfg.use_genre) or roll is not None)
+    prompt = None
+    if plan.prompt_tiers is not None:
+        pt = torch.from_numpy(plan.prompt_tiers[rate].astype(np.int64))
+        prompt = _prompt_values(pt, run.stages[k], cfg).unsqueeze(0).expand(B, -1)  # (B, P)
+    return dict(genre=torch.full((B,), plan.genre_id, dtype=torch.int64), roll=roll, twin=twin,
+                guidance=p.guidance, prompt=prompt, free_length=(k == 0 and plan.free_length),
+                min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
+                round_to=unit0, temperature=stage_temperature(run, p, k), top_p=p.top_p,
+                end_threshold=p.end_threshold, tier_prior=p.tier_prior, chunk=p.chunk or cfg.generate.chunk)
+
+
+# ----------------------------------------------------------------------------- the pipelined cascade
+
+
+def can_pipeline(run: LoadedRun, plan: Plan, p: GenerateParams) -> bool:
+    """Run the stages side by side: more than one core (``generate_workers``), the fused engine for
+    every stage with mu-law codes out (categorical heads), a fixed length (stage 0 cannot end the
+    piece), no guidance twins (their tier-below rows are a copy) and no re-synthesis."""
+    from models.sampling import fused_engine_ok
+
+    if p.engine != "fused" or generate_workers() < 2 or len(run.stages) < 2 or plan.free_length:
+        return False
+    if plan.resynth_tiers is not None or any(stage_inputs(run, plan, p, k, 1)["twin"] for k in range(len(run.stages))):
+        return False
+    return all(st.head.kind == "categorical" and fused_engine_ok(st) for st in run.stages)
+
+
+class GrowingTier:
+    """A tier's codes (B, n) written left to right by its stage on one thread and read by the next
+    stage on another: ``publish(x, t)`` marks [0, t) final, ``wait(j)`` returns once [0, j) is."""
+
+    def __init__(self, batch: int, n: int) -> None:
+        import torch
+
+        self.codes = torch.zeros(batch, n, dtype=torch.int64)  # (B, n)
+        self.n, self.ready, self.error = n, 0, None
+        self._cv = threading.Condition()
+
+    def publish(self, x: np.ndarray, t: int) -> None:
+        import torch
+
+        with self._cv:
+            if t > self.ready:
+                self.codes[:, self.ready:t] = torch.from_numpy(x[:, self.ready:t]).long()
+                self.ready = t
+                self._cv.notify_all()
+
+    def wait(self, j: int) -> None:
+        with self._cv:
+            while self.ready < min(j, self.n) and self.error is None:
+                self._cv.wait()
+            if self.error is not None:
+                raise RunError(f"generation stopped: the stage below failed ({self.error})")
+
+    def fail(self, error: BaseException) -> None:
+        with self._cv:
+            self.error = error
+            self._cv.notify_all()
+
+
+def _run_pipelined(run: LoadedRun, plan: Plan, p: GenerateParams, gen, progress: bool) -> CascadeResult:
+    """The stages on threads, each reading the tier below as it is written (the kernel releases the
+    GIL).  The streams' seeds are drawn first, in stage order, as the sequential cascade draws them:
+    the same audio."""
+    from models.sampling import stream_seeds
+
+    B, K = p.count, len(run.stages)
+    ns = [plan.n0 * r // run.rates[0] for r in run.rates]
+    seeds = [stream_seeds(gen, B) for _ in range(K)]
+    tiers = [GrowingTier(B, n) for n in ns]
+    bar = Progress(progress)
+    labels = [bar.add(f"stage {k} ({run.rates[k]} Hz)", ns[k]) for k in range(K)]
+    results: list[StageResult | None] = [None] * K
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            results[k] = run_stage(run.stages[k], ns[k], B, below=tiers[k - 1].codes if k else None,
+                                   **stage_inputs(run, plan, p, k, ns[k]), seeds=seeds[k], engine="fused",
+                                   wait_below=tiers[k - 1].wait if k else None, publish=tiers[k].publish,
+                                   progress=lambda done: bar.update(labels[k], done))
+            bar.finish(labels[k], ns[k])
+        except BaseException as e:  # noqa: BLE001  (re-raised below, after the other stages stop)
+            errors.append(e)
+            tiers[k].fail(e)
+
+    threads = [threading.Thread(target=work, args=(k,), name=f"strata-stage-{k}") for k in range(K)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    bar.close()
+    if errors:
+        raise errors[0]
+    tiers_out = {run.rates[k]: results[k].x for k in range(K)}
+    timings = [{**_timing(k, run.rates[k], ns[k], B, results[k].wall, False), "engine": results[k].engine,
+                "pipelined": True} for k in range(K)]
+    return CascadeResult(tiers_out, results[0].lengths, timings)
 
 
 def stage_temperature(run: LoadedRun, p: GenerateParams, k: int) -> float:

@@ -87,6 +87,38 @@ def test_engines_give_the_same_audio_and_say_which_ran(run, tmp_path):
         assert meta(a)["parameters"]["engine"] == "fused"
 
 
+@pytest.mark.parametrize("kwargs", [dict(genre="folk", count=2), dict(genre="chorale", tier_prior=0.05)])
+def test_pipelined_cascade_gives_the_sequential_audio(run, tmp_path, monkeypatch, kwargs):
+    """With more than one core the stages run side by side, each reading the tier below as it is
+    written; the audio is the sequential cascade's (one core), bit for bit."""
+    jobs = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("STRATA_GENERATE_WORKERS", workers)
+        jobs[workers] = generate(run, tmp_path / workers, seconds=3.0, seed=9, chunk=256, progress=False, **kwargs)
+    for a, b in zip(jobs["1"], jobs["2"]):
+        assert np.array_equal(read(a), read(b))
+        assert not any(s.get("pipelined") for s in meta(a)["timings"]["stages"])
+        assert all(s.get("pipelined") for s in meta(b)["timings"]["stages"])
+
+
+def test_a_failing_stage_stops_the_pipelined_cascade(run, tmp_path, monkeypatch):
+    """A stage that fails mid-piece fails the job with its error; the stage waiting on it stops."""
+    import models.fused as fused
+
+    monkeypatch.setenv("STRATA_GENERATE_WORKERS", "2")
+    calls = []
+
+    def boom(self, draw, t0, t1):  # stage 1's tier prior, at its first block
+        calls.append(t0)
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(fused.FusedStream, "_band", boom)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        generate(run, tmp_path / "out", seconds=2.0, genre="folk", tier_prior=0.1, progress=False)
+    assert calls == [0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no job folder
+
+
 def test_count_gives_distinct_folders(run, tmp_path):
     jobs = generate(run, tmp_path, seconds=0.1, count=3, seed=1, progress=False)
     assert len(jobs) == len(set(jobs)) == 3 and all(j.is_dir() for j in jobs)
