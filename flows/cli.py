@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 
 app = typer.Typer(
@@ -40,9 +41,20 @@ def _run(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except StrataError as e:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished files are kept; rerun to continue", err=True)
-        raise typer.Exit(code=130)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (flows.signals): one line, no child left
+        from flows import signals
+
+        ctx = click.get_current_context(silent=True)
+        typer.echo(signals.interrupted_line(ctx.info_name if ctx else None, e), err=True)
+        signals.stop_children()
+        raise typer.Exit(code=signals.exit_code(e))
+
+
+def _lock(folder: Path, command: str) -> None:
+    """One writer per folder (pipeline.lock): refused at once, before any Prefect server starts."""
+    from pipeline.lock import acquire
+
+    _run(acquire, folder, command)
 
 
 def _precheck(fn, *args, **kwargs) -> None:
@@ -90,6 +102,7 @@ def preprocess(
 ) -> None:
     """Decode, resample, trim and mu-law encode audio into a tiered dataset folder."""
     _need_dir(raw, "raw audio folder")
+    _lock(out, "strata preprocess")
     _quiet_prefect()
     from flows.preprocess import preprocess_flow
 
@@ -117,6 +130,7 @@ def train(
 
     _precheck(load_manifest, data)
     _precheck(load_config, config)
+    _lock(run, "strata train")
     _quiet_prefect()
     from flows.train import train_flow
 
@@ -259,6 +273,9 @@ def serve(
 
 
 def main() -> None:
+    from flows import signals
+
+    signals.install()
     app()
 
 

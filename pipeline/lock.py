@@ -1,0 +1,134 @@
+"""One writer per folder: an advisory ``flock`` on ``<folder>/.strata.lock``.
+
+``strata train`` holds its run folder and ``strata preprocess`` its dataset folder for as long as
+they run; a second command on the same folder is refused at once with one line naming the holder.
+The kernel releases the lock when the holder's process ends in any way (``kill -9`` included), so a
+killed holder never leaves it stuck; the file itself stays and is harmless.
+
+The lock is re-entrant: in the process that holds it (the command line takes it, then the flow and
+``train_stage`` take it again) and in its child processes (``accelerate launch`` workers, parallel
+training lanes), which inherit ``STRATA_HELD_LOCKS`` from the holder.  Ranks other than 0 of a
+launch started by hand do not take it (rank 0 does).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.errors import StrataError
+
+LOCK_FILE = ".strata.lock"
+ENV = "STRATA_HELD_LOCKS"  # os.pathsep-separated lock files held by this process or an ancestor
+
+_held: dict[str, tuple[int, int]] = {}  # lock file -> (fd, depth) held by this process
+
+
+class FolderBusy(StrataError):
+    """Another process holds the folder's lock."""
+
+
+def lock_path(folder) -> Path:
+    return Path(folder).resolve() / LOCK_FILE
+
+
+def _inherited() -> set[str]:
+    return {p for p in os.environ.get(ENV, "").split(os.pathsep) if p}
+
+
+def _other_rank() -> bool:
+    """A non-zero rank of a distributed launch (its rank 0 holds the lock)."""
+    return os.environ.get("RANK", "0") not in ("", "0") or os.environ.get("LOCAL_RANK", "0") not in ("", "0")
+
+
+def holder(folder) -> dict | None:
+    """What the holder wrote into the lock file ({"pid", "command", "since"}), None when free or unknown."""
+    path = lock_path(folder)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
+            except ValueError:
+                return {}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def acquire(folder, what: str) -> None:
+    """Take ``folder``'s lock for ``what`` (e.g. "strata train"), or raise FolderBusy at once."""
+    path = lock_path(folder)
+    key = str(path)
+    if key in _held:
+        fd, depth = _held[key]
+        _held[key] = (fd, depth + 1)
+        return
+    if key in _inherited() or _other_rank():
+        _held[key] = (-1, 1)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            info = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
+        except ValueError:
+            info = {}
+        os.close(fd)
+        who = info.get("command") or "another strata command"
+        pid = f" (pid {info['pid']}, since {info.get('since', '?')})" if info.get("pid") else ""
+        raise FolderBusy(f"{Path(folder)}: in use by {who}{pid}; wait for it to finish or stop it "
+                         f"(one writer per folder)") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    info = {"pid": os.getpid(), "command": what, "argv": sys.argv[:8],
+            "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+    _held[key] = (fd, 1)
+    os.environ[ENV] = os.pathsep.join(sorted(_inherited() | {key}))
+
+
+def release(folder) -> None:
+    path = lock_path(folder)
+    key = str(path)
+    if key not in _held:
+        return
+    fd, depth = _held[key]
+    if depth > 1:
+        _held[key] = (fd, depth - 1)
+        return
+    del _held[key]
+    if fd >= 0:
+        os.environ[ENV] = os.pathsep.join(sorted(_inherited() - {key}))
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            pass
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextmanager
+def folder_lock(folder, what: str) -> Iterator[None]:
+    """``with folder_lock(run_dir, "strata train"):`` one writer at a time (see the module doc)."""
+    acquire(folder, what)
+    try:
+        yield
+    finally:
+        release(folder)
