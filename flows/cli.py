@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 app = typer.Typer(
@@ -44,8 +43,7 @@ def _run(fn, *args, **kwargs):
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (flows.signals): one line, no child left
         from flows import signals
 
-        ctx = click.get_current_context(silent=True)
-        typer.echo(signals.interrupted_line(ctx.info_name if ctx else None, e), err=True)
+        typer.echo(signals.interrupted_line(signals.command_of(sys.argv), e), err=True)
         signals.stop_children()
         raise typer.Exit(code=signals.exit_code(e))
 

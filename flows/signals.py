@@ -56,6 +56,11 @@ def install() -> None:
         pass
 
 
+def command_of(argv: list[str]) -> str | None:
+    """The ``strata`` subcommand in ``argv`` (the first word that names one)."""
+    return next((a for a in argv[1:] if a in KEPT), None)
+
+
 def exit_code(exc: BaseException) -> int:
     """128 + the signal number, as a shell reports a process ended by it."""
     return 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
