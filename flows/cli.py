@@ -40,6 +40,9 @@ def _run(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except StrataError as e:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except OSError as e:  # disk full, an unwritable folder: one line; finished files were renamed into place
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{e.strerror or e} (nothing half-written is kept; earlier results are intact)")
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (flows.signals): one line, no child left
         from flows import signals
 
