@@ -73,6 +73,19 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
         _fail(f"invalid parameter: {flag} {text!r}: expected numbers separated by commas, e.g. 1,0.5,0.5")
 
 
+def _need_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` and write a probe into it now, so an unwritable output is one line before
+    any work (not after a whole generation)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        _fail(f"{folder}: {what} is not writable ({e.strerror or e})")
+
+
 def _need_dir(path: Path, what: str) -> None:
     if not path.exists():
         _fail(f"{path}: {what} does not exist")
@@ -211,6 +224,7 @@ def generate(
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count)
     _precheck(check_run, run)  # weights are loaded once, by the flow
+    _need_writable(out, "output folder")
     _quiet_prefect()
     from flows.generate import generate_flow
 
