@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 DEMO    ?= demo
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo test lint bench clean
+.PHONY: install system-deps demo test lint bench faults clean
 
 # Debian packages: FluidSynth and General MIDI soundfonts (render the demo corpus and MIDI tests)
 system-deps:
@@ -41,6 +41,10 @@ bench: install
 	$(BIN)/python bench/generation.py --json bench/results/generation.json
 	$(BIN)/python bench/training.py --json bench/results/training.json
 	$(BIN)/python bench/evaluation.py --json bench/results/evaluation.json
+
+# The long fault suite (kills, signals, hostile input): counts in bench/results/faults.json
+faults: install
+	$(BIN)/python bench/faults.py --json bench/results/faults.json
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

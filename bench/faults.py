@@ -1,0 +1,233 @@
+"""The long fault suite: kills, signals and hostile input against every phase, with counts.
+
+    python bench/faults.py [--json bench/results/faults.json] [--midi 600] [--audio 300] [--rounds 5]
+                           [--configs 300] [--only fuzz,kills,signals,configs,checkpoints]
+
+The default test run (``tests/faults``) runs a short seeded subset of the same scenarios.  Written:
+
+- ``kills_survived``: ``kill -9`` per phase (generate, evaluate, train) that left nothing lost;
+- ``signals``: SIGTERM and Ctrl-C per command, seconds to exit, children seen, orphans;
+- ``fuzz_cases``: cases tried per kind (MIDI, audio, config, checkpoint);
+- ``errors_by_category``: outcomes (``ok``, ``clear`` = one line, and the defects ``traceback``,
+  ``timeout``, ``memory``, ``multiline``, ``crash``);
+- ``lost`` (must be 0): problems found by the kill scenarios (partial files, different weights or audio);
+- ``orphaned_processes`` (must be 0); ``defects``: every case that was not ``ok`` or ``clear``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+_HOME = tempfile.mkdtemp(prefix="strata-faults-prefect-")
+os.environ.setdefault("PREFECT_HOME", _HOME)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+os.environ.setdefault("STRATA_TORCH_THREADS", "1")
+
+from machine import machine_info  # noqa: E402  (bench/machine.py)
+from tests.faults import fuzz, scenarios  # noqa: E402
+from tests.faults.procs import strata_env  # noqa: E402
+
+DEFECTS = ("traceback", "timeout", "memory", "multiline", "crash")
+
+
+def _add(counts: dict, more: dict) -> None:
+    for k, v in more.items():
+        counts[k] = counts.get(k, 0) + v
+
+
+# ----------------------------------------------------------------------------- configs and checkpoints
+
+
+def _mutate_value(rng: random.Random, value):
+    return rng.choice(["x", None, -1, 1.5, True, [], {}, [1, "a"], 10**12, "1e3", {"a": 1}, float("nan")])
+
+
+def config_cases(n: int, seed: int) -> list[dict]:
+    """``n`` mutated copies of the tiny preset: a wrong-typed value or an unknown key somewhere."""
+    import yaml
+
+    from pipeline.config import CONFIG_DIR
+
+    base = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        raw = json.loads(json.dumps(base))
+        section = rng.choice(["data", "train", "generate", "stages"])
+        target = raw.setdefault(section, {}) if section != "stages" else rng.choice(raw.get("stages") or [{}])
+        if not isinstance(target, dict):
+            target = {}
+        if rng.random() < 0.25 or not target:
+            target[rng.choice(["lrr", "rate_hz", "../x", "", "stages"])] = 1
+        else:
+            key = rng.choice(sorted(target))
+            target[key] = _mutate_value(rng, target[key])
+        out.append(raw)
+    return out
+
+
+def run_configs(n: int, seed: int, root: Path) -> dict:
+    """Each mutated config written as YAML and loaded: ok, or one ``ConfigError`` line."""
+    import yaml
+
+    from pipeline.config import ConfigError, load_config
+
+    counts, defects = {}, []
+    for i, raw in enumerate(config_cases(n, seed)):
+        path = root / f"cfg{i}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        try:
+            load_config(path)
+            outcome = "ok"
+        except ConfigError as e:
+            outcome = "clear" if "\n" not in str(e) else "multiline"
+        except Exception as e:  # noqa: BLE001 - the defect being counted
+            outcome = "traceback"
+            defects.append({"case": f"config {i}", "outcome": outcome, "detail": f"{type(e).__name__}: {e}"[:300]})
+        _add(counts, {outcome: 1})
+    return {"cases": n, "counts": counts, "defects": defects}
+
+
+def run_checkpoints(n: int, seed: int, root: Path) -> dict:
+    """model.json edits (absurd or wrong sizes, wrong types) and truncated weights: ok or one line."""
+    import resource
+
+    from models import load_stage
+    from models.checkpoint import CheckpointError
+    from tests.helpers_run import make_run
+
+    stage = make_run(root / "base") / "stages" / "0"
+    meta0 = json.loads((stage / "model.json").read_text())
+    keys = [k for k, v in meta0["config"].items() if isinstance(v, int) and not isinstance(v, bool)]
+    rng = random.Random(seed)
+    counts, defects, rss = {}, [], []
+    for i in range(n):
+        folder = root / f"ck{i}"
+        shutil.copytree(stage, folder)
+        meta = json.loads(json.dumps(meta0))
+        if i % 5 == 4:  # truncated weights
+            w = folder / "model.safetensors"
+            w.write_bytes(w.read_bytes()[: rng.randrange(1, w.stat().st_size)])
+        else:
+            key = rng.choice(keys)
+            meta["config"][key] = rng.choice([10**9, 10**6, -1, 0, meta0["config"][key] + 1, "x", None, 2.5])
+            (folder / "model.json").write_text(json.dumps(meta))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            load_stage(folder)
+            outcome = "ok"
+        except CheckpointError as e:
+            outcome = "clear" if "\n" not in str(e) else "multiline"
+        except Exception as e:  # noqa: BLE001 - the defect being counted
+            outcome = "traceback"
+            defects.append({"case": f"checkpoint {i}", "outcome": outcome, "detail": f"{type(e).__name__}: {e}"[:300]})
+        rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+        _add(counts, {outcome: 1})
+        shutil.rmtree(folder)
+    return {"cases": n, "counts": counts, "defects": defects, "max_rss_growth_mb": round(max(rss) / 1024, 1)}
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--midi", type=int, default=600)
+    ap.add_argument("--audio", type=int, default=300)
+    ap.add_argument("--configs", type=int, default=300)
+    ap.add_argument("--checkpoints", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=5, help="kill -9 rounds per phase")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--only", default="fuzz,configs,checkpoints,kills,signals")
+    a = ap.parse_args()
+    parts = set(a.only.split(","))
+    t_start = time.time()
+    result: dict = {"kills_survived": {}, "signals": [], "fuzz_cases": {}, "errors_by_category": {},
+                    "lost": 0, "orphaned_processes": 0, "defects": [], "details": {}}
+    root = Path(tempfile.mkdtemp(prefix="strata-faults-"))
+    try:
+        if "fuzz" in parts:
+            for kind, n in (("midi", a.midi), ("audio", a.audio)):
+                r = fuzz.run_worker(kind, n, a.seed, per_case=10.0, mem_mb=3072, timeout=3600)
+                result["fuzz_cases"][kind] = r["cases"]
+                _add(result["errors_by_category"], r["counts"])
+                result["defects"] += r["defects"]
+                result["details"][f"fuzz_{kind}"] = {k: r.get(k) for k in ("counts", "slowest_case", "peak_rss_mb",
+                                                                              "memory_limit_mb", "per_case_limit_s")}
+                print(f"fuzz {kind}: {r['cases']} cases {r['counts']}", flush=True)
+        if "configs" in parts:
+            (root / "configs").mkdir()
+            r = run_configs(a.configs, a.seed, root / "configs")
+            result["fuzz_cases"]["config"] = r["cases"]
+            _add(result["errors_by_category"], r["counts"])
+            result["defects"] += r["defects"]
+            print(f"configs: {r['counts']}", flush=True)
+        if "checkpoints" in parts:
+            (root / "ck").mkdir()
+            r = run_checkpoints(a.checkpoints, a.seed, root / "ck")
+            result["fuzz_cases"]["checkpoint"] = r["cases"]
+            _add(result["errors_by_category"], r["counts"])
+            result["defects"] += r["defects"]
+            result["details"]["checkpoints"] = {"max_rss_growth_mb": r["max_rss_growth_mb"]}
+            print(f"checkpoints: {r['counts']}", flush=True)
+        if "kills" in parts:
+            from prefect.settings import PREFECT_API_URL
+            from prefect.testing.utilities import prefect_test_harness
+
+            with prefect_test_harness(server_startup_timeout=120):
+                env = strata_env(PREFECT_API_URL=PREFECT_API_URL.value())
+                for phase, fn in (("generate", scenarios.generate_kills), ("evaluate", scenarios.evaluate_kills),
+                                  ("train", scenarios.train_kills)):
+                    (root / phase).mkdir()
+                    r = fn(env, root / phase, a.rounds, a.seed)
+                    result["kills_survived"][phase] = r["kills"] if not r["problems"] else 0
+                    result["lost"] += len(r["problems"])
+                    result["details"][f"kills_{phase}"] = r
+                    print(f"kill -9 {phase}: {r}", flush=True)
+        if "signals" in parts:
+            for command in ("preprocess", "train", "evaluate", "generate"):
+                for how in ("term", "ctrl-c"):
+                    where = root / f"sig-{command}-{how}"
+                    where.mkdir()
+                    r = scenarios.signal_case(command, how, where)
+                    result["signals"].append(r)
+                    result["orphaned_processes"] += r["orphans"]
+                    if r["problems"]:
+                        result["defects"].append({"case": f"{how} {command}", "outcome": "signal",
+                                                  "detail": "; ".join(r["problems"])[:500]})
+                    print(f"{how} {command}: {r['seconds']} s, {r['children_seen']} children, "
+                          f"{r['orphans']} orphans {r['problems'] or ''}", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    out = {"machine": machine_info(), "commit": commit, "command": " ".join(["python", *sys.argv]),
+           "seconds": round(time.time() - t_start, 1), "results": result}
+    text = json.dumps(out, indent=2)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(text + "\n")
+        print(f"faults: {a.json}")
+    print(json.dumps({k: result[k] for k in ("kills_survived", "fuzz_cases", "errors_by_category", "lost",
+                                             "orphaned_processes")}, indent=2))
+    bad = result["lost"] or result["orphaned_processes"] or result["defects"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
