@@ -132,3 +132,61 @@ def folder_lock(folder, what: str) -> Iterator[None]:
         yield
     finally:
         release(folder)
+
+
+# ----------------------------------------------------------------------------- machine-wide slots
+
+SLOTS_ENV = "STRATA_MAX_GENERATE_JOBS"  # optional machine-wide limit on concurrent generation jobs
+SLOTS_DIR_ENV = "STRATA_SLOTS_DIR"  # where the slot files live (default: the user's cache folder)
+
+
+def slots_dir() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "strata" / "slots"
+    return Path(os.environ.get(SLOTS_DIR_ENV) or default)
+
+
+@contextmanager
+def slot(name: str, limit: int | None, poll: float = 0.5, note=None, timeout: float | None = None) -> Iterator[int]:
+    """Hold one of ``limit`` machine-wide slots called ``name`` (a lock-file semaphore: files
+    ``<slots_dir>/<name>-<i>.lock``, each an ``flock`` the kernel frees when its holder dies);
+    waits for a free one, calling ``note(message)`` once.  ``limit`` None or < 1: no limit (yields -1).
+    A Prefect server's global concurrency limits do the same across machines (``strata serve``)."""
+    if not limit or limit < 1:
+        yield -1
+        return
+    folder = slots_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    deadline, told = None if timeout is None else time.monotonic() + timeout, False
+    while True:
+        for i in range(limit):
+            fd = os.open(folder / f"{name}-{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                yield i
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            return
+        if deadline is not None and time.monotonic() > deadline:
+            raise FolderBusy(f"all {limit} {name} slots are busy ({SLOTS_ENV}={limit}); try again later")
+        if note and not told:
+            note(f"waiting for one of {limit} {name} slots ({SLOTS_ENV}); other jobs hold them")
+            told = True
+        time.sleep(poll)
+
+
+def generate_slots() -> int | None:
+    """The machine-wide limit on generation jobs from ``STRATA_MAX_GENERATE_JOBS`` (None: no limit)."""
+    text = os.environ.get(SLOTS_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        return max(1, int(text))
+    except ValueError:
+        raise FolderBusy(f"{SLOTS_ENV}={text!r}: expected a whole number of jobs") from None
