@@ -17,6 +17,7 @@ The default test run (``tests/faults``) runs a short seeded subset of the same s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -191,8 +192,9 @@ def main() -> int:
 
             with prefect_test_harness(server_startup_timeout=120):
                 env = strata_env(PREFECT_API_URL=PREFECT_API_URL.value())
+                accelerate = functools.partial(scenarios.train_kills, processes=2)
                 for phase, fn in (("generate", scenarios.generate_kills), ("evaluate", scenarios.evaluate_kills),
-                                  ("train", scenarios.train_kills)):
+                                  ("train", scenarios.train_kills), ("train_accelerate_2", accelerate)):
                     (root / phase).mkdir()
                     r = fn(env, root / phase, a.rounds, a.seed)
                     result["kills_survived"][phase] = r["kills"] if not r["problems"] else 0

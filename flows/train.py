@@ -130,10 +130,14 @@ def launch_command(data: str, run: str, config_path: str, k: int, cfg: StrataCon
 
 def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
     """Run ``cmd``, passing its stderr through line by line; (exit code, last stderr lines)."""
+    from pipeline.lock import die_with_parent, held_fds
+
     tail: list[str] = []
-    # its own session: an interrupted flow stops the launcher and all its workers (stop_group)
+    # its own session: an interrupted flow stops the launcher and all its workers (stop_group); it dies
+    # with this process (kill -9 included) and shares the run folder's lock while it lives
     with subprocess.Popen(cmd, stdout=None, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                          env={**os.environ, **(env or {})}) as proc:
+                          env={**os.environ, **(env or {})}, preexec_fn=die_with_parent,
+                          pass_fds=held_fds()) as proc:
         try:
             for line in proc.stderr:
                 sys.stderr.write(line)

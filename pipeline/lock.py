@@ -190,3 +190,28 @@ def generate_slots() -> int | None:
         return max(1, int(text))
     except ValueError:
         raise FolderBusy(f"{SLOTS_ENV}={text!r}: expected a whole number of jobs") from None
+
+
+# ----------------------------------------------------------------------------- children of a holder
+
+
+def held_fds() -> tuple[int, ...]:
+    """The lock files' descriptors this process holds: passed to a child (``pass_fds``), the child
+    shares the lock, so the folder stays locked while any of them runs (no second writer even when the
+    holder was killed and its child still runs)."""
+    return tuple(fd for fd, _ in _held.values() if fd >= 0)
+
+
+def die_with_parent(sig: int = 15) -> None:
+    """Ask the kernel to send ``sig`` (SIGTERM) to this process when its parent dies (Linux
+    ``PR_SET_PDEATHSIG``); a child of a ``kill -9``-ed command then stops instead of writing on as an
+    orphan.  Usable as ``Popen(preexec_fn=die_with_parent)``; a no-op where not supported."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request: act now
+        os.kill(os.getpid(), sig)

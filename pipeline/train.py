@@ -359,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
+    if os.environ.get("STRATA_HELD_LOCKS") or "LOCAL_RANK" in os.environ:
+        from pipeline.lock import die_with_parent
+
+        die_with_parent()  # a stage process of a `strata train`: never an orphan writer after a kill -9
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:  # share the cores between the processes
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))

@@ -130,9 +130,11 @@ def evaluate_kills(env, root: Path, rounds: int, seed: int) -> dict:
     return {"kills": kills, "rounds": rounds, "problems": problems}
 
 
-def train_kills(env, root: Path, rounds: int, seed: int, every: int = 4, steps: int = 30) -> dict:
+def train_kills(env, root: Path, rounds: int, seed: int, every: int = 4, steps: int = 30, processes: int = 1) -> dict:
     """``kill -9`` of ``strata train`` at a random step, ``--resume`` to the end, each round from
-    where the last kill left it; the final weights equal an uninterrupted run's."""
+    where the last kill left it; the final weights equal an uninterrupted run's.  ``processes=2``:
+    each stage under ``accelerate launch`` (the kill reaches the command only; its launcher and
+    workers must stop by themselves, and no second writer may start while they run)."""
     from safetensors.numpy import load_file
 
     from models import load_stage
@@ -141,7 +143,8 @@ def train_kills(env, root: Path, rounds: int, seed: int, every: int = 4, steps: 
     from tests.helpers_data import make_dataset, tiny_train_config
 
     data = make_dataset(root / "data", "periodic", rates=(1000, 2000), seconds=2.0, roll="notes")
-    cfg = tiny_train_config(max_steps=40, eval_every=8, checkpoint_every=every, log_every=1, keep_checkpoints=2)
+    cfg = tiny_train_config(max_steps=40, eval_every=8, checkpoint_every=every, log_every=1, keep_checkpoints=2,
+                            num_processes=processes)
     save_config(cfg, root / "cfg.yaml")
     base = ["train", "--data", str(data), "--config", str(root / "cfg.yaml"), "--stages", "0",
             "--max-steps", str(steps)]
@@ -164,6 +167,8 @@ def train_kills(env, root: Path, rounds: int, seed: int, every: int = 4, steps: 
         if code != -signal.SIGKILL:
             continue
         kills += 1
+        if not _writers_gone(killed, 30):
+            problems.append(f"round {r}: processes still hold {killed} 30 s after the kill (orphan writers)")
         ckpts = [s for s, _ in list_checkpoints(killed, 0)]
         lost.append(step - (ckpts[-1] if ckpts else 0))
         if not ckpts or step - ckpts[-1] > every:
@@ -180,6 +185,18 @@ def train_kills(env, root: Path, rounds: int, seed: int, every: int = 4, steps: 
         if a.keys() != b.keys() or not all(np.array_equal(a[k], b[k]) for k in a):
             problems.append(f"{name}: resumed weights differ from the uninterrupted run's")
     return {"kills": kills, "rounds": rounds, "steps_lost_max": max(lost, default=0), "problems": problems}
+
+
+def _writers_gone(run: Path, timeout: float) -> bool:
+    """The run folder's lock comes free (every process sharing it has ended) within ``timeout`` s."""
+    from pipeline.lock import holder
+
+    deadline = time.monotonic() + timeout
+    while holder(run) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 # ----------------------------------------------------------------------------- signals

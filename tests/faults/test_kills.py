@@ -23,18 +23,26 @@ def api_env(prefect_harness) -> dict[str, str]:
 
 
 def test_generate_kill_9_then_same_seed(api_env, tmp_path):
-    r = scenarios.generate_kills(api_env, tmp_path, rounds=3, seed=12)
+    r = scenarios.generate_kills(api_env, tmp_path, rounds=2, seed=12)
     assert not r["problems"], r["problems"]
-    assert r["kills"] >= 2
+    assert r["kills"] >= 1
 
 
 def test_evaluate_kill_9_never_partial_json(api_env, tmp_path):
-    r = scenarios.evaluate_kills(api_env, tmp_path, rounds=3, seed=7)
+    r = scenarios.evaluate_kills(api_env, tmp_path, rounds=2, seed=7)
     assert not r["problems"], r["problems"]
-    assert r["kills"] >= 2
+    assert r["kills"] >= 1
 
 
 def test_train_kill_9_then_resume_is_exact(api_env, tmp_path):
     r = scenarios.train_kills(api_env, tmp_path, rounds=2, seed=3)
     assert not r["problems"], r["problems"]
     assert r["kills"] == 2 and r["steps_lost_max"] <= 4
+
+
+def test_train_kill_9_under_accelerate_2_processes(api_env, tmp_path):
+    """The command killed, its ``accelerate launch`` and 2 workers stop by themselves (the run's lock
+    comes free), and ``--resume`` under 2 processes reaches the uninterrupted run's weights."""
+    r = scenarios.train_kills(api_env, tmp_path, rounds=1, seed=5, processes=2)
+    assert not r["problems"], r["problems"]
+    assert r["kills"] == 1
