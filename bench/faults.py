@@ -202,7 +202,10 @@ def main() -> int:
                     result["details"][f"kills_{phase}"] = r
                     print(f"kill -9 {phase}: {r}", flush=True)
         if "signals" in parts:
-            for command in ("preprocess", "train", "evaluate", "generate"):
+            for command in ("preprocess", "train", "evaluate", "generate", "serve", "demo-data"):
+                if command == "demo-data" and not shutil.which("fluidsynth"):
+                    print("demo-data: no fluidsynth here, not run", flush=True)
+                    continue
                 for how in ("term", "ctrl-c"):
                     where = root / f"sig-{command}-{how}"
                     where.mkdir()

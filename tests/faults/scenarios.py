@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.faults.procs import Tree, has_server, start, strata_env
+from tests.faults.procs import Tree, cmdline, has_server, start, strata_env
 
 JOB_FILES = {"audio.wav", "tier_1000.wav", "tier_2000.wav", "spectrogram.png", "meta.json"}
 
@@ -229,6 +229,11 @@ def command_args(command: str, root: Path) -> tuple[list[str], callable]:
     if command == "generate":
         run = make_run(root)
         return ["generate", "--run", str(run), "--out", str(root / "jobs"), "--seconds", "3"], lambda: True
+    if command == "demo-data":  # no Prefect server: FluidSynth children render the corpus
+        return ["demo-data", "--out", str(root / "demo"), "--per-genre", "3"], "fluidsynth"
+    if command == "serve":
+        run = make_run(root)
+        return ["serve", "--run", str(run), "--out", str(root / "jobs"), "--interval", "3600"], lambda: True
     if command == "preprocess":
         from tests.pipeline.test_preprocess import tone, write_wav
 
@@ -248,7 +253,11 @@ def signal_case(command: str, how: str, root: Path, limit: float = 15.0, during=
     tree = Tree(proc)
     problems = []
     try:
-        tree.wait_for(lambda: has_server(tree) and ready(), 240, "the Prefect server and the work")
+        if ready == "fluidsynth":
+            tree.wait_for(lambda: any("fluidsynth" in cmdline(p) for p in tree.sample()), 240, "a FluidSynth child",
+                          step=0.01)
+        else:
+            tree.wait_for(lambda: has_server(tree) and ready(), 240, "the Prefect server and the work")
         if during is not None:
             during(args, proc)
         time.sleep(0.5)
