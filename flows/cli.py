@@ -25,6 +25,9 @@ def _quiet_prefect() -> None:
     """Settings for running flows locally without a server: no telemetry, no network."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.signals import tie_ephemeral_server
+
+    tie_ephemeral_server()  # its ephemeral server dies with the command, even on kill -9
 
 
 def _fail(message: str) -> None:

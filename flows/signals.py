@@ -11,6 +11,11 @@ own SIGTERM bridge, installed while a flow runs, hands the signal back to this h
 
 ``stop_children`` is the last guard: every process started by this one that is still alive (found
 through ``/proc``) gets SIGTERM, then SIGKILL.
+
+``tie_ephemeral_server`` covers ``kill -9``, which no handler sees: the ephemeral server is started
+with ``PR_SET_PDEATHSIG`` so the kernel stops it when the command dies, and in a session of its own
+so that a terminal's Ctrl-C does not stop it before the command has recorded the interruption (a
+Ctrl-C during ``strata train`` hung for 45 s+ while Prefect retried a server that had gone).
 """
 
 from __future__ import annotations
@@ -135,3 +140,40 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
     except OSError:
         return False
+
+
+def tie_ephemeral_server() -> bool:
+    """Make the ephemeral Prefect server that this command may start die with it, even on ``kill -9``
+    (``PR_SET_PDEATHSIG`` in the server process).  Only when no API URL is configured (then the server
+    module is imported anyway), and only for a server started from the main thread (the signal follows
+    the thread that started the child, and the main thread lives as long as the command).  Returns
+    whether the hook was installed."""
+    import functools
+    import subprocess
+    import threading
+    import types
+
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return False
+    try:
+        import prefect.server.api.server as server
+    except Exception:  # noqa: BLE001 - a Prefect without this module: nothing to tie
+        return False
+    if isinstance(getattr(server, "subprocess", None), types.SimpleNamespace):
+        return True
+    from pipeline.lock import die_with_parent
+
+    def popen(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread() and "preexec_fn" not in kwargs:
+            kwargs["preexec_fn"] = functools.partial(die_with_parent, signal.SIGTERM)
+            # its own session: a terminal's Ctrl-C reaches the command, not its API server, which must
+            # stay up while the command records the interruption (then atexit stops it)
+            kwargs.setdefault("start_new_session", True)
+        return subprocess.Popen(*args, **kwargs)
+
+    shim = types.SimpleNamespace(**{k: getattr(subprocess, k) for k in dir(subprocess) if not k.startswith("__")})
+    shim.Popen = popen
+    server.subprocess = shim
+    return True
