@@ -142,6 +142,39 @@ def run_checkpoints(n: int, seed: int, root: Path) -> dict:
     return {"cases": n, "counts": counts, "defects": defects, "max_rss_growth_mb": round(max(rss) / 1024, 1)}
 
 
+LONG_AUDIO = """
+import resource, sys, time
+from pipeline.audio import prepare_audio
+t0 = time.time()
+y, info = prepare_audio(sys.argv[1], 16000, max_seconds=600.0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, info["source_seconds"], info["seconds"],
+      time.time() - t0)
+"""
+
+
+def run_long_audio(root: Path, minutes: float = 60.0, rate: int = 16000) -> dict:
+    """An hour-long mono WAV through ``prepare_audio`` (as preprocess does, 10-minute crop) in a fresh
+    process: its peak resident memory, against the same process on a 1-minute file."""
+    import numpy as np
+    import soundfile as sf
+
+    rows = {}
+    for label, mins in (("one_minute", 1.0), ("long", minutes)):
+        path = root / f"{label}.wav"
+        with sf.SoundFile(str(path), "w", rate, 1, subtype="PCM_16") as f:
+            block = (0.3 * np.sin(np.arange(rate * 60) * 2 * np.pi * 220 / rate)).astype(np.float32)
+            for _ in range(int(mins)):
+                f.write(block)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        out = subprocess.run([sys.executable, "-c", LONG_AUDIO, str(path)], cwd=ROOT, env=env, capture_output=True,
+                             text=True, check=True).stdout.split()
+        rows[label] = {"file_minutes": mins, "file_mb": round(path.stat().st_size / 2**20, 1),
+                       "peak_rss_mb": round(float(out[0]), 1), "kept_seconds": float(out[2]),
+                       "seconds": round(float(out[3]), 2)}
+        path.unlink()
+    return rows
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -154,7 +187,8 @@ def main() -> int:
     ap.add_argument("--checkpoints", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=5, help="kill -9 rounds per phase")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--only", default="fuzz,configs,checkpoints,kills,signals")
+    ap.add_argument("--only", default="fuzz,long,configs,checkpoints,kills,signals")
+    ap.add_argument("--merge", action="store_true", help="update only the parts run in an existing --json file")
     a = ap.parse_args()
     parts = set(a.only.split(","))
     t_start = time.time()
@@ -171,6 +205,10 @@ def main() -> int:
                 result["details"][f"fuzz_{kind}"] = {k: r.get(k) for k in ("counts", "slowest_case", "peak_rss_mb",
                                                                               "memory_limit_mb", "per_case_limit_s")}
                 print(f"fuzz {kind}: {r['cases']} cases {r['counts']}", flush=True)
+        if "long" in parts:
+            r = run_long_audio(root)
+            result["details"]["long_audio"] = r
+            print(f"long audio: {r}", flush=True)
         if "configs" in parts:
             (root / "configs").mkdir()
             r = run_configs(a.configs, a.seed, root / "configs")
@@ -219,6 +257,17 @@ def main() -> int:
                           f"{r['orphans']} orphans {r['problems'] or ''}", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    if a.merge and a.json and Path(a.json).is_file():  # keep the parts not run this time
+        old = json.loads(Path(a.json).read_text())["results"]
+        for key in ("kills_survived", "fuzz_cases", "details"):
+            result[key] = {**old.get(key, {}), **result[key]}
+        if "signals" not in parts:
+            result["signals"], result["orphaned_processes"] = old["signals"], old["orphaned_processes"]
+        if "kills" not in parts:
+            result["lost"] = old["lost"]
+        if not parts & {"fuzz", "configs", "checkpoints"}:
+            result["errors_by_category"] = old["errors_by_category"]
+        result["defects"] = old.get("defects", []) + result["defects"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     out = {"machine": machine_info(), "commit": commit, "command": " ".join(["python", *sys.argv]),
