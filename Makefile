@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 DEMO    ?= demo
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo test lint bench faults clean
+.PHONY: install system-deps demo test lint bench clean
 
 # Debian packages: FluidSynth and General MIDI soundfonts (render the demo corpus and MIDI tests)
 system-deps:
@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python bench/evaluation.py --json bench/results/evaluation.json
 
 # The long fault suite (kills, signals, hostile input): counts in bench/results/faults.json
+.PHONY: faults
 faults: install
 	$(BIN)/python bench/faults.py --json bench/results/faults.json
 
