@@ -270,8 +270,14 @@ def main() -> int:
         result["defects"] = old.get("defects", []) + result["defects"]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
-    out = {"machine": machine_info(), "commit": commit, "command": " ".join(["python", *sys.argv]),
-           "seconds": round(time.time() - t_start, 1), "results": result}
+    run_info = {"commit": commit, "command": " ".join(["python", *sys.argv]),
+                "seconds": round(time.time() - t_start, 1)}
+    runs = [run_info]
+    if a.merge and a.json and Path(a.json).is_file():
+        old_out = json.loads(Path(a.json).read_text())
+        runs = old_out.get("runs") or [{k: old_out.get(k) for k in ("commit", "command", "seconds")}]
+        runs = runs + [run_info]
+    out = {"machine": machine_info(), **run_info, "runs": runs, "results": result}
     text = json.dumps(out, indent=2)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
