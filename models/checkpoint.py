@@ -200,19 +200,32 @@ def check_sizes(meta: dict[str, Any], where: Path) -> None:
 
 
 def _check_shapes(shell: Stage, weights: Path) -> None:
-    """The file's tensors (names and shapes, read from its header) are the ones model.json describes."""
-    want = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    """The file's tensors (names and shapes, read from its header) are the ones model.json describes.
+
+    They are loaded into the stage built on the ``meta`` device as empty ``meta`` tensors, so the
+    stage's own migrations of older files (renamed keys, filled-in taps) apply and nothing is read
+    or allocated."""
+    import re
+
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as f:
             have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:
         raise CheckpointError(f"{weights}: cannot read safetensors ({e})") from None
-    bad = sorted(k for k in want.keys() & have.keys() if want[k] != have[k])
-    missing, unexpected = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    fake = {k: torch.empty(shape, device="meta") for k, shape in have.items()}
+    bad: list[str] = []
+    try:
+        result = shell.load_state_dict(fake, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    except RuntimeError as e:  # size mismatches (torch lists them one per line)
+        found = re.findall(r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
+                           r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)", str(e))
+        bad = [f"{k} ({a}) (model.json: ({b}))" for k, a, b in found] or [str(e).splitlines()[0][:200]]
+        missing, unexpected = [], []
     if bad or missing or unexpected:
-        parts = [f"shape of {', '.join(f'{k} {have[k]} (model.json: {want[k]})' for k in bad[:5])}" if bad else "",
-                 f"missing {', '.join(missing[:5])}" if missing else "",
-                 f"unexpected {', '.join(unexpected[:5])}" if unexpected else ""]
+        parts = [f"shape of {', '.join(bad[:5])}" if bad else "",
+                 f"missing {', '.join(sorted(missing)[:5])}" if missing else "",
+                 f"unexpected {', '.join(sorted(unexpected)[:5])}" if unexpected else ""]
         more = sum(max(0, len(x) - 5) for x in (bad, missing, unexpected))
         raise CheckpointError(f"{weights}: tensors do not match model.json: {'; '.join(p for p in parts if p)}"
                               + (f" (and {more} more)" if more > 0 else ""))
