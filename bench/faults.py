@@ -213,6 +213,7 @@ def main() -> int:
             (root / "configs").mkdir()
             r = run_configs(a.configs, a.seed, root / "configs")
             result["fuzz_cases"]["config"] = r["cases"]
+            result["details"]["configs"] = {"counts": r["counts"]}
             _add(result["errors_by_category"], r["counts"])
             result["defects"] += r["defects"]
             print(f"configs: {r['counts']}", flush=True)
@@ -222,7 +223,7 @@ def main() -> int:
             result["fuzz_cases"]["checkpoint"] = r["cases"]
             _add(result["errors_by_category"], r["counts"])
             result["defects"] += r["defects"]
-            result["details"]["checkpoints"] = {"max_rss_growth_mb": r["max_rss_growth_mb"]}
+            result["details"]["checkpoints"] = {"counts": r["counts"], "max_rss_growth_mb": r["max_rss_growth_mb"]}
             print(f"checkpoints: {r['counts']}", flush=True)
         if "kills" in parts:
             from prefect.settings import PREFECT_API_URL
@@ -265,9 +266,11 @@ def main() -> int:
             result["signals"], result["orphaned_processes"] = old["signals"], old["orphaned_processes"]
         if "kills" not in parts:
             result["lost"] = old["lost"]
-        if not parts & {"fuzz", "configs", "checkpoints"}:
-            result["errors_by_category"] = old["errors_by_category"]
         result["defects"] = old.get("defects", []) + result["defects"]
+    if a.merge:  # outcome counts over every kind in the file (each kind's counts are in details)
+        result["errors_by_category"] = {}
+        for key in ("fuzz_midi", "fuzz_audio", "configs", "checkpoints"):
+            _add(result["errors_by_category"], (result["details"].get(key) or {}).get("counts") or {})
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     run_info = {"commit": commit, "command": " ".join(["python", *sys.argv]),
