@@ -58,5 +58,10 @@ $(DEMO)/data/manifest.json:
 	$(BIN)/strata demo-data --out $(DEMO)/raw
 	$(BIN)/strata preprocess --raw $(DEMO)/raw --out $(DEMO)/data
 
+# The long fault suite (kills, signals, hostile input): counts in bench/results/faults.json
+.PHONY: faults
+faults: install
+	$(BIN)/python bench/faults.py --json bench/results/faults.json
+
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

@@ -9,11 +9,12 @@ from pipeline.errors import StrataError
 
 class _OneLineUserErrors(logging.Filter):
     """Prefect logs a flow's exception with its traceback; a user error (``StrataError``) is
-    one clear line by the project's rule, so its traceback is dropped from the log record."""
+    one clear line by the project's rule, so its traceback is dropped from the log record.  So is
+    an ``OSError`` (disk full, an unwritable folder): the command prints it as one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, StrataError):
+        if isinstance(exc, (StrataError, OSError)):
             record.exc_info, record.exc_text = None, None
         return True
 

@@ -27,8 +27,10 @@ def _quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.server import connect
+    from flows.signals import tie_ephemeral_server
 
-    connect()
+    connect()  # the Strata server when it is up (sets PREFECT_API_URL)
+    tie_ephemeral_server()  # else: the ephemeral server dies with the command, even on kill -9
 
 
 def _fail(message: str) -> None:
@@ -44,9 +46,22 @@ def _run(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except StrataError as e:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished files are kept; rerun to continue", err=True)
-        raise typer.Exit(code=130)
+    except OSError as e:  # disk full, an unwritable folder: one line; finished files were renamed into place
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{e.strerror or e} (nothing half-written is kept; earlier results are intact)")
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (flows.signals): one line, no child left
+        from flows import signals
+
+        typer.echo(signals.interrupted_line(signals.command_of(sys.argv), e), err=True)
+        signals.stop_children()
+        raise typer.Exit(code=signals.exit_code(e))
+
+
+def _lock(folder: Path, command: str) -> None:
+    """One writer per folder (pipeline.lock): refused at once, before any Prefect server starts."""
+    from pipeline.lock import acquire
+
+    _run(acquire, folder, command)
 
 
 def _precheck(fn, *args, **kwargs) -> None:
@@ -62,6 +77,19 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
         return [float(v) for v in text.split(",")]
     except ValueError:
         _fail(f"invalid parameter: {flag} {text!r}: expected numbers separated by commas, e.g. 1,0.5,0.5")
+
+
+def _need_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` and write a probe into it now, so an unwritable output is one line before
+    any work (not after a whole generation)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        _fail(f"{folder}: {what} is not writable ({e.strerror or e})")
 
 
 def _need_dir(path: Path, what: str) -> None:
@@ -94,6 +122,7 @@ def preprocess(
 ) -> None:
     """Decode, resample, trim and mu-law encode audio into a tiered dataset folder."""
     _need_dir(raw, "raw audio folder")
+    _lock(out, "strata preprocess")
     _quiet_prefect()
     from flows.preprocess import preprocess_flow
 
@@ -121,6 +150,7 @@ def train(
 
     _precheck(load_manifest, data)
     _precheck(load_config, config)
+    _lock(run, "strata train")
     _quiet_prefect()
     from flows.train import train_flow
 
@@ -203,6 +233,7 @@ def generate(
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine)
     _precheck(check_run, run)  # weights are loaded once, by the flow
+    _need_writable(out, "output folder")
     _quiet_prefect()
     from flows.generate import generate_flow
 
@@ -337,6 +368,9 @@ def server_status() -> None:
 
 
 def main() -> None:
+    from flows import signals
+
+    signals.install()
     app()
 
 

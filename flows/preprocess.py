@@ -151,6 +151,13 @@ def _artifacts(written: dict, counts: dict[str, int]) -> None:
 @flow(name="preprocess", task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
 def preprocess_flow(raw: str, out: str, config: str | None = None) -> dict[str, Any]:
     """Raw folder -> dataset folder; returns a summary dict (paths, counts, hours)."""
+    from pipeline.lock import folder_lock
+
+    with folder_lock(out, "strata preprocess"):  # one writer per dataset folder (pipeline.lock)
+        return _preprocess(raw, out, config)
+
+
+def _preprocess(raw: str, out: str, config: str | None) -> dict[str, Any]:
     cfg = load_config(config)
     raw_dir, out_dir = Path(raw), Path(out)
     if not raw_dir.is_dir():

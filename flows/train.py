@@ -130,14 +130,41 @@ def launch_command(data: str, run: str, config_path: str, k: int, cfg: StrataCon
 
 def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
     """Run ``cmd``, passing its stderr through line by line; (exit code, last stderr lines)."""
+    from pipeline.lock import die_with_parent, held_fds
+
     tail: list[str] = []
-    with subprocess.Popen(cmd, stdout=None, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, **(env or {})}) as proc:
-        for line in proc.stderr:
-            sys.stderr.write(line)
-            tail = (tail + [line.rstrip("\n")])[-50:]
-        code = proc.wait()
+    # its own session: an interrupted flow stops the launcher and all its workers (stop_group); it dies
+    # with this process (kill -9 included) and shares the run folder's lock while it lives
+    with subprocess.Popen(cmd, stdout=None, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          env={**os.environ, **(env or {})}, preexec_fn=die_with_parent,
+                          pass_fds=held_fds()) as proc:
+        try:
+            for line in proc.stderr:
+                sys.stderr.write(line)
+                tail = (tail + [line.rstrip("\n")])[-50:]
+            code = proc.wait()
+        except BaseException:
+            stop_group(proc)
+            raise
     return code, tail
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the process group of ``proc`` (a launcher and its workers), SIGKILL after ``grace`` s."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            if sig == signal.SIGTERM:
+                os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived their launcher
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 @task(name="train-stage")
@@ -242,6 +269,14 @@ def _run_extras(data: str, run_dir: Path, logger) -> None:
 def train_flow(data: str, run: str, config: str | None = None, stages: str = "all", max_steps: int | None = None,
                resume: bool = False, max_minutes: float | None = None) -> dict[str, Any]:
     """Train the selected stages one after another; returns {"run", "stages": {k: summary}, "loss_png"}."""
+    from pipeline.lock import folder_lock
+
+    with folder_lock(run, "strata train"):  # one writer per run folder (pipeline.lock)
+        return _train(data, run, config, stages, max_steps, resume, max_minutes)
+
+
+def _train(data: str, run: str, config: str | None, stages: str, max_steps: int | None, resume: bool,
+           max_minutes: float | None) -> dict[str, Any]:
     from pipeline.dataset import load_manifest
     from pipeline.run import check_run_config, config_path, list_checkpoints, resolve_config
 

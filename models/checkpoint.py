@@ -151,14 +151,81 @@ def load_stage(folder: str | Path, device: str = "cpu") -> Stage:
         raise CheckpointError(f"{weights}: missing")
     _check_safetensors(weights)
     meta = read_stage_meta(folder)
+    check_sizes(meta, folder / META)
     try:
-        stage = Stage(meta["config"], index=meta["index"], n_genres=meta["n_genres"], factor=meta["factor"],
-                      roll_fps=meta["roll_fps"], classes=meta["classes"])
-    except (KeyError, TypeError, ValueError) as e:
+        with torch.device("meta"):  # shapes only: nothing is allocated before they match the file
+            shell = _build(meta)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{folder / META}: cannot rebuild the stage ({e})") from None
+    _check_shapes(shell, weights)
+    stage = _build(meta)
     state = load_state_dict(weights, device="cpu")
     try:
         stage.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{weights}: weights do not match model.json ({e})") from None
     return stage.to(device).eval()
+
+
+def _build(meta: dict[str, Any]) -> Stage:
+    return Stage(meta["config"], index=meta["index"], n_genres=meta["n_genres"], factor=meta["factor"],
+                 roll_fps=meta["roll_fps"], classes=meta["classes"])
+
+
+# bounds on the sizes a model.json may declare (far above any real stage; an absurd value is refused
+# before a tensor is allocated or a million layers are built)
+SIZE_LIMITS = {"residual_channels": 8192, "gate_channels": 16384, "skip_channels": 16384, "channels": 8192,
+               "kernel_size": 64, "dilation_cycles": 64, "cycle_length": 24, "layers": 256, "mixtures": 1024,
+               "linear_order": 65536, "linear_below": 65536, "pool": 1 << 20, "lookahead": 1 << 20,
+               "classes": 1 << 17, "n_genres": 1 << 16, "factor": 1 << 10, "roll_fps": 10000, "rate": 10**6}
+
+
+def check_sizes(meta: dict[str, Any], where: Path) -> None:
+    """Every integer size in ``model.json`` within ``SIZE_LIMITS`` (and not negative); one line naming the key."""
+    def walk(obj: Any, path: str) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+            return
+        key = path.rsplit(".", 1)[-1]
+        if key in SIZE_LIMITS and obj is not None:
+            if isinstance(obj, bool) or not isinstance(obj, (int, float)) or obj != obj:
+                raise CheckpointError(f"{where}: {path} = {obj!r} is not a number")
+            if not 0 <= obj <= SIZE_LIMITS[key]:
+                raise CheckpointError(f"{where}: {path} = {obj} is outside 0..{SIZE_LIMITS[key]} (refused before "
+                                      f"allocating anything)")
+
+    walk({k: meta.get(k) for k in ("classes", "n_genres", "factor", "roll_fps")}, "")
+    walk(meta.get("config") or {}, "config")
+
+
+def _check_shapes(shell: Stage, weights: Path) -> None:
+    """The file's tensors (names and shapes, read from its header) are the ones model.json describes.
+
+    They are loaded into the stage built on the ``meta`` device as empty ``meta`` tensors, so the
+    stage's own migrations of older files (renamed keys, filled-in taps) apply and nothing is read
+    or allocated."""
+    import re
+
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"{weights}: cannot read safetensors ({e})") from None
+    fake = {k: torch.empty(shape, device="meta") for k, shape in have.items()}
+    bad: list[str] = []
+    try:
+        result = shell.load_state_dict(fake, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    except RuntimeError as e:  # size mismatches (torch lists them one per line)
+        found = re.findall(r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
+                           r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)", str(e))
+        bad = [f"{k} ({a}) (model.json: ({b}))" for k, a, b in found] or [str(e).splitlines()[0][:200]]
+        missing, unexpected = [], []
+    if bad or missing or unexpected:
+        parts = [f"shape of {', '.join(bad[:5])}" if bad else "",
+                 f"missing {', '.join(sorted(missing)[:5])}" if missing else "",
+                 f"unexpected {', '.join(sorted(unexpected)[:5])}" if unexpected else ""]
+        more = sum(max(0, len(x) - 5) for x in (bad, missing, unexpected))
+        raise CheckpointError(f"{weights}: tensors do not match model.json: {'; '.join(p for p in parts if p)}"
+                              + (f" (and {more} more)" if more > 0 else ""))

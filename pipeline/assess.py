@@ -219,8 +219,10 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     out = []
     for p in map(Path, paths):
         if p.is_dir() and not (p / "meta.json").is_file():
-            inner = sorted(q for q in p.iterdir() if (q / "meta.json").is_file())
-            inner += sorted(q for q in p.iterdir() if q.suffix.lower() in AUDIO_EXTENSIONS)
+            # names starting with "." are unfinished writes (a job's ".tmp-" folder, a file's temporary name)
+            entries = [q for q in p.iterdir() if not q.name.startswith(".")]
+            inner = sorted(q for q in entries if (q / "meta.json").is_file())
+            inner += sorted(q for q in entries if q.suffix.lower() in AUDIO_EXTENSIONS)
             out += inner or [p]
         else:
             out.append(p)

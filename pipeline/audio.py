@@ -11,6 +11,10 @@ Conventions
   is loaded as far as it is readable: libsndfile reads the frames that are present.
 - Decoding: soundfile (libsndfile: wav, flac, ogg, aiff, and mp3 from libsndfile 1.1), then
   librosa/audioread as a fallback.  Accepted extensions: ``AUDIO_EXTENSIONS``.
+- Hostile files: a source rate outside ``MIN_RATE .. MAX_RATE`` Hz or more than ``MAX_CHANNELS``
+  channels is refused with one line before any sample is decoded.  ``prepare_audio`` decodes at
+  most ``max_seconds + LEAD_SECONDS`` of a long file (the crop it keeps, plus room for leading
+  silence to trim), so an hour-long file costs what ten minutes cost.
 - Tiers: the fine audio's tail is cropped to a multiple of ``r_K / r_0`` samples, so tier k
   has exactly ``n_0 * r_k / r_0`` samples (``make_tiers``).
 """
@@ -28,6 +32,9 @@ from pipeline.errors import InputError
 from pipeline.io import check_readable
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+MIN_RATE, MAX_RATE = 1000, 768000  # Hz: source rates outside are refused (1 Hz would resample to millions x)
+MAX_CHANNELS = 64
+LEAD_SECONDS = 60.0  # decoded beyond ``max_seconds``: leading silence that the trim may remove
 
 
 class AudioError(InputError):
@@ -37,17 +44,25 @@ class AudioError(InputError):
 # ----------------------------------------------------------------------------- decoding
 
 
-def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file to float32 ``(channels, n)`` and its rate; soundfile first, then librosa."""
+def load_audio(path: str | Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode a file to float32 ``(channels, n)`` and its rate; soundfile first, then librosa.
+
+    ``max_seconds``: decode only the first ``max_seconds`` (memory stays bounded for long files).
+    """
     path = Path(path)
     _check_file(path)
     try:
-        x, sr = _read_soundfile(path)
+        x, sr = _read_soundfile(path, max_seconds)
+    except AudioError:
+        raise
     except Exception as first:  # libsndfile could not decode: try audioread (mp3 etc.)
         try:
-            x, sr = _read_librosa(path)
+            x, sr = _read_librosa(path, max_seconds)
+        except AudioError:
+            raise
         except Exception:
             raise AudioError(path, f"cannot decode audio ({_short(first)})") from None
+    _check_format(path, sr, x.shape[0])
     if x.shape[1] == 0:
         raise AudioError(path, "no samples")
     if not np.isfinite(x).all():
@@ -66,21 +81,43 @@ def _check_file(path: Path) -> None:
         raise AudioError(path, f"cannot read file ({e.strerror or e})") from None
 
 
-def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+def _check_format(path: Path, sr: int, channels: int) -> None:
+    """Refuse rates and channel counts no real recording has (before or after decoding)."""
+    if not MIN_RATE <= sr <= MAX_RATE:
+        raise AudioError(path, f"sample rate {sr} Hz is outside {MIN_RATE}..{MAX_RATE} Hz (corrupt header?)")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(path, f"{channels} channels (expected 1..{MAX_CHANNELS}; corrupt header?)")
+
+
+def _read_soundfile(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (n, channels)
-    return np.ascontiguousarray(data.T), int(sr)
+    with sf.SoundFile(str(path)) as f:
+        _check_format(path, int(f.samplerate), int(f.channels))  # before a sample is decoded
+        frames = -1 if max_seconds is None else int(math.ceil(max_seconds * f.samplerate))
+        data = f.read(frames=frames, dtype="float32", always_2d=True)  # (n, channels)
+    return np.ascontiguousarray(data.T), int(f.samplerate)
 
 
-def _read_librosa(path: Path) -> tuple[np.ndarray, int]:
+def _read_librosa(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     import librosa
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        y, sr = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
+        y, sr = librosa.load(str(path), sr=None, mono=False, dtype=np.float32, duration=max_seconds)
     y = np.atleast_2d(y)  # (channels, n)
     return np.ascontiguousarray(y, dtype=np.float32), int(sr)
+
+
+def _duration(path: Path) -> float | None:
+    """The file's length in seconds from its header (None when the header does not say)."""
+    try:
+        import soundfile as sf
+
+        info = sf.info(str(path))
+        return info.frames / info.samplerate if info.samplerate > 0 and 0 <= info.frames < 2**62 else None
+    except Exception:  # noqa: BLE001 - load_audio reports undecodable files
+        return None
 
 
 def _short(e: BaseException) -> str:
@@ -200,7 +237,8 @@ def prepare_audio(
     keeps the peak exact after a crop.
     Raises ``AudioError(path, reason)``: undecodable, silent, or too short after trimming.
     """
-    x, sr = load_audio(path)
+    source_seconds = _duration(path)
+    x, sr = load_audio(path, None if max_seconds is None else max_seconds + LEAD_SECONDS)
     channels, n_source = x.shape
     try:
         y = resample(to_mono(x), sr, rate)  # (n,) at rate
@@ -212,6 +250,7 @@ def prepare_audio(
     if seconds < min_seconds:
         raise AudioError(path, f"too short after trimming: {seconds:.1f} s < {min_seconds:.1f} s")
     cropped = max_seconds is not None and seconds > max_seconds
+    cropped = cropped or (source_seconds is not None and n_source / sr < source_seconds - 1e-6)  # not all read
     if cropped:
         y = y[: int(max_seconds * rate)]
     try:
@@ -221,7 +260,7 @@ def prepare_audio(
     info = {
         "source_rate": sr,
         "channels": channels,
-        "source_seconds": n_source / sr,
+        "source_seconds": max(source_seconds or 0.0, n_source / sr),
         "start_seconds": start / rate,
         "trimmed_seconds": seconds,
         "seconds": y.shape[0] / rate,

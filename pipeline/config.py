@@ -144,10 +144,70 @@ def _build(cls: type, raw: Any, where: str) -> Any:
             kwargs[name] = tuple(value)
         else:
             kwargs[name] = value
+    hints = _hints(cls)
+    for name, value in kwargs.items():
+        if (cls, name) not in _NESTED and name in hints:
+            _check_type(value, hints[name], f"{where}.{name}")
     try:
         return cls(**kwargs)
     except TypeError as e:  # missing required field
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: that field is not type-checked
+        return {}
+
+
+def _check_type(value: Any, hint: Any, where: str) -> None:
+    """One line naming the key when ``value`` is not of the field's type (ints are floats too)."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in args:
+            try:
+                _check_type(value, option, where)
+                return
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+    if hint is type(None):
+        ok = value is None
+    elif hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            raise ConfigError(f"{where}: expected a list ({_type_name(hint)}), got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            for i, v in enumerate(value):
+                _check_type(v, args[0], f"{where}[{i}]")
+        elif args:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            for i, (v, a) in enumerate(zip(value, args)):
+                _check_type(v, a, f"{where}[{i}]")
+        return
+    else:
+        return  # a type this checker does not know: left to the field's own checks
+    if not ok:
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 _NESTED: dict[tuple[type, str], type] = {
@@ -170,6 +230,8 @@ def config_from_dict(raw: dict[str, Any]) -> StrataConfig:
         raise ConfigError("stages: expected a list")
     stages = []
     for k, s in enumerate(stages_raw):
+        if s is not None and not isinstance(s, dict):
+            raise ConfigError(f"stages[{k}]: expected a mapping, got {type(s).__name__}")
         s = dict(s or {})
         s.setdefault("rate", data.rates[k] if k < len(data.rates) else None)
         stages.append(_build(StageConfig, s, f"stages[{k}]"))

@@ -256,7 +256,8 @@ class _Build:
         if not todo:
             return
         ctx = multiprocessing.get_context("spawn")  # safe beside threads (Prefect, torch)
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx)
+        try:
             running: dict[Future, Work] = {pool.submit(render_work, w, *args): w for w in todo}
             while running:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -266,6 +267,10 @@ class _Build:
                     retry = self.finished(work, None if error else fut.result(), error)
                     if retry is not None:
                         running[pool.submit(render_work, retry, *args)] = retry
+        except BaseException:  # Ctrl-C / SIGTERM: drop the queue at once (the command stops the workers)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     def summary(self, seconds: float) -> dict[str, Any]:
         import soundfile as sf

@@ -23,6 +23,7 @@ run once (``pipeline/run.py``), runs the cascade here and writes one job folder 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -286,11 +287,15 @@ def generate(run_dir, out_dir, progress: bool = True, **params: Any) -> list[Pat
 
 def generate_jobs(p: GenerateParams, progress: bool = True) -> list[Path]:
     """``generate`` for parameters already validated: loads the run (each stage once) and writes the jobs."""
+    from pipeline.lock import generate_slots, slot
+
     run = load_run(p.run_dir)
     p = p.with_run_defaults(run.cfg.generate)
     plan = make_plan(run, p)
-    t0 = time.perf_counter()
-    with limited_threads(step_threads()):
-        res = run_cascade(run, plan, p, progress=progress)
-    total = time.perf_counter() - t0
-    return write_jobs(run, plan, p, res, total)
+    # optional machine-wide limit on concurrent jobs (STRATA_MAX_GENERATE_JOBS): a lock-file semaphore
+    with slot("generate", generate_slots(), note=lambda m: print(f"note: {m}", file=sys.stderr, flush=True)):
+        t0 = time.perf_counter()
+        with limited_threads(step_threads()):
+            res = run_cascade(run, plan, p, progress=progress)
+        total = time.perf_counter() - t0
+        return write_jobs(run, plan, p, res, total)

@@ -3,11 +3,16 @@
 Layout ``RAW/<genre>/<name>.<ext>`` (+ ``<name>.mid``), or ``RAW/metadata.csv`` with columns
 ``path,genre[,midi]``.  Entries that cannot be inputs are reported (``skip_entry``), never silently
 dropped; ``.mid``/``.midi`` files, ``metadata.csv`` and hidden files are ignored.
+
+``metadata.csv`` rows may only name files inside the raw folder (after resolving ``..`` and links):
+a row pointing outside is skipped and reported, never silently followed, unless the environment
+sets ``STRATA_ALLOW_OUTSIDE_RAW=1``.  A row repeating an earlier (path, genre) is reported once.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from pipeline.audio import AUDIO_EXTENSIONS
@@ -94,10 +99,14 @@ def _discover_csv(raw: Path, skipped: list[dict]) -> list[tuple[Path, str, Path 
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise PreprocessError(meta, f"cannot read metadata.csv ({e})") from None
     if rows and not {"path", "genre"} <= set(rows[0]):
-        raise PreprocessError(meta, "metadata.csv needs the columns path,genre[,midi]")
-    found = []
+        missing = sorted({"path", "genre"} - set(rows[0]))
+        raise PreprocessError(meta, f"metadata.csv has no column {', '.join(missing)} "
+                              f"(needs the columns path,genre[,midi])")
+    found, seen = [], {}
+    allow_outside = os.environ.get("STRATA_ALLOW_OUTSIDE_RAW", "") == "1"
     for i, row in enumerate(rows, start=2):  # line 1 is the header
-        path, genre = (row.get("path") or "").strip(), (row.get("genre") or "").strip()
+        path = (row.get("path") or "").strip() if isinstance(row.get("path"), str) else ""
+        genre = (row.get("genre") or "").strip() if isinstance(row.get("genre"), str) else ""
         if not path or not genre:
             skipped.append(skip_entry(f"{meta}:{i}", genre or None, "row without path or genre"))
             continue
@@ -105,6 +114,25 @@ def _discover_csv(raw: Path, skipped: list[dict]) -> list[tuple[Path, str, Path 
         if not _is_audio_name(audio):
             skipped.append(skip_entry(audio, genre, f"unknown extension {audio.suffix.lower() or '(none)'}"))
             continue
-        midi = (row.get("midi") or "").strip()
-        found.append((audio, genre, raw / midi if midi else None))
+        midi_name = row.get("midi") if isinstance(row.get("midi"), str) else ""
+        midi = raw / midi_name.strip() if midi_name.strip() else None
+        outside = [p for p in (audio, midi) if p is not None and not allow_outside and not _inside(p, raw)]
+        if outside:
+            skipped.append(skip_entry(audio, genre, f"line {i}: {outside[0]} is outside the raw folder "
+                                      f"(set STRATA_ALLOW_OUTSIDE_RAW=1 to allow it)"))
+            continue
+        key = (str(audio.resolve()), genre)
+        if key in seen:
+            skipped.append(skip_entry(audio, genre, f"line {i}: duplicate of line {seen[key]} (same path and genre)"))
+            continue
+        seen[key] = i
+        found.append((audio, genre, midi))
     return sorted(found, key=lambda t: (str(t[0]), t[1]))
+
+
+def _inside(path: Path, raw: Path) -> bool:
+    """``path`` (``..`` and links resolved) lies inside ``raw``."""
+    try:
+        return path.resolve().is_relative_to(raw.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False

@@ -45,6 +45,44 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         raise
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    kernel, the C library or the file system does not offer it."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
+def swap_dirs(new: str | Path, final: str | Path, old: str | Path) -> None:
+    """Put the complete folder ``new`` in place of ``final``; ``final`` is never missing or mixed.
+
+    Where the kernel offers it the two folders are exchanged atomically and the old content (now at
+    ``new``) deleted.  Elsewhere: ``final -> old``, ``new -> final``, delete ``old``; a kill between the
+    renames leaves ``old`` complete, for the owner of the folder to put back.
+    """
+    import shutil
+
+    new, final, old = Path(new), Path(final), Path(old)
+    if final.exists() and _exchange(new, final):
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -122,20 +122,58 @@ def job_diagnostics(audios: dict[int, np.ndarray], run: LoadedRun, plan: Plan, p
         return {"error": f"{type(e).__name__}: {e}", "length": length}
 
 
+WRITER = ".writer"  # in an unfinished job folder: the pid writing it
+STALE_SECONDS = 3600.0  # an unfinished folder without a writer pid, older than this, is abandoned
+
+
+def sweep_unfinished(out: Path) -> list[Path]:
+    """Remove the ``.tmp-`` job folders of writers that died (``kill -9``); a live writer's stay.
+    Readers never see them: every listing of jobs skips names starting with a dot."""
+    import time
+
+    gone = []
+    for tmp in out.glob(".tmp-job-*"):
+        try:
+            pid = int((tmp / WRITER).read_text().strip())
+            dead = not _pid_alive(pid)
+        except (OSError, ValueError):
+            try:
+                dead = time.time() - tmp.stat().st_mtime > STALE_SECONDS
+            except OSError:
+                continue
+        if dead:
+            shutil.rmtree(tmp, ignore_errors=True)
+            gone.append(tmp)
+    return gone
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_jobs(run: LoadedRun, plan: Plan, p: GenerateParams, res: CascadeResult, total: float) -> list[Path]:
     """Each job under a temporary name, renamed into place when complete (Ctrl-C leaves none)."""
     out = Path(p.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sweep_unfinished(out)
     names = job_names(p.seed, p.count)
     tmps = [out / f".tmp-{name}" for name in names]
     try:
         for i, tmp in enumerate(tmps):
             tmp.mkdir()
+            (tmp / WRITER).write_text(str(os.getpid()))
             write_job(tmp, i, run, plan, p, res, total)
         finals = []
         for name, tmp in zip(names, tmps):
             final = out / name
-            os.rename(tmp, final)
+            (tmp / WRITER).unlink()
+            os.rename(tmp, final)  # a fresh name (job_names): never replaces another job
             finals.append(final)
     except BaseException:
         for tmp in tmps:

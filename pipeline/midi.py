@@ -10,6 +10,11 @@ Rules
 - Channel 9 (GM drums, 0-based) gives ``is_drum=True``; ``piano_roll`` leaves drums out
   unless ``include_drums=True`` (a drum's "pitch" is an instrument, not a pitch).
 - Notes still sounding at the end of the file end at the file's last event.
+- SMPTE time division (the header's top bit set): ticks are ``1 / (frames per second * ticks per
+  frame)`` s and ``set_tempo`` is ignored, as the standard says.
+- Hostile files give one ``MidiError`` line, in bounded time and memory: larger than
+  ``MAX_BYTES``, ticks per beat 0, more than ``MAX_NOTES`` notes, or notes reaching past
+  ``MAX_SECONDS`` (a corrupt delta time or tempo; a piano roll of that length would not fit).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ DRUM_CHANNEL = 9  # GM percussion, 0-based
 SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/soundfonts", "/usr/local/share/soundfonts",
                   "~/.local/share/soundfonts")
 PREFERRED_SOUNDFONTS = ("FluidR3_GM.sf2", "default-GM.sf2", "TimGM6mb.sf2")
+MAX_BYTES = 4 * 1024 * 1024  # parsed by mido in ~10 s and ~0.6 GB here; real scores are far smaller
+MAX_NOTES = 200_000
+MAX_SECONDS = 3 * 3600.0  # a (2, 128, F) roll at 100 fps of this length is 276 MB
 
 
 class MidiError(InputError):
@@ -71,11 +79,32 @@ def _open_midi(path: str | Path) -> "mido.MidiFile":
 
     path = Path(path)
     check_readable(path, MidiError)
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise MidiError(path, f"{size / 2**20:.1f} MB is larger than the {MAX_BYTES // 2**20} MB limit of a score")
     try:
-        return mido.MidiFile(str(path), clip=True)
+        mid = mido.MidiFile(str(path), clip=True)
     except Exception as e:  # mido raises OSError, EOFError, ValueError, KeyError, ...
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise MidiError(path, f"cannot parse MIDI ({reason})") from None
+    division = mid.ticks_per_beat
+    if division & 0x8000:
+        if _smpte_tick_seconds(division) is None:
+            raise MidiError(path, f"SMPTE time division 0x{division:04x} has no frame rate or 0 ticks per frame")
+    elif division <= 0:
+        raise MidiError(path, "ticks per beat is 0 in the header (no time base)")
+    return mid
+
+
+def _smpte_tick_seconds(division: int) -> float | None:
+    """Seconds per tick of an SMPTE division (top bit set), None when it is not one or is invalid."""
+    if not division & 0x8000:
+        return None
+    fps = 256 - (division >> 8)  # the high byte is -fps in two's complement: 24, 25, 29 (29.97), 30
+    ticks = division & 0xFF
+    if fps <= 0 or ticks == 0:
+        return None
+    return 1.0 / ((29.97 if fps == 29 else fps) * ticks)
 
 
 def _timed_messages(mid: "mido.MidiFile") -> Iterable[tuple[float, "mido.Message"]]:
@@ -85,9 +114,13 @@ def _timed_messages(mid: "mido.MidiFile") -> Iterable[tuple[float, "mido.Message
     tempo = 500000  # us per beat until the first set_tempo
     seconds, last_tick = 0.0, 0
     tick = 0
+    smpte = _smpte_tick_seconds(mid.ticks_per_beat)
     for msg in mido.merge_tracks(mid.tracks, skip_checks=True):
         tick += msg.time
-        seconds += (tick - last_tick) * tempo / (mid.ticks_per_beat * 1e6)
+        if smpte is not None:
+            seconds = tick * smpte
+        else:
+            seconds += (tick - last_tick) * tempo / (mid.ticks_per_beat * 1e6)
         last_tick = tick
         if msg.type == "set_tempo":
             tempo = msg.tempo
@@ -143,9 +176,17 @@ def notes_from_midi(mid: "mido.MidiFile") -> list[Note]:
 
 def read_midi(path: str | Path) -> list[Note]:
     """Notes of a MIDI file; ``MidiError`` for unreadable or corrupt files and for "no notes"."""
-    notes = notes_from_midi(_open_midi(path))
+    mid = _open_midi(path)
+    n_on = sum(1 for track in mid.tracks for m in track if m.type == "note_on" and m.velocity > 0)
+    if n_on > MAX_NOTES:
+        raise MidiError(path, f"{n_on} notes, more than the {MAX_NOTES} a score may have")
+    notes = notes_from_midi(mid)
     if not notes:
         raise MidiError(path, "no notes")
+    end = max(n.end for n in notes)
+    if not end <= MAX_SECONDS:  # also NaN
+        raise MidiError(path, f"notes reach {end / 3600:.1f} h, past the {MAX_SECONDS / 3600:g} h limit "
+                        f"(a corrupt delta time or tempo?)")
     return notes
 
 
@@ -253,6 +294,9 @@ def _seconds_to_ticks(mid: "mido.MidiFile"):
     """A function seconds -> tick (floor) through the file's tempo map."""
     import mido
 
+    smpte = _smpte_tick_seconds(mid.ticks_per_beat)
+    if smpte is not None:
+        return lambda s: int(math.floor(s / smpte + 1e-6))
     changes = [(0, 0.0, 500000)]  # (tick, seconds, tempo in force from there)
     tick, last_tick, seconds, tempo = 0, 0, 0.0, 500000
     for msg in mido.merge_tracks(mid.tracks, skip_checks=True):

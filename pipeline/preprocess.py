@@ -104,9 +104,12 @@ def preprocess_file(
     """
     audio_path, out = Path(audio_path), Path(out_dir)
     rates = sorted(data_cfg.rates)
+    before = _identity(audio_path)
     content = _hash_input(audio_path)
     notes = _read_notes(Path(midi_path)) if midi_path is not None else None
     audio, info = _prepare(audio_path, data_cfg, keep_start=notes is not None)  # (n_K,) at r_K
+    if _identity(audio_path) != before:  # the tiers would not be the content the hash (and the cache) names
+        raise PreprocessError(audio_path, "the file changed while it was being read; rerun when it is complete")
     tiers = make_tiers(_crop_for_roll(audio, rates[-1], data_cfg.roll_fps), rates, data_cfg.mu_bits)
     n0 = len(tiers[rates[0]])
     _check_alignment(audio_path, tiers, rates, data_cfg.min_seconds)
@@ -126,6 +129,15 @@ def preprocess_file(
         "roll": files["roll"],
         "info": info,
     }
+
+
+def _identity(path: Path) -> tuple | None:
+    """(inode, size, mtime) of a file, None when it cannot be stat'ed (reported by ``_hash_input``)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _hash_input(path: Path) -> str:

@@ -172,8 +172,40 @@ class MetricLog:
 # ----------------------------------------------------------------------------- checkpoints / export
 
 
+def recover_run_folder(run_dir, k: int) -> list[str]:
+    """What a killed writer of stage k left behind, put right (the caller holds the run's lock):
+    an export swapped out but not yet replaced is put back; temporary and half-deleted folders go.
+    Returns what was done, for the log."""
+    done = []
+    final = stage_dir(run_dir, k)
+    parent = final.parent
+    if parent.is_dir():
+        olds = sorted(parent.glob(f".old-{k}-*"), key=lambda p: p.stat().st_mtime)
+        if olds and not final.exists() and _complete_export(olds[-1]):
+            os.replace(olds[-1], final)
+            done.append(f"restored {final} from {olds[-1].name}")
+        for junk in [*parent.glob(f".old-{k}-*"), *parent.glob(f".tmp-{k}-*")]:
+            shutil.rmtree(junk, ignore_errors=True)
+            done.append(f"removed {junk}")
+    ckpts = checkpoint_dir(run_dir, k)
+    if ckpts.is_dir():
+        for junk in [*ckpts.glob(".tmp-step-*"), *ckpts.glob(".del-step-*")]:
+            shutil.rmtree(junk, ignore_errors=True)
+            done.append(f"removed {junk}")
+    for line in done:
+        logger.info(f"stage {k}: {line} (left by an interrupted run)")
+    return done
+
+
+def _complete_export(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "model.json").is_file()
+
+
 def save_checkpoint(accelerator, run_dir: Path, k: int, step: int, keep: int) -> Path:
-    """``accelerator.save_state`` into a temporary folder, renamed to ``step-<n>``; keep the last ``keep``."""
+    """``accelerator.save_state`` into a temporary folder, renamed to ``step-<n>``; keep the last ``keep``.
+
+    An old checkpoint is renamed out of the ``step-<n>`` names before it is deleted, so a kill
+    during the deletion never leaves a half-deleted folder that looks like a checkpoint."""
     d = checkpoint_dir(run_dir, k)
     final, tmp = d / f"step-{step}", d / f".tmp-step-{step}"
     if accelerator.is_main_process:
@@ -184,28 +216,34 @@ def save_checkpoint(accelerator, run_dir: Path, k: int, step: int, keep: int) ->
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if final.exists():
-            shutil.rmtree(final)
+            _discard(final)
         os.replace(tmp, final)
         for _, old in list_checkpoints(run_dir, k)[: -max(1, keep)]:
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
     accelerator.wait_for_everyone()
     return final
 
 
+def _discard(folder: Path) -> None:
+    """Rename a checkpoint out of the ``step-<n>`` names, then delete it."""
+    gone = folder.parent / f".del-{folder.name}-{os.getpid()}"
+    os.replace(folder, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
 def export_stage(model, ema, run_dir: Path, k: int, extra: dict) -> Path:
-    """Save the EMA weights with ``models.save_stage`` into ``stages/<k>/`` (folder swapped in whole)."""
+    """Save the EMA weights with ``models.save_stage`` into ``stages/<k>/`` (folder swapped in whole:
+    an atomic exchange of the two folders where the kernel offers it, so ``stages/<k>`` is never
+    missing nor half-written; otherwise two renames that ``recover_run_folder`` completes after a kill)."""
     from models import save_stage
+    from pipeline.io import swap_dirs
 
     final = stage_dir(run_dir, k)
     tmp = final.parent / f".tmp-{k}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     with ema.applied(model):
         save_stage(model, tmp, extra=extra)
-    old = final.parent / f".old-{k}-{os.getpid()}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_dirs(tmp, final, old=final.parent / f".old-{k}-{os.getpid()}")
     return final
 
 
@@ -298,9 +336,12 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
     checkpoint.  Result: {"stage", "steps", "best_valid_bits", "best_step", "final_valid_bits",
     "final_loss", "samples_per_second", "data_wait_share", "seconds", "stopped", "export", "checkpoint"}.
     """
+    from pipeline.lock import folder_lock
     from pipeline.trainer import StageTrainer
 
-    return StageTrainer(data_dir, run_dir, cfg, stage, max_steps, max_minutes, resume, progress).setup().run()
+    with folder_lock(run_dir, "strata train"):  # one writer per run folder (re-entrant for the flow's own)
+        recover_run_folder(run_dir, stage)
+        return StageTrainer(data_dir, run_dir, cfg, stage, max_steps, max_minutes, resume, progress).setup().run()
 
 
 # ----------------------------------------------------------------------------- script entry
@@ -318,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
+    if os.environ.get("STRATA_HELD_LOCKS") or "LOCAL_RANK" in os.environ:
+        from pipeline.lock import die_with_parent
+
+        die_with_parent()  # a stage process of a `strata train`: never an orphan writer after a kill -9
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:  # share the cores between the processes
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
