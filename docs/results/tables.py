@@ -196,8 +196,32 @@ def generation_table() -> str:
     return "\n".join(rows) + tail
 
 
+def faults_table() -> str:
+    """bench/results/faults.json: kills survived, signals, fuzz cases and their outcomes."""
+    f = json.loads((HERE.parents[1] / "bench" / "results" / "faults.json").read_text())
+    r = f["results"]
+    sig = r["signals"]
+    worst = max(s["seconds"] for s in sig)
+    rows = ["| attack | count | result |", "| --- | --- | --- |"]
+    for phase, n in r["kills_survived"].items():
+        what = phase.replace("train_accelerate_2", "train under `accelerate launch`, 2 processes")
+        rows.append(f"| `kill -9` during {what} | {n} | nothing lost or half-written; a rerun (`--resume`) completes |")
+    rows.append(f"| SIGTERM and Ctrl-C on {len({s['command'] for s in sig})} commands | {len(sig)} | one line each, "
+                f"exit within {worst:.1f} s, {sum(s['orphans'] for s in sig)} orphaned processes |")
+    for kind, n in r["fuzz_cases"].items():
+        counts = r["details"].get(f"fuzz_{kind}", r["details"].get(kind + "s", r["details"].get(kind, {})))
+        c = counts.get("counts", {}) if isinstance(counts, dict) else {}
+        outcome = ", ".join(f"{v} {k}" for k, v in c.items()) if c else ""
+        rows.append(f"| hostile {kind} files | {n} | {outcome} |")
+    cats = ", ".join(f"{v} {k}" for k, v in r["errors_by_category"].items())
+    runs = "; ".join(f"`{x['command']}` at `{x['commit']}`" for x in f.get("runs", []))
+    return "\n".join(rows) + (f"\n\nOutcomes: {cats} (\"clear\": one line naming the input and the reason; "
+                              f"\"ok\": the input works). Lost results: {r['lost']}; orphaned processes: "
+                              f"{r['orphaned_processes']}; defects: {len(r['defects'])}. Runs: {runs}.")
+
+
 SECTIONS = {"evaluation": evaluation_table, "quality": quality_table, "generation": generation_table,
-            "bench": bench_table}
+            "bench": bench_table, "faults": faults_table}
 
 
 def render(text: str) -> str:

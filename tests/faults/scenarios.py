@@ -51,7 +51,8 @@ def job_problems(out: Path) -> tuple[list[Path], list[str]]:
     import soundfile as sf
 
     problems = []
-    jobs = sorted(p for p in out.iterdir() if not p.name.startswith(".")) if out.exists() else []
+    # job folders are job-*; dot names are unfinished (readers skip them); OUT/report is the listening report
+    jobs = sorted(p for p in out.iterdir() if p.name.startswith("job-")) if out.exists() else []
     for job in jobs:
         names = {p.name for p in job.iterdir()}
         if names != JOB_FILES:
