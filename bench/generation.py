@@ -7,10 +7,11 @@
    loop) and ``fused`` (models/fused.py), batch 1 and 64.  FLOPs per sample times samples/s is set
    against this machine's single-precision matrix-multiply rate, measured in the same run with
    the engine's threads.  Also the fused cost when the receptive field doubles (cycle_length 11).
-2. The tiny cascade (``configs/tiny.yaml``; untrained weights unless ``--run``): a ``--seconds``
-   piece from a genre and a roll, batch 1, each engine: wall time and real-time factor per stage
-   (what ``strata generate`` spends sampling); and ``--count`` scaling: 8 variations against 1
-   (in ``STRATA_GENERATE_WORKERS`` groups of streams, default the cores, as ``strata generate``).
+2. The tiny cascade (``configs/tiny.yaml``; untrained weights unless ``--run``) as ``strata generate``
+   runs it (``pipeline.generate.run_cascade``): a ``--seconds`` piece from a genre and a held chord,
+   wall and CPU time per second of audio: the reference and the fused engine on one core
+   (``STRATA_GENERATE_WORKERS=1``), the fused engine on all cores (the stages side by side), and
+   ``--count 8`` (8 variations, in groups of streams on the cores) against one piece.
 
     .venv/bin/python bench/generation.py --json bench/results/generation.json [--quick] [--run RUN]
 
@@ -36,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import machine_info  # noqa: E402  (bench/machine.py)
 from models import Conditioning, Stage, stage_arch  # noqa: E402
 from models.sampling import sample_stage  # noqa: E402
-from pipeline.runtime import generate_workers  # noqa: E402
 
 RATE, FACTOR = 8000, 4
 
@@ -130,72 +130,88 @@ def engine_rows(st: Stage, big: Stage, repeats: int, q: int, rate1: float) -> li
     return rows
 
 
-def tiny_stages(run: Path | None) -> tuple[list[Stage], object]:
-    """The shipped tiny preset's stages (untrained, seeded) or a trained run's."""
-    if run is not None:
-        from pipeline.run import load_run
+GENRES = ["a", "b", "c", "d"]
 
-        loaded = load_run(run)
-        return list(loaded.stages), loaded.cfg
-    from models import build_stage
-    from pipeline.config import load_config
+
+def tiny_run(root: Path) -> Path:
+    """A run folder with the tiny preset's stages, freshly initialised (seeded): the speed of a
+    stage does not depend on its weights."""
+    from models import build_stage, save_stage
+    from pipeline.config import load_config, save_config
 
     cfg = load_config("tiny")
-    torch.manual_seed(0)
-    return [build_stage(cfg, k, n_genres=4).eval() for k in range(len(cfg.stages))], cfg
+    save_config(cfg, root / "config.yaml")
+    for k in range(len(cfg.stages)):
+        torch.manual_seed(k)
+        save_stage(build_stage(cfg, k, len(GENRES)).eval(), root / "stages" / str(k), extra={"genres": GENRES})
+    return root
 
 
-def cascade(stages: list[Stage], cfg, engine: str, seconds: float, count: int, seed: int = 0,
-            workers: int = 1) -> list[dict]:
-    """One piece through every stage (genre + a sustained chord as the roll): per-stage timings."""
-    from pipeline.generate import run_stage
+def chord_midi(path: Path, seconds: float) -> Path:
+    """A C major chord held for ``seconds`` (the piece's score)."""
+    import mido
 
-    rates = list(cfg.data.rates)
-    frames = int(seconds * cfg.data.roll_fps)
-    roll = torch.zeros(count, 256, frames)
-    roll[:, [60, 64, 67], :] = 0.7  # a C major chord, velocity ~90
-    temps = list(cfg.generate.stage_temperature or [1.0] * len(stages))
-    gen = torch.Generator().manual_seed(seed)
-    genre = torch.zeros(count, dtype=torch.long)
-    below, out = None, []
-    for k, st in enumerate(stages):
-        n = int(seconds * rates[k])
-        r = roll[:, :, : n * cfg.data.roll_fps // rates[k]] if st.use_roll else None
-        c0 = time.process_time()
-        res = run_stage(st, n, count, genre=genre, below=below, roll=r, temperature=temps[k],
-                        top_p=cfg.generate.top_p, tier_prior=cfg.generate.tier_prior, generator=gen,
-                        chunk=cfg.generate.chunk, engine=engine, workers=workers)
-        below = res.x
-        cpu = time.process_time() - c0  # all threads of this process: robust to other processes' load
-        out.append({"stage": k, "rate": rates[k], "samples": n, "wall_seconds": round(res.wall, 3),
-                    "real_time_factor": round(res.wall / seconds, 4), "cpu_seconds": round(cpu, 3),
-                    "engine": res.engine})
-    return out
+    mid = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=500000))  # 120 bpm: 960 ticks per second
+    for i, p in enumerate((60, 64, 67)):
+        tr.append(mido.Message("note_on", note=p, velocity=90, time=0))
+    ticks = int(seconds * 960)
+    for i, p in enumerate((60, 64, 67)):
+        tr.append(mido.Message("note_off", note=p, velocity=0, time=ticks if i == 0 else 0))
+    mid.save(str(path))
+    return path
 
 
-def cascade_rows(stages, cfg, seconds: float, repeats: int) -> dict:
-    """Median wall per stage over repeats, each engine; and the --count scaling of the fused engine."""
-    cascade(stages, cfg, "fused", 0.25, 1)  # warm up
-    runs: dict[str, list[list[dict]]] = {"fused": [], "reference": [], "fused_count8": []}
+def cascade(run_dir: Path, midi: Path, engine: str, seconds: float, count: int, workers: int,
+            seed: int = 0) -> dict:
+    """``run_cascade`` as ``strata generate`` runs it (a MIDI score and its genre; ``workers``: the
+    cores it may use, ``STRATA_GENERATE_WORKERS``): wall and CPU seconds, per stage and in all."""
+    from pipeline.generate import run_cascade
+    from pipeline.plan import make_plan, validate_params
+    from pipeline.run import load_run
+    from pipeline.runtime import limited_threads
+
+    os.environ["STRATA_GENERATE_WORKERS"] = str(workers)
+    run = load_run(run_dir)
+    p = validate_params(run_dir=run_dir, out_dir=run_dir / "out", seconds=seconds, genre=GENRES[0],
+                        midi=midi, count=count, engine=engine, seed=seed).with_run_defaults(run.cfg.generate)
+    plan = make_plan(run, p)
+    with limited_threads(1):
+        c0, t0 = time.process_time(), time.perf_counter()
+        res = run_cascade(run, plan, p, progress=False)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    stages = [{"stage": t["stage"], "rate": t["rate"], "wall_seconds": round(t["wall_seconds"], 3),
+               "engine": t.get("engine"), "pipelined": bool(t.get("pipelined"))} for t in res.timings]
+    return {"stages": stages, "wall_seconds": wall, "cpu_seconds": cpu}
+
+
+def cascade_rows(run_dir: Path, seconds: float, repeats: int) -> dict:
+    """Median wall (and CPU) over repeats: the reference and fused engines on one core, the fused
+    engine on all cores (stages side by side), and ``--count 8`` on all cores."""
+    midi = chord_midi(run_dir / "chord.mid", seconds)
+    cores = os.cpu_count() or 1
+    plan = {"reference": ("reference", 1, 1), "fused": ("fused", 1, 1), "fused_cores": ("fused", 1, cores),
+            "fused_count8": ("fused", 8, cores)}
+    cascade(run_dir, midi, "fused", 0.25, 1, cores)  # warm up (numba's cache, the run's files)
+    runs: dict[str, list[dict]] = {name: [] for name in plan}
     for i in range(repeats):
-        runs["fused"].append(cascade(stages, cfg, "fused", seconds, 1, seed=i))
-        runs["reference"].append(cascade(stages, cfg, "reference", seconds, 1, seed=i))
-        runs["fused_count8"].append(cascade(stages, cfg, "fused", seconds, 8, seed=i, workers=generate_workers()))
+        for name, (engine, count, workers) in plan.items():
+            runs[name].append(cascade(run_dir, midi, engine, seconds, count, workers, seed=i))
     out = {}
     for name, rr in runs.items():
-        per_stage = []
-        for k in range(len(stages)):
-            walls = [r[k]["wall_seconds"] for r in rr]
-            cpus = [r[k]["cpu_seconds"] for r in rr]
-            per_stage.append({**rr[0][k], "wall_seconds": round(statistics.median(walls), 3),
-                              "real_time_factor": round(statistics.median(walls) / seconds, 4),
-                              "cpu_seconds": round(statistics.median(cpus), 3),
-                              "cpu_real_time_factor": round(statistics.median(cpus) / seconds, 4), "runs": walls})
-        total = statistics.median([sum(s["wall_seconds"] for s in r) for r in rr])
-        cpu = statistics.median([sum(s["cpu_seconds"] for s in r) for r in rr])
-        out[name] = {"stages": per_stage, "wall_seconds": round(total, 3),
-                     "real_time_factor": round(total / seconds, 4), "cpu_seconds": round(cpu, 3),
-                     "cpu_real_time_factor": round(cpu / seconds, 4)}
+        wall = statistics.median(r["wall_seconds"] for r in rr)
+        cpu = statistics.median(r["cpu_seconds"] for r in rr)
+        stages = [{**rr[0]["stages"][k], "wall_seconds": statistics.median(r["stages"][k]["wall_seconds"] for r in rr)}
+                  for k in range(len(rr[0]["stages"]))]
+        for s in stages:
+            s["real_time_factor"] = round(s["wall_seconds"] / seconds, 4)
+        engine, count, workers = plan[name]
+        out[name] = {"engine": engine, "count": count, "workers": workers, "stages": stages,
+                     "wall_seconds": round(wall, 3), "real_time_factor": round(wall / seconds, 4),
+                     "cpu_seconds": round(cpu, 3), "cpu_real_time_factor": round(cpu / seconds, 4),
+                     "runs": [round(r["wall_seconds"], 3) for r in rr]}
     return out
 
 
@@ -206,7 +222,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (generation's default: 1)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4.0, help="cascade piece length")
-    ap.add_argument("--run", type=Path, default=None, help="a trained run's stages for the cascade")
+    ap.add_argument("--run", type=Path, default=None, help="a trained run folder for the cascade")
     args = ap.parse_args(argv)
     q = 4 if args.quick else 1
     repeats = 1 if args.quick else args.repeats
@@ -214,8 +230,9 @@ def main(argv=None) -> int:
     rate1 = matmul_rate(args.threads)
     st, big = reference_stage(), reference_stage(cycle_length=11)
     rows = engine_rows(st, big, repeats, q, rate1)
-    stages, cfg = tiny_stages(args.run)
-    casc = cascade_rows(stages, cfg, args.seconds / q, repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = args.run if args.run is not None else tiny_run(Path(tmp) / "run")
+        casc = cascade_rows(run_dir, args.seconds / q, repeats)
     rate1_after = matmul_rate(args.threads)
 
     def sps(engine, batch, rf=st.receptive_field):
@@ -230,9 +247,11 @@ def main(argv=None) -> int:
         "fused_cost_ratio_rf_doubled_batch64": round(sps("fused", 64) / sps("fused", 64, big.receptive_field), 3),
         "layers_ratio_rf_doubled": big.n_layers / st.n_layers,
         "cascade_rtf_fused": casc["fused"]["real_time_factor"],
+        "cascade_rtf_fused_cores": casc["fused_cores"]["real_time_factor"],
         "cascade_rtf_reference": casc["reference"]["real_time_factor"],
-        "count8_over_count1_wall": round(casc["fused_count8"]["wall_seconds"] / casc["fused"]["wall_seconds"], 3),
-        "count8_workers": generate_workers(),
+        "count8_over_count1_wall": round(casc["fused_count8"]["wall_seconds"] / casc["fused_cores"]["wall_seconds"],
+                                         3),
+        "cores": os.cpu_count(),
     }
     report = {
         "machine": machine_info(), "argv": sys.argv[1:] if argv is None else list(argv),
@@ -243,7 +262,7 @@ def main(argv=None) -> int:
         "flops_per_sample": st.flops_per_sample(), "flops_per_sample_rf_doubled": big.flops_per_sample(),
         "results": rows,
         "cascade": {"preset": "tiny" if args.run is None else str(args.run), "seconds": args.seconds / q,
-                    "batch": 1, **casc},
+                    **casc},
         "summary": summary,
     }
     print(f"matmul rate {rate1 / 1e9:.1f} GFLOP/s ({args.threads} thread(s)); flops/sample "

@@ -163,12 +163,15 @@ def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) 
 
 
 def can_pipeline(run: LoadedRun, plan: Plan, p: GenerateParams) -> bool:
-    """Run the stages side by side: more than one core (``generate_workers``), the fused engine for
-    every stage with mu-law codes out (categorical heads), a fixed length (stage 0 cannot end the
-    piece), no guidance twins (their tier-below rows are a copy) and no re-synthesis."""
+    """Run the stages side by side: fewer variations than cores (``generate_workers``; with as many
+    variations as cores, groups of streams keep the cores busier: measured 3.8x against 6.1x the
+    time of one piece for 8 variations on 2 cores), the fused engine for every stage with mu-law
+    codes out (categorical heads), a fixed length (stage 0 cannot end the piece), no guidance twins
+    (their tier-below rows are a copy) and no re-synthesis."""
     from models.sampling import fused_engine_ok
 
-    if p.engine != "fused" or generate_workers() < 2 or len(run.stages) < 2 or plan.free_length:
+    workers = generate_workers()
+    if p.engine != "fused" or workers < 2 or p.count >= workers or len(run.stages) < 2 or plan.free_length:
         return False
     if plan.resynth_tiers is not None or any(stage_inputs(run, plan, p, k, 1)["twin"] for k in range(len(run.stages))):
         return False

@@ -174,23 +174,25 @@ def generation_table() -> str:
         cpu = x.get("cpu_real_time_factor")
         return f"{x['real_time_factor']:.3f}" + ("" if cpu is None else f" ({cpu:.3f})")
 
-    for name, label in (("reference", "reference engine, batch 1"), ("fused", "fused engine, batch 1"),
-                        ("fused_count8", "fused engine, `--count 8`")):
+    cores = g["summary"].get("cores", 1)
+    for name, label in (("reference", "reference engine, one core"), ("fused", "fused engine, one core"),
+                        ("fused_cores", f"fused engine, {cores} cores (stages side by side)"),
+                        ("fused_count8", f"fused engine, `--count 8`, {cores} cores")):
         if name in c:
             rows.append(f"| {label} | " + " | ".join(rtf(s) for s in c[name]["stages"])
                         + f" | **{rtf(c[name])}** |")
     m, s = g["machine"], g["summary"]
     st = g["stage"]
-    tail = (f"\n\nReal-time factors: wall seconds per second of audio (in brackets: CPU seconds of all the "
-            f"process's threads, which other processes' load does not inflate) for a {c['seconds']:g} s piece, "
+    tail = (f"\n\nReal-time factors: wall seconds per second of audio (total in brackets: CPU seconds of all "
+            f"the process's threads) for a {c['seconds']:g} s piece from a genre and a held chord, "
             f"{c['preset']} preset. Reference stage: {st['layers']} layers, residual "
             f"{st['residual_channels']}, gate {st['gate_channels']}, skip {st['skip_channels']}, "
             f"{st['classes']} classes, tier below and genre, linear path on: "
             f"{g['flops_per_sample'] / 1e6:.2f} MFLOP per sample; matmul rate {rate['before'] / 1e9:.0f} GFLOP/s "
             f"({rate['threads']} thread, measured in the same run). Fused over reference streaming: "
             f"{s['fused_over_cached_batch1']}x (batch 1), {s['fused_over_cached_batch64']}x (batch 64); "
-            f"`--count 8` ({s.get('count8_workers', 1)} groups of streams) costs {s['count8_over_count1_wall']}x the "
-            f"wall time of one piece. Medians of "
+            f"`--count 8` costs {s['count8_over_count1_wall']}x the wall time of one piece (both on {cores} cores; "
+            f"the stages' walls overlap when they run side by side). Medians of "
             f"{len(g['results'][0]['runs'])} runs; {m['cpu']}, {m['cores']} cores, load average "
             f"{m['load_average'][0]}; `python bench/generation.py {' '.join(g.get('argv', []))}`.")
     return "\n".join(rows) + tail
