@@ -183,6 +183,23 @@ def generation_table() -> str:
                         + f" | **{rtf(c[name])}** |")
     m, s = g["machine"], g["summary"]
     st = g["stage"]
+    fused1 = next(r for r in g["results"] if r["engine"] == "fused" and r["batch"] == 1
+                  and r["receptive_field"] == st["receptive_field"])
+    fused64 = next(r for r in g["results"] if r["engine"] == "fused" and r["batch"] == 64
+                   and r["receptive_field"] == st["receptive_field"])
+    best = min(c[k]["real_time_factor"] for k in ("fused", "fused_cores") if k in c)
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    rows += ["", "| goal | measured | |", "| --- | --- | --- |",
+             f"| tiny cascade, one piece: real-time factor <= 0.5 | {best:.3f} | {met(best <= 0.5)} |",
+             f"| reference stage, batch 1: >= 16,000 samples/s | {fused1['samples_per_second']:,.0f} "
+             f"| {met(fused1['samples_per_second'] >= 16000)} |",
+             f"| reference stage, batch 64: >= 50% of the matmul rate | {100 * fused64['share_of_matmul_rate']:.1f}% "
+             f"| {met(fused64['share_of_matmul_rate'] >= 0.5)} |",
+             f"| `--count 8` <= 2x the wall time of one piece | {s['count8_over_count1_wall']:.2f}x "
+             f"| {met(s['count8_over_count1_wall'] <= 2)} |"]
     tail = (f"\n\nReal-time factors: wall seconds per second of audio (total in brackets: CPU seconds of all "
             f"the process's threads) for a {c['seconds']:g} s piece from a genre and a held chord, "
             f"{c['preset']} preset. Reference stage: {st['layers']} layers, residual "
