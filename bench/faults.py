@@ -1,7 +1,7 @@
 """The long fault suite: kills, signals and hostile input against every phase, with counts.
 
     python bench/faults.py [--json bench/results/faults.json] [--midi 600] [--audio 300] [--rounds 5]
-                           [--configs 300] [--only fuzz,kills,signals,configs,checkpoints]
+                           [--configs 300] [--only fuzz,long,configs,checkpoints,kills,signals,soak]
 
 The default test run (``tests/faults``) runs a short seeded subset of the same scenarios.  Written:
 
@@ -187,7 +187,8 @@ def main() -> int:
     ap.add_argument("--checkpoints", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=5, help="kill -9 rounds per phase")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--only", default="fuzz,long,configs,checkpoints,kills,signals")
+    ap.add_argument("--only", default="fuzz,long,configs,checkpoints,kills,signals,soak")
+    ap.add_argument("--soak-seconds", type=float, default=120.0, help="how long strata serve runs in the soak")
     ap.add_argument("--merge", action="store_true", help="update only the parts run in an existing --json file")
     a = ap.parse_args()
     parts = set(a.only.split(","))
@@ -225,6 +226,14 @@ def main() -> int:
             result["defects"] += r["defects"]
             result["details"]["checkpoints"] = {"counts": r["counts"], "max_rss_growth_mb": r["max_rss_growth_mb"]}
             print(f"checkpoints: {r['counts']}", flush=True)
+        if "soak" in parts:
+            from tests.helpers_run import make_run
+
+            (root / "soak").mkdir()
+            r = scenarios.serve_soak(root / "soak", make_run(root / "soak" / "r"), "folk", seconds=a.soak_seconds)
+            result["details"]["serve_soak"] = r
+            result["lost"] += len(r["problems"])
+            print(f"serve soak: {r}", flush=True)
         if "kills" in parts:
             from prefect.settings import PREFECT_API_URL
             from prefect.testing.utilities import prefect_test_harness
@@ -264,8 +273,8 @@ def main() -> int:
             result[key] = {**old.get(key, {}), **result[key]}
         if "signals" not in parts:
             result["signals"], result["orphaned_processes"] = old["signals"], old["orphaned_processes"]
-        if "kills" not in parts:
-            result["lost"] = old["lost"]
+        if "kills" not in parts:  # the earlier runs' losses, and this run's (the soak's)
+            result["lost"] += old["lost"]
         result["defects"] = old.get("defects", []) + result["defects"]
     if a.merge:  # outcome counts over every kind in the file (each kind's counts are in details)
         result["errors_by_category"] = {}

@@ -7,6 +7,7 @@ ENQUEUE) so at most ``limit`` generation jobs run at once: later runs wait for a
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -70,4 +71,6 @@ def serve(run: str, out: str, cron: str | None = None, interval: float | None = 
 
     deployments = build_deployments(run, out, cron=cron, interval=interval, genre=genre,
                                     seconds=seconds, limit=limit)
-    prefect_serve(*deployments)
+    prefect_serve(*deployments)  # returns only when stopped: Prefect's runner takes SIGTERM itself
+    print("interrupted (SIGTERM): finished job folders are kept; runs in flight were cancelled "
+          "(their state in Prefect says so)", file=sys.stderr, flush=True)

@@ -292,3 +292,88 @@ def signal_case(command: str, how: str, root: Path, limit: float = 15.0, during=
         problems.append(f"orphaned processes: {[p for p in orphans]}")
     return {"command": command, "signal": how, "seconds": round(took, 2), "children_seen": len(tree.seen),
             "orphans": len(orphans), "line": lines[0] if lines else None, "problems": problems}
+
+
+# ----------------------------------------------------------------------------- serve soak
+
+ENDED_BY_STOP = ("Cancelled", "Cancelling", "Crashed")  # in flight when serve was stopped
+WAITING = ("Scheduled", "Late", "AwaitingConcurrencySlot", "AwaitingRetry", "Pending")  # never started
+
+
+def _flow_runs(api: str, deployment: str) -> list[dict]:
+    """The deployment's flow runs, from the server's REST API."""
+    import httpx
+
+    body = {"deployments": {"name": {"any_": [deployment]}}, "limit": 200, "sort": "EXPECTED_START_TIME_ASC"}
+    r = httpx.post(f"{api.rstrip('/')}/flow_runs/filter", json=body, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def serve_soak(root: Path, run: Path, genre: str, seconds: float = 60.0, interval: float = 3.0, limit: int = 2,
+               piece: float = 0.5) -> dict:
+    """``strata serve`` against a real Strata server, a generation scheduled every ``interval`` s with
+    ``--limit``, for ``seconds``; then SIGTERM.  Counts the due runs by state, checks the job folders
+    (one complete, distinct folder per completed run) and samples the serving process's resident
+    memory every second (``rss_mb``: first and last quarter)."""
+    from collections import Counter
+    from datetime import datetime, timezone
+
+    import psutil
+
+    from flows.serve import GENERATE_DEPLOYMENT
+    from flows.train import free_port
+
+    env = strata_env(STRATA_HOME=str(root / "strata-home"))
+    env.pop("PREFECT_API_URL", None)  # the Strata server, not a test harness
+    port, out = free_port(), root / "jobs"
+    run_to_end(["server", "start", "--port", str(port)], env, timeout=240)
+    api = f"http://127.0.0.1:{port}/api"
+    problems: list[str] = []
+    try:
+        proc = start(["serve", "--run", str(run), "--out", str(out), "--interval", str(interval), "--limit",
+                      str(limit), "--seconds", str(piece), "--genre", genre], env)
+        tree, rss, t0 = Tree(proc), [], time.monotonic()
+        while time.monotonic() - t0 < seconds and proc.poll() is None:
+            tree.sample()
+            rss.append(psutil.Process(proc.pid).memory_info().rss / 2**20)
+            time.sleep(1.0)
+        if proc.poll() is not None:
+            problems.append(f"serve ended by itself: {proc.communicate()[1][-1500:]}")
+        stopped = datetime.now(timezone.utc)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except Exception:  # noqa: BLE001 - a hang is a problem, then clean up
+            problems.append("serve did not stop within 60 s of SIGTERM")
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate()
+        time.sleep(1.0)
+        orphans = tree.alive()
+        if orphans:
+            problems.append(f"processes left by serve: {[cmdline(p)[:80] for p in orphans]}")
+            tree.reap()
+        runs = [r for r in _flow_runs(api, GENERATE_DEPLOYMENT)
+                if datetime.fromisoformat(r["expected_start_time"].replace("Z", "+00:00")) <= stopped]
+    finally:
+        run_to_end(["server", "stop"], env, timeout=120)
+    states = Counter(r["state_name"] for r in runs)
+    odd = {s: n for s, n in states.items() if s not in ("Completed", *ENDED_BY_STOP, *WAITING)}
+    if odd:
+        problems.append(f"runs in unexpected states: {odd}")
+    jobs, job_issues = job_problems(out)
+    problems += job_issues
+    done, stopped_runs = states.get("Completed", 0), sum(states.get(s, 0) for s in ENDED_BY_STOP)
+    if not done <= len(jobs) <= done + stopped_runs:  # a run stopped after its folder was renamed keeps it
+        problems.append(f"{len(jobs)} job folders for {done} completed and {stopped_runs} stopped runs")
+    q = max(1, len(rss) // 4)
+    first, last = float(np.mean(rss[q:2 * q])) if len(rss) >= 2 * q else 0.0, float(np.mean(rss[-q:]))
+    if first and last > 1.2 * first:
+        problems.append(f"serve's resident memory grew from {first:.0f} MB to {last:.0f} MB")
+    return {"seconds": seconds, "interval": interval, "limit": limit, "due_runs": len(runs),
+            "states": dict(states), "job_folders": len(jobs), "distinct_job_names": len({j.name for j in jobs}),
+            "rss_mb": {"second_quarter": round(first, 1), "last_quarter": round(last, 1),
+                       "max": round(max(rss), 1) if rss else None, "samples": len(rss)},
+            "stop_line": next((ln for ln in (err or "").splitlines() if "interrupted" in ln), None),
+            "stderr_tail": (err or "").strip().splitlines()[-4:],
+            "problems": problems}

@@ -1,5 +1,6 @@
 """Concurrent writers: separate ``strata generate`` processes into one ``--out`` get distinct
-folders, and the optional machine-wide limit on generation jobs (a lock-file semaphore)."""
+folders, the optional machine-wide limit on generation jobs (a lock-file semaphore), and a
+soak of `strata serve` on a real Strata server."""
 
 from __future__ import annotations
 
@@ -71,3 +72,18 @@ def test_parallel_generate_into_one_out_gets_distinct_folders(tmp_path, prefect_
         assert p.returncode == 0, err[-2000:]
     jobs, problems = job_problems(out)
     assert not problems and len(jobs) == 6 and len({j.name for j in jobs}) == 6
+
+
+@pytest.mark.slow
+def test_serve_soak_runs_or_queues_every_scheduled_job(tmp_path):
+    """`strata serve` on a real Strata server, a job every 3 s, --limit 2, 30 s: every due run is
+    completed, queued by the limit, or cancelled by the stop; one complete folder per completed run;
+    the serving process's memory flat; SIGTERM leaves nothing running."""
+    from tests.faults.scenarios import serve_soak
+    from tests.helpers_run import make_run
+
+    r = serve_soak(tmp_path, make_run(tmp_path / "r"), "folk", seconds=30.0, interval=3.0, limit=2, piece=0.3)
+    assert not r["problems"], r
+    assert r["states"].get("Completed", 0) >= 1 and r["due_runs"] >= 8
+    assert r["job_folders"] == r["distinct_job_names"] >= r["states"]["Completed"]
+    assert r["stop_line"] and "interrupted (SIGTERM)" in r["stop_line"]
