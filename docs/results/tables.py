@@ -242,6 +242,13 @@ def faults_table() -> str:
         c = counts.get("counts", {}) if isinstance(counts, dict) else {}
         outcome = ", ".join(f"{v} {k}" for k, v in c.items()) if c else ""
         rows.append(f"| hostile {kind} files | {n} | {outcome} |")
+    soak = r["details"].get("serve_soak")
+    if soak:
+        states = ", ".join(f"{n} {s}" for s, n in soak["states"].items())
+        rows.append(f"| `strata serve` soak: {soak['seconds']:g} s, a job every {soak['interval']:g} s, "
+                    f"`--limit {soak['limit']}` | {soak['due_runs']} due runs | {states}; {soak['job_folders']} "
+                    f"distinct complete job folders; resident memory {soak['rss_mb']['second_quarter']:g} -> "
+                    f"{soak['rss_mb']['last_quarter']:g} MB; {len(soak['problems'])} problems |")
     cats = ", ".join(f"{v} {k}" for k, v in r["errors_by_category"].items())
     runs = "; ".join(f"`{x['command']}` at `{x['commit']}`" for x in f.get("runs", []))
     return "\n".join(rows) + (f"\n\nOutcomes: {cats} (\"clear\": one line naming the input and the reason; "
