@@ -27,6 +27,7 @@ $(BIN)/strata: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -m pipeline.warm  # numba's caches, compiled once here (concurrent first compiles can mix them)
 	@touch $(BIN)/strata
 
 install: system-deps $(BIN)/strata
