@@ -40,10 +40,10 @@ def warm() -> dict[str, float]:
 def _warm_librosa_calls() -> None:
     """The librosa paths Strata calls (resampling, chroma and CQT diagnostics, onsets), for float32
     and float64 audio."""
+    import warnings
+
     import librosa
     import numpy as np
-
-    import warnings
 
     warnings.filterwarnings("ignore", message="n_fft=", category=UserWarning)  # a short test signal
     rng = np.random.default_rng(0)
