@@ -11,46 +11,23 @@ from models import Conditioning
 from models.fused import FusedStream, unavailable
 from models.sampling import _WARNED, sample_stage
 from tests.helpers_models import inputs
-from tests.models.test_models import PATHS, make_stage
+from tests.models.test_models import PATHS, assert_logits_close, make_stage, path_case
 
 pytest.importorskip("numba")
-
-
-def _forced_inputs(st, use: dict, t_len: int) -> tuple[torch.Tensor, dict]:
-    d = inputs(st, t_len)
-    kw = {k: d[k] for k in ("genre", "below", "roll") if use.get(k)}
-    if use.get("drops"):
-        kw.update(drop_below=torch.tensor([True, False]), drop_roll=torch.tensor([False, True]),
-                  drop_history=torch.tensor([True, False]))
-    if use.get("drops_apart"):
-        kw.update(drop_below=torch.tensor([True, False]), drop_below_linear=torch.tensor([False, True]))
-    if not st.head.float_input and st.end_code is not None:
-        d["x"][0, -3:] = st.end_code
-    return d["x"], kw
 
 
 @pytest.mark.parametrize("shipped", [False, True], ids=["linear_off", "shipped"])
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("index", [0, 1])
 def test_fused_logits_equal_forward(path, index, shipped):
-    over, use = PATHS[path]
-    if index == 0 and "use_tier_below" in over and path not in ("all", "dropped", "dropped_apart", "absent",
-                                                                 "mixture"):
-        pytest.skip("stage 0 has no tier below")
-    if path.startswith("score") and (index or not shipped):
-        pytest.skip("score taps: stage 0 (no tier below) with the linear path")
-    st = make_stage(index=index, shipped=shipped, **over)
-    # >= 2 receptive fields of every part: main stack, history, linear path with its adaptive window
-    t_len = max(2 * st.receptive_field, 3 * st.history_receptive_field // 2, 2 * st.linear_receptive_field) + 13
-    x, kw = _forced_inputs(st, use, t_len)
+    st, d, kw, _ = path_case(path, index, shipped)
+    x = d["x"]
+    if not st.head.float_input and st.end_code is not None:
+        x[0, -3:] = st.end_code
     with torch.no_grad():
         ref = st(x, Conditioning(**kw))  # (B, C, T)
         out = FusedStream(st, 2, Conditioning(**kw), chunk=24).logits(x)  # several chunks and history frames
-    assert out.shape == ref.shape
-    err = (out - ref).abs()
-    if st.linear is not None and st.linear.adaptive:  # far bins of a sharp scale: float32 resolves ~1e-4 relative
-        err = err / ref.abs().clamp(min=1.0)
-    assert err.max().item() <= 1e-4
+    assert_logits_close(out, ref, st)
 
 
 def _both(st, n, cond, **kw):

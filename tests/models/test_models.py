@@ -240,10 +240,10 @@ PATHS = {
 }
 
 
-@SHIPPED
-@pytest.mark.parametrize("path", list(PATHS))
-@pytest.mark.parametrize("index", [0, 1])
-def test_streaming_equals_forward(path, index, shipped):
+def path_case(path: str, index: int, shipped: bool) -> tuple[Stage, dict, dict, int]:
+    """Stage ``index`` built for conditioning path ``path`` (skipped where it does not apply), inputs
+    over >= 2 receptive fields of every part (main stack, history, linear path), and the
+    conditioning keywords: (stage, inputs, keywords, length).  Shared by the streaming engines' tests."""
     over, use = PATHS[path]
     if index == 0 and "use_tier_below" in over and path not in ("all", "dropped", "dropped_apart", "absent",
                                                                  "mixture"):
@@ -259,6 +259,25 @@ def test_streaming_equals_forward(path, index, shipped):
                   drop_history=torch.tensor([True, False]))
     if use.get("drops_apart"):  # the linear path's tier below dropped apart from the network's
         kw.update(drop_below=torch.tensor([True, False]), drop_below_linear=torch.tensor([False, True]))
+    return st, d, kw, t_len
+
+
+def assert_logits_close(out: torch.Tensor, ref: torch.Tensor, st: Stage, tol: float = 1e-4) -> None:
+    """A streaming engine's logits (B, C, T) against the full pass's.  An adaptive scale can be as small
+    as its floor: far bins get logits of -1e3 and more, where float32 resolves ~1e-4
+    (see tests/models/test_models_predictor.py): a relative bound there."""
+    assert out.shape == ref.shape
+    err = (out - ref).abs()
+    if st.linear is not None and st.linear.adaptive:
+        err = err / ref.abs().clamp(min=1.0)
+    assert err.max().item() <= tol
+
+
+@SHIPPED
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("index", [0, 1])
+def test_streaming_equals_forward(path, index, shipped):
+    st, d, kw, t_len = path_case(path, index, shipped)
     with torch.no_grad():
         ref = st(d["x"], **kw)  # (B, C, T)
     chunk = 24  # several chunks, not a multiple of the upsampling factor for stage 0
@@ -270,14 +289,7 @@ def test_streaming_equals_forward(path, index, shipped):
             prev = d["x"][:, t]
         if st.conditioning is not None:
             assert s.chunk < t_len
-    out = torch.stack(outs, dim=-1)
-    assert out.shape == ref.shape
-    # an adaptive scale can be as small as its floor: far bins get logits of -1e3 and more, where
-    # float32 resolves ~1e-4 (see tests/test_models_predictor.py): a relative bound there
-    err = (out - ref).abs()
-    if st.linear is not None and st.linear.adaptive:
-        err = err / ref.abs().clamp(min=1.0)
-    assert err.max().item() <= 1e-4
+    assert_logits_close(torch.stack(outs, dim=-1), ref, st)
 
 
 def test_streaming_refuses_training_mode_and_resets():
