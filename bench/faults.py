@@ -43,6 +43,7 @@ from tests.faults import fuzz, scenarios  # noqa: E402
 from tests.faults.procs import strata_env  # noqa: E402
 
 DEFECTS = ("traceback", "timeout", "memory", "multiline", "crash")
+PER_CASE_S = 10.0  # a config or checkpoint case that takes longer is a hang (as the fuzz workers' limit)
 
 
 def _add(counts: dict, more: dict) -> None:
@@ -91,14 +92,9 @@ def run_configs(n: int, seed: int, root: Path) -> dict:
     for i, raw in enumerate(config_cases(n, seed)):
         path = root / f"cfg{i}.yaml"
         path.write_text(yaml.safe_dump(raw))
-        try:
-            load_config(path)
-            outcome = "ok"
-        except ConfigError as e:
-            outcome = "clear" if "\n" not in str(e) else "multiline"
-        except Exception as e:  # noqa: BLE001 - the defect being counted
-            outcome = "traceback"
-            defects.append({"case": f"config {i}", "outcome": outcome, "detail": f"{type(e).__name__}: {e}"[:300]})
+        outcome, detail = fuzz.classify(load_config, path, PER_CASE_S, expected=ConfigError)
+        if outcome in DEFECTS:
+            defects.append({"case": f"config {i}", "outcome": outcome, "detail": detail})
         _add(counts, {outcome: 1})
     return {"cases": n, "counts": counts, "defects": defects}
 
@@ -128,14 +124,9 @@ def run_checkpoints(n: int, seed: int, root: Path) -> dict:
             meta["config"][key] = rng.choice([10**9, 10**6, -1, 0, meta0["config"][key] + 1, "x", None, 2.5])
             (folder / "model.json").write_text(json.dumps(meta))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        try:
-            load_stage(folder)
-            outcome = "ok"
-        except CheckpointError as e:
-            outcome = "clear" if "\n" not in str(e) else "multiline"
-        except Exception as e:  # noqa: BLE001 - the defect being counted
-            outcome = "traceback"
-            defects.append({"case": f"checkpoint {i}", "outcome": outcome, "detail": f"{type(e).__name__}: {e}"[:300]})
+        outcome, detail = fuzz.classify(load_stage, folder, PER_CASE_S, expected=CheckpointError)
+        if outcome in DEFECTS:
+            defects.append({"case": f"checkpoint {i}", "outcome": outcome, "detail": detail})
         rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
         _add(counts, {outcome: 1})
         shutil.rmtree(folder)
@@ -199,7 +190,7 @@ def main() -> int:
     try:
         if "fuzz" in parts:
             for kind, n in (("midi", a.midi), ("audio", a.audio)):
-                r = fuzz.run_worker(kind, n, a.seed, per_case=10.0, mem_mb=3072, timeout=3600)
+                r = fuzz.run_worker(kind, n, a.seed, per_case=PER_CASE_S, mem_mb=3072, timeout=3600)
                 result["fuzz_cases"][kind] = r["cases"]
                 _add(result["errors_by_category"], r["counts"])
                 result["defects"] += r["defects"]

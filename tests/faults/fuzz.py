@@ -228,15 +228,16 @@ def _alarm(signum, frame):
     raise CaseTimeout()
 
 
-def classify(fn, path: Path, seconds: float) -> tuple[str, str]:
-    """(outcome, detail) of ``fn(path)`` under a per-case alarm."""
+def classify(fn, path: Path, seconds: float, expected: type[BaseException] | None = None) -> tuple[str, str]:
+    """(outcome, detail) of ``fn(path)`` under a per-case alarm; ``expected``: the error type that
+    counts as a clear refusal when it is one line (default ``StrataError``)."""
     from pipeline.errors import StrataError
 
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         fn(path)
         return "ok", ""
-    except StrataError as e:
+    except expected or StrataError as e:
         text = str(e)
         if "\n" in text.strip():
             return "multiline", text[:300]
