@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import StrataError
+from pipeline.lock import pid_exists
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4210  # not Prefect's 4200, so a user's own Prefect server can run beside it
@@ -64,12 +65,8 @@ def _files(state: Path | None) -> tuple[Path, Path, Path]:
 
 def _alive(pid: int) -> bool:
     """A live process that is a Prefect server (guards against a reused pid)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_exists(pid):
         return False
-    except PermissionError:
-        return True
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -77,16 +74,6 @@ def _alive(pid: int) -> bool:
     if not cmd:  # a zombie (exited, not yet reaped by its parent)
         return False
     return b"prefect" in cmd and b"server" in cmd
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def healthy(url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
@@ -196,15 +183,15 @@ def stop(state: Path | None = None, timeout: float = STOP_TIMEOUT_S) -> ServerIn
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + timeout
-    while _group_alive(info.pid) and time.monotonic() < deadline:
+    while pid_exists(info.pid, group=True) and time.monotonic() < deadline:
         _reap(info.pid)
         time.sleep(0.1)
-    if _group_alive(info.pid):
+    if pid_exists(info.pid, group=True):
         try:
             os.killpg(info.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        while _group_alive(info.pid) and time.monotonic() < deadline + 5:
+        while pid_exists(info.pid, group=True) and time.monotonic() < deadline + 5:
             _reap(info.pid)
             time.sleep(0.1)
     _remove(state)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.lock import pid_exists
 from pipeline.run import LoadedRun
 from pipeline.runtime import generate_workers, package_version, step_threads
 
@@ -135,7 +136,7 @@ def sweep_unfinished(out: Path) -> list[Path]:
     for tmp in out.glob(".tmp-job-*"):
         try:
             pid = int((tmp / WRITER).read_text().strip())
-            dead = not _pid_alive(pid)
+            dead = not pid_exists(pid)
         except (OSError, ValueError):
             try:
                 dead = time.time() - tmp.stat().st_mtime > STALE_SECONDS
@@ -145,16 +146,6 @@ def sweep_unfinished(out: Path) -> list[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
             gone.append(tmp)
     return gone
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_jobs(run: LoadedRun, plan: Plan, p: GenerateParams, res: CascadeResult, total: float) -> list[Path]:

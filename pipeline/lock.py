@@ -195,6 +195,18 @@ def generate_slots() -> int | None:
 # ----------------------------------------------------------------------------- children of a holder
 
 
+def pid_exists(pid: int, group: bool = False) -> bool:
+    """A process (or, with ``group``, a process group) with this id exists: signal 0 reaches it, or
+    it belongs to another user (a zombie still counts)."""
+    try:
+        (os.killpg if group else os.kill)(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def held_fds() -> tuple[int, ...]:
     """The lock files' descriptors this process holds: passed to a child (``pass_fds``), the child
     shares the lock, so the folder stays locked while any of them runs (no second writer even when the
