@@ -292,6 +292,7 @@ class FusedStream:
                "rec": np.zeros((n, self.rows, channels) if record else (1, 1, 1), np.float32)}
         ended, prev = np.zeros(b, np.bool_), np.full(self.rows, silence)
         net, lin, work = self._network_state(), self._linear_state(), self._work_buffers()
+        self.frame_sum = np.zeros((self.rows, self.stage.residual_channels), np.float32)  # history: a frame's inputs
         pool = self.hist.pool if self.hist is not None else 0
         choose, rule = self._draw_args(draw), self._draw_rule(draw)
         t = 0
@@ -324,7 +325,6 @@ class FusedStream:
         """Kernel arguments of the main stack: weights and the (zeroed) layer rings."""
         w, st = self.w, self.stage
         ring = np.zeros((w["ring_slots"], self.rows, st.residual_channels), np.float32)
-        self.frame_sum = np.zeros((self.rows, st.residual_channels), np.float32)  # history: the frame's inputs
         return (w["emb"], w["wtap"], w["dil"], w["ring_off"], ring,  # then bias, conditioning (per block)
                 w["wsr"], w["bres"], w["bskip"], w["w1"], w["b1"], w["w2"], w["b2"])
 

@@ -97,20 +97,19 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
     fused = engine == "fused" and fused_engine_ok(stage)
     if (wait_below is not None or publish is not None) and (not fused or workers > 1):
         raise ValueError("sample_stage: wait_below / publish (a pipelined cascade) need the fused engine, 1 worker")
-    # the prior's centre: computed here for the reference loop, per block by the fused engine
-    has_below = cond.below is not None and cond.below.shape[-1] > 0
-    prior = _tier_prior(stage, None if fused else cond.below, n, tier_prior) if has_below and not float_head else None
+    scale = 0.0 if float_head else prior_scale(stage, cond.below, tier_prior)  # 0: no tier prior
     if fused:
         from models.fused import Draw
 
         draw = Draw(batch=batch, twin=twin, guidance=guidance, temperature=temperature, top_p=top_p,
-                    prior_scale=0.0 if prior is None else prior.scale, end_code=end_code,
+                    prior_scale=scale, end_code=end_code,
                     free_length=free_length, min_length=min_length, end_threshold=end_threshold, seeds=seeds)
         x, lengths, steps = _sample_fused(stage, n, cond, draw, prompt, chunk_kw, progress, workers,
                                           wait_below, publish)
         if steps < n:
             x = x[:, : max(min(n, round_to * math.ceil(max(lengths) / round_to)), round_to)]
         return Sampled(x, lengths, twin, "fused")
+    prior = _TierPrior(stage, cond.below, n, scale) if scale else None  # its centre for the whole piece
     dtype = torch.float32 if float_head else torch.int64
     n_u = getattr(stage.head, "uniforms", 0)  # the head draws from the stream uniforms (else from generator)
     silence = stage.start_code
@@ -218,19 +217,14 @@ def fused_engine_ok(stage) -> bool:
     return reason is None
 
 
-def _tier_prior(stage, below: torch.Tensor | None, n: int, sigma: float) -> _TierPrior | None:
-    """The stage's tier prior, or None: off (sigma 0), or no tier below to hold to (stage 0).
-    ``below`` None: only the scale (the fused engine computes the centre per block)."""
+def prior_scale(stage, below: torch.Tensor | None, sigma: float) -> float:
+    """The tier prior's 1 / (2 sigma^2), or 0 where there is none: sigma 0, or no tier below to hold
+    to (stage 0, or none given).  Its centre is ``prior_band`` (the fused engine: per block)."""
     if sigma <= 0 or getattr(stage, "factor", 1) <= 1 or not getattr(stage, "use_below", False):
-        return None
-    if below is None:
-        return _PriorScale(0.5 / sigma**2)
-    return _TierPrior(stage, below, n, sigma)
-
-
-@dataclass
-class _PriorScale:
-    scale: float  # 1 / (2 sigma^2); the centre comes from prior_band per block
+        return 0.0
+    if below is None or below.shape[-1] == 0:
+        return 0.0
+    return 0.5 / sigma**2
 
 
 def prior_values(classes: int) -> torch.Tensor:
@@ -256,9 +250,9 @@ def prior_band(below: torch.Tensor, factor: int, classes: int, t0: int, t1: int)
 class _TierPrior:
     """The tier prior of the module docstring: a Gaussian around the tier below, per step."""
 
-    def __init__(self, stage, below: torch.Tensor, n: int, sigma: float):
+    def __init__(self, stage, below: torch.Tensor, n: int, scale: float):
         self.band = prior_band(below, stage.factor, stage.classes, 0, n)  # (B, n)
-        self.values, self.scale = prior_values(stage.classes), 0.5 / sigma**2
+        self.values, self.scale = prior_values(stage.classes), scale
 
     def __call__(self, out: torch.Tensor, t: int) -> torch.Tensor:
         """out (B, C) logits at step t -> with the prior added to the mu-law classes."""
