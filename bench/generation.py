@@ -37,21 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import machine_info  # noqa: E402  (bench/machine.py)
 from models import Conditioning, Stage, stage_arch  # noqa: E402
 from models.sampling import sample_stage  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from tests.helpers_models import shipped_linear  # noqa: E402
+from tests.helpers_run import write_midi  # noqa: E402
 
 RATE, FACTOR = 8000, 4
 
 
-def shipped_defaults() -> dict:
-    """The keys that a bare dict would read as "absent" (linear path off), at their shipped defaults."""
-    import dataclasses
-
-    from models.config import ABSENT_MEANS, StageArchConfig
-
-    return {f.name: f.default for f in dataclasses.fields(StageArchConfig) if f.name in ABSENT_MEANS}
-
-
 def reference_stage(cycle_length: int = 10, cycles: int = 2) -> Stage:
-    cfg = stage_arch({**shipped_defaults(), "rate": RATE, "residual_channels": 64, "gate_channels": 128,
+    cfg = stage_arch({**shipped_linear(), "rate": RATE, "residual_channels": 64, "gate_channels": 128,
                       "skip_channels": 128, "kernel_size": 2, "dilation_cycles": cycles, "cycle_length": cycle_length,
                       "use_tier_below": True, "use_roll": False, "use_genre": True})
     torch.manual_seed(0)
@@ -134,10 +128,13 @@ GENRES = ["a", "b", "c", "d"]
 
 
 def tiny_run(root: Path) -> Path:
-    """A run folder with the tiny preset's stages, freshly initialised (seeded): the speed of a
-    stage does not depend on its weights."""
+    """A run folder with the tiny preset's stages as initialised (seeded, untrained).  Not
+    ``tests.helpers_run.make_run``: that one perturbs every weight, which widens the adaptive scale
+    and with it the hybrid bins the step evaluates (measured with ``--quick``, one core: 0.51 against
+    0.37 x real time); the initialised stages sample about as fast as the trained demo run (0.34,
+    bench/demo_generation.py on one core)."""
     from models import build_stage, save_stage
-    from pipeline.config import load_config, save_config
+    from pipeline.config import save_config
 
     cfg = load_config("tiny")
     save_config(cfg, root / "config.yaml")
@@ -149,19 +146,7 @@ def tiny_run(root: Path) -> Path:
 
 def chord_midi(path: Path, seconds: float) -> Path:
     """A C major chord held for ``seconds`` (the piece's score)."""
-    import mido
-
-    mid = mido.MidiFile(ticks_per_beat=480)
-    tr = mido.MidiTrack()
-    mid.tracks.append(tr)
-    tr.append(mido.MetaMessage("set_tempo", tempo=500000))  # 120 bpm: 960 ticks per second
-    for i, p in enumerate((60, 64, 67)):
-        tr.append(mido.Message("note_on", note=p, velocity=90, time=0))
-    ticks = int(seconds * 960)
-    for i, p in enumerate((60, 64, 67)):
-        tr.append(mido.Message("note_off", note=p, velocity=0, time=ticks if i == 0 else 0))
-    mid.save(str(path))
-    return path
+    return write_midi(path, notes=[(p, 0.0, seconds) for p in (60, 64, 67)])
 
 
 def cascade(run_dir: Path, midi: Path, engine: str, seconds: float, count: int, workers: int,

@@ -157,7 +157,7 @@ def bench_table() -> str:
 
 def generation_table() -> str:
     """bench/results/generation.json: the engines on the reference stage, and the tiny cascade."""
-    g = json.loads((HERE.parents[1] / "bench" / "results" / "generation.json").read_text())
+    g = json.loads((BENCH / "generation.json").read_text())
     rate = g["matmul_flops_per_second"]
     rows = ["| engine | batch | receptive field | samples/s per stream | samples/s in all | GFLOP/s "
             "| % of matmul rate |", "|" + " --- |" * 7]
@@ -192,7 +192,7 @@ def generation_table() -> str:
     def met(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
-    demo = HERE.parents[1] / "bench" / "results" / "demo_generation.json"
+    demo = BENCH / "demo_generation.json"
     if demo.is_file():
         d = json.loads(demo.read_text())
         n = len([r for r in d["rows"] if r["engine"] == "fused"])
@@ -227,7 +227,7 @@ def generation_table() -> str:
 
 def faults_table() -> str:
     """bench/results/faults.json: kills survived, signals, fuzz cases and their outcomes."""
-    f = json.loads((HERE.parents[1] / "bench" / "results" / "faults.json").read_text())
+    f = json.loads((BENCH / "faults.json").read_text())
     r = f["results"]
     sig = r["signals"]
     worst = max(s["seconds"] for s in sig)
