@@ -137,14 +137,19 @@ def train(
     data: Path = typer.Option(..., "--data", help="dataset folder from `strata preprocess`"),
     run: Path = typer.Option(..., "--run", help="run folder (created or resumed)"),
     config: Optional[Path] = typer.Option(None, "--config", help="config YAML (default: tiny)"),
-    stages: str = typer.Option("all", "--stages", help="all, or stage indices like 0,1"),
+    stages: str = typer.Option("all", "--stages", help="all, or 'score' (the score tier) and stage indices "
+                               "like score,0,1"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0.01,
                                                 help="wall-clock budget for all stages"),
     resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint"),
+    extra_scores: Optional[Path] = typer.Option(None, "--extra-scores", help="the score tier also learns from "
+                                                "MIDI files in genre folders: DIR/<genre>/*.mid"),
 ) -> None:
-    """Train the cascade's stages (one Prefect task per stage)."""
+    """Train the cascade: the score tier and the stages (one Prefect task each)."""
     _need_dir(data, "dataset folder")
+    if extra_scores is not None:
+        _need_dir(extra_scores, "--extra-scores folder")
     from pipeline.config import load_config
     from pipeline.dataset import load_manifest
 
@@ -155,8 +160,9 @@ def train(
     from flows.train import train_flow
 
     result = _run(train_flow, str(data), str(run), config=str(config) if config else None,
-                  stages=stages, max_steps=max_steps, resume=resume, max_minutes=max_minutes)
-    typer.echo(f"run: {run} (stages/<k>/model.safetensors, metrics/, logs/)")
+                  stages=stages, max_steps=max_steps, resume=resume, max_minutes=max_minutes,
+                  extra_scores=str(extra_scores) if extra_scores else None)
+    typer.echo(f"run: {run} (stages/<k>/model.safetensors, stages/score/ (the score tier), metrics/, logs/)")
     if result is not None:
         typer.echo(json.dumps(result, indent=2, default=str))
 
@@ -213,9 +219,12 @@ def generate(
     top_p: Optional[float] = typer.Option(None, "--top-p",
                                           help="nucleus sampling mass, 1 = off (default: the run config's)"),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="(default: the run config's)"),
-    score_model: Optional[bool] = typer.Option(
-        None, "--score-model/--no-score-model", help="a genre-only piece takes its notes from the run's chord "
-        "chain (default: the run config's generate.score_model)"),
+    score_model: Optional[str] = typer.Option(
+        None, "--score-model", help="where a piece without MIDI or audio gets its score: tier (the run's score "
+        "tier), chain (the genre's chord chain, a baseline) or none (default: the run config's generate.score_model)"),
+    continue_score: Optional[float] = typer.Option(
+        None, "--continue-score", help="with --midi: the score tier extends the MIDI file's score by S seconds"),
+    score_only: bool = typer.Option(False, "--score-only", help="write the score (score.mid, score.png) alone"),
     seed: int = typer.Option(0, "--seed"),
     count: int = typer.Option(1, "--count"),
     engine: str = typer.Option("fused", "--engine", help="sampling engine: fused (compiled, fast) or reference "
@@ -231,6 +240,7 @@ def generate(
     params = _run(validate_params, run_dir=str(run), out_dir=str(out), seconds=seconds, genre=genre,
                   midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
+                  continue_score=continue_score, score_only=score_only,
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine)
     _precheck(check_run, run)  # weights are loaded once, by the flow
     _need_writable(out, "output folder")
@@ -239,7 +249,9 @@ def generate(
 
     jobs = _run(generate_flow, params=params)
     for job in jobs or []:
-        typer.echo(f"job: {job} (audio.wav, tier_<rate>.wav, spectrogram.png, meta.json)")
+        files = "score.mid, score.png, meta.json" if score_only else \
+            "audio.wav, tier_<rate>.wav, score.mid, spectrogram.png, meta.json"
+        typer.echo(f"job: {job} ({files})")
     _echo_report(out)
 
 

@@ -79,17 +79,19 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     from flows.preprocess import preprocess_flow
     from flows.report import report_flow
     from flows.train import train_flow
-    from pipeline.demo_data import build_demo_corpus
+    from pipeline.demo_data import build_demo_corpus, build_extra_scores
     from pipeline.report import folder_size
     from pipeline.run import config_path
 
     out = out.resolve()
     raw, data, run, jobs = out / "raw", out / "data", out / "run", out / "jobs"
+    scores = out / "scores"  # music21's other works of the demo genres' composers, for the score tier
     timer = _Timer()
     timer.run("render demo corpus", build_demo_corpus, raw, per_genre=per_genre)
+    timer.run("extra scores", build_extra_scores, scores)
     timer.run("preprocess", preprocess_flow, str(raw), str(data), config)
     timer.run("train", train_flow, str(data), str(run), config=config, stages="all",
-              max_minutes=train_minutes, resume=config_path(run).exists())
+              max_minutes=train_minutes, resume=config_path(run).exists(), extra_scores=str(scores))
     evaluation = timer.run("evaluate", evaluate_flow, str(data), str(run), split="test",
                            json_path=str(out / "evaluation.json"), report=False)
     genres = json.loads((data / "manifest.json").read_text())["genres"]
@@ -97,6 +99,8 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     for genre in genres:
         outputs[genre] = timer.run(f"generate {genre}", generate_flow, str(run), str(jobs),
                                    seconds=seconds, genre=genre, seed=seed, report=False)
+    outputs["unconditional"] = timer.run("generate unconditional", generate_flow, str(run), str(jobs),
+                                         seconds=seconds, seed=seed, report=False)
     midi = _test_midi(data)
     if midi:
         outputs["midi"] = timer.run("generate from MIDI", generate_flow, str(run), str(jobs),

@@ -21,7 +21,7 @@ def generate_flow(run: str | None = None, out: str | None = None, seconds: float
                   genre: str | None = None, midi: str | None = None, prompt: str | None = None,
                   temperature: float | None = None, top_p: float | None = None, guidance: float | None = None,
                   seed: int | None = 0, count: int = 1, resynth: str | None = None,
-                  stage_temperature: list[float] | None = None, score_model: bool | None = None,
+                  stage_temperature: list[float] | None = None, score_model: str | None = None,
                   params: GenerateParams | None = None, report: bool = True) -> list[str]:
     """Generate ``count`` variations from a run folder; one job folder each (returned as paths).
 

@@ -25,56 +25,71 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from pipeline.config import StrataConfig
 from pipeline.errors import ParameterError, RunError
 from pipeline.io import atomic_path
+from pipeline.run import SCORE_KEY
 
 
-def parse_stages(stages: str | list[int] | None, n_stages: int) -> list[int]:
-    """``"all"`` or ``"0,2"`` (or a list) -> sorted stage indices; ParameterError when invalid."""
+def parse_stages(stages: str | list | None, n_stages: int, score_tier: bool = False) -> list[int | str]:
+    """``"all"`` or ``"score,0,2"`` (or a list) -> the score tier first (``"score"``), then sorted stage
+    indices; ParameterError when invalid.  ``"all"`` includes the score tier when ``score_tier``."""
     if stages is None or (isinstance(stages, str) and stages.strip().lower() in ("all", "")):
-        return list(range(n_stages))
+        return ([SCORE_KEY] if score_tier else []) + list(range(n_stages))
     items = stages.split(",") if isinstance(stages, str) else list(stages)
-    out = set()
+    out: set[int] = set()
+    with_score = False
     for item in items:
+        if str(item).strip() == SCORE_KEY:
+            with_score = True
+            continue
         try:
             k = int(str(item).strip())
         except ValueError:
-            raise ParameterError(f"stages={stages!r}: {item!r} is not a stage index "
-                                 f"(use 'all' or e.g. '0,2')") from None
+            raise ParameterError(f"stages={stages!r}: {item!r} is not a stage index or 'score' "
+                                 f"(use 'all' or e.g. 'score,0,2')") from None
         if not 0 <= k < n_stages:
             raise ParameterError(f"stages={stages!r}: stage {k} is not in the config (stages 0..{n_stages - 1})")
         out.add(k)
-    if not out:
+    if not out and not with_score:
         raise ParameterError(f"stages={stages!r}: no stage selected")
-    return sorted(out)
+    return ([SCORE_KEY] if with_score else []) + sorted(out)
 
 
-def plan_lanes(cfg: StrataConfig, selected: list[int]) -> list[list[int]]:
+def time_share(cfg: StrataConfig, k: int | str) -> float:
+    """Stage k's share of the wall-clock budget (the score tier's from its own section)."""
+    return cfg.score_tier.time_share if k == SCORE_KEY else cfg.stages[k].time_share
+
+
+def _order(k: int | str) -> int:
+    return -1 if k == SCORE_KEY else int(k)
+
+
+def plan_lanes(cfg: StrataConfig, selected: list[int | str]) -> list[list[int | str]]:
     """Split the selected stages into ``train.parallel_stages`` lanes that run side by side.
 
     Stages in one lane run one after another.  Greedy by ``time_share`` (largest first, into the
     least loaded lane), so with shares 0.5/0.25/0.25 and two lanes: [[0], [1, 2]].
     """
     n = max(1, min(cfg.train.parallel_stages, len(selected)))
-    lanes: list[list[int]] = [[] for _ in range(n)]
+    lanes: list[list[int | str]] = [[] for _ in range(n)]
     load = [0.0] * n
-    for k in sorted(selected, key=lambda k: (-cfg.stages[k].time_share, k)):
+    for k in sorted(selected, key=lambda k: (-time_share(cfg, k), _order(k))):
         i = load.index(min(load))
         lanes[i].append(k)
-        load[i] += cfg.stages[k].time_share
-    return [sorted(lane) for lane in lanes if lane]
+        load[i] += time_share(cfg, k)
+    return [sorted(lane, key=_order) for lane in lanes if lane]
 
 
-def stage_minutes(cfg: StrataConfig, k: int, max_minutes: float | None,
-                  lanes: list[list[int]] | None = None) -> float | None:
+def stage_minutes(cfg: StrataConfig, k: int | str, max_minutes: float | None,
+                  lanes: list[list[int | str]] | None = None) -> float | None:
     """Wall-clock minutes for stage k: its ``time_share`` of the budget, scaled so the busiest
     lane fills the whole budget (stages in parallel lanes each get their full share)."""
     total = cfg.train.max_minutes if max_minutes is None else max_minutes
     if total is None:
         return None
     lanes = lanes or [[k]]
-    busiest = max(sum(cfg.stages[j].time_share for j in lane) for lane in lanes)
+    busiest = max(sum(time_share(cfg, j) for j in lane) for lane in lanes)
     if len(lanes) == 1:
         busiest = max(busiest, 1.0)  # one lane: shares are fractions of the budget
-    return float(total) * cfg.stages[k].time_share / busiest
+    return float(total) * time_share(cfg, k) / busiest
 
 
 def lane_threads(cfg: StrataConfig, n_lanes: int) -> int:
@@ -82,10 +97,12 @@ def lane_threads(cfg: StrataConfig, n_lanes: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, n_lanes))
 
 
-def train_args(data: str, run: str, config_path: str, k: int, max_steps: int | None,
-               minutes: float | None, resume: bool) -> list[str]:
+def train_args(data: str, run: str, config_path: str, k: int | str, max_steps: int | None,
+               minutes: float | None, resume: bool, extra_scores: str | None = None) -> list[str]:
     """Arguments of ``pipeline.train`` (the module's command line) for stage k."""
     cmd = ["-m", "pipeline.train", "--data", data, "--run", run, "--stage", str(k), "--config", config_path]
+    if extra_scores is not None and k == SCORE_KEY:
+        cmd += ["--extra-scores", extra_scores]
     if max_steps is not None:
         cmd += ["--max-steps", str(max_steps)]
     if minutes is not None:
@@ -95,10 +112,10 @@ def train_args(data: str, run: str, config_path: str, k: int, max_steps: int | N
     return cmd
 
 
-def stage_command(data: str, run: str, config_path: str, k: int, max_steps: int | None,
-                  minutes: float | None, resume: bool) -> list[str]:
+def stage_command(data: str, run: str, config_path: str, k: int | str, max_steps: int | None,
+                  minutes: float | None, resume: bool, extra_scores: str | None = None) -> list[str]:
     """``python -m pipeline.train`` for one stage in its own process."""
-    return [sys.executable, *train_args(data, run, config_path, k, max_steps, minutes, resume)]
+    return [sys.executable, *train_args(data, run, config_path, k, max_steps, minutes, resume, extra_scores)]
 
 
 def free_port() -> int:
@@ -110,8 +127,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def launch_command(data: str, run: str, config_path: str, k: int, cfg: StrataConfig, max_steps: int | None,
-                   minutes: float | None, resume: bool) -> list[str]:
+def launch_command(data: str, run: str, config_path: str, k: int | str, cfg: StrataConfig, max_steps: int | None,
+                   minutes: float | None, resume: bool, extra_scores: str | None = None) -> list[str]:
     """``accelerate launch`` of ``pipeline.train`` with ``cfg.train.num_processes`` processes."""
     mp = cfg.train.mixed_precision
     try:
@@ -125,7 +142,7 @@ def launch_command(data: str, run: str, config_path: str, k: int, cfg: StrataCon
            "--num_processes", str(cfg.train.num_processes), "--num_machines", "1",
            "--mixed_precision", mp, "--dynamo_backend", "no",
            "--main_process_port", str(free_port())]
-    return cmd + train_args(data, run, config_path, k, max_steps, minutes, resume)
+    return cmd + train_args(data, run, config_path, k, max_steps, minutes, resume, extra_scores)
 
 
 def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
@@ -168,8 +185,9 @@ def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
 
 
 @task(name="train-stage")
-def train_stage_task(data: str, run: str, config_path: str, k: int, max_steps: int | None,
-                     minutes: float | None, resume: bool, threads: int | None = None) -> dict[str, Any]:
+def train_stage_task(data: str, run: str, config_path: str, k: int | str, max_steps: int | None,
+                     minutes: float | None, resume: bool, threads: int | None = None,
+                     extra_scores: str | None = None) -> dict[str, Any]:
     """Train one stage; returns its summary.
 
     In this process by default; under ``accelerate launch`` when ``num_processes > 1``; in a
@@ -183,12 +201,13 @@ def train_stage_task(data: str, run: str, config_path: str, k: int, max_steps: i
     budget = "no time budget" if minutes is None else f"{minutes:.1f} min"
     logger.info(f"stage {k}: training ({budget}, {cfg.train.num_processes} process(es), resume={resume})")
     if cfg.train.num_processes <= 1 and threads is None:
-        result = train_stage(data, run, cfg, k, max_steps=max_steps, max_minutes=minutes, resume=resume)
+        result = train_stage(data, run, cfg, k, max_steps=max_steps, max_minutes=minutes, resume=resume,
+                             extra_scores=extra_scores)
     else:
         if cfg.train.num_processes > 1:
-            cmd, env = launch_command(data, run, config_path, k, cfg, max_steps, minutes, resume), {}
+            cmd, env = launch_command(data, run, config_path, k, cfg, max_steps, minutes, resume, extra_scores), {}
         else:
-            cmd = stage_command(data, run, config_path, k, max_steps, minutes, resume)
+            cmd = stage_command(data, run, config_path, k, max_steps, minutes, resume, extra_scores)
             env = {"STRATA_TORCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
         logger.info("running: " + " ".join(cmd))
         code, tail = _run_streaming(cmd, env)
@@ -197,7 +216,8 @@ def train_stage_task(data: str, run: str, config_path: str, k: int, max_steps: i
             raise RunError(errors[-1][7:] if errors else f"stage {k}: accelerate launch failed (exit {code}): "
                            + " | ".join(tail[-3:]))
         result = read_result(run, k)
-    logger.info(f"stage {k}: {result['steps']} steps, best valid {result['best_valid_bits']:.3f} bits/sample "
+    logger.info(f"stage {k}: {result['steps']} steps, best valid {result['best_valid_bits']:.3f} "
+                f"bits/{'event' if k == SCORE_KEY else 'sample'} "
                 f"(step {result['best_step']}), stopped by {result['stopped']}")
     return result
 
@@ -209,22 +229,22 @@ def plot_losses(run: Path, stages: list[int]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.run import loss_plot_path, read_metrics
+    from pipeline.run import loss_plot_path, read_metrics, stage_name
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for k in stages:
-        rows = read_metrics(run, k)
-        tr = [(r["step"], r[f"stage{k}/loss"]) for r in rows if f"stage{k}/loss" in r]
-        va = [(r["step"], r[f"stage{k}/valid_bits"]) for r in rows if f"stage{k}/valid_bits" in r]
+        rows, name = read_metrics(run, k), stage_name(k)
+        tr = [(r["step"], r[f"{name}/loss"]) for r in rows if f"{name}/loss" in r]
+        va = [(r["step"], r[f"{name}/valid_bits"]) for r in rows if f"{name}/valid_bits" in r]
         if tr:
-            line, = ax.plot(*zip(*tr), label=f"stage {k} train", alpha=0.8)
+            line, = ax.plot(*zip(*tr), label=f"{_label(k)} train", alpha=0.8)
             color = line.get_color()
         else:
             color = None
         if va:
-            ax.plot(*zip(*va), "o--", color=color, label=f"stage {k} valid")
+            ax.plot(*zip(*va), "o--", color=color, label=f"{_label(k)} valid")
     ax.set_xlabel("step")
-    ax.set_ylabel("bits per sample")
+    ax.set_ylabel("bits per sample (score tier: per event)")
     ax.set_title("Strata training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -236,12 +256,16 @@ def plot_losses(run: Path, stages: list[int]) -> Path:
     return path
 
 
+def _label(k: int | str) -> str:
+    return "score tier" if k == SCORE_KEY else f"stage {k}"
+
+
 def _artifacts(run: Path, results: dict[int, dict], png: Path) -> None:
     rows = [{"stage": k, "rate": r.get("rate"), "steps": r["steps"],
              "best_valid_bits": round(r["best_valid_bits"], 4), "best_step": r["best_step"],
              "final_valid_bits": round(r["final_valid_bits"], 4), "final_loss": round(r["final_loss"], 4),
              "samples_per_second": round(r["samples_per_second"], 1), "stopped": r["stopped"]}
-            for k, r in sorted(results.items())]
+            for k, r in sorted(results.items(), key=lambda kv: _order(kv[0]))]
     create_table_artifact(rows, key="train-bits", description="Bits per sample per stage (validation, EMA weights)")
     url = png.resolve().as_uri()
     create_image_artifact(image_url=url, key="train-loss-curve", description="Training loss and validation bits")
@@ -267,16 +291,17 @@ def _run_extras(data: str, run_dir: Path, logger) -> None:
 
 @flow(name="train")
 def train_flow(data: str, run: str, config: str | None = None, stages: str = "all", max_steps: int | None = None,
-               resume: bool = False, max_minutes: float | None = None) -> dict[str, Any]:
+               resume: bool = False, max_minutes: float | None = None,
+               extra_scores: str | None = None) -> dict[str, Any]:
     """Train the selected stages one after another; returns {"run", "stages": {k: summary}, "loss_png"}."""
     from pipeline.lock import folder_lock
 
     with folder_lock(run, "strata train"):  # one writer per run folder (pipeline.lock)
-        return _train(data, run, config, stages, max_steps, resume, max_minutes)
+        return _train(data, run, config, stages, max_steps, resume, max_minutes, extra_scores)
 
 
 def _train(data: str, run: str, config: str | None, stages: str, max_steps: int | None, resume: bool,
-           max_minutes: float | None) -> dict[str, Any]:
+           max_minutes: float | None, extra_scores: str | None = None) -> dict[str, Any]:
     from pipeline.dataset import load_manifest
     from pipeline.run import check_run_config, config_path, list_checkpoints, resolve_config
 
@@ -287,8 +312,14 @@ def _train(data: str, run: str, config: str | None, stages: str, max_steps: int 
     if max_minutes is not None and max_minutes <= 0:
         raise ParameterError(f"max_minutes={max_minutes}: must be > 0")
     cfg = resolve_config(config, run_dir)
-    selected = parse_stages(stages, len(cfg.stages))
-    load_manifest(data)  # a clear DatasetError before anything is written
+    manifest = load_manifest(data)  # a clear DatasetError before anything is written
+    has_scores = extra_scores is not None or any(t.get("roll") and t["split"] == "train" for t in manifest["tracks"])
+    selected = parse_stages(stages, len(cfg.stages), score_tier=cfg.score_tier.enabled and has_scores)
+    if extra_scores is not None and not Path(extra_scores).is_dir():
+        raise ParameterError(f"{extra_scores}: --extra-scores is not a folder")
+    if cfg.score_tier.enabled and not has_scores and SCORE_KEY not in selected:
+        logger.info("score tier: not trained (no training track has a score and no --extra-scores): "
+                    "genre-only pieces get no score")
     with_ckpt = {k for k in selected if list_checkpoints(run_dir, k)}
     if resume and not with_ckpt:
         raise RunError(f"{run}: --resume but no checkpoint for stage(s) {','.join(map(str, selected))}")
@@ -307,14 +338,15 @@ def _train(data: str, run: str, config: str | None, stages: str, max_steps: int 
                 logger.info(f"stage {k}: no checkpoint to resume, starting from scratch")
             args = (data, run, config_file, k, max_steps, stage_minutes(cfg, k, max_minutes, lanes), resume_k)
             if len(lanes) == 1:
-                futures[k] = train_stage_task(*args)
+                futures[k] = train_stage_task(*args, extra_scores=extra_scores)
             else:  # one chain of tasks per lane; lanes run concurrently
-                futures[k] = train_stage_task.submit(*args, threads, wait_for=[previous] if previous else None)
+                futures[k] = train_stage_task.submit(*args, threads, extra_scores=extra_scores,
+                                                     wait_for=[previous] if previous else None)
                 previous = futures[k]
-    results: dict[int, dict] = {}
+    results: dict[int | str, dict] = {}
     for k in selected:
         result = futures[k] if len(lanes) == 1 else futures[k].result()
-        result["rate"] = cfg.stages[k].rate
+        result["rate"] = None if k == SCORE_KEY else cfg.stages[k].rate
         results[k] = result
     png = plot_losses(run_dir, selected)
     _artifacts(run_dir, results, png)

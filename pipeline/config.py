@@ -99,9 +99,12 @@ class GenerateConfig:
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0
-    # a piece asked for by genre alone gets a score from the run's per-genre chord chain
-    # (pipeline/score_model.py): stage 0 renders notes instead of inventing pitch
-    score_model: bool = True
+    # where a piece without MIDI or audio prompt gets its score: "tier" (the run's learned score tier,
+    # pipeline/score_tier.py; the chain when the run has none), "chain" (the per-genre chord chain,
+    # pipeline/score_model.py, a baseline) or "none" (stage 0 invents pitch: filtered noise)
+    score_model: str = "tier"
+    score_temperature: float = 1.0  # the score tier's sampling temperature
+    score_top_p: float = 0.95  # ... and nucleus
     # fine stages sample under a Gaussian prior of this width (decoded units) around the tier below
     # interpolated (models/sampling.py): no run-away oscillation or noise; 0 = off
     tier_prior: float = 0.1
@@ -111,12 +114,36 @@ class GenerateConfig:
     max_concurrent_jobs: int = 2
 
 
+SCORE_MODELS = ("tier", "chain", "none")
+
+
+@dataclass(frozen=True)
+class ScoreTierSection:
+    """The score tier (``models/score_tier.py``): a decoder-only Transformer over note events at the
+    top of the cascade, and how it is trained (``pipeline/score_tier.py``)."""
+
+    enabled: bool = True
+    n_layers: int = 4
+    n_heads: int = 4
+    width: int = 128
+    context: int = 512  # events the model sees at once
+    dropout: float = 0.1
+    genre_dropout: float = 0.1  # genre -> "no genre" in training: unconditional pieces, guidance
+    transpose: int = 5  # augmentation: a random transposition in [-transpose, +transpose] semitones
+    stretch: float = 0.1  # augmentation: a random tempo factor in [1 - stretch, 1 + stretch]
+    batch_size: int = 16
+    max_steps: int = 4000
+    lr: float = 1e-3
+    time_share: float = 0.25  # share of train.max_minutes given to the score tier
+
+
 @dataclass(frozen=True)
 class StrataConfig:
     data: DataConfig = field(default_factory=DataConfig)
     stages: tuple[StageConfig, ...] = ()
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    score_tier: ScoreTierSection = field(default_factory=ScoreTierSection)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -221,7 +248,7 @@ def config_from_dict(raw: dict[str, Any]) -> StrataConfig:
     """The one builder: a plain mapping (parsed YAML/JSON) -> ``StrataConfig``."""
     if not isinstance(raw, dict):
         raise ConfigError("config: expected a mapping at the top level")
-    unknown = sorted(set(raw) - {"data", "stages", "train", "generate", "name"})
+    unknown = sorted(set(raw) - {"data", "stages", "train", "generate", "score_tier", "name"})
     if unknown:
         raise ConfigError(f"config: unknown section(s) {', '.join(unknown)}")
     data = _build(DataConfig, raw.get("data"), "data")
@@ -241,8 +268,16 @@ def config_from_dict(raw: dict[str, Any]) -> StrataConfig:
         data=data,
         stages=tuple(stages),
         train=_build(TrainConfig, raw.get("train"), "train"),
-        generate=_build(GenerateConfig, raw.get("generate"), "generate"),
+        generate=_build(GenerateConfig, _migrate_generate(raw.get("generate")), "generate"),
+        score_tier=_build(ScoreTierSection, raw.get("score_tier"), "score_tier"),
     )
+
+
+def _migrate_generate(raw: Any) -> Any:
+    """Configs written before the score tier: ``score_model: true|false`` -> ``"tier"|"none"``."""
+    if isinstance(raw, dict) and isinstance(raw.get("score_model"), bool):
+        return {**raw, "score_model": "tier" if raw["score_model"] else "none"}
+    return raw
 
 
 def preset_names() -> list[str]:
@@ -350,6 +385,17 @@ def validate(cfg: StrataConfig) -> None:
         raise ConfigError("generate.end_threshold must be in (0, 1]")
     if g.temperature <= 0 or not 0 < g.top_p <= 1 or any(v <= 0 for v in g.stage_temperature):
         raise ConfigError("generate: temperature and stage_temperature must be > 0 and top_p in (0, 1]")
+    if g.score_model not in SCORE_MODELS:
+        raise ConfigError(f"generate.score_model: {g.score_model!r} not one of {', '.join(SCORE_MODELS)}")
+    if g.score_temperature <= 0 or not 0 < g.score_top_p <= 1:
+        raise ConfigError("generate: score_temperature must be > 0 and score_top_p in (0, 1]")
+    st = cfg.score_tier
+    if min(st.n_layers, st.n_heads, st.width, st.context, st.batch_size, st.max_steps) < 1:
+        raise ConfigError("score_tier: n_layers, n_heads, width, context, batch_size and max_steps must be >= 1")
+    if st.width % st.n_heads:
+        raise ConfigError(f"score_tier.width={st.width} is not a multiple of n_heads={st.n_heads}")
+    if not 0 <= st.dropout < 1 or not 0 <= st.genre_dropout <= 1 or not 0 <= st.stretch < 1 or st.transpose < 0:
+        raise ConfigError("score_tier: dropout in [0, 1), genre_dropout in [0, 1], stretch in [0, 1), transpose >= 0")
 
 
 def stage_factor(cfg: StrataConfig, k: int) -> int:

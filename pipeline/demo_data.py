@@ -287,3 +287,83 @@ class _Build:
             "minutes": round(sum(s["minutes"] for s in genres.values()), 2),
             "skipped": self.skipped,
         }
+
+
+# ----------------------------------------------------------------------------- extra scores (score tier)
+
+DEFAULT_EXTRA_PER_GENRE = 120
+DEFAULT_EXTRA_SECONDS = 60.0
+
+
+def extra_candidates(candidates: str | Path = DEMO_CSV) -> list[Work]:
+    """music21 works by the demo genres' composers that are NOT in the demo corpus list, in sorted order.
+
+    A genre's composers are the first path parts of its rows (``bach`` for ``bach/bwv1.6.mxl``).
+    None of these works is rendered as audio, so none can be a valid or test track of the demo:
+    the score tier may learn from them (``--extra-scores``) without seeing a held-out piece."""
+    from music21 import common, corpus
+
+    works = load_candidates(candidates)
+    listed = {w.corpus_path for w in works}
+    root = Path(common.getCorpusFilePath())  # music21's bundled corpus folder
+    out = []
+    for genre in dict.fromkeys(w.genre for w in works):
+        program = next(w.program for w in works if w.genre == genre)
+        composers = dict.fromkeys(w.corpus_path.split("/")[0] for w in works if w.genre == genre)
+        for composer in composers:
+            for p in sorted(corpus.getComposer(composer)):
+                rel = Path(p).relative_to(root).as_posix()
+                if rel not in listed:
+                    out.append(Work(genre, rel, program))
+    return out
+
+
+def _score_work(work: Work, out_dir: Path, max_seconds: float) -> dict:
+    """One work -> ``out_dir/<genre>/<name>.mid`` (its first ``max_seconds``, the genre's program)."""
+    import mido
+
+    from pipeline.io import atomic_path
+    from pipeline.midi import crop_midi, set_program
+
+    dst = out_dir / work.genre / f"{work.name}.mid"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="strata-scores-") as tmp:
+        full = Path(tmp) / "score.mid"
+        score_to_midi(work.corpus_path, full, max_seconds)
+        mid = set_program(crop_midi(mido.MidiFile(str(full)), max_seconds), work.program)
+        with atomic_path(dst, suffix=".mid") as t:
+            mid.save(str(t))
+    return {"path": str(dst)}
+
+
+def build_extra_scores(out_dir: str | Path, per_genre: int = DEFAULT_EXTRA_PER_GENRE,
+                       max_seconds: float = DEFAULT_EXTRA_SECONDS, workers: int | None = None,
+                       progress: bool = True, candidates: str | Path = DEMO_CSV) -> dict[str, Any]:
+    """MIDI files of up to ``per_genre`` extra works per demo genre into ``out_dir/<genre>/`` (the layout
+    ``strata train --extra-scores`` reads).  Existing files are kept; failures are skipped and listed.
+    Returns ``{"out", "genres": {genre: files}, "skipped": [{"corpus_path", "reason"}], "seconds"}``."""
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    say: Callable[[str], None] = print if progress else (lambda _: None)
+    by_genre: dict[str, list[Work]] = {}
+    for w in extra_candidates(candidates):
+        by_genre.setdefault(w.genre, []).append(w)
+    chosen = [w for ws in by_genre.values() for w in ws[:per_genre]]
+    todo = [w for w in chosen if not (out_dir / w.genre / f"{w.name}.mid").is_file()]
+    skipped: list[dict[str, str]] = []
+    if todo:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers or min(2, os.cpu_count() or 1), len(todo)),
+                                 mp_context=ctx) as pool:
+            futures = {pool.submit(_score_work, w, out_dir, max_seconds): w for w in todo}
+            for i, fut in enumerate(futures, 1):
+                w = futures[fut]
+                error = fut.exception()
+                if error is not None:
+                    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                    skipped.append({"genre": w.genre, "corpus_path": w.corpus_path, "reason": reason})
+                if progress and (i % 20 == 0 or i == len(todo)):
+                    say(f"extra scores: {i}/{len(todo)} converted ({len(skipped)} skipped)")
+    genres = {g: len(list((out_dir / g).glob("*.mid"))) for g in by_genre}
+    say(f"extra scores: {sum(genres.values())} MIDI files in {out_dir} ({genres})")
+    return {"out": str(out_dir), "genres": genres, "skipped": skipped, "seconds": round(time.time() - t0, 1)}

@@ -218,6 +218,7 @@ class RunEvaluation:
         self.busy: dict[str, float] = {}
         self.linear: dict[int, dict] = {}
         self.fine: dict[str, Any] = {}
+        self.score_tier: dict | None = None
 
     def _meter(self, progress: bool):
         from pipeline.runtime import Progress
@@ -274,6 +275,14 @@ class RunEvaluation:
         for k in self.order:
             yield lambda k=k: self.lin_baseline(k)
         yield self.fine_baselines
+        yield self.score_tier_job
+
+    def score_tier_job(self) -> None:
+        """The score tier's bits per event against its n-gram baselines (``pipeline.score_tier``)."""
+        from pipeline.score_tier import evaluate_score_tier
+
+        self.score_tier = self.timed("score_tier_s", lambda: evaluate_score_tier(
+            self.data_dir, self.manifest, self.run_dir, self.split))
 
     def run(self) -> dict:
         from pipeline.runtime import worker_threads
@@ -315,6 +324,7 @@ class RunEvaluation:
             "stages": rows,
             "cascade_bits_per_sample": cascade,
             "baselines": self.fine,
+            "score_tier": self.score_tier,
             "max_seconds": self.max_seconds,
             "timings": timings,
         }

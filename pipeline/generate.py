@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.errors import RunError
+from pipeline.errors import ParameterError, RunError
 from pipeline.jobs import write_jobs
 from pipeline.plan import GenerateParams, Plan, make_plan, validate_params
 from pipeline.run import LoadedRun, load_run
@@ -288,12 +288,28 @@ def generate(run_dir, out_dir, progress: bool = True, **params: Any) -> list[Pat
     return generate_jobs(validate_params(run_dir=run_dir, out_dir=out_dir, **params), progress=progress)
 
 
+def _score_only(run: LoadedRun, p: GenerateParams) -> list[Path]:
+    """``--score-only``: ``count`` scores (seeds ``seed + i``), no audio."""
+    from pipeline.jobs import write_score_jobs
+
+    if not (p.midi is not None or p.score_model != "none"):
+        raise ParameterError("--score-only with --score-model none: there is no score to write")
+    plans, walls = [], []
+    for i in range(p.count):
+        t0 = time.perf_counter()
+        plans.append(make_plan(run, p.model_copy(update={"seed": p.seed + i})))
+        walls.append(time.perf_counter() - t0)
+    return write_score_jobs(run, plans, p, walls)
+
+
 def generate_jobs(p: GenerateParams, progress: bool = True) -> list[Path]:
     """``generate`` for parameters already validated: loads the run (each stage once) and writes the jobs."""
     from pipeline.lock import generate_slots, slot
 
     run = load_run(p.run_dir)
     p = p.with_run_defaults(run.cfg.generate)
+    if p.score_only:
+        return _score_only(run, p)
     plan = make_plan(run, p)
     # optional machine-wide limit on concurrent jobs (STRATA_MAX_GENERATE_JOBS): a lock-file semaphore
     with slot("generate", generate_slots(), note=lambda m: print(f"note: {m}", file=sys.stderr, flush=True)):

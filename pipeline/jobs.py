@@ -69,7 +69,9 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
     write_wav(folder / "audio.wav", audio, fine)
     roll = None if plan.roll is None else plan.roll[:, :, : n0 * cfg.data.roll_fps // rates[0]]
     plot_spectrogram(audio, fine, folder / "spectrogram.png", roll=roll, roll_fps=cfg.data.roll_fps,
-                     title=f"{folder.name.removeprefix('.tmp-')} ({len(audio) / fine:.2f} s)")
+                     title=f"{folder.name.removeprefix('.tmp-')} ({len(audio) / fine:.2f} s)",
+                     roll_title=f"piano roll (the score: {plan.roll_source})")
+    score = write_score(folder, plan, cfg.data.roll_fps)
     seconds = len(audio) / fine
     ended = plan.free_length and n0 < plan.n0
     meta = {
@@ -85,6 +87,7 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
         "prompt_seconds": plan.prompt_seconds,
         "midi_seconds": plan.midi_seconds,
         "roll_source": plan.roll_source,
+        "score_file": score,
         "length_decided_by_model": plan.free_length,
         "ended_by_model": ended,
         "stages": run.stage_info,
@@ -104,6 +107,57 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
     }
     atomic_write_json(folder / "meta.json", meta)
     return meta
+
+
+def write_score(folder: Path, plan: Plan, fps: int) -> str | None:
+    """``score.mid``: the score the piece rendered (the score tier's events, or the roll of a MIDI file, an
+    audio prompt's notes or the chain); None when the piece had no score."""
+    from pipeline.score_events import events_to_midi, roll_to_events
+
+    if plan.score_events is not None:
+        events = plan.score_events
+    elif plan.roll is not None and plan.roll[0].any():
+        events = roll_to_events(plan.roll, fps)
+    else:
+        return None
+    events_to_midi(events, folder / "score.mid")
+    return "score.mid"
+
+
+def write_score_jobs(run: LoadedRun, plans: list[Plan], p: GenerateParams, walls: list[float]) -> list[Path]:
+    """``--score-only``: one job folder per plan with ``score.mid``, ``score.png`` and ``meta.json``."""
+    from pipeline.io import atomic_write_json
+    from pipeline.score_events import events_seconds
+    from pipeline.spectrogram import plot_roll
+
+    out = Path(p.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    finals = []
+    for i, (name, plan, wall) in enumerate(zip(job_names(p.seed, len(plans)), plans, walls)):
+        tmp = out / f".tmp-{name}"
+        try:
+            tmp.mkdir()
+            (tmp / WRITER).write_text(str(os.getpid()))
+            score = write_score(tmp, plan, run.cfg.data.roll_fps)
+            if plan.roll is not None:
+                plot_roll(plan.roll, run.cfg.data.roll_fps, tmp / "score.png", f"{name}: {plan.roll_source}")
+            seconds = events_seconds(plan.score_events) if plan.score_events else (
+                0.0 if plan.roll is None else plan.roll.shape[2] / run.cfg.data.roll_fps)
+            atomic_write_json(tmp / "meta.json", {
+                "job": name, "variation": i, "score_only": True, "seed": p.seed + i,
+                "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.model_dump().items()},
+                "run": str(run.path), "genre_id": plan.genre_id, "genres": run.genres,
+                "roll_source": plan.roll_source, "score_file": score, "score_seconds": seconds,
+                "score_events": None if plan.score_events is None else len(plan.score_events),
+                "timings": {"score_wall_seconds": round(wall, 4)}, "package_version": package_version(),
+                "created_utc": datetime.now(timezone.utc).isoformat()})
+            (tmp / WRITER).unlink()
+            os.rename(tmp, out / name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finals.append(out / name)
+    return finals
 
 
 def job_diagnostics(audios: dict[int, np.ndarray], run: LoadedRun, plan: Plan, p: GenerateParams,

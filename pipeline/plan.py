@@ -50,7 +50,12 @@ class GenerateParams(BaseModel):
     guidance: float | None = Field(None, ge=0, allow_inf_nan=False)
     end_threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     prompt_hold_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
-    score_model: bool | None = None  # genre-only pieces: a score from the run's chord chain
+    # where a piece without MIDI or audio prompt gets its score: tier | chain | none (pipeline/config.py)
+    score_model: Literal["tier", "chain", "none"] | None = None
+    score_temperature: float | None = Field(None, gt=0, allow_inf_nan=False)
+    score_top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    continue_score: float | None = Field(None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)  # --midi: extend it
+    score_only: bool = False  # write the score (score.mid) alone, no audio
     tier_prior: float | None = Field(None, ge=0, allow_inf_nan=False)  # fine stages: sigma around the tier below
     seed: int = Field(0, ge=0, lt=2**63)
     count: int = Field(1, ge=1, le=MAX_COUNT)
@@ -82,6 +87,10 @@ class GenerateParams(BaseModel):
     def _one_audio_input(self) -> "GenerateParams":
         if self.prompt is not None and self.resynth is not None:
             raise ValueError("give --prompt (continue audio) or --resynth (re-synthesise it), not both")
+        if self.continue_score is not None and self.midi is None:
+            raise ValueError("--continue-score extends a given score: it needs --midi")
+        if self.score_only and (self.prompt is not None or self.resynth is not None):
+            raise ValueError("--score-only writes a score: it takes --genre or --midi, not audio")
         return self
 
     def with_run_defaults(self, g: Any) -> GenerateParams:
@@ -90,7 +99,7 @@ class GenerateParams(BaseModel):
 
 
 RUN_DEFAULTS = ("temperature", "stage_temperature", "top_p", "guidance", "end_threshold", "prompt_hold_seconds",
-                "score_model", "tier_prior")
+                "score_model", "score_temperature", "score_top_p", "tier_prior")
 
 _HINTS = {
     "seconds": f"must be > 0 and at most {MAX_SECONDS:g}",
@@ -101,6 +110,10 @@ _HINTS = {
     "end_threshold": "must be in (0, 1]",
     "prompt_hold_seconds": "must be >= 0",
     "tier_prior": "must be >= 0 (0 = off)",
+    "score_model": "must be tier, chain or none",
+    "score_temperature": "must be > 0",
+    "score_top_p": "must be in (0, 1]",
+    "continue_score": f"must be > 0 seconds and at most {MAX_SECONDS:g}",
     "seed": "must be a non-negative integer",
     "count": f"must be an integer from 1 to {MAX_COUNT}",
     "chunk": "must be a positive integer",
@@ -142,7 +155,10 @@ class Plan:
     prompt_seconds: float
     midi_seconds: float | None
     resynth_tiers: dict[int, np.ndarray] | None = None  # {rate: uint8 codes} of the real audio (resynth)
-    roll_source: str | None = None  # "midi", "prompt" (notes estimated from the audio prompt) or None
+    # "midi", "prompt" (notes estimated from the audio prompt), "score_tier", "midi+score_tier"
+    # (--continue-score), "chain" (the chord chain) or None
+    roll_source: str | None = None
+    score_events: list[int] | None = None  # the score tier's events (score.mid), when it wrote the score
 
 
 def resolve_genre(run: LoadedRun, genre: str | None) -> int:
@@ -202,9 +218,16 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     if p.stage_temperature is not None and len(p.stage_temperature) > len(run.stages):
         raise ParameterError(f"invalid parameter: stage_temperature has {len(p.stage_temperature)} factors, "
                              f"this run has {len(run.stages)} stages")
-    roll, midi_seconds = (None, None)
+    roll, midi_seconds, events = None, None, None
     if p.midi is not None:
         roll, midi_seconds = load_midi_roll(p.midi, fps)
+        if p.continue_score is not None:
+            if midi_seconds + p.continue_score > cfg.generate.max_seconds:
+                raise ParameterError(f"invalid parameter: continue_score={p.continue_score:g}: the MIDI file's "
+                                     f"{midi_seconds:.1f} s plus the continuation exceed generate.max_seconds="
+                                     f"{cfg.generate.max_seconds:g} of this run's config")
+            roll, events = _continued_roll(run, p, roll, midi_seconds, p.continue_score)
+            midi_seconds = roll.shape[2] / fps
     if p.resynth is not None:
         return _resynth_plan(run, p, genre_id, roll, midi_seconds)
     tiers = load_prompt_tiers(p.prompt, cfg, rates) if p.prompt is not None else None
@@ -220,20 +243,78 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     else:
         new = cfg.generate.seconds
     n0 = p0 + whole_frames(new, r0, unit0)
-    source = "midi" if roll is not None else None
+    source = None if roll is None else ("midi" if events is None else "midi+score_tier")
     if roll is not None:  # MIDI time 0 = start of the continuation (after any prompt)
         roll = _fit_roll(roll, p0 // unit0, n0 // unit0)
     elif tiers is not None and p.prompt_hold_seconds > 0 and cfg.stages[0].use_roll:
         roll, source = _prompt_roll(cfg, rates, tiers, p0 // unit0, n0 // unit0, p.prompt_hold_seconds), "prompt"
-    elif tiers is None and p.genre is not None and p.score_model and cfg.stages[0].use_roll:
+    elif tiers is None and p.score_model != "none" and cfg.stages[0].use_roll:
         cap = n0 if p.seconds is not None else whole_frames(cfg.generate.max_seconds, r0, unit0)
-        roll = _chain_roll(run, p, cap // unit0)
-        source = None if roll is None else "score_model"
+        roll, events, source = written_score(run, p, genre_id, cap // unit0)
         if roll is not None:
             if p.seconds is None:  # the piece ends with its score (+ a release without notes), as with --midi
                 n0, free = min(cap, unit0 * (roll.shape[2] + math.ceil(RELEASE_SECONDS * fps))), False
             roll = _fit_roll(roll, 0, n0 // unit0)
-    return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source)
+    return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source, score_events=events)
+
+
+def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
+                  frames: int) -> tuple[np.ndarray | None, list[int] | None, str | None]:
+    """A score for a piece without MIDI or audio prompt: (roll (2, 128, <= frames), the score tier's events,
+    source).  ``p.score_model``: "tier" samples the run's score tier (the chain, with one line, when the run
+    has none); "chain" the genre's chord chain (genre-only pieces).  (None, None, None): no score."""
+    import sys
+
+    from pipeline.score_tier import is_trained
+
+    fps = run.cfg.data.roll_fps
+    if p.score_model == "tier" and is_trained(run.path):
+        from pipeline.score_events import events_to_roll
+        from pipeline.score_tier import sample_events
+
+        model, _ = _score_tier_of(run)
+        tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
+        events = sample_events(model, tier_genre, frames / fps, p.seed, p.score_temperature, p.score_top_p)
+        roll = events_to_roll(events, fps, max_frames=frames)
+        if not roll[0].any():
+            print("note: the score tier wrote a score without notes: the piece has no score", file=sys.stderr)
+            return None, events, None
+        return roll, events, "score_tier"
+    if p.score_model == "tier":
+        print(f"note: {run.path} has no score tier (stages/score/): the score comes from the genre's chord chain",
+              file=sys.stderr, flush=True)
+    if p.genre is None:
+        return None, None, None
+    roll = _chain_roll(run, p, frames)
+    return (None, None, None) if roll is None else (roll, None, "chain")
+
+
+def _score_tier_of(run: LoadedRun):
+    """The run's score tier, loaded once per ``LoadedRun``."""
+    from pipeline.score_tier import load_score_tier
+
+    if run.score_tier is None:
+        run.score_tier = load_score_tier(run.path)
+    return run.score_tier
+
+
+def _continued_roll(run: LoadedRun, p: GenerateParams, roll: np.ndarray, midi_seconds: float,
+                    seconds: float) -> tuple[np.ndarray, list[int]]:
+    """--midi FILE --continue-score S: the file's score (``midi_seconds`` long) extended by the score tier by
+    ``seconds``."""
+    from pipeline.score_events import END, events_to_roll, roll_to_events
+    from pipeline.score_tier import is_trained, sample_events
+
+    if not is_trained(run.path):
+        raise ParameterError(f"--continue-score: {run.path} has no score tier (stages/score/; train it with "
+                             f"strata train --stages score)")
+    fps = run.cfg.data.roll_fps
+    model, _ = _score_tier_of(run)
+    genre_id = resolve_genre(run, p.genre)
+    tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
+    prompt = [e for e in roll_to_events(roll, fps) if e != END]
+    events = sample_events(model, tier_genre, seconds, p.seed, p.score_temperature, p.score_top_p, prompt=prompt)
+    return events_to_roll(events, fps, max_frames=int(round((midi_seconds + seconds) * fps))), events
 
 
 def _prompt_roll(cfg: Any, rates: list[int], tiers: dict[int, np.ndarray], prompt_frames: int,

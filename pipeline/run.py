@@ -4,6 +4,7 @@ Layout of ``run_dir``:
 
 - ``config.yaml``: the config every stage of the run was trained with (written by the first train);
 - ``stages/<k>/model.safetensors`` + ``model.json``: the exported stage (``models.save_stage``);
+  ``stages/score/`` the score tier (``pipeline.score_tier``), with ``data.json``: the pieces it saw;
 - ``checkpoints/stage<k>/step-<n>/``: Accelerate's training state (``--resume``);
 - ``logs/stage<k>/``: TensorBoard;
 - ``metrics/stage<k>.jsonl`` (one row per logged step), ``metrics/stage<k>_result.json`` (the
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from models import Stage
 
 CONFIG_FILE = "config.yaml"
+SCORE_KEY = "score"  # the score tier among the stages: stages/score/, --stages score,0,1,2
 CALIBRATION_FILE = "diagnostics_calibration.json"
 
 
@@ -44,24 +46,30 @@ def stages_dir(run_dir) -> Path:
     return Path(run_dir) / "stages"
 
 
-def stage_dir(run_dir, k: int) -> Path:
+def stage_name(k: int | str) -> str:
+    """``stage0``, ``stage1``, ... for the WaveNet stages; ``score`` for the score tier (``SCORE_KEY``):
+    the name of its checkpoints, logs and metric rows (``stage0/loss``, ``score/loss``)."""
+    return SCORE_KEY if k == SCORE_KEY else f"stage{k}"
+
+
+def stage_dir(run_dir, k: int | str) -> Path:
     return stages_dir(run_dir) / str(k)
 
 
-def checkpoint_dir(run_dir, k: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"stage{k}"
+def checkpoint_dir(run_dir, k: int | str) -> Path:
+    return Path(run_dir) / "checkpoints" / stage_name(k)
 
 
-def logs_dir(run_dir, k: int) -> Path:
-    return Path(run_dir) / "logs" / f"stage{k}"
+def logs_dir(run_dir, k: int | str) -> Path:
+    return Path(run_dir) / "logs" / stage_name(k)
 
 
-def metrics_path(run_dir, k: int) -> Path:
-    return Path(run_dir) / "metrics" / f"stage{k}.jsonl"
+def metrics_path(run_dir, k: int | str) -> Path:
+    return Path(run_dir) / "metrics" / f"{stage_name(k)}.jsonl"
 
 
-def result_path(run_dir, k: int) -> Path:
-    return Path(run_dir) / "metrics" / f"stage{k}_result.json"
+def result_path(run_dir, k: int | str) -> Path:
+    return Path(run_dir) / "metrics" / f"{stage_name(k)}_result.json"
 
 
 def loss_plot_path(run_dir) -> Path:
@@ -151,7 +159,7 @@ def differing_sections(old: StrataConfig, new: StrataConfig) -> list[str]:
     """Names of the config sections that differ, e.g. ``["stages[1]", "train (lr)"]``."""
     a, b = config_to_dict(old), config_to_dict(new)
     out = []
-    for section in ("data", "train", "generate"):
+    for section in ("data", "train", "generate", "score_tier"):
         if a[section] != b[section]:
             keys = sorted(k for k in set(a[section]) | set(b[section]) if a[section].get(k) != b[section].get(k))
             out.append(f"{section} ({', '.join(keys)})")
@@ -202,6 +210,7 @@ class LoadedRun:
     genres: list[str]
     stage_info: list[dict] = field(default_factory=list)  # from model.json, for meta.json
     indices: list[int] = field(default_factory=list)  # stage index of each entry of ``stages``
+    score_tier: Any = field(default=None, repr=False)  # (model, model.json), loaded on first use (pipeline.plan)
 
     @property
     def rates(self) -> list[int]:

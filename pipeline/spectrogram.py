@@ -39,6 +39,7 @@ def plot_spectrogram(
     roll: np.ndarray | None = None,
     roll_fps: int = 100,
     title: str | None = None,
+    roll_title: str = "piano roll (the score)",
 ) -> Path:
     """Write a PNG: the STFT spectrogram over time, and the piano roll under it when given.
 
@@ -60,7 +61,7 @@ def plot_spectrogram(
     ax.set_title(title or f"spectrogram ({rate} Hz, {seconds:.2f} s)")
     fig.colorbar(mesh, ax=list(axes), label="dB", aspect=30 * rows)  # shared: time axes stay aligned
     if roll is not None:
-        _plot_roll(axes[1], roll, roll_fps)
+        _plot_roll(axes[1], roll, roll_fps, roll_title)
         axes[1].set_xlim(0, seconds)
     axes[-1].set_xlabel("time (s)")
     path = Path(path)
@@ -69,7 +70,23 @@ def plot_spectrogram(
     return path
 
 
-def _plot_roll(ax, roll: np.ndarray, roll_fps: int) -> None:
+def plot_roll(roll: np.ndarray, roll_fps: int, path: str | Path, title: str) -> Path:
+    """Write a PNG of a piano roll alone (a score written without audio: ``--score-only``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    _plot_roll(ax, roll, roll_fps, title)
+    ax.set_xlabel("time (s)")
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def _plot_roll(ax, roll: np.ndarray, roll_fps: int, title: str) -> None:
     """Piano roll (pitch over time), velocity as brightness, cropped to the used pitches."""
     r = np.asarray(roll)
     if r.ndim == 3:
@@ -80,4 +97,4 @@ def _plot_roll(ax, roll: np.ndarray, roll_fps: int) -> None:
     ax.imshow(r[lo:hi], origin="lower", aspect="auto", extent=extent, cmap="Greys", vmin=0, vmax=127,
               interpolation="nearest")
     ax.set_ylabel("MIDI pitch")
-    ax.set_title("piano roll (MIDI prompt)")
+    ax.set_title(title)

@@ -53,6 +53,7 @@ from pipeline.config import ConfigError, StrataConfig, uses_tier_below
 from pipeline.errors import DatasetError, StrataError
 from pipeline.io import atomic_write_text
 from pipeline.run import (
+    SCORE_KEY,
     checkpoint_dir,
     list_checkpoints,
     logs_dir,
@@ -60,6 +61,7 @@ from pipeline.run import (
     read_metrics,
     resolve_config,
     stage_dir,
+    stage_name,
 )
 
 logger = logging.getLogger("strata.train")
@@ -142,7 +144,7 @@ class MetricLog:
     """``metrics/stage<k>.jsonl`` (rewritten atomically) and TensorBoard, on the main process."""
 
     def __init__(self, run_dir: Path, k: int, active: bool, resume_step: int | None):
-        self.path, self.k, self.active = metrics_path(run_dir, k), k, active
+        self.path, self.name, self.active = metrics_path(run_dir, k), stage_name(k), active
         self.rows: list[dict] = []
         self.writer = None
         if not active:
@@ -157,11 +159,11 @@ class MetricLog:
     def log(self, step: int, values: dict[str, float]) -> None:
         if not self.active:
             return
-        row = {"step": step, "time": time.time(), **{f"stage{self.k}/{n}": v for n, v in values.items()}}
+        row = {"step": step, "time": time.time(), **{f"{self.name}/{n}": v for n, v in values.items()}}
         self.rows.append(row)
         for n, v in values.items():
             if v is not None and math.isfinite(v):
-                self.writer.add_scalar(f"stage{self.k}/{n}", v, step)
+                self.writer.add_scalar(f"{self.name}/{n}", v, step)
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def close(self) -> None:
@@ -326,8 +328,9 @@ def warm_start_linear(model, data_dir: Path, manifest: dict, cfg: StrataConfig, 
     return fit
 
 
-def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int | None = None,
-                max_minutes: float | None = None, resume: bool = False, progress: bool = True) -> dict:
+def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int | str, max_steps: int | None = None,
+                max_minutes: float | None = None, resume: bool = False, progress: bool = True,
+                extra_scores: str | None = None) -> dict:
     """Train stage ``stage`` on ``data_dir`` into ``run_dir``; returns a summary dict.
 
     ``max_steps``: stop after this many optimizer steps (default: the stage's ``max_steps``; the
@@ -335,7 +338,13 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
     (stops cleanly: checkpoint, validation, export).  ``resume``: continue exactly from the latest
     checkpoint.  Result: {"stage", "steps", "best_valid_bits", "best_step", "final_valid_bits",
     "final_loss", "samples_per_second", "data_wait_share", "seconds", "stopped", "export", "checkpoint"}.
+    ``stage="score"`` trains the score tier (``pipeline.score_tier``; bits per event, ``extra_scores``:
+    a folder of MIDI files in genre folders it also learns from).
     """
+    if stage == SCORE_KEY:
+        from pipeline.score_tier import train_score_tier
+
+        return train_score_tier(data_dir, run_dir, cfg, max_steps, max_minutes, resume, progress, extra_scores)
     from pipeline.lock import folder_lock
     from pipeline.trainer import StageTrainer
 
@@ -347,12 +356,17 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int, max_steps: int
 # ----------------------------------------------------------------------------- script entry
 
 
+def _stage_arg(value: str) -> int | str:
+    return SCORE_KEY if value == SCORE_KEY else int(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.train --data D --run R --stage k [--config F] [--max-steps N] [--resume]``."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.train", description="Train one stage of a Strata cascade.")
     ap.add_argument("--data", required=True)
     ap.add_argument("--run", required=True)
-    ap.add_argument("--stage", type=int, required=True)
+    ap.add_argument("--stage", type=_stage_arg, required=True, help="a stage index, or 'score' (the score tier)")
+    ap.add_argument("--extra-scores", help="the score tier also learns from DIR/<genre>/*.mid")
     ap.add_argument("--config")
     ap.add_argument("--max-steps", type=int)
     ap.add_argument("--max-minutes", type=float)
@@ -369,13 +383,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(a.config, Path(a.run))
         result = train_stage(a.data, a.run, cfg, a.stage, max_steps=a.max_steps, max_minutes=a.max_minutes,
-                             resume=a.resume, progress=not a.no_progress)
+                             resume=a.resume, progress=not a.no_progress, extra_scores=a.extra_scores)
     except StrataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
+        unit = "event" if result["stage"] == SCORE_KEY else "sample"
         print(f"stage {result['stage']}: {result['steps']} steps, best valid {result['best_valid_bits']:.3f} "
-              f"bits/sample -> {result['export']}")
+              f"bits/{unit} -> {result['export']}")
     return 0
 
 

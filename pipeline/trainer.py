@@ -101,7 +101,9 @@ class StageTrainer:
     def __init__(self, data_dir, run_dir, cfg: StrataConfig, k: int, max_steps: int | None = None,
                  max_minutes: float | None = None, resume: bool = False, progress: bool = True):
         self.t_start = time.perf_counter()
-        self.data_dir, self.run_dir, self.cfg, self.k = Path(data_dir), Path(run_dir), cfg, int(k)
+        self.data_dir, self.run_dir, self.cfg, self.k = Path(data_dir), Path(run_dir), cfg, k
+        self.seed_key = k  # an int in every seed of this stage's random choices
+        self.title, self.unit = f"stage {k}", "samples"  # progress lines: "stage 0 ... samples/s"
         self.t, self.resume, self.progress, self.max_steps = cfg.train, resume, progress, max_steps
         self.max_minutes = max_minutes
         self.budget_s = None if max_minutes is None else float(max_minutes) * 60.0
@@ -129,7 +131,7 @@ class StageTrainer:
         self._build_data()
         self.log = MetricLog(self.run_dir, self.k, self.main, self.resume_step)
         self.bar = Progress(self.main and self.progress, every=0)
-        self.label = self.bar.add(f"stage {self.k}", self.stop_at, unit="steps", start=self.state.step,
+        self.label = self.bar.add(self.title, self.stop_at, unit="steps", start=self.state.step,
                                   deadline_s=self.budget_s)
         return self
 
@@ -179,7 +181,7 @@ class StageTrainer:
             _, folder = list_checkpoints(self.run_dir, self.k)[-1]
             self.accelerator.load_state(str(folder))
             self.resume_step = self.state.step
-            self.note(f"stage {self.k}: resumed from {folder} (step {self.state.step})")
+            self.note(f"{self.title}: resumed from {folder} (step {self.state.step})")
         self.micro_index = self.state.step * self.t.grad_accum  # seeds the micro-batch's random choices
         self.acc_loss, self.acc_n, self.grad_norm = 0.0, 0, float("nan")
 
@@ -218,18 +220,10 @@ class StageTrainer:
     def step(self, batch: dict, waited: float) -> bool:
         """One micro-batch; True when it completed an optimizer step."""
         t0, acc, t = time.perf_counter(), self.accelerator, self.t
-        gen = torch.Generator().manual_seed(seed_of(t.seed, self.k, acc.process_index, self.micro_index, 7))
+        gen = torch.Generator().manual_seed(seed_of(t.seed, self.seed_key, acc.process_index, self.micro_index, 7))
         self.micro_index += 1
-        if self.end_code is not None:
-            batch = insert_end_crops(batch, self.ends, gen, self.end_code)
-        B, T = batch["x"].shape
-        weights = loss_weights(B, T, self.geo.context, self.geo.window, batch.get("end_mask")).to(acc.device)
-        cond = model_inputs(batch, self.cfg, self.k, self.n_genres, gen, drop=True).to(acc.device)
-        x = model_x(batch["x"].to(acc.device), self.unwrapped.head, self.cfg.data.mu_bits)  # (B, T)
         with acc.accumulate(self.model):
-            out = self.model(x, cond)  # (B, C, T)
-            bits = self.unwrapped.head.nll_bits(out, x)  # (B, T)
-            loss = (bits * weights).sum() / weights.sum()
+            loss, units = self.loss(batch, gen)
             acc.backward(loss)
             if acc.sync_gradients:
                 clip = t.clip_grad_norm if t.clip_grad_norm and t.clip_grad_norm > 0 else float("inf")
@@ -238,7 +232,7 @@ class StageTrainer:
             self.optimizer.zero_grad(set_to_none=True)
         self.acc_loss += float(loss.detach())
         self.acc_n += 1
-        self.speed.add(B * self.s.crop * acc.num_processes, time.perf_counter() - t0, waited)
+        self.speed.add(units * acc.num_processes, time.perf_counter() - t0, waited)
         if not acc.sync_gradients:
             return False
         self.scheduler.step()
@@ -247,6 +241,20 @@ class StageTrainer:
         self.state.last_loss = self.acc_loss / self.acc_n
         self.acc_loss, self.acc_n = 0.0, 0
         return True
+
+    def loss(self, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+        """(mean bits per sample of the micro-batch's crops, samples trained): teacher forcing with
+        conditioning dropout drawn from ``gen``."""
+        acc = self.accelerator
+        if self.end_code is not None:
+            batch = insert_end_crops(batch, self.ends, gen, self.end_code)
+        B, T = batch["x"].shape
+        weights = loss_weights(B, T, self.geo.context, self.geo.window, batch.get("end_mask")).to(acc.device)
+        cond = model_inputs(batch, self.cfg, self.k, self.n_genres, gen, drop=True).to(acc.device)
+        x = model_x(batch["x"].to(acc.device), self.unwrapped.head, self.cfg.data.mu_bits)  # (B, T)
+        out = self.model(x, cond)  # (B, C, T)
+        bits = self.unwrapped.head.nll_bits(out, x)  # (B, T)
+        return (bits * weights).sum() / weights.sum(), B * self.s.crop
 
     def after_step(self) -> bool:
         """Log, fit the schedule, validate, checkpoint; True when the wall-clock budget is spent."""
@@ -263,7 +271,7 @@ class StageTrainer:
         if self.budget_s is not None and _over_budget(self.accelerator, time.perf_counter() - self.t_start,
                                                       self.budget_s):
             self.stopped = "max_minutes"
-            self.note(f"stage {self.k}: wall-clock budget of {self.max_minutes:g} min reached at step {step}")
+            self.note(f"{self.title}: wall-clock budget of {self.max_minutes:g} min reached at step {step}")
             return True
         return False
 
@@ -274,7 +282,7 @@ class StageTrainer:
         self.log.log(self.state.step, {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
                                        "grad_norm": self.grad_norm, "samples_per_second": sps,
                                        "data_wait_share": share})
-        self.bar.update(self.label, self.state.step, info=f"loss {mean_loss:.3f} bits, {sps:,.0f} samples/s")
+        self.bar.update(self.label, self.state.step, info=f"loss {mean_loss:.3f} bits, {sps:,.0f} {self.unit}/s")
 
     def _fit_schedule(self) -> None:
         """Fit the cosine, once, to the steps the wall-clock budget allows at the measured speed."""
@@ -283,7 +291,7 @@ class StageTrainer:
         steps = _agree(self.accelerator, self.state.step + SCHEDULE_SAFETY * left / per_step)
         self.cosine.fit_to_budget(steps)
         self.state.schedule_fitted = True
-        self.note(f"stage {self.k}: the wall-clock budget allows about {int(steps)} steps: the cosine spans "
+        self.note(f"{self.title}: the wall-clock budget allows about {int(steps)} steps: the cosine spans "
                   f"{self.cosine.total}")
         self.log.log(self.state.step, {"schedule_steps": self.cosine.total})
 
@@ -292,18 +300,25 @@ class StageTrainer:
     def validate(self) -> None:
         """Bits on the validation crops (EMA weights); export when best (or when nothing is exported)."""
         state, run_dir, k = self.state, self.run_dir, self.k
-        bits = validation_bits(self.accelerator, self.unwrapped, self.ema, self.valid, self.cfg, k, self.n_genres,
-                               self.geo.context)
+        bits = self.valid_bits()
         state.last_valid_bits, state.last_valid_step = bits, state.step
         self.log.log(state.step, {"valid_bits": bits})
         if bits < state.best_valid_bits or not stage_dir(run_dir, k).joinpath("model.json").exists():
             if bits < state.best_valid_bits:
                 state.best_valid_bits, state.best_step = bits, state.step
             if self.main:
-                extra = {"genres": list(self.manifest["genres"]), "rate": self.s.rate, "stage": k,
-                         "valid_bits": bits, "step": state.step}
-                export_stage(self.unwrapped, self.ema, run_dir, k, extra)
+                self.export(bits)
         self.accelerator.wait_for_everyone()
+
+    def valid_bits(self) -> float:
+        return validation_bits(self.accelerator, self.unwrapped, self.ema, self.valid, self.cfg, self.k, self.n_genres,
+                               self.geo.context)
+
+    def export(self, bits: float) -> None:
+        """The EMA weights into ``stages/<k>/`` (main process)."""
+        extra = {"genres": list(self.manifest["genres"]), "rate": self.s.rate, "stage": self.k,
+                 "valid_bits": bits, "step": self.state.step}
+        export_stage(self.unwrapped, self.ema, self.run_dir, self.k, extra)
 
     def finish(self) -> dict:
         """Validate + export and checkpoint unless just done; the summary, also written to the run."""
@@ -312,7 +327,7 @@ class StageTrainer:
         self.speed.close_window()
         sps, share = self.speed.overall()
         if had_window:  # the last steps were not logged yet: show the final line
-            self.bar.update(self.label, state.step, info=f"loss {state.last_loss:.3f} bits, {sps:,.0f} samples/s")
+            self.bar.update(self.label, state.step, info=f"loss {state.last_loss:.3f} bits, {sps:,.0f} {self.unit}/s")
         if state.last_valid_step != state.step or not stage_dir(run_dir, k).joinpath("model.json").exists():
             self.validate()
         ckpts = list_checkpoints(run_dir, k)

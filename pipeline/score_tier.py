@@ -1,0 +1,469 @@
+"""The score tier at the top of the cascade: its data, its training, its export and its sampling.
+
+The model (``models/score_tier.py``) is a decoder-only Transformer over note events
+(``pipeline/score_events.py``: time shifts, note on/off, velocity, end of piece), conditioned on
+the genre ("no genre" for unconditional pieces, by dropout).  Stage 0 renders the roll of the
+events it writes, as it renders a MIDI file.
+
+- Data: the rolls of the dataset's training split (from MIDI, or estimated from recordings), plus
+  MIDI files in genre folders (``--extra-scores DIR``: ``DIR/<genre>/*.mid``).  Validation: the
+  valid split's rolls.  ``stages/score/data.json`` lists what the tier saw.
+- Training: ``ScoreTierTrainer`` is the stage trainer (Accelerate, exact resume, EMA, validation
+  from step 0, best export, curves) with its own batches and loss: windows of ``context + 1``
+  events, each item a pure function of (seed, index), augmented by transposition and tempo.
+- Export: ``stages/score/model.safetensors`` + ``model.json`` (the model's description; never
+  unpickled).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.errors import DatasetError, RunError
+from pipeline.io import atomic_write_json
+from pipeline.run import SCORE_KEY, stage_dir
+from pipeline.trainer import StageTrainer
+
+logger = logging.getLogger("strata.score_tier")
+
+SEED_KEY = 97  # the score tier's place in every seed (stages use their index)
+VALID_SEED = 977
+META = "model.json"
+WEIGHTS = "model.safetensors"
+DATA_FILE = "data.json"
+TRAIN_EVENTS = "train_events.npz"  # the events it learned from (the n-gram baselines are fitted on the same)
+FORMAT = "strata-score-tier"
+MIDI_SUFFIXES = (".mid", ".midi")
+
+
+@dataclass(frozen=True)
+class ScorePiece:
+    """One score as events, with where it came from."""
+
+    genre: str
+    events: tuple[int, ...]
+    source: str  # a track id of the dataset, or a path relative to the extra-scores folder
+    kind: str  # "midi" | "estimated" (dataset rolls) | "extra" (--extra-scores)
+
+    @property
+    def seconds(self) -> float:
+        from pipeline.score_events import events_seconds
+
+        return events_seconds(self.events)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def split_pieces(data_dir, manifest: dict, split: str, fps: int) -> list[ScorePiece]:
+    """The rolls of ``split``'s tracks as event sequences (tracks without a roll are left out)."""
+    from pipeline.score_events import roll_to_events
+
+    out = []
+    for t in manifest["tracks"]:
+        if t["split"] != split or not t.get("roll"):
+            continue
+        roll = np.load(Path(data_dir) / t["roll"], allow_pickle=False)
+        events = roll_to_events(roll, fps)
+        if len(events) > 1:  # END alone: a roll without notes
+            out.append(ScorePiece(t["genre"], tuple(events), t["id"], t.get("roll_source") or "midi"))
+    return out
+
+
+def extra_pieces(extra_dir, genres: list[str], fps: int) -> tuple[list[ScorePiece], list[dict]]:
+    """``extra_dir/<genre>/*.mid`` as event sequences; (pieces, skipped with reasons).
+
+    A folder whose name is not one of the dataset's ``genres``, and a file that cannot be read or has
+    no notes, is skipped and listed; it never stops training."""
+    from pipeline.midi import piano_roll, read_midi
+    from pipeline.score_events import roll_to_events
+
+    root = Path(extra_dir)
+    if not root.is_dir():
+        raise DatasetError(f"{extra_dir}: --extra-scores is not a folder")
+    pieces, skipped = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES)
+        if folder.name not in genres:
+            if files:
+                skipped.append({"path": folder.name, "reason": f"genre {folder.name!r} is not in the dataset "
+                                f"(known: {', '.join(genres)})"})
+            continue
+        for f in files:
+            rel = f.relative_to(root).as_posix()
+            try:
+                notes = read_midi(f)
+            except Exception as e:  # noqa: BLE001 - mido raises many kinds on corrupt files; skip and report
+                skipped.append({"path": rel, "reason": f"unreadable MIDI ({type(e).__name__}: {e})"[:200]})
+                continue
+            if not notes:
+                skipped.append({"path": rel, "reason": "no notes"})
+                continue
+            events = roll_to_events(piano_roll(notes, fps=fps), fps)
+            pieces.append(ScorePiece(folder.name, tuple(events), rel, "extra"))
+    return pieces, skipped
+
+
+def data_summary(train: list[ScorePiece], valid: list[ScorePiece], skipped: list[dict],
+                 extra_dir: str | None) -> dict:
+    """What the score tier saw, for ``stages/score/data.json``: per split and kind, pieces, events, minutes."""
+    def count(pieces):
+        out: dict[str, dict] = {}
+        for p in pieces:
+            row = out.setdefault(f"{p.genre}/{p.kind}", {"pieces": 0, "events": 0, "minutes": 0.0})
+            row["pieces"] += 1
+            row["events"] += len(p.events)
+            row["minutes"] = round(row["minutes"] + p.seconds / 60.0, 2)
+        return dict(sorted(out.items()))
+
+    return {"train": count(train), "valid": count(valid),
+            "extra_scores": None if extra_dir is None else os.path.basename(os.path.normpath(str(extra_dir))),
+            "extra_skipped": skipped,
+            "train_sources": sorted(p.source for p in train), "valid_sources": sorted(p.source for p in valid)}
+
+
+class EventWindows(torch.utils.data.Dataset):
+    """Item i: a window of ``context + 1`` events of one piece (``[END, *events]``), a pure function of (seed, i).
+
+    Pieces are drawn in proportion to their length; with ``augment`` a window is transposed by a
+    random number of semitones in [-transpose, transpose] (0 where a note would leave the keyboard)
+    and its time shifts stretched by a factor in [1 - stretch, 1 + stretch].  Returns
+    ``{"tokens": (context + 1,) long (PAD past the piece's end), "genre": () long}``."""
+
+    def __init__(self, pieces: list[ScorePiece], genres: list[str], context: int, seed: int,
+                 length: int, transpose: int = 0, stretch: float = 0.0):
+        if not pieces:
+            raise DatasetError("no score to train the score tier on")
+        self.pieces, self.context, self.seed, self.length = pieces, int(context), int(seed), int(length)
+        self.genre_ids = [genres.index(p.genre) for p in pieces]
+        sizes = np.array([len(p.events) for p in pieces], np.float64)
+        self.cum = np.cumsum(sizes / sizes.sum())
+        self.transpose, self.stretch = int(transpose), float(stretch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        from pipeline.score_events import END, PAD, stretch, transpose
+
+        rng = np.random.default_rng([self.seed, int(i)])
+        j = min(int(np.searchsorted(self.cum, rng.random(), side="right")), len(self.pieces) - 1)
+        events = list(self.pieces[j].events)
+        if self.stretch > 0:
+            events = stretch(events, float(rng.uniform(1 - self.stretch, 1 + self.stretch)))
+        if self.transpose > 0:
+            events = transpose(events, int(rng.integers(-self.transpose, self.transpose + 1))) or events
+        events = [END, *events]  # the END of "the piece before" starts a piece (models/score_tier.py)
+        n = self.context + 1
+        start = int(rng.integers(0, max(1, len(events) - n + 1)))
+        window = events[start: start + n]
+        tokens = torch.full((n,), PAD, dtype=torch.long)
+        tokens[: len(window)] = torch.tensor(window, dtype=torch.long)
+        return {"tokens": tokens, "genre": torch.tensor(self.genre_ids[j], dtype=torch.long)}
+
+
+def window_bits(model, tokens: torch.Tensor, genre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens (B, C + 1), genre (B,) -> (bits (B, C), scored (B, C) bool): each event from those before it."""
+    from pipeline.score_events import PAD
+
+    x, y = tokens[:, :-1], tokens[:, 1:]  # (B, C)
+    mask = y != PAD
+    logits = model(x, genre)  # (B, C, V)
+    return model.nll_bits(logits, y, mask), mask
+
+
+def save_pieces(path: Path, pieces: list[ScorePiece], genres: list[str]) -> None:
+    """Event sequences as one int16 array with offsets and genre ids (``np.load`` without pickle)."""
+    from pipeline.io import atomic_path
+
+    offsets = np.cumsum([0] + [len(p.events) for p in pieces]).astype(np.int64)
+    flat = np.concatenate([np.asarray(p.events, np.int16) for p in pieces]) if pieces else np.zeros(0, np.int16)
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, events=flat, offsets=offsets,
+                                genre=np.array([genres.index(p.genre) for p in pieces], np.int16))
+
+
+def load_pieces(path: Path) -> list[tuple[int, list[int]]]:
+    """(genre id, events) of ``save_pieces``."""
+    with np.load(path, allow_pickle=False) as z:
+        flat, offsets, genre = z["events"], z["offsets"], z["genre"]
+    return [(int(g), flat[a:b].astype(int).tolist()) for g, a, b in zip(genre, offsets[:-1], offsets[1:])]
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.inference_mode()
+def piece_bits(model, events: list[int], genre_id: int) -> float:
+    """Bits of every event of a piece (and its END), each with up to ``context`` events before it: windows of
+    ``context`` inputs advancing by half a context (every event after the first window sees at least half)."""
+    from pipeline.score_events import END
+
+    seq = torch.tensor([END, *events], dtype=torch.long)
+    C, n = model.cfg.context, len(seq) - 1  # n targets seq[1:]
+    genre = torch.tensor([genre_id])
+    total, done, start = 0.0, 0, 0
+    while done < n:
+        x = seq[start: start + C][None]  # (1, <= C)
+        y = seq[start + 1: start + C + 1][None]
+        logits = model(x[:, : y.shape[1]], genre)
+        bits = model.nll_bits(logits, y, torch.ones_like(y, dtype=torch.bool))[0]  # (T,)
+        first = done - start  # targets before this were scored by an earlier window
+        total += float(bits[first:].sum())
+        done = start + y.shape[1]
+        start += C // 2
+    return total
+
+
+def evaluate_score_tier(data_dir, manifest: dict, run_dir, split: str) -> dict | None:
+    """Held-out bits per event and per second of the score tier on ``split``'s scores, beside the classic
+    baselines over the same events (unigram, smoothed n-grams of orders 2-5, fitted on the events the tier
+    learned from); None when the run has no score tier or the split no score."""
+    from pipeline.score_baselines import ngram_table
+    from pipeline.score_events import VOCAB_SIZE
+
+    loaded = load_score_tier(run_dir)
+    if loaded is None:
+        return None
+    model, desc = loaded
+    extra = desc.get("extra") or {}
+    genres, fps = list(extra.get("genres") or manifest["genres"]), int(extra.get("roll_fps", 100))
+    test = split_pieces(data_dir, manifest, split, fps)
+    if not test:
+        return None
+    bits = sum(piece_bits(model, list(p.events), genres.index(p.genre) if p.genre in genres else len(genres))
+               for p in test)
+    events = sum(len(p.events) for p in test)
+    seconds = sum(p.seconds for p in test)
+    train_path = stage_dir(run_dir, SCORE_KEY) / TRAIN_EVENTS
+    train = [e for _, e in load_pieces(train_path)] if train_path.is_file() else \
+        [list(p.events) for p in split_pieces(data_dir, manifest, "train", fps)]
+    table = ngram_table(train, [list(p.events) for p in test], VOCAB_SIZE)
+    per_event = bits / events
+    best = table["best_bits_per_event"]
+    return {"pieces": len(test), "events": events, "seconds": round(seconds, 2),
+            "bits_per_event": per_event, "bits_per_second": bits / max(seconds, 1e-9),
+            "baselines": table, "best_ngram_bits_per_event": best,
+            "fewer_bits_than_best_ngram": 1.0 - per_event / best,
+            "train_pieces": len(train), "train_events": sum(len(e) for e in train),
+            "valid_bits_per_event": extra.get("valid_bits_per_event"), "step": extra.get("step"),
+            "n_params": desc.get("n_params")}
+
+
+# ----------------------------------------------------------------------------- model files
+
+
+def model_config(cfg, n_genres: int):
+    """The run config's ``score_tier`` section -> ``models.score_tier.ScoreTierConfig``."""
+    from models.score_tier import ScoreTierConfig
+    from pipeline.score_events import END, PAD, VOCAB_SIZE
+
+    s = cfg.score_tier
+    return ScoreTierConfig(n_layers=s.n_layers, n_heads=s.n_heads, width=s.width, context=s.context,
+                           dropout=s.dropout, vocab_size=VOCAB_SIZE, n_genres=n_genres, end_token=END,
+                           pad_token=PAD)
+
+
+def save_score_tier(model, folder: Path, extra: dict) -> Path:
+    """``folder/model.safetensors`` + ``folder/model.json`` (the model's description and ``extra``)."""
+    from safetensors.torch import save_model
+
+    from models.checkpoint import package_version
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(folder / WEIGHTS), metadata={"format": FORMAT})  # tied embeddings stored once
+    atomic_write_json(folder / META, {"format": FORMAT, "strata_version": package_version(),
+                                      "config": model.describe(), "n_params": model.n_params, "extra": extra})
+    return folder
+
+
+def is_trained(run_dir) -> bool:
+    d = stage_dir(run_dir, SCORE_KEY)
+    return (d / WEIGHTS).is_file() and (d / META).is_file()
+
+
+def load_score_tier(run_dir):
+    """(model in eval mode, model.json) of the run's score tier, or None when the run has none.
+    A broken export is one RunError naming the folder."""
+    from safetensors.torch import load_model
+
+    from models.score_tier import ScoreTransformer
+
+    folder = stage_dir(run_dir, SCORE_KEY)
+    if not is_trained(run_dir):
+        return None
+    try:
+        desc = json.loads((folder / META).read_text())
+        if desc.get("format") != FORMAT:
+            raise ValueError(f"format {desc.get('format')!r}, expected {FORMAT!r}")
+        model = ScoreTransformer.from_description(desc["config"])
+        load_model(model, str(folder / WEIGHTS))
+    except Exception as e:  # noqa: BLE001 - a broken export is a user-facing error
+        raise RunError(f"{folder}: cannot load the score tier ({type(e).__name__}: {e})") from None
+    return model.eval(), desc
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_score_tier(data_dir, run_dir, cfg, max_steps: int | None = None, max_minutes: float | None = None,
+                     resume: bool = False, progress: bool = True, extra_scores: str | None = None) -> dict:
+    """Train the score tier of ``run_dir`` on ``data_dir`` (+ ``extra_scores``); the trainer's summary."""
+    from pipeline.lock import folder_lock
+    from pipeline.train import recover_run_folder
+
+    with folder_lock(run_dir, "strata train"):
+        recover_run_folder(run_dir, SCORE_KEY)
+        return ScoreTierTrainer(data_dir, run_dir, cfg, extra_scores, max_steps, max_minutes, resume,
+                                progress).setup().run()
+
+
+class ScoreTierTrainer(StageTrainer):
+    """``StageTrainer`` with the score tier's model, batches, loss, validation and export."""
+
+    def __init__(self, data_dir, run_dir, cfg, extra_scores: str | None = None, max_steps: int | None = None,
+                 max_minutes: float | None = None, resume: bool = False, progress: bool = True):
+        super().__init__(data_dir, run_dir, cfg, SCORE_KEY, max_steps, max_minutes, resume, progress)
+        self.extra_scores = extra_scores
+        self.seed_key = SEED_KEY
+        self.title, self.unit = "score tier", "events"
+
+    def _prepare_run_folder(self) -> None:
+        from pipeline.dataset import load_manifest
+        from pipeline.run import check_checkpoints, check_run_config, logs_dir, metrics_path
+
+        run_dir, acc, cfg = self.run_dir, self.accelerator, self.cfg
+        self.manifest = load_manifest(self.data_dir)
+        self.genres = list(self.manifest["genres"])
+        fps = cfg.data.roll_fps
+        self.train_pieces = split_pieces(self.data_dir, self.manifest, "train", fps)
+        skipped: list[dict] = []
+        if self.extra_scores:
+            extra, skipped = extra_pieces(self.extra_scores, self.genres, fps)
+            self.train_pieces += extra
+            for s in skipped:
+                self.note(f"score tier: skipped {s['path']}: {s['reason']}")
+        if not self.train_pieces:
+            raise DatasetError(f"{self.data_dir}: no training track has a score (MIDI or estimated roll) and no "
+                               f"--extra-scores: the score tier has nothing to learn from")
+        self.valid_pieces = split_pieces(self.data_dir, self.manifest, "valid", fps)
+        if not self.valid_pieces:
+            self.note("score tier: no valid-split track has a score: validating on training windows")
+        self.data = data_summary(self.train_pieces, self.valid_pieces, skipped, self.extra_scores)
+        without = sorted(set(self.genres) - {p.genre for p in self.train_pieces})
+        if without:
+            self.note(f"score tier: no score of genre(s) {', '.join(without)}: a piece of those genres gets an "
+                      f"unconditional score")
+        self.s = cfg.score_tier
+        self.stop_at = int(self.max_steps if self.max_steps is not None else self.s.max_steps)
+        check_checkpoints(run_dir, SCORE_KEY, self.resume)
+        check_run_config(run_dir, cfg, self.resume, write=self.main)
+        acc.wait_for_everyone()
+        if self.main and not self.resume:
+            shutil.rmtree(logs_dir(run_dir, SCORE_KEY), ignore_errors=True)
+            metrics_path(run_dir, SCORE_KEY).unlink(missing_ok=True)
+        acc.wait_for_everyone()
+
+    def _build_model(self) -> None:
+        from accelerate.utils import set_seed
+
+        from models.score_tier import ScoreTransformer
+        from pipeline.ema import EMA
+        from pipeline.train import WarmupCosine, seed_of
+
+        t, s = self.t, self.s
+        self.n_genres = len(self.genres)
+        set_seed(seed_of(t.seed, SEED_KEY))
+        model = ScoreTransformer(model_config(self.cfg, self.n_genres))
+        self.end_code = None
+        optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, betas=tuple(t.betas), weight_decay=0.01)
+        self.cosine = WarmupCosine(t.warmup_steps, s.max_steps, t.min_lr_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.cosine)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.unwrapped = self.accelerator.unwrap_model(self.model)
+        self.ema = EMA(self.unwrapped, t.ema_decay)
+        for obj in (self.scheduler, self.ema, self.state):
+            self.accelerator.register_for_checkpointing(obj)
+        self.note(f"score tier: {self.unwrapped.n_params:,} parameters; {len(self.train_pieces)} training scores "
+                  f"({sum(len(p.events) for p in self.train_pieces):,} events)")
+
+    def _build_data(self) -> None:
+        from pipeline.train import seed_of
+
+        s, t, acc = self.s, self.t, self.accelerator
+        per_step = s.batch_size * t.grad_accum
+        train = EventWindows(self.train_pieces, self.genres, s.context, seed_of(t.seed, SEED_KEY, acc.process_index),
+                             10**12, s.transpose, s.stretch)
+        start = self.state.step * per_step
+        n_items = max(0, self.stop_at - self.state.step) * per_step
+        self.loader = torch.utils.data.DataLoader(train, batch_size=s.batch_size,
+                                                  sampler=range(start, start + n_items), drop_last=True,
+                                                  num_workers=t.num_workers)
+        valid = EventWindows(self.valid_pieces or self.train_pieces, self.genres, s.context, VALID_SEED,
+                             t.eval_batches * s.batch_size)
+        self.valid = list(torch.utils.data.DataLoader(valid, batch_size=s.batch_size, shuffle=False))
+
+    def loss(self, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+        """Mean bits per event of the windows; the genre dropped to "no genre" with ``genre_dropout``."""
+        device = self.accelerator.device
+        tokens, genre = batch["tokens"].to(device), batch["genre"].clone()
+        drop = torch.rand(genre.shape, generator=gen) < self.s.genre_dropout
+        genre[drop] = self.n_genres
+        x, y = tokens[:, :-1], tokens[:, 1:]
+        mask = y != self.unwrapped.cfg.pad_token
+        bits = self.unwrapped.nll_bits(self.model(x, genre.to(device)), y, mask)  # (B, C)
+        n = mask.sum()
+        return bits.sum() / n.clamp(min=1), int(n)
+
+    @torch.inference_mode()
+    def valid_bits(self) -> float:
+        """Bits per event on the fixed validation windows (EMA weights, genre given), over processes."""
+        acc, model = self.accelerator, self.unwrapped
+        P, p = acc.num_processes, acc.process_index
+        total = torch.zeros(2, dtype=torch.float64, device=acc.device)
+        model.eval()
+        with self.ema.applied(model):
+            for batch in self.valid[p::P]:
+                bits, mask = window_bits(model, batch["tokens"].to(acc.device), batch["genre"].to(acc.device))
+                total[0] += bits.double().sum()
+                total[1] += mask.sum()
+        model.train()
+        total = acc.reduce(total, "sum")
+        return float(total[0] / total[1].clamp(min=1))
+
+    def export(self, bits: float) -> None:
+        from pipeline.io import swap_dirs
+
+        final = stage_dir(self.run_dir, SCORE_KEY)
+        tmp = final.parent / f".tmp-{SCORE_KEY}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        extra = {"genres": self.genres, "stage": SCORE_KEY, "valid_bits_per_event": bits, "step": self.state.step,
+                 "roll_fps": self.cfg.data.roll_fps}
+        with self.ema.applied(self.unwrapped):
+            save_score_tier(self.unwrapped, tmp, extra)
+        atomic_write_json(tmp / DATA_FILE, self.data)
+        save_pieces(tmp / TRAIN_EVENTS, self.train_pieces, self.genres)
+        swap_dirs(tmp, final, old=final.parent / f".old-{SCORE_KEY}-{os.getpid()}")
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def sample_events(model, genre_id: int, seconds: float, seed: int, temperature: float, top_p: float,
+                  prompt: list[int] | None = None) -> list[int]:
+    """Events written by the score tier for ``genre_id`` (``n_genres``: none): ``prompt`` (events, e.g. a MIDI
+    file's) then new events, ending at the tier's own END or after ``seconds`` of new music."""
+    from pipeline.score_events import token_seconds
+
+    max_events = int(seconds * 200) + 16  # far more than any real score of that length needs
+    return model.generate(genre_id, max_events=max_events, temperature=temperature, top_p=top_p, seed=seed,
+                          prompt=prompt, max_seconds=seconds, seconds_of=token_seconds)

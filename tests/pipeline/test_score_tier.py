@@ -1,0 +1,179 @@
+"""pipeline/score_tier.py: the score tier trained like a stage, exported, evaluated and sampled into scores."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import mido
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from pipeline.config import ScoreTierSection
+from pipeline.errors import ParameterError
+from pipeline.generate import generate
+from pipeline.run import SCORE_KEY, read_metrics, stage_dir
+from pipeline.score_events import END, events_to_roll
+from pipeline.score_tier import (
+    DATA_FILE,
+    EventWindows,
+    extra_pieces,
+    is_trained,
+    load_pieces,
+    load_score_tier,
+    piece_bits,
+    split_pieces,
+)
+from pipeline.train import train_stage
+from tests.helpers_data import make_dataset, read_manifest, tiny_train_config
+from tests.helpers_run import GENRES, make_run, tiny_config, write_midi
+
+SMALL = ScoreTierSection(n_layers=1, n_heads=2, width=16, context=32, dropout=0.0, batch_size=4, max_steps=20,
+                         lr=3e-3, transpose=2, stretch=0.1)
+
+
+def _data(tmp_path, seconds: float = 3.0):
+    return make_dataset(tmp_path / "data", rates=(1000, 2000), seconds=seconds, roll="notes", genres=GENRES)
+
+
+def _cfg(base=None, **over):
+    cfg = base or tiny_train_config(eval_every=10, checkpoint_every=10)
+    return dataclasses.replace(cfg, score_tier=dataclasses.replace(SMALL, **over))
+
+
+def test_windows_are_pure_functions_of_seed_and_index(tmp_path):
+    data = _data(tmp_path)
+    pieces = split_pieces(data, read_manifest(data), "train", 100)
+    assert len(pieces) == 4 and all(p.events[-1] == END for p in pieces)
+    ds = EventWindows(pieces, GENRES, context=32, seed=5, length=100, transpose=2, stretch=0.1)
+    a, b = ds[7], EventWindows(pieces, GENRES, 32, 5, 100, 2, 0.1)[7]
+    assert a["tokens"].shape == (33,) and bool((a["tokens"] == b["tokens"]).all()) and a["genre"] == b["genre"]
+    assert any(not bool((ds[i]["tokens"] == a["tokens"]).all()) for i in range(8, 20))  # windows differ
+
+
+def test_score_tier_trains_exports_evaluates_and_resumes_exactly(tmp_path):
+    data = _data(tmp_path)
+    cfg = _cfg()
+    res = train_stage(data, tmp_path / "run", cfg, SCORE_KEY, progress=False)
+    assert res["stage"] == SCORE_KEY and res["steps"] == 20 and np.isfinite(res["best_valid_bits"])
+    assert is_trained(tmp_path / "run")
+    rows = read_metrics(tmp_path / "run", SCORE_KEY)
+    valid = [(r["step"], r["score/valid_bits"]) for r in rows if "score/valid_bits" in r]
+    assert valid[0][0] == 0 and valid[-1][0] == 20  # validated from step 0
+    assert valid[-1][1] < valid[0][1]  # it learned something in 20 steps
+    seen = json.loads((stage_dir(tmp_path / "run", SCORE_KEY) / DATA_FILE).read_text())
+    assert sum(v["pieces"] for v in seen["train"].values()) == 4
+    assert len(load_pieces(stage_dir(tmp_path / "run", SCORE_KEY) / "train_events.npz")) == 4
+    model, desc = load_score_tier(tmp_path / "run")
+    assert desc["extra"]["genres"] == GENRES and desc["extra"]["step"] == res["best_step"]
+
+    # stopped at 10 and resumed to 20: the same weights as straight through (same machine, tolerance 1e-6)
+    train_stage(data, tmp_path / "r2", cfg, SCORE_KEY, max_steps=10, progress=False)
+    train_stage(data, tmp_path / "r2", cfg, SCORE_KEY, resume=True, progress=False)
+    ck = [sorted((tmp_path / r / "checkpoints" / "score").glob("step-20"))[0] for r in ("run", "r2")]
+    a, b = (load_file(str(c / "model.safetensors")) for c in ck)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert float((a[k] - b[k]).abs().max()) <= 1e-6, k
+
+
+def test_piece_bits_windows_equal_one_pass_when_the_piece_fits(tmp_path):
+    import torch
+
+    from models.score_tier import ScoreTierConfig, ScoreTransformer
+    from pipeline.score_events import PAD, VOCAB_SIZE
+
+    torch.manual_seed(0)
+    model = ScoreTransformer(ScoreTierConfig(vocab_size=VOCAB_SIZE, n_genres=2, end_token=END, pad_token=PAD,
+                                             n_layers=1, n_heads=2, width=16, context=64, dropout=0.0)).eval()
+    events = [5, 120, 9, 250, 9, END]
+    seq = torch.tensor([[END, *events]])
+    with torch.no_grad():
+        full = float(model.nll_bits(model(seq[:, :-1], torch.tensor([1])), seq[:, 1:],
+                                    torch.ones(1, len(events), dtype=torch.bool)).sum())
+    assert piece_bits(model, events, 1) == pytest.approx(full, rel=1e-5)
+    # a piece longer than the context: with all weights zero every event costs the same, so the windows
+    # score each event exactly once iff the total is (events + END) x that cost
+    m16 = ScoreTransformer(dataclasses.replace(model.cfg, context=16)).eval()
+    with torch.no_grad():
+        for p in m16.parameters():
+            p.zero_()
+    one = piece_bits(m16, [END], 0)
+    long = [5, 120, 9, 250] * 40 + [END]  # 161 events over a 16-event context
+    assert one > 1.0 and piece_bits(m16, long, 0) == pytest.approx(len(long) * one, rel=1e-6)
+
+
+def test_extra_scores_skip_bad_files_and_unknown_genres(tmp_path):
+    root = tmp_path / "scores"
+    for g in ("folk", "polka"):
+        (root / g).mkdir(parents=True)
+    write_midi(root / "folk" / "good.mid", notes=((60, 0.0, 0.5), (64, 0.5, 1.0)))
+    (root / "folk" / "corrupt.mid").write_bytes(b"MThd\x00\x00garbage")
+    empty = mido.MidiFile()
+    empty.tracks.append(mido.MidiTrack([mido.MetaMessage("end_of_track", time=10)]))
+    (root / "chorale").mkdir(parents=True)
+    empty.save(str(root / "chorale" / "empty.mid"))
+    write_midi(root / "polka" / "x.mid")
+    pieces, skipped = extra_pieces(root, GENRES, 100)
+    assert [(p.genre, p.source, p.kind) for p in pieces] == [("folk", "folk/good.mid", "extra")]
+    reasons = {s["path"]: s["reason"] for s in skipped}
+    assert set(reasons) == {"folk/corrupt.mid", "chorale/empty.mid", "polka"}
+    assert "not in the dataset" in reasons["polka"] and "no notes" in reasons["chorale/empty.mid"]
+
+
+def test_generation_writes_and_renders_the_tiers_score(tmp_path, capsys):
+    cfg = _cfg(tiny_config(), max_steps=60)  # 60 steps: it writes notes (an untrained tier writes noise tokens)
+    run = make_run(tmp_path, cfg=cfg)
+    train_stage(_data(tmp_path), run, cfg, SCORE_KEY, progress=False)
+    jobs = [generate(run, tmp_path / "out", genre="folk", seed=s, progress=False)[0] for s in range(4)]
+    metas = [json.loads((j / "meta.json").read_text()) for j in jobs]
+    with_notes = [(j, m) for j, m in zip(jobs, metas) if m["roll_source"] == "score_tier"]
+    assert len(with_notes) >= 2, [m["roll_source"] for m in metas]  # seeded draws; most scores have notes
+    job, meta = with_notes[0]
+    assert meta["score_file"] == "score.mid"
+    notes = [m for m in mido.MidiFile(str(job / "score.mid")).tracks[-1] if m.type == "note_on" and m.velocity]
+    assert notes  # a score a sequencer opens, with notes
+    free = [generate(run, tmp_path / "out", seed=s, progress=False)[0] for s in range(4)]  # no genre
+    assert "score_tier" in [json.loads((j / "meta.json").read_text())["roll_source"] for j in free]
+
+    (only,) = generate(run, tmp_path / "scores", genre="chorale", seed=4, score_only=True, progress=False)
+    assert (only / "score.mid").is_file() and (only / "score.png").is_file() and not (only / "audio.wav").exists()
+    m = json.loads((only / "meta.json").read_text())
+    assert m["score_only"] and m["score_seconds"] <= 3.0 + 1e-9  # the run's generate.max_seconds
+
+    midi = write_midi(tmp_path / "p.mid", notes=((60, 0.0, 0.5), (67, 0.5, 1.0)))
+    (cont,) = generate(run, tmp_path / "out", midi=midi, continue_score=1.0, seed=1, progress=False)
+    meta = json.loads((cont / "meta.json").read_text())
+    assert meta["roll_source"] == "midi+score_tier"
+    roll = events_to_roll(meta_events(cont), 100)
+    assert roll[0, 60, :40].all() and roll[0, 67, 60:90].all()  # the prompt's notes, then its continuation
+    with pytest.raises(ParameterError, match="continue_score"):
+        generate(run, tmp_path / "out", midi=midi, continue_score=10.0, progress=False)  # over max_seconds 3
+
+
+def meta_events(job):
+    """The events of a job's score.mid."""
+    from pipeline.score_events import midi_to_events
+
+    return midi_to_events(job / "score.mid", 100)
+
+
+def test_without_a_score_tier_the_chain_stands_in_with_one_line(tmp_path, capsys):
+    run = make_run(tmp_path)
+    (job,) = generate(run, tmp_path / "out", genre="folk", seconds=0.3, progress=False)
+    err = capsys.readouterr().err
+    assert "has no score tier" in err and "chord chain" in err
+    assert json.loads((job / "meta.json").read_text())["roll_source"] is None  # the run has no chain either
+    with pytest.raises(ParameterError, match="no score tier"):
+        generate(run, tmp_path / "out", midi=write_midi(tmp_path / "p.mid"), continue_score=1.0, progress=False)
+
+
+def test_demo_extra_scores_are_never_demo_tracks():
+    from pipeline.demo_data import extra_candidates, load_candidates
+
+    listed = {w.corpus_path for w in load_candidates()}
+    extra = extra_candidates()
+    assert len(extra) > 100
+    assert not listed & {w.corpus_path for w in extra}  # no valid or test piece can be among them
+    assert {w.genre for w in extra} == {w.genre for w in load_candidates()}
