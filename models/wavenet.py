@@ -15,6 +15,7 @@ from models.context import ConditioningStack, HistoryStack
 from models.heads import make_head
 from models.layers import causal_pad, gated
 from models.predictor import LOG_S_ADAPT_INIT, LOG_S_INIT, LinearPath
+from models.roll import ROLL_FPS
 from models.score import GATE_INIT as SCORE_GATE_INIT, ScoreTaps
 
 
@@ -26,7 +27,7 @@ class Stage(nn.Module):
     x[<t], the tier below up to index t // factor + lookahead, the roll and the genre.
     """
 
-    def __init__(self, cfg: Any, index: int, n_genres: int, factor: int = 1, roll_fps: int = 100,
+    def __init__(self, cfg: Any, index: int, n_genres: int, factor: int = 1, roll_fps: int = ROLL_FPS,
                  classes: int = 256) -> None:
         super().__init__()
         self.arch: StageArchConfig = stage_arch(cfg)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from models.config import ConditioningConfig, HistoryConfig, ScoreConfig, StageArchConfig
+from models.roll import ROLL_FPS
 from pipeline.errors import StrataError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the presets, shipped as package data
@@ -38,7 +39,7 @@ class DataConfig:
     trim_db: float = 40.0  # trim leading/trailing audio quieter than peak - trim_db
     min_seconds: float = 2.0  # a track shorter than this after trimming is skipped
     max_seconds: float = 600.0  # longer tracks are cropped (reported)
-    roll_fps: int = 100  # piano-roll frames per second
+    roll_fps: int = ROLL_FPS  # piano-roll frames per second (models/roll.py)
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / valid / test by track
 
     @property

@@ -32,8 +32,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from models.roll import roll_input
 from pipeline.errors import RunError
-from pipeline.jobs import write_jobs
+from pipeline.jobs import CascadeResult, write_jobs
 from pipeline.plan import GenerateParams, Plan, make_plan, validate_params
 from pipeline.run import LoadedRun, load_run
 from pipeline.runtime import Progress, generate_workers, limited_threads, step_threads
@@ -93,13 +94,6 @@ def stage_no_genre(stage) -> int:
 # ----------------------------------------------------------------------------- the cascade
 
 
-@dataclass
-class CascadeResult:
-    tiers: dict[int, Any]  # {rate: (B, n_k) tensor} codes or floats, padded to the longest stream
-    lengths: list[int]  # stage-0 samples of each stream
-    timings: list[dict]  # per stage: wall, samples, rtf, samples/s
-
-
 def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = True) -> CascadeResult:
     """Stage 0 -> stage 1 -> ... with one seeded generator and all variations as one batch; the
     stages run side by side (``_run_pipelined``) when ``can_pipeline`` says so, with the same result."""
@@ -145,7 +139,7 @@ def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) 
     roll = None
     if plan.roll is not None and scfg.use_roll:
         frames = n * cfg.data.roll_fps // rate
-        r = torch.from_numpy(plan.roll[:, :, :frames].reshape(256, frames).astype(np.float32) / 127.0)
+        r = torch.from_numpy(roll_input(plan.roll[:, :, :frames]))  # (256, F)
         roll = r.unsqueeze(0).expand(B, -1, -1).contiguous()  # (B, 256, F)
     twin = p.guidance > 0 and ((plan.genre_id != run.no_genre and scfg.use_genre) or roll is not None)
     prompt = None
@@ -215,7 +209,7 @@ def _run_pipelined(run: LoadedRun, plan: Plan, p: GenerateParams, gen, progress:
     """The stages on threads, each reading the tier below as it is written (the kernel releases the
     GIL).  The streams' seeds are drawn first, in stage order, as the sequential cascade draws them:
     the same audio."""
-    from models.sampling import stream_seeds
+    from models.draw import stream_seeds
 
     B, K = p.count, len(run.stages)
     ns = [plan.n0 * r // run.rates[0] for r in run.rates]

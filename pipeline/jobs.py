@@ -7,19 +7,26 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from pipeline.lock import pid_exists
+from pipeline.plan import GenerateParams, Plan
 from pipeline.run import LoadedRun
 from pipeline.runtime import generate_workers, package_version, step_threads
 
-if TYPE_CHECKING:
-    from pipeline.generate import CascadeResult
-    from pipeline.plan import GenerateParams, Plan
+
+@dataclass
+class CascadeResult:
+    """What the cascade gave (``pipeline.generate.run_cascade``), for the job folders."""
+
+    tiers: dict[int, Any]  # {rate: (B, n_k) tensor} codes or floats, padded to the longest stream
+    lengths: list[int]  # stage-0 samples of each stream
+    timings: list[dict]  # per stage: wall, samples, rtf, samples/s
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.roll import empty_roll
 from pipeline.errors import ParameterError
 from pipeline.run import LoadedRun
 
@@ -275,7 +276,7 @@ def whole_frames(seconds: float, rate: int, unit: int) -> int:
 
 def _fit_roll(roll: np.ndarray, offset: int, frames: int) -> np.ndarray:
     """Place ``roll`` (2, 128, F) at frame ``offset`` of an empty roll of ``frames`` frames."""
-    out = np.zeros((2, 128, frames), np.uint8)
+    out = empty_roll(frames)
     take = max(0, min(roll.shape[2], frames - offset))
     out[:, :, offset: offset + take] = roll[:, :, :take]
     return out

@@ -1,7 +1,7 @@
 """The training loop of one stage: ``StageTrainer`` (setup, step, validate, finish) and its speed meter.
 
 ``pipeline.train.train_stage`` is the entry point; the pieces it is built from (schedule, state,
-checkpoints, export, validation, metric log) live in ``pipeline/train.py``, the crops in
+checkpoints, export, validation, metric log) live in ``pipeline/train_parts.py``, the crops in
 ``pipeline/batches.py`` and the run-folder layout in ``pipeline/run.py``.
 """
 
@@ -30,16 +30,16 @@ from pipeline.run import (
     stage_dir,
 )
 from pipeline.runtime import Progress, torch_threads
-from pipeline.train import (
+from pipeline.train_parts import (
     SCHEDULE_PROBE_STEPS,
     SCHEDULE_SAFETY,
     MetricLog,
     TrainState,
     WarmupCosine,
-    _accelerator,
     check_stage,
     export_stage,
     logger,
+    make_accelerator,
     save_checkpoint,
     seed_of,
     validation_batches,
@@ -116,7 +116,7 @@ class StageTrainer:
     # ------------------------------------------------------------------------- setup
 
     def setup(self) -> StageTrainer:
-        self.accelerator = acc = _accelerator(self.cfg)
+        self.accelerator = acc = make_accelerator(self.cfg)
         self.main = acc.is_main_process
         if self.cfg.train.mixed_precision != "no" and acc.mixed_precision == "no":
             self.note(f"mixed_precision={self.cfg.train.mixed_precision} needs a GPU here: "
