@@ -89,6 +89,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
+    """A run's ``generate:`` section: the length rule and the defaults of the generation parameters of
+    the same names (their types and ranges: ``pipeline.plan.GenerateParams``, which also checks these
+    values when it takes them)."""
+
     seconds: float = 8.0
     max_seconds: float = 60.0  # cap when the model decides the length (end class)
     end_threshold: float = 0.5  # a piece ends where the model gives the end class at least this probability
@@ -109,7 +113,6 @@ class GenerateConfig:
     top_p: float = 0.99  # nucleus: drops the far tails (and the uniform share) that can derail sample-level generation
     guidance: float = 0.0
     chunk: int = 4096  # stage samples of conditioning computed per batched pass
-    max_concurrent_jobs: int = 2
 
 
 @dataclass(frozen=True)
@@ -242,8 +245,17 @@ def config_from_dict(raw: dict[str, Any]) -> StrataConfig:
         data=data,
         stages=tuple(stages),
         train=_build(TrainConfig, raw.get("train"), "train"),
-        generate=_build(GenerateConfig, raw.get("generate"), "generate"),
+        generate=_build(GenerateConfig, _without_retired(raw.get("generate"), "generate"), "generate"),
     )
+
+
+RETIRED = {"generate": ("max_concurrent_jobs",)}  # keys read nowhere: accepted in old run folders, dropped
+
+
+def _without_retired(raw: Any, section: str) -> Any:
+    if not isinstance(raw, dict):
+        return raw
+    return {k: v for k, v in raw.items() if k not in RETIRED[section]}
 
 
 def preset_names() -> list[str]:
@@ -344,13 +356,6 @@ def validate(cfg: StrataConfig) -> None:
     t = cfg.train
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")
-    g = cfg.generate
-    if g.tier_prior < 0:
-        raise ConfigError("generate.tier_prior must be >= 0 (0 = off)")
-    if not 0 < g.end_threshold <= 1:
-        raise ConfigError("generate.end_threshold must be in (0, 1]")
-    if g.temperature <= 0 or not 0 < g.top_p <= 1 or any(v <= 0 for v in g.stage_temperature):
-        raise ConfigError("generate: temperature and stage_temperature must be > 0 and top_p in (0, 1]")
 
 
 def stage_factor(cfg: StrataConfig, k: int) -> int:

@@ -150,7 +150,7 @@ def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) 
                 guidance=p.guidance, prompt=prompt, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                 round_to=unit0, temperature=stage_temperature(run, p, k), top_p=p.top_p,
-                end_threshold=p.end_threshold, tier_prior=p.tier_prior, chunk=p.chunk or cfg.generate.chunk)
+                end_threshold=p.end_threshold, tier_prior=p.tier_prior, chunk=p.chunk)
 
 
 # ----------------------------------------------------------------------------- the pipelined cascade
