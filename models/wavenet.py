@@ -17,6 +17,7 @@ from models.layers import causal_pad, gated
 from models.predictor import LOG_S_ADAPT_INIT, LOG_S_INIT, LinearPath
 from models.roll import ROLL_FPS
 from models.score import GATE_INIT as SCORE_GATE_INIT, ScoreTaps
+from models.streaming import StageStream
 
 
 class Stage(nn.Module):
@@ -325,7 +326,6 @@ class Stage(nn.Module):
     def streaming(self, batch: int = 1, cond: Conditioning | None = None, chunk: int = 4096, **fields: Any):
         """Context manager for sample-by-sample generation (see models/streaming.py); ``cond`` covers
         the whole piece (keyword ``fields`` set fields of it, as in ``forward``)."""
-        from models.streaming import StageStream
 
         return StageStream(self, batch=batch, cond=Conditioning.of(cond, **fields), chunk=chunk)
 

@@ -32,9 +32,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from models.conditioning import Conditioning
+from models.draw import stream_seeds
 from models.roll import roll_input
+from models.sampling import fused_engine_ok, sample_stage
 from pipeline.errors import RunError
 from pipeline.jobs import CascadeResult, write_jobs
+from pipeline.lock import generate_slots, slot
 from pipeline.plan import GenerateParams, Plan, make_plan, validate_params
 from pipeline.run import LoadedRun, load_run
 from pipeline.runtime import Progress, generate_workers, limited_threads, step_threads
@@ -70,8 +74,6 @@ def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: 
     for t < P; free_length: stop a stream where the model gives END a probability of at least
     ``end_threshold`` (stage 0).
     """
-    from models.conditioning import Conditioning
-    from models.sampling import sample_stage
 
     t0 = time.perf_counter()
     res = sample_stage(stage, n, batch, Conditioning(genre=genre, below=below, roll=roll),
@@ -162,7 +164,6 @@ def can_pipeline(run: LoadedRun, plan: Plan, p: GenerateParams) -> bool:
     time of one piece for 8 variations on 2 cores), the fused engine for every stage with mu-law
     codes out (categorical heads), a fixed length (stage 0 cannot end the piece), no guidance twins
     (their tier-below rows are a copy) and no re-synthesis."""
-    from models.sampling import fused_engine_ok
 
     workers = generate_workers()
     if p.engine != "fused" or workers < 2 or p.count >= workers or len(run.stages) < 2 or plan.free_length:
@@ -209,7 +210,6 @@ def _run_pipelined(run: LoadedRun, plan: Plan, p: GenerateParams, gen, progress:
     """The stages on threads, each reading the tier below as it is written (the kernel releases the
     GIL).  The streams' seeds are drawn first, in stage order, as the sequential cascade draws them:
     the same audio."""
-    from models.draw import stream_seeds
 
     B, K = p.count, len(run.stages)
     ns = [plan.n0 * r // run.rates[0] for r in run.rates]
@@ -284,7 +284,6 @@ def generate(run_dir, out_dir, progress: bool = True, **params: Any) -> list[Pat
 
 def generate_jobs(p: GenerateParams, progress: bool = True) -> list[Path]:
     """``generate`` for parameters already validated: loads the run (each stage once) and writes the jobs."""
-    from pipeline.lock import generate_slots, slot
 
     run = load_run(p.run_dir)
     p = p.with_run_defaults(run.cfg.generate)

@@ -43,7 +43,7 @@ import torch
 
 from pipeline.config import StrataConfig
 from pipeline.errors import StrataError
-from pipeline.lock import folder_lock
+from pipeline.lock import die_with_parent, folder_lock
 from pipeline.run import resolve_config
 from pipeline.train_parts import recover_run_folder
 from pipeline.trainer import StageTrainer
@@ -80,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     if os.environ.get("STRATA_HELD_LOCKS") or "LOCAL_RANK" in os.environ:
-        from pipeline.lock import die_with_parent
 
         die_with_parent()  # a stage process of a `strata train`: never an orphan writer after a kill -9
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -19,10 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models import lstsq_init, save_stage
+from pipeline.baselines import split_tiers
 from pipeline.batches import alignment_unit, model_inputs, model_x
 from pipeline.config import ConfigError, StrataConfig, uses_tier_below
+from pipeline.dataset import StageCrops
 from pipeline.errors import DatasetError
-from pipeline.io import atomic_write_text
+from pipeline.io import atomic_write_text, swap_dirs
 from pipeline.run import (
     checkpoint_dir,
     list_checkpoints,
@@ -202,8 +205,6 @@ def export_stage(model, ema, run_dir: Path, k: int, extra: dict) -> Path:
     """Save the EMA weights with ``models.save_stage`` into ``stages/<k>/`` (folder swapped in whole:
     an atomic exchange of the two folders where the kernel offers it, so ``stages/<k>`` is never
     missing nor half-written; otherwise two renames that ``recover_run_folder`` completes after a kill)."""
-    from models import save_stage
-    from pipeline.io import swap_dirs
 
     final = stage_dir(run_dir, k)
     tmp = final.parent / f".tmp-{k}-{os.getpid()}"
@@ -241,7 +242,6 @@ def validation_bits(accelerator, model, ema, batches: list[dict], cfg, k: int, n
 def validation_batches(data_dir, cfg, k: int, context: int, note, margin: int = 0,
                        manifest: dict | None = None) -> list[dict]:
     """Fixed seeded validation crops (valid split; the train split if valid has none that fit)."""
-    from pipeline.dataset import StageCrops
 
     s = cfg.stages[k]
     n = cfg.train.eval_batches * s.batch_size
@@ -281,8 +281,6 @@ def warm_start_linear(model, data_dir: Path, manifest: dict, cfg: StrataConfig, 
     """LPCNet-style start: fit the stage's linear-prediction path by least squares on the training
     split and zero the network's output logits, so training begins at the linear predictor's
     distribution and the network learns what linear prediction misses."""
-    from models import lstsq_init
-    from pipeline.baselines import split_tiers
 
     rates = cfg.data.rates
     xs = split_tiers(data_dir, manifest, "train", rates[k])

@@ -19,6 +19,8 @@ import torch
 from models import build_stage
 from pipeline.batches import EndCrops, crop_geometry, insert_end_crops, loss_weights, model_inputs, model_x
 from pipeline.config import StrataConfig
+from pipeline.dataset import StageCrops, load_manifest
+from pipeline.ema import EMA
 from pipeline.io import atomic_write_json
 from pipeline.run import (
     check_checkpoints,
@@ -134,7 +136,6 @@ class StageTrainer:
         return self
 
     def _prepare_run_folder(self) -> None:
-        from pipeline.dataset import load_manifest
 
         run_dir, k, acc = self.run_dir, self.k, self.accelerator
         self.manifest = load_manifest(self.data_dir)
@@ -152,7 +153,6 @@ class StageTrainer:
     def _build_model(self) -> None:
         from accelerate.utils import set_seed
 
-        from pipeline.ema import EMA
 
         cfg, k, t = self.cfg, self.k, self.t
         self.n_genres = len(self.manifest["genres"])
@@ -184,7 +184,6 @@ class StageTrainer:
         self.acc_loss, self.acc_n, self.grad_norm = 0.0, 0, float("nan")
 
     def _build_data(self) -> None:
-        from pipeline.dataset import StageCrops
 
         cfg, k, t, geo, acc = self.cfg, self.k, self.t, self.geo, self.accelerator
         micro = self.s.batch_size
