@@ -80,6 +80,7 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     from flows.report import report_flow
     from flows.train import train_flow
     from pipeline.demo_data import build_demo_corpus, build_extra_scores
+    from pipeline.plan import validate_params
     from pipeline.report import folder_size
     from pipeline.run import config_path
 
@@ -97,14 +98,14 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     genres = json.loads((data / "manifest.json").read_text())["genres"]
     outputs: dict[str, list[str]] = {}
     for genre in genres:
-        outputs[genre] = timer.run(f"generate {genre}", generate_flow, str(run), str(jobs),
-                                   seconds=seconds, genre=genre, seed=seed, report=False)
-    outputs["unconditional"] = timer.run("generate unconditional", generate_flow, str(run), str(jobs),
-                                         seconds=seconds, seed=seed, report=False)
+        p = validate_params(run_dir=run, out_dir=jobs, seconds=seconds, genre=genre, seed=seed)
+        outputs[genre] = timer.run(f"generate {genre}", generate_flow, p, report=False)
+    p = validate_params(run_dir=run, out_dir=jobs, seconds=seconds, seed=seed)  # no genre: an unconditional score
+    outputs["unconditional"] = timer.run("generate unconditional", generate_flow, p, report=False)
     midi = _test_midi(data)
     if midi:
-        outputs["midi"] = timer.run("generate from MIDI", generate_flow, str(run), str(jobs),
-                                    midi=midi, seed=seed, seconds=seconds, report=False)
+        p = validate_params(run_dir=run, out_dir=jobs, midi=midi, seed=seed, seconds=seconds)
+        outputs["midi"] = timer.run("generate from MIDI", generate_flow, p, report=False)
     report = timer.run("report", report_flow, str(run), str(out / "report"), jobs=[str(jobs)], data=str(data))
     summary = {"out": str(out), "timings_s": timer.steps, "total_s": timer.total,
                "evaluation": evaluation, "jobs": outputs, "midi_prompt": midi, "report": report,

@@ -10,41 +10,25 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.report import default_report_dir, refresh_report
-from pipeline.errors import ParameterError
 from pipeline.generate import generate_jobs
-from pipeline.plan import GenerateParams, validate_params
+from pipeline.plan import GenerateParams
 from pipeline.report import diagnostics_rows
 
 
 @flow(name="generate")
-def generate_flow(run: str | None = None, out: str | None = None, seconds: float | None = None,
-                  genre: str | None = None, midi: str | None = None, prompt: str | None = None,
-                  temperature: float | None = None, top_p: float | None = None, guidance: float | None = None,
-                  seed: int | None = 0, count: int = 1, resynth: str | None = None,
-                  stage_temperature: list[float] | None = None, score_model: str | None = None,
-                  params: GenerateParams | None = None, report: bool = True) -> list[str]:
-    """Generate ``count`` variations from a run folder; one job folder each (returned as paths).
+def generate_flow(params: GenerateParams, report: bool = True, fresh_seed: bool = False) -> list[str]:
+    """Generate ``params.count`` variations from ``params.run_dir``; one job folder each (returned as paths).
 
-    The parameters are validated once, by whoever takes them first.  Called directly (a script, a
-    deployment), the flow validates ``run``, ``out`` and the loose parameters itself
-    (``pipeline.plan.validate_params``).  ``strata generate`` validates them before any Prefect
-    server starts (bad input = one line) and passes the result as ``params``, a ``GenerateParams``
-    that is not checked again; the loose parameters must then be left out.
-
-    ``seed=None`` draws a fresh seed (scheduled runs); it is recorded in each job's meta.json.
-    ``resynth``: audio whose coarse tier replaces stage 0 (only the finer stages generate).
-    ``stage_temperature``: per-stage factors on ``temperature``.  Sampling parameters left None
-    take the run's ``generate:`` config section.
+    ``params``: every generation parameter (``pipeline.plan.GenerateParams``: what ``strata
+    generate`` sets and more, e.g. ``engine``, ``end_threshold``, ``tier_prior``, ``chunk``); Prefect
+    validates it (a deployment gives a mapping), and ``strata generate`` or a script passes one made
+    by ``validate_params`` (one-line errors, before any Prefect server starts).  Sampling
+    parameters left None take the run's ``generate:`` config section.
+    ``fresh_seed``: replace ``params.seed`` by a fresh one (scheduled runs); recorded in meta.json.
     ``report``: rewrite ``<out>/report`` (the listening page of every job in ``out``) and link it.
     """
-    loose = dict(run_dir=run, out_dir=out, seconds=seconds, genre=genre, midi=midi, prompt=prompt,
-                 resynth=resynth, temperature=temperature, top_p=top_p, guidance=guidance,
-                 stage_temperature=None if stage_temperature is None else tuple(stage_temperature),
-                 score_model=score_model)
-    if params is None:
-        params = validate_params(seed=secrets.randbelow(2**31) if seed is None else seed, count=count, **loose)
-    elif any(v is not None for v in loose.values()) or (seed, count) != (0, 1):
-        raise ParameterError("generate: give either params (already validated) or the loose parameters, not both")
+    if fresh_seed:
+        params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
     jobs = generate_jobs(params)
     for job in jobs:
         publish_job(job)

@@ -34,21 +34,21 @@ def build_deployments(run: str, out: str, cron: str | None = None, interval: flo
     if not Path(run).is_dir():
         raise ParameterError(f"{run}: run folder not found")
     schedule: dict[str, Any] = {"cron": cron} if cron else {"interval": interval or DEFAULT_INTERVAL}
-    params: dict[str, Any] = {"run": str(Path(run).resolve()), "out": str(Path(out).resolve()),
-                              "seed": None}  # a fresh seed per scheduled job
+    params: dict[str, Any] = {"run_dir": str(Path(run).resolve()), "out_dir": str(Path(out).resolve())}
     if genre is not None:
         params["genre"] = genre
     if seconds is not None:
         params["seconds"] = seconds
-    deployments = [generate_flow.to_deployment(
-        name=GENERATE_DEPLOYMENT, parameters=params, description="scheduled generation jobs",
+    deployments = [generate_flow.to_deployment(  # a fresh seed per scheduled job
+        name=GENERATE_DEPLOYMENT, parameters={"params": params, "fresh_seed": True},
+        description="scheduled generation jobs",
         concurrency_limit=ConcurrencyLimitConfig(limit=limit, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
         tags=["strata", "generate"], **schedule)]
     for module, attr, name in (("flows.train", "train_flow", "strata-train"),
                                ("flows.evaluate", "evaluate_flow", "strata-evaluate")):
         fl = _optional_flow(module, attr)
         if fl is not None:
-            deployments.append(fl.to_deployment(name=name, parameters={"run": params["run"]},
+            deployments.append(fl.to_deployment(name=name, parameters={"run": params["run_dir"]},
                                                 description="on demand", tags=["strata"]))
     return deployments
 

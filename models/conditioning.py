@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-ROLL_CHANNELS = 256
+from models.roll import ROLL_CHANNELS
 
 
 def _rows(v: Any, idx: torch.Tensor) -> Any:

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.conditioning import Conditioning
+from models.draw import Draw, prior_band, prior_values
 from models.predictor import ADAPT_FLOOR, UNIFORM_MIX
 
 FUSED_HEADS = ("categorical", "logistic_mixture")  # the heads whose input and sampling the kernel knows
@@ -63,23 +63,6 @@ def one_blas_thread():
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
-
-
-@dataclass
-class Draw:
-    """How the sampled steps are chosen (``models.sampling.sample_stage``'s arguments)."""
-
-    batch: int  # streams (rows = 2 * batch with guidance twins)
-    twin: bool = False
-    guidance: float = 0.0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    prior_scale: float = 0.0  # tier prior: 1 / (2 sigma^2) (0: off); centre models.sampling.prior_band
-    end_code: int | None = None
-    free_length: bool = False
-    min_length: int = 1
-    end_threshold: float = 0.5
-    seeds: np.ndarray | None = None  # (B,) uint64: each stream's uniforms (models.sampling.stream_uniforms)
 
 
 def _f32(t: torch.Tensor) -> np.ndarray:
@@ -248,8 +231,6 @@ class FusedStream:
         """The tier prior's centre for steps [t0, t1) of the B streams (float32 (B, t1 - t0))."""
         if draw.prior_scale <= 0:
             return np.zeros((1, 1), np.float32)
-        from models.sampling import prior_band
-
         return _f32(prior_band(self.below[: draw.batch], self.stage.factor, self.stage.classes, t0, t1))
 
     def _history(self) -> None:
@@ -282,7 +263,7 @@ class FusedStream:
     def _run(self, n: int, draw: Draw, forced: torch.Tensor | None, record: bool,
              progress: Callable[[int], None] | None = None, publish=None) -> dict:
         """Blocks of steps through the kernel; PyTorch between them (chunks, history frames)."""
-        from models.fused_kernel import ALL_ENDED, NEED_HISTORY, run_steps
+        from models.fused_kernel import ALL_ENDED, NEED_HISTORY, run_steps  # local: start-up (numba, optional)
 
         # samples travel as float64: mu-law codes, or PCM values for a mixture head
         b, channels, silence = draw.batch, self.stage.head.channels, float(self.stage.start_code)
@@ -360,8 +341,6 @@ class FusedStream:
 
     def _draw_rule(self, draw: Draw) -> tuple:
         """Kernel arguments after the tier prior's centre: its grid, then END and sampling settings."""
-        from models.sampling import prior_values
-
         values = prior_values(self.stage.classes).double().numpy() if draw.prior_scale > 0 else np.zeros(1)
         return (float(draw.prior_scale), values,
                 -1 if draw.end_code is None else int(draw.end_code), draw.free_length, int(draw.min_length),

@@ -5,7 +5,7 @@ input embedding, the dilated gated layers (rings of past layer inputs), skips, o
 the linear-prediction path (own-past ring, tier-below part, score taps, adaptive scale), the
 hybrid bins (``LinearPath.combine``), and in sampling mode guidance, the tier prior, the END
 rule, temperature, top-p and an inverse-CDF draw from the stream's uniform of the step
-(models/sampling.py ``stream_uniforms`` and models/heads.py ``inverse_cdf`` are the reference).
+(models/draw.py ``stream_uniforms`` and models/heads.py ``inverse_cdf`` are the reference).
 It returns early when the history stack needs a new frame (computed in PyTorch by the caller)
 or when every stream has ended.
 
@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 from numba import njit
+
+from models.draw import GOLDEN, MIX1, MIX2, SALT  # the reference generator's constants
 
 # reassociation/contraction only (vectorised sums); no "nnan"/"ninf": END is masked with -inf
 FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
@@ -215,13 +217,11 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
     return mu + out_b[channels], log_s
 
 
-from models.sampling import GOLDEN, MIX1, MIX2, SALT  # noqa: E402  (the reference generator's constants)
-
 
 @njit(cache=True)
 def _uniform(seed, t):
     """Stream uniform of step t: SplitMix64 of seed + (t + 1) * golden, top 53 bits -> [0, 1);
-    models/sampling.py ``stream_uniforms`` is the reference."""
+    models/draw.py ``stream_uniforms`` is the reference."""
     z = seed + np.uint64(t + 1) * GOLDEN
     z = (z ^ (z >> np.uint64(30))) * MIX1
     z = (z ^ (z >> np.uint64(27))) * MIX2

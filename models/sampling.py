@@ -29,16 +29,21 @@ streams as one batch, step by step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from models.conditioning import Conditioning
+from models.conditioning import Conditioning
+from models.draw import Draw, prior_band, prior_scale, prior_values, step_uniforms, stream_seeds
+from models.fused import FusedStream, unavailable
+
+ENGINES = ("fused", "reference")
 
 
 def guide(out: torch.Tensor, batch: int, guidance: float) -> torch.Tensor:
@@ -99,8 +104,6 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
         raise ValueError("sample_stage: wait_below / publish (a pipelined cascade) need the fused engine, 1 worker")
     scale = 0.0 if float_head else prior_scale(stage, cond.below, tier_prior)  # 0: no tier prior
     if fused:
-        from models.fused import Draw
-
         draw = Draw(batch=batch, twin=twin, guidance=guidance, temperature=temperature, top_p=top_p,
                     prior_scale=scale, end_code=end_code,
                     free_length=free_length, min_length=min_length, end_threshold=end_threshold, seeds=seeds)
@@ -145,45 +148,10 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
     return Sampled(x, [int(v) for v in state.lengths], twin)
 
 
-ENGINES = ("fused", "reference")
-GOLDEN, MIX1, MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-SALT = np.uint64(0xD1B54A32D192ED03)  # a step's second uniform comes from seed ^ SALT
-
-
-def stream_seeds(generator: torch.Generator | None, batch: int) -> np.ndarray:
-    """(B,) uint64: one seed per stream, drawn from ``generator`` (its only use for categorical heads)."""
-    s = torch.randint(0, 2**62, (batch,), generator=generator, dtype=torch.int64)
-    return s.numpy().astype(np.uint64)
-
-
-def stream_uniforms(seeds: np.ndarray, t: int) -> np.ndarray:
-    """(B,) float64 in [0, 1): stream b's uniform of step t, SplitMix64 of seeds[b] + (t + 1) * golden
-    (a counter-based generator: a stream's draws depend on its seed and the step only, so batching,
-    row groups and the engine do not change them; models/fused_kernel.py ``_uniform`` is the twin)."""
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps, as intended
-        z = seeds + np.uint64(t + 1) * GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * MIX1
-        z = (z ^ (z >> np.uint64(27))) * MIX2
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
-
-
-def step_uniforms(seeds: np.ndarray, t: int, n: int) -> np.ndarray:
-    """The ``n`` uniforms (1 or 2) of step t for each stream: (B,), or (B, 2) with the second from
-    seed ^ SALT (a mixture head's component and logistic)."""
-    u = stream_uniforms(seeds, t)
-    return u if n == 1 else np.stack([u, stream_uniforms(seeds ^ SALT, t)], axis=1)
-
-
 def _sample_fused(stage, n: int, cond: Conditioning, draw, prompt, chunk_kw: dict, progress,
                   workers: int, wait_below=None, publish=None) -> tuple[torch.Tensor, list[int], int]:
     """The fused engine over the B streams, in up to ``workers`` groups of streams on threads (the
     kernel releases the GIL; each group has its own stream state; twins stay with their stream)."""
-    import dataclasses
-    from concurrent.futures import ThreadPoolExecutor
-
-    from models.fused import FusedStream
-
     b = draw.batch
     groups = [g for g in np.array_split(np.arange(b), max(1, min(int(workers), b))) if len(g)]
 
@@ -208,43 +176,11 @@ _WARNED: set[str] = set()
 
 def fused_engine_ok(stage) -> bool:
     """The fused engine can run ``stage``; otherwise one warning line (once per reason) on stderr."""
-    from models.fused import unavailable
-
     reason = unavailable(stage)
     if reason is not None and reason not in _WARNED:
         _WARNED.add(reason)
         print(f"warning: fused engine unavailable, using the reference engine: {reason}", file=sys.stderr)
     return reason is None
-
-
-def prior_scale(stage, below: torch.Tensor | None, sigma: float) -> float:
-    """The tier prior's 1 / (2 sigma^2), or 0 where there is none: sigma 0, or no tier below to hold
-    to (stage 0, or none given).  Its centre is ``prior_band`` (the fused engine: per block)."""
-    if sigma <= 0 or getattr(stage, "factor", 1) <= 1 or not getattr(stage, "use_below", False):
-        return 0.0
-    if below is None or below.shape[-1] == 0:
-        return 0.0
-    return 0.5 / sigma**2
-
-
-def prior_values(classes: int) -> torch.Tensor:
-    """(classes,) float32: the decoded value of each mu-law class (the tier prior's grid)."""
-    from models.mulaw import decode_values
-
-    return torch.tensor(decode_values(classes), dtype=torch.float32)
-
-
-def prior_band(below: torch.Tensor, factor: int, classes: int, t0: int, t1: int) -> torch.Tensor:
-    """The tier prior's centre for stage samples [t0, t1): the decoded tier below (B, m) linearly
-    interpolated to the stage's rate (stage sample t sits at below index t / factor): (B, t1 - t0).
-    Reads below indices up to (t1 - 1) // factor + 1."""
-    m = below.shape[1]
-    pos = torch.arange(t0, t1, dtype=torch.float32) / factor
-    i0 = pos.floor().long().clamp(max=m - 1)
-    i1 = (i0 + 1).clamp(max=m - 1)
-    w = (pos - i0).clamp(0, 1)
-    table = prior_values(classes)
-    return table[below[:, i0].long()] * (1 - w) + table[below[:, i1].long()] * w
 
 
 class _TierPrior:

@@ -15,7 +15,9 @@ from models.context import ConditioningStack, HistoryStack
 from models.heads import make_head
 from models.layers import causal_pad, gated
 from models.predictor import LOG_S_ADAPT_INIT, LOG_S_INIT, LinearPath
+from models.roll import ROLL_FPS
 from models.score import GATE_INIT as SCORE_GATE_INIT, ScoreTaps
+from models.streaming import StageStream
 
 
 class Stage(nn.Module):
@@ -26,7 +28,7 @@ class Stage(nn.Module):
     x[<t], the tier below up to index t // factor + lookahead, the roll and the genre.
     """
 
-    def __init__(self, cfg: Any, index: int, n_genres: int, factor: int = 1, roll_fps: int = 100,
+    def __init__(self, cfg: Any, index: int, n_genres: int, factor: int = 1, roll_fps: int = ROLL_FPS,
                  classes: int = 256) -> None:
         super().__init__()
         self.arch: StageArchConfig = stage_arch(cfg)
@@ -324,7 +326,6 @@ class Stage(nn.Module):
     def streaming(self, batch: int = 1, cond: Conditioning | None = None, chunk: int = 4096, **fields: Any):
         """Context manager for sample-by-sample generation (see models/streaming.py); ``cond`` covers
         the whole piece (keyword ``fields`` set fields of it, as in ``forward``)."""
-        from models.streaming import StageStream
 
         return StageStream(self, batch=batch, cond=Conditioning.of(cond, **fields), chunk=chunk)
 

@@ -9,17 +9,14 @@ roll exactly; evaluation's chunks also keep the history stack's pooling grid (``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from models import Conditioning
-from pipeline.config import uses_tier_below
-
-if TYPE_CHECKING:
-    from pipeline.config import StrataConfig
+from pipeline.config import StrataConfig, stage_factor, uses_tier_below
+from pipeline.dataset import align_unit, track_ends
 
 END_PROB = 0.125  # share of examples that are a track's last crop (stages with end_class)
 
@@ -27,15 +24,9 @@ END_PROB = 0.125  # share of examples that are a track's last crop (stages with 
 # ----------------------------------------------------------------------------- alignment
 
 
-def align_unit(factor: int, rate: int, roll_fps: int, history_pool: int = 1) -> int:
-    """lcm(f, rate / roll_fps[, history pool]): the grid of crop and chunk boundaries."""
-    return math.lcm(int(factor), int(rate) // int(roll_fps), int(history_pool))
-
-
 def alignment_unit(cfg: StrataConfig, k: int, history_pool: int = 1) -> int:
-    """``align_unit`` of stage k of ``cfg`` (training crops: no pool; evaluation chunks: the pool)."""
-    from pipeline.config import stage_factor
-
+    """``align_unit`` (pipeline/dataset.py) of stage k of ``cfg`` (training crops: no pool; evaluation
+    chunks: the pool)."""
     return align_unit(stage_factor(cfg, k), cfg.stages[k].rate, cfg.data.roll_fps, history_pool)
 
 
@@ -81,8 +72,6 @@ class EndCrops:
 
     def __init__(self, data_dir, cfg: StrataConfig, k: int, window: int, margin: int = 0,
                  manifest: dict | None = None):
-        from pipeline.dataset import track_ends
-
         self.items = track_ends(data_dir, cfg, k, "train", window, margin, manifest)
 
     def __len__(self) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from models.config import ConditioningConfig, HistoryConfig, ScoreConfig, StageArchConfig
+from models.roll import ROLL_FPS
 from pipeline.errors import StrataError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the presets, shipped as package data
@@ -38,7 +39,7 @@ class DataConfig:
     trim_db: float = 40.0  # trim leading/trailing audio quieter than peak - trim_db
     min_seconds: float = 2.0  # a track shorter than this after trimming is skipped
     max_seconds: float = 600.0  # longer tracks are cropped (reported)
-    roll_fps: int = 100  # piano-roll frames per second
+    roll_fps: int = ROLL_FPS  # piano-roll frames per second (models/roll.py)
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train / valid / test by track
 
     @property
@@ -88,6 +89,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
+    """A run's ``generate:`` section: the length rule and the defaults of the generation parameters of
+    the same names (their types and ranges: ``pipeline.plan.GenerateParams``, which also checks these
+    values when it takes them)."""
+
     seconds: float = 8.0
     max_seconds: float = 60.0  # cap when the model decides the length (end class)
     end_threshold: float = 0.5  # a piece ends where the model gives the end class at least this probability
@@ -111,10 +116,6 @@ class GenerateConfig:
     top_p: float = 0.99  # nucleus: drops the far tails (and the uniform share) that can derail sample-level generation
     guidance: float = 0.0
     chunk: int = 4096  # stage samples of conditioning computed per batched pass
-    max_concurrent_jobs: int = 2
-
-
-SCORE_MODELS = ("tier", "chain", "none")
 
 
 @dataclass(frozen=True)
@@ -268,9 +269,19 @@ def config_from_dict(raw: dict[str, Any]) -> StrataConfig:
         data=data,
         stages=tuple(stages),
         train=_build(TrainConfig, raw.get("train"), "train"),
-        generate=_build(GenerateConfig, _migrate_generate(raw.get("generate")), "generate"),
+        generate=_build(GenerateConfig, _migrate_generate(_without_retired(raw.get("generate"), "generate")),
+                        "generate"),
         score_tier=_build(ScoreTierSection, raw.get("score_tier"), "score_tier"),
     )
+
+
+RETIRED = {"generate": ("max_concurrent_jobs",)}  # keys read nowhere: accepted in old run folders, dropped
+
+
+def _without_retired(raw: Any, section: str) -> Any:
+    if not isinstance(raw, dict):
+        return raw
+    return {k: v for k, v in raw.items() if k not in RETIRED[section]}
 
 
 def _migrate_generate(raw: Any) -> Any:
@@ -378,17 +389,6 @@ def validate(cfg: StrataConfig) -> None:
     t = cfg.train
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")
-    g = cfg.generate
-    if g.tier_prior < 0:
-        raise ConfigError("generate.tier_prior must be >= 0 (0 = off)")
-    if not 0 < g.end_threshold <= 1:
-        raise ConfigError("generate.end_threshold must be in (0, 1]")
-    if g.temperature <= 0 or not 0 < g.top_p <= 1 or any(v <= 0 for v in g.stage_temperature):
-        raise ConfigError("generate: temperature and stage_temperature must be > 0 and top_p in (0, 1]")
-    if g.score_model not in SCORE_MODELS:
-        raise ConfigError(f"generate.score_model: {g.score_model!r} not one of {', '.join(SCORE_MODELS)}")
-    if g.score_temperature <= 0 or not 0 < g.score_top_p <= 1:
-        raise ConfigError("generate: score_temperature must be > 0 and score_top_p in (0, 1]")
     st = cfg.score_tier
     if min(st.n_layers, st.n_heads, st.width, st.context, st.batch_size, st.max_steps) < 1:
         raise ConfigError("score_tier: n_layers, n_heads, width, context, batch_size and max_steps must be >= 1")

@@ -2,9 +2,8 @@
 
 Alignment (ARCHITECTURE.md): sample j of tier k-1 covers samples ``[j*f, (j+1)*f)`` of tier k,
 and roll frame g covers stage samples ``[g * rate / roll_fps, (g+1) * rate / roll_fps)``.  A crop
-of stage k starts at a multiple of ``lcm(f, rate // roll_fps)`` (``pipeline.batches.align_unit``),
-so the crop of the tier below
-(start / f) and of the roll (start * roll_fps / rate) are exact.
+of stage k starts at a multiple of ``lcm(f, rate // roll_fps)`` (``align_unit``),
+so the crop of the tier below (start / f) and of the roll (start * roll_fps / rate) are exact.
 
 Right margin: a stage looks ahead in the tier below and the roll, so a crop's "below" and "roll"
 reach ``margin`` stage samples past its end (train.py passes the stage's lookahead, rounded up to
@@ -17,17 +16,21 @@ the model to read them as missing, as at the end of a piece in evaluation.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-from pipeline.batches import align_unit
+from models.roll import ROLL_CHANNELS, roll_input
 from pipeline.config import StrataConfig, stage_factor
 from pipeline.errors import DatasetError
 
-N_ROLL = 256  # roll channels the models read: (2, 128) flattened
+
+def align_unit(factor: int, rate: int, roll_fps: int, history_pool: int = 1) -> int:
+    """lcm(f, rate / roll_fps[, history pool]): the grid of crop and chunk boundaries."""
+    return math.lcm(int(factor), int(rate) // int(roll_fps), int(history_pool))
 
 
 def load_manifest(data_dir: str | Path) -> dict[str, Any]:
@@ -101,11 +104,11 @@ class _Tracks:
             out["below"] = torch.from_numpy(below)  # ((L + margin) // f,)
         hop = self.rate // self.roll_fps  # stage samples per roll frame
         frames = span // hop
-        roll = torch.zeros(N_ROLL, frames, dtype=torch.float32)  # (256, F); silence past the end
+        roll = torch.zeros(ROLL_CHANNELS, frames, dtype=torch.float32)  # (256, F); silence past the end
         if t.get("roll"):
             g0 = start // hop
-            r = np.asarray(self.array(t["roll"])[:, :, g0 : g0 + frames], dtype=np.float32)  # (2, 128, <= F)
-            roll[:, : r.shape[-1]] = torch.from_numpy(r.reshape(N_ROLL, -1) / np.float32(127.0))
+            r = roll_input(self.array(t["roll"])[:, :, g0 : g0 + frames])  # (256, <= F)
+            roll[:, : r.shape[-1]] = torch.from_numpy(r)
         out["roll"] = roll
         out["has_roll"] = bool(t.get("roll"))
         out["genre"] = torch.tensor(int(t["genre_id"]), dtype=torch.int64)

@@ -32,8 +32,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from models.conditioning import Conditioning
+from models.draw import stream_seeds
+from models.roll import roll_input
+from models.sampling import fused_engine_ok, sample_stage
 from pipeline.errors import ParameterError, RunError
-from pipeline.jobs import write_jobs
+from pipeline.jobs import CascadeResult, write_jobs
+from pipeline.lock import generate_slots, slot
 from pipeline.plan import GenerateParams, Plan, make_plan, validate_params
 from pipeline.run import LoadedRun, load_run
 from pipeline.runtime import Progress, generate_workers, limited_threads, step_threads
@@ -69,8 +74,6 @@ def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: 
     for t < P; free_length: stop a stream where the model gives END a probability of at least
     ``end_threshold`` (stage 0).
     """
-    from models.conditioning import Conditioning
-    from models.sampling import sample_stage
 
     t0 = time.perf_counter()
     res = sample_stage(stage, n, batch, Conditioning(genre=genre, below=below, roll=roll),
@@ -91,13 +94,6 @@ def stage_no_genre(stage) -> int:
 
 
 # ----------------------------------------------------------------------------- the cascade
-
-
-@dataclass
-class CascadeResult:
-    tiers: dict[int, Any]  # {rate: (B, n_k) tensor} codes or floats, padded to the longest stream
-    lengths: list[int]  # stage-0 samples of each stream
-    timings: list[dict]  # per stage: wall, samples, rtf, samples/s
 
 
 def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = True) -> CascadeResult:
@@ -145,7 +141,7 @@ def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) 
     roll = None
     if plan.roll is not None and scfg.use_roll:
         frames = n * cfg.data.roll_fps // rate
-        r = torch.from_numpy(plan.roll[:, :, :frames].reshape(256, frames).astype(np.float32) / 127.0)
+        r = torch.from_numpy(roll_input(plan.roll[:, :, :frames]))  # (256, F)
         roll = r.unsqueeze(0).expand(B, -1, -1).contiguous()  # (B, 256, F)
     twin = p.guidance > 0 and ((plan.genre_id != run.no_genre and scfg.use_genre) or roll is not None)
     prompt = None
@@ -156,7 +152,7 @@ def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) 
                 guidance=p.guidance, prompt=prompt, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                 round_to=unit0, temperature=stage_temperature(run, p, k), top_p=p.top_p,
-                end_threshold=p.end_threshold, tier_prior=p.tier_prior, chunk=p.chunk or cfg.generate.chunk)
+                end_threshold=p.end_threshold, tier_prior=p.tier_prior, chunk=p.chunk)
 
 
 # ----------------------------------------------------------------------------- the pipelined cascade
@@ -168,7 +164,6 @@ def can_pipeline(run: LoadedRun, plan: Plan, p: GenerateParams) -> bool:
     time of one piece for 8 variations on 2 cores), the fused engine for every stage with mu-law
     codes out (categorical heads), a fixed length (stage 0 cannot end the piece), no guidance twins
     (their tier-below rows are a copy) and no re-synthesis."""
-    from models.sampling import fused_engine_ok
 
     workers = generate_workers()
     if p.engine != "fused" or workers < 2 or p.count >= workers or len(run.stages) < 2 or plan.free_length:
@@ -215,7 +210,6 @@ def _run_pipelined(run: LoadedRun, plan: Plan, p: GenerateParams, gen, progress:
     """The stages on threads, each reading the tier below as it is written (the kernel releases the
     GIL).  The streams' seeds are drawn first, in stage order, as the sequential cascade draws them:
     the same audio."""
-    from models.sampling import stream_seeds
 
     B, K = p.count, len(run.stages)
     ns = [plan.n0 * r // run.rates[0] for r in run.rates]
@@ -304,7 +298,6 @@ def _score_only(run: LoadedRun, p: GenerateParams) -> list[Path]:
 
 def generate_jobs(p: GenerateParams, progress: bool = True) -> list[Path]:
     """``generate`` for parameters already validated: loads the run (each stage once) and writes the jobs."""
-    from pipeline.lock import generate_slots, slot
 
     run = load_run(p.run_dir)
     p = p.with_run_defaults(run.cfg.generate)

@@ -7,19 +7,30 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
+from pipeline import spectrogram
+from pipeline.assess import generation_diagnostics
+from pipeline.audio import mulaw_decode
+from pipeline.io import atomic_path, atomic_write_json
 from pipeline.lock import pid_exists
+from pipeline.plan import GenerateParams, Plan
 from pipeline.run import LoadedRun
 from pipeline.runtime import generate_workers, package_version, step_threads
 
-if TYPE_CHECKING:
-    from pipeline.generate import CascadeResult
-    from pipeline.plan import GenerateParams, Plan
+
+@dataclass
+class CascadeResult:
+    """What the cascade gave (``pipeline.generate.run_cascade``), for the job folders."""
+
+    tiers: dict[int, Any]  # {rate: (B, n_k) tensor} codes or floats, padded to the longest stream
+    lengths: list[int]  # stage-0 samples of each stream
+    timings: list[dict]  # per stage: wall, samples, rtf, samples/s
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -27,7 +38,6 @@ if TYPE_CHECKING:
 
 def _to_audio(x, cfg) -> np.ndarray:
     """(n,) codes or floats -> float32 audio in [-1, 1]."""
-    from pipeline.audio import mulaw_decode
 
     a = x.numpy()
     if a.dtype.kind == "f":
@@ -39,7 +49,6 @@ def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
     """16-bit PCM WAV, atomically."""
     import soundfile as sf
 
-    from pipeline.io import atomic_path
 
     with atomic_path(path, suffix=".wav") as tmp:
         sf.write(str(tmp), audio, rate, subtype="PCM_16", format="WAV")
@@ -55,8 +64,6 @@ def job_names(seed: int, count: int) -> list[str]:
 def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParams, res: CascadeResult,
               total_wall: float) -> dict:
     """Write one variation's files into ``folder``; returns its meta dict."""
-    from pipeline.io import atomic_write_json
-    from pipeline.spectrogram import plot_spectrogram
 
     cfg, rates = run.cfg, run.rates
     n0 = res.lengths[i]
@@ -68,9 +75,9 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
     fine = rates[-1]
     write_wav(folder / "audio.wav", audio, fine)
     roll = None if plan.roll is None else plan.roll[:, :, : n0 * cfg.data.roll_fps // rates[0]]
-    plot_spectrogram(audio, fine, folder / "spectrogram.png", roll=roll, roll_fps=cfg.data.roll_fps,
-                     title=f"{folder.name.removeprefix('.tmp-')} ({len(audio) / fine:.2f} s)",
-                     roll_title=f"piano roll (the score: {plan.roll_source})")
+    spectrogram.plot_spectrogram(audio, fine, folder / "spectrogram.png", roll=roll, roll_fps=cfg.data.roll_fps,
+                                 title=f"{folder.name.removeprefix('.tmp-')} ({len(audio) / fine:.2f} s)",
+                                 roll_title=f"piano roll (the score: {plan.roll_source})")
     score = write_score(folder, plan, cfg.data.roll_fps)
     seconds = len(audio) / fine
     ended = plan.free_length and n0 < plan.n0
@@ -164,8 +171,6 @@ def job_diagnostics(audios: dict[int, np.ndarray], run: LoadedRun, plan: Plan, p
                     length: dict) -> dict:
     """``pipeline.assess`` diagnostics of one variation ({rate: float audio}); a failure is recorded
     in place of the numbers, never lost work."""
-    from pipeline.assess import generation_diagnostics
-    from pipeline.audio import mulaw_decode
 
     real = None if plan.resynth_tiers is None else {
         r: mulaw_decode(c, run.cfg.data.mu_bits) for r, c in plan.resynth_tiers.items()}

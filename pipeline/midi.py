@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
+from models.roll import ROLL_FPS, empty_roll
 from pipeline.errors import InputError
 from pipeline.io import check_readable
 
@@ -204,7 +205,7 @@ def time_to_frame(t: float, fps: int) -> int:
 
 
 def piano_roll(
-    notes: Sequence[Note], fps: int = 100, n_frames: int | None = None, include_drums: bool = False
+    notes: Sequence[Note], fps: int = ROLL_FPS, n_frames: int | None = None, include_drums: bool = False
 ) -> np.ndarray:
     """uint8 ``(2, 128, F)``: [0] velocity while a note sounds, [1] velocity on its onset frame.
 
@@ -217,7 +218,7 @@ def piano_roll(
     spans = [(on, max(off, on + 1), n) for on, off, n in spans]
     if n_frames is None:
         n_frames = max((off for _, off, _ in spans), default=0)
-    roll = np.zeros((2, 128, n_frames), np.uint8)  # (2, pitch, frame)
+    roll = empty_roll(n_frames)  # (2, pitch, frame)
     for on, off, n in spans:
         if on >= n_frames or not 0 <= n.pitch < 128:
             continue

@@ -8,7 +8,9 @@ audio prompt, re-synthesis).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +18,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.roll import empty_roll
+from pipeline.config import GenerateConfig
 from pipeline.errors import ParameterError
 from pipeline.run import LoadedRun
 
@@ -28,10 +32,12 @@ RELEASE_SECONDS = 1.0  # added after the last MIDI note
 
 
 class GenerateParams(BaseModel):
-    """Generation parameters, checked once at the boundary (``validate_params``).
+    """Generation parameters: each declared and range-checked here, once; checked at the boundary
+    (``validate_params``).
 
-    The sampling parameters left None take the run's ``generate:`` config section
-    (``with_run_defaults``): their defaults are declared once, in ``pipeline/config.py``.
+    A parameter that ``GenerateConfig`` (a run's ``generate:`` section) also names is left None
+    here and takes the run's value (``with_run_defaults``, which checks it by the same rules): its
+    default is declared once, in ``pipeline/config.py``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -93,32 +99,18 @@ class GenerateParams(BaseModel):
             raise ValueError("--score-only writes a score: it takes --genre or --midi, not audio")
         return self
 
-    def with_run_defaults(self, g: Any) -> GenerateParams:
-        """The parameters left None taken from the run's ``generate:`` section (``GenerateConfig``)."""
-        return self.model_copy(update={k: getattr(g, k) for k in RUN_DEFAULTS if getattr(self, k) is None})
+    def with_run_defaults(self, g: GenerateConfig) -> GenerateParams:
+        """The parameters left None taken from the run's ``generate:`` section, checked as given ones."""
+        update = {k: getattr(g, k) for k in RUN_DEFAULTS if getattr(self, k) is None}
+        try:
+            GenerateParams.model_validate({**self.model_dump(), **update})
+        except ValidationError as e:
+            raise ParameterError(_one_line(e, "the run's config generate.")) from None
+        return self.model_copy(update=update)
 
 
-RUN_DEFAULTS = ("temperature", "stage_temperature", "top_p", "guidance", "end_threshold", "prompt_hold_seconds",
-                "score_model", "score_temperature", "score_top_p", "tier_prior")
-
-_HINTS = {
-    "seconds": f"must be > 0 and at most {MAX_SECONDS:g}",
-    "temperature": "must be > 0",
-    "stage_temperature": "must be factors > 0, one per stage",
-    "top_p": "must be in (0, 1]",
-    "guidance": "must be >= 0",
-    "end_threshold": "must be in (0, 1]",
-    "prompt_hold_seconds": "must be >= 0",
-    "tier_prior": "must be >= 0 (0 = off)",
-    "score_model": "must be tier, chain or none",
-    "score_temperature": "must be > 0",
-    "score_top_p": "must be in (0, 1]",
-    "continue_score": f"must be > 0 seconds and at most {MAX_SECONDS:g}",
-    "seed": "must be a non-negative integer",
-    "count": f"must be an integer from 1 to {MAX_COUNT}",
-    "chunk": "must be a positive integer",
-    "engine": "must be fused or reference",
-}
+RUN_DEFAULTS = tuple(k for k in GenerateParams.model_fields if k in {f.name for f in dataclasses.fields(GenerateConfig)}
+                     and k != "seconds")  # a run's seconds is the length rule's last resort (make_plan)
 
 
 def validate_params(**kwargs: Any) -> GenerateParams:
@@ -129,15 +121,43 @@ def validate_params(**kwargs: Any) -> GenerateParams:
         raise ParameterError(_one_line(e)) from None
 
 
-def _one_line(e: ValidationError) -> str:
+def _one_line(e: ValidationError, where: str = "") -> str:
     parts = []
     for err in e.errors():
-        name = ".".join(str(p) for p in err["loc"]) or "parameters"
-        hint = _HINTS.get(name)
-        if hint is None or err["type"] in ("value_error", "extra_forbidden"):
-            hint = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{name}={err.get('input')!r}: {hint}" if name != "parameters" else hint)
+        loc = [str(p) for p in err["loc"]]
+        name = ".".join(loc) or "parameters"
+        hint = err["msg"].removeprefix("Value error, ")
+        if err["type"] not in ("value_error", "extra_forbidden") and loc:
+            hint = _range(loc[0]) or hint
+        parts.append(f"{where}{name}={err.get('input')!r}: {hint}" if name != "parameters" else hint)
     return "invalid parameter: " + "; ".join(parts)
+
+
+def _range(name: str) -> str | None:
+    """``must be > 0 and <= 1`` and the like, read from the field's own constraints."""
+    field = GenerateParams.model_fields.get(name)
+    if field is None:
+        return None
+    if typing.get_origin(field.annotation) is Literal:
+        return "must be " + " or ".join(map(str, typing.get_args(field.annotation)))
+    bounds = {}
+    for m in _constraints(field):
+        for op, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if getattr(m, op, None) is not None:
+                v = getattr(m, op)
+                bounds[op] = f"{sign} {v:g}" if isinstance(v, float) else f"{sign} {v}"
+    said = [b for b in (bounds.get("gt") or bounds.get("ge"), bounds.get("lt") or bounds.get("le")) if b]
+    return "must be " + " and ".join(said) if said else None
+
+
+def _constraints(field) -> list:
+    """The field's bounds (annotated-types objects), also those on a tuple's items."""
+    found = list(field.metadata)
+    for arg in typing.get_args(field.annotation):  # X | None -> X; tuple[Annotated[float, Field], ...]
+        for item in typing.get_args(arg):
+            for info in getattr(item, "__metadata__", ()):
+                found += list(getattr(info, "metadata", ()))
+    return found
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -356,7 +376,7 @@ def whole_frames(seconds: float, rate: int, unit: int) -> int:
 
 def _fit_roll(roll: np.ndarray, offset: int, frames: int) -> np.ndarray:
     """Place ``roll`` (2, 128, F) at frame ``offset`` of an empty roll of ``frames`` frames."""
-    out = np.zeros((2, 128, frames), np.uint8)
+    out = empty_roll(frames)
     take = max(0, min(roll.shape[2], frames - offset))
     out[:, :, offset: offset + take] = roll[:, :, :take]
     return out

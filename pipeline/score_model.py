@@ -23,6 +23,8 @@ from typing import Iterable
 
 import numpy as np
 
+from models.roll import empty_roll
+
 STEP = 0.1  # seconds per chord step
 FILE = "score_model.json"
 
@@ -91,7 +93,7 @@ def sample_roll(model: dict, genre: str, max_frames: int, seed: int) -> np.ndarr
         follow = g["next"].get(str(state))
         state = _draw(follow, rng) if follow else -1
     frames = min(max_frames, len(steps) * hop)
-    roll = np.zeros((2, 128, frames), np.uint8)
+    roll = empty_roll(frames)
     prev: set[int] = set()
     for k, s in enumerate(steps):
         pitches, a = set(model["chords"][s]), k * hop

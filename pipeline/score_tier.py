@@ -29,7 +29,9 @@ import torch
 
 from pipeline.errors import DatasetError, RunError
 from pipeline.io import atomic_write_json
+from pipeline.lock import folder_lock
 from pipeline.run import SCORE_KEY, stage_dir
+from pipeline.train_parts import WarmupCosine, recover_run_folder, seed_of
 from pipeline.trainer import StageTrainer
 
 logger = logging.getLogger("strata.score_tier")
@@ -318,9 +320,6 @@ def load_score_tier(run_dir):
 def train_score_tier(data_dir, run_dir, cfg, max_steps: int | None = None, max_minutes: float | None = None,
                      resume: bool = False, progress: bool = True, extra_scores: str | None = None) -> dict:
     """Train the score tier of ``run_dir`` on ``data_dir`` (+ ``extra_scores``); the trainer's summary."""
-    from pipeline.lock import folder_lock
-    from pipeline.train import recover_run_folder
-
     with folder_lock(run_dir, "strata train"):
         recover_run_folder(run_dir, SCORE_KEY)
         return ScoreTierTrainer(data_dir, run_dir, cfg, extra_scores, max_steps, max_minutes, resume,
@@ -378,8 +377,6 @@ class ScoreTierTrainer(StageTrainer):
 
         from models.score_tier import ScoreTransformer
         from pipeline.ema import EMA
-        from pipeline.train import WarmupCosine, seed_of
-
         t, s = self.t, self.s
         self.n_genres = len(self.genres)
         set_seed(seed_of(t.seed, SEED_KEY))
@@ -397,8 +394,6 @@ class ScoreTierTrainer(StageTrainer):
                   f"({sum(len(p.events) for p in self.train_pieces):,} events)")
 
     def _build_data(self) -> None:
-        from pipeline.train import seed_of
-
         s, t, acc = self.s, self.t, self.accelerator
         per_step = s.batch_size * t.grad_accum
         train = EventWindows(self.train_pieces, self.genres, s.context, seed_of(t.seed, SEED_KEY, acc.process_index),

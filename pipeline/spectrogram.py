@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.roll import ROLL_FPS
 from pipeline.io import atomic_path
 
 
@@ -37,7 +38,7 @@ def plot_spectrogram(
     rate: int,
     path: str | Path,
     roll: np.ndarray | None = None,
-    roll_fps: int = 100,
+    roll_fps: int = ROLL_FPS,
     title: str | None = None,
     roll_title: str = "piano roll (the score)",
 ) -> Path:

@@ -1,7 +1,7 @@
 """The training loop of one stage: ``StageTrainer`` (setup, step, validate, finish) and its speed meter.
 
 ``pipeline.train.train_stage`` is the entry point; the pieces it is built from (schedule, state,
-checkpoints, export, validation, metric log) live in ``pipeline/train.py``, the crops in
+checkpoints, export, validation, metric log) live in ``pipeline/train_parts.py``, the crops in
 ``pipeline/batches.py`` and the run-folder layout in ``pipeline/run.py``.
 """
 
@@ -19,6 +19,8 @@ import torch
 from models import build_stage
 from pipeline.batches import EndCrops, crop_geometry, insert_end_crops, loss_weights, model_inputs, model_x
 from pipeline.config import StrataConfig
+from pipeline.dataset import StageCrops, load_manifest
+from pipeline.ema import EMA
 from pipeline.io import atomic_write_json
 from pipeline.run import (
     check_checkpoints,
@@ -30,16 +32,16 @@ from pipeline.run import (
     stage_dir,
 )
 from pipeline.runtime import Progress, torch_threads
-from pipeline.train import (
+from pipeline.train_parts import (
     SCHEDULE_PROBE_STEPS,
     SCHEDULE_SAFETY,
     MetricLog,
     TrainState,
     WarmupCosine,
-    _accelerator,
     check_stage,
     export_stage,
     logger,
+    make_accelerator,
     save_checkpoint,
     seed_of,
     validation_batches,
@@ -118,7 +120,7 @@ class StageTrainer:
     # ------------------------------------------------------------------------- setup
 
     def setup(self) -> StageTrainer:
-        self.accelerator = acc = _accelerator(self.cfg)
+        self.accelerator = acc = make_accelerator(self.cfg)
         self.main = acc.is_main_process
         if self.cfg.train.mixed_precision != "no" and acc.mixed_precision == "no":
             self.note(f"mixed_precision={self.cfg.train.mixed_precision} needs a GPU here: "
@@ -136,7 +138,6 @@ class StageTrainer:
         return self
 
     def _prepare_run_folder(self) -> None:
-        from pipeline.dataset import load_manifest
 
         run_dir, k, acc = self.run_dir, self.k, self.accelerator
         self.manifest = load_manifest(self.data_dir)
@@ -154,7 +155,6 @@ class StageTrainer:
     def _build_model(self) -> None:
         from accelerate.utils import set_seed
 
-        from pipeline.ema import EMA
 
         cfg, k, t = self.cfg, self.k, self.t
         self.n_genres = len(self.manifest["genres"])
@@ -186,7 +186,6 @@ class StageTrainer:
         self.acc_loss, self.acc_n, self.grad_norm = 0.0, 0, float("nan")
 
     def _build_data(self) -> None:
-        from pipeline.dataset import StageCrops
 
         cfg, k, t, geo, acc = self.cfg, self.k, self.t, self.geo, self.accelerator
         micro = self.s.batch_size

@@ -31,8 +31,9 @@ def _artifacts(key: str) -> list:
 
 def test_flow_writes_jobs_and_artifacts(prefect_harness, run, tmp_path):
     from flows.generate import generate_flow
+    from pipeline.plan import validate_params
 
-    jobs = generate_flow(str(run), str(tmp_path), seconds=0.1, count=2, seed=3)
+    jobs = generate_flow(validate_params(run_dir=run, out_dir=tmp_path, seconds=0.1, count=2, seed=3))
     assert len(jobs) == 2 and all(Path(j, "audio.wav").is_file() for j in jobs)
     name = Path(jobs[0]).name
     (summary,) = _artifacts(name)
@@ -43,24 +44,22 @@ def test_flow_writes_jobs_and_artifacts(prefect_harness, run, tmp_path):
     assert f"({index.as_uri()})" in link.data and all(Path(j).name in index.read_text() for j in jobs)
 
 
-def test_flow_rejects_bad_parameters(prefect_harness, run, tmp_path):
+def test_flow_takes_every_parameter_from_a_mapping(prefect_harness, run, tmp_path):
+    """A deployment's parameters: a mapping Prefect validates into ``GenerateParams`` (all of them
+    settable: engine, end_threshold, tier_prior, prompt_hold_seconds, chunk ...); bad ones are refused."""
+    import json
+
     from flows.generate import generate_flow
 
-    with pytest.raises(ParameterError, match="temperature"):
-        generate_flow(str(run), str(tmp_path), temperature=0.0)
-    assert not any(tmp_path.iterdir())
-
-
-def test_flow_takes_validated_params_without_checking_them_again(prefect_harness, run, tmp_path, monkeypatch):
-    from flows import generate as fg
-    from pipeline.plan import validate_params
-
-    p = validate_params(run_dir=str(run), out_dir=str(tmp_path), seconds=0.05, seed=2)
-    monkeypatch.setattr(fg, "validate_params", lambda **kw: pytest.fail("validated twice"))
-    (job,) = fg.generate_flow(params=p)
-    assert Path(job, "audio.wav").is_file()
-    with pytest.raises(ParameterError, match="not both"):
-        fg.generate_flow(str(run), params=p)
+    given = dict(engine="reference", end_threshold=0.7, tier_prior=0.2, prompt_hold_seconds=1.0, chunk=128,
+                 top_p=0.9)
+    (job,) = generate_flow(params=dict(run_dir=str(run), out_dir=str(tmp_path), seconds=0.05, seed=2, **given),
+                           report=False)
+    recorded = json.loads(Path(job, "meta.json").read_text())["parameters"]
+    assert {k: recorded[k] for k in given} == given
+    with pytest.raises(Exception, match="top_p"):
+        generate_flow(params=dict(run_dir=str(run), out_dir=str(tmp_path / "bad"), top_p=1.5))
+    assert not (tmp_path / "bad").exists()
 
 
 def test_cli_validates_once_and_hands_the_params_to_the_flow(run, tmp_path, monkeypatch):
@@ -83,8 +82,9 @@ def test_flow_draws_a_seed_when_none(prefect_harness, run, tmp_path):
     import json
 
     from flows.generate import generate_flow
+    from pipeline.plan import validate_params
 
-    (job,) = generate_flow(str(run), str(tmp_path), seconds=0.05, seed=None)
+    (job,) = generate_flow(validate_params(run_dir=run, out_dir=tmp_path, seconds=0.05), fresh_seed=True)
     assert isinstance(json.loads(Path(job, "meta.json").read_text())["seed"], int)
 
 

@@ -25,8 +25,9 @@ def test_build_deployments_without_server(run, tmp_path):
     gen = next(d for d in deps if d.name == GENERATE_DEPLOYMENT)
     assert gen.schedules and gen.schedules[0].schedule.cron == "0 * * * *"
     assert gen.concurrency_limit == 3 or gen.concurrency_limit.limit == 3
-    assert gen.parameters["genre"] == "folk" and gen.parameters["seconds"] == 0.1
-    assert gen.parameters["run"] == str(run.resolve()) and gen.parameters["seed"] is None
+    params = gen.parameters["params"]
+    assert params["genre"] == "folk" and params["seconds"] == 0.1
+    assert params["run_dir"] == str(run.resolve()) and gen.parameters["fresh_seed"] is True
     with pytest.raises(ParameterError, match="not both"):
         build_deployments(str(run), str(tmp_path), cron="0 * * * *", interval=60)
     with pytest.raises(ParameterError, match="limit"):

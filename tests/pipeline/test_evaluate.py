@@ -52,7 +52,7 @@ def harmonic_run(tmp_path_factory):
     from pipeline.config import save_config
     from pipeline.dataset import load_manifest
     from pipeline.io import atomic_save_npy
-    from pipeline.train import warm_start_linear
+    from pipeline.train_parts import warm_start_linear
 
     root = tmp_path_factory.mktemp("harmonic")
     data = make_dataset(root / "data", "periodic", rates=(1000, 2000), seconds=4.0, roll="notes",

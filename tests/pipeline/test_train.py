@@ -17,7 +17,8 @@ from pipeline.batches import EndCrops, insert_end_crops, loss_weights
 from pipeline.config import ConfigError, save_config
 from pipeline.errors import DatasetError, RunError
 from pipeline.run import list_checkpoints, read_metrics
-from pipeline.train import WarmupCosine, train_stage
+from pipeline.train import train_stage
+from pipeline.train_parts import WarmupCosine
 from tests.helpers_data import make_dataset, tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[2]
