@@ -275,6 +275,35 @@ class ScoreTransformer(nn.Module):
             probs = torch.zeros_like(probs).scatter_(0, idx[keep], p[keep])
         return int(torch.multinomial(probs, 1, generator=gen))
 
+    @torch.no_grad()
+    def events_bits(self, events: Sequence[int], genre: int, batch: int = 16) -> tuple[float, int]:
+        """(total bits, events) of one piece read as ``[end_token] + events``: every event scored once, in
+        windows of ``context`` that advance by ``context // 2`` (each event after the first window sees at
+        least ``context // 2`` events before it), as a held-out measure in bits per event."""
+        cfg = self.cfg
+        seq = [cfg.end_token] + [int(t) for t in events]
+        n, half = len(seq) - 1, cfg.context // 2
+        starts = [0]  # window at s scores targets [s + context - half, s + context): right after the one before
+        while starts[-1] + cfg.context < n:
+            starts.append(starts[-1] + half)
+        was_training = self.training
+        self.eval()
+        total = 0.0
+        try:
+            for i in range(0, len(starts), batch):
+                chunk = starts[i:i + batch]
+                x, y, mask = window_batch([events] * len(chunk), chunk, cfg.context, cfg.end_token, cfg.pad_token)
+                for j, s in enumerate(chunk):
+                    if s > 0:
+                        mask[j, :cfg.context - half] = False  # scored by the window before
+                device = self.tok.weight.device
+                bits = nll_bits(self(x.to(device), torch.full((len(chunk),), genre, device=device)), y.to(device),
+                                mask.to(device))
+                total += float(bits.sum())
+        finally:
+            self.train(was_training)
+        return total, n
+
     # ------------------------------------------------------------------------- description
 
     def describe(self) -> dict:

@@ -178,3 +178,23 @@ def test_it_learns_a_repeated_phrase_far_below_the_unigram():
     assert time.perf_counter() - t0 < 120
     out = m.generate(genre=0, max_events=24, temperature=0.0, prompt=phrase)
     assert out[12:24] == phrase  # it continues the phrase
+
+
+@torch.no_grad()
+def test_events_bits_scores_every_event_once():
+    m = tiny(context=16, seed=5)
+    events = torch.randint(2, V, (11,)).tolist() + [END]
+    x = torch.tensor([[END] + events[:-1]])
+    want = float(nll_bits(m(x, torch.tensor([2])), torch.tensor([events]), torch.ones(1, 12, dtype=torch.bool)).sum())
+    total, n = m.events_bits(events, genre=2)
+    assert n == 12 and total == pytest.approx(want, rel=1e-5)
+    for length in (16, 17, 40, 41):  # longer than the context: windows that advance by 8
+        events = torch.randint(2, V, (length,)).tolist()
+        seq = [END] + events
+        want = 0.0
+        for t in range(length):  # target t is scored after the events the windows give it
+            s = 0 if t < 16 else (t - 16) // 8 * 8 + 8
+            logits = m(torch.tensor([seq[s:t + 1]]), torch.tensor([2]))[:, -1:]
+            want += float(nll_bits(logits, torch.tensor([[seq[t + 1]]]), torch.ones(1, 1, dtype=torch.bool)).sum())
+        total, n = m.events_bits(events, genre=2, batch=2)
+        assert n == length and total == pytest.approx(want, rel=1e-5), length
