@@ -1,0 +1,188 @@
+"""Novelty and style of generated scores, against the training scores and the genre's held-out scores.
+
+Novelty (does a generator write new music or replay its training?), on chords read every
+``score_model.STEP`` (0.1 s) as ``score_model.chords`` reads them (the set of sounding pitches):
+
+- ``unseen_transitions``: share of the generated chord changes (consecutive distinct chords, silence
+  included as a chord) that never occur in any training score;
+- ``unseen_onset_4grams``: share of generated 4-grams of onset sets (the pitches struck in a 0.1 s
+  step, steps without onsets skipped) that never occur in training;
+- ``longest_copy_seconds``: the longest run of 0.1 s chords equal to a run of one training piece (the
+  longest common substring; silence never counts as copied), and ``longest_copy_changes``: the same
+  over chord changes (the run-length-collapsed chord sequences; chords changed in that run).
+
+Style (Yang & Lerch 2018, "On the evaluation of generative models in music"): features of each set
+pooled over its pieces, and the overlapping area (OA, 1 = the same distribution, 0 = disjoint) of the
+generated set's and the held-out set's distributions: the pitch-class histogram of onsets (discrete,
+OA = sum of the bin-wise minimum), and Gaussian kernel density estimates for the pitch range of each
+4 s segment, the polyphony (sounding pitches) of each sounding 0.1 s step, and the inter-onset
+intervals (log2 seconds between successive onset times).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.score_model import STEP, chords
+
+SEGMENT_SECONDS = 4.0  # pitch range is measured per segment of this length
+NGRAM = 4  # onset-set n-grams
+GRID = 512  # points of the KDE grid
+
+
+def _hop(fps: int) -> int:
+    return max(1, int(round(STEP * fps)))
+
+
+def _chord_seq(roll: np.ndarray, fps: int) -> list[tuple[int, ...]]:
+    return [p for p, _ in chords(roll, _hop(fps))]
+
+
+def _collapsed(seq: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    return [c for i, c in enumerate(seq) if i == 0 or c != seq[i - 1]]
+
+
+def _onset_sets(roll: np.ndarray, fps: int) -> list[tuple[int, ...]]:
+    hop = _hop(fps)
+    out = []
+    for g in range(0, roll.shape[2], hop):
+        struck = np.flatnonzero(roll[1, :, g:g + hop].any(axis=1))
+        if len(struck):
+            out.append(tuple(int(p) for p in struck))
+    return out
+
+
+def _longest_common_run(a: np.ndarray, b: np.ndarray) -> int:
+    """Length of the longest common substring of int arrays a and b (values that differ never match)."""
+    best = 0
+    prev = np.zeros(len(b) + 1, np.int32)
+    for x in a:
+        cur = np.zeros_like(prev)
+        cur[1:] = np.where(b == x, prev[:-1] + 1, 0)
+        best = max(best, int(cur.max(initial=0)))
+        prev = cur
+    return best
+
+
+def _ids(seqs: Sequence[Sequence[tuple]], table: dict, silence: int, sep: int) -> np.ndarray:
+    """Sequences of chords -> one int array: chord ids, ``silence`` for the empty chord, ``sep`` between pieces."""
+    out: list[int] = []
+    for s in seqs:
+        out += [silence if not c else table.setdefault(c, len(table)) for c in s] + [sep]
+    return np.asarray(out, np.int64)
+
+
+def _check(rolls: Sequence[np.ndarray], what: str) -> None:
+    if not len(rolls):
+        raise ValueError(f"no {what} rolls")
+    for r in rolls:
+        if not isinstance(r, np.ndarray) or r.ndim != 3 or r.shape[:2] != (2, 128):
+            raise ValueError(f"a {what} roll is a (2, 128, F) array, got {getattr(r, 'shape', type(r).__name__)}")
+
+
+def novelty(generated_rolls: Sequence[np.ndarray], training_rolls: Sequence[np.ndarray], fps: int) -> dict:
+    """How much of the generated scores is new: shares of unseen chord changes and onset 4-grams, and the
+    longest verbatim copy of one training piece (rules in the module docstring)."""
+    _check(generated_rolls, "generated")
+    _check(training_rolls, "training")
+    train_chords = [_chord_seq(r, fps) for r in training_rolls]
+    seen_moves = {m for s in train_chords for m in zip(_collapsed(s), _collapsed(s)[1:])}
+    seen_grams = set()
+    for r in training_rolls:
+        o = _onset_sets(r, fps)
+        seen_grams.update(zip(*(o[i:] for i in range(NGRAM))))
+    table: dict[tuple[int, ...], int] = {}
+    train_steps = _ids(train_chords, table, silence=-2, sep=-3)
+    train_moves = _ids([_collapsed(s) for s in train_chords], table, silence=-4, sep=-3)
+    moves = unseen_moves = grams = unseen_grams = 0
+    pieces = []
+    for r in generated_rolls:
+        seq = _chord_seq(r, fps)
+        own = list(zip(_collapsed(seq), _collapsed(seq)[1:]))
+        o = _onset_sets(r, fps)
+        own_grams = list(zip(*(o[i:] for i in range(NGRAM))))
+        moves += len(own)
+        unseen_moves += sum(m not in seen_moves for m in own)
+        grams += len(own_grams)
+        unseen_grams += sum(g not in seen_grams for g in own_grams)
+        steps = _ids([seq], dict(table), silence=-1, sep=-5)  # chords new to training get ids of their own
+        changes = _ids([_collapsed(seq)], dict(table), silence=-4, sep=-5)
+        pieces.append({"seconds": r.shape[2] / fps, "chord_changes": len(own),
+                       "longest_copy_seconds": _longest_common_run(steps, train_steps) * _hop(fps) / fps,
+                       "longest_copy_changes": max(0, _longest_common_run(changes, train_moves) - 1)})
+    return {"transitions": moves, "unseen_transitions": unseen_moves / moves if moves else None,
+            "onset_4grams": grams, "unseen_onset_4grams": unseen_grams / grams if grams else None,
+            "longest_copy_seconds": max(p["longest_copy_seconds"] for p in pieces),
+            "longest_copy_changes": max(p["longest_copy_changes"] for p in pieces), "pieces": pieces}
+
+
+# ----------------------------------------------------------------------------- style
+
+
+def _features(rolls: Sequence[np.ndarray], fps: int) -> dict[str, np.ndarray]:
+    """Pooled features of a set: onset pitch-class counts (12,), and samples of range, polyphony, log2 IOI."""
+    hop, seg = _hop(fps), max(1, int(round(SEGMENT_SECONDS * fps)))
+    pc = np.zeros(12)
+    ranges, poly, ioi = [], [], []
+    for r in rolls:
+        on = r[1] > 0  # (128, F)
+        pitches, frames = np.nonzero(on)
+        np.add.at(pc, pitches % 12, 1)
+        times = np.unique(frames) / fps
+        gaps = np.diff(times)
+        ioi += list(np.log2(gaps[gaps > 0]))
+        sounding = r[0] > 0
+        for a in range(0, r.shape[2], seg):
+            used = np.flatnonzero(sounding[:, a:a + seg].any(axis=1))
+            if len(used):
+                ranges.append(float(used[-1] - used[0]))
+        n = sounding[:, ::hop].sum(axis=0)
+        poly += list(n[n > 0].astype(float))
+    return {"pitch_class": pc, "pitch_range": np.asarray(ranges), "polyphony": np.asarray(poly),
+            "ioi": np.asarray(ioi)}
+
+
+def _kde(x: np.ndarray, grid: np.ndarray, floor: float) -> np.ndarray:
+    """Gaussian KDE of samples x on ``grid`` (Scott's bandwidth, at least ``floor``), normalised on the grid."""
+    bw = max(floor, 1.06 * float(np.std(x)) * len(x) ** -0.2)
+    dens = np.exp(-0.5 * ((grid[:, None] - x[None, :]) / bw) ** 2).sum(axis=1)  # (GRID,)
+    return dens / (dens.sum() * (grid[1] - grid[0]))
+
+
+def overlap_area(a: np.ndarray, b: np.ndarray, floor: float) -> float | None:
+    """Overlapping area of the KDEs of samples a and b (None when either is empty)."""
+    if not len(a) or not len(b):
+        return None
+    lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
+    pad = 4 * max(floor, float(np.std(np.concatenate([a, b]))))
+    grid = np.linspace(lo - pad, hi + pad, GRID)
+    return float(np.minimum(_kde(a, grid, floor), _kde(b, grid, floor)).sum() * (grid[1] - grid[0]))
+
+
+def style_overlap(generated_rolls: Sequence[np.ndarray], heldout_rolls: Sequence[np.ndarray], fps: int) -> dict:
+    """Overlapping areas (0..1, 1 = same) of the generated and held-out sets' feature distributions, their
+    mean, and each set's feature means (rules in the module docstring)."""
+    _check(generated_rolls, "generated")
+    _check(heldout_rolls, "held-out")
+    g, h = _features(generated_rolls, fps), _features(heldout_rolls, fps)
+    out: dict = {}
+    if g["pitch_class"].sum() and h["pitch_class"].sum():
+        out["pitch_class"] = float(np.minimum(g["pitch_class"] / g["pitch_class"].sum(),
+                                              h["pitch_class"] / h["pitch_class"].sum()).sum())
+    else:
+        out["pitch_class"] = None
+    floors = {"pitch_range": 1.0, "polyphony": 0.5, "ioi": 0.25}  # a semitone, half a note, a fifth of an octave
+    for name, floor in floors.items():
+        out[name] = overlap_area(g[name], h[name], floor)
+    got = [v for v in out.values() if v is not None]
+    out["mean"] = float(np.mean(got)) if got else None
+    out["generated"] = {k: _mean(g[k]) for k in floors}
+    out["heldout"] = {k: _mean(h[k]) for k in floors}
+    return out
+
+
+def _mean(x: np.ndarray) -> float | None:
+    return float(x.mean()) if len(x) and math.isfinite(float(x.mean())) else None

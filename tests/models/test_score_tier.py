@@ -1,0 +1,200 @@
+"""models/score_tier.py: the score tier Transformer (causality, cached sampling, description, learning)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+
+import pytest
+import torch
+
+from models.score_tier import KVCache, ScoreTierConfig, ScoreTransformer, nll_bits, window_batch
+
+V, END, PAD, SHIFT = 40, 1, 0, 2  # a toy vocabulary: token 2 advances time by 0.5 s, the others by 0
+
+
+def tiny(context: int = 16, dropout: float = 0.0, seed: int = 0, **kw) -> ScoreTransformer:
+    torch.manual_seed(seed)
+    cfg = ScoreTierConfig(vocab_size=V, n_genres=3, end_token=END, pad_token=PAD, n_layers=2, n_heads=2, width=32,
+                          context=context, dropout=dropout, **kw)
+    return ScoreTransformer(cfg).eval()
+
+
+def seconds_of(tok: int) -> float:
+    return 0.5 if tok == SHIFT else 0.0
+
+
+def test_causal_and_genre_conditioned():
+    m = tiny()
+    x = torch.randint(2, V, (2, 12))
+    g = torch.tensor([0, 3])
+    base = m(x, g)
+    assert base.shape == (2, 12, V)
+    y = x.clone()
+    y[:, 7:] = torch.randint(2, V, (2, 5))
+    assert torch.allclose(m(y, g)[:, :7], base[:, :7], atol=1e-6)  # the past does not see the future
+    assert not torch.allclose(m(x, torch.tensor([1, 3]))[0], base[0], atol=1e-4)  # genre changes every position
+    with pytest.raises(ValueError, match="context"):
+        m(torch.randint(2, V, (1, 17)), torch.tensor([0]))
+
+
+def test_cached_steps_equal_the_full_forward():
+    m = tiny()
+    x = torch.randint(2, V, (1, 16))
+    g = torch.tensor([2])
+    full = m(x, g)  # (1, 16, V)
+    caches = [KVCache() for _ in m.blocks]
+    steps = [m._run(x[:, :5], g, 0, caches)]  # prefill 5, then one event at a time
+    steps += [m._run(x[:, i:i + 1], g, i, caches) for i in range(5, 16)]
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+    caches = [KVCache() for _ in m.blocks]
+    m._run(x[:, :9], g, 0, caches)
+    out = m._run(x[:, 9:], g, 9, caches)  # a multi-event chunk after a cache
+    assert torch.allclose(out, full[:, 9:], atol=1e-5, rtol=0)
+
+
+def test_generation_logits_equal_full_forward_across_slides():
+    """Every distribution generate() samples from equals a full forward over its window (1e-5), also after the
+    window slid past ``context`` events."""
+    m = tiny(context=16)
+    seen: list[torch.Tensor] = []
+    draw = m._draw
+    m._draw = lambda logits, *a: (seen.append(logits.clone()), draw(logits, *a))[1]
+    prompt = [5, 6, 7]
+    out = m.generate(genre=1, max_events=40, temperature=1.5, top_p=1.0, seed=3, prompt=prompt)
+    logits = m.cfg.vocab_size
+    assert out[:3] == prompt and len(seen) >= 30
+    seq = [END] + out
+    w0 = 0
+    for k, got in enumerate(seen):  # the k-th draw follows seq[: 4 + k]
+        n = len(prompt) + 1 + k
+        if n - w0 > m.cfg.context:
+            w0 = n - m.cfg.context // 2
+        want = m(torch.tensor([seq[w0:n]]), torch.tensor([1]))[0, -1]
+        assert got.shape == (logits,) and torch.allclose(got, want, atol=1e-5, rtol=0), k
+    assert w0 > 0  # it did slide
+
+
+def test_generation_is_seeded_ends_and_keeps_its_caps():
+    m = tiny()
+    a = m.generate(genre=0, max_events=30, seed=7)
+    assert a == m.generate(genre=0, max_events=30, seed=7)
+    assert a != m.generate(genre=0, max_events=30, seed=8)
+    assert a[-1] == END and a.count(END) == 1 and PAD not in a and len(a) <= 31
+    ender = tiny(seed=1)
+    with torch.no_grad():
+        ender.ln_f.bias.zero_()
+        ender.ln_f.weight.zero_()
+        ender.ln_f.bias[0] = 1.0
+        ender.tok.weight[:, 0] = 0.0
+        ender.tok.weight[END, 0] = 50.0  # logits = ln_f(x) @ tok^T (tied): END gets 50, the rest 0
+    assert ender.generate(genre=3, max_events=30, seed=0, prompt=[5, END]) == [5, END]
+    shifty = tiny(seed=2)
+    with torch.no_grad():
+        shifty.ln_f.weight.zero_()
+        shifty.ln_f.bias.zero_()
+        shifty.ln_f.bias[0] = 1.0
+        shifty.tok.weight[:, 0] = 0.0
+        shifty.tok.weight[SHIFT, 0] = 50.0
+    out = shifty.generate(genre=0, max_events=100, seed=0, max_seconds=2.2, seconds_of=seconds_of)
+    assert out == [SHIFT] * 4 + [END]  # 4 x 0.5 s fit in 2.2 s, the fifth would not
+    assert shifty.generate(genre=0, max_events=3, seed=0) == [SHIFT] * 3 + [END]
+    assert m.training is False
+    m.train()
+    m.generate(genre=0, max_events=2)
+    assert m.training  # restored
+
+
+def test_top_p_and_greedy():
+    m = tiny()
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.tensor([9.0, 0.0, 3.0, 2.9] + [-10.0] * (V - 4))  # PAD (id 0) is the most likely
+    assert {m._draw(logits, 1.0, 0.5, gen) for _ in range(50)} == {2}  # PAD never; 2 alone holds >= 0.5
+    assert {m._draw(logits, 1.0, 0.9, gen) for _ in range(200)} == {2, 3}
+    assert m._draw(logits, 0.0, 0.95, gen) == 2
+
+
+def test_bad_arguments():
+    m = tiny()
+    with pytest.raises(ValueError, match="genre id 4"):
+        m.generate(genre=4, max_events=3)
+    with pytest.raises(ValueError, match="seconds_of"):
+        m.generate(genre=0, max_events=3, max_seconds=1.0)
+    with pytest.raises(ValueError, match="prompt holds 0"):
+        m.generate(genre=0, max_events=3, prompt=[5, PAD])
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        ScoreTierConfig(vocab_size=V, n_genres=1, end_token=END, pad_token=PAD, width=30, n_heads=4)
+
+
+def test_description_round_trip_and_nll_bits():
+    m = tiny(seed=4)
+    d = json.loads(json.dumps(m.describe()))
+    again = ScoreTransformer.from_description(d)
+    assert again.cfg == m.cfg and again.n_params == m.n_params
+    assert m.n_params == sum(p.numel() for p in m.parameters()) and m.n_params < 60_000
+    again.load_state_dict(m.state_dict())
+    x, g = torch.randint(2, V, (1, 10)), torch.tensor([0])
+    assert torch.equal(again.eval()(x, g), m(x, g))
+    with pytest.raises(ValueError, match="unknown config keys"):
+        ScoreTransformer.from_description({**d, "config": {**d["config"], "heads": 2}})
+    logits = torch.zeros(1, 3, V)  # uniform: log2(V) bits
+    bits = nll_bits(logits, torch.tensor([[3, 4, PAD]]), torch.tensor([[True, True, False]]))
+    assert torch.allclose(bits, torch.tensor([[math.log2(V)] * 2 + [0.0]]), atol=1e-5)
+
+
+def test_window_batch():
+    x, y, mask = window_batch([[5, 6, 7, END], [8, 9, END]], [0, 2], context=4, end_token=END, pad_token=PAD)
+    assert x.tolist() == [[END, 5, 6, 7], [9, END, PAD, PAD]]
+    assert y.tolist() == [[5, 6, 7, END], [END, PAD, PAD, PAD]]
+    assert mask.tolist() == [[True] * 4, [True, False, False, False]]
+
+
+def test_it_learns_a_repeated_phrase_far_below_the_unigram():
+    """A 12-event phrase (8 distinct events) repeated: the unigram needs its entropy (~2.9 bits); the model, which
+    can see the phrase's previous repetition, must get well below it in a few hundred CPU steps."""
+    phrase = [10, 11, 2, 12, 13, 2, 10, 14, 2, 15, 16, 2]
+    piece = phrase * 12 + [END]
+    counts = Counter(piece)
+    unigram = -sum(c / len(piece) * math.log2(c / len(piece)) for c in counts.values())
+    m = tiny(context=32, dropout=0.1)
+    m.train()
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    rng = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(250):
+        starts = torch.randint(0, len(piece) - 8, (16,), generator=rng).tolist()
+        x, y, mask = window_batch([piece] * 16, starts, 32, END, PAD)
+        loss = nll_bits(m(x, torch.zeros(16, dtype=torch.long)), y, mask).sum() / mask.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    x, y, mask = window_batch([piece], [40], 32, END, PAD)
+    with torch.no_grad():
+        held = float(nll_bits(m(x, torch.zeros(1, dtype=torch.long)), y, mask)[0, 12:].mean())  # after one phrase
+    assert unigram > 2.5 and held < 0.25 * unigram, (held, unigram)
+    assert time.perf_counter() - t0 < 120
+    out = m.generate(genre=0, max_events=24, temperature=0.0, prompt=phrase)
+    assert out[12:24] == phrase  # it continues the phrase
+
+
+@torch.no_grad()
+def test_events_bits_scores_every_event_once():
+    m = tiny(context=16, seed=5)
+    events = torch.randint(2, V, (11,)).tolist() + [END]
+    x = torch.tensor([[END] + events[:-1]])
+    want = float(nll_bits(m(x, torch.tensor([2])), torch.tensor([events]), torch.ones(1, 12, dtype=torch.bool)).sum())
+    total, n = m.events_bits(events, genre=2)
+    assert n == 12 and total == pytest.approx(want, rel=1e-5)
+    for length in (16, 17, 40, 41):  # longer than the context: windows that advance by 8
+        events = torch.randint(2, V, (length,)).tolist()
+        seq = [END] + events
+        want = 0.0
+        for t in range(length):  # target t is scored after the events the windows give it
+            s = 0 if t < 16 else (t - 16) // 8 * 8 + 8
+            logits = m(torch.tensor([seq[s:t + 1]]), torch.tensor([2]))[:, -1:]
+            want += float(nll_bits(logits, torch.tensor([[seq[t + 1]]]), torch.ones(1, 1, dtype=torch.bool)).sum())
+        total, n = m.events_bits(events, genre=2, batch=2)
+        assert n == length and total == pytest.approx(want, rel=1e-5), length

@@ -1,0 +1,95 @@
+"""pipeline/score_metrics.py: novelty (unseen transitions, onset 4-grams, verbatim copies) and style overlap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.midi import Note, piano_roll
+from pipeline.score_metrics import novelty, overlap_area, style_overlap
+
+FPS = 100
+
+
+def piece(seed: int, n_chords: int = 40) -> np.ndarray:
+    """A roll of random triads on C major roots (0.2-0.6 s each, some with a passing melody note), no silence inside."""
+    rng = np.random.default_rng(seed)
+    notes, t = [], 0.0
+    for _ in range(n_chords):
+        root = int(rng.choice([48, 50, 52, 53, 55, 57]))  # C major roots
+        d = float(rng.choice([0.2, 0.3, 0.4, 0.6]))
+        third = int(rng.choice([3, 4]))
+        v = int(rng.integers(50, 110))
+        notes += [Note(root + i, t, t + d, v, 0, 0, False) for i in (0, third, 7)]
+        if rng.random() < 0.5:
+            notes.append(Note(root + 12 + int(rng.choice([0, 2, 4])), t, t + d / 2, v, 0, 0, False))
+        t += d
+    return piano_roll(notes, fps=FPS)
+
+
+def shifted(roll: np.ndarray, semitones: int) -> np.ndarray:
+    return np.roll(roll, semitones, axis=1)
+
+
+def test_a_copy_is_not_novel_and_a_transposition_is():
+    train = [piece(s) for s in range(6)]
+    copy = novelty([train[2]], train, FPS)
+    assert copy["transitions"] > 20 and copy["unseen_transitions"] == 0.0 and copy["unseen_onset_4grams"] == 0.0
+    assert copy["longest_copy_seconds"] == pytest.approx(train[2].shape[2] / FPS, abs=0.1)  # the whole piece
+    assert copy["longest_copy_changes"] == copy["transitions"]
+    new = novelty([shifted(train[2], 1)], train, FPS)  # a semitone up: no chord of it occurs in training
+    assert new["unseen_transitions"] > 0.9 and new["unseen_onset_4grams"] == 1.0
+    assert new["longest_copy_seconds"] <= 1.0 and new["longest_copy_changes"] <= 2
+
+
+def test_a_splice_copies_half_and_adds_one_new_move():
+    train = [piece(s) for s in range(4)]
+    a, b = train[0], train[1]
+    cut_a, cut_b = a.shape[2] // 2 // 10 * 10, b.shape[2] // 2 // 10 * 10  # on the 0.1 s grid
+    splice = np.concatenate([a[:, :, :cut_a], b[:, :, cut_b:]], axis=2)
+    got = novelty([splice], train, FPS)
+    longest = max(cut_a, b.shape[2] - cut_b) / FPS
+    assert longest - 0.5 <= got["longest_copy_seconds"] <= longest + 0.5  # the longer half, not the whole
+    assert got["longest_copy_seconds"] < splice.shape[2] / FPS - 2.0
+    assert 0 < got["unseen_transitions"] <= 2 / got["transitions"]  # only the junction can be new
+
+
+def test_silence_is_never_a_copy():
+    train = [np.zeros((2, 128, 800), np.uint8), piece(0)]
+    quiet = np.zeros((2, 128, 500), np.uint8)
+    quiet[:, 60, 100:120] = 90
+    got = novelty([quiet], train, FPS)
+    assert got["longest_copy_seconds"] <= 0.2
+
+
+def test_style_overlap_is_one_for_the_same_set_and_drops_for_another_style():
+    held = [piece(s) for s in range(10, 14)]
+    same = style_overlap(held, held, FPS)
+    for k in ("pitch_class", "pitch_range", "polyphony", "ioi"):
+        assert same[k] == pytest.approx(1.0, abs=1e-3), k
+    close = style_overlap([piece(s) for s in range(20, 24)], held, FPS)  # the same style, other pieces
+    assert close["mean"] > 0.8
+    mono = []  # a single high voice of fast sixteenths: other polyphony, range and rhythm
+    for s in range(4):
+        rng = np.random.default_rng(s)
+        notes = [Note(int(rng.integers(84, 90)), 0.1 * i, 0.1 * i + 0.08, 80, 0, 0, False) for i in range(150)]
+        mono.append(piano_roll(notes, fps=FPS))
+    far = style_overlap(mono, held, FPS)
+    assert far["polyphony"] < 0.1 and far["ioi"] < 0.5 and far["mean"] < close["mean"] - 0.3
+    assert far["generated"]["polyphony"] == pytest.approx(1.0) and far["heldout"]["polyphony"] > 3
+    up = style_overlap([shifted(r, 6) for r in held], held, FPS)  # a tritone up: other pitch classes only
+    assert up["polyphony"] == pytest.approx(1.0, abs=1e-3) and up["pitch_class"] < same["pitch_class"] - 0.2
+
+
+def test_overlap_area_of_known_gaussians():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 4000), rng.normal(1, 1, 4000)
+    assert overlap_area(a, b, floor=0.01) == pytest.approx(0.617, abs=0.03)  # 2 Phi(-1/2) for N(0,1) vs N(1,1)
+    assert overlap_area(a, np.array([]), floor=0.01) is None
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="no generated rolls"):
+        novelty([], [piece(0)], FPS)
+    with pytest.raises(ValueError, match=r"\(2, 128, F\)"):
+        style_overlap([np.zeros((128, 4))], [piece(0)], FPS)
