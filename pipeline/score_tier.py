@@ -204,28 +204,6 @@ def load_pieces(path: Path) -> list[tuple[int, list[int]]]:
 # ----------------------------------------------------------------------------- evaluation
 
 
-@torch.inference_mode()
-def piece_bits(model, events: list[int], genre_id: int) -> float:
-    """Bits of every event of a piece (and its END), each with up to ``context`` events before it: windows of
-    ``context`` inputs advancing by half a context (every event after the first window sees at least half)."""
-    from pipeline.score_events import END
-
-    seq = torch.tensor([END, *events], dtype=torch.long)
-    C, n = model.cfg.context, len(seq) - 1  # n targets seq[1:]
-    genre = torch.tensor([genre_id])
-    total, done, start = 0.0, 0, 0
-    while done < n:
-        x = seq[start: start + C][None]  # (1, <= C)
-        y = seq[start + 1: start + C + 1][None]
-        logits = model(x[:, : y.shape[1]], genre)
-        bits = model.nll_bits(logits, y, torch.ones_like(y, dtype=torch.bool))[0]  # (T,)
-        first = done - start  # targets before this were scored by an earlier window
-        total += float(bits[first:].sum())
-        done = start + y.shape[1]
-        start += C // 2
-    return total
-
-
 def evaluate_score_tier(data_dir, manifest: dict, run_dir, split: str) -> dict | None:
     """Held-out bits per event and per second of the score tier on ``split``'s scores, beside the classic
     baselines over the same events (unigram, smoothed n-grams of orders 2-5, fitted on the events the tier
@@ -242,8 +220,9 @@ def evaluate_score_tier(data_dir, manifest: dict, run_dir, split: str) -> dict |
     test = split_pieces(data_dir, manifest, split, fps)
     if not test:
         return None
-    bits = sum(piece_bits(model, list(p.events), genres.index(p.genre) if p.genre in genres else len(genres))
-               for p in test)
+    with torch.inference_mode():
+        bits = sum(model.events_bits(list(p.events), genres.index(p.genre) if p.genre in genres else len(genres))[0]
+                   for p in test)
     events = sum(len(p.events) for p in test)
     seconds = sum(p.seconds for p in test)
     train_path = stage_dir(run_dir, SCORE_KEY) / TRAIN_EVENTS
@@ -251,7 +230,7 @@ def evaluate_score_tier(data_dir, manifest: dict, run_dir, split: str) -> dict |
         [list(p.events) for p in split_pieces(data_dir, manifest, "train", fps)]
     table = ngram_table(train, [list(p.events) for p in test], VOCAB_SIZE)
     per_event = bits / events
-    best = table["best_bits_per_event"]
+    best = table["best"]
     return {"pieces": len(test), "events": events, "seconds": round(seconds, 2),
             "bits_per_event": per_event, "bits_per_second": bits / max(seconds, 1e-9),
             "baselines": table, "best_ngram_bits_per_event": best,

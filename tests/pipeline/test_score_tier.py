@@ -22,7 +22,6 @@ from pipeline.score_tier import (
     is_trained,
     load_pieces,
     load_score_tier,
-    piece_bits,
     split_pieces,
 )
 from pipeline.train import train_stage
@@ -76,32 +75,6 @@ def test_score_tier_trains_exports_evaluates_and_resumes_exactly(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert float((a[k] - b[k]).abs().max()) <= 1e-6, k
-
-
-def test_piece_bits_windows_equal_one_pass_when_the_piece_fits(tmp_path):
-    import torch
-
-    from models.score_tier import ScoreTierConfig, ScoreTransformer
-    from pipeline.score_events import PAD, VOCAB_SIZE
-
-    torch.manual_seed(0)
-    model = ScoreTransformer(ScoreTierConfig(vocab_size=VOCAB_SIZE, n_genres=2, end_token=END, pad_token=PAD,
-                                             n_layers=1, n_heads=2, width=16, context=64, dropout=0.0)).eval()
-    events = [5, 120, 9, 250, 9, END]
-    seq = torch.tensor([[END, *events]])
-    with torch.no_grad():
-        full = float(model.nll_bits(model(seq[:, :-1], torch.tensor([1])), seq[:, 1:],
-                                    torch.ones(1, len(events), dtype=torch.bool)).sum())
-    assert piece_bits(model, events, 1) == pytest.approx(full, rel=1e-5)
-    # a piece longer than the context: with all weights zero every event costs the same, so the windows
-    # score each event exactly once iff the total is (events + END) x that cost
-    m16 = ScoreTransformer(dataclasses.replace(model.cfg, context=16)).eval()
-    with torch.no_grad():
-        for p in m16.parameters():
-            p.zero_()
-    one = piece_bits(m16, [END], 0)
-    long = [5, 120, 9, 250] * 40 + [END]  # 161 events over a 16-event context
-    assert one > 1.0 and piece_bits(m16, long, 0) == pytest.approx(len(long) * one, rel=1e-6)
 
 
 def test_extra_scores_skip_bad_files_and_unknown_genres(tmp_path):
