@@ -1,7 +1,7 @@
 """Configuration: frozen dataclasses and the one builder that turns a YAML file into them.
 
-A config file (``configs/tiny.yaml``) has four sections: ``data``, ``stages`` (a list, coarse
-to fine), ``train`` and ``generate``.  Every field has a default, so a file only lists what it
+A config file (``configs/tiny.yaml``) has five sections: ``data``, ``preprocess``, ``stages``
+(a list, coarse to fine), ``train`` and ``generate``.  Every field has a default, so a file only lists what it
 changes.  The presets (``tiny``, ``base``) are package data in ``pipeline/configs/`` (a checkout's
 ``configs/`` is a link to it), so ``load_config("tiny")`` works from any folder after
 ``pip install``; ``load_config(None)`` gives ``tiny``.
@@ -44,6 +44,19 @@ class DataConfig:
     @property
     def classes(self) -> int:
         return 2**self.mu_bits
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How tracks without aligned MIDI get a score at preprocess (pipeline/transcribe.py)."""
+
+    estimate_scores: bool = True  # estimate a roll from the audio of every track without MIDI
+    transcription: str = "basic-pitch"  # the estimator: one of pipeline.transcribe.METHODS
+
+    @property
+    def estimator(self) -> str | None:
+        """The transcription method to run on tracks without MIDI, None when estimation is off."""
+        return self.transcription if self.estimate_scores else None
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,7 @@ class StrataConfig:
     stages: tuple[StageConfig, ...] = ()
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -221,7 +235,7 @@ def config_from_dict(raw: dict[str, Any]) -> StrataConfig:
     """The one builder: a plain mapping (parsed YAML/JSON) -> ``StrataConfig``."""
     if not isinstance(raw, dict):
         raise ConfigError("config: expected a mapping at the top level")
-    unknown = sorted(set(raw) - {"data", "stages", "train", "generate", "name"})
+    unknown = sorted(set(raw) - {"data", "preprocess", "stages", "train", "generate", "name"})
     if unknown:
         raise ConfigError(f"config: unknown section(s) {', '.join(unknown)}")
     data = _build(DataConfig, raw.get("data"), "data")
@@ -242,6 +256,7 @@ def config_from_dict(raw: dict[str, Any]) -> StrataConfig:
         stages=tuple(stages),
         train=_build(TrainConfig, raw.get("train"), "train"),
         generate=_build(GenerateConfig, raw.get("generate"), "generate"),
+        preprocess=_build(PreprocessConfig, raw.get("preprocess"), "preprocess"),
     )
 
 
@@ -340,6 +355,10 @@ def validate(cfg: StrataConfig) -> None:
             raise ConfigError(str(e)) from None
         if s.crop <= 0 or s.batch_size <= 0:
             raise ConfigError(f"stages[{k}]: crop and batch_size must be positive")
+    from pipeline.transcribe import METHODS
+
+    if cfg.preprocess.transcription not in METHODS:
+        raise ConfigError(f"preprocess.transcription: {cfg.preprocess.transcription!r} not one of {', '.join(METHODS)}")
     t = cfg.train
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")

@@ -105,6 +105,20 @@ def prompt_roll(audio: np.ndarray, rate: int, fps: int, prompt_frames: int, tota
     return roll
 
 
+def estimator_version(method: str | None) -> str:
+    """What a cached estimate depends on: the method, its package version and settings ("none" for None)."""
+    if method is None:
+        return "none"
+    if method == "basic-pitch":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"basic-pitch {version('basic-pitch')} {sorted(BP_THRESHOLDS.items())}"
+        except PackageNotFoundError:
+            return "basic-pitch (not installed)"
+    return f"{method} hop {HOP} bins {MIDI_LO}-{MIDI_HI}"
+
+
 # ----------------------------------------------------------------------------- checks
 
 
