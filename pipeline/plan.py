@@ -142,7 +142,9 @@ class Plan:
     prompt_seconds: float
     midi_seconds: float | None
     resynth_tiers: dict[int, np.ndarray] | None = None  # {rate: uint8 codes} of the real audio (resynth)
-    roll_source: str | None = None  # "midi", "prompt" (notes estimated from the audio prompt) or None
+    # "midi", "prompt" (notes estimated from the audio prompt), "estimated" (from the re-synthesised
+    # audio), "score_model" or None
+    roll_source: str | None = None
 
 
 def resolve_genre(run: LoadedRun, genre: str | None) -> int:
@@ -249,15 +251,26 @@ def _prompt_roll(cfg: Any, rates: list[int], tiers: dict[int, np.ndarray], promp
 
 def _resynth_plan(run: LoadedRun, p: GenerateParams, genre_id: int, roll, midi_seconds) -> Plan:
     """Re-synthesis: stage 0's tier is the real audio's (prepared as in training, cut to ``seconds``);
-    only the finer stages generate.  MIDI time 0 = the start of the audio."""
-    rates, unit0 = run.rates, run.rates[0] // run.cfg.data.roll_fps
-    tiers = load_prompt_tiers(p.resynth, run.cfg, rates)  # whole roll frames at every rate
+    only the finer stages generate.  MIDI time 0 = the start of the audio; without MIDI, the roll
+    is estimated from the audio (pipeline/transcribe.py) when a generating stage reads one."""
+    from pipeline.audio import mulaw_decode
+    from pipeline.transcribe import estimate_roll
+
+    cfg = run.cfg
+    rates, unit0 = run.rates, run.rates[0] // cfg.data.roll_fps
+    tiers = load_prompt_tiers(p.resynth, cfg, rates)  # whole roll frames at every rate
     n0 = tiers[rates[0]].shape[0]
     if p.seconds is not None:
         n0 = min(n0, whole_frames(p.seconds, rates[0], unit0))
     tiers = {r: codes[: n0 * r // rates[0]] for r, codes in tiers.items()}
-    roll = None if roll is None else _fit_roll(roll, 0, n0 // unit0)
-    return Plan(n0, False, genre_id, roll, None, 0.0, midi_seconds, resynth_tiers=tiers)
+    source = None if roll is None else "midi"
+    if roll is not None:
+        roll = _fit_roll(roll, 0, n0 // unit0)
+    elif any(s.use_roll for s in cfg.stages[1:len(rates)]):
+        fine = mulaw_decode(tiers[rates[-1]], bits=cfg.data.mu_bits)  # (n_K,)
+        roll = estimate_roll(fine, rates[-1], cfg.data.roll_fps, n_frames=n0 // unit0)  # (2, 128, F)
+        roll, source = (roll, "estimated") if roll[0].any() else (None, None)
+    return Plan(n0, False, genre_id, roll, None, 0.0, midi_seconds, resynth_tiers=tiers, roll_source=source)
 
 
 def _chain_roll(run: LoadedRun, p: GenerateParams, frames: int) -> np.ndarray | None:

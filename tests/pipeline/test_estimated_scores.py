@@ -103,3 +103,19 @@ def test_config_switch_and_its_check():
     assert off.preprocess.estimator is None
     with pytest.raises(ConfigError, match="preprocess.transcription"):
         config_from_dict({"preprocess": {"transcription": "crepe"}})
+
+
+def test_resynthesis_without_midi_reads_the_estimated_roll(tmp_path):
+    from pipeline.plan import make_plan, validate_params
+    from pipeline.run import load_run
+    from tests.helpers_run import make_run
+
+    run_dir = make_run(tmp_path)
+    run = load_run(run_dir)
+    params = lambda **kw: validate_params(run_dir=run_dir, out_dir=tmp_path / "out", **kw)  # noqa: E731
+    wav = write_wav(tmp_path / "real.wav", tones(MELODY[:4], 2.2), RATE)
+    plan = make_plan(run, params(resynth=wav))
+    assert plan.roll_source == "estimated" and plan.roll.shape[2] == plan.n0 // (run.rates[0] // 100)
+    assert {60, 62, 64, 65} <= set(np.flatnonzero(plan.roll[1].any(axis=1)))  # the melody, from the audio
+    scored = make_plan(run, params(resynth=wav, midi=write_midi(tmp_path / "m.mid", [(60, 0.0, 1.0, 90)])))
+    assert scored.roll_source == "midi" and set(np.flatnonzero(scored.roll[1].any(axis=1))) == {60}
