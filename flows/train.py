@@ -288,7 +288,11 @@ def _train(data: str, run: str, config: str | None, stages: str, max_steps: int 
         raise ParameterError(f"max_minutes={max_minutes}: must be > 0")
     cfg = resolve_config(config, run_dir)
     selected = parse_stages(stages, len(cfg.stages))
-    load_manifest(data)  # a clear DatasetError before anything is written
+    from pipeline.manifest import unscored_genre_lines
+
+    for line in unscored_genre_lines(load_manifest(data)):  # a clear DatasetError before anything is written
+        logger.warning(line)
+        print(f"train: {line}", flush=True)
     with_ckpt = {k for k in selected if list_checkpoints(run_dir, k)}
     if resume and not with_ckpt:
         raise RunError(f"{run}: --resume but no checkpoint for stage(s) {','.join(map(str, selected))}")

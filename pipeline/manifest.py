@@ -140,6 +140,15 @@ def genres_without_score(manifest: dict, split: str = "train") -> list[str]:
     return sorted(set(manifest["genres"]) - have)
 
 
+def unscored_genre_lines(manifest: dict) -> list[str]:
+    """One line per genre without any score in the train split: what a user gets instead."""
+    return [f"genre '{g}': no training track has a score (no MIDI, no roll estimated from its audio: "
+            f"see report.json's no_roll, or preprocess without --no-estimate); its tracks are learned "
+            f"without a roll, the score model has no chords for it, and a piece asked for by this genre "
+            f"is rendered from the genre label alone, with no notes to follow"
+            for g in genres_without_score(manifest)]
+
+
 def write_dataset(
     out_dir: str | Path, tracks: Sequence[dict], skipped: Sequence[dict], data_cfg: DataConfig, seed: int = 0
 ) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from pipeline import preprocess as pp
 from pipeline.config import ConfigError, config_from_dict, load_config
 from pipeline.io import load_npy
-from pipeline.manifest import genres_without_score, roll_counts, write_dataset
+from pipeline.manifest import genres_without_score, roll_counts, unscored_genre_lines, write_dataset
 from tests.pipeline.test_preprocess import write_midi, write_wav
 from tests.pipeline.test_transcribe import MELODY, RATE, tones
 
@@ -95,6 +95,8 @@ def test_without_estimation_only_midi_tracks_have_rolls(tmp_path):
     for t in manifest["tracks"]:
         t["split"] = "train"
     assert genres_without_score(manifest) == ["noisy", "recorded"]
+    lines = unscored_genre_lines(manifest)
+    assert len(lines) == 2 and lines[0].startswith("genre 'noisy': no training track has a score")
 
 
 def test_config_switch_and_its_check():
