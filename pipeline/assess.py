@@ -351,6 +351,9 @@ SUMMARY_KEYS = (("score", "chroma_agreement"), ("score", "chroma_chance"), ("sco
                 ("resynth", "lsd_upsampled_high_db"))
 
 
+SUMMARY_PREFIX = {"transcription": "note_", "bands": "band_db_"}  # "note_f1", "band_db_1-2k", ...
+
+
 def summarise(items: list[dict]) -> dict:
     """Mean of the main measures over the items that have them (``tiers`` per rate)."""
     values: dict[str, list[float]] = {}
@@ -358,7 +361,7 @@ def summarise(items: list[dict]) -> dict:
         for group, key in SUMMARY_KEYS:
             v = (item.get(group) or {}).get(key)
             if v is not None:
-                values.setdefault(key, []).append(v)
+                values.setdefault(SUMMARY_PREFIX.get(group, "") + key, []).append(v)
         for rate, v in ((item.get("tiers") or {}).get("snr_db") or {}).items():
             values.setdefault(f"tier_snr_db_{rate}", []).append(v)
     return {"items": len(items), **{k: float(np.mean(v)) for k, v in values.items()}}

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from pipeline import assess_metrics as am
-from pipeline.assess import assess_audio, item_line, transcription_group
+from pipeline.assess import assess_audio, item_line, summarise, transcription_group
 from pipeline.audio import resample
 from pipeline.midi import render_midi
 from tests.helpers_run import write_midi
@@ -56,6 +56,8 @@ def test_assess_reports_note_f1_against_the_midi_and_its_rendering(tmp_path):
     assert notes["f1"] >= 0.8 and notes["reference_f1"] >= 0.8, notes  # the audio is a plain rendering
     assert notes["pitch_class_f1"] >= notes["f1"] - 1e-9
     assert item["bands"]["1-2k"] is not None and "note F1" in item_line(item) and "bands" in item_line(item)
+    summary = summarise([item])
+    assert summary["note_f1"] == notes["f1"] and summary["band_db_4-8k"] == item["bands"]["4-8k"]
     # the same MIDI against the melody a fifth higher: onsets right, pitches wrong
     shifted = write_midi(tmp_path / "fifth.mid", notes=[(p + 7, a, b) for p, a, b in MELODY])
     wrong = transcription_group(sf.read(str(wav), dtype="float32")[0], shifted)
