@@ -9,6 +9,8 @@ One assessment is a dict of groups (measures in ``pipeline.assess_metrics``)::
                        "pitch_class_recall", "pitch_class_f1", "reference_f1", "reference_pitch_class_f1",
                        "reference_precision", "reference_recall"} | null   (strata assess only),
      "bands":  {"1-2k", "2-4k", "4-8k"} (dB relative to 0-1 kHz, median over 1 s windows),
+     "bands_reference": the same for a plain rendering of the MIDI over the audio's span | null
+                        (with a MIDI only),
      "noise":  {"flatness_median", "flatness_threshold", "threshold_source", "noisy_share",
                 "first_noisy_seconds", "windows", "silent_windows"},
      "tiers":  {"source": "generated" | "preprocessed", "snr_db": {"<rate>": dB}},
@@ -135,6 +137,14 @@ def reference_agreement(midi: str, mtime_ns: int) -> float | None:
     return None if found is None else found["chroma_agreement"]
 
 
+def reference_bands(midi: Path, seconds: float) -> dict | None:
+    """Band levels (``am.band_levels``) of a plain rendering of the MIDI's first ``seconds`` (None
+    without FluidSynth or when the span is empty)."""
+    rendering = reference_rendering(str(Path(midi).resolve()), Path(midi).stat().st_mtime_ns)
+    n = int(round(seconds * am.ANALYSIS_RATE))
+    return None if rendering is None or n <= 0 else am.band_levels(rendering[:n], am.ANALYSIS_RATE)
+
+
 def transcription_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0.0) -> dict | None:
     """Note F1 of ``audio`` (at ``ANALYSIS_RATE``; MIDI time 0 at ``offset_seconds``) against the
     MIDI's notes that start within it, beside a plain rendering of the same span; None when no
@@ -187,6 +197,8 @@ def diagnose(audio: np.ndarray, rate: int, *, tiers: dict[int, np.ndarray] | Non
                            "score": score_group(a16, midi, midi_offset) if midi is not None else None,
                            "noise": {**am.noise_summary(a16, value), "threshold_source": source},
                            "bands": am.band_levels(a16, am.ANALYSIS_RATE)}
+    if midi is not None:
+        out["bands_reference"] = reference_bands(midi, len(a16) / am.ANALYSIS_RATE - midi_offset)
     if transcribe:
         out["transcription"] = transcription_group(a16, midi, midi_offset) if midi is not None else None
     if tiers:
@@ -329,7 +341,9 @@ def item_line(item: dict) -> str:
     parts.append(f"flatness {_fmt(noise.get('flatness_median'), '.4f')}, noisy {noise.get('noisy_share', 0):.0%}")
     bands = item.get("bands") or {}
     if any(v is not None for v in bands.values()):
-        parts.append("bands " + "/".join(_fmt(v, ".1f") for v in bands.values()) + " dB re 0-1 kHz")
+        ref = item.get("bands_reference") or {}
+        parts.append("bands " + "/".join(_fmt(v, ".1f") for v in bands.values()) + " dB re 0-1 kHz"
+                     + (" (rendering " + "/".join(_fmt(v, ".1f") for v in ref.values()) + ")" if ref else ""))
     snr = (item.get("tiers") or {}).get("snr_db") or {}
     if snr:
         parts.append("tier SNR " + "/".join(f"{v:.1f}" for v in snr.values()) + " dB")
@@ -346,12 +360,14 @@ SUMMARY_KEYS = (("score", "chroma_agreement"), ("score", "chroma_chance"), ("sco
                 ("score", "chroma_lift"), ("transcription", "f1"), ("transcription", "pitch_class_f1"),
                 ("transcription", "reference_f1"), ("transcription", "reference_pitch_class_f1"),
                 ("bands", "1-2k"), ("bands", "2-4k"), ("bands", "4-8k"),
+                ("bands_reference", "1-2k"), ("bands_reference", "2-4k"), ("bands_reference", "4-8k"),
                 ("noise", "flatness_median"), ("noise", "noisy_share"),
                 ("resynth", "lsd_db"), ("resynth", "lsd_upsampled_db"), ("resynth", "lsd_high_db"),
                 ("resynth", "lsd_upsampled_high_db"))
 
 
-SUMMARY_PREFIX = {"transcription": "note_", "bands": "band_db_"}  # "note_f1", "band_db_1-2k", ...
+# summary names: "note_f1", "band_db_1-2k", "band_reference_db_1-2k", ...
+SUMMARY_PREFIX = {"transcription": "note_", "bands": "band_db_", "bands_reference": "band_reference_db_"}
 
 
 def summarise(items: list[dict]) -> dict:

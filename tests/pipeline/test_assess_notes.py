@@ -56,6 +56,8 @@ def test_assess_reports_note_f1_against_the_midi_and_its_rendering(tmp_path):
     assert notes["f1"] >= 0.8 and notes["reference_f1"] >= 0.8, notes  # the audio is a plain rendering
     assert notes["pitch_class_f1"] >= notes["f1"] - 1e-9
     assert item["bands"]["1-2k"] is not None and "note F1" in item_line(item) and "bands" in item_line(item)
+    for name, level in item["bands"].items():  # the audio is the plain rendering
+        assert item["bands_reference"][name] == pytest.approx(level, abs=1.0), (name, item)
     summary = summarise([item])
     assert summary["note_f1"] == notes["f1"] and summary["band_db_4-8k"] == item["bands"]["4-8k"]
     # the same MIDI against the melody a fifth higher: onsets right, pitches wrong
