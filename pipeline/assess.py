@@ -24,7 +24,8 @@ plain FluidSynth rendering of the MIDI (null without FluidSynth).  ``transcripti
 hears them (pipeline/transcribe.py) against the MIDI's notes over the audio's span, and the same for
 a plain FluidSynth rendering of that span (``reference_*``, null without FluidSynth).  It runs in
 ``strata assess`` only, not in a generation job's diagnostics: there it would add the model's load
-(about 3 s per process) and two transcriptions (the piece and its rendering) to every scored job.
+(about 3 s per process) and two transcriptions (the piece and its rendering, ~19x real time each) to
+a MIDI job that takes about 1.9 s with the fused engine (bench/results/demo_generation.json).
 For a plain audio file the tiers are made as in preprocessing (``make_tiers`` at ``DEFAULT_RATES``):
 their SNR is the floor that mu-law quantisation leaves real data, and ``resynth`` holds the plain-upsampling LSD only.
 The noise threshold is calibrated on training audio (``calibrate_noise``), stored in the run
