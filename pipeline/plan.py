@@ -145,6 +145,7 @@ class Plan:
     # "midi", "prompt" (notes estimated from the audio prompt), "estimated" (from the re-synthesised
     # audio), "score_model" or None
     roll_source: str | None = None
+    score_note: str | None = None  # one line when a genre-only piece has no score to follow (and why)
 
 
 def resolve_genre(run: LoadedRun, genre: str | None) -> int:
@@ -223,6 +224,7 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
         new = cfg.generate.seconds
     n0 = p0 + whole_frames(new, r0, unit0)
     source = "midi" if roll is not None else None
+    note = None
     if roll is not None:  # MIDI time 0 = start of the continuation (after any prompt)
         roll = _fit_roll(roll, p0 // unit0, n0 // unit0)
     elif tiers is not None and p.prompt_hold_seconds > 0 and cfg.stages[0].use_roll:
@@ -231,11 +233,15 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
         cap = n0 if p.seconds is not None else whole_frames(cfg.generate.max_seconds, r0, unit0)
         roll = _chain_roll(run, p, cap // unit0)
         source = None if roll is None else "score_model"
-        if roll is not None:
+        if roll is None:
+            note = (f"genre '{p.genre}' has no score in this run (none of its training tracks had MIDI or a roll "
+                    f"estimated from its audio): the piece is rendered from the genre label alone, with no notes "
+                    f"to follow")
+        else:
             if p.seconds is None:  # the piece ends with its score (+ a release without notes), as with --midi
                 n0, free = min(cap, unit0 * (roll.shape[2] + math.ceil(RELEASE_SECONDS * fps))), False
             roll = _fit_roll(roll, 0, n0 // unit0)
-    return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source)
+    return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source, score_note=note)
 
 
 def _prompt_roll(cfg: Any, rates: list[int], tiers: dict[int, np.ndarray], prompt_frames: int,

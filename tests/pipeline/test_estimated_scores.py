@@ -121,3 +121,22 @@ def test_resynthesis_without_midi_reads_the_estimated_roll(tmp_path):
     assert {60, 62, 64, 65} <= set(np.flatnonzero(plan.roll[1].any(axis=1)))  # the melody, from the audio
     scored = make_plan(run, params(resynth=wav, midi=write_midi(tmp_path / "m.mid", [(60, 0.0, 1.0, 90)])))
     assert scored.roll_source == "midi" and set(np.flatnonzero(scored.roll[1].any(axis=1))) == {60}
+
+
+def test_a_genre_without_any_score_is_said_at_generate_time(tmp_path):
+    from pipeline.plan import make_plan, validate_params
+    from pipeline.run import load_run
+    from tests.helpers_run import GENRES, make_run
+
+    run_dir = make_run(tmp_path)  # no score_model.json: no genre of this run has a score
+    run = load_run(run_dir)
+
+    def plan(**kw):
+        return make_plan(run, validate_params(run_dir=run_dir, out_dir=tmp_path / "out", genre=GENRES[0], **kw)
+                         .with_run_defaults(run.cfg.generate))
+
+    plain = plan()
+    assert plain.roll is None and plain.roll_source is None
+    assert plain.score_note.startswith(f"genre '{GENRES[0]}' has no score in this run")
+    scored = plan(midi=write_midi(tmp_path / "m.mid", [(60, 0.0, 1.0, 90)]))
+    assert scored.score_note is None and scored.roll_source == "midi"
