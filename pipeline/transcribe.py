@@ -139,7 +139,8 @@ def _check_audio(audio: np.ndarray, sr: int, method: str) -> np.ndarray:
 
 
 _MODEL_LOCK = threading.Lock()
-_MODEL: dict = {}
+_IMPORT_LOCK = threading.Lock()
+_MODEL: dict = {}  # "session": the ONNX session, "module": basic_pitch
 
 
 def basic_pitch_session():
@@ -152,8 +153,16 @@ def basic_pitch_session():
 
 
 def _quiet_import_basic_pitch():
-    """Import basic_pitch without its import-time warnings about absent TensorFlow/CoreML/TFLite
+    """Import basic_pitch (once) without its import-time warnings about absent TensorFlow/CoreML/TFLite
     (which would also install a handler on the root logger)."""
+    if "module" not in _MODEL:
+        with _IMPORT_LOCK:  # taken inside _MODEL_LOCK by _load_basic_pitch, never the other way round
+            if "module" not in _MODEL:
+                _MODEL["module"] = _import_basic_pitch()
+    return _MODEL["module"]
+
+
+def _import_basic_pitch():
     root = logging.getLogger()
     guard = logging.NullHandler()
     root.addHandler(guard)
