@@ -21,12 +21,14 @@ system-deps:
 browser-deps:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
 
-# Python virtual environment: CPU torch 2.13.0 first (a bare `torch` pulls a CUDA build), then Strata
+# Python virtual environment: CPU torch 2.13.0 first (a bare `torch` pulls a CUDA build), then Strata,
+# then basic-pitch without its dependencies (they name TensorFlow; pipeline/transcribe.py runs its ONNX model)
 $(BIN)/strata: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps basic-pitch==0.4.0  # its ONNX model; the packages it uses are in pyproject.toml
 	$(BIN)/python -m pipeline.warm  # numba's caches, compiled once here (concurrent first compiles can mix them)
 	@touch $(BIN)/strata
 

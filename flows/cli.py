@@ -119,14 +119,18 @@ def preprocess(
     raw: Path = typer.Option(..., "--raw", help="RAW/<genre>/<name>.wav (+ .mid) or RAW/metadata.csv"),
     out: Path = typer.Option(..., "--out", help="dataset folder to write"),
     config: Optional[Path] = typer.Option(None, "--config", help="config YAML (default: tiny)"),
+    no_estimate: bool = typer.Option(False, "--no-estimate", help="no roll estimated from the audio of tracks "
+                                     "without MIDI (overrides preprocess.estimate_scores)"),
 ) -> None:
-    """Decode, resample, trim and mu-law encode audio into a tiered dataset folder."""
+    """Decode, resample, trim and mu-law encode audio into a tiered dataset folder; tracks without
+    MIDI get a score estimated from their audio (basic-pitch) unless --no-estimate."""
     _need_dir(raw, "raw audio folder")
     _lock(out, "strata preprocess")
     _quiet_prefect()
     from flows.preprocess import preprocess_flow
 
-    summary = _run(preprocess_flow, str(raw), str(out), str(config) if config else None)
+    summary = _run(preprocess_flow, str(raw), str(out), str(config) if config else None,
+                   estimate_scores=False if no_estimate else None)
     typer.echo(f"dataset: {out} (manifest.json, report.json)")
     if isinstance(summary, dict):
         typer.echo(json.dumps(summary, indent=2, default=str))

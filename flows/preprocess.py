@@ -1,7 +1,8 @@
 """Prefect flow ``preprocess``: raw folder -> dataset folder (DESIGN 5).
 
 One task per file, cached on the file's content hash + the MIDI's content hash + the
-preprocessing settings + the output folder + the track id inputs (genre, path), with results
+preprocessing settings + the score estimator (method, version; ``preprocess.estimate_scores``)
++ the output folder + the track id inputs (genre, path), with results
 persisted, so a rerun after a crash only does the files that did not finish.  A cached result
 is trusted only when its output files still exist; otherwise the file is recomputed.
 Retries are for I/O errors (``OSError``) only; bad input is returned as a skip record.
@@ -9,6 +10,7 @@ Retries are for I/O errors (``OSError``) only; bad input is returned as a skip r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 from pathlib import Path
@@ -22,7 +24,8 @@ from pipeline import preprocess as pp
 from pipeline.config import DataConfig, load_config
 from pipeline.errors import ParameterError, StrataError
 from pipeline.inputs import discover
-from pipeline.manifest import write_dataset
+from pipeline.manifest import roll_counts, write_dataset
+from pipeline.transcribe import estimator_version
 
 WORKERS = 2  # measured on 2 cores: see bench/preprocess.py
 
@@ -36,6 +39,7 @@ def file_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
             pp.file_hash(audio),
             pp.file_hash(midi) if midi else "no-midi",
             pp.settings_hash(parameters["data_cfg"]),
+            "no-midi-roll" if midi else estimator_version(parameters.get("estimate")),
             str(Path(parameters["out_dir"]).resolve()),
             parameters["genre"],
             str(audio.absolute()),
@@ -63,28 +67,31 @@ def _retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retry_on_io_error,
 )
 def preprocess_file_task(audio_path: str, genre: str, midi_path: str | None, out_dir: str,
-                         data_cfg: DataConfig) -> dict[str, Any]:
+                         data_cfg: DataConfig, estimate: str | None = None) -> dict[str, Any]:
     """{"track": record} or {"skip": {"path", "genre", "reason"}} for one raw file."""
     try:
-        return {"track": pp.preprocess_file(audio_path, genre, midi_path, out_dir, data_cfg)}
+        return {"track": pp.preprocess_file(audio_path, genre, midi_path, out_dir, data_cfg, estimate)}
     except StrataError as e:
         return {"skip": pp.skip_record(audio_path, genre, e)}
 
 
-def _run_files(inputs: list, out: Path, data_cfg: DataConfig) -> tuple[list[dict], list[dict], dict[str, int]]:
+def _run_files(inputs: list, out: Path, data_cfg: DataConfig,
+               estimate: str | None) -> tuple[list[dict], list[dict], dict[str, int]]:
     """Submit one task per file; collect records, skips and cached/computed counts."""
     logger = get_run_logger()
     futures = [
-        preprocess_file_task.submit(str(a), g, None if m is None else str(m), str(out), data_cfg)
+        preprocess_file_task.submit(str(a), g, None if m is None else str(m), str(out), data_cfg, estimate)
         for a, g, m in inputs
     ]
     tracks, skipped, counts = [], [], {"cached": 0, "computed": 0}
     for i, ((audio, genre, midi), fut) in enumerate(zip(inputs, futures), start=1):
-        result, how = _settle(fut, audio, genre, midi, out, data_cfg)
+        result, how = _settle(fut, audio, genre, midi, out, data_cfg, estimate)
         counts["cached" if how == "cached" else "computed"] += 1
         if "track" in result:
             tracks.append(result["track"])
-            line = f"[{i}/{len(inputs)}] ok ({how}) {genre}/{Path(audio).name}: {result['track']['seconds']:.1f} s"
+            rec = result["track"]
+            line = (f"[{i}/{len(inputs)}] ok ({how}) {genre}/{Path(audio).name}: {rec['seconds']:.1f} s, "
+                    f"roll: {rec.get('roll_source') or rec.get('no_roll') or 'none'}")
         else:
             skipped.append(result["skip"])
             line = f"[{i}/{len(inputs)}] skipped {genre}/{Path(audio).name}: {result['skip']['reason']}"
@@ -102,7 +109,8 @@ def _print_counter(done: int, total: int, ok: int, skipped: int) -> None:
         print(text, flush=True)
 
 
-def _settle(fut: Any, audio: Path, genre: str, midi: Path | None, out: Path, data_cfg: DataConfig) -> tuple[dict, str]:
+def _settle(fut: Any, audio: Path, genre: str, midi: Path | None, out: Path, data_cfg: DataConfig,
+            estimate: str | None) -> tuple[dict, str]:
     """Result of one task future; a cached track whose files are gone is recomputed."""
     fut.wait()
     state = fut.state
@@ -114,7 +122,8 @@ def _settle(fut: Any, audio: Path, genre: str, midi: Path | None, out: Path, dat
     cached = state.name == "Cached"
     if cached and "track" in result and not pp.outputs_exist(out, result["track"]):
         fresh = preprocess_file_task.with_options(refresh_cache=True)
-        state = fresh(str(audio), genre, None if midi is None else str(midi), str(out), data_cfg, return_state=True)
+        state = fresh(str(audio), genre, None if midi is None else str(midi), str(out), data_cfg, estimate,
+                      return_state=True)
         if not state.is_completed():
             return {"skip": pp.skip_record(audio, genre, state.result(raise_on_failure=False))}, "failed"
         return state.result(), "recomputed"
@@ -128,6 +137,8 @@ def _summary_markdown(written: dict, counts: dict[str, int]) -> str:
     lines = [
         f"# Preprocess: {report['counts']['tracks']} tracks, {report['counts']['skipped']} skipped",
         f"{hours['total']:.3f} h in all; {counts['cached']} files from cache, {counts['computed']} computed.",
+        f"Scores: {report['counts']['with_midi']} from MIDI, {report['counts']['estimated_rolls']} estimated from "
+        f"the audio, {report['counts']['without_roll']} without a roll.",
         "", "| genre | train h | valid h | test h | total h |", "|---|---|---|---|---|",
     ]
     for g, per in hours["per_genre_split"].items():
@@ -137,6 +148,8 @@ def _summary_markdown(written: dict, counts: dict[str, int]) -> str:
     lines.append(f"| **all** | {s['train']:.4f} | {s['valid']:.4f} | {s['test']:.4f} | {hours['total']:.4f} |")
     lines += ["", "## Skipped files", ""]
     lines += [f"- `{x['path']}`: {x['reason']}" for x in report["skipped"]] or ["none"]
+    lines += ["", "## Tracks without a roll", ""]
+    lines += [f"- `{x['path']}`: {x['reason']}" for x in report["no_roll"]] or ["none"]
     return "\n".join(lines)
 
 
@@ -149,16 +162,20 @@ def _artifacts(written: dict, counts: dict[str, int]) -> None:
 
 
 @flow(name="preprocess", task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
-def preprocess_flow(raw: str, out: str, config: str | None = None) -> dict[str, Any]:
-    """Raw folder -> dataset folder; returns a summary dict (paths, counts, hours)."""
+def preprocess_flow(raw: str, out: str, config: str | None = None,
+                    estimate_scores: bool | None = None) -> dict[str, Any]:
+    """Raw folder -> dataset folder; returns a summary dict (paths, counts, hours).
+    ``estimate_scores`` overrides the config's ``preprocess.estimate_scores`` (``--no-estimate``)."""
     from pipeline.lock import folder_lock
 
     with folder_lock(out, "strata preprocess"):  # one writer per dataset folder (pipeline.lock)
-        return _preprocess(raw, out, config)
+        return _preprocess(raw, out, config, estimate_scores)
 
 
-def _preprocess(raw: str, out: str, config: str | None) -> dict[str, Any]:
+def _preprocess(raw: str, out: str, config: str | None, estimate_scores: bool | None) -> dict[str, Any]:
     cfg = load_config(config)
+    if estimate_scores is not None:
+        cfg = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, estimate_scores=estimate_scores))
     raw_dir, out_dir = Path(raw), Path(out)
     if not raw_dir.is_dir():
         raise ParameterError(f"{raw}: raw folder not found")
@@ -166,7 +183,7 @@ def _preprocess(raw: str, out: str, config: str | None) -> dict[str, Any]:
     if not inputs:
         raise ParameterError(f"{raw}: no audio files found (layout RAW/<genre>/<name>.wav or RAW/metadata.csv)")
     get_run_logger().info("preprocess: %d audio files in %s", len(inputs), raw_dir)
-    tracks, bad, counts = _run_files(inputs, out_dir, cfg.data)
+    tracks, bad, counts = _run_files(inputs, out_dir, cfg.data, cfg.preprocess.estimator)
     written = write_dataset(out_dir, tracks, skipped + bad, cfg.data, seed=cfg.train.seed)
     _artifacts(written, counts)
     report = written["report"]
@@ -177,5 +194,7 @@ def _preprocess(raw: str, out: str, config: str | None) -> dict[str, Any]:
         "tracks": report["counts"]["tracks"],
         "skipped": report["counts"]["skipped"],
         "hours": report["hours"]["total"],
+        "rolls": roll_counts(written["manifest"]),
+        "without_roll": [f"{x['path']}: {x['reason']}" for x in report["no_roll"]],
         **counts,
     }

@@ -320,6 +320,11 @@ def _train(data: str, run: str, config: str | None, stages: str, max_steps: int 
     if cfg.score_tier.enabled and not has_scores and SCORE_KEY not in selected:
         logger.info("score tier: not trained (no training track has a score and no --extra-scores): "
                     "genre-only pieces get no score")
+    from pipeline.manifest import unscored_genre_lines
+
+    for line in unscored_genre_lines(manifest):
+        logger.warning(line)
+        print(f"train: {line}", flush=True)
     with_ckpt = {k for k in selected if list_checkpoints(run_dir, k)}
     if resume and not with_ckpt:
         raise RunError(f"{run}: --resume but no checkpoint for stage(s) {','.join(map(str, selected))}")

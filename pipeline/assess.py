@@ -5,6 +5,12 @@ One assessment is a dict of groups (measures in ``pipeline.assess_metrics``)::
     {"path", "kind": "job" | "audio", "seconds",
      "score":  {"midi", "offset_seconds", "frames", "chroma_agreement", "chroma_chance",
                 "chroma_reference", "chroma_lift"} | null,
+     "transcription": {"method", "notes", "precision", "recall", "f1", "pitch_class_precision",
+                       "pitch_class_recall", "pitch_class_f1", "reference_f1", "reference_pitch_class_f1",
+                       "reference_precision", "reference_recall"} | null   (strata assess only),
+     "bands":  {"1-2k", "2-4k", "4-8k"} (dB relative to 0-1 kHz, median over 1 s windows),
+     "bands_reference": the same for a plain rendering of the MIDI over the audio's span | null
+                        (with a MIDI only),
      "noise":  {"flatness_median", "flatness_threshold", "threshold_source", "noisy_share",
                 "first_noisy_seconds", "windows", "silent_windows"},
      "tiers":  {"source": "generated" | "preprocessed", "snr_db": {"<rate>": dB}},
@@ -13,9 +19,15 @@ One assessment is a dict of groups (measures in ``pipeline.assess_metrics``)::
                  "high_band_hz"}}
 
 ``chroma_lift = chroma_agreement - chroma_chance``; ``chroma_reference`` is the agreement of a
-plain FluidSynth rendering of the MIDI (null without FluidSynth).  For a plain audio file the
-tiers are made as in preprocessing (``make_tiers`` at ``DEFAULT_RATES``): their SNR is the floor
-that mu-law quantisation leaves real data, and ``resynth`` holds the plain-upsampling LSD only.
+plain FluidSynth rendering of the MIDI (null without FluidSynth).  ``transcription``: note F1
+(mir_eval, onsets within 50 ms; exact pitch and pitch class) of the audio's notes as basic-pitch
+hears them (pipeline/transcribe.py) against the MIDI's notes over the audio's span, and the same for
+a plain FluidSynth rendering of that span (``reference_*``, null without FluidSynth).  It runs in
+``strata assess`` only, not in a generation job's diagnostics: there it would add the model's load
+(about 3 s per process) and two transcriptions (the piece and its rendering, ~19x real time each) to
+a MIDI job that takes about 1.9 s with the fused engine (bench/results/demo_generation.json).
+For a plain audio file the tiers are made as in preprocessing (``make_tiers`` at ``DEFAULT_RATES``):
+their SNR is the floor that mu-law quantisation leaves real data, and ``resynth`` holds the plain-upsampling LSD only.
 The noise threshold is calibrated on training audio (``calibrate_noise``), stored in the run
 folder as ``diagnostics_calibration.json``; without it ``FALLBACK_FLATNESS_THRESHOLD`` is used.
 """
@@ -102,11 +114,11 @@ def score_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0.0) -> d
             "chroma_lift": found["chroma_agreement"] - found["chroma_chance"]}
 
 
-@functools.lru_cache(maxsize=32)
-def reference_agreement(midi: str, mtime_ns: int) -> float | None:
-    """Chroma agreement of a plain FluidSynth rendering of the MIDI (None without FluidSynth)."""
+@functools.lru_cache(maxsize=4)
+def reference_rendering(midi: str, mtime_ns: int) -> np.ndarray | None:
+    """A plain FluidSynth rendering of the MIDI at ``ANALYSIS_RATE`` (None without FluidSynth)."""
     from pipeline.audio import load_audio, to_mono
-    from pipeline.midi import MidiError, read_midi, render_midi
+    from pipeline.midi import MidiError, render_midi
 
     with tempfile.TemporaryDirectory(prefix="strata-assess-") as tmp:
         try:
@@ -114,8 +126,52 @@ def reference_agreement(midi: str, mtime_ns: int) -> float | None:
         except MidiError:
             return None
         x, sr = load_audio(wav)
-    found = am.chroma_agreement(am.to_analysis_rate(to_mono(x), sr), read_midi(midi))
+    return am.to_analysis_rate(to_mono(x), sr)
+
+
+def reference_agreement(midi: str, mtime_ns: int) -> float | None:
+    """Chroma agreement of a plain FluidSynth rendering of the MIDI (None without FluidSynth)."""
+    from pipeline.midi import read_midi
+
+    rendering = reference_rendering(midi, mtime_ns)
+    found = None if rendering is None else am.chroma_agreement(rendering, read_midi(midi))
     return None if found is None else found["chroma_agreement"]
+
+
+def reference_bands(midi: Path, seconds: float) -> dict | None:
+    """Band levels (``am.band_levels``) of a plain rendering of the MIDI's first ``seconds`` (None
+    without FluidSynth or when the span is empty)."""
+    rendering = reference_rendering(str(Path(midi).resolve()), Path(midi).stat().st_mtime_ns)
+    n = int(round(seconds * am.ANALYSIS_RATE))
+    return None if rendering is None or n <= 0 else am.band_levels(rendering[:n], am.ANALYSIS_RATE)
+
+
+def transcription_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0.0) -> dict | None:
+    """Note F1 of ``audio`` (at ``ANALYSIS_RATE``; MIDI time 0 at ``offset_seconds``) against the
+    MIDI's notes that start within it, beside a plain rendering of the same span; None when no
+    note of the MIDI starts within the audio."""
+    import dataclasses
+
+    from pipeline.midi import read_midi
+    from pipeline.transcribe import DEFAULT_METHOD, estimate_notes, note_f1
+
+    span = len(audio) / am.ANALYSIS_RATE - offset_seconds
+    ref = [n for n in read_midi(midi) if not n.is_drum and n.start < span]
+    if not ref:
+        return None
+    tol = 0.05
+    est = [dataclasses.replace(n, start=n.start - offset_seconds, end=n.end - offset_seconds)
+           for n in estimate_notes(audio, am.ANALYSIS_RATE) if n.start >= offset_seconds - tol]
+    out = {"method": DEFAULT_METHOD, "notes": len(ref), "seconds": span, **note_f1(ref, est, tol),
+           **{f"pitch_class_{k}": v for k, v in note_f1(ref, est, tol, pitch_class=True).items()}}
+    rendering = reference_rendering(str(Path(midi).resolve()), Path(midi).stat().st_mtime_ns)
+    keys = ("reference_precision", "reference_recall", "reference_f1", "reference_pitch_class_f1")
+    out.update(dict.fromkeys(keys))
+    if rendering is not None:
+        plain = estimate_notes(rendering[: int(round(span * am.ANALYSIS_RATE))], am.ANALYSIS_RATE)
+        out.update({f"reference_{k}": v for k, v in note_f1(ref, plain, tol).items()})
+        out["reference_pitch_class_f1"] = note_f1(ref, plain, tol, pitch_class=True)["f1"]
+    return out
 
 
 def resynth_group(output: np.ndarray, real: np.ndarray, coarse: np.ndarray, coarse_rate: int, rate: int) -> dict:
@@ -132,14 +188,20 @@ def resynth_group(output: np.ndarray, real: np.ndarray, coarse: np.ndarray, coar
 
 def diagnose(audio: np.ndarray, rate: int, *, tiers: dict[int, np.ndarray] | None = None,
              midi: Path | None = None, midi_offset: float = 0.0, run_dir: Path | None = None,
-             threshold: tuple[float, str] | None = None) -> dict:
-    """Score, noise and tier groups of mono float ``audio`` at ``rate``; ``tiers``: {rate: float
-    audio} of the coarser tiers; ``threshold``: (value, source), else from ``run_dir``."""
+             threshold: tuple[float, str] | None = None, transcribe: bool = False) -> dict:
+    """Score, noise, band and tier groups of mono float ``audio`` at ``rate``; ``tiers``: {rate: float
+    audio} of the coarser tiers; ``threshold``: (value, source), else from ``run_dir``;
+    ``transcribe``: also note F1 against the MIDI (``transcription_group``)."""
     value, source = threshold or noise_threshold(run_dir)
     a16 = am.to_analysis_rate(audio, rate)
     out: dict[str, Any] = {"seconds": len(audio) / rate, "rate": rate,
                            "score": score_group(a16, midi, midi_offset) if midi is not None else None,
-                           "noise": {**am.noise_summary(a16, value), "threshold_source": source}}
+                           "noise": {**am.noise_summary(a16, value), "threshold_source": source},
+                           "bands": am.band_levels(a16, am.ANALYSIS_RATE)}
+    if midi is not None:
+        out["bands_reference"] = reference_bands(midi, len(a16) / am.ANALYSIS_RATE - midi_offset)
+    if transcribe:
+        out["transcription"] = transcription_group(a16, midi, midi_offset) if midi is not None else None
     if tiers:
         out["tiers"] = {"source": "generated", "snr_db": am.tier_consistency(audio, rate, tiers)}
     return out
@@ -175,7 +237,7 @@ def assess_job(folder: Path, midi: Path | None = None, threshold: tuple[float, s
     midi = midi or (Path(given) if given and Path(given).is_file() else None)
     offset = 0.0 if meta.get("parameters", {}).get("resynth") else float(meta.get("prompt_seconds") or 0.0)
     out = diagnose(audio, rate, tiers=tiers, midi=midi, midi_offset=offset, run_dir=meta.get("run"),
-                   threshold=threshold)
+                   threshold=threshold, transcribe=True)
     old = meta.get("diagnostics") or {}
     out["length"] = old.get("length") or {"seconds": meta.get("seconds"),
                                           "length_decided_by_model": meta.get("length_decided_by_model"),
@@ -194,7 +256,7 @@ def assess_audio(path: Path, midi: Path | None = None, threshold: tuple[float, s
     audio, sr = _read_mono(path)
     beside = path.with_suffix(".mid")
     midi = midi or (beside if beside.is_file() else None)
-    out = diagnose(audio, sr, midi=midi, threshold=threshold)
+    out = diagnose(audio, sr, midi=midi, threshold=threshold, transcribe=True)
     fine = max(rates)
     tiers = {r: mulaw_decode(c) for r, c in make_tiers(resample(audio, sr, fine), rates).items()}
     out["tiers"] = {"source": "preprocessed",
@@ -273,7 +335,16 @@ def item_line(item: dict) -> str:
     if score:
         parts.append(f"chroma {score['chroma_agreement']:.3f} (chance {score['chroma_chance']:.3f}, "
                      f"lift {score['chroma_lift']:+.3f}, reference {_fmt(score['chroma_reference'])})")
+    notes = item.get("transcription") or {}
+    if notes:
+        parts.append(f"note F1 {notes['f1']:.3f} (pitch class {notes['pitch_class_f1']:.3f}; rendering "
+                     f"{_fmt(notes['reference_f1'])}/{_fmt(notes['reference_pitch_class_f1'])})")
     parts.append(f"flatness {_fmt(noise.get('flatness_median'), '.4f')}, noisy {noise.get('noisy_share', 0):.0%}")
+    bands = item.get("bands") or {}
+    if any(v is not None for v in bands.values()):
+        ref = item.get("bands_reference") or {}
+        parts.append("bands " + "/".join(_fmt(v, ".1f") for v in bands.values()) + " dB re 0-1 kHz"
+                     + (" (rendering " + "/".join(_fmt(v, ".1f") for v in ref.values()) + ")" if ref else ""))
     snr = (item.get("tiers") or {}).get("snr_db") or {}
     if snr:
         parts.append("tier SNR " + "/".join(f"{v:.1f}" for v in snr.values()) + " dB")
@@ -287,9 +358,17 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 
 SUMMARY_KEYS = (("score", "chroma_agreement"), ("score", "chroma_chance"), ("score", "chroma_reference"),
-                ("score", "chroma_lift"), ("noise", "flatness_median"), ("noise", "noisy_share"),
+                ("score", "chroma_lift"), ("transcription", "f1"), ("transcription", "pitch_class_f1"),
+                ("transcription", "reference_f1"), ("transcription", "reference_pitch_class_f1"),
+                ("bands", "1-2k"), ("bands", "2-4k"), ("bands", "4-8k"),
+                ("bands_reference", "1-2k"), ("bands_reference", "2-4k"), ("bands_reference", "4-8k"),
+                ("noise", "flatness_median"), ("noise", "noisy_share"),
                 ("resynth", "lsd_db"), ("resynth", "lsd_upsampled_db"), ("resynth", "lsd_high_db"),
                 ("resynth", "lsd_upsampled_high_db"))
+
+
+# summary names: "note_f1", "band_db_1-2k", "band_reference_db_1-2k", ...
+SUMMARY_PREFIX = {"transcription": "note_", "bands": "band_db_", "bands_reference": "band_reference_db_"}
 
 
 def summarise(items: list[dict]) -> dict:
@@ -299,7 +378,7 @@ def summarise(items: list[dict]) -> dict:
         for group, key in SUMMARY_KEYS:
             v = (item.get(group) or {}).get(key)
             if v is not None:
-                values.setdefault(key, []).append(v)
+                values.setdefault(SUMMARY_PREFIX.get(group, "") + key, []).append(v)
         for rate, v in ((item.get("tiers") or {}).get("snr_db") or {}).items():
             values.setdefault(f"tier_snr_db_{rate}", []).append(v)
     return {"items": len(items), **{k: float(np.mean(v)) for k, v in values.items()}}

@@ -10,6 +10,8 @@ default), so generated pieces, real tracks and the calibration are compared on o
   ``SILENCE_RMS``) are left out, since the flatness of digital silence is 1.
 - Tier consistency: SNR (dB) of the fine audio resampled to a coarser rate against that tier.
 - Log-spectral distance (dB) between two signals at one rate.
+- Band levels: the power of 1-2, 2-4 and 4-8 kHz relative to 0-1 kHz (dB), median over 1 s windows
+  (silent windows left out): whether the fine stages add what the tier below cannot hold.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ WINDOW_SECONDS = 1.0  # flatness is averaged over windows of this length
 CHANCE_SHUFFLES = 8  # time shuffles averaged for the chance level (seeded)
 SNR_CAP_DB = 100.0  # an exact match reports this instead of infinity
 LSD_FLOOR = 1e-10  # power floor of the LSD spectra (-100 dB re a full-scale sine's bin)
+BANDS = {"1-2k": (1000, 2000), "2-4k": (2000, 4000), "4-8k": (4000, 8000)}  # Hz, levels against 0-1 kHz
+BAND_FLOOR_DB = -120.0  # a band with no power reads this (not -inf)
 
 
 def to_analysis_rate(audio: np.ndarray, rate: int) -> np.ndarray:
@@ -182,3 +186,27 @@ def lsd_db(reference: np.ndarray, estimate: np.ndarray, rate: int, min_hz: float
     freqs = np.arange(a.shape[0]) * rate / N_FFT
     band = freqs >= min_hz
     return float(np.sqrt(((a[band] - b[band]) ** 2).mean(axis=0)).mean())
+
+
+def band_levels(audio: np.ndarray, sr: int) -> dict[str, float | None]:
+    """{"1-2k", "2-4k", "4-8k": dB}: each band's power relative to 0-1 kHz's, per 1 s window of
+    ``audio`` (mono, resampled to ``ANALYSIS_RATE``; a shorter clip is one window), median over the
+    windows that are not silent; None for all when every window is silent."""
+    y = to_analysis_rate(np.asarray(audio, np.float32), sr)
+    win = int(WINDOW_SECONDS * ANALYSIS_RATE)
+    starts = range(0, max(1, len(y) - win + 1), win) if len(y) >= win else [0]
+    freqs = np.fft.rfftfreq(N_FFT, 1 / ANALYSIS_RATE)
+    levels: dict[str, list[float]] = {name: [] for name in BANDS}
+    for s in starts:
+        seg = y[s:s + win].astype(np.float64)
+        if seg.size == 0 or np.sqrt(np.mean(seg**2)) < SILENCE_RMS:
+            continue
+        frames = np.lib.stride_tricks.sliding_window_view(np.pad(seg, (0, max(0, N_FFT - seg.size))), N_FFT)[::HOP]
+        power = (np.abs(np.fft.rfft(frames * np.hanning(N_FFT), axis=1)) ** 2).sum(axis=0)  # (bins,)
+        low = power[(freqs >= 0) & (freqs < 1000)].sum()
+        if low <= 0:
+            continue
+        for name, (lo, hi) in BANDS.items():
+            band = power[(freqs >= lo) & (freqs < hi)].sum()
+            levels[name].append(max(BAND_FLOOR_DB, 10 * np.log10(max(band, 1e-300) / low)))
+    return {name: (float(np.median(v)) if v else None) for name, v in levels.items()}

@@ -1,7 +1,7 @@
 """Configuration: frozen dataclasses and the one builder that turns a YAML file into them.
 
-A config file (``configs/tiny.yaml``) has four sections: ``data``, ``stages`` (a list, coarse
-to fine), ``train`` and ``generate``.  Every field has a default, so a file only lists what it
+A config file (``configs/tiny.yaml``) has five sections: ``data``, ``preprocess``, ``stages``
+(a list, coarse to fine), ``train`` and ``generate``.  Every field has a default, so a file only lists what it
 changes.  The presets (``tiny``, ``base``) are package data in ``pipeline/configs/`` (a checkout's
 ``configs/`` is a link to it), so ``load_config("tiny")`` works from any folder after
 ``pip install``; ``load_config(None)`` gives ``tiny``.
@@ -45,6 +45,19 @@ class DataConfig:
     @property
     def classes(self) -> int:
         return 2**self.mu_bits
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How tracks without aligned MIDI get a score at preprocess (pipeline/transcribe.py)."""
+
+    estimate_scores: bool = True  # estimate a roll from the audio of every track without MIDI
+    transcription: str = "basic-pitch"  # the estimator: one of pipeline.transcribe.METHODS
+
+    @property
+    def estimator(self) -> str | None:
+        """The transcription method to run on tracks without MIDI, None when estimation is off."""
+        return self.transcription if self.estimate_scores else None
 
 
 @dataclass(frozen=True)
@@ -145,6 +158,7 @@ class StrataConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     score_tier: ScoreTierSection = field(default_factory=ScoreTierSection)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -249,7 +263,7 @@ def config_from_dict(raw: dict[str, Any]) -> StrataConfig:
     """The one builder: a plain mapping (parsed YAML/JSON) -> ``StrataConfig``."""
     if not isinstance(raw, dict):
         raise ConfigError("config: expected a mapping at the top level")
-    unknown = sorted(set(raw) - {"data", "stages", "train", "generate", "score_tier", "name"})
+    unknown = sorted(set(raw) - {"data", "preprocess", "stages", "train", "generate", "score_tier", "name"})
     if unknown:
         raise ConfigError(f"config: unknown section(s) {', '.join(unknown)}")
     data = _build(DataConfig, raw.get("data"), "data")
@@ -272,6 +286,7 @@ def config_from_dict(raw: dict[str, Any]) -> StrataConfig:
         generate=_build(GenerateConfig, _migrate_generate(_without_retired(raw.get("generate"), "generate")),
                         "generate"),
         score_tier=_build(ScoreTierSection, raw.get("score_tier"), "score_tier"),
+        preprocess=_build(PreprocessConfig, raw.get("preprocess"), "preprocess"),
     )
 
 
@@ -386,6 +401,10 @@ def validate(cfg: StrataConfig) -> None:
             raise ConfigError(str(e)) from None
         if s.crop <= 0 or s.batch_size <= 0:
             raise ConfigError(f"stages[{k}]: crop and batch_size must be positive")
+    from pipeline.transcribe import METHODS
+
+    if cfg.preprocess.transcription not in METHODS:
+        raise ConfigError(f"preprocess.transcription: {cfg.preprocess.transcription!r} not one of {', '.join(METHODS)}")
     t = cfg.train
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")

@@ -304,6 +304,8 @@ def generate_jobs(p: GenerateParams, progress: bool = True) -> list[Path]:
     if p.score_only:
         return _score_only(run, p)
     plan = make_plan(run, p)
+    if plan.score_note:
+        print(f"note: {plan.score_note}", file=sys.stderr, flush=True)
     # optional machine-wide limit on concurrent jobs (STRATA_MAX_GENERATE_JOBS): a lock-file semaphore
     with slot("generate", generate_slots(), note=lambda m: print(f"note: {m}", file=sys.stderr, flush=True)):
         t0 = time.perf_counter()

@@ -95,6 +95,7 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
         "midi_seconds": plan.midi_seconds,
         "roll_source": plan.roll_source,
         "score_file": score,
+        "score_note": plan.score_note,
         "length_decided_by_model": plan.free_length,
         "ended_by_model": ended,
         "stages": run.stage_info,

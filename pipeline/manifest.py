@@ -17,11 +17,13 @@ from pipeline.io import atomic_write_json
 SPLITS = ("train", "valid", "test")
 MANIFEST_VERSION = 1
 MANIFEST_TRACK_KEYS = ("id", "genre", "genre_id", "split", "seconds", "source", "hash", "midi",
-                       "tiers", "samples", "roll")
+                       "tiers", "samples", "roll", "roll_source")
 POLICIES = {
     "short_files": "skipped when shorter than data.min_seconds after trimming",
     "midi": "unreadable MIDI, MIDI without (pitched) notes: the track is skipped (a wrong score is worse than none)",
     "midi_alignment": "tracks with MIDI are not trimmed at the start, so the roll stays aligned",
+    "estimated_scores": "a track without MIDI gets a roll estimated from its audio (preprocess.estimate_scores); "
+                        "when the estimate fails or finds no note, it keeps its tiers without a roll (no_roll)",
     "unknown_extensions": "reported as skipped; .mid/.midi, metadata.csv and hidden files are ignored",
 }
 
@@ -81,6 +83,7 @@ def build_manifest(tracks: Sequence[dict], data_cfg: DataConfig, seed: int = 0) 
     entries = []
     for t in sorted(tracks, key=lambda t: t["id"]):
         full = dict(t, genre_id=genres.index(t["genre"]), split=t.get("split") or splits[t["id"]])
+        full.setdefault("roll_source", "midi" if t.get("roll") else None)  # records made before roll_source
         entries.append({k: full[k] for k in MANIFEST_TRACK_KEYS})
     return {
         "version": MANIFEST_VERSION,
@@ -106,17 +109,44 @@ def build_report(manifest: dict, tracks: Sequence[dict], skipped: Sequence[dict]
         per_both[t["genre"]][t["split"]] += h
         counts[t["split"]] += 1
     info = {t["id"]: t.get("info", {}) for t in tracks}
+    sources = roll_counts(manifest)
     return {
         "version": MANIFEST_VERSION,
         "counts": {"inputs": len(manifest["tracks"]) + len(skipped), "tracks": len(manifest["tracks"]),
-                   "skipped": len(skipped), "with_midi": sum(t["roll"] is not None for t in manifest["tracks"]),
+                   "skipped": len(skipped), "with_midi": sources["midi"], "estimated_rolls": sources["estimated"],
+                   "without_roll": sources["none"],
                    **{f"{s}_tracks": c for s, c in counts.items()}},
         "hours": {"total": sum(per_genre.values()), "per_genre": per_genre, "per_split": per_split,
                   "per_genre_split": per_both},
         "skipped": sorted(skipped, key=lambda s: s["path"]),
         "cropped": sorted(i for i, v in info.items() if v.get("cropped")),
+        "no_roll": sorted(({"path": t["source"], "genre": t["genre"], "reason": t["no_roll"]}
+                           for t in tracks if t.get("no_roll")), key=lambda x: x["path"]),
         "policies": POLICIES,
     }
+
+
+def roll_counts(manifest: dict) -> dict[str, int]:
+    """Tracks by where their roll comes from: {"midi", "estimated", "none"}."""
+    out = {"midi": 0, "estimated": 0, "none": 0}
+    for t in manifest["tracks"]:
+        out[t.get("roll_source") or ("midi" if t.get("roll") else "none")] += 1
+    return out
+
+
+def genres_without_score(manifest: dict, split: str = "train") -> list[str]:
+    """Genres none of whose ``split`` tracks has a roll (from MIDI or estimated)."""
+    have = {t["genre"] for t in manifest["tracks"] if t["split"] == split and t.get("roll")}
+    return sorted(set(manifest["genres"]) - have)
+
+
+def unscored_genre_lines(manifest: dict) -> list[str]:
+    """One line per genre without any score in the train split: what a user gets instead."""
+    return [f"genre '{g}': no training track has a score (no MIDI, no roll estimated from its audio: "
+            f"see report.json's no_roll, or preprocess without --no-estimate); its tracks are learned "
+            f"without a roll, the score model has no chords for it, and a piece asked for by this genre "
+            f"is rendered from the genre label alone, with no notes to follow"
+            for g in genres_without_score(manifest)]
 
 
 def write_dataset(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,10 +176,11 @@ class Plan:
     prompt_seconds: float
     midi_seconds: float | None
     resynth_tiers: dict[int, np.ndarray] | None = None  # {rate: uint8 codes} of the real audio (resynth)
-    # "midi", "prompt" (notes estimated from the audio prompt), "score_tier", "midi+score_tier"
-    # (--continue-score), "chain" (the chord chain) or None
+    # "midi", "prompt" (notes estimated from the audio prompt), "estimated" (from the re-synthesised audio),
+    # "score_tier", "midi+score_tier" (--continue-score), "chain" (the chord chain) or None
     roll_source: str | None = None
     score_events: list[int] | None = None  # the score tier's events (score.mid), when it wrote the score
+    score_note: str | None = None  # one line when a piece without MIDI or audio has no score to follow (and why)
 
 
 def resolve_genre(run: LoadedRun, genre: str | None) -> int:
@@ -264,6 +266,7 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
         new = cfg.generate.seconds
     n0 = p0 + whole_frames(new, r0, unit0)
     source = None if roll is None else ("midi" if events is None else "midi+score_tier")
+    note = None
     if roll is not None:  # MIDI time 0 = start of the continuation (after any prompt)
         roll = _fit_roll(roll, p0 // unit0, n0 // unit0)
     elif tiers is not None and p.prompt_hold_seconds > 0 and cfg.stages[0].use_roll:
@@ -271,11 +274,18 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     elif tiers is None and p.score_model != "none" and cfg.stages[0].use_roll:
         cap = n0 if p.seconds is not None else whole_frames(cfg.generate.max_seconds, r0, unit0)
         roll, events, source = written_score(run, p, genre_id, cap // unit0)
-        if roll is not None:
+        if roll is None:
+            who = f"genre '{p.genre}'" if p.genre else "an unconditional piece"
+            note = (f"{who} has no score in this run (no score tier, and no chord chain: none of the genre's "
+                    f"training tracks had MIDI or a roll estimated from its audio): the piece is rendered from the "
+                    f"genre label alone, with no notes to follow")
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        else:
             if p.seconds is None:  # the piece ends with its score (+ a release without notes), as with --midi
                 n0, free = min(cap, unit0 * (roll.shape[2] + math.ceil(RELEASE_SECONDS * fps))), False
             roll = _fit_roll(roll, 0, n0 // unit0)
-    return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source, score_events=events)
+    return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source, score_events=events,
+                score_note=note)
 
 
 def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
@@ -283,8 +293,6 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
     """A score for a piece without MIDI or audio prompt: (roll (2, 128, <= frames), the score tier's events,
     source).  ``p.score_model``: "tier" samples the run's score tier (the chain, with one line, when the run
     has none); "chain" the genre's chord chain (genre-only pieces).  (None, None, None): no score."""
-    import sys
-
     from pipeline.score_tier import is_trained
 
     fps = run.cfg.data.roll_fps
@@ -350,15 +358,26 @@ def _prompt_roll(cfg: Any, rates: list[int], tiers: dict[int, np.ndarray], promp
 
 def _resynth_plan(run: LoadedRun, p: GenerateParams, genre_id: int, roll, midi_seconds) -> Plan:
     """Re-synthesis: stage 0's tier is the real audio's (prepared as in training, cut to ``seconds``);
-    only the finer stages generate.  MIDI time 0 = the start of the audio."""
-    rates, unit0 = run.rates, run.rates[0] // run.cfg.data.roll_fps
-    tiers = load_prompt_tiers(p.resynth, run.cfg, rates)  # whole roll frames at every rate
+    only the finer stages generate.  MIDI time 0 = the start of the audio; without MIDI, the roll
+    is estimated from the audio (pipeline/transcribe.py) when a generating stage reads one."""
+    from pipeline.audio import mulaw_decode
+    from pipeline.transcribe import estimate_roll
+
+    cfg = run.cfg
+    rates, unit0 = run.rates, run.rates[0] // cfg.data.roll_fps
+    tiers = load_prompt_tiers(p.resynth, cfg, rates)  # whole roll frames at every rate
     n0 = tiers[rates[0]].shape[0]
     if p.seconds is not None:
         n0 = min(n0, whole_frames(p.seconds, rates[0], unit0))
     tiers = {r: codes[: n0 * r // rates[0]] for r, codes in tiers.items()}
-    roll = None if roll is None else _fit_roll(roll, 0, n0 // unit0)
-    return Plan(n0, False, genre_id, roll, None, 0.0, midi_seconds, resynth_tiers=tiers)
+    source = None if roll is None else "midi"
+    if roll is not None:
+        roll = _fit_roll(roll, 0, n0 // unit0)
+    elif any(s.use_roll for s in cfg.stages[1:len(rates)]):
+        fine = mulaw_decode(tiers[rates[-1]], bits=cfg.data.mu_bits)  # (n_K,)
+        roll = estimate_roll(fine, rates[-1], cfg.data.roll_fps, n_frames=n0 // unit0)  # (2, 128, F)
+        roll, source = (roll, "estimated") if roll[0].any() else (None, None)
+    return Plan(n0, False, genre_id, roll, None, 0.0, midi_seconds, resynth_tiers=tiers, roll_source=source)
 
 
 def _chain_roll(run: LoadedRun, p: GenerateParams, frames: int) -> np.ndarray | None:

@@ -13,8 +13,11 @@ Policies (also written into ``report.json`` under ``"policies"``):
   the dataset loader skips tracks shorter than a stage's context + crop, with a clear error
   when every track is.
 - MIDI: a MIDI file that cannot be read, or has no notes, skips the whole track with the
-  reason (a wrong or empty score is worse for training than no track).  A track without a
-  MIDI file is kept with ``"roll": null``.
+  reason (a wrong or empty score is worse for training than no track).
+- Estimated scores: a track without a MIDI file gets a roll estimated from its (trimmed) audio
+  by ``pipeline.transcribe`` (``preprocess.estimate_scores``, ``roll_source: "estimated"``).
+  When the estimate fails or finds no note, the track keeps its tiers with ``"roll": null`` and
+  the reason goes to ``report.json`` (``no_roll``); estimation never stops a batch.
 - Tracks with a MIDI score keep their timeline: the leading silence is not trimmed, so roll
   frame f stays aligned with audio time ``f / roll_fps`` (the trim would shift the audio
   against the score).  Tracks without MIDI are trimmed at both ends.
@@ -94,12 +97,16 @@ def outputs_exist(out_dir: str | Path, record: dict) -> bool:
 
 
 def preprocess_file(
-    audio_path: str | Path, genre: str, midi_path: str | Path | None, out_dir: str | Path, data_cfg: DataConfig
+    audio_path: str | Path, genre: str, midi_path: str | Path | None, out_dir: str | Path, data_cfg: DataConfig,
+    estimate: str | None = None,
 ) -> dict[str, Any]:
     """Turn one raw file into tier files (+ roll); return its track record.
 
+    ``estimate``: the transcription method (``pipeline.transcribe.METHODS``) that gives a track
+    without MIDI its roll; None: no estimation (``PreprocessConfig.estimator``).
     The record has the manifest keys except ``split`` and ``genre_id``, plus ``"info"``
-    (source rate, channels, cropping) for the report.  Bad input raises ``AudioError`` or
+    (source rate, channels, cropping) for the report and ``"no_roll"`` (why an estimate gave no roll).
+    Bad input raises ``AudioError`` or
     ``PreprocessError`` (both ``StrataError``); transient I/O failures raise ``OSError``.
     """
     audio_path, out = Path(audio_path), Path(out_dir)
@@ -114,8 +121,17 @@ def preprocess_file(
     n0 = len(tiers[rates[0]])
     _check_alignment(audio_path, tiers, rates, data_cfg.min_seconds)
     track = track_id(audio_path, genre, content)
-    files = track_files(track, data_cfg, has_roll=notes is not None)
-    roll = None if notes is None else _roll(notes, data_cfg.roll_fps, n0 * data_cfg.roll_fps // rates[0])
+    n_frames = n0 * data_cfg.roll_fps // rates[0]
+    source, no_roll = ("midi", None) if notes is not None else (None, None)
+    if notes is not None:
+        roll = _roll(notes, data_cfg.roll_fps, n_frames)
+    elif estimate is not None:
+        fine = audio[: n0 * rates[-1] // rates[0]]  # (n_K,) the tiers' span
+        roll, no_roll = estimated_roll(fine, rates[-1], data_cfg.roll_fps, n_frames, estimate)
+        source = None if roll is None else "estimated"
+    else:
+        roll = None
+    files = track_files(track, data_cfg, has_roll=roll is not None)
     _write_outputs(out, files, tiers, roll)
     return {
         "id": track,
@@ -127,6 +143,8 @@ def preprocess_file(
         "tiers": files["tiers"],
         "samples": {str(r): int(len(tiers[r])) for r in rates},
         "roll": files["roll"],
+        "roll_source": source,
+        "no_roll": no_roll,
         "info": info,
     }
 
@@ -194,6 +212,24 @@ def _read_notes(midi_path: Path) -> list:
     return notes
 
 
+def estimated_roll(audio: np.ndarray, rate: int, fps: int, n_frames: int,
+                   method: str) -> tuple[np.ndarray | None, str | None]:
+    """(roll (2, 128, n_frames), None) estimated from ``audio``, or (None, reason) when the
+    estimate fails or finds no note: never raises for a bad estimate (a batch goes on)."""
+    from pipeline.transcribe import estimate_roll
+
+    try:
+        roll = estimate_roll(audio, rate, fps, method, n_frames=n_frames)  # (2, 128, F) uint8
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - any estimator failure leaves the track without a roll
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return None, f"score estimation ({method}) failed: {reason}"
+    if not roll[0].any():
+        return None, f"score estimation ({method}) found no note"
+    return roll, None
+
+
 def _roll(notes: list, fps: int, n_frames: int) -> np.ndarray:
     from pipeline.midi import piano_roll
 
@@ -231,13 +267,14 @@ def skip_record(audio_path: str | Path, genre: str | None, error: BaseException)
 
 
 def process_all(
-    inputs: Sequence[tuple[Path, str, Path | None]], out_dir: str | Path, data_cfg: DataConfig
+    inputs: Sequence[tuple[Path, str, Path | None]], out_dir: str | Path, data_cfg: DataConfig,
+    estimate: str | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Sequential, Prefect-free loop over ``inputs``: (track records, skip records)."""
     tracks, skipped = [], []
     for audio, genre, midi in inputs:
         try:
-            tracks.append(preprocess_file(audio, genre, midi, out_dir, data_cfg))
+            tracks.append(preprocess_file(audio, genre, midi, out_dir, data_cfg, estimate))
         except (StrataError, OSError) as e:
             skipped.append(skip_record(audio, genre, e))
     return tracks, skipped

@@ -97,6 +97,28 @@ def test_flow_caches_and_checks_outputs(prefect_harness, tmp_path):
     assert other["computed"] == 4  # new settings: new cache keys
 
 
+def test_flow_estimates_scores_caches_them_and_no_estimate_turns_them_off(prefect_harness, tmp_path):
+    """Tracks without MIDI get an estimated roll; a rerun comes from the cache; --no-estimate
+    (estimate_scores=False) is a new cache key and leaves them without a roll."""
+    from flows.preprocess import preprocess_flow
+    from tests.pipeline.test_estimated_scores import corpus
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    corpus(raw)  # a melody without MIDI, the melody with MIDI, white noise without MIDI
+    first = preprocess_flow(str(raw), str(out))
+    assert first["rolls"] == {"midi": 1, "estimated": 1, "none": 1} and first["computed"] == 3
+    assert len(first["without_roll"]) == 1 and "hiss.wav" in first["without_roll"][0]
+    before = npy_state(out)
+    again = preprocess_flow(str(raw), str(out))
+    assert (again["cached"], again["computed"]) == (3, 0) and again["rolls"] == first["rolls"]
+    assert npy_state(out) == before  # nothing estimated or written again
+    off = preprocess_flow(str(raw), str(out), estimate_scores=False)
+    assert off["rolls"] == {"midi": 1, "estimated": 0, "none": 2} and off["without_roll"] == []
+    assert (off["cached"], off["computed"]) == (1, 2)  # the MIDI track's key does not name the estimator
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(str(t["roll_source"]) for t in manifest["tracks"]) == ["None", "None", "midi"]
+
+
 def test_flow_resumes_after_kill(prefect_harness, tmp_path):
     """SIGKILL a slow flow run part-way, rerun: finished files come from the cache."""
     from prefect.settings import PREFECT_API_URL

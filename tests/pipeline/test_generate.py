@@ -149,11 +149,11 @@ def test_genre_pieces_take_a_score_from_the_runs_chain(run, tmp_path):
     roll[1, [64, 67], 0] = 100
     (folder / FILE).write_text(json.dumps(fit([(GENRES[0], roll)], 100)))
     (job,) = generate(folder, tmp_path / "a", genre=GENRES[0], seconds=0.5, progress=False)
-    assert meta(job)["roll_source"] == "score_model"
+    assert meta(job)["roll_source"] == "chain"  # the run has no score tier: the chain stands in
     (free,) = generate(folder, tmp_path / "free", genre=GENRES[0], progress=False)  # no --seconds
     # the score's length (>= half of the 3 s training piece) + 1 s release, within max_seconds = 3
     assert 1.5 + 1.0 <= sf.info(str(free / "audio.wav")).duration <= 3.0
-    (plain,) = generate(folder, tmp_path / "b", genre=GENRES[0], seconds=0.5, score_model=False, progress=False)
+    (plain,) = generate(folder, tmp_path / "b", genre=GENRES[0], seconds=0.5, score_model="none", progress=False)
     assert meta(plain)["roll_source"] is None
     assert not np.array_equal(read(job), read(plain))
     (other,) = generate(run, tmp_path / "c", genre=GENRES[0], seconds=0.5, progress=False)  # no chain in the run
