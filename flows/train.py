@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,11 @@ def launch_command(data: str, run: str, config_path: str, k: int, cfg: StrataCon
     return cmd + train_args(data, run, config_path, k, max_steps, minutes, resume)
 
 
+_STAGE_PROCESSES: set[subprocess.Popen] = set()  # stage processes running now (lanes run them from threads)
+_STAGE_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set by stop_stage_processes: a lane that starts a stage now stops it at once
+
+
 def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
     """Run ``cmd``, passing its stderr through line by line; (exit code, last stderr lines)."""
     from pipeline.lock import die_with_parent, held_fds
@@ -138,7 +144,12 @@ def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[i
     with subprocess.Popen(cmd, stdout=None, stderr=subprocess.PIPE, text=True, start_new_session=True,
                           env={**os.environ, **(env or {})}, preexec_fn=die_with_parent,
                           pass_fds=held_fds()) as proc:
+        with _STAGE_LOCK:
+            _STAGE_PROCESSES.add(proc)
+            stopping = _STOPPING.is_set()
         try:
+            if stopping:
+                stop_group(proc)
             for line in proc.stderr:
                 sys.stderr.write(line)
                 tail = (tail + [line.rstrip("\n")])[-50:]
@@ -146,7 +157,23 @@ def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[i
         except BaseException:
             stop_group(proc)
             raise
+        finally:
+            with _STAGE_LOCK:
+                _STAGE_PROCESSES.discard(proc)
     return code, tail
+
+
+def stop_stage_processes() -> int:
+    """Stop every stage process still running; returns how many.  For Ctrl-C or SIGTERM in the main
+    thread while lanes train: the signal reaches neither the lanes' threads nor their processes (a
+    session of their own), and Prefect's task runner waits for those threads before the flow ends,
+    so without this the command would train on, printing steps, until every lane's budget ran out."""
+    with _STAGE_LOCK:
+        _STOPPING.set()
+        procs = list(_STAGE_PROCESSES)
+    for proc in procs:
+        stop_group(proc)
+    return len(procs)
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
@@ -271,8 +298,13 @@ def train_flow(data: str, run: str, config: str | None = None, stages: str = "al
     """Train the selected stages one after another; returns {"run", "stages": {k: summary}, "loss_png"}."""
     from pipeline.lock import folder_lock
 
+    _STOPPING.clear()
     with folder_lock(run, "strata train"):  # one writer per run folder (pipeline.lock)
-        return _train(data, run, config, stages, max_steps, resume, max_minutes)
+        try:
+            return _train(data, run, config, stages, max_steps, resume, max_minutes)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (flows.signals): before the task runner waits for the lanes
+            stop_stage_processes()
+            raise
 
 
 def _train(data: str, run: str, config: str | None, stages: str, max_steps: int | None, resume: bool,
