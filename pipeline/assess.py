@@ -4,7 +4,7 @@ One assessment is a dict of groups (measures in ``pipeline.assess_metrics``)::
 
     {"path", "kind": "job" | "audio", "seconds",
      "score":  {"midi", "offset_seconds", "frames", "chroma_agreement", "chroma_chance",
-                "chroma_reference", "chroma_lift"} | null,
+                "chroma_reference", "chroma_lift", ["warnings"]} | null,
      "noise":  {"flatness_median", "flatness_threshold", "threshold_source", "noisy_share",
                 "first_noisy_seconds", "windows", "silent_windows"},
      "tiers":  {"source": "generated" | "preprocessed", "snr_db": {"<rate>": dB}},
@@ -13,7 +13,8 @@ One assessment is a dict of groups (measures in ``pipeline.assess_metrics``)::
                  "high_band_hz"}}
 
 ``chroma_lift = chroma_agreement - chroma_chance``; ``chroma_reference`` is the agreement of a
-plain FluidSynth rendering of the MIDI (null without FluidSynth).  For a plain audio file the
+plain FluidSynth rendering of the MIDI (null without FluidSynth: then ``warnings`` says why, and
+one warning line is logged).  For a plain audio file the
 tiers are made as in preprocessing (``make_tiers`` at ``DEFAULT_RATES``): their SNR is the floor
 that mu-law quantisation leaves real data, and ``resynth`` holds the plain-upsampling LSD only.
 The noise threshold is calibrated on training audio (``calibrate_noise``), stored in the run
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -35,6 +37,7 @@ from pipeline import assess_metrics as am
 from pipeline.errors import InputError, ParameterError, StrataError
 from pipeline.run import calibration_path
 
+log = logging.getLogger("strata.assess")
 CALIBRATION_PERCENTILE = 99.0
 # p99 of 1 s window flatness of the demo corpus's train split (16 kHz tier, decoded from mu-law:
 # 0.0094 measured on the 24 train tracks, 1020 windows, rounded up); used when a run has no calibration
@@ -76,13 +79,17 @@ def write_calibration(data_dir: str | Path, run_dir: str | Path) -> dict:
 
 
 def noise_threshold(run_dir: str | Path | None) -> tuple[float, str]:
-    """(threshold, source): the run's calibration when it has one, else the fallback constant."""
+    """(threshold, source): the run's calibration when it has one, else the fallback constant
+    (source ``"fallback"``; ``"fallback: <reason>"`` and one warning when the calibration is unreadable)."""
     path = calibration_path(run_dir) if run_dir else None
     if path is not None and path.is_file():
         try:
             return float(json.loads(path.read_text())["flatness_threshold"]), str(path)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            reason = (f"{path}: unreadable calibration ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                      f"; the fallback flatness threshold {FALLBACK_FLATNESS_THRESHOLD} is used")
+            log.warning(reason)
+            return FALLBACK_FLATNESS_THRESHOLD, f"fallback: {reason}"
     return FALLBACK_FLATNESS_THRESHOLD, "fallback"
 
 
@@ -97,25 +104,33 @@ def score_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0.0) -> d
     found = am.chroma_agreement(audio, read_midi(midi), offset_seconds)
     if found is None:
         return None
-    return {"midi": str(midi), "offset_seconds": offset_seconds, **found,
-            "chroma_reference": reference_agreement(str(Path(midi).resolve()), Path(midi).stat().st_mtime_ns),
-            "chroma_lift": found["chroma_agreement"] - found["chroma_chance"]}
+    reference, why_not = reference_agreement(str(Path(midi).resolve()), Path(midi).stat().st_mtime_ns)
+    return {"midi": str(midi), "offset_seconds": offset_seconds, **found, "chroma_reference": reference,
+            "chroma_lift": found["chroma_agreement"] - found["chroma_chance"],
+            **({"warnings": [why_not]} if why_not else {})}
 
 
 @functools.lru_cache(maxsize=32)
-def reference_agreement(midi: str, mtime_ns: int) -> float | None:
-    """Chroma agreement of a plain FluidSynth rendering of the MIDI (None without FluidSynth)."""
+def reference_agreement(midi: str, mtime_ns: int) -> tuple[float | None, str | None]:
+    """(chroma agreement of a plain FluidSynth rendering of the MIDI, None), or (None, why not) with one
+    warning line (no FluidSynth or no soundfont, an unusable MIDI)."""
     from pipeline.audio import load_audio, to_mono
     from pipeline.midi import MidiError, read_midi, render_midi
 
     with tempfile.TemporaryDirectory(prefix="strata-assess-") as tmp:
         try:
             wav = render_midi(midi, Path(tmp) / "reference.wav", sr=am.ANALYSIS_RATE)
-        except MidiError:
-            return None
+        except MidiError as e:
+            why = f"{midi}: no reference rendering, chroma_reference is null ({str(e).splitlines()[0]})"
+            log.warning(why)
+            return None, why
         x, sr = load_audio(wav)
     found = am.chroma_agreement(am.to_analysis_rate(to_mono(x), sr), read_midi(midi))
-    return None if found is None else found["chroma_agreement"]
+    if found is None:
+        why = f"{midi}: the reference rendering has no frame where a note sounds; chroma_reference is null"
+        log.warning(why)
+        return None, why
+    return found["chroma_agreement"], None
 
 
 def resynth_group(output: np.ndarray, real: np.ndarray, coarse: np.ndarray, coarse_rate: int, rate: int) -> dict:
