@@ -244,24 +244,39 @@ def command_args(command: str, root: Path) -> tuple[list[str], callable]:
     raise ValueError(command)
 
 
-def signal_case(command: str, how: str, root: Path, limit: float = 15.0, during=None) -> dict:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell without job control starts `cmd &`
+
+
+def signal_case(command: str, how: str, root: Path, limit: float = 15.0, during=None, moment: str = "working",
+                sigint_ignored: bool = False) -> dict:
     """SIGTERM (``how="term"``) or a terminal's Ctrl-C (SIGINT to the group) once the command's own
     Prefect server is up (and its work has started): exit within ``limit`` s, one ``interrupted`` line,
     no process left (every pid seen below the command is counted).  ``during(args, proc)`` runs
-    just before the signal (e.g. a second command on the same folder)."""
+    just before the signal (e.g. a second command on the same folder).  ``moment``: ``"working"`` (as
+    above), ``"started"`` (the command holds its folder's lock and imports Prefect and torch: before any
+    flow) or ``"server"`` (its Prefect server process exists: before the work).  ``sigint_ignored``: the
+    command inherits an ignored SIGINT (its own session, as here, all the same)."""
     args, ready = command_args(command, root)
-    proc = start(args, env=ephemeral_env(root))
+    proc = start(args, env=ephemeral_env(root), preexec_fn=_ignore_sigint if sigint_ignored else None)
     tree = Tree(proc)
     problems = []
     try:
-        if ready == "fluidsynth":
+        if moment == "started":
+            from pipeline.lock import lock_path
+
+            folder = Path(args[args.index("--run") + 1])
+            tree.wait_for(lambda: lock_path(folder).is_file(), 240, "the folder's lock", step=0.01)
+        elif moment == "server":
+            tree.wait_for(lambda: has_server(tree), 240, "the Prefect server", step=0.01)
+        elif ready == "fluidsynth":
             tree.wait_for(lambda: any("fluidsynth" in cmdline(p) for p in tree.sample()), 240, "a FluidSynth child",
                           step=0.01)
         else:
             tree.wait_for(lambda: has_server(tree) and ready(), 240, "the Prefect server and the work")
         if during is not None:
             during(args, proc)
-        time.sleep(0.5)
+        time.sleep(0.5 if moment == "working" else 0.0)
         tree.sample()
         t0 = time.monotonic()
         if how == "term":

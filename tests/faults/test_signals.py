@@ -23,6 +23,23 @@ def test_signal_leaves_nothing(tmp_path, command, how):
     assert r["children_seen"] >= 1 and r["orphans"] == 0
 
 
+@pytest.mark.parametrize("moment", ["started", "server"])
+def test_early_ctrl_c_is_handled_like_a_late_one(tmp_path, moment):
+    """Ctrl-C while the command imports Prefect and torch (it holds its lock already), and while its
+    Prefect server starts: the same one line and exit code (before: click's "Aborted!", exit 1)."""
+    r = scenarios.signal_case("train", "ctrl-c", tmp_path, moment=moment)
+    assert not r["problems"], r["problems"]
+    assert r["orphans"] == 0 and "--resume" in r["line"]
+
+
+def test_ctrl_c_reaches_a_command_started_with_sigint_ignored(tmp_path):
+    """A parent can hand down an ignored SIGINT (a script's ``cmd &``, a test run started so): the command,
+    leading its own process group here, takes Ctrl-C back (before: ``strata train`` trained on)."""
+    r = scenarios.signal_case("train", "ctrl-c", tmp_path, sigint_ignored=True)
+    assert not r["problems"], r["problems"]
+    assert r["children_seen"] >= 1 and r["orphans"] == 0
+
+
 def test_train_sigterm_refuses_second_and_leaves_nothing(tmp_path):
     refused = []
 
