@@ -14,6 +14,7 @@ from scratch (noted in the log); when no selected stage has a checkpoint it is a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -171,6 +172,11 @@ def stop_stage_processes() -> int:
     with _STAGE_LOCK:
         _STOPPING.set()
         procs = list(_STAGE_PROCESSES)
+    for proc in procs:  # all at once, then each waited for (one grace period in all)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except OSError:
+            pass
     for proc in procs:
         stop_group(proc)
     return len(procs)
@@ -178,8 +184,6 @@ def stop_stage_processes() -> int:
 
 def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
     """SIGTERM the process group of ``proc`` (a launcher and its workers), SIGKILL after ``grace`` s."""
-    import signal
-
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
         try:
             os.killpg(proc.pid, sig)
@@ -187,11 +191,14 @@ def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
             return
         try:
             proc.wait(timeout=wait)
-            if sig == signal.SIGTERM:
-                os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived their launcher
-            return
         except subprocess.TimeoutExpired:
             continue
+        if sig == signal.SIGTERM:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived their launcher
+            except OSError:  # none did: the group is gone
+                pass
+        return
 
 
 @task(name="train-stage")

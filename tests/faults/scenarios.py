@@ -216,13 +216,14 @@ def command_args(command: str, root: Path) -> tuple[list[str], callable]:
     from tests.helpers_data import make_dataset, tiny_train_config
     from tests.helpers_run import make_run
 
-    if command == "train":
+    if command in ("train", "train-lanes"):  # train-lanes: both stages side by side, each in a process of its own
+        lanes = 2 if command == "train-lanes" else 1
         data = make_dataset(root / "data", "periodic", rates=(1000, 2000), seconds=1.0, roll="notes")
-        save_config(tiny_train_config(max_steps=100000, eval_every=50, checkpoint_every=5, log_every=1),
-                    root / "cfg.yaml")
+        save_config(tiny_train_config(max_steps=100000, eval_every=50, checkpoint_every=5, log_every=1,
+                                      parallel_stages=lanes), root / "cfg.yaml")
         run = root / "run"
         return (["train", "--data", str(data), "--run", str(run), "--config", str(root / "cfg.yaml")],
-                lambda: (run / "checkpoints/stage0").is_dir())
+                lambda: all((run / f"checkpoints/stage{k}").is_dir() for k in range(lanes)))
     if command == "evaluate":
         data = make_dataset(root / "data", "periodic", rates=(1000, 2000), seconds=20.0, roll="notes")
         run = make_run(root, genres=["alpha", "beta"])
