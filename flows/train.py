@@ -226,6 +226,8 @@ def train_stage_task(data: str, run: str, config_path: str, k: int, max_steps: i
             env = {"STRATA_TORCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
         logger.info("running: " + " ".join(cmd))
         code, tail = _run_streaming(cmd, env)
+        if code != 0 and _STOPPING.is_set():
+            raise RunError(f"stage {k}: stopped (the command was interrupted)")
         if code != 0:
             errors = [ln for ln in tail if ln.startswith("error: ")]
             raise RunError(errors[-1][7:] if errors else f"stage {k}: accelerate launch failed (exit {code}): "
