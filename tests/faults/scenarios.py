@@ -205,7 +205,8 @@ def _writers_gone(run: Path, timeout: float) -> bool:
 
 def ephemeral_env(root: Path) -> dict[str, str]:
     """No API URL: the command starts (and must stop) its own Prefect server."""
-    env = strata_env(PREFECT_HOME=str(root / "prefect-home"))
+    # its start-up took over Prefect's default 30 s on a loaded machine (2 cores, 5 jobs): the command failed
+    env = strata_env(PREFECT_HOME=str(root / "prefect-home"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
     env.pop("PREFECT_API_URL", None)
     return env
 
