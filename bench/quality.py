@@ -287,13 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ev = evaluate_run(a.data, a.run, split="test", progress=False)
         (a.out / "evaluation.json").write_text(json.dumps(stamp({"config": config, "evaluation": ev}), indent=1))
-    other = None
+    other, warnings = None, []
     if kept and (a.out / "evaluation_other_soundfont.json").is_file():
         other = json.loads((a.out / "evaluation_other_soundfont.json").read_text())["evaluation"]
     elif a.other_font and Path(a.other_font).is_file():
         other = evaluate_run(other_font_dataset(a.data, a.run, a.other_font, work), a.run, split="test", progress=False)
         (a.out / "evaluation_other_soundfont.json").write_text(
             json.dumps(stamp({"config": config, "soundfont": a.other_font, "evaluation": other}), indent=1))
+    else:  # one line, and quality.json says so: the "other soundfont" rows are missing, not passed
+        warnings.append(f"warning: --other-font {a.other_font!r} is not a file: the other-soundfont rows are left out")
+        print(warnings[-1], file=sys.stderr, flush=True)
     with ProcessPoolExecutor(max_workers=a.workers) as pool:
         pieces = list(pool.map(piece, piece_jobs(a.run, a.data, work, a.out, a.seconds)))
     cont = continuation(a.run, a.data, work, a.out)
@@ -301,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     real = real_reference(a.data)
     result = stamp({"config": config, "seconds_per_piece": a.seconds, "wall_seconds": time.perf_counter() - t0,
                     "targets": targets(ev, other, pieces, real, cont, ends), "pieces": pieces,
-                    "continuation": cont, "end_lengths": ends, "real_test_audio": real})
+                    "continuation": cont, "end_lengths": ends, "real_test_audio": real, "warnings": warnings})
     (a.out / "quality.json").write_text(json.dumps(result, indent=1, default=float))
     for row in result["targets"]:
         print(("MET  " if row["met"] else "MISS ") + row["target"], flush=True)

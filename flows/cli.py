@@ -6,6 +6,7 @@ and shows progress on long work.  Flows are imported lazily so ``strata --help``
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -49,12 +50,23 @@ def _run(fn, *args, **kwargs):
     except OSError as e:  # disk full, an unwritable folder: one line; finished files were renamed into place
         where = f"{e.filename}: " if e.filename else ""
         _fail(f"{where}{e.strerror or e} (nothing half-written is kept; earlier results are intact)")
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (flows.signals): one line, no child left
-        from flows import signals
 
-        typer.echo(signals.interrupted_line(signals.command_of(sys.argv), e), err=True)
-        signals.stop_children()
-        raise typer.Exit(code=signals.exit_code(e))
+
+def _interruptible(command):
+    """``command`` with Ctrl-C, or SIGTERM/SIGHUP (flows.signals), anywhere in it handled alike: one line, no
+    child left, exit 128 + the signal.  The whole command, not only its flow: the imports and checks before
+    a flow take seconds (Prefect, torch), and an interruption there printed click's "Aborted!" (exit 1)."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            from flows import signals
+
+            typer.echo(signals.interrupted_line(signals.command_of(sys.argv), e), err=True)
+            signals.stop_children()
+            raise typer.Exit(code=signals.exit_code(e)) from None
+    return run
 
 
 def _lock(folder: Path, command: str) -> None:
@@ -381,6 +393,11 @@ def server_status() -> None:
 
     info = server.running()
     typer.echo(f"running: {info.url} (pid {info.pid}; UI {info.ui})" if info else "not running")
+
+
+for _typer in (app, server_app):
+    for _info in _typer.registered_commands:
+        _info.callback = _interruptible(_info.callback)
 
 
 def main() -> None:

@@ -53,10 +53,20 @@ def _raise(signum, frame) -> None:
 
 
 def install() -> None:
-    """SIGTERM/SIGHUP -> ``Terminated`` in the main thread (no-op elsewhere)."""
+    """SIGTERM/SIGHUP -> ``Terminated`` in the main thread (no-op elsewhere).
+
+    A signal ignored on entry: SIGHUP stays ignored (``nohup``).  SIGINT is ignored on entry when a
+    shell without job control starts a command in the background (``cmd &`` in a script), so that a
+    terminal's Ctrl-C, which reaches the shell's whole process group, spares it: kept so.  A command
+    that leads its own process group (``setsid``, a supervisor, a test harness) shares it with no
+    shell, so a SIGINT it receives was meant for it: it gets Ctrl-C's meaning back.  (Python leaves
+    an inherited SIG_IGN alone; such a ``strata train`` trained on after a Ctrl-C to its group.)"""
     try:
         signal.signal(signal.SIGTERM, _raise)
-        signal.signal(signal.SIGHUP, _raise)
+        if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+            signal.signal(signal.SIGHUP, _raise)
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN and os.getpgrp() == os.getpid():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     except ValueError:  # not the main thread
         pass
 

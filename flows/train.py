@@ -14,8 +14,10 @@ from scratch (noted in the log); when no selected stage has a checkpoint it is a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,11 @@ def launch_command(data: str, run: str, config_path: str, k: int | str, cfg: Str
     return cmd + train_args(data, run, config_path, k, max_steps, minutes, resume, extra_scores)
 
 
+_STAGE_PROCESSES: set[subprocess.Popen] = set()  # stage processes running now (lanes run them from threads)
+_STAGE_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set by stop_stage_processes: a lane that starts a stage now stops it at once
+
+
 def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
     """Run ``cmd``, passing its stderr through line by line; (exit code, last stderr lines)."""
     from pipeline.lock import die_with_parent, held_fds
@@ -155,7 +162,12 @@ def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[i
     with subprocess.Popen(cmd, stdout=None, stderr=subprocess.PIPE, text=True, start_new_session=True,
                           env={**os.environ, **(env or {})}, preexec_fn=die_with_parent,
                           pass_fds=held_fds()) as proc:
+        with _STAGE_LOCK:
+            _STAGE_PROCESSES.add(proc)
+            stopping = _STOPPING.is_set()
         try:
+            if stopping:
+                stop_group(proc)
             for line in proc.stderr:
                 sys.stderr.write(line)
                 tail = (tail + [line.rstrip("\n")])[-50:]
@@ -163,13 +175,32 @@ def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[i
         except BaseException:
             stop_group(proc)
             raise
+        finally:
+            with _STAGE_LOCK:
+                _STAGE_PROCESSES.discard(proc)
     return code, tail
+
+
+def stop_stage_processes() -> int:
+    """Stop every stage process still running; returns how many.  For Ctrl-C or SIGTERM in the main
+    thread while lanes train: the signal reaches neither the lanes' threads nor their processes (a
+    session of their own), and Prefect's task runner waits for those threads before the flow ends,
+    so without this the command would train on, printing steps, until every lane's budget ran out."""
+    with _STAGE_LOCK:
+        _STOPPING.set()
+        procs = list(_STAGE_PROCESSES)
+    for proc in procs:  # all at once, then each waited for (one grace period in all)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except OSError:
+            pass
+    for proc in procs:
+        stop_group(proc)
+    return len(procs)
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
     """SIGTERM the process group of ``proc`` (a launcher and its workers), SIGKILL after ``grace`` s."""
-    import signal
-
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
         try:
             os.killpg(proc.pid, sig)
@@ -177,11 +208,14 @@ def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
             return
         try:
             proc.wait(timeout=wait)
-            if sig == signal.SIGTERM:
-                os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived their launcher
-            return
         except subprocess.TimeoutExpired:
             continue
+        if sig == signal.SIGTERM:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # workers that outlived their launcher
+            except OSError:  # none did: the group is gone
+                pass
+        return
 
 
 @task(name="train-stage")
@@ -211,6 +245,8 @@ def train_stage_task(data: str, run: str, config_path: str, k: int | str, max_st
             env = {"STRATA_TORCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
         logger.info("running: " + " ".join(cmd))
         code, tail = _run_streaming(cmd, env)
+        if code != 0 and _STOPPING.is_set():
+            raise RunError(f"stage {k}: stopped (the command was interrupted)")
         if code != 0:
             errors = [ln for ln in tail if ln.startswith("error: ")]
             raise RunError(errors[-1][7:] if errors else f"stage {k}: accelerate launch failed (exit {code}): "
@@ -296,8 +332,13 @@ def train_flow(data: str, run: str, config: str | None = None, stages: str = "al
     """Train the selected stages one after another; returns {"run", "stages": {k: summary}, "loss_png"}."""
     from pipeline.lock import folder_lock
 
+    _STOPPING.clear()
     with folder_lock(run, "strata train"):  # one writer per run folder (pipeline.lock)
-        return _train(data, run, config, stages, max_steps, resume, max_minutes, extra_scores)
+        try:
+            return _train(data, run, config, stages, max_steps, resume, max_minutes, extra_scores)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (flows.signals): before the task runner waits for the lanes
+            stop_stage_processes()
+            raise
 
 
 def _train(data: str, run: str, config: str | None, stages: str, max_steps: int | None, resume: bool,

@@ -4,7 +4,7 @@ One assessment is a dict of groups (measures in ``pipeline.assess_metrics``)::
 
     {"path", "kind": "job" | "audio", "seconds",
      "score":  {"midi", "offset_seconds", "frames", "chroma_agreement", "chroma_chance",
-                "chroma_reference", "chroma_lift"} | null,
+                "chroma_reference", "chroma_lift", ["warnings"]} | null,
      "transcription": {"method", "notes", "precision", "recall", "f1", "pitch_class_precision",
                        "pitch_class_recall", "pitch_class_f1", "reference_f1", "reference_pitch_class_f1",
                        "reference_precision", "reference_recall"} | null   (strata assess only),
@@ -19,7 +19,8 @@ One assessment is a dict of groups (measures in ``pipeline.assess_metrics``)::
                  "high_band_hz"}}
 
 ``chroma_lift = chroma_agreement - chroma_chance``; ``chroma_reference`` is the agreement of a
-plain FluidSynth rendering of the MIDI (null without FluidSynth).  ``transcription``: note F1
+plain FluidSynth rendering of the MIDI (null without FluidSynth: then ``warnings`` says why, and one
+warning line is logged).  ``transcription``: note F1
 (mir_eval, onsets within 50 ms; exact pitch and pitch class) of the audio's notes as basic-pitch
 hears them (pipeline/transcribe.py) against the MIDI's notes over the audio's span, and the same for
 a plain FluidSynth rendering of that span (``reference_*``, null without FluidSynth).  It runs in
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -47,6 +49,7 @@ from pipeline import assess_metrics as am
 from pipeline.errors import InputError, ParameterError, StrataError
 from pipeline.run import calibration_path
 
+log = logging.getLogger("strata.assess")
 CALIBRATION_PERCENTILE = 99.0
 # p99 of 1 s window flatness of the demo corpus's train split (16 kHz tier, decoded from mu-law:
 # 0.0094 measured on the 24 train tracks, 1020 windows, rounded up); used when a run has no calibration
@@ -88,13 +91,17 @@ def write_calibration(data_dir: str | Path, run_dir: str | Path) -> dict:
 
 
 def noise_threshold(run_dir: str | Path | None) -> tuple[float, str]:
-    """(threshold, source): the run's calibration when it has one, else the fallback constant."""
+    """(threshold, source): the run's calibration when it has one, else the fallback constant
+    (source ``"fallback"``; ``"fallback: <reason>"`` and one warning when the calibration is unreadable)."""
     path = calibration_path(run_dir) if run_dir else None
     if path is not None and path.is_file():
         try:
             return float(json.loads(path.read_text())["flatness_threshold"]), str(path)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            reason = (f"{path}: unreadable calibration ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                      f"; the fallback flatness threshold {FALLBACK_FLATNESS_THRESHOLD} is used")
+            log.warning(reason)
+            return FALLBACK_FLATNESS_THRESHOLD, f"fallback: {reason}"
     return FALLBACK_FLATNESS_THRESHOLD, "fallback"
 
 
@@ -109,39 +116,51 @@ def score_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0.0) -> d
     found = am.chroma_agreement(audio, read_midi(midi), offset_seconds)
     if found is None:
         return None
-    return {"midi": str(midi), "offset_seconds": offset_seconds, **found,
-            "chroma_reference": reference_agreement(str(Path(midi).resolve()), Path(midi).stat().st_mtime_ns),
-            "chroma_lift": found["chroma_agreement"] - found["chroma_chance"]}
+    reference, why_not = reference_agreement(str(Path(midi).resolve()), Path(midi).stat().st_mtime_ns)
+    return {"midi": str(midi), "offset_seconds": offset_seconds, **found, "chroma_reference": reference,
+            "chroma_lift": found["chroma_agreement"] - found["chroma_chance"],
+            **({"warnings": [why_not]} if why_not else {})}
 
 
 @functools.lru_cache(maxsize=4)
-def reference_rendering(midi: str, mtime_ns: int) -> np.ndarray | None:
-    """A plain FluidSynth rendering of the MIDI at ``ANALYSIS_RATE`` (None without FluidSynth)."""
+def reference_rendering(midi: str, mtime_ns: int) -> tuple[np.ndarray | None, str | None]:
+    """(a plain FluidSynth rendering of the MIDI at ``ANALYSIS_RATE``, None), or (None, why not) with one
+    warning line (no FluidSynth or no soundfont, an unusable MIDI)."""
     from pipeline.audio import load_audio, to_mono
     from pipeline.midi import MidiError, render_midi
 
     with tempfile.TemporaryDirectory(prefix="strata-assess-") as tmp:
         try:
             wav = render_midi(midi, Path(tmp) / "reference.wav", sr=am.ANALYSIS_RATE)
-        except MidiError:
-            return None
+        except MidiError as e:
+            why = f"{midi}: no reference rendering, chroma_reference is null ({str(e).splitlines()[0]})"
+            log.warning(why)
+            return None, why
         x, sr = load_audio(wav)
-    return am.to_analysis_rate(to_mono(x), sr)
+    return am.to_analysis_rate(to_mono(x), sr), None
 
 
-def reference_agreement(midi: str, mtime_ns: int) -> float | None:
-    """Chroma agreement of a plain FluidSynth rendering of the MIDI (None without FluidSynth)."""
+@functools.lru_cache(maxsize=32)
+def reference_agreement(midi: str, mtime_ns: int) -> tuple[float | None, str | None]:
+    """(chroma agreement of a plain FluidSynth rendering of the MIDI, None), or (None, why not) with one
+    warning line."""
     from pipeline.midi import read_midi
 
-    rendering = reference_rendering(midi, mtime_ns)
-    found = None if rendering is None else am.chroma_agreement(rendering, read_midi(midi))
-    return None if found is None else found["chroma_agreement"]
+    rendering, why = reference_rendering(midi, mtime_ns)
+    if rendering is None:
+        return None, why
+    found = am.chroma_agreement(rendering, read_midi(midi))
+    if found is None:
+        why = f"{midi}: the reference rendering has no frame where a note sounds; chroma_reference is null"
+        log.warning(why)
+        return None, why
+    return found["chroma_agreement"], None
 
 
 def reference_bands(midi: Path, seconds: float) -> dict | None:
     """Band levels (``am.band_levels``) of a plain rendering of the MIDI's first ``seconds`` (None
     without FluidSynth or when the span is empty)."""
-    rendering = reference_rendering(str(Path(midi).resolve()), Path(midi).stat().st_mtime_ns)
+    rendering, _ = reference_rendering(str(Path(midi).resolve()), Path(midi).stat().st_mtime_ns)
     n = int(round(seconds * am.ANALYSIS_RATE))
     return None if rendering is None or n <= 0 else am.band_levels(rendering[:n], am.ANALYSIS_RATE)
 
@@ -164,7 +183,7 @@ def transcription_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0
            for n in estimate_notes(audio, am.ANALYSIS_RATE) if n.start >= offset_seconds - tol]
     out = {"method": DEFAULT_METHOD, "notes": len(ref), "seconds": span, **note_f1(ref, est, tol),
            **{f"pitch_class_{k}": v for k, v in note_f1(ref, est, tol, pitch_class=True).items()}}
-    rendering = reference_rendering(str(Path(midi).resolve()), Path(midi).stat().st_mtime_ns)
+    rendering, _ = reference_rendering(str(Path(midi).resolve()), Path(midi).stat().st_mtime_ns)
     keys = ("reference_precision", "reference_recall", "reference_f1", "reference_pitch_class_f1")
     out.update(dict.fromkeys(keys))
     if rendering is not None:

@@ -15,6 +15,7 @@ import csv
 import multiprocessing
 import os
 import re
+import sys
 import tempfile
 import time
 from collections import deque
@@ -155,10 +156,11 @@ def build_demo_corpus(
     """Render ``per_genre`` works per genre into ``out_dir/<genre>/<name>.{wav,mid}``.
 
     Returns a summary: ``{"out", "seconds" (wall time), "genres": {genre: {"tracks", "minutes",
-    "new"}}, "tracks", "minutes", "skipped": [{"genre", "corpus_path", "reason"}]}``.
+    "new"}}, "tracks", "minutes", "skipped": [{"genre", "corpus_path", "reason"}], "soundfont",
+    "warnings"}`` (a soundfont other than the preferred one, also printed as one line).
     ``workers`` processes render in parallel (default: up to 2).
     """
-    from pipeline.midi import find_soundfont
+    from pipeline.midi import PREFERRED_SOUNDFONTS, find_soundfont, fluidsynth_program
 
     t0 = time.time()
     per_genre = DEFAULT_PER_GENRE if per_genre is None else int(per_genre)
@@ -172,8 +174,13 @@ def build_demo_corpus(
     if unknown:
         raise ParameterError(f"unknown genre(s) {', '.join(unknown)}; known: {', '.join(known)}")
     font = str(find_soundfont(soundfont))  # fail early, before any work
+    fluidsynth_program()  # else every work would be skipped for the same reason
     queues = {g: deque(w for w in works if w.genre == g) for g in chosen}
     say: Callable[[str], None] = print if progress else (lambda _: None)
+    warnings = [] if soundfont or Path(font).name == PREFERRED_SOUNDFONTS[0] else [
+        f"warning: {PREFERRED_SOUNDFONTS[0]} not found; rendering with {font} (the corpus sounds different)"]
+    for line in warnings:
+        print(line, file=sys.stderr, flush=True)
     state = _Build(out_dir, per_genre, queues, say)
     workers = workers or min(2, os.cpu_count() or 1)
     args = (out_dir, max_seconds, sr, font)
@@ -181,7 +188,7 @@ def build_demo_corpus(
         state.run_serial(args)
     else:
         state.run_pool(args, workers)
-    summary = state.summary(time.time() - t0)
+    summary = {**state.summary(time.time() - t0), "soundfont": font, "warnings": warnings}
     for g, s in summary["genres"].items():
         say(f"{g}: {s['tracks']} tracks, {s['minutes']:.1f} min ({s['new']} new)")
     say(f"demo corpus: {summary['tracks']} tracks, {summary['minutes']:.1f} min in {out_dir} "

@@ -335,6 +335,14 @@ def find_soundfont(explicit: str | Path | None = None) -> Path:
     return min(found, key=lambda p: (rank.get(p.name, len(rank)), str(p)))
 
 
+def fluidsynth_program() -> str:
+    """The ``fluidsynth`` executable; ``MidiError`` when it is not on the PATH."""
+    exe = shutil.which("fluidsynth")
+    if exe is None:
+        raise MidiError(None, "fluidsynth not found on PATH: install it (apt-get install fluidsynth)")
+    return exe
+
+
 def render_midi(
     midi_path: str | Path,
     wav_path: str | Path,
@@ -359,9 +367,7 @@ def render_midi(
     from pipeline.io import atomic_path
 
     midi_path, wav_path = Path(midi_path), Path(wav_path)
-    exe = shutil.which("fluidsynth")
-    if exe is None:
-        raise MidiError(None, "fluidsynth not found on PATH: install it (apt-get install fluidsynth)")
+    exe = fluidsynth_program()
     font = find_soundfont(soundfont)
     mid = _open_midi(midi_path)
     notes = notes_from_midi(mid)

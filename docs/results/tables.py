@@ -19,6 +19,13 @@ README = HERE.parents[1] / "README.md"
 BENCH = HERE.parents[1] / "bench" / "results"
 
 
+def absent(path: Path) -> str:
+    """A result file a table leaves out: one warning line, and the note the README shows in its place."""
+    rel = path.relative_to(README.parent).as_posix() if path.is_relative_to(README.parent) else str(path)
+    print(f"warning: {rel} not found: its rows are left out of the README", file=sys.stderr)
+    return f"Not shown: `{rel}` is missing."
+
+
 def _f(v, spec: str = ".3f") -> str:
     return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
 
@@ -27,9 +34,11 @@ def evaluation_table() -> str:
     """Bits per sample per stage, demo test split and the other soundfont, with the ablations."""
     rows = ["| audio | stage | rate | model | linear baseline | without conditioning (network / linear path) "
             "| without roll | without genre | short context |", "|" + " --- |" * 9]
+    notes = []
     for name, file in (("demo test split", "evaluation.json"), ("other soundfont", "evaluation_other_soundfont.json")):
         path = HERE / file
         if not path.is_file():
+            notes.append(absent(path))
             continue
         ev = json.loads(path.read_text())["evaluation"]
         for s in ev["stages"]:
@@ -49,7 +58,7 @@ def evaluation_table() -> str:
             f"{_f(e['baselines'].get('unigram_bits_per_sample'))} (unigram) and "
             f"{_f(e['baselines'].get('linear_ar_bits_per_sample'))} (linear AR of the 16 kHz tier). "
             f"Commit `{ev['commit'][:10]}`, `{ev['command']}`.")
-    return "\n".join(rows) + tail
+    return "\n".join(rows) + tail + "".join(f" {n}" for n in notes)
 
 
 def quality_table() -> str:
@@ -73,9 +82,12 @@ def _value(v) -> str:
     return str(v)
 
 
-def _bench(name: str) -> dict | None:
+def _bench(name: str, notes: list[str]) -> dict | None:
     path = BENCH / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        notes.append(absent(path))
+        return None
+    return json.loads(path.read_text())
 
 
 def _x(v: float) -> str:
@@ -85,8 +97,8 @@ def _x(v: float) -> str:
 def bench_table() -> str:
     """Preprocessing, start-up and orchestration, training and evaluation speed from bench/results."""
     rows = ["| benchmark | measure | result | goal |", "| --- | --- | --- | --- |"]
-    used = []
-    pre = _bench("preprocess")
+    used, missing = [], []
+    pre = _bench("preprocess", missing)
     if pre:
         used.append(pre)
         by = {(r["input"], r["workers"]): r for r in pre["results"] if r["name"] == "pipeline"}
@@ -96,7 +108,7 @@ def bench_table() -> str:
                     if i == 0 else f"the same as {fmt} WAV (resampled to the 16 kHz mono fine tier)")
             rows.append(f"|{' `bench/preprocess.py`' if i == 0 else ''} | {what}, pipeline, 2 workers / 1 worker "
                         f"| {_x(two['realtime_factor'])} / {_x(one['realtime_factor'])} real time | >= 200x |")
-    orch = _bench("orchestration")
+    orch = _bench("orchestration", missing)
     if orch:
         used.append(orch)
         m = {(r["mode"], r["command"]): r for r in orch["results"]}
@@ -126,7 +138,7 @@ def bench_table() -> str:
                         "s: imports, API start-up, artifacts) "
                         f"| {srv['whole_command_orchestration_core_percent']:.1f}% / "
                         f"{eph['whole_command_orchestration_core_percent']:.1f}% of a core | |")
-    tr = _bench("training")
+    tr = _bench("training", missing)
     if tr:
         used.append(tr)
         r = tr["results"]
@@ -137,7 +149,7 @@ def bench_table() -> str:
                     f"{threads} thread{'s' if threads > 1 else ''} each, {tr['steps']} steps, samples/s "
                     f"| {speeds} | |")
         rows.append(f"| | share of step time waiting for data | {waits} | < 10% |")
-    ev = _bench("evaluation")
+    ev = _bench("evaluation", missing)
     if ev:
         used.append(ev)
         for r in ev["results"]:
@@ -152,7 +164,7 @@ def bench_table() -> str:
         reps = f"median of {b['repeats']}" if b.get("repeats") else "one run"
         cmd = b.get("command") or "(command not recorded)"
         notes.append(f"`{cmd}` ({reps}, load {load})")
-    return "\n".join(rows) + "\n\n" + "; ".join(notes) + "."
+    return "\n".join(rows) + "\n\n" + "; ".join(notes) + "." + "".join(f" {n}" for n in missing)
 
 
 def generation_table() -> str:
@@ -192,8 +204,10 @@ def generation_table() -> str:
     def met(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
-    demo = BENCH / "demo_generation.json"
-    if demo.is_file():
+    demo, missing = BENCH / "demo_generation.json", ""
+    if not demo.is_file():
+        missing = " " + absent(demo)
+    else:
         d = json.loads(demo.read_text())
         n = len([r for r in d["rows"] if r["engine"] == "fused"])
         samp = {e: sum(r["sampling_seconds"] for r in d["rows"] if r["engine"] == e) for e in ("fused", "reference")}
@@ -222,7 +236,7 @@ def generation_table() -> str:
             f"the stages' walls overlap when they run side by side). Medians of "
             f"{len(g['results'][0]['runs'])} runs; {m['cpu']}, {m['cores']} cores, load average "
             f"{m['load_average'][0]}; `python bench/generation.py {' '.join(g.get('argv', []))}`.")
-    return "\n".join(rows) + tail
+    return "\n".join(rows) + tail + missing
 
 
 def faults_table() -> str:

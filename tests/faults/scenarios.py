@@ -205,7 +205,8 @@ def _writers_gone(run: Path, timeout: float) -> bool:
 
 def ephemeral_env(root: Path) -> dict[str, str]:
     """No API URL: the command starts (and must stop) its own Prefect server."""
-    env = strata_env(PREFECT_HOME=str(root / "prefect-home"))
+    # its start-up took over Prefect's default 30 s on a loaded machine (2 cores, 5 jobs): the command failed
+    env = strata_env(PREFECT_HOME=str(root / "prefect-home"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
     env.pop("PREFECT_API_URL", None)
     return env
 
@@ -216,13 +217,14 @@ def command_args(command: str, root: Path) -> tuple[list[str], callable]:
     from tests.helpers_data import make_dataset, tiny_train_config
     from tests.helpers_run import make_run
 
-    if command == "train":
+    if command in ("train", "train-lanes"):  # train-lanes: both stages side by side, each in a process of its own
+        lanes = 2 if command == "train-lanes" else 1
         data = make_dataset(root / "data", "periodic", rates=(1000, 2000), seconds=1.0, roll="notes")
-        save_config(tiny_train_config(max_steps=100000, eval_every=50, checkpoint_every=5, log_every=1),
-                    root / "cfg.yaml")
+        save_config(tiny_train_config(max_steps=100000, eval_every=50, checkpoint_every=5, log_every=1,
+                                      parallel_stages=lanes), root / "cfg.yaml")
         run = root / "run"
         return (["train", "--data", str(data), "--run", str(run), "--config", str(root / "cfg.yaml")],
-                lambda: (run / "checkpoints/stage0").is_dir())
+                lambda: all((run / f"checkpoints/stage{k}").is_dir() for k in range(lanes)))
     if command == "evaluate":
         data = make_dataset(root / "data", "periodic", rates=(1000, 2000), seconds=20.0, roll="notes")
         run = make_run(root, genres=["alpha", "beta"])
@@ -244,24 +246,39 @@ def command_args(command: str, root: Path) -> tuple[list[str], callable]:
     raise ValueError(command)
 
 
-def signal_case(command: str, how: str, root: Path, limit: float = 15.0, during=None) -> dict:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell without job control starts `cmd &`
+
+
+def signal_case(command: str, how: str, root: Path, limit: float = 15.0, during=None, moment: str = "working",
+                sigint_ignored: bool = False) -> dict:
     """SIGTERM (``how="term"``) or a terminal's Ctrl-C (SIGINT to the group) once the command's own
     Prefect server is up (and its work has started): exit within ``limit`` s, one ``interrupted`` line,
     no process left (every pid seen below the command is counted).  ``during(args, proc)`` runs
-    just before the signal (e.g. a second command on the same folder)."""
+    just before the signal (e.g. a second command on the same folder).  ``moment``: ``"working"`` (as
+    above), ``"started"`` (the command holds its folder's lock and imports Prefect and torch: before any
+    flow) or ``"server"`` (its Prefect server process exists: before the work).  ``sigint_ignored``: the
+    command inherits an ignored SIGINT (its own session, as here, all the same)."""
     args, ready = command_args(command, root)
-    proc = start(args, env=ephemeral_env(root))
+    proc = start(args, env=ephemeral_env(root), preexec_fn=_ignore_sigint if sigint_ignored else None)
     tree = Tree(proc)
     problems = []
     try:
-        if ready == "fluidsynth":
+        if moment == "started":
+            from pipeline.lock import lock_path
+
+            folder = Path(args[args.index("--run") + 1])
+            tree.wait_for(lambda: lock_path(folder).is_file(), 240, "the folder's lock", step=0.01)
+        elif moment == "server":
+            tree.wait_for(lambda: has_server(tree), 240, "the Prefect server", step=0.01)
+        elif ready == "fluidsynth":
             tree.wait_for(lambda: any("fluidsynth" in cmdline(p) for p in tree.sample()), 240, "a FluidSynth child",
                           step=0.01)
         else:
             tree.wait_for(lambda: has_server(tree) and ready(), 240, "the Prefect server and the work")
         if during is not None:
             during(args, proc)
-        time.sleep(0.5)
+        time.sleep(0.5 if moment == "working" else 0.0)
         tree.sample()
         t0 = time.monotonic()
         if how == "term":

@@ -16,9 +16,28 @@ from tests.faults.procs import start
 pytestmark = pytest.mark.slow  # real commands, each with its own Prefect server
 
 
-@pytest.mark.parametrize("command,how", [("evaluate", "term"), ("train", "ctrl-c")])
+@pytest.mark.parametrize("command,how", [("evaluate", "term"), ("train", "ctrl-c"), ("train-lanes", "ctrl-c")])
 def test_signal_leaves_nothing(tmp_path, command, how):
+    """train-lanes: the stages train in processes of their own session, which a Ctrl-C does not reach, fed by
+    threads that Prefect's task runner waits for (before: the command trained on to the end of its budget)."""
     r = scenarios.signal_case(command, how, tmp_path)
+    assert not r["problems"], r["problems"]
+    assert r["children_seen"] >= 1 and r["orphans"] == 0
+
+
+@pytest.mark.parametrize("moment", ["started", "server"])
+def test_early_ctrl_c_is_handled_like_a_late_one(tmp_path, moment):
+    """Ctrl-C while the command imports Prefect and torch (it holds its lock already), and while its
+    Prefect server starts: the same one line and exit code (before: click's "Aborted!", exit 1)."""
+    r = scenarios.signal_case("train", "ctrl-c", tmp_path, moment=moment)
+    assert not r["problems"], r["problems"]
+    assert r["orphans"] == 0 and "--resume" in r["line"]
+
+
+def test_ctrl_c_reaches_a_command_started_with_sigint_ignored(tmp_path):
+    """A parent can hand down an ignored SIGINT (a script's ``cmd &``, a test run started so): the command,
+    leading its own process group here, takes Ctrl-C back (before: ``strata train`` trained on)."""
+    r = scenarios.signal_case("train", "ctrl-c", tmp_path, sigint_ignored=True)
     assert not r["problems"], r["problems"]
     assert r["children_seen"] >= 1 and r["orphans"] == 0
 

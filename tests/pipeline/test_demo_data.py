@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,31 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ParameterError, match="genre,corpus_path,program"):
         build_demo_corpus(tmp_path, candidates=tmp_path / "bad.csv", progress=False)
     assert DEMO_CSV.is_file()
+
+
+def test_no_fluidsynth_is_one_error_before_any_work(tmp_path, monkeypatch):
+    from pipeline.midi import MidiError
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(MidiError, match="fluidsynth not found on PATH"):
+        build_demo_corpus(tmp_path / "demo", per_genre=1, genres=["chorale"], progress=False)
+    assert not (tmp_path / "demo").exists()  # not one skipped work per candidate
+
+
+def test_another_soundfont_than_the_preferred_is_said(tmp_path, monkeypatch, capsys):
+    import pipeline.midi as midi
+
+    tim = next((d / "TimGM6mb.sf2" for d in map(Path, midi.SOUNDFONT_DIRS) if (d / "TimGM6mb.sf2").is_file()), None)
+    if tim is None:
+        pytest.skip("needs TimGM6mb.sf2 (make system-deps)")
+    fonts = tmp_path / "fonts"
+    fonts.mkdir()
+    (fonts / tim.name).symlink_to(tim)
+    monkeypatch.setattr(midi, "SOUNDFONT_DIRS", [str(fonts)])
+    monkeypatch.delenv("STRATA_SOUNDFONT", raising=False)
+    summary = build_demo_corpus(tmp_path / "demo", per_genre=1, genres=["folk"], max_seconds=4.0, progress=False,
+                                workers=1)
+    assert summary["soundfont"] == str(fonts / tim.name) and summary["tracks"] == 1
+    (line,) = summary["warnings"]
+    assert "FluidR3_GM.sf2 not found" in line and str(fonts / tim.name) in line
+    assert capsys.readouterr().err.strip().splitlines() == [line]

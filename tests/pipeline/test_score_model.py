@@ -30,11 +30,24 @@ def test_chain_keeps_each_genres_chords_and_ends_like_its_pieces():
             roll = sample_roll(model, genre, max_frames=10_000, seed=seed)
             got = {c for c, _ in chords(roll, 10)}
             assert got <= set(pieces), (genre, got)  # only the genre's own chords
-            assert roll.shape[2] < 10_000  # the chain ended where a training piece ended
             assert roll[1].sum() > 0 and (roll[1] > 0).sum() <= (roll[0] > 0).sum()
     a, b = (sample_roll(model, "folk", 10_000, seed=1) for _ in range(2))
     assert np.array_equal(a, b)  # seeded
     assert sample_roll(model, "polka", 1000, seed=0) is None
+
+
+def test_a_piece_that_ends_by_itself_ends_on_a_chord_that_ended_a_training_piece():
+    """What the length rule does not decide: below the 1.25 L cap a piece stops only by drawing the end,
+    which the chain learned after each training piece's last chord; at the cap it stops on any chord."""
+    model = fit([("folk", roll_of(FOLK)), ("folk", roll_of(FOLK[::-1])), ("chorale", roll_of(CHORALE))], FPS)
+    for genre, pieces in (("folk", [FOLK, FOLK[::-1]]), ("chorale", [CHORALE])):
+        cap = 5 * max(len(p) for p in pieces) // 4  # every training piece of a genre has the same length here
+        finals = {p[-1] for p in pieces}
+        ends = [chords(sample_roll(model, genre, max_frames=10_000, seed=s), 10) for s in range(40)]
+        natural = [seq[-1][0] for seq in ends if len(seq) < cap]
+        assert len(natural) >= 10, (genre, len(natural))  # the end is drawn, not only the cap reached
+        assert set(natural) <= finals, (genre, set(natural), finals)
+        assert {seq[-1][0] for seq in ends if len(seq) >= cap} - finals  # the cap alone cuts anywhere
 
 
 def test_lengths_follow_the_training_pieces():
