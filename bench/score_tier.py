@@ -1,0 +1,164 @@
+"""The score tier's measures (issue 19): held-out bits per event against n-grams, novelty and style of the
+scores it writes against the chain's, their lengths, and its speed.
+
+    python bench/score_tier.py --data demo/data --run demo/run --json docs/results/score_tier.json
+
+- bits: ``pipeline.score_tier.evaluate_score_tier`` on the test split, and on ``--other`` scores (another
+  corpus: Essen folk songs and Monteverdi madrigals from music21, never seen in training) with the same
+  n-grams (fitted on the events the tier learned from);
+- novelty (against every score the tier learned from) and style overlap (against the genre's held-out
+  valid + test scores), for ``--pieces`` scores per genre from the tier and from the chain, 30 s each;
+- lengths: ``--lengths`` genre-prompted scores with the run's cap (generate.max_seconds): how many end by
+  the tier's own END within 0.5-2x the median length of the genre's training scores;
+- speed: seconds to write 60 s of score on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from machine import machine_info  # noqa: E402  (bench/machine.py)
+from pipeline.dataset import load_manifest  # noqa: E402 - the repository root first (run as a script)
+from pipeline.demo_data import Work, _score_work  # noqa: E402
+from pipeline.io import atomic_write_json  # noqa: E402
+from pipeline.run import SCORE_KEY, read_config, stage_dir  # noqa: E402
+from pipeline.score_baselines import ngram_table  # noqa: E402
+from pipeline.score_events import VOCAB_SIZE, events_seconds, events_to_roll  # noqa: E402
+from pipeline.score_metrics import novelty, style_overlap  # noqa: E402
+from pipeline.score_model import read_score_model, sample_roll  # noqa: E402
+from pipeline.score_tier import (  # noqa: E402
+    TRAIN_EVENTS,
+    evaluate_score_tier,
+    extra_pieces,
+    load_pieces,
+    load_score_tier,
+    sample_events,
+    split_pieces,
+)
+
+OTHER = {"folk": "essenFolksong", "renaissance": "monteverdi"}  # another corpus of two demo genres
+
+
+def other_scores(out: Path, per_genre: int) -> Path:
+    """MIDI files of ``OTHER``'s composers under ``out/<genre>/`` (kept between runs)."""
+    from music21 import common, corpus
+
+    root = Path(common.getCorpusFilePath())
+    for genre, composer in OTHER.items():
+        for p in sorted(corpus.getComposer(composer))[:per_genre]:
+            work = Work(genre, Path(p).relative_to(root).as_posix(), 0)
+            if not (out / genre / f"{work.name}.mid").is_file():
+                try:
+                    _score_work(work, out, 60.0)
+                except Exception as e:  # noqa: BLE001 - a work music21 cannot write: skipped, said
+                    print(f"warning: {work.corpus_path}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
+    return out
+
+
+def tier_bits(model, pieces, genres: list[str], train: list[list[int]]) -> dict:
+    """Bits per event of the tier on ``pieces`` (genre given) beside the n-grams fitted on ``train``."""
+    with torch.inference_mode():
+        bits = sum(model.events_bits(list(p.events), genres.index(p.genre))[0] for p in pieces)
+    n = sum(len(p.events) for p in pieces)
+    table = ngram_table(train, [list(p.events) for p in pieces], VOCAB_SIZE)
+    return {"pieces": len(pieces), "events": n, "bits_per_event": bits / n, "baselines": table,
+            "fewer_bits_than_best_ngram": 1.0 - bits / n / table["best"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--pieces", type=int, default=5, help="scores per genre for novelty and style")
+    ap.add_argument("--lengths", type=int, default=10, help="genre-prompted scores for the length target")
+    ap.add_argument("--other", default="demo/other_scores", help="folder for the other corpus's MIDI files")
+    ap.add_argument("--other-per-genre", type=int, default=20)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    t_start = time.time()
+    data, run = Path(a.data), Path(a.run)
+    manifest, cfg = load_manifest(data), read_config(run)
+    fps, g = cfg.data.roll_fps, cfg.generate
+    model, desc = load_score_tier(run)
+    genres = list(desc["extra"]["genres"])
+    train = load_pieces(stage_dir(run, SCORE_KEY) / TRAIN_EVENTS)
+    train_events = [e for _, e in train]
+    out: dict = {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--", "pipeline",
+                                                                          "models", "bench")),
+                 "command": "python bench/score_tier.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                 "machine": machine_info(), "run_steps": desc["extra"].get("step"), "n_params": desc.get("n_params"),
+                 "sampling": {"temperature": g.score_temperature, "top_p": g.score_top_p}}
+
+    # held-out bits per event
+    out["test"] = evaluate_score_tier(data, manifest, run, "test")
+    other, skipped = extra_pieces(other_scores(Path(a.other), a.other_per_genre), genres, fps)
+    out["other_corpus"] = {**tier_bits(model, other, genres, train_events), "composers": OTHER,
+                           "skipped": skipped}
+
+    # novelty and style, tier and chain, per genre
+    train_rolls = [events_to_roll(e, fps) for e in train_events]
+    heldout = [p for s in ("valid", "test") for p in split_pieces(data, manifest, s, fps)]
+    chain = read_score_model(run)
+    out["scores"] = {}
+    for gi, genre in enumerate(genres):
+        rows: dict = {}
+        tier = [events_to_roll(sample_events(model, gi, 30.0, seed, g.score_temperature, g.score_top_p), fps)
+                for seed in range(a.pieces)]
+        rolls = {"tier": [r for r in tier if r[0].any()]}
+        if chain is not None:
+            rolls["chain"] = [r for r in (sample_roll(chain, genre, 30 * fps, seed) for seed in range(a.pieces))
+                              if r is not None and r[0].any()]
+        held = [events_to_roll(p.events, fps) for p in heldout if p.genre == genre]
+        for name, rs in rolls.items():
+            rows[name] = {"pieces": len(rs), "novelty": novelty(rs, train_rolls, fps) if rs else None,
+                          "style_overlap": style_overlap(rs, held, fps) if rs and held else None}
+        out["scores"][genre] = rows
+
+    # lengths: does the tier end its pieces, and when?
+    by_genre = {gname: [events_seconds(e) for gid, e in train if gid == gi] for gi, gname in enumerate(genres)}
+    lengths = []
+    for i in range(a.lengths):
+        gi = i % len(genres)
+        ev = sample_events(model, gi, g.max_seconds, 1000 + i, g.score_temperature, g.score_top_p)
+        seconds, median = events_seconds(ev), float(np.median(by_genre[genres[gi]]))
+        ended = seconds < g.max_seconds - 0.5  # the tier wrote END (the cap appends one too)
+        lengths.append({"genre": genres[gi], "seconds": round(seconds, 2), "ended_by_end_event": ended,
+                        "median_training_seconds": round(median, 2),
+                        "within_half_to_twice_median": ended and 0.5 * median <= seconds <= 2 * median})
+    out["lengths"] = {"cap_seconds": g.max_seconds, "pieces": lengths,
+                      "ended_within_range": sum(r["within_half_to_twice_median"] for r in lengths)}
+
+    # speed: 60 s of score on one thread (a score that ends early is timed per second of music)
+    t0 = time.perf_counter()
+    ev = sample_events(model, len(genres), 60.0, 7, g.score_temperature, g.score_top_p)
+    wall = time.perf_counter() - t0
+    music = max(events_seconds(ev), 1e-9)
+    out["speed"] = {"events": len(ev), "music_seconds": round(music, 2), "wall_seconds": round(wall, 3),
+                    "seconds_per_60s_of_score": round(wall / music * 60.0, 3), "threads": 1}
+    out["wall_seconds"] = round(time.time() - t_start, 1)
+    atomic_write_json(a.json, out)
+    print(json.dumps({k: out[k] for k in ("test", "other_corpus", "lengths", "speed")}, indent=1, default=str)[:3000])
+    return 0
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
