@@ -9,6 +9,12 @@ import pytest
 import quality
 
 
+def hold(share: float) -> dict:
+    """One prompt hold's continuation summary with the chroma share given (generated = chance + share * lift)."""
+    m = {"generated": 0.5 + share * 0.4, "reference": 0.9, "chance": 0.5, "share": share}
+    return {"continuations": 12, "chroma_cosine": m, "key_profile_correlation": m, "same_key": m}
+
+
 def results() -> dict:
     """Results that meet every target (each value chosen against its threshold by hand)."""
     s0 = {"index": 0, "bits_per_sample": 3.0, "bits_per_sample_without_roll": 3.6,
@@ -25,10 +31,10 @@ def results() -> dict:
         "end_class": {"unscored": {"count": 10, "ended_within_half_to_twice_median": 8, "ended_by_end_class": 9,
                                    "cap_seconds": 60.0, "median_train_seconds": 40.0},
                       "ranking": {"held_out_without_roll": {"auc": 0.85}}},
-        "continuation": {"default_hold": 2.0, "by_hold": {"2": {"chroma_cosine": {"share": 0.55, "reference": 0.9,
-                                                                                  "chance": 0.5}},
-                                                          "0": {"chroma_cosine": {"share": 0.2}}}},
-        "genre_recognition": {"generated": {"accuracy": 0.5}, "real_test": {"accuracy": 0.75}, "chance": 0.25},
+        "continuation": {"default_hold": 2.0, "scored_seconds": [2.0, 8.0],
+                         "by_hold": {"2": hold(0.55), "0": hold(0.2)}},
+        "genre_recognition": {"generated": {"accuracy": 0.5, "clips": 8}, "real_test": {"accuracy": 0.75, "clips": 8},
+                              "chance": 0.25, "genres": ["a", "b", "c", "d"], "clip_seconds": 4.0, "train_clips": 96},
     }
 
 
@@ -83,3 +89,33 @@ def test_paths_and_command_are_repository_relative():
     assert cmd == "python bench/quality.py --data demo/data --run demo/run --seconds 4"
     state = quality.git_state()
     assert len(state["commit"]) == 40 and isinstance(state["dirty"], bool)
+
+
+def test_quality_table_shows_each_measure_beside_real_reference_and_chance(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("results_tables", quality.ROOT / "docs" / "results" / "tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    res = results()
+    res["stage_decisions"] = {"median_levels": {"model": {"1-2 kHz": -20.0, "2-4 kHz": -30.0, "4-8 kHz": -40.0},
+                                                "stage2_upsampled": {"1-2 kHz": -20.0, "2-4 kHz": -30.0,
+                                                                     "4-8 kHz": -100.0}},
+                              "median_difference_from_model": {"stage2_upsampled": {"1-2 kHz": 0.0, "2-4 kHz": 0.0,
+                                                                                    "4-8 kHz": -60.0}},
+                              "median_real": {"1-2 kHz": -8.0, "2-4 kHz": -19.0, "4-8 kHz": -45.0}}
+    q = {"commit": "a" * 40, "dirty": True, "command": "python bench/quality.py --data demo/data", "warnings": ["w1"],
+         "seconds_per_piece": 4.0, "targets": quality.targets(res), **res}
+    (tmp_path / "quality.json").write_text(json.dumps(q))
+    monkeypatch.setattr(tables, "HERE", tmp_path)
+    text = tables.quality_table()
+    row1 = next(line for line in text.splitlines() if line.startswith("| 1 MIDI"))
+    assert "| 0.6 | 0.9 | 1 | 0 | yes |" in row1  # measured, real audio, reference, chance, met
+    row8 = next(line for line in text.splitlines() if line.startswith("| 8 "))
+    assert "| 0.5 | 0.75 | - | 0.25 | yes |" in row8
+    assert "| stage2 upsampled | -20.0 | -30.0 | -100.0 | +0.0 / +0.0 / -60.0 |" in text
+    assert "| real audio (same span) | -8.0 | -19.0 | -45.0 | |" in text
+    assert "| held out without roll | - / - | 0.850 | - | - |" in text
+    assert "real test clips 0.75 (8 clips), generated 0.50 (8 clips), chance 0.25" in text
+    assert "(working tree dirty)" in text and "w1" in text
