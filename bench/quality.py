@@ -527,18 +527,20 @@ def end_class_ranking(run: Path, data: Path, inside_per_end: int = 4) -> dict:
     manifest = load_manifest(data)
     n_genres = len(manifest["genres"])
 
-    def p_end(items: list[dict], drop_roll: bool) -> list[float]:
+    def p_end(items: list[dict], drop_roll: bool, batch_size: int = 16) -> list[float]:
         out = []
-        for it in items:
-            batch = {"x": it["x"][None], "roll": it["roll"][None], "has_roll": [it["has_roll"]],
-                     "genre": it["genre"][None], "cond_len": it["cond_len"][None]}
+        for i in range(0, len(items), batch_size):
+            part = items[i:i + batch_size]
+            b = len(part)
+            batch = {key: torch.stack([it[key] for it in part]) for key in ("x", "roll", "genre", "cond_len")}
+            batch["has_roll"] = [it["has_roll"] for it in part]
             cond = model_inputs(batch, cfg, 0, n_genres, None, drop=False)
             if drop_roll and cond.roll is not None:
-                cond = cond.replace(drop_roll=torch.ones(1, dtype=torch.bool))
-            x = torch.cat([batch["x"], torch.full((1, 1), 128, dtype=batch["x"].dtype)], dim=1)  # (1, W + 1)
+                cond = cond.replace(drop_roll=torch.ones(b, dtype=torch.bool))
+            x = torch.cat([batch["x"], torch.full((b, 1), 128, dtype=batch["x"].dtype)], dim=1)  # (B, W + 1)
             with torch.no_grad():
-                logits = stage(model_x(x, stage.head, cfg.data.mu_bits), cond)[0, :, -1]  # (C,)
-            out.append(float(torch.softmax(logits.double(), -1)[stage.end_code]))
+                logits = stage(model_x(x, stage.head, cfg.data.mu_bits), cond)[:, :, -1]  # (B, C)
+            out += torch.softmax(logits.double(), -1)[:, stage.end_code].tolist()
         return out
 
     res = {"window_samples": geo.window}
