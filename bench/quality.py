@@ -94,11 +94,27 @@ def command_line(argv: list[str]) -> str:
     return " ".join(["python", "bench/quality.py"] + [rel(a) if os.path.isabs(a) else a for a in argv])
 
 
+def relative_paths(obj):
+    """``obj`` (JSON-like) with every absolute path string made ``rel`` (the job diagnostics name
+    the MIDI files and the calibration file by their absolute paths)."""
+    if isinstance(obj, dict):
+        return {k: relative_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [relative_paths(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/") and "\n" not in obj:
+        return rel(obj)
+    return obj
+
+
+START_STATE: dict = {}  # git_state() when the run began: the commit every JSON of the run names
+
+
 def stamp(argv: list[str], extra: dict) -> dict:
     from machine import machine_info
 
-    return {**git_state(), "command": command_line(argv), "machine": machine_info(), **extra,
-            "warnings": list(WARNINGS)}
+    state = START_STATE or git_state()
+    return relative_paths({**state, "command": command_line(argv), "machine": machine_info(), **extra,
+                           "warnings": list(WARNINGS)})
 
 
 # ----------------------------------------------------------------------------- data
@@ -730,11 +746,13 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.evaluate import evaluate_run
 
     WARNINGS.clear()
+    START_STATE.clear()
+    START_STATE.update(git_state())
     for name in ("data", "run", "out"):
         path = getattr(a, name)
         if path.is_absolute() or Path.cwd().resolve() != ROOT:
             warn(f"--{name} {rel(path)}: not a repository-relative path run from the repository root")
-    if git_state()["dirty"]:
+    if START_STATE["dirty"]:
         warn("the working tree differs from the commit named in the results")
     a.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="strata-quality-"))

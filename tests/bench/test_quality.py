@@ -87,6 +87,9 @@ def test_paths_and_command_are_repository_relative():
     assert quality.rel("demo/run") == "demo/run"
     cmd = quality.command_line(["--data", str(quality.ROOT / "demo" / "data"), "--run", "demo/run", "--seconds", "4"])
     assert cmd == "python bench/quality.py --data demo/data --run demo/run --seconds 4"
+    found = quality.relative_paths({"midi": str(quality.ROOT / "demo" / "raw" / "a.mid"), "n": 3,
+                                    "list": ["/one/machine/run/diagnostics_calibration.json", "fallback"]})
+    assert found == {"midi": "demo/raw/a.mid", "n": 3, "list": ["diagnostics_calibration.json", "fallback"]}
     state = quality.git_state()
     assert len(state["commit"]) == 40 and isinstance(state["dirty"], bool)
 
