@@ -649,7 +649,7 @@ def targets(results: dict) -> list[dict]:
     err = rs.get("mean_error_db") or {}
     linear = {k: v for k, v in err.items() if k.endswith("_linear")}
     rows.append(_row("3 re-synthesis: band levels (1-2, 2-4, 4-8 kHz re 0-1 kHz) nearer the real audio's than with "
-                     "any fine stage's linear path alone in its place (mean |dB|)", err.get("model"),
+                     "any fine stage's linear path alone in its place (mean absolute dB)", err.get("model"),
                      err.get("model") is not None and bool(linear) and all(err["model"] < v for v in linear.values()),
                      "fine stages that add the real spectrum's energy above the tier below better than "
                      "least-squares taps with an adaptive scale", real=0.0 if err else None,
@@ -697,15 +697,18 @@ def targets(results: dict) -> list[dict]:
     cont = results.get("continuation") or {}
     default = cont.get("default_hold")
     held = ((cont.get("by_hold") or {}).get(f"{default:g}") if default is not None else None) or {}
-    c = held.get("chroma_cosine") or {}
-    zero = (((cont.get("by_hold") or {}).get("0") or {}).get("chroma_cosine") or {}).get("share")
+    c, k = held.get("chroma_cosine") or {}, held.get("key_profile_correlation") or {}
+    zero = (cont.get("by_hold") or {}).get("0") or {}
+    shares = [c.get("share"), k.get("share")]
     rows.append(_row(f"7 continuation at fixed cuts keeps the harmony over {SCORED_FROM:g}-{SCORED_TO:g} s: chroma "
-                     f"cosine with the real continuation >= 0.5 of the prompt's own lift over a far segment "
-                     f"(prompt hold {default if default is not None else '-'} s; hold 0 beside)",
-                     c.get("share"), c.get("share") is not None and c["share"] >= 0.5,
+                     f"cosine and key-profile correlation with the real continuation each >= 0.5 of the prompt's own "
+                     f"lift over a far segment (prompt hold {'-' if default is None else default} s; hold 0 beside)",
+                     {"chroma_cosine": c.get("share"), "key_profile": k.get("share")},
+                     all(v is not None and v >= 0.5 for v in shares),
                      "a stage 0 that keeps the prompt's key and chords past the held notes; cuts are fixed "
                      "fractions, not chosen", real=None, reference=c.get("reference"), chance=c.get("chance"),
-                     hold_0_share=zero))
+                     hold_0_share={"chroma_cosine": (zero.get("chroma_cosine") or {}).get("share"),
+                                   "key_profile": (zero.get("key_profile_correlation") or {}).get("share")}))
     gr = results.get("genre_recognition") or {}
     acc, real_acc, chance = ((gr.get("generated") or {}).get("accuracy"), (gr.get("real_test") or {}).get("accuracy"),
                              gr.get("chance"))

@@ -12,7 +12,7 @@ import quality
 def hold(share: float) -> dict:
     """One prompt hold's continuation summary with the chroma share given (generated = chance + share * lift)."""
     m = {"generated": 0.5 + share * 0.4, "reference": 0.9, "chance": 0.5, "share": share}
-    return {"continuations": 12, "chroma_cosine": m, "key_profile_correlation": m, "same_key": m}
+    return {"continuations": 12, "chroma_cosine": m, "key_profile_correlation": dict(m), "same_key": dict(m)}
 
 
 def results() -> dict:
@@ -60,6 +60,7 @@ def test_all_targets_met_on_results_that_meet_them():
     (("end_class", "unscored", "ended_within_half_to_twice_median"), 7, "6"),
     (("end_class", "ranking", "held_out_without_roll", "auc"), 0.7, "6b"),
     (("continuation", "by_hold", "2", "chroma_cosine", "share"), 0.45, "7"),
+    (("continuation", "by_hold", "2", "key_profile_correlation"), {"share": 0.3}, "7"),
     (("genre_recognition", "generated", "accuracy"), 0.4, "8"),  # (0.4 - 0.25) / (0.75 - 0.25) = 0.3
 ])
 def test_each_target_misses_when_its_value_misses(path, value, target):
