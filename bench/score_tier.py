@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pieces", type=int, default=5, help="scores per genre for novelty and style")
     ap.add_argument("--lengths", type=int, default=10, help="genre-prompted scores for the length target")
     ap.add_argument("--other", default="demo/other_scores", help="folder for the other corpus's MIDI files")
-    ap.add_argument("--other-per-genre", type=int, default=20)
+    ap.add_argument("--other-per-genre", type=int, default=10)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     t_start = time.time()

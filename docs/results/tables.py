@@ -62,16 +62,107 @@ def evaluation_table() -> str:
 
 
 def quality_table() -> str:
-    """The quality targets with their measured values."""
+    """The quality targets, each measure beside its real-audio, reference and chance values and what
+    could meet it; then the band levels of the stage variants, the continuation and the end class."""
     q = json.loads((HERE / "quality.json").read_text())
-    rows = ["| target | measured | met |", "| --- | --- | --- |"]
+    rows = ["| target | measured | real audio | reference | chance / baseline | met | what could meet it |",
+            "|" + " --- |" * 7]
     for t in q["targets"]:
-        rows.append(f"| {t['target']} | {_value(t['value'])} | {'yes' if t['met'] else 'no'} |")
-    return "\n".join(rows) + (f"\n\n{q['seconds_per_piece']:g} s pieces; commit `{q['commit'][:10]}`, "
-                              f"`{q['command']}`.")
+        chance = t.get("chance") if t.get("baseline") is None else t["baseline"]
+        rows.append(f"| {t['target']} | {_value(t['value'])} | {_value(t.get('real'))} | {_value(t.get('reference'))} "
+                    f"| {_value(chance)} | {'yes' if t['met'] else 'no'} | {t.get('could_meet', '-')} |")
+    out = "\n".join(rows)
+    for part in (_band_table(q), _continuation_table(q), _end_table(q), _genre_line(q)):
+        if part:
+            out += "\n\n" + part
+    state = " (working tree dirty)" if q.get("dirty") else ""
+    warnings = q.get("warnings") or []
+    tail = f"\n\n{q['seconds_per_piece']:g} s pieces; commit `{q['commit'][:10]}`{state}, `{q['command']}`."
+    if warnings:
+        tail += " Warnings of the run: " + "; ".join(warnings) + "."
+    return out + tail
+
+
+BANDS = ("1-2 kHz", "2-4 kHz", "4-8 kHz")
+
+
+def _band_table(q: dict) -> str:
+    """Band levels (dB re 0-1 kHz, medians over pieces) of the cascade and its stage variants."""
+    sd = q.get("stage_decisions") or {}
+    levels = sd.get("median_levels") or {}
+    if not levels:
+        return ""
+    rows = ["| what each stage decides (same seed) | " + " | ".join(BANDS) + " | difference from the model |",
+            "|" + " --- |" * (len(BANDS) + 2)]
+    diff = sd.get("median_difference_from_model") or {}
+    for name, lv in levels.items():
+        d = diff.get(name)
+        rows.append(f"| {name.replace('_', ' ')} | " + " | ".join(_f(lv.get(b), ".1f") for b in BANDS)
+                    + " | " + ("-" if not d else " / ".join(_f(d.get(b), "+.1f") for b in BANDS)) + " |")
+    for name, key in (("real audio (same span)", "median_real"), ("plain rendering", "median_rendering")):
+        if sd.get(key):
+            rows.append(f"| {name} | " + " | ".join(_f(sd[key].get(b), ".1f") for b in BANDS) + " | |")
+    rs = (q.get("resynthesis") or {}).get("mean_error_db") or {}
+    if rs:
+        rows.append("\nRe-synthesis of the real coarse tier, mean |band level - real| (dB): "
+                    + ", ".join(f"{k.replace('_', ' ')} {_f(v, '.1f')}" for k, v in rs.items()) + ".")
+    return "\n".join(rows)
+
+
+def _continuation_table(q: dict) -> str:
+    c = q.get("continuation") or {}
+    by = c.get("by_hold") or {}
+    if not by:
+        return ""
+    lo, hi = c.get("scored_seconds", [2, 8])
+    rows = [f"| continuation, seconds {lo:g}-{hi:g} against the real continuation | prompt hold | generated "
+            "| reference (the prompt) | chance (far segment of another track) | share |", "|" + " --- |" * 6]
+    for hold, s in by.items():
+        for key in ("chroma_cosine", "key_profile_correlation", "same_key"):
+            m = s[key]
+            rows.append(f"| {key.replace('_', ' ')} ({s['continuations']} cuts) | {hold} s | {_f(m['generated'])} "
+                        f"| {_f(m['reference'])} | {_f(m['chance'])} | {_f(m['share'], '.2f')} |")
+    return "\n".join(rows)
+
+
+def _end_table(q: dict) -> str:
+    e = q.get("end_class") or {}
+    rank = e.get("ranking") or {}
+    rows = []
+    for name in ("held_out_with_roll", "held_out_without_roll", "train_with_roll", "train_without_roll"):
+        r = rank.get(name)
+        if r:
+            rows.append(f"| {name.replace('_', ' ')} | {r.get('ends', '-')} / {r.get('inside', '-')} "
+                        f"| {_f(r.get('auc'))} "
+                        f"| {_f(r.get('median_p_end_at_ends'), '.3g')} | {_f(r.get('median_p_end_inside'), '.3g')} |")
+    if not rows:
+        return ""
+    head = ["| teacher-forced P(END), stage 0 | ends / inside | ROC AUC (chance 0.5) | median at ends "
+            "| median inside |", "|" + " --- |" * 5]
+    un = e.get("unscored") or {}
+    tail = ""
+    if un.get("seconds") is not None:
+        tail = (f"\n\nUnprompted pieces without a score: {un['ended_by_end_class']} of {un['count']} ended by the end "
+                f"class ({', '.join(_f(s, '.1f') for s in un['seconds'])} s; cap {un['cap_seconds']:g} s, median "
+                f"training track {un['median_train_seconds']:.1f} s). The chord chain's scores would end the same "
+                f"requests at {', '.join(_f(s, '.1f') for s in un['chain']['seconds'])} s, decided by "
+                f"{un['chain']['decided_by']}.")
+    return "\n".join(head + rows) + tail
+
+
+def _genre_line(q: dict) -> str:
+    g = q.get("genre_recognition")
+    if not g:
+        return ""
+    return (f"Genre recognition ({len(g['genres'])} genres, {g['clip_seconds']:g} s clips, {g['train_clips']} "
+            f"training clips): real test clips {_f(g['real_test']['accuracy'], '.2f')} "
+            f"({g['real_test']['clips']} clips), generated {_f(g['generated']['accuracy'], '.2f')} "
+            f"({g['generated']['clips']} clips), chance {_f(g['chance'], '.2f')}.")
 
 
 def _value(v) -> str:
+    if v is None:
+        return "-"
     if isinstance(v, dict):
         skip = ("track", "roll_source", "source", "decided_by", "high_band_hz")
         return ", ".join(f"{k} {_value(x)}" for k, x in v.items() if k not in skip and not isinstance(x, dict))
