@@ -1,0 +1,55 @@
+"""What a run's training reached, per stage and for the score tier, as a committed result.
+
+    python bench/training_summary.py --run demo/run --json docs/results/training.json
+
+Reads ``RUN/metrics/<name>_result.json`` (written by ``strata train``) and keeps what a reader needs:
+steps, best and final validation bits (per sample; per event for the score tier), the best step, the wall
+time, what stopped it and the speed; with the commit, the command, the machine, and the run's config and
+loss curves copied beside the JSON (``training_config.yaml``, ``training_loss.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from machine import machine_info  # noqa: E402  (bench/machine.py)
+from pipeline.io import atomic_write_json  # noqa: E402
+from pipeline.run import SCORE_KEY, config_path, loss_plot_path, read_config, result_path  # noqa: E402
+
+KEEP = ("steps", "best_valid_bits", "best_step", "final_valid_bits", "final_loss", "seconds", "stopped",
+        "samples_per_second", "processes")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--json", type=Path, required=True)
+    a = ap.parse_args(argv)
+    cfg = read_config(a.run)
+    rows = {}
+    for k in [SCORE_KEY, *range(len(cfg.stages))]:
+        path = result_path(a.run, k)
+        if path.is_file():
+            r = json.loads(path.read_text())
+            rows[str(k)] = {key: r.get(key) for key in KEEP}
+            rows[str(k)]["unit"] = "bits per event" if k == SCORE_KEY else "bits per sample"
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    atomic_write_json(a.json, {"commit": commit, "command": "python bench/training_summary.py "
+                               + " ".join(argv if argv is not None else sys.argv[1:]),
+                               "machine": machine_info(), "max_minutes": cfg.train.max_minutes, "stages": rows})
+    shutil.copyfile(config_path(a.run), a.json.parent / "training_config.yaml")
+    if loss_plot_path(a.run).is_file():
+        shutil.copyfile(loss_plot_path(a.run), a.json.parent / "training_loss.png")
+    print(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
