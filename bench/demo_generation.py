@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from machine import machine_info  # noqa: E402  (bench/machine.py)
+from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 
 
 def demo_pieces(data: Path) -> list[dict]:
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
                              "sampling_seconds": round(sampling, 2)})
                 print(rows[-1], flush=True)
     total = {e: round(sum(r["wall_seconds"] for r in rows if r["engine"] == e), 2) for e in ("fused", "reference")}
-    report = {"machine": machine_info(), "argv": sys.argv[1:] if argv is None else list(argv), "rows": rows,
+    report = {"machine": machine_info(), **run_info(argv and [sys.argv[0], *argv]), "rows": rows,
               "total_wall_seconds": total, "speedup": round(total["reference"] / total["fused"], 1)}
     print(f"demo generation: fused {total['fused']} s, reference {total['reference']} s "
           f"({report['speedup']}x); load average {os.getloadavg()[0]:.2f}")

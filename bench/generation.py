@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from machine import machine_info  # noqa: E402  (bench/machine.py)
+from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from models import Conditioning, Stage, stage_arch  # noqa: E402
 from models.sampling import sample_stage  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
         "cores": os.cpu_count(),
     }
     report = {
-        "machine": machine_info(), "argv": sys.argv[1:] if argv is None else list(argv),
+        "machine": machine_info(), **run_info(argv and [sys.argv[0], *argv]),
         "matmul_flops_per_second": {"threads": args.threads, "before": rate1, "after": rate1_after},
         "stage": {"layers": st.n_layers, "residual_channels": 64, "gate_channels": 128, "skip_channels": 128,
                   "classes": 256, "factor": FACTOR, "receptive_field": st.receptive_field, "params": st.n_params,

@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from machine import machine_info  # noqa: E402  (bench/machine.py)
+from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from pipeline.dataset import load_manifest  # noqa: E402 - the repository root first (run as a script)
 from pipeline.demo_data import Work, _score_work  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
@@ -95,9 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     genres = list(desc["extra"]["genres"])
     train = load_pieces(stage_dir(run, SCORE_KEY) / TRAIN_EVENTS)
     train_events = [e for _, e in train]
-    out: dict = {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--", "pipeline",
-                                                                          "models", "bench")),
-                 "command": "python bench/score_tier.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    out: dict = {**run_info(argv and [sys.argv[0], *argv]),
+                 "dirty": bool(_git("status", "--porcelain", "--", "pipeline", "models", "bench")),
                  "machine": machine_info(), "run_steps": desc["extra"].get("step"), "n_params": desc.get("n_params"),
                  "sampling": {"temperature": g.score_temperature, "top_p": g.score_top_p}}
 

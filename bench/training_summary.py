@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from machine import machine_info  # noqa: E402  (bench/machine.py)
+from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.run import SCORE_KEY, config_path, loss_plot_path, read_config, result_path  # noqa: E402
 
@@ -40,10 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             r = json.loads(path.read_text())
             rows[str(k)] = {key: r.get(key) for key in KEEP}
             rows[str(k)]["unit"] = "bits per event" if k == SCORE_KEY else "bits per sample"
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    atomic_write_json(a.json, {"commit": commit, "command": "python bench/training_summary.py "
-                               + " ".join(argv if argv is not None else sys.argv[1:]),
-                               "machine": machine_info(), "max_minutes": cfg.train.max_minutes, "stages": rows})
+    atomic_write_json(a.json, {**run_info(argv and [sys.argv[0], *argv]), "machine": machine_info(),
+                               "max_minutes": cfg.train.max_minutes, "stages": rows})
     shutil.copyfile(config_path(a.run), a.json.parent / "training_config.yaml")
     if loss_plot_path(a.run).is_file():
         shutil.copyfile(loss_plot_path(a.run), a.json.parent / "training_loss.png")
