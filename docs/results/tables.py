@@ -361,6 +361,23 @@ def faults_table() -> str:
                               f"{r['orphaned_processes']}; defects: {len(r['defects'])}. Runs: {runs}.")
 
 
+def training_table() -> str:
+    """What the run behind the results reached (docs/results/training.json, bench/training_summary.py)."""
+    path = HERE / "training.json"
+    if not path.is_file():
+        return absent(path)
+    r = json.loads(path.read_text())
+    lines = ["| stage | steps | best validation | at step | minutes | stopped by |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for k, row in r["stages"].items():
+        name = "score tier" if k == "score" else f"stage {k}"
+        lines.append(f"| {name} | {row['steps']} | {_f(row['best_valid_bits'])} {row['unit']} | {row['best_step']} | "
+                     f"{row['seconds'] / 60:.1f} | {row['stopped']} |")
+    lines.append(f"\nBudget {r['max_minutes']:g} minutes on {r['machine']['cores']} cores; commit "
+                 f"`{r['commit'][:10]}`, `{r['command']}`.")
+    return "\n".join(lines)
+
+
 def score_tier_table() -> str:
     """The score tier (docs/results/score_tier.json, bench/score_tier.py): bits per event against the
     n-grams, novelty and style against the chain, lengths and speed."""
@@ -397,8 +414,8 @@ def score_tier_table() -> str:
     return "\n".join(lines)
 
 
-SECTIONS = {"score_tier": score_tier_table, "evaluation": evaluation_table, "quality": quality_table,
-            "generation": generation_table, "bench": bench_table, "faults": faults_table}
+SECTIONS = {"training": training_table, "score_tier": score_tier_table, "evaluation": evaluation_table,
+            "quality": quality_table, "generation": generation_table, "bench": bench_table, "faults": faults_table}
 
 
 def render(text: str) -> str:
