@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from pipeline.dataset import load_manifest  # noqa: E402 - the repository root first (run as a script)
-from pipeline.demo_data import Work, _score_work  # noqa: E402
+from pipeline.demo_data import Work, write_work_midi  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.run import SCORE_KEY, read_config, stage_dir  # noqa: E402
 from pipeline.score_baselines import ngram_table  # noqa: E402
@@ -58,9 +58,10 @@ def other_scores(out: Path, per_genre: int) -> Path:
     for genre, composer in OTHER.items():
         for p in sorted(corpus.getComposer(composer))[:per_genre]:
             work = Work(genre, Path(p).relative_to(root).as_posix(), 0)
-            if not (out / genre / f"{work.name}.mid").is_file():
+            dst = out / genre / f"{work.name}.mid"
+            if not dst.is_file():
                 try:
-                    _score_work(work, out, 60.0)
+                    write_work_midi(work, dst, 60.0)
                 except Exception as e:  # noqa: BLE001 - a work music21 cannot write: skipped, said
                     print(f"warning: {work.corpus_path}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
     return out

@@ -72,21 +72,31 @@ def load_candidates(path: str | Path = DEMO_CSV) -> list[Work]:
 
 def render_work(work: Work, out_dir: str | Path, max_seconds: float, sr: int, soundfont: str | None) -> dict:
     """Parse, crop, re-instrument and render one work; returns ``{"seconds": s}`` of the WAV."""
-    import mido
     import soundfile as sf
 
-    from pipeline.io import atomic_path
-    from pipeline.midi import crop_midi, render_midi, set_program
+    from pipeline.midi import render_midi
 
     wav, mid_path = output_paths(work, out_dir)
+    write_work_midi(work, mid_path, max_seconds)
+    render_midi(mid_path, wav, sr=sr, soundfont=soundfont)
+    return {"seconds": sf.info(str(wav)).duration}
+
+
+def write_work_midi(work: Work, dst: Path, max_seconds: float) -> Path:
+    """The work's first ``max_seconds`` as a MIDI file at ``dst`` (atomically), played by its GM program."""
+    import mido
+
+    from pipeline.io import atomic_path
+    from pipeline.midi import crop_midi, set_program
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="strata-demo-") as tmp:
         full = Path(tmp) / "score.mid"
         score_to_midi(work.corpus_path, full, max_seconds)
         mid = set_program(crop_midi(mido.MidiFile(str(full)), max_seconds), work.program)
-        with atomic_path(mid_path, suffix=".mid") as t:
+        with atomic_path(dst, suffix=".mid") as t:
             mid.save(str(t))
-    render_midi(mid_path, wav, sr=sr, soundfont=soundfont)
-    return {"seconds": sf.info(str(wav)).duration}
+    return dst
 
 
 def score_to_midi(corpus_path: str, dst: Path, max_seconds: float) -> None:
@@ -327,20 +337,7 @@ def extra_candidates(candidates: str | Path = DEMO_CSV) -> list[Work]:
 
 def _score_work(work: Work, out_dir: Path, max_seconds: float) -> dict:
     """One work -> ``out_dir/<genre>/<name>.mid`` (its first ``max_seconds``, the genre's program)."""
-    import mido
-
-    from pipeline.io import atomic_path
-    from pipeline.midi import crop_midi, set_program
-
-    dst = out_dir / work.genre / f"{work.name}.mid"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="strata-scores-") as tmp:
-        full = Path(tmp) / "score.mid"
-        score_to_midi(work.corpus_path, full, max_seconds)
-        mid = set_program(crop_midi(mido.MidiFile(str(full)), max_seconds), work.program)
-        with atomic_path(dst, suffix=".mid") as t:
-            mid.save(str(t))
-    return {"path": str(dst)}
+    return {"path": str(write_work_midi(work, out_dir / work.genre / f"{work.name}.mid", max_seconds))}
 
 
 def build_extra_scores(out_dir: str | Path, per_genre: int = DEFAULT_EXTRA_PER_GENRE,
