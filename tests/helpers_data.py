@@ -129,5 +129,6 @@ def tiny_train_config(rates: Sequence[int] = (1000, 2000), max_steps: int = 40, 
         s0["history"] = {"enabled": True, "pool": 10, "channels": 8, "layers": 2}
     t = dict(lr=lr, warmup_steps=5, eval_every=20, checkpoint_every=20, log_every=5, eval_batches=2)
     t.update(train)
+    score_tier = dict(n_layers=1, n_heads=2, width=16, context=32, dropout=0.0, batch_size=4, max_steps=max_steps)
     return config_from_dict({"data": {"rates": list(rates), "roll_fps": 100},
-                             "stages": [s0] + [dict(st) for _ in rates[1:]], "train": t})
+                             "stages": [s0] + [dict(st) for _ in rates[1:]], "train": t, "score_tier": score_tier})

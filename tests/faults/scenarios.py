@@ -223,7 +223,9 @@ def command_args(command: str, root: Path) -> tuple[list[str], callable]:
         save_config(tiny_train_config(max_steps=100000, eval_every=50, checkpoint_every=5, log_every=1,
                                       parallel_stages=lanes), root / "cfg.yaml")
         run = root / "run"
-        return (["train", "--data", str(data), "--run", str(run), "--config", str(root / "cfg.yaml")],
+        stages = ",".join(str(k) for k in range(lanes))  # the WaveNet stages (the score tier would come first)
+        return (["train", "--data", str(data), "--run", str(run), "--config", str(root / "cfg.yaml"),
+                 "--stages", stages],
                 lambda: all((run / f"checkpoints/stage{k}").is_dir() for k in range(lanes)))
     if command == "evaluate":
         data = make_dataset(root / "data", "periodic", rates=(1000, 2000), seconds=20.0, roll="notes")

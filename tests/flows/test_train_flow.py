@@ -41,10 +41,11 @@ def test_train_flow_then_evaluate_flow(prefect_harness, setup):
     run = root / "run"
     state = train_flow(str(data), str(run), config=str(root / "cfg.yaml"), stages="all", return_state=True)
     out = state.result()
-    assert set(out["stages"]) == {"0", "1"}
-    for k in ("0", "1"):
+    assert set(out["stages"]) == {"score", "0", "1"}  # "all": the score tier too (the training split has rolls)
+    for k in ("score", "0", "1"):
         assert out["stages"][k]["steps"] == 10
         assert (run / "stages" / k / "model.safetensors").is_file()
+    assert (run / "stages" / "score" / "data.json").is_file() and (run / "metrics" / "score.jsonl").is_file()
     # what generation reads besides the stages: the noise calibration, and the chord chain when
     # the training split has scores
     assert (run / "diagnostics_calibration.json").is_file()
@@ -56,7 +57,7 @@ def test_train_flow_then_evaluate_flow(prefect_harness, setup):
     arts = flow_artifacts(state.state_details.flow_run_id)
     assert {"train-bits", "train-loss-curve", "train-summary"} <= set(arts)
     table = json.loads(arts["train-bits"].data)
-    assert [r["stage"] for r in table] == [0, 1] and all(r["best_valid_bits"] < 9 for r in table)
+    assert [r["stage"] for r in table] == ["score", 0, 1] and all(r["best_valid_bits"] < 9 for r in table)
     assert "loss.png" in arts["train-summary"].data and arts["train-loss-curve"].data.startswith("file://")
 
     # resume: continue stage 1 only to 14 steps (the run's config is reused)
@@ -68,6 +69,8 @@ def test_train_flow_then_evaluate_flow(prefect_harness, setup):
     res = est.result()
     written = json.loads(jpath.read_text())
     assert written["split"] == "test" and len(written["stages"]) == 2 and written == json.loads(json.dumps(res))
+    tier = written["score_tier"]  # held-out bits per event beside the n-grams over the same events
+    assert tier["events"] > 0 and 0 < tier["bits_per_event"] < 9 and tier["baselines"]["best_order"] in (2, 3, 4, 5)
     arts = flow_artifacts(est.state_details.flow_run_id)
     assert "evaluation" in arts and "| stage |" in arts["evaluation"].data
     # the run keeps its latest evaluation, and its report shows it, linked from the flow run
