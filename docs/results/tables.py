@@ -378,40 +378,52 @@ def training_table() -> str:
     return "\n".join(lines)
 
 
+SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_long.json"))
+
+
 def score_tier_table() -> str:
-    """The score tier (docs/results/score_tier.json, bench/score_tier.py): bits per event against the
-    n-grams, novelty and style against the chain, lengths and speed."""
-    path = HERE / "score_tier.json"
-    if not path.is_file():
-        return absent(path)
-    r = json.loads(path.read_text())
-    lines = ["| held-out scores | pieces | events | score tier | best n-gram (order) | unigram "
-             "| fewer bits than the n-gram |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name, key in (("demo test split", "test"), ("another corpus (Essen folk songs, Monteverdi)", "other_corpus")):
-        e = r.get(key)
-        if not e:
-            continue
-        b = e["baselines"]
-        lines.append(f"| {name} | {e['pieces']} | {e['events']} | {_f(e['bits_per_event'])} | "
-                     f"{_f(b['best'])} ({b['best_order']}) | {_f(b['unigram'])} | "
-                     f"{100 * e['fewer_bits_than_best_ngram']:.0f}% |")
-    lines += ["", "| genre | scores from | pieces | unseen chord changes | unseen onset 4-grams | longest copy (s) | "
-              "style overlap (mean) | polyphony overlap |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for genre, rows in r["scores"].items():
-        for name, row in rows.items():
-            n, s = row.get("novelty") or {}, row.get("style_overlap") or {}
-            lines.append(f"| {genre} | {name} | {row['pieces']} | {_f(n.get('unseen_transitions'), '.2f')} | "
-                         f"{_f(n.get('unseen_onset_4grams'), '.2f')} | {_f(n.get('longest_copy_seconds'), '.1f')} | "
-                         f"{_f(s.get('mean'), '.2f')} | {_f(s.get('polyphony'), '.2f')} |")
-    ln, sp = r["lengths"], r["speed"]
-    secs = ", ".join(f"{p['seconds']:g}" for p in ln["pieces"])
-    lines += ["", f"Lengths: {ln['ended_within_range']} of {len(ln['pieces'])} genre-prompted scores ended by "
-              f"their own end-of-piece event within 0.5-2x the median length of the genre's training scores "
-              f"(seconds: {secs}; cap {ln['cap_seconds']:g} s). Speed: {sp['seconds_per_60s_of_score']:g} s "
-              f"to write 60 s of score on one thread. Score tier of {r['n_params']:,} parameters at step "
-              f"{r['run_steps']}; commit `{r['commit'][:10]}`{' (dirty tree)' if r.get('dirty') else ''}, "
-              f"`{r['command']}`."]
-    return "\n".join(lines)
+    """The score tier (docs/results/score_tier*.json, bench/score_tier.py): bits per event against the
+    n-grams, novelty and style against the chain, lengths and speed; the demo run's and a longer run's."""
+    runs, notes = [], []
+    for label, file in SCORE_TIER_RUNS:
+        path = HERE / file
+        if path.is_file():
+            runs.append((label, json.loads(path.read_text())))
+        else:
+            notes.append(absent(path))
+    lines = ["| score tier | held-out scores | pieces | events | score tier | best n-gram (order) | unigram "
+             "| fewer bits than the n-gram |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, r in runs:
+        for name, key in (("demo test split", "test"), ("another corpus (Essen folk songs, Monteverdi)",
+                                                         "other_corpus")):
+            e = r.get(key)
+            if not e:
+                continue
+            b = e["baselines"]
+            lines.append(f"| {label}, step {r['run_steps']} | {name} | {e['pieces']} | {e['events']} | "
+                         f"{_f(e['bits_per_event'])} | {_f(b['best'])} ({b['best_order']}) | {_f(b['unigram'])} | "
+                         f"{100 * e['fewer_bits_than_best_ngram']:.0f}% |")
+    lines += ["", "| score tier | genre | scores from | pieces | unseen chord changes | unseen onset 4-grams "
+              "| longest copy (s) | style overlap (mean) | polyphony overlap |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, r in runs:
+        for genre, rows in r["scores"].items():
+            for name, row in rows.items():
+                n, st = row.get("novelty") or {}, row.get("style_overlap") or {}
+                lines.append(f"| {label} | {genre} | {name} | {row['pieces']} | "
+                             f"{_f(n.get('unseen_transitions'), '.2f')} | {_f(n.get('unseen_onset_4grams'), '.2f')} | "
+                             f"{_f(n.get('longest_copy_seconds'), '.1f')} | {_f(st.get('mean'), '.2f')} | "
+                             f"{_f(st.get('polyphony'), '.2f')} |")
+    for label, r in runs:
+        ln, sp = r["lengths"], r["speed"]
+        secs = ", ".join(f"{p['seconds']:g}" for p in ln["pieces"])
+        lines += ["", f"{label[0].upper() + label[1:]} ({r['n_params']:,} parameters, step {r['run_steps']}): "
+                  f"{ln['ended_within_range']} of {len(ln['pieces'])} genre-prompted scores ended by their own "
+                  f"end-of-piece event within 0.5-2x the median length of the genre's training scores (seconds: "
+                  f"{secs}; cap {ln['cap_seconds']:g} s); {sp['seconds_per_60s_of_score']:g} s to write 60 s of "
+                  f"score on one thread. Commit `{r['commit'][:10]}`{' (dirty tree)' if r.get('dirty') else ''}, "
+                  f"`{r['command']}`."]
+    return "\n".join(lines + [f"\n{n}" for n in notes])
 
 
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "evaluation": evaluation_table,
