@@ -276,9 +276,11 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
         roll, events, source = written_score(run, p, genre_id, cap // unit0)
         if roll is None:
             who = f"genre '{p.genre}'" if p.genre else "an unconditional piece"
-            note = (f"{who} has no score in this run (no score tier, and no chord chain: none of the genre's "
-                    f"training tracks had MIDI or a roll estimated from its audio): the piece is rendered from the "
-                    f"genre label alone, with no notes to follow")
+            why = ("the score tier wrote a score without notes" if events is not None else
+                   "no score tier, and no chord chain: none of the genre's training tracks had MIDI or a roll "
+                   "estimated from its audio")
+            note = (f"{who} has no score in this run ({why}): the piece is rendered from the genre label alone, "
+                    f"with no notes to follow")
             print(f"note: {note}", file=sys.stderr, flush=True)
         else:
             if p.seconds is None:  # the piece ends with its score (+ a release without notes), as with --midi
@@ -304,8 +306,7 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
         tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
         events = sample_events(model, tier_genre, frames / fps, p.seed, p.score_temperature, p.score_top_p)
         roll = events_to_roll(events, fps, max_frames=frames)
-        if not roll[0].any():
-            print("note: the score tier wrote a score without notes: the piece has no score", file=sys.stderr)
+        if not roll[0].any():  # said by make_plan
             return None, events, None
         return roll, events, "score_tier"
     if p.score_model == "tier":
