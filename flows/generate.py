@@ -48,6 +48,11 @@ def publish_job(job: Path) -> None:
 
 def job_markdown(job: Path, meta: dict) -> str:
     """A readable summary of one job's meta.json."""
+    if meta.get("score_only"):  # --score-only: a score, no audio
+        return "\n".join([f"# {job.name}", "", f"- score: `{(job / 'score.mid').resolve()}` "
+                          f"({meta['score_seconds']:.2f} s, {meta['roll_source']})",
+                          f"- piano roll: `{(job / 'score.png').resolve()}`", f"- run: `{meta['run']}`",
+                          f"- written in {meta['timings']['score_wall_seconds']:.2f} s"]) + "\n"
     t = meta["timings"]
     lines = [f"# {job.name}", "", f"- folder: `{job.resolve()}`",
              f"- audio: `{(job / 'audio.wav').resolve()}` ({meta['seconds']:.2f} s)",

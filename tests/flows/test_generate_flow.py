@@ -104,3 +104,30 @@ def test_user_errors_are_logged_without_traceback():
     except RuntimeError:
         record = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "boom", None, sys.exc_info())
     assert _OneLineUserErrors().filter(record) and record.exc_info is not None  # bugs keep their traceback
+
+
+def test_score_only_jobs_through_the_flow(prefect_harness, tmp_path):
+    """--score-only through the flow: score.mid and score.png, no audio, an artifact that says so, and the
+    report (rewritten after the run) skips the folder with its reason instead of failing."""
+    import dataclasses
+
+    from flows.generate import generate_flow
+    from pipeline.config import ScoreTierSection
+    from pipeline.plan import validate_params
+    from pipeline.train import train_stage
+    from tests.helpers_data import make_dataset
+    from tests.helpers_run import GENRES, tiny_config
+
+    cfg = dataclasses.replace(tiny_config(), score_tier=ScoreTierSection(n_layers=1, n_heads=2, width=16, context=32,
+                                                                         batch_size=4, max_steps=3))
+    run = make_run(tmp_path, cfg=cfg)
+    data = make_dataset(tmp_path / "data", rates=(1000, 2000), seconds=2.0, roll="notes", genres=GENRES)
+    train_stage(data, run, cfg, "score", progress=False)
+    jobs = generate_flow(validate_params(run_dir=run, out_dir=tmp_path / "out", genre="folk", score_only=True,
+                                         count=2, seed=1))
+    assert len(jobs) == 2
+    for j in map(Path, jobs):
+        assert (j / "score.mid").is_file() and (j / "meta.json").is_file() and not (j / "audio.wav").exists()
+    (summary,) = _artifacts(Path(jobs[0]).name)
+    assert "score.mid" in summary.data and "audio.wav" not in summary.data
+    assert (tmp_path / "out" / "report" / "index.html").is_file()
