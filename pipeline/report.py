@@ -331,6 +331,7 @@ def copy_job_media(job: Job, media: Media) -> dict:
         "audio": media.wav(job.folder / "audio.wav", f"{base}/audio.wav"),
         "tiers": {r: media.wav(job.folder / f"tier_{r}.wav", f"{base}/tier_{r}.wav") for r in rates},
         "spectrogram": media.copy(job.folder / "spectrogram.png", f"{base}/spectrogram.png"),
+        "score": media.copy(job.folder / "score.mid", f"{base}/score.mid"),  # None when the piece had no score
     }
 
 
@@ -520,6 +521,8 @@ def job_article(job: Job, files: dict) -> str:
              "<h4>Tiers, coarse to fine</h4>", f'<ul class="tiers">{tiers}</ul>',
              figure(files["spectrogram"], f"spectrogram of {job.label}, piano roll under it when there is a score",
                     "Spectrogram of the output; the piano roll it followed is under it when it had one."),
+             (f'<p><a href="{_url(files["score"])}">The score it rendered (score.mid, '
+              f'{escape(str(m.get("roll_source")))})</a></p>' if files.get("score") else ""),
              "<details><summary>Parameters</summary>", table(["parameter", "value"], params), "</details>",
              timings_table(m.get("timings") or {}), diagnostics_table(m.get("diagnostics") or {}), "</article>"]
     return "\n".join(x for x in parts if x)

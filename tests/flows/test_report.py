@@ -60,6 +60,8 @@ def test_report_folder_is_self_contained(small):
     links = [u for u in _links(index) if not u.startswith("data:")]
     assert links and all(not re.match(r"^[a-z]+:", u) and not u.startswith("/") for u in links)  # relative
     assert all((result.folder / u).is_file() for u in links)
+    # each job's score as MIDI: only the MIDI-prompted piece had one (this run has no score tier nor chain)
+    assert [u for u in links if u.endswith("/score.mid")] and sum(u.endswith("/score.mid") for u in links) == 1
     assert "<script" not in html and "http://" not in html and "https://" not in html
     assert html.count("<audio") == 5 * 3 + 4 + 2 + 2  # jobs (output + 2 tiers), grid (4 jobs, 2 real), real clips
     assert 'id="grid-0"' in html and 'id="real"' in html and "tune.mid" in html
