@@ -26,11 +26,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
+from safetensors.torch import load_model, save_model
 
+from models.checkpoint import package_version
+from models.score_tier import ScoreTierConfig, ScoreTransformer
+from pipeline.dataset import load_manifest
+from pipeline.ema import EMA
 from pipeline.errors import DatasetError, RunError
-from pipeline.io import atomic_write_json
+from pipeline.io import atomic_path, atomic_write_json, swap_dirs
 from pipeline.lock import folder_lock
-from pipeline.run import SCORE_KEY, stage_dir
+from pipeline.midi import piano_roll, read_midi
+from pipeline.run import SCORE_KEY, check_checkpoints, check_run_config, logs_dir, metrics_path, stage_dir
+from pipeline.score_baselines import ngram_table
+from pipeline.score_events import (
+    END,
+    PAD,
+    VOCAB_SIZE,
+    events_seconds,
+    roll_to_events,
+    stretch,
+    token_seconds,
+    transpose,
+)
 from pipeline.train_parts import WarmupCosine, recover_run_folder, seed_of
 from pipeline.trainer import StageTrainer
 
@@ -49,7 +67,6 @@ MIDI_SUFFIXES = (".mid", ".midi")
 @dataclass(frozen=True)
 class ScorePiece:
     """One score as events, with where it came from."""
-
     genre: str
     events: tuple[int, ...]
     source: str  # a track id of the dataset, or a path relative to the extra-scores folder
@@ -57,8 +74,6 @@ class ScorePiece:
 
     @property
     def seconds(self) -> float:
-        from pipeline.score_events import events_seconds
-
         return events_seconds(self.events)
 
 
@@ -67,8 +82,6 @@ class ScorePiece:
 
 def split_pieces(data_dir, manifest: dict, split: str, fps: int) -> list[ScorePiece]:
     """The rolls of ``split``'s tracks as event sequences (tracks without a roll are left out)."""
-    from pipeline.score_events import roll_to_events
-
     out = []
     for t in manifest["tracks"]:
         if t["split"] != split or not t.get("roll"):
@@ -85,9 +98,6 @@ def extra_pieces(extra_dir, genres: list[str], fps: int) -> tuple[list[ScorePiec
 
     A folder whose name is not one of the dataset's ``genres``, and a file that cannot be read or has
     no notes, is skipped and listed; it never stops training."""
-    from pipeline.midi import piano_roll, read_midi
-    from pipeline.score_events import roll_to_events
-
     root = Path(extra_dir)
     if not root.is_dir():
         raise DatasetError(f"{extra_dir}: --extra-scores is not a folder")
@@ -139,7 +149,6 @@ class EventWindows(torch.utils.data.Dataset):
     random number of semitones in [-transpose, transpose] (0 where a note would leave the keyboard)
     and its time shifts stretched by a factor in [1 - stretch, 1 + stretch].  Returns
     ``{"tokens": (context + 1,) long (PAD past the piece's end), "genre": () long}``."""
-
     def __init__(self, pieces: list[ScorePiece], genres: list[str], context: int, seed: int,
                  length: int, transpose: int = 0, stretch: float = 0.0):
         if not pieces:
@@ -154,8 +163,6 @@ class EventWindows(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> dict:
-        from pipeline.score_events import END, PAD, stretch, transpose
-
         rng = np.random.default_rng([self.seed, int(i)])
         j = min(int(np.searchsorted(self.cum, rng.random(), side="right")), len(self.pieces) - 1)
         events = list(self.pieces[j].events)
@@ -174,8 +181,6 @@ class EventWindows(torch.utils.data.Dataset):
 
 def window_bits(model, tokens: torch.Tensor, genre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """tokens (B, C + 1), genre (B,) -> (bits (B, C), scored (B, C) bool): each event from those before it."""
-    from pipeline.score_events import PAD
-
     x, y = tokens[:, :-1], tokens[:, 1:]  # (B, C)
     mask = y != PAD
     logits = model(x, genre)  # (B, C, V)
@@ -184,8 +189,6 @@ def window_bits(model, tokens: torch.Tensor, genre: torch.Tensor) -> tuple[torch
 
 def save_pieces(path: Path, pieces: list[ScorePiece], genres: list[str]) -> None:
     """Event sequences as one int16 array with offsets and genre ids (``np.load`` without pickle)."""
-    from pipeline.io import atomic_path
-
     offsets = np.cumsum([0] + [len(p.events) for p in pieces]).astype(np.int64)
     flat = np.concatenate([np.asarray(p.events, np.int16) for p in pieces]) if pieces else np.zeros(0, np.int16)
     with atomic_path(path, suffix=".npz") as tmp:
@@ -208,9 +211,6 @@ def evaluate_score_tier(data_dir, manifest: dict, run_dir, split: str) -> dict |
     """Held-out bits per event and per second of the score tier on ``split``'s scores, beside the classic
     baselines over the same events (unigram, smoothed n-grams of orders 2-5, fitted on the events the tier
     learned from); None when the run has no score tier or the split no score."""
-    from pipeline.score_baselines import ngram_table
-    from pipeline.score_events import VOCAB_SIZE
-
     loaded = load_score_tier(run_dir)
     if loaded is None:
         return None
@@ -245,9 +245,6 @@ def evaluate_score_tier(data_dir, manifest: dict, run_dir, split: str) -> dict |
 
 def model_config(cfg, n_genres: int):
     """The run config's ``score_tier`` section -> ``models.score_tier.ScoreTierConfig``."""
-    from models.score_tier import ScoreTierConfig
-    from pipeline.score_events import END, PAD, VOCAB_SIZE
-
     s = cfg.score_tier
     return ScoreTierConfig(n_layers=s.n_layers, n_heads=s.n_heads, width=s.width, context=s.context,
                            dropout=s.dropout, vocab_size=VOCAB_SIZE, n_genres=n_genres, end_token=END,
@@ -256,10 +253,6 @@ def model_config(cfg, n_genres: int):
 
 def save_score_tier(model, folder: Path, extra: dict) -> Path:
     """``folder/model.safetensors`` + ``folder/model.json`` (the model's description and ``extra``)."""
-    from safetensors.torch import save_model
-
-    from models.checkpoint import package_version
-
     folder.mkdir(parents=True, exist_ok=True)
     save_model(model, str(folder / WEIGHTS), metadata={"format": FORMAT})  # tied embeddings stored once
     atomic_write_json(folder / META, {"format": FORMAT, "strata_version": package_version(),
@@ -275,10 +268,6 @@ def is_trained(run_dir) -> bool:
 def load_score_tier(run_dir):
     """(model in eval mode, model.json) of the run's score tier, or None when the run has none.
     A broken export is one RunError naming the folder."""
-    from safetensors.torch import load_model
-
-    from models.score_tier import ScoreTransformer
-
     folder = stage_dir(run_dir, SCORE_KEY)
     if not is_trained(run_dir):
         return None
@@ -307,7 +296,6 @@ def train_score_tier(data_dir, run_dir, cfg, max_steps: int | None = None, max_m
 
 class ScoreTierTrainer(StageTrainer):
     """``StageTrainer`` with the score tier's model, batches, loss, validation and export."""
-
     def __init__(self, data_dir, run_dir, cfg, extra_scores: str | None = None, max_steps: int | None = None,
                  max_minutes: float | None = None, resume: bool = False, progress: bool = True):
         super().__init__(data_dir, run_dir, cfg, SCORE_KEY, max_steps, max_minutes, resume, progress)
@@ -316,9 +304,6 @@ class ScoreTierTrainer(StageTrainer):
         self.title, self.unit = "score tier", "events"
 
     def _prepare_run_folder(self) -> None:
-        from pipeline.dataset import load_manifest
-        from pipeline.run import check_checkpoints, check_run_config, logs_dir, metrics_path
-
         run_dir, acc, cfg = self.run_dir, self.accelerator, self.cfg
         self.manifest = load_manifest(self.data_dir)
         self.genres = list(self.manifest["genres"])
@@ -352,10 +337,6 @@ class ScoreTierTrainer(StageTrainer):
         acc.wait_for_everyone()
 
     def _build_model(self) -> None:
-        from accelerate.utils import set_seed
-
-        from models.score_tier import ScoreTransformer
-        from pipeline.ema import EMA
         t, s = self.t, self.s
         self.n_genres = len(self.genres)
         set_seed(seed_of(t.seed, SEED_KEY))
@@ -415,8 +396,6 @@ class ScoreTierTrainer(StageTrainer):
         return float(total[0] / total[1].clamp(min=1))
 
     def export(self, bits: float) -> None:
-        from pipeline.io import swap_dirs
-
         final = stage_dir(self.run_dir, SCORE_KEY)
         tmp = final.parent / f".tmp-{SCORE_KEY}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -436,8 +415,6 @@ def sample_events(model, genre_id: int, seconds: float, seed: int, temperature: 
                   prompt: list[int] | None = None) -> list[int]:
     """Events written by the score tier for ``genre_id`` (``n_genres``: none): ``prompt`` (events, e.g. a MIDI
     file's) then new events, ending at the tier's own END or after ``seconds`` of new music."""
-    from pipeline.score_events import token_seconds
-
     max_events = int(seconds * 200) + 16  # far more than any real score of that length needs
     return model.generate(genre_id, max_events=max_events, temperature=temperature, top_p=top_p, seed=seed,
                           prompt=prompt, max_seconds=seconds, seconds_of=token_seconds)
