@@ -14,7 +14,7 @@ command, the machine and the warnings of the run:
 
   - score following: chroma agreement of a MIDI piece with its notes against a plain rendering of
     the same span, both above one chance (the rendering's frames shuffled); note F1 from a
-    transcription where ``pipeline.transcribe`` provides one (``note_f1_hook``);
+    transcription (``note_following``);
   - noise: share of windows above the 99th percentile of training windows' flatness, beside the
     real test audio's share under the same threshold;
   - what each stage decides: the same seed with each fine stage replaced by its tier below
@@ -227,6 +227,20 @@ def rendering(midi: str | Path, work: Path, rate: int = 16000) -> np.ndarray | N
     return to_mono(x) if sr == rate else None
 
 
+def midi_spans(pieces: list[dict], data: Path, work: Path):
+    """Per MIDI-prompted piece: (piece, its test track, generated audio, its rate, span in seconds, the real
+    test audio and its rate, the plain rendering at ``ANALYSIS_RATE`` or None): what score following and
+    note F1 both compare over the same span."""
+    tracks = {t["id"]: t for t in test_tracks(data)}
+    for p in pieces:
+        if not p["name"].startswith("midi-"):
+            continue
+        t = tracks[p["track"]]
+        audio, sr = piece_audio(p)
+        real_audio, real_sr = tier_audio(data, t)
+        yield p, t, audio, sr, len(audio) / sr, real_audio, real_sr, rendering(t["midi"], work)
+
+
 def score_following(pieces: list[dict], data: Path, work: Path) -> dict:
     """Per MIDI piece: chroma agreement with its notes over the piece's span, of the generated
     audio, of a plain rendering of the same span (the reference) and of the real test audio; one
@@ -235,19 +249,11 @@ def score_following(pieces: list[dict], data: Path, work: Path) -> dict:
     from pipeline import assess_metrics as am, music_metrics as mm
     from pipeline.midi import read_midi
 
-    tracks = {t["id"]: t for t in test_tracks(data)}
     rows = []
-    for p in pieces:
-        if not p["name"].startswith("midi-"):
-            continue
-        t = tracks[p["track"]]
-        audio, sr = piece_audio(p)
-        span = len(audio) / sr
+    for p, t, audio, sr, span, real_audio, real_sr, ren in midi_spans(pieces, data, work):
         notes = read_midi(t["midi"])
         gen = am.chroma_agreement(am.to_analysis_rate(audio, sr), notes)
-        ren = rendering(t["midi"], work)
         ref = None if ren is None else am.chroma_agreement(ren[: int(span * am.ANALYSIS_RATE)], notes)
-        real_audio, real_sr = tier_audio(data, t)
         real = am.chroma_agreement(am.to_analysis_rate(real_audio[: int(span * real_sr)], real_sr), notes)
         chance = None if ref is None else ref["chroma_chance"]
         row = {"name": p["name"], "track": t["id"], "span_seconds": span,
@@ -265,36 +271,24 @@ def score_following(pieces: list[dict], data: Path, work: Path) -> dict:
 
     return {"pieces": rows, "share": mean("share"), "real_share": mean("real_share"), "generated": mean("generated"),
             "reference": mean("reference"), "chance": mean("chance"), "real": mean("real"),
-            "note_f1": note_f1_hook(pieces, data, work)}
+            "note_f1": note_following(pieces, data, work)}
 
 
-def note_f1_hook(pieces: list[dict], data: Path, work: Path) -> dict | None:
-    """NOTE F1 HOOK: an independent judge of "follows the score" (issue 17, item 1).  Transcribes
-    each MIDI piece, its plain rendering and the real test audio (same span) with
-    ``pipeline.transcribe.estimate_notes(audio, sr)`` and scores them with
-    ``pipeline.transcribe.note_f1(ref_notes, est_notes)``; None (with a warning) until those exist."""
-    try:
-        from pipeline.transcribe import estimate_notes, note_f1
-    except ImportError:
-        warn("note F1 not measured: pipeline.transcribe has no estimate_notes / note_f1 yet")
-        return None
+def note_following(pieces: list[dict], data: Path, work: Path) -> dict:
+    """An independent judge of "follows the score" (issue 17, item 1): note F1 (``pipeline.transcribe``:
+    basic-pitch, mir_eval) of each MIDI piece, of its plain rendering and of the real test audio over the
+    same span, against the MIDI's notes in that span."""
+    from pipeline import assess_metrics as am
     from pipeline.midi import read_midi
+    from pipeline.transcribe import estimate_notes, note_f1
 
-    tracks = {t["id"]: t for t in test_tracks(data)}
     rows = []
-    for p in pieces:
-        if not p["name"].startswith("midi-"):
-            continue
-        t = tracks[p["track"]]
-        audio, sr = piece_audio(p)
-        span = len(audio) / sr
+    for p, t, audio, sr, span, real, real_sr, ren in midi_spans(pieces, data, work):
         ref_notes = [n for n in read_midi(t["midi"]) if n.start < span]
-        real, real_sr = tier_audio(data, t)
-        ren = rendering(t["midi"], work)
         rows.append({"name": p["name"], "generated": note_f1(ref_notes, estimate_notes(audio, sr)),
                      "real": note_f1(ref_notes, estimate_notes(real[: int(span * real_sr)], real_sr)),
-                     "reference": None if ren is None else note_f1(ref_notes, estimate_notes(ren[: int(span * 16000)],
-                                                                                             16000))})
+                     "reference": None if ren is None else note_f1(ref_notes, estimate_notes(
+                         ren[: int(span * am.ANALYSIS_RATE)], am.ANALYSIS_RATE))})
     return {"pieces": rows}
 
 

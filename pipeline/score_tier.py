@@ -30,7 +30,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_model, save_model
 
 from models.checkpoint import package_version
-from models.score_tier import ScoreTierConfig, ScoreTransformer
+from models.score_tier import ScoreTierConfig, ScoreTransformer, window_batch
 from pipeline.dataset import load_manifest
 from pipeline.ema import EMA
 from pipeline.errors import DatasetError, RunError
@@ -170,13 +170,10 @@ class EventWindows(torch.utils.data.Dataset):
             events = stretch(events, float(rng.uniform(1 - self.stretch, 1 + self.stretch)))
         if self.transpose > 0:
             events = transpose(events, int(rng.integers(-self.transpose, self.transpose + 1))) or events
-        events = [END, *events]  # the END of "the piece before" starts a piece (models/score_tier.py)
-        n = self.context + 1
-        start = int(rng.integers(0, max(1, len(events) - n + 1)))
-        window = events[start: start + n]
-        tokens = torch.full((n,), PAD, dtype=torch.long)
-        tokens[: len(window)] = torch.tensor(window, dtype=torch.long)
-        return {"tokens": tokens, "genre": torch.tensor(self.genre_ids[j], dtype=torch.long)}
+        # the piece is read as [END] + events (models/score_tier.py window_batch): context + 1 symbols from start
+        start = int(rng.integers(0, max(1, len(events) + 1 - self.context)))
+        x, y, _ = window_batch([events], [start], self.context, END, PAD)  # (1, C) each, y = x shifted by one
+        return {"tokens": torch.cat([x[0, :1], y[0]]), "genre": torch.tensor(self.genre_ids[j], dtype=torch.long)}
 
 
 def window_bits(model, tokens: torch.Tensor, genre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
