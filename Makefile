@@ -9,13 +9,18 @@ BIN     := $(VENV)/bin
 DEMO    ?= demo
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps browser-deps demo test lint bench clean
+.PHONY: install system-deps browser-deps recordings-deps demo test lint bench clean
 
 # Debian packages: FluidSynth and General MIDI soundfonts (render the demo corpus and MIDI tests)
 system-deps:
 	@if ! command -v fluidsynth >/dev/null || ! ls /usr/share/sounds/sf2/*.sf2 >/dev/null 2>&1; then \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv fluidsynth fluid-soundfont-gm timgm6mb-soundfont; \
 	fi
+
+# Recorded music without MIDI (bench/recordings.py): two Debian soundtrack packages, about 200 MB; not needed by the demo
+recordings-deps:
+	@ls /usr/share/games/wesnoth/1.16/data/core/music/*.ogg /usr/share/games/singularity/music/*.ogg >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends wesnoth-1.16-music singularity-music; }
 
 # Headless Chromium for the report's browser test (skipped without it; .ci/run installs it); not needed by the demo
 browser-deps:

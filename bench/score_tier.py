@@ -8,8 +8,9 @@ scores it writes against the chain's, their lengths, and its speed.
   n-grams (fitted on the events the tier learned from);
 - novelty (against every score the tier learned from) and style overlap (against the genre's held-out
   valid + test scores), for ``--pieces`` scores per genre from the tier and from the chain, 30 s each;
-- lengths: ``--lengths`` genre-prompted scores with the run's cap (generate.max_seconds): how many end by
-  the tier's own END within 0.5-2x the median length of the genre's training scores;
+- lengths: ``--lengths`` genre-prompted scores (the genres in turn) and ``--lengths`` unconditional ones, each
+  capped at 2.5x the median length of its genre's training scores (all genres' for unconditional ones; past
+  2x a piece has missed anyway): how many end by the tier's own END within 0.5-2x that median;
 - speed: seconds to write 60 s of score on one thread.
 """
 
@@ -34,7 +35,7 @@ from pipeline.demo_data import Work, write_work_midi  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.run import SCORE_KEY, read_config, stage_dir  # noqa: E402
 from pipeline.score_baselines import ngram_table  # noqa: E402
-from pipeline.score_events import VOCAB_SIZE, events_seconds, events_to_roll  # noqa: E402
+from pipeline.score_events import END, VOCAB_SIZE, events_seconds, events_to_roll  # noqa: E402
 from pipeline.score_metrics import novelty, style_overlap  # noqa: E402
 from pipeline.score_model import read_score_model, sample_roll  # noqa: E402
 from pipeline.score_tier import (  # noqa: E402
@@ -75,6 +76,33 @@ def tier_bits(model, pieces, genres: list[str], train: list[list[int]]) -> dict:
     table = ngram_table(train, [list(p.events) for p in pieces], VOCAB_SIZE)
     return {"pieces": len(pieces), "events": n, "bits_per_event": bits / n, "baselines": table,
             "fewer_bits_than_best_ngram": 1.0 - bits / n / table["best"]}
+
+
+def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], genre_ids: list[int], n: int,
+                  g) -> dict:
+    """``n`` scores of ``genre_ids`` in turn (``len(genres)``: none), each capped at 2.5x the median length of
+    its genre's training scores (all scores' when unconditional): their lengths and how many ended by the
+    tier's own END within 0.5-2x that median."""
+    rows = []
+    for i in range(n):
+        gi = genre_ids[i % len(genre_ids)]
+        median = float(np.median([events_seconds(e) for gid, e in train if gi == len(genres) or gid == gi]))
+        cap = 2.5 * median
+        ev = sample_events(model, gi, cap, 1000 + i, g.score_temperature, g.score_top_p)
+        ended = ev.count(END) == 1 and len(ev) >= 2 and model_ended(ev, cap)
+        seconds = events_seconds(ev)
+        rows.append({"genre": genres[gi] if gi < len(genres) else None, "seconds": round(seconds, 2),
+                     "ended_by_end_event": ended, "median_training_seconds": round(median, 2),
+                     "cap_seconds": round(cap, 2),
+                     "within_half_to_twice_median": ended and 0.5 * median <= seconds <= 2 * median})
+    return {"pieces": rows, "ended_by_end_event": sum(r["ended_by_end_event"] for r in rows),
+            "ended_within_range": sum(r["within_half_to_twice_median"] for r in rows), "of": len(rows)}
+
+
+def model_ended(events: list[int], cap: float) -> bool:
+    """Whether the tier wrote the END of ``events`` itself: the cap appends one too, when the next event would pass
+    ``cap`` seconds (the time shifts are at most 1 s, so a piece the cap ended lies within 1 s of it)."""
+    return events_seconds(events) < cap - 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,18 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         out["scores"][genre] = rows
 
     # lengths: does the tier end its pieces, and when?
-    by_genre = {gname: [events_seconds(e) for gid, e in train if gid == gi] for gi, gname in enumerate(genres)}
-    lengths = []
-    for i in range(a.lengths):
-        gi = i % len(genres)
-        ev = sample_events(model, gi, g.max_seconds, 1000 + i, g.score_temperature, g.score_top_p)
-        seconds, median = events_seconds(ev), float(np.median(by_genre[genres[gi]]))
-        ended = seconds < g.max_seconds - 0.5  # the tier wrote END (the cap appends one too)
-        lengths.append({"genre": genres[gi], "seconds": round(seconds, 2), "ended_by_end_event": ended,
-                        "median_training_seconds": round(median, 2),
-                        "within_half_to_twice_median": ended and 0.5 * median <= seconds <= 2 * median})
-    out["lengths"] = {"cap_seconds": g.max_seconds, "pieces": lengths,
-                      "ended_within_range": sum(r["within_half_to_twice_median"] for r in lengths)}
+    out["lengths"] = {"genre": piece_lengths(model, train, genres, list(range(len(genres))), a.lengths, g),
+                      "unconditional": piece_lengths(model, train, genres, [len(genres)], a.lengths, g)}
 
     # speed: 60 s of score on one thread (a score that ends early is timed per second of music)
     t0 = time.perf_counter()

@@ -11,9 +11,16 @@ with no prompt starts from ``[end_token]``.  Windows cut from inside a piece sta
 positions count from the window's start, so a sliding window at generation time is what
 training saw.  ``pad_token`` fills short windows and is masked out of the loss; it is never sampled.
 
-This module knows nothing of the vocabulary's meaning (``pipeline/score_events.py`` owns it):
-the config carries its size and the END/PAD ids, and ``generate`` takes ``seconds_of`` (a token ->
-seconds function) for its length cap in seconds.
+The clock: with ``clock_buckets > 0`` every position also gets an embedding of the music's elapsed
+time since the piece began (after that position's event, in buckets of ``clock_steps`` time steps; the
+last bucket holds everything later), so the model can learn where pieces end: a window cut from
+inside a piece passes the steps before it (``offset``).  Time is counted from the vocabulary's time
+shifts, which the config locates (``shift_first``, ``n_shifts``: token ``shift_first + k`` advances
+``k + 1`` steps).  Models without a clock (``clock_buckets`` 0, format 1) load and run unchanged.
+
+This module knows nothing else of the vocabulary's meaning (``pipeline/score_events.py`` owns it):
+the config carries its size, the END/PAD ids and where the time shifts are, and ``generate`` takes
+``seconds_of`` (a token -> seconds function) for its length cap in seconds.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 FORMAT = "strata-score-tier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the clock (config keys clock_buckets, clock_steps, shift_first, n_shifts)
 LN2 = math.log(2.0)
 
 
@@ -67,6 +74,10 @@ class ScoreTierConfig:
     width: int = 128
     context: int = 512  # events the model sees at once
     dropout: float = 0.1
+    clock_buckets: int = 0  # elapsed-time buckets (0: no clock)
+    clock_steps: int = 200  # time steps per bucket (2 s at 10 ms steps)
+    shift_first: int = 0  # the first time-shift token (advances 1 step)
+    n_shifts: int = 0  # time-shift tokens: shift_first + k advances k + 1 steps
 
     def __post_init__(self) -> None:
         checks = [(self.vocab_size > 1, "vocab_size must be > 1"), (self.n_genres >= 0, "n_genres must be >= 0"),
@@ -75,7 +86,11 @@ class ScoreTierConfig:
                   (self.end_token != self.pad_token, "end_token and pad_token must differ"),
                   (self.n_layers >= 1 and self.n_heads >= 1, "n_layers and n_heads must be >= 1"),
                   (self.width % self.n_heads == 0, f"width {self.width} must be a multiple of n_heads {self.n_heads}"),
-                  (self.context >= 2, "context must be >= 2 events"), (0.0 <= self.dropout < 1.0, "dropout in [0, 1)")]
+                  (self.context >= 2, "context must be >= 2 events"), (0.0 <= self.dropout < 1.0, "dropout in [0, 1)"),
+                  (self.clock_buckets >= 0 and self.clock_steps >= 1, "clock_buckets >= 0 and clock_steps >= 1"),
+                  (self.clock_buckets == 0 or self.n_shifts >= 1, "a clock needs the time shifts (n_shifts >= 1)"),
+                  (0 <= self.shift_first and self.shift_first + self.n_shifts <= self.vocab_size,
+                   "the time shifts must be token ids")]
         for ok, why in checks:
             if not ok:
                 raise ValueError(f"score tier config: {why}")
@@ -141,6 +156,7 @@ class ScoreTransformer(nn.Module):
         self.tok = nn.Embedding(cfg.vocab_size, cfg.width)
         self.pos = nn.Embedding(cfg.context, cfg.width)
         self.genre = nn.Embedding(cfg.n_genres + 1, cfg.width)
+        self.clock = nn.Embedding(cfg.clock_buckets, cfg.width) if cfg.clock_buckets else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.width)
@@ -174,30 +190,45 @@ class ScoreTransformer(nn.Module):
         """The "no genre" id."""
         return self.cfg.n_genres
 
+    def token_steps(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Time steps each token advances: tokens (...) long -> (...) long (0 for all but time shifts)."""
+        k = tokens - self.cfg.shift_first
+        return torch.where((k >= 0) & (k < self.cfg.n_shifts), k + 1, torch.zeros_like(k))
+
+    def clock_ids(self, tokens: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+        """Elapsed-time bucket after each token: tokens (B, T), offset (B,) steps before the first -> (B, T)."""
+        steps = self.token_steps(tokens).cumsum(1)
+        if offset is not None:
+            steps = steps + offset.to(steps)[:, None]
+        return (steps // self.cfg.clock_steps).clamp(max=self.cfg.clock_buckets - 1)
+
     def _run(self, tokens: torch.Tensor, genre: torch.Tensor, start: int = 0,
-             caches: list[KVCache] | None = None) -> torch.Tensor:
-        """tokens (B, T) at positions start..start + T - 1 of the window -> logits (B, T, V); ``caches`` (one per
-        layer, holding positions 0..start - 1) are extended."""
+             caches: list[KVCache] | None = None, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) at positions start..start + T - 1 of the window, after ``offset`` (B,) time steps of
+        the piece -> logits (B, T, V); ``caches`` (one per layer, holding positions 0..start - 1) are extended."""
         t = tokens.shape[1]
         if start + t > self.cfg.context:
             raise ValueError(f"score tier: {start + t} events exceed the context of {self.cfg.context}")
         pos = torch.arange(start, start + t, device=tokens.device)
         x = self.tok(tokens) + self.pos(pos)[None] + self.genre(genre)[:, None]  # (B, T, W)
+        if self.clock is not None:
+            x = x + self.clock(self.clock_ids(tokens, offset))
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i])
         return self.head(self.ln_f(x))  # (B, T, V)
 
-    def forward(self, tokens: torch.Tensor, genre: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T) long, genre (B,) long -> logits (B, T, V) of each next event."""
+    def forward(self, tokens: torch.Tensor, genre: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) long, genre (B,) long, offset (B,) long time steps of the piece before the window (None:
+        windows that start the piece) -> logits (B, T, V) of each next event."""
         if tokens.dim() != 2 or genre.shape != tokens.shape[:1]:
             raise ValueError(f"score tier: tokens (B, T) and genre (B,), got {tuple(tokens.shape)} and "
                              f"{tuple(genre.shape)}")
-        return self._run(tokens, genre)
+        return self._run(tokens, genre, offset=offset)
 
     # ------------------------------------------------------------------------- sampling
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, genre: int, max_events: int, temperature: float = 1.0, top_p: float = 0.95, seed: int = 0,
                  prompt: list[int] | None = None, max_seconds: float | None = None,
                  seconds_of: Callable[[int], float] | None = None) -> list[int]:
@@ -235,11 +266,15 @@ class ScoreTransformer(nn.Module):
         gen.manual_seed(int(seed))
         g = torch.tensor([genre], device=device)
         seq = [cfg.end_token] + prompt
+        steps = [0]  # steps[i]: time steps of seq[1..i] (the clock after seq[i])
+        for tok in prompt:
+            steps.append(steps[-1] + self._steps_of(tok))
         w0 = 0 if len(seq) <= cfg.context else len(seq) - cfg.context // 2  # window start in seq
 
         def prefill() -> tuple[torch.Tensor, list[KVCache]]:
             caches = [KVCache() for _ in self.blocks]
-            return self._run(torch.tensor([seq[w0:]], device=device), g, 0, caches)[0, -1], caches
+            before = torch.tensor([steps[w0 - 1] if w0 > 0 else 0], device=device)
+            return self._run(torch.tensor([seq[w0:]], device=device), g, 0, caches, before)[0, -1], caches
 
         logits, caches = prefill()
         seconds, new = 0.0, 0
@@ -250,6 +285,7 @@ class ScoreTransformer(nn.Module):
             if max_seconds is not None and seconds + seconds_of(tok) > max_seconds + 1e-9:
                 break
             seq.append(tok)
+            steps.append(steps[-1] + self._steps_of(tok))
             new += 1
             if tok == cfg.end_token:
                 return seq[1:]
@@ -259,8 +295,13 @@ class ScoreTransformer(nn.Module):
                 w0 = len(seq) - cfg.context // 2
                 logits, caches = prefill()
             else:
-                logits = self._run(torch.tensor([[tok]], device=device), g, len(seq) - 1 - w0, caches)[0, -1]
+                before = torch.tensor([steps[-2]], device=device)
+                logits = self._run(torch.tensor([[tok]], device=device), g, len(seq) - 1 - w0, caches, before)[0, -1]
         return seq[1:] + [cfg.end_token]
+
+    def _steps_of(self, tok: int) -> int:
+        k = tok - self.cfg.shift_first
+        return k + 1 if 0 <= k < self.cfg.n_shifts else 0
 
     def _draw(self, logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:
         """One event from logits (V,): never PAD; greedy at temperature 0; else nucleus (top-p) sampling."""
@@ -283,6 +324,7 @@ class ScoreTransformer(nn.Module):
         cfg = self.cfg
         seq = [cfg.end_token] + [int(t) for t in events]
         n, half = len(seq) - 1, cfg.context // 2
+        steps = self.token_steps(torch.tensor(seq)).cumsum(0).tolist()  # after seq[i]
         starts = [0]  # window at s scores targets [s + context - half, s + context): right after the one before
         while starts[-1] + cfg.context < n:
             starts.append(starts[-1] + half)
@@ -297,8 +339,9 @@ class ScoreTransformer(nn.Module):
                     if s > 0:
                         mask[j, :cfg.context - half] = False  # scored by the window before
                 device = self.tok.weight.device
-                bits = nll_bits(self(x.to(device), torch.full((len(chunk),), genre, device=device)), y.to(device),
-                                mask.to(device))
+                offset = torch.tensor([steps[s - 1] if s > 0 else 0 for s in chunk], device=device)
+                bits = nll_bits(self(x.to(device), torch.full((len(chunk),), genre, device=device), offset),
+                                y.to(device), mask.to(device))
                 total += float(bits.sum())
         finally:
             self.train(was_training)

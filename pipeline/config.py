@@ -142,6 +142,8 @@ class ScoreTierSection:
     width: int = 128
     context: int = 512  # events the model sees at once
     dropout: float = 0.1
+    clock_seconds: float = 2.0  # the clock: elapsed time of the piece as an input, in buckets of this many s
+    clock_buckets: int = 150  # buckets (the last holds all later time); 0: no clock
     genre_dropout: float = 0.1  # genre -> "no genre" in training: unconditional pieces, guidance
     transpose: int = 5  # augmentation: a random transposition in [-transpose, +transpose] semitones
     stretch: float = 0.1  # augmentation: a random tempo factor in [1 - stretch, 1 + stretch]
@@ -415,6 +417,8 @@ def validate(cfg: StrataConfig) -> None:
         raise ConfigError(f"score_tier.width={st.width} is not a multiple of n_heads={st.n_heads}")
     if not 0 <= st.dropout < 1 or not 0 <= st.genre_dropout <= 1 or not 0 <= st.stretch < 1 or st.transpose < 0:
         raise ConfigError("score_tier: dropout in [0, 1), genre_dropout in [0, 1], stretch in [0, 1), transpose >= 0")
+    if st.clock_buckets < 0 or st.clock_seconds < 0.01:
+        raise ConfigError("score_tier: clock_buckets >= 0 (0: no clock) and clock_seconds >= 0.01")
 
 
 def stage_factor(cfg: StrataConfig, k: int) -> int:

@@ -309,7 +309,7 @@ class _Build:
 # ----------------------------------------------------------------------------- extra scores (score tier)
 
 DEFAULT_EXTRA_PER_GENRE = 120
-DEFAULT_EXTRA_SECONDS = 60.0
+DEFAULT_EXTRA_SECONDS = 600.0  # whole works: their own endings teach the score tier where pieces end
 
 
 def extra_candidates(candidates: str | Path = DEMO_CSV) -> list[Work]:

@@ -304,14 +304,25 @@ def events_to_roll(events: Sequence[int], fps: int, max_frames: int | None = Non
     return roll
 
 
-def events_seconds(events: Sequence[int]) -> float:
-    """Seconds of music the events span (their time shifts up to END)."""
+def token_steps(events: Sequence[int]) -> np.ndarray:
+    """Time steps each event advances: (N,) int64, 0 for all but TIME_SHIFTs (vectorised ``shift_steps``)."""
+    k = np.asarray(events, np.int64) - SHIFT_BASE
+    return np.where((k >= 0) & (k < MAX_SHIFT), k + 1, 0)
+
+
+def events_steps(events: Sequence[int]) -> int:
+    """Time steps of music the events span (their time shifts up to END)."""
     steps = 0
     for tok in events:
         if tok == END:
             break
         steps += shift_steps(int(tok))
-    return steps / STEPS_PER_SECOND
+    return steps
+
+
+def events_seconds(events: Sequence[int]) -> float:
+    """Seconds of music the events span (their time shifts up to END)."""
+    return events_steps(events) / STEPS_PER_SECOND
 
 
 def transpose(events: Sequence[int], semitones: int) -> list[int] | None:
@@ -329,27 +340,25 @@ def transpose(events: Sequence[int], semitones: int) -> list[int] | None:
     return out
 
 
-def stretch(events: Sequence[int], factor: float) -> list[int]:
-    """Tempo augmentation: every time scaled by ``factor`` (> 1 slower) and re-quantised to 10 ms;
-    a note keeps at least one step.  The result is in the canonical order and ends with END."""
+def stretch_window(events: Sequence[int], factor: float, steps_before: int = 0) -> list[int]:
+    """Tempo augmentation of a window cut from a piece, in time linear in the window: every TIME_SHIFT
+    rescaled by ``factor`` on the piece's own time line (the window starts ``steps_before`` steps in, so the
+    windows of one piece agree), at least one step each (no two times merge: order, note lengths >= 1 step
+    and END stay as they were), split past 1 s.  Other events are unchanged."""
     if not factor > 0 or not math.isfinite(factor):
         raise ValueError(f"a stretch factor is a positive number, got {factor}")
-    notes, end = _events_to_notes(events)
-    scaled = []
-    for n in notes:
-        on = int(round(n.on * factor))
-        scaled.append(n._replace(on=on, off=max(int(round(n.off * factor)), on + 1)))
-    by_pitch: dict[int, list[_Note]] = {}
-    for n in scaled:
-        by_pitch.setdefault(n.pitch, []).append(n)
-    kept = []
-    for group in by_pitch.values():  # a note scaled past the next onset of its pitch ends there
-        for a, b in zip(group, group[1:] + [None]):
-            off = a.off if b is None else min(a.off, b.on)
-            if off > a.on:
-                kept.append(a._replace(off=off))
-    end = max([int(round(end * factor))] + [n.off for n in kept])
-    return _notes_to_events(sorted(kept, key=lambda n: (n.on, n.pitch)), end)
+    out, t, mapped = [], int(steps_before), int(round(steps_before * factor))
+    for tok in events:
+        tok = int(tok)
+        n = shift_steps(tok)
+        if n == 0:
+            out.append(tok)
+            continue
+        t += n
+        target = max(int(round(t * factor)), mapped + 1)
+        out.extend(_shifts(target - mapped))
+        mapped = target
+    return out
 
 
 MIDI_TICKS_PER_BEAT = 500  # at 120 bpm one MIDI tick is 1 ms

@@ -30,7 +30,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_model, save_model
 
 from models.checkpoint import package_version
-from models.score_tier import ScoreTierConfig, ScoreTransformer, window_batch
+from models.score_tier import ScoreTierConfig, ScoreTransformer
 from pipeline.dataset import load_manifest
 from pipeline.ema import EMA
 from pipeline.errors import DatasetError, RunError
@@ -41,12 +41,16 @@ from pipeline.run import SCORE_KEY, check_checkpoints, check_run_config, logs_di
 from pipeline.score_baselines import ngram_table
 from pipeline.score_events import (
     END,
+    MAX_SHIFT,
     PAD,
+    SHIFT_BASE,
+    STEPS_PER_SECOND,
     VOCAB_SIZE,
     events_seconds,
     roll_to_events,
-    stretch,
+    stretch_window,
     token_seconds,
+    token_steps,
     transpose,
 )
 from pipeline.train_parts import WarmupCosine, recover_run_folder, seed_of
@@ -61,6 +65,7 @@ WEIGHTS = "model.safetensors"
 DATA_FILE = "data.json"
 TRAIN_EVENTS = "train_events.npz"  # the events it learned from (the n-gram baselines are fitted on the same)
 FORMAT = "strata-score-tier"
+WINDOW_MARGIN = 32  # events cut past a window before stretching (a stretched 1 s shift can split in two)
 MIDI_SUFFIXES = (".mid", ".midi")
 
 
@@ -145,10 +150,12 @@ def data_summary(train: list[ScorePiece], valid: list[ScorePiece], skipped: list
 class EventWindows(torch.utils.data.Dataset):
     """Item i: a window of ``context + 1`` events of one piece (``[END, *events]``), a pure function of (seed, i).
 
-    Pieces are drawn in proportion to their length; with ``augment`` a window is transposed by a
-    random number of semitones in [-transpose, transpose] (0 where a note would leave the keyboard)
-    and its time shifts stretched by a factor in [1 - stretch, 1 + stretch].  Returns
-    ``{"tokens": (context + 1,) long (PAD past the piece's end), "genre": () long}``."""
+    Pieces are drawn in proportion to their length; a window is transposed by a random number of
+    semitones in [-transpose, transpose] (0 where a note would leave the keyboard) and its time shifts
+    stretched by a factor in [1 - stretch, 1 + stretch] (``stretch_window``: on the piece's time line).
+    The work per item is linear in ``context``, not in the piece's length (whole works run to 20,000 events).  Returns
+    ``{"tokens": (context + 1,) long (PAD past the piece's end), "genre": () long, "offset": () long}``
+    (``offset``: the piece's time steps before the window, for the model's clock)."""
     def __init__(self, pieces: list[ScorePiece], genres: list[str], context: int, seed: int,
                  length: int, transpose: int = 0, stretch: float = 0.0):
         if not pieces:
@@ -157,6 +164,7 @@ class EventWindows(torch.utils.data.Dataset):
         self.genre_ids = [genres.index(p.genre) for p in pieces]
         sizes = np.array([len(p.events) for p in pieces], np.float64)
         self.cum = np.cumsum(sizes / sizes.sum())
+        self.steps = [np.concatenate([[0], np.cumsum(token_steps(p.events))]) for p in pieces]  # steps of events[:i]
         self.transpose, self.stretch = int(transpose), float(stretch)
 
     def __len__(self) -> int:
@@ -165,22 +173,32 @@ class EventWindows(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng([self.seed, int(i)])
         j = min(int(np.searchsorted(self.cum, rng.random(), side="right")), len(self.pieces) - 1)
-        events = list(self.pieces[j].events)
-        if self.stretch > 0:
-            events = stretch(events, float(rng.uniform(1 - self.stretch, 1 + self.stretch)))
-        if self.transpose > 0:
-            events = transpose(events, int(rng.integers(-self.transpose, self.transpose + 1))) or events
-        # the piece is read as [END] + events (models/score_tier.py window_batch): context + 1 symbols from start
+        events = self.pieces[j].events
+        factor = float(rng.uniform(1 - self.stretch, 1 + self.stretch)) if self.stretch > 0 else 1.0
+        semitones = int(rng.integers(-self.transpose, self.transpose + 1)) if self.transpose > 0 else 0
+        # the piece is read as seq = [END] + events: the window is seq[start:start + context + 1] = events[a:] ...
         start = int(rng.integers(0, max(1, len(events) + 1 - self.context)))
-        x, y, _ = window_batch([events], [start], self.context, END, PAD)  # (1, C) each, y = x shifted by one
-        return {"tokens": torch.cat([x[0, :1], y[0]]), "genre": torch.tensor(self.genre_ids[j], dtype=torch.long)}
+        a = max(0, start - 1)
+        part = list(events[a:a + self.context + 1 + WINDOW_MARGIN])  # only the window is augmented (time ~ context)
+        offset = int(self.steps[j][a])  # the clock before the window's first event
+        if factor != 1.0:
+            part, offset = stretch_window(part, factor, offset), int(round(offset * factor))
+        if semitones:
+            part = transpose(part, semitones) or part  # untransposed where a note would leave the keyboard
+        window = ([END] if start == 0 else []) + part[:self.context + 1]
+        tokens = torch.full((self.context + 1,), PAD, dtype=torch.long)  # PAD past the piece's end
+        tokens[:len(window)] = torch.tensor(window[:self.context + 1], dtype=torch.long)
+        return {"tokens": tokens, "genre": torch.tensor(self.genre_ids[j], dtype=torch.long),
+                "offset": torch.tensor(offset, dtype=torch.long)}
 
 
-def window_bits(model, tokens: torch.Tensor, genre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """tokens (B, C + 1), genre (B,) -> (bits (B, C), scored (B, C) bool): each event from those before it."""
+def window_bits(model, tokens: torch.Tensor, genre: torch.Tensor,
+                offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens (B, C + 1), genre (B,), offset (B,) steps before the window -> (bits (B, C), scored (B, C) bool):
+    each event from those before it."""
     x, y = tokens[:, :-1], tokens[:, 1:]  # (B, C)
     mask = y != PAD
-    logits = model(x, genre)  # (B, C, V)
+    logits = model(x, genre, offset)  # (B, C, V)
     return model.nll_bits(logits, y, mask), mask
 
 
@@ -245,7 +263,9 @@ def model_config(cfg, n_genres: int):
     s = cfg.score_tier
     return ScoreTierConfig(n_layers=s.n_layers, n_heads=s.n_heads, width=s.width, context=s.context,
                            dropout=s.dropout, vocab_size=VOCAB_SIZE, n_genres=n_genres, end_token=END,
-                           pad_token=PAD)
+                           pad_token=PAD, clock_buckets=s.clock_buckets,
+                           clock_steps=max(1, round(s.clock_seconds * STEPS_PER_SECOND)),
+                           shift_first=SHIFT_BASE, n_shifts=MAX_SHIFT)
 
 
 def save_score_tier(model, folder: Path, extra: dict) -> Path:
@@ -372,7 +392,7 @@ class ScoreTierTrainer(StageTrainer):
         genre[drop] = self.n_genres
         x, y = tokens[:, :-1], tokens[:, 1:]
         mask = y != self.unwrapped.cfg.pad_token
-        bits = self.unwrapped.nll_bits(self.model(x, genre.to(device)), y, mask)  # (B, C)
+        bits = self.unwrapped.nll_bits(self.model(x, genre.to(device), batch["offset"].to(device)), y, mask)  # (B, C)
         n = mask.sum()
         return bits.sum() / n.clamp(min=1), int(n)
 
@@ -385,7 +405,8 @@ class ScoreTierTrainer(StageTrainer):
         model.eval()
         with self.ema.applied(model):
             for batch in self.valid[p::P]:
-                bits, mask = window_bits(model, batch["tokens"].to(acc.device), batch["genre"].to(acc.device))
+                bits, mask = window_bits(model, batch["tokens"].to(acc.device), batch["genre"].to(acc.device),
+                                         batch["offset"].to(acc.device))
                 total[0] += bits.double().sum()
                 total[1] += mask.sum()
         model.train()

@@ -105,17 +105,34 @@ def test_transpose_and_stretch(tmp_path):
     roll, roll_up = se.events_to_roll(events, FPS), se.events_to_roll(up, FPS)
     assert np.array_equal(roll_up[:, 5:], roll[:, :-5])
     assert se.transpose(events, 49) is None and se.transpose(events, -49) is None  # 79 + 49, 48 - 49
-    slow = se.stretch(events, 1.5)
+    slow = se.stretch_window(events, 1.5)
     assert se.events_seconds(slow) == pytest.approx(1.5 * se.events_seconds(events), abs=0.011)
     r_slow = se.events_to_roll(slow, FPS)
     on_t = lambda r: sorted(zip(*np.nonzero(r[1])), key=lambda x: (x[1], x[0]))  # noqa: E731
     for (p, a), (q, b) in zip(on_t(roll), on_t(r_slow)):
         assert p == q and abs(b - 1.5 * a) <= 1
-    fast = se.stretch(events, 0.1)  # squeezed: every note keeps >= 1 step, onsets stay distinct
+    fast = se.stretch_window(events, 0.1)  # squeezed: every shift keeps >= 1 step, onsets stay distinct
     assert np.array_equal(se.events_to_roll(fast, FPS)[1].sum(1) > 0, roll[1].sum(1) > 0)
-    assert se.stretch(se.stretch(events, 2.0), 0.5) == events
+    assert [t for t in fast if not se.is_time_shift(t)] == [t for t in events if not se.is_time_shift(t)]
+    back = se.stretch_window(se.stretch_window(events, 2.0), 0.5)  # the same times (a split shift stays split)
+    assert np.array_equal(se.events_to_roll(back, FPS), roll)
+    assert se.stretch_window(events, 1.0) == events
     with pytest.raises(ValueError, match="stretch factor"):
-        se.stretch(events, 0)
+        se.stretch_window(events, 0)
+
+
+def test_a_stretched_window_is_the_window_of_the_stretched_piece():
+    """Windows are stretched on the piece's own time line: cut then stretched (given the steps before the cut)
+    equals stretched then cut, token for token (shifts below 1 s / factor split into no more tokens)."""
+    rng = np.random.default_rng(3)
+    events = []
+    for _ in range(200):
+        events += [se.note_on(int(rng.integers(40, 80))), se.time_shift(int(rng.integers(1, 60)))]
+    whole = se.stretch_window(events, 1.13)
+    for a, b in ((0, 50), (37, 120), (101, 400)):
+        before = int(se.token_steps(events[:a]).sum())
+        assert se.stretch_window(events[a:b], 1.13, before) == whole[a:b], (a, b)
+        assert before == se.events_steps(events[:a])
 
 
 def test_midi_file_round_trip(tmp_path):

@@ -1,0 +1,102 @@
+"""A corpus of real recordings without MIDI: game soundtracks shipped by Debian packages (issues 17, 20).
+
+Strata's demo corpus is rendered by FluidSynth from scores; users bring recordings.  This builds a
+second corpus from two Debian packages of recorded (produced, mixed, mastered) music, one genre
+each, with no MIDI beside any track: every roll the pipeline gets is estimated from the audio.
+
+- ``orchestral``: ``wesnoth-1.16-music`` (Battle for Wesnoth's orchestral score, OGG, CC BY-SA / GPL)
+- ``electronic``: ``singularity-music`` (Endgame: Singularity's ambient electronic tracks, OGG, CC BY-SA)
+
+Install them with ``sudo apt-get install wesnoth-1.16-music singularity-music`` (about 200 MB;
+``make recordings-deps``).  One excerpt per track (``--seconds`` long, starting at ``--start`` of the
+track's length, so intros and fade-outs are left out) is written as 16 kHz mono WAV to
+``OUT/<genre>/<track>.wav``, the layout ``strata preprocess`` reads.  Tracks shorter than
+``--min-seconds`` are skipped and listed.  One excerpt per track keeps every track in one split.
+
+    python bench/recordings.py --out recordings/raw
+
+Then ``strata preprocess recordings/raw recordings/data`` estimates a roll for every track
+(basic-pitch), and ``strata train`` / ``bench/quality.py`` use it like the demo corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.audio import AudioError, load_audio, resample, to_mono  # noqa: E402
+from pipeline.io import atomic_path, atomic_write_json  # noqa: E402
+
+RATE = 16000
+SOURCES = {  # genre -> (Debian package, folder of its OGG files)
+    "orchestral": ("wesnoth-1.16-music", "/usr/share/games/wesnoth/1.16/data/core/music"),
+    "electronic": ("singularity-music", "/usr/share/games/singularity/music"),
+}
+
+
+def excerpt(path: Path, seconds: float, start: float, min_seconds: float) -> np.ndarray:
+    """``seconds`` of mono 16 kHz audio from ``start`` (a share of the track's length); AudioError when shorter
+    than ``min_seconds``."""
+    x, sr = load_audio(path)
+    x = resample(to_mono(x), sr, RATE)  # (n,)
+    total = len(x) / RATE
+    if total < min_seconds:
+        raise AudioError(path, f"{total:.1f} s, shorter than --min-seconds {min_seconds:g}")
+    a = int(min(start * total, max(0.0, total - seconds)) * RATE)
+    return x[a:a + int(seconds * RATE)]
+
+
+def build(out: Path, seconds: float, start: float, min_seconds: float) -> dict:
+    """``out/<genre>/<track>.wav`` for every track of every installed package; a summary."""
+    import soundfile as sf
+
+    summary: dict = {"genres": {}, "missing_packages": [], "skipped": []}
+    for genre, (package, folder) in SOURCES.items():
+        files = sorted(Path(folder).glob("*.ogg"))  # top level only (singularity's win/lose jingles are left out)
+        if not files:
+            summary["missing_packages"].append(package)
+            print(f"warning: {folder} has no OGG file: install {package} (apt-get install {package})",
+                  file=sys.stderr)
+            continue
+        (out / genre).mkdir(parents=True, exist_ok=True)
+        n = 0
+        for f in files:
+            dst = out / genre / f"{f.stem}.wav"
+            if dst.is_file():
+                n += 1
+                continue
+            try:
+                x = excerpt(f, seconds, start, min_seconds)
+            except AudioError as e:
+                summary["skipped"].append({"path": f"{package}/{f.name}", "reason": str(e).split(": ", 1)[-1]})
+                continue
+            with atomic_path(dst, suffix=".wav") as tmp:
+                sf.write(str(tmp), x, RATE, subtype="PCM_16")
+            n += 1
+        summary["genres"][genre] = {"package": package, "tracks": n}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="recordings/raw", help="corpus folder (<genre>/<track>.wav)")
+    ap.add_argument("--seconds", type=float, default=60.0, help="excerpt length")
+    ap.add_argument("--start", type=float, default=0.1, help="excerpt start, as a share of the track's length")
+    ap.add_argument("--min-seconds", type=float, default=30.0, help="shorter tracks are skipped")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    summary = build(out, a.seconds, a.start, a.min_seconds)
+    summary.update(seconds=a.seconds, start=a.start, min_seconds=a.min_seconds)
+    atomic_write_json(out / "recordings.json", summary)
+    print(json.dumps(summary, indent=1))
+    return 0 if summary["genres"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
