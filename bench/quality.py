@@ -9,6 +9,8 @@ command, the machine and the warnings of the run:
 - ``evaluation.json``: held-out bits per sample of the test split (``strata evaluate``);
 - ``evaluation_other_soundfont.json``: the same test pieces rendered with another soundfont
   (``--other-font``; audio the run never saw), the train split unchanged;
+- ``evaluation_estimated_rolls.json``: the test tracks with MIDI evaluated with rolls estimated from
+  their audio instead (basic-pitch, as preprocess does for recordings): what a user without MIDI loses;
 - ``quality.json``: every measure beside its real-audio value, its reference and its chance, the
   targets (``targets``) with what could meet each, and the pieces they were measured on:
 
@@ -161,6 +163,65 @@ def other_font_dataset(data: Path, run: Path, font: str, work: Path) -> Path:
         rec.pop("info", None)
         tracks.append({**rec, "split": "test", "genre_id": t["genre_id"]})
     (out / "manifest.json").write_text(json.dumps({**manifest, "tracks": tracks}, indent=1))
+    return out
+
+
+def estimated_roll_dataset(data: Path, run: Path, work: Path) -> tuple[Path, list[str]]:
+    """``data`` with the roll of every test track that has MIDI replaced by one estimated from its audio (its
+    finest tier, by ``preprocess.estimated_roll``, the estimator preprocess uses): what a user without MIDI
+    gives stage 0.  Other tracks are linked unchanged.  (folder, test tracks whose estimate failed: no roll)."""
+    from pipeline.audio import mulaw_decode
+    from pipeline.config import load_config
+    from pipeline.dataset import load_manifest
+    from pipeline.io import load_npy
+    from pipeline.preprocess import estimated_roll
+
+    manifest = load_manifest(data)
+    cfg = load_config(run / "config.yaml")
+    rate, fps = max(cfg.data.rates), cfg.data.roll_fps
+    out = work / "data_estimated_rolls"
+    tracks, failed = [], []
+    for t in manifest["tracks"]:
+        for r in t["tiers"].values():
+            (out / r).parent.mkdir(parents=True, exist_ok=True)
+            if not (out / r).exists():
+                os.symlink((data / r).resolve(), out / r)
+        if t["split"] != "test" or not t.get("midi") or not t.get("roll"):
+            if t.get("roll"):
+                (out / t["roll"]).parent.mkdir(parents=True, exist_ok=True)
+                if not (out / t["roll"]).exists():
+                    os.symlink((data / t["roll"]).resolve(), out / t["roll"])
+            tracks.append(t)
+            continue
+        truth = load_npy(data / t["roll"])  # (2, 128, F)
+        audio = mulaw_decode(load_npy(data / t["tiers"][str(rate)]), bits=cfg.data.mu_bits)
+        roll, reason = estimated_roll(audio, rate, fps, truth.shape[2], cfg.preprocess.transcription)
+        if roll is None:
+            failed.append(f"{t['id']}: {reason}")
+            tracks.append({**t, "roll": None, "roll_source": None})
+            continue
+        dst = out / "rolls" / f"{t['id']}.npy"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        np.save(dst, roll, allow_pickle=False)
+        tracks.append({**t, "roll": f"rolls/{t['id']}.npy", "roll_source": "estimated"})
+    (out / "manifest.json").write_text(json.dumps({**manifest, "tracks": tracks}, indent=1))
+    return out, failed
+
+
+def estimated_roll_bits(with_midi: dict, with_estimate: dict | None, failed: list[str]) -> dict:
+    """Stage 0's held-out bits per sample on the test tracks with their MIDI roll, with a roll estimated from
+    their audio, and with no roll (the evaluation's own row), beside its linear baseline: how much a user
+    without MIDI loses."""
+    def row(ev: dict | None, key: str):
+        s0 = next((s for s in (ev or {}).get("stages", []) if s.get("index") == 0), {})
+        return s0.get(key)
+
+    keys = {"with_midi_roll": (with_midi, "bits_per_sample"),
+            "without_roll": (with_midi, "bits_per_sample_without_roll"),
+            "with_estimated_roll": (with_estimate, "bits_per_sample"),
+            "linear": (with_midi, "linear_baseline_bits_per_sample")}
+    out = {name: row(ev, key) for name, (ev, key) in keys.items()}
+    out["estimate_failed"] = failed
     return out
 
 
@@ -779,6 +840,13 @@ def main(argv: list[str] | None = None) -> int:
             stamp(argv, {"config": config, "soundfont": Path(a.other_font).name, "evaluation": other}), indent=1))
     else:
         warn(f"other soundfont {a.other_font!r} not found: evaluation_other_soundfont.json not written")
+    estimated, failed = estimated_roll_dataset(a.data, a.run, work)
+    ev_est = timed("evaluation_estimated_rolls", evaluate_run, estimated, a.run, split="test",
+                   max_seconds_per_track=a.eval_seconds, progress=False)
+    (a.out / "evaluation_estimated_rolls.json").write_text(json.dumps(
+        stamp(argv, {"config": config, "estimate_failed": failed, "evaluation": ev_est}), indent=1))
+    for f in failed:
+        warn(f"estimated roll: {f}")
     cuts = [float(c) for c in a.cuts.split(",") if c.strip()]
     default_hold = load_config(a.run / "config.yaml").generate.prompt_hold_seconds
     holds = sorted({0.0, float(default_hold)})
@@ -797,6 +865,7 @@ def main(argv: list[str] | None = None) -> int:
                          "default_hold": float(default_hold), "cuts": cuts},
         "end_class": {"ranking": timed("end_class_ranking", end_class_ranking, a.run, a.data),
                       "unscored": timed("unscored_endings", unscored_endings, a.run, a.data, a.end_pieces)},
+        "estimated_rolls": estimated_roll_bits(ev, ev_est, failed),
         "evaluation": ev, "evaluation_other_soundfont": other,
     }
     rows = targets(results)

@@ -123,3 +123,36 @@ def test_quality_table_shows_each_measure_beside_real_reference_and_chance(tmp_p
     assert "| held out without roll | - / - | 0.850 | - | - |" in text
     assert "real test clips 0.75 (8 clips), generated 0.50 (8 clips), chance 0.25" in text
     assert "(working tree dirty)" in text and "w1" in text
+
+
+def test_estimated_roll_dataset_replaces_only_the_test_rolls(tmp_path):
+    """The test tracks with MIDI get a roll estimated from their audio (same frames as the MIDI roll) or are listed
+    as failed with no roll; every other track and every tier is the dataset's own."""
+    import json
+
+    import numpy as np
+
+    from tests.helpers_data import make_dataset, read_manifest
+    from tests.helpers_run import make_run, tiny_config
+
+    data = make_dataset(tmp_path / "data", rates=(1000, 2000), seconds=2.0, roll="notes",
+                        splits={"train": 2, "valid": 1, "test": 2})
+    run = make_run(tmp_path, tiny_config())
+    out, failed = quality.estimated_roll_dataset(data, run, tmp_path / "work")
+    before, after = read_manifest(data), json.loads((out / "manifest.json").read_text())
+    assert [t["id"] for t in after["tracks"]] == [t["id"] for t in before["tracks"]]
+    for old, new in zip(before["tracks"], after["tracks"]):
+        for r in new["tiers"].values():
+            assert np.array_equal(np.load(out / r), np.load(data / r))
+        if old["split"] != "test":
+            assert new == old
+        elif new["roll"] is None:
+            assert any(f.startswith(old["id"]) for f in failed)
+        else:
+            assert new["roll_source"] == "estimated" and not (out / new["roll"]).is_symlink()  # written, not linked
+            assert np.load(out / new["roll"]).shape == np.load(data / old["roll"]).shape
+    stages = [{"index": 0, "bits_per_sample": 3.0, "bits_per_sample_without_roll": 3.5,
+               "linear_baseline_bits_per_sample": 4.0}]
+    bits = quality.estimated_roll_bits({"stages": stages}, {"stages": [{"index": 0, "bits_per_sample": 3.2}]}, [])
+    assert bits == {"with_midi_roll": 3.0, "without_roll": 3.5, "with_estimated_roll": 3.2, "linear": 4.0,
+                    "estimate_failed": []}
