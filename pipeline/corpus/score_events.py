@@ -385,7 +385,7 @@ def events_to_midi(events: Sequence[int], path: str | Path, program: int = 0) ->
 def midi_to_events(path: str | Path, fps: int = 100) -> list[int]:
     """Events of a MIDI file (``pipeline.midi`` rules: tempo map, pedal, drums left out) through its
     roll at ``fps``; ``MidiError`` for unusable files."""
-    from pipeline.midi import piano_roll, read_midi
+    from pipeline.corpus.midi import piano_roll, read_midi
 
     return roll_to_events(piano_roll(read_midi(path), fps=fps), fps)
 
@@ -395,7 +395,7 @@ def midi_to_events(path: str | Path, fps: int = 100) -> list[int]:
 
 def dataset_events(data_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     """{split: {genre: {"pieces", "events", "seconds"}}} of a dataset's scored tracks."""
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.dataset import load_manifest
     from pipeline.io import load_npy
 
     data_dir = Path(data_dir)

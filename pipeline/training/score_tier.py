@@ -31,15 +31,9 @@ from safetensors.torch import load_model, save_model
 
 from models.checkpoint import package_version
 from models.score_tier import ScoreTierConfig, ScoreTransformer, window_batch
-from pipeline.dataset import load_manifest
-from pipeline.ema import EMA
-from pipeline.errors import DatasetError, RunError
-from pipeline.io import atomic_path, atomic_write_json, swap_dirs
-from pipeline.lock import folder_lock
-from pipeline.midi import piano_roll, read_midi
-from pipeline.run import SCORE_KEY, check_checkpoints, check_run_config, logs_dir, metrics_path, stage_dir
-from pipeline.score_baselines import ngram_table
-from pipeline.score_events import (
+from pipeline.corpus.dataset import load_manifest
+from pipeline.corpus.midi import piano_roll, read_midi
+from pipeline.corpus.score_events import (
     END,
     PAD,
     VOCAB_SIZE,
@@ -49,8 +43,14 @@ from pipeline.score_events import (
     token_seconds,
     transpose,
 )
-from pipeline.train_parts import WarmupCosine, recover_run_folder, seed_of
-from pipeline.trainer import StageTrainer
+from pipeline.errors import DatasetError, RunError
+from pipeline.evaluation.score_baselines import ngram_table
+from pipeline.io import atomic_path, atomic_write_json, swap_dirs
+from pipeline.lock import folder_lock
+from pipeline.run import SCORE_KEY, check_checkpoints, check_run_config, logs_dir, metrics_path, stage_dir
+from pipeline.training.ema import EMA
+from pipeline.training.train_parts import WarmupCosine, recover_run_folder, seed_of
+from pipeline.training.trainer import StageTrainer
 
 logger = logging.getLogger("strata.score_tier")
 
