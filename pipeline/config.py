@@ -23,6 +23,7 @@ from pipeline.errors import StrataError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the presets, shipped as package data
 DEFAULT_PRESET = "tiny"
+TRANSCRIPTION_METHODS = ("basic-pitch", "cqt")  # the estimators of pipeline/corpus/transcribe.py
 
 
 class ConfigError(StrataError, ValueError):
@@ -52,7 +53,7 @@ class PreprocessConfig:
     """How tracks without aligned MIDI get a score at preprocess (pipeline/corpus/transcribe.py)."""
 
     estimate_scores: bool = True  # estimate a roll from the audio of every track without MIDI
-    transcription: str = "basic-pitch"  # the estimator: one of pipeline.corpus.transcribe.METHODS
+    transcription: str = "basic-pitch"  # the estimator: one of TRANSCRIPTION_METHODS
 
     @property
     def estimator(self) -> str | None:
@@ -401,10 +402,9 @@ def validate(cfg: StrataConfig) -> None:
             raise ConfigError(str(e)) from None
         if s.crop <= 0 or s.batch_size <= 0:
             raise ConfigError(f"stages[{k}]: crop and batch_size must be positive")
-    from pipeline.corpus.transcribe import METHODS
-
-    if cfg.preprocess.transcription not in METHODS:
-        raise ConfigError(f"preprocess.transcription: {cfg.preprocess.transcription!r} not one of {', '.join(METHODS)}")
+    if cfg.preprocess.transcription not in TRANSCRIPTION_METHODS:
+        raise ConfigError(f"preprocess.transcription: {cfg.preprocess.transcription!r} not one of "
+                          f"{', '.join(TRANSCRIPTION_METHODS)}")
     t = cfg.train
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")

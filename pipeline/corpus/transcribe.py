@@ -24,10 +24,11 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline.config import TRANSCRIPTION_METHODS
 from pipeline.corpus.midi import Note, piano_roll
 from pipeline.errors import InputError
 
-METHODS = ("basic-pitch", "cqt")
+METHODS = TRANSCRIPTION_METHODS  # declared in the base, where configs are checked
 DEFAULT_METHOD = "basic-pitch"
 MIDI_LO, MIDI_HI = 24, 108  # C1 .. B7: the CQT's semitone bins
 HOP = 512  # CQT hop at the analysis rate

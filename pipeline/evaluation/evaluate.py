@@ -278,8 +278,8 @@ class RunEvaluation:
         yield self.score_tier_job
 
     def score_tier_job(self) -> None:
-        """The score tier's bits per event against its n-gram baselines (``pipeline.training.score_tier``)."""
-        from pipeline.training.score_tier import evaluate_score_tier
+        """The score tier's bits per event against its n-gram baselines (``pipeline.evaluation.score_tier_bits``)."""
+        from pipeline.evaluation.score_tier_bits import evaluate_score_tier
 
         self.score_tier = self.timed("score_tier_s", lambda: evaluate_score_tier(
             self.data_dir, self.manifest, self.run_dir, self.split))

@@ -22,9 +22,8 @@ import torch
 from models import lstsq_init, save_stage
 from pipeline.config import ConfigError, StrataConfig, uses_tier_below
 from pipeline.corpus.batches import alignment_unit, model_inputs, model_x
-from pipeline.corpus.dataset import StageCrops
+from pipeline.corpus.dataset import StageCrops, split_tiers
 from pipeline.errors import DatasetError
-from pipeline.evaluation.baselines import split_tiers
 from pipeline.io import atomic_write_text, swap_dirs
 from pipeline.run import (
     checkpoint_dir,
