@@ -27,7 +27,7 @@ browser-deps:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
 
 # Python virtual environment: CPU torch 2.13.0 first (a bare `torch` pulls a CUDA build), then Strata,
-# then basic-pitch without its dependencies (they name TensorFlow; pipeline/transcribe.py runs its ONNX model)
+# then basic-pitch without its dependencies (they name TensorFlow; pipeline/corpus/transcribe.py runs its ONNX model)
 $(BIN)/strata: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

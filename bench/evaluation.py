@@ -1,4 +1,4 @@
-"""Evaluation speed: wall time of ``pipeline.evaluate.evaluate_run`` (every stage with its
+"""Evaluation speed: wall time of ``pipeline.evaluation.evaluate.evaluate_run`` (every stage with its
 ablation rows, the linear baselines, the fine-tier baselines) against the seconds of held-out
 audio it scores.  Goal: at least 2x faster than real time on 2 cores for the tiny preset.  ``cpu_seconds`` (all
 threads of the process) tells the work apart from the machine's load: on 2 idle cores the wall
@@ -43,7 +43,7 @@ def untrained_run(root: Path, cfg, data: Path) -> Path:
     import torch
 
     from models import build_stage, save_stage
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.dataset import load_manifest
 
     genres = load_manifest(data)["genres"]
     save_config(cfg, root / "config.yaml")
@@ -54,7 +54,7 @@ def untrained_run(root: Path, cfg, data: Path) -> Path:
 
 
 def run(data: Path, run_dir: Path, workers: int, max_seconds: float | None) -> dict:
-    from pipeline.evaluate import evaluate_run
+    from pipeline.evaluation.evaluate import evaluate_run
 
     t0, c0 = time.perf_counter(), time.process_time()
     res = evaluate_run(data, run_dir, split="test", max_seconds_per_track=max_seconds, workers=workers,

@@ -135,7 +135,7 @@ def run_checkpoints(n: int, seed: int, root: Path) -> dict:
 
 LONG_AUDIO = """
 import resource, sys, time
-from pipeline.audio import prepare_audio
+from pipeline.corpus.audio import prepare_audio
 t0 = time.time()
 y, info = prepare_audio(sys.argv[1], 16000, max_seconds=600.0)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, info["source_seconds"], info["seconds"],

@@ -8,7 +8,7 @@
    against this machine's single-precision matrix-multiply rate, measured in the same run with
    the engine's threads.  Also the fused cost when the receptive field doubles (cycle_length 11).
 2. The tiny cascade (``configs/tiny.yaml``; untrained weights unless ``--run``) as ``strata generate``
-   runs it (``pipeline.generate.run_cascade``): a ``--seconds`` piece from a genre and a held chord,
+   runs it (``pipeline.generation.generate.run_cascade``): a ``--seconds`` piece from a genre and a held chord,
    wall and CPU time per second of audio: the reference and the fused engine on one core
    (``STRATA_GENERATE_WORKERS=1``), the fused engine on all cores (the stages side by side), and
    ``--count 8`` (8 variations, in groups of streams on the cores) against one piece.
@@ -153,8 +153,8 @@ def cascade(run_dir: Path, midi: Path, engine: str, seconds: float, count: int, 
             seed: int = 0) -> dict:
     """``run_cascade`` as ``strata generate`` runs it (a MIDI score and its genre; ``workers``: the
     cores it may use, ``STRATA_GENERATE_WORKERS``): wall and CPU seconds, per stage and in all."""
-    from pipeline.generate import run_cascade
-    from pipeline.plan import make_plan, validate_params
+    from pipeline.generation.generate import run_cascade
+    from pipeline.generation.plan import make_plan, validate_params
     from pipeline.run import load_run
     from pipeline.runtime import limited_threads
 

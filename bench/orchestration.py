@@ -20,7 +20,7 @@ with other jobs the wall time grows with the load, the CPU time much less; on an
 machine the two are close.
 
 Training: ``strata train --max-minutes M`` on ``--data`` in each mode; while its training lanes
-(``python -m pipeline.train``) run, the CPU time of the flow process itself (the command) and of
+(``python -m pipeline.training``) run, the CPU time of the flow process itself (the command) and of
 the Prefect API (the Strata server's process group, or the ephemeral server the command
 starts) is sampled from /proc through psutil, as % of one core; and the same over the whole
 command, from its start to its exit (Python and imports, the ephemeral API's start-up, the flow's
@@ -81,7 +81,7 @@ def timed(cmd: list[str], env: dict[str, str], server=None) -> tuple[float, floa
 
 def one_file_corpus(raw: Path, dest: Path) -> Path:
     """The first audio file of ``raw`` (and its MIDI) in a corpus of its own."""
-    from pipeline.inputs import discover
+    from pipeline.corpus.inputs import discover
 
     inputs, _ = discover(raw)
     audio, genre, midi = inputs[0]
@@ -151,7 +151,7 @@ def training_overhead(mode: str, env: dict[str, str], data: Path, run: Path, min
                 line = " ".join(p.cmdline())
             except psutil.Error:
                 continue
-            if p.pid in lane_pids or "pipeline.train" in line:
+            if p.pid in lane_pids or "pipeline.training.train" in line:
                 lane_pids.add(p.pid)
                 lanes.append(p)
             elif line and "flows.cli" not in line:  # not a zombie, not a lane between fork and exec

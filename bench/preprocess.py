@@ -72,7 +72,7 @@ def audio_seconds(inputs) -> float:
 
 def time_pipeline(inputs, out: Path, data_cfg, workers: int) -> float:
     """Wall seconds of preprocess_file over every input (no Prefect)."""
-    from pipeline import preprocess as pp
+    from pipeline.corpus import preprocess as pp
 
     def one(item):
         try:
@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
         os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pipeline.config import load_config
-    from pipeline.inputs import discover
+    from pipeline.corpus.inputs import discover
 
     raw = Path(args.raw) if args.raw else synth_corpus(tmp / "raw", args.seconds)
     cfg = load_config(None)

@@ -123,14 +123,14 @@ def stamp(argv: list[str], extra: dict) -> dict:
 
 
 def test_tracks(data: Path) -> list[dict]:
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.dataset import load_manifest
 
     return [t for t in load_manifest(data)["tracks"] if t["split"] == "test"]
 
 
 def tier_audio(data: Path, track: dict, rate: int | None = None) -> tuple[np.ndarray, int]:
     """A track's tier (the finest by default) decoded to float: what the run was trained on."""
-    from pipeline.audio import mulaw_decode
+    from pipeline.corpus.audio import mulaw_decode
     from pipeline.io import load_npy
 
     rate = rate or max(int(r) for r in track["tiers"])
@@ -140,9 +140,9 @@ def tier_audio(data: Path, track: dict, rate: int | None = None) -> tuple[np.nda
 def other_font_dataset(data: Path, run: Path, font: str, work: Path) -> Path:
     """``data`` with its test tracks re-rendered from their MIDI with ``font`` (train/valid kept)."""
     from pipeline.config import load_config
-    from pipeline.dataset import load_manifest
-    from pipeline.midi import render_midi
-    from pipeline.preprocess import preprocess_file
+    from pipeline.corpus.dataset import load_manifest
+    from pipeline.corpus.midi import render_midi
+    from pipeline.corpus.preprocess import preprocess_file
 
     manifest = load_manifest(data)
     data_cfg = load_config(run / "config.yaml").data
@@ -170,11 +170,11 @@ def estimated_roll_dataset(data: Path, run: Path, work: Path) -> tuple[Path, lis
     """``data`` with the roll of every test track that has MIDI replaced by one estimated from its audio (its
     finest tier, by ``preprocess.estimated_roll``, the estimator preprocess uses): what a user without MIDI
     gives stage 0.  Other tracks are linked unchanged.  (folder, test tracks whose estimate failed: no roll)."""
-    from pipeline.audio import mulaw_decode
     from pipeline.config import load_config
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.audio import mulaw_decode
+    from pipeline.corpus.dataset import load_manifest
+    from pipeline.corpus.preprocess import estimated_roll
     from pipeline.io import load_npy
-    from pipeline.preprocess import estimated_roll
 
     manifest = load_manifest(data)
     cfg = load_config(run / "config.yaml")
@@ -233,7 +233,7 @@ def piece(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from pipeline.generate import generate
+    from pipeline.generation.generate import generate
 
     t0 = time.perf_counter()
     folder = generate(job["run"], job["out"], progress=False, **job["params"])[0]
@@ -249,7 +249,7 @@ def piece(job: dict) -> dict:
 
 def piece_jobs(run: Path, data: Path, work: Path, results: Path, seconds: float) -> list[dict]:
     """One piece per test-split MIDI and one per genre (the chord chain's score where the run has one)."""
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.dataset import load_manifest
 
     jobs = [{"name": f"midi-{t['genre']}", "params": {"midi": t["midi"], "genre": t["genre"], "seconds": seconds},
              "extra": {"track": t["id"], "genre": t["genre"]}} for t in test_tracks(data) if t.get("midi")]
@@ -262,7 +262,7 @@ def piece_jobs(run: Path, data: Path, work: Path, results: Path, seconds: float)
 
 
 def piece_audio(p: dict) -> tuple[np.ndarray, int]:
-    from pipeline.audio import load_audio, to_mono
+    from pipeline.corpus.audio import load_audio, to_mono
 
     x, sr = load_audio(Path(p["folder"]) / "audio.wav")
     return to_mono(x), int(sr)
@@ -273,8 +273,8 @@ def piece_audio(p: dict) -> tuple[np.ndarray, int]:
 
 def rendering(midi: str | Path, work: Path, rate: int = 16000) -> np.ndarray | None:
     """A plain FluidSynth rendering of the MIDI (None, with a warning, without FluidSynth)."""
-    from pipeline.audio import load_audio, to_mono
-    from pipeline.midi import MidiError, render_midi
+    from pipeline.corpus.audio import load_audio, to_mono
+    from pipeline.corpus.midi import MidiError, render_midi
 
     wav = work / "renderings" / (Path(midi).stem + ".wav")
     wav.parent.mkdir(parents=True, exist_ok=True)
@@ -307,8 +307,8 @@ def score_following(pieces: list[dict], data: Path, work: Path) -> dict:
     audio, of a plain rendering of the same span (the reference) and of the real test audio; one
     chance for all, the rendering's chroma frames shuffled (a flat chance level would let any audio
     in the score's key look like it follows the score)."""
-    from pipeline import assess_metrics as am, music_metrics as mm
-    from pipeline.midi import read_midi
+    from pipeline.corpus.midi import read_midi
+    from pipeline.evaluation import assess_metrics as am, music_metrics as mm
 
     rows = []
     for p, t, audio, sr, span, real_audio, real_sr, ren in midi_spans(pieces, data, work):
@@ -336,12 +336,12 @@ def score_following(pieces: list[dict], data: Path, work: Path) -> dict:
 
 
 def note_following(pieces: list[dict], data: Path, work: Path) -> dict:
-    """An independent judge of "follows the score" (issue 17, item 1): note F1 (``pipeline.transcribe``:
+    """An independent judge of "follows the score" (issue 17, item 1): note F1 (``pipeline.corpus.transcribe``:
     basic-pitch, mir_eval) of each MIDI piece, of its plain rendering and of the real test audio over the
     same span, against the MIDI's notes in that span."""
-    from pipeline import assess_metrics as am
-    from pipeline.midi import read_midi
-    from pipeline.transcribe import estimate_notes, note_f1
+    from pipeline.corpus.midi import read_midi
+    from pipeline.corpus.transcribe import estimate_notes, note_f1
+    from pipeline.evaluation import assess_metrics as am
 
     rows = []
     for p, t, audio, sr, span, real, real_sr, ren in midi_spans(pieces, data, work):
@@ -359,8 +359,8 @@ def note_following(pieces: list[dict], data: Path, work: Path) -> dict:
 def noise(pieces: list[dict], data: Path, run: Path) -> dict:
     """Generated pieces' share of windows above the run's flatness threshold (the 99th percentile
     of training windows), beside the real test audio's share under the same threshold."""
-    from pipeline import assess_metrics as am
-    from pipeline.assess import noise_threshold
+    from pipeline.evaluation import assess_metrics as am
+    from pipeline.evaluation.assess import noise_threshold
 
     threshold, source = noise_threshold(run)
     if source.startswith("fallback"):
@@ -391,8 +391,8 @@ def stage_decisions(run: Path, data: Path, seconds: float, most: int | None, wor
     """For each test MIDI (``most`` of them): band levels of the model's cascade and of each variant
     (``stage_variants.cascade_variants``), their differences from the model's, beside the real
     audio's and the plain rendering's levels over the same span."""
-    from pipeline import music_metrics as mm
-    from pipeline.plan import make_plan, validate_params
+    from pipeline.evaluation import music_metrics as mm
+    from pipeline.generation.plan import make_plan, validate_params
     from pipeline.run import load_run
     from stage_variants import cascade_variants
 
@@ -419,7 +419,7 @@ def stage_decisions(run: Path, data: Path, seconds: float, most: int | None, wor
 
 def variant_levels(variants: dict) -> dict:
     """Band levels of each variant's fine audio (the stage-0 tier and skipped variants left out)."""
-    from pipeline import music_metrics as mm
+    from pipeline.evaluation import music_metrics as mm
 
     return {k: mm.band_levels(v["audio"], v["rate"]) for k, v in variants.items() if "audio" in v and k != "stage0"}
 
@@ -440,8 +440,8 @@ def resynthesis(run: Path, data: Path, seconds: float, work: Path) -> dict:
     model's fine stages and of each variant against the real audio's; mean |error| over the bands."""
     import soundfile as sf
 
-    from pipeline import music_metrics as mm
-    from pipeline.plan import make_plan, validate_params
+    from pipeline.evaluation import music_metrics as mm
+    from pipeline.generation.plan import make_plan, validate_params
     from pipeline.run import load_run
     from stage_variants import cascade_variants
 
@@ -472,8 +472,8 @@ def resynthesis(run: Path, data: Path, seconds: float, work: Path) -> dict:
 def genre_recognition(data: Path, pieces: list[dict], clip_seconds: float, per_track: int = 8) -> dict:
     """A classifier fitted on clips of the real training tracks; its accuracy on clips of the real
     test tracks and of the generated pieces (labelled with the genre they were asked for)."""
-    from pipeline import music_metrics as mm
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.dataset import load_manifest
+    from pipeline.evaluation import music_metrics as mm
 
     manifest = load_manifest(data)
     genres = manifest["genres"]
@@ -537,7 +537,7 @@ def continuation_scores(done: list[dict], data: Path, prompt_seconds: float) -> 
     """Seconds 2-8 of each continuation against the real continuation's (chroma cosine, key-profile
     correlation, same key); the reference is the prompt itself against the real continuation, the
     chance a far segment of another test track against it (one chance for both)."""
-    from pipeline import music_metrics as mm
+    from pipeline.evaluation import music_metrics as mm
 
     tracks = test_tracks(data)
     audio = [tier_audio(data, t) for t in tracks]
@@ -584,9 +584,9 @@ def end_class_ranking(run: Path, data: Path, inside_per_end: int = 4) -> dict:
     the data and with the roll dropped (a piece without a score)."""
     import torch
 
-    from pipeline import music_metrics as mm
-    from pipeline.batches import crop_geometry, model_inputs, model_x
-    from pipeline.dataset import StageCrops, load_manifest, track_ends
+    from pipeline.corpus.batches import crop_geometry, model_inputs, model_x
+    from pipeline.corpus.dataset import StageCrops, load_manifest, track_ends
+    from pipeline.evaluation import music_metrics as mm
     from pipeline.run import load_run
 
     loaded = load_run(run)
@@ -638,9 +638,9 @@ def unscored_endings(run: Path, data: Path, count: int) -> dict:
     requests (``decided_by`` "chain": the chain's length rule, not the model)."""
     import torch
 
-    from pipeline.dataset import load_manifest
-    from pipeline.generate import run_stage
-    from pipeline.plan import make_plan, validate_params
+    from pipeline.corpus.dataset import load_manifest
+    from pipeline.generation.generate import run_stage
+    from pipeline.generation.plan import make_plan, validate_params
     from pipeline.run import load_run
 
     loaded = load_run(run)
@@ -776,7 +776,7 @@ def targets(results: dict) -> list[dict]:
 
 
 def mm_share(value, reference, chance):
-    from pipeline.music_metrics import share_of_reference
+    from pipeline.evaluation.music_metrics import share_of_reference
 
     return share_of_reference(value, reference, chance)
 
@@ -803,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip-seconds", type=float, default=4.0, help="clip length for genre recognition")
     a = ap.parse_args(argv)
     from pipeline.config import load_config
-    from pipeline.evaluate import evaluate_run
+    from pipeline.evaluation.evaluate import evaluate_run
 
     WARNINGS.clear()
     START_STATE.clear()

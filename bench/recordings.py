@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.audio import AudioError, load_audio, resample, to_mono  # noqa: E402
+from pipeline.corpus.audio import AudioError, load_audio, resample, to_mono  # noqa: E402
 from pipeline.io import atomic_path, atomic_write_json  # noqa: E402
 
 RATE = 16000

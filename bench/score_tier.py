@@ -3,8 +3,8 @@ scores it writes against the chain's, their lengths, and its speed.
 
     python bench/score_tier.py --data demo/data --run demo/run --json docs/results/score_tier.json
 
-- bits: ``pipeline.score_tier.evaluate_score_tier`` on the test split, and on ``--other`` scores (another
-  corpus: Essen folk songs and Monteverdi madrigals from music21, never seen in training) with the same
+- bits: ``pipeline.evaluation.score_tier_bits.evaluate_score_tier`` on the test split, and on ``--other``
+  scores (another corpus: Essen folk songs and Monteverdi madrigals from music21, never seen in training) with the same
   n-grams (fitted on the events the tier learned from);
 - novelty (against every score the tier learned from) and style overlap (against the genre's held-out
   valid + test scores), for ``--pieces`` scores per genre from the tier and from the chain, 30 s each;
@@ -30,17 +30,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
-from pipeline.dataset import load_manifest  # noqa: E402 - the repository root first (run as a script)
-from pipeline.demo_data import Work, write_work_midi  # noqa: E402
+from pipeline.corpus.dataset import load_manifest  # noqa: E402 - the repository root first (run as a script)
+from pipeline.corpus.demo_data import Work, write_work_midi  # noqa: E402
+from pipeline.corpus.score_events import END, VOCAB_SIZE, events_seconds, events_to_roll  # noqa: E402
+from pipeline.evaluation.score_baselines import ngram_table  # noqa: E402
+from pipeline.evaluation.score_metrics import novelty, style_overlap  # noqa: E402
+from pipeline.evaluation.score_tier_bits import evaluate_score_tier  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.run import SCORE_KEY, read_config, stage_dir  # noqa: E402
-from pipeline.score_baselines import ngram_table  # noqa: E402
-from pipeline.score_events import END, VOCAB_SIZE, events_seconds, events_to_roll  # noqa: E402
-from pipeline.score_metrics import novelty, style_overlap  # noqa: E402
-from pipeline.score_model import read_score_model, sample_roll  # noqa: E402
-from pipeline.score_tier import (  # noqa: E402
+from pipeline.training.score_model import read_score_model, sample_roll  # noqa: E402
+from pipeline.training.score_tier import (  # noqa: E402
     TRAIN_EVENTS,
-    evaluate_score_tier,
     extra_pieces,
     load_pieces,
     load_score_tier,

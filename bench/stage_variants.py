@@ -22,7 +22,7 @@ import numpy as np
 
 def upsampled_codes(below: np.ndarray, below_rate: int, rate: int, bits: int) -> np.ndarray:
     """Tier-below codes (m,) -> codes (m * rate / below_rate,) of its band-limited interpolation."""
-    from pipeline.audio import mulaw_decode, mulaw_encode, resample
+    from pipeline.corpus.audio import mulaw_decode, mulaw_encode, resample
 
     up = resample(mulaw_decode(np.asarray(below), bits), below_rate, rate)
     return mulaw_encode(up, bits).astype(np.int64)
@@ -106,8 +106,8 @@ def cascade_variants(run, plan, p) -> dict[str, dict]:
     ``{"skipped": reason}``; ``plan`` must have a fixed length."""
     import torch
 
-    from pipeline.audio import mulaw_decode
-    from pipeline.generate import _as_codes, run_stage, stage_inputs, stage_temperature
+    from pipeline.corpus.audio import mulaw_decode
+    from pipeline.generation.generate import _as_codes, run_stage, stage_inputs, stage_temperature
 
     if plan.free_length:
         raise ValueError("cascade_variants: the plan must have a fixed length (give seconds)")

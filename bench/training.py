@@ -1,7 +1,7 @@
 """Training speed per stage: audio samples per second (crop positions trained on, all processes)
 and the share of step time spent waiting for data (goal < 10 %).
 
-Runs ``pipeline.train.train_stage`` for a few dozen steps per stage on a synthetic dataset (or
+Runs ``pipeline.training.train.train_stage`` for a few dozen steps per stage on a synthetic dataset (or
 ``--data``), with validation and checkpoints pushed to the end (outside the timed loop).
 
     .venv/bin/python bench/training.py [--json FILE] [--config tiny] [--data DIR] [--steps 30]
@@ -46,7 +46,7 @@ def bench_config(cfg, steps: int):
 
 
 def run(data: Path, cfg, steps: int, stages: list[int]) -> list[dict]:
-    from pipeline.train import train_stage
+    from pipeline.training.train import train_stage
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="strata-bench-train-") as tmp:

@@ -1,10 +1,10 @@
-"""Note F1 of the score estimators (pipeline/transcribe.py) where the truth is known (issue 20).
+"""Note F1 of the score estimators (pipeline/corpus/transcribe.py) where the truth is known (issue 20).
 
 For each test piece of the demo (``split == "test"`` in ``--dataset``'s manifest; its audio and
 aligned MIDI in ``--data``), each estimator (basic-pitch, the CQT baseline) transcribes:
 
 - ``demo``: the demo's own rendering (FluidR3_GM),
-- ``other_soundfont``: the same MIDI rendered with TimGM6mb (pipeline/midi.py ``render_midi``),
+- ``other_soundfont``: the same MIDI rendered with TimGM6mb (pipeline/corpus/midi.py ``render_midi``),
 - ``noise_20db``: the demo rendering plus white noise at 20 dB SNR,
 - ``reverb``: the demo rendering through a simple reverb (exponentially decaying noise, RT60 0.6 s,
   half wet).
@@ -30,9 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
+from pipeline.corpus.midi import find_soundfont, read_midi, render_midi  # noqa: E402
+from pipeline.corpus.transcribe import METHODS, estimate_notes, estimator_version, note_f1  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
-from pipeline.midi import find_soundfont, read_midi, render_midi  # noqa: E402
-from pipeline.transcribe import METHODS, estimate_notes, estimator_version, note_f1  # noqa: E402
 
 RATE = 16000
 CONDITIONS = ("demo", "other_soundfont", "noise_20db", "reverb")
@@ -52,7 +52,7 @@ def test_pieces(data: Path, dataset: Path) -> list[tuple[str, Path, Path]]:
 
 
 def read_audio(path: Path) -> np.ndarray:
-    from pipeline.audio import load_audio, resample, to_mono
+    from pipeline.corpus.audio import load_audio, resample, to_mono
 
     x, sr = load_audio(path)
     return resample(to_mono(x), sr, RATE)  # (n,)

@@ -118,7 +118,7 @@ def demo_data(
     soundfont: Optional[Path] = typer.Option(None, "--soundfont", help="GM soundfont (.sf2)"),
 ) -> None:
     """Render the demo corpus: music21's bundled scores through FluidSynth."""
-    from pipeline.demo_data import build_demo_corpus
+    from pipeline.corpus.demo_data import build_demo_corpus
 
     summary = _run(build_demo_corpus, out, per_genre=per_genre, soundfont=soundfont)
     typer.echo(f"demo corpus: {out}")
@@ -167,7 +167,7 @@ def train(
     if extra_scores is not None:
         _need_dir(extra_scores, "--extra-scores folder")
     from pipeline.config import load_config
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.dataset import load_manifest
 
     _precheck(load_manifest, data)
     _precheck(load_config, config)
@@ -199,7 +199,7 @@ def evaluate(
         _fail(f"--split {split!r}: must be train, valid or test")
     if max_seconds is not None and not max_seconds > 0:
         _fail(f"--max-seconds {max_seconds}: must be > 0")
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.dataset import load_manifest
 
     _precheck(load_manifest, data)
     from pipeline.run import stages_dir
@@ -248,7 +248,7 @@ def generate(
 ) -> None:
     """Generate audio: coarse stage first, then each finer stage."""
     _need_dir(run, "run folder")
-    from pipeline.plan import validate_params
+    from pipeline.generation.plan import validate_params
     from pipeline.run import check_run
 
     factors = _floats(stage_temperature, "--stage-temperature")
@@ -297,7 +297,7 @@ def assess(
         _need_dir(data, "dataset folder")
     if run is not None:
         _need_dir(run, "run folder")
-    from pipeline.assess import assess_paths, item_line
+    from pipeline.evaluation.assess import assess_paths, item_line
     from pipeline.run import calibration_path
 
     result = _run(assess_paths, list(paths or []), midi=midi, run=run, data=data, json_path=json_path)
@@ -331,7 +331,7 @@ def report(
         _need_dir(data, "dataset folder")
     if evaluation is not None and not evaluation.is_file():
         _fail(f"{evaluation}: evaluation JSON does not exist")
-    from pipeline.report import build_report
+    from pipeline.report.build import build_report
 
     result = _run(build_report, run, out, jobs=list(jobs or []), data_dir=data, evaluation=evaluation)
     for reason in result.skipped:

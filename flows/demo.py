@@ -79,9 +79,9 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     from flows.preprocess import preprocess_flow
     from flows.report import report_flow
     from flows.train import train_flow
-    from pipeline.demo_data import build_demo_corpus, build_extra_scores
-    from pipeline.plan import validate_params
-    from pipeline.report import folder_size
+    from pipeline.corpus.demo_data import build_demo_corpus, build_extra_scores
+    from pipeline.generation.plan import validate_params
+    from pipeline.report.build import folder_size
     from pipeline.run import config_path
 
     out = out.resolve()

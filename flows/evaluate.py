@@ -1,6 +1,6 @@
 """Prefect flow ``evaluate``: held-out bits per sample per stage, ablations and baselines (DESIGN 6).
 
-Runs ``pipeline.evaluate.evaluate_run``, writes the JSON atomically (to the run's
+Runs ``pipeline.evaluation.evaluate.evaluate_run``, writes the JSON atomically (to the run's
 ``metrics/evaluation_<split>.json``, and to ``json_path`` when asked), creates a markdown artifact
 (the table) and a table artifact, and rewrites the run's listening report (``<run>/report``) with a
 link artifact to it.
@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.report import default_report_dir, refresh_report
-from pipeline.evaluate import evaluate_run, stages_table
+from pipeline.evaluation.evaluate import evaluate_run, stages_table
 from pipeline.io import atomic_write_json
 from pipeline.run import evaluation_path
 

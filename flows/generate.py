@@ -1,4 +1,4 @@
-"""Prefect flow ``generate``: a thin shell over ``pipeline.generate.generate`` with artifacts."""
+"""Prefect flow ``generate``: a thin shell over ``pipeline.generation.generate.generate`` with artifacts."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.report import default_report_dir, refresh_report
-from pipeline.generate import generate_jobs
-from pipeline.plan import GenerateParams
-from pipeline.report import diagnostics_rows
+from pipeline.generation.generate import generate_jobs
+from pipeline.generation.plan import GenerateParams
+from pipeline.report.build import diagnostics_rows
 
 
 @flow(name="generate")
 def generate_flow(params: GenerateParams, report: bool = True, fresh_seed: bool = False) -> list[str]:
     """Generate ``params.count`` variations from ``params.run_dir``; one job folder each (returned as paths).
 
-    ``params``: every generation parameter (``pipeline.plan.GenerateParams``: what ``strata
+    ``params``: every generation parameter (``pipeline.generation.plan.GenerateParams``: what ``strata
     generate`` sets and more, e.g. ``engine``, ``end_threshold``, ``tier_prior``, ``chunk``); Prefect
     validates it (a deployment gives a mapping), and ``strata generate`` or a script passes one made
     by ``validate_params`` (one-line errors, before any Prefect server starts).  Sampling

@@ -20,12 +20,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from pipeline import preprocess as pp
 from pipeline.config import DataConfig, load_config
+from pipeline.corpus import preprocess as pp
+from pipeline.corpus.inputs import discover
+from pipeline.corpus.manifest import roll_counts, write_dataset
+from pipeline.corpus.transcribe import estimator_version
 from pipeline.errors import ParameterError, StrataError
-from pipeline.inputs import discover
-from pipeline.manifest import roll_counts, write_dataset
-from pipeline.transcribe import estimator_version
 
 WORKERS = 2  # measured on 2 cores: see bench/preprocess.py
 

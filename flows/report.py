@@ -1,4 +1,4 @@
-"""Prefect flow ``report``: a thin shell over ``pipeline.report.build_report`` that publishes a
+"""Prefect flow ``report``: a thin shell over ``pipeline.report.build.build_report`` that publishes a
 link artifact to the page.  ``refresh_report`` is what the generate and evaluate flows call."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact
 
-from pipeline.report import ReportResult, build_report
+from pipeline.report.build import ReportResult, build_report
 
 
 @flow(name="report")

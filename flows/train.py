@@ -101,8 +101,8 @@ def lane_threads(cfg: StrataConfig, n_lanes: int) -> int:
 
 def train_args(data: str, run: str, config_path: str, k: int | str, max_steps: int | None,
                minutes: float | None, resume: bool, extra_scores: str | None = None) -> list[str]:
-    """Arguments of ``pipeline.train`` (the module's command line) for stage k."""
-    cmd = ["-m", "pipeline.train", "--data", data, "--run", run, "--stage", str(k), "--config", config_path]
+    """Arguments of ``pipeline.training.train`` (the module's command line) for stage k."""
+    cmd = ["-m", "pipeline.training", "--data", data, "--run", run, "--stage", str(k), "--config", config_path]
     if extra_scores is not None and k == SCORE_KEY:
         cmd += ["--extra-scores", extra_scores]
     if max_steps is not None:
@@ -116,7 +116,7 @@ def train_args(data: str, run: str, config_path: str, k: int | str, max_steps: i
 
 def stage_command(data: str, run: str, config_path: str, k: int | str, max_steps: int | None,
                   minutes: float | None, resume: bool, extra_scores: str | None = None) -> list[str]:
-    """``python -m pipeline.train`` for one stage in its own process."""
+    """``python -m pipeline.training`` for one stage in its own process."""
     return [sys.executable, *train_args(data, run, config_path, k, max_steps, minutes, resume, extra_scores)]
 
 
@@ -131,7 +131,7 @@ def free_port() -> int:
 
 def launch_command(data: str, run: str, config_path: str, k: int | str, cfg: StrataConfig, max_steps: int | None,
                    minutes: float | None, resume: bool, extra_scores: str | None = None) -> list[str]:
-    """``accelerate launch`` of ``pipeline.train`` with ``cfg.train.num_processes`` processes."""
+    """``accelerate launch`` of ``pipeline.training.train`` with ``cfg.train.num_processes`` processes."""
     mp = cfg.train.mixed_precision
     try:
         import torch
@@ -228,7 +228,7 @@ def train_stage_task(data: str, run: str, config_path: str, k: int | str, max_st
     process of its own with ``threads`` torch threads when stages train side by side.
     """
     from pipeline.run import parse_config, read_result
-    from pipeline.train import train_stage
+    from pipeline.training.train import train_stage
 
     logger = get_run_logger()
     cfg = parse_config(config_path)  # the run's config.yaml, parsed once per process
@@ -316,9 +316,9 @@ def _artifacts(run: Path, results: dict[int, dict], png: Path) -> None:
 
 def _run_extras(data: str, run_dir: Path, logger) -> None:
     """What generation reads from the run besides its stages: the genres' score model
-    (pipeline/score_model.py) and the noise threshold of the diagnostics (pipeline/assess.py)."""
-    from pipeline.assess import write_calibration
-    from pipeline.score_model import write_score_model
+    (pipeline/training/score_model.py) and the noise threshold of the diagnostics (pipeline/evaluation/assess.py)."""
+    from pipeline.evaluation.assess import write_calibration
+    from pipeline.training.score_model import write_score_model
 
     path = write_score_model(data, run_dir)
     logger.info(f"score model: {path or 'none (no training track has a score)'}")
@@ -343,7 +343,7 @@ def train_flow(data: str, run: str, config: str | None = None, stages: str = "al
 
 def _train(data: str, run: str, config: str | None, stages: str, max_steps: int | None, resume: bool,
            max_minutes: float | None, extra_scores: str | None = None) -> dict[str, Any]:
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.dataset import load_manifest
     from pipeline.run import check_run_config, config_path, list_checkpoints, resolve_config
 
     logger = get_run_logger()
@@ -361,7 +361,7 @@ def _train(data: str, run: str, config: str | None, stages: str, max_steps: int 
     if cfg.score_tier.enabled and not has_scores and SCORE_KEY not in selected:
         logger.info("score tier: not trained (no training track has a score and no --extra-scores): "
                     "genre-only pieces get no score")
-    from pipeline.manifest import unscored_genre_lines
+    from pipeline.corpus.manifest import unscored_genre_lines
 
     for line in unscored_genre_lines(manifest):
         logger.warning(line)

@@ -2,7 +2,7 @@
 
 Codes ``0 .. 2**bits - 1``; silence is ``2**(bits - 1)``.  Encoding matches
 ``librosa.mu_compress(quantize=True)``, decoding ``librosa.mu_expand`` (the bin's value).
-``pipeline/audio.py`` re-exports these for the data side; the linear path and the baselines
+``pipeline/corpus/audio.py`` re-exports these for the data side; the linear path and the baselines
 read ``mulaw_values`` (the decoded value of every code).
 """
 

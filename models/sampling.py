@@ -84,7 +84,7 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
     ``engine``: "fused" or "reference" (module docstring); ``workers``: the fused engine runs the
     streams in up to this many groups on threads (each stream's samples do not depend on it).
     ``seeds`` (B,): the streams' seeds, else drawn from ``generator``.  A pipelined cascade
-    (pipeline/generate.py) runs the stages side by side: ``wait_below(j)`` returns once the tier
+    (pipeline/generation/generate.py) runs the stages side by side: ``wait_below(j)`` returns once the tier
     below is final up to index j (``cond.below`` is being filled), ``publish(x, t)`` is told that
     samples [0, t) of ``x`` (B, n) are final.
     """

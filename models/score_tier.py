@@ -18,7 +18,7 @@ inside a piece passes the steps before it (``offset``).  Time is counted from th
 shifts, which the config locates (``shift_first``, ``n_shifts``: token ``shift_first + k`` advances
 ``k + 1`` steps).  Models without a clock (``clock_buckets`` 0, format 1) load and run unchanged.
 
-This module knows nothing else of the vocabulary's meaning (``pipeline/score_events.py`` owns it):
+This module knows nothing else of the vocabulary's meaning (``pipeline/corpus/score_events.py`` owns it):
 the config carries its size, the END/PAD ids and where the time shifts are, and ``generate`` takes
 ``seconds_of`` (a token -> seconds function) for its length cap in seconds.
 """

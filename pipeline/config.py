@@ -23,6 +23,7 @@ from pipeline.errors import StrataError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the presets, shipped as package data
 DEFAULT_PRESET = "tiny"
+TRANSCRIPTION_METHODS = ("basic-pitch", "cqt")  # the estimators of pipeline/corpus/transcribe.py
 
 
 class ConfigError(StrataError, ValueError):
@@ -49,10 +50,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How tracks without aligned MIDI get a score at preprocess (pipeline/transcribe.py)."""
+    """How tracks without aligned MIDI get a score at preprocess (pipeline/corpus/transcribe.py)."""
 
     estimate_scores: bool = True  # estimate a roll from the audio of every track without MIDI
-    transcription: str = "basic-pitch"  # the estimator: one of pipeline.transcribe.METHODS
+    transcription: str = "basic-pitch"  # the estimator: one of TRANSCRIPTION_METHODS
 
     @property
     def estimator(self) -> str | None:
@@ -103,7 +104,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     """A run's ``generate:`` section: the length rule and the defaults of the generation parameters of
-    the same names (their types and ranges: ``pipeline.plan.GenerateParams``, which also checks these
+    the same names (their types and ranges: ``pipeline.generation.plan.GenerateParams``, which also checks these
     values when it takes them)."""
 
     seconds: float = 8.0
@@ -115,11 +116,11 @@ class GenerateConfig:
     # can fill the upper bands with noise; below 1 it settles on the tier below's interpolation.
     stage_temperature: tuple[float, ...] = ()
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
-    # (pipeline/transcribe.py; 0 = no score for the continuation)
+    # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0
     # where a piece without MIDI or audio prompt gets its score: "tier" (the run's learned score tier,
-    # pipeline/score_tier.py; the chain when the run has none), "chain" (the per-genre chord chain,
-    # pipeline/score_model.py, a baseline) or "none" (stage 0 invents pitch: filtered noise)
+    # pipeline/training/score_tier.py; the chain when the run has none), "chain" (the per-genre chord chain,
+    # pipeline/training/score_model.py, a baseline) or "none" (stage 0 invents pitch: filtered noise)
     score_model: str = "tier"
     score_temperature: float = 1.0  # the score tier's sampling temperature
     score_top_p: float = 0.95  # ... and nucleus
@@ -134,7 +135,7 @@ class GenerateConfig:
 @dataclass(frozen=True)
 class ScoreTierSection:
     """The score tier (``models/score_tier.py``): a decoder-only Transformer over note events at the
-    top of the cascade, and how it is trained (``pipeline/score_tier.py``)."""
+    top of the cascade, and how it is trained (``pipeline/training/score_tier.py``)."""
 
     enabled: bool = True
     n_layers: int = 4
@@ -403,10 +404,9 @@ def validate(cfg: StrataConfig) -> None:
             raise ConfigError(str(e)) from None
         if s.crop <= 0 or s.batch_size <= 0:
             raise ConfigError(f"stages[{k}]: crop and batch_size must be positive")
-    from pipeline.transcribe import METHODS
-
-    if cfg.preprocess.transcription not in METHODS:
-        raise ConfigError(f"preprocess.transcription: {cfg.preprocess.transcription!r} not one of {', '.join(METHODS)}")
+    if cfg.preprocess.transcription not in TRANSCRIPTION_METHODS:
+        raise ConfigError(f"preprocess.transcription: {cfg.preprocess.transcription!r} not one of "
+                          f"{', '.join(TRANSCRIPTION_METHODS)}")
     t = cfg.train
     if t.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} not one of no/bf16/fp16")

@@ -4,13 +4,13 @@ Layout of ``run_dir``:
 
 - ``config.yaml``: the config every stage of the run was trained with (written by the first train);
 - ``stages/<k>/model.safetensors`` + ``model.json``: the exported stage (``models.save_stage``);
-  ``stages/score/`` the score tier (``pipeline.score_tier``), with ``data.json``: the pieces it saw;
+  ``stages/score/`` the score tier (``pipeline.training.score_tier``), with ``data.json``: the pieces it saw;
 - ``checkpoints/stage<k>/step-<n>/``: Accelerate's training state (``--resume``);
 - ``logs/stage<k>/``: TensorBoard;
 - ``metrics/stage<k>.jsonl`` (one row per logged step), ``metrics/stage<k>_result.json`` (the
   summary ``train_stage`` returns), ``metrics/loss.png`` (the train flow's curves),
   ``metrics/evaluation_<split>.json`` (the latest evaluation of that split, written by the evaluate flow);
-- ``diagnostics_calibration.json``: the noise threshold of ``pipeline.assess``.
+- ``diagnostics_calibration.json``: the noise threshold of ``pipeline.evaluation.assess``.
 
 ``load_run`` reads the config once and every exported stage once (safetensors, never unpickled);
 train, evaluate, generate, assess and the flows all go through it.
@@ -210,7 +210,7 @@ class LoadedRun:
     genres: list[str]
     stage_info: list[dict] = field(default_factory=list)  # from model.json, for meta.json
     indices: list[int] = field(default_factory=list)  # stage index of each entry of ``stages``
-    score_tier: Any = field(default=None, repr=False)  # (model, model.json), loaded on first use (pipeline.plan)
+    score_tier: Any = field(default=None, repr=False)  # (model, model.json), loaded on first use (generation.plan)
 
     @property
     def rates(self) -> list[int]:

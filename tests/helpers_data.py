@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.audio import make_tiers, mulaw_decode
 from pipeline.config import DataConfig, config_to_dict
+from pipeline.corpus.audio import make_tiers, mulaw_decode
 from pipeline.io import atomic_save_npy, atomic_write_json
 
 PERIOD = 32  # fine-rate samples

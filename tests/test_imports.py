@@ -1,6 +1,7 @@
 """The first-party import graph: no circles, and imports pointing one way
-(``flows`` -> ``pipeline`` -> ``models``).  Read from the source with ``ast``, module-level and
-function-local imports alike (a local import hides a circle from Python, not from this test)."""
+(``flows`` -> ``pipeline`` -> ``models``; inside ``pipeline``, base <- corpus <- training <- evaluation
+<- generation <- report).  Read from the source with ``ast``, module-level and function-local imports
+alike (a local import hides a circle from Python, not from this test)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("flows", "pipeline", "models", "bench")
+# pipeline's packages in import order: each may import the base (the modules directly in pipeline/) and the
+# packages before it, never one after it; the base imports none of them (docs/ARCHITECTURE.md)
+PIPELINE_LAYERS = ("corpus", "training", "evaluation", "generation", "report")
 
 
 @dataclass(frozen=True)
@@ -165,3 +169,42 @@ def test_imports_point_one_way():
              if e.dst.split(".")[0] in forbidden.get(e.src.split(".")[0], ())]
     assert not wrong, "imports pointing the wrong way:\n" + "\n".join(
         f"  {e.src} -> {e.dst} (line {e.line})" for e in wrong)
+
+
+def _layer(module: str) -> int | None:
+    """Place of a pipeline module in ``PIPELINE_LAYERS`` (0 = the base), None outside pipeline."""
+    parts = module.split(".")
+    if parts[0] != "pipeline":
+        return None
+    if len(parts) > 2 or (len(parts) == 2 and (ROOT / "pipeline" / parts[1]).is_dir()):
+        return PIPELINE_LAYERS.index(parts[1]) + 1
+    return 0
+
+
+def wrong_way(graph_edges: list[Edge]) -> list[Edge]:
+    """Imports inside pipeline/ from a package to one after it in ``PIPELINE_LAYERS`` (or from the base up)."""
+    return [e for e in graph_edges
+            if (a := _layer(e.src)) is not None and (b := _layer(e.dst)) is not None and b > a]
+
+
+def test_every_pipeline_package_has_a_place():
+    packages = {p.parent.name for p in (ROOT / "pipeline").glob("*/__init__.py")}
+    assert packages == set(PIPELINE_LAYERS), f"place each package of pipeline/ in PIPELINE_LAYERS: {packages}"
+
+
+def test_the_layer_check_sees_an_arrow_up():
+    made_up = [Edge("pipeline.corpus.audio", "pipeline.config", 1, False),  # to the base: allowed
+               Edge("pipeline.generation.plan", "pipeline.training.score_tier", 2, True),  # down: allowed
+               Edge("pipeline.training.trainer", "pipeline.evaluation.evaluate", 3, True),  # up
+               Edge("pipeline.config", "pipeline.corpus.transcribe", 4, True),  # the base up
+               Edge("flows.cli", "pipeline.report.build", 5, False)]  # flows may import anything
+    assert [e.line for e in wrong_way(made_up)] == [3, 4]
+
+
+def test_pipeline_packages_point_one_way():
+    """base <- corpus <- training <- evaluation <- generation <- report, function-local imports included."""
+    wrong = wrong_way(edges())
+    assert not wrong, "imports pointing the wrong way between pipeline's packages " \
+        f"(order: base, {', '.join(PIPELINE_LAYERS)}):\n" + "\n".join(
+            f"  {e.src} -> {e.dst} ({e.src.replace('.', '/')}.py:{e.line}{', in a function' if e.local else ''})"
+            for e in wrong)

@@ -21,7 +21,7 @@ import pytest
 
 import pipeline
 from pipeline.config import CONFIG_DIR, ConfigError, load_config, preset_names, resolve_config
-from pipeline.demo_data import DEMO_CSV, load_candidates
+from pipeline.corpus.demo_data import DEMO_CSV, load_candidates
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,7 @@ PROBE = """
 import json
 import flows, flows.cli, models, pipeline
 from pipeline.config import ConfigError, load_config
-from pipeline.demo_data import DEMO_CSV, load_candidates
+from pipeline.corpus.demo_data import DEMO_CSV, load_candidates
 
 tiny = load_config("tiny")
 try:

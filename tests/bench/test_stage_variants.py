@@ -10,8 +10,8 @@ import torch
 
 from models import Stage
 from models.mulaw import mulaw_values
-from pipeline.assess_metrics import snr_db
-from pipeline.audio import mulaw_decode, mulaw_encode, resample
+from pipeline.corpus.audio import mulaw_decode, mulaw_encode, resample
+from pipeline.evaluation.assess_metrics import snr_db
 from stage_variants import cascade_variants, linear_path_codes, upsampled_codes
 from tests.helpers_models import stage_cfg
 
@@ -77,7 +77,7 @@ def test_no_linear_path_is_a_clear_error():
 
 
 def test_cascade_variants_share_stage_0_and_replace_one_stage(tmp_path):
-    from pipeline.plan import make_plan, validate_params
+    from pipeline.generation.plan import make_plan, validate_params
     from pipeline.run import load_run
     from tests.helpers_run import make_run
 

@@ -128,7 +128,7 @@ def midi_mutations(n: int, seed: int) -> list[tuple[str, bytes]]:
 
 def run_midi(path: Path) -> None:
     """What ``strata generate --midi`` does with the file (preprocess reads it the same way)."""
-    from pipeline.midi import piano_roll, read_midi
+    from pipeline.corpus.midi import piano_roll, read_midi
 
     notes = read_midi(path)
     piano_roll(notes, fps=100)
@@ -212,7 +212,7 @@ def audio_mutations(n: int, seed: int) -> list[tuple[str, str, bytes]]:
 
 def run_audio(path: Path) -> None:
     """What ``strata preprocess`` does with the file (16 kHz, 10-minute crop)."""
-    from pipeline.audio import prepare_audio
+    from pipeline.corpus.audio import prepare_audio
 
     prepare_audio(path, 16000, max_seconds=600.0)
 
@@ -318,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", required=True)
     ap.add_argument("--progress")
     a = ap.parse_args(argv)
-    import pipeline.audio  # noqa: F401 - import torch & co. before the memory limit
-    import pipeline.midi  # noqa: F401
+    import pipeline.corpus.audio  # noqa: F401 - import torch & co. before the memory limit
+    import pipeline.corpus.midi  # noqa: F401
 
     limit = a.mem_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

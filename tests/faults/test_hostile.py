@@ -33,7 +33,7 @@ def test_fuzz_subset_has_no_defects(kind, n):
 
 def test_long_audio_memory_is_bounded(tmp_path):
     """A 40-minute file with a 60 s crop decodes at most 60 + LEAD_SECONDS: peak memory stated."""
-    from pipeline.audio import LEAD_SECONDS, prepare_audio
+    from pipeline.corpus.audio import LEAD_SECONDS, prepare_audio
 
     rate, minutes = 8000, 40
     path = tmp_path / "long.wav"
@@ -51,7 +51,7 @@ def test_long_audio_memory_is_bounded(tmp_path):
 
 
 def test_file_changed_while_read_is_refused(tmp_path, monkeypatch):
-    import pipeline.preprocess as pp
+    import pipeline.corpus.preprocess as pp
     from tests.pipeline.test_preprocess import tone, write_wav
 
     path = write_wav(tmp_path / "raw/folk/a.wav", tone(3.0, 16000, 220))
@@ -83,9 +83,9 @@ def _csv_corpus(tmp_path: Path, rows: list[str], header: str = "path,genre,midi"
 
 
 def test_metadata_outside_paths_duplicates_and_genre_names(tmp_path, monkeypatch):
-    from pipeline.inputs import discover
-    from pipeline.manifest import write_dataset
-    from pipeline.preprocess import process_all
+    from pipeline.corpus.inputs import discover
+    from pipeline.corpus.manifest import write_dataset
+    from pipeline.corpus.preprocess import process_all
 
     outside = tmp_path / "outside.wav"
     raw = _csv_corpus(tmp_path, ["a.wav,folk,", f"{outside},folk,", "../outside.wav,folk,", "a.wav,folk,",
@@ -112,7 +112,7 @@ def test_metadata_outside_paths_duplicates_and_genre_names(tmp_path, monkeypatch
     (b"path,genre\n\xff\xfe\x00bad,folk\n", "cannot read metadata.csv"),
 ])
 def test_metadata_bad_files_are_one_line(tmp_path, content, expect):
-    from pipeline.inputs import discover
+    from pipeline.corpus.inputs import discover
 
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -256,8 +256,8 @@ def _fail_writes_after(monkeypatch, module, name: str, allowed: int) -> None:
 
 
 def test_disk_full_during_generation_keeps_earlier_jobs(tmp_path, monkeypatch):
-    import pipeline.jobs as jobs
-    from pipeline.generate import generate
+    import pipeline.generation.jobs as jobs
+    from pipeline.generation.generate import generate
     from tests.helpers_run import make_run
 
     run = make_run(tmp_path)
@@ -272,7 +272,7 @@ def test_disk_full_during_generation_keeps_earlier_jobs(tmp_path, monkeypatch):
 
 
 def test_disk_full_during_preprocess_skips_and_keeps(tmp_path, monkeypatch):
-    import pipeline.preprocess as pp
+    import pipeline.corpus.preprocess as pp
     from tests.pipeline.test_preprocess import tone, write_wav
 
     cfg = load_config("tiny").data

@@ -31,7 +31,7 @@ def _artifacts(key: str) -> list:
 
 def test_flow_writes_jobs_and_artifacts(prefect_harness, run, tmp_path):
     from flows.generate import generate_flow
-    from pipeline.plan import validate_params
+    from pipeline.generation.plan import validate_params
 
     jobs = generate_flow(validate_params(run_dir=run, out_dir=tmp_path, seconds=0.1, count=2, seed=3))
     assert len(jobs) == 2 and all(Path(j, "audio.wav").is_file() for j in jobs)
@@ -66,12 +66,12 @@ def test_cli_validates_once_and_hands_the_params_to_the_flow(run, tmp_path, monk
     from typer.testing import CliRunner
 
     import flows.generate
-    import pipeline.plan
+    import pipeline.generation.plan
     from flows.cli import app
 
     calls, seen = [], {}
-    real = pipeline.plan.validate_params
-    monkeypatch.setattr(pipeline.plan, "validate_params", lambda **kw: calls.append(kw) or real(**kw))
+    real = pipeline.generation.plan.validate_params
+    monkeypatch.setattr(pipeline.generation.plan, "validate_params", lambda **kw: calls.append(kw) or real(**kw))
     monkeypatch.setattr(flows.generate, "generate_flow", lambda **kw: seen.update(kw) or [])
     result = CliRunner().invoke(app, ["generate", "--run", str(run), "--out", str(tmp_path), "--top-p", "0.9"])
     assert result.exit_code == 0, result.output
@@ -82,7 +82,7 @@ def test_flow_draws_a_seed_when_none(prefect_harness, run, tmp_path):
     import json
 
     from flows.generate import generate_flow
-    from pipeline.plan import validate_params
+    from pipeline.generation.plan import validate_params
 
     (job,) = generate_flow(validate_params(run_dir=run, out_dir=tmp_path, seconds=0.05), fresh_seed=True)
     assert isinstance(json.loads(Path(job, "meta.json").read_text())["seed"], int)
@@ -113,8 +113,8 @@ def test_score_only_jobs_through_the_flow(prefect_harness, tmp_path):
 
     from flows.generate import generate_flow
     from pipeline.config import ScoreTierSection
-    from pipeline.plan import validate_params
-    from pipeline.train import train_stage
+    from pipeline.generation.plan import validate_params
+    from pipeline.training.train import train_stage
     from tests.helpers_data import make_dataset
     from tests.helpers_run import GENRES, tiny_config
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Runs the flow with every file slowed down, so the test can kill it part-way through.
 SLOW_FLOW = """
 import sys, time
-import pipeline.preprocess as pp
+import pipeline.corpus.preprocess as pp
 original = pp.preprocess_file
 def slow(*args, **kwargs):
     time.sleep(float(sys.argv[3]))
@@ -158,8 +158,8 @@ def test_retries_only_io_errors(prefect_harness, tmp_path, monkeypatch):
     """OSError: retried (a flaky disk); still failing after retries: skipped as an I/O error.
     Bad input (a StrataError): tried once and skipped."""
     from flows.preprocess import preprocess_flow
-    from pipeline import preprocess as pp
-    from pipeline.audio import AudioError
+    from pipeline.corpus import preprocess as pp
+    from pipeline.corpus.audio import AudioError
 
     raw = good_corpus(tmp_path / "raw", 3)  # piece0 (folk), piece1 (chorale), piece2 (folk)
     calls: dict[str, int] = {}

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.evaluate import evaluate_run
-from pipeline.generate import generate
-from pipeline.report import ReportError, build_report, fmt, is_report
+from pipeline.evaluation.evaluate import evaluate_run
+from pipeline.generation.generate import generate
+from pipeline.report.build import ReportError, build_report, fmt, is_report
 from pipeline.run import evaluation_path
-from pipeline.train import train_stage
+from pipeline.training.train import train_stage
 from tests.helpers_browser import find_chromium, inspect_page
 from tests.helpers_data import make_dataset, tiny_train_config
 from tests.helpers_run import write_midi

@@ -69,8 +69,8 @@ def toy_head():
 
 
 def test_toy_head_trains_streams_and_scores(toy_head):
-    from pipeline.batches import model_x
-    from pipeline.generate import run_stage
+    from pipeline.corpus.batches import model_x
+    from pipeline.generation.generate import run_stage
 
     arch = stage_arch({**stage_cfg(use_genre=True, use_tier_below=True, history={"enabled": True}), "head": toy_head})
     arch.check()  # the config asks the registry: the new head is known

@@ -64,8 +64,8 @@ def test_construction_and_defaults():
     assert lin.below_weight.abs().sum().item() == 0.0
     assert st.lin_out.weight.abs().sum().item() == 0.0
     assert st.lin_out.bias[0].item() == 0.0 and st.lin_out.bias[1].item() == pytest.approx(math.log(0.05))
-    # decode table: pipeline.audio.mulaw_decode values, end code -> 0
-    from pipeline.audio import mulaw_decode
+    # decode table: pipeline.corpus.audio.mulaw_decode values, end code -> 0
+    from pipeline.corpus.audio import mulaw_decode
 
     np.testing.assert_allclose(mulaw_values(256), mulaw_decode(np.arange(256), 8, dtype=np.float64), rtol=0,
                                atol=1e-15)
@@ -264,7 +264,7 @@ def harmonic(seconds: float, rng: np.random.Generator, rate: int = 16000) -> np.
 def test_fallback_beats_zero_fill_on_harmonic_audio():
     """Tier below dropped, network zeroed: the least-squares fallback (own past only) scores clearly
     better than the joint taps with a silent tier below (measured: 5.7 vs 8.9 bits/sample)."""
-    from pipeline.audio import make_tiers
+    from pipeline.corpus.audio import make_tiers
 
     rng = np.random.default_rng(0)
     tiers = [make_tiers(harmonic(1.0, rng), [2000, 8000, 16000]) for _ in range(3)]
@@ -410,7 +410,7 @@ def test_bin_log_probs_are_finite_with_finite_gradients():
 
 
 def test_lstsq_init_recovers_ar2():
-    from pipeline.audio import mulaw_encode
+    from pipeline.corpus.audio import mulaw_encode
 
     rng = np.random.default_rng(0)
     a1, a2 = 1.6, -0.8

@@ -80,7 +80,7 @@ def test_kernel_keeps_harmonics_below_nyquist():
 
 def chord_codes(n: int, chord: dict[int, float], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Mu-law codes (1, n) of a chord with random harmonic phases and amplitudes, and its roll."""
-    from pipeline.audio import mulaw_encode
+    from pipeline.corpus.audio import mulaw_encode
 
     rng = np.random.default_rng(seed)
     t = np.arange(n) / RATE

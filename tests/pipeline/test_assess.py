@@ -1,4 +1,4 @@
-"""Diagnostics of generated and real audio (pipeline/assess.py, ``strata assess``, meta.json)."""
+"""Diagnostics of generated and real audio (pipeline/evaluation/assess.py, ``strata assess``, meta.json)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline import assess_metrics as am
-from pipeline.assess import (
+from pipeline.corpus.audio import load_audio, make_tiers, mulaw_decode, resample, to_mono
+from pipeline.corpus.midi import read_midi
+from pipeline.evaluation import assess_metrics as am
+from pipeline.evaluation.assess import (
     FALLBACK_FLATNESS_THRESHOLD,
     assess_audio,
     assess_job,
@@ -24,8 +26,6 @@ from pipeline.assess import (
     score_group,
     write_calibration,
 )
-from pipeline.audio import load_audio, make_tiers, mulaw_decode, resample, to_mono
-from pipeline.midi import read_midi
 from tests.helpers_data import make_dataset
 from tests.helpers_run import make_run, write_midi, write_tone
 
@@ -267,8 +267,8 @@ def run(tmp_path_factory) -> Path:
 
 
 def test_resynth_job_writes_diagnostics(run, tmp_path):
-    from pipeline.generate import generate
-    from pipeline.plan import load_prompt_tiers
+    from pipeline.generation.generate import generate
+    from pipeline.generation.plan import load_prompt_tiers
     from pipeline.run import load_run
 
     tone = write_tone(tmp_path / "real.wav", seconds=0.5)
@@ -295,7 +295,7 @@ def test_resynth_job_writes_diagnostics(run, tmp_path):
 
 def test_midi_job_reports_score_agreement_and_markdown(run, tmp_path):
     from flows.generate import job_markdown
-    from pipeline.generate import generate
+    from pipeline.generation.generate import generate
 
     midi = write_midi(tmp_path / "m.mid", notes=((60, 0.0, 0.3), (64, 0.1, 0.3)))
     (job,) = generate(run, tmp_path / "out", midi=midi, progress=False)
@@ -312,7 +312,7 @@ def test_midi_job_reports_score_agreement_and_markdown(run, tmp_path):
 
 def test_resynth_and_prompt_together_are_refused(run, tmp_path):
     from pipeline.errors import ParameterError
-    from pipeline.generate import generate
+    from pipeline.generation.generate import generate
 
     tone = write_tone(tmp_path / "real.wav")
     with pytest.raises(ParameterError, match="not both"):

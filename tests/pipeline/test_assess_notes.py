@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline import assess_metrics as am
-from pipeline.assess import assess_audio, item_line, summarise, transcription_group
-from pipeline.audio import resample
-from pipeline.midi import render_midi
+from pipeline.corpus.audio import resample
+from pipeline.corpus.midi import render_midi
+from pipeline.evaluation import assess_metrics as am
+from pipeline.evaluation.assess import assess_audio, item_line, summarise, transcription_group
 from tests.helpers_run import write_midi
 from tests.pipeline.test_transcribe import MELODY
 

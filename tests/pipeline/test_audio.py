@@ -1,4 +1,4 @@
-"""pipeline.audio: decoding, errors, resampling, trimming, mu-law parity, aligned tiers."""
+"""pipeline.corpus.audio: decoding, errors, resampling, trimming, mu-law parity, aligned tiers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pipeline.audio import (
+from pipeline.corpus.audio import (
     AudioError,
     load_audio,
     make_tiers,

@@ -1,11 +1,12 @@
-"""pipeline.baselines: exact discretized scoring and known answers (periodic, white noise)."""
+"""pipeline.evaluation.baselines: exact discretized scoring and known answers (periodic, white noise)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.baselines import (
+from pipeline.config import config_from_dict
+from pipeline.evaluation.baselines import (
     LinearPredictor,
     adaptive_scale,
     below_features,
@@ -18,7 +19,6 @@ from pipeline.baselines import (
     stage_linear_baseline,
     unigram_bits,
 )
-from pipeline.config import config_from_dict
 from tests.helpers_data import make_dataset, read_manifest
 
 

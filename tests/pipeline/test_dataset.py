@@ -1,4 +1,4 @@
-"""pipeline.dataset: manifest errors, aligned seeded crops, whole tracks."""
+"""pipeline.corpus.dataset: manifest errors, aligned seeded crops, whole tracks."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import preprocess as pp
 from pipeline.config import config_from_dict
-from pipeline.dataset import StageCrops, iter_tracks, load_manifest, track_ends
+from pipeline.corpus import preprocess as pp
+from pipeline.corpus.dataset import StageCrops, iter_tracks, load_manifest, track_ends
+from pipeline.corpus.manifest import write_dataset
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_write_json, load_npy
-from pipeline.manifest import write_dataset
 from tests.pipeline.test_preprocess import tone, write_midi, write_wav
 
 CROPS = [400, 800, 1600]  # stage crops (samples at 2, 8, 16 kHz)

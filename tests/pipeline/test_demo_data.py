@@ -1,4 +1,4 @@
-"""pipeline.demo_data: the music21 + FluidSynth demo corpus (small, real renders)."""
+"""pipeline.corpus.demo_data: the music21 + FluidSynth demo corpus (small, real renders)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.demo_data import DEMO_CSV, Work, build_demo_corpus, load_candidates
+from pipeline.corpus.demo_data import DEMO_CSV, Work, build_demo_corpus, load_candidates
+from pipeline.corpus.midi import midi_duration, read_midi
 from pipeline.errors import ParameterError
-from pipeline.midi import midi_duration, read_midi
 
 pytestmark = pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="fluidsynth not installed")
 
@@ -103,7 +103,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_no_fluidsynth_is_one_error_before_any_work(tmp_path, monkeypatch):
-    from pipeline.midi import MidiError
+    from pipeline.corpus.midi import MidiError
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(MidiError, match="fluidsynth not found on PATH"):
@@ -112,7 +112,7 @@ def test_no_fluidsynth_is_one_error_before_any_work(tmp_path, monkeypatch):
 
 
 def test_another_soundfont_than_the_preferred_is_said(tmp_path, monkeypatch, capsys):
-    import pipeline.midi as midi
+    import pipeline.corpus.midi as midi
 
     tim = next((d / "TimGM6mb.sf2" for d in map(Path, midi.SOUNDFONT_DIRS) if (d / "TimGM6mb.sf2").is_file()), None)
     if tim is None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import preprocess as pp
 from pipeline.config import ConfigError, config_from_dict, load_config
+from pipeline.corpus import preprocess as pp
+from pipeline.corpus.manifest import genres_without_score, roll_counts, unscored_genre_lines, write_dataset
 from pipeline.io import load_npy
-from pipeline.manifest import genres_without_score, roll_counts, unscored_genre_lines, write_dataset
 from tests.pipeline.test_preprocess import write_midi, write_wav
 from tests.pipeline.test_transcribe import MELODY, RATE, tones
 
@@ -108,7 +108,7 @@ def test_config_switch_and_its_check():
 
 
 def test_resynthesis_without_midi_reads_the_estimated_roll(tmp_path):
-    from pipeline.plan import make_plan, validate_params
+    from pipeline.generation.plan import make_plan, validate_params
     from pipeline.run import load_run
     from tests.helpers_run import make_run
 
@@ -124,7 +124,7 @@ def test_resynthesis_without_midi_reads_the_estimated_roll(tmp_path):
 
 
 def test_a_genre_without_any_score_is_said_at_generate_time(tmp_path):
-    from pipeline.plan import make_plan, validate_params
+    from pipeline.generation.plan import make_plan, validate_params
     from pipeline.run import load_run
     from tests.helpers_run import GENRES, make_run
 

@@ -1,4 +1,4 @@
-"""pipeline.evaluate: exact held-out bits with known answers, ablation rows, the DESIGN 6 JSON."""
+"""pipeline.evaluation.evaluate: exact held-out bits with known answers, ablation rows, the DESIGN 6 JSON."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pipeline.errors import RunError
-from pipeline.evaluate import _align, _rows, evaluate_run, overlap, score_track
+from pipeline.evaluation.evaluate import _align, _rows, evaluate_run, overlap, score_track
 from pipeline.run import load_run
-from pipeline.train import train_stage
+from pipeline.training.train import train_stage
 from tests.helpers_data import make_dataset, periodic_signal, tiny_train_config
 
 FAST = dict(eval_every=1000, checkpoint_every=1000, log_every=1000, ema_decay=0.9)
@@ -48,11 +48,11 @@ def harmonic_run(tmp_path_factory):
     untrained stages whose linear path is fitted by least squares the way training starts
     (``warm_start_linear``: network logits zeroed), so the run's output is a known linear predictor."""
     from models import build_stage, save_stage
-    from pipeline.audio import make_tiers
     from pipeline.config import save_config
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.audio import make_tiers
+    from pipeline.corpus.dataset import load_manifest
     from pipeline.io import atomic_save_npy
-    from pipeline.train_parts import warm_start_linear
+    from pipeline.training.train_parts import warm_start_linear
 
     root = tmp_path_factory.mktemp("harmonic")
     data = make_dataset(root / "data", "periodic", rates=(1000, 2000), seconds=4.0, roll="notes",
@@ -111,7 +111,7 @@ def test_workers_and_progress(harmonic_run, capsys):
 def test_max_seconds_scores_the_first_seconds_exactly(harmonic_run):
     """``stop`` scores a prefix with what follows still read as lookahead: the same bits as the
     whole track's pass; evaluate_run records ``max_seconds``."""
-    from pipeline.dataset import iter_tracks
+    from pipeline.corpus.dataset import iter_tracks
 
     data, run, cfg = harmonic_run
     stages = load_run(run, partial=True).by_index()
@@ -207,7 +207,7 @@ def test_max_seconds_per_track(periodic_run):
 
 
 def test_chunked_scoring_equals_one_pass(periodic_run):
-    from pipeline.dataset import iter_tracks
+    from pipeline.corpus.dataset import iter_tracks
 
     data, run, cfg = periodic_run
     stages = load_run(run, partial=True).by_index()
@@ -221,7 +221,7 @@ def test_chunked_scoring_equals_one_pass(periodic_run):
 
 def test_ablation_rows_drop_conditioning_like_training(periodic_run):
     """Without conditioning = the "no genre" id and drop masks (never zeroed inputs)."""
-    from pipeline.dataset import iter_tracks
+    from pipeline.corpus.dataset import iter_tracks
 
     data, run, cfg = periodic_run
     stage = load_run(run, partial=True).by_index()[1]
@@ -255,8 +255,8 @@ def test_errors(periodic_run, tmp_path):
 
 def test_ablation_parts_drop_one_input_each(periodic_run):
     """Roll and genre apart (stage 0); network and linear path apart (a stage with a tier below)."""
-    from pipeline.dataset import iter_tracks
-    from pipeline.evaluate import VARIANT_KEYS, variants_of
+    from pipeline.corpus.dataset import iter_tracks
+    from pipeline.evaluation.evaluate import VARIANT_KEYS, variants_of
 
     data, run, cfg = periodic_run
     stages = load_run(run, partial=True).by_index()

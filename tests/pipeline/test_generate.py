@@ -13,8 +13,8 @@ import torch
 
 from models.sampling import guide
 from pipeline.errors import ParameterError, RunError, StrataError
-from pipeline.generate import generate
-from pipeline.plan import load_prompt_tiers
+from pipeline.generation.generate import generate
+from pipeline.generation.plan import load_prompt_tiers
 from pipeline.run import load_run
 from tests.helpers_run import GENRES, make_run, tiny_config, write_midi, write_tone
 
@@ -43,7 +43,7 @@ def meta(job: Path) -> dict:
 
 
 def codes(job: Path, rate: int) -> np.ndarray:
-    from pipeline.audio import mulaw_encode
+    from pipeline.corpus.audio import mulaw_encode
 
     x, sr = sf.read(str(job / f"tier_{rate}.wav"), dtype="float32")
     assert sr == rate
@@ -140,7 +140,7 @@ def test_genre_pieces_take_a_score_from_the_runs_chain(run, tmp_path):
     """With score_model.json in the run, a genre-only piece gets its notes from that genre's chain."""
     import shutil
 
-    from pipeline.score_model import FILE, fit
+    from pipeline.training.score_model import FILE, fit
 
     folder = tmp_path / "run"
     shutil.copytree(run, folder)
@@ -163,7 +163,7 @@ def test_genre_pieces_take_a_score_from_the_runs_chain(run, tmp_path):
 def test_tier_prior_holds_a_fine_stage_to_the_tier_below(run):
     """An untrained stage 1 wanders off its tier below; under the prior it follows it."""
     from models.mulaw import decode_values, mulaw_encode
-    from pipeline.generate import run_stage
+    from pipeline.generation.generate import run_stage
 
     stage = load_run(run).stages[1]
     n = 800
@@ -228,7 +228,7 @@ def test_end_threshold_decides_where_pieces_end(end_run):
     """END is taken only where its probability reaches the threshold, never drawn by chance."""
     import torch
 
-    from pipeline.generate import run_stage
+    from pipeline.generation.generate import run_stage
 
     stage = load_run(end_run).stages[0]
     kw = dict(genre=torch.zeros(4, dtype=torch.int64), free_length=True, min_length=20, round_to=20,
@@ -281,12 +281,12 @@ def test_concurrent_jobs_do_not_collide(run, tmp_path):
 
 
 def test_interrupted_job_leaves_nothing(run, tmp_path, monkeypatch):
-    import pipeline.spectrogram
+    import pipeline.generation.spectrogram
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.spectrogram, "plot_spectrogram", boom)
+    monkeypatch.setattr(pipeline.generation.spectrogram, "plot_spectrogram", boom)
     with pytest.raises(KeyboardInterrupt):
         generate(run, tmp_path, seconds=0.1, progress=False)
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""pipeline.midi: tempo map, note rules, piano-roll timing, errors, FluidSynth rendering."""
+"""pipeline.corpus.midi: tempo map, note rules, piano-roll timing, errors, FluidSynth rendering."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.errors import StrataError
-from pipeline.midi import (
+from pipeline.corpus.midi import (
     MidiError,
     Note,
     crop_midi,
@@ -23,6 +22,7 @@ from pipeline.midi import (
     set_program,
     time_to_frame,
 )
+from pipeline.errors import StrataError
 
 TPB = 480
 

@@ -1,11 +1,11 @@
-"""pipeline/music_metrics.py on signals whose answers are known without the code under test."""
+"""pipeline/evaluation/music_metrics.py on signals whose answers are known without the code under test."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline import music_metrics as mm
+from pipeline.evaluation import music_metrics as mm
 
 SR = 16000
 
@@ -51,7 +51,7 @@ def test_bands_above_nyquist_and_silence_are_none():
 
 
 def test_upsampled_coarse_tier_has_nothing_above_its_nyquist():
-    from pipeline.audio import resample
+    from pipeline.corpus.audio import resample
 
     coarse = np.random.default_rng(1).normal(0, 0.1, 4 * 2000).astype(np.float32)  # 2 kHz: nothing above 1 kHz
     lv = mm.band_levels(resample(coarse, 2000, SR), SR)

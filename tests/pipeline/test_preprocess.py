@@ -1,4 +1,4 @@
-"""pipeline.preprocess, .inputs (discovery), .manifest (splits): bad inputs, tiers and roll alignment."""
+"""pipeline.corpus.preprocess, .inputs (discovery), .manifest (splits): bad inputs, tiers and roll alignment."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline import preprocess as pp
-from pipeline.audio import mulaw_decode, mulaw_encode, resample
 from pipeline.config import load_config
-from pipeline.inputs import discover
+from pipeline.corpus import preprocess as pp
+from pipeline.corpus.audio import mulaw_decode, mulaw_encode, resample
+from pipeline.corpus.inputs import discover
+from pipeline.corpus.manifest import MANIFEST_TRACK_KEYS, assign_splits, write_dataset
 from pipeline.io import load_npy
-from pipeline.manifest import MANIFEST_TRACK_KEYS, assign_splits, write_dataset
 
 CFG = load_config(None)
 D = CFG.data  # rates 2000/8000/16000, roll_fps 100, min_seconds 2.0

@@ -1,4 +1,4 @@
-"""pipeline/score_baselines.py: Kneser-Ney n-grams and the unigram reach known entropy rates."""
+"""pipeline/evaluation/score_baselines.py: Kneser-Ney n-grams and the unigram reach known entropy rates."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.score_baselines import Unigram, fit_ngram, ngram_table
+from pipeline.evaluation.score_baselines import Unigram, fit_ngram, ngram_table
 
 V = 12
 

@@ -1,4 +1,4 @@
-"""pipeline/score_events.py: rolls <-> events <-> MIDI, augmentation, the dataset summary."""
+"""pipeline/corpus/score_events.py: rolls <-> events <-> MIDI, augmentation, the dataset summary."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import mido
 import numpy as np
 import pytest
 
-from pipeline import score_events as se
+from pipeline.corpus import score_events as se
+from pipeline.corpus.midi import Note, piano_roll, read_midi
 from pipeline.errors import InputError
-from pipeline.midi import Note, piano_roll, read_midi
 
 FPS = 100
 # (pitch, start s, end s, velocity): chords, a re-strike of 64 right at its release, a 1.7 s hold

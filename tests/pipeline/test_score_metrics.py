@@ -1,12 +1,12 @@
-"""pipeline/score_metrics.py: novelty (unseen transitions, onset 4-grams, verbatim copies) and style overlap."""
+"""pipeline/evaluation/score_metrics.py: novelty (unseen transitions, onset 4-grams, verbatim copies), style overlap."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.midi import Note, piano_roll
-from pipeline.score_metrics import novelty, overlap_area, style_overlap
+from pipeline.corpus.midi import Note, piano_roll
+from pipeline.evaluation.score_metrics import novelty, overlap_area, style_overlap
 
 FPS = 100
 

@@ -1,10 +1,10 @@
-"""pipeline/score_model.py: per-genre Markov chains over chords write scores for genre-only pieces."""
+"""pipeline/training/score_model.py: per-genre Markov chains over chords write scores for genre-only pieces."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.score_model import chords, fit, read_score_model, sample_roll, write_score_model
+from pipeline.training.score_model import chords, fit, read_score_model, sample_roll, write_score_model
 
 FPS = 100
 

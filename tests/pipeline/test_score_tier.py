@@ -1,4 +1,4 @@
-"""pipeline/score_tier.py: the score tier trained like a stage, exported, evaluated and sampled into scores."""
+"""pipeline/training/score_tier.py: the score tier trained like a stage, exported, evaluated and sampled into scores."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from safetensors.torch import load_file
 
 from pipeline.config import ScoreTierSection
+from pipeline.corpus.score_events import END, events_steps, events_to_roll
 from pipeline.errors import ParameterError
-from pipeline.generate import generate
+from pipeline.generation.generate import generate
 from pipeline.run import SCORE_KEY, read_metrics, stage_dir
-from pipeline.score_events import END, events_steps, events_to_roll
-from pipeline.score_tier import (
+from pipeline.training.score_tier import (
     DATA_FILE,
     EventWindows,
     extra_pieces,
@@ -24,7 +24,7 @@ from pipeline.score_tier import (
     load_score_tier,
     split_pieces,
 )
-from pipeline.train import train_stage
+from pipeline.training.train import train_stage
 from tests.helpers_data import make_dataset, read_manifest, tiny_train_config
 from tests.helpers_run import GENRES, make_run, tiny_config, write_midi
 
@@ -137,7 +137,7 @@ def test_generation_writes_and_renders_the_tiers_score(tmp_path, capsys):
 
 def meta_events(job):
     """The events of a job's score.mid."""
-    from pipeline.score_events import midi_to_events
+    from pipeline.corpus.score_events import midi_to_events
 
     return midi_to_events(job / "score.mid", 100)
 
@@ -153,7 +153,7 @@ def test_without_a_score_tier_the_chain_stands_in_with_one_line(tmp_path, capsys
 
 
 def test_demo_extra_scores_are_never_demo_tracks():
-    from pipeline.demo_data import extra_candidates, load_candidates
+    from pipeline.corpus.demo_data import extra_candidates, load_candidates
 
     listed = {w.corpus_path for w in load_candidates()}
     extra = extra_candidates()

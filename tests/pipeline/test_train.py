@@ -1,4 +1,4 @@
-"""pipeline.train: learning, run-folder layout, exact resume, 2 CPU processes, budgets, clear errors."""
+"""pipeline.training.train: learning, run-folder layout, exact resume, 2 CPU processes, budgets, clear errors."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.batches import EndCrops, insert_end_crops, loss_weights
 from pipeline.config import ConfigError, save_config
+from pipeline.corpus.batches import EndCrops, insert_end_crops, loss_weights
 from pipeline.errors import DatasetError, RunError
 from pipeline.run import list_checkpoints, read_metrics
-from pipeline.train import train_stage
-from pipeline.train_parts import WarmupCosine
+from pipeline.training.train import train_stage
+from pipeline.training.train_parts import WarmupCosine
 from tests.helpers_data import make_dataset, tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,8 +153,8 @@ def test_crop_ends_see_the_lookahead_like_a_longer_window(periodic, k):
     from torch.utils.data import default_collate
 
     from models import build_stage
-    from pipeline.batches import alignment_unit, model_inputs, round_up
-    from pipeline.dataset import StageCrops
+    from pipeline.corpus.batches import alignment_unit, model_inputs, round_up
+    from pipeline.corpus.dataset import StageCrops
 
     cfg = tiny_train_config()
     torch.manual_seed(0)
@@ -220,7 +220,7 @@ def test_clear_errors(periodic, tmp_path):
 
 
 def test_script_entry_error_line(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "pipeline.train", "--data", str(tmp_path / "none"), "--run",
+    p = subprocess.run([sys.executable, "-m", "pipeline.training", "--data", str(tmp_path / "none"), "--run",
                         str(tmp_path / "run"), "--stage", "0"], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines()[-1].startswith("error: ") and "manifest" in p.stderr
@@ -232,7 +232,7 @@ def test_two_cpu_processes_with_accelerate_launch(periodic, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(free_port()), "-m", "pipeline.train", "--data", str(periodic),
+           "--main_process_port", str(free_port()), "-m", "pipeline.training", "--data", str(periodic),
            "--run", str(run), "--stage", "1", "--config", str(tmp_path / "cfg.yaml"), "--no-progress"]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""pipeline/transcribe.py: notes of real audio (FluidSynth renderings, harmonic tones), rolls, F1."""
+"""pipeline/corpus/transcribe.py: notes of real audio (FluidSynth renderings, harmonic tones), rolls, F1."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.midi import Note, piano_roll, read_midi, render_midi
-from pipeline.transcribe import (
+from pipeline.corpus.midi import Note, piano_roll, read_midi, render_midi
+from pipeline.corpus.transcribe import (
     TranscriptionError,
     estimate_notes,
     estimate_roll,

@@ -15,7 +15,7 @@ import csv
 import os
 from pathlib import Path
 
-from pipeline.audio import AUDIO_EXTENSIONS
+from pipeline.corpus.audio import AUDIO_EXTENSIONS
 from pipeline.errors import PreprocessError
 
 MIDI_EXTENSIONS = (".mid", ".midi")

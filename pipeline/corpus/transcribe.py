@@ -24,10 +24,11 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline.config import TRANSCRIPTION_METHODS
+from pipeline.corpus.midi import Note, piano_roll
 from pipeline.errors import InputError
-from pipeline.midi import Note, piano_roll
 
-METHODS = ("basic-pitch", "cqt")
+METHODS = TRANSCRIPTION_METHODS  # declared in the base, where configs are checked
 DEFAULT_METHOD = "basic-pitch"
 MIDI_LO, MIDI_HI = 24, 108  # C1 .. B7: the CQT's semitone bins
 HOP = 512  # CQT hop at the analysis rate
@@ -44,7 +45,7 @@ class TranscriptionError(InputError):
 
 
 def estimate_notes(audio: np.ndarray, sr: int, method: str = DEFAULT_METHOD) -> list[Note]:
-    """Notes of mono ``audio`` (n,) at ``sr`` Hz, sorted by onset (``Note`` of pipeline/midi.py:
+    """Notes of mono ``audio`` (n,) at ``sr`` Hz, sorted by onset (``Note`` of pipeline/corpus/midi.py:
     ``start``/``end`` in s, ``pitch``, ``velocity``; program 0, channel 0).  Silence gives []."""
     x = _check_audio(audio, sr, method)
     if x.size == 0 or not np.any(x):
@@ -55,7 +56,7 @@ def estimate_notes(audio: np.ndarray, sr: int, method: str = DEFAULT_METHOD) -> 
 
 def estimate_roll(audio: np.ndarray, sr: int, fps: int, method: str = DEFAULT_METHOD,
                   n_frames: int | None = None) -> np.ndarray:
-    """uint8 roll (2, 128, F) of the estimated notes in ``piano_roll``'s format (pipeline/midi.py);
+    """uint8 roll (2, 128, F) of the estimated notes in ``piano_roll``'s format (pipeline/corpus/midi.py);
     ``F`` defaults to the audio's whole frames, ``len(audio) * fps // sr``."""
     if n_frames is None:
         n_frames = int(np.asarray(audio).shape[-1]) * fps // sr
@@ -196,7 +197,7 @@ def _load_basic_pitch():
 def basic_pitch_activations(audio: np.ndarray, sr: int) -> dict[str, np.ndarray]:
     """The model's frame-wise outputs {"note", "onset": (T, 88), "contour": (T, 264)} at its
     86 frames per second, windowed and unwrapped as basic-pitch's own inference does."""
-    from pipeline.audio import resample
+    from pipeline.corpus.audio import resample
 
     session = basic_pitch_session()
     c = _quiet_import_basic_pitch().constants

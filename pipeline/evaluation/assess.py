@@ -1,6 +1,6 @@
 """Diagnostics of generated or real audio (``strata assess``; ``meta.json["diagnostics"]`` of a job).
 
-One assessment is a dict of groups (measures in ``pipeline.assess_metrics``)::
+One assessment is a dict of groups (measures in ``pipeline.evaluation.assess_metrics``)::
 
     {"path", "kind": "job" | "audio", "seconds",
      "score":  {"midi", "offset_seconds", "frames", "chroma_agreement", "chroma_chance",
@@ -22,7 +22,7 @@ One assessment is a dict of groups (measures in ``pipeline.assess_metrics``)::
 plain FluidSynth rendering of the MIDI (null without FluidSynth: then ``warnings`` says why, and one
 warning line is logged).  ``transcription``: note F1
 (mir_eval, onsets within 50 ms; exact pitch and pitch class) of the audio's notes as basic-pitch
-hears them (pipeline/transcribe.py) against the MIDI's notes over the audio's span, and the same for
+hears them (pipeline/corpus/transcribe.py) against the MIDI's notes over the audio's span, and the same for
 a plain FluidSynth rendering of that span (``reference_*``, null without FluidSynth).  It runs in
 ``strata assess`` only, not in a generation job's diagnostics: there it would add the model's load
 (about 3 s per process) and two transcriptions (the piece and its rendering, ~19x real time each) to
@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import assess_metrics as am
 from pipeline.errors import InputError, ParameterError, StrataError
+from pipeline.evaluation import assess_metrics as am
 from pipeline.run import calibration_path
 
 log = logging.getLogger("strata.assess")
@@ -63,8 +63,8 @@ DEFAULT_RATES = (2000, 8000, 16000)
 def calibrate_noise(data_dir: str | Path, split: str = "train", percentile: float = CALIBRATION_PERCENTILE) -> dict:
     """Flatness threshold = ``percentile`` of the non-silent 1 s window flatness over ``split``'s
     fine tier (decoded from mu-law, at ``ANALYSIS_RATE``)."""
-    from pipeline.audio import mulaw_decode
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.audio import mulaw_decode
+    from pipeline.corpus.dataset import load_manifest
     from pipeline.io import load_npy
 
     manifest = load_manifest(data_dir)
@@ -111,7 +111,7 @@ def noise_threshold(run_dir: str | Path | None) -> tuple[float, str]:
 def score_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0.0) -> dict | None:
     """Chroma agreement of ``audio`` (at ``ANALYSIS_RATE``) with the MIDI, its chance level,
     lift and the FluidSynth reference; None if no note sounds within the audio."""
-    from pipeline.midi import read_midi
+    from pipeline.corpus.midi import read_midi
 
     found = am.chroma_agreement(audio, read_midi(midi), offset_seconds)
     if found is None:
@@ -126,8 +126,8 @@ def score_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0.0) -> d
 def reference_rendering(midi: str, mtime_ns: int) -> tuple[np.ndarray | None, str | None]:
     """(a plain FluidSynth rendering of the MIDI at ``ANALYSIS_RATE``, None), or (None, why not) with one
     warning line (no FluidSynth or no soundfont, an unusable MIDI)."""
-    from pipeline.audio import load_audio, to_mono
-    from pipeline.midi import MidiError, render_midi
+    from pipeline.corpus.audio import load_audio, to_mono
+    from pipeline.corpus.midi import MidiError, render_midi
 
     with tempfile.TemporaryDirectory(prefix="strata-assess-") as tmp:
         try:
@@ -144,7 +144,7 @@ def reference_rendering(midi: str, mtime_ns: int) -> tuple[np.ndarray | None, st
 def reference_agreement(midi: str, mtime_ns: int) -> tuple[float | None, str | None]:
     """(chroma agreement of a plain FluidSynth rendering of the MIDI, None), or (None, why not) with one
     warning line."""
-    from pipeline.midi import read_midi
+    from pipeline.corpus.midi import read_midi
 
     rendering, why = reference_rendering(midi, mtime_ns)
     if rendering is None:
@@ -171,8 +171,8 @@ def transcription_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0
     note of the MIDI starts within the audio."""
     import dataclasses
 
-    from pipeline.midi import read_midi
-    from pipeline.transcribe import DEFAULT_METHOD, estimate_notes, note_f1
+    from pipeline.corpus.midi import read_midi
+    from pipeline.corpus.transcribe import DEFAULT_METHOD, estimate_notes, note_f1
 
     span = len(audio) / am.ANALYSIS_RATE - offset_seconds
     ref = [n for n in read_midi(midi) if not n.is_drum and n.start < span]
@@ -196,7 +196,7 @@ def transcription_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0
 def resynth_group(output: np.ndarray, real: np.ndarray, coarse: np.ndarray, coarse_rate: int, rate: int) -> dict:
     """LSD (dB) of the output and of plain upsampling of the coarse tier to the real audio, over
     all bins and over the band above the coarse tier's Nyquist frequency (what the fine stages add)."""
-    from pipeline.audio import resample
+    from pipeline.corpus.audio import resample
 
     upsampled = resample(coarse, coarse_rate, rate)
     high = coarse_rate / 2
@@ -270,7 +270,7 @@ def assess_audio(path: Path, midi: Path | None = None, threshold: tuple[float, s
                  rates=DEFAULT_RATES) -> dict:
     """Diagnostics of an audio file (a ``.mid`` with the same stem beside it is its score); its
     tiers are made as in preprocessing, giving the real-data floor of the tier and resynth measures."""
-    from pipeline.audio import make_tiers, mulaw_decode, resample
+    from pipeline.corpus.audio import make_tiers, mulaw_decode, resample
 
     audio, sr = _read_mono(path)
     beside = path.with_suffix(".mid")
@@ -287,7 +287,7 @@ def assess_audio(path: Path, midi: Path | None = None, threshold: tuple[float, s
 
 
 def _read_mono(path: Path) -> tuple[np.ndarray, int]:
-    from pipeline.audio import load_audio, to_mono
+    from pipeline.corpus.audio import load_audio, to_mono
 
     x, sr = load_audio(path)
     return to_mono(x), int(sr)
@@ -295,7 +295,7 @@ def _read_mono(path: Path) -> tuple[np.ndarray, int]:
 
 def expand_paths(paths: list[Path]) -> list[Path]:
     """Job folders and audio files; a folder of job folders stands for each of them."""
-    from pipeline.audio import AUDIO_EXTENSIONS
+    from pipeline.corpus.audio import AUDIO_EXTENSIONS
 
     out = []
     for p in map(Path, paths):

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline import assess_metrics as am
+from pipeline.evaluation import assess_metrics as am
 
 BANDS = ((1000.0, 2000.0), (2000.0, 4000.0), (4000.0, 8000.0))  # Hz, each against REFERENCE_BAND
 REFERENCE_BAND = (0.0, 1000.0)

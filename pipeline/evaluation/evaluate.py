@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from pipeline.batches import alignment_unit, window
 from pipeline.config import StrataConfig, stage_factor
+from pipeline.corpus.batches import alignment_unit, window
 
 DEFAULT_CHUNK = 8192  # stage samples scored per pass (at least 4x the overlap: see stage_chunk)
 
@@ -200,7 +200,7 @@ class RunEvaluation:
 
     def __init__(self, data_dir, run_dir, split: str, max_seconds: float | None, chunk: int | None,
                  baseline_rows: int, workers: int | None, progress: bool):
-        from pipeline.dataset import load_manifest
+        from pipeline.corpus.dataset import load_manifest
         from pipeline.run import load_run
         from pipeline.runtime import torch_threads
 
@@ -250,7 +250,7 @@ class RunEvaluation:
         self.meter.unit_done(label)
 
     def lin_baseline(self, k: int) -> None:
-        from pipeline.baselines import stage_linear_baseline
+        from pipeline.evaluation.baselines import stage_linear_baseline
 
         self.linear[k] = self.timed(f"stage{k}/linear_s", lambda: stage_linear_baseline(
             self.data_dir, self.manifest, self.cfg, k, self.split, max_rows=self.baseline_rows,
@@ -258,7 +258,7 @@ class RunEvaluation:
         self.meter.unit_done("baselines", 1)
 
     def fine_baselines(self) -> None:
-        from pipeline.baselines import fine_tier_baselines
+        from pipeline.evaluation.baselines import fine_tier_baselines
 
         self.fine.update(self.timed("baselines_s", lambda: fine_tier_baselines(
             self.data_dir, self.manifest, self.cfg, self.split, max_rows=self.baseline_rows,
@@ -267,7 +267,7 @@ class RunEvaluation:
 
     def jobs(self) -> Iterator[Callable[[], None]]:
         """Tracks are loaded as workers ask for them."""
-        from pipeline.dataset import iter_tracks
+        from pipeline.corpus.dataset import iter_tracks
 
         for k in self.order:
             for i, item in enumerate(iter_tracks(self.data_dir, self.cfg, k, self.split, self.manifest)):
@@ -278,8 +278,8 @@ class RunEvaluation:
         yield self.score_tier_job
 
     def score_tier_job(self) -> None:
-        """The score tier's bits per event against its n-gram baselines (``pipeline.score_tier``)."""
-        from pipeline.score_tier import evaluate_score_tier
+        """The score tier's bits per event against its n-gram baselines (``pipeline.evaluation.score_tier_bits``)."""
+        from pipeline.evaluation.score_tier_bits import evaluate_score_tier
 
         self.score_tier = self.timed("score_tier_s", lambda: evaluate_score_tier(
             self.data_dir, self.manifest, self.run_dir, self.split))

@@ -29,7 +29,7 @@ from pipeline.errors import ParameterError
 if TYPE_CHECKING:
     import music21
 
-DEMO_CSV = Path(__file__).resolve().parent / "data" / "demo_corpus.csv"  # package data
+DEMO_CSV = Path(__file__).resolve().parents[1] / "data" / "demo_corpus.csv"  # package data
 DEFAULT_PER_GENRE = 8
 DEFAULT_MAX_SECONDS = 45.0
 MAX_BPM_DEFAULT = 120.0  # music21's tempo when a score has no metronome mark
@@ -74,7 +74,7 @@ def render_work(work: Work, out_dir: str | Path, max_seconds: float, sr: int, so
     """Parse, crop, re-instrument and render one work; returns ``{"seconds": s}`` of the WAV."""
     import soundfile as sf
 
-    from pipeline.midi import render_midi
+    from pipeline.corpus.midi import render_midi
 
     wav, mid_path = output_paths(work, out_dir)
     write_work_midi(work, mid_path, max_seconds)
@@ -86,8 +86,8 @@ def write_work_midi(work: Work, dst: Path, max_seconds: float) -> Path:
     """The work's first ``max_seconds`` as a MIDI file at ``dst`` (atomically), played by its GM program."""
     import mido
 
+    from pipeline.corpus.midi import crop_midi, set_program
     from pipeline.io import atomic_path
-    from pipeline.midi import crop_midi, set_program
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="strata-demo-") as tmp:
@@ -170,7 +170,7 @@ def build_demo_corpus(
     "warnings"}`` (a soundfont other than the preferred one, also printed as one line).
     ``workers`` processes render in parallel (default: up to 2).
     """
-    from pipeline.midi import PREFERRED_SOUNDFONTS, find_soundfont, fluidsynth_program
+    from pipeline.corpus.midi import PREFERRED_SOUNDFONTS, find_soundfont, fluidsynth_program
 
     t0 = time.time()
     per_genre = DEFAULT_PER_GENRE if per_genre is None else int(per_genre)

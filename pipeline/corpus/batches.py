@@ -16,7 +16,7 @@ import torch
 
 from models import Conditioning
 from pipeline.config import StrataConfig, stage_factor, uses_tier_below
-from pipeline.dataset import align_unit, track_ends
+from pipeline.corpus.dataset import align_unit, track_ends
 
 END_PROB = 0.125  # share of examples that are a track's last crop (stages with end_class)
 
@@ -25,7 +25,7 @@ END_PROB = 0.125  # share of examples that are a track's last crop (stages with 
 
 
 def alignment_unit(cfg: StrataConfig, k: int, history_pool: int = 1) -> int:
-    """``align_unit`` (pipeline/dataset.py) of stage k of ``cfg`` (training crops: no pool; evaluation
+    """``align_unit`` (pipeline/corpus/dataset.py) of stage k of ``cfg`` (training crops: no pool; evaluation
     chunks: the pool)."""
     return align_unit(stage_factor(cfg, k), cfg.stages[k].rate, cfg.data.roll_fps, history_pool)
 

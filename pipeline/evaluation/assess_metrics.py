@@ -1,4 +1,4 @@
-"""Signal measures behind ``strata assess`` (numbers only; files and jobs are in ``pipeline.assess``).
+"""Signal measures behind ``strata assess`` (numbers only; files and jobs are in ``pipeline.evaluation.assess``).
 
 Every measure works on mono float audio at ``ANALYSIS_RATE`` (16 kHz: the fine tier's rate by
 default), so generated pieces, real tracks and the calibration are compared on one scale.
@@ -37,7 +37,7 @@ BAND_FLOOR_DB = -120.0  # a band with no power reads this (not -inf)
 
 def to_analysis_rate(audio: np.ndarray, rate: int) -> np.ndarray:
     """Mono float32 ``(n,)`` at ``rate`` -> ``ANALYSIS_RATE`` (band-limited, time-aligned)."""
-    from pipeline.audio import resample
+    from pipeline.corpus.audio import resample
 
     return resample(np.asarray(audio, np.float32), int(rate), ANALYSIS_RATE)
 
@@ -66,7 +66,7 @@ def pitch_class_profile(notes: Sequence, n_frames: int, offset_seconds: float = 
 
     ``offset_seconds``: where MIDI time 0 lies in the audio (after an audio prompt).
     """
-    from pipeline.midi import piano_roll
+    from pipeline.corpus.midi import piano_roll
 
     velocity = piano_roll(notes, fps=ROLL_FPS)[0].astype(np.float64)  # (128, F)
     pcp = np.zeros((12, velocity.shape[1]))
@@ -161,7 +161,7 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 def tier_consistency(fine: np.ndarray, fine_rate: int, tiers: dict[int, np.ndarray]) -> dict[str, float]:
     """SNR (dB) of ``fine`` resampled to each coarser rate against ``tiers[rate]`` (float audio)."""
-    from pipeline.audio import resample
+    from pipeline.corpus.audio import resample
 
     return {str(rate): snr_db(tier, resample(fine, fine_rate, rate))
             for rate, tier in sorted(tiers.items()) if rate < fine_rate}

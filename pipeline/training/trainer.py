@@ -1,8 +1,8 @@
 """The training loop of one stage: ``StageTrainer`` (setup, step, validate, finish) and its speed meter.
 
-``pipeline.train.train_stage`` is the entry point; the pieces it is built from (schedule, state,
-checkpoints, export, validation, metric log) live in ``pipeline/train_parts.py``, the crops in
-``pipeline/batches.py`` and the run-folder layout in ``pipeline/run.py``.
+``pipeline.training.train.train_stage`` is the entry point; the pieces it is built from (schedule, state,
+checkpoints, export, validation, metric log) live in ``pipeline/training/train_parts.py``, the crops in
+``pipeline/corpus/batches.py`` and the run-folder layout in ``pipeline/run.py``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from typing import Iterator
 import torch
 
 from models import build_stage
-from pipeline.batches import EndCrops, crop_geometry, insert_end_crops, loss_weights, model_inputs, model_x
 from pipeline.config import StrataConfig
-from pipeline.dataset import StageCrops, load_manifest
-from pipeline.ema import EMA
+from pipeline.corpus.batches import EndCrops, crop_geometry, insert_end_crops, loss_weights, model_inputs, model_x
+from pipeline.corpus.dataset import StageCrops, load_manifest
 from pipeline.io import atomic_write_json
 from pipeline.run import (
     check_checkpoints,
@@ -32,7 +31,8 @@ from pipeline.run import (
     stage_dir,
 )
 from pipeline.runtime import Progress, torch_threads
-from pipeline.train_parts import (
+from pipeline.training.ema import EMA
+from pipeline.training.train_parts import (
     SCHEDULE_PROBE_STEPS,
     SCHEDULE_SAFETY,
     MetricLog,

@@ -109,7 +109,7 @@ def sample_roll(model: dict, genre: str, max_frames: int, seed: int) -> np.ndarr
 def write_score_model(data_dir: str | Path, run_dir: str | Path) -> Path | None:
     """Fit the chain on the dataset's training scores and write ``RUN/score_model.json``
     (None when no training track has a score)."""
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.dataset import load_manifest
     from pipeline.io import atomic_write_json
 
     data_dir = Path(data_dir)

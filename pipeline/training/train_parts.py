@@ -1,7 +1,7 @@
 """The pieces training is built from: the LR schedule, the checkpointed counters, fixed validation
 crops and their bits, the metric log, checkpoints, the export of the best stage, the accelerator
-and the least-squares start.  ``pipeline/trainer.py`` (``StageTrainer``) puts them together and
-``pipeline/train.py`` (``train_stage``, ``python -m pipeline.train``) is the entry point; the
+and the least-squares start.  ``pipeline/training/trainer.py`` (``StageTrainer``) puts them together and
+``pipeline/training/train.py`` (``train_stage``, ``python -m pipeline.training``) is the entry point; the
 choices they make are described there.
 """
 
@@ -20,10 +20,9 @@ import numpy as np
 import torch
 
 from models import lstsq_init, save_stage
-from pipeline.baselines import split_tiers
-from pipeline.batches import alignment_unit, model_inputs, model_x
 from pipeline.config import ConfigError, StrataConfig, uses_tier_below
-from pipeline.dataset import StageCrops
+from pipeline.corpus.batches import alignment_unit, model_inputs, model_x
+from pipeline.corpus.dataset import StageCrops, split_tiers
 from pipeline.errors import DatasetError
 from pipeline.io import atomic_write_text, swap_dirs
 from pipeline.run import (

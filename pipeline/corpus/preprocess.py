@@ -1,8 +1,8 @@
 """Raw audio (+ optional MIDI, genre) -> dataset folder (DESIGN 1, 7).  No Prefect here.
 
 Steps per file (``preprocess_file``): hash -> decode, mono, resample to the finest rate, trim,
-crop, normalise (``pipeline.audio.prepare_audio``) -> aligned mu-law tiers -> piano roll.
-Inputs come from ``pipeline.inputs.discover``; then ``pipeline.manifest.write_dataset`` assigns
+crop, normalise (``pipeline.corpus.audio.prepare_audio``) -> aligned mu-law tiers -> piano roll.
+Inputs come from ``pipeline.corpus.inputs.discover``; then ``pipeline.corpus.manifest.write_dataset`` assigns
 the splits and writes ``manifest.json`` and ``report.json``.
 
 Policies (also written into ``report.json`` under ``"policies"``):
@@ -15,7 +15,7 @@ Policies (also written into ``report.json`` under ``"policies"``):
 - MIDI: a MIDI file that cannot be read, or has no notes, skips the whole track with the
   reason (a wrong or empty score is worse for training than no track).
 - Estimated scores: a track without a MIDI file gets a roll estimated from its (trimmed) audio
-  by ``pipeline.transcribe`` (``preprocess.estimate_scores``, ``roll_source: "estimated"``).
+  by ``pipeline.corpus.transcribe`` (``preprocess.estimate_scores``, ``roll_source: "estimated"``).
   When the estimate fails or finds no note, the track keeps its tiers with ``"roll": null`` and
   the reason goes to ``report.json`` (``no_roll``); estimation never stops a batch.
 - Tracks with a MIDI score keep their timeline: the leading silence is not trimmed, so roll
@@ -37,12 +37,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.audio import AudioError, make_tiers, prepare_audio
 from pipeline.config import DataConfig, config_to_dict
+from pipeline.corpus.audio import AudioError, make_tiers, prepare_audio
+from pipeline.corpus.inputs import skip_entry
+from pipeline.corpus.manifest import MANIFEST_VERSION
 from pipeline.errors import PreprocessError, StrataError
-from pipeline.inputs import skip_entry
 from pipeline.io import atomic_save_npy
-from pipeline.manifest import MANIFEST_VERSION
 
 # ----------------------------------------------------------------------------- hashing and ids
 
@@ -102,7 +102,7 @@ def preprocess_file(
 ) -> dict[str, Any]:
     """Turn one raw file into tier files (+ roll); return its track record.
 
-    ``estimate``: the transcription method (``pipeline.transcribe.METHODS``) that gives a track
+    ``estimate``: the transcription method (``pipeline.corpus.transcribe.METHODS``) that gives a track
     without MIDI its roll; None: no estimation (``PreprocessConfig.estimator``).
     The record has the manifest keys except ``split`` and ``genre_id``, plus ``"info"``
     (source rate, channels, cropping) for the report and ``"no_roll"`` (why an estimate gave no roll).
@@ -194,7 +194,7 @@ def _check_alignment(path: Path, tiers: dict[int, np.ndarray], rates: Sequence[i
 
 def _read_notes(midi_path: Path) -> list:
     """Notes of a MIDI file; unreadable or note-less files raise ``PreprocessError``."""
-    from pipeline.midi import MidiError, read_midi
+    from pipeline.corpus.midi import MidiError, read_midi
 
     if not midi_path.is_file():
         raise PreprocessError(midi_path, "MIDI file not found")
@@ -216,7 +216,7 @@ def estimated_roll(audio: np.ndarray, rate: int, fps: int, n_frames: int,
                    method: str) -> tuple[np.ndarray | None, str | None]:
     """(roll (2, 128, n_frames), None) estimated from ``audio``, or (None, reason) when the
     estimate fails or finds no note: never raises for a bad estimate (a batch goes on)."""
-    from pipeline.transcribe import estimate_roll
+    from pipeline.corpus.transcribe import estimate_roll
 
     try:
         roll = estimate_roll(audio, rate, fps, method, n_frames=n_frames)  # (2, 128, F) uint8
@@ -231,7 +231,7 @@ def estimated_roll(audio: np.ndarray, rate: int, fps: int, n_frames: int,
 
 
 def _roll(notes: list, fps: int, n_frames: int) -> np.ndarray:
-    from pipeline.midi import piano_roll
+    from pipeline.corpus.midi import piano_roll
 
     roll = piano_roll(notes, fps=fps, n_frames=n_frames)  # (2, 128, F) uint8
     assert roll.shape == (2, 128, n_frames), roll.shape

@@ -20,7 +20,7 @@ Choices worth knowing:
   index-seeded ``StageCrops`` and conditioning-dropout masks from a generator seeded per
   micro-batch.  Resuming skips to the step's index and is exact.
 - End of piece (stages with ``end_class``): each example is, with probability ``END_PROB``
-  (``pipeline.batches``), the
+  (``pipeline.corpus.batches``), the
   last ``context + crop`` samples of a training track; every batch then carries one extra
   position: ``x = [crop..., END]`` for such an example (END is the last target and never an
   input, since output t predicts x[t] from x[<t]), and ``[crop..., silence]`` with a zero loss
@@ -29,7 +29,7 @@ Choices worth knowing:
   main stack or of the linear path, whichever is longer, is input only).
 - Right margin: ``below`` and ``roll`` reach the stage's lookahead (rounded up to the alignment
   unit) past the crop, so its last positions see them as evaluation and generation do; past a
-  track's real end they are missing (``cond_len``, see pipeline/dataset.py).
+  track's real end they are missing (``cond_len``, see pipeline/corpus/dataset.py).
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ from pipeline.config import StrataConfig
 from pipeline.errors import StrataError
 from pipeline.lock import die_with_parent, folder_lock
 from pipeline.run import SCORE_KEY, resolve_config
-from pipeline.score_tier import train_score_tier
-from pipeline.train_parts import recover_run_folder
-from pipeline.trainer import StageTrainer
+from pipeline.training.score_tier import train_score_tier
+from pipeline.training.train_parts import recover_run_folder
+from pipeline.training.trainer import StageTrainer
 
 
 def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int | str, max_steps: int | None = None,
@@ -60,7 +60,7 @@ def train_stage(data_dir, run_dir, cfg: StrataConfig, stage: int | str, max_step
     (stops cleanly: checkpoint, validation, export).  ``resume``: continue exactly from the latest
     checkpoint.  Result: {"stage", "steps", "best_valid_bits", "best_step", "final_valid_bits",
     "final_loss", "samples_per_second", "data_wait_share", "seconds", "stopped", "export", "checkpoint"}.
-    ``stage="score"`` trains the score tier (``pipeline.score_tier``; bits per event, ``extra_scores``:
+    ``stage="score"`` trains the score tier (``pipeline.training.score_tier``; bits per event, ``extra_scores``:
     a folder of MIDI files in genre folders it also learns from).
     """
     if stage == SCORE_KEY:
@@ -78,8 +78,8 @@ def _stage_arg(value: str) -> int | str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.train --data D --run R --stage k [--config F] [--max-steps N] [--resume]``."""
-    ap = argparse.ArgumentParser(prog="python -m pipeline.train", description="Train one stage of a Strata cascade.")
+    """``python -m pipeline.training --data D --run R --stage k [--config F] [--max-steps N] [--resume]``."""
+    ap = argparse.ArgumentParser(prog="python -m pipeline.training", description="Train one stage of a Strata cascade.")
     ap.add_argument("--data", required=True)
     ap.add_argument("--run", required=True)
     ap.add_argument("--stage", type=_stage_arg, required=True, help="a stage index, or 'score' (the score tier)")

@@ -17,12 +17,12 @@ bar or beat information, so estimated scores of recordings fit as well as writte
 - END closes the piece at the current time: notes still sounding end there.  ``roll_to_events``
   keeps the roll's leading and trailing silence, so the roll's length is the END's time.
 
-A roll is uint8 ``(2, 128, F)`` as ``pipeline.midi.piano_roll`` makes it ([0] velocity while a note
+A roll is uint8 ``(2, 128, F)`` as ``pipeline.corpus.midi.piano_roll`` makes it ([0] velocity while a note
 sounds, [1] velocity on its onset frame).  Events keep one velocity per note (its onset's), so
 ``events_to_roll(roll_to_events(roll))`` is ``roll`` wherever velocities are on the bin grid and no
 two notes of one pitch overlap (the roll's [0] then holds each note's own velocity).
 
-``python -m pipeline.score_events --data DIR`` prints a dataset's event counts and seconds per genre.
+``python -m pipeline.corpus.score_events --data DIR`` prints a dataset's event counts and seconds per genre.
 """
 
 from __future__ import annotations
@@ -392,9 +392,9 @@ def events_to_midi(events: Sequence[int], path: str | Path, program: int = 0) ->
 
 
 def midi_to_events(path: str | Path, fps: int = 100) -> list[int]:
-    """Events of a MIDI file (``pipeline.midi`` rules: tempo map, pedal, drums left out) through its
+    """Events of a MIDI file (``pipeline.corpus.midi`` rules: tempo map, pedal, drums left out) through its
     roll at ``fps``; ``MidiError`` for unusable files."""
-    from pipeline.midi import piano_roll, read_midi
+    from pipeline.corpus.midi import piano_roll, read_midi
 
     return roll_to_events(piano_roll(read_midi(path), fps=fps), fps)
 
@@ -404,7 +404,7 @@ def midi_to_events(path: str | Path, fps: int = 100) -> list[int]:
 
 def dataset_events(data_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     """{split: {genre: {"pieces", "events", "seconds"}}} of a dataset's scored tracks."""
-    from pipeline.dataset import load_manifest
+    from pipeline.corpus.dataset import load_manifest
     from pipeline.io import load_npy
 
     data_dir = Path(data_dir)
@@ -423,7 +423,7 @@ def dataset_events(data_dir: str | Path) -> dict[str, dict[str, dict[str, float]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.score_events",
+    ap = argparse.ArgumentParser(prog="python -m pipeline.corpus.score_events",
                                  description="Event counts and seconds of a dataset's scores, per split and genre.")
     ap.add_argument("--data", required=True, help="a dataset folder (manifest.json, rolls/)")
     args = ap.parse_args(argv)

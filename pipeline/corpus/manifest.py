@@ -1,7 +1,7 @@
 """The dataset folder's index (DESIGN 7): deterministic splits, ``manifest.json`` and ``report.json``.
 
-``write_dataset`` writes both atomically from the track records of ``pipeline.preprocess``; the
-manifest's layout is in docs/ARCHITECTURE.md, ``pipeline.dataset.load_manifest`` reads it back.
+``write_dataset`` writes both atomically from the track records of ``pipeline.corpus.preprocess``; the
+manifest's layout is in docs/ARCHITECTURE.md, ``pipeline.corpus.dataset.load_manifest`` reads it back.
 """
 
 from __future__ import annotations

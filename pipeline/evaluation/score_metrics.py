@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.score_model import STEP, chords
+from pipeline.training.score_model import STEP, chords
 
 SEGMENT_SECONDS = 4.0  # pitch range is measured per segment of this length
 NGRAM = 4  # onset-set n-grams

@@ -26,6 +26,7 @@ import torch
 from models.roll import ROLL_CHANNELS, roll_input
 from pipeline.config import StrataConfig, stage_factor
 from pipeline.errors import DatasetError
+from pipeline.io import load_npy
 
 
 def align_unit(factor: int, rate: int, roll_fps: int, history_pool: int = 1) -> int:
@@ -183,3 +184,18 @@ def iter_tracks(data_dir, cfg: StrataConfig, stage: int, split: str,
         item = data.item(t, 0, n)
         item["id"], item["seconds"] = t["id"], n / data.rate
         yield item
+
+
+def split_tiers(
+    data_dir: str | Path, manifest: dict, split: str, rate: int, max_seconds: float | None = None
+) -> list[np.ndarray]:
+    """Codes of every track of ``split`` at ``rate`` (cropped to ``max_seconds``): list of (n,)."""
+    out = []
+    for tr in manifest["tracks"]:
+        if tr["split"] != split:
+            continue
+        x = load_npy(Path(data_dir) / tr["tiers"][str(rate)]).astype(np.int64)
+        if max_seconds is not None:
+            x = x[: int(max_seconds * rate)]
+        out.append(x)
+    return out

@@ -195,7 +195,7 @@ def resolve_genre(run: LoadedRun, genre: str | None) -> int:
 
 def load_midi_roll(path: Path, fps: int) -> tuple[np.ndarray, float]:
     """MIDI file -> (uint8 roll (2, 128, F), duration in seconds); clear error if unusable."""
-    from pipeline.midi import MidiError, midi_duration, piano_roll, read_midi
+    from pipeline.corpus.midi import MidiError, midi_duration, piano_roll, read_midi
 
     try:
         notes = read_midi(path)
@@ -212,7 +212,7 @@ def load_midi_roll(path: Path, fps: int) -> tuple[np.ndarray, float]:
 
 def load_prompt_tiers(path: Path, cfg: Any, rates: list[int]) -> dict[int, np.ndarray]:
     """Prompt audio prepared as in preprocessing, cropped to whole roll frames, then tiered."""
-    from pipeline.audio import AudioError, make_tiers, prepare_audio
+    from pipeline.corpus.audio import AudioError, make_tiers, prepare_audio
 
     fine = rates[-1]
     try:
@@ -295,12 +295,12 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
     """A score for a piece without MIDI or audio prompt: (roll (2, 128, <= frames), the score tier's events,
     source).  ``p.score_model``: "tier" samples the run's score tier (the chain, with one line, when the run
     has none); "chain" the genre's chord chain (genre-only pieces).  (None, None, None): no score."""
-    from pipeline.score_tier import is_trained
+    from pipeline.training.score_tier import is_trained
 
     fps = run.cfg.data.roll_fps
     if p.score_model == "tier" and is_trained(run.path):
-        from pipeline.score_events import events_to_roll
-        from pipeline.score_tier import sample_events
+        from pipeline.corpus.score_events import events_to_roll
+        from pipeline.training.score_tier import sample_events
 
         model, _ = _score_tier_of(run)
         tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
@@ -320,7 +320,7 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
 
 def _score_tier_of(run: LoadedRun):
     """The run's score tier, loaded once per ``LoadedRun``."""
-    from pipeline.score_tier import load_score_tier
+    from pipeline.training.score_tier import load_score_tier
 
     if run.score_tier is None:
         run.score_tier = load_score_tier(run.path)
@@ -331,8 +331,8 @@ def _continued_roll(run: LoadedRun, p: GenerateParams, roll: np.ndarray, midi_se
                     seconds: float) -> tuple[np.ndarray, list[int]]:
     """--midi FILE --continue-score S: the file's score (``midi_seconds`` long) extended by the score tier by
     ``seconds``."""
-    from pipeline.score_events import END, events_to_roll, roll_to_events
-    from pipeline.score_tier import is_trained, sample_events
+    from pipeline.corpus.score_events import END, events_to_roll, roll_to_events
+    from pipeline.training.score_tier import is_trained, sample_events
 
     if not is_trained(run.path):
         raise ParameterError(f"--continue-score: {run.path} has no score tier (stages/score/; train it with "
@@ -349,9 +349,9 @@ def _continued_roll(run: LoadedRun, p: GenerateParams, roll: np.ndarray, midi_se
 def _prompt_roll(cfg: Any, rates: list[int], tiers: dict[int, np.ndarray], prompt_frames: int,
                  frames: int, hold: float) -> np.ndarray:
     """The audio prompt's estimated notes, held ``hold`` seconds past its end
-    (pipeline/transcribe.py): the continuation starts from the prompt's harmony."""
-    from pipeline.audio import mulaw_decode
-    from pipeline.transcribe import prompt_roll
+    (pipeline/corpus/transcribe.py): the continuation starts from the prompt's harmony."""
+    from pipeline.corpus.audio import mulaw_decode
+    from pipeline.corpus.transcribe import prompt_roll
 
     audio = mulaw_decode(tiers[rates[-1]], bits=cfg.data.mu_bits)
     return prompt_roll(audio, rates[-1], cfg.data.roll_fps, prompt_frames, frames, hold)
@@ -360,9 +360,9 @@ def _prompt_roll(cfg: Any, rates: list[int], tiers: dict[int, np.ndarray], promp
 def _resynth_plan(run: LoadedRun, p: GenerateParams, genre_id: int, roll, midi_seconds) -> Plan:
     """Re-synthesis: stage 0's tier is the real audio's (prepared as in training, cut to ``seconds``);
     only the finer stages generate.  MIDI time 0 = the start of the audio; without MIDI, the roll
-    is estimated from the audio (pipeline/transcribe.py) when a generating stage reads one."""
-    from pipeline.audio import mulaw_decode
-    from pipeline.transcribe import estimate_roll
+    is estimated from the audio (pipeline/corpus/transcribe.py) when a generating stage reads one."""
+    from pipeline.corpus.audio import mulaw_decode
+    from pipeline.corpus.transcribe import estimate_roll
 
     cfg = run.cfg
     rates, unit0 = run.rates, run.rates[0] // cfg.data.roll_fps
@@ -383,7 +383,7 @@ def _resynth_plan(run: LoadedRun, p: GenerateParams, genre_id: int, roll, midi_s
 
 def _chain_roll(run: LoadedRun, p: GenerateParams, frames: int) -> np.ndarray | None:
     """A score for a genre-only piece from the run's chord chain (None: the run has none)."""
-    from pipeline.score_model import read_score_model, sample_roll
+    from pipeline.training.score_model import read_score_model, sample_roll
 
     model = read_score_model(run.path)
     return None if model is None else sample_roll(model, p.genre, frames, p.seed)

@@ -247,8 +247,8 @@ class Media:
 
     def write_wav(self, audio: np.ndarray, rate: int, rel: str) -> str:
         """Float audio as 16-bit WAV, resampled (band-limited: the same sound) when below ``PLAYABLE_RATE``."""
-        from pipeline.audio import resample
-        from pipeline.jobs import write_wav
+        from pipeline.corpus.audio import resample
+        from pipeline.generation.jobs import write_wav
 
         if rate < PLAYABLE_RATE:
             audio, rate = resample(audio, rate, PLAYABLE_RATE), PLAYABLE_RATE
@@ -286,9 +286,9 @@ def plot_curves(run_dir, stages: list[int], path: Path) -> Path | None:
 
 def real_clips(data_dir, genres: list[str], seconds: float, media: Media) -> list[Clip]:
     """Per genre, the first ``seconds`` of a held-out track (test split, else valid) as WAV + spectrogram."""
-    from pipeline.audio import mulaw_decode
-    from pipeline.dataset import load_manifest
-    from pipeline.spectrogram import plot_spectrogram
+    from pipeline.corpus.audio import mulaw_decode
+    from pipeline.corpus.dataset import load_manifest
+    from pipeline.generation.spectrogram import plot_spectrogram
 
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from models.mulaw import mulaw_values
-from pipeline.io import load_npy
+from pipeline.corpus.dataset import split_tiers
 
 LOG2 = np.log(2.0)
 
@@ -177,24 +177,6 @@ def unigram_bits(train: Sequence[np.ndarray], test: Sequence[np.ndarray], classe
     if total == 0:
         return float("nan")
     return float(-sum(logp[np.asarray(x, dtype=np.int64)].sum() for x in test) / total)
-
-
-# ----------------------------------------------------------------------------- dataset glue
-
-
-def split_tiers(
-    data_dir: str | Path, manifest: dict, split: str, rate: int, max_seconds: float | None = None
-) -> list[np.ndarray]:
-    """Codes of every track of ``split`` at ``rate`` (cropped to ``max_seconds``): list of (n,)."""
-    out = []
-    for tr in manifest["tracks"]:
-        if tr["split"] != split:
-            continue
-        x = load_npy(Path(data_dir) / tr["tiers"][str(rate)]).astype(np.int64)
-        if max_seconds is not None:
-            x = x[: int(max_seconds * rate)]
-        out.append(x)
-    return out
 
 
 def stage_linear_baseline(

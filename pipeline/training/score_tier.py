@@ -1,7 +1,7 @@
 """The score tier at the top of the cascade: its data, its training, its export and its sampling.
 
 The model (``models/score_tier.py``) is a decoder-only Transformer over note events
-(``pipeline/score_events.py``: time shifts, note on/off, velocity, end of piece), conditioned on
+(``pipeline/corpus/score_events.py``: time shifts, note on/off, velocity, end of piece), conditioned on
 the genre ("no genre" for unconditional pieces, by dropout).  Stage 0 renders the roll of the
 events it writes, as it renders a MIDI file.
 
@@ -31,15 +31,9 @@ from safetensors.torch import load_model, save_model
 
 from models.checkpoint import package_version
 from models.score_tier import ScoreTierConfig, ScoreTransformer
-from pipeline.dataset import load_manifest
-from pipeline.ema import EMA
-from pipeline.errors import DatasetError, RunError
-from pipeline.io import atomic_path, atomic_write_json, swap_dirs
-from pipeline.lock import folder_lock
-from pipeline.midi import piano_roll, read_midi
-from pipeline.run import SCORE_KEY, check_checkpoints, check_run_config, logs_dir, metrics_path, stage_dir
-from pipeline.score_baselines import ngram_table
-from pipeline.score_events import (
+from pipeline.corpus.dataset import load_manifest
+from pipeline.corpus.midi import piano_roll, read_midi
+from pipeline.corpus.score_events import (
     END,
     MAX_SHIFT,
     PAD,
@@ -53,8 +47,13 @@ from pipeline.score_events import (
     token_steps,
     transpose,
 )
-from pipeline.train_parts import WarmupCosine, recover_run_folder, seed_of
-from pipeline.trainer import StageTrainer
+from pipeline.errors import DatasetError, RunError
+from pipeline.io import atomic_path, atomic_write_json, swap_dirs
+from pipeline.lock import folder_lock
+from pipeline.run import SCORE_KEY, check_checkpoints, check_run_config, logs_dir, metrics_path, stage_dir
+from pipeline.training.ema import EMA
+from pipeline.training.train_parts import WarmupCosine, recover_run_folder, seed_of
+from pipeline.training.trainer import StageTrainer
 
 logger = logging.getLogger("strata.score_tier")
 
@@ -217,42 +216,6 @@ def load_pieces(path: Path) -> list[tuple[int, list[int]]]:
     with np.load(path, allow_pickle=False) as z:
         flat, offsets, genre = z["events"], z["offsets"], z["genre"]
     return [(int(g), flat[a:b].astype(int).tolist()) for g, a, b in zip(genre, offsets[:-1], offsets[1:])]
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def evaluate_score_tier(data_dir, manifest: dict, run_dir, split: str) -> dict | None:
-    """Held-out bits per event and per second of the score tier on ``split``'s scores, beside the classic
-    baselines over the same events (unigram, smoothed n-grams of orders 2-5, fitted on the events the tier
-    learned from); None when the run has no score tier or the split no score."""
-    loaded = load_score_tier(run_dir)
-    if loaded is None:
-        return None
-    model, desc = loaded
-    extra = desc.get("extra") or {}
-    genres, fps = list(extra.get("genres") or manifest["genres"]), int(extra.get("roll_fps", 100))
-    test = split_pieces(data_dir, manifest, split, fps)
-    if not test:
-        return None
-    with torch.inference_mode():
-        bits = sum(model.events_bits(list(p.events), genres.index(p.genre) if p.genre in genres else len(genres))[0]
-                   for p in test)
-    events = sum(len(p.events) for p in test)
-    seconds = sum(p.seconds for p in test)
-    train_path = stage_dir(run_dir, SCORE_KEY) / TRAIN_EVENTS
-    train = [e for _, e in load_pieces(train_path)] if train_path.is_file() else \
-        [list(p.events) for p in split_pieces(data_dir, manifest, "train", fps)]
-    table = ngram_table(train, [list(p.events) for p in test], VOCAB_SIZE)
-    per_event = bits / events
-    best = table["best"]
-    return {"pieces": len(test), "events": events, "seconds": round(seconds, 2),
-            "bits_per_event": per_event, "bits_per_second": bits / max(seconds, 1e-9),
-            "baselines": table, "best_ngram_bits_per_event": best,
-            "fewer_bits_than_best_ngram": 1.0 - per_event / best,
-            "train_pieces": len(train), "train_events": sum(len(e) for e in train),
-            "valid_bits_per_event": extra.get("valid_bits_per_event"), "step": extra.get("step"),
-            "n_params": desc.get("n_params")}
 
 
 # ----------------------------------------------------------------------------- model files

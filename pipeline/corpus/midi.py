@@ -363,7 +363,7 @@ def render_midi(
     """
     import soundfile as sf
 
-    from pipeline.audio import AudioError, load_audio, peak_normalise, to_mono
+    from pipeline.corpus.audio import AudioError, load_audio, peak_normalise, to_mono
     from pipeline.io import atomic_path
 
     midi_path, wav_path = Path(midi_path), Path(wav_path)

@@ -14,19 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import spectrogram
-from pipeline.assess import generation_diagnostics
-from pipeline.audio import mulaw_decode
+from pipeline.corpus.audio import mulaw_decode
+from pipeline.evaluation.assess import generation_diagnostics
+from pipeline.generation import spectrogram
+from pipeline.generation.plan import GenerateParams, Plan
 from pipeline.io import atomic_path, atomic_write_json
 from pipeline.lock import pid_exists
-from pipeline.plan import GenerateParams, Plan
 from pipeline.run import LoadedRun
 from pipeline.runtime import generate_workers, package_version, step_threads
 
 
 @dataclass
 class CascadeResult:
-    """What the cascade gave (``pipeline.generate.run_cascade``), for the job folders."""
+    """What the cascade gave (``pipeline.generation.generate.run_cascade``), for the job folders."""
 
     tiers: dict[int, Any]  # {rate: (B, n_k) tensor} codes or floats, padded to the longest stream
     lengths: list[int]  # stage-0 samples of each stream
@@ -120,7 +120,7 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
 def write_score(folder: Path, plan: Plan, fps: int) -> str | None:
     """``score.mid``: the score the piece rendered (the score tier's events, or the roll of a MIDI file, an
     audio prompt's notes or the chain); None when the piece had no score."""
-    from pipeline.score_events import events_to_midi, roll_to_events
+    from pipeline.corpus.score_events import events_to_midi, roll_to_events
 
     if plan.score_events is not None:
         events = plan.score_events
@@ -134,9 +134,9 @@ def write_score(folder: Path, plan: Plan, fps: int) -> str | None:
 
 def write_score_jobs(run: LoadedRun, plans: list[Plan], p: GenerateParams, walls: list[float]) -> list[Path]:
     """``--score-only``: one job folder per plan with ``score.mid``, ``score.png`` and ``meta.json``."""
+    from pipeline.corpus.score_events import events_seconds
+    from pipeline.generation.spectrogram import plot_roll
     from pipeline.io import atomic_write_json
-    from pipeline.score_events import events_seconds
-    from pipeline.spectrogram import plot_roll
 
     out = Path(p.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +170,7 @@ def write_score_jobs(run: LoadedRun, plans: list[Plan], p: GenerateParams, walls
 
 def job_diagnostics(audios: dict[int, np.ndarray], run: LoadedRun, plan: Plan, p: GenerateParams,
                     length: dict) -> dict:
-    """``pipeline.assess`` diagnostics of one variation ({rate: float audio}); a failure is recorded
+    """``pipeline.evaluation.assess`` diagnostics of one variation ({rate: float audio}); a failure is recorded
     in place of the numbers, never lost work."""
 
     real = None if plan.resynth_tiers is None else {

@@ -1,8 +1,8 @@
 """Generation: stage 0 at its rate, then each finer stage conditioned on the tier below.
 
-``generate(run_dir, out_dir, ...)`` validates the parameters once (``pipeline/plan.py``), loads the
+``generate(run_dir, out_dir, ...)`` validates the parameters once (``pipeline/generation/plan.py``), loads the
 run once (``pipeline/run.py``), runs the cascade here and writes one job folder per variation
-(``pipeline/jobs.py``).  The per-step sampling loop is ``models/sampling.py``.
+(``pipeline/generation/jobs.py``).  The per-step sampling loop is ``models/sampling.py``.
 
 - All variations (``count``) run as one batch through each stage's streaming engine.
 - With more than one core (``STRATA_GENERATE_WORKERS``) and the fused engine, the stages run side by
@@ -37,9 +37,9 @@ from models.draw import stream_seeds
 from models.roll import roll_input
 from models.sampling import fused_engine_ok, sample_stage
 from pipeline.errors import ParameterError, RunError
-from pipeline.jobs import CascadeResult, write_jobs
+from pipeline.generation.jobs import CascadeResult, write_jobs
+from pipeline.generation.plan import GenerateParams, Plan, make_plan, validate_params
 from pipeline.lock import generate_slots, slot
-from pipeline.plan import GenerateParams, Plan, make_plan, validate_params
 from pipeline.run import LoadedRun, load_run
 from pipeline.runtime import Progress, generate_workers, limited_threads, step_threads
 
@@ -284,7 +284,7 @@ def generate(run_dir, out_dir, progress: bool = True, **params: Any) -> list[Pat
 
 def _score_only(run: LoadedRun, p: GenerateParams) -> list[Path]:
     """``--score-only``: ``count`` scores (seeds ``seed + i``), no audio."""
-    from pipeline.jobs import write_score_jobs
+    from pipeline.generation.jobs import write_score_jobs
 
     if not (p.midi is not None or p.score_model != "none"):
         raise ParameterError("--score-only with --score-model none: there is no score to write")
