@@ -61,10 +61,13 @@ def evaluation_table() -> str:
     return "\n".join(rows) + tail + "".join(f" {n}" for n in notes)
 
 
-def quality_table() -> str:
+def quality_table(folder: Path = HERE) -> str:
     """The quality targets, each measure beside its real-audio, reference and chance values and what
     could meet it; then the band levels of the stage variants, the continuation and the end class."""
-    q = json.loads((HERE / "quality.json").read_text())
+    path = folder / "quality.json"
+    if not path.is_file():
+        return absent(path)
+    q = json.loads(path.read_text())
     rows = ["| target | measured | real audio | reference | chance / baseline | met | what could meet it |",
             "|" + " --- |" * 7]
     for t in q["targets"]:
@@ -72,7 +75,7 @@ def quality_table() -> str:
         rows.append(f"| {t['target']} | {_value(t['value'])} | {_value(t.get('real'))} | {_value(t.get('reference'))} "
                     f"| {_value(chance)} | {'yes' if t['met'] else 'no'} | {t.get('could_meet', '-')} |")
     out = "\n".join(rows)
-    for part in (_band_table(q), _continuation_table(q), _end_table(q), _genre_line(q)):
+    for part in (_band_table(q), _continuation_table(q), _end_table(q), _genre_line(q), _estimated_roll_line(q)):
         if part:
             out += "\n\n" + part
     state = " (working tree dirty)" if q.get("dirty") else ""
@@ -158,6 +161,35 @@ def _genre_line(q: dict) -> str:
             f"training clips): real test clips {_f(g['real_test']['accuracy'], '.2f')} "
             f"({g['real_test']['clips']} clips), generated {_f(g['generated']['accuracy'], '.2f')} "
             f"({g['generated']['clips']} clips), chance {_f(g['chance'], '.2f')}.")
+
+
+def _estimated_roll_line(q: dict) -> str:
+    e = q.get("estimated_rolls")
+    if not e or e.get("with_estimated_roll") is None:
+        return ""
+    return (f"Stage 0 on the test tracks with MIDI, bits per sample: with the MIDI roll {_f(e['with_midi_roll'])}, "
+            f"with a roll estimated from the audio (basic-pitch, as preprocess does for recordings) "
+            f"{_f(e['with_estimated_roll'])}, without a roll {_f(e['without_roll'])}, linear baseline "
+            f"{_f(e['linear'])}.")
+
+
+def recordings_table() -> str:
+    """The same measures on recorded music without MIDI (bench/recordings.py; docs/results/recordings/):
+    bits per sample per stage (with its estimated roll and without), then the quality targets."""
+    folder = HERE / "recordings"
+    path = folder / "evaluation.json"
+    if not path.is_file():
+        return absent(path)
+    ev = json.loads(path.read_text())
+    e = ev["evaluation"]
+    rows = ["| recordings, test split | stage | rate | model (estimated roll) | linear baseline | without roll "
+            "| without genre |", "|" + " --- |" * 7]
+    for st in e["stages"]:
+        rows.append(f"| {e['tracks']} tracks, {e['seconds']:.0f} s | {st['index']} | {st['rate'] // 1000} kHz "
+                    f"| {_f(st['bits_per_sample'])} | {_f(st.get('linear_baseline_bits_per_sample'))} "
+                    f"| {_f(st.get('bits_per_sample_without_roll'))} | {_f(st.get('bits_per_sample_without_genre'))} |")
+    tail = f"\n\nCommit `{ev['commit'][:10]}`, `{ev['command']}`."
+    return "\n".join(rows) + tail + "\n\n" + quality_table(folder)
 
 
 def _value(v) -> str:
@@ -438,7 +470,8 @@ def _lengths(ln: dict) -> str:
 
 
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "evaluation": evaluation_table,
-            "quality": quality_table, "generation": generation_table, "bench": bench_table, "faults": faults_table}
+            "quality": quality_table, "recordings": recordings_table, "generation": generation_table,
+            "bench": bench_table, "faults": faults_table}
 
 
 def render(text: str) -> str:
