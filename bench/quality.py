@@ -247,16 +247,16 @@ def piece(job: dict) -> dict:
             "diagnostics": meta.get("diagnostics"), "folder": str(folder), **job.get("extra", {})}
 
 
-def piece_jobs(run: Path, data: Path, work: Path, results: Path, seconds: float) -> list[dict]:
-    """One piece per test-split MIDI and one per genre (the chord chain's score where the run has one)."""
+def piece_jobs(run: Path, data: Path, work: Path, results: Path, seconds: float, per_genre: int = 1) -> list[dict]:
+    """One piece per test-split MIDI and ``per_genre`` per genre (seeds 1, 2, ...; the run's score source)."""
     from pipeline.corpus.dataset import load_manifest
 
-    jobs = [{"name": f"midi-{t['genre']}", "params": {"midi": t["midi"], "genre": t["genre"], "seconds": seconds},
+    jobs = [{"name": f"midi-{t['genre']}", "params": {"midi": t["midi"], "genre": t["genre"], "seconds": seconds,
+                                                      "seed": 1},
              "extra": {"track": t["id"], "genre": t["genre"]}} for t in test_tracks(data) if t.get("midi")]
-    jobs += [{"name": f"genre-{g}", "params": {"genre": g, "seconds": seconds}, "extra": {"genre": g}}
-             for g in load_manifest(data)["genres"]]
+    jobs += [{"name": f"genre-{g}" + (f"-{i}" if i > 1 else ""), "params": {"genre": g, "seconds": seconds, "seed": i},
+              "extra": {"genre": g}} for g in load_manifest(data)["genres"] for i in range(1, per_genre + 1)]
     for j in jobs:
-        j["params"]["seed"] = 1
         j.update(run=str(run), out=str(work / "jobs" / j["name"]), results=str(results))
     return jobs
 
@@ -803,6 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-seconds", type=float, default=None,
                     help="evaluate the first S seconds of every test track (default: whole tracks)")
     ap.add_argument("--clip-seconds", type=float, default=4.0, help="clip length for genre recognition")
+    ap.add_argument("--genre-pieces", type=int, default=1, help="genre-prompted pieces per genre")
     a = ap.parse_args(argv)
     from pipeline.config import load_config
     from pipeline.evaluation.evaluate import evaluate_run
@@ -852,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     cuts = [float(c) for c in a.cuts.split(",") if c.strip()]
     default_hold = load_config(a.run / "config.yaml").generate.prompt_hold_seconds
     holds = sorted({0.0, float(default_hold)})
-    jobs = piece_jobs(a.run, a.data, work, a.out, a.seconds)
+    jobs = piece_jobs(a.run, a.data, work, a.out, a.seconds, a.genre_pieces)
     cjobs = continuation_jobs(a.run, a.data, work, cuts, holds, a.continuation_seconds, a.prompt_seconds)
     with ProcessPoolExecutor(max_workers=a.workers) as pool:
         done = timed("generation", lambda: list(pool.map(piece, jobs + cjobs)))

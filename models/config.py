@@ -51,6 +51,9 @@ class ScoreConfig:
     bandwidth_hz: float = 1.0  # Gaussian lag window: width of each harmonic line (detuning tolerance)
     floor: float = 1e-3  # white-noise floor added at lag 0 (keeps the poles inside the unit circle)
     rolloff: float = 1.0  # harmonic h has amplitude h ** -rolloff
+    # with an adaptive scale: added to its floor where notes sound (models/predictor.py, the silence
+    # trap); 0 = off (model files written before it existed)
+    scale_floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class StageArchConfig:
             raise ValueError(f"{where}.score needs use_roll and the linear path (linear_order > 0)")
         if self.score.bandwidth_hz < 0 or not 0 < self.score.floor < 1:
             raise ValueError(f"{where}.score: bandwidth_hz >= 0 and floor in (0, 1)")
+        if not 0 <= self.score.scale_floor < 1:
+            raise ValueError(f"{where}.score.scale_floor must be in [0, 1)")
 
     def arch(self) -> StageArchConfig:
         """The architecture part alone (drops the fields a subclass adds)."""

@@ -174,7 +174,7 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
 
 @njit(cache=True, fastmath=FASTMATH)
 def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, score_taps, score_on, has_score,
-            adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor):
+            adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor, note_floor):
     """The linear path of row b at step t: (mu_lin + mu_nn, log_s) for ``_combine``.
 
     The rings hold each value twice (slots s and s + P), so the last P values are the contiguous
@@ -192,6 +192,7 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
     if has_below:
         mu += lin_below[b]
     log_s = out_b[channels + 1]
+    on = 0.0
     if has_score:
         on = score_on[b]
         if on != 0.0:
@@ -212,7 +213,7 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
         s = 0.0
         for i in range(la):
             s += adapt_w[i] * recent[la - 1 - i]
-        log_s = math.log(adapt_floor + s) + min(max(log_s, math.log(1e-4)), math.log(10.0))
+        log_s = math.log(adapt_floor + note_floor * on + s) + min(max(log_s, math.log(1e-4)), math.log(10.0))
         mu_prev[b] = mu + lin_bias
     return mu + out_b[channels], log_s
 
@@ -312,7 +313,7 @@ def run_steps(t0, t1, t_resume, n_batch,
               w1, b1, w2, b2,
               # linear path
               has_lin, lin_taps, lin_ring, dec, lin_below, below_base, has_below, score_taps, score_on,
-              score_base, has_score, adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor,
+              score_base, has_score, adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor,
               edges, keep, floor, end_offset, n_mu,
               # history
               pool, frame_sum,
@@ -358,7 +359,8 @@ def run_steps(t0, t1, t_resume, n_batch,
         for b in range(rows):
             if has_lin:
                 mu, log_s = _linear(b, t, np.int64(prev[b]), out[b], lin_taps, lin_ring, dec, lb, has_below, st, so,
-                                    has_score, adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor)
+                                    has_score, adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor,
+                                    note_floor)
                 _combine(out[b], mu, log_s, n_mu, channels, edges, keep, floor, end_offset, cdf, logits[b])
             else:
                 for c in range(channels):

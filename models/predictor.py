@@ -16,7 +16,15 @@ scale follows recent residuals of the linear part, as the classic adaptive basel
     w_i  = (1 - a) a^(i-1) / (1 - a^L)       (L = ADAPT_TAPS, a = ADAPT_DECAY; zeros before t = 0)
 
 (strictly causal: r(t) only enters s(t+1..t+L); the full pass computes all residuals first, the
-stream keeps a ring of the last L |r|).  The output logits of the mu-law classes are
+stream keeps a ring of the last L |r|).
+
+The silence trap: in silence the residuals are ~0, so s = k * (ADAPT_FLOOR + ~0) with k = exp(log_s_nn),
+and the expected next |r| is 2 ln 2 * s.  Where the network's k < 1 / (2 ln 2) (what it learns for a
+silent past: in training, silence goes on), s(t) -> k * ADAPT_FLOOR / (1 - 2 ln 2 k): a fixed point at
+the -60..-70 dBFS the floor allows, whatever the score says.  A stage with score taps therefore adds
+``note_floor`` (config ``score.scale_floor``) to the floor where notes sound (the score taps' mask), the
+same in training and in both sampling engines: s >= k * note_floor there, and the score taps' resonance
+builds the notes from it.  The output logits of the mu-law classes are
 
     logits_c = nn_logits_c + log P(bin c | discretized logistic(mu, s))
 
@@ -99,6 +107,7 @@ class LinearPath(nn.Module):
         self.fallback_weight = nn.Parameter(past.clone()) if self.use_below else None
         self.adaptive = bool(adaptive)
         self.adapt_taps = ADAPT_TAPS if self.adaptive else 0
+        self.note_floor = 0.0  # the stage's score.scale_floor (a stage with score taps): see the module docstring
         if self.adaptive:  # fixed, not saved (rebuilt from the constants)
             self.register_buffer("adapt_weight", torch.tensor(adapt_weights(), dtype=torch.float32),
                                  persistent=False)

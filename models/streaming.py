@@ -255,6 +255,8 @@ class StageStream:
             if t > 0:
                 self.adapt_ring[:, a_slot] = (self.lin_ring[:, slot] - self.mu_prev).abs()
             s_adapt = ADAPT_FLOOR + torch.mv(self.adapt_ring, self.adapt_rot[a_slot])  # (B,)
+            if self.score is not None and self.lin.note_floor:  # where notes sound: the score's floor
+                s_adapt = s_adapt + self.lin.note_floor * self.score_on[t % self.chunk]
             log_s = self.lin.adapt_log_s(s_adapt, log_s)
             self.mu_prev = mu + self.lin_bias
         return self.lin.combine(out[:, :c], out[:, c], log_s, mu)  # (B, C) combined logits

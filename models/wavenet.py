@@ -85,6 +85,8 @@ class Stage(nn.Module):
             self.linear = LinearPath(self.classes, bool(c.end_class), int(c.linear_order), self.factor, back, ahead,
                                      adaptive=adaptive)
             self.score = self._score_taps(c)
+            if self.score is not None and adaptive:
+                self.linear.note_floor = float(c.score.scale_floor)
             init = [0.0, LOG_S_ADAPT_INIT if adaptive else LOG_S_INIT] + ([SCORE_GATE_INIT] if self.score else [])
             self.lin_out = nn.Conv1d(self.skip_channels, len(init), 1)
             with torch.no_grad():
@@ -271,7 +273,10 @@ class Stage(nn.Module):
         log_s = extra[:, 1]
         if self.linear.adaptive:  # residuals of the linear part (taps + mu bias) for all t, then the window
             r_abs = (self.linear.decode(x) - (mu + self.lin_out.bias[0])).abs()
-            log_s = self.linear.adapt_log_s(self.linear.adapt_scale(r_abs), log_s)
+            s_adapt = self.linear.adapt_scale(r_abs)
+            if self.score is not None and self.linear.note_floor:  # where notes sound: the score's floor
+                s_adapt = s_adapt + self.linear.note_floor * on
+            log_s = self.linear.adapt_log_s(s_adapt, log_s)
         return self.linear.combine(out.transpose(1, 2), extra[:, 0], log_s, mu).transpose(1, 2)
 
     def _forward_by_cond_len(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:

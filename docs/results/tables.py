@@ -378,7 +378,8 @@ def training_table() -> str:
     return "\n".join(lines)
 
 
-SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_long.json"))
+SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_long.json"),
+                   ("run with a clock, whole works", "score_tier_clock.json"))
 
 
 def score_tier_table() -> str:
@@ -415,15 +416,25 @@ def score_tier_table() -> str:
                              f"{_f(n.get('longest_copy_seconds'), '.1f')} | {_f(st.get('mean'), '.2f')} | "
                              f"{_f(st.get('polyphony'), '.2f')} |")
     for label, r in runs:
-        ln, sp = r["lengths"], r["speed"]
-        secs = ", ".join(f"{p['seconds']:g}" for p in ln["pieces"])
+        sp = r["speed"]
         lines += ["", f"{label[0].upper() + label[1:]} ({r['n_params']:,} parameters, step {r['run_steps']}): "
-                  f"{ln['ended_within_range']} of {len(ln['pieces'])} genre-prompted scores ended by their own "
-                  f"end-of-piece event within 0.5-2x the median length of the genre's training scores (seconds: "
-                  f"{secs}; cap {ln['cap_seconds']:g} s); {sp['seconds_per_60s_of_score']:g} s to write 60 s of "
+                  f"{_lengths(r['lengths'])}; {sp['seconds_per_60s_of_score']:g} s to write 60 s of "
                   f"score on one thread. Commit `{r['commit'][:10]}`{' (dirty tree)' if r.get('dirty') else ''}, "
                   f"`{r['command']}`."]
     return "\n".join(lines + [f"\n{n}" for n in notes])
+
+
+def _lengths(ln: dict) -> str:
+    """The length target's sentence: genre-prompted (and, in later JSONs, unconditional) scores."""
+    def part(rows: dict, what: str) -> str:
+        secs = ", ".join(f"{p['seconds']:g}" for p in rows["pieces"])
+        cap = f"cap {rows['cap_seconds']:g} s" if "cap_seconds" in rows else "each capped at 2.5x its median"
+        return (f"{rows['ended_within_range']} of {len(rows['pieces'])} {what} scores ended by their own end-of-piece "
+                f"event within 0.5-2x the median length of the genre's training scores (seconds: {secs}; {cap})")
+
+    if "pieces" in ln:  # the first JSONs: genre-prompted scores only
+        return part(ln, "genre-prompted")
+    return part(ln["genre"], "genre-prompted") + "; " + part(ln["unconditional"], "unconditional")
 
 
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "evaluation": evaluation_table,
