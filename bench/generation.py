@@ -49,7 +49,7 @@ def reference_stage(cycle_length: int = 10, cycles: int = 2) -> Stage:
                       "skip_channels": 128, "kernel_size": 2, "dilation_cycles": cycles, "cycle_length": cycle_length,
                       "use_tier_below": True, "use_roll": False, "use_genre": True})
     torch.manual_seed(0)
-    st = Stage(cfg, index=1, n_genres=4, factor=FACTOR, roll_fps=100, classes=256).eval()
+    st = Stage(cfg, index=1, n_genres=4, factor=FACTOR, classes=256).eval()
     assert st.linear is not None and st.linear.adaptive, "the shipped linear path"
     return st
 

@@ -638,6 +638,7 @@ def unscored_endings(run: Path, data: Path, count: int) -> dict:
     requests (``decided_by`` "chain": the chain's length rule, not the model)."""
     import torch
 
+    from models.draw import Draw
     from pipeline.corpus.dataset import load_manifest
     from pipeline.generation.generate import run_stage
     from pipeline.generation.plan import make_plan, validate_params
@@ -654,9 +655,10 @@ def unscored_endings(run: Path, data: Path, count: int) -> dict:
         if not plan.free_length:
             warn("end class: stage 0 cannot end a piece (no end class); unscored pieces skipped")
             return {"skipped": "stage 0 cannot end a piece"}
-        res = run_stage(loaded.stages[0], plan.n0, 1, genre=torch.tensor([plan.genre_id]), roll=None,
-                        free_length=True, min_length=r0 // fps, round_to=r0 // fps, temperature=p.temperature,
-                        top_p=p.top_p, end_threshold=p.end_threshold, generator=torch.Generator().manual_seed(seed))
+        draw = Draw(free_length=True, min_length=r0 // fps, round_to=r0 // fps, temperature=p.temperature,
+                    top_p=p.top_p, end_threshold=p.end_threshold)
+        res = run_stage(loaded.stages[0], plan.n0, 1, draw, genre=torch.tensor([plan.genre_id]), roll=None,
+                        generator=torch.Generator().manual_seed(seed))
         lengths.append(res.lengths[0] / r0)
         decided.append("end class" if res.lengths[0] < plan.n0 else "cap")
         chained = make_plan(loaded, validate_params(**kw, score_model="chain").with_run_defaults(loaded.cfg.generate))

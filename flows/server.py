@@ -27,6 +27,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from pipeline.errors import StrataError
 from pipeline.lock import pid_exists
 
@@ -68,12 +70,15 @@ def _alive(pid: int) -> bool:
     if not pid_exists(pid):
         return False
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc (not Linux): the signal check is all there is
-    if not cmd:  # a zombie (exited, not yet reaped by its parent)
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped by its parent
+            return False
+        cmd = proc.cmdline()
+    except psutil.AccessDenied:
+        return True  # its command line is not ours to read: the signal check is all there is
+    except psutil.Error:  # gone
         return False
-    return b"prefect" in cmd and b"server" in cmd
+    return any("prefect" in a for a in cmd) and any("server" in a for a in cmd)
 
 
 def healthy(url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:

@@ -10,7 +10,7 @@ stopped by their owner), the command prints its line, and ``atexit`` stops the s
 own SIGTERM bridge, installed while a flow runs, hands the signal back to this handler.
 
 ``stop_children`` is the last guard: every process started by this one that is still alive (found
-through ``/proc``) gets SIGTERM, then SIGKILL.
+through ``psutil``) gets SIGTERM, then SIGKILL.
 
 ``tie_ephemeral_server`` covers ``kill -9``, which no handler sees: the ephemeral server is started
 with ``PR_SET_PDEATHSIG`` so the kernel stops it when the command dies, and in a session of its own
@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+
+import psutil
 
 KEPT = {  # command -> what an interrupted run keeps (the one line it prints)
     "preprocess": "finished files are kept (cached); rerun the same command to do the rest",
@@ -89,30 +91,19 @@ def interrupted_line(command: str | None, exc: BaseException) -> str:
 
 
 def descendants(pid: int | None = None) -> list[int]:
-    """Pids of every live process below ``pid`` (default: this one), read from ``/proc``."""
-    pid = os.getpid() if pid is None else pid
-    children: dict[int, list[int]] = {}
+    """Pids of every live process below ``pid`` (default: this one); zombies left out."""
     try:
-        entries = os.listdir("/proc")
-    except OSError:
+        procs = psutil.Process(os.getpid() if pid is None else pid).children(recursive=True)
+    except psutil.Error:
         return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode("utf-8", "replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    out, todo = [], list(children.get(pid, []))
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
+    return [p.pid for p in procs if _status(p) not in (None, psutil.STATUS_ZOMBIE)]
+
+
+def _status(proc: psutil.Process) -> str | None:
+    try:
+        return proc.status()
+    except psutil.Error:  # gone
+        return None
 
 
 def stop_children(grace: float = 3.0) -> list[int]:
@@ -146,9 +137,8 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
+        return _status(psutil.Process(pid)) not in (None, psutil.STATUS_ZOMBIE)
+    except psutil.Error:
         return False
 
 

@@ -68,18 +68,24 @@ def prior_band(below: torch.Tensor, factor: int, classes: int, t0: int, t1: int)
     return table[below[:, i0].long()] * (1 - w) + table[below[:, i1].long()] * w
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Draw:
-    """How the sampled steps are chosen (``models.sampling.sample_stage`` builds it for the fused engine)."""
+    """How a run of steps chooses its samples: the one object ``models.sampling.sample_stage`` (and
+    ``pipeline.generation.generate.run_stage``) take and the fused engine reads.  The defaults are
+    plain sampling (no guidance, temperature 1, no nucleus, no tier prior, a fixed length); the
+    generation parameters' own defaults and ranges are ``GenerateParams``' (pipeline/generation/plan.py)."""
 
-    batch: int  # streams (rows = 2 * batch with guidance twins)
-    twin: bool = False
-    guidance: float = 0.0
+    guidance: float = 0.0  # classifier-free guidance W (the twins run when the streams are ``conditioned``)
     temperature: float = 1.0
-    top_p: float = 1.0
-    prior_scale: float = 0.0  # tier prior: 1 / (2 sigma^2) (0: off); centre ``prior_band``
-    end_code: int | None = None
-    free_length: bool = False
+    top_p: float = 1.0  # nucleus mass (1: off)
+    tier_prior: float = 0.0  # sigma of the tier prior around the tier below (0: off)
+    free_length: bool = False  # a stream ends where END has at least ``end_threshold`` (from ``min_length``)
     min_length: int = 1
     end_threshold: float = 0.5
-    seeds: np.ndarray | None = None  # (B,) uint64: each stream's uniforms (``stream_uniforms``)
+    round_to: int = 1  # when every stream ended, the piece keeps whole blocks of this many samples
+    seeds: np.ndarray | None = None  # (B,) uint64: each stream's uniforms (``stream_uniforms``); else drawn
+    # filled in by ``sample_stage`` for the engines
+    batch: int = 0  # streams (rows = 2 * batch with guidance twins)
+    twin: bool = False
+    prior_scale: float = 0.0  # tier prior: 1 / (2 sigma^2) (0: off); centre ``prior_band``
+    end_code: int | None = None

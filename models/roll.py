@@ -12,6 +12,7 @@ import numpy as np
 
 ROLL_LAYERS = 2  # sounding, onset
 PITCHES = 128  # MIDI pitches
+ROLL_SHAPE = (ROLL_LAYERS, PITCHES)  # a roll's shape before its frames: (2, 128, F)
 ROLL_CHANNELS = ROLL_LAYERS * PITCHES  # 256 rows of the model input
 VELOCITY_MAX = 127  # MIDI's largest velocity: 1.0 in the model input
 ROLL_FPS = 100  # the default frame rate (``DataConfig.roll_fps``; a run's config may change it)

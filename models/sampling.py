@@ -70,20 +70,19 @@ class Sampled:
     engine: str = "reference"  # the engine that ran ("fused" or "reference")
 
 
-def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int, guidance: float = 0.0,
-                 conditioned: bool = False, prompt: torch.Tensor | None = None, free_length: bool = False,
-                 min_length: int = 1, round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0,
-                 end_threshold: float = 0.5, tier_prior: float = 0.0, generator: torch.Generator | None = None,
-                 chunk: int | None = None, progress: Callable[[int], None] | None = None,
-                 engine: str = "fused", workers: int = 1, seeds: np.ndarray | None = None,
+def sample_stage(stage, n: int, batch: int, cond: Conditioning, draw: Draw = Draw(), *, no_genre: int,
+                 conditioned: bool = False, prompt: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None, chunk: int | None = None,
+                 progress: Callable[[int], None] | None = None, engine: str = "fused", workers: int = 1,
                  wait_below: Callable[[int], None] | None = None,
                  publish: Callable[[np.ndarray, int], None] | None = None) -> Sampled:
-    """Sample ``n`` samples of ``stage`` for ``batch`` streams conditioned on ``cond`` (batch rows).
+    """Sample ``n`` samples of ``stage`` for ``batch`` streams conditioned on ``cond`` (batch rows),
+    chosen as ``draw`` says (``models.draw.Draw``: guidance, temperature, top-p, tier prior, ends, seeds).
 
     ``conditioned``: the streams have a genre or roll to guide (``no_genre``: the twins' genre id).
     ``engine``: "fused" or "reference" (module docstring); ``workers``: the fused engine runs the
     streams in up to this many groups on threads (each stream's samples do not depend on it).
-    ``seeds`` (B,): the streams' seeds, else drawn from ``generator``.  A pipelined cascade
+    ``draw.seeds`` (B,): the streams' seeds, else drawn from ``generator``.  A pipelined cascade
     (pipeline/generation/generate.py) runs the stages side by side: ``wait_below(j)`` returns once the tier
     below is final up to index j (``cond.below`` is being filled), ``publish(x, t)`` is told that
     samples [0, t) of ``x`` (B, n) are final.
@@ -91,22 +90,22 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     float_head = bool(getattr(stage.head, "float_input", False))
-    twin = uses_guidance(stage, guidance, conditioned)
+    twin = uses_guidance(stage, draw.guidance, conditioned)
     if twin:  # rows [batch:] are the unconditional twins: "no genre", roll dropped
         cond = cond.twin(no_genre)
     rows = 2 * batch if twin else batch
     chunk_kw = {} if chunk is None else {"chunk": chunk}
     end_code = getattr(stage, "end_code", None) if not float_head else None
+    seeds = draw.seeds
     if seeds is None:
         seeds = stream_seeds(generator, batch)  # (B,) every engine draws them: the generator moves alike
     fused = engine == "fused" and fused_engine_ok(stage)
     if (wait_below is not None or publish is not None) and (not fused or workers > 1):
         raise ValueError("sample_stage: wait_below / publish (a pipelined cascade) need the fused engine, 1 worker")
-    scale = 0.0 if float_head else prior_scale(stage, cond.below, tier_prior)  # 0: no tier prior
+    scale = 0.0 if float_head else prior_scale(stage, cond.below, draw.tier_prior)  # 0: no tier prior
+    draw = dataclasses.replace(draw, batch=batch, twin=twin, prior_scale=scale, end_code=end_code, seeds=seeds)
+    round_to = draw.round_to
     if fused:
-        draw = Draw(batch=batch, twin=twin, guidance=guidance, temperature=temperature, top_p=top_p,
-                    prior_scale=scale, end_code=end_code,
-                    free_length=free_length, min_length=min_length, end_threshold=end_threshold, seeds=seeds)
         x, lengths, steps = _sample_fused(stage, n, cond, draw, prompt, chunk_kw, progress, workers,
                                           wait_below, publish)
         if steps < n:
@@ -127,19 +126,19 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, *, no_genre: int
             if t < p_len:
                 xt = prompt[:, t].to(dtype)  # (B,) primed: the prompt's own sample
             else:
-                out = guide(out[:batch] if not twin else out, batch, guidance)  # (B, C)
+                out = guide(out[:batch] if not twin else out, batch, draw.guidance)  # (B, C)
                 if prior is not None:
                     out = prior(out, t)
-                confident = state.confident(out, free_length and t >= min_length, end_threshold)
-                draw = {} if not n_u else {"u": torch.from_numpy(step_uniforms(seeds, t, n_u))}  # (B,) or (B, 2)
-                xt = stage.head.sample(state.mask(out), temperature=temperature, top_p=top_p, generator=generator,
-                                                       **draw)
-                xt = state.apply(xt, confident, t, free_length)
+                confident = state.confident(out, draw.free_length and t >= draw.min_length, draw.end_threshold)
+                u = {} if not n_u else {"u": torch.from_numpy(step_uniforms(seeds, t, n_u))}  # (B,) or (B, 2)
+                xt = stage.head.sample(state.mask(out), temperature=draw.temperature, top_p=draw.top_p,
+                                       generator=generator, **u)
+                xt = state.apply(xt, confident, t, draw.free_length)
             x[:, t] = xt
             prev = torch.cat([xt, xt]) if twin else xt
             if progress is not None:
                 progress(t + 1)
-            if free_length and bool(state.ended.all()):
+            if draw.free_length and bool(state.ended.all()):
                 steps = t + 1
                 break
     if steps < n:  # every stream ended: keep whole blocks (silence after each end)

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-N_PITCHES = 128
+from models.roll import PITCHES
+
+N_PITCHES = PITCHES  # the roll's sounding layer: rows [0, N_PITCHES) of the stage's roll input
 GATE_INIT = 1.0  # initial blend logit: sigmoid(1) = 0.73 of the score taps where notes sound
 
 

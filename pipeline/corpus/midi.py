@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from models.roll import ROLL_FPS, empty_roll
+from models.roll import PITCHES, ROLL_FPS, VELOCITY_MAX, empty_roll
 from pipeline.errors import InputError
 from pipeline.io import check_readable
 
@@ -220,9 +220,9 @@ def piano_roll(
         n_frames = max((off for _, off, _ in spans), default=0)
     roll = empty_roll(n_frames)  # (2, pitch, frame)
     for on, off, n in spans:
-        if on >= n_frames or not 0 <= n.pitch < 128:
+        if on >= n_frames or not 0 <= n.pitch < PITCHES:
             continue
-        vel = np.uint8(min(max(n.velocity, 1), 127))
+        vel = np.uint8(min(max(n.velocity, 1), VELOCITY_MAX))
         seg = roll[0, n.pitch, on:off]
         np.maximum(seg, vel, out=seg)
         roll[1, n.pitch, on] = max(roll[1, n.pitch, on], vel)

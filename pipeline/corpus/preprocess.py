@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from models.roll import ROLL_SHAPE
 from pipeline.config import DataConfig, config_to_dict
 from pipeline.corpus.audio import AudioError, make_tiers, prepare_audio
 from pipeline.corpus.inputs import skip_entry
@@ -234,7 +235,7 @@ def _roll(notes: list, fps: int, n_frames: int) -> np.ndarray:
     from pipeline.corpus.midi import piano_roll
 
     roll = piano_roll(notes, fps=fps, n_frames=n_frames)  # (2, 128, F) uint8
-    assert roll.shape == (2, 128, n_frames), roll.shape
+    assert roll.shape == (*ROLL_SHAPE, n_frames), roll.shape
     return roll
 
 

@@ -35,6 +35,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from models.roll import ROLL_FPS, empty_roll
 from pipeline.errors import InputError, StrataError
 
 STEPS_PER_SECOND = 100  # one TIME_SHIFT step is 10 ms
@@ -291,7 +292,7 @@ def events_to_roll(events: Sequence[int], fps: int, max_frames: int | None = Non
     n_frames = _step_frame(end, fps)
     if max_frames is not None:
         n_frames = min(n_frames, int(max_frames))
-    roll = np.zeros((2, N_PITCHES, n_frames), np.uint8)  # (2, pitch, frame)
+    roll = empty_roll(n_frames)  # (2, pitch, frame)
     for n in notes:
         a = _step_frame(n.on, fps)
         if a >= n_frames:
@@ -391,7 +392,7 @@ def events_to_midi(events: Sequence[int], path: str | Path, program: int = 0) ->
     return path
 
 
-def midi_to_events(path: str | Path, fps: int = 100) -> list[int]:
+def midi_to_events(path: str | Path, fps: int = ROLL_FPS) -> list[int]:
     """Events of a MIDI file (``pipeline.corpus.midi`` rules: tempo map, pedal, drums left out) through its
     roll at ``fps``; ``MidiError`` for unusable files."""
     from pipeline.corpus.midi import piano_roll, read_midi

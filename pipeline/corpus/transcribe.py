@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from models.roll import empty_roll
 from pipeline.config import TRANSCRIPTION_METHODS
 from pipeline.corpus.midi import Note, piano_roll
 from pipeline.errors import InputError
@@ -93,7 +94,7 @@ def prompt_roll(audio: np.ndarray, rate: int, fps: int, prompt_frames: int, tota
     """uint8 roll (2, 128, total_frames): the prompt's estimated notes over its first
     ``prompt_frames`` frames, then the notes sounding in most of its last ``tail_seconds`` held for
     ``hold_seconds`` (no new onset): the continuation starts from the prompt's harmony."""
-    roll = np.zeros((2, 128, total_frames), np.uint8)
+    roll = empty_roll(total_frames)
     est = estimate_roll(audio, rate, fps, method, n_frames=prompt_frames)  # (2, 128, prompt_frames)
     take = min(prompt_frames, total_frames)
     roll[:, :, :take] = est[:, :, :take]

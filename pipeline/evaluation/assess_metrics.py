@@ -22,10 +22,11 @@ from typing import Sequence
 
 import numpy as np
 
+from models.roll import ROLL_FPS  # the note profile's frame rate before it is read at the chroma frames
+
 ANALYSIS_RATE = 16000  # Hz; every measure resamples its input to this rate first
 HOP = 512  # analysis hop (32 ms at 16 kHz) for chroma, flatness and LSD frames
 N_FFT = 2048
-ROLL_FPS = 100  # frame rate of the note profile before it is read at the chroma frames
 SILENCE_RMS = 1e-3  # frames quieter than -60 dBFS are silence, not noise
 WINDOW_SECONDS = 1.0  # flatness is averaged over windows of this length
 CHANCE_SHUFFLES = 8  # time shuffles averaged for the chance level (seeded)

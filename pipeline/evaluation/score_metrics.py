@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from models.roll import ROLL_SHAPE
 from pipeline.training.score_model import STEP, chords
 
 SEGMENT_SECONDS = 4.0  # pitch range is measured per segment of this length
@@ -79,7 +80,7 @@ def _check(rolls: Sequence[np.ndarray], what: str) -> None:
     if not len(rolls):
         raise ValueError(f"no {what} rolls")
     for r in rolls:
-        if not isinstance(r, np.ndarray) or r.ndim != 3 or r.shape[:2] != (2, 128):
+        if not isinstance(r, np.ndarray) or r.ndim != 3 or r.shape[:2] != ROLL_SHAPE:
             raise ValueError(f"a {what} roll is a (2, 128, F) array, got {getattr(r, 'shape', type(r).__name__)}")
 
 

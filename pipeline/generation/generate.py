@@ -23,6 +23,7 @@ run once (``pipeline/run.py``), runs the cascade here and writes one job folder 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -33,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from models.conditioning import Conditioning
-from models.draw import stream_seeds
+from models.draw import Draw, stream_seeds
 from models.roll import roll_input
 from models.sampling import fused_engine_ok, sample_stage
 from pipeline.errors import ParameterError, RunError
@@ -60,28 +61,24 @@ class StageResult:
     engine: str = "reference"  # the sampling engine that ran
 
 
-def run_stage(stage, n: int, batch: int, *, genre, below=None, roll=None, twin: bool = False,
-              guidance: float = 0.0, prompt=None, free_length: bool = False, min_length: int = 1,
-              round_to: int = 1, temperature: float = 1.0, top_p: float = 1.0, end_threshold: float = 0.5,
-              tier_prior: float = 0.0, generator=None, chunk: int | None = None,
-              progress: Callable[[int], None] | None = None, engine: str = "fused",
-              workers: int = 1, seeds=None, wait_below=None, publish=None) -> StageResult:
-    """Sample ``n`` samples of one stage for ``batch`` streams (``models.sampling.sample_stage``).
+def run_stage(stage, n: int, batch: int, draw: Draw = Draw(), *, genre, below=None, roll=None,
+              twin: bool = False, prompt=None, generator=None, chunk: int | None = None,
+              progress: Callable[[int], None] | None = None, engine: str = "fused", workers: int = 1,
+              wait_below=None, publish=None) -> StageResult:
+    """Sample ``n`` samples of one stage for ``batch`` streams, chosen as ``draw`` says
+    (``models.sampling.sample_stage``; ``models.draw.Draw``: guidance, temperature, top-p, tier prior, ends).
 
-    genre: int64 (B,); below: int64 (B, n // factor) or None; roll: float (B, 256, F) or None;
+    genre: int64 (B,); below: int64 (B, n // factor) or None; roll: float (B, ROLL_CHANNELS, F) or None;
     twin: the streams have a genre or roll that classifier-free guidance can use (the twins run only
-    when ``guidance`` > 0 and the head gives logits); prompt: (B, P) values fed instead of samples
-    for t < P; free_length: stop a stream where the model gives END a probability of at least
-    ``end_threshold`` (stage 0).
+    when ``draw.guidance`` > 0 and the head gives logits); prompt: (B, P) values fed instead of samples
+    for t < P.
     """
 
     t0 = time.perf_counter()
-    res = sample_stage(stage, n, batch, Conditioning(genre=genre, below=below, roll=roll),
-                       no_genre=stage_no_genre(stage) if twin else 0, guidance=guidance, conditioned=twin,
-                       prompt=prompt, free_length=free_length, min_length=min_length, round_to=round_to,
-                       temperature=temperature, top_p=top_p, end_threshold=end_threshold, tier_prior=tier_prior,
+    res = sample_stage(stage, n, batch, Conditioning(genre=genre, below=below, roll=roll), draw,
+                       no_genre=stage_no_genre(stage) if twin else 0, conditioned=twin, prompt=prompt,
                        generator=generator, chunk=chunk, progress=progress, engine=engine, workers=workers,
-                       seeds=seeds, wait_below=wait_below, publish=publish)
+                       wait_below=wait_below, publish=publish)
     return StageResult(res.x, res.lengths, time.perf_counter() - t0, res.twin, res.engine)
 
 
@@ -132,12 +129,12 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
 
 
 def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) -> dict:
-    """What stage k reads besides the tier below, and how it samples (``run_stage`` keywords)."""
+    """What stage k reads besides the tier below, and how it samples (``run_stage`` keywords: ``draw``
+    is ``stage_draw``'s)."""
     import torch
 
     cfg, B, rate = run.cfg, p.count, run.rates[k]
     scfg = cfg.stages[k]
-    unit0 = run.rates[0] // cfg.data.roll_fps  # stage-0 samples per roll frame
     roll = None
     if plan.roll is not None and scfg.use_roll:
         frames = n * cfg.data.roll_fps // rate
@@ -148,11 +145,17 @@ def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) 
     if plan.prompt_tiers is not None:
         pt = torch.from_numpy(plan.prompt_tiers[rate].astype(np.int64))
         prompt = _prompt_values(pt, run.stages[k], cfg).unsqueeze(0).expand(B, -1)  # (B, P)
-    return dict(genre=torch.full((B,), plan.genre_id, dtype=torch.int64), roll=roll, twin=twin,
-                guidance=p.guidance, prompt=prompt, free_length=(k == 0 and plan.free_length),
+    return dict(genre=torch.full((B,), plan.genre_id, dtype=torch.int64), roll=roll, twin=twin, prompt=prompt,
+                draw=stage_draw(run, plan, p, k, prompt), chunk=p.chunk)
+
+
+def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=None) -> Draw:
+    """How stage k chooses its samples, from the generation parameters (``prompt``: the stage's (B, P))."""
+    unit0 = run.rates[0] // run.cfg.data.roll_fps  # stage-0 samples per roll frame
+    return Draw(guidance=p.guidance, temperature=stage_temperature(run, p, k), top_p=p.top_p,
+                tier_prior=p.tier_prior, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
-                round_to=unit0, temperature=stage_temperature(run, p, k), top_p=p.top_p,
-                end_threshold=p.end_threshold, tier_prior=p.tier_prior, chunk=p.chunk)
+                end_threshold=p.end_threshold, round_to=unit0)
 
 
 # ----------------------------------------------------------------------------- the pipelined cascade
@@ -222,8 +225,10 @@ def _run_pipelined(run: LoadedRun, plan: Plan, p: GenerateParams, gen, progress:
 
     def work(k: int) -> None:
         try:
-            results[k] = run_stage(run.stages[k], ns[k], B, below=tiers[k - 1].codes if k else None,
-                                   **stage_inputs(run, plan, p, k, ns[k]), seeds=seeds[k], engine="fused",
+            kw = stage_inputs(run, plan, p, k, ns[k])
+            kw["draw"] = dataclasses.replace(kw["draw"], seeds=seeds[k])
+            results[k] = run_stage(run.stages[k], ns[k], B, below=tiers[k - 1].codes if k else None, **kw,
+                                   engine="fused",
                                    wait_below=tiers[k - 1].wait if k else None, publish=tiers[k].publish,
                                    progress=lambda done: bar.update(labels[k], done))
             bar.finish(labels[k], ns[k])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.roll import ROLL_FPS
+from models.roll import PITCHES, ROLL_FPS, VELOCITY_MAX
 from pipeline.io import atomic_path
 
 
@@ -93,9 +93,9 @@ def _plot_roll(ax, roll: np.ndarray, roll_fps: int, title: str) -> None:
     if r.ndim == 3:
         r = r[0]  # (128, F) sounding velocity
     used = np.flatnonzero(r.max(axis=1) > 0)
-    lo, hi = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 128)
+    lo, hi = (int(used[0]), int(used[-1]) + 1) if used.size else (0, PITCHES)
     extent = (0, r.shape[1] / roll_fps, lo - 0.5, hi - 0.5)
-    ax.imshow(r[lo:hi], origin="lower", aspect="auto", extent=extent, cmap="Greys", vmin=0, vmax=127,
+    ax.imshow(r[lo:hi], origin="lower", aspect="auto", extent=extent, cmap="Greys", vmin=0, vmax=VELOCITY_MAX,
               interpolation="nearest")
     ax.set_ylabel("MIDI pitch")
     ax.set_title(title)

@@ -10,9 +10,9 @@ What it shows:
 - a grid per group of jobs that share their parameters but differ in genre or seed, with a real
   held-out clip of each genre (from the dataset's test split) beside the generated ones.
 
-Plain HTML built with ``html.escape``: no JavaScript, no external fonts or stylesheets.  The folder
-is built under a temporary name and swapped into place; a folder that is not a report is never
-replaced.  Importable without Prefect.
+Plain HTML from a Jinja2 template (``templates/report.html.j2``, autoescaped): no JavaScript, no
+external fonts or stylesheets.  The folder is built under a temporary name and swapped into place; a
+folder that is not a report is never replaced.  Importable without Prefect.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import shutil
 import struct
 import uuid
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 
 from pipeline.errors import StrataError
 
@@ -343,10 +344,6 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:80] or "item"
 
 
-def _url(rel: str) -> str:
-    return escape(quote(rel), quote=True)
-
-
 def fmt(v, digits: int = 3) -> str:
     """Numbers for people: floats to ``digits`` decimals, None as a dash."""
     if v is None:
@@ -362,44 +359,36 @@ def fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+def _cell(v) -> str:
+    """A table cell's text: markup as it is (``Raw``), anything else through ``fmt`` (then escaped)."""
+    return v if isinstance(v, Markup) else fmt(v)
+
+
+_ENV = Environment(loader=PackageLoader("pipeline.report", "templates"), autoescape=True,
+                   undefined=StrictUndefined, keep_trailing_newline=True)
+_ENV.filters.update(fmt=fmt, cell=_cell, url=quote)
+_T = _ENV.get_template("report.html.j2").module  # the page's parts (macros), each returns Markup
+
+
 def table(head: list[str], rows: list[list], caption: str | None = None, first_is_header: bool = True) -> str:
     """A scrollable ``<table>``; cells are escaped unless wrapped in ``Raw``."""
-    out = ['<div class="scroll"><table>']
-    if caption:
-        out.append(f"<caption>{escape(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f'<th scope="col">{escape(h)}</th>' for h in head) + "</tr></thead><tbody>")
-    for row in rows:
-        cells = []
-        for i, v in enumerate(row):
-            text = v if isinstance(v, Raw) else escape(fmt(v))
-            cells.append(f'<th scope="row">{text}</th>' if i == 0 and first_is_header else f"<td>{text}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table></div>")
-    return "\n".join(out)
+    return _T.table(head, rows, caption, first_is_header)
 
 
-class Raw(str):
-    """HTML already escaped."""
+Raw = Markup  # HTML already escaped
 
 
 def player(rel: str | None, label: str) -> str:
     """An ``<audio>`` player with a download link inside (shown where audio is not supported)."""
-    if rel is None:
-        return f"<p>{escape(label)}: missing</p>"
-    return (f'<audio controls preload="metadata" src="{_url(rel)}" aria-label="{escape(label)}">'
-            f'<a href="{_url(rel)}">{escape(label)} (WAV)</a></audio>')
+    return _T.player(rel, label)
 
 
 def figure(rel: str | None, alt: str, caption: str, css: str = "") -> str:
-    if rel is None:
-        return ""
-    cls = f' class="{css}"' if css else ""
-    return (f'<figure{cls}><a href="{_url(rel)}"><img src="{_url(rel)}" alt="{escape(alt)}"></a>'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
+    return _T.figure(rel, alt, caption, css)
 
 
 def definition_list(items: list[tuple[str, object]]) -> str:
-    return "<dl>" + "".join(f"<dt>{escape(k)}</dt><dd>{escape(fmt(v))}</dd>" for k, v in items) + "</dl>"
+    return _T.definition_list(items)
 
 
 STYLE = """
@@ -428,14 +417,7 @@ nav ul { padding-left: 1.2rem; }
 
 def page(title: str, nav: list[tuple[str, str]], body: list[str]) -> str:
     """The whole document: semantic, no scripts, no external resources."""
-    links = "".join(f'<li><a href="#{escape(a)}">{escape(t)}</a></li>' for a, t in nav)
-    return "\n".join([
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f'<meta name="generator" content="{GENERATOR}">', f"<title>{escape(title)}</title>",
-        '<link rel="icon" href="data:,">', f"<style>{STYLE}</style>", "</head>", "<body>",
-        f'<header><h1>{escape(title)}</h1><nav aria-label="sections"><ul>{links}</ul></nav></header>',
-        "<main>", *body, "</main>", "</body>", "</html>", ""])
+    return str(_T.page(title, nav, body, GENERATOR, Markup(STYLE)))
 
 
 # ----------------------------------------------------------------------------- sections
@@ -454,14 +436,7 @@ def run_section(run_dir: Path, cfg, facts: list[dict], curves: str | None, confi
     head = ["stage", "rate (Hz)", "head", "layers", "channels (residual / gate / skip)", "conditioning",
             "weights", "receptive field", "history memory", "lookahead", "steps", "wall time",
             "best validation bits (step)", "stopped by"]
-    parts = ['<section id="run" aria-labelledby="run-h"><h2 id="run-h">The run</h2>', definition_list(summary),
-             table(head, rows, caption="Stages: architecture, memory in seconds at the stage's rate, training"),
-             figure(curves, "training loss and validation bits per sample against step, one panel per stage",
-                    "Training loss (line) and validation bits per sample (points), per stage."),
-             "<details><summary>Generation defaults</summary>",
-             definition_list(list(d.get("generate", {}).items())), "</details>",
-             f"<details><summary>config.yaml</summary><pre>{escape(config_text)}</pre></details>", "</section>"]
-    return "\n".join(p for p in parts if p)
+    return _T.run_section(summary, head, rows, curves, list(d.get("generate", {}).items()), config_text)
 
 
 def stage_row(f: dict) -> list:
@@ -499,9 +474,7 @@ def evaluation_section(ev: dict, source: str) -> str:
              ("linear AR (fine tier alone)", b.get("linear_ar_bits_per_sample")), ("source", source)]
     caption = (f"Held-out bits per sample ({ev.get('split', '?')} split: {ev.get('tracks', '?')} tracks, "
                f"{fmt(ev.get('seconds'), 1)} s{scope}); lower is better")
-    return "\n".join(['<section id="evaluation" aria-labelledby="evaluation-h">',
-                      '<h2 id="evaluation-h">Evaluation</h2>', table(head, rows, caption=caption),
-                      definition_list(items), "</section>"])
+    return _T.evaluation_section(head, rows, caption, items)
 
 
 def job_article(job: Job, files: dict) -> str:
@@ -511,21 +484,10 @@ def job_article(job: Job, files: dict) -> str:
     prompt = [("asked for", job.label), ("seed", m.get("seed")), ("variation", m.get("variation")),
               ("seconds", m.get("seconds")), ("score (piano roll) from", m.get("roll_source")),
               ("ended by the model", m.get("ended_by_model")), ("created (UTC)", m.get("created_utc"))]
-    tiers = "".join(f"<li>stage {k}, {r} Hz tier{played_at(r)}{player(files['tiers'].get(r), f'tier {r} Hz')}</li>"
-                    for k, r in enumerate(rates))
+    tiers = [(k, r, played_at(r)) for k, r in enumerate(rates)]
     params = [[k, v] for k, v in p.items() if k not in HIDDEN_PARAMETERS]
-    parts = [f'<article id="{escape(job.key)}" aria-labelledby="{escape(job.key)}-h">',
-             f'<h3 id="{escape(job.key)}-h">{escape(job.label)}, seed {escape(fmt(m.get("seed")))}'
-             f' <small>({escape(job.folder.name)})</small></h3>',
-             definition_list(prompt), "<h4>Output</h4>", player(files["audio"], f"{job.label}: output"),
-             "<h4>Tiers, coarse to fine</h4>", f'<ul class="tiers">{tiers}</ul>',
-             figure(files["spectrogram"], f"spectrogram of {job.label}, piano roll under it when there is a score",
-                    "Spectrogram of the output; the piano roll it followed is under it when it had one."),
-             (f'<p><a href="{_url(files["score"])}">The score it rendered (score.mid, '
-              f'{escape(str(m.get("roll_source")))})</a></p>' if files.get("score") else ""),
-             "<details><summary>Parameters</summary>", table(["parameter", "value"], params), "</details>",
-             timings_table(m.get("timings") or {}), diagnostics_table(m.get("diagnostics") or {}), "</article>"]
-    return "\n".join(x for x in parts if x)
+    return _T.job_article(job, m, files, prompt, tiers, params, timings_table(m.get("timings") or {}),
+                          diagnostics_table(m.get("diagnostics") or {}))
 
 
 def played_at(rate: int) -> str:
@@ -556,8 +518,7 @@ def diagnostics_rows(d: dict) -> list[list]:
 def diagnostics_table(d: dict) -> str:
     if not d:
         return ""
-    note = f"<p>diagnostics failed: {escape(str(d['error']))}</p>" if "error" in d else ""
-    return note + table(["measure", "value"], diagnostics_rows(d), caption="Diagnostics")
+    return _T.diagnostics_table(str(d["error"]) if "error" in d else None, diagnostics_rows(d))
 
 
 def grid_groups(jobs: list[Job]) -> list[list[Job]]:
@@ -588,28 +549,16 @@ def grid_section(i: int, group: list[Job], files: dict[str, dict], clips: dict[s
                                                         f"{job.label}, seed {s}", f"#{job.key}")))
         rows.append(row)
     shared = [[k, v] for k, v in group[0].params.items() if k not in GRID_IGNORES + HIDDEN_PARAMETERS]
-    return "\n".join([f'<section id="grid-{i}" aria-labelledby="grid-{i}-h">',
-                      f'<h3 id="grid-{i}-h">Side by side {i + 1}: {len(group)} jobs, same parameters</h3>',
-                      f'<div class="grid">{table(head, rows)}</div>',
-                      "<details><summary>Shared parameters</summary>", table(["parameter", "value"], shared),
-                      "</details></section>"])
+    return _T.grid_section(i, len(group), head, rows, shared)
 
 
 def cell(audio: str | None, image: str | None, label: str, href: str | None = None) -> str:
-    more = f' <a href="{escape(href)}">details</a>' if href else ""
-    alt = escape(f"spectrogram: {label}")
-    img = "" if image is None else f'<div class="thumb"><img src="{_url(image)}" alt="{alt}"></div>'
-    return f"{player(audio, label)}{img}<small>{escape(label)}{more}</small>"
+    return _T.cell(audio, image, label, href)
 
 
 def clips_section(clips: list[Clip], data_dir: Path) -> str:
     """The real held-out clips, one per genre."""
-    items = [f"<li><h3>{escape(c.genre)}</h3>{player(c.audio, f'real {c.genre}')}"
-             + figure(c.image, f"spectrogram of the real {c.genre} clip with its piano roll",
-                      f"{c.track} ({c.split} split), the first {c.seconds:.1f} s") + "</li>" for c in clips]
-    return "\n".join(['<section id="real" aria-labelledby="real-h"><h2 id="real-h">Real held-out clips</h2>',
-                      f"<p>From the dataset {escape(str(data_dir))}: tracks the run never trained on.</p>",
-                      '<ul class="tiers">', *items, "</ul></section>"])
+    return _T.clips_section(clips, str(data_dir))
 
 
 # ----------------------------------------------------------------------------- the report
@@ -670,11 +619,9 @@ def write_body(run_dir, cfg, facts, jobs, skipped, ev, ev_path, data_dir, clip_s
     groups = grid_groups(jobs)
     if groups:
         by_genre = {c.genre: c for c in clips}
-        body.append('<section id="grids" aria-labelledby="grids-h"><h2 id="grids-h">Side by side</h2>'
-                    "<p>Jobs that share their parameters but differ in genre or seed"
-                    + (", next to a real held-out clip of each genre" if clips else "") + ".</p>")
+        body.append(_T.grids_intro(bool(clips)))
         body += [grid_section(i, g, files, by_genre) for i, g in enumerate(groups)]
-        body.append("</section>")
+        body.append(Markup("</section>"))
         nav.append(("grids", "Side by side"))
     if clips:
         body.append(clips_section(clips, Path(data_dir)))
@@ -690,14 +637,7 @@ def run_genres(facts: list[dict]) -> list[str]:
 
 
 def jobs_section(jobs: list[Job], files: dict, skipped: list[str]) -> str:
-    parts = ['<section id="jobs" aria-labelledby="jobs-h"><h2 id="jobs-h">Generation jobs</h2>']
-    if not jobs:
-        parts.append("<p>No generation jobs were given (<code>--jobs DIR</code>).</p>")
-    if skipped:
-        parts.append("<p>Skipped:</p><ul>" + "".join(f"<li>{escape(s)}</li>" for s in skipped) + "</ul>")
-    parts += [job_article(job, files[job.key]) for job in jobs]
-    parts.append("</section>")
-    return "\n".join(parts)
+    return _T.jobs_section([job_article(job, files[job.key]) for job in jobs], skipped, bool(jobs))
 
 
 # ----------------------------------------------------------------------------- the folder

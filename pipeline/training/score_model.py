@@ -23,7 +23,7 @@ from typing import Iterable
 
 import numpy as np
 
-from models.roll import empty_roll
+from models.roll import VELOCITY_MAX, empty_roll
 
 STEP = 0.1  # seconds per chord step
 FILE = "score_model.json"
@@ -97,7 +97,7 @@ def sample_roll(model: dict, genre: str, max_frames: int, seed: int) -> np.ndarr
     prev: set[int] = set()
     for k, s in enumerate(steps):
         pitches, a = set(model["chords"][s]), k * hop
-        v = np.uint8(max(1, min(127, model["velocity"][s])))
+        v = np.uint8(max(1, min(VELOCITY_MAX, model["velocity"][s])))
         for p in pitches:
             roll[0, p, a:a + hop] = v
         for p in pitches - prev:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models import Conditioning
+from models.draw import Draw
 from models.fused import FusedStream, unavailable
 from models.sampling import _WARNED, sample_stage
 from tests.helpers_models import inputs
@@ -30,12 +31,13 @@ def test_fused_logits_equal_forward(path, index, shipped):
     assert_logits_close(out, ref, st)
 
 
-def _both(st, n, cond, **kw):
+def _both(st, n, cond, conditioned=False, prompt=None, **draw):
     """(reference, fused) results and the generator states they leave, same seed."""
     out = []
     for engine in ("reference", "fused"):
         g = torch.Generator().manual_seed(11)
-        res = sample_stage(st, n, 2, cond, no_genre=st.n_genres, generator=g, engine=engine, **kw)
+        res = sample_stage(st, n, 2, cond, Draw(**draw), no_genre=st.n_genres, conditioned=conditioned,
+                           prompt=prompt, generator=g, engine=engine)
         out.append((res, g.get_state()))
     return out
 
@@ -114,14 +116,14 @@ def test_streams_do_not_depend_on_batching_or_worker_groups():
     d = inputs(st, n, b=3)
     d["genre"] = torch.tensor([0, 1, 2])
     cond = Conditioning(genre=d["genre"], roll=d["roll"])
-    kw = dict(guidance=1.0, conditioned=True, prompt=d["x"][:, :16], temperature=0.9)
+    draw, kw = Draw(guidance=1.0, temperature=0.9), dict(conditioned=True, prompt=d["x"][:, :16])
     runs = {}
     for name, engine, workers in (("one", "fused", 1), ("two", "fused", 2), ("ref", "reference", 1)):
         g = torch.Generator().manual_seed(4)
-        runs[name] = sample_stage(st, n, 3, cond, no_genre=st.n_genres, generator=g, engine=engine,
+        runs[name] = sample_stage(st, n, 3, cond, draw, no_genre=st.n_genres, generator=g, engine=engine,
                                   workers=workers, **kw).x
     assert torch.equal(runs["one"], runs["two"]) and torch.equal(runs["one"], runs["ref"])
     g = torch.Generator().manual_seed(4)
-    single = sample_stage(st, n, 1, cond.rows(torch.tensor([0])), no_genre=st.n_genres, generator=g,
+    single = sample_stage(st, n, 1, cond.rows(torch.tensor([0])), draw, no_genre=st.n_genres, generator=g,
                           **{**kw, "prompt": d["x"][:1, :16]}).x
     assert torch.equal(single[0], runs["one"][0])

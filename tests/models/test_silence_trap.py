@@ -14,6 +14,7 @@ import torch
 
 from models import Stage
 from models.conditioning import Conditioning
+from models.draw import Draw
 from models.sampling import sample_stage
 from tests.helpers_models import stage_cfg
 
@@ -69,7 +70,8 @@ def test_scale_floor_is_the_same_in_the_full_pass_and_both_engines():
     torch.set_num_threads(1)
     st = trapped_stage(0.01)
     cond = Conditioning(genre=torch.zeros(1, dtype=torch.long), roll=sparse_quiet_score())
-    outs = [sample_stage(st, 600, 1, cond, no_genre=3, engine=e, temperature=0.0).x for e in ("reference", "fused")]
+    outs = [sample_stage(st, 600, 1, cond, Draw(temperature=0.0), no_genre=3, engine=e).x
+            for e in ("reference", "fused")]
     assert torch.equal(outs[0], outs[1])
     with torch.no_grad():
         full = st(outs[0], cond).argmax(1)  # (1, T): the greedy choice at every step, teacher-forced

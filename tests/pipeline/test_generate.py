@@ -162,6 +162,7 @@ def test_genre_pieces_take_a_score_from_the_runs_chain(run, tmp_path):
 
 def test_tier_prior_holds_a_fine_stage_to_the_tier_below(run):
     """An untrained stage 1 wanders off its tier below; under the prior it follows it."""
+    from models.draw import Draw
     from models.mulaw import decode_values, mulaw_encode
     from pipeline.generation.generate import run_stage
 
@@ -172,7 +173,7 @@ def test_tier_prior_holds_a_fine_stage_to_the_tier_below(run):
     table = torch.tensor(decode_values(256), dtype=torch.float32)
 
     def error(sigma: float) -> float:
-        res = run_stage(stage, n, 1, genre=torch.zeros(1, dtype=torch.int64), below=below, tier_prior=sigma,
+        res = run_stage(stage, n, 1, Draw(tier_prior=sigma), genre=torch.zeros(1, dtype=torch.int64), below=below,
                         generator=torch.Generator().manual_seed(0))
         x = table[res.x[0]].view(-1, stage.factor).mean(1)  # back at the tier below's rate
         return float((x - table[below[0]]).abs().mean())
@@ -228,14 +229,15 @@ def test_end_threshold_decides_where_pieces_end(end_run):
     """END is taken only where its probability reaches the threshold, never drawn by chance."""
     import torch
 
+    from models.draw import Draw
     from pipeline.generation.generate import run_stage
 
     stage = load_run(end_run).stages[0]
-    kw = dict(genre=torch.zeros(4, dtype=torch.int64), free_length=True, min_length=20, round_to=20,
-              generator=torch.Generator().manual_seed(0))
-    never = run_stage(stage, 400, 4, end_threshold=1.0, **kw)
+    kw = dict(genre=torch.zeros(4, dtype=torch.int64), generator=torch.Generator().manual_seed(0))
+    ends = dict(free_length=True, min_length=20, round_to=20)
+    never = run_stage(stage, 400, 4, Draw(end_threshold=1.0, **ends), **kw)
     assert never.lengths == [400] * 4 and never.x.shape == (4, 400)
-    eager = run_stage(stage, 400, 4, end_threshold=1e-6, **kw)
+    eager = run_stage(stage, 400, 4, Draw(end_threshold=1e-6, **ends), **kw)
     assert eager.lengths == [20] * 4  # the first step END is allowed
 
 
