@@ -320,7 +320,8 @@ class FusedStream:
         return (True, self.lin_taps, np.zeros((rows, 2 * lin.order), np.float32), lin.decode_table.numpy(),
                 # then below part and score taps (per chunk); the rings hold each value twice (the kernel's _linear)
                 bool(lin.adaptive), self.adapt_w, np.zeros((rows, 2 * la)), np.zeros(rows), self.w["lin_bias"],
-                ADAPT_FLOOR, float(lin.note_floor), self.edges, 1.0 - UNIFORM_MIX, UNIFORM_MIX / lin.classes, lin.end_offset, lin.classes)
+                ADAPT_FLOOR, float(lin.note_floor), self.edges, 1.0 - UNIFORM_MIX, UNIFORM_MIX / lin.classes,
+                lin.end_offset, lin.classes)
 
     def _work_buffers(self) -> list[np.ndarray]:
         """The kernel's scratch arrays, allocated once per run."""
