@@ -176,7 +176,9 @@ class EventWindows(torch.utils.data.Dataset):
         factor = float(rng.uniform(1 - self.stretch, 1 + self.stretch)) if self.stretch > 0 else 1.0
         semitones = int(rng.integers(-self.transpose, self.transpose + 1)) if self.transpose > 0 else 0
         # the piece is read as seq = [END] + events: the window is seq[start:start + context + 1] = events[a:] ...
-        start = int(rng.integers(0, max(1, len(events) + 1 - self.context)))
+        # any start but the last: every event is a target in the same share of windows, the END too (starts
+        # only up to len - context would make the END a target of one start in ~len: never learned)
+        start = int(rng.integers(0, max(1, len(events))))
         a = max(0, start - 1)
         part = list(events[a:a + self.context + 1 + WINDOW_MARGIN])  # only the window is augmented (time ~ context)
         offset = int(self.steps[j][a])  # the clock before the window's first event
