@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -93,7 +94,7 @@ def rel(path) -> str:
 
 def command_line(argv: list[str]) -> str:
     """``python bench/quality.py ...`` with repository paths made relative (absolute ones: their name)."""
-    return " ".join(["python", "bench/quality.py"] + [rel(a) if os.path.isabs(a) else a for a in argv])
+    return shlex.join(["python", "bench/quality.py"] + [rel(a) if os.path.isabs(a) else a for a in argv])
 
 
 def relative_paths(obj):
@@ -166,10 +167,11 @@ def other_font_dataset(data: Path, run: Path, font: str, work: Path) -> Path:
     return out
 
 
-def estimated_roll_dataset(data: Path, run: Path, work: Path) -> tuple[Path, list[str]]:
+def estimated_roll_dataset(data: Path, run: Path, work: Path) -> tuple[Path, int, list[str]]:
     """``data`` with the roll of every test track that has MIDI replaced by one estimated from its audio (its
     finest tier, by ``preprocess.estimated_roll``, the estimator preprocess uses): what a user without MIDI
-    gives stage 0.  Other tracks are linked unchanged.  (folder, test tracks whose estimate failed: no roll)."""
+    gives stage 0.  Other tracks are linked unchanged.  (folder, test tracks whose roll was replaced, those whose
+    estimate failed: no roll)."""
     from pipeline.config import load_config
     from pipeline.corpus.audio import mulaw_decode
     from pipeline.corpus.dataset import load_manifest
@@ -180,7 +182,7 @@ def estimated_roll_dataset(data: Path, run: Path, work: Path) -> tuple[Path, lis
     cfg = load_config(run / "config.yaml")
     rate, fps = max(cfg.data.rates), cfg.data.roll_fps
     out = work / "data_estimated_rolls"
-    tracks, failed = [], []
+    tracks, failed, replaced = [], [], 0
     for t in manifest["tracks"]:
         for r in t["tiers"].values():
             (out / r).parent.mkdir(parents=True, exist_ok=True)
@@ -204,14 +206,15 @@ def estimated_roll_dataset(data: Path, run: Path, work: Path) -> tuple[Path, lis
         dst.parent.mkdir(parents=True, exist_ok=True)
         np.save(dst, roll, allow_pickle=False)
         tracks.append({**t, "roll": f"rolls/{t['id']}.npy", "roll_source": "estimated"})
+        replaced += 1
     (out / "manifest.json").write_text(json.dumps({**manifest, "tracks": tracks}, indent=1))
-    return out, failed
+    return out, replaced, failed
 
 
-def estimated_roll_bits(with_midi: dict, with_estimate: dict | None, failed: list[str]) -> dict:
+def estimated_roll_bits(with_midi: dict, with_estimate: dict | None, replaced: int, failed: list[str]) -> dict:
     """Stage 0's held-out bits per sample on the test tracks with their MIDI roll, with a roll estimated from
     their audio, and with no roll (the evaluation's own row), beside its linear baseline: how much a user
-    without MIDI loses."""
+    without MIDI loses.  ``replaced``: test tracks whose MIDI roll was replaced (0: the bits are not a comparison)."""
     def row(ev: dict | None, key: str):
         s0 = next((s for s in (ev or {}).get("stages", []) if s.get("index") == 0), {})
         return s0.get(key)
@@ -221,7 +224,7 @@ def estimated_roll_bits(with_midi: dict, with_estimate: dict | None, failed: lis
             "with_estimated_roll": (with_estimate, "bits_per_sample"),
             "linear": (with_midi, "linear_baseline_bits_per_sample")}
     out = {name: row(ev, key) for name, (ev, key) in keys.items()}
-    out["estimate_failed"] = failed
+    out.update(replaced=replaced, estimate_failed=failed)
     return out
 
 
@@ -843,11 +846,12 @@ def main(argv: list[str] | None = None) -> int:
             stamp(argv, {"config": config, "soundfont": Path(a.other_font).name, "evaluation": other}), indent=1))
     else:
         warn(f"other soundfont {a.other_font!r} not found: evaluation_other_soundfont.json not written")
-    estimated, failed = estimated_roll_dataset(a.data, a.run, work)
+    estimated, replaced, failed = estimated_roll_dataset(a.data, a.run, work)
     ev_est = timed("evaluation_estimated_rolls", evaluate_run, estimated, a.run, split="test",
                    max_seconds_per_track=a.eval_seconds, progress=False)
     (a.out / "evaluation_estimated_rolls.json").write_text(json.dumps(
-        stamp(argv, {"config": config, "estimate_failed": failed, "evaluation": ev_est}), indent=1))
+        stamp(argv, {"config": config, "replaced": replaced, "estimate_failed": failed, "evaluation": ev_est}),
+        indent=1))
     for f in failed:
         warn(f"estimated roll: {f}")
     cuts = [float(c) for c in a.cuts.split(",") if c.strip()]
@@ -868,7 +872,7 @@ def main(argv: list[str] | None = None) -> int:
                          "default_hold": float(default_hold), "cuts": cuts},
         "end_class": {"ranking": timed("end_class_ranking", end_class_ranking, a.run, a.data),
                       "unscored": timed("unscored_endings", unscored_endings, a.run, a.data, a.end_pieces)},
-        "estimated_rolls": estimated_roll_bits(ev, ev_est, failed),
+        "estimated_rolls": estimated_roll_bits(ev, ev_est, replaced, failed),
         "evaluation": ev, "evaluation_other_soundfont": other,
     }
     rows = targets(results)

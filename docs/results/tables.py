@@ -61,10 +61,10 @@ def evaluation_table() -> str:
     return "\n".join(rows) + tail + "".join(f" {n}" for n in notes)
 
 
-def quality_table(folder: Path = HERE) -> str:
+def quality_table(folder: Path | None = None) -> str:
     """The quality targets, each measure beside its real-audio, reference and chance values and what
     could meet it; then the band levels of the stage variants, the continuation and the end class."""
-    path = folder / "quality.json"
+    path = (folder or HERE) / "quality.json"
     if not path.is_file():
         return absent(path)
     q = json.loads(path.read_text())
@@ -165,9 +165,10 @@ def _genre_line(q: dict) -> str:
 
 def _estimated_roll_line(q: dict) -> str:
     e = q.get("estimated_rolls")
-    if not e or e.get("with_estimated_roll") is None:
+    if not e or not e.get("replaced") or e.get("with_estimated_roll") is None:  # no test track had MIDI
         return ""
-    return (f"Stage 0 on the test tracks with MIDI, bits per sample: with the MIDI roll {_f(e['with_midi_roll'])}, "
+    return (f"Stage 0 on the {e['replaced']} test tracks with MIDI, bits per sample: with the MIDI roll "
+            f"{_f(e['with_midi_roll'])}, "
             f"with a roll estimated from the audio (basic-pitch, as preprocess does for recordings) "
             f"{_f(e['with_estimated_roll'])}, without a roll {_f(e['without_roll'])}, linear baseline "
             f"{_f(e['linear'])}.")

@@ -138,7 +138,8 @@ def test_estimated_roll_dataset_replaces_only_the_test_rolls(tmp_path):
     data = make_dataset(tmp_path / "data", rates=(1000, 2000), seconds=2.0, roll="notes",
                         splits={"train": 2, "valid": 1, "test": 2})
     run = make_run(tmp_path, tiny_config())
-    out, failed = quality.estimated_roll_dataset(data, run, tmp_path / "work")
+    out, replaced, failed = quality.estimated_roll_dataset(data, run, tmp_path / "work")
+    assert replaced + len(failed) == 2  # the two test tracks
     before, after = read_manifest(data), json.loads((out / "manifest.json").read_text())
     assert [t["id"] for t in after["tracks"]] == [t["id"] for t in before["tracks"]]
     for old, new in zip(before["tracks"], after["tracks"]):
@@ -153,6 +154,6 @@ def test_estimated_roll_dataset_replaces_only_the_test_rolls(tmp_path):
             assert np.load(out / new["roll"]).shape == np.load(data / old["roll"]).shape
     stages = [{"index": 0, "bits_per_sample": 3.0, "bits_per_sample_without_roll": 3.5,
                "linear_baseline_bits_per_sample": 4.0}]
-    bits = quality.estimated_roll_bits({"stages": stages}, {"stages": [{"index": 0, "bits_per_sample": 3.2}]}, [])
+    bits = quality.estimated_roll_bits({"stages": stages}, {"stages": [{"index": 0, "bits_per_sample": 3.2}]}, 2, [])
     assert bits == {"with_midi_roll": 3.0, "without_roll": 3.5, "with_estimated_roll": 3.2, "linear": 4.0,
-                    "estimate_failed": []}
+                    "replaced": 2, "estimate_failed": []}
