@@ -295,9 +295,32 @@ class ScoreTransformer(nn.Module):
                 w0 = len(seq) - cfg.context // 2
                 logits, caches = prefill()
             else:
-                before = torch.tensor([steps[-2]], device=device)
-                logits = self._run(torch.tensor([[tok]], device=device), g, len(seq) - 1 - w0, caches, before)[0, -1]
+                logits = self._step(tok, len(seq) - 1 - w0, steps[-1], int(genre), caches)
         return seq[1:] + [cfg.end_token]
+
+    def _step(self, tok: int, pos: int, clock_steps: int, genre: int, caches: list[KVCache]) -> torch.Tensor:
+        """Logits (V,) after one event at window position ``pos`` (``clock_steps`` of the piece after it), the
+        caches extended: ``_run`` for one event, in functional calls (a step of sampling is ~20 tiny ops: the
+        modules' call overhead was a fifth of it).  Equal to ``_run`` within float tolerance (tested)."""
+        cfg, w = self.cfg, self.cfg.width
+        x = self.tok.weight[tok] + self.pos.weight[pos] + self.genre.weight[genre]  # (W,)
+        if self.clock is not None:
+            x = x + self.clock.weight[min(clock_steps // cfg.clock_steps, cfg.clock_buckets - 1)]
+        x = x.view(1, 1, w)
+        d = w // cfg.n_heads
+        for block, cache in zip(self.blocks, caches):
+            a = block.attn
+            h = F.layer_norm(x, (w,), block.ln1.weight, block.ln1.bias, block.ln1.eps)
+            q, k, v = (z.view(1, 1, cfg.n_heads, d).transpose(1, 2) for z in F.linear(h, a.qkv.weight, a.qkv.bias)
+                       .split(w, dim=2))  # (1, H, 1, D)
+            k, v = cache.extend(k, v, cfg.context)
+            y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(1, 1, w)
+            x = x + F.linear(y, a.proj.weight, a.proj.bias)
+            h = F.layer_norm(x, (w,), block.ln2.weight, block.ln2.bias, block.ln2.eps)
+            up, down = block.mlp[0], block.mlp[2]
+            x = x + F.linear(F.gelu(F.linear(h, up.weight, up.bias)), down.weight, down.bias)
+        x = F.layer_norm(x, (w,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
+        return F.linear(x, self.head.weight)[0, -1]  # (V,)
 
     def _steps_of(self, tok: int) -> int:
         k = tok - self.cfg.shift_first
