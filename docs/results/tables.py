@@ -412,7 +412,8 @@ def training_table() -> str:
 
 
 SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_long.json"),
-                   ("run with a clock, whole works", "score_tier_clock.json"))
+                   ("run with a clock, whole works", "score_tier_clock.json"),
+                   ("the same, windows reaching the END", "score_tier_clock_ends.json"))
 
 
 def score_tier_table() -> str:
