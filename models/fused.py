@@ -41,7 +41,7 @@ BLAS_ROWS = 16  # from this many rows the kernel calls BLAS (below: its loops, f
 def unavailable(stage) -> str | None:
     """Why ``stage`` cannot run on the fused engine, or None."""
     try:
-        import numba  # noqa: F401
+        import numba  # noqa: F401  # local: probes for numba without importing it with models.fused (start-up)
     except ImportError:
         return "numba is not installed (pip install numba)"
     p = next(stage.parameters())
