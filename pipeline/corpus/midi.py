@@ -354,7 +354,6 @@ def render_midi(
     atomically.  ``MidiError`` if the MIDI is unusable or
     fluidsynth / a soundfont is missing.
     """
-
     midi_path, wav_path = Path(midi_path), Path(wav_path)
     exe = fluidsynth_program()
     font = find_soundfont(soundfont)

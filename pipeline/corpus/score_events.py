@@ -372,7 +372,6 @@ MIDI_TEMPO = 500_000  # us per beat
 
 def events_to_midi(events: Sequence[int], path: str | Path, program: int = 0) -> Path:
     """Write the events as a one-track MIDI file (120 bpm, 1 ms ticks, GM ``program``), atomically."""
-
     notes, end = _events_to_notes(events)
     ms = 1000 // STEPS_PER_SECOND  # MIDI ticks per step
     timed = [(n.on * ms, 1, mido.Message("note_on", note=n.pitch, velocity=bin_velocity(n.bin))) for n in notes]

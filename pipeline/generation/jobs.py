@@ -50,7 +50,6 @@ def _to_audio(x, cfg) -> np.ndarray:
 
 def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
     """16-bit PCM WAV, atomically."""
-
     with atomic_path(path, suffix=".wav") as tmp:
         sf.write(str(tmp), audio, rate, subtype="PCM_16", format="WAV")
 
