@@ -46,6 +46,7 @@ def bench_config(cfg, steps: int):
 
 
 def run(data: Path, cfg, steps: int, stages: list[int]) -> list[dict]:
+    # local: keeps accelerate out of the script's start-up (--help, bad arguments)
     from pipeline.training.train import train_stage
 
     rows = []
