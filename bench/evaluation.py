@@ -33,12 +33,11 @@ from pipeline.config import load_config, save_config  # noqa: E402
 from pipeline.corpus.dataset import load_manifest  # noqa: E402
 from pipeline.evaluation.evaluate import evaluate_run  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
+from tests.helpers_data import make_dataset  # noqa: E402
 
 
 def synthetic_dataset(root: Path, cfg) -> Path:
     """4 test tracks of 20 s (80 s of held-out audio) and a small training split for the baselines."""
-    from tests.helpers_data import make_dataset
-
     return make_dataset(root, "periodic", rates=cfg.data.rates, seconds=20.0, roll="notes",
                         splits={"train": 2, "valid": 1, "test": 4})
 

@@ -59,7 +59,7 @@ def one_blas_thread():
     core, and OpenBLAS's own threads spin against it on a busy machine (measured: batch 64 ran
     3-4x slower with 2 BLAS threads at load 4)."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # local: an ImportError guard (optional package)
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")

@@ -89,7 +89,7 @@ def worker_threads():
 def _one_blas_thread():
     """threadpoolctl comes with librosa (via scikit-learn); without it, nothing changes."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # local: an ImportError guard (optional package)
     except ImportError:  # pragma: no cover - a dependency of scikit-learn, which librosa needs
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
@@ -207,6 +207,7 @@ class Progress:
     @staticmethod
     def _start_rich():
         try:
+            # local: an ImportError guard; rich only when a progress bar is shown
             from rich import progress as rp
             from rich.console import Console
 
