@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     from pipeline.generation.generate import generate
 
     pieces = demo_pieces(args.data)

@@ -23,28 +23,27 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import machine_info, median, run_info  # noqa: E402  (bench/machine.py)
+from models import build_stage, save_stage  # noqa: E402
 from pipeline.config import load_config, save_config  # noqa: E402
+from pipeline.corpus.dataset import load_manifest  # noqa: E402
+from pipeline.evaluation.evaluate import evaluate_run  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
+from tests.helpers_data import make_dataset  # noqa: E402
 
 
 def synthetic_dataset(root: Path, cfg) -> Path:
     """4 test tracks of 20 s (80 s of held-out audio) and a small training split for the baselines."""
-    from tests.helpers_data import make_dataset
-
     return make_dataset(root, "periodic", rates=cfg.data.rates, seconds=20.0, roll="notes",
                         splits={"train": 2, "valid": 1, "test": 4})
 
 
 def untrained_run(root: Path, cfg, data: Path) -> Path:
     """A run folder with the config's stages, freshly initialised (seeded)."""
-    import torch
-
-    from models import build_stage, save_stage
-    from pipeline.corpus.dataset import load_manifest
-
     genres = load_manifest(data)["genres"]
     save_config(cfg, root / "config.yaml")
     for k in range(len(cfg.stages)):
@@ -54,8 +53,6 @@ def untrained_run(root: Path, cfg, data: Path) -> Path:
 
 
 def run(data: Path, run_dir: Path, workers: int, max_seconds: float | None) -> dict:
-    from pipeline.evaluation.evaluate import evaluate_run
-
     t0, c0 = time.perf_counter(), time.process_time()
     res = evaluate_run(data, run_dir, split="test", max_seconds_per_track=max_seconds, workers=workers,
                        progress=False)

@@ -28,6 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -60,8 +64,7 @@ def _mutate_value(rng: random.Random, value):
 
 def config_cases(n: int, seed: int) -> list[dict]:
     """``n`` mutated copies of the tiny preset: a wrong-typed value or an unknown key somewhere."""
-    import yaml
-
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     from pipeline.config import CONFIG_DIR
 
     base = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
@@ -84,8 +87,7 @@ def config_cases(n: int, seed: int) -> list[dict]:
 
 def run_configs(n: int, seed: int, root: Path) -> dict:
     """Each mutated config written as YAML and loaded: ok, or one ``ConfigError`` line."""
-    import yaml
-
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     from pipeline.config import ConfigError, load_config
 
     counts, defects = {}, []
@@ -103,6 +105,7 @@ def run_checkpoints(n: int, seed: int, root: Path) -> dict:
     """model.json edits (absurd or wrong sizes, wrong types) and truncated weights: ok or one line."""
     import resource
 
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     from models import load_stage
     from models.checkpoint import CheckpointError
     from tests.helpers_run import make_run
@@ -146,9 +149,6 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, info["source_se
 def run_long_audio(root: Path, minutes: float = 60.0, rate: int = 16000) -> dict:
     """An hour-long mono WAV through ``prepare_audio`` (as preprocess does, 10-minute crop) in a fresh
     process: its peak resident memory, against the same process on a 1-minute file."""
-    import numpy as np
-    import soundfile as sf
-
     rows = {}
     for label, mins in (("one_minute", 1.0), ("long", minutes)):
         path = root / f"{label}.wav"
@@ -226,6 +226,7 @@ def main() -> int:
             result["lost"] += len(r["problems"])
             print(f"serve soak: {r}", flush=True)
         if "kills" in parts:
+            # local: keeps prefect out of the script's start-up (--help, bad arguments)
             from prefect.settings import PREFECT_API_URL
             from prefect.testing.utilities import prefect_test_harness
 

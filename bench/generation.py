@@ -35,9 +35,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
-from models import Conditioning, Stage, stage_arch  # noqa: E402
+from models import Conditioning, Stage, build_stage, save_stage, stage_arch  # noqa: E402  # noqa: E402
 from models.sampling import sample_stage  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
+from pipeline.config import (
+    load_config,  # noqa: E402
+    save_config,  # noqa: E402
+)
+from pipeline.generation.generate import run_cascade  # noqa: E402
+from pipeline.generation.plan import make_plan, validate_params  # noqa: E402
+from pipeline.run import load_run  # noqa: E402
+from pipeline.runtime import limited_threads  # noqa: E402
 from tests.helpers_models import shipped_linear  # noqa: E402
 from tests.helpers_run import write_midi  # noqa: E402
 
@@ -133,9 +140,6 @@ def tiny_run(root: Path) -> Path:
     and with it the hybrid bins the step evaluates (measured with ``--quick``, one core: 0.51 against
     0.37 x real time); the initialised stages sample about as fast as the trained demo run (0.34,
     bench/demo_generation.py on one core)."""
-    from models import build_stage, save_stage
-    from pipeline.config import save_config
-
     cfg = load_config("tiny")
     save_config(cfg, root / "config.yaml")
     for k in range(len(cfg.stages)):
@@ -153,11 +157,6 @@ def cascade(run_dir: Path, midi: Path, engine: str, seconds: float, count: int, 
             seed: int = 0) -> dict:
     """``run_cascade`` as ``strata generate`` runs it (a MIDI score and its genre; ``workers``: the
     cores it may use, ``STRATA_GENERATE_WORKERS``): wall and CPU seconds, per stage and in all."""
-    from pipeline.generation.generate import run_cascade
-    from pipeline.generation.plan import make_plan, validate_params
-    from pipeline.run import load_run
-    from pipeline.runtime import limited_threads
-
     os.environ["STRATA_GENERATE_WORKERS"] = str(workers)
     run = load_run(run_dir)
     p = validate_params(run_dir=run_dir, out_dir=run_dir / "out", seconds=seconds, genre=GENRES[0],

@@ -20,6 +20,7 @@ def cpu_name() -> str:
 
 def machine_info() -> dict:
     """CPU, torch threads, cores, versions and load: enough to read a benchmark's numbers."""
+    # local: keeps torch out of `import machine` (every bench script imports it)
     import torch
 
     return {"cpu": cpu_name(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),

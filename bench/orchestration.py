@@ -41,10 +41,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from flows import server  # noqa: E402
 from machine import machine_info, median, run_info  # noqa: E402  (bench/machine.py)
+from pipeline.io import atomic_write_json  # noqa: E402
 
 STRATA = [sys.executable, "-m", "flows.cli"]
 
@@ -81,6 +85,7 @@ def timed(cmd: list[str], env: dict[str, str], server=None) -> tuple[float, floa
 
 def one_file_corpus(raw: Path, dest: Path) -> Path:
     """The first audio file of ``raw`` (and its MIDI) in a corpus of its own."""
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     from pipeline.corpus.inputs import discover
 
     inputs, _ = discover(raw)
@@ -94,8 +99,6 @@ def one_file_corpus(raw: Path, dest: Path) -> Path:
 
 def command_rows(mode: str, env: dict[str, str], corpora: dict[str, Path], tmp: Path, repeats: int,
                  server_pid: int | None) -> list[dict]:
-    import psutil
-
     server = psutil.Process(server_pid) if server_pid else None
     rows = []
     cases = [("status", STRATA + ["server", "status"])]
@@ -128,8 +131,6 @@ def _cpu(p) -> float:
 def training_overhead(mode: str, env: dict[str, str], data: Path, run: Path, minutes: float,
                       server_pid: int | None) -> dict:
     """% of one core used by the flow process and the Prefect API while training lanes run."""
-    import psutil
-
     cmd = STRATA + ["train", "--data", str(data), "--run", str(run), "--max-minutes", str(minutes)]
     t_start = time.perf_counter()
     log = open(run.parent / f"train-{mode}.log", "w")
@@ -226,7 +227,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--modes", default="server,ephemeral")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    from flows import server
 
     tmp = Path(tempfile.mkdtemp(prefix="strata-bench-orch-"))
     corpora = {"1 file": one_file_corpus(a.raw, tmp / "raw1"), "corpus": a.raw.resolve()}
@@ -262,8 +262,6 @@ def main(argv: list[str] | None = None) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     print(summary)
     if a.json:
-        from pipeline.io import atomic_write_json
-
         atomic_write_json(a.json, result)
         print(f"wrote {a.json}")
     return result

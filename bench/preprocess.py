@@ -25,19 +25,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import mido
 import numpy as np
+import soundfile as sf
+import soxr
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from machine import machine_info, median, run_info  # noqa: E402  (bench/machine.py)
+from pipeline.io import atomic_write_json  # noqa: E402
 
 
 def synth_corpus(raw: Path, seconds: float, per_file: float = 10.0, sr: int = 44100) -> Path:
     """Harmonic tones with vibrato and noise, stereo, ``per_file`` s each; odd files get MIDI."""
-    import mido
-    import soundfile as sf
-
     rng = np.random.default_rng(0)
     n_files = max(1, int(round(seconds / per_file)))
     for i in range(n_files):
@@ -65,13 +66,12 @@ def write_score(path: Path, seconds: float, mido) -> None:
 
 
 def audio_seconds(inputs) -> float:
-    import soundfile as sf
-
     return sum(sf.info(str(a)).duration for a, _, _ in inputs)
 
 
 def time_pipeline(inputs, out: Path, data_cfg, workers: int) -> float:
     """Wall seconds of preprocess_file over every input (no Prefect)."""
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     from pipeline.corpus import preprocess as pp
 
     def one(item):
@@ -95,6 +95,7 @@ def time_pipeline(inputs, out: Path, data_cfg, workers: int) -> float:
 
 def time_flow(raw: Path, out: Path, workers: int) -> float:
     """Wall seconds of the preprocess flow (server already warm)."""
+    # local: keeps prefect, torch out of the script's start-up (--help, bad arguments)
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.preprocess import preprocess_flow
@@ -107,8 +108,6 @@ def time_flow(raw: Path, out: Path, workers: int) -> float:
 
 def input_format(inputs) -> str:
     """"16 kHz mono", "44.1 kHz stereo", or "mixed" for a corpus of several formats."""
-    import soundfile as sf
-
     kinds = set()
     for a, _, _ in inputs:
         info = sf.info(str(a))
@@ -121,8 +120,6 @@ def stereo_44k_copy(inputs, dest: Path) -> Path:
     """Every input resampled to 44.1 kHz (soxr, high quality) as 16-bit stereo WAV, MIDI beside it."""
     import shutil
 
-    import soundfile as sf
-    import soxr
 
     for audio, genre, midi in inputs:
         x, sr = sf.read(str(audio), dtype="float32", always_2d=True)  # (n, channels)
@@ -148,6 +145,7 @@ def main(argv=None) -> dict:
     if "PREFECT_API_URL" not in os.environ:  # a private ephemeral server, not the user's
         os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     from pipeline.config import load_config
     from pipeline.corpus.inputs import discover
 
@@ -191,8 +189,6 @@ def main(argv=None) -> dict:
         print(f"{r['name']:<10}{r['input']:>17}{r['workers']:>8}{r['files']:>7}{r['audio_seconds']:>10.1f}"
               f"{r['wall_seconds']:>9.2f}{r['realtime_factor']:>12.1f}")
     if args.json:
-        from pipeline.io import atomic_write_json
-
         atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
     import shutil

@@ -25,7 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import mido
 import numpy as np
+
+from bench.machine import run_info
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -40,8 +43,6 @@ LATE_SECONDS = 2.0
 def rewrite_midi(src: Path, mode: str, dst: Path) -> Path:
     """A copy of ``src`` with velocities scaled into ``QUIET_RANGE`` (quiet) or each note doubled at
     ``DENSE_INTERVALS`` semitones up (dense), or ``late``: LATE_SECONDS of rest before the first note."""
-    import mido
-
     mid = mido.MidiFile(str(src))
     if mode == "late":
         ticks = int(mido.second2tick(LATE_SECONDS, mid.ticks_per_beat, 500000))
@@ -85,6 +86,7 @@ def note_windows(roll: np.ndarray, fps: int, n: int) -> np.ndarray:
 
 
 def measure(run, plan, res, threshold: float) -> dict:
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     from pipeline.corpus.audio import mulaw_decode
     from pipeline.evaluation.assess_metrics import window_flatness
 
@@ -110,6 +112,7 @@ def measure(run, plan, res, threshold: float) -> dict:
 
 def render(run, midi: Path | None, seconds: float, seed: int, stage0_only: bool, out_dir: Path,
            genre: str | None = None, score_model: str | None = None):
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     import torch
 
     from pipeline.generation.generate import run_cascade, run_stage, stage_inputs
@@ -140,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                          "loaded run, e.g. to measure a run trained without it; default: the run's own")
     args = ap.parse_args(argv)
 
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     import torch
 
-    from bench.machine import run_info
     from pipeline.run import load_run
 
     torch.set_num_threads(1)

@@ -22,6 +22,7 @@ import numpy as np
 
 def upsampled_codes(below: np.ndarray, below_rate: int, rate: int, bits: int) -> np.ndarray:
     """Tier-below codes (m,) -> codes (m * rate / below_rate,) of its band-limited interpolation."""
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     from pipeline.corpus.audio import mulaw_decode, mulaw_encode, resample
 
     up = resample(mulaw_decode(np.asarray(below), bits), below_rate, rate)
@@ -35,6 +36,7 @@ def linear_path_codes(stage, below: np.ndarray | None, n: int, *, temperature: f
     adaptive window of recent |residuals| when the stage has one), bin probabilities of the
     discretized logistic mixed with the uniform share, the tier prior, temperature and top-p.
     ValueError for a stage without a linear path."""
+    # local: keeps scipy, torch out of the script's start-up (--help, bad arguments)
     import torch
     from scipy.special import expit
 
@@ -104,6 +106,7 @@ def cascade_variants(run, plan, p) -> dict[str, dict]:
     """``{"stage0": ..., "model": ..., "stage<k>_upsampled": ..., "stage<k>_linear": ...}``, each
     ``{"rate", "audio"}`` (float32 audio; at the finest rate but for "stage0", the coarse tier) or
     ``{"skipped": reason}``; ``plan`` must have a fixed length."""
+    # local: keeps torch out of the script's start-up (--help, bad arguments)
     import torch
 
     from pipeline.corpus.audio import mulaw_decode

@@ -28,12 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import machine_info, median, run_info  # noqa: E402  (bench/machine.py)
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
+from tests.helpers_data import make_dataset  # noqa: E402
 
 
 def synthetic_dataset(root: Path, cfg) -> Path:
     """Periodic audio with random-note rolls at the config's rates, long enough for every crop."""
-    from tests.helpers_data import make_dataset
-
     need = max((s.crop + 4096) / s.rate for s in cfg.stages)  # seconds: crop + generous context
     return make_dataset(root, "periodic", rates=cfg.data.rates, seconds=max(4.0, 2 * need), roll="notes",
                         splits={"train": 6, "valid": 1})
@@ -46,6 +45,7 @@ def bench_config(cfg, steps: int):
 
 
 def run(data: Path, cfg, steps: int, stages: list[int]) -> list[dict]:
+    # local: keeps accelerate out of the script's start-up (--help, bad arguments)
     from pipeline.training.train import train_stage
 
     rows = []

@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
+from pipeline.corpus.audio import load_audio, resample, to_mono  # noqa: E402
 from pipeline.corpus.midi import find_soundfont, read_midi, render_midi  # noqa: E402
 from pipeline.corpus.transcribe import METHODS, estimate_notes, estimator_version, note_f1  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
@@ -52,8 +53,6 @@ def test_pieces(data: Path, dataset: Path) -> list[tuple[str, Path, Path]]:
 
 
 def read_audio(path: Path) -> np.ndarray:
-    from pipeline.corpus.audio import load_audio, resample, to_mono
-
     x, sr = load_audio(path)
     return resample(to_mono(x), sr, RATE)  # (n,)
 
@@ -67,6 +66,7 @@ def add_noise(x: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
 
 def reverb(x: np.ndarray, rt60: float = 0.6, wet: float = 0.5, seed: int = 0) -> np.ndarray:
     """Convolution with exponentially decaying white noise (RT60 ``rt60`` s), mixed ``wet``, same peak."""
+    # local: keeps scipy out of the script's start-up (--help, bad arguments)
     from scipy.signal import fftconvolve
 
     rng = np.random.default_rng(seed)

@@ -15,6 +15,9 @@ from typing import Optional
 
 import typer
 
+from pipeline.errors import StrataError
+from pipeline.lock import acquire
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -27,6 +30,7 @@ def _quiet_prefect() -> None:
     (else Prefect's ephemeral API and one hint line), see ``flows/server.py``."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # local: keeps `strata --help` fast (psutil)
     from flows.server import connect
     from flows.signals import tie_ephemeral_server
 
@@ -41,8 +45,6 @@ def _fail(message: str) -> None:
 
 def _run(fn, *args, **kwargs):
     """Call ``fn``; user errors become one line on stderr and exit code 2."""
-    from pipeline.errors import StrataError
-
     try:
         return fn(*args, **kwargs)
     except StrataError as e:
@@ -61,6 +63,7 @@ def _interruptible(command):
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt as e:
+            # local: keeps `strata --help` fast (psutil)
             from flows import signals
 
             typer.echo(signals.interrupted_line(signals.command_of(sys.argv), e), err=True)
@@ -71,8 +74,6 @@ def _interruptible(command):
 
 def _lock(folder: Path, command: str) -> None:
     """One writer per folder (pipeline.lock): refused at once, before any Prefect server starts."""
-    from pipeline.lock import acquire
-
     _run(acquire, folder, command)
 
 
@@ -118,6 +119,7 @@ def demo_data(
     soundfont: Optional[Path] = typer.Option(None, "--soundfont", help="GM soundfont (.sf2)"),
 ) -> None:
     """Render the demo corpus: music21's bundled scores through FluidSynth."""
+    # local: keeps `strata --help` fast (numpy)
     from pipeline.corpus.demo_data import build_demo_corpus
 
     summary = _run(build_demo_corpus, out, per_genre=per_genre, soundfont=soundfont)
@@ -139,6 +141,7 @@ def preprocess(
     _need_dir(raw, "raw audio folder")
     _lock(out, "strata preprocess")
     _quiet_prefect()
+    # local: keeps `strata --help` fast (numpy, prefect, torch)
     from flows.preprocess import preprocess_flow
 
     summary = _run(preprocess_flow, str(raw), str(out), str(config) if config else None,
@@ -166,6 +169,7 @@ def train(
     _need_dir(data, "dataset folder")
     if extra_scores is not None:
         _need_dir(extra_scores, "--extra-scores folder")
+    # local: keeps `strata --help` fast (numpy, prefect, torch)
     from pipeline.config import load_config
     from pipeline.corpus.dataset import load_manifest
 
@@ -199,6 +203,7 @@ def evaluate(
         _fail(f"--split {split!r}: must be train, valid or test")
     if max_seconds is not None and not max_seconds > 0:
         _fail(f"--max-seconds {max_seconds}: must be > 0")
+    # local: keeps `strata --help` fast (jinja2, numpy, prefect, torch)
     from pipeline.corpus.dataset import load_manifest
 
     _precheck(load_manifest, data)
@@ -248,6 +253,7 @@ def generate(
 ) -> None:
     """Generate audio: coarse stage first, then each finer stage."""
     _need_dir(run, "run folder")
+    # local: keeps `strata --help` fast (jinja2, numpy, prefect, pydantic, torch)
     from pipeline.generation.plan import validate_params
     from pipeline.run import check_run
 
@@ -273,6 +279,7 @@ def generate(
 
 def _echo_report(folder: Path) -> None:
     """Print the report a flow rewrote in ``folder`` (flows.report.default_report_dir)."""
+    # local: keeps `strata --help` fast (jinja2, numpy, prefect)
     from flows.report import default_report_dir
 
     index = default_report_dir(folder) / "index.html"
@@ -297,6 +304,7 @@ def assess(
         _need_dir(data, "dataset folder")
     if run is not None:
         _need_dir(run, "run folder")
+    # local: keeps `strata --help` fast (numpy, torch)
     from pipeline.evaluation.assess import assess_paths, item_line
     from pipeline.run import calibration_path
 
@@ -331,6 +339,7 @@ def report(
         _need_dir(data, "dataset folder")
     if evaluation is not None and not evaluation.is_file():
         _fail(f"{evaluation}: evaluation JSON does not exist")
+    # local: keeps `strata --help` fast (jinja2, numpy)
     from pipeline.report.build import build_report
 
     result = _run(build_report, run, out, jobs=list(jobs or []), data_dir=data, evaluation=evaluation)
@@ -352,6 +361,7 @@ def serve(
     """Register deployments (scheduled generation; training and evaluation on demand) and serve them."""
     _need_dir(run, "run folder")
     _quiet_prefect()
+    # local: keeps `strata --help` fast (prefect)
     from flows.serve import serve as serve_deployments
 
     typer.echo(f"serving deployments for {run}; jobs go to {out}; Ctrl-C stops")
@@ -369,6 +379,7 @@ def server_start(
     port: Optional[int] = typer.Option(None, "--port", help="local port (default: STRATA_SERVER_PORT or 4210)"),
 ) -> None:
     """Start the server in the background (its state: $STRATA_HOME/server, default ~/.cache/strata/server)."""
+    # local: keeps `strata --help` fast (psutil)
     from flows import server
 
     typer.echo("starting the Prefect server (about 20 s) ...", err=True)
@@ -380,6 +391,7 @@ def server_start(
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the server (its whole process group)."""
+    # local: keeps `strata --help` fast (psutil)
     from flows import server
 
     info = _run(server.stop)
@@ -389,6 +401,7 @@ def server_stop() -> None:
 @server_app.command("status")
 def server_status() -> None:
     """Print the server's URL and pid, or "not running"."""
+    # local: keeps `strata --help` fast (psutil)
     from flows import server
 
     info = server.running()
@@ -401,6 +414,7 @@ for _typer in (app, server_app):
 
 
 def main() -> None:
+    # local: keeps `strata --help` fast (psutil)
     from flows import signals
 
     signals.install()

@@ -20,6 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from flows import server
+from pipeline.corpus.demo_data import build_demo_corpus, build_extra_scores
+from pipeline.errors import StrataError
+from pipeline.io import atomic_write_json
+from pipeline.report.build import folder_size
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -56,8 +62,6 @@ def _test_midi(data_dir: Path) -> str | None:
 
 def _use_server() -> str | None:
     """Start the Strata server unless it runs (or the user has an API of their own); the UI's URL."""
-    from flows import server
-
     if os.environ.get("PREFECT_API_URL"):
         return None
     try:
@@ -74,14 +78,14 @@ def _use_server() -> str | None:
 def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
              config: str | None, seed: int, use_server: bool = True) -> dict:
     ui = _use_server() if use_server else None  # before the flows (and Prefect's settings) are imported
+    # local: after _use_server() (Prefect reads PREFECT_API_URL when imported); keeps prefect, torch out of
+    # `import flows.demo` until the demo runs
     from flows.evaluate import evaluate_flow
     from flows.generate import generate_flow
     from flows.preprocess import preprocess_flow
     from flows.report import report_flow
     from flows.train import train_flow
-    from pipeline.corpus.demo_data import build_demo_corpus, build_extra_scores
     from pipeline.generation.plan import validate_params
-    from pipeline.report.build import folder_size
     from pipeline.run import config_path
 
     out = out.resolve()
@@ -110,7 +114,6 @@ def run_demo(out: Path, per_genre: int, train_minutes: float, seconds: float,
     summary = {"out": str(out), "timings_s": timer.steps, "total_s": timer.total,
                "evaluation": evaluation, "jobs": outputs, "midi_prompt": midi, "report": report,
                "report_bytes": folder_size(out / "report")[1], "prefect_ui": ui}
-    from pipeline.io import atomic_write_json
 
     atomic_write_json(out / "demo_summary.json", summary)
     print("\n=== demo done ===")
@@ -139,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-server", action="store_true",
                    help="do not start the Strata server: every flow uses Prefect's ephemeral API")
     args = p.parse_args(argv)
-    from pipeline.errors import StrataError
 
     try:
         run_demo(args.out, args.per_genre, args.train_minutes, args.seconds, args.config, args.seed,

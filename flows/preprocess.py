@@ -26,6 +26,7 @@ from pipeline.corpus.inputs import discover
 from pipeline.corpus.manifest import roll_counts, write_dataset
 from pipeline.corpus.transcribe import estimator_version
 from pipeline.errors import ParameterError, StrataError
+from pipeline.lock import folder_lock
 
 WORKERS = 2  # measured on 2 cores: see bench/preprocess.py
 
@@ -166,8 +167,6 @@ def preprocess_flow(raw: str, out: str, config: str | None = None,
                     estimate_scores: bool | None = None) -> dict[str, Any]:
     """Raw folder -> dataset folder; returns a summary dict (paths, counts, hours).
     ``estimate_scores`` overrides the config's ``preprocess.estimate_scores`` (``--no-estimate``)."""
-    from pipeline.lock import folder_lock
-
     with folder_lock(out, "strata preprocess"):  # one writer per dataset folder (pipeline.lock)
         return _preprocess(raw, out, config, estimate_scores)
 

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from prefect import serve as prefect_serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from pipeline.errors import ParameterError
@@ -23,6 +24,7 @@ DEFAULT_INTERVAL = 3600.0  # seconds between scheduled generations when no sched
 def build_deployments(run: str, out: str, cron: str | None = None, interval: float | None = None,
                       genre: str | None = None, seconds: float | None = None, limit: int = 2) -> list:
     """The deployments ``serve`` runs: ``generate`` on a schedule, ``train``/``evaluate`` on demand."""
+    # local: keeps torch out of `import flows.serve` until this runs
     from flows.generate import generate_flow
 
     if cron and interval:
@@ -67,8 +69,6 @@ def _optional_flow(module: str, attr: str):
 def serve(run: str, out: str, cron: str | None = None, interval: float | None = None,
           genre: str | None = None, seconds: float | None = None, limit: int = 2) -> None:
     """Register the deployments and serve them (blocks until Ctrl-C)."""
-    from prefect import serve as prefect_serve
-
     deployments = build_deployments(run, out, cron=cron, interval=interval, genre=genre,
                                     seconds=seconds, limit=limit)
     prefect_serve(*deployments)  # returns only when stopped: Prefect's runner takes SIGTERM itself

@@ -213,6 +213,7 @@ def _reap(pid: int) -> None:
 
 def _settings_api_url() -> str | None:
     """The API URL of the active Prefect profile (or of a test harness), if any."""
+    # local: keeps prefect out of `import flows.server` until this runs
     from prefect.settings import get_current_settings
 
     return get_current_settings().api.url
@@ -235,6 +236,7 @@ def connect(quiet: bool = False) -> str:
     if info is not None:
         os.environ["PREFECT_API_URL"] = info.url
         if "prefect.context" in sys.modules:  # settings already read: read them again
+            # local: keeps prefect out of `import flows.server` until this runs
             from prefect.context import refresh_global_settings_context
 
             refresh_global_settings_context()

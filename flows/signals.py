@@ -26,6 +26,8 @@ import time
 
 import psutil
 
+from pipeline.lock import die_with_parent
+
 KEPT = {  # command -> what an interrupted run keeps (the one line it prints)
     "preprocess": "finished files are kept (cached); rerun the same command to do the rest",
     "train": "the last checkpoint and the best exported stage are kept; rerun with --resume to continue",
@@ -153,6 +155,7 @@ def tie_ephemeral_server() -> bool:
     import threading
     import types
 
+    # local: keeps prefect out of `import flows.signals` until this runs
     from prefect.settings import get_current_settings
 
     if get_current_settings().api.url:
@@ -163,7 +166,6 @@ def tie_ephemeral_server() -> bool:
         return False
     if isinstance(getattr(server, "subprocess", None), types.SimpleNamespace):
         return True
-    from pipeline.lock import die_with_parent
 
     def popen(*args, **kwargs):
         if threading.current_thread() is threading.main_thread() and "preexec_fn" not in kwargs:

@@ -25,9 +25,25 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
 from pipeline.config import StrataConfig
+from pipeline.corpus.dataset import load_manifest
+from pipeline.corpus.manifest import unscored_genre_lines
 from pipeline.errors import ParameterError, RunError
+from pipeline.evaluation.assess import write_calibration
 from pipeline.io import atomic_path
-from pipeline.run import SCORE_KEY
+from pipeline.lock import die_with_parent, folder_lock, held_fds
+from pipeline.run import (
+    SCORE_KEY,
+    check_run_config,
+    config_path,
+    list_checkpoints,
+    loss_plot_path,
+    parse_config,
+    read_metrics,
+    read_result,
+    resolve_config,
+    stage_name,
+)
+from pipeline.training.score_model import write_score_model
 
 
 def parse_stages(stages: str | list | None, n_stages: int, score_tier: bool = False) -> list[int | str]:
@@ -154,8 +170,6 @@ _STOPPING = threading.Event()  # set by stop_stage_processes: a lane that starts
 
 def _run_streaming(cmd: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str]]:
     """Run ``cmd``, passing its stderr through line by line; (exit code, last stderr lines)."""
-    from pipeline.lock import die_with_parent, held_fds
-
     tail: list[str] = []
     # its own session: an interrupted flow stops the launcher and all its workers (stop_group); it dies
     # with this process (kill -9 included) and shares the run folder's lock while it lives
@@ -227,7 +241,7 @@ def train_stage_task(data: str, run: str, config_path: str, k: int | str, max_st
     In this process by default; under ``accelerate launch`` when ``num_processes > 1``; in a
     process of its own with ``threads`` torch threads when stages train side by side.
     """
-    from pipeline.run import parse_config, read_result
+    # local: keeps accelerate out of `import flows.train` until this runs
     from pipeline.training.train import train_stage
 
     logger = get_run_logger()
@@ -260,12 +274,12 @@ def train_stage_task(data: str, run: str, config_path: str, k: int | str, max_st
 
 def plot_losses(run: Path, stages: list[int]) -> Path:
     """Training loss and validation bits per stage vs step -> ``run/metrics/loss.png``."""
+    # local: keeps matplotlib out of `import flows.train` until this runs
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.run import loss_plot_path, read_metrics, stage_name
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for k in stages:
@@ -317,9 +331,6 @@ def _artifacts(run: Path, results: dict[int, dict], png: Path) -> None:
 def _run_extras(data: str, run_dir: Path, logger) -> None:
     """What generation reads from the run besides its stages: the genres' score model
     (pipeline/training/score_model.py) and the noise threshold of the diagnostics (pipeline/evaluation/assess.py)."""
-    from pipeline.evaluation.assess import write_calibration
-    from pipeline.training.score_model import write_score_model
-
     path = write_score_model(data, run_dir)
     logger.info(f"score model: {path or 'none (no training track has a score)'}")
     write_calibration(data, run_dir)
@@ -330,8 +341,6 @@ def train_flow(data: str, run: str, config: str | None = None, stages: str = "al
                resume: bool = False, max_minutes: float | None = None,
                extra_scores: str | None = None) -> dict[str, Any]:
     """Train the selected stages one after another; returns {"run", "stages": {k: summary}, "loss_png"}."""
-    from pipeline.lock import folder_lock
-
     _STOPPING.clear()
     with folder_lock(run, "strata train"):  # one writer per run folder (pipeline.lock)
         try:
@@ -343,9 +352,6 @@ def train_flow(data: str, run: str, config: str | None = None, stages: str = "al
 
 def _train(data: str, run: str, config: str | None, stages: str, max_steps: int | None, resume: bool,
            max_minutes: float | None, extra_scores: str | None = None) -> dict[str, Any]:
-    from pipeline.corpus.dataset import load_manifest
-    from pipeline.run import check_run_config, config_path, list_checkpoints, resolve_config
-
     logger = get_run_logger()
     run_dir = Path(run)
     if max_steps is not None and max_steps < 1:
@@ -361,7 +367,6 @@ def _train(data: str, run: str, config: str | None, stages: str, max_steps: int 
     if cfg.score_tier.enabled and not has_scores and SCORE_KEY not in selected:
         logger.info("score tier: not trained (no training track has a score and no --extra-scores): "
                     "genre-only pieces get no score")
-    from pipeline.corpus.manifest import unscored_genre_lines
 
     for line in unscored_genre_lines(manifest):
         logger.warning(line)

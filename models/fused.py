@@ -41,7 +41,7 @@ BLAS_ROWS = 16  # from this many rows the kernel calls BLAS (below: its loops, f
 def unavailable(stage) -> str | None:
     """Why ``stage`` cannot run on the fused engine, or None."""
     try:
-        import numba  # noqa: F401
+        import numba  # noqa: F401  # local: probes for numba without importing it with models.fused (start-up)
     except ImportError:
         return "numba is not installed (pip install numba)"
     p = next(stage.parameters())
@@ -59,7 +59,7 @@ def one_blas_thread():
     core, and OpenBLAS's own threads spin against it on a busy machine (measured: batch 64 ran
     3-4x slower with 2 BLAS threads at load 4)."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # local: an ImportError guard (optional package)
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")

@@ -20,6 +20,7 @@ import yaml
 from models.config import ConditioningConfig, HistoryConfig, ScoreConfig, StageArchConfig
 from models.roll import ROLL_FPS
 from pipeline.errors import StrataError
+from pipeline.io import atomic_write_text
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the presets, shipped as package data
 DEFAULT_PRESET = "tiny"
@@ -361,8 +362,6 @@ def config_to_dict(cfg: Any) -> Any:
 
 def save_config(cfg: StrataConfig, path: str | Path) -> None:
     """Write ``cfg`` as YAML atomically."""
-    from pipeline.io import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models import load_stage
 from pipeline.config import ConfigError, StrataConfig, config_to_dict, load_config, save_config
 from pipeline.errors import RunError, StrataError
 
@@ -271,8 +272,6 @@ def _missing(run_dir, k: int, rate: int) -> RunError:
 
 def _load_stage(folder: Path) -> tuple[Any, dict]:
     """(stage in eval mode, its model.json) with every failure as a RunError naming the folder."""
-    from models import load_stage
-
     try:
         stage = load_stage(folder)
     except StrataError as e:

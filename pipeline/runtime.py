@@ -59,6 +59,7 @@ def generate_workers() -> int:
 def limited_threads(n: int):
     """Run with ``torch.set_num_threads(n)``; the old value comes back when the last user leaves
     (reference-counted, so concurrent generations in threads do not undo each other)."""
+    # local: keeps torch out of `import pipeline.runtime` until this runs
     import torch
 
     global _THREADS_USERS, _THREADS_SAVED
@@ -88,7 +89,7 @@ def worker_threads():
 def _one_blas_thread():
     """threadpoolctl comes with librosa (via scikit-learn); without it, nothing changes."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # local: an ImportError guard (optional package)
     except ImportError:  # pragma: no cover - a dependency of scikit-learn, which librosa needs
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
@@ -100,6 +101,7 @@ def _one_blas_thread():
 def package_version() -> str | None:
     """The installed ``strata`` version (None when not installed), read by the one helper that also
     stamps model.json (``models.checkpoint.package_version``, "0+unknown" when not installed)."""
+    # local: keeps torch out of `import pipeline.runtime` until this runs
     from models.checkpoint import package_version as stamped
 
     v = stamped()
@@ -205,6 +207,7 @@ class Progress:
     @staticmethod
     def _start_rich():
         try:
+            # local: an ImportError guard; rich only when a progress bar is shown
             from rich import progress as rp
             from rich.console import Console
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 # librosa's modules with numba code (grep of librosa 0.11 for numba decorators)
 LIBROSA_NUMBA = ("librosa.util.matching", "librosa.util.utils", "librosa.filters", "librosa.feature.utils",
                  "librosa.sequence", "librosa.beat", "librosa.core.notation", "librosa.core.audio",
@@ -42,8 +44,8 @@ def _warm_librosa_calls() -> None:
     and float64 audio."""
     import warnings
 
+    # local: keeps librosa out of `import pipeline.warm` until this runs
     import librosa
-    import numpy as np
 
     warnings.filterwarnings("ignore", message="n_fft=", category=UserWarning)  # a short test signal
     rng = np.random.default_rng(0)
@@ -56,6 +58,7 @@ def _warm_librosa_calls() -> None:
 
 def _warm_fused() -> None:
     """One teacher-forced step of a tiny stage: compiles ``models.fused_kernel.run_steps``."""
+    # local: keeps torch out of `import pipeline.warm` until this runs
     import torch
 
     from models import Conditioning, Stage, stage_arch

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 from pipeline.errors import InputError
 from pipeline.io import check_readable
@@ -90,8 +92,6 @@ def _check_format(path: Path, sr: int, channels: int) -> None:
 
 
 def _read_soundfile(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
     with sf.SoundFile(str(path)) as f:
         _check_format(path, int(f.samplerate), int(f.channels))  # before a sample is decoded
         frames = -1 if max_seconds is None else int(math.ceil(max_seconds * f.samplerate))
@@ -100,6 +100,7 @@ def _read_soundfile(path: Path, max_seconds: float | None = None) -> tuple[np.nd
 
 
 def _read_librosa(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    # local: keeps librosa out of `import pipeline.corpus.audio` until this runs
     import librosa
 
     with warnings.catch_warnings():
@@ -112,8 +113,6 @@ def _read_librosa(path: Path, max_seconds: float | None = None) -> tuple[np.ndar
 def _duration(path: Path) -> float | None:
     """The file's length in seconds from its header (None when the header does not say)."""
     try:
-        import soundfile as sf
-
         info = sf.info(str(path))
         return info.frames / info.samplerate if info.samplerate > 0 and 0 <= info.frames < 2**62 else None
     except Exception:  # noqa: BLE001 - load_audio reports undecodable files
@@ -149,8 +148,6 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     soxr compensates its filter delay, so the output is time-aligned with the input; its tail is
     cropped or zero-padded to the exact length.
     """
-    import soxr
-
     x = np.asarray(x, dtype=np.float32)
     if sr_in == sr_out:
         return x.copy()

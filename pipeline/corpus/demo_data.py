@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import mido
+import soundfile as sf
+
 from pipeline.errors import ParameterError
+from pipeline.io import atomic_path
 
 if TYPE_CHECKING:
     import music21
@@ -72,8 +76,7 @@ def load_candidates(path: str | Path = DEMO_CSV) -> list[Work]:
 
 def render_work(work: Work, out_dir: str | Path, max_seconds: float, sr: int, soundfont: str | None) -> dict:
     """Parse, crop, re-instrument and render one work; returns ``{"seconds": s}`` of the WAV."""
-    import soundfile as sf
-
+    # local: keeps torch out of `import pipeline.corpus.demo_data` until this runs
     from pipeline.corpus.midi import render_midi
 
     wav, mid_path = output_paths(work, out_dir)
@@ -84,10 +87,8 @@ def render_work(work: Work, out_dir: str | Path, max_seconds: float, sr: int, so
 
 def write_work_midi(work: Work, dst: Path, max_seconds: float) -> Path:
     """The work's first ``max_seconds`` as a MIDI file at ``dst`` (atomically), played by its GM program."""
-    import mido
-
+    # local: keeps torch out of `import pipeline.corpus.demo_data` until this runs
     from pipeline.corpus.midi import crop_midi, set_program
-    from pipeline.io import atomic_path
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="strata-demo-") as tmp:
@@ -107,6 +108,7 @@ def score_to_midi(corpus_path: str, dst: Path, max_seconds: float) -> None:
     repeat cannot be expanded); the exact cut in seconds is done on the MIDI.  A short score is
     written whole, repeats played; if its repeats are malformed, without them.
     """
+    # local: keeps music21 out of `import pipeline.corpus.demo_data` until this runs
     from music21 import corpus, stream
 
     score = corpus.parse(corpus_path)
@@ -127,6 +129,7 @@ def score_to_midi(corpus_path: str, dst: Path, max_seconds: float) -> None:
 
 def _strip_repeats(score: "music21.stream.Stream") -> "music21.stream.Stream":
     """Remove repeat barlines, repeat marks and volta brackets (in place), so it plays once."""
+    # local: keeps music21 out of `import pipeline.corpus.demo_data` until this runs
     from music21 import bar, repeat, spanner
 
     for m in score.recurse().getElementsByClass("Measure"):
@@ -170,6 +173,7 @@ def build_demo_corpus(
     "warnings"}`` (a soundfont other than the preferred one, also printed as one line).
     ``workers`` processes render in parallel (default: up to 2).
     """
+    # local: keeps torch out of `import pipeline.corpus.demo_data` until this runs
     from pipeline.corpus.midi import PREFERRED_SOUNDFONTS, find_soundfont, fluidsynth_program
 
     t0 = time.time()
@@ -290,8 +294,6 @@ class _Build:
         pool.shutdown()
 
     def summary(self, seconds: float) -> dict[str, Any]:
-        import soundfile as sf
-
         genres = {}
         for g, works in self.done.items():
             secs = sum(sf.info(str(output_paths(w, self.out_dir)[0])).duration for w in works)
@@ -318,6 +320,7 @@ def extra_candidates(candidates: str | Path = DEMO_CSV) -> list[Work]:
     A genre's composers are the first path parts of its rows (``bach`` for ``bach/bwv1.6.mxl``).
     None of these works is rendered as audio, so none can be a valid or test track of the demo:
     the score tier may learn from them (``--extra-scores``) without seeing a held-out piece."""
+    # local: keeps music21 out of `import pipeline.corpus.demo_data` until this runs
     from music21 import common, corpus
 
     works = load_candidates(candidates)

@@ -29,11 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
+import mido
 import numpy as np
+import soundfile as sf
 
 from models.roll import PITCHES, ROLL_FPS, VELOCITY_MAX, empty_roll
+from pipeline.corpus.audio import AudioError, load_audio, peak_normalise, to_mono
 from pipeline.errors import InputError
-from pipeline.io import check_readable
+from pipeline.io import atomic_path, check_readable
 
 if TYPE_CHECKING:
     import mido
@@ -76,8 +79,6 @@ class Note:
 
 
 def _open_midi(path: str | Path) -> "mido.MidiFile":
-    import mido
-
     path = Path(path)
     check_readable(path, MidiError)
     size = path.stat().st_size
@@ -110,8 +111,6 @@ def _smpte_tick_seconds(division: int) -> float | None:
 
 def _timed_messages(mid: "mido.MidiFile") -> Iterable[tuple[float, "mido.Message"]]:
     """All messages of all tracks in tick order, with their time in seconds (tempo map)."""
-    import mido
-
     tempo = 500000  # us per beat until the first set_tempo
     seconds, last_tick = 0.0, 0
     tick = 0
@@ -234,8 +233,6 @@ def piano_roll(
 
 def set_program(mid: "mido.MidiFile", program: int) -> "mido.MidiFile":
     """Rewrite every non-drum ``program_change`` to ``program`` and add one at t=0 per used channel."""
-    import mido
-
     if not 0 <= program < 128:
         raise MidiError(None, f"GM program must be in 0..127, got {program}")
     out = mido.MidiFile(type=mid.type, ticks_per_beat=mid.ticks_per_beat)
@@ -257,8 +254,6 @@ def crop_midi(mid: "mido.MidiFile", seconds: float) -> "mido.MidiFile":
 
     Rendering the result gives the audio of the first ``seconds`` (plus the release tail).
     """
-    import mido
-
     tempo_ticks = _seconds_to_ticks(mid)
     cut_tick = tempo_ticks(seconds)
     out = mido.MidiFile(type=mid.type, ticks_per_beat=mid.ticks_per_beat)
@@ -293,8 +288,6 @@ def crop_midi(mid: "mido.MidiFile", seconds: float) -> "mido.MidiFile":
 
 def _seconds_to_ticks(mid: "mido.MidiFile"):
     """A function seconds -> tick (floor) through the file's tempo map."""
-    import mido
-
     smpte = _smpte_tick_seconds(mid.ticks_per_beat)
     if smpte is not None:
         return lambda s: int(math.floor(s / smpte + 1e-6))
@@ -361,11 +354,6 @@ def render_midi(
     atomically.  ``MidiError`` if the MIDI is unusable or
     fluidsynth / a soundfont is missing.
     """
-    import soundfile as sf
-
-    from pipeline.corpus.audio import AudioError, load_audio, peak_normalise, to_mono
-    from pipeline.io import atomic_path
-
     midi_path, wav_path = Path(midi_path), Path(wav_path)
     exe = fluidsynth_program()
     font = find_soundfont(soundfont)

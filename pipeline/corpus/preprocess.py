@@ -42,6 +42,8 @@ from pipeline.config import DataConfig, config_to_dict
 from pipeline.corpus.audio import AudioError, make_tiers, prepare_audio
 from pipeline.corpus.inputs import skip_entry
 from pipeline.corpus.manifest import MANIFEST_VERSION
+from pipeline.corpus.midi import MidiError, piano_roll, read_midi
+from pipeline.corpus.transcribe import estimate_roll
 from pipeline.errors import PreprocessError, StrataError
 from pipeline.io import atomic_save_npy
 
@@ -195,8 +197,6 @@ def _check_alignment(path: Path, tiers: dict[int, np.ndarray], rates: Sequence[i
 
 def _read_notes(midi_path: Path) -> list:
     """Notes of a MIDI file; unreadable or note-less files raise ``PreprocessError``."""
-    from pipeline.corpus.midi import MidiError, read_midi
-
     if not midi_path.is_file():
         raise PreprocessError(midi_path, "MIDI file not found")
     try:
@@ -217,8 +217,6 @@ def estimated_roll(audio: np.ndarray, rate: int, fps: int, n_frames: int,
                    method: str) -> tuple[np.ndarray | None, str | None]:
     """(roll (2, 128, n_frames), None) estimated from ``audio``, or (None, reason) when the
     estimate fails or finds no note: never raises for a bad estimate (a batch goes on)."""
-    from pipeline.corpus.transcribe import estimate_roll
-
     try:
         roll = estimate_roll(audio, rate, fps, method, n_frames=n_frames)  # (2, 128, F) uint8
     except (KeyboardInterrupt, SystemExit, MemoryError):
@@ -232,8 +230,6 @@ def estimated_roll(audio: np.ndarray, rate: int, fps: int, n_frames: int,
 
 
 def _roll(notes: list, fps: int, n_frames: int) -> np.ndarray:
-    from pipeline.corpus.midi import piano_roll
-
     roll = piano_roll(notes, fps=fps, n_frames=n_frames)  # (2, 128, F) uint8
     assert roll.shape == (*ROLL_SHAPE, n_frames), roll.shape
     return roll

@@ -33,10 +33,14 @@ import sys
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+import mido
 import numpy as np
 
 from models.roll import ROLL_FPS, empty_roll
+from pipeline.corpus.dataset import load_manifest
+from pipeline.corpus.midi import piano_roll, read_midi
 from pipeline.errors import InputError, StrataError
+from pipeline.io import atomic_path, load_npy
 
 STEPS_PER_SECOND = 100  # one TIME_SHIFT step is 10 ms
 MAX_SHIFT = 100  # steps in the longest TIME_SHIFT (1 s)
@@ -368,10 +372,6 @@ MIDI_TEMPO = 500_000  # us per beat
 
 def events_to_midi(events: Sequence[int], path: str | Path, program: int = 0) -> Path:
     """Write the events as a one-track MIDI file (120 bpm, 1 ms ticks, GM ``program``), atomically."""
-    import mido
-
-    from pipeline.io import atomic_path
-
     notes, end = _events_to_notes(events)
     ms = 1000 // STEPS_PER_SECOND  # MIDI ticks per step
     timed = [(n.on * ms, 1, mido.Message("note_on", note=n.pitch, velocity=bin_velocity(n.bin))) for n in notes]
@@ -395,8 +395,6 @@ def events_to_midi(events: Sequence[int], path: str | Path, program: int = 0) ->
 def midi_to_events(path: str | Path, fps: int = ROLL_FPS) -> list[int]:
     """Events of a MIDI file (``pipeline.corpus.midi`` rules: tempo map, pedal, drums left out) through its
     roll at ``fps``; ``MidiError`` for unusable files."""
-    from pipeline.corpus.midi import piano_roll, read_midi
-
     return roll_to_events(piano_roll(read_midi(path), fps=fps), fps)
 
 
@@ -405,9 +403,6 @@ def midi_to_events(path: str | Path, fps: int = ROLL_FPS) -> list[int]:
 
 def dataset_events(data_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     """{split: {genre: {"pieces", "events", "seconds"}}} of a dataset's scored tracks."""
-    from pipeline.corpus.dataset import load_manifest
-    from pipeline.io import load_npy
-
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)
     fps = int(manifest.get("roll_fps", 100))

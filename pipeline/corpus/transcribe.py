@@ -26,6 +26,7 @@ import numpy as np
 
 from models.roll import empty_roll
 from pipeline.config import TRANSCRIPTION_METHODS
+from pipeline.corpus.audio import resample
 from pipeline.corpus.midi import Note, piano_roll
 from pipeline.errors import InputError
 
@@ -71,6 +72,7 @@ def note_f1(ref: Sequence[Note], est: Sequence[Note], onset_tolerance: float = 0
     Drums are left out.  No reference note or no estimated note gives 0 for all three."""
     import warnings
 
+    # local: keeps mir_eval out of `import pipeline.corpus.transcribe` until this runs
     import mir_eval
 
     def arrays(notes: Sequence[Note]) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +173,7 @@ def _import_basic_pitch():
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
+        # local: keeps basic_pitch out of `import pipeline.corpus.transcribe` until this runs
         import basic_pitch.constants
         import basic_pitch.note_creation
     finally:
@@ -181,6 +184,7 @@ def _import_basic_pitch():
 
 def _load_basic_pitch():
     try:
+        # local: keeps onnxruntime out of `import pipeline.corpus.transcribe` until this runs
         import onnxruntime as ort
 
         bp = _quiet_import_basic_pitch()
@@ -198,8 +202,6 @@ def _load_basic_pitch():
 def basic_pitch_activations(audio: np.ndarray, sr: int) -> dict[str, np.ndarray]:
     """The model's frame-wise outputs {"note", "onset": (T, 88), "contour": (T, 264)} at its
     86 frames per second, windowed and unwrapped as basic-pitch's own inference does."""
-    from pipeline.corpus.audio import resample
-
     session = basic_pitch_session()
     c = _quiet_import_basic_pitch().constants
     x = resample(audio, int(sr), c.AUDIO_SAMPLE_RATE)  # (n,) at 22050 Hz
@@ -247,6 +249,7 @@ def note_salience(audio: np.ndarray, rate: int) -> tuple[np.ndarray, float]:
     """Magnitude in dB per semitone (MIDI_LO..MIDI_HI-1) and CQT frame: ((P, N), seconds per frame)."""
     import warnings
 
+    # local: keeps librosa out of `import pipeline.corpus.transcribe` until this runs
     import librosa
 
     nyq_pitch = int(np.floor(69 + 12 * np.log2(0.45 * rate / 440.0)))  # highest bin below ~Nyquist

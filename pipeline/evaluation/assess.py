@@ -45,8 +45,13 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.corpus.audio import AUDIO_EXTENSIONS, load_audio, make_tiers, mulaw_decode, resample, to_mono
+from pipeline.corpus.dataset import load_manifest
+from pipeline.corpus.midi import MidiError, read_midi, render_midi
+from pipeline.corpus.transcribe import DEFAULT_METHOD, estimate_notes, note_f1
 from pipeline.errors import InputError, ParameterError, StrataError
 from pipeline.evaluation import assess_metrics as am
+from pipeline.io import atomic_write_json, load_npy
 from pipeline.run import calibration_path
 
 log = logging.getLogger("strata.assess")
@@ -63,10 +68,6 @@ DEFAULT_RATES = (2000, 8000, 16000)
 def calibrate_noise(data_dir: str | Path, split: str = "train", percentile: float = CALIBRATION_PERCENTILE) -> dict:
     """Flatness threshold = ``percentile`` of the non-silent 1 s window flatness over ``split``'s
     fine tier (decoded from mu-law, at ``ANALYSIS_RATE``)."""
-    from pipeline.corpus.audio import mulaw_decode
-    from pipeline.corpus.dataset import load_manifest
-    from pipeline.io import load_npy
-
     manifest = load_manifest(data_dir)
     fine, bits = max(manifest["rates"]), int(math.log2(manifest["classes"]))
     tracks = [t for t in manifest["tracks"] if t["split"] == split]
@@ -83,8 +84,6 @@ def calibrate_noise(data_dir: str | Path, split: str = "train", percentile: floa
 
 def write_calibration(data_dir: str | Path, run_dir: str | Path) -> dict:
     """``calibrate_noise(data_dir)`` written to ``run_dir/diagnostics_calibration.json``."""
-    from pipeline.io import atomic_write_json
-
     calibration = calibrate_noise(data_dir)
     atomic_write_json(calibration_path(run_dir), calibration)
     return calibration
@@ -111,8 +110,6 @@ def noise_threshold(run_dir: str | Path | None) -> tuple[float, str]:
 def score_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0.0) -> dict | None:
     """Chroma agreement of ``audio`` (at ``ANALYSIS_RATE``) with the MIDI, its chance level,
     lift and the FluidSynth reference; None if no note sounds within the audio."""
-    from pipeline.corpus.midi import read_midi
-
     found = am.chroma_agreement(audio, read_midi(midi), offset_seconds)
     if found is None:
         return None
@@ -126,9 +123,6 @@ def score_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0.0) -> d
 def reference_rendering(midi: str, mtime_ns: int) -> tuple[np.ndarray | None, str | None]:
     """(a plain FluidSynth rendering of the MIDI at ``ANALYSIS_RATE``, None), or (None, why not) with one
     warning line (no FluidSynth or no soundfont, an unusable MIDI)."""
-    from pipeline.corpus.audio import load_audio, to_mono
-    from pipeline.corpus.midi import MidiError, render_midi
-
     with tempfile.TemporaryDirectory(prefix="strata-assess-") as tmp:
         try:
             wav = render_midi(midi, Path(tmp) / "reference.wav", sr=am.ANALYSIS_RATE)
@@ -144,8 +138,6 @@ def reference_rendering(midi: str, mtime_ns: int) -> tuple[np.ndarray | None, st
 def reference_agreement(midi: str, mtime_ns: int) -> tuple[float | None, str | None]:
     """(chroma agreement of a plain FluidSynth rendering of the MIDI, None), or (None, why not) with one
     warning line."""
-    from pipeline.corpus.midi import read_midi
-
     rendering, why = reference_rendering(midi, mtime_ns)
     if rendering is None:
         return None, why
@@ -171,8 +163,6 @@ def transcription_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0
     note of the MIDI starts within the audio."""
     import dataclasses
 
-    from pipeline.corpus.midi import read_midi
-    from pipeline.corpus.transcribe import DEFAULT_METHOD, estimate_notes, note_f1
 
     span = len(audio) / am.ANALYSIS_RATE - offset_seconds
     ref = [n for n in read_midi(midi) if not n.is_drum and n.start < span]
@@ -196,8 +186,6 @@ def transcription_group(audio: np.ndarray, midi: Path, offset_seconds: float = 0
 def resynth_group(output: np.ndarray, real: np.ndarray, coarse: np.ndarray, coarse_rate: int, rate: int) -> dict:
     """LSD (dB) of the output and of plain upsampling of the coarse tier to the real audio, over
     all bins and over the band above the coarse tier's Nyquist frequency (what the fine stages add)."""
-    from pipeline.corpus.audio import resample
-
     upsampled = resample(coarse, coarse_rate, rate)
     high = coarse_rate / 2
     return {"lsd_db": am.lsd_db(real, output, rate), "lsd_upsampled_db": am.lsd_db(real, upsampled, rate),
@@ -270,8 +258,6 @@ def assess_audio(path: Path, midi: Path | None = None, threshold: tuple[float, s
                  rates=DEFAULT_RATES) -> dict:
     """Diagnostics of an audio file (a ``.mid`` with the same stem beside it is its score); its
     tiers are made as in preprocessing, giving the real-data floor of the tier and resynth measures."""
-    from pipeline.corpus.audio import make_tiers, mulaw_decode, resample
-
     audio, sr = _read_mono(path)
     beside = path.with_suffix(".mid")
     midi = midi or (beside if beside.is_file() else None)
@@ -287,16 +273,12 @@ def assess_audio(path: Path, midi: Path | None = None, threshold: tuple[float, s
 
 
 def _read_mono(path: Path) -> tuple[np.ndarray, int]:
-    from pipeline.corpus.audio import load_audio, to_mono
-
     x, sr = load_audio(path)
     return to_mono(x), int(sr)
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:
     """Job folders and audio files; a folder of job folders stands for each of them."""
-    from pipeline.corpus.audio import AUDIO_EXTENSIONS
-
     out = []
     for p in map(Path, paths):
         if p.is_dir() and not (p / "meta.json").is_file():
@@ -325,8 +307,6 @@ def assess_paths(paths: list[Path], midi: Path | None = None, run: Path | None =
                  data: Path | None = None, json_path: Path | None = None) -> dict:
     """Assess every path (bad ones are skipped and reported).  Threshold: calibrated on ``data``
     (stored in ``run`` when given), else ``run``'s calibration, else each job's run, else fallback."""
-    from pipeline.io import atomic_write_json
-
     if midi is not None and not Path(midi).is_file():
         raise ParameterError(f"{midi}: MIDI file not found")
     threshold = None

@@ -23,6 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from models.roll import ROLL_FPS  # the note profile's frame rate before it is read at the chroma frames
+from pipeline.corpus.audio import resample
+from pipeline.corpus.midi import piano_roll
 
 ANALYSIS_RATE = 16000  # Hz; every measure resamples its input to this rate first
 HOP = 512  # analysis hop (32 ms at 16 kHz) for chroma, flatness and LSD frames
@@ -38,8 +40,6 @@ BAND_FLOOR_DB = -120.0  # a band with no power reads this (not -inf)
 
 def to_analysis_rate(audio: np.ndarray, rate: int) -> np.ndarray:
     """Mono float32 ``(n,)`` at ``rate`` -> ``ANALYSIS_RATE`` (band-limited, time-aligned)."""
-    from pipeline.corpus.audio import resample
-
     return resample(np.asarray(audio, np.float32), int(rate), ANALYSIS_RATE)
 
 
@@ -56,6 +56,7 @@ def short_clips_allowed():
 
 def chroma(audio: np.ndarray) -> np.ndarray:
     """CQT chroma ``(12, T)`` of audio at ``ANALYSIS_RATE``; frame i is centred at ``i * HOP``."""
+    # local: keeps librosa out of `import pipeline.evaluation.assess_metrics` until this runs
     import librosa
 
     with short_clips_allowed():
@@ -67,8 +68,6 @@ def pitch_class_profile(notes: Sequence, n_frames: int, offset_seconds: float = 
 
     ``offset_seconds``: where MIDI time 0 lies in the audio (after an audio prompt).
     """
-    from pipeline.corpus.midi import piano_roll
-
     velocity = piano_roll(notes, fps=ROLL_FPS)[0].astype(np.float64)  # (128, F)
     pcp = np.zeros((12, velocity.shape[1]))
     for pc in range(12):
@@ -113,6 +112,7 @@ def chroma_agreement(audio: np.ndarray, notes: Sequence, offset_seconds: float =
 def window_flatness(audio: np.ndarray) -> np.ndarray:
     """Mean spectral flatness (power spectrum) of the non-silent frames in each 1 s window of audio
     at ``ANALYSIS_RATE``: ``(windows,)``, NaN for a window that is all silence."""
+    # local: keeps librosa out of `import pipeline.evaluation.assess_metrics` until this runs
     import librosa
 
     y = np.asarray(audio, np.float32)
@@ -162,14 +162,13 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 def tier_consistency(fine: np.ndarray, fine_rate: int, tiers: dict[int, np.ndarray]) -> dict[str, float]:
     """SNR (dB) of ``fine`` resampled to each coarser rate against ``tiers[rate]`` (float audio)."""
-    from pipeline.corpus.audio import resample
-
     return {str(rate): snr_db(tier, resample(fine, fine_rate, rate))
             for rate, tier in sorted(tiers.items()) if rate < fine_rate}
 
 
 def log_power_spectrum(audio: np.ndarray) -> np.ndarray:
     """``10 log10`` power ``(bins, T)`` of an STFT scaled so a full-scale sine peaks near 0 dB."""
+    # local: keeps librosa out of `import pipeline.evaluation.assess_metrics` until this runs
     import librosa
 
     window = np.hanning(N_FFT)

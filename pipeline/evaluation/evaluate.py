@@ -29,8 +29,13 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from models.conditioning import Conditioning
 from pipeline.config import StrataConfig, stage_factor
 from pipeline.corpus.batches import alignment_unit, window
+from pipeline.corpus.dataset import iter_tracks, load_manifest
+from pipeline.errors import ParameterError
+from pipeline.run import export_extra, load_run
+from pipeline.runtime import Progress, torch_threads, worker_threads
 
 DEFAULT_CHUNK = 8192  # stage samples scored per pass (at least 4x the overlap: see stage_chunk)
 
@@ -63,7 +68,6 @@ def _rows(stage, item: dict, n_genres: int, variants: list[str]):
         kw["drop_roll"] = net | torch.tensor([v == "no_roll" for v in variants]) | (not item["has_roll"])
     if stage.history is not None:
         kw["drop_history"] = torch.tensor([v == "short" for v in variants])
-    from models.conditioning import Conditioning
 
     return Conditioning(**kw)
 
@@ -184,8 +188,6 @@ def evaluate_run(data_dir, run_dir, split: str = "test", max_seconds_per_track: 
     otherwise), each running (stage, track) units and baseline fits with one torch thread.
     ``progress``: a bar per stage with ETA on a terminal, otherwise a line per finished stage.
     """
-    from pipeline.errors import ParameterError
-
     if split not in ("train", "valid", "test"):
         raise ParameterError(f"split {split!r}: expected train, valid or test")
     if max_seconds_per_track is not None and not max_seconds_per_track > 0:
@@ -200,10 +202,6 @@ class RunEvaluation:
 
     def __init__(self, data_dir, run_dir, split: str, max_seconds: float | None, chunk: int | None,
                  baseline_rows: int, workers: int | None, progress: bool):
-        from pipeline.corpus.dataset import load_manifest
-        from pipeline.run import load_run
-        from pipeline.runtime import torch_threads
-
         self.data_dir, self.run_dir, self.split, self.max_seconds = data_dir, Path(run_dir), split, max_seconds
         self.chunk, self.baseline_rows = chunk, baseline_rows
         run = load_run(self.run_dir, partial=True)
@@ -221,8 +219,6 @@ class RunEvaluation:
         self.score_tier: dict | None = None
 
     def _meter(self, progress: bool):
-        from pipeline.runtime import Progress
-
         n_tracks = sum(1 for t in self.manifest["tracks"] if t["split"] == self.split)
         meter = Progress(progress, title=f"evaluate: {len(self.stages)} stages on '{self.split}', "
                          f"{self.workers} worker(s)", every=math.inf, prefix="evaluate: ")  # lines when done
@@ -250,6 +246,7 @@ class RunEvaluation:
         self.meter.unit_done(label)
 
     def lin_baseline(self, k: int) -> None:
+        # local: keeps scipy out of `import pipeline.evaluation.evaluate` until this runs
         from pipeline.evaluation.baselines import stage_linear_baseline
 
         self.linear[k] = self.timed(f"stage{k}/linear_s", lambda: stage_linear_baseline(
@@ -258,6 +255,7 @@ class RunEvaluation:
         self.meter.unit_done("baselines", 1)
 
     def fine_baselines(self) -> None:
+        # local: keeps scipy out of `import pipeline.evaluation.evaluate` until this runs
         from pipeline.evaluation.baselines import fine_tier_baselines
 
         self.fine.update(self.timed("baselines_s", lambda: fine_tier_baselines(
@@ -267,8 +265,6 @@ class RunEvaluation:
 
     def jobs(self) -> Iterator[Callable[[], None]]:
         """Tracks are loaded as workers ask for them."""
-        from pipeline.corpus.dataset import iter_tracks
-
         for k in self.order:
             for i, item in enumerate(iter_tracks(self.data_dir, self.cfg, k, self.split, self.manifest)):
                 yield lambda k=k, i=i, item=item: self.neural(k, i, item)
@@ -279,14 +275,13 @@ class RunEvaluation:
 
     def score_tier_job(self) -> None:
         """The score tier's bits per event against its n-gram baselines (``pipeline.evaluation.score_tier_bits``)."""
+        # local: keeps accelerate out of `import pipeline.evaluation.evaluate` until this runs
         from pipeline.evaluation.score_tier_bits import evaluate_score_tier
 
         self.score_tier = self.timed("score_tier_s", lambda: evaluate_score_tier(
             self.data_dir, self.manifest, self.run_dir, self.split))
 
     def run(self) -> dict:
-        from pipeline.runtime import worker_threads
-
         t_start = time.perf_counter()
         try:
             with worker_threads():
@@ -298,8 +293,6 @@ class RunEvaluation:
     # ------------------------------------------------------------------------- result
 
     def stage_row(self, k: int) -> dict:
-        from pipeline.run import export_extra
-
         stage, variants = self.stages[k], variants_of(self.stages[k])
         keys = sorted(i for kk, i in self.scores if kk == k)
         totals = sum((self.scores[(k, i)][0] for i in keys), torch.zeros(len(variants), dtype=torch.float64))

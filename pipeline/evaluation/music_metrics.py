@@ -46,6 +46,7 @@ def band_levels(audio: np.ndarray, sr: int) -> dict:
     """``{"1-2 kHz": dB, "2-4 kHz": dB, "4-8 kHz": dB, "windows": n}``: per 1 s window (non-silent,
     RMS >= ``SILENCE_RMS``) 10 log10 of the band's power over the 0-1 kHz power (Welch, Hann),
     median over windows.  A band above the Nyquist frequency, or no sounding window: None."""
+    # local: keeps scipy out of `import pipeline.evaluation.music_metrics` until this runs
     from scipy.signal import welch
 
     y = np.asarray(audio, np.float64)
@@ -93,6 +94,7 @@ def mean_abs_level_error(levels: dict, reference: dict) -> float | None:
 def clip_features(audio: np.ndarray, sr: int) -> np.ndarray:
     """Features of one clip (float64 (F,)): MFCC mean and standard deviation, CQT chroma mean,
     spectral centroid / bandwidth / roll-off (kHz) and flatness means, RMS level (dB), band levels."""
+    # local: keeps librosa out of `import pipeline.evaluation.music_metrics` until this runs
     import librosa
 
     y = am.to_analysis_rate(audio, sr)
@@ -126,6 +128,7 @@ def clips(audio: np.ndarray, sr: int, seconds: float, most: int | None = None) -
 def fit_genre_classifier(features: np.ndarray, labels: Sequence[int]):
     """A fitted scikit-learn pipeline (standardise, multinomial logistic regression) on
     ``features`` (N, F) with integer ``labels`` (N,)."""
+    # local: keeps sklearn out of `import pipeline.evaluation.music_metrics` until this runs
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

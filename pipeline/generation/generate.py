@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from models.conditioning import Conditioning
 from models.draw import Draw, stream_seeds
 from models.roll import roll_input
 from models.sampling import fused_engine_ok, sample_stage
 from pipeline.errors import ParameterError, RunError
-from pipeline.generation.jobs import CascadeResult, write_jobs
+from pipeline.generation.jobs import CascadeResult, write_jobs, write_score_jobs
 from pipeline.generation.plan import GenerateParams, Plan, make_plan, validate_params
 from pipeline.lock import generate_slots, slot
 from pipeline.run import LoadedRun, load_run
@@ -96,8 +97,6 @@ def stage_no_genre(stage) -> int:
 def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = True) -> CascadeResult:
     """Stage 0 -> stage 1 -> ... with one seeded generator and all variations as one batch; the
     stages run side by side (``_run_pipelined``) when ``can_pipeline`` says so, with the same result."""
-    import torch
-
     gen = torch.Generator().manual_seed(p.seed)
     if can_pipeline(run, plan, p):
         return _run_pipelined(run, plan, p, gen, progress)
@@ -131,8 +130,6 @@ def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = 
 def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) -> dict:
     """What stage k reads besides the tier below, and how it samples (``run_stage`` keywords: ``draw``
     is ``stage_draw``'s)."""
-    import torch
-
     cfg, B, rate = run.cfg, p.count, run.rates[k]
     scfg = cfg.stages[k]
     roll = None
@@ -181,15 +178,11 @@ class GrowingTier:
     stage on another: ``publish(x, t)`` marks [0, t) final, ``wait(j)`` returns once [0, j) is."""
 
     def __init__(self, batch: int, n: int) -> None:
-        import torch
-
         self.codes = torch.zeros(batch, n, dtype=torch.int64)  # (B, n)
         self.n, self.ready, self.error = n, 0, None
         self._cv = threading.Condition()
 
     def publish(self, x: np.ndarray, t: int) -> None:
-        import torch
-
         with self._cv:
             if t > self.ready:
                 self.codes[:, self.ready:t] = torch.from_numpy(x[:, self.ready:t]).long()
@@ -289,8 +282,6 @@ def generate(run_dir, out_dir, progress: bool = True, **params: Any) -> list[Pat
 
 def _score_only(run: LoadedRun, p: GenerateParams) -> list[Path]:
     """``--score-only``: ``count`` scores (seeds ``seed + i``), no audio."""
-    from pipeline.generation.jobs import write_score_jobs
-
     if not (p.midi is not None or p.score_model != "none"):
         raise ParameterError("--score-only with --score-model none: there is no score to write")
     plans, walls = [], []

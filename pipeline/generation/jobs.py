@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 from pipeline.corpus.audio import mulaw_decode
+from pipeline.corpus.score_events import events_seconds, events_to_midi, roll_to_events
 from pipeline.evaluation.assess import generation_diagnostics
 from pipeline.generation import spectrogram
 from pipeline.generation.plan import GenerateParams, Plan
+from pipeline.generation.spectrogram import plot_roll
 from pipeline.io import atomic_path, atomic_write_json
 from pipeline.lock import pid_exists
 from pipeline.run import LoadedRun
@@ -47,9 +50,6 @@ def _to_audio(x, cfg) -> np.ndarray:
 
 def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
     """16-bit PCM WAV, atomically."""
-    import soundfile as sf
-
-
     with atomic_path(path, suffix=".wav") as tmp:
         sf.write(str(tmp), audio, rate, subtype="PCM_16", format="WAV")
 
@@ -120,8 +120,6 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
 def write_score(folder: Path, plan: Plan, fps: int) -> str | None:
     """``score.mid``: the score the piece rendered (the score tier's events, or the roll of a MIDI file, an
     audio prompt's notes or the chain); None when the piece had no score."""
-    from pipeline.corpus.score_events import events_to_midi, roll_to_events
-
     if plan.score_events is not None:
         events = plan.score_events
     elif plan.roll is not None and plan.roll[0].any():
@@ -134,10 +132,6 @@ def write_score(folder: Path, plan: Plan, fps: int) -> str | None:
 
 def write_score_jobs(run: LoadedRun, plans: list[Plan], p: GenerateParams, walls: list[float]) -> list[Path]:
     """``--score-only``: one job folder per plan with ``score.mid``, ``score.png`` and ``meta.json``."""
-    from pipeline.corpus.score_events import events_seconds
-    from pipeline.generation.spectrogram import plot_roll
-    from pipeline.io import atomic_write_json
-
     out = Path(p.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     finals = []

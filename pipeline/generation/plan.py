@@ -21,8 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models.roll import empty_roll
 from pipeline.config import GenerateConfig
+from pipeline.corpus.audio import AudioError, make_tiers, mulaw_decode, prepare_audio
+from pipeline.corpus.midi import MidiError, midi_duration, piano_roll, read_midi
+from pipeline.corpus.score_events import END, events_to_roll, roll_to_events
+from pipeline.corpus.transcribe import estimate_roll, prompt_roll
 from pipeline.errors import ParameterError
 from pipeline.run import LoadedRun
+from pipeline.training.score_model import read_score_model, sample_roll
 
 MAX_SECONDS = 3600.0  # absolute cap on a requested length
 MAX_COUNT = 64
@@ -195,8 +200,6 @@ def resolve_genre(run: LoadedRun, genre: str | None) -> int:
 
 def load_midi_roll(path: Path, fps: int) -> tuple[np.ndarray, float]:
     """MIDI file -> (uint8 roll (2, 128, F), duration in seconds); clear error if unusable."""
-    from pipeline.corpus.midi import MidiError, midi_duration, piano_roll, read_midi
-
     try:
         notes = read_midi(path)
         duration = float(midi_duration(path))
@@ -212,8 +215,6 @@ def load_midi_roll(path: Path, fps: int) -> tuple[np.ndarray, float]:
 
 def load_prompt_tiers(path: Path, cfg: Any, rates: list[int]) -> dict[int, np.ndarray]:
     """Prompt audio prepared as in preprocessing, cropped to whole roll frames, then tiered."""
-    from pipeline.corpus.audio import AudioError, make_tiers, prepare_audio
-
     fine = rates[-1]
     try:
         audio, _ = prepare_audio(path, fine, peak=cfg.data.peak, top_db=cfg.data.trim_db,
@@ -295,11 +296,11 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
     """A score for a piece without MIDI or audio prompt: (roll (2, 128, <= frames), the score tier's events,
     source).  ``p.score_model``: "tier" samples the run's score tier (the chain, with one line, when the run
     has none); "chain" the genre's chord chain (genre-only pieces).  (None, None, None): no score."""
+    # local: keeps accelerate out of `import pipeline.generation.plan` until this runs
     from pipeline.training.score_tier import is_trained
 
     fps = run.cfg.data.roll_fps
     if p.score_model == "tier" and is_trained(run.path):
-        from pipeline.corpus.score_events import events_to_roll
         from pipeline.training.score_tier import sample_events
 
         model, _ = _score_tier_of(run)
@@ -320,6 +321,7 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
 
 def _score_tier_of(run: LoadedRun):
     """The run's score tier, loaded once per ``LoadedRun``."""
+    # local: keeps accelerate out of `import pipeline.generation.plan` until this runs
     from pipeline.training.score_tier import load_score_tier
 
     if run.score_tier is None:
@@ -331,7 +333,7 @@ def _continued_roll(run: LoadedRun, p: GenerateParams, roll: np.ndarray, midi_se
                     seconds: float) -> tuple[np.ndarray, list[int]]:
     """--midi FILE --continue-score S: the file's score (``midi_seconds`` long) extended by the score tier by
     ``seconds``."""
-    from pipeline.corpus.score_events import END, events_to_roll, roll_to_events
+    # local: keeps accelerate out of `import pipeline.generation.plan` until this runs
     from pipeline.training.score_tier import is_trained, sample_events
 
     if not is_trained(run.path):
@@ -350,9 +352,6 @@ def _prompt_roll(cfg: Any, rates: list[int], tiers: dict[int, np.ndarray], promp
                  frames: int, hold: float) -> np.ndarray:
     """The audio prompt's estimated notes, held ``hold`` seconds past its end
     (pipeline/corpus/transcribe.py): the continuation starts from the prompt's harmony."""
-    from pipeline.corpus.audio import mulaw_decode
-    from pipeline.corpus.transcribe import prompt_roll
-
     audio = mulaw_decode(tiers[rates[-1]], bits=cfg.data.mu_bits)
     return prompt_roll(audio, rates[-1], cfg.data.roll_fps, prompt_frames, frames, hold)
 
@@ -361,9 +360,6 @@ def _resynth_plan(run: LoadedRun, p: GenerateParams, genre_id: int, roll, midi_s
     """Re-synthesis: stage 0's tier is the real audio's (prepared as in training, cut to ``seconds``);
     only the finer stages generate.  MIDI time 0 = the start of the audio; without MIDI, the roll
     is estimated from the audio (pipeline/corpus/transcribe.py) when a generating stage reads one."""
-    from pipeline.corpus.audio import mulaw_decode
-    from pipeline.corpus.transcribe import estimate_roll
-
     cfg = run.cfg
     rates, unit0 = run.rates, run.rates[0] // cfg.data.roll_fps
     tiers = load_prompt_tiers(p.resynth, cfg, rates)  # whole roll frames at every rate
@@ -383,8 +379,6 @@ def _resynth_plan(run: LoadedRun, p: GenerateParams, genre_id: int, roll, midi_s
 
 def _chain_roll(run: LoadedRun, p: GenerateParams, frames: int) -> np.ndarray | None:
     """A score for a genre-only piece from the run's chord chain (None: the run has none)."""
-    from pipeline.training.score_model import read_score_model, sample_roll
-
     model = read_score_model(run.path)
     return None if model is None else sample_roll(model, p.genre, frames, p.seed)
 

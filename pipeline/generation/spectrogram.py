@@ -46,6 +46,7 @@ def plot_spectrogram(
 
     ``roll``: uint8 ``(2, 128, F)`` (channel 0 = velocity while a note sounds) or ``(128, F)``.
     """
+    # local: keeps matplotlib out of `import pipeline.generation.spectrogram` until this runs
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -73,6 +74,7 @@ def plot_spectrogram(
 
 def plot_roll(roll: np.ndarray, roll_fps: int, path: str | Path, title: str) -> Path:
     """Write a PNG of a piano roll alone (a score written without audio: ``--score-only``)."""
+    # local: keeps matplotlib out of `import pipeline.generation.spectrogram` until this runs
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
+import soundfile as sf
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
@@ -167,6 +168,7 @@ def find_jobs(paths) -> tuple[list[Job], list[str]]:
 
 def find_evaluation(run_dir) -> Path | None:
     """The run's latest evaluation JSON (``metrics/evaluation_<split>.json``), if any."""
+    # local: keeps torch out of `import pipeline.report.build` until this runs
     from pipeline.run import evaluation_glob
 
     found = sorted(Path(run_dir).glob(evaluation_glob()), key=lambda p: p.stat().st_mtime)
@@ -187,6 +189,7 @@ def read_evaluation(path) -> dict:
 
 def stage_facts(run_dir) -> list[dict]:
     """Per exported stage: model.json, parameter count, training summary (no weights read)."""
+    # local: keeps torch out of `import pipeline.report.build` until this runs
     from pipeline.run import read_result, result_path, stage_dir, stages_dir
 
     out = []
@@ -237,8 +240,6 @@ class Media:
 
     def wav(self, src: Path, rel: str) -> str | None:
         """A WAV as browsers play it: copied, or resampled to ``PLAYABLE_RATE`` when slower."""
-        import soundfile as sf
-
         if not Path(src).is_file():
             return None
         if sf.info(str(src)).samplerate >= PLAYABLE_RATE:
@@ -248,6 +249,7 @@ class Media:
 
     def write_wav(self, audio: np.ndarray, rate: int, rel: str) -> str:
         """Float audio as 16-bit WAV, resampled (band-limited: the same sound) when below ``PLAYABLE_RATE``."""
+        # local: keeps torch out of `import pipeline.report.build` until this runs
         from pipeline.corpus.audio import resample
         from pipeline.generation.jobs import write_wav
 
@@ -259,6 +261,7 @@ class Media:
 
 def plot_curves(run_dir, stages: list[int], path: Path) -> Path | None:
     """Training loss and validation bits vs step, one panel per stage; None without metrics."""
+    # local: keeps matplotlib, torch out of `import pipeline.report.build` until this runs
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -287,6 +290,7 @@ def plot_curves(run_dir, stages: list[int], path: Path) -> Path | None:
 
 def real_clips(data_dir, genres: list[str], seconds: float, media: Media) -> list[Clip]:
     """Per genre, the first ``seconds`` of a held-out track (test split, else valid) as WAV + spectrogram."""
+    # local: keeps torch out of `import pipeline.report.build` until this runs
     from pipeline.corpus.audio import mulaw_decode
     from pipeline.corpus.dataset import load_manifest
     from pipeline.generation.spectrogram import plot_spectrogram
@@ -425,6 +429,7 @@ def page(title: str, nav: list[tuple[str, str]], body: list[str]) -> str:
 
 def run_section(run_dir: Path, cfg, facts: list[dict], curves: str | None, config_text: str) -> str:
     """Config summary, per-stage architecture and training, curves."""
+    # local: keeps torch out of `import pipeline.report.build` until this runs
     from pipeline.config import config_to_dict
 
     d = config_to_dict(cfg)
@@ -571,6 +576,7 @@ def build_report(run_dir, out_dir, jobs=(), data_dir=None, evaluation=None,
     ``jobs``: job folders or folders of them; ``data_dir``: a dataset for real held-out clips;
     ``evaluation``: an evaluation JSON (default: the run's latest, ``metrics/evaluation_<split>.json``).
     """
+    # local: keeps torch out of `import pipeline.report.build` until this runs
     from pipeline.run import read_config
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -601,6 +607,7 @@ def build_report(run_dir, out_dir, jobs=(), data_dir=None, evaluation=None,
 
 def write_body(run_dir, cfg, facts, jobs, skipped, ev, ev_path, data_dir, clip_seconds, media: Media):
     """Copy media and build the sections; returns (sections, nav entries, real clips written)."""
+    # local: keeps torch out of `import pipeline.report.build` until this runs
     from pipeline.run import config_path
 
     curves = plot_curves(run_dir, [f["index"] for f in facts], media.target("media/run/curves.png"))

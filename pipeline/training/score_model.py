@@ -24,6 +24,8 @@ from typing import Iterable
 import numpy as np
 
 from models.roll import VELOCITY_MAX, empty_roll
+from pipeline.corpus.dataset import load_manifest
+from pipeline.io import atomic_write_json
 
 STEP = 0.1  # seconds per chord step
 FILE = "score_model.json"
@@ -109,9 +111,6 @@ def sample_roll(model: dict, genre: str, max_frames: int, seed: int) -> np.ndarr
 def write_score_model(data_dir: str | Path, run_dir: str | Path) -> Path | None:
     """Fit the chain on the dataset's training scores and write ``RUN/score_model.json``
     (None when no training track has a score)."""
-    from pipeline.corpus.dataset import load_manifest
-    from pipeline.io import atomic_write_json
-
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)
     pieces = [(t["genre"], np.load(data_dir / t["roll"], allow_pickle=False))

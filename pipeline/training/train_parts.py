@@ -119,6 +119,7 @@ class MetricLog:
             return
         if resume_step is not None:  # drop rows logged after the checkpoint we resume from
             self.rows = [r for r in read_metrics(run_dir, k) if r.get("step", 0) <= resume_step]
+        # local: keeps tensorboard out of `import pipeline.training.train_parts` until this runs
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(logs_dir(run_dir, k)),
@@ -260,6 +261,7 @@ def validation_batches(data_dir, cfg, k: int, context: int, note, margin: int = 
 
 def make_accelerator(cfg: StrataConfig):
     """The Accelerator of one ``train_stage`` call (state reset: several calls in one process)."""
+    # local: keeps accelerate out of `import pipeline.training.train_parts` until this runs
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import DistributedDataParallelKwargs

@@ -153,6 +153,7 @@ class StageTrainer:
         acc.wait_for_everyone()
 
     def _build_model(self) -> None:
+        # local: keeps accelerate out of `import pipeline.training.trainer` until this runs
         from accelerate.utils import set_seed
 
 
@@ -352,6 +353,7 @@ def _agree(accelerator, value: float) -> float:
     """The main process's ``value`` on every process (clocks differ; decisions must not)."""
     v = torch.tensor([float(value)], device=accelerator.device)
     if accelerator.num_processes > 1:
+        # local: keeps accelerate out of `import pipeline.training.trainer` until this runs
         from accelerate.utils import broadcast
 
         v = broadcast(v, from_process=0)
