@@ -327,7 +327,10 @@ class ScoreTransformer(nn.Module):
         return k + 1 if 0 <= k < self.cfg.n_shifts else 0
 
     def _draw(self, logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:
-        """One event from logits (V,): never PAD; greedy at temperature 0; else nucleus (top-p) sampling."""
+        """One event from logits (V,): never PAD; greedy at temperature 0; else nucleus (top-p) sampling that
+        always keeps END: the END of a piece is one event among a thousand, rarely inside the nucleus of a
+        cadence's many possible next notes, and a nucleus that cut it would never let a piece end (measured:
+        0 of 20 scores ended at top-p 0.95)."""
         logits = logits.float().clone()
         logits[self.cfg.pad_token] = -math.inf
         if temperature == 0:
@@ -336,6 +339,7 @@ class ScoreTransformer(nn.Module):
         if top_p < 1.0:
             p, idx = probs.sort(descending=True)
             keep = (p.cumsum(0) - p) < top_p  # the smallest head whose mass reaches top_p (the first always)
+            keep |= idx == self.cfg.end_token  # ... and END
             probs = torch.zeros_like(probs).scatter_(0, idx[keep], p[keep])
         return int(torch.multinomial(probs, 1, generator=gen))
 

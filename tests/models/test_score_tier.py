@@ -129,7 +129,7 @@ def test_generation_is_seeded_ends_and_keeps_its_caps():
 def test_top_p_and_greedy():
     m = tiny()
     gen = torch.Generator().manual_seed(0)
-    logits = torch.tensor([9.0, 0.0, 3.0, 2.9] + [-10.0] * (V - 4))  # PAD (id 0) is the most likely
+    logits = torch.tensor([9.0, -10.0, 3.0, 2.9] + [-10.0] * (V - 4))  # PAD (id 0) is the most likely; END unlikely
     assert {m._draw(logits, 1.0, 0.5, gen) for _ in range(50)} == {2}  # PAD never; 2 alone holds >= 0.5
     assert {m._draw(logits, 1.0, 0.9, gen) for _ in range(200)} == {2, 3}
     assert m._draw(logits, 0.0, 0.95, gen) == 2
@@ -251,3 +251,15 @@ def test_the_clock_lets_it_learn_where_pieces_end():
     with_clock = end_bits(dict(clock_buckets=8, clock_steps=4, shift_first=2, n_shifts=4))
     without = end_bits({})
     assert without > 1.0 and with_clock < 0.25 * without, (with_clock, without)
+
+
+def test_the_nucleus_never_cuts_the_end_of_a_piece():
+    """END at 3% beside a likely note: top-p 0.5 keeps only the note in its head, but END stays drawable."""
+    m = tiny()
+    logits = torch.full((V,), -30.0)
+    logits[7], logits[END] = 0.0, math.log(0.03 / 0.97)
+    gen = torch.Generator().manual_seed(0)
+    draws = Counter(m._draw(logits, 1.0, 0.5, gen) for _ in range(2000))
+    assert set(draws) == {7, END} and 20 < draws[END] < 120  # ~3% of 2000 (renormalised over the kept two)
+    gen = torch.Generator().manual_seed(0)
+    assert all(m._draw(logits.clone(), 1.0, 0.5, gen) != 8 for _ in range(200))  # the tail is still cut
