@@ -88,7 +88,8 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
         gi = genre_ids[i % len(genre_ids)]
         median = float(np.median([events_seconds(e) for gid, e in train if gi == len(genres) or gid == gi]))
         cap = 2.5 * median
-        ev = sample_events(model, gi, cap, 1000 + i, g.score_temperature, g.score_top_p)
+        ev = sample_events(model, gi, cap, 1000 + i, g.score_temperature, g.score_top_p,
+                           min_seconds=g.score_min_seconds)
         ended = ev.count(END) == 1 and len(ev) >= 2 and model_ended(ev, cap)
         seconds = events_seconds(ev)
         rows.append({"genre": genres[gi] if gi < len(genres) else None, "seconds": round(seconds, 2),
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {**run_info(argv and [sys.argv[0], *argv]),
                  "dirty": bool(_git("status", "--porcelain", "--", "pipeline", "models", "bench")),
                  "machine": machine_info(), "run_steps": desc["extra"].get("step"), "n_params": desc.get("n_params"),
-                 "sampling": {"temperature": g.score_temperature, "top_p": g.score_top_p}}
+                 "sampling": {"temperature": g.score_temperature, "top_p": g.score_top_p,
+                              "min_seconds": g.score_min_seconds}}
 
     # held-out bits per event
     out["test"] = evaluate_score_tier(data, manifest, run, "test")
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     out["scores"] = {}
     for gi, genre in enumerate(genres):
         rows: dict = {}
-        tier = [events_to_roll(sample_events(model, gi, 30.0, seed, g.score_temperature, g.score_top_p), fps)
+        tier = [events_to_roll(sample_events(model, gi, 30.0, seed, g.score_temperature, g.score_top_p,
+                                             min_seconds=g.score_min_seconds), fps)
                 for seed in range(a.pieces)]
         rolls = {"tier": [r for r in tier if r[0].any()]}
         if chain is not None:
@@ -160,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # speed: 60 s of score on one thread (a score that ends early is timed per second of music)
     t0 = time.perf_counter()
-    ev = sample_events(model, len(genres), 60.0, 7, g.score_temperature, g.score_top_p)
+    ev = sample_events(model, len(genres), 60.0, 7, g.score_temperature, g.score_top_p,
+                       min_seconds=g.score_min_seconds)
     wall = time.perf_counter() - t0
     music = max(events_seconds(ev), 1e-9)
     out["speed"] = {"events": len(ev), "music_seconds": round(music, 2), "wall_seconds": round(wall, 3),

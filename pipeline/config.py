@@ -124,7 +124,8 @@ class GenerateConfig:
     # pipeline/training/score_model.py, a baseline) or "none" (stage 0 invents pitch: filtered noise)
     score_model: str = "tier"
     score_temperature: float = 1.0  # the score tier's sampling temperature
-    score_top_p: float = 0.95  # ... and nucleus
+    score_top_p: float = 0.95  # ... and nucleus (which always keeps END)
+    score_min_seconds: float = 4.0  # the score tier does not end a piece before this (a phrase at least)
     # fine stages sample under a Gaussian prior of this width (decoded units) around the tier below
     # interpolated (models/sampling.py): no run-away oscillation or noise; 0 = off
     tier_prior: float = 0.1
@@ -416,6 +417,8 @@ def validate(cfg: StrataConfig) -> None:
         raise ConfigError(f"score_tier.width={st.width} is not a multiple of n_heads={st.n_heads}")
     if not 0 <= st.dropout < 1 or not 0 <= st.genre_dropout <= 1 or not 0 <= st.stretch < 1 or st.transpose < 0:
         raise ConfigError("score_tier: dropout in [0, 1), genre_dropout in [0, 1], stretch in [0, 1), transpose >= 0")
+    if not cfg.generate.score_min_seconds >= 0:
+        raise ConfigError(f"generate.score_min_seconds={cfg.generate.score_min_seconds}: must be >= 0")
     if st.clock_buckets < 0 or st.clock_seconds < 0.01:
         raise ConfigError("score_tier: clock_buckets >= 0 (0: no clock) and clock_seconds >= 0.01")
 

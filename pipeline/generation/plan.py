@@ -305,7 +305,8 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
 
         model, _ = _score_tier_of(run)
         tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
-        events = sample_events(model, tier_genre, frames / fps, p.seed, p.score_temperature, p.score_top_p)
+        events = sample_events(model, tier_genre, frames / fps, p.seed, p.score_temperature, p.score_top_p,
+                               min_seconds=run.cfg.generate.score_min_seconds)
         roll = events_to_roll(events, fps, max_frames=frames)
         if not roll[0].any():  # said by make_plan
             return None, events, None
@@ -344,7 +345,8 @@ def _continued_roll(run: LoadedRun, p: GenerateParams, roll: np.ndarray, midi_se
     genre_id = resolve_genre(run, p.genre)
     tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
     prompt = [e for e in roll_to_events(roll, fps) if e != END]
-    events = sample_events(model, tier_genre, seconds, p.seed, p.score_temperature, p.score_top_p, prompt=prompt)
+    events = sample_events(model, tier_genre, seconds, p.seed, p.score_temperature, p.score_top_p, prompt=prompt,
+                           min_seconds=run.cfg.generate.score_min_seconds)
     return events_to_roll(events, fps, max_frames=int(round((midi_seconds + seconds) * fps))), events
 
 

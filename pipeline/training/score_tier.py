@@ -395,9 +395,11 @@ class ScoreTierTrainer(StageTrainer):
 
 
 def sample_events(model, genre_id: int, seconds: float, seed: int, temperature: float, top_p: float,
-                  prompt: list[int] | None = None) -> list[int]:
+                  prompt: list[int] | None = None, min_seconds: float = 0.0) -> list[int]:
     """Events written by the score tier for ``genre_id`` (``n_genres``: none): ``prompt`` (events, e.g. a MIDI
-    file's) then new events, ending at the tier's own END or after ``seconds`` of new music."""
+    file's) then new events, ending at the tier's own END (not before ``min_seconds`` of new music) or after
+    ``seconds`` of new music."""
     max_events = int(seconds * 200) + 16  # far more than any real score of that length needs
     return model.generate(genre_id, max_events=max_events, temperature=temperature, top_p=top_p, seed=seed,
-                          prompt=prompt, max_seconds=seconds, seconds_of=token_seconds)
+                          prompt=prompt, max_seconds=seconds, seconds_of=token_seconds,
+                          min_seconds=min(float(min_seconds), float(seconds)))

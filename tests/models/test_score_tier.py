@@ -80,7 +80,7 @@ def test_generation_logits_equal_full_forward_across_slides(clock):
     m = tiny(context=16, **clock)
     seen: list[torch.Tensor] = []
     draw = m._draw
-    m._draw = lambda logits, *a: (seen.append(logits.clone()), draw(logits, *a))[1]
+    m._draw = lambda logits, *a, **kw: (seen.append(logits.clone()), draw(logits, *a, **kw))[1]
     prompt = [5, 6, 7]
     out = m.generate(genre=1, max_events=40, temperature=1.5, top_p=1.0, seed=3, prompt=prompt)
     logits = m.cfg.vocab_size
@@ -263,3 +263,20 @@ def test_the_nucleus_never_cuts_the_end_of_a_piece():
     assert set(draws) == {7, END} and 20 < draws[END] < 120  # ~3% of 2000 (renormalised over the kept two)
     gen = torch.Generator().manual_seed(0)
     assert all(m._draw(logits.clone(), 1.0, 0.5, gen) != 8 for _ in range(200))  # the tail is still cut
+
+
+def test_no_end_before_min_seconds():
+    """A model that wants to end at once writes at least ``min_seconds`` of music first, then ends by itself."""
+    m = tiny(seed=1)
+    with torch.no_grad():
+        m.ln_f.weight.zero_()
+        m.ln_f.bias.zero_()
+        m.ln_f.bias[0] = 1.0
+        m.tok.weight[:, 0] = 0.0
+        m.tok.weight[END, 0] = 30.0  # END by far the likeliest, SHIFT next
+        m.tok.weight[SHIFT, 0] = 15.0
+    out = m.generate(genre=0, max_events=50, seed=0, min_seconds=1.2, seconds_of=seconds_of)
+    assert out[-1] == END and out.count(SHIFT) == 3  # 1.5 s: the first END allowed comes after 3 x 0.5 s
+    assert m.generate(genre=0, max_events=50, seed=0, seconds_of=seconds_of) == [END]
+    with pytest.raises(ValueError, match="min_seconds"):
+        m.generate(genre=0, max_events=3, min_seconds=1.0)
