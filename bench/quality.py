@@ -138,6 +138,14 @@ def tier_audio(data: Path, track: dict, rate: int | None = None) -> tuple[np.nda
     return mulaw_decode(load_npy(Path(data) / track["tiers"][str(rate)])), rate
 
 
+def link_files(data: Path, out: Path, names) -> None:
+    """Each dataset-relative file of ``names`` linked from ``out`` to ``data`` (a dataset copy shares them)."""
+    for r in names:
+        (out / r).parent.mkdir(parents=True, exist_ok=True)
+        if not (out / r).exists():
+            os.symlink((data / r).resolve(), out / r)
+
+
 def other_font_dataset(data: Path, run: Path, font: str, work: Path) -> Path:
     """``data`` with its test tracks re-rendered from their MIDI with ``font`` (train/valid kept)."""
     from pipeline.config import load_config
@@ -151,10 +159,7 @@ def other_font_dataset(data: Path, run: Path, font: str, work: Path) -> Path:
     tracks = []
     for t in manifest["tracks"]:
         if t["split"] != "test":
-            for r in list(t["tiers"].values()) + ([t["roll"]] if t.get("roll") else []):
-                (out / r).parent.mkdir(parents=True, exist_ok=True)
-                if not (out / r).exists():
-                    os.symlink((data / r).resolve(), out / r)
+            link_files(data, out, list(t["tiers"].values()) + ([t["roll"]] if t.get("roll") else []))
             tracks.append(t)
             continue
         wav = work / "raw_other_font" / t["genre"] / (Path(t["midi"]).stem + ".wav")
@@ -184,15 +189,9 @@ def estimated_roll_dataset(data: Path, run: Path, work: Path) -> tuple[Path, int
     out = work / "data_estimated_rolls"
     tracks, failed, replaced = [], [], 0
     for t in manifest["tracks"]:
-        for r in t["tiers"].values():
-            (out / r).parent.mkdir(parents=True, exist_ok=True)
-            if not (out / r).exists():
-                os.symlink((data / r).resolve(), out / r)
+        link_files(data, out, t["tiers"].values())
         if t["split"] != "test" or not t.get("midi") or not t.get("roll"):
-            if t.get("roll"):
-                (out / t["roll"]).parent.mkdir(parents=True, exist_ok=True)
-                if not (out / t["roll"]).exists():
-                    os.symlink((data / t["roll"]).resolve(), out / t["roll"])
+            link_files(data, out, [t["roll"]] if t.get("roll") else [])
             tracks.append(t)
             continue
         truth = load_npy(data / t["roll"])  # (2, 128, F)

@@ -22,6 +22,19 @@ def tiny(context: int = 16, dropout: float = 0.0, seed: int = 0, **kw) -> ScoreT
     return ScoreTransformer(cfg).eval()
 
 
+def fixed_logits(m: ScoreTransformer, logits: dict[int, float]) -> ScoreTransformer:
+    """``m`` made to give the same logits after every event: ``logits[token]``, 0 for the rest (ln_f outputs a
+    constant 1 in channel 0, and the tied output reads column 0 of the token embedding)."""
+    with torch.no_grad():
+        m.ln_f.weight.zero_()
+        m.ln_f.bias.zero_()
+        m.ln_f.bias[0] = 1.0
+        m.tok.weight[:, 0] = 0.0
+        for tok, value in logits.items():
+            m.tok.weight[tok, 0] = value
+    return m
+
+
 def seconds_of(tok: int) -> float:
     return 0.5 if tok == SHIFT else 0.0
 
@@ -102,21 +115,9 @@ def test_generation_is_seeded_ends_and_keeps_its_caps():
     assert a == m.generate(genre=0, max_events=30, seed=7)
     assert a != m.generate(genre=0, max_events=30, seed=8)
     assert a[-1] == END and a.count(END) == 1 and PAD not in a and len(a) <= 31
-    ender = tiny(seed=1)
-    with torch.no_grad():
-        ender.ln_f.bias.zero_()
-        ender.ln_f.weight.zero_()
-        ender.ln_f.bias[0] = 1.0
-        ender.tok.weight[:, 0] = 0.0
-        ender.tok.weight[END, 0] = 50.0  # logits = ln_f(x) @ tok^T (tied): END gets 50, the rest 0
+    ender = fixed_logits(tiny(seed=1), {END: 50.0})  # END gets 50, the rest 0
     assert ender.generate(genre=3, max_events=30, seed=0, prompt=[5, END]) == [5, END]
-    shifty = tiny(seed=2)
-    with torch.no_grad():
-        shifty.ln_f.weight.zero_()
-        shifty.ln_f.bias.zero_()
-        shifty.ln_f.bias[0] = 1.0
-        shifty.tok.weight[:, 0] = 0.0
-        shifty.tok.weight[SHIFT, 0] = 50.0
+    shifty = fixed_logits(tiny(seed=2), {SHIFT: 50.0})
     out = shifty.generate(genre=0, max_events=100, seed=0, max_seconds=2.2, seconds_of=seconds_of)
     assert out == [SHIFT] * 4 + [END]  # 4 x 0.5 s fit in 2.2 s, the fifth would not
     assert shifty.generate(genre=0, max_events=3, seed=0) == [SHIFT] * 3 + [END]
@@ -267,14 +268,7 @@ def test_the_nucleus_never_cuts_the_end_of_a_piece():
 
 def test_no_end_before_min_seconds():
     """A model that wants to end at once writes at least ``min_seconds`` of music first, then ends by itself."""
-    m = tiny(seed=1)
-    with torch.no_grad():
-        m.ln_f.weight.zero_()
-        m.ln_f.bias.zero_()
-        m.ln_f.bias[0] = 1.0
-        m.tok.weight[:, 0] = 0.0
-        m.tok.weight[END, 0] = 30.0  # END by far the likeliest, SHIFT next
-        m.tok.weight[SHIFT, 0] = 15.0
+    m = fixed_logits(tiny(seed=1), {END: 30.0, SHIFT: 15.0})  # END by far the likeliest, SHIFT next
     out = m.generate(genre=0, max_events=50, seed=0, min_seconds=1.2, seconds_of=seconds_of)
     assert out[-1] == END and out.count(SHIFT) == 3  # 1.5 s: the first END allowed comes after 3 x 0.5 s
     assert m.generate(genre=0, max_events=50, seed=0, seconds_of=seconds_of) == [END]
