@@ -417,8 +417,6 @@ def validate(cfg: StrataConfig) -> None:
         raise ConfigError(f"score_tier.width={st.width} is not a multiple of n_heads={st.n_heads}")
     if not 0 <= st.dropout < 1 or not 0 <= st.genre_dropout <= 1 or not 0 <= st.stretch < 1 or st.transpose < 0:
         raise ConfigError("score_tier: dropout in [0, 1), genre_dropout in [0, 1], stretch in [0, 1), transpose >= 0")
-    if not cfg.generate.score_min_seconds >= 0:
-        raise ConfigError(f"generate.score_min_seconds={cfg.generate.score_min_seconds}: must be >= 0")
     if st.clock_buckets < 0 or st.clock_seconds < 0.01:
         raise ConfigError("score_tier: clock_buckets >= 0 (0: no clock) and clock_seconds >= 0.01")
 
