@@ -10,7 +10,9 @@ scores it writes against the chain's, their lengths, and its speed.
   valid + test scores), for ``--pieces`` scores per genre from the tier and from the chain, 30 s each;
 - lengths: ``--lengths`` genre-prompted scores (the genres in turn) and ``--lengths`` unconditional ones, each
   capped at 2.5x the median length of its genre's training scores (all genres' for unconditional ones; past
-  2x a piece has missed anyway): how many end by the tier's own END within 0.5-2x that median;
+  2x a piece has missed anyway): how many end by the tier's own END within 0.5-2x that median, asked no
+  length and (a tier that learned lengths) asked a training piece's length; beside them the share of the
+  training pieces themselves within that range;
 - speed: seconds to write 60 s of score on one thread.
 """
 
@@ -79,25 +81,48 @@ def tier_bits(model, pieces, genres: list[str], train: list[list[int]]) -> dict:
 
 
 def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], genre_ids: list[int], n: int,
-                  g) -> dict:
+                  g, told: bool) -> dict:
     """``n`` scores of ``genre_ids`` in turn (``len(genres)``: none), each capped at 2.5x the median length of
     its genre's training scores (all scores' when unconditional): their lengths and how many ended by the
-    tier's own END within 0.5-2x that median."""
+    tier's own END within 0.5-2x that median.  ``told``: each is asked for the length of a training piece of
+    its genre drawn by its seed (as ``strata generate`` asks without ``--seconds``), and how near its END came
+    to that length is reported too; else no length is asked (the tier's own sense of when pieces end)."""
     rows = []
     for i in range(n):
         gi = genre_ids[i % len(genre_ids)]
-        median = float(np.median([events_seconds(e) for gid, e in train if gi == len(genres) or gid == gi]))
+        lengths = [events_seconds(e) for gid, e in train if gi == len(genres) or gid == gi]
+        median = float(np.median(lengths))
         cap = 2.5 * median
+        asked = float(np.random.default_rng([1000 + i, 211]).choice(lengths)) if told else None
         ev = sample_events(model, gi, cap, 1000 + i, g.score_temperature, g.score_top_p,
-                           min_seconds=g.score_min_seconds)
+                           min_seconds=g.score_min_seconds, length_seconds=asked)
         ended = ev.count(END) == 1 and len(ev) >= 2 and model_ended(ev, cap)
         seconds = events_seconds(ev)
         rows.append({"genre": genres[gi] if gi < len(genres) else None, "seconds": round(seconds, 2),
+                     "asked_seconds": None if asked is None else round(asked, 2),
                      "ended_by_end_event": ended, "median_training_seconds": round(median, 2),
                      "cap_seconds": round(cap, 2),
                      "within_half_to_twice_median": ended and 0.5 * median <= seconds <= 2 * median})
-    return {"pieces": rows, "ended_by_end_event": sum(r["ended_by_end_event"] for r in rows),
-            "ended_within_range": sum(r["within_half_to_twice_median"] for r in rows), "of": len(rows)}
+    out = {"told_length": told, "pieces": rows, "ended_by_end_event": sum(r["ended_by_end_event"] for r in rows),
+           "ended_within_range": sum(r["within_half_to_twice_median"] for r in rows), "of": len(rows)}
+    if told:
+        errors = [abs(r["seconds"] / r["asked_seconds"] - 1.0) for r in rows if r["ended_by_end_event"]]
+        out["median_relative_error_of_ended"] = round(float(np.median(errors)), 3) if errors else None
+        out["ended_within_10pct_of_asked"] = sum(e <= 0.1 for e in errors)
+    return out
+
+
+def real_lengths(train: list[tuple[int, list[int]]], genres: list[str]) -> dict:
+    """What the range target can reach: the share of the training pieces themselves within 0.5-2x their genre's
+    median (and of all pieces within 0.5-2x the median of all)."""
+    out = {}
+    for gi in [*range(len(genres)), None]:
+        sec = np.array([events_seconds(e) for gid, e in train if gi is None or gid == gi])
+        m = float(np.median(sec))
+        out[genres[gi] if gi is not None else "all"] = {
+            "pieces": len(sec), "median_seconds": round(m, 2),
+            "share_within_half_to_twice_median": round(float(((sec >= 0.5 * m) & (sec <= 2 * m)).mean()), 3)}
+    return out
 
 
 def model_ended(events: list[int], cap: float) -> bool:
@@ -144,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     out["scores"] = {}
     for gi, genre in enumerate(genres):
         rows: dict = {}
+        told = 30.0 if model.cfg.length_buckets else None  # as `strata generate --seconds 30` asks
         tier = [events_to_roll(sample_events(model, gi, 30.0, seed, g.score_temperature, g.score_top_p,
-                                             min_seconds=g.score_min_seconds), fps)
+                                             min_seconds=g.score_min_seconds, length_seconds=told), fps)
                 for seed in range(a.pieces)]
         rolls = {"tier": [r for r in tier if r[0].any()]}
         if chain is not None:
@@ -158,8 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         out["scores"][genre] = rows
 
     # lengths: does the tier end its pieces, and when?
-    out["lengths"] = {"genre": piece_lengths(model, train, genres, list(range(len(genres))), a.lengths, g),
-                      "unconditional": piece_lengths(model, train, genres, [len(genres)], a.lengths, g)}
+    out["lengths"] = {"genre": piece_lengths(model, train, genres, list(range(len(genres))), a.lengths, g, False),
+                      "unconditional": piece_lengths(model, train, genres, [len(genres)], a.lengths, g, False),
+                      "training_pieces": real_lengths(train, genres)}
+    if model.cfg.length_buckets:
+        out["lengths"]["genre_told"] = piece_lengths(model, train, genres, list(range(len(genres))), a.lengths, g,
+                                                     True)
+        out["lengths"]["unconditional_told"] = piece_lengths(model, train, genres, [len(genres)], a.lengths, g, True)
 
     # speed: 60 s of score on one thread (a score that ends early is timed per second of music)
     t0 = time.perf_counter()

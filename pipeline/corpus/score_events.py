@@ -315,6 +315,25 @@ def token_steps(events: Sequence[int]) -> np.ndarray:
     return np.where((k >= 0) & (k < MAX_SHIFT), k + 1, 0)
 
 
+def held_before(events: Sequence[int]) -> np.ndarray:
+    """Pitches sounding before each event and after the last: (N + 1, 128) bool, row i before ``events[i]``
+    (a pitch sounds from its NOTE_ON to its NOTE_OFF; END releases all), vectorised over the piece."""
+    e = np.asarray(events, np.int64)
+    n = len(e)
+    when = np.arange(1, n + 1)[:, None]  # (N, 1)
+
+    def last(base: int) -> np.ndarray:  # (N, 128): 1 + the latest index <= i of that pitch's event, or 0
+        k = e - base
+        hit = np.zeros((n, N_PITCHES), np.int64)
+        ok = np.flatnonzero((k >= 0) & (k < N_PITCHES))
+        hit[ok, k[ok]] = ok + 1
+        return np.maximum.accumulate(hit, axis=0) if n else hit
+
+    ended = np.maximum.accumulate(np.where(e == END, when[:, 0], 0))[:, None] if n else np.zeros((0, 1), np.int64)
+    after = last(NOTE_ON_BASE) > np.maximum(last(NOTE_OFF_BASE), ended)  # (N, 128) after each event
+    return np.concatenate([np.zeros((1, N_PITCHES), bool), after])
+
+
 def events_steps(events: Sequence[int]) -> int:
     """Time steps of music the events span (their time shifts up to END)."""
     steps = 0

@@ -187,6 +187,7 @@ class Plan:
     roll_source: str | None = None
     score_events: list[int] | None = None  # the score tier's events (score.mid), when it wrote the score
     score_note: str | None = None  # one line when a piece without MIDI or audio has no score to follow (and why)
+    score_length: dict | None = None  # the length the score tier was asked for: {"seconds", "from"}
 
 
 def resolve_genre(run: LoadedRun, genre: str | None) -> int:
@@ -268,14 +269,14 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
         new = cfg.generate.seconds
     n0 = p0 + whole_frames(new, r0, unit0)
     source = None if roll is None else ("midi" if events is None else "midi+score_tier")
-    note = None
+    note, asked = None, None
     if roll is not None:  # MIDI time 0 = start of the continuation (after any prompt)
         roll = _fit_roll(roll, p0 // unit0, n0 // unit0)
     elif tiers is not None and p.prompt_hold_seconds > 0 and cfg.stages[0].use_roll:
         roll, source = _prompt_roll(cfg, rates, tiers, p0 // unit0, n0 // unit0, p.prompt_hold_seconds), "prompt"
     elif tiers is None and p.score_model != "none" and cfg.stages[0].use_roll:
         cap = n0 if p.seconds is not None else whole_frames(cfg.generate.max_seconds, r0, unit0)
-        roll, events, source = written_score(run, p, genre_id, cap // unit0)
+        roll, events, source, asked = written_score(run, p, genre_id, cap // unit0)
         if roll is None:
             who = f"genre '{p.genre}'" if p.genre else "an unconditional piece"
             why = ("the score tier wrote a score without notes" if events is not None else
@@ -289,14 +290,15 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
                 n0, free = min(cap, unit0 * (roll.shape[2] + math.ceil(RELEASE_SECONDS * fps))), False
             roll = _fit_roll(roll, 0, n0 // unit0)
     return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source, score_events=events,
-                score_note=note)
+                score_note=note, score_length=asked)
 
 
 def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
-                  frames: int) -> tuple[np.ndarray | None, list[int] | None, str | None]:
+                  frames: int) -> tuple[np.ndarray | None, list[int] | None, str | None, dict | None]:
     """A score for a piece without MIDI or audio prompt: (roll (2, 128, <= frames), the score tier's events,
-    source).  ``p.score_model``: "tier" samples the run's score tier (the chain, with one line, when the run
-    has none); "chain" the genre's chord chain (genre-only pieces).  (None, None, None): no score."""
+    source, the length it was asked for).  ``p.score_model``: "tier" samples the run's score tier (the chain,
+    with one line, when the run has none); "chain" the genre's chord chain (genre-only pieces).
+    (None, None, None, None): no score."""
     # local: keeps accelerate out of `import pipeline.generation.plan` until this runs
     from pipeline.training.score_tier import is_trained
 
@@ -306,19 +308,39 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
 
         model, _ = _score_tier_of(run)
         tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
+        asked = asked_length(run, p, tier_genre, model, frames / fps)
         events = sample_events(model, tier_genre, frames / fps, p.seed, p.score_temperature, p.score_top_p,
-                               min_seconds=p.score_min_seconds)
+                               min_seconds=p.score_min_seconds,
+                               length_seconds=None if asked is None else asked["seconds"])
         roll = events_to_roll(events, fps, max_frames=frames)
         if not roll[0].any():  # said by make_plan
-            return None, events, None
-        return roll, events, "score_tier"
+            return None, events, None, asked
+        return roll, events, "score_tier", asked
     if p.score_model == "tier":
         print(f"note: {run.path} has no score tier (stages/score/): the score comes from the genre's chord chain",
               file=sys.stderr, flush=True)
     if p.genre is None:
-        return None, None, None
+        return None, None, None, None
     roll = _chain_roll(run, p, frames)
-    return (None, None, None) if roll is None else (roll, None, "chain")
+    return (None, None, None, None) if roll is None else (roll, None, "chain", None)
+
+
+def asked_length(run: LoadedRun, p: GenerateParams, tier_genre: int, model, cap_seconds: float) -> dict | None:
+    """The length a score tier that learned lengths is asked to write (None for one that did not):
+    ``--seconds`` when given, else one drawn (by the seed) from its training pieces of the genre (all of
+    them, unconditional), capped at ``cap_seconds``: the tier still writes the END itself."""
+    if not model.cfg.length_buckets:
+        return None
+    if p.seconds is not None:
+        return {"seconds": round(min(p.seconds, cap_seconds), 2), "from": "--seconds"}
+    from pipeline.training.score_tier import training_lengths
+
+    lengths = training_lengths(run.path, None if tier_genre >= model.cfg.n_genres else tier_genre) \
+        or training_lengths(run.path, None)
+    if not lengths:
+        return None
+    drawn = float(np.random.default_rng([int(p.seed), 211]).choice(lengths))
+    return {"seconds": round(min(drawn, cap_seconds), 2), "from": "a training piece's length"}
 
 
 def _score_tier_of(run: LoadedRun):
@@ -347,7 +369,7 @@ def _continued_roll(run: LoadedRun, p: GenerateParams, roll: np.ndarray, midi_se
     tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
     prompt = [e for e in roll_to_events(roll, fps) if e != END]
     events = sample_events(model, tier_genre, seconds, p.seed, p.score_temperature, p.score_top_p, prompt=prompt,
-                           min_seconds=p.score_min_seconds)
+                           min_seconds=p.score_min_seconds, length_seconds=midi_seconds + seconds)
     return events_to_roll(events, fps, max_frames=int(round((midi_seconds + seconds) * fps))), events
 
 

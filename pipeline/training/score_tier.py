@@ -30,17 +30,21 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_model, save_model
 
 from models.checkpoint import package_version
-from models.score_tier import ScoreTierConfig, ScoreTransformer
+from models.score_tier import NO_LENGTH, ScoreTierConfig, ScoreTransformer
 from pipeline.corpus.dataset import load_manifest
 from pipeline.corpus.midi import piano_roll, read_midi
 from pipeline.corpus.score_events import (
     END,
     MAX_SHIFT,
+    N_PITCHES,
+    NOTE_OFF_BASE,
+    NOTE_ON_BASE,
     PAD,
     SHIFT_BASE,
     STEPS_PER_SECOND,
     VOCAB_SIZE,
     events_seconds,
+    held_before,
     roll_to_events,
     stretch_window,
     token_seconds,
@@ -153,10 +157,12 @@ class EventWindows(torch.utils.data.Dataset):
     semitones in [-transpose, transpose] (0 where a note would leave the keyboard) and its time shifts
     stretched by a factor in [1 - stretch, 1 + stretch] (``stretch_window``: on the piece's time line).
     The work per item is linear in ``context``, not in the piece's length (whole works run to 20,000 events).  Returns
-    ``{"tokens": (context + 1,) long (PAD past the piece's end), "genre": () long, "offset": () long}``
-    (``offset``: the piece's time steps before the window, for the model's clock)."""
+    ``{"tokens": (context + 1,) long (PAD past the piece's end), "genre": () long, "offset": () long,
+    "total": () long, "held": (128,) bool}`` (``offset``: the piece's time steps before the window, for the
+    model's clock; ``total``: the piece's length in steps, ``NO_LENGTH`` in a ``length_dropout`` share of
+    windows; ``held``: the pitches sounding before the window)."""
     def __init__(self, pieces: list[ScorePiece], genres: list[str], context: int, seed: int,
-                 length: int, transpose: int = 0, stretch: float = 0.0):
+                 length: int, transpose: int = 0, stretch: float = 0.0, length_dropout: float = 0.0):
         if not pieces:
             raise DatasetError("no score to train the score tier on")
         self.pieces, self.context, self.seed, self.length = pieces, int(context), int(seed), int(length)
@@ -164,7 +170,9 @@ class EventWindows(torch.utils.data.Dataset):
         sizes = np.array([len(p.events) for p in pieces], np.float64)
         self.cum = np.cumsum(sizes / sizes.sum())
         self.steps = [np.concatenate([[0], np.cumsum(token_steps(p.events))]) for p in pieces]  # steps of events[:i]
+        self.held = [np.packbits(held_before(p.events), axis=1) for p in pieces]  # (N + 1, 16) uint8 per piece
         self.transpose, self.stretch = int(transpose), float(stretch)
+        self.length_dropout = float(length_dropout)
 
     def __len__(self) -> int:
         return self.length
@@ -175,6 +183,7 @@ class EventWindows(torch.utils.data.Dataset):
         events = self.pieces[j].events
         factor = float(rng.uniform(1 - self.stretch, 1 + self.stretch)) if self.stretch > 0 else 1.0
         semitones = int(rng.integers(-self.transpose, self.transpose + 1)) if self.transpose > 0 else 0
+        told = rng.random() >= self.length_dropout
         # the piece is read as seq = [END] + events: the window is seq[start:start + context + 1] = events[a:] ...
         # any start but the last: every event is a target in the same share of windows, the END too (starts
         # only up to len - context would make the END a target of one start in ~len: never learned)
@@ -182,24 +191,37 @@ class EventWindows(torch.utils.data.Dataset):
         a = max(0, start - 1)
         part = list(events[a:a + self.context + 1 + WINDOW_MARGIN])  # only the window is augmented (time ~ context)
         offset = int(self.steps[j][a])  # the clock before the window's first event
+        total = int(self.steps[j][-1])  # the piece's length
+        held = np.unpackbits(self.held[j][a])[:N_PITCHES].astype(bool)  # (128,) sounding before events[a]
         if factor != 1.0:
-            part, offset = stretch_window(part, factor, offset), int(round(offset * factor))
+            part = stretch_window(part, factor, offset)
+            offset, total = int(round(offset * factor)), int(round(total * factor))
         if semitones:
-            part = transpose(part, semitones) or part  # untransposed where a note would leave the keyboard
+            moved = transpose(part, semitones)  # None where a note would leave the keyboard: untransposed
+            if moved is not None:
+                part = moved
+                held = np.roll(held, semitones)
+                if semitones > 0:
+                    held[:semitones] = False
+                else:
+                    held[semitones:] = False
         window = ([END] if start == 0 else []) + part[:self.context + 1]
         tokens = torch.full((self.context + 1,), PAD, dtype=torch.long)  # PAD past the piece's end
         tokens[:len(window)] = torch.tensor(window[:self.context + 1], dtype=torch.long)
         return {"tokens": tokens, "genre": torch.tensor(self.genre_ids[j], dtype=torch.long),
-                "offset": torch.tensor(offset, dtype=torch.long)}
+                "offset": torch.tensor(offset, dtype=torch.long),
+                "total": torch.tensor(total if told else NO_LENGTH, dtype=torch.long),
+                "held": torch.from_numpy(held)}
 
 
-def window_bits(model, tokens: torch.Tensor, genre: torch.Tensor,
-                offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """tokens (B, C + 1), genre (B,), offset (B,) steps before the window -> (bits (B, C), scored (B, C) bool):
+def window_bits(model, tokens: torch.Tensor, genre: torch.Tensor, offset: torch.Tensor | None = None,
+                total: torch.Tensor | None = None, held: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens (B, C + 1), genre (B,), offset (B,) steps before the window, total (B,) the piece's length
+    (``NO_LENGTH``: not told), held (B, 128) pitches sounding before it -> (bits (B, C), scored (B, C) bool):
     each event from those before it."""
     x, y = tokens[:, :-1], tokens[:, 1:]  # (B, C)
     mask = y != PAD
-    logits = model(x, genre, offset)  # (B, C, V)
+    logits = model(x, genre, offset, total, held)  # (B, C, V)
     return model.nll_bits(logits, y, mask), mask
 
 
@@ -230,7 +252,9 @@ def model_config(cfg, n_genres: int):
                            dropout=s.dropout, vocab_size=VOCAB_SIZE, n_genres=n_genres, end_token=END,
                            pad_token=PAD, clock_buckets=s.clock_buckets,
                            clock_steps=max(1, round(s.clock_seconds * STEPS_PER_SECOND)),
-                           shift_first=SHIFT_BASE, n_shifts=MAX_SHIFT)
+                           shift_first=SHIFT_BASE, n_shifts=MAX_SHIFT, length_buckets=s.length_buckets,
+                           held_input=s.held_input, note_on_first=NOTE_ON_BASE, note_off_first=NOTE_OFF_BASE,
+                           n_pitches=N_PITCHES)
 
 
 def save_score_tier(model, folder: Path, extra: dict) -> Path:
@@ -339,14 +363,14 @@ class ScoreTierTrainer(StageTrainer):
         s, t, acc = self.s, self.t, self.accelerator
         per_step = s.batch_size * t.grad_accum
         train = EventWindows(self.train_pieces, self.genres, s.context, seed_of(t.seed, SEED_KEY, acc.process_index),
-                             10**12, s.transpose, s.stretch)
+                             10**12, s.transpose, s.stretch, s.length_dropout)
         start = self.state.step * per_step
         n_items = max(0, self.stop_at - self.state.step) * per_step
         self.loader = torch.utils.data.DataLoader(train, batch_size=s.batch_size,
                                                   sampler=range(start, start + n_items), drop_last=True,
                                                   num_workers=t.num_workers)
         valid = EventWindows(self.valid_pieces or self.train_pieces, self.genres, s.context, VALID_SEED,
-                             t.eval_batches * s.batch_size)
+                             t.eval_batches * s.batch_size, length_dropout=1.0)  # as held out: length not told
         self.valid = list(torch.utils.data.DataLoader(valid, batch_size=s.batch_size, shuffle=False))
 
     def loss(self, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, int]:
@@ -357,7 +381,9 @@ class ScoreTierTrainer(StageTrainer):
         genre[drop] = self.n_genres
         x, y = tokens[:, :-1], tokens[:, 1:]
         mask = y != self.unwrapped.cfg.pad_token
-        bits = self.unwrapped.nll_bits(self.model(x, genre.to(device), batch["offset"].to(device)), y, mask)  # (B, C)
+        logits = self.model(x, genre.to(device), batch["offset"].to(device), batch["total"].to(device),
+                            batch["held"].to(device))  # (B, C, V)
+        bits = self.unwrapped.nll_bits(logits, y, mask)  # (B, C)
         n = mask.sum()
         return bits.sum() / n.clamp(min=1), int(n)
 
@@ -370,8 +396,8 @@ class ScoreTierTrainer(StageTrainer):
         model.eval()
         with self.ema.applied(model):
             for batch in self.valid[p::P]:
-                bits, mask = window_bits(model, batch["tokens"].to(acc.device), batch["genre"].to(acc.device),
-                                         batch["offset"].to(acc.device))
+                bits, mask = window_bits(model, *(batch[k].to(acc.device)
+                                                  for k in ("tokens", "genre", "offset", "total", "held")))
                 total[0] += bits.double().sum()
                 total[1] += mask.sum()
         model.train()
@@ -395,11 +421,26 @@ class ScoreTierTrainer(StageTrainer):
 
 
 def sample_events(model, genre_id: int, seconds: float, seed: int, temperature: float, top_p: float,
-                  prompt: list[int] | None = None, min_seconds: float = 0.0) -> list[int]:
+                  prompt: list[int] | None = None, min_seconds: float = 0.0,
+                  length_seconds: float | None = None) -> list[int]:
     """Events written by the score tier for ``genre_id`` (``n_genres``: none): ``prompt`` (events, e.g. a MIDI
     file's) then new events, ending at the tier's own END (not before ``min_seconds`` of new music) or after
-    ``seconds`` of new music."""
+    ``seconds`` of new music.  ``length_seconds``: the length the whole piece (prompt included) is asked to
+    have, told to a tier that learned lengths (``length_buckets``); None: not asked."""
     max_events = int(seconds * 200) + 16  # far more than any real score of that length needs
+    length = None if length_seconds is None else max(1, int(round(length_seconds * STEPS_PER_SECOND)))
     return model.generate(genre_id, max_events=max_events, temperature=temperature, top_p=top_p, seed=seed,
                           prompt=prompt, max_seconds=seconds, seconds_of=token_seconds,
-                          min_seconds=min(float(min_seconds), float(seconds)))
+                          min_seconds=min(float(min_seconds), float(seconds)), length_steps=length)
+
+
+def training_lengths(run_dir, genre_id: int | None) -> list[float]:
+    """Seconds of the score tier's training pieces of ``genre_id`` (None: all), from ``train_events.npz``."""
+    path = stage_dir(run_dir, SCORE_KEY) / TRAIN_EVENTS
+    if not path.is_file():
+        return []
+    with np.load(path, allow_pickle=False) as z:
+        flat, offsets, genre = z["events"], z["offsets"], z["genre"]
+    steps = np.concatenate([[0], np.cumsum(token_steps(flat))])
+    return [float(steps[b] - steps[a]) / STEPS_PER_SECOND for g, a, b in zip(genre, offsets[:-1], offsets[1:])
+            if genre_id is None or int(g) == genre_id]

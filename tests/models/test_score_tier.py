@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
-from models.score_tier import KVCache, ScoreTierConfig, ScoreTransformer, nll_bits, window_batch
+from models.score_tier import NO_LENGTH, KVCache, ScoreTierConfig, ScoreTransformer, _Held, nll_bits, window_batch
 
 V, END, PAD, SHIFT = 40, 1, 0, 2  # a toy vocabulary: token 2 advances time by 0.5 s, the others by 0
 
@@ -86,16 +86,53 @@ def test_the_clock_counts_elapsed_time_in_buckets():
     assert torch.equal(tiny()(x, g), tiny()(x, g, torch.tensor([10])))  # without a clock the offset is unused
 
 
-@pytest.mark.parametrize("clock", [{}, CLOCK], ids=["no-clock", "clock"])
+NOTES = dict(held_input=True, note_on_first=10, note_off_first=20, n_pitches=10)  # 10 + p strikes p, 20 + p ends it
+FULL = dict(**CLOCK, length_buckets=40, **NOTES)
+
+
+def held_of(tokens: list[int]) -> torch.Tensor:
+    """(10,) bool: the toy pitches sounding after ``tokens`` (``_Held`` one event at a time)."""
+    h = _Held(tiny(**FULL).cfg)
+    for t in tokens:
+        h.update(t)
+    return h.mask("cpu")
+
+
+def test_the_time_left_to_the_asked_length_in_log_buckets():
+    m = tiny(**FULL)  # clock_steps 3: unit 0 steps -> 1 step per unit (max(1, 3 // 4))
+    left = torch.tensor([0, -5, 1, 3, 7, 1000])
+    ids = m.remain_id(left, torch.full_like(left, 50)).tolist()
+    assert ids[0] == ids[1] == 1  # at and past the end share bucket 1
+    assert ids[2:] == [1 + 8, 1 + 16, 1 + 24, 39]  # 8 per doubling of 1 + left; the last bucket holds the rest
+    assert m.remain_id(left, torch.full_like(left, NO_LENGTH)).tolist() == [0] * 6  # no length asked
+    x, g = torch.tensor([[END, 11, 3, 12, 5]]), torch.tensor([0])
+    assert not torch.allclose(m(x, g, total=torch.tensor([9])), m(x, g, total=torch.tensor([40])), atol=1e-4)
+    assert torch.equal(m(x, g), m(x, g, total=torch.tensor([NO_LENGTH])))  # None is "not asked"
+
+
+def test_held_pitches_follow_note_on_off_and_end():
+    m = tiny(**FULL)
+    seq = [END, 11, 12, 3, 21, 13, 11, 3, 22, END, 14, 3]  # on 1, on 2, off 1, on 3, re-strike 1, off 2, END, on 4
+    after = m.held_after(torch.tensor([seq]), None)[0]  # (T, 10)
+    for i in range(len(seq)):
+        assert torch.equal(after[i], held_of(seq[:i + 1])), i
+    before = torch.zeros(1, 10, dtype=torch.bool)
+    before[0, 5] = True  # pitch 5 sounds before the window: until its NOTE_OFF
+    got = m.held_after(torch.tensor([[3, 11, 25, 3]]), before)[0]
+    assert got[:, 5].tolist() == [True, True, False, False] and got[:, 1].tolist() == [False, True, True, True]
+
+
+@pytest.mark.parametrize("clock", [{}, CLOCK, FULL], ids=["no-clock", "clock", "clock-length-held"])
 def test_generation_logits_equal_full_forward_across_slides(clock):
     """Every distribution generate() samples from equals a full forward over its window (1e-5), also after the
-    window slid past ``context`` events (with a clock: the window's offset is the time before it)."""
+    window slid past ``context`` events (with a clock: the window's offset is the time before it; with held
+    notes: the pitches sounding before it; with a length: the same asked length)."""
     m = tiny(context=16, **clock)
     seen: list[torch.Tensor] = []
     draw = m._draw
     m._draw = lambda logits, *a, **kw: (seen.append(logits.clone()), draw(logits, *a, **kw))[1]
-    prompt = [5, 6, 7]
-    out = m.generate(genre=1, max_events=40, temperature=1.5, top_p=1.0, seed=3, prompt=prompt)
+    prompt = [5, 16, 7]
+    out = m.generate(genre=1, max_events=40, temperature=1.5, top_p=1.0, seed=3, prompt=prompt, length_steps=30)
     logits = m.cfg.vocab_size
     assert out[:3] == prompt and len(seen) >= 30
     seq = [END] + out
@@ -104,7 +141,8 @@ def test_generation_logits_equal_full_forward_across_slides(clock):
         n = len(prompt) + 1 + k
         if n - w0 > m.cfg.context:
             w0 = n - m.cfg.context // 2
-        want = m(torch.tensor([seq[w0:n]]), torch.tensor([1]), torch.tensor([steps_of(seq[:w0])]))[0, -1]
+        want = m(torch.tensor([seq[w0:n]]), torch.tensor([1]), torch.tensor([steps_of(seq[:w0])]),
+                 torch.tensor([30]), held_of(seq[1:w0])[None])[0, -1]
         assert got.shape == (logits,) and torch.allclose(got, want, atol=1e-5, rtol=0), k
     assert w0 > 0  # it did slide
 
@@ -252,6 +290,45 @@ def test_the_clock_lets_it_learn_where_pieces_end():
     with_clock = end_bits(dict(clock_buckets=8, clock_steps=4, shift_first=2, n_shifts=4))
     without = end_bits({})
     assert without > 1.0 and with_clock < 0.25 * without, (with_clock, without)
+
+
+def test_told_its_length_the_tier_learns_where_pieces_end():
+    """Pieces of one phrase repeated 3 to 8 times: from a window of 8 events and the clock, END is a guess among
+    the phrase boundaries past 6 steps; told the asked length, it is known.  The END's bits with the length told
+    must be far below those with it not told (the same model, trained with length dropout 0.5)."""
+    phrase = [10, 3, 20, 3]  # pitch 0 struck and released: 4 steps per phrase
+    pieces = [phrase * k + [END] for k in range(3, 9)]
+    m = tiny(context=8, dropout=0.0, seed=1, **FULL)
+    m.train()
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        which = torch.randint(0, len(pieces), (16,), generator=rng).tolist()
+        batch = [pieces[j] for j in which]
+        starts = [int(torch.randint(0, len(p) - 6, (1,), generator=rng)) for p in batch]
+        x, y, mask = window_batch(batch, starts, 8, END, PAD)
+        offset = torch.tensor([steps_of(([END] + p)[:s]) for p, s in zip(batch, starts)])
+        told = torch.rand(16, generator=rng) < 0.5
+        total = torch.where(told, torch.tensor([steps_of(p) for p in batch]), torch.full((16,), NO_LENGTH))
+        loss = nll_bits(m(x, torch.zeros(16, dtype=torch.long), offset, total), y, mask).sum() / mask.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+
+    def end_bits(total: int) -> float:
+        bits = 0.0
+        for p in pieces:
+            s = len(p) - 8  # the window whose last target is the END
+            x, y, mask = window_batch([p], [s], 8, END, PAD)
+            with torch.no_grad():
+                logits = m(x, torch.zeros(1, dtype=torch.long), torch.tensor([steps_of(([END] + p)[:s])]),
+                           torch.tensor([steps_of(p) if total else NO_LENGTH]))
+            bits += float(nll_bits(logits, y, mask)[0, -1])
+        return bits / len(pieces)
+
+    told, not_told = end_bits(1), end_bits(0)
+    assert not_told > 0.8 and told < 0.3 * not_told, (told, not_told)
 
 
 def test_the_nucleus_never_cuts_the_end_of_a_piece():

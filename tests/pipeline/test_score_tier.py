@@ -11,7 +11,8 @@ import pytest
 from safetensors.torch import load_file
 
 from pipeline.config import ScoreTierSection
-from pipeline.corpus.score_events import END, PAD, events_steps, events_to_roll
+from models.score_tier import NO_LENGTH
+from pipeline.corpus.score_events import END, NOTE_OFF_BASE, NOTE_ON_BASE, PAD, events_steps, events_to_roll, held_before
 from pipeline.errors import ParameterError
 from pipeline.generation.generate import generate
 from pipeline.run import SCORE_KEY, read_metrics, stage_dir
@@ -23,6 +24,7 @@ from pipeline.training.score_tier import (
     load_pieces,
     load_score_tier,
     split_pieces,
+    training_lengths,
 )
 from pipeline.training.train import train_stage
 from tests.helpers_data import make_dataset, read_manifest, tiny_train_config
@@ -59,9 +61,42 @@ def test_windows_are_pure_functions_of_seed_and_index(tmp_path):
         seq = [END] + list(piece.events)
         s = next(s for s in range(len(seq)) if seq[s:s + 9] == window)
         assert int(item["offset"]) == events_steps(seq[1:s]), i
+        assert int(item["total"]) == events_steps(piece.events), i  # told the piece's length (no length dropout)
+        assert np.array_equal(item["held"].numpy(), held_before(seq[1:])[max(0, s - 1)] if s > 0 else
+                              np.zeros(128, bool)), i  # the pitches sounding before the window
         ends += window[-1] == END and s > 0
     assert any(int(plain[i]["offset"]) > 0 for i in range(60))
     assert ends >= 6  # windows reach the piece's END as often as any event (a window covers 8 of ~40 events)
+
+
+def test_held_before_matches_the_model_and_windows_move_it_with_transposition(tmp_path):
+    """``held_before`` (numpy, the windows' held pitches) equals the model's own ``held_after``, and a
+    transposed window's held pitches move with its notes; a length dropout of 1 tells no window its length."""
+    import torch
+
+    from pipeline.training.score_tier import model_config
+
+    data = _data(tmp_path)
+    pieces = split_pieces(data, read_manifest(data), "train", 100)
+    model = __import__("models.score_tier", fromlist=["ScoreTransformer"]).ScoreTransformer(
+        model_config(_cfg(), len(GENRES)))
+    ev = list(pieces[0].events)
+    after = model.held_after(torch.tensor([[END] + ev]), None)[0].numpy()  # (N + 1, 128) after each token
+    assert np.array_equal(held_before(ev), after)  # row i: before events[i] = after seq[i]
+    assert held_before(ev).any()  # notes do sound somewhere
+    moved = EventWindows(pieces, GENRES, context=8, seed=3, length=300, transpose=2, length_dropout=1.0)
+    checked = 0
+    for i in range(300):  # every note a window ends without striking it was held before the window
+        item = moved[i]
+        assert int(item["total"]) == NO_LENGTH
+        struck: set[int] = set()
+        for t in item["tokens"].tolist():
+            if NOTE_ON_BASE <= t < NOTE_ON_BASE + 128:
+                struck.add(t - NOTE_ON_BASE)
+            elif NOTE_OFF_BASE <= t < NOTE_OFF_BASE + 128 and t - NOTE_OFF_BASE not in struck:
+                assert item["held"][t - NOTE_OFF_BASE], i
+                checked += 1
+    assert checked >= 20
 
 
 def test_score_tier_trains_exports_evaluates_and_resumes_exactly(tmp_path):
@@ -120,6 +155,11 @@ def test_generation_writes_and_renders_the_tiers_score(tmp_path, capsys):
     assert meta["score_file"] == "score.mid"
     notes = [m for m in mido.MidiFile(str(job / "score.mid")).tracks[-1] if m.type == "note_on" and m.velocity]
     assert notes  # a score a sequencer opens, with notes
+    train_seconds = {round(x, 2) for x in training_lengths(run, GENRES.index("folk"))}
+    assert meta["score_length"]["from"] == "a training piece's length"  # the tier learned lengths: it is asked one
+    assert meta["score_length"]["seconds"] in {round(min(x, 3.0), 2) for x in train_seconds}  # capped at max_seconds
+    (told,) = generate(run, tmp_path / "told", genre="folk", seconds=1.5, seed=0, progress=False)
+    assert json.loads((told / "meta.json").read_text())["score_length"] == {"seconds": 1.5, "from": "--seconds"}
     free = [generate(run, tmp_path / "out", seed=s, progress=False)[0] for s in range(4)]  # no genre
     assert "score_tier" in [json.loads((j / "meta.json").read_text())["roll_source"] for j in free]
 
