@@ -215,7 +215,8 @@ class EventWindows(torch.utils.data.Dataset):
 
 
 def window_bits(model, tokens: torch.Tensor, genre: torch.Tensor, offset: torch.Tensor | None = None,
-                total: torch.Tensor | None = None, held: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                total: torch.Tensor | None = None,
+                held: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """tokens (B, C + 1), genre (B,), offset (B,) steps before the window, total (B,) the piece's length
     (``NO_LENGTH``: not told), held (B, 128) pitches sounding before it -> (bits (B, C), scored (B, C) bool):
     each event from those before it."""

@@ -8,11 +8,20 @@ import json
 import mido
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
+from models.score_tier import NO_LENGTH, ScoreTransformer
 from pipeline.config import ScoreTierSection
-from models.score_tier import NO_LENGTH
-from pipeline.corpus.score_events import END, NOTE_OFF_BASE, NOTE_ON_BASE, PAD, events_steps, events_to_roll, held_before
+from pipeline.corpus.score_events import (
+    END,
+    NOTE_OFF_BASE,
+    NOTE_ON_BASE,
+    PAD,
+    events_steps,
+    events_to_roll,
+    held_before,
+)
 from pipeline.errors import ParameterError
 from pipeline.generation.generate import generate
 from pipeline.run import SCORE_KEY, read_metrics, stage_dir
@@ -23,6 +32,7 @@ from pipeline.training.score_tier import (
     is_trained,
     load_pieces,
     load_score_tier,
+    model_config,
     split_pieces,
     training_lengths,
 )
@@ -72,14 +82,9 @@ def test_windows_are_pure_functions_of_seed_and_index(tmp_path):
 def test_held_before_matches_the_model_and_windows_move_it_with_transposition(tmp_path):
     """``held_before`` (numpy, the windows' held pitches) equals the model's own ``held_after``, and a
     transposed window's held pitches move with its notes; a length dropout of 1 tells no window its length."""
-    import torch
-
-    from pipeline.training.score_tier import model_config
-
     data = _data(tmp_path)
     pieces = split_pieces(data, read_manifest(data), "train", 100)
-    model = __import__("models.score_tier", fromlist=["ScoreTransformer"]).ScoreTransformer(
-        model_config(_cfg(), len(GENRES)))
+    model = ScoreTransformer(model_config(_cfg(), len(GENRES)))
     ev = list(pieces[0].events)
     after = model.held_after(torch.tensor([[END] + ev]), None)[0].numpy()  # (N + 1, 128) after each token
     assert np.array_equal(held_before(ev), after)  # row i: before events[i] = after seq[i]
