@@ -9,7 +9,7 @@ BIN     := $(VENV)/bin
 DEMO    ?= demo
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps browser-deps recordings-deps demo test lint bench clean
+.PHONY: install system-deps browser-deps recordings-deps demo test lint bench results clean
 
 # Debian packages: FluidSynth and General MIDI soundfonts (render the demo corpus and MIDI tests)
 system-deps:
@@ -61,6 +61,18 @@ bench: install $(DEMO)/data/manifest.json
 	else echo "bench/demo_generation.py skipped: it needs the demo's trained run (make demo)"; fi
 	$(BIN)/python bench/training.py --data $(DEMO)/data --steps 10 --threads 1 --json bench/results/training.json
 	$(BIN)/python bench/evaluation.py --data $(DEMO)/data --workers 2 --repeats 3 --json bench/results/evaluation.json
+
+# Every JSON behind the README's quality sections (docs/results/), regenerated in one go at one commit: the
+# demo's trained run ($(DEMO)/run, `make demo`) and the recordings corpus's ($(RECORDINGS)/run: `make
+# recordings-deps`, `python bench/recordings.py --out $(RECORDINGS)/raw`, `strata preprocess`, `strata train`).
+# Each JSON records its command and commit; `python docs/results/tables.py` then rewrites the README's tables.
+RECORDINGS ?= recordings
+results: install
+	$(BIN)/python bench/training_summary.py --run $(DEMO)/run --json docs/results/training.json
+	$(BIN)/python bench/score_tier.py --data $(DEMO)/data --run $(DEMO)/run --json docs/results/score_tier_length.json
+	$(BIN)/python bench/quality.py --data $(DEMO)/data --run $(DEMO)/run --out docs/results --seconds 8 --eval-seconds 20 --end-pieces 4 --variant-pieces 2 --workers 2
+	$(BIN)/python bench/quality.py --data $(RECORDINGS)/data --run $(RECORDINGS)/run --out docs/results/recordings --seconds 8 --eval-seconds 20 --end-pieces 4 --workers 2 --other-font '' --genre-pieces 4
+	$(BIN)/python docs/results/tables.py
 
 $(DEMO)/data/manifest.json:
 	$(BIN)/strata demo-data --out $(DEMO)/raw

@@ -413,7 +413,8 @@ def training_table() -> str:
 
 SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_long.json"),
                    ("run with a clock, whole works", "score_tier_clock.json"),
-                   ("the same, windows reaching the END", "score_tier_clock_ends.json"))
+                   ("the same, windows reaching the END", "score_tier_clock_ends.json"),
+                   ("the same, told its length and the held pitches", "score_tier_length.json"))
 
 
 def score_tier_table() -> str:
@@ -468,7 +469,20 @@ def _lengths(ln: dict) -> str:
 
     if "pieces" in ln:  # the first JSONs: genre-prompted scores only
         return part(ln, "genre-prompted")
-    return part(ln["genre"], "genre-prompted") + "; " + part(ln["unconditional"], "unconditional")
+    out = part(ln["genre"], "genre-prompted") + "; " + part(ln["unconditional"], "unconditional")
+    if "genre_told" in ln:  # a tier that learned lengths, asked a training piece's length
+        g, u = ln["genre_told"], ln["unconditional_told"]
+        out += (f"; asked the length of a training piece of the genre (as `strata generate` asks without "
+                f"`--seconds`): {g['ended_within_range']} of {g['of']} genre-prompted and {u['ended_within_range']} "
+                f"of {u['of']} unconditional scores ended by their own END within that range, "
+                f"{g['ended_within_10pct_of_asked']} and {u['ended_within_10pct_of_asked']} within 10% of the asked "
+                f"length (median error of those that ended {_f(g['median_relative_error_of_ended'], '.0%')} and "
+                f"{_f(u['median_relative_error_of_ended'], '.0%')}; seconds asked -> written: "
+                + ", ".join(f"{p['asked_seconds']:g} -> {p['seconds']:g}" for p in g["pieces"] + u["pieces"]) + ")")
+    if "training_pieces" in ln:  # what the range target can reach
+        out += ("; the training pieces themselves within 0.5-2x their genre's median: "
+                + ", ".join(f"{k} {v['share_within_half_to_twice_median']:.0%}" for k, v in ln["training_pieces"].items()))
+    return out
 
 
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "evaluation": evaluation_table,
