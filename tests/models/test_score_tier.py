@@ -341,6 +341,17 @@ def test_the_nucleus_never_cuts_the_end_of_a_piece():
     assert set(draws) == {7, END} and 20 < draws[END] < 120  # ~3% of 2000 (renormalised over the kept two)
     gen = torch.Generator().manual_seed(0)
     assert all(m._draw(logits.clone(), 1.0, 0.5, gen) != 8 for _ in range(200))  # the tail is still cut
+    assert {m._draw(logits.clone(), 1.0, 0.5, gen, keep_end=False) for _ in range(300)} == {7}  # a told length
+
+
+def test_told_its_length_the_nucleus_may_cut_the_end():
+    """A tier that learned lengths and is asked one keeps END only inside the nucleus (it puts END there where
+    the piece should end); asked none, END is always drawable."""
+    m = fixed_logits(tiny(seed=1, **FULL), {7: 3.0, 8: 3.0, 9: 3.0, END: -0.5})  # END 0.6%: outside a 0.6 nucleus
+    told = m.generate(genre=0, max_events=1000, top_p=0.6, seed=0, length_steps=10)
+    free = m.generate(genre=0, max_events=1000, top_p=0.6, seed=0)
+    assert len(told) == 1001 and told[-1] == END and set(told[:-1]) == {7, 8, 9}  # ran to max_events: no END
+    assert len(free) < 1001 and free[-1] == END  # END drawn by chance (0.6% per event; 99.8% within 1000)
 
 
 def test_no_end_before_min_seconds():
