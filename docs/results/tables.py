@@ -481,7 +481,8 @@ def _lengths(ln: dict) -> str:
                 + ", ".join(f"{p['asked_seconds']:g} -> {p['seconds']:g}" for p in g["pieces"] + u["pieces"]) + ")")
     if "training_pieces" in ln:  # what the range target can reach
         out += ("; the training pieces themselves within 0.5-2x their genre's median: "
-                + ", ".join(f"{k} {v['share_within_half_to_twice_median']:.0%}" for k, v in ln["training_pieces"].items()))
+                + ", ".join(f"{k} {v['share_within_half_to_twice_median']:.0%}"
+                            for k, v in ln["training_pieces"].items()))
     return out
 
 
