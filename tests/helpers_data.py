@@ -7,6 +7,9 @@ Kinds:
   samples, so the tiers relate to each other the same way in every track.
 - ``noise``: codes uniform over all classes at the fine rate (the coarser tiers, made by
   resampling, are not uniform; use a single-rate dataset for "uniform at every tier").
+- ``logistic``: the chaotic logistic map x <- 3.9 x (1 - x) at the fine rate, one seeded start per track:
+  each sample a nearly exact nonlinear function of the one before, nearly uncorrelated with it, so a
+  linear predictor does little better than the marginal and a network that learns does far better.
 Rolls: ``"zeros"`` (a roll of silence), ``"notes"`` (random notes) or ``None`` (no roll file).
 """
 
@@ -35,6 +38,16 @@ def periodic_signal(n: int, phase: int = 0) -> np.ndarray:
 def noise_signal(n: int, rng: np.random.Generator, bits: int = 8) -> np.ndarray:
     """float32 (n,) whose mu-law codes are uniform over all classes."""
     return mulaw_decode(rng.integers(0, 2**bits, size=n), bits)
+
+
+def logistic_signal(n: int, rng: np.random.Generator, r: float = 3.9) -> np.ndarray:
+    """float32 (n,) in [-0.8, 0.8]: the logistic map from a random start (after 100 warm-up steps)."""
+    x = float(rng.uniform(0.2, 0.8))
+    out = np.empty(n + 100)
+    for i in range(n + 100):
+        x = r * x * (1.0 - x)
+        out[i] = x
+    return (1.6 * (out[100:] - 0.5)).astype(np.float32)
 
 
 def random_roll(n_frames: int, rng: np.random.Generator, kind: str) -> np.ndarray:
@@ -78,6 +91,8 @@ def make_dataset(
             step = fine // rates[0]
             if kind == "periodic":
                 audio = periodic_signal(n, phase=step * int(rng.integers(0, PERIOD)))
+            elif kind == "logistic":
+                audio = logistic_signal(n, rng)
             else:
                 audio = noise_signal(n, rng)
             tiers = make_tiers(audio, rates)
