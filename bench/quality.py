@@ -67,13 +67,15 @@ def warn(message: str) -> None:
 
 
 def git_state() -> dict:
-    """``{"commit", "dirty"}`` of the repository (dirty: tracked files differ from the commit)."""
+    """``{"commit", "dirty"}`` of the repository (dirty: tracked files other than the documentation and the
+    committed results differ from the commit: `make results` rewrites those as it goes)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     try:
         return {"commit": git("rev-parse", "HEAD") or "unknown",
-                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs",
+                                  ":(exclude)README.md", ":(exclude)bench/results"))}
     except OSError:
         return {"commit": "unknown", "dirty": None}
 
