@@ -7,6 +7,8 @@
    loop) and ``fused`` (models/fused.py), batch 1 and 64.  FLOPs per sample times samples/s is set
    against this machine's single-precision matrix-multiply rate, measured in the same run with
    the engine's threads.  Also the fused cost when the receptive field doubles (cycle_length 11).
+   Each row also gives the bytes of weights a batch-1 step reads per sample, beside this machine's cache
+   sizes: where they exceed L2, the step streams them from L3 for every sample (issue 22).
 2. The tiny cascade (``configs/tiny.yaml``; untrained weights unless ``--run``) as ``strata generate``
    runs it (``pipeline.generation.generate.run_cascade``): a ``--seconds`` piece from a genre and a held chord,
    wall and CPU time per second of audio: the reference and the fused engine on one core
@@ -79,6 +81,40 @@ def matmul_rate(threads: int, n: int = 512, repeats: int = 5) -> float:
     return statistics.median(rates)
 
 
+# the modules a batch-1 step runs for every sample (the conditioning stack and the genre projection run once
+# per chunk of the tier below, amortised over its samples; the embedding reads one row)
+PER_SAMPLE = ("convs", "res", "skip", "out1", "out2", "linear", "lin_out")
+
+
+def weight_bytes_per_sample(st: Stage) -> int:
+    """Bytes of weights a batch-1 step reads for each sample: every per-sample layer's weights, one
+    embedding row (at their stored precision)."""
+    total = 0
+    for name, module in st.named_children():
+        params = list(module.parameters())
+        if name == "embed":
+            total += sum(p[0].numel() * p.element_size() for p in params)  # one row
+        elif name in PER_SAMPLE:
+            total += sum(p.numel() * p.element_size() for p in params)
+    return total
+
+
+def cache_sizes() -> dict:
+    """This machine's data and unified caches per level, bytes (``/sys/devices/system/cpu/cpu0/cache``)."""
+    out = {}
+    for d in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind = (d / "level").read_text().strip(), (d / "type").read_text().strip()
+            size = (d / "size").read_text().strip()
+        except OSError:
+            continue
+        if kind == "Instruction":
+            continue
+        units = {"K": 1024, "M": 1024**2}
+        out[f"L{level}"] = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+    return out
+
+
 def stream_rate(st: Stage, engine: str, batch: int, steps: int) -> float:
     """Samples per second (per stream) of ``sample_stage`` with ``engine``: a piece of ``steps``."""
     below = torch.randint(0, 256, (batch, steps // FACTOR + 1))
@@ -122,7 +158,8 @@ def engine_rows(st: Stage, big: Stage, repeats: int, q: int, rate1: float) -> li
         sps = statistics.median(got[i])
         flops = stage.flops_per_sample()
         rows.append({"engine": engine, "batch": batch, "receptive_field": stage.receptive_field,
-                     "layers": stage.n_layers, "steps": steps, "samples_per_second": round(sps, 1),
+                     "layers": stage.n_layers, "steps": steps,
+                     "weight_bytes_per_sample": weight_bytes_per_sample(stage), "samples_per_second": round(sps, 1),
                      "batch_samples_per_second": round(sps * batch, 1),
                      "microseconds_per_step": round(1e6 / sps, 2), "flops_per_sample": flops,
                      "gflops": round(flops * sps * batch / 1e9, 3),
@@ -244,6 +281,7 @@ def main(argv=None) -> int:
                   "classes": 256, "factor": FACTOR, "receptive_field": st.receptive_field, "params": st.n_params,
                   "linear_path": True, "adaptive_scale": True},
         "flops_per_sample": st.flops_per_sample(), "flops_per_sample_rf_doubled": big.flops_per_sample(),
+        "weight_bytes_per_sample": weight_bytes_per_sample(st), "cache_bytes": cache_sizes(),
         "results": rows,
         "cascade": {"preset": "tiny" if args.run is None else str(args.run), "seconds": args.seconds / q,
                     **casc},
@@ -251,6 +289,8 @@ def main(argv=None) -> int:
     }
     print(f"matmul rate {rate1 / 1e9:.1f} GFLOP/s ({args.threads} thread(s)); flops/sample "
           f"{st.flops_per_sample():.3g}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"weights read per sample {weight_bytes_per_sample(st) / 1e6:.2f} MB; caches "
+          + ", ".join(f"{k} {v // 1024} KiB" for k, v in cache_sizes().items()))
     print(f"{'engine':<10}{'batch':>6}{'RF':>7}{'samples/s':>12}{'batch samples/s':>17}{'us/step':>10}"
           f"{'GFLOP/s':>9}{'% matmul':>10}")
     for r in rows:

@@ -8,6 +8,9 @@ with MIDI scores) in a temporary folder.  A corpus that is not 44.1 kHz stereo (
 is rendered at 16 kHz mono, which needs no resampling) is also timed as a 44.1 kHz stereo copy
 (each file resampled with soxr and written as two channels), so both cases are reported.
 
+Tracks without MIDI get a roll estimated from their audio (the config's ``preprocess.transcription``,
+basic-pitch), as ``strata preprocess`` does, unless ``--no-estimate``.
+
 Rows per input: the pipeline without Prefect (sequential and 2 threads), and the Prefect flow
 (2-thread task runner and sequential; not with ``--no-flow``), each the median wall time of
 ``--repeats`` runs into a fresh output folder, so nothing comes from the cache.  The flow rows
@@ -69,14 +72,15 @@ def audio_seconds(inputs) -> float:
     return sum(sf.info(str(a)).duration for a, _, _ in inputs)
 
 
-def time_pipeline(inputs, out: Path, data_cfg, workers: int) -> float:
-    """Wall seconds of preprocess_file over every input (no Prefect)."""
+def time_pipeline(inputs, out: Path, data_cfg, workers: int, estimate: str | None = None) -> float:
+    """Wall seconds of preprocess_file over every input (no Prefect), estimating a roll with ``estimate``
+    (the transcription method) for tracks without MIDI, as ``strata preprocess`` does."""
     # local: keeps torch out of the script's start-up (--help, bad arguments)
     from pipeline.corpus import preprocess as pp
 
     def one(item):
         try:
-            return pp.preprocess_file(item[0], item[1], item[2], out, data_cfg)
+            return pp.preprocess_file(item[0], item[1], item[2], out, data_cfg, estimate)
         except pp.StrataError as e:
             return e
 
@@ -140,6 +144,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seconds", type=float, default=120.0, help="audio to synthesise without --data")
     ap.add_argument("--repeats", type=int, default=3, help="runs per row; the row is their median")
     ap.add_argument("--no-flow", action="store_true", help="skip the Prefect rows")
+    ap.add_argument("--no-estimate", action="store_true",
+                    help="no rolls estimated for tracks without MIDI (as `strata preprocess --no-estimate`)")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="strata-bench-pre-"))
     if "PREFECT_API_URL" not in os.environ:  # a private ephemeral server, not the user's
@@ -165,14 +171,15 @@ def main(argv=None) -> dict:
                      "audio_seconds": round(seconds, 2), "wall_seconds": round(wall, 3),
                      "walls": [round(w, 3) for w in walls], "realtime_factor": round(seconds / wall, 1)})
 
-    time_pipeline(inputs[:1], tmp / "warm", cfg.data, 1)  # imports, soxr plans
+    estimate = None if args.no_estimate else cfg.preprocess.estimator
+    time_pipeline(inputs[:1], tmp / "warm", cfg.data, 1, estimate)  # imports, soxr plans, the estimator's model
     n = 0
     for fmt, folder, items in corpora:
         for workers in (1, 2):
             walls = []
             for _ in range(args.repeats):
                 n += 1
-                walls.append(time_pipeline(items, tmp / f"pipe{n}", cfg.data, workers))
+                walls.append(time_pipeline(items, tmp / f"pipe{n}", cfg.data, workers, estimate))
             row("pipeline", fmt, items, workers, walls)
         if not args.no_flow:
             time_flow(folder, tmp / f"flow-warm{n}", 2)  # starts Prefect's API when needed; not counted
@@ -183,7 +190,8 @@ def main(argv=None) -> dict:
                     walls.append(time_flow(folder, tmp / f"flow{n}", workers))
                 row("flow", fmt, items, workers, walls)
     result = {"machine": machine_info(), **run_info(argv and [sys.argv[0], *argv]), "repeats": args.repeats,
-              "corpus": str(raw), "results": rows}
+              "corpus": str(raw), "estimate": estimate,
+              "tracks_without_midi": sum(m is None for _, _, m in inputs), "results": rows}
     print(f"\n{'name':<10}{'input':>17}{'workers':>8}{'files':>7}{'audio s':>10}{'wall s':>9}{'x realtime':>12}")
     for r in rows:
         print(f"{r['name']:<10}{r['input']:>17}{r['workers']:>8}{r['files']:>7}{r['audio_seconds']:>10.1f}"
