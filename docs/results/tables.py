@@ -307,11 +307,16 @@ def generation_table() -> str:
     g = json.loads((BENCH / "generation.json").read_text())
     rate = g["matmul_flops_per_second"]
     rows = ["| engine | batch | receptive field | samples/s per stream | samples/s in all | GFLOP/s "
-            "| % of matmul rate |", "|" + " --- |" * 7]
+            "| % of matmul rate | weights read per sample |", "|" + " --- |" * 8]
     for r in g["results"]:
+        wb = r.get("weight_bytes_per_sample")  # later JSONs (issue 22)
         rows.append(f"| {r['engine']} | {r['batch']} | {r['receptive_field']} | {r['samples_per_second']:,.1f} "
                     f"| {r['batch_samples_per_second']:,.0f} | {r['gflops']:.2f} "
-                    f"| {100 * r['share_of_matmul_rate']:.1f}% |")
+                    f"| {100 * r['share_of_matmul_rate']:.1f}% | {'-' if wb is None else f'{wb / 1e6:.2f} MB'} |")
+    if g.get("cache_bytes"):
+        rows.append("\nThis machine's caches per core: " + ", ".join(
+            f"{k} {v / 1024:,.0f} KiB" for k, v in g["cache_bytes"].items())
+            + " (where the weights a sample reads exceed L2, each step streams them from L3).")
     c = g["cascade"]
     rows += ["", "| tiny cascade: real-time factor, wall (CPU) | "
              + " | ".join(f"{s['rate'] // 1000} kHz" for s in c["fused"]["stages"]) + " | total |",
