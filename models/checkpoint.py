@@ -176,7 +176,7 @@ def _build(meta: dict[str, Any]) -> Stage:
 # before a tensor is allocated or a million layers are built)
 SIZE_LIMITS = {"residual_channels": 8192, "gate_channels": 16384, "skip_channels": 16384, "channels": 8192,
                "kernel_size": 64, "dilation_cycles": 64, "cycle_length": 24, "layers": 256, "mixtures": 1024,
-               "linear_order": 65536, "linear_below": 65536, "pool": 1 << 20, "lookahead": 1 << 20,
+               "linear_order": 65536, "linear_below": 65536, "order": 65536, "pool": 1 << 20, "lookahead": 1 << 20,
                "classes": 1 << 17, "n_genres": 1 << 16, "factor": 1 << 10, "roll_fps": 10000, "rate": 10**6}
 
 

@@ -51,6 +51,10 @@ class ScoreConfig:
     bandwidth_hz: float = 1.0  # Gaussian lag window: width of each harmonic line (detuning tolerance)
     floor: float = 1e-3  # white-noise floor added at lag 0 (keeps the poles inside the unit circle)
     rolloff: float = 1.0  # harmonic h has amplitude h ** -rolloff
+    # taps per frame: 0 = the stage's linear_order (stage 0 blends them with its own-past taps, so
+    # they must match); a stage with a tier below predicts its linear part's residual with them
+    # (models/score.py) and may use more (128 at 8 kHz resolves a 100 Hz note's harmonics)
+    order: int = 0
     # with an adaptive scale: added to its floor where notes sound (models/predictor.py, the silence
     # trap); 0 = off (model files written before it existed)
     scale_floor: float = 0.0
@@ -95,6 +99,8 @@ class StageArchConfig:
             raise ValueError(f"{where}.score needs use_roll and the linear path (linear_order > 0)")
         if self.score.bandwidth_hz < 0 or not 0 < self.score.floor < 1:
             raise ValueError(f"{where}.score: bandwidth_hz >= 0 and floor in (0, 1)")
+        if self.score.order < 0:
+            raise ValueError(f"{where}.score.order must be >= 0 (0 = linear_order)")
         if not 0 <= self.score.scale_floor < 1:
             raise ValueError(f"{where}.score.scale_floor must be in [0, 1)")
 

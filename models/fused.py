@@ -209,7 +209,7 @@ class FusedStream:
         self.has_score = self.stage.score is not None
         if self.has_score:
             taps, on = self.stage.score.sample_taps(self.roll, self.drop_roll, c0, c0 + n, rows, torch.float32)
-            self.score_taps, self.score_on = _f32(taps.transpose(0, 1)), _f32(on.t())  # (n, rows, P), (n, rows)
+            self.score_taps, self.score_on = _f32(taps.transpose(0, 1)), _f32(on.t())  # (n, rows, Q), (n, rows)
 
     def _block(self, t: int, n: int) -> int:
         """Prepare the block starting at step t; returns its end (exclusive)."""
@@ -273,6 +273,7 @@ class FusedStream:
                "rec": np.zeros((n, self.rows, channels) if record else (1, 1, 1), np.float32)}
         ended, prev = np.zeros(b, np.bool_), np.full(self.rows, silence)
         net, lin, work = self._network_state(), self._linear_state(), self._work_buffers()
+        resid = self._residual_state()
         self.frame_sum = np.zeros((self.rows, self.stage.residual_channels), np.float32)  # history: a frame's inputs
         pool = self.hist.pool if self.hist is not None else 0
         choose, rule = self._draw_args(draw), self._draw_rule(draw)
@@ -286,7 +287,7 @@ class FusedStream:
                     t, end, t_resume, b,
                     *net[:5], self.bias, self.condp, self.cond_base, self.feats is not None, *net[5:],
                     lin[0], lin[1], lin[2], lin[3], self.lin_below, self.c0, getattr(self, "has_below", False),
-                    self.score_taps, self.score_on, self.c0, getattr(self, "has_score", False), *lin[4:],
+                    self.score_taps, self.score_on, self.c0, getattr(self, "has_score", False), *resid, *lin[4:],
                     pool, self.frame_sum,
                     prev, forced_np, n_forced, record, res["rec"], 0, *choose, band, t_block, *rule,
                     res["x"], ended, res["lengths"], silence, self.w["mixtures"], *work, self.blas_rows)
@@ -322,6 +323,14 @@ class FusedStream:
                 bool(lin.adaptive), self.adapt_w, np.zeros((rows, 2 * la)), np.zeros(rows), self.w["lin_bias"],
                 ADAPT_FLOOR, float(lin.note_floor), self.edges, 1.0 - UNIFORM_MIX, UNIFORM_MIX / lin.classes,
                 lin.end_offset, lin.classes)
+
+    def _residual_state(self) -> tuple:
+        """Kernel arguments of the score taps on the residual (stages with a tier below): the flag,
+        the doubled ring of the last Q residuals and mu_lin(t-1) + bias per row (placeholders without)."""
+        st, rows = self.stage, self.rows
+        if st.score is None or not st.score_on_residual:
+            return False, np.zeros((rows, 2), np.float32), np.zeros(rows)
+        return True, np.zeros((rows, 2 * st.score.order), np.float32), np.zeros(rows)
 
     def _work_buffers(self) -> list[np.ndarray]:
         """The kernel's scratch arrays, allocated once per run."""

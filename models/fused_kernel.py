@@ -10,7 +10,7 @@ It returns early when the history stack needs a new frame (computed in PyTorch b
 or when every stream has ended.
 
 Shapes: rows = B (or 2B with classifier-free guidance twins), R residual, G2 = 2 * gate width,
-S skip, CO = head channels + linear-path rows, P linear order.  float32 network, float64
+S skip, CO = head channels + linear-path rows, P linear order, Q score taps.  float32 network, float64
 for the sampling arithmetic (the reference samples in float64 too).
 """
 
@@ -174,11 +174,14 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
 
 @njit(cache=True, fastmath=FASTMATH)
 def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, score_taps, score_on, has_score,
+            score_resid, res_ring, res_prev,
             adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor, note_floor):
     """The linear path of row b at step t: (mu_lin + mu_nn, log_s) for ``_combine``.
 
     The rings hold each value twice (slots s and s + P), so the last P values are the contiguous
-    ``ring[slot + 1 .. slot + P]``, newest last: no modulo in the dot products."""
+    ``ring[slot + 1 .. slot + P]``, newest last: no modulo in the dot products.  With
+    ``score_resid`` the score taps (Q of them) predict the linear part's residual from the ring of
+    its last Q residuals (``res_ring``, ``res_prev`` = mu_lin(t-1) + bias; Stage.forward)."""
     p = lin_ring.shape[1] // 2
     slot = t % p
     v = dec[prev_b]
@@ -195,7 +198,23 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
     on = 0.0
     if has_score:
         on = score_on[b]
-        if on != 0.0:
+        if score_resid:  # push e(t-1) = dec(x[t-1]) - mu_lin(t-1) - bias (none before t = 0)
+            q = res_ring.shape[1] // 2
+            r_slot = t % q
+            if t > 0:
+                e = v - res_prev[b]
+                res_ring[b, r_slot] = e
+                res_ring[b, r_slot + q] = e
+            res_prev[b] = mu + lin_bias
+            if on != 0.0:
+                w = on / (1.0 + math.exp(-out_b[channels + 2]))
+                rp = res_ring[b, r_slot + 1:r_slot + q + 1]  # newest last
+                sc = score_taps[b]
+                ms = 0.0
+                for i in range(q):
+                    ms += sc[i] * rp[q - 1 - i]
+                mu = mu + w * ms
+        elif on != 0.0:
             w = on / (1.0 + math.exp(-out_b[channels + 2]))
             ms = 0.0
             sc = score_taps[b]
@@ -313,7 +332,7 @@ def run_steps(t0, t1, t_resume, n_batch,
               w1, b1, w2, b2,
               # linear path
               has_lin, lin_taps, lin_ring, dec, lin_below, below_base, has_below, score_taps, score_on,
-              score_base, has_score, adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor,
+              score_base, has_score, score_resid, res_ring, res_prev, adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor,
               edges, keep, floor, end_offset, n_mu,
               # history
               pool, frame_sum,
@@ -359,7 +378,7 @@ def run_steps(t0, t1, t_resume, n_batch,
         for b in range(rows):
             if has_lin:
                 mu, log_s = _linear(b, t, np.int64(prev[b]), out[b], lin_taps, lin_ring, dec, lb, has_below, st, so,
-                                    has_score, adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor,
+                                    has_score, score_resid, res_ring, res_prev, adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor,
                                     note_floor)
                 _combine(out[b], mu, log_s, n_mu, channels, edges, keep, floor, end_offset, cdf, logits[b])
             else:

@@ -14,7 +14,11 @@ the prediction error filter then has zeros at the notes' harmonics, whatever the
 and phases in the real audio, and the synthesis filter driven by a small residual rings at them
 (harmonic lines at the notes' pitches in generated audio).
 
-The stage blends it with its global own-past taps (``LinearPath``): see ``Stage.forward``.
+Stage 0 blends them with its global own-past taps (``LinearPath``).  A stage with a tier below
+already predicts the band the tier below holds; there the taps predict the residual of its linear
+part from the past residuals (e[t] = dec(x[t]) - mu_lin[t]): the harmonics above the tier below's
+Nyquist, which the tier below cannot hold, ring on in that residual (a pitch predictor after the
+short-term one, as in CELP speech codecs).  See ``Stage.forward``.
 The taps depend only on the roll, never on parameters, so they are computed without gradient,
 for the whole piece or for any chunk alike (exact streaming).
 """
@@ -29,6 +33,9 @@ from models.roll import PITCHES
 
 N_PITCHES = PITCHES  # the roll's sounding layer: rows [0, N_PITCHES) of the stage's roll input
 GATE_INIT = 1.0  # initial blend logit: sigmoid(1) = 0.73 of the score taps where notes sound
+# initial share of the residual prediction in a stage with a tier below: sigmoid(0) = 0.5, near the
+# best single gain measured on the demo's validation pieces at 8 kHz (0.53 at 128 taps)
+RESIDUAL_GATE_INIT = 0.0
 
 
 def harmonic_kernel(order: int, rate: int, bandwidth_hz: float, rolloff: float) -> np.ndarray:

@@ -26,8 +26,8 @@ real endings: it still has to find a cadence, and nothing forces it (the measure
 
 Held notes (``held_input``): every position also gets the set of pitches sounding after its event
 (a 128-dim multi-hot, projected), so a note struck more than a window ago is not forgotten: without
-it, sampled scores left notes on for tens of seconds (2-8% of notes over 4 s, against under 1.5% in
-held-out scores; polyphony 6.6-8.9 against 3.3-3.9).  A window cut from inside a piece passes the
+it, sampled scores left notes on: mean polyphony 5.8-8.9 against 2.7-3.9 in the held-out scores of the
+three polyphonic demo genres (``docs/results/score_tier_clock_ends.json``).  A window cut from inside a piece passes the
 pitches sounding before it (``held``).  The config locates the NOTE_ON/NOTE_OFF tokens.
 
 This module knows nothing else of the vocabulary's meaning (``pipeline/corpus/score_events.py`` owns it):
@@ -349,12 +349,15 @@ class ScoreTransformer(nn.Module):
             held.update(tok)
         w0 = 0 if len(seq) <= cfg.context else len(seq) - cfg.context // 2  # window start in seq
 
+        h0, h0_end = _Held(cfg), 1  # pitches sounding after seq[1:h0_end] (the window start only moves on)
+
         def prefill() -> tuple[torch.Tensor, list[KVCache]]:
+            nonlocal h0_end
             caches = [KVCache() for _ in self.blocks]
             before = torch.tensor([steps[w0 - 1] if w0 > 0 else 0], device=device)
-            h0 = _Held(cfg)
-            for tok in seq[1:w0]:  # sounding before the window (a window starts after the piece's first END)
+            for tok in seq[h0_end:w0]:  # sounding before the window (a window starts after the piece's first END)
                 h0.update(tok)
+            h0_end = max(h0_end, w0)
             held0 = h0.mask(device)[None] if self.held is not None else None
             return self._run(torch.tensor([seq[w0:]], device=device), g, 0, caches, before, tot, held0)[0, -1], caches
 

@@ -17,7 +17,9 @@ The step uses the stage's own parameters, laid out once per stream for a lean st
   whose tier below is dropped), the tier-below part computed per chunk alongside the
   conditioning features, then the shared ``LinearPath.combine`` (C sigmoid pairs); with an
   adaptive scale, a ring of the last L |residuals| of the linear part (|r(t-1)| pushed at step t
-  from x[t-1] and the kept mu_lin(t-1)) times pre-rotated window weights.
+  from x[t-1] and the kept mu_lin(t-1)) times pre-rotated window weights; with score taps in a
+  stage with a tier below, a ring of the last Q residuals of the linear part times the frame's
+  pre-rotated score taps.
 """
 
 from __future__ import annotations
@@ -118,9 +120,14 @@ class StageStream:
             self.mu_prev = new(b)  # mu_lin(t-1)
         # score taps (stage 0 with a roll): per chunk, pre-rotated for the ring like lin_rot
         self.score = st.score
-        self.score_buf = self.score_on = None  # (chunk, B, P), (chunk, B)
+        self.score_buf = self.score_on = None  # (chunk, B, Q), (chunk, B)
+        self.res_ring = None  # with a tier below: the last Q residuals e = dec(x) - mu_lin - bias
         if self.score is not None:
-            self.score_idx = self.lin.ring_lags(self.lin.order)  # (P, P) tap index of each ring slot, as lin_rot
+            q = self.score.order
+            self.score_idx = self.lin.ring_lags(q)  # (Q, Q) tap index of each ring slot, as lin_rot
+            if st.score_on_residual:
+                self.res_ring = new(b, q)
+                self.res_prev = new(b)  # mu_lin(t-1) + bias
 
     def _setup_conditioning(self, lay: dict, below, roll, drop_below, drop_roll, chunk) -> None:
         """Conditioning stack, computed in chunks of ``chunk`` stage samples (a multiple of its ``up``)."""
@@ -178,7 +185,7 @@ class StageStream:
         t0, n = self.t, self.chunk
         taps, on = self.score.sample_taps(self.roll, self.drop_roll, t0, t0 + n, self.batch, self.dtype,
                                           self.device)
-        slot = (torch.arange(t0, t0 + n) % self.lin.order).to(taps.device)  # ring slot of the newest input
+        slot = (torch.arange(t0, t0 + n) % self.score.order).to(taps.device)  # ring slot of the newest input
         idx = self.score_idx.to(taps.device)[slot]  # (n, P): lag - 1 held by each ring slot
         rot = torch.gather(taps, 2, idx.unsqueeze(0).expand(taps.shape[0], -1, -1))  # (B, n, P)
         self.score_buf = rot.transpose(0, 1).contiguous()  # (n, B, P)
@@ -197,7 +204,7 @@ class StageStream:
         self.closed = True
         self.layers = []
         for name in ("gall", "gall_flat", "cond_buf", "hist_state", "frame_sum", "below", "roll", "hbuf",
-                     "add_buf", "lin_ring", "lin_buf", "adapt_ring", "mu_prev", "score_buf", "score_on"):
+                     "add_buf", "lin_ring", "lin_buf", "adapt_ring", "mu_prev", "score_buf", "score_on", "res_ring"):
             if hasattr(self, name):
                 setattr(self, name, None)
         if getattr(self.stage, "_stream", None) is self:
@@ -246,10 +253,16 @@ class StageStream:
             mu = mu + self.lin_buf[t % self.chunk]
         c = self.stage.head.channels
         log_s = out[:, c + 1]
-        if self.score is not None:  # blend with the score taps (Stage.forward)
+        if self.score is not None:  # the score taps (Stage.forward)
             r = t % self.chunk
             w = torch.sigmoid(out[:, c + 2]) * self.score_on[r]
-            mu = mu + w * ((self.lin_ring * self.score_buf[r]).sum(1) - mu)
+            if self.res_ring is not None:  # push e(t-1) (none before t = 0), predict e(t)
+                if t > 0:
+                    self.res_ring[:, t % self.score.order] = self.lin_ring[:, slot] - self.res_prev
+                self.res_prev = mu + self.lin_bias
+                mu = mu + w * (self.res_ring * self.score_buf[r]).sum(1)
+            else:  # blend with the own-past taps
+                mu = mu + w * ((self.lin_ring * self.score_buf[r]).sum(1) - mu)
         if self.lin.adaptive:  # push |r(t-1)| = |dec(x[t-1]) - mu_lin(t-1)| (none before t = 0), then s(t)
             a_slot = t % self.lin.adapt_taps
             if t > 0:

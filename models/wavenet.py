@@ -16,7 +16,7 @@ from models.heads import make_head
 from models.layers import causal_pad, gated
 from models.predictor import LOG_S_ADAPT_INIT, LOG_S_INIT, LinearPath
 from models.roll import ROLL_FPS
-from models.score import GATE_INIT as SCORE_GATE_INIT, ScoreTaps
+from models.score import GATE_INIT as SCORE_GATE_INIT, RESIDUAL_GATE_INIT, ScoreTaps
 from models.streaming import StageStream
 
 
@@ -87,7 +87,8 @@ class Stage(nn.Module):
             self.score = self._score_taps(c)
             if self.score is not None and adaptive:
                 self.linear.note_floor = float(c.score.scale_floor)
-            init = [0.0, LOG_S_ADAPT_INIT if adaptive else LOG_S_INIT] + ([SCORE_GATE_INIT] if self.score else [])
+            gate = RESIDUAL_GATE_INIT if self.use_below else SCORE_GATE_INIT
+            init = [0.0, LOG_S_ADAPT_INIT if adaptive else LOG_S_INIT] + ([gate] if self.score else [])
             self.lin_out = nn.Conv1d(self.skip_channels, len(init), 1)
             with torch.no_grad():
                 self.lin_out.weight.zero_()
@@ -96,13 +97,24 @@ class Stage(nn.Module):
             raise ValueError(f"stage {self.index}: score taps need the linear path (categorical, linear_order > 0)")
 
     def _score_taps(self, c: StageArchConfig) -> ScoreTaps | None:
-        """Score-informed taps (models/score.py) when the config asks for them."""
+        """Score-informed taps (models/score.py) when the config asks for them.
+
+        Without a tier below (stage 0) they are blended with the own-past taps, so they have the
+        linear order.  With one (``self.score_on_residual``) they predict the residual of the linear
+        part from its past residuals: the harmonics the tier below cannot hold, and ``order`` may be
+        larger than the linear order (finer lines)."""
+        self.score_on_residual = False
         if not c.score.enabled:
             return None
-        if not c.use_roll or self.use_below or self.rate is None:
-            raise ValueError(f"stage {self.index}: score taps need use_roll, a rate and no tier below")
+        if not c.use_roll or self.rate is None:
+            raise ValueError(f"stage {self.index}: score taps need use_roll and a rate")
         sc = c.score
-        return ScoreTaps(int(c.linear_order), self.rate, self.roll_fps, sc.bandwidth_hz, sc.floor, sc.rolloff)
+        order = int(sc.order) or int(c.linear_order)
+        if not self.use_below and order != int(c.linear_order):
+            raise ValueError(f"stage {self.index}: score.order {order} must equal linear_order "
+                             f"{c.linear_order} in a stage without a tier below (the taps are blended)")
+        self.score_on_residual = self.use_below
+        return ScoreTaps(order, self.rate, self.roll_fps, sc.bandwidth_hz, sc.floor, sc.rolloff)
 
     def _build_genre(self, c: StageArchConfig) -> None:
         """Global conditioning: genre embedding, per-layer projection into every gate."""
@@ -166,8 +178,11 @@ class Stage(nn.Module):
 
     @property
     def linear_receptive_field(self) -> int:
-        """Samples of own past that affect an output through the linear path (0 if off)."""
-        return 0 if self.linear is None else self.linear.reach
+        """Samples of own past that affect an output through the linear path (0 if off); score taps on
+        the residual read Q residuals further back."""
+        if self.linear is None:
+            return 0
+        return self.linear.reach + (self.score.order if self.score is not None and self.score_on_residual else 0)
 
     @property
     def lookahead(self) -> int:
@@ -187,7 +202,7 @@ class Stage(nn.Module):
         if self.linear is not None:
             macs += s * self.lin_out.out_channels + self.linear.macs_per_sample()
         if self.score is not None:
-            macs += 2 * self.linear.order + 1
+            macs += 2 * self.score.order + 1
         macs += self.head.input_macs(r)
         if self.conditioning is not None:
             macs += self.conditioning.channels * n * 2 * g + self.conditioning.macs_per_sample(chunk)
@@ -219,6 +234,11 @@ class Stage(nn.Module):
         return torch.cat([self.head.start_like(x), x[:, :-1]], dim=1)
 
     # ------------------------------------------------------------------ teacher-forced pass
+    @staticmethod
+    def shift_values(v: torch.Tensor) -> torch.Tensor:
+        """v (B, T) float -> (B, T) with [t] = v[t-1] (0 at t = 0)."""
+        return F.pad(v, (1, 0))[:, :-1]
+
     def forward(self, x: torch.Tensor, cond: Conditioning | None = None, **fields: Any) -> torch.Tensor:
         """x (B, T) -> (B, C, T): output t is the distribution of x[t] given x[<t] and ``cond``.
 
@@ -265,11 +285,15 @@ class Stage(nn.Module):
         u = self.linear.decode(self.shift(x))  # (B, T): u[t] = dec(x[t-1])
         mu = self.linear.predict(u, cond.below, fallback)  # (B, T)
         extra = self.lin_out(y)  # (B, 2 or 3, T): mu_nn, log_s [, score share logit]
-        if self.score is not None:  # mu = (1 - w) own-past taps + w score taps, w = share where notes sound
-            # taps (B, T, P), on (B, T)
+        if self.score is not None:
+            # taps (B, T, Q), on (B, T); w = the learned share where notes sound
             taps, on = self.score.sample_taps(cond.roll, cond.drop_roll, 0, t, b, u.dtype, u.device)
             w = torch.sigmoid(extra[:, 2]) * on
-            mu = mu + w * (ScoreTaps.apply(u, taps) - mu)
+            if self.score_on_residual:  # mu += w * sum_j c_j e[t-j], e = dec(x) - mu_lin - bias
+                e = self.linear.decode(x) - (mu + self.lin_out.bias[0]).detach()  # (B, T)
+                mu = mu + w * ScoreTaps.apply(self.shift_values(e), taps)
+            else:  # mu = (1 - w) own-past taps + w score taps
+                mu = mu + w * (ScoreTaps.apply(u, taps) - mu)
         log_s = extra[:, 1]
         if self.linear.adaptive:  # residuals of the linear part (taps + mu bias) for all t, then the window
             r_abs = (self.linear.decode(x) - (mu + self.lin_out.bias[0])).abs()

@@ -440,8 +440,4 @@ def training_lengths(run_dir, genre_id: int | None) -> list[float]:
     path = stage_dir(run_dir, SCORE_KEY) / TRAIN_EVENTS
     if not path.is_file():
         return []
-    with np.load(path, allow_pickle=False) as z:
-        flat, offsets, genre = z["events"], z["offsets"], z["genre"]
-    steps = np.concatenate([[0], np.cumsum(token_steps(flat))])
-    return [float(steps[b] - steps[a]) / STEPS_PER_SECOND for g, a, b in zip(genre, offsets[:-1], offsets[1:])
-            if genre_id is None or int(g) == genre_id]
+    return [events_seconds(ev) for g, ev in load_pieces(path) if genre_id is None or g == genre_id]

@@ -42,7 +42,7 @@ def _both(st, n, cond, conditioned=False, prompt=None, **draw):
     return out
 
 
-@pytest.mark.parametrize("case", ["guided_topp", "prior_prompt", "greedy", "ends", "mixture"])
+@pytest.mark.parametrize("case", ["guided_topp", "prior_prompt", "greedy", "ends", "mixture", "score_residual"])
 def test_fused_sampling_matches_reference_for_the_same_seed(case):
     """Same seed, same samples, same lengths, and the generator left in the same state (the cascade
     draws the next stage from it)."""
@@ -56,6 +56,9 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
     elif case == "mixture":  # PCM floats: the component and the logistic from two stream uniforms
         st = make_stage(index=1, head="logistic_mixture", mixtures=4, use_tier_below=True, use_genre=True,
                         history={"enabled": True})
+    elif case == "score_residual":  # stage 1's score taps on its linear part's residual
+        st = make_stage(index=1, shipped=True, use_tier_below=True, use_roll=True, use_genre=True,
+                        score={"enabled": True, "order": 24})
     elif case == "guided_topp":
         st = make_stage(index=0, shipped=True, use_genre=True, use_roll=True, history={"enabled": True})
     else:
@@ -69,7 +72,8 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
           "prior_prompt": dict(tier_prior=0.1, prompt=d["x"][:, :40], temperature=0.6),
           "greedy": dict(temperature=0.0),
           "ends": dict(free_length=True, min_length=20, round_to=8, end_threshold=0.3),
-          "mixture": dict(temperature=0.8, prompt=d["x"][:, :24])}[case]
+          "mixture": dict(temperature=0.8, prompt=d["x"][:, :24]),
+          "score_residual": dict(tier_prior=0.1, temperature=0.6)}[case]
     (ref, g_ref), (fused, g_fused) = _both(st, n, cond, **kw)
     assert ref.engine == "reference" and fused.engine == "fused"
     assert ref.x.dtype == fused.x.dtype

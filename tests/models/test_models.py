@@ -237,6 +237,11 @@ PATHS = {
                "score": {"enabled": True}}, {"genre": True, "roll": True}),
     "score_dropped": ({"use_roll": True, "history": {"enabled": True}, "score": {"enabled": True}},
                       {"roll": True, "drops": True}),
+    # stage 1: score taps on the linear part's residual, more taps than the linear order
+    "score_residual": ({"use_genre": True, "use_tier_below": True, "use_roll": True, "history": {"enabled": True},
+                        "score": {"enabled": True, "order": 24}}, {"genre": True, "below": True, "roll": True}),
+    "score_residual_dropped": ({"use_tier_below": True, "use_roll": True, "score": {"enabled": True, "order": 24}},
+                               {"below": True, "roll": True, "drops": True}),
 }
 
 
@@ -248,7 +253,9 @@ def path_case(path: str, index: int, shipped: bool) -> tuple[Stage, dict, dict, 
     if index == 0 and "use_tier_below" in over and path not in ("all", "dropped", "dropped_apart", "absent",
                                                                  "mixture"):
         pytest.skip("stage 0 has no tier below")
-    if path.startswith("score") and (index or not shipped):
+    if path.startswith("score_residual") and (not index or not shipped):
+        pytest.skip("score taps on the residual: a stage with a tier below, with the linear path")
+    elif path.startswith("score") and not path.startswith("score_residual") and (index or not shipped):
         pytest.skip("score taps: stage 0 (no tier below) with the linear path")
     st = make_stage(index=index, shipped=shipped, **over)
     t_len = max(2 * st.receptive_field, 3 * st.history_receptive_field // 2, 2 * st.linear_receptive_field) + 13

@@ -108,3 +108,51 @@ def test_stage_with_score_taps_codes_a_chord_in_fewer_bits():
         lp = lambda drop: torch.log_softmax(st(x, roll=roll, drop_roll=drop), 1)  # noqa: E731
         bits = {d: float(-lp(torch.tensor([d])).gather(1, x[:, None]).mean() / np.log(2)) for d in (False, True)}
     assert bits[False] < bits[True] - 0.5, bits
+
+
+def test_fine_stage_predicts_the_harmonics_its_tier_below_cannot_hold():
+    """Stage 1 (8 kHz over a 2 kHz tier) with score taps on its linear part's residual: a chord whose
+    harmonics reach 3.5 kHz, most of them above the tier below's Nyquist.  Fitted by least squares
+    on one chord and scored on another, the roll saves bits; dropped, the residual taps are off."""
+    import librosa
+
+    from models.predictor import lstsq_init
+    from pipeline.corpus.audio import mulaw_encode
+
+    rate, factor = 8000, 4
+
+    def piece(chord: dict[int, float], seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng(seed)
+        n = 16000
+        t = np.arange(n) / rate
+        x = np.zeros(n)
+        for p in chord:
+            f0 = 440.0 * 2 ** ((p - 69) / 12)
+            for h in range(1, int(3500 / f0) + 1):
+                x += rng.uniform(0.3, 1.0) / h ** 0.5 * np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 2 * np.pi))
+        x = 0.6 * x / np.abs(x).max() + 0.002 * rng.standard_normal(n)
+        below = librosa.resample(x, orig_sr=rate, target_sr=rate // factor)[: n // factor]
+        codes = torch.tensor(mulaw_encode(x, 8), dtype=torch.int64)[None]
+        below_codes = torch.tensor(mulaw_encode(np.clip(below, -1, 1), 8), dtype=torch.int64)[None]
+        return codes, below_codes, roll_of(chord, n * FPS // rate)
+
+    torch.manual_seed(0)
+    cfg = small_cfg(rate=rate, use_roll=True, use_tier_below=True, linear_order=32, adaptive_scale=True,
+                    score={"enabled": True, "order": 128})
+    st = Stage(cfg, index=1, n_genres=GENRES, factor=factor, roll_fps=FPS, classes=256).eval()
+    assert st.score_on_residual and st.score.order == 128
+    fit, fit_below, _ = piece({55: 0.7, 62: 0.6, 67: 0.8}, 0)
+    lstsq_init(st, [fit[0].numpy()], [fit_below[0].numpy()])
+    x, below, roll = piece({57: 0.7, 60: 0.6, 64: 0.8}, 1)
+    with torch.no_grad():
+        def bits(drop: bool) -> float:
+            lp = torch.log_softmax(st(x, below=below, roll=roll, drop_roll=torch.tensor([drop])), 1)
+            return float(-lp.gather(1, x[:, None])[..., 1000:].mean() / np.log(2))
+        with_roll, without = bits(False), bits(True)
+    assert with_roll < without - 0.3, (with_roll, without)
+
+
+def test_stage_zero_score_order_must_match_its_linear_order():
+    cfg = small_cfg(rate=RATE, use_roll=True, linear_order=32, score={"enabled": True, "order": 64})
+    with pytest.raises(ValueError, match="score.order 64 must equal linear_order 32"):
+        Stage(cfg, index=0, n_genres=GENRES, roll_fps=FPS, classes=256)
