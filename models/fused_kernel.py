@@ -332,7 +332,8 @@ def run_steps(t0, t1, t_resume, n_batch,
               w1, b1, w2, b2,
               # linear path
               has_lin, lin_taps, lin_ring, dec, lin_below, below_base, has_below, score_taps, score_on,
-              score_base, has_score, score_resid, res_ring, res_prev, adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor,
+              score_base, has_score, score_resid, res_ring, res_prev,
+              adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor,
               edges, keep, floor, end_offset, n_mu,
               # history
               pool, frame_sum,
@@ -378,8 +379,8 @@ def run_steps(t0, t1, t_resume, n_batch,
         for b in range(rows):
             if has_lin:
                 mu, log_s = _linear(b, t, np.int64(prev[b]), out[b], lin_taps, lin_ring, dec, lb, has_below, st, so,
-                                    has_score, score_resid, res_ring, res_prev, adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor,
-                                    note_floor)
+                                    has_score, score_resid, res_ring, res_prev, adaptive, adapt_w, adapt_ring,
+                                    mu_prev, lin_bias, channels, adapt_floor, note_floor)
                 _combine(out[b], mu, log_s, n_mu, channels, edges, keep, floor, end_offset, cdf, logits[b])
             else:
                 for c in range(channels):
