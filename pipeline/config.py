@@ -153,6 +153,7 @@ class ScoreTierSection:
     genre_dropout: float = 0.1  # genre -> "no genre" in training: unconditional pieces, guidance
     transpose: int = 5  # augmentation: a random transposition in [-transpose, +transpose] semitones
     stretch: float = 0.1  # augmentation: a random tempo factor in [1 - stretch, 1 + stretch]
+    edge_share: float = 0.1  # share of training windows at a piece's opening or its END (else rare targets)
     batch_size: int = 16
     max_steps: int = 4000
     lr: float = 1e-3
@@ -424,6 +425,8 @@ def validate(cfg: StrataConfig) -> None:
         raise ConfigError("score_tier: clock_buckets >= 0 (0: no clock) and clock_seconds >= 0.01")
     if st.length_buckets == 1 or st.length_buckets < 0 or not 0 <= st.length_dropout <= 1:
         raise ConfigError("score_tier: length_buckets 0 (no length input) or >= 2, length_dropout in [0, 1]")
+    if not 0 <= st.edge_share <= 1:
+        raise ConfigError(f"score_tier.edge_share must be in [0, 1], got {st.edge_share}")
 
 
 def stage_factor(cfg: StrataConfig, k: int) -> int:

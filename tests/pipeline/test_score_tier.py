@@ -79,6 +79,23 @@ def test_windows_are_pure_functions_of_seed_and_index(tmp_path):
     assert ends >= 6  # windows reach the piece's END as often as any event (a window covers 8 of ~40 events)
 
 
+def test_edge_share_puts_windows_at_openings_and_ends(tmp_path):
+    """Drawn uniformly, a piece's opening starts ~1 window in its event count; with ``edge_share`` 0.4,
+    about a fifth of windows open the piece and a fifth end with its END, the rest as before."""
+    data = _data(tmp_path)
+    pieces = split_pieces(data, read_manifest(data), "train", 100)
+    counts = {}
+    for share in (0.0, 0.4):
+        ds = EventWindows(pieces, GENRES, context=8, seed=5, length=400, edge_share=share)
+        items = [ds[i]["tokens"].tolist() for i in range(400)]
+        counts[share] = (sum(t[0] == END for t in items), sum(t[-1] == END and t[0] != END for t in items))
+    assert counts[0.0][0] < 40 and counts[0.4][0] >= counts[0.0][0] + 50, counts  # openings
+    assert counts[0.4][1] >= counts[0.0][1] + 50, counts  # windows whose last target is the END
+    plain, edged = EventWindows(pieces, GENRES, 8, 5, 400), EventWindows(pieces, GENRES, 8, 5, 400, edge_share=0.4)
+    same = sum(plain[i]["tokens"].tolist() == edged[i]["tokens"].tolist() for i in range(200))
+    assert same >= 100  # the windows not moved to an edge are the uniform draw's own
+
+
 def test_held_before_matches_the_model_and_windows_move_it_with_transposition(tmp_path):
     """``held_before`` (numpy, the windows' held pitches) equals the model's own ``held_after``, and a
     transposed window's held pitches move with its notes; a length dropout of 1 tells no window its length."""
