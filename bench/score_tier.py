@@ -36,7 +36,7 @@ from pipeline.corpus.dataset import load_manifest  # noqa: E402 - the repository
 from pipeline.corpus.demo_data import Work, write_work_midi  # noqa: E402
 from pipeline.corpus.score_events import END, VOCAB_SIZE, events_seconds, events_to_roll  # noqa: E402
 from pipeline.evaluation.score_baselines import ngram_table  # noqa: E402
-from pipeline.evaluation.score_metrics import novelty, style_overlap  # noqa: E402
+from pipeline.evaluation.score_metrics import note_density, novelty, style_overlap  # noqa: E402
 from pipeline.evaluation.score_tier_bits import evaluate_score_tier  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.run import SCORE_KEY, read_config, stage_dir  # noqa: E402
@@ -170,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     for gi, genre in enumerate(genres):
         rows: dict = {}
         told = 30.0 if model.cfg.length_buckets else None  # as `strata generate --seconds 30` asks
-        tier = [events_to_roll(sample_events(model, gi, 30.0, seed, g.score_temperature, g.score_top_p,
-                                             min_seconds=g.score_min_seconds, length_seconds=told), fps)
-                for seed in range(a.pieces)]
-        rolls = {"tier": [r for r in tier if r[0].any()]}
+        tier_events = [sample_events(model, gi, 30.0, seed, g.score_temperature, g.score_top_p,
+                                     min_seconds=g.score_min_seconds, length_seconds=told) for seed in range(a.pieces)]
+        tier = [events_to_roll(e, fps) for e in tier_events]
+        rolls = {"tier": [r for r in tier if r[0].any()]}  # silent scores: counted in "density", not here
         if chain is not None:
             rolls["chain"] = [r for r in (sample_roll(chain, genre, 30 * fps, seed) for seed in range(a.pieces))
                               if r is not None and r[0].any()]
@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, rs in rolls.items():
             rows[name] = {"pieces": len(rs), "novelty": novelty(rs, train_rolls, fps) if rs else None,
                           "style_overlap": style_overlap(rs, held, fps) if rs and held else None}
+        rows["density"] = {"tier": note_density(tier_events),
+                           "real held-out": note_density([p.events for p in heldout if p.genre == genre])}
         out["scores"][genre] = rows
 
     # lengths: does the tier end its pieces, and when?

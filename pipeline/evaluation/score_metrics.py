@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from models.roll import ROLL_SHAPE
+from pipeline.corpus.score_events import STEPS_PER_SECOND, events_seconds, is_note_on, token_steps
 from pipeline.training.score_model import STEP, chords
 
 SEGMENT_SECONDS = 4.0  # pitch range is measured per segment of this length
@@ -187,3 +188,21 @@ def style_overlap(generated_rolls: Sequence[np.ndarray], heldout_rolls: Sequence
 
 def _mean(x: np.ndarray) -> float | None:
     return float(x.mean()) if len(x) and math.isfinite(float(x.mean())) else None
+
+
+def note_density(pieces: Sequence[Sequence[int]], opening: float = 4.0, span: float = 30.0) -> dict | None:
+    """Onsets per second over each piece's first ``span`` s (median), the share of pieces with no onset in
+    their first ``opening`` s, and with none at all (a silent score renders as silence)."""
+    if not pieces:
+        return None
+    rates, quiet_openings, silent = [], 0, 0
+    for ev in pieces:
+        steps = np.concatenate([[0], np.cumsum(token_steps(ev))])[:-1] / STEPS_PER_SECOND  # time of each event
+        onsets = np.array([t for t, tok in zip(steps, ev) if is_note_on(int(tok))])
+        length = max(min(events_seconds(ev), span), 1e-9)
+        rates.append(float(np.sum(onsets < span)) / length)
+        quiet_openings += not np.any(onsets < opening)
+        silent += len(onsets) == 0
+    return {"pieces": len(pieces), "onsets_per_second_median": round(float(np.median(rates)), 3),
+            "no_onset_in_first_seconds": opening, "quiet_opening_share": round(quiet_openings / len(pieces), 3),
+            "silent_share": round(silent / len(pieces), 3)}

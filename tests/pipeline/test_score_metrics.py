@@ -93,3 +93,19 @@ def test_bad_input():
         novelty([], [piece(0)], FPS)
     with pytest.raises(ValueError, match=r"\(2, 128, F\)"):
         style_overlap([np.zeros((128, 4))], [piece(0)], FPS)
+
+
+def test_note_density_counts_onsets_and_finds_silent_openings():
+    from pipeline.corpus.score_events import END, note_off, note_on, time_shift
+    from pipeline.evaluation.score_metrics import note_density
+
+    busy = []  # 2 onsets per second for 10 s
+    for i in range(20):
+        busy += [note_on(60 + i % 5), time_shift(50), note_off(60 + i % 5)]
+    late = [time_shift(100)] * 5 + busy  # 5 s of silence first
+    silent = [time_shift(100)] * 8 + [END]
+    d = note_density([busy + [END], late + [END], silent])
+    assert d["pieces"] == 3 and d["silent_share"] == pytest.approx(1 / 3, abs=1e-3)
+    assert d["quiet_opening_share"] == pytest.approx(2 / 3, abs=1e-3)  # `late` and `silent` open without a note
+    assert d["onsets_per_second_median"] == pytest.approx(20 / 15, abs=1e-3)  # busy 2/s, late 20/15 s, silent 0
+    assert note_density([]) is None
