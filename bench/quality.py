@@ -475,36 +475,51 @@ def resynthesis(run: Path, data: Path, seconds: float, work: Path) -> dict:
 
 def genre_recognition(data: Path, pieces: list[dict], clip_seconds: float, per_track: int = 8) -> dict:
     """A classifier fitted on clips of the real training tracks; its accuracy on clips of the real
-    test tracks and of the generated pieces (labelled with the genre they were asked for)."""
+    test tracks and of the generated pieces (labelled with the genre they were asked for).  Twice: on the
+    clips' sound (``clip_features``), and in ``by_notes`` on the notes basic-pitch hears in them
+    (``note_features``: what was played, not how it sounds)."""
     from pipeline.corpus.dataset import load_manifest
+    from pipeline.corpus.transcribe import estimate_notes
     from pipeline.evaluation import music_metrics as mm
 
     manifest = load_manifest(data)
     genres = manifest["genres"]
 
+    def clip_notes(c: np.ndarray, sr: int) -> np.ndarray:
+        return mm.note_features(estimate_notes(c, sr), len(c) / sr)
+
     def split_clips(split):
-        x, y = [], []
+        x, y, n = [], [], []
         for t in manifest["tracks"]:
             if t["split"] == split:
                 audio, sr = tier_audio(data, t)
                 for c in mm.clips(audio, sr, clip_seconds, per_track):
                     x.append(mm.clip_features(c, sr))
+                    n.append(clip_notes(c, sr))
                     y.append(genres.index(t["genre"]))
-        return x, y
+        return x, y, n
 
-    x_train, y_train = split_clips("train")
-    x_test, y_test = split_clips("test")
-    x_gen, y_gen = [], []
+    x_train, y_train, n_train = split_clips("train")
+    x_test, y_test, n_test = split_clips("test")
+    x_gen, y_gen, n_gen = [], [], []
     for p in pieces:
         audio, sr = piece_audio(p)
         for c in mm.clips(audio, sr, clip_seconds, per_track):
             x_gen.append(mm.clip_features(c, sr))
+            n_gen.append(clip_notes(c, sr))
             y_gen.append(genres.index(p["genre"]))
-    model = mm.fit_genre_classifier(np.stack(x_train), y_train)
-    real = mm.accuracy(model, np.stack(x_test), y_test) if x_test else mm.accuracy(model, np.zeros((0, 1)), [])
-    gen = mm.accuracy(model, np.stack(x_gen), y_gen) if x_gen else mm.accuracy(model, np.zeros((0, 1)), [])
+
+    def judged(train, test, gen) -> dict:
+        model = mm.fit_genre_classifier(np.stack(train), y_train)
+        real = mm.accuracy(model, np.stack(test), y_test) if test else mm.accuracy(model, np.zeros((0, 1)), [])
+        made = mm.accuracy(model, np.stack(gen), y_gen) if gen else mm.accuracy(model, np.zeros((0, 1)), [])
+        return {"real_test": real, "generated": made}
+
+    # the sound (timbre, spectrum, chroma) and, apart, the notes a transcriber hears (blind to timbre)
     return {"genres": genres, "chance": 1.0 / len(genres), "clip_seconds": clip_seconds, "train_clips": len(y_train),
-            "real_test": real, "generated": gen, "generated_labels": y_gen}
+            **judged(x_train, x_test, x_gen), "generated_labels": y_gen,
+            "by_notes": {"features": "pipeline.evaluation.music_metrics.note_features of basic-pitch's notes",
+                         **judged(n_train, n_test, n_gen)}}
 
 
 # ----------------------------------------------------------------------------- continuation

@@ -14,7 +14,7 @@ Every function takes mono float audio and its rate, or arrays of numbers; none r
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -113,6 +113,31 @@ def clip_features(audio: np.ndarray, sr: int) -> np.ndarray:
              for lo, hi in BANDS]
     return np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1), chroma.mean(axis=1), shape,
                            [20 * np.log10(max(rms, 1e-6))], bands]).astype(np.float64)
+
+
+def note_features(notes: Sequence[Any], seconds: float) -> np.ndarray:
+    """Features of the notes heard in one clip (float64 (20,)), blind to timbre: onsets per second, mean
+    polyphony, mean duration (s), pitch mean / spread / range, median inter-onset interval (s), share of
+    onsets in chords (within 30 ms of another), pitch-class histogram (12, sums to 1).  ``notes``: objects
+    with ``pitch``, ``start``, ``end`` (``pipeline/corpus/midi.py``'s ``Note``, a transcriber's output)."""
+    if not notes:
+        return np.zeros(NOTE_FEATURES)
+    pitch = np.array([n.pitch for n in notes], np.float64)
+    start = np.sort(np.array([n.start for n in notes], np.float64))
+    dur = np.array([max(n.end - n.start, 0.0) for n in notes], np.float64)
+    ioi = np.diff(start)
+    chorded = np.zeros(len(start), bool)
+    if len(start) > 1:
+        close = ioi < 0.03
+        chorded[1:] |= close
+        chorded[:-1] |= close
+    pcs = np.bincount(pitch.astype(int) % 12, minlength=12) / len(pitch)
+    return np.concatenate([[len(notes) / seconds, dur.sum() / seconds, dur.mean(), pitch.mean() / 12, pitch.std() / 12,
+                            (pitch.max() - pitch.min()) / 12, float(np.median(ioi)) if len(ioi) else seconds,
+                            chorded.mean()], pcs]).astype(np.float64)
+
+
+NOTE_FEATURES = 20
 
 
 def clips(audio: np.ndarray, sr: int, seconds: float, most: int | None = None) -> list[np.ndarray]:

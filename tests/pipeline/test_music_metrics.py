@@ -151,3 +151,18 @@ def test_genre_classifier_separates_distinct_sounds_and_fails_on_shuffled_labels
     assert mm.accuracy(model, x_test, [1 - v for v in y_test])["accuracy"] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="two or more"):
         mm.fit_genre_classifier(x_train[:6], y_train[:6])
+
+
+def test_note_features_tell_a_chorale_from_a_melody_whatever_the_timbre():
+    from pipeline.corpus.midi import Note
+    from pipeline.evaluation.music_metrics import NOTE_FEATURES, note_features
+
+    melody = [Note(60 + (i * 2) % 12, i * 0.25, i * 0.25 + 0.2, 80, 0, 0, False) for i in range(16)]  # 4 onsets/s
+    chords = [Note(p, t, t + 1.0, 80, 0, 0, False) for t in (0.0, 1.0, 2.0, 3.0) for p in (48, 55, 64, 72)]
+    m, c = note_features(melody, 4.0), note_features(chords, 4.0)
+    assert m.shape == c.shape == (NOTE_FEATURES,)
+    assert m[0] == pytest.approx(4.0) and c[0] == pytest.approx(4.0)  # onsets per second: the same
+    assert c[1] == pytest.approx(4.0) and m[1] == pytest.approx(0.8)  # mean polyphony: 4 voices against 0.8
+    assert c[7] == pytest.approx(1.0) and m[7] == pytest.approx(0.0)  # every onset in a chord, none
+    assert m[8:].sum() == pytest.approx(1.0) and c[8:].sum() == pytest.approx(1.0)  # pitch-class histograms
+    assert not note_features([], 4.0).any()
