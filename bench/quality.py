@@ -793,6 +793,13 @@ def targets(results: dict) -> list[dict]:
                      "clips'", acc, lift is not None and lift >= 0.5,
                      "audio whose timbre and harmony statistics match the genre's real recordings",
                      real=real_acc, chance=chance))
+    notes = gr.get("by_notes") or {}
+    acc, real_acc = (notes.get("generated") or {}).get("accuracy"), (notes.get("real_test") or {}).get("accuracy")
+    lift = mm_share(acc, real_acc, chance)
+    rows.append(_row("8b the same, judged by the notes a transcriber hears (blind to timbre): accuracy above chance "
+                     ">= 0.5 of real test clips'", acc, lift is not None and lift >= 0.5,
+                     "scores whose density, polyphony, pitch spread and pitch classes match the genre's, rendered "
+                     "clearly enough to be transcribed", real=real_acc, chance=chance))
     return rows
 
 

@@ -160,7 +160,16 @@ def _genre_line(q: dict) -> str:
     return (f"Genre recognition ({len(g['genres'])} genres, {g['clip_seconds']:g} s clips, {g['train_clips']} "
             f"training clips): real test clips {_f(g['real_test']['accuracy'], '.2f')} "
             f"({g['real_test']['clips']} clips), generated {_f(g['generated']['accuracy'], '.2f')} "
-            f"({g['generated']['clips']} clips), chance {_f(g['chance'], '.2f')}.")
+            f"({g['generated']['clips']} clips), chance {_f(g['chance'], '.2f')}." + _by_notes(g))
+
+
+def _by_notes(g: dict) -> str:
+    n = g.get("by_notes")
+    if not n:
+        return ""
+    return (f" Judged by the notes basic-pitch hears in the same clips (density, polyphony, pitch spread, chords, "
+            f"pitch classes; blind to timbre): real test clips {_f(n['real_test']['accuracy'], '.2f')}, "
+            f"generated {_f(n['generated']['accuracy'], '.2f')}.")
 
 
 def _estimated_roll_line(q: dict) -> str:
