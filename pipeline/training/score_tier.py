@@ -423,8 +423,12 @@ class ScoreTierTrainer(StageTrainer):
         final = stage_dir(self.run_dir, SCORE_KEY)
         tmp = final.parent / f".tmp-{SCORE_KEY}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        s = self.s  # how it was trained, beside what it is (the model config)
         extra = {"genres": self.genres, "stage": SCORE_KEY, "valid_bits_per_event": bits, "step": self.state.step,
-                 "roll_fps": self.cfg.data.roll_fps}
+                 "roll_fps": self.cfg.data.roll_fps,
+                 "training": {"edge_share": s.edge_share, "length_dropout": s.length_dropout,
+                              "genre_dropout": s.genre_dropout, "transpose": s.transpose, "stretch": s.stretch,
+                              "batch_size": s.batch_size, "lr": s.lr}}
         with self.ema.applied(self.unwrapped):
             save_score_tier(self.unwrapped, tmp, extra)
         atomic_write_json(tmp / DATA_FILE, self.data)

@@ -1,0 +1,78 @@
+"""Does the score tier write music from its first bar?  Note density of sampled scores against real ones.
+
+For every genre of a run's score tier and unconditionally: ``--pieces`` scores of ``--seconds`` (asked that
+length, the run's score sampling settings, seeds 0..N-1), and the real scores of the training split and of
+the held-out splits: onsets per second, the share of scores with no onset in their first 4 s, the share
+with none at all (``pipeline.evaluation.score_metrics.note_density``).  A silent score renders as silence.
+
+    python bench/score_openings.py --data demo_final/data --run demo_final/run --json docs/results/score_openings.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
+from pipeline.corpus.dataset import load_manifest  # noqa: E402
+from pipeline.evaluation.score_metrics import note_density  # noqa: E402
+from pipeline.io import atomic_write_json  # noqa: E402
+from pipeline.run import SCORE_KEY, read_config, stage_dir  # noqa: E402
+from pipeline.training.score_tier import (  # noqa: E402
+    TRAIN_EVENTS,
+    load_pieces,
+    load_score_tier,
+    sample_events,
+    split_pieces,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--pieces", type=int, default=8, help="sampled scores per genre (and unconditional)")
+    ap.add_argument("--seconds", type=float, default=30.0)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    t0 = time.time()
+    data, run = Path(a.data), Path(a.run)
+    manifest, cfg = load_manifest(data), read_config(run)
+    g, fps = cfg.generate, cfg.data.roll_fps
+    model, desc = load_score_tier(run)
+    genres = list(desc["extra"]["genres"])
+    train = load_pieces(stage_dir(run, SCORE_KEY) / TRAIN_EVENTS)
+    heldout = [p for s in ("valid", "test") for p in split_pieces(data, manifest, s, fps)]
+    told = a.seconds if model.cfg.length_buckets else None
+    rows, every = {}, []
+    for gi, name in enumerate([*genres, "unconditional"]):
+        made = [sample_events(model, gi, a.seconds, seed, g.score_temperature, g.score_top_p,
+                              min_seconds=g.score_min_seconds, length_seconds=told) for seed in range(a.pieces)]
+        every += made
+        rows[name] = {"tier": note_density(made, span=a.seconds)}
+        if gi < len(genres):
+            rows[name]["real training"] = note_density([e for k, e in train if k == gi], span=a.seconds)
+            rows[name]["real held-out"] = note_density([p.events for p in heldout if p.genre == name], span=a.seconds)
+    rows["all"] = {"tier": note_density(every, span=a.seconds),
+                   "real training": note_density([e for _, e in train], span=a.seconds),
+                   "real held-out": note_density([p.events for p in heldout], span=a.seconds)}
+    out = {**run_info(argv and [sys.argv[0], *argv]), "machine": machine_info(), "run_steps": desc["extra"].get("step"),
+           "sampling": {"temperature": g.score_temperature, "top_p": g.score_top_p, "min_seconds": g.score_min_seconds,
+                        "seconds": a.seconds, "asked_length": told},
+           "tier_training": desc["extra"].get("training"), "genres": rows, "wall_seconds": round(time.time() - t0, 1)}
+    atomic_write_json(a.json, out)
+    for name, r in rows.items():
+        print(name, {k: (v or {}).get("onsets_per_second_median") for k, v in r.items()},
+              "quiet openings:", (r["tier"] or {}).get("quiet_opening_share"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
