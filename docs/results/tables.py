@@ -439,7 +439,8 @@ def training_table() -> str:
 SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_long.json"),
                    ("run with a clock, whole works", "score_tier_clock.json"),
                    ("the same, windows reaching the END", "score_tier_clock_ends.json"),
-                   ("the same, told its length and the held pitches", "score_tier_length.json"))
+                   ("the same, told its length and the held pitches", "score_tier_length.json"),
+                   ("the same, a tenth of windows at openings and ENDs", "score_tier_edges.json"))
 
 
 def score_tier_table() -> str:
@@ -470,6 +471,8 @@ def score_tier_table() -> str:
     for label, r in runs:
         for genre, rows in r["scores"].items():
             for name, row in rows.items():
+                if name == "density":  # score_openings_table's measure
+                    continue
                 n, st = row.get("novelty") or {}, row.get("style_overlap") or {}
                 lines.append(f"| {label} | {genre} | {name} | {row['pieces']} | "
                              f"{_f(n.get('unseen_transitions'), '.2f')} | {_f(n.get('unseen_onset_4grams'), '.2f')} | "
@@ -511,7 +514,30 @@ def _lengths(ln: dict) -> str:
     return out
 
 
-SECTIONS = {"training": training_table, "score_tier": score_tier_table, "evaluation": evaluation_table,
+def score_openings_table() -> str:
+    """Note density of sampled scores against real ones (bench/score_openings.py), demo and recordings."""
+    lines = ["| corpus | genre | scores | pieces | onsets per second (median) | no onset in the first 4 s | silent |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    notes = []
+    for corpus, path in (("demo", HERE / "score_openings.json"),
+                         ("recordings", HERE / "recordings" / "score_openings.json")):
+        if not path.is_file():
+            notes.append(absent(path))
+            continue
+        r = json.loads(path.read_text())
+        for genre, rows in r["genres"].items():
+            for name, d in rows.items():
+                if d:
+                    lines.append(f"| {corpus} | {genre} | {name} | {d['pieces']} | "
+                                 f"{d['onsets_per_second_median']:.2f} | {d['quiet_opening_share']:.0%} | "
+                                 f"{d['silent_share']:.0%} |")
+        notes.append(f"{corpus}: score tier at step {r['run_steps']}, {r['sampling']['seconds']:g} s scores asked "
+                     f"that length; commit `{r['commit'][:10]}`, `{r['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
+SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
+            "evaluation": evaluation_table,
             "quality": quality_table, "recordings": recordings_table, "generation": generation_table,
             "bench": bench_table, "faults": faults_table}
 
