@@ -533,6 +533,17 @@ def score_openings_table() -> str:
                                  f"{d['silent_share']:.0%} |")
         notes.append(f"{corpus}: score tier at step {r['run_steps']}, {r['sampling']['seconds']:g} s scores asked "
                      f"that length; commit `{r['commit'][:10]}`, `{r['command']}`.")
+        before = path.with_name("score_openings_before.json")
+        if before.is_file():  # the same script on the previous tier's files (windows drawn uniformly)
+            b = json.loads(before.read_text())
+            for genre, rows in b["genres"].items():
+                d = rows.get("tier")
+                if d:
+                    lines.append(f"| {corpus} | {genre} | tier before | {d['pieces']} | "
+                                 f"{d['onsets_per_second_median']:.2f} | {d['quiet_opening_share']:.0%} | "
+                                 f"{d['silent_share']:.0%} |")
+            notes.append(f"{corpus}, tier before: step {b['run_steps']}, commit `{b['commit'][:10]}`, `{b['command']}` "
+                         f"(the previous tier's files, as committed results at `31fdc28` used them).")
     return "\n".join(lines + [""] + notes)
 
 
