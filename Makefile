@@ -69,7 +69,9 @@ bench: install $(DEMO)/data/manifest.json
 RECORDINGS ?= recordings
 results: install
 	$(BIN)/python bench/training_summary.py --run $(DEMO)/run --json docs/results/training.json
-	$(BIN)/python bench/score_tier.py --data $(DEMO)/data --run $(DEMO)/run --json docs/results/score_tier_length.json
+	$(BIN)/python bench/score_tier.py --data $(DEMO)/data --run $(DEMO)/run --json docs/results/score_tier_edges.json
+	$(BIN)/python bench/score_openings.py --data $(DEMO)/data --run $(DEMO)/run --json docs/results/score_openings.json
+	$(BIN)/python bench/score_openings.py --data $(RECORDINGS)/data --run $(RECORDINGS)/run --json docs/results/recordings/score_openings.json
 	$(BIN)/python bench/quality.py --data $(DEMO)/data --run $(DEMO)/run --out docs/results --seconds 8 --eval-seconds 20 --end-pieces 4 --variant-pieces 2 --workers 2
 	$(BIN)/python bench/quality.py --data $(RECORDINGS)/data --run $(RECORDINGS)/run --out docs/results/recordings --seconds 8 --eval-seconds 20 --end-pieces 4 --workers 2 --other-font '' --genre-pieces 4
 	$(BIN)/python docs/results/tables.py
