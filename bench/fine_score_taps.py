@@ -8,7 +8,7 @@ gain, the residual variance left, and the bits that saves (0.5 log2 of the varia
 or logistic residual's entropy drops by that much).  No training: a ceiling for the fixed taps alone.
 
     python bench/fine_score_taps.py --data demo_final/data --run demo_final/run \
-        --json bench/results/fine_score_taps.json
+        --json docs/results/fine_score_taps.json
 """
 
 from __future__ import annotations
