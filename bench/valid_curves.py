@@ -1,0 +1,54 @@
+"""Validation curves of one stage across runs (from each run's ``metrics/stage<k>.jsonl``), side by side.
+
+    python bench/valid_curves.py --stage 1 --run demo_final/run_fine_long --run demo_final/run_s1res2 \\
+        --json docs/results/fine_residual_taps_curves.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import run_info  # noqa: E402  (bench/machine.py)
+from pipeline.io import atomic_write_json  # noqa: E402
+from pipeline.run import read_config  # noqa: E402
+
+
+def curve(run: Path, stage: str) -> dict:
+    """{"valid": [[step, bits]], "loss": [[step, mean loss of the 100 steps from step]], "score": the stage's
+    score-taps config}."""
+    valid, loss = [], {}
+    path = run / "metrics" / f"stage{stage}.jsonl"
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        if f"stage{stage}/valid_bits" in d:
+            valid.append([d["step"], round(d[f"stage{stage}/valid_bits"], 4)])
+        if f"stage{stage}/loss" in d:
+            loss.setdefault(d["step"] // 100 * 100, []).append(d[f"stage{stage}/loss"])
+    cfg = read_config(run)
+    st = cfg.stages[int(stage)]
+    return {"valid": valid, "loss_per_100_steps": [[k, round(sum(v) / len(v), 4)] for k, v in sorted(loss.items())],
+            "score_taps": {"enabled": st.score.enabled, "order": st.score.order}, "batch_size": st.batch_size,
+            "crop": st.crop}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", required=True)
+    ap.add_argument("--run", action="append", required=True)
+    ap.add_argument("--json", required=True)
+    a = ap.parse_args(argv)
+    out = {**run_info(argv and [sys.argv[0], *argv]), "stage": a.stage,
+           "runs": {Path(r).name: curve(Path(r), a.stage) for r in a.run}}
+    atomic_write_json(a.json, out)
+    for name, c in out["runs"].items():
+        print(name, c["valid"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
