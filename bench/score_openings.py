@@ -1,9 +1,11 @@
-"""Does the score tier write music from its first bar?  Note density of sampled scores against real ones.
+"""Does the score tier write music from its first bar, and does it come back to it?  Against real scores.
 
 For every genre of a run's score tier and unconditionally: ``--pieces`` scores of ``--seconds`` (asked that
 length, the run's score sampling settings, seeds 0..N-1), and the real scores of the training split and of
 the held-out splits: onsets per second, the share of scores with no onset in their first 4 s, the share
-with none at all (``pipeline.evaluation.score_metrics.note_density``).  A silent score renders as silence.
+with none at all (``pipeline.evaluation.score_metrics.note_density``; a silent score renders as silence), and
+form as repetition: how much each 2 s segment restates an earlier one (``chroma_repetition``), beside the
+real scores of the genre over the same span.
 
     python bench/score_openings.py --data demo_final/data --run demo_final/run --json docs/results/score_openings.json
 """
@@ -15,13 +17,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from pipeline.corpus.dataset import load_manifest  # noqa: E402
-from pipeline.evaluation.score_metrics import note_density  # noqa: E402
+from pipeline.corpus.score_events import events_to_roll  # noqa: E402
+from pipeline.evaluation.score_metrics import chroma_repetition, note_density  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.run import SCORE_KEY, read_config, stage_dir  # noqa: E402
 from pipeline.training.score_tier import (  # noqa: E402
@@ -31,6 +35,17 @@ from pipeline.training.score_tier import (  # noqa: E402
     sample_events,
     split_pieces,
 )
+
+
+def measures(pieces: list, span: float, fps: int) -> dict | None:
+    """``note_density`` of the pieces' first ``span`` s, and the median of their ``chroma_repetition`` there."""
+    d = note_density(pieces, span=span)
+    if d is None:
+        return None
+    reps = [r for r in (chroma_repetition(events_to_roll(e, fps, max_frames=int(span * fps)), fps) for e in pieces)
+            if r is not None]
+    return {**d, "repetition_median": round(float(np.median(reps)), 3) if reps else None,
+            "repetition_segment_seconds": 2.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         made = [sample_events(model, gi, a.seconds, seed, g.score_temperature, g.score_top_p,
                               min_seconds=g.score_min_seconds, length_seconds=told) for seed in range(a.pieces)]
         every += made
-        rows[name] = {"tier": note_density(made, span=a.seconds)}
+        rows[name] = {"tier": measures(made, a.seconds, fps)}
         if gi < len(genres):
-            rows[name]["real training"] = note_density([e for k, e in train if k == gi], span=a.seconds)
-            rows[name]["real held-out"] = note_density([p.events for p in heldout if p.genre == name], span=a.seconds)
-    rows["all"] = {"tier": note_density(every, span=a.seconds),
-                   "real training": note_density([e for _, e in train], span=a.seconds),
-                   "real held-out": note_density([p.events for p in heldout], span=a.seconds)}
+            rows[name]["real training"] = measures([e for k, e in train if k == gi], a.seconds, fps)
+            rows[name]["real held-out"] = measures([p.events for p in heldout if p.genre == name], a.seconds, fps)
+    rows["all"] = {"tier": measures(every, a.seconds, fps),
+                   "real training": measures([e for _, e in train], a.seconds, fps),
+                   "real held-out": measures([p.events for p in heldout], a.seconds, fps)}
     out = {**run_info(argv and [sys.argv[0], *argv]), "machine": machine_info(), "run_steps": desc["extra"].get("step"),
            "sampling": {"temperature": g.score_temperature, "top_p": g.score_top_p, "min_seconds": g.score_min_seconds,
                         "seconds": a.seconds, "asked_length": told},

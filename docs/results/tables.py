@@ -516,8 +516,8 @@ def _lengths(ln: dict) -> str:
 
 def score_openings_table() -> str:
     """Note density of sampled scores against real ones (bench/score_openings.py), demo and recordings."""
-    lines = ["| corpus | genre | scores | pieces | onsets per second (median) | no onset in the first 4 s | silent |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| corpus | genre | scores | pieces | onsets per second (median) | no onset in the first 4 s | silent "
+             "| repetition (2 s chroma, median) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
     for corpus, path in (("demo", HERE / "score_openings.json"),
                          ("recordings", HERE / "recordings" / "score_openings.json")):
@@ -530,7 +530,7 @@ def score_openings_table() -> str:
                 if d:
                     lines.append(f"| {corpus} | {genre} | {name} | {d['pieces']} | "
                                  f"{d['onsets_per_second_median']:.2f} | {d['quiet_opening_share']:.0%} | "
-                                 f"{d['silent_share']:.0%} |")
+                                 f"{d['silent_share']:.0%} | {_f(d.get('repetition_median'), '.2f')} |")
         notes.append(f"{corpus}: score tier at step {r['run_steps']}, {r['sampling']['seconds']:g} s scores asked "
                      f"that length; commit `{r['commit'][:10]}`, `{r['command']}`.")
         before = path.with_name("score_openings_before.json")
@@ -541,7 +541,7 @@ def score_openings_table() -> str:
                 if d:
                     lines.append(f"| {corpus} | {genre} | tier before | {d['pieces']} | "
                                  f"{d['onsets_per_second_median']:.2f} | {d['quiet_opening_share']:.0%} | "
-                                 f"{d['silent_share']:.0%} |")
+                                 f"{d['silent_share']:.0%} | {_f(d.get('repetition_median'), '.2f')} |")
             notes.append(f"{corpus}, tier before: step {b['run_steps']}, commit `{b['commit'][:10]}`, `{b['command']}` "
                          f"(the previous tier's files, as committed results at `31fdc28` used them).")
     return "\n".join(lines + [""] + notes)

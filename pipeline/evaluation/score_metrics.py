@@ -206,3 +206,23 @@ def note_density(pieces: Sequence[Sequence[int]], opening: float = 4.0, span: fl
     return {"pieces": len(pieces), "onsets_per_second_median": round(float(np.median(rates)), 3),
             "no_onset_in_first_seconds": opening, "quiet_opening_share": round(quiet_openings / len(pieces), 3),
             "silent_share": round(silent / len(pieces), 3)}
+
+
+def chroma_repetition(roll: np.ndarray, fps: int, segment_seconds: float = 2.0) -> float | None:
+    """Form as repetition: the roll (2, 128, F) cut into ``segment_seconds`` segments, each a pitch-class
+    profile of its sounding frames; for every segment from the third on, its best cosine similarity with
+    any segment at least two before it (material that comes back, not the chord still ringing), averaged.
+    1: every segment restates an earlier one; near 0: nothing returns.  None under three sounding segments."""
+    hop = max(1, int(round(segment_seconds * fps)))
+    sounding = np.asarray(roll)[0] > 0  # (128, F)
+    n = sounding.shape[1] // hop
+    if n < 3:
+        return None
+    per_pitch = sounding[:, : n * hop].reshape(128, n, hop).sum(2).astype(np.float64)  # (128, S)
+    chroma = np.stack([per_pitch[pc::12].sum(0) for pc in range(12)], 1)  # (S, 12)
+    norm = np.linalg.norm(chroma, axis=1)
+    ok = norm > 0
+    unit = np.where(ok[:, None], chroma / np.maximum(norm, 1e-12)[:, None], 0.0)
+    sim = unit @ unit.T  # (S, S) cosine
+    best = [sim[i, : i - 1][ok[: i - 1]].max() for i in range(2, n) if ok[i] and ok[: i - 1].any()]
+    return float(np.mean(best)) if best else None

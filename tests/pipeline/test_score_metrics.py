@@ -109,3 +109,18 @@ def test_note_density_counts_onsets_and_finds_silent_openings():
     assert d["quiet_opening_share"] == pytest.approx(2 / 3, abs=1e-3)  # `late` and `silent` open without a note
     assert d["onsets_per_second_median"] == pytest.approx(20 / 15, abs=1e-3)  # busy 2/s, late 20/15 s, silent 0
     assert note_density([]) is None
+
+
+def test_chroma_repetition_finds_material_that_returns():
+    from pipeline.evaluation.score_metrics import chroma_repetition
+
+    def roll_of(chords: list[tuple[int, ...]], seconds: float = 2.0) -> np.ndarray:
+        notes = [Note(p, i * seconds, (i + 1) * seconds, 80, 0, 0, False) for i, c in enumerate(chords) for p in c]
+        return piano_roll(notes, fps=FPS)
+
+    c, f, g, a = (60, 64, 67), (65, 69, 72), (67, 71, 74), (69, 73, 76)
+    rondo = roll_of([c, f, c, g, c, f, c, g])  # each restates one 2+ back, but the first g
+    walk = roll_of([(60 + i,) for i in range(8)])  # a chromatic walk up: no pitch class returns
+    assert chroma_repetition(rondo, FPS) == pytest.approx((5 + 1 / 3) / 6)  # g shares one pitch class (G) with c
+    assert chroma_repetition(walk, FPS) == pytest.approx(0.0)
+    assert chroma_repetition(roll_of([c, a]), FPS) is None  # under three segments
