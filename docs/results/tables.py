@@ -525,26 +525,24 @@ def score_openings_table() -> str:
             notes.append(absent(path))
             continue
         r = json.loads(path.read_text())
-        for genre, rows in r["genres"].items():
-            for name, d in rows.items():
-                if d:
-                    lines.append(f"| {corpus} | {genre} | {name} | {d['pieces']} | "
-                                 f"{d['onsets_per_second_median']:.2f} | {d['quiet_opening_share']:.0%} | "
-                                 f"{d['silent_share']:.0%} | {_f(d.get('repetition_median'), '.2f')} |")
+        lines += [_density_row(corpus, genre, name, d) for genre, rows in r["genres"].items()
+                  for name, d in rows.items() if d]
         notes.append(f"{corpus}: score tier at step {r['run_steps']}, {r['sampling']['seconds']:g} s scores asked "
                      f"that length; commit `{r['commit'][:10]}`, `{r['command']}`.")
         before = path.with_name("score_openings_before.json")
         if before.is_file():  # the same script on the previous tier's files (windows drawn uniformly)
             b = json.loads(before.read_text())
-            for genre, rows in b["genres"].items():
-                d = rows.get("tier")
-                if d:
-                    lines.append(f"| {corpus} | {genre} | tier before | {d['pieces']} | "
-                                 f"{d['onsets_per_second_median']:.2f} | {d['quiet_opening_share']:.0%} | "
-                                 f"{d['silent_share']:.0%} | {_f(d.get('repetition_median'), '.2f')} |")
+            lines += [_density_row(corpus, genre, "tier before", rows["tier"]) for genre, rows in b["genres"].items()
+                      if rows.get("tier")]
             notes.append(f"{corpus}, tier before: step {b['run_steps']}, commit `{b['commit'][:10]}`, `{b['command']}` "
                          f"(the previous tier's files, as committed results at `31fdc28` used them).")
     return "\n".join(lines + [""] + notes)
+
+
+def _density_row(corpus: str, genre: str, name: str, d: dict) -> str:
+    """One row of the score openings table from a ``note_density`` + repetition dict."""
+    return (f"| {corpus} | {genre} | {name} | {d['pieces']} | {d['onsets_per_second_median']:.2f} | "
+            f"{d['quiet_opening_share']:.0%} | {d['silent_share']:.0%} | {_f(d.get('repetition_median'), '.2f')} |")
 
 
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,

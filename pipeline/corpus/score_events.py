@@ -334,6 +334,12 @@ def held_before(events: Sequence[int]) -> np.ndarray:
     return np.concatenate([np.zeros((1, N_PITCHES), bool), after])
 
 
+def event_clock(events: Sequence[int]) -> np.ndarray:
+    """(N + 1,) int64: the time steps of ``events[:i]`` at row i (the clock before each event, then after the
+    last)."""
+    return np.concatenate([[0], np.cumsum(token_steps(events))]).astype(np.int64)
+
+
 def events_steps(events: Sequence[int]) -> int:
     """Time steps of music the events span (their time shifts up to END)."""
     steps = 0

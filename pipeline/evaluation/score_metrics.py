@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from models.roll import ROLL_SHAPE
-from pipeline.corpus.score_events import STEPS_PER_SECOND, events_seconds, is_note_on, token_steps
+from pipeline.corpus.score_events import STEPS_PER_SECOND, event_clock, events_seconds, is_note_on
 from pipeline.training.score_model import STEP, chords
 
 SEGMENT_SECONDS = 4.0  # pitch range is measured per segment of this length
@@ -197,7 +197,7 @@ def note_density(pieces: Sequence[Sequence[int]], opening: float = 4.0, span: fl
         return None
     rates, quiet_openings, silent = [], 0, 0
     for ev in pieces:
-        steps = np.concatenate([[0], np.cumsum(token_steps(ev))])[:-1] / STEPS_PER_SECOND  # time of each event
+        steps = event_clock(ev)[:-1] / STEPS_PER_SECOND  # time of each event
         onsets = np.array([t for t, tok in zip(steps, ev) if is_note_on(int(tok))])
         length = max(min(events_seconds(ev), span), 1e-9)
         rates.append(float(np.sum(onsets < span)) / length)

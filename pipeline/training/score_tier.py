@@ -43,12 +43,12 @@ from pipeline.corpus.score_events import (
     SHIFT_BASE,
     STEPS_PER_SECOND,
     VOCAB_SIZE,
+    event_clock,
     events_seconds,
     held_before,
     roll_to_events,
     stretch_window,
     token_seconds,
-    token_steps,
     transpose,
 )
 from pipeline.errors import DatasetError, RunError
@@ -175,7 +175,7 @@ class EventWindows(torch.utils.data.Dataset):
         self.genre_ids = [genres.index(p.genre) for p in pieces]
         sizes = np.array([len(p.events) for p in pieces], np.float64)
         self.cum = np.cumsum(sizes / sizes.sum())
-        self.steps = [np.concatenate([[0], np.cumsum(token_steps(p.events))]) for p in pieces]  # steps of events[:i]
+        self.steps = [event_clock(p.events) for p in pieces]  # steps of events[:i]
         self.held = [np.packbits(held_before(p.events), axis=1) for p in pieces]  # (N + 1, 16) uint8 per piece
         self.transpose, self.stretch = int(transpose), float(stretch)
         self.length_dropout = float(length_dropout)
