@@ -5,7 +5,9 @@ length, the run's score sampling settings, seeds 0..N-1), and the real scores of
 the held-out splits: onsets per second, the share of scores with no onset in their first 4 s, the share
 with none at all (``pipeline.evaluation.score_metrics.note_density``; a silent score renders as silence), and
 form as repetition: how much each 2 s segment restates an earlier one (``chroma_repetition``), beside the
-real scores of the genre over the same span.
+real scores of the genre over the same span.  And whether the genre is in the notes: a classifier fitted on
+clips of the real training scores, scored on the held-out scores and on the tier's (``genre_by_score``: no
+audio, so what the cascade's audio loses of it, the rendering lost).
 
     python bench/score_openings.py --data demo_final/data --run demo_final/run --json docs/results/score_openings.json
 """
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from pipeline.corpus.dataset import load_manifest  # noqa: E402
 from pipeline.corpus.score_events import events_to_roll  # noqa: E402
-from pipeline.evaluation.score_metrics import chroma_repetition, note_density  # noqa: E402
+from pipeline.evaluation.score_metrics import chroma_repetition, genre_by_score, note_density  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.run import SCORE_KEY, read_config, stage_dir  # noqa: E402
 from pipeline.training.score_tier import (  # noqa: E402
@@ -66,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     train = load_pieces(stage_dir(run, SCORE_KEY) / TRAIN_EVENTS)
     heldout = [p for s in ("valid", "test") for p in split_pieces(data, manifest, s, fps)]
     told = a.seconds if model.cfg.length_buckets else None
-    rows, every = {}, []
+    rows, every, labelled = {}, [], []
     for gi, name in enumerate([*genres, "unconditional"]):
         made = [sample_events(model, gi, a.seconds, seed, g.score_temperature, g.score_top_p,
                               min_seconds=g.score_min_seconds, length_seconds=told) for seed in range(a.pieces)]
         every += made
+        labelled += [(gi, e) for e in made] if gi < len(genres) else []
         rows[name] = {"tier": measures(made, a.seconds, fps)}
         if gi < len(genres):
             rows[name]["real training"] = measures([e for k, e in train if k == gi], a.seconds, fps)
@@ -78,14 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     rows["all"] = {"tier": measures(every, a.seconds, fps),
                    "real training": measures([e for _, e in train], a.seconds, fps),
                    "real held-out": measures([p.events for p in heldout], a.seconds, fps)}
+    by_score = (genre_by_score(train, [(genres.index(p.genre), p.events) for p in heldout if p.genre in genres],
+                               labelled, len(genres)) if len(genres) > 1 else None)
     out = {**run_info(argv and [sys.argv[0], *argv]), "machine": machine_info(), "run_steps": desc["extra"].get("step"),
            "sampling": {"temperature": g.score_temperature, "top_p": g.score_top_p, "min_seconds": g.score_min_seconds,
                         "seconds": a.seconds, "asked_length": told},
-           "tier_training": desc["extra"].get("training"), "genres": rows, "wall_seconds": round(time.time() - t0, 1)}
+           "tier_training": desc["extra"].get("training"), "genres": rows, "genre_by_score": by_score,
+           "wall_seconds": round(time.time() - t0, 1)}
     atomic_write_json(a.json, out)
     for name, r in rows.items():
         print(name, {k: (v or {}).get("onsets_per_second_median") for k, v in r.items()},
               "quiet openings:", (r["tier"] or {}).get("quiet_opening_share"))
+    if by_score:
+        print("genre by score: real held-out", by_score["real_heldout"], "tier", by_score["generated"],
+              "chance", by_score["chance"])
     return 0
 
 

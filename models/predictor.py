@@ -331,15 +331,31 @@ def _logistic_scale(lin, resid: np.ndarray) -> float:
     return max(float(np.mean(np.abs(resid))) / (2.0 * math.log(2.0)), 1e-4)
 
 
-def _fallback_fit(xm: np.ndarray, ym: np.ndarray, w: np.ndarray, p: int) -> tuple[np.ndarray, float]:
-    """Own-past-only taps on the same rows, the intercept fixed to the joint fit's: (taps, rmse)."""
+def _fallback_fit(xm: np.ndarray, ym: np.ndarray, w: np.ndarray, p: int, noise: float) -> tuple[np.ndarray, float]:
+    """Own-past-only taps on the same rows, the intercept fixed to the joint fit's, the past read through
+    ``noise`` as in ``_ridge_fit``: (taps, rmse)."""
     own = xm[:, 1:1 + p]
-    fallback, *_ = np.linalg.lstsq(own, ym - w[0], rcond=None)
+    fallback = _ridge_fit(own, ym - w[0], np.arange(p), noise)
     return fallback, float(np.sqrt(np.mean((own @ fallback + w[0] - ym) ** 2)))
 
 
+def _ridge_fit(xm: np.ndarray, ym: np.ndarray, noisy: np.ndarray, noise: float) -> np.ndarray:
+    """Least squares; with ``noise`` > 0, as if the columns ``noisy`` (the own past) carried white noise of
+    ``noise`` times the plain fit's rms residual (LPCNet's noise injection, in closed form: a ridge of
+    N * noise^2 * mse on those columns).  Sampling feeds a stage its own draws, which deviate from the
+    prediction by about the residual: taps fitted on clean audio can amplify that deviation many times
+    (the noise gain sqrt(1 + sum a_i^2)), and the adaptive scale then follows the amplified residuals."""
+    w, *_ = np.linalg.lstsq(xm, ym, rcond=None)
+    if noise <= 0:
+        return w
+    lam = len(ym) * noise**2 * float(np.mean((xm @ w - ym) ** 2))
+    gram = xm.T @ xm
+    gram[noisy, noisy] += lam
+    return np.linalg.lstsq(gram, xm.T @ ym, rcond=None)[0]  # lstsq: a rank-deficient fit stays solvable
+
+
 def lstsq_init(stage, x_list: Sequence[np.ndarray], below_list: Sequence[np.ndarray | None] | None = None,
-               max_rows: int = 200_000, seed: int = 0) -> dict:
+               max_rows: int = 200_000, seed: int = 0, input_noise: float = 0.0) -> dict:
     """Fit the stage's linear path by least squares and load it (``stage.set_linear_predictor``).
 
     x_list: int code arrays (tracks) of the stage's tier; below_list: the aligned tier-below codes
@@ -349,7 +365,8 @@ def lstsq_init(stage, x_list: Sequence[np.ndarray], below_list: Sequence[np.ndar
     bias is log(1 / (2 ln 2)) instead (s = s_adapt: mean |deviation| = the recent mean |residual|).
     A stage with below taps also gets its fallback taps: own past only, on the same rows, with the
     same intercept (the mu bias is shared).  Returns {"past", "below", "fallback", "bias", "scale",
-    "rows", "rmse", "fallback_rmse"} ("fallback", "fallback_rmse": None without below taps).
+    "rows", "rmse", "fallback_rmse", "noise_gain"} ("fallback", "fallback_rmse": None without below taps).
+    ``input_noise``: the own past read through noise of that share of the residual (``_ridge_fit``).
     """
     lin = getattr(stage, "linear", None)
     if lin is None:
@@ -360,13 +377,14 @@ def lstsq_init(stage, x_list: Sequence[np.ndarray], below_list: Sequence[np.ndar
     xs = [np.asarray(x, dtype=np.int64) for x in x_list]
     bs = list(below_list) if use_below else [None] * len(xs)
     xm, ym = _design_matrix(lin, table, xs, bs, use_below, max_rows, seed)
-    w, *_ = np.linalg.lstsq(xm, ym, rcond=None)
+    w = _ridge_fit(xm, ym, np.arange(1, 1 + p), input_noise)
     resid = xm @ w - ym
     scale = _logistic_scale(lin, resid)
-    fallback, fallback_rmse = _fallback_fit(xm, ym, w, p) if use_below else (None, None)
+    fallback, fallback_rmse = _fallback_fit(xm, ym, w, p, input_noise) if use_below else (None, None)
     below_w = w[1 + p:].reshape(f, lin.window) if use_below else None
     stage.set_linear_predictor(torch.tensor(w[1:1 + p]), None if below_w is None else torch.tensor(below_w),
                                bias=float(w[0]), scale=scale,
                                fallback=None if fallback is None else torch.tensor(fallback))
     return {"past": w[1:1 + p], "below": below_w, "fallback": fallback, "bias": float(w[0]), "scale": scale,
-            "rows": int(len(ym)), "rmse": float(np.sqrt(np.mean(resid**2))), "fallback_rmse": fallback_rmse}
+            "rows": int(len(ym)), "rmse": float(np.sqrt(np.mean(resid**2))), "fallback_rmse": fallback_rmse,
+            "noise_gain": float(np.sqrt(1.0 + np.sum(w[1:1 + p] ** 2)))}

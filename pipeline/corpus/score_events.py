@@ -38,7 +38,7 @@ import numpy as np
 
 from models.roll import ROLL_FPS, empty_roll
 from pipeline.corpus.dataset import load_manifest
-from pipeline.corpus.midi import piano_roll, read_midi
+from pipeline.corpus.midi import Note, piano_roll, read_midi
 from pipeline.errors import InputError, StrataError
 from pipeline.io import atomic_path, load_npy
 
@@ -223,6 +223,14 @@ def _events_to_notes(events: Sequence[int]) -> tuple[list[_Note], int]:
     if ended:  # the piece ends at END: a note struck there has no length
         return sorted((n._replace(off=min(n.off, now)) for n in notes if n.on < now), key=_order), now
     return sorted(notes, key=_order), max([now] + [n.off for n in notes])
+
+
+def events_to_notes(events: Sequence[int]) -> list[Note]:
+    """Events -> ``pipeline.corpus.midi.Note`` objects in seconds (velocity from the bin, program 0, channel 0),
+    ordered by onset then pitch: what a listener of the score hears, for measures written over notes."""
+    sec = 1.0 / STEPS_PER_SECOND
+    notes, _ = _events_to_notes(events)
+    return [Note(n.pitch, n.on * sec, n.off * sec, bin_velocity(n.bin), 0, 0, False) for n in notes]
 
 
 def _order(n: _Note) -> tuple[int, int]:

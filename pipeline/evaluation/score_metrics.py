@@ -22,12 +22,13 @@ intervals (log2 seconds between successive onset times).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 
 from models.roll import ROLL_SHAPE
-from pipeline.corpus.score_events import STEPS_PER_SECOND, event_clock, events_seconds, is_note_on
+from pipeline.corpus.score_events import STEPS_PER_SECOND, event_clock, events_seconds, events_to_notes, is_note_on
 from pipeline.training.score_model import STEP, chords
 
 SEGMENT_SECONDS = 4.0  # pitch range is measured per segment of this length
@@ -226,3 +227,45 @@ def chroma_repetition(roll: np.ndarray, fps: int, segment_seconds: float = 2.0) 
     sim = unit @ unit.T  # (S, S) cosine
     best = [sim[i, : i - 1][ok[: i - 1]].max() for i in range(2, n) if ok[i] and ok[: i - 1].any()]
     return float(np.mean(best)) if best else None
+
+
+def score_clip_features(events: Sequence[int], clip_seconds: float = 8.0, most: int = 8) -> list[np.ndarray]:
+    """``music_metrics.note_features`` of the notes of a score (events), cut into its first ``most``
+    whole clips of ``clip_seconds`` (notes by onset; a note ringing past its clip's end is cut there)."""
+    from pipeline.evaluation.music_metrics import note_features
+
+    notes = events_to_notes(events)
+    out = []
+    for k in range(min(most, int(events_seconds(events) // clip_seconds))):
+        a, b = k * clip_seconds, (k + 1) * clip_seconds
+        clip = [replace(n, start=n.start - a, end=min(n.end, b) - a) for n in notes if a <= n.start < b]
+        out.append(note_features(clip, clip_seconds))
+    return out
+
+
+def genre_by_score(train: Sequence[tuple[int, Sequence[int]]], heldout: Sequence[tuple[int, Sequence[int]]],
+                   generated: Sequence[tuple[int, Sequence[int]]], n_genres: int, clip_seconds: float = 8.0) -> dict:
+    """Is the genre in the notes themselves?  A classifier (``music_metrics.fit_genre_classifier``) fitted on
+    ``score_clip_features`` of the real training scores ((genre id, events) pairs); its accuracy on clips of
+    the real held-out scores and of the generated ones (labelled with the genre they were asked for).
+    No audio: what it misses in generated audio that it finds here, the rendering lost."""
+    from pipeline.evaluation.music_metrics import accuracy, fit_genre_classifier
+
+    def clips(pieces):
+        x, y = [], []
+        for g, ev in pieces:
+            for f in score_clip_features(ev, clip_seconds):
+                x.append(f)
+                y.append(int(g))
+        return (np.stack(x) if x else np.zeros((0, 1))), y
+
+    xt, yt = clips(train)
+    model = fit_genre_classifier(xt, yt)
+    xh, yh = clips(heldout)
+    xg, yg = clips(generated)
+    made = accuracy(model, xg, yg)
+    per_genre = {g: (float(np.mean([p == g for p, y in zip(made["per_clip"], yg) if y == g]))
+                     if g in yg else None) for g in range(n_genres)}
+    return {"chance": 1.0 / n_genres, "clip_seconds": clip_seconds, "train_clips": len(yt),
+            "real_heldout": accuracy(model, xh, yh)["accuracy"], "heldout_clips": len(yh),
+            "generated": made["accuracy"], "generated_clips": len(yg), "generated_per_genre": per_genre}

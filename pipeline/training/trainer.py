@@ -164,7 +164,8 @@ class StageTrainer:
         if not self.resume and getattr(model, "linear", None) is not None:
             fit = warm_start_linear(model, self.data_dir, self.manifest, cfg, k, seed_of(t.seed, k))
             self.note(f"stage {k}: linear path warm-started by least squares on {fit['rows']} rows "
-                      f"(rmse {fit['rmse']:.4f}, scale {fit['scale']:.4f})")
+                      f"(rmse {fit['rmse']:.4f}, scale {fit['scale']:.4f}, own-past noise gain "
+                      f"{fit['noise_gain']:.2f}, input noise {cfg.stages[k].linear_input_noise:g})")
         self.geo = crop_geometry(cfg, k, model)  # margin: below / roll past the crop
         self.end_code = model.end_code if getattr(model, "end_code", None) is not None else None
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
@@ -317,7 +318,8 @@ class StageTrainer:
     def export(self, bits: float) -> None:
         """The EMA weights into ``stages/<k>/`` (main process)."""
         extra = {"genres": list(self.manifest["genres"]), "rate": self.s.rate, "stage": self.k,
-                 "valid_bits": bits, "step": self.state.step}
+                 "valid_bits": bits, "step": self.state.step,
+                 "training": {"linear_input_noise": self.s.linear_input_noise}}
         export_stage(self.unwrapped, self.ema, self.run_dir, self.k, extra)
 
     def finish(self) -> dict:

@@ -444,6 +444,30 @@ def test_lstsq_init_recovers_ar2():
     assert np.abs(mean - pred).mean() < 0.01
 
 
+def test_lstsq_init_input_noise_trades_fit_for_noise_gain():
+    """Taps fitted as if their past carried noise amplify a noisy past less (the stage's own draws in
+    sampling), at some cost in fit; none leaves the plain least-squares taps."""
+    from pipeline.corpus.audio import mulaw_encode
+
+    rng = np.random.default_rng(3)
+    n = 20000
+    y = np.zeros(n)
+    e = rng.normal(0, 0.01, n)
+    for t in range(2, n):  # a sharp resonance: taps with a large noise gain
+        y[t] = 1.9 * y[t - 1] - 0.95 * y[t - 2] + e[t]
+    track = mulaw_encode(np.clip(y / (4 * np.abs(y).max()), -1, 1).astype(np.float32), 8).astype(np.int64)
+    fits = [lstsq_init(make_stage(index=0, classes=256, randomize=False, linear_order=8), [track], None,
+                       max_rows=15000, seed=0, input_noise=rho) for rho in (0.0, 1.0, 3.0)]
+    gains = [f["noise_gain"] for f in fits]
+    rmses = [f["rmse"] for f in fits]
+    assert gains[0] > 2.0 and gains[0] > gains[1] > gains[2] >= 1.0, gains
+    assert rmses[0] < rmses[1] < rmses[2], rmses
+    plain = make_stage(index=0, classes=256, randomize=False, linear_order=8)
+    np.testing.assert_allclose(lstsq_init(plain, [track], None, max_rows=15000, seed=0)["past"], fits[0]["past"],
+                               rtol=1e-9)
+    assert gains[0] == pytest.approx(math.sqrt(1 + np.sum(fits[0]["past"] ** 2)))
+
+
 def test_lstsq_init_recovers_below_interpolation():
     """x[t] = dec(below[t // f + shift_p]) per phase: the fit puts weight 1 on the right tap."""
     rng = np.random.default_rng(1)

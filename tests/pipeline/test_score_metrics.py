@@ -124,3 +124,41 @@ def test_chroma_repetition_finds_material_that_returns():
     assert chroma_repetition(rondo, FPS) == pytest.approx((5 + 1 / 3) / 6)  # g shares one pitch class (G) with c
     assert chroma_repetition(walk, FPS) == pytest.approx(0.0)
     assert chroma_repetition(roll_of([c, a]), FPS) is None  # under three segments
+
+
+def test_events_to_notes_reads_seconds_and_velocity():
+    from pipeline.corpus.score_events import END, bin_velocity, events_to_notes, note_off, note_on, time_shift, velocity
+
+    ev = [velocity(5), note_on(60), note_on(64), time_shift(50), note_off(60), time_shift(25), END]
+    notes = events_to_notes(ev)
+    assert [(n.pitch, n.start, n.end) for n in notes] == [(60, 0.0, 0.5), (64, 0.0, 0.75)]  # 64 released at END
+    assert all(n.velocity == bin_velocity(5) for n in notes)
+
+
+def test_genre_by_score_finds_the_genre_in_the_notes():
+    """Two made-up genres (slow low chords, fast high runs): a score of each is recognised as its genre,
+    and a generator that wrote the other genre's notes is not."""
+    from pipeline.corpus.score_events import END, note_off, note_on, time_shift
+    from pipeline.evaluation.score_metrics import genre_by_score, score_clip_features
+
+    def slow(seed: int) -> list[int]:
+        rng, ev = np.random.default_rng(seed), []
+        for _ in range(20):  # 20 chords of 1.2 s
+            ps = [int(p) for p in rng.choice(np.arange(40, 55), 3, replace=False)]
+            ev += [note_on(p) for p in ps] + [time_shift(100), time_shift(20)] + [note_off(p) for p in ps]
+        return ev + [END]
+
+    def fast(seed: int) -> list[int]:
+        rng, ev = np.random.default_rng(seed), []
+        for _ in range(200):  # 200 notes of 0.12 s
+            p = int(rng.integers(72, 90))
+            ev += [note_on(p), time_shift(12), note_off(p)]
+        return ev + [END]
+
+    assert len(score_clip_features(slow(0))) == 3  # 24 s: three whole 8 s clips
+    train = [(0, slow(s)) for s in range(6)] + [(1, fast(s)) for s in range(6)]
+    held = [(0, slow(10)), (1, fast(10))]
+    right = genre_by_score(train, held, [(0, slow(20)), (1, fast(20))], 2)
+    assert right["real_heldout"] == 1.0 and right["generated"] == 1.0 and right["chance"] == 0.5
+    swapped = genre_by_score(train, held, [(1, slow(20)), (0, fast(20))], 2)
+    assert swapped["generated"] == 0.0 and swapped["generated_per_genre"] == {0: 0.0, 1: 0.0}
