@@ -536,7 +536,24 @@ def score_openings_table() -> str:
                       if rows.get("tier")]
             notes.append(f"{corpus}, tier before: step {b['run_steps']}, commit `{b['commit'][:10]}`, `{b['command']}` "
                          f"(the previous tier's files, as committed results at `31fdc28` used them).")
-    return "\n".join(lines + [""] + notes)
+    return "\n".join(lines + [""] + _genre_by_score_lines() + notes)
+
+
+def _genre_by_score_lines() -> list[str]:
+    """Is the genre in the tier's notes?  ``genre_by_score`` of the score openings JSONs (no audio)."""
+    rows = []
+    for corpus, path in (("demo", HERE / "score_openings.json"),
+                         ("recordings", HERE / "recordings" / "score_openings.json")):
+        g = json.loads(path.read_text()).get("genre_by_score") if path.is_file() else None
+        if g:
+            rows.append(f"| {corpus} | {g['train_clips']} | {g['real_heldout']:.2f} ({g['heldout_clips']}) | "
+                        f"{g['generated']:.2f} ({g['generated_clips']}) | {g['chance']:.2f} |")
+    if not rows:
+        return []
+    return ["Genre recognised in the notes of the scores themselves, before any audio: a classifier fitted on 8 s "
+            "clips of the real training scores (`score_metrics.genre_by_score`):", "",
+            "| corpus | training clips | real held-out scores (clips) | the tier's scores (clips) | chance |",
+            "| --- | --- | --- | --- | --- |", *rows, ""]
 
 
 def _density_row(corpus: str, genre: str, name: str, d: dict) -> str:
