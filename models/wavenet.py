@@ -14,6 +14,7 @@ from models.config import StageArchConfig, stage_arch
 from models.context import ConditioningStack, HistoryStack
 from models.heads import make_head
 from models.layers import causal_pad, gated
+from models.mulaw import bits_of, mulaw_encode_torch
 from models.predictor import LOG_S_ADAPT_INIT, LOG_S_INIT, LinearPath
 from models.roll import ROLL_FPS
 from models.score import GATE_INIT as SCORE_GATE_INIT, RESIDUAL_GATE_INIT, ScoreTaps
@@ -232,6 +233,30 @@ class Stage(nn.Module):
     def shift(self, x: torch.Tensor) -> torch.Tensor:
         """Input at t is x[t-1]; the head's start value at t = 0."""
         return torch.cat([self.head.start_like(x), x[:, :-1]], dim=1)
+
+    @torch.no_grad()
+    def noisy_past(self, x: torch.Tensor, cond: Conditioning | None, share: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """x (B, T) codes -> the same codes read through white noise of std ``share`` * sqrt(pi / 2) * the
+        linear part's local mean |residual| (its adaptive-scale window before t; the crop's mean without an
+        adaptive scale), re-encoded; END codes kept.  What a stage reads when its past is its own draws,
+        which deviate from the prediction by about the residual: training on it (stage config
+        ``input_noise``, LPCNet's noise injection) teaches the stage not to amplify such a past.  A stage
+        without a linear path, or ``share`` 0: x unchanged."""
+        if self.linear is None or share <= 0:
+            return x
+        cond = Conditioning.of(cond)
+        lin = self.linear
+        v = lin.decode(x)  # (B, T)
+        mu = lin.predict(lin.decode(self.shift(x)), cond.below, lin.fallback_rows(cond.below, cond.drop_linear,
+                                                                                  x.shape[0]))
+        r_abs = (v - (mu + self.lin_out.bias[0])).abs()
+        level = lin.adapt_scale(r_abs) if lin.adaptive else r_abs.mean(1, keepdim=True).expand_as(r_abs)
+        noise = torch.randn(x.shape, generator=generator, dtype=v.dtype).to(v.device)
+        noisy = mulaw_encode_torch(v + noise * level * (share * math.sqrt(math.pi / 2)), bits_of(lin.classes))
+        if self.end_code is not None:
+            noisy = torch.where(x == self.end_code, x, noisy)
+        return noisy.to(x.dtype)
 
     # ------------------------------------------------------------------ teacher-forced pass
     @staticmethod

@@ -72,11 +72,12 @@ class StageConfig(StageArchConfig):
     below_dropout: float = 0.1
     roll_dropout: float = 0.3
     history_dropout: float = 0.1
-    # the linear path's least-squares start reads its own past as if through white noise of this share of
-    # the residual (a ridge; models/predictor.py ``_ridge_fit``): taps that do not amplify the stage's own
-    # sampled draws.  0: plain least squares (a fine stage's taps then amplify noise ~4.6x on the demo, and
-    # sampling can lock into broadband noise: docs/ARCHITECTURE.md, "the noise trap")
-    linear_input_noise: float = 0.0
+    # the stage learns to predict from a past read through white noise of this share of its local residual
+    # (what its own draws are in sampling): the linear path's least-squares start as a ridge
+    # (models/predictor.py ``_ridge_fit``), and the training input (``Stage.noisy_past``; LPCNet's noise
+    # injection).  0: clean (a fine stage's taps then amplify noise ~4.6x on the demo, and sampling can lock
+    # into broadband noise: docs/ARCHITECTURE.md, "the noise trap")
+    input_noise: float = 0.0
     # training crop and budget for this stage
     crop: int = 4000  # samples at this stage's rate (without left context)
     batch_size: int = 8
@@ -413,8 +414,8 @@ def validate(cfg: StrataConfig) -> None:
             raise ConfigError(str(e)) from None
         if s.crop <= 0 or s.batch_size <= 0:
             raise ConfigError(f"stages[{k}]: crop and batch_size must be positive")
-        if not 0 <= s.linear_input_noise <= 10:
-            raise ConfigError(f"stages[{k}]: linear_input_noise must be in [0, 10], got {s.linear_input_noise}")
+        if not 0 <= s.input_noise <= 10:
+            raise ConfigError(f"stages[{k}]: input_noise must be in [0, 10], got {s.input_noise}")
     if cfg.preprocess.transcription not in TRANSCRIPTION_METHODS:
         raise ConfigError(f"preprocess.transcription: {cfg.preprocess.transcription!r} not one of "
                           f"{', '.join(TRANSCRIPTION_METHODS)}")

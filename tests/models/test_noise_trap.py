@@ -1,7 +1,7 @@
 """The noise trap of the fine stages (issue 19 item 8, issue 21 "no run-away"): a stage whose own-past taps
 amplify noise (least squares on clean, resonant audio) feeds its adaptive scale the amplified residuals of
 its own draws, and over a silent tier below it keeps adding broadband noise, held only by the tier prior.
-Taps fitted with ``input_noise`` (``lstsq_init``; config ``linear_input_noise``) amplify less and stay
+Taps fitted with ``input_noise`` (``lstsq_init``; config ``input_noise``) amplify less and stay
 nearer the silence they were asked for.  A constructed stage 1: the linear path alone (flat network
 logits), fitted on a two-pole resonance, sampled as generation does (stage temperature 0.6, tier prior 0.1)."""
 
@@ -68,3 +68,27 @@ def test_noise_robust_taps_add_less_noise_over_silence(engine):
     # measured (x86, both engines alike): 0.039 (-28 dBFS) with the plain taps, 0.017 with the robust ones
     assert loud > 0.03, loud
     assert quiet < 0.6 * loud, (quiet, loud)
+
+
+def test_noisy_past_follows_the_local_residual_and_keeps_clean_rows():
+    """The training input of ``input_noise``: white noise of share * sqrt(pi/2) * the local mean |residual|,
+    so twice the share gives about twice the deviation, a quieter passage a smaller one, share 0 the codes
+    themselves, and the same generator the same draw."""
+    torch.set_num_threads(1)
+    st, _ = fitted_stage(0.0)
+    y = resonance(8000)
+    v = torch.as_tensor(mulaw_values(256))
+
+    def deviation(scale: float, share: float, seed: int = 0) -> float:
+        x = torch.as_tensor(codes(scale * y))[None]
+        cond = Conditioning(below=torch.as_tensor(codes(scale * y[::FACTOR]))[None])
+        noisy = st.noisy_past(x, cond, share, torch.Generator().manual_seed(seed))
+        assert noisy.shape == x.shape and noisy.dtype == x.dtype
+        return float((v[noisy[0]] - v[x[0]]).pow(2).mean().sqrt())
+
+    x = torch.as_tensor(codes(y))[None]
+    assert torch.equal(st.noisy_past(x, None, 0.0), x)
+    one, two = deviation(1.0, 0.5), deviation(1.0, 1.0)
+    assert 1.6 < two / one < 2.4, (one, two)  # mu-law quantization bends it a little
+    assert deviation(0.25, 1.0) < 0.5 * two  # a quieter passage: smaller residuals, smaller noise
+    assert deviation(1.0, 1.0, seed=3) == pytest.approx(deviation(1.0, 1.0, seed=3), rel=1e-6)

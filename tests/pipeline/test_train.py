@@ -97,6 +97,26 @@ def test_loss_decreases_and_run_layout(periodic, tmp_path):
     assert stage.rate == 2000 and stage.factor == 2
 
 
+def test_input_noise_trains_a_fine_stage_and_is_recorded(periodic, tmp_path):
+    """stages[1].input_noise: the least-squares start as a ridge (lower own-past noise gain than a clean start,
+    said in the log), the training input through noise; the stage still learns, and its model.json says how."""
+    gains = {}
+    for share in (0.0, 1.0):
+        cfg = tiny_train_config(max_steps=30, checkpoint_every=30, log_every=1)
+        cfg = dataclasses.replace(cfg, stages=[cfg.stages[0], dataclasses.replace(cfg.stages[1], input_noise=share)])
+        run = tmp_path / f"run{share}"
+        res = train_stage(periodic, run, cfg, 1, progress=False)
+        assert res["steps"] == 30
+        curve = losses(run, 1)
+        assert np.mean([curve[i] for i in (28, 29, 30)]) < np.mean([curve[i] for i in (1, 2, 3)]), curve
+        assert json.loads((run / "stages/1/model.json").read_text())["extra"]["training"] == {"input_noise": share}
+        from models import load_stage
+
+        a = load_stage(run / "stages/1").linear.past_weight.detach().double()
+        gains[share] = float((1 + (a**2).sum()).sqrt())
+    assert gains[1.0] < gains[0.0], gains
+
+
 def test_exact_resume(periodic, tmp_path):
     """2N steps in one go == N steps, then a new train_stage(resume=True) to 2N."""
     cfg = tiny_train_config(max_steps=12, eval_every=6, checkpoint_every=6, log_every=1)
