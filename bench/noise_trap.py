@@ -1,7 +1,7 @@
 """The fine stages' noise trap, run by run: how much the linear path amplifies its own sampled past, what
 that costs in held-out bits, and how much of the generated audio falls into broadband noise.
 
-For each ``--run`` (runs that differ in a fine stage, e.g. ``stages[1].input_noise``):
+For each ``--run`` (runs that differ in a fine stage, e.g. ``stages[1].linear_input_noise``):
 
 - per fine stage, the own-past taps' noise gain sqrt(1 + sum a_i^2) and the largest root of their
   recursion (read from the exported weights);
@@ -49,8 +49,8 @@ def tap_gains(run: Path) -> dict:
         roots = np.roots(np.concatenate([[1.0], -a]))
         out[folder.name] = {"noise_gain": round(float(np.sqrt(1.0 + np.sum(a**2))), 3),
                             "largest_root": round(float(np.abs(roots).max()), 4),
-                            "input_noise": json.loads((folder / "model.json").read_text()).get("extra", {})
-                            .get("training", {}).get("input_noise")}
+                            "training": json.loads((folder / "model.json").read_text()).get("extra", {})
+                            .get("training")}
     return out
 
 

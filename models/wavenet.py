@@ -241,7 +241,7 @@ class Stage(nn.Module):
         linear part's local mean |residual| (its adaptive-scale window before t; the crop's mean without an
         adaptive scale), re-encoded; END codes kept.  What a stage reads when its past is its own draws,
         which deviate from the prediction by about the residual: training on it (stage config
-        ``input_noise``, LPCNet's noise injection) teaches the stage not to amplify such a past.  A stage
+        ``train_input_noise``, LPCNet's noise injection) teaches the stage not to amplify such a past.  A stage
         without a linear path, or ``share`` 0: x unchanged."""
         if self.linear is None or share <= 0:
             return x

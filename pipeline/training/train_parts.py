@@ -283,12 +283,12 @@ def warm_start_linear(model, data_dir: Path, manifest: dict, cfg: StrataConfig, 
     """LPCNet-style start: fit the stage's linear-prediction path by least squares on the training
     split and zero the network's output logits, so training begins at the linear predictor's
     distribution and the network learns what linear prediction misses.  The stage's
-    ``input_noise`` makes the fit robust to its own sampled past (``lstsq_init``)."""
+    ``linear_input_noise`` makes the fit robust to its own sampled past (``lstsq_init``)."""
 
     rates = cfg.data.rates
     xs = split_tiers(data_dir, manifest, "train", rates[k])
     below = split_tiers(data_dir, manifest, "train", rates[k - 1]) if k > 0 else None
-    fit = lstsq_init(model, xs, below, max_rows=200_000, seed=seed, input_noise=cfg.stages[k].input_noise)
+    fit = lstsq_init(model, xs, below, max_rows=200_000, seed=seed, input_noise=cfg.stages[k].linear_input_noise)
     with torch.no_grad():  # network logits start at zero: the output is the linear path's distribution
         model.out2.weight.zero_()
         model.out2.bias.zero_()

@@ -165,7 +165,7 @@ class StageTrainer:
             fit = warm_start_linear(model, self.data_dir, self.manifest, cfg, k, seed_of(t.seed, k))
             self.note(f"stage {k}: linear path warm-started by least squares on {fit['rows']} rows "
                       f"(rmse {fit['rmse']:.4f}, scale {fit['scale']:.4f}, own-past noise gain "
-                      f"{fit['noise_gain']:.2f}, input noise {cfg.stages[k].input_noise:g})")
+                      f"{fit['noise_gain']:.2f}, input noise {cfg.stages[k].linear_input_noise:g})")
         self.geo = crop_geometry(cfg, k, model)  # margin: below / roll past the crop
         self.end_code = model.end_code if getattr(model, "end_code", None) is not None else None
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
@@ -253,8 +253,8 @@ class StageTrainer:
         weights = loss_weights(B, T, self.geo.context, self.geo.window, batch.get("end_mask")).to(acc.device)
         cond = model_inputs(batch, self.cfg, self.k, self.n_genres, gen, drop=True).to(acc.device)
         x = model_x(batch["x"].to(acc.device), self.unwrapped.head, self.cfg.data.mu_bits)  # (B, T)
-        # the input past through noise like the stage's own draws (stage config input_noise; the targets stay clean)
-        x_in = self.unwrapped.noisy_past(x, cond, self.s.input_noise, gen) if self.s.input_noise > 0 else x
+        # the input past through noise like the stage's own draws (train_input_noise; the targets stay clean)
+        x_in = self.unwrapped.noisy_past(x, cond, self.s.train_input_noise, gen) if self.s.train_input_noise > 0 else x
         out = self.model(x_in, cond)  # (B, C, T)
         bits = self.unwrapped.head.nll_bits(out, x)  # (B, T)
         return (bits * weights).sum() / weights.sum(), B * self.s.crop
@@ -321,7 +321,8 @@ class StageTrainer:
         """The EMA weights into ``stages/<k>/`` (main process)."""
         extra = {"genres": list(self.manifest["genres"]), "rate": self.s.rate, "stage": self.k,
                  "valid_bits": bits, "step": self.state.step,
-                 "training": {"input_noise": self.s.input_noise}}
+                 "training": {"linear_input_noise": self.s.linear_input_noise,
+                              "train_input_noise": self.s.train_input_noise}}
         export_stage(self.unwrapped, self.ema, self.run_dir, self.k, extra)
 
     def finish(self) -> dict:

@@ -138,7 +138,8 @@ def test_metadata_bad_files_are_one_line(tmp_path, content, expect):
     ("bogus: 1", "bogus"),
     ("data: [1, 2]", "data"),
     ("train: {seed: 1.5}", "train.seed"),
-    ("stages: [{}, {input_noise: -1}]", "input_noise"),
+    ("stages: [{}, {linear_input_noise: -1}]", "stages[1].linear_input_noise"),
+    ("stages: [{}, {train_input_noise: 11}]", "stages[1].train_input_noise"),
 ])
 def test_config_errors_name_the_key(tmp_path, yaml_text, key):
     path = tmp_path / "bad.yaml"

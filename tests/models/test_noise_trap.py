@@ -1,7 +1,7 @@
 """The noise trap of the fine stages (issue 19 item 8, issue 21 "no run-away"): a stage whose own-past taps
 amplify noise (least squares on clean, resonant audio) feeds its adaptive scale the amplified residuals of
 its own draws, and over a silent tier below it keeps adding broadband noise, held only by the tier prior.
-Taps fitted with ``input_noise`` (``lstsq_init``; config ``input_noise``) amplify less and stay
+Taps fitted with ``input_noise`` (``lstsq_init``; config ``linear_input_noise``) amplify less and stay
 nearer the silence they were asked for.  A constructed stage 1: the linear path alone (flat network
 logits), fitted on a two-pole resonance, sampled as generation does (stage temperature 0.6, tier prior 0.1)."""
 
@@ -71,7 +71,7 @@ def test_noise_robust_taps_add_less_noise_over_silence(engine):
 
 
 def test_noisy_past_follows_the_local_residual_and_keeps_clean_rows():
-    """The training input of ``input_noise``: white noise of share * sqrt(pi/2) * the local mean |residual|,
+    """The training input of ``train_input_noise``: white noise of share * sqrt(pi/2) * the local mean |residual|,
     so twice the share gives about twice the deviation, a quieter passage a smaller one, share 0 the codes
     themselves, and the same generator the same draw."""
     torch.set_num_threads(1)

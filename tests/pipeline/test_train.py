@@ -97,24 +97,28 @@ def test_loss_decreases_and_run_layout(periodic, tmp_path):
     assert stage.rate == 2000 and stage.factor == 2
 
 
-def test_input_noise_trains_a_fine_stage_and_is_recorded(periodic, tmp_path):
-    """stages[1].input_noise: the least-squares start as a ridge (lower own-past noise gain than a clean start,
-    said in the log), the training input through noise; the stage still learns, and its model.json says how."""
+@pytest.mark.parametrize("key", ["linear_input_noise", "train_input_noise"])
+def test_input_noise_trains_a_fine_stage_and_is_recorded(periodic, tmp_path, key):
+    """stages[1].linear_input_noise: the least-squares start as a ridge (a lower own-past noise gain than a clean
+    start); train_input_noise: the training input through noise.  The stage still learns either way, and its
+    model.json says how it was trained."""
     gains = {}
     for share in (0.0, 1.0):
         cfg = tiny_train_config(max_steps=30, checkpoint_every=30, log_every=1)
-        cfg = dataclasses.replace(cfg, stages=[cfg.stages[0], dataclasses.replace(cfg.stages[1], input_noise=share)])
+        cfg = dataclasses.replace(cfg, stages=[cfg.stages[0], dataclasses.replace(cfg.stages[1], **{key: share})])
         run = tmp_path / f"run{share}"
         res = train_stage(periodic, run, cfg, 1, progress=False)
         assert res["steps"] == 30
         curve = losses(run, 1)
         assert np.mean([curve[i] for i in (28, 29, 30)]) < np.mean([curve[i] for i in (1, 2, 3)]), curve
-        assert json.loads((run / "stages/1/model.json").read_text())["extra"]["training"] == {"input_noise": share}
+        training = json.loads((run / "stages/1/model.json").read_text())["extra"]["training"]
+        assert training == {"linear_input_noise": 0.0, "train_input_noise": 0.0, key: share}
         from models import load_stage
 
         a = load_stage(run / "stages/1").linear.past_weight.detach().double()
         gains[share] = float((1 + (a**2).sum()).sqrt())
-    assert gains[1.0] < gains[0.0], gains
+    if key == "linear_input_noise":
+        assert gains[1.0] < gains[0.0], gains
 
 
 def test_exact_resume(periodic, tmp_path):
