@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--run", action="append", required=True, help="a run folder (repeat to compare)")
     ap.add_argument("--json", required=True)
-    ap.add_argument("--work", default=None, help="where the pieces go (default: <json>.pieces/)")
+    ap.add_argument("--work", default=None, help="where the pieces go: WORK/<run name>/ (default: <run>/noise_trap_pieces/)")
     ap.add_argument("--per-genre", type=int, default=1)
     ap.add_argument("--max-seconds", type=float, default=15.0, help="of each test track, for the held-out bits")
     a = ap.parse_args(argv)
@@ -127,11 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     t0 = time.time()
     data = Path(a.data)
-    work = Path(a.work) if a.work else Path(a.json).with_suffix(".pieces")
     runs = {}
     for r in a.run:
         run = Path(r)
-        rows = pieces(data, run, work / run.name, a.per_genre)
+        rows = pieces(data, run, Path(a.work) / run.name if a.work else run / "noise_trap_pieces", a.per_genre)
         runs[run.name] = {"run": r, "taps": tap_gains(run), "held_out": held_out_bits(data, run, a.max_seconds),
                           "pieces": rows, "summary": summary(rows)}
         print(run.name, runs[run.name]["taps"], runs[run.name]["held_out"], runs[run.name]["summary"], flush=True)
