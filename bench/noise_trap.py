@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--run", action="append", required=True, help="a run folder (repeat to compare)")
     ap.add_argument("--json", required=True)
-    ap.add_argument("--work", default=None, help="where the pieces go: WORK/<run name>/ (default: <run>/noise_trap_pieces/)")
+    ap.add_argument("--work", default=None,
+                    help="the pieces go to WORK/<run name>/ (default: <run>/noise_trap_pieces/)")
     ap.add_argument("--per-genre", type=int, default=1)
     ap.add_argument("--max-seconds", type=float, default=15.0, help="of each test track, for the held-out bits")
     a = ap.parse_args(argv)
@@ -127,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     t0 = time.time()
     data = Path(a.data)
+    from pipeline.run import read_config
+
+    for r in a.run:  # every run's config before any work: one bad folder must not cost the others' hours
+        read_config(Path(r))
     runs = {}
     for r in a.run:
         run = Path(r)

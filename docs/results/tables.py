@@ -562,7 +562,39 @@ def _density_row(corpus: str, genre: str, name: str, d: dict) -> str:
             f"{d['quiet_opening_share']:.0%} | {d['silent_share']:.0%} | {_f(d.get('repetition_median'), '.2f')} |")
 
 
+def noise_trap_table() -> str:
+    """Stage 1's noise trap run by run (bench/noise_trap.py), demo and recordings."""
+    lines = ["| corpus | run | stage 1 trained with | own-past noise gain | stage 1 bits (below linear) | pieces "
+             "| noisy 1 s windows, MIDI / genre | pieces with every tier SNR >= 20 dB | 1-2 / 2-4 / 4-8 kHz (dB re 0-1 kHz, "
+             "MIDI pieces) | note F1 (MIDI pieces) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes = []
+    for corpus, path in (("demo", HERE / "noise_trap.json"), ("recordings", HERE / "recordings" / "noise_trap.json")):
+        if not path.is_file():
+            notes.append(absent(path))
+            continue
+        r = json.loads(path.read_text())
+        for name, run in r["runs"].items():
+            tr = run["taps"]["1"].get("training") or {}
+            how = ", ".join(f"{k} {v}" for k, v in tr.items() if k != "exported" and v) or "clean"
+            if tr.get("exported"):
+                how += f" ({tr['exported']})"
+            s1 = run["held_out"]["1"]
+            m, g = run["summary"]["midi"], run["summary"]["genre"]
+            both = [x for x in (m, g) if x]
+            bands = " / ".join(_f(v, ".1f") for v in m["bands_db_median"].values()) if m else "-"
+            lines.append(f"| {corpus} | {name} | {how} | {run['taps']['1']['noise_gain']:.2f} | "
+                         f"{s1['bits_per_sample']:.3f} ({s1['below_linear']:+.3f}) | {sum(x['pieces'] for x in both)} | "
+                         f"{_f(m and m['noisy_share_mean'], '.0%')} / {_f(g and g['noisy_share_mean'], '.0%')} | "
+                         f"{sum(x['pieces_all_tiers_snr_20db'] for x in both)} | {bands} | "
+                         f"{_f(m and m['note_f1_mean'], '.2f')} |")
+        notes.append(f"{corpus}: commit `{r['commit'][:10]}`, `{r['command']}`; held-out bits on the test split's first "
+                     f"{r['max_seconds']:g} s of each track, pieces of {r['seconds']:g} s.")
+    return "\n".join(lines + [""] + notes)
+
+
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
+            "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
             "quality": quality_table, "recordings": recordings_table, "generation": generation_table,
             "bench": bench_table, "faults": faults_table}
