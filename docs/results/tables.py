@@ -566,7 +566,7 @@ def noise_trap_table() -> str:
     """Stage 1's noise trap run by run (bench/noise_trap.py), demo and recordings."""
     lines = ["| corpus | run | stage 1 trained with | own-past noise gain | stage 1 bits (below linear) | pieces "
              "| noisy 1 s windows, MIDI / genre | pieces with every tier SNR >= 20 dB | 1-2 / 2-4 / 4-8 kHz (dB re 0-1 kHz, "
-             "MIDI pieces) | note F1 (MIDI pieces) |",
+             "median of the MIDI pieces, else of the genre pieces) | note F1 (MIDI pieces) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
     for corpus, path in (("demo", HERE / "noise_trap.json"), ("recordings", HERE / "recordings" / "noise_trap.json")):
@@ -582,7 +582,7 @@ def noise_trap_table() -> str:
             s1 = run["held_out"]["1"]
             m, g = run["summary"]["midi"], run["summary"]["genre"]
             both = [x for x in (m, g) if x]
-            bands = " / ".join(_f(v, ".1f") for v in m["bands_db_median"].values()) if m else "-"
+            bands = " / ".join(_f(v, ".1f") for v in (m or g)["bands_db_median"].values())
             lines.append(f"| {corpus} | {name} | {how} | {run['taps']['1']['noise_gain']:.2f} | "
                          f"{s1['bits_per_sample']:.3f} ({s1['below_linear']:+.3f}) | {sum(x['pieces'] for x in both)} | "
                          f"{_f(m and m['noisy_share_mean'], '.0%')} / {_f(g and g['noisy_share_mean'], '.0%')} | "
