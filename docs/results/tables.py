@@ -565,8 +565,9 @@ def _density_row(corpus: str, genre: str, name: str, d: dict) -> str:
 def noise_trap_table() -> str:
     """Stage 1's noise trap run by run (bench/noise_trap.py), demo and recordings."""
     lines = ["| corpus | run | stage 1 trained with | own-past noise gain | stage 1 bits (below linear) | pieces "
-             "| noisy 1 s windows, MIDI / genre | pieces with every tier SNR >= 20 dB | 1-2 / 2-4 / 4-8 kHz (dB re 0-1 kHz, "
-             "median of the MIDI pieces, else of the genre pieces) | note F1 (MIDI pieces) |",
+             "| noisy 1 s windows, MIDI / genre | pieces with every tier SNR >= 20 dB "
+             "| 1-2 / 2-4 / 4-8 kHz (dB re 0-1 kHz, median of the MIDI pieces, else of the genre pieces) "
+             "| note F1 (MIDI pieces) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
     for corpus, path in (("demo", HERE / "noise_trap.json"), ("recordings", HERE / "recordings" / "noise_trap.json")):
@@ -584,12 +585,13 @@ def noise_trap_table() -> str:
             both = [x for x in (m, g) if x]
             bands = " / ".join(_f(v, ".1f") for v in (m or g)["bands_db_median"].values())
             lines.append(f"| {corpus} | {name} | {how} | {run['taps']['1']['noise_gain']:.2f} | "
-                         f"{s1['bits_per_sample']:.3f} ({s1['below_linear']:+.3f}) | {sum(x['pieces'] for x in both)} | "
+                         f"{s1['bits_per_sample']:.3f} ({s1['below_linear']:+.3f}) | "
+                         f"{sum(x['pieces'] for x in both)} | "
                          f"{_f(m and m['noisy_share_mean'], '.0%')} / {_f(g and g['noisy_share_mean'], '.0%')} | "
                          f"{sum(x['pieces_all_tiers_snr_20db'] for x in both)} | {bands} | "
                          f"{_f(m and m['note_f1_mean'], '.2f')} |")
-        notes.append(f"{corpus}: commit `{r['commit'][:10]}`, `{r['command']}`; held-out bits on the test split's first "
-                     f"{r['max_seconds']:g} s of each track, pieces of {r['seconds']:g} s.")
+        notes.append(f"{corpus}: commit `{r['commit'][:10]}`, `{r['command']}`; held-out bits on the test split's "
+                     f"first {r['max_seconds']:g} s of each track, pieces of {r['seconds']:g} s.")
     return "\n".join(lines + [""] + notes)
 
 
