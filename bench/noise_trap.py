@@ -37,6 +37,7 @@ SECONDS = 8.0
 def tap_gains(run: Path) -> dict:
     """Per stage with a linear path: the own-past noise gain and the largest root of the recursion."""
     from models.checkpoint import load_stage
+    from models.predictor import noise_gain
 
     out = {}
     for folder in sorted((run / "stages").iterdir()):
@@ -47,7 +48,7 @@ def tap_gains(run: Path) -> dict:
             continue
         a = st.linear.past_weight.detach().double().numpy()
         roots = np.roots(np.concatenate([[1.0], -a]))
-        out[folder.name] = {"noise_gain": round(float(np.sqrt(1.0 + np.sum(a**2))), 3),
+        out[folder.name] = {"noise_gain": round(noise_gain(a), 3),
                             "largest_root": round(float(np.abs(roots).max()), 4),
                             "training": json.loads((folder / "model.json").read_text()).get("extra", {})
                             .get("training")}

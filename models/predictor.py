@@ -339,6 +339,13 @@ def _fallback_fit(xm: np.ndarray, ym: np.ndarray, w: np.ndarray, p: int, noise: 
     return fallback, float(np.sqrt(np.mean((own @ fallback + w[0] - ym) ** 2)))
 
 
+def noise_gain(past: np.ndarray) -> float:
+    """sqrt(1 + sum a_i^2) of own-past taps a: how much a prediction from a past carrying white noise amplifies
+    it (the residual's std over the noise's, for a past of pure noise)."""
+    a = np.asarray(past, np.float64)
+    return float(np.sqrt(1.0 + np.sum(a**2)))
+
+
 def _ridge_fit(xm: np.ndarray, ym: np.ndarray, noisy: np.ndarray, noise: float) -> np.ndarray:
     """Least squares; with ``noise`` > 0, as if the columns ``noisy`` (the own past) carried white noise of
     ``noise`` times the plain fit's rms residual (LPCNet's noise injection, in closed form: a ridge of
@@ -387,4 +394,4 @@ def lstsq_init(stage, x_list: Sequence[np.ndarray], below_list: Sequence[np.ndar
                                fallback=None if fallback is None else torch.tensor(fallback))
     return {"past": w[1:1 + p], "below": below_w, "fallback": fallback, "bias": float(w[0]), "scale": scale,
             "rows": int(len(ym)), "rmse": float(np.sqrt(np.mean(resid**2))), "fallback_rmse": fallback_rmse,
-            "noise_gain": float(np.sqrt(1.0 + np.sum(w[1:1 + p] ** 2)))}
+            "noise_gain": noise_gain(w[1:1 + p])}

@@ -518,7 +518,7 @@ def score_openings_table() -> str:
     """Note density of sampled scores against real ones (bench/score_openings.py), demo and recordings."""
     lines = ["| corpus | genre | scores | pieces | onsets per second (median) | no onset in the first 4 s | silent "
              "| repetition (2 s chroma, median) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    notes = []
+    notes, by_score = [], []
     for corpus, path in (("demo", HERE / "score_openings.json"),
                          ("recordings", HERE / "recordings" / "score_openings.json")):
         if not path.is_file():
@@ -527,6 +527,10 @@ def score_openings_table() -> str:
         r = json.loads(path.read_text())
         lines += [_density_row(corpus, genre, name, d) for genre, rows in r["genres"].items()
                   for name, d in rows.items() if d]
+        g = r.get("genre_by_score")
+        if g:
+            by_score.append(f"| {corpus} | {g['train_clips']} | {g['real_heldout']:.2f} ({g['heldout_clips']}) | "
+                            f"{g['generated']:.2f} ({g['generated_clips']}) | {g['chance']:.2f} |")
         notes.append(f"{corpus}: score tier at step {r['run_steps']}, {r['sampling']['seconds']:g} s scores asked "
                      f"that length; commit `{r['commit'][:10]}`, `{r['command']}`.")
         before = path.with_name("score_openings_before.json")
@@ -536,18 +540,11 @@ def score_openings_table() -> str:
                       if rows.get("tier")]
             notes.append(f"{corpus}, tier before: step {b['run_steps']}, commit `{b['commit'][:10]}`, `{b['command']}` "
                          f"(the previous tier's files, as committed results at `31fdc28` used them).")
-    return "\n".join(lines + [""] + _genre_by_score_lines() + notes)
+    return "\n".join(lines + [""] + _genre_by_score_lines(by_score) + notes)
 
 
-def _genre_by_score_lines() -> list[str]:
-    """Is the genre in the tier's notes?  ``genre_by_score`` of the score openings JSONs (no audio)."""
-    rows = []
-    for corpus, path in (("demo", HERE / "score_openings.json"),
-                         ("recordings", HERE / "recordings" / "score_openings.json")):
-        g = json.loads(path.read_text()).get("genre_by_score") if path.is_file() else None
-        if g:
-            rows.append(f"| {corpus} | {g['train_clips']} | {g['real_heldout']:.2f} ({g['heldout_clips']}) | "
-                        f"{g['generated']:.2f} ({g['generated_clips']}) | {g['chance']:.2f} |")
+def _genre_by_score_lines(rows: list[str]) -> list[str]:
+    """Is the genre in the tier's notes?  The ``genre_by_score`` rows of the score openings JSONs (no audio)."""
     if not rows:
         return []
     return ["Genre recognised in the notes of the scores themselves, before any audio: a classifier fitted on 8 s "

@@ -254,7 +254,7 @@ class StageTrainer:
         cond = model_inputs(batch, self.cfg, self.k, self.n_genres, gen, drop=True).to(acc.device)
         x = model_x(batch["x"].to(acc.device), self.unwrapped.head, self.cfg.data.mu_bits)  # (B, T)
         # the input past through noise like the stage's own draws (train_input_noise; the targets stay clean)
-        x_in = self.unwrapped.noisy_past(x, cond, self.s.train_input_noise, gen) if self.s.train_input_noise > 0 else x
+        x_in = self.unwrapped.noisy_past(x, cond, self.s.train_input_noise, gen)  # x itself at 0
         out = self.model(x_in, cond)  # (B, C, T)
         bits = self.unwrapped.head.nll_bits(out, x)  # (B, T)
         return (bits * weights).sum() / weights.sum(), B * self.s.crop
