@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from models.quant import quantize_stage, stage_weights
 from models.wavenet import Stage
 
 FORMAT = "strata-stage"
@@ -110,6 +111,7 @@ def save_stage(stage: Stage, folder: str | Path, extra: dict[str, Any] | None = 
         "receptive_field": stage.receptive_field,
         "history_receptive_field": stage.history_receptive_field,
         "lookahead": stage.lookahead,
+        "weights": stage_weights(stage),  # float32 | bf16 | int8 (models/quant.py); absent in older files: float32
         "extra": extra,
     }
     save_state_dict(stage.state_dict(), folder / WEIGHTS, metadata={"format": FORMAT})
@@ -164,6 +166,10 @@ def load_stage(folder: str | Path, device: str = "cpu") -> Stage:
         stage.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{weights}: weights do not match model.json ({e})") from None
+    try:
+        quantize_stage(stage, meta.get("weights", "float32"))
+    except ValueError as e:
+        raise CheckpointError(f"{folder / META}: {e}") from None
     return stage.to(device).eval()
 
 

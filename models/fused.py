@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from models.conditioning import Conditioning
 from models.draw import Draw, prior_band, prior_values
 from models.predictor import ADAPT_FLOOR, UNIFORM_MIX
+from models.quant import from_bf16, quantize_int8, stage_weights, to_bf16
 
 FUSED_HEADS = ("categorical", "logistic_mixture")  # the heads whose input and sampling the kernel knows
 SUB_FLOATS = 1 << 21  # projected conditioning held per block: 8 MB of float32
@@ -75,8 +76,31 @@ def _pad_cols(a: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(np.pad(a, ((0, 0), (0, extra)))) if extra else a
 
 
-def pack(stage) -> dict[str, np.ndarray]:
-    """The stage's weights in the kernel's layout (``Stage.stream_layout``, as numpy)."""
+MATRICES = (("wtap", "s_tap"), ("wsr", "s_sr"), ("w1", "s1"), ("w2", "s2"))  # the per-sample (I, O) matrices
+
+
+def quantize_packed(w: dict, fmt: str, loops: bool = True) -> dict:
+    """The packed matrices (``MATRICES``) in format ``fmt`` (``models/quant.py``): int8 (..., I, O) with
+    per-channel float32 scales (..., O), or bf16 as uint16.  ``loops=False`` (rows from BLAS_ROWS up:
+    the kernel calls BLAS, which reads float32): the float32 values the format holds."""
+    out = dict(w)
+    for name, sname in MATRICES:
+        a = w[name]
+        out[sname] = np.ones(a.shape[:-2] + (1,), np.float32)  # placeholder: float32 and bf16 have no scales
+        if fmt == "int8":
+            q, scale = quantize_int8(a)
+            out[name], out[sname] = (q, scale) if loops else (q.astype(np.float32) * scale[..., None, :],
+                                                              out[sname])
+        elif fmt == "bf16":
+            h = to_bf16(a)
+            out[name] = h if loops else from_bf16(h)
+    out["weights"] = fmt
+    return out
+
+
+def pack(stage, loops: bool = True) -> dict[str, np.ndarray]:
+    """The stage's weights in the kernel's layout (``Stage.stream_layout``, as numpy), the per-sample
+    matrices in the stage's format (``models.quant.stage_weights``; see ``quantize_packed``)."""
     lay = stage.stream_layout()
     g, s = stage.gate_channels, stage.skip_channels
     n = stage.n_layers
@@ -92,7 +116,7 @@ def pack(stage) -> dict[str, np.ndarray]:
             wsr[i, :, s:], bres[i] = _f32(wr[:g]), _f32(wr[g])
     layer = stage.input_layer
     mixture = stage.head.kind == "logistic_mixture"  # input: a PCM value through Linear(1, R)
-    return {
+    w = {
         "emb": np.stack([_f32(layer.weight[:, 0]), _f32(layer.bias)]) if mixture else _f32(layer.weight),  # (V | 2, R)
         "mixtures": int(stage.head.mixtures) if mixture else 0,
         # (L, k*R, 2G): rows of the lag-0 tap, then lag d, .., d(k-1)
@@ -106,6 +130,7 @@ def pack(stage) -> dict[str, np.ndarray]:
         "w2": _pad_cols(_f32(lay["w_out2"]), 16), "b2": _pad_cols(_f32(lay["b_out2"])[None], 16)[0],
         "w_cond": lay.get("w_cond"), "w_hist": lay.get("w_hist"), "lin_bias": float(lay.get("lin_bias", 0.0)),
     }
+    return quantize_packed(w, stage_weights(stage), loops)
 
 
 class FusedStream:
@@ -123,7 +148,7 @@ class FusedStream:
         self.wait_below = wait_below  # a tier below still being written (a pipelined cascade)
         self.blas_rows = int(BLAS_ROWS if blas_rows is None else blas_rows)
         cond = cond if cond is not None else Conditioning()
-        self.w = pack(stage)
+        self.w = pack(stage, loops=self.rows < self.blas_rows)
         with torch.no_grad():
             self._setup(cond, chunk)
 
@@ -308,7 +333,8 @@ class FusedStream:
         w, st = self.w, self.stage
         ring = np.zeros((w["ring_slots"], self.rows, st.residual_channels), np.float32)
         return (w["emb"], w["wtap"], w["dil"], w["ring_off"], ring,  # then bias, conditioning (per block)
-                w["wsr"], w["bres"], w["bskip"], w["w1"], w["b1"], w["w2"], w["b2"])
+                w["wsr"], w["bres"], w["bskip"], w["w1"], w["b1"], w["w2"], w["b2"],
+                w["s_tap"], w["s_sr"], w["s1"], w["s2"])
 
     def _linear_state(self) -> tuple:
         """Kernel arguments of the linear path (placeholders without one)."""

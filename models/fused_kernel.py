@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from models.draw import GOLDEN, MIX1, MIX2, SALT  # the reference generator's constants
 
@@ -80,14 +81,95 @@ def _mm(x, w, out, blas_rows):
             i += 1
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _bf16(u):
+    """A bf16 weight (uint16, the float32's high half) -> float32."""
+    return np.uint32(np.uint32(u) << np.uint32(16)).view(np.float32)
+
+
 @njit(cache=True, fastmath=FASTMATH)
-def _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2, b2,
+def _mm_q8(x, w8, scale, out):
+    """out (rows, O) = scale (O,) * (x (rows, I) @ w8 (I, O) int8): float32 accumulation, the
+    channel's scale applied once at the end.  ``_mm``'s loops (int8 -> float32 in the inner loop:
+    it still vectorises, vpmovsxbd + vcvtdq2ps before each FMA)."""
+    rows, n_in = x.shape
+    n_out = w8.shape[1]
+    for b in range(rows):
+        ob, xb = out[b], x[b]
+        for o in range(n_out):
+            ob[o] = 0.0
+        i = 0
+        while i + 8 <= n_in:
+            x0, x1, x2, x3, x4, x5, x6, x7 = xb[i], xb[i + 1], xb[i + 2], xb[i + 3], xb[i + 4], xb[i + 5], \
+                xb[i + 6], xb[i + 7]
+            w0, w1, w2, w3, w4, w5, w6, w7 = w8[i], w8[i + 1], w8[i + 2], w8[i + 3], w8[i + 4], w8[i + 5], \
+                w8[i + 6], w8[i + 7]
+            for o in range(n_out):
+                ob[o] += ((x0 * np.float32(w0[o]) + x1 * np.float32(w1[o]))
+                          + (x2 * np.float32(w2[o]) + x3 * np.float32(w3[o]))) + \
+                    ((x4 * np.float32(w4[o]) + x5 * np.float32(w5[o]))
+                     + (x6 * np.float32(w6[o]) + x7 * np.float32(w7[o])))
+            i += 8
+        while i < n_in:
+            xi, wi = xb[i], w8[i]
+            for o in range(n_out):
+                ob[o] += xi * np.float32(wi[o])
+            i += 1
+        for o in range(n_out):
+            ob[o] *= scale[o]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _mm_bf16(x, wh, out):
+    """out (rows, O) = x (rows, I) @ wh (I, O) bf16 (uint16 high halves), float32 accumulation."""
+    rows, n_in = x.shape
+    n_out = wh.shape[1]
+    for b in range(rows):
+        ob, xb = out[b], x[b]
+        for o in range(n_out):
+            ob[o] = 0.0
+        i = 0
+        while i + 8 <= n_in:
+            x0, x1, x2, x3, x4, x5, x6, x7 = xb[i], xb[i + 1], xb[i + 2], xb[i + 3], xb[i + 4], xb[i + 5], \
+                xb[i + 6], xb[i + 7]
+            w0, w1, w2, w3, w4, w5, w6, w7 = wh[i], wh[i + 1], wh[i + 2], wh[i + 3], wh[i + 4], wh[i + 5], \
+                wh[i + 6], wh[i + 7]
+            for o in range(n_out):
+                ob[o] += ((x0 * _bf16(w0[o]) + x1 * _bf16(w1[o])) + (x2 * _bf16(w2[o]) + x3 * _bf16(w3[o]))) + \
+                    ((x4 * _bf16(w4[o]) + x5 * _bf16(w5[o])) + (x6 * _bf16(w6[o]) + x7 * _bf16(w7[o])))
+            i += 8
+        while i < n_in:
+            xi, wi = xb[i], wh[i]
+            for o in range(n_out):
+                ob[o] += xi * _bf16(wi[o])
+            i += 1
+
+
+def _mmw(x, w, scale, out, blas_rows):
+    """out = x @ w in w's format (float32: ``_mm``; int8: ``_mm_q8`` with the per-channel ``scale``;
+    uint16: ``_mm_bf16``), chosen when numba compiles the caller (a specialisation per format)."""
+    raise NotImplementedError("numba only (models.fused_kernel)")
+
+
+@overload(_mmw, jit_options={"fastmath": FASTMATH, "cache": True})
+def _mmw_typed(x, w, scale, out, blas_rows):
+    if w.dtype == types.int8:
+        return lambda x, w, scale, out, blas_rows: _mm_q8(x, w, scale, out)
+    if w.dtype == types.uint16:
+        return lambda x, w, scale, out, blas_rows: _mm_bf16(x, w, out)
+    return lambda x, w, scale, out, blas_rows: _mm(x, w, out, blas_rows)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2, b2, s_tap, s_sr, s1, s2w,
              h, xin, z, gate, sr, skip, s2, out, blas_rows):
     """The main stack for one step: the input embedding h (rows, R) -> out (rows, CO) (the linear
     path's rows not yet combined).  ``addend`` (rows, L*G2): conv bias + genre + history + conditioning.
 
     Per layer two matrix products: the dilated taps on [h(t) | h(t-d) | ..] (wtap (L, k*R, G2)),
     and skip and residual together on the gate (wsr (L, G, S + R); the last layer's residual part is 0).
+    The four matrices in float32, bf16 (uint16) or int8 with per-channel scales (s_tap (L, G2),
+    s_sr (L, S + R), s1 (S2,), s2w (CO,); unused placeholders otherwise): ``_mmw``.
     """
     rows, n_res = h.shape
     n_layers, kr, g2 = wtap.shape
@@ -114,13 +196,13 @@ def _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2,
             for b in range(rows):
                 for r in range(n_res):
                     ring[slot, b, r] = h[b, r]
-        _mm(xin, wtap[i], z, blas_rows)
+        _mmw(xin, wtap[i], s_tap[i], z, blas_rows)
         for b in range(rows):
             for o in range(g2):
                 z[b, o] += addend[b, i * g2 + o]
             for o in range(g):
                 gate[b, o] = _tanh(z[b, o]) * (np.float32(0.5) + np.float32(0.5) * _tanh(np.float32(0.5) * z[b, g + o]))
-        _mm(gate, wsr[i], sr, blas_rows)
+        _mmw(gate, wsr[i], s_sr[i], sr, blas_rows)
         for b in range(rows):
             for s in range(n_skip):
                 skip[b, s] += sr[b, s]
@@ -129,11 +211,11 @@ def _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2,
     for b in range(rows):
         for s in range(n_skip):
             skip[b, s] = max(skip[b, s], np.float32(0.0))
-    _mm(skip, w1, s2, blas_rows)
+    _mmw(skip, w1, s1, s2, blas_rows)
     for b in range(rows):
         for s in range(s2.shape[1]):
             s2[b, s] = max(s2[b, s] + b1[s], np.float32(0.0))
-    _mm(s2, w2, out, blas_rows)
+    _mmw(s2, w2, s2w, out, blas_rows)
     for b in range(rows):
         for o in range(out.shape[1]):
             out[b, o] += b2[o]
@@ -329,7 +411,7 @@ def _draw(lg, temperature, top_p, u, probs):
 def run_steps(t0, t1, t_resume, n_batch,
               # network
               emb, wtap, dil, ring_off, ring, bias, condp, cond_base, has_cond, wsr, bres, bskip,
-              w1, b1, w2, b2,
+              w1, b1, w2, b2, s_tap, s_sr, s1, s2w,
               # linear path
               has_lin, lin_taps, lin_ring, dec, lin_below, below_base, has_below, score_taps, score_on,
               score_base, has_score, score_resid, res_ring, res_prev,
@@ -374,7 +456,7 @@ def run_steps(t0, t1, t_resume, n_batch,
         lb = lin_below[t - below_base] if has_below else lin_below[0]
         st = score_taps[t - score_base] if has_score else score_taps[0]
         so = score_on[t - score_base] if has_score else score_on[0]
-        _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2, b2,
+        _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2, b2, s_tap, s_sr, s1, s2w,
                  h, xin, z, gate, sr, skip, s2, out, blas_rows)
         for b in range(rows):
             if has_lin:

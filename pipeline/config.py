@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from models.config import ConditioningConfig, HistoryConfig, ScoreConfig, StageArchConfig
+from models.quant import WEIGHT_FORMATS
 from models.roll import ROLL_FPS
 from pipeline.errors import StrataError
 from pipeline.io import atomic_write_text
@@ -81,6 +82,9 @@ class StageConfig(StageArchConfig):
     # LPCNet's noise injection; the targets stay clean).  Measured, not in the presets: 500 steps on the demo's
     # stage 1 cost 0.5 bits more on clean held-out audio than linear_input_noise alone (docs/ARCHITECTURE.md)
     train_input_noise: float = 0.0
+    # the per-sample matrices' format when the stage is loaded for sampling and evaluation (models/quant.py):
+    # float32 | bf16 | int8 (per-channel scales); post-training, so changing it needs no retraining
+    weights: str = "float32"
     # training crop and budget for this stage
     crop: int = 4000  # samples at this stage's rate (without left context)
     batch_size: int = 8
@@ -420,6 +424,8 @@ def validate(cfg: StrataConfig) -> None:
         for key in ("linear_input_noise", "train_input_noise"):
             if not 0 <= getattr(s, key) <= 10:
                 raise ConfigError(f"stages[{k}].{key} must be in [0, 10], got {getattr(s, key)}")
+        if s.weights not in WEIGHT_FORMATS:
+            raise ConfigError(f"stages[{k}].weights: {s.weights!r} not one of {' | '.join(WEIGHT_FORMATS)}")
     if cfg.preprocess.transcription not in TRANSCRIPTION_METHODS:
         raise ConfigError(f"preprocess.transcription: {cfg.preprocess.transcription!r} not one of "
                           f"{', '.join(TRANSCRIPTION_METHODS)}")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models import load_stage
+from models.quant import quantize_stage
 from pipeline.config import ConfigError, StrataConfig, config_to_dict, load_config, save_config
 from pipeline.errors import RunError, StrataError
 
@@ -229,7 +230,8 @@ def load_run(run_dir, partial: bool = False) -> LoadedRun:
     """Config + the exported stages of a run.
 
     ``partial=False`` (generation): every stage of the config must be exported.  ``partial=True``
-    (evaluation): the exported ones, at least one.
+    (evaluation): the exported ones, at least one.  A stage whose config says ``weights: bf16 | int8``
+    is quantized as it loads (``models.quant.quantize_stage``; model.json's own ``weights`` already is).
     """
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
@@ -240,6 +242,7 @@ def load_run(run_dir, partial: bool = False) -> LoadedRun:
                 continue
             raise _missing(run_dir, k, scfg.rate)
         stage, desc = _load_stage(stage_dir(run_dir, k))
+        quantize_stage(stage, scfg.weights)  # post-training: float32 keeps what model.json says
         stage_genres = _genres_of(desc)
         if genres is None:
             genres = stage_genres
