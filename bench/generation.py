@@ -8,14 +8,18 @@
    against this machine's single-precision matrix-multiply rate, measured in the same run with
    the engine's threads.  Also the fused cost when the receptive field doubles (cycle_length 11).
    Each row also gives the bytes of weights a batch-1 step reads per sample, beside this machine's cache
-   sizes: where they exceed L2, the step streams them from L3 for every sample (issue 22).
+   sizes: where they exceed L2, the step streams them from L3 for every sample (issue 22).  The fused
+   engine at batch 1 also runs with the per-sample matrices in bf16 and int8 (``--weights``;
+   models/quant.py, post-training: the same stage quantized), interleaved with the float32 rows so
+   that the ratios come from one run; their rows give the bytes of the format used.
 2. The tiny cascade (``configs/tiny.yaml``; untrained weights unless ``--run``) as ``strata generate``
    runs it (``pipeline.generation.generate.run_cascade``): a ``--seconds`` piece from a genre and a held chord,
    wall and CPU time per second of audio: the reference and the fused engine on one core
    (``STRATA_GENERATE_WORKERS=1``), the fused engine on all cores (the stages side by side), and
    ``--count 8`` (8 variations, in groups of streams on the cores) against one piece.
 
-    .venv/bin/python bench/generation.py --json bench/results/generation.json [--quick] [--run RUN]
+    .venv/bin/python bench/generation.py --json bench/results/generation.json [--quick] [--run RUN] \
+        [--weights float32 bf16 int8]
 
 Generation runs one torch thread (``STRATA_GENERATE_THREADS``); so does this benchmark unless
 ``--threads``.  Each rate is the median of ``--repeats`` runs, interleaved between engines.
@@ -24,6 +28,7 @@ Generation runs one torch thread (``STRATA_GENERATE_THREADS``); so does this ben
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -38,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from models import Conditioning, Stage, build_stage, save_stage, stage_arch  # noqa: E402  # noqa: E402
+from models.quant import QUANTIZED, WEIGHT_FORMATS, quantize_stage, stage_weights  # noqa: E402
 from models.sampling import sample_stage  # noqa: E402
 from pipeline.config import (
     load_config,  # noqa: E402
@@ -86,17 +92,31 @@ def matmul_rate(threads: int, n: int = 512, repeats: int = 5) -> float:
 PER_SAMPLE = ("convs", "res", "skip", "out1", "out2", "linear", "lin_out")
 
 
-def weight_bytes_per_sample(st: Stage) -> int:
+def weight_bytes_per_sample(st: Stage, weights: str | None = None) -> int:
     """Bytes of weights a batch-1 step reads for each sample: every per-sample layer's weights, one
-    embedding row (at their stored precision)."""
+    embedding row (at their stored precision), the matrices of ``models.quant.QUANTIZED`` in the
+    format the fused engine reads (``weights``, default the stage's: bf16 2 bytes; int8 1 byte and a
+    float32 scale per output channel)."""
+    fmt = stage_weights(st) if weights is None else weights
     total = 0
     for name, module in st.named_children():
-        params = list(module.parameters())
+        params = list(module.named_parameters())
         if name == "embed":
-            total += sum(p[0].numel() * p.element_size() for p in params)  # one row
+            total += sum(p[0].numel() * p.element_size() for _, p in params)  # one row
         elif name in PER_SAMPLE:
-            total += sum(p.numel() * p.element_size() for p in params)
+            for pname, p in params:
+                if name in QUANTIZED and pname.endswith("weight") and fmt == "int8":
+                    total += p.numel() + 4 * p.shape[0]  # (O, I, k) int8, a scale per channel
+                elif name in QUANTIZED and pname.endswith("weight") and fmt == "bf16":
+                    total += 2 * p.numel()
+                else:
+                    total += p.numel() * p.element_size()
     return total
+
+
+def quantized(st: Stage, fmt: str) -> Stage:
+    """A copy of ``st`` with its per-sample matrices in ``fmt`` (models/quant.py)."""
+    return quantize_stage(copy.deepcopy(st), fmt) if fmt != "float32" else st
 
 
 def cache_sizes() -> dict:
@@ -139,9 +159,12 @@ def recompute_rate(st: Stage, batch: int, steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def engine_rows(st: Stage, big: Stage, repeats: int, q: int, rate1: float) -> list[dict]:
-    """Rows for the reference stage: each engine and batch, medians of interleaved repeats."""
+def engine_rows(st: Stage, big: Stage, repeats: int, q: int, rate1: float,
+                weights: tuple[str, ...] = ("bf16", "int8")) -> list[dict]:
+    """Rows for the reference stage: each engine and batch, and the fused engine at batch 1 with the
+    matrices in each of ``weights`` (besides float32); medians of interleaved repeats."""
     plan = [("recompute", st, 1, 16 // q), ("cached", st, 1, 1200 // q), ("fused", st, 1, 8000 // q),
+            *[("fused", quantized(st, fmt), 1, 8000 // q) for fmt in weights if fmt != "float32"],
             ("cached", st, 64, 160 // q), ("fused", st, 64, 1600 // q),
             ("fused", big, 1, 8000 // q), ("fused", big, 64, 1600 // q)]
     for _, stage, batch, _ in plan:  # compile / warm up (numba's cache, first chunk)
@@ -158,7 +181,7 @@ def engine_rows(st: Stage, big: Stage, repeats: int, q: int, rate1: float) -> li
         sps = statistics.median(got[i])
         flops = stage.flops_per_sample()
         rows.append({"engine": engine, "batch": batch, "receptive_field": stage.receptive_field,
-                     "layers": stage.n_layers, "steps": steps,
+                     "layers": stage.n_layers, "steps": steps, "weights": stage_weights(stage),
                      "weight_bytes_per_sample": weight_bytes_per_sample(stage), "samples_per_second": round(sps, 1),
                      "batch_samples_per_second": round(sps * batch, 1),
                      "microseconds_per_step": round(1e6 / sps, 2), "flops_per_sample": flops,
@@ -244,21 +267,25 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4.0, help="cascade piece length")
     ap.add_argument("--run", type=Path, default=None, help="a trained run folder for the cascade")
+    ap.add_argument("--weights", nargs="+", default=list(WEIGHT_FORMATS), choices=WEIGHT_FORMATS,
+                    help="formats of the fused batch-1 rows (float32 always runs; models/quant.py)")
     args = ap.parse_args(argv)
     q = 4 if args.quick else 1
     repeats = 1 if args.quick else args.repeats
     torch.set_num_threads(args.threads)
     rate1 = matmul_rate(args.threads)
     st, big = reference_stage(), reference_stage(cycle_length=11)
-    rows = engine_rows(st, big, repeats, q, rate1)
+    rows = engine_rows(st, big, repeats, q, rate1, tuple(args.weights))
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run if args.run is not None else tiny_run(Path(tmp) / "run")
         casc = cascade_rows(run_dir, args.seconds / q, repeats)
     rate1_after = matmul_rate(args.threads)
 
-    def sps(engine, batch, rf=st.receptive_field):
-        return next(r["samples_per_second"] for r in rows
-                    if r["engine"] == engine and r["batch"] == batch and r["receptive_field"] == rf)
+    def sps(engine, batch, rf=st.receptive_field, weights="float32"):
+        return next(r["samples_per_second"] for r in rows if r["engine"] == engine and r["batch"] == batch
+                    and r["receptive_field"] == rf and r["weights"] == weights)
+
+    formats = [f for f in args.weights if f != "float32"]
 
     summary = {
         "fused_over_cached_batch1": round(sps("fused", 1) / sps("cached", 1), 1),
@@ -267,6 +294,9 @@ def main(argv=None) -> int:
         "fused_cost_ratio_rf_doubled_batch1": round(sps("fused", 1) / sps("fused", 1, big.receptive_field), 3),
         "fused_cost_ratio_rf_doubled_batch64": round(sps("fused", 64) / sps("fused", 64, big.receptive_field), 3),
         "layers_ratio_rf_doubled": big.n_layers / st.n_layers,
+        **{f"fused_{fmt}_batch1_samples_per_second": sps("fused", 1, weights=fmt) for fmt in formats},
+        **{f"fused_{fmt}_over_float32_batch1": round(sps("fused", 1, weights=fmt) / sps("fused", 1), 3)
+           for fmt in formats},
         "cascade_rtf_fused": casc["fused"]["real_time_factor"],
         "cascade_rtf_fused_cores": casc["fused_cores"]["real_time_factor"],
         "cascade_rtf_reference": casc["reference"]["real_time_factor"],
@@ -282,6 +312,7 @@ def main(argv=None) -> int:
                   "linear_path": True, "adaptive_scale": True},
         "flops_per_sample": st.flops_per_sample(), "flops_per_sample_rf_doubled": big.flops_per_sample(),
         "weight_bytes_per_sample": weight_bytes_per_sample(st), "cache_bytes": cache_sizes(),
+        "weight_bytes_per_sample_by_format": {fmt: weight_bytes_per_sample(st, fmt) for fmt in WEIGHT_FORMATS},
         "results": rows,
         "cascade": {"preset": "tiny" if args.run is None else str(args.run), "seconds": args.seconds / q,
                     **casc},
@@ -289,14 +320,15 @@ def main(argv=None) -> int:
     }
     print(f"matmul rate {rate1 / 1e9:.1f} GFLOP/s ({args.threads} thread(s)); flops/sample "
           f"{st.flops_per_sample():.3g}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    print(f"weights read per sample {weight_bytes_per_sample(st) / 1e6:.2f} MB; caches "
+    print("weights read per sample " + ", ".join(f"{fmt} {weight_bytes_per_sample(st, fmt) / 1e6:.2f} MB"
+                                                 for fmt in WEIGHT_FORMATS) + "; caches "
           + ", ".join(f"{k} {v // 1024} KiB" for k, v in cache_sizes().items()))
-    print(f"{'engine':<10}{'batch':>6}{'RF':>7}{'samples/s':>12}{'batch samples/s':>17}{'us/step':>10}"
-          f"{'GFLOP/s':>9}{'% matmul':>10}")
+    print(f"{'engine':<10}{'weights':>8}{'batch':>6}{'RF':>7}{'samples/s':>12}{'batch samples/s':>17}{'us/step':>10}"
+          f"{'GFLOP/s':>9}{'% matmul':>10}{'MB/sample':>10}")
     for r in rows:
-        print(f"{r['engine']:<10}{r['batch']:>6}{r['receptive_field']:>7}{r['samples_per_second']:>12.1f}"
+        print(f"{r['engine']:<10}{r['weights']:>8}{r['batch']:>6}{r['receptive_field']:>7}{r['samples_per_second']:>12.1f}"
               f"{r['batch_samples_per_second']:>17.1f}{r['microseconds_per_step']:>10.1f}{r['gflops']:>9.2f}"
-              f"{100 * r['share_of_matmul_rate']:>9.1f}%")
+              f"{100 * r['share_of_matmul_rate']:>9.1f}%{r['weight_bytes_per_sample'] / 1e6:>10.3f}")
     for name, c in casc.items():
         stages_txt = ", ".join(f"{s['rate'] // 1000} kHz {s['real_time_factor']:.3f}" for s in c["stages"])
         print(f"cascade {name}: real-time factor {c['real_time_factor']:.3f} ({stages_txt})")

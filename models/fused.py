@@ -14,6 +14,9 @@ block), the linear path's tier-below part, the score taps, and the history stack
 - ``FusedStream(stage, rows, cond)``: ``.logits(x)`` teacher-forced logits (the equivalence
   tests), ``.sample(n, draw)`` the sampling loop (``models.sampling.sample_stage`` calls it).
 
+Weights: the per-sample matrices in the stage's format (``models/quant.py``: float32, bf16 or int8 with
+per-channel scales; ``pack``); float32 accumulation throughout.
+
 Random numbers: each stream's uniform of step t comes from its own seed (SplitMix64, the
 reference's ``models.sampling.stream_uniforms``): same seeds, same samples, whatever the
 batching; streams can run in separate groups (``models.sampling.sample_stage``'s ``workers``).

@@ -11,7 +11,9 @@ or when every stream has ended.
 
 Shapes: rows = B (or 2B with classifier-free guidance twins), R residual, G2 = 2 * gate width,
 S skip, CO = head channels + linear-path rows, P linear order, Q score taps.  float32 network, float64
-for the sampling arithmetic (the reference samples in float64 too).
+for the sampling arithmetic (the reference samples in float64 too).  The four per-sample matrices
+(``wtap``, ``wsr``, ``w1``, ``w2``) may be float32, bf16 (uint16) or int8 with a float32 scale per
+output channel (models/quant.py); ``_mmw`` picks the product by their dtype at compile time.
 """
 
 from __future__ import annotations
