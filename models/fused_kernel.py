@@ -34,10 +34,12 @@ SKIP_Z = 30.0  # a bin with both standardized edges beyond +-30 has P < e^-30: i
 DONE, NEED_HISTORY, ALL_ENDED = 0, 1, 2
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model="numpy")
 def _tanh(x):
     """float32 tanh as a rational function (vectorises; max error ~2 ulp).  The coefficients are
-    the minimax fit used by Eigen's ``ptanh_float``."""
+    the minimax fit used by Eigen's ``ptanh_float``.  Its callers compile with ``error_model="numpy"``:
+    Python's check of the division for zero (q >= 4.9e-3 here) keeps a loop from vectorising
+    (measured: the 20 layers' gates at batch 1 took 19 us a step, 2.6 us without it)."""
     x = min(max(x, -TANH_CLAMP), TANH_CLAMP)
     x2 = x * x
     p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
@@ -162,7 +164,7 @@ def _mmw_typed(x, w, scale, out, blas_rows):
     return lambda x, w, scale, out, blas_rows: _mm(x, w, out, blas_rows)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2, b2, s_tap, s_sr, s1, s2w,
              h, xin, z, gate, sr, skip, s2, out, blas_rows):
     """The main stack for one step: the input embedding h (rows, R) -> out (rows, CO) (the linear
@@ -199,17 +201,21 @@ def _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2,
                 for r in range(n_res):
                     ring[slot, b, r] = h[b, r]
         _mmw(xin, wtap[i], s_tap[i], z, blas_rows)
-        for b in range(rows):
+        for b in range(rows):  # 1-D views: the loops vectorise
+            zb, ab, gb = z[b], addend[b, i * g2:(i + 1) * g2], gate[b]
             for o in range(g2):
-                z[b, o] += addend[b, i * g2 + o]
+                zb[o] += ab[o]
+            zf, zg = zb[:g], zb[g:]
             for o in range(g):
-                gate[b, o] = _tanh(z[b, o]) * (np.float32(0.5) + np.float32(0.5) * _tanh(np.float32(0.5) * z[b, g + o]))
+                gb[o] = _tanh(zf[o]) * (np.float32(0.5) + np.float32(0.5) * _tanh(np.float32(0.5) * zg[o]))
         _mmw(gate, wsr[i], s_sr[i], sr, blas_rows)
+        br = bres[i]
         for b in range(rows):
+            kb, hb, sb, rb = skip[b], h[b], sr[b, :n_skip], sr[b, n_skip:]
             for s in range(n_skip):
-                skip[b, s] += sr[b, s]
+                kb[s] += sb[s]
             for r in range(n_res):
-                h[b, r] += sr[b, n_skip + r] + bres[i, r]
+                hb[r] += rb[r] + br[r]
     for b in range(rows):
         for s in range(n_skip):
             skip[b, s] = max(skip[b, s], np.float32(0.0))
@@ -447,14 +453,15 @@ def run_steps(t0, t1, t_resume, n_batch,
                     frame_sum[b, r] += h[b, r]
             if t % pool == 0:
                 return NEED_HISTORY, t
-        for b in range(rows):
-            for o in range(n_layers * g2):
-                addend[b, o] = bias[b, o]
-        if has_cond:
-            cp = condp[t - cond_base]
-            for b in range(rows):
+        for b in range(rows):  # 1-D views: the loops vectorise
+            ab, bb = addend[b], bias[b]
+            if has_cond:
+                cb = condp[t - cond_base, b]
                 for o in range(n_layers * g2):
-                    addend[b, o] += cp[b, o]
+                    ab[o] = bb[o] + cb[o]
+            else:
+                for o in range(n_layers * g2):
+                    ab[o] = bb[o]
         lb = lin_below[t - below_base] if has_below else lin_below[0]
         st = score_taps[t - score_base] if has_score else score_taps[0]
         so = score_on[t - score_base] if has_score else score_on[0]
