@@ -249,7 +249,11 @@ class FusedStream:
             sub = max(8, min(self.chunk, SUB_FLOATS // max(1, self.rows * lg2)))
             end = min(end, t + sub)
             f = self.feats[t - self.c0:end - self.c0]  # (m, rows, Cc)
-            self.condp = _f32(torch.matmul(f, self.w["w_cond"]))  # (m, rows, L*2G)
+            if getattr(self, "_condp_buf", None) is None or self._condp_buf.shape[0] < sub:
+                self._condp_buf = torch.empty(sub, self.rows, lg2)  # reused: no fresh pages every block
+            out = self._condp_buf[:end - t]
+            torch.matmul(f, self.w["w_cond"], out=out)
+            self.condp = out.numpy()  # (m, rows, L*2G)
         else:
             self.condp = np.zeros((1, 1, 1), np.float32)
         self.cond_base = t
