@@ -48,8 +48,11 @@ def tap_gains(run: Path) -> dict:
             continue
         a = st.linear.past_weight.detach().double().numpy()
         roots = np.roots(np.concatenate([[1.0], -a]))
+        score = st.arch.score
         out[folder.name] = {"noise_gain": round(noise_gain(a), 3),
                             "largest_root": round(float(np.abs(roots).max()), 4),
+                            # score taps: their order where the stage has them (0: the linear order), else None
+                            "score_taps": score.order if score.enabled else None,
                             "training": json.loads((folder / "model.json").read_text()).get("extra", {})
                             .get("training")}
     return out

@@ -567,7 +567,10 @@ def noise_trap_table() -> str:
              "| note F1 (MIDI pieces) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
-    for corpus, path in (("demo", HERE / "noise_trap.json"), ("recordings", HERE / "recordings" / "noise_trap.json")):
+    files = (("demo", HERE / "noise_trap.json"), ("recordings", HERE / "recordings" / "noise_trap.json"),
+             ("demo", HERE / "noise_trap_score_taps.json"),
+             ("recordings", HERE / "recordings" / "noise_trap_score_taps.json"))
+    for corpus, path in files:
         if not path.is_file():
             notes.append(absent(path))
             continue
@@ -575,6 +578,8 @@ def noise_trap_table() -> str:
         for name, run in r["runs"].items():
             tr = run["taps"]["1"].get("training") or {}
             how = ", ".join(f"{k} {v}" for k, v in tr.items() if k != "exported" and v) or "clean"
+            if run["taps"]["1"].get("score_taps") is not None:
+                how += f", score taps ({run['taps']['1']['score_taps'] or 'linear order'})"
             if tr.get("exported"):
                 how += f" ({tr['exported']})"
             s1 = run["held_out"]["1"]

@@ -23,6 +23,7 @@ def test_tap_gains_reads_the_own_past_taps(tmp_path):
     assert g["1"]["noise_gain"] == pytest.approx(math.sqrt(1 + 1.6**2 + 0.8**2), abs=1e-3)
     assert g["1"]["largest_root"] == pytest.approx(math.sqrt(0.8), abs=1e-3)  # complex pair, |z|^2 = 0.8
     assert g["1"]["training"] == {"linear_input_noise": 1.0}
+    assert g["1"]["score_taps"] is None  # a stage without score taps
 
 
 def test_summary_splits_midi_and_genre_pieces():
@@ -38,3 +39,11 @@ def test_summary_splits_midi_and_genre_pieces():
     assert s["midi"]["note_f1_mean"] == pytest.approx(0.3) and s["genre"]["note_f1_mean"] is None
     assert s["genre"]["pieces_all_tiers_snr_20db"] == 1 and s["genre"]["bands_db_median"]["1-2k"] == -10.2
     assert summary([row("genre-a-1", 0.0, (30, 30))])["midi"] is None
+
+
+def test_tap_gains_names_the_score_taps_order(tmp_path):
+    st = Stage(stage_cfg(rate=8000, use_tier_below=True, use_roll=True, linear_order=4, adaptive_scale=True,
+                         end_class=False, score={"enabled": True, "order": 16}),
+               index=1, n_genres=2, roll_fps=100, classes=256, factor=4)
+    save_stage(st, tmp_path / "stages" / "1")
+    assert tap_gains(tmp_path)["1"]["score_taps"] == 16
