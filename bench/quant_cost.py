@@ -7,7 +7,7 @@ For a trained run, each stage's held-out bits per sample on the test split (the 
 The stages' bits come from ``pipeline.evaluation.evaluate.RunEvaluation`` (the same scoring as
 ``strata evaluate``) without its baselines and score tier, which do not depend on the format.
 
-    python bench/quant_cost.py --data demo_final/data --run demo_final/run_in1 --json /tmp/quant_cost_demo.json
+    python bench/quant_cost.py --data demo_final/data --run demo_final/run_in1 --json bench/results/quant_cost.json
 """
 
 from __future__ import annotations
