@@ -250,6 +250,8 @@ def generate(
     count: int = typer.Option(1, "--count"),
     engine: str = typer.Option("fused", "--engine", help="sampling engine: fused (compiled, fast) or reference "
                                "(plain PyTorch streaming)"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="every stage's weights as float32, bf16 or int8 "
+                                          "(faster on CPUs whose L2 cannot hold float32; default: the run config's)"),
 ) -> None:
     """Generate audio: coarse stage first, then each finer stage."""
     _need_dir(run, "run folder")
@@ -263,7 +265,8 @@ def generate(
                   midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
                   continue_score=continue_score, score_only=score_only,
-                  temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine)
+                  temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
+                  weights=weights)
     _precheck(check_run, run)  # weights are loaded once, by the flow
     _need_writable(out, "output folder")
     _quiet_prefect()

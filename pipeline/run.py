@@ -226,12 +226,13 @@ class LoadedRun:
         return dict(zip(self.indices, self.stages))
 
 
-def load_run(run_dir, partial: bool = False) -> LoadedRun:
+def load_run(run_dir, partial: bool = False, weights: str | None = None) -> LoadedRun:
     """Config + the exported stages of a run.
 
     ``partial=False`` (generation): every stage of the config must be exported.  ``partial=True``
     (evaluation): the exported ones, at least one.  A stage whose config says ``weights: bf16 | int8``
-    is quantized as it loads (``models.quant.quantize_stage``; model.json's own ``weights`` already is).
+    is quantized as it loads (``models.quant.quantize_stage``; model.json's own ``weights`` already is);
+    ``weights`` (``strata generate --weights``) overrides the config for every stage.
     """
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
@@ -242,7 +243,7 @@ def load_run(run_dir, partial: bool = False) -> LoadedRun:
                 continue
             raise _missing(run_dir, k, scfg.rate)
         stage, desc = _load_stage(stage_dir(run_dir, k))
-        quantize_stage(stage, scfg.weights)  # post-training: float32 keeps what model.json says
+        quantize_stage(stage, weights or scfg.weights)  # post-training: float32 keeps what model.json says
         stage_genres = _genres_of(desc)
         if genres is None:
             genres = stage_genres

@@ -295,7 +295,7 @@ def _score_only(run: LoadedRun, p: GenerateParams) -> list[Path]:
 def generate_jobs(p: GenerateParams, progress: bool = True) -> list[Path]:
     """``generate`` for parameters already validated: loads the run (each stage once) and writes the jobs."""
 
-    run = load_run(p.run_dir)
+    run = load_run(p.run_dir, weights=p.weights)
     p = p.with_run_defaults(run.cfg.generate)
     if p.score_only:
         return _score_only(run, p)

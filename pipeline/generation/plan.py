@@ -74,6 +74,7 @@ class GenerateParams(BaseModel):
     count: int = Field(1, ge=1, le=MAX_COUNT)
     chunk: int | None = Field(None, ge=1)
     engine: Literal["fused", "reference"] = "fused"  # the sampling loop (models/sampling.py)
+    weights: Literal["float32", "bf16", "int8"] | None = None  # every stage's weights (models/quant.py); None: config's
 
     @field_validator("run_dir")
     @classmethod

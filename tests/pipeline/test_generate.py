@@ -87,6 +87,18 @@ def test_engines_give_the_same_audio_and_say_which_ran(run, tmp_path):
         assert meta(a)["parameters"]["engine"] == "fused"
 
 
+def test_int8_weights_generate_near_float32_and_are_recorded(run, tmp_path):
+    """``weights="int8"`` (``strata generate --weights int8``) quantizes every stage as it loads: the piece
+    stays near float32's in level, and meta.json records the format."""
+    a = generate(run, tmp_path / "f32", seconds=0.3, seed=5, genre="folk", progress=False)[0]
+    b = generate(run, tmp_path / "i8", seconds=0.3, seed=5, genre="folk", progress=False, weights="int8")[0]
+    assert meta(b)["parameters"]["weights"] == "int8" and meta(a)["parameters"]["weights"] is None
+    ya, yb = read(a), read(b)
+    assert ya.shape == yb.shape and np.isfinite(yb).all()
+    rms = lambda y: float(np.sqrt(np.mean(np.asarray(y, np.float64) ** 2)))  # noqa: E731
+    assert abs(rms(yb) - rms(ya)) <= 0.5 * rms(ya) + 1e-3  # same piece in kind: level within half
+
+
 @pytest.mark.parametrize("kwargs", [dict(genre="folk", count=2), dict(genre="chorale", tier_prior=0.05)])
 def test_pipelined_cascade_gives_the_sequential_audio(run, tmp_path, monkeypatch, kwargs):
     """With more than one core the stages run side by side, each reading the tier below as it is
@@ -314,6 +326,7 @@ BAD = [
     (dict(midi="missing.mid"), ParameterError, "midi"),
     (dict(prompt="missing.wav"), ParameterError, "prompt"),
     (dict(engine="turbo"), ParameterError, "engine"),
+    (dict(weights="fp8"), ParameterError, "weights"),
 ]
 
 
