@@ -140,6 +140,8 @@ def test_metadata_bad_files_are_one_line(tmp_path, content, expect):
     ("train: {seed: 1.5}", "train.seed"),
     ("stages: [{}, {linear_input_noise: -1}]", "stages[1].linear_input_noise"),
     ("stages: [{}, {train_input_noise: 11}]", "stages[1].train_input_noise"),
+    ("stages: [{}, {weights: fp8}]", "stages[1].weights"),
+    ("stages: [{weights: 8}]", "stages[0].weights"),
 ])
 def test_config_errors_name_the_key(tmp_path, yaml_text, key):
     path = tmp_path / "bad.yaml"
