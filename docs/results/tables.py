@@ -624,7 +624,29 @@ def quant_cost_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def score_sampling_table() -> str:
+    """docs/results/score_sampling.json: the score tier's (temperature, top-p) grid against novelty and style."""
+    path = HERE / "score_sampling.json"
+    if not path.is_file():
+        return absent(path)
+    s = json.loads(path.read_text())
+    lines = ["| scores | temperature | top-p | style vs the genre's training scores | style vs held-out scores "
+             "| unseen chord changes | longest copy (s), worst genre | novelty targets |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in [*s["settings"], *([s["chain"]] if s.get("chain") else [])]:
+        lines.append(f"| {r['scores']} | {_f(r.get('temperature'), 'g')} | {_f(r.get('top_p'), 'g')} "
+                     f"| {r['style_train_mean']:.2f} | {r['style_heldout_mean']:.2f} "
+                     f"| {r['unseen_transitions_mean']:.2f} | {r['longest_copy_seconds']:.1f} "
+                     f"| {'met' if r['novelty_targets_met'] else 'missed'} |")
+    c = s["chosen"]
+    return "\n".join(lines + ["", f"{s['pieces_per_genre']} scores of {s['seconds']:g} s per genre and setting "
+                               f"(means over the genres; the unseen share excused for {', '.join(s['exempt'])}); "
+                               f"chosen by style against the training scores: temperature {c['temperature']:g}, "
+                               f"top-p {c['top_p']:g}. Commit `{s['commit'][:10]}`, `{s['command']}`."])
+
+
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
+            "score_sampling": score_sampling_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
             "quality": quality_table, "recordings": recordings_table, "generation": generation_table,
