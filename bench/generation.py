@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -51,6 +50,7 @@ from pipeline.config import (
 )
 from pipeline.generation.generate import run_cascade  # noqa: E402
 from pipeline.generation.plan import make_plan, validate_params  # noqa: E402
+from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.run import load_run  # noqa: E402
 from pipeline.runtime import limited_threads  # noqa: E402
 from tests.helpers_models import shipped_linear  # noqa: E402
@@ -335,11 +335,7 @@ def main(argv=None) -> int:
     for k, v in summary.items():
         print(f"{k}: {v}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.json.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from models.quant import WEIGHT_FORMATS, stage_weights  # noqa: E402
 from pipeline.config import config_from_dict, config_to_dict, save_config  # noqa: E402
 from pipeline.corpus.dataset import iter_tracks  # noqa: E402
 from pipeline.evaluation.evaluate import RunEvaluation  # noqa: E402
+from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.run import read_config  # noqa: E402
 
 TARGET_BITS = 0.05  # issue 22: at most this cost per sample on every stage
@@ -112,11 +112,7 @@ def main(argv=None) -> int:
                         for fmt in formats[1:]))
     print(json.dumps(report["summary"]))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.json.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 
