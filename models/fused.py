@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from models.conditioning import Conditioning
 from models.draw import Draw, prior_band, prior_values
 from models.predictor import ADAPT_FLOOR, UNIFORM_MIX
-from models.quant import from_bf16, quantize_int8, stage_weights, to_bf16
+from models.quant import dequantize_int8, from_bf16, quantize_int8, stage_weights, to_bf16
 
 FUSED_HEADS = ("categorical", "logistic_mixture")  # the heads whose input and sampling the kernel knows
 SUB_FLOATS = 1 << 21  # projected conditioning held per block: 8 MB of float32
@@ -92,8 +92,7 @@ def quantize_packed(w: dict, fmt: str, loops: bool = True) -> dict:
         out[sname] = np.ones(a.shape[:-2] + (1,), np.float32)  # placeholder: float32 and bf16 have no scales
         if fmt == "int8":
             q, scale = quantize_int8(a)
-            out[name], out[sname] = (q, scale) if loops else (q.astype(np.float32) * scale[..., None, :],
-                                                              out[sname])
+            out[name], out[sname] = (q, scale) if loops else (dequantize_int8(q, scale), out[sname])
         elif fmt == "bf16":
             h = to_bf16(a)
             out[name] = h if loops else from_bf16(h)
@@ -152,6 +151,7 @@ class FusedStream:
         self.blas_rows = int(BLAS_ROWS if blas_rows is None else blas_rows)
         cond = cond if cond is not None else Conditioning()
         self.w = pack(stage, loops=self.rows < self.blas_rows)
+        self._condp_buf = None  # (sub, rows, L*2G) float32: the conditioning projection, reused per block
         with torch.no_grad():
             self._setup(cond, chunk)
 
@@ -249,7 +249,7 @@ class FusedStream:
             sub = max(8, min(self.chunk, SUB_FLOATS // max(1, self.rows * lg2)))
             end = min(end, t + sub)
             f = self.feats[t - self.c0:end - self.c0]  # (m, rows, Cc)
-            if getattr(self, "_condp_buf", None) is None or self._condp_buf.shape[0] < sub:
+            if self._condp_buf is None or self._condp_buf.shape[0] < sub:
                 self._condp_buf = torch.empty(sub, self.rows, lg2)  # reused: no fresh pages every block
             out = self._condp_buf[:end - t]
             torch.matmul(f, self.w["w_cond"], out=out)
