@@ -1,0 +1,242 @@
+"""How the fine stages are sampled, setting by setting: what each costs or buys in the sound.
+
+The fine stages (8 and 16 kHz) sample cooler than stage 0 (``generate.stage_temperature``) and under a
+Gaussian prior around the tier below (``generate.tier_prior``).  Both were chosen when the fine stages
+filled the upper bands with noise; both also hold back what the tier below lacks (the harmonics above
+1 kHz).  Each ``--setting NAME:T1,T2:SIGMA`` (fine stages' temperature factors, the prior's sigma; 0 =
+off) generates the same pieces with the same seeds: stage 0 and the score are the same in every setting,
+only the fine stages' draw differs.
+
+Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI and genre-prompted
+(``--per-genre`` seeds each):
+
+- band levels (1-2, 2-4, 4-8 kHz against 0-1 kHz): MIDI pieces against a plain FluidSynth rendering of
+  the same 8 s, genre pieces against the median of the genre's real test audio; mean absolute dB;
+- noise: the share of 1 s windows flatter than the run's calibrated threshold, pieces with any;
+- the tier SNR at each tier (each tier's low band against the tier below);
+- level (RMS dBFS) against the genre's real test audio;
+- note F1 (basic-pitch against the MIDI) for MIDI pieces, against the plain rendering's;
+- the genre of the genre-prompted pieces' 4 s clips by a classifier fitted on real training clips
+  (``music_metrics.clip_features``: timbre, spectrum, chroma), beside its accuracy on real test clips.
+
+    python bench/fine_sampling.py --data demo_final/data --run demo_final/run_st1 \
+        --json docs/results/fine_sampling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
+
+SECONDS = 8.0
+CLIP_SECONDS = 4.0
+DEFAULT_SETTINGS = ("run:-:-", "t1:1,1:0.1", "free:0.6,0.6:0", "t1-free:1,1:0", "t08-wide:0.8,0.8:0.3")
+
+
+def parse_setting(text: str) -> dict:
+    """``NAME:T1,T2:SIGMA`` -> {"name", "stage_temperature" (None: the run's), "tier_prior" (None: the run's)};
+    ``-`` keeps the run's value."""
+    try:
+        name, temps, sigma = text.split(":")
+        st = None if temps == "-" else tuple([1.0] + [float(v) for v in temps.split(",")])
+        prior = None if sigma == "-" else float(sigma)
+    except ValueError:
+        raise SystemExit(f"--setting {text!r}: expected NAME:T1,T2:SIGMA (numbers, or - for the run's)") from None
+    if not name or (st and min(st) <= 0) or (prior is not None and prior < 0):
+        raise SystemExit(f"--setting {text!r}: a name, temperatures > 0 and a sigma >= 0 are needed")
+    return {"name": name, "stage_temperature": st, "tier_prior": prior}
+
+
+def mean_abs_db(bands: dict, ref: dict) -> float | None:
+    diffs = [abs(bands[b] - ref[b]) for b in ref if bands.get(b) is not None and ref.get(b) is not None]
+    return round(float(np.mean(diffs)), 2) if diffs else None
+
+
+def rms_db(x: np.ndarray) -> float:
+    return float(20 * np.log10(max(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2)), 1e-6)))
+
+
+def references(data: Path, work: Path) -> dict:
+    """Per genre: the real test audio's median bands and level; per test track with MIDI: the plain
+    rendering's first 8 s (bands, note F1)."""
+    from pipeline.corpus.midi import read_midi
+    from pipeline.corpus.transcribe import estimate_notes, note_f1
+    from pipeline.evaluation.assess_metrics import band_levels
+    from quality import rendering, test_tracks, tier_audio
+
+    genres: dict[str, dict] = {}
+    tracks = {}
+    for t in test_tracks(data):
+        x, sr = tier_audio(data, t)
+        g = genres.setdefault(t["genre"], {"bands": [], "level_db": []})
+        g["bands"].append(band_levels(x, sr))
+        g["level_db"].append(rms_db(x))
+        if t.get("midi"):
+            r = rendering(t["midi"], work)
+            if r is None:
+                continue
+            r = r[:int(SECONDS * 16000)]
+            ref = [n for n in read_midi(t["midi"]) if n.start < SECONDS]
+            tracks[t["id"]] = {"bands": band_levels(r, 16000),
+                               "note_f1": round(note_f1(ref, estimate_notes(r, 16000))["f1"], 3)}
+    out = {}
+    for name, g in genres.items():
+        out[name] = {"bands": {b: round(float(np.median([v[b] for v in g["bands"] if v[b] is not None])), 1)
+                               for b in g["bands"][0]},
+                     "level_db": round(float(np.median(g["level_db"])), 1)}
+    return {"genres": out, "renderings": tracks}
+
+
+def classifier(data: Path):
+    """A genre classifier fitted on 4 s clips of the real training tracks; its accuracy on real test clips."""
+    from pipeline.corpus.dataset import load_manifest
+    from pipeline.evaluation import music_metrics as mm
+    from quality import tier_audio
+
+    manifest = load_manifest(data)
+    genres = manifest["genres"]
+    feats = {"train": ([], []), "test": ([], [])}
+    for t in manifest["tracks"]:
+        if t["split"] not in feats:
+            continue
+        x, sr = tier_audio(data, t)
+        for c in mm.clips(x, sr, CLIP_SECONDS, 8):
+            feats[t["split"]][0].append(mm.clip_features(c, sr))
+            feats[t["split"]][1].append(genres.index(t["genre"]))
+    model = mm.fit_genre_classifier(np.stack(feats["train"][0]), feats["train"][1])
+    real = mm.accuracy(model, np.stack(feats["test"][0]), feats["test"][1]) if feats["test"][0] else None
+    return model, genres, real
+
+
+def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, refs: dict) -> list[dict]:
+    """Generate (or reuse) the setting's pieces and measure each."""
+    from pipeline.corpus.audio import load_audio, to_mono
+    from pipeline.corpus.dataset import load_manifest
+    from pipeline.corpus.midi import read_midi
+    from pipeline.corpus.transcribe import estimate_notes, note_f1
+    from pipeline.generation.generate import generate
+
+    manifest = load_manifest(data)
+    tests = [t for t in manifest["tracks"] if t["split"] == "test" and t.get("midi")][:4]
+    jobs = [(f"midi-{t['genre']}-{t['id'][-8:]}", {"midi": t["midi"], "genre": t["genre"]}, 1, t) for t in tests]
+    jobs += [(f"genre-{g}-{s}", {"genre": g}, s, None) for g in manifest["genres"] for s in range(1, per_genre + 1)]
+    kw_setting = {k: setting[k] for k in ("stage_temperature", "tier_prior") if setting[k] is not None}
+    rows = []
+    for name, kw, seed, track in jobs:
+        out = work / setting["name"] / name
+        if not list(out.glob("*/meta.json")):
+            generate(run, out, progress=False, seconds=SECONDS, seed=seed, **kw, **kw_setting)
+        folder = next(out.glob("*/meta.json")).parent
+        d = json.loads((folder / "meta.json").read_text())["diagnostics"]
+        y, sr = load_audio(folder / "audio.wav")
+        y = to_mono(y)
+        genre = kw["genre"]
+        ref = refs["renderings"].get(track["id"]) if track else None
+        ref_bands = ref["bands"] if ref else refs["genres"][genre]["bands"]
+        row = {"name": name, "genre": genre, "folder": str(folder), "noisy_share": d["noise"]["noisy_share"],
+               "tier_snr_db": {r: round(v, 1) for r, v in d["tiers"]["snr_db"].items()},
+               "bands_db": {b: round(v, 1) for b, v in d["bands"].items() if v is not None},
+               "band_error_db": mean_abs_db(d["bands"], ref_bands),
+               "level_re_real_db": round(rms_db(y) - refs["genres"][genre]["level_db"], 1)}
+        if track:
+            notes = [n for n in read_midi(kw["midi"]) if n.start < SECONDS]
+            row["note_f1"] = round(note_f1(notes, estimate_notes(y, sr))["f1"], 3)
+            row["rendering_note_f1"] = ref["note_f1"] if ref else None
+        rows.append(row)
+        print(setting["name"], {k: v for k, v in row.items() if k != "folder"}, flush=True)
+    return rows
+
+
+def recognised(rows: list[dict], model, genres: list[str]) -> dict:
+    """The classifier's accuracy on the 4 s clips of the genre-prompted pieces."""
+    from pipeline.corpus.audio import load_audio, to_mono
+    from pipeline.evaluation import music_metrics as mm
+
+    x, y = [], []
+    for r in rows:
+        if not r["name"].startswith("genre-"):
+            continue
+        a, sr = load_audio(Path(r["folder"]) / "audio.wav")
+        for c in mm.clips(to_mono(a), sr, CLIP_SECONDS):
+            x.append(mm.clip_features(c, sr))
+            y.append(genres.index(r["genre"]))
+    return mm.accuracy(model, np.stack(x), y) if x else mm.accuracy(model, np.zeros((0, 1)), [])
+
+
+def summary(rows: list[dict], genre_acc: dict) -> dict:
+    def of(kind):
+        sel = [r for r in rows if r["name"].startswith(kind)]
+        if not sel:
+            return None
+        snrs = [min(r["tier_snr_db"].values()) for r in sel]
+        out = {"pieces": len(sel), "band_error_db_mean": round(float(np.mean([r["band_error_db"] for r in sel])), 2),
+               "bands_db_median": {b: round(float(np.median([r["bands_db"][b] for r in sel if b in r["bands_db"]])), 1)
+                                   for b in sel[0]["bands_db"]},
+               "noisy_share_mean": round(float(np.mean([r["noisy_share"] for r in sel])), 3),
+               "pieces_with_noise": sum(r["noisy_share"] > 0 for r in sel),
+               "pieces_95pct_windows_clean": sum(r["noisy_share"] <= 0.05 for r in sel),
+               "tier_snr_db_min": min(snrs), "pieces_all_tiers_snr_20db": sum(s >= 20 for s in snrs),
+               "level_re_real_db_median": round(float(np.median([r["level_re_real_db"] for r in sel])), 1),
+               "pieces_level_within_10db": sum(abs(r["level_re_real_db"]) <= 10 for r in sel)}
+        f1 = [(r["note_f1"], r["rendering_note_f1"]) for r in sel if r.get("note_f1") is not None]
+        if f1:
+            out["note_f1_mean"] = round(float(np.mean([a for a, _ in f1])), 3)
+            ren = [b for _, b in f1 if b]
+            out["rendering_note_f1_mean"] = round(float(np.mean(ren)), 3) if ren else None
+        return out
+
+    return {"midi": of("midi-"), "genre": of("genre-"), "genre_recognised": genre_acc}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--setting", action="append", default=None,
+                    help="NAME:T1,T2:SIGMA (repeat; default: the run's and four others)")
+    ap.add_argument("--per-genre", type=int, default=3)
+    ap.add_argument("--work", default=None, help="pieces go to WORK/<setting>/ (default: <run>/fine_sampling/)")
+    a = ap.parse_args(argv)
+    settings = [parse_setting(s) for s in (a.setting or DEFAULT_SETTINGS)]
+    if len({s["name"] for s in settings}) != len(settings):
+        raise SystemExit("--setting: names must differ")
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    data, run = Path(a.data), Path(a.run)
+    from pipeline.run import read_config
+
+    cfg = read_config(run)
+    work = Path(a.work) if a.work else run / "fine_sampling"
+    refs = references(data, work)
+    model, genres, real = classifier(data)
+    results = {}
+    for s in settings:
+        rows = pieces(data, run, work, s, a.per_genre, refs)
+        results[s["name"]] = {**s, "pieces": [{k: v for k, v in r.items() if k != "folder"} for r in rows],
+                              "summary": summary(rows, recognised(rows, model, genres))}
+        print(s["name"], json.dumps(results[s["name"]]["summary"]), flush=True)
+    out = {**run_info(argv and [sys.argv[0], *argv]), "machine": machine_info(), "seconds": SECONDS,
+           "run_sampling": {"stage_temperature": list(cfg.generate.stage_temperature),
+                            "tier_prior": cfg.generate.tier_prior},
+           "references": refs, "genre_classifier": {"genres": genres, "real_test": real, "clip_seconds": CLIP_SECONDS},
+           "settings": results, "wall_seconds": round(time.time() - t0, 1)}
+    from pipeline.io import atomic_write_json
+
+    atomic_write_json(a.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

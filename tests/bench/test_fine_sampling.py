@@ -1,0 +1,45 @@
+"""bench/fine_sampling.py: how a setting is read, and how pieces are scored against their references."""
+
+from __future__ import annotations
+
+import pytest
+
+from fine_sampling import mean_abs_db, parse_setting, summary
+
+
+def test_parse_setting_keeps_the_runs_values_for_a_dash():
+    s = parse_setting("t1:1,0.8:0.3")
+    assert s == {"name": "t1", "stage_temperature": (1.0, 1.0, 0.8), "tier_prior": 0.3}  # stage 0 stays at 1
+    assert parse_setting("run:-:-") == {"name": "run", "stage_temperature": None, "tier_prior": None}
+
+
+@pytest.mark.parametrize("bad", ["t1:1,1", "x:a,b:0.1", ":1,1:0.1", "x:0,1:0.1", "x:1,1:-1"])
+def test_parse_setting_refuses_malformed_text(bad):
+    with pytest.raises(SystemExit, match="--setting"):
+        parse_setting(bad)
+
+
+def test_band_error_is_the_mean_absolute_difference_over_the_known_bands():
+    assert mean_abs_db({"1-2k": -10.0, "2-4k": -20.0, "4-8k": None}, {"1-2k": -4.0, "2-4k": -24.0, "4-8k": -30.0}) \
+        == pytest.approx(5.0)
+    assert mean_abs_db({"1-2k": None}, {"1-2k": -4.0}) is None
+
+
+def _piece(name, noisy, snr, level, f1=None):
+    row = {"name": name, "noisy_share": noisy, "tier_snr_db": {"2000": snr, "8000": 30.0},
+           "bands_db": {"1-2k": -10.0}, "band_error_db": 3.0, "level_re_real_db": level}
+    if f1 is not None:
+        row.update(note_f1=f1, rendering_note_f1=0.5)
+    return row
+
+
+def test_summary_counts_pieces_by_their_worst_window_tier_and_level():
+    rows = [_piece("midi-a", 0.0, 25.0, -2.0, 0.4), _piece("genre-a-1", 0.125, 12.0, -12.0),
+            _piece("genre-a-2", 0.0, 22.0, 3.0)]
+    s = summary(rows, {"accuracy": 0.5})
+    assert s["midi"]["pieces"] == 1 and s["midi"]["note_f1_mean"] == pytest.approx(0.4)
+    g = s["genre"]
+    assert g["pieces"] == 2 and g["pieces_with_noise"] == 1 and g["pieces_95pct_windows_clean"] == 1
+    assert g["tier_snr_db_min"] == 12.0 and g["pieces_all_tiers_snr_20db"] == 1
+    assert g["pieces_level_within_10db"] == 1
+    assert s["genre_recognised"] == {"accuracy": 0.5}
