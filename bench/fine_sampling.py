@@ -14,7 +14,9 @@ Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI 
   the same 8 s, genre pieces against the median of the genre's real test audio; mean absolute dB;
 - noise: the share of 1 s windows flatter than the run's calibrated threshold, pieces with any;
 - the tier SNR at each tier (each tier's low band against the tier below);
-- level (RMS dBFS) against the genre's real test audio;
+- level (RMS dBFS) against the genre's real test audio, and the opening: the level of the first 50, 50-150
+  and 150-300 ms against 0.5-1.5 s's, beside the real test tracks' (median), and pieces whose first 1 s
+  window is noisy;
 - note F1 (basic-pitch against the MIDI) for MIDI pieces, against the plain rendering's;
 - the genre of the genre-prompted pieces' 4 s clips by a classifier fitted on real training clips
   (``music_metrics.clip_features``: timbre, spectrum, chroma), beside its accuracy on real test clips.
@@ -65,6 +67,16 @@ def rms_db(x: np.ndarray) -> float:
     return float(20 * np.log10(max(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2)), 1e-6)))
 
 
+OPENING = ((0.0, 0.05), (0.05, 0.15), (0.15, 0.3))  # s: the opening's windows
+SETTLED = (0.5, 1.5)  # s: the level they are read against
+
+
+def opening_db(x: np.ndarray, sr: int) -> list[float]:
+    """The level (dB) of each ``OPENING`` window against the ``SETTLED`` span's: how fast a piece starts."""
+    ref = rms_db(x[int(SETTLED[0] * sr):int(SETTLED[1] * sr)])
+    return [round(rms_db(x[int(a * sr):int(b * sr)]) - ref, 1) for a, b in OPENING]
+
+
 def references(data: Path, work: Path) -> dict:
     """Per genre: the real test audio's median bands and level; per test track with MIDI: the plain
     rendering's first 8 s (bands, note F1)."""
@@ -77,9 +89,10 @@ def references(data: Path, work: Path) -> dict:
     tracks = {}
     for t in test_tracks(data):
         x, sr = tier_audio(data, t)
-        g = genres.setdefault(t["genre"], {"bands": [], "level_db": []})
+        g = genres.setdefault(t["genre"], {"bands": [], "level_db": [], "opening_db": []})
         g["bands"].append(band_levels(x, sr))
         g["level_db"].append(rms_db(x))
+        g["opening_db"].append(opening_db(x, sr))
         if t.get("midi"):
             r = rendering(t["midi"], work)
             if r is None:
@@ -93,7 +106,9 @@ def references(data: Path, work: Path) -> dict:
         out[name] = {"bands": {b: round(float(np.median([v[b] for v in g["bands"] if v[b] is not None])), 1)
                                for b in g["bands"][0]},
                      "level_db": round(float(np.median(g["level_db"])), 1)}
-    return {"genres": out, "renderings": tracks}
+    openings = [o for g in genres.values() for o in g["opening_db"]]
+    return {"genres": out, "renderings": tracks, "opening_db_median": np.median(openings, axis=0).round(1).tolist(),
+            "opening_windows_seconds": OPENING}
 
 
 def classifier(data: Path):
@@ -146,7 +161,8 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
                "tier_snr_db": {r: round(v, 1) for r, v in d["tiers"]["snr_db"].items()},
                "bands_db": {b: round(v, 1) for b, v in d["bands"].items() if v is not None},
                "band_error_db": mean_abs_db(d["bands"], ref_bands),
-               "level_re_real_db": round(rms_db(y) - refs["genres"][genre]["level_db"], 1)}
+               "level_re_real_db": round(rms_db(y) - refs["genres"][genre]["level_db"], 1),
+               "opening_db": opening_db(y, sr), "first_window_noisy": d["noise"].get("first_noisy_seconds") == 0}
         if track:
             notes = [n for n in read_midi(kw["midi"]) if n.start < SECONDS]
             row["note_f1"] = round(note_f1(notes, estimate_notes(y, sr))["f1"], 3)
@@ -186,7 +202,9 @@ def summary(rows: list[dict], genre_acc: dict) -> dict:
                "pieces_95pct_windows_clean": sum(r["noisy_share"] <= 0.05 for r in sel),
                "tier_snr_db_min": min(snrs), "pieces_all_tiers_snr_20db": sum(s >= 20 for s in snrs),
                "level_re_real_db_median": round(float(np.median([r["level_re_real_db"] for r in sel])), 1),
-               "pieces_level_within_10db": sum(abs(r["level_re_real_db"]) <= 10 for r in sel)}
+               "pieces_level_within_10db": sum(abs(r["level_re_real_db"]) <= 10 for r in sel),
+               "opening_db_median": np.median([r["opening_db"] for r in sel], axis=0).round(1).tolist(),
+               "pieces_first_window_noisy": sum(r["first_window_noisy"] for r in sel)}
         f1 = [(r["note_f1"], r["rendering_note_f1"]) for r in sel if r.get("note_f1") is not None]
         if f1:
             out["note_f1_mean"] = round(float(np.mean([a for a, _ in f1])), 3)

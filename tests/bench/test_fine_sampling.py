@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from fine_sampling import mean_abs_db, parse_setting, summary
+from fine_sampling import mean_abs_db, opening_db, parse_setting, summary
 
 
 def test_parse_setting_keeps_the_runs_values_for_a_dash():
@@ -27,7 +28,8 @@ def test_band_error_is_the_mean_absolute_difference_over_the_known_bands():
 
 def _piece(name, noisy, snr, level, f1=None):
     row = {"name": name, "noisy_share": noisy, "tier_snr_db": {"2000": snr, "8000": 30.0},
-           "bands_db": {"1-2k": -10.0}, "band_error_db": 3.0, "level_re_real_db": level}
+           "bands_db": {"1-2k": -10.0}, "band_error_db": 3.0, "level_re_real_db": level,
+           "opening_db": [-20.0, -5.0, 0.0], "first_window_noisy": noisy > 0}
     if f1 is not None:
         row.update(note_f1=f1, rendering_note_f1=0.5)
     return row
@@ -41,5 +43,13 @@ def test_summary_counts_pieces_by_their_worst_window_tier_and_level():
     g = s["genre"]
     assert g["pieces"] == 2 and g["pieces_with_noise"] == 1 and g["pieces_95pct_windows_clean"] == 1
     assert g["tier_snr_db_min"] == 12.0 and g["pieces_all_tiers_snr_20db"] == 1
-    assert g["pieces_level_within_10db"] == 1
+    assert g["pieces_level_within_10db"] == 1 and g["pieces_first_window_noisy"] == 1
+    assert g["opening_db_median"] == [-20.0, -5.0, 0.0]
     assert s["genre_recognised"] == {"accuracy": 0.5}
+
+
+def test_opening_reads_a_slow_start_against_the_settled_level():
+    sr = 1000
+    x = np.ones(2 * sr)
+    x[:150] = 0.1  # the first 150 ms 20 dB down
+    assert opening_db(x, sr) == [pytest.approx(-20.0), pytest.approx(-20.0), pytest.approx(0.0)]
