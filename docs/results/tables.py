@@ -645,8 +645,48 @@ def score_sampling_table() -> str:
                                f"top-p {c['top_p']:g}. Commit `{s['commit'][:10]}`, `{s['command']}`."])
 
 
+def fine_sampling_table() -> str:
+    """docs/results/fine_sampling.json (+ recordings/): the fine stages' sampling settings (issues 19 and 21)."""
+    lines = ["| corpus | setting | fine stages' temperature | tier prior sigma | band error, dB (MIDI / genre) "
+             "| 1-2 / 2-4 / 4-8 kHz, genre pieces | noisy windows (MIDI / genre) | genre pieces with <= 5% noisy "
+             "(first window noisy) | opening, genre pieces: 0-50 / 50-150 / 150-300 ms (dB re 0.5-1.5 s) "
+             "| pieces with every tier SNR >= 20 dB | note F1 (rendering) | genre recognised |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes = []
+    for corpus, path in (("demo", HERE / "fine_sampling.json"),
+                         ("recordings", HERE / "recordings" / "fine_sampling.json")):
+        if not path.is_file():
+            notes.append(absent(path))
+            continue
+        r = json.loads(path.read_text())
+        run = r["run_sampling"]
+        for name, s in r["settings"].items():
+            m, g, acc = s["summary"]["midi"], s["summary"]["genre"], s["summary"]["genre_recognised"]
+            temps = s["stage_temperature"] or run["stage_temperature"]
+            prior = run["tier_prior"] if s["tier_prior"] is None else s["tier_prior"]
+            bands = " / ".join(f"{v:.1f}" for v in g["bands_db_median"].values())
+            both = [x for x in (m, g) if x]
+            f1 = f"{m['note_f1_mean']:.2f} ({m['rendering_note_f1_mean']:.2f})" if m and m.get("note_f1_mean") else "-"
+            lines.append(f"| {corpus} | {name} | {', '.join(f'{t:g}' for t in temps[1:])} | {prior:g} "
+                         f"| {_f(m and m['band_error_db_mean'], '.1f')} / {g['band_error_db_mean']:.1f} | {bands} "
+                         f"| {_f(m and m['noisy_share_mean'], '.0%')} / {g['noisy_share_mean']:.0%} "
+                         f"| {g['pieces_95pct_windows_clean']} of {g['pieces']} ({g['pieces_first_window_noisy']}) "
+                         f"| {' / '.join(f'{v:.1f}' for v in g['opening_db_median'])} "
+                         f"| {sum(x['pieces_all_tiers_snr_20db'] for x in both)} of {sum(x['pieces'] for x in both)} "
+                         f"| {f1} | {acc['accuracy']:.2f} of {acc['clips']} clips |")
+        ref = " ".join(f"{k} {' / '.join(f'{v:.1f}' for v in x['bands'].values())};"
+                       for k, x in r["references"]["genres"].items())
+        opening = " / ".join(f"{v:.1f}" for v in r["references"]["opening_db_median"])
+        notes.append(f"{corpus}: run `{r['argv'][3]}`, 8 s pieces, real test audio's bands {ref} its opening "
+                     f"{opening} dB (median of the test tracks); the classifier "
+                     f"recognises {r['genre_classifier']['real_test']['accuracy']:.2f} of real test clips "
+                     f"(chance {1 / len(r['genre_classifier']['genres']):.2f}). Commit `{r['commit'][:10]}`, "
+                     f"`{r['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
-            "score_sampling": score_sampling_table,
+            "score_sampling": score_sampling_table, "fine_sampling": fine_sampling_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
             "quality": quality_table, "recordings": recordings_table, "generation": generation_table,
