@@ -82,6 +82,10 @@ class StageConfig(StageArchConfig):
     # LPCNet's noise injection; the targets stay clean).  Measured, not in the presets: 500 steps on the demo's
     # stage 1 cost 0.5 bits more on clean held-out audio than linear_input_noise alone (docs/ARCHITECTURE.md)
     train_input_noise: float = 0.0
+    # share of training examples that are a track's opening scored from its first sample, where the stage's
+    # past is the nothing every generated piece starts from (``pipeline.corpus.batches.OpeningCrops``); random
+    # crops score only samples with a full receptive field of real audio.  0: none
+    opening_share: float = 0.0
     # the per-sample matrices' format when the stage is loaded for sampling and evaluation (models/quant.py):
     # float32 | bf16 | int8 (per-channel scales); post-training, so changing it needs no retraining
     weights: str = "float32"
@@ -424,6 +428,8 @@ def validate(cfg: StrataConfig) -> None:
         for key in ("linear_input_noise", "train_input_noise"):
             if not 0 <= getattr(s, key) <= 10:
                 raise ConfigError(f"stages[{k}].{key} must be in [0, 10], got {getattr(s, key)}")
+        if not 0 <= s.opening_share < 1:
+            raise ConfigError(f"stages[{k}].opening_share must be in [0, 1), got {s.opening_share}")
         if s.weights not in WEIGHT_FORMATS:
             raise ConfigError(f"stages[{k}].weights: {s.weights!r} not one of {' | '.join(WEIGHT_FORMATS)}")
     if cfg.preprocess.transcription not in TRANSCRIPTION_METHODS:

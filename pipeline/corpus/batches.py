@@ -1,5 +1,5 @@
 """Batch assembly shared by training and evaluation: the alignment unit, crop geometry, windows
-of whole tracks, end-of-piece crops, loss weights and a batch's conditioning (with dropout).
+of whole tracks, end-of-piece and opening crops, loss weights and a batch's conditioning (with dropout).
 
 Alignment (ARCHITECTURE.md): sample j of tier k-1 covers samples ``[j*f, (j+1)*f)`` of tier k and
 roll frame g covers stage samples ``[g * rate / roll_fps, (g+1) * rate / roll_fps)``, so a crop or
@@ -16,7 +16,7 @@ import torch
 
 from models import Conditioning
 from pipeline.config import StrataConfig, stage_factor, uses_tier_below
-from pipeline.corpus.dataset import align_unit, track_ends
+from pipeline.corpus.dataset import align_unit, track_ends, track_openings
 
 END_PROB = 0.125  # share of examples that are a track's last crop (stages with end_class)
 
@@ -63,7 +63,43 @@ def window(item: dict, a: int, b: int, f: int, hop: int) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- end of piece, loss
+# ----------------------------------------------------------------------------- openings, end of piece, loss
+
+
+class OpeningCrops:
+    """The first ``window`` samples of each training track, scored from sample 0.
+
+    A random crop scores only samples whose receptive field lies inside the track (the window's left
+    ``context`` is input only), so a stage never learns how a piece starts from nothing, yet every
+    generated piece does: its first samples see the zero state of every stack, as sample 0 of a full
+    pass does.  These crops, scored from their first sample, are that state (stage config ``opening_share``).
+    """
+
+    def __init__(self, data_dir, cfg: StrataConfig, k: int, window: int, margin: int = 0,
+                 manifest: dict | None = None):
+        self.items = track_openings(data_dir, cfg, k, "train", window, margin, manifest)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def insert_opening_crops(batch: dict, openings: OpeningCrops | None, share: float, gen: torch.Generator) -> dict:
+    """Replace about ``share`` of the examples by track openings; adds "open_mask" bool (B,) (those rows)."""
+    B = batch["x"].shape[0]
+    is_open = torch.zeros(B, dtype=torch.bool)
+    if openings is not None and len(openings) and share > 0:
+        is_open = torch.rand(B, generator=gen) < share
+        picks = torch.randint(len(openings), (B,), generator=gen)
+        for i in torch.nonzero(is_open).flatten().tolist():
+            it = openings.items[int(picks[i])]
+            for key in ("x", "below", "roll", "cond_len"):
+                if key in batch:
+                    batch[key][i] = it[key]
+            batch["has_roll"][i] = bool(it["has_roll"])
+            batch["genre"][i] = it["genre"]
+    batch["open_mask"] = is_open
+    return batch
+
 
 
 class EndCrops:
@@ -104,10 +140,14 @@ def insert_end_crops(batch: dict, ends: EndCrops | None, gen: torch.Generator, e
     return batch
 
 
-def loss_weights(B: int, T: int, context: int, window: int, end_mask: torch.Tensor | None) -> torch.Tensor:
-    """Weights (B, T): 1 on the crop (after the context), 1 on END targets, 0 elsewhere."""
+def loss_weights(B: int, T: int, context: int, window: int, end_mask: torch.Tensor | None,
+                 open_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Weights (B, T): 1 on the crop (after the context; from sample 0 for openings, ``open_mask``),
+    1 on END targets, 0 elsewhere."""
     w = torch.zeros(B, T)
     w[:, context:window] = 1.0
+    if open_mask is not None:
+        w[open_mask, :context] = 1.0
     if end_mask is not None and T > window:
         w[:, window] = end_mask.float()
     return w

@@ -174,6 +174,13 @@ def track_ends(data_dir, cfg: StrataConfig, stage: int, split: str, window: int,
     return [data.item(t, start, window, margin) for t, start in ends if start >= 0]
 
 
+def track_openings(data_dir, cfg: StrataConfig, stage: int, split: str, window: int, margin: int = 0,
+                   manifest: dict | None = None) -> list[dict]:
+    """The first ``window`` samples of every track of ``split`` that has them (StageCrops items at start 0)."""
+    data = _Tracks(data_dir, cfg, stage, split, manifest)
+    return [data.item(t, 0, window, margin) for t in data.tracks if data.samples(t) >= window]
+
+
 def iter_tracks(data_dir, cfg: StrataConfig, stage: int, split: str,
                 manifest: dict | None = None) -> Iterator[dict[str, Any]]:
     """Whole tracks of a split for exact evaluation: the item keys + "id" and "seconds"."""

@@ -18,7 +18,16 @@ import torch
 
 from models import build_stage
 from pipeline.config import StrataConfig
-from pipeline.corpus.batches import EndCrops, crop_geometry, insert_end_crops, loss_weights, model_inputs, model_x
+from pipeline.corpus.batches import (
+    EndCrops,
+    OpeningCrops,
+    crop_geometry,
+    insert_end_crops,
+    insert_opening_crops,
+    loss_weights,
+    model_inputs,
+    model_x,
+)
 from pipeline.corpus.dataset import StageCrops, load_manifest
 from pipeline.io import atomic_write_json
 from pipeline.run import (
@@ -203,6 +212,8 @@ class StageTrainer:
         )
         ends = self.end_code is not None
         self.ends = EndCrops(self.data_dir, cfg, k, geo.window, geo.margin, self.manifest) if ends else None
+        self.openings = (OpeningCrops(self.data_dir, cfg, k, geo.window, geo.margin, self.manifest)
+                         if self.s.opening_share > 0 else None)
         self.valid = validation_batches(self.data_dir, cfg, k, geo.context, self.note, geo.margin, self.manifest)
 
     # ------------------------------------------------------------------------- the loop
@@ -247,10 +258,16 @@ class StageTrainer:
         """(mean bits per sample of the micro-batch's crops, samples trained): teacher forcing with
         conditioning dropout drawn from ``gen``."""
         acc = self.accelerator
+        open_mask = None
+        if self.openings is not None:  # before the END crops, which may take a row back
+            batch = insert_opening_crops(batch, self.openings, self.s.opening_share, gen)
+            open_mask = batch.pop("open_mask")
         if self.end_code is not None:
             batch = insert_end_crops(batch, self.ends, gen, self.end_code)
+            if open_mask is not None:
+                open_mask = open_mask & ~batch["end_mask"]
         B, T = batch["x"].shape
-        weights = loss_weights(B, T, self.geo.context, self.geo.window, batch.get("end_mask")).to(acc.device)
+        weights = loss_weights(B, T, self.geo.context, self.geo.window, batch.get("end_mask"), open_mask).to(acc.device)
         cond = model_inputs(batch, self.cfg, self.k, self.n_genres, gen, drop=True).to(acc.device)
         x = model_x(batch["x"].to(acc.device), self.unwrapped.head, self.cfg.data.mu_bits)  # (B, T)
         # the input past through noise like the stage's own draws (train_input_noise; the targets stay clean)
@@ -322,7 +339,8 @@ class StageTrainer:
         extra = {"genres": list(self.manifest["genres"]), "rate": self.s.rate, "stage": self.k,
                  "valid_bits": bits, "step": self.state.step,
                  "training": {"linear_input_noise": self.s.linear_input_noise,
-                              "train_input_noise": self.s.train_input_noise}}
+                              "train_input_noise": self.s.train_input_noise,
+                              "opening_share": self.s.opening_share}}
         export_stage(self.unwrapped, self.ema, self.run_dir, self.k, extra)
 
     def finish(self) -> dict:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.config import ConfigError, save_config
-from pipeline.corpus.batches import EndCrops, insert_end_crops, loss_weights
+from pipeline.corpus.batches import EndCrops, OpeningCrops, insert_end_crops, insert_opening_crops, loss_weights
 from pipeline.errors import DatasetError, RunError
 from pipeline.run import list_checkpoints, read_metrics
 from pipeline.training.train import train_stage
@@ -112,7 +112,7 @@ def test_input_noise_trains_a_fine_stage_and_is_recorded(periodic, tmp_path, key
         curve = losses(run, 1)
         assert np.mean([curve[i] for i in (28, 29, 30)]) < np.mean([curve[i] for i in (1, 2, 3)]), curve
         training = json.loads((run / "stages/1/model.json").read_text())["extra"]["training"]
-        assert training == {"linear_input_noise": 0.0, "train_input_noise": 0.0, key: share}
+        assert training == {"linear_input_noise": 0.0, "train_input_noise": 0.0, "opening_share": 0.0, key: share}
         from models import load_stage
 
         a = load_stage(run / "stages/1").linear.past_weight.detach().double()
@@ -177,6 +177,64 @@ def test_end_class_batches():
     share = np.mean([insert_end_crops(dict(batch, x=torch.full((B, W), 5)), ends, gen, 256)["end_mask"].float().mean()
                      for _ in range(200)])
     assert 0.08 < share < 0.17
+
+
+def test_opening_batches():
+    """Openings replace about ``share`` of the rows and are scored from their first sample."""
+    B, W = 4, 10
+    batch = {"x": torch.full((B, W), 5), "genre": torch.zeros(B, dtype=torch.long),
+             "has_roll": torch.ones(B, dtype=torch.bool), "roll": torch.zeros(B, 256, 1)}
+    openings = OpeningCrops.__new__(OpeningCrops)
+    openings.items = [{"x": torch.full((W,), 7), "roll": torch.ones(256, 1), "has_roll": False,
+                       "genre": torch.tensor(1)}]
+    out = insert_opening_crops(batch, openings, 0.5, torch.Generator().manual_seed(0))
+    is_open = out["open_mask"]
+    assert 0 < int(is_open.sum()) < B  # this seed: some rows of each kind
+    for i in range(B):
+        assert out["x"][i].eq(7 if is_open[i] else 5).all()
+        assert bool(out["has_roll"][i]) is not bool(is_open[i])
+    w = loss_weights(B, W, 3, W, None, is_open)
+    assert torch.equal(w[:, :3].sum(1) > 0, is_open) and w[:, 3:].eq(1).all()
+    gen = torch.Generator().manual_seed(1)
+    share = np.mean([insert_opening_crops(dict(batch), openings, 0.25, gen)["open_mask"].float().mean()
+                     for _ in range(200)])
+    assert 0.18 < share < 0.32
+    none = insert_opening_crops(dict(batch, x=torch.full((B, W), 5)), openings, 0.0, gen)
+    assert not none["open_mask"].any() and none["x"].eq(5).all()
+
+
+def _opening_bits(run: Path, data: Path, cfg, k: int) -> float:
+    """Mean bits per sample of the exported stage k on the receptive-field part of the training tracks'
+    openings: samples a random crop never scores."""
+    from models import load_stage
+    from pipeline.corpus.batches import crop_geometry, model_inputs, model_x
+    from pipeline.corpus.dataset import track_openings
+
+    stage = load_stage(run / f"stages/{k}").eval()
+    geo = crop_geometry(cfg, k, stage)
+    items = track_openings(data, cfg, k, "train", geo.window)
+    batch = {key: torch.stack([torch.as_tensor(it[key]) for it in items]) for key in ("x", "roll", "genre")}
+    batch["has_roll"] = torch.tensor([bool(it["has_roll"]) for it in items])
+    with torch.no_grad():
+        cond = model_inputs(batch, cfg, k, 2, None, drop=False)
+        x = model_x(batch["x"], stage.head, cfg.data.mu_bits)
+        bits = stage.head.nll_bits(stage(x, cond), x)  # (B, T)
+    return float(bits[:, : geo.context].mean())
+
+
+def test_opening_crops_teach_a_stage_to_start_from_nothing(periodic, tmp_path):
+    """A generated piece starts from nothing, which random crops never score.  Trained with
+    ``opening_share`` (the same steps and seed), stage 0 predicts the tracks' openings in fewer bits
+    (a margin of 0.2 bits; measured here: 1.59 -> 1.26)."""
+    bits = {}
+    for share in (0.0, 0.5):
+        cfg = tiny_train_config(rates=(1000,), max_steps=60, eval_every=60, checkpoint_every=60, end_class=False,
+                                history=False)
+        cfg = dataclasses.replace(cfg, stages=[dataclasses.replace(cfg.stages[0], opening_share=share)])
+        run = tmp_path / f"run{share}"
+        train_stage(periodic, run, cfg, 0, progress=False)
+        bits[share] = _opening_bits(run, periodic, cfg, 0)
+    assert bits[0.5] < bits[0.0] - 0.2, bits
 
 
 def _cut(batch: dict, cfg, k: int, n: int) -> dict:
