@@ -685,8 +685,28 @@ def fine_sampling_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def tap_envelopes_table() -> str:
+    """docs/results/tap_envelopes.json (+ recordings/): the score taps' prediction gain by harmonic weights."""
+    lines = ["| corpus | rate | taps from | prediction gain, dB (mean over genres) | per genre |",
+             "| --- | --- | --- | --- | --- |"]
+    notes = []
+    for corpus, path in (("demo", HERE / "tap_envelopes.json"),
+                         ("recordings", HERE / "recordings" / "tap_envelopes.json")):
+        if not path.is_file():
+            notes.append(absent(path))
+            continue
+        r = json.loads(path.read_text())
+        for rate, x in r["rates"].items():
+            for name, per in x["prediction_gain_db"].items():
+                genres = ", ".join(f"{g} {v:.2f}" for g, v in per.items() if g != "mean")
+                lines.append(f"| {corpus} | {int(rate) // 1000} kHz | {name} | {per['mean']:.2f} | {genres} |")
+        notes.append(f"{corpus}: {r['order']} taps, test split; commit `{r['commit'][:10]}`, `{r['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
             "score_sampling": score_sampling_table, "fine_sampling": fine_sampling_table,
+            "tap_envelopes": tap_envelopes_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
             "quality": quality_table, "recordings": recordings_table, "generation": generation_table,
