@@ -704,9 +704,38 @@ def tap_envelopes_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def opening_table() -> str:
+    """docs/results/opening.json: stage 0 trained with and without opening crops (``opening_share``)."""
+    path = HERE / "opening.json"
+    if not path.is_file():
+        return absent(path)
+    r = json.loads(path.read_text())
+    corpora = list(next(iter(r["runs"].values()))["stage0_bits"])
+    lines = ["| run | opening_share | stage 0 steps | "
+             + " | ".join(f"stage 0 bits, first {r['opening_seconds']:g} s / first {r['max_seconds']:g} s ({c})"
+                          for c in corpora)
+             + " | opening, 0-50 / 50-150 / 150-300 ms (dB re 0.5-1.5 s) | pieces with a noisy first window "
+               "| pieces with <= 5% noisy windows | noisy windows (MIDI / genre) | genre recognised |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in corpora) + " | --- | --- | --- | --- | --- |"]
+    for name, x in r["runs"].items():
+        m, g, acc = x["summary"]["midi"], x["summary"]["genre"], x["summary"]["genre_recognised"]
+        bits = " | ".join(f"{b['opening']['bits_per_sample']:.3f} / {b['first_seconds']['bits_per_sample']:.3f}"
+                          for b in x["stage0_bits"].values())
+        both = [v for v in (m, g) if v]
+        opening = " / ".join(f"{v:.1f}" for v in g["opening_db_median"])
+        lines.append(f"| {name} | {x['opening_share']:g} | {x['stage0_steps']} | {bits} | {opening} (genre pieces) "
+                     f"| {sum(v['pieces_first_window_noisy'] for v in both)} of {sum(v['pieces'] for v in both)} "
+                     f"| {sum(v['pieces_95pct_windows_clean'] for v in both)} of {sum(v['pieces'] for v in both)} "
+                     f"| {_f(m and m['noisy_share_mean'], '.0%')} / {g['noisy_share_mean']:.0%} "
+                     f"| {acc['accuracy']:.2f} of {acc['clips']} clips |")
+    ref = " / ".join(f"{v:.1f}" for v in r["references"]["opening_db_median"])
+    return "\n".join(lines + ["", f"Real test tracks open at {ref} dB (median). 8 s pieces with the runs' own "
+                               f"sampling. Commit `{r['commit'][:10]}`, `{r['command']}`."])
+
+
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
             "score_sampling": score_sampling_table, "fine_sampling": fine_sampling_table,
-            "tap_envelopes": tap_envelopes_table,
+            "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
             "quality": quality_table, "recordings": recordings_table, "generation": generation_table,
