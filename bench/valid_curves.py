@@ -22,20 +22,22 @@ from pipeline.run import read_config  # noqa: E402
 
 
 def curve(run: Path, stage: str) -> dict:
-    """{"valid": [[step, bits]], "loss": [[step, mean loss of the 100 steps from step]], "score": the stage's
-    score-taps config}."""
+    """{"valid": [[step, bits]], "loss": [[step, mean loss of the 100 steps from step]], and for a WaveNet stage its
+    score-taps config, batch and crop}.  ``stage``: an index, or "score" (the score tier: bits per event)."""
     valid, loss = [], {}
-    path = run / "metrics" / f"stage{stage}.jsonl"
-    for line in path.read_text().splitlines():
+    key = "score" if stage == "score" else f"stage{stage}"
+    for line in (run / "metrics" / f"{key}.jsonl").read_text().splitlines():
         d = json.loads(line)
-        if f"stage{stage}/valid_bits" in d:
-            valid.append([d["step"], round(d[f"stage{stage}/valid_bits"], 4)])
-        if f"stage{stage}/loss" in d:
-            loss.setdefault(d["step"] // 100 * 100, []).append(d[f"stage{stage}/loss"])
+        if f"{key}/valid_bits" in d:
+            valid.append([d["step"], round(d[f"{key}/valid_bits"], 4)])
+        if f"{key}/loss" in d:
+            loss.setdefault(d["step"] // 100 * 100, []).append(d[f"{key}/loss"])
     cfg = read_config(run)
+    out = {"valid": valid, "loss_per_100_steps": [[k, round(sum(v) / len(v), 4)] for k, v in sorted(loss.items())]}
+    if stage == "score":
+        return {**out, "max_steps": cfg.score_tier.max_steps, "batch_size": cfg.score_tier.batch_size}
     st = cfg.stages[int(stage)]
-    return {"valid": valid, "loss_per_100_steps": [[k, round(sum(v) / len(v), 4)] for k, v in sorted(loss.items())],
-            "score_taps": {"enabled": st.score.enabled, "order": st.score.order}, "batch_size": st.batch_size,
+    return {**out, "score_taps": {"enabled": st.score.enabled, "order": st.score.order}, "batch_size": st.batch_size,
             "crop": st.crop}
 
 
@@ -53,8 +55,8 @@ def plot(out: dict, png: Path, baseline: float | None, baseline_label: str) -> N
     if baseline is not None:
         ax.axhline(baseline, linestyle="--", color="gray", label=baseline_label)
     ax.set_xlabel("step")
-    ax.set_ylabel("validation bits per sample")
-    ax.set_title(f"stage {out['stage']}")
+    ax.set_ylabel("validation bits per event" if out["stage"] == "score" else "validation bits per sample")
+    ax.set_title("score tier" if out["stage"] == "score" else f"stage {out['stage']}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

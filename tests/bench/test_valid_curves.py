@@ -28,3 +28,18 @@ def test_curves_and_png(tmp_path):
     assert runs["a"]["valid"] == [[0, 5.0], [200, 4.5]] and runs["b"]["valid"] == [[0, 5.2]]
     assert runs["a"]["loss_per_100_steps"] == [[0, 4.8], [100, 4.6]]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_score_tier_curve_is_read_from_its_own_metrics(tmp_path):
+    run = tmp_path / "s"
+    run.mkdir()
+    save_config(tiny_train_config(), run / "config.yaml")
+    (run / "metrics").mkdir()
+    rows = [{"step": 0, "score/valid_bits": 8.5}, {"step": 200, "score/valid_bits": 3.9},
+            {"step": 10, "score/loss": 6.0}]
+    (run / "metrics" / "score.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "c.json"
+    assert main(["--stage", "score", "--run", str(run), "--json", str(out)]) == 0
+    c = json.loads(out.read_text())["runs"]["s"]
+    assert c["valid"] == [[0, 8.5], [200, 3.9]] and c["loss_per_100_steps"] == [[0, 6.0]]
+    assert c["max_steps"] == tiny_train_config().score_tier.max_steps
