@@ -448,7 +448,8 @@ SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_l
                    ("run with a clock, whole works", "score_tier_clock.json"),
                    ("the same, windows reaching the END", "score_tier_clock_ends.json"),
                    ("the same, told its length and the held pitches", "score_tier_length.json"),
-                   ("the same, a tenth of windows at openings and ENDs", "score_tier_edges.json"))
+                   ("the same, a tenth of windows at openings and ENDs", "score_tier_edges.json"),
+                   ("the same, trained 6000 steps", "score_tier_steps.json"))
 
 
 def score_tier_table() -> str:
@@ -577,7 +578,9 @@ def noise_trap_table() -> str:
     notes = []
     files = (("demo", HERE / "noise_trap.json"), ("recordings", HERE / "recordings" / "noise_trap.json"),
              ("demo", HERE / "noise_trap_score_taps.json"),
-             ("recordings", HERE / "recordings" / "noise_trap_score_taps.json"))
+             ("recordings", HERE / "recordings" / "noise_trap_score_taps.json"),
+             ("demo", HERE / "noise_trap_steps.json"),
+             ("other soundfont", HERE / "noise_trap_steps_other_soundfont.json"))
     for corpus, path in files:
         if not path.is_file():
             notes.append(absent(path))
@@ -654,7 +657,8 @@ def fine_sampling_table() -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
     for corpus, path in (("demo", HERE / "fine_sampling.json"),
-                         ("recordings", HERE / "recordings" / "fine_sampling.json")):
+                         ("recordings", HERE / "recordings" / "fine_sampling.json"),
+                         ("demo, fine stages trained 3000 steps", HERE / "fine_sampling_steps.json")):
         if not path.is_file():
             notes.append(absent(path))
             continue
