@@ -66,7 +66,32 @@ def window(item: dict, a: int, b: int, f: int, hop: int) -> dict:
 # ----------------------------------------------------------------------------- openings, end of piece, loss
 
 
-class OpeningCrops:
+class _TrackWindows:
+    """One window per training track (``items``: StageCrops items), drawn into batches by ``_swap_in``."""
+
+    items: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _swap_in(batch: dict, windows: _TrackWindows, share: float, gen: torch.Generator) -> torch.Tensor:
+    """Replace about ``share`` of the batch's examples, in place, by windows drawn from ``windows``
+    (uniforms, then picks, from ``gen``); the replaced rows as bool (B,)."""
+    B = batch["x"].shape[0]
+    mask = torch.rand(B, generator=gen) < share
+    picks = torch.randint(len(windows), (B,), generator=gen)
+    for i in torch.nonzero(mask).flatten().tolist():
+        it = windows.items[int(picks[i])]
+        for key in ("x", "below", "roll", "cond_len"):
+            if key in batch:
+                batch[key][i] = it[key]
+        batch["has_roll"][i] = bool(it["has_roll"])
+        batch["genre"][i] = it["genre"]
+    return mask
+
+
+class OpeningCrops(_TrackWindows):
     """The first ``window`` samples of each training track, scored from sample 0.
 
     A random crop scores only samples whose receptive field lies inside the track (the window's left
@@ -79,39 +104,23 @@ class OpeningCrops:
                  manifest: dict | None = None):
         self.items = track_openings(data_dir, cfg, k, "train", window, margin, manifest)
 
-    def __len__(self) -> int:
-        return len(self.items)
-
 
 def insert_opening_crops(batch: dict, openings: OpeningCrops | None, share: float, gen: torch.Generator) -> dict:
     """Replace about ``share`` of the examples by track openings; adds "open_mask" bool (B,) (those rows)."""
-    B = batch["x"].shape[0]
-    is_open = torch.zeros(B, dtype=torch.bool)
+    is_open = torch.zeros(batch["x"].shape[0], dtype=torch.bool)
     if openings is not None and len(openings) and share > 0:
-        is_open = torch.rand(B, generator=gen) < share
-        picks = torch.randint(len(openings), (B,), generator=gen)
-        for i in torch.nonzero(is_open).flatten().tolist():
-            it = openings.items[int(picks[i])]
-            for key in ("x", "below", "roll", "cond_len"):
-                if key in batch:
-                    batch[key][i] = it[key]
-            batch["has_roll"][i] = bool(it["has_roll"])
-            batch["genre"][i] = it["genre"]
+        is_open = _swap_in(batch, openings, share, gen)
     batch["open_mask"] = is_open
     return batch
 
 
-
-class EndCrops:
+class EndCrops(_TrackWindows):
     """The last ``window`` samples of each training track (for the end-of-piece class), below and
     roll with the same right ``margin`` as the other crops (missing past the end)."""
 
     def __init__(self, data_dir, cfg: StrataConfig, k: int, window: int, margin: int = 0,
                  manifest: dict | None = None):
         self.items = track_ends(data_dir, cfg, k, "train", window, margin, manifest)
-
-    def __len__(self) -> int:
-        return len(self.items)
 
 
 def insert_end_crops(batch: dict, ends: EndCrops | None, gen: torch.Generator, end_code: int | None) -> dict:
@@ -123,15 +132,7 @@ def insert_end_crops(batch: dict, ends: EndCrops | None, gen: torch.Generator, e
     B, W = x.shape
     is_end = torch.zeros(B, dtype=torch.bool)
     if ends is not None and len(ends) and end_code is not None:
-        is_end = torch.rand(B, generator=gen) < END_PROB
-        picks = torch.randint(len(ends), (B,), generator=gen)
-        for i in torch.nonzero(is_end).flatten().tolist():
-            it = ends.items[int(picks[i])]
-            for key in ("x", "below", "roll", "cond_len"):
-                if key in batch:
-                    batch[key][i] = it[key]
-            batch["has_roll"][i] = bool(it["has_roll"])
-            batch["genre"][i] = it["genre"]
+        is_end = _swap_in(batch, ends, END_PROB, gen)
     last = torch.full((B, 1), 128, dtype=x.dtype)
     if end_code is not None:
         last[is_end, 0] = end_code
