@@ -26,6 +26,15 @@ def absent(path: Path) -> str:
     return f"Not shown: `{rel}` is missing."
 
 
+def present(files, notes: list[str]):
+    """(label, the JSON) of each (label, path) in ``files`` that exists; each missing one adds its note."""
+    for label, path in files:
+        if path.is_file():
+            yield label, json.loads(path.read_text())
+        else:
+            notes.append(absent(path))
+
+
 def _f(v, spec: str = ".3f") -> str:
     return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
 
@@ -35,12 +44,9 @@ def evaluation_table() -> str:
     rows = ["| audio | stage | rate | model | linear baseline | without conditioning (network / linear path) "
             "| without roll | without genre | short context |", "|" + " --- |" * 9]
     notes = []
-    for name, file in (("demo test split", "evaluation.json"), ("other soundfont", "evaluation_other_soundfont.json")):
-        path = HERE / file
-        if not path.is_file():
-            notes.append(absent(path))
-            continue
-        ev = json.loads(path.read_text())["evaluation"]
+    for name, r in present((("demo test split", HERE / "evaluation.json"),
+                            ("other soundfont", HERE / "evaluation_other_soundfont.json")), notes):
+        ev = r["evaluation"]
         for s in ev["stages"]:
             parts = ""
             if "bits_per_sample_network_without_conditioning" in s:
@@ -581,11 +587,7 @@ def noise_trap_table() -> str:
              ("recordings", HERE / "recordings" / "noise_trap_score_taps.json"),
              ("demo", HERE / "noise_trap_steps.json"),
              ("other soundfont", HERE / "noise_trap_steps_other_soundfont.json"))
-    for corpus, path in files:
-        if not path.is_file():
-            notes.append(absent(path))
-            continue
-        r = json.loads(path.read_text())
+    for corpus, r in present(files, notes):
         for name, run in r["runs"].items():
             tr = run["taps"]["1"].get("training") or {}
             how = ", ".join(f"{k} {v}" for k, v in tr.items() if k != "exported" and v) or "clean"
@@ -613,11 +615,8 @@ def quant_cost_table() -> str:
     lines = ["| corpus | stage | rate | float32 bits per sample | bf16 (cost) | int8 (cost) |",
              "| --- | --- | --- | --- | --- | --- |"]
     notes = []
-    for corpus, path in (("demo", BENCH / "quant_cost.json"), ("recordings", BENCH / "quant_cost_recordings.json")):
-        if not path.is_file():
-            notes.append(absent(path))
-            continue
-        q = json.loads(path.read_text())
+    for corpus, q in present((("demo", BENCH / "quant_cost.json"),
+                              ("recordings", BENCH / "quant_cost_recordings.json")), notes):
         for s in q["stages"]:
             lines.append(f"| {corpus} | {s['stage']} | {s['rate']} | {s['float32_bits_per_sample']:.4f} "
                          f"| {s['bf16_bits_per_sample']:.4f} ({s['bf16_cost_bits']:+.5f}) "
@@ -656,13 +655,9 @@ def fine_sampling_table() -> str:
              "| pieces with every tier SNR >= 20 dB | note F1 (rendering) | genre recognised |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
-    for corpus, path in (("demo", HERE / "fine_sampling.json"),
-                         ("recordings", HERE / "recordings" / "fine_sampling.json"),
-                         ("demo, fine stages trained 3000 steps", HERE / "fine_sampling_steps.json")):
-        if not path.is_file():
-            notes.append(absent(path))
-            continue
-        r = json.loads(path.read_text())
+    for corpus, r in present((("demo", HERE / "fine_sampling.json"),
+                              ("recordings", HERE / "recordings" / "fine_sampling.json"),
+                              ("demo, fine stages trained 3000 steps", HERE / "fine_sampling_steps.json")), notes):
         run = r["run_sampling"]
         for name, s in r["settings"].items():
             m, g, acc = s["summary"]["midi"], s["summary"]["genre"], s["summary"]["genre_recognised"]
@@ -694,12 +689,8 @@ def tap_envelopes_table() -> str:
     lines = ["| corpus | rate | taps from | prediction gain, dB (mean over genres) | per genre |",
              "| --- | --- | --- | --- | --- |"]
     notes = []
-    for corpus, path in (("demo", HERE / "tap_envelopes.json"),
-                         ("recordings", HERE / "recordings" / "tap_envelopes.json")):
-        if not path.is_file():
-            notes.append(absent(path))
-            continue
-        r = json.loads(path.read_text())
+    for corpus, r in present((("demo", HERE / "tap_envelopes.json"),
+                              ("recordings", HERE / "recordings" / "tap_envelopes.json")), notes):
         for rate, x in r["rates"].items():
             for name, per in x["prediction_gain_db"].items():
                 genres = ", ".join(f"{g} {v:.2f}" for g, v in per.items() if g != "mean")
