@@ -44,6 +44,8 @@ from pipeline.training.score_model import read_score_model, sample_roll  # noqa:
 from pipeline.training.score_tier import (  # noqa: E402
     TRAIN_EVENTS,
     extra_pieces,
+    is_whole,
+    lengths_of,
     load_pieces,
     load_score_tier,
     sample_events,
@@ -90,7 +92,7 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
     rows = []
     for i in range(n):
         gi = genre_ids[i % len(genre_ids)]
-        lengths = [events_seconds(e) for gid, e in train if gi == len(genres) or gid == gi]
+        lengths = lengths_of(train, None if gi == len(genres) else gi)  # whole pieces: excerpts have no length
         median = float(np.median(lengths))
         asked = float(np.random.default_rng([1000 + i, 211]).choice(lengths)) if told else None
         cap = 2.5 * median if asked is None else max(2.5 * median, 1.25 * asked)  # room to end where asked
@@ -113,14 +115,15 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
 
 
 def real_lengths(train: list[tuple[int, list[int]]], genres: list[str]) -> dict:
-    """What the range target can reach: the share of the training pieces themselves within 0.5-2x their genre's
-    median (and of all pieces within 0.5-2x the median of all)."""
+    """What the range target can reach: the share of the whole training pieces themselves within 0.5-2x their
+    genre's median (and of all pieces within 0.5-2x the median of all); excerpts counted beside them."""
     out = {}
     for gi in [*range(len(genres)), None]:
-        sec = np.array([events_seconds(e) for gid, e in train if gi is None or gid == gi])
+        sec = np.array(lengths_of(train, gi))
         m = float(np.median(sec))
         out[genres[gi] if gi is not None else "all"] = {
             "pieces": len(sec), "median_seconds": round(m, 2),
+            "excerpts": sum(1 for gid, e in train if (gi is None or gid == gi) and not is_whole(e)),
             "share_within_half_to_twice_median": round(float(((sec >= 0.5 * m) & (sec <= 2 * m)).mean()), 3)}
     return out
 

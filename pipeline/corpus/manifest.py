@@ -17,13 +17,16 @@ from pipeline.io import atomic_write_json
 SPLITS = ("train", "valid", "test")
 MANIFEST_VERSION = 1
 MANIFEST_TRACK_KEYS = ("id", "genre", "genre_id", "split", "seconds", "source", "hash", "midi",
-                       "tiers", "samples", "roll", "roll_source")
+                       "tiers", "samples", "roll", "roll_source", "excerpt")
 POLICIES = {
     "short_files": "skipped when shorter than data.min_seconds after trimming",
     "midi": "unreadable MIDI, MIDI without (pitched) notes: the track is skipped (a wrong score is worse than none)",
     "midi_alignment": "tracks with MIDI are not trimmed at the start, so the roll stays aligned",
     "estimated_scores": "a track without MIDI gets a roll estimated from its audio (preprocess.estimate_scores); "
                         "when the estimate fails or finds no note, it keeps its tiers without a roll (no_roll)",
+    "excerpts": "a track whose MIDI is marked as an excerpt (strata: excerpt) or whose audio was cropped at "
+                "data.max_seconds is the start of a longer piece (excerpt: true): the score tier learns no end of "
+                "piece and no piece length from it",
     "unknown_extensions": "reported as skipped; .mid/.midi, metadata.csv and hidden files are ignored",
 }
 
@@ -84,6 +87,7 @@ def build_manifest(tracks: Sequence[dict], data_cfg: DataConfig, seed: int = 0) 
     for t in sorted(tracks, key=lambda t: t["id"]):
         full = dict(t, genre_id=genres.index(t["genre"]), split=t.get("split") or splits[t["id"]])
         full.setdefault("roll_source", "midi" if t.get("roll") else None)  # records made before roll_source
+        full.setdefault("excerpt", False)  # records made before excerpts were marked: whole pieces
         entries.append({k: full[k] for k in MANIFEST_TRACK_KEYS})
     return {
         "version": MANIFEST_VERSION,

@@ -12,6 +12,9 @@ Rules
 - Notes still sounding at the end of the file end at the file's last event.
 - SMPTE time division (the header's top bit set): ticks are ``1 / (frames per second * ticks per
   frame)`` s and ``set_tempo`` is ignored, as the standard says.
+- An excerpt (the start of a longer piece, e.g. cut by ``crop_midi``) carries a ``marker`` meta
+  message ``EXCERPT_MARKER`` at its cut: its end is not the piece's end (``is_excerpt``), so the
+  score tier neither learns an end of piece nor a piece length from it.
 - Hostile files give one ``MidiError`` line, in bounded time and memory: larger than
   ``MAX_BYTES``, ticks per beat 0, more than ``MAX_NOTES`` notes, or notes reaching past
   ``MAX_SECONDS`` (a corrupt delta time or tempo; a piano roll of that length would not fit).
@@ -48,6 +51,7 @@ PREFERRED_SOUNDFONTS = ("FluidR3_GM.sf2", "default-GM.sf2", "TimGM6mb.sf2")
 MAX_BYTES = 4 * 1024 * 1024  # parsed by mido in ~10 s and ~0.6 GB here; real scores are far smaller
 MAX_NOTES = 200_000
 MAX_SECONDS = 3 * 3600.0  # a (2, 128, F) roll at 100 fps of this length is 276 MB
+EXCERPT_MARKER = "strata: excerpt"  # a marker meta message's text at the cut of a cropped piece
 
 
 class MidiError(InputError):
@@ -190,6 +194,13 @@ def read_midi(path: str | Path) -> list[Note]:
     return notes
 
 
+def is_excerpt(path: str | Path) -> bool:
+    """Whether a MIDI file is marked as the start of a longer piece (``EXCERPT_MARKER``, written by
+    ``crop_midi`` where it cut notes off); unreadable files raise ``MidiError`` as ``read_midi`` does."""
+    mid = _open_midi(path)
+    return any(m.type == "marker" and m.text == EXCERPT_MARKER for track in mid.tracks for m in track)
+
+
 def midi_duration(path: str | Path) -> float:
     """Seconds from the start of the file to the end of its last note."""
     return max(n.end for n in read_midi(path))
@@ -252,20 +263,24 @@ def set_program(mid: "mido.MidiFile", program: int) -> "mido.MidiFile":
 def crop_midi(mid: "mido.MidiFile", seconds: float) -> "mido.MidiFile":
     """The first ``seconds`` of a file: later events dropped, notes and pedals closed at the cut.
 
-    Rendering the result gives the audio of the first ``seconds`` (plus the release tail).
+    Rendering the result gives the audio of the first ``seconds`` (plus the release tail).  Where a
+    note was cut off (struck at or after the cut, or sounding across it), the first track gets the
+    ``EXCERPT_MARKER`` at the cut: the file is an excerpt, not a whole piece.
     """
     tempo_ticks = _seconds_to_ticks(mid)
     cut_tick = tempo_ticks(seconds)
     out = mido.MidiFile(type=mid.type, ticks_per_beat=mid.ticks_per_beat)
+    cut_notes = False
     for track in mid.tracks:
         new, tick, last = mido.MidiTrack(), 0, 0
         on: dict[tuple[int, int], int] = defaultdict(int)
         pedal: set[int] = set()
-        for msg in track:
+        for i, msg in enumerate(track):
             tick += msg.time
             if msg.type == "end_of_track":
                 continue
             if tick > cut_tick or (tick == cut_tick and msg.type == "note_on" and msg.velocity > 0):
+                cut_notes = cut_notes or any(m.type == "note_on" and m.velocity > 0 for m in [msg, *track[i + 1:]])
                 break
             new.append(msg.copy(time=tick - last))
             last = tick
@@ -277,12 +292,21 @@ def crop_midi(mid: "mido.MidiFile", seconds: float) -> "mido.MidiFile":
                 (pedal.add if msg.value >= 64 else pedal.discard)(msg.channel)
         closing = [mido.Message("note_off", channel=ch, note=p, velocity=0)
                    for (ch, p), k in sorted(on.items()) for _ in range(k)]
+        cut_notes = cut_notes or bool(closing)
         closing += [mido.Message("control_change", channel=ch, control=64, value=0) for ch in sorted(pedal)]
         for i, msg in enumerate(closing):
             new.append(msg.copy(time=cut_tick - last if i == 0 else 0))
             last = cut_tick
         new.append(mido.MetaMessage("end_of_track", time=0))
         out.tracks.append(new)
+    if cut_notes and out.tracks:  # at the cut in the first track (a type 1 file's tempo track: timing only)
+        first, tick = out.tracks[0], 0
+        for j, msg in enumerate(first):
+            if msg.type == "end_of_track":
+                first.insert(j, mido.MetaMessage("marker", text=EXCERPT_MARKER, time=max(0, cut_tick - tick)))
+                first[j + 1] = first[j + 1].copy(time=0)
+                break
+            tick += msg.time
     return out
 
 

@@ -42,7 +42,7 @@ from pipeline.config import DataConfig, config_to_dict
 from pipeline.corpus.audio import AudioError, make_tiers, prepare_audio
 from pipeline.corpus.inputs import skip_entry
 from pipeline.corpus.manifest import MANIFEST_VERSION
-from pipeline.corpus.midi import MidiError, piano_roll, read_midi
+from pipeline.corpus.midi import MidiError, is_excerpt, piano_roll, read_midi
 from pipeline.corpus.transcribe import estimate_roll
 from pipeline.errors import PreprocessError, StrataError
 from pipeline.io import atomic_save_npy
@@ -147,6 +147,8 @@ def preprocess_file(
         "samples": {str(r): int(len(tiers[r])) for r in rates},
         "roll": files["roll"],
         "roll_source": source,
+        # the start of a longer piece (its MIDI says so, or the audio was cropped): its end is not the piece's
+        "excerpt": bool(info.get("cropped")) or (notes is not None and is_excerpt(midi_path)),
         "no_roll": no_roll,
         "info": info,
     }

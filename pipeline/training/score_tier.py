@@ -32,7 +32,7 @@ from safetensors.torch import load_model, save_model
 from models.checkpoint import package_version
 from models.score_tier import NO_LENGTH, ScoreTierConfig, ScoreTransformer
 from pipeline.corpus.dataset import load_manifest
-from pipeline.corpus.midi import piano_roll, read_midi
+from pipeline.corpus.midi import is_excerpt, piano_roll, read_midi
 from pipeline.corpus.score_events import (
     END,
     MAX_SHIFT,
@@ -84,6 +84,34 @@ class ScorePiece:
     def seconds(self) -> float:
         return events_seconds(self.events)
 
+    @property
+    def ended(self) -> bool:
+        """A whole piece (its events close with END), not an excerpt (``piece_events``)."""
+        return is_whole(self.events)
+
+
+def is_whole(events) -> bool:
+    """Whether a piece's events close with END: a whole piece, whose length is a piece length."""
+    return len(events) > 0 and events[-1] == END
+
+
+def piece_events(roll: np.ndarray, fps: int, excerpt: bool) -> tuple[int, ...]:
+    """A roll (2, 128, F) as the score tier's events: closed by END at the roll's end for a whole piece; for an
+    excerpt (the start of a longer piece) without END and without the silence after its last note, so the
+    tier learns neither an end of piece nor a piece length where the piece was only cut."""
+    events = roll_to_events(roll, fps)
+    if excerpt:
+        events = events[:-1]  # the END
+        while events and SHIFT_BASE <= events[-1] < SHIFT_BASE + MAX_SHIFT:
+            events.pop()  # the tail after the cut (a rendering's release)
+    return tuple(events)
+
+
+def lengths_of(pieces, genre_id: int | None) -> list[float]:
+    """Seconds of the whole pieces (not excerpts) among ``(genre id, events)`` of ``genre_id`` (None: all):
+    the piece lengths a tier is asked to write and measured against."""
+    return [events_seconds(ev) for g, ev in pieces if (genre_id is None or g == genre_id) and is_whole(ev)]
+
 
 # ----------------------------------------------------------------------------- data
 
@@ -95,9 +123,9 @@ def split_pieces(data_dir, manifest: dict, split: str, fps: int) -> list[ScorePi
         if t["split"] != split or not t.get("roll"):
             continue
         roll = np.load(Path(data_dir) / t["roll"], allow_pickle=False)
-        events = roll_to_events(roll, fps)
-        if len(events) > 1:  # END alone: a roll without notes
-            out.append(ScorePiece(t["genre"], tuple(events), t["id"], t.get("roll_source") or "midi"))
+        events = piece_events(roll, fps, bool(t.get("excerpt")))
+        if any(tok != END for tok in events):  # END alone: a roll without notes
+            out.append(ScorePiece(t["genre"], events, t["id"], t.get("roll_source") or "midi"))
     return out
 
 
@@ -120,15 +148,14 @@ def extra_pieces(extra_dir, genres: list[str], fps: int) -> tuple[list[ScorePiec
         for f in files:
             rel = f.relative_to(root).as_posix()
             try:
-                notes = read_midi(f)
+                notes, excerpt = read_midi(f), is_excerpt(f)
             except Exception as e:  # noqa: BLE001 - mido raises many kinds on corrupt files; skip and report
                 skipped.append({"path": rel, "reason": f"unreadable MIDI ({type(e).__name__}: {e})"[:200]})
                 continue
             if not notes:
                 skipped.append({"path": rel, "reason": "no notes"})
                 continue
-            events = roll_to_events(piano_roll(notes, fps=fps), fps)
-            pieces.append(ScorePiece(folder.name, tuple(events), rel, "extra"))
+            pieces.append(ScorePiece(folder.name, piece_events(piano_roll(notes, fps=fps), fps, excerpt), rel, "extra"))
     return pieces, skipped
 
 
@@ -138,8 +165,9 @@ def data_summary(train: list[ScorePiece], valid: list[ScorePiece], skipped: list
     def count(pieces):
         out: dict[str, dict] = {}
         for p in pieces:
-            row = out.setdefault(f"{p.genre}/{p.kind}", {"pieces": 0, "events": 0, "minutes": 0.0})
+            row = out.setdefault(f"{p.genre}/{p.kind}", {"pieces": 0, "excerpts": 0, "events": 0, "minutes": 0.0})
             row["pieces"] += 1
+            row["excerpts"] += not p.ended
             row["events"] += len(p.events)
             row["minutes"] = round(row["minutes"] + p.seconds / 60.0, 2)
         return dict(sorted(out.items()))
@@ -160,7 +188,8 @@ class EventWindows(torch.utils.data.Dataset):
     ``{"tokens": (context + 1,) long (PAD past the piece's end), "genre": () long, "offset": () long,
     "total": () long, "held": (128,) bool}`` (``offset``: the piece's time steps before the window, for the
     model's clock; ``total``: the piece's length in steps, ``NO_LENGTH`` in a ``length_dropout`` share of
-    windows; ``held``: the pitches sounding before the window).
+    windows and always for an excerpt; ``held``: the pitches sounding before the window).  An excerpt's
+    ending windows (``edge_share``) are drawn uniformly instead: it has no END.
 
     ``edge_share`` of the windows sit at a piece's edges, half starting it and half ending with its END:
     drawn uniformly, a piece's first events and its END are each a target in ~1 window per thousand, and a
@@ -173,6 +202,7 @@ class EventWindows(torch.utils.data.Dataset):
             raise DatasetError("no score to train the score tier on")
         self.pieces, self.context, self.seed, self.length = pieces, int(context), int(seed), int(length)
         self.genre_ids = [genres.index(p.genre) for p in pieces]
+        self.whole = [p.ended for p in pieces]  # excerpts: no END to end on, no length to tell
         sizes = np.array([len(p.events) for p in pieces], np.float64)
         self.cum = np.cumsum(sizes / sizes.sum())
         self.steps = [event_clock(p.events) for p in pieces]  # steps of events[:i]
@@ -199,7 +229,7 @@ class EventWindows(torch.utils.data.Dataset):
             edge = rng.random()
             if edge < self.edge_share / 2:
                 start = 0  # the piece's opening
-            elif edge < self.edge_share:
+            elif edge < self.edge_share and self.whole[j]:
                 start = max(0, len(events) - self.context)  # the window's last target is the piece's END
         a = max(0, start - 1)
         part = list(events[a:a + self.context + 1 + WINDOW_MARGIN])  # only the window is augmented (time ~ context)
@@ -223,7 +253,7 @@ class EventWindows(torch.utils.data.Dataset):
         tokens[:len(window)] = torch.tensor(window[:self.context + 1], dtype=torch.long)
         return {"tokens": tokens, "genre": torch.tensor(self.genre_ids[j], dtype=torch.long),
                 "offset": torch.tensor(offset, dtype=torch.long),
-                "total": torch.tensor(total if told else NO_LENGTH, dtype=torch.long),
+                "total": torch.tensor(total if told and self.whole[j] else NO_LENGTH, dtype=torch.long),
                 "held": torch.from_numpy(held)}
 
 
@@ -454,8 +484,7 @@ def sample_events(model, genre_id: int, seconds: float, seed: int, temperature: 
 
 
 def training_lengths(run_dir, genre_id: int | None) -> list[float]:
-    """Seconds of the score tier's training pieces of ``genre_id`` (None: all), from ``train_events.npz``."""
+    """Seconds of the score tier's whole training pieces of ``genre_id`` (None: all; excerpts left out), from
+    ``train_events.npz``."""
     path = stage_dir(run_dir, SCORE_KEY) / TRAIN_EVENTS
-    if not path.is_file():
-        return []
-    return [events_seconds(ev) for g, ev in load_pieces(path) if genre_id is None or g == genre_id]
+    return lengths_of(load_pieces(path), genre_id) if path.is_file() else []

@@ -12,8 +12,10 @@ import soundfile as sf
 from pipeline.corpus.midi import (
     MidiError,
     Note,
+    _timed_messages,
     crop_midi,
     find_soundfont,
+    is_excerpt,
     midi_duration,
     notes_from_midi,
     piano_roll,
@@ -23,6 +25,7 @@ from pipeline.corpus.midi import (
     time_to_frame,
 )
 from pipeline.errors import StrataError
+from tests.helpers_run import write_midi
 
 TPB = 480
 
@@ -206,6 +209,20 @@ def test_crop_midi():
     got = [(n.pitch, n.start, n.end) for n in cropped]
     # 60 ends before the cut; 67 (pedalled) and 62 are closed at the cut; the drum starts at it: dropped
     assert got == [(60, 0.0, 0.5), (67, 0.25, 1.0), (62, 0.75, 1.0)]
+
+
+def test_crop_midi_marks_an_excerpt_only_where_it_cut_notes(tmp_path):
+    """A crop that cuts notes off is marked as an excerpt at the cut (the piece goes on); a crop past the
+    last note is the whole piece, unmarked.  The marker changes no note."""
+    cut, whole = tmp_path / "cut.mid", tmp_path / "whole.mid"
+    crop_midi(tempo_file(), 1.0).save(str(cut))
+    crop_midi(tempo_file(), 60.0).save(str(whole))
+    assert is_excerpt(cut) and not is_excerpt(whole)
+    markers = [(t, m) for t, m in _timed_messages(mido.MidiFile(str(cut))) if m.type == "marker"]
+    assert len(markers) == 1 and markers[0][0] == pytest.approx(1.0, abs=1e-3)  # at the cut, seconds
+    assert [(n.pitch, n.start, n.end) for n in read_midi(cut)] == [(60, 0.0, 0.5), (67, 0.25, 1.0), (62, 0.75, 1.0)]
+    _check_notes(read_midi(whole))
+    assert not is_excerpt(write_midi(tmp_path / "plain.mid"))
 
 
 def test_find_soundfont(tmp_path, monkeypatch):

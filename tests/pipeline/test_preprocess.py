@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -248,6 +249,30 @@ def test_roll_alignment_keeps_midi_timeline(tmp_path):
     # without MIDI, the same audio is trimmed at the start
     rec2 = pp.preprocess_file(tmp_path / "g/a.wav", "h", None, tmp_path / "out", D)
     assert rec2["roll"] is None and rec2["seconds"] < rec["seconds"] - 0.3
+
+
+def test_excerpts_are_marked_in_the_manifest(tmp_path):
+    """A track whose MIDI was cut (``crop_midi`` marks it) or whose audio was cropped at ``max_seconds`` is an
+    excerpt; a whole piece is not; the score tier reads its roll without an END."""
+    from pipeline.corpus.midi import crop_midi
+    from pipeline.training.score_tier import split_pieces
+
+    write_wav(tmp_path / "g/whole.wav", tone(3.0, 16000))
+    write_midi(tmp_path / "g/whole.mid", [(60, 0.0, 1.0, 100), (67, 1.0, 2.5, 70)])
+    write_wav(tmp_path / "g/cut.wav", tone(3.0, 16000))
+    write_midi(tmp_path / "g/long.mid", [(60, 0.0, 1.0, 100), (67, 1.0, 2.5, 70), (64, 2.5, 8.0, 90)])
+    crop_midi(mido.MidiFile(str(tmp_path / "g/long.mid")), 3.0).save(str(tmp_path / "g/cut.mid"))
+    write_wav(tmp_path / "g/long.wav", tone(5.0, 16000))
+    short = dataclasses.replace(D, max_seconds=4.0)
+    recs = {n: pp.preprocess_file(tmp_path / f"g/{n}.wav", "g", tmp_path / f"g/{m}.mid", tmp_path / "out", d)
+            for n, m, d in (("whole", "whole", D), ("cut", "cut", D), ("long", "whole", short))}
+    assert {n: r["excerpt"] for n, r in recs.items()} == {"whole": False, "cut": True, "long": True}
+    written = write_dataset(tmp_path / "out", list(recs.values()), [], D)
+    for t in written["manifest"]["tracks"]:
+        t["split"] = "train"
+    pieces = {p.source: p for p in split_pieces(tmp_path / "out", written["manifest"], "train", D.roll_fps)}
+    ended = {n: pieces[r["id"]].ended for n, r in recs.items()}
+    assert ended == {"whole": True, "cut": False, "long": False}
 
 
 # ----------------------------------------------------------------------------- splits

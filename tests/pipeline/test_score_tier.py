@@ -13,11 +13,13 @@ from safetensors.torch import load_file
 
 from models.score_tier import NO_LENGTH, ScoreTransformer
 from pipeline.config import ScoreTierSection
+from pipeline.corpus.midi import crop_midi
 from pipeline.corpus.score_events import (
     END,
     NOTE_OFF_BASE,
     NOTE_ON_BASE,
     PAD,
+    events_seconds,
     events_steps,
     events_to_roll,
     held_before,
@@ -30,6 +32,7 @@ from pipeline.training.score_tier import (
     EventWindows,
     extra_pieces,
     is_trained,
+    lengths_of,
     load_pieces,
     load_score_tier,
     model_config,
@@ -163,6 +166,37 @@ def test_extra_scores_skip_bad_files_and_unknown_genres(tmp_path):
     reasons = {s["path"]: s["reason"] for s in skipped}
     assert set(reasons) == {"folk/corrupt.mid", "chorale/empty.mid", "polka"}
     assert "not in the dataset" in reasons["polka"] and "no notes" in reasons["chorale/empty.mid"]
+
+
+def test_an_excerpt_teaches_no_end_and_no_length(tmp_path):
+    """A cut score (``crop_midi`` marks it) is read without END and without the silence after its cut; its
+    windows never have END as a target nor tell its length, and piece lengths leave it out.  A whole piece's
+    windows still end on its END (``edge_share``) and tell its length."""
+    root = tmp_path / "scores"
+    for g in ("folk", "chorale"):
+        (root / g).mkdir(parents=True)
+    write_midi(root / "folk" / "whole.mid", notes=((60, 0.0, 0.5), (64, 0.5, 1.0), (67, 1.0, 2.0)))
+    long = write_midi(tmp_path / "long.mid", notes=tuple((60 + i % 12, 0.25 * i, 0.25 * i + 0.5) for i in range(40)))
+    crop_midi(mido.MidiFile(str(long)), 4.1).save(str(root / "chorale" / "cut.mid"))
+    pieces, skipped = extra_pieces(root, GENRES, 100)
+    by = {p.genre: p for p in pieces}
+    assert not skipped and by["folk"].ended and not by["chorale"].ended
+    cut = by["chorale"].events
+    assert END not in cut and NOTE_OFF_BASE <= cut[-1] < NOTE_OFF_BASE + 128  # ends at the cut's note-offs
+    assert events_seconds(cut) == pytest.approx(4.1, abs=0.011)
+    assert lengths_of([(0, by["folk"].events), (1, cut)], None) == [pytest.approx(2.0, abs=0.011)]
+    ds = EventWindows(pieces, GENRES, context=8, seed=3, length=300, edge_share=0.5)
+    cut_id, seen = GENRES.index("chorale"), {True: 0, False: 0}
+    for i in range(300):
+        item = ds[i]
+        whole = int(item["genre"]) != cut_id
+        seen[whole] += 1
+        targets = item["tokens"][1:].tolist()
+        if whole:
+            assert int(item["total"]) != NO_LENGTH
+        else:
+            assert int(item["total"]) == NO_LENGTH and END not in targets
+    assert seen[True] >= 30 and seen[False] >= 30, seen
 
 
 def test_generation_writes_and_renders_the_tiers_score(tmp_path, capsys):
