@@ -173,6 +173,7 @@ class ScoreTierSection:
     transpose: int = 5  # augmentation: a random transposition in [-transpose, +transpose] semitones
     stretch: float = 0.1  # augmentation: a random tempo factor in [1 - stretch, 1 + stretch]
     edge_share: float = 0.1  # share of training windows at a piece's opening or its END (else rare targets)
+    excerpts: bool = True  # scores marked as excerpts (cut) read without END or length; false: as whole pieces
     batch_size: int = 16
     max_steps: int = 4000
     lr: float = 1e-3

@@ -455,7 +455,10 @@ SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_l
                    ("the same, windows reaching the END", "score_tier_clock_ends.json"),
                    ("the same, told its length and the held pitches", "score_tier_length.json"),
                    ("the same, a tenth of windows at openings and ENDs", "score_tier_edges.json"),
-                   ("the same, trained 6000 steps", "score_tier_steps.json"))
+                   ("the same, trained 6000 steps", "score_tier_steps.json"),
+                   ("rebuilt corpus, 3000 steps, cut scores read as whole pieces (control)",
+                    "score_tier_excerpts_control.json"),
+                   ("the same corpus, cut scores read as excerpts (no END, no length)", "score_tier_excerpts.json"))
 
 
 def score_tier_table() -> str:
@@ -526,6 +529,10 @@ def _lengths(ln: dict) -> str:
         out += ("; the training pieces themselves within 0.5-2x their genre's median: "
                 + ", ".join(f"{k} {v['share_within_half_to_twice_median']:.0%}"
                             for k, v in ln["training_pieces"].items()))
+        if any("excerpts" in v for v in ln["training_pieces"].values()):  # medians of whole pieces only
+            out += (" (medians of the whole pieces, excerpts left out: "
+                    + ", ".join(f"{k} {v['median_seconds']:g} s of {v['pieces']} ({v['excerpts']} excerpts)"
+                                for k, v in ln["training_pieces"].items()) + ")")
     return out
 
 

@@ -116,21 +116,24 @@ def lengths_of(pieces, genre_id: int | None) -> list[float]:
 # ----------------------------------------------------------------------------- data
 
 
-def split_pieces(data_dir, manifest: dict, split: str, fps: int) -> list[ScorePiece]:
-    """The rolls of ``split``'s tracks as event sequences (tracks without a roll are left out)."""
+def split_pieces(data_dir, manifest: dict, split: str, fps: int, excerpts: bool = True) -> list[ScorePiece]:
+    """The rolls of ``split``'s tracks as event sequences (tracks without a roll are left out); ``excerpts``
+    False reads a track marked as an excerpt as a whole piece (``score_tier.excerpts``: the ablation)."""
     out = []
     for t in manifest["tracks"]:
         if t["split"] != split or not t.get("roll"):
             continue
         roll = np.load(Path(data_dir) / t["roll"], allow_pickle=False)
-        events = piece_events(roll, fps, bool(t.get("excerpt")))
+        events = piece_events(roll, fps, excerpts and bool(t.get("excerpt")))
         if any(tok != END for tok in events):  # END alone: a roll without notes
             out.append(ScorePiece(t["genre"], events, t["id"], t.get("roll_source") or "midi"))
     return out
 
 
-def extra_pieces(extra_dir, genres: list[str], fps: int) -> tuple[list[ScorePiece], list[dict]]:
-    """``extra_dir/<genre>/*.mid`` as event sequences; (pieces, skipped with reasons).
+def extra_pieces(extra_dir, genres: list[str], fps: int,
+                 excerpts: bool = True) -> tuple[list[ScorePiece], list[dict]]:
+    """``extra_dir/<genre>/*.mid`` as event sequences; (pieces, skipped with reasons); ``excerpts`` as in
+    ``split_pieces``.
 
     A folder whose name is not one of the dataset's ``genres``, and a file that cannot be read or has
     no notes, is skipped and listed; it never stops training."""
@@ -155,7 +158,8 @@ def extra_pieces(extra_dir, genres: list[str], fps: int) -> tuple[list[ScorePiec
             if not notes:
                 skipped.append({"path": rel, "reason": "no notes"})
                 continue
-            pieces.append(ScorePiece(folder.name, piece_events(piano_roll(notes, fps=fps), fps, excerpt), rel, "extra"))
+            events = piece_events(piano_roll(notes, fps=fps), fps, excerpts and excerpt)
+            pieces.append(ScorePiece(folder.name, events, rel, "extra"))
     return pieces, skipped
 
 
@@ -358,17 +362,18 @@ class ScoreTierTrainer(StageTrainer):
         self.manifest = load_manifest(self.data_dir)
         self.genres = list(self.manifest["genres"])
         fps = cfg.data.roll_fps
-        self.train_pieces = split_pieces(self.data_dir, self.manifest, "train", fps)
+        cut = cfg.score_tier.excerpts
+        self.train_pieces = split_pieces(self.data_dir, self.manifest, "train", fps, cut)
         skipped: list[dict] = []
         if self.extra_scores:
-            extra, skipped = extra_pieces(self.extra_scores, self.genres, fps)
+            extra, skipped = extra_pieces(self.extra_scores, self.genres, fps, cut)
             self.train_pieces += extra
             for s in skipped:
                 self.note(f"score tier: skipped {s['path']}: {s['reason']}")
         if not self.train_pieces:
             raise DatasetError(f"{self.data_dir}: no training track has a score (MIDI or estimated roll) and no "
                                f"--extra-scores: the score tier has nothing to learn from")
-        self.valid_pieces = split_pieces(self.data_dir, self.manifest, "valid", fps)
+        self.valid_pieces = split_pieces(self.data_dir, self.manifest, "valid", fps, cut)
         if not self.valid_pieces:
             self.note("score tier: no valid-split track has a score: validating on training windows")
         self.data = data_summary(self.train_pieces, self.valid_pieces, skipped, self.extra_scores)
@@ -456,7 +461,7 @@ class ScoreTierTrainer(StageTrainer):
         s = self.s  # how it was trained, beside what it is (the model config)
         extra = {"genres": self.genres, "stage": SCORE_KEY, "valid_bits_per_event": bits, "step": self.state.step,
                  "roll_fps": self.cfg.data.roll_fps,
-                 "training": {"edge_share": s.edge_share, "length_dropout": s.length_dropout,
+                 "training": {"edge_share": s.edge_share, "excerpts": s.excerpts, "length_dropout": s.length_dropout,
                               "genre_dropout": s.genre_dropout, "transpose": s.transpose, "stretch": s.stretch,
                               "batch_size": s.batch_size, "lr": s.lr}}
         with self.ema.applied(self.unwrapped):

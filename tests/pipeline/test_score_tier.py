@@ -197,6 +197,8 @@ def test_an_excerpt_teaches_no_end_and_no_length(tmp_path):
         else:
             assert int(item["total"]) == NO_LENGTH and END not in targets
     assert seen[True] >= 30 and seen[False] >= 30, seen
+    as_whole, _ = extra_pieces(root, GENRES, 100, excerpts=False)  # score_tier.excerpts: false, the ablation
+    assert all(p.ended for p in as_whole) and len(as_whole) == 2
 
 
 def test_generation_writes_and_renders_the_tiers_score(tmp_path, capsys):
