@@ -382,10 +382,23 @@ def noise(pieces: list[dict], data: Path, run: Path) -> dict:
         return float(np.median(v)) if v else None
 
     sounding = sum(n["windows"] - n["silent_windows"] for n in gen) / max(1, sum(n["windows"] for n in gen))
+    real_by = {}
+    for t, n in zip(test_tracks(data), real):
+        real_by.setdefault(t["genre"], []).append(n)
+    per_genre = {}  # genre-prompted pieces against the genre's real test audio (issues 19 and 20, per genre)
+    for g in sorted({p.get("genre") for p in pieces if p.get("diagnostics") and p["name"].startswith("genre-")}):
+        items = [p["diagnostics"]["noise"] for p in pieces
+                 if p.get("diagnostics") and p["name"].startswith("genre-") and p.get("genre") == g]
+        gm, rm = median(items), median(real_by.get(g, []))
+        per_genre[g] = {"pieces": len(items), "share_above": share(items),
+                        "pieces_95pct_windows_clean": sum(n["noisy_share"] <= 0.05 for n in items),
+                        "median_flatness": gm, "real_median_flatness": rm, "real_tracks": len(real_by.get(g, [])),
+                        "flatness_ratio": gm / rm if gm is not None and rm else None}
     return {"threshold": threshold, "threshold_is": NOISE_THRESHOLD_NAME, "threshold_source": rel(source),
             "generated_share_above": share(gen), "real_share_above": share(real),
             "generated_median_flatness": median(gen), "real_median_flatness": median(real),
-            "generated_sounding_share": sounding, "pieces": len(gen), "real_tracks": len(real)}
+            "generated_sounding_share": sounding, "pieces": len(gen), "real_tracks": len(real),
+            "genre_pieces": per_genre}
 
 
 # ----------------------------------------------------------------------------- what each stage decides

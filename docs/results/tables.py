@@ -81,7 +81,8 @@ def quality_table(folder: Path | None = None) -> str:
         rows.append(f"| {t['target']} | {_value(t['value'])} | {_value(t.get('real'))} | {_value(t.get('reference'))} "
                     f"| {_value(chance)} | {'yes' if t['met'] else 'no'} | {t.get('could_meet', '-')} |")
     out = "\n".join(rows)
-    for part in (_band_table(q), _continuation_table(q), _end_table(q), _genre_line(q), _estimated_roll_line(q)):
+    for part in (_band_table(q), _continuation_table(q), _end_table(q), _noise_by_genre_table(q), _genre_line(q),
+                 _estimated_roll_line(q)):
         if part:
             out += "\n\n" + part
     state = " (working tree dirty)" if q.get("dirty") else ""
@@ -159,6 +160,20 @@ def _end_table(q: dict) -> str:
     return "\n".join(head + rows) + tail
 
 
+def _noise_by_genre_table(q: dict) -> str:
+    """Genre-prompted pieces per genre: noisy windows, pieces with >= 95% clean windows, flatness against real."""
+    by = (q.get("noise") or {}).get("genre_pieces")
+    if not by:
+        return ""
+    rows = ["| genre-prompted pieces | pieces | windows above the flatness threshold | pieces with >= 95% of "
+            "windows under it | median flatness | real test audio's | ratio |", "|" + " --- |" * 7]
+    for g, r in by.items():
+        rows.append(f"| {g} | {r['pieces']} | {_f(r['share_above'], '.0%')} | {r['pieces_95pct_windows_clean']} "
+                    f"of {r['pieces']} | {_f(r['median_flatness'], '.4f')} | {_f(r['real_median_flatness'], '.4f')} "
+                    f"({r['real_tracks']} tracks) | {_f(r['flatness_ratio'], '.2f')}x |")
+    return "\n".join(rows)
+
+
 def _genre_line(q: dict) -> str:
     g = q.get("genre_recognition")
     if not g:
@@ -192,13 +207,22 @@ def _estimated_roll_line(q: dict) -> str:
 def recordings_table() -> str:
     """The same measures on recorded music without MIDI (bench/recordings.py; docs/results/recordings/):
     bits per sample per stage (with its estimated roll and without), then the quality targets."""
-    folder = HERE / "recordings"
+    return _corpus_table(HERE / "recordings", "recordings", "model (estimated roll)")
+
+
+def four_genres_table() -> str:
+    """The same on the four-genre corpus (``bench/recordings.py --scores``; docs/results/four_genres/): two
+    genres of recordings (estimated rolls), two of other composers' scores (MIDI rolls, another soundfont)."""
+    return _corpus_table(HERE / "four_genres", "four genres", "model (its roll)")
+
+
+def _corpus_table(folder: Path, corpus: str, model: str) -> str:
     path = folder / "evaluation.json"
     if not path.is_file():
         return absent(path)
     ev = json.loads(path.read_text())
     e = ev["evaluation"]
-    rows = ["| recordings, test split | stage | rate | model (estimated roll) | linear baseline | without roll "
+    rows = [f"| {corpus}, test split | stage | rate | {model} | linear baseline | without roll "
             "| without genre |", "|" + " --- |" * 7]
     for st in e["stages"]:
         rows.append(f"| {e['tracks']} tracks, {e['seconds']:.0f} s | {st['index']} | {st['rate'] // 1000} kHz "
@@ -740,7 +764,8 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
-            "quality": quality_table, "recordings": recordings_table, "generation": generation_table,
+            "quality": quality_table, "recordings": recordings_table, "four_genres": four_genres_table,
+            "generation": generation_table,
             "quant_cost": quant_cost_table,
             "bench": bench_table, "faults": faults_table}
 

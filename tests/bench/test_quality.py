@@ -160,3 +160,29 @@ def test_estimated_roll_dataset_replaces_only_the_test_rolls(tmp_path):
     bits = quality.estimated_roll_bits({"stages": stages}, {"stages": [{"index": 0, "bits_per_sample": 3.2}]}, 2, [])
     assert bits == {"with_midi_roll": 3.0, "without_roll": 3.5, "with_estimated_roll": 3.2, "linear": 4.0,
                     "replaced": 2, "estimate_failed": []}
+
+
+def test_noise_is_broken_down_by_genre_against_the_genres_real_audio(tmp_path):
+    """Genre-prompted pieces are counted per genre (a MIDI-prompted piece is not), each genre beside its own real
+    test tracks; a piece with more than 5% of its sounding windows above the threshold is not clean."""
+    from tests.helpers_data import make_dataset
+
+    data = make_dataset(tmp_path / "data", kind="noise", genres=("alpha", "beta"), seconds=3.0,
+                        splits={"train": 2, "test": 2})
+
+    def piece(name: str, genre: str, noisy: float, flat: float) -> dict:
+        return {"name": name, "genre": genre,
+                "diagnostics": {"noise": {"windows": 10, "silent_windows": 0, "noisy_share": noisy,
+                                          "flatness_median": flat}}}
+
+    pieces = [piece("genre-alpha", "alpha", 0.0, 0.01), piece("genre-alpha-2", "alpha", 0.2, 0.03),
+              piece("genre-beta", "beta", 0.05, 0.02), piece("midi-alpha", "alpha", 1.0, 0.5)]
+    out = quality.noise(pieces, data, tmp_path / "run")
+    by = out["genre_pieces"]
+    assert set(by) == {"alpha", "beta"} and by["alpha"]["pieces"] == 2 and by["beta"]["pieces"] == 1
+    assert by["alpha"]["share_above"] == pytest.approx(0.1, abs=1e-9)  # the MIDI piece's windows left out
+    assert by["alpha"]["pieces_95pct_windows_clean"] == 1 and by["beta"]["pieces_95pct_windows_clean"] == 1
+    assert by["alpha"]["median_flatness"] == pytest.approx(0.02, abs=1e-9)
+    assert by["alpha"]["real_tracks"] >= 1 and by["alpha"]["real_median_flatness"] > 0
+    assert by["alpha"]["flatness_ratio"] == pytest.approx(0.02 / by["alpha"]["real_median_flatness"], rel=1e-9)
+    assert out["pieces"] == 4  # the pooled measure keeps every piece
