@@ -42,6 +42,7 @@ from pipeline.corpus.audio import AudioError, load_audio, resample, to_mono  # n
 from pipeline.io import atomic_path, atomic_write_json  # noqa: E402
 
 RATE = 16000
+ANALYSES = (".rntxt",)  # music21's roman-numeral analyses: chords of a work, not its score
 SOURCES = {  # genre -> (Debian package, folder of its OGG files)
     "orchestral": ("wesnoth-1.16-music", "/usr/share/games/wesnoth/1.16/data/core/music"),
     "electronic": ("singularity-music", "/usr/share/games/singularity/music"),
@@ -106,11 +107,14 @@ def build_scores(out: Path, scores: dict[str, str], works: int, seconds: float, 
     summary: dict = {"genres": {}, "skipped": [], "soundfont": Path(font).name}
     for genre, composer in scores.items():
         paths = [Path(p).relative_to(root).as_posix() for p in sorted(corpus.getComposer(composer))]
-        n = 0
-        for rel in (p for p in paths if p not in listed):
+        n, names = 0, set()
+        for rel in (p for p in paths if p not in listed and not p.endswith(ANALYSES)):
             if n >= works:
                 break
             work = Work(genre, rel, programs.get(genre, 0))
+            if work.name in names:  # the same work in another format (one file per name)
+                continue
+            names.add(work.name)
             if all(p.is_file() for p in output_paths(work, out)):
                 n += 1
                 continue

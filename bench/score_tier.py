@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lengths", type=int, default=10, help="genre-prompted scores for the length target")
     ap.add_argument("--other", default="demo/other_scores", help="folder for the other corpus's MIDI files")
     ap.add_argument("--other-per-genre", type=int, default=10)
+    ap.add_argument("--lengths-from", default=None,
+                    help="a run whose training pieces give the lengths (medians, asked lengths; default: --run's), "
+                         "so two tiers trained on the same works are measured against the same lengths")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     t_start = time.time()
@@ -192,13 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         out["scores"][genre] = rows
 
     # lengths: does the tier end its pieces, and when?
-    out["lengths"] = {"genre": piece_lengths(model, train, genres, list(range(len(genres))), a.lengths, g, False),
-                      "unconditional": piece_lengths(model, train, genres, [len(genres)], a.lengths, g, False),
-                      "training_pieces": real_lengths(train, genres)}
+    known = train if a.lengths_from is None else load_pieces(stage_dir(Path(a.lengths_from), SCORE_KEY) / TRAIN_EVENTS)
+    out["lengths"] = {"genre": piece_lengths(model, known, genres, list(range(len(genres))), a.lengths, g, False),
+                      "unconditional": piece_lengths(model, known, genres, [len(genres)], a.lengths, g, False),
+                      "training_pieces": real_lengths(known, genres), "lengths_from": a.lengths_from or a.run}
     if model.cfg.length_buckets:
-        out["lengths"]["genre_told"] = piece_lengths(model, train, genres, list(range(len(genres))), a.lengths, g,
+        out["lengths"]["genre_told"] = piece_lengths(model, known, genres, list(range(len(genres))), a.lengths, g,
                                                      True)
-        out["lengths"]["unconditional_told"] = piece_lengths(model, train, genres, [len(genres)], a.lengths, g, True)
+        out["lengths"]["unconditional_told"] = piece_lengths(model, known, genres, [len(genres)], a.lengths, g, True)
 
     # speed: 60 s of score on one thread (a score that ends early is timed per second of music)
     t0 = time.perf_counter()
