@@ -192,9 +192,8 @@ class EventWindows(torch.utils.data.Dataset):
     ``{"tokens": (context + 1,) long (PAD past the piece's end), "genre": () long, "offset": () long,
     "total": () long, "held": (128,) bool}`` (``offset``: the piece's time steps before the window, for the
     model's clock; ``total``: the piece's length in steps, ``NO_LENGTH`` in a ``length_dropout`` share of
-    windows and always for an excerpt; ``held``: the pitches sounding before the window).  An ending window
-    (``edge_share``) drawn for an excerpt, which has no END, ends a whole piece instead (drawn in proportion
-    to length among the whole pieces): the END keeps its share of windows however many scores are cut.
+    windows and always for an excerpt; ``held``: the pitches sounding before the window).  An excerpt's
+    ending windows (``edge_share``) are drawn uniformly instead: it has no END.
 
     ``edge_share`` of the windows sit at a piece's edges, half starting it and half ending with its END:
     drawn uniformly, a piece's first events and its END are each a target in ~1 window per thousand, and a
@@ -210,9 +209,6 @@ class EventWindows(torch.utils.data.Dataset):
         self.whole = [p.ended for p in pieces]  # excerpts: no END to end on, no length to tell
         sizes = np.array([len(p.events) for p in pieces], np.float64)
         self.cum = np.cumsum(sizes / sizes.sum())
-        self.whole_ids = np.flatnonzero(self.whole)  # an ending window's pieces, drawn in proportion to length
-        whole_sizes = sizes[self.whole_ids]
-        self.whole_cum = np.cumsum(whole_sizes / whole_sizes.sum()) if len(self.whole_ids) else None
         self.steps = [event_clock(p.events) for p in pieces]  # steps of events[:i]
         self.held = [np.packbits(held_before(p.events), axis=1) for p in pieces]  # (N + 1, 16) uint8 per piece
         self.transpose, self.stretch = int(transpose), float(stretch)
@@ -237,11 +233,7 @@ class EventWindows(torch.utils.data.Dataset):
             edge = rng.random()
             if edge < self.edge_share / 2:
                 start = 0  # the piece's opening
-            elif edge < self.edge_share and self.whole_cum is not None:
-                if not self.whole[j]:  # an excerpt has no END: the ending window is a whole piece's
-                    k = min(int(np.searchsorted(self.whole_cum, rng.random(), side="right")), len(self.whole_ids) - 1)
-                    j = int(self.whole_ids[k])
-                    events = self.pieces[j].events
+            elif edge < self.edge_share and self.whole[j]:
                 start = max(0, len(events) - self.context)  # the window's last target is the piece's END
         a = max(0, start - 1)
         part = list(events[a:a + self.context + 1 + WINDOW_MARGIN])  # only the window is augmented (time ~ context)

@@ -197,8 +197,6 @@ def test_an_excerpt_teaches_no_end_and_no_length(tmp_path):
         else:
             assert int(item["total"]) == NO_LENGTH and END not in targets
     assert seen[True] >= 30 and seen[False] >= 30, seen
-    ends = sum(ds[i]["tokens"][1:].tolist()[-1] == END for i in range(300))  # the whole piece's END, last target
-    assert ends >= 50, ends  # ~a quarter of windows end a piece, those drawn for the excerpt included
     as_whole, _ = extra_pieces(root, GENRES, 100, excerpts=False)  # score_tier.excerpts: false, the ablation
     assert all(p.ended for p in as_whole) and len(as_whole) == 2
 
