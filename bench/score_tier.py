@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", required=True)
     ap.add_argument("--pieces", type=int, default=5, help="scores per genre for novelty and style")
     ap.add_argument("--lengths", type=int, default=10, help="genre-prompted scores for the length target")
-    ap.add_argument("--other", default="demo/other_scores", help="folder for the other corpus's MIDI files")
+    ap.add_argument("--other", default="demo/other_scores",
+                    help="folder for the other corpus's MIDI files ('': none, for a corpus that learned from them)")
     ap.add_argument("--other-per-genre", type=int, default=10)
     ap.add_argument("--lengths-from", default=None,
                     help="a run whose training pieces give the lengths (medians, asked lengths; default: --run's), "
@@ -164,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # held-out bits per event
     out["test"] = evaluate_score_tier(data, manifest, run, "test")
-    other, skipped = extra_pieces(other_scores(Path(a.other), a.other_per_genre), genres, fps)
-    out["other_corpus"] = {**tier_bits(model, other, genres, train_events), "composers": OTHER,
-                           "skipped": skipped}
+    if a.other:  # the demo's genres by other composers ('' for a corpus that learned from them)
+        other, skipped = extra_pieces(other_scores(Path(a.other), a.other_per_genre), genres, fps)
+        out["other_corpus"] = {**tier_bits(model, other, genres, train_events), "composers": OTHER,
+                               "skipped": skipped}
+    else:
+        out["other_corpus"] = None
 
     # novelty and style, tier and chain, per genre
     train_rolls = [events_to_roll(e, fps) for e in train_events]

@@ -482,14 +482,25 @@ SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_l
                    ("the same, trained 6000 steps", "score_tier_steps.json"),
                    ("rebuilt corpus, 3000 steps, cut scores read as whole pieces (control)",
                     "score_tier_excerpts_control.json"),
-                   ("the same corpus, cut scores read as excerpts (no END, no length)", "score_tier_excerpts.json"))
+                   ("the same corpus, cut scores read as excerpts (no END, no length)", "score_tier_excerpts.json"),
+                   ("the same, an excerpt's ending windows moved to whole pieces (reverted)",
+                    "score_tier_excerpts_ends.json"))
 
 
-def score_tier_table() -> str:
+FOUR_GENRE_SCORE_TIER_RUNS = (("four-genre run (its budget)", "four_genres/score_tier.json"),
+                              ("the same corpus, 3000 steps", "four_genres/score_tier_steps.json"))
+
+
+def four_genres_score_tier_table() -> str:
+    """The score tier of the four-genre corpus (estimated scores of recordings beside other composers' MIDI)."""
+    return score_tier_table(FOUR_GENRE_SCORE_TIER_RUNS, "four-genre test split")
+
+
+def score_tier_table(files=SCORE_TIER_RUNS, test_label: str = "demo test split") -> str:
     """The score tier (docs/results/score_tier*.json, bench/score_tier.py): bits per event against the
     n-grams, novelty and style against the chain, lengths and speed; the demo run's and a longer run's."""
     runs, notes = [], []
-    for label, file in SCORE_TIER_RUNS:
+    for label, file in files:
         path = HERE / file
         if path.is_file():
             runs.append((label, json.loads(path.read_text())))
@@ -498,8 +509,7 @@ def score_tier_table() -> str:
     lines = ["| score tier | held-out scores | pieces | events | score tier | best n-gram (order) | unigram "
              "| fewer bits than the n-gram |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, r in runs:
-        for name, key in (("demo test split", "test"), ("another corpus (Essen folk songs, Monteverdi)",
-                                                         "other_corpus")):
+        for name, key in ((test_label, "test"), ("another corpus (Essen folk songs, Monteverdi)", "other_corpus")):
             e = r.get(key)
             if not e:
                 continue
@@ -765,6 +775,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
             "quality": quality_table, "recordings": recordings_table, "four_genres": four_genres_table,
+            "four_genres_score_tier": four_genres_score_tier_table,
             "generation": generation_table,
             "quant_cost": quant_cost_table,
             "bench": bench_table, "faults": faults_table}
