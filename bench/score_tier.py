@@ -93,6 +93,7 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
     for i in range(n):
         gi = genre_ids[i % len(genre_ids)]
         lengths = lengths_of(train, None if gi == len(genres) else gi)  # whole pieces: excerpts have no length
+        lengths = lengths or lengths_of(train, None)  # a genre of excerpts only: all genres' (as generate does)
         median = float(np.median(lengths))
         asked = float(np.random.default_rng([1000 + i, 211]).choice(lengths)) if told else None
         cap = 2.5 * median if asked is None else max(2.5 * median, 1.25 * asked)  # room to end where asked
@@ -120,11 +121,12 @@ def real_lengths(train: list[tuple[int, list[int]]], genres: list[str]) -> dict:
     out = {}
     for gi in [*range(len(genres)), None]:
         sec = np.array(lengths_of(train, gi))
-        m = float(np.median(sec))
+        m = float(np.median(sec)) if len(sec) else float("nan")
         out[genres[gi] if gi is not None else "all"] = {
-            "pieces": len(sec), "median_seconds": round(m, 2),
+            "pieces": len(sec), "median_seconds": round(m, 2) if len(sec) else None,
             "excerpts": sum(1 for gid, e in train if (gi is None or gid == gi) and not is_whole(e)),
-            "share_within_half_to_twice_median": round(float(((sec >= 0.5 * m) & (sec <= 2 * m)).mean()), 3)}
+            "share_within_half_to_twice_median": round(float(((sec >= 0.5 * m) & (sec <= 2 * m)).mean()), 3)
+            if len(sec) else None}
     return out
 
 

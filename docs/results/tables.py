@@ -561,11 +561,11 @@ def _lengths(ln: dict) -> str:
                 + ", ".join(f"{p['asked_seconds']:g} -> {p['seconds']:g}" for p in g["pieces"] + u["pieces"]) + ")")
     if "training_pieces" in ln:  # what the range target can reach
         out += ("; the training pieces themselves within 0.5-2x their genre's median: "
-                + ", ".join(f"{k} {v['share_within_half_to_twice_median']:.0%}"
+                + ", ".join(f"{k} {_f(v['share_within_half_to_twice_median'], '.0%')}"
                             for k, v in ln["training_pieces"].items()))
         if any("excerpts" in v for v in ln["training_pieces"].values()):  # medians of whole pieces only
             out += (" (medians of the whole pieces, excerpts left out: "
-                    + ", ".join(f"{k} {v['median_seconds']:g} s of {v['pieces']} ({v['excerpts']} excerpts)"
+                    + ", ".join(f"{k} {_f(v['median_seconds'], 'g')} s of {v['pieces']} ({v['excerpts']} excerpts)"
                                 for k, v in ln["training_pieces"].items()) + ")")
     return out
 
