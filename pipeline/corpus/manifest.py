@@ -118,7 +118,7 @@ def build_report(manifest: dict, tracks: Sequence[dict], skipped: Sequence[dict]
         "version": MANIFEST_VERSION,
         "counts": {"inputs": len(manifest["tracks"]) + len(skipped), "tracks": len(manifest["tracks"]),
                    "skipped": len(skipped), "with_midi": sources["midi"], "estimated_rolls": sources["estimated"],
-                   "without_roll": sources["none"],
+                   "without_roll": sources["none"], "excerpts": sum(bool(t.get("excerpt")) for t in manifest["tracks"]),
                    **{f"{s}_tracks": c for s, c in counts.items()}},
         "hours": {"total": sum(per_genre.values()), "per_genre": per_genre, "per_split": per_split,
                   "per_genre_split": per_both},

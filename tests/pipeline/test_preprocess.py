@@ -268,6 +268,7 @@ def test_excerpts_are_marked_in_the_manifest(tmp_path):
             for n, m, d in (("whole", "whole", D), ("cut", "cut", D), ("long", "whole", short))}
     assert {n: r["excerpt"] for n, r in recs.items()} == {"whole": False, "cut": True, "long": True}
     written = write_dataset(tmp_path / "out", list(recs.values()), [], D)
+    assert written["report"]["counts"]["excerpts"] == 2  # said in report.json
     for t in written["manifest"]["tracks"]:
         t["split"] = "train"
     pieces = {p.source: p for p in split_pieces(tmp_path / "out", written["manifest"], "train", D.roll_fps)}
