@@ -197,11 +197,10 @@ def _estimated_roll_line(q: dict) -> str:
     e = q.get("estimated_rolls")
     if not e or not e.get("replaced") or e.get("with_estimated_roll") is None:  # no test track had MIDI
         return ""
-    return (f"Stage 0 on the {e['replaced']} test tracks with MIDI, bits per sample: with the MIDI roll "
-            f"{_f(e['with_midi_roll'])}, "
-            f"with a roll estimated from the audio (basic-pitch, as preprocess does for recordings) "
-            f"{_f(e['with_estimated_roll'])}, without a roll {_f(e['without_roll'])}, linear baseline "
-            f"{_f(e['linear'])}.")
+    return (f"Stage 0 on the test split, bits per sample: with its rolls (MIDI where a track has it) "
+            f"{_f(e['with_midi_roll'])}, with the {e['replaced']} MIDI rolls replaced by rolls estimated from the "
+            f"audio (basic-pitch, as preprocess does for recordings) {_f(e['with_estimated_roll'])}, without any "
+            f"roll {_f(e['without_roll'])}, linear baseline {_f(e['linear'])}.")
 
 
 def recordings_table() -> str:
