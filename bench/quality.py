@@ -385,10 +385,10 @@ def noise(pieces: list[dict], data: Path, run: Path) -> dict:
     real_by = {}
     for t, n in zip(test_tracks(data), real):
         real_by.setdefault(t["genre"], []).append(n)
+    prompted = [p for p in pieces if p.get("diagnostics") and p["name"].startswith("genre-")]
     per_genre = {}  # genre-prompted pieces against the genre's real test audio (issues 19 and 20, per genre)
-    for g in sorted({p.get("genre") for p in pieces if p.get("diagnostics") and p["name"].startswith("genre-")}):
-        items = [p["diagnostics"]["noise"] for p in pieces
-                 if p.get("diagnostics") and p["name"].startswith("genre-") and p.get("genre") == g]
+    for g in sorted({p.get("genre") for p in prompted}):
+        items = [p["diagnostics"]["noise"] for p in prompted if p.get("genre") == g]
         gm, rm = median(items), median(real_by.get(g, []))
         per_genre[g] = {"pieces": len(items), "share_above": share(items),
                         "pieces_95pct_windows_clean": sum(n["noisy_share"] <= 0.05 for n in items),

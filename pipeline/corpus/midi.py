@@ -180,6 +180,11 @@ def notes_from_midi(mid: "mido.MidiFile") -> list[Note]:
 
 def read_midi(path: str | Path) -> list[Note]:
     """Notes of a MIDI file; ``MidiError`` for unreadable or corrupt files and for "no notes"."""
+    return read_score(path)[0]
+
+
+def read_score(path: str | Path) -> tuple[list[Note], bool]:
+    """(notes, excerpt) of a MIDI file, parsed once: ``read_midi``'s notes and errors, and ``is_excerpt``."""
     mid = _open_midi(path)
     n_on = sum(1 for track in mid.tracks for m in track if m.type == "note_on" and m.velocity > 0)
     if n_on > MAX_NOTES:
@@ -191,13 +196,16 @@ def read_midi(path: str | Path) -> list[Note]:
     if not end <= MAX_SECONDS:  # also NaN
         raise MidiError(path, f"notes reach {end / 3600:.1f} h, past the {MAX_SECONDS / 3600:g} h limit "
                         f"(a corrupt delta time or tempo?)")
-    return notes
+    return notes, _marked_excerpt(mid)
 
 
 def is_excerpt(path: str | Path) -> bool:
     """Whether a MIDI file is marked as the start of a longer piece (``EXCERPT_MARKER``, written by
     ``crop_midi`` where it cut notes off); unreadable files raise ``MidiError`` as ``read_midi`` does."""
-    mid = _open_midi(path)
+    return _marked_excerpt(_open_midi(path))
+
+
+def _marked_excerpt(mid: "mido.MidiFile") -> bool:
     return any(m.type == "marker" and m.text == EXCERPT_MARKER for track in mid.tracks for m in track)
 
 

@@ -42,7 +42,7 @@ from pipeline.config import DataConfig, config_to_dict
 from pipeline.corpus.audio import AudioError, make_tiers, prepare_audio
 from pipeline.corpus.inputs import skip_entry
 from pipeline.corpus.manifest import MANIFEST_VERSION
-from pipeline.corpus.midi import MidiError, is_excerpt, piano_roll, read_midi
+from pipeline.corpus.midi import MidiError, piano_roll, read_score
 from pipeline.corpus.transcribe import estimate_roll
 from pipeline.errors import PreprocessError, StrataError
 from pipeline.io import atomic_save_npy
@@ -116,7 +116,7 @@ def preprocess_file(
     rates = sorted(data_cfg.rates)
     before = _identity(audio_path)
     content = _hash_input(audio_path)
-    notes = _read_notes(Path(midi_path)) if midi_path is not None else None
+    notes, cut_score = _read_notes(Path(midi_path)) if midi_path is not None else (None, False)
     audio, info = _prepare(audio_path, data_cfg, keep_start=notes is not None)  # (n_K,) at r_K
     if _identity(audio_path) != before:  # the tiers would not be the content the hash (and the cache) names
         raise PreprocessError(audio_path, "the file changed while it was being read; rerun when it is complete")
@@ -148,7 +148,7 @@ def preprocess_file(
         "roll": files["roll"],
         "roll_source": source,
         # the start of a longer piece (its MIDI says so, or the audio was cropped): its end is not the piece's
-        "excerpt": bool(info.get("cropped")) or (notes is not None and is_excerpt(midi_path)),
+        "excerpt": bool(info.get("cropped")) or cut_score,
         "no_roll": no_roll,
         "info": info,
     }
@@ -197,12 +197,12 @@ def _check_alignment(path: Path, tiers: dict[int, np.ndarray], rates: Sequence[i
             raise AssertionError(f"tier {r} has {len(tiers[r])} samples, expected {n0 * r // rates[0]}")
 
 
-def _read_notes(midi_path: Path) -> list:
-    """Notes of a MIDI file; unreadable or note-less files raise ``PreprocessError``."""
+def _read_notes(midi_path: Path) -> tuple[list, bool]:
+    """(notes, marked as an excerpt) of a MIDI file; unreadable or note-less files raise ``PreprocessError``."""
     if not midi_path.is_file():
         raise PreprocessError(midi_path, "MIDI file not found")
     try:
-        notes = read_midi(midi_path)
+        notes, excerpt = read_score(midi_path)
     except MidiError as e:
         reason = getattr(e, "reason", str(e))
         if reason == "no notes":
@@ -212,7 +212,7 @@ def _read_notes(midi_path: Path) -> list:
         raise PreprocessError(midi_path, "MIDI permission denied, track skipped") from None
     if not any(not n.is_drum for n in notes):
         raise PreprocessError(midi_path, "MIDI has no pitched notes (drums only), track skipped")
-    return notes
+    return notes, excerpt
 
 
 def estimated_roll(audio: np.ndarray, rate: int, fps: int, n_frames: int,

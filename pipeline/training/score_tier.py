@@ -32,7 +32,7 @@ from safetensors.torch import load_model, save_model
 from models.checkpoint import package_version
 from models.score_tier import NO_LENGTH, ScoreTierConfig, ScoreTransformer
 from pipeline.corpus.dataset import load_manifest
-from pipeline.corpus.midi import is_excerpt, piano_roll, read_midi
+from pipeline.corpus.midi import piano_roll, read_score
 from pipeline.corpus.score_events import (
     END,
     MAX_SHIFT,
@@ -151,7 +151,7 @@ def extra_pieces(extra_dir, genres: list[str], fps: int,
         for f in files:
             rel = f.relative_to(root).as_posix()
             try:
-                notes, excerpt = read_midi(f), is_excerpt(f)
+                notes, excerpt = read_score(f)
             except Exception as e:  # noqa: BLE001 - mido raises many kinds on corrupt files; skip and report
                 skipped.append({"path": rel, "reason": f"unreadable MIDI ({type(e).__name__}: {e})"[:200]})
                 continue
