@@ -17,6 +17,11 @@ last bucket holds everything later), so the model can learn where pieces end: a 
 inside a piece passes the steps before it (``offset``).  Time is counted from the vocabulary's time
 shifts, which the config locates (``shift_first``, ``n_shifts``: token ``shift_first + k`` advances
 ``k + 1`` steps).  Models without a clock (``clock_buckets`` 0, format 1) load and run unchanged.
+With ``clock_anchors > 0`` the clock is smooth instead (format 4): ``clock_anchors`` embeddings at times
+log-spaced ``CLOCK_PER_OCTAVE`` per doubling of ``1 + t / clock_steps``, and a time between two anchors gets
+their linear interpolation (the last anchor holds all later time).  Independent 2 s buckets learn "where a
+piece ends" separately in each bucket from the few ENDs that fall in it; interpolated anchors share it between
+neighbouring times, so the chance of END can grow smoothly with the time played.
 
 The asked length (``length_buckets > 0``, Jukebox's timing input): every position also gets an
 embedding of the time left until the length the piece was asked to have (after that position's event;
@@ -47,8 +52,10 @@ import torch.nn.functional as F
 from torch import nn
 
 FORMAT = "strata-score-tier"
-FORMAT_VERSION = 3  # 2: the clock (clock_buckets, clock_steps, shift_first, n_shifts); 3: length_buckets, held_input
+FORMAT_VERSION = 4  # 2: the clock (clock_buckets, clock_steps, shift_first, n_shifts); 3: length_buckets, held_input;
+# 4: clock_anchors (the smooth clock)
 REMAIN_PER_OCTAVE = 8  # remaining-time buckets per doubling of the time left
+CLOCK_PER_OCTAVE = 4  # the smooth clock's anchors per doubling of 1 + elapsed / clock_steps
 NO_LENGTH = -1  # ``total`` of a piece whose length is not given
 LN2 = math.log(2.0)
 
@@ -89,7 +96,8 @@ class ScoreTierConfig:
     context: int = 512  # events the model sees at once
     dropout: float = 0.1
     clock_buckets: int = 0  # elapsed-time buckets (0: no clock)
-    clock_steps: int = 200  # time steps per bucket (2 s at 10 ms steps)
+    clock_steps: int = 200  # time steps per bucket (2 s at 10 ms steps); the smooth clock's time unit
+    clock_anchors: int = 0  # the smooth clock: anchors log-spaced in elapsed time, interpolated (0: none)
     shift_first: int = 0  # the first time-shift token (advances 1 step)
     n_shifts: int = 0  # time-shift tokens: shift_first + k advances k + 1 steps
     length_buckets: int = 0  # time left to the asked length, log-spaced buckets (0: no length input); id 0: none
@@ -108,6 +116,9 @@ class ScoreTierConfig:
                   (self.context >= 2, "context must be >= 2 events"), (0.0 <= self.dropout < 1.0, "dropout in [0, 1)"),
                   (self.clock_buckets >= 0 and self.clock_steps >= 1, "clock_buckets >= 0 and clock_steps >= 1"),
                   (self.clock_buckets == 0 or self.n_shifts >= 1, "a clock needs the time shifts (n_shifts >= 1)"),
+                  (self.clock_anchors == 0 or (self.clock_anchors >= 2 and self.clock_buckets == 0
+                                               and self.n_shifts >= 1),
+                   "clock_anchors is 0 or >= 2, replaces clock_buckets (0) and needs the time shifts"),
                   (0 <= self.shift_first and self.shift_first + self.n_shifts <= self.vocab_size,
                    "the time shifts must be token ids"),
                   (self.length_buckets == 0 or (self.length_buckets >= 2 and self.n_shifts >= 1),
@@ -181,6 +192,7 @@ class ScoreTransformer(nn.Module):
         self.pos = nn.Embedding(cfg.context, cfg.width)
         self.genre = nn.Embedding(cfg.n_genres + 1, cfg.width)
         self.clock = nn.Embedding(cfg.clock_buckets, cfg.width) if cfg.clock_buckets else None
+        self.anchors = nn.Embedding(cfg.clock_anchors, cfg.width) if cfg.clock_anchors else None
         self.remain = nn.Embedding(cfg.length_buckets, cfg.width) if cfg.length_buckets else None
         self.held = nn.Linear(cfg.n_pitches, cfg.width, bias=False) if cfg.held_input else None
         self.drop = nn.Dropout(cfg.dropout)
@@ -230,6 +242,20 @@ class ScoreTransformer(nn.Module):
         """Elapsed-time bucket after each token: tokens (B, T), offset (B,) steps before the first -> (B, T)."""
         return (self.elapsed(tokens, offset) // self.cfg.clock_steps).clamp(max=self.cfg.clock_buckets - 1)
 
+    def clock_weights(self, elapsed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The smooth clock's interpolation: elapsed (...) time steps -> (lower anchor (...) long, weight of the
+        upper one (...) float in [0, 1]); anchor k sits at ``z = CLOCK_PER_OCTAVE * log2(1 + t / clock_steps) = k``."""
+        z = CLOCK_PER_OCTAVE * torch.log2(1.0 + elapsed.clamp(min=0).float() / self.cfg.clock_steps)
+        z = z.clamp(max=self.cfg.clock_anchors - 1)
+        lo = torch.floor(z).long().clamp(max=self.cfg.clock_anchors - 2)
+        return lo, z - lo
+
+    def anchor_clock(self, elapsed: torch.Tensor) -> torch.Tensor:
+        """The smooth clock's embedding: elapsed (...) time steps -> (..., W)."""
+        lo, f = self.clock_weights(elapsed)
+        e = self.anchors.weight
+        return e[lo] * (1.0 - f)[..., None] + e[lo + 1] * f[..., None]
+
     def remain_id(self, left: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
         """Bucket of the time left: left (...) steps to the asked length, total (...) the asked length (``NO_LENGTH``:
         none) -> (...) long: 0 with no length asked, else 1 + floor(REMAIN_PER_OCTAVE * log2(1 + left / u))
@@ -271,6 +297,8 @@ class ScoreTransformer(nn.Module):
         x = self.tok(tokens) + self.pos(pos)[None] + self.genre(genre)[:, None]  # (B, T, W)
         if self.clock is not None:
             x = x + self.clock(self.clock_ids(tokens, offset))
+        if self.anchors is not None:
+            x = x + self.anchor_clock(self.elapsed(tokens, offset))
         if self.remain is not None:
             tot = torch.full_like(genre, NO_LENGTH) if total is None else total.to(genre)
             x = x + self.remain(self.remain_id(tot[:, None] - self.elapsed(tokens, offset), tot[:, None]))
@@ -395,6 +423,8 @@ class ScoreTransformer(nn.Module):
         x = self.tok.weight[tok] + self.pos.weight[pos] + self.genre.weight[genre]  # (W,)
         if self.clock is not None:
             x = x + self.clock.weight[min(clock_steps // cfg.clock_steps, cfg.clock_buckets - 1)]
+        if self.anchors is not None:
+            x = x + self.anchor_clock(torch.tensor(clock_steps))
         if self.remain is not None:
             x = x + self.remain.weight[int(self.remain_id(torch.tensor(total - clock_steps), torch.tensor(total)))]
         if self.held is not None and held is not None and held.pitches:

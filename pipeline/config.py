@@ -166,6 +166,7 @@ class ScoreTierSection:
     dropout: float = 0.1
     clock_seconds: float = 2.0  # the clock: elapsed time of the piece as an input, in buckets of this many s
     clock_buckets: int = 150  # buckets (the last holds all later time); 0: no clock
+    clock_anchors: int = 0  # > 0: the smooth clock instead, anchors log-spaced in time (4 per doubling)
     length_buckets: int = 96  # the asked length: time left to it as an input, log-spaced buckets; 0: none
     length_dropout: float = 0.3  # share of training windows not told their piece's length (a piece asked none)
     held_input: bool = True  # the pitches sounding after each event as an input (no forgotten held notes)
@@ -450,6 +451,8 @@ def validate(cfg: StrataConfig) -> None:
         raise ConfigError("score_tier: dropout in [0, 1), genre_dropout in [0, 1], stretch in [0, 1), transpose >= 0")
     if st.clock_buckets < 0 or st.clock_seconds < 0.01:
         raise ConfigError("score_tier: clock_buckets >= 0 (0: no clock) and clock_seconds >= 0.01")
+    if st.clock_anchors == 1 or st.clock_anchors < 0:
+        raise ConfigError(f"score_tier.clock_anchors is 0 (the bucket clock) or >= 2, got {st.clock_anchors}")
     if st.length_buckets == 1 or st.length_buckets < 0 or not 0 <= st.length_dropout <= 1:
         raise ConfigError("score_tier: length_buckets 0 (no length input) or >= 2, length_dropout in [0, 1]")
     if not 0 <= st.edge_share <= 1:

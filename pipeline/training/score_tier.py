@@ -298,7 +298,8 @@ def model_config(cfg, n_genres: int):
     s = cfg.score_tier
     return ScoreTierConfig(n_layers=s.n_layers, n_heads=s.n_heads, width=s.width, context=s.context,
                            dropout=s.dropout, vocab_size=VOCAB_SIZE, n_genres=n_genres, end_token=END,
-                           pad_token=PAD, clock_buckets=s.clock_buckets,
+                           pad_token=PAD, clock_buckets=0 if s.clock_anchors else s.clock_buckets,
+                           clock_anchors=s.clock_anchors,
                            clock_steps=max(1, round(s.clock_seconds * STEPS_PER_SECOND)),
                            shift_first=SHIFT_BASE, n_shifts=MAX_SHIFT, length_buckets=s.length_buckets,
                            held_input=s.held_input, note_on_first=NOTE_ON_BASE, note_off_first=NOTE_OFF_BASE,

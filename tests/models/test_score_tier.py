@@ -10,7 +10,16 @@ from collections import Counter
 import pytest
 import torch
 
-from models.score_tier import NO_LENGTH, KVCache, ScoreTierConfig, ScoreTransformer, _Held, nll_bits, window_batch
+from models.score_tier import (
+    CLOCK_PER_OCTAVE,
+    NO_LENGTH,
+    KVCache,
+    ScoreTierConfig,
+    ScoreTransformer,
+    _Held,
+    nll_bits,
+    window_batch,
+)
 
 V, END, PAD, SHIFT = 40, 1, 0, 2  # a toy vocabulary: token 2 advances time by 0.5 s, the others by 0
 
@@ -86,6 +95,23 @@ def test_the_clock_counts_elapsed_time_in_buckets():
     assert torch.equal(tiny()(x, g), tiny()(x, g, torch.tensor([10])))  # without a clock the offset is unused
 
 
+SMOOTH = dict(clock_anchors=6, clock_steps=3, shift_first=2, n_shifts=4)  # anchors at 1 + t/3 = 2^(k/4)
+
+
+def test_the_smooth_clock_interpolates_between_log_spaced_anchors():
+    m = tiny(**SMOOTH)
+    lo, f = m.clock_weights(torch.tensor([0, 1, 3, 10_000]))
+    assert lo.tolist() == [0, 1, 4, 4]  # 1 + 3/3 = 2: anchor 4 exactly; the last anchor (5) holds all later time
+    assert f.tolist() == pytest.approx([0.0, CLOCK_PER_OCTAVE * math.log2(4 / 3) - 1, 0.0, 1.0], abs=1e-6)
+    e = m.anchors.weight.detach()
+    half = 3 * (2 ** 0.125 - 1)  # z = 0.5: halfway between anchors 0 and 1
+    assert torch.allclose(m.anchor_clock(torch.tensor(half)), (e[0] + e[1]) / 2, atol=1e-5)
+    x, g = torch.tensor([[END, 7, 3, 9, 5, 2, 2, 30]]), torch.tensor([1])
+    assert not torch.allclose(m(x, g), m(x, g, torch.tensor([10])), atol=1e-4)  # the clock is an input
+    with pytest.raises(ValueError, match="clock_anchors"):
+        tiny(**SMOOTH, clock_buckets=5)  # one clock or the other
+
+
 NOTES = dict(held_input=True, note_on_first=10, note_off_first=20, n_pitches=10)  # 10 + p strikes p, 20 + p ends it
 FULL = dict(**CLOCK, length_buckets=40, **NOTES)
 
@@ -122,7 +148,7 @@ def test_held_pitches_follow_note_on_off_and_end():
     assert got[:, 5].tolist() == [True, True, False, False] and got[:, 1].tolist() == [False, True, True, True]
 
 
-@pytest.mark.parametrize("clock", [{}, CLOCK, FULL], ids=["no-clock", "clock", "clock-length-held"])
+@pytest.mark.parametrize("clock", [{}, CLOCK, FULL, SMOOTH], ids=["no-clock", "clock", "clock-length-held", "smooth"])
 def test_generation_logits_equal_full_forward_across_slides(clock):
     """Every distribution generate() samples from equals a full forward over its window (1e-5), also after the
     window slid past ``context`` events (with a clock: the window's offset is the time before it; with held
@@ -288,8 +314,9 @@ def test_the_clock_lets_it_learn_where_pieces_end():
         return float(bits[0, -1])
 
     with_clock = end_bits(dict(clock_buckets=8, clock_steps=4, shift_first=2, n_shifts=4))
+    smooth = end_bits(dict(clock_anchors=12, clock_steps=4, shift_first=2, n_shifts=4))
     without = end_bits({})
-    assert without > 1.0 and with_clock < 0.25 * without, (with_clock, without)
+    assert without > 1.0 and max(with_clock, smooth) < 0.25 * without, (with_clock, smooth, without)
 
 
 def test_told_its_length_the_tier_learns_where_pieces_end():
