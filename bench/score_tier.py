@@ -13,6 +13,10 @@ scores it writes against the chain's, their lengths, and its speed.
   2x a piece has missed anyway): how many end by the tier's own END within 0.5-2x that median, asked no
   length and (a tier that learned lengths) asked a training piece's length; beside them the share of the
   training pieces themselves within that range;
+- where it puts END (``end_hazard``): on whole pieces, held-out and a few per genre it learned from, the
+  chance it gives each event of being the END, asked no length, so the sampled lengths can be told apart from
+  the model's reading of real pieces: its chance of letting a real piece play on to half its length, and to
+  its last event, and of ending it there;
 - speed: seconds to write 60 s of score on one thread.
 """
 
@@ -34,7 +38,14 @@ sys.path.insert(0, str(ROOT))
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from pipeline.corpus.dataset import load_manifest  # noqa: E402 - the repository root first (run as a script)
 from pipeline.corpus.demo_data import Work, write_work_midi  # noqa: E402
-from pipeline.corpus.score_events import END, VOCAB_SIZE, events_seconds, events_to_roll  # noqa: E402
+from pipeline.corpus.score_events import (  # noqa: E402
+    END,
+    STEPS_PER_SECOND,
+    VOCAB_SIZE,
+    event_clock,
+    events_seconds,
+    events_to_roll,
+)
 from pipeline.evaluation.score_baselines import ngram_table  # noqa: E402
 from pipeline.evaluation.score_metrics import note_density, novelty, style_overlap  # noqa: E402
 from pipeline.evaluation.score_tier_bits import evaluate_score_tier  # noqa: E402
@@ -115,6 +126,29 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
     return out
 
 
+def end_hazard(model, pieces: list[tuple[int, list[int]]], genres: list[str], min_seconds: float) -> dict:
+    """Per genre, over whole pieces ``(genre id, events)`` read asked no length (END not counted in the first
+    ``min_seconds``, as sampling forbids it there): the median over pieces of the model's chance of not writing
+    END before half the piece's length (``survives_to_half``) and before its last event (``survives_to_end``),
+    and of writing END where the piece ends (``end_at_end``).  A tier whose sampled lengths match real ones
+    has survives_to_half near 1 and survives_to_end near 0.5."""
+    rows: dict[str, list] = {}
+    for gi, ev in pieces:
+        if not is_whole(ev) or len(ev) < 2:
+            continue
+        p_end = model.event_log_probs(ev, gi)[:, END].exp().double()  # (N,): before each event
+        clock = event_clock(ev)[:-1] / STEPS_PER_SECOND  # (N,) seconds before each event
+        seconds = events_seconds(ev)
+        live = torch.from_numpy(clock >= min_seconds)
+        keep = torch.log1p(-p_end.clamp(max=1 - 1e-12)) * live  # log chance of going on, per event
+        half = torch.from_numpy(clock < 0.5 * seconds)
+        rows.setdefault(genres[gi], []).append((float(keep[half].sum().exp()), float(keep[:-1].sum().exp()),
+                                                float(p_end[-1])))
+    return {g: {"pieces": len(r), "survives_to_half": round(float(np.median([a for a, _, _ in r])), 3),
+                "survives_to_end": round(float(np.median([b for _, b, _ in r])), 3),
+                "end_at_end": round(float(np.median([c for _, _, c in r])), 3)} for g, r in rows.items()}
+
+
 def real_lengths(train: list[tuple[int, list[int]]], genres: list[str]) -> dict:
     """What the range target can reach: the share of the whole training pieces themselves within 0.5-2x their
     genre's median (and of all pieces within 0.5-2x the median of all); excerpts counted beside them."""
@@ -146,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--other", default="demo/other_scores",
                     help="folder for the other corpus's MIDI files ('': none, for a corpus that learned from them)")
     ap.add_argument("--other-per-genre", type=int, default=10)
+    ap.add_argument("--hazard-pieces", type=int, default=8,
+                    help="whole training pieces per genre read for where the tier puts END (evenly spaced)")
     ap.add_argument("--lengths-from", default=None,
                     help="a run whose training pieces give the lengths (medians, asked lengths; default: --run's), "
                          "so two tiers trained on the same works are measured against the same lengths")
@@ -205,6 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     out["lengths"] = {"genre": piece_lengths(model, known, genres, list(range(len(genres))), a.lengths, g, False),
                       "unconditional": piece_lengths(model, known, genres, [len(genres)], a.lengths, g, False),
                       "training_pieces": real_lengths(known, genres), "lengths_from": a.lengths_from or a.run}
+    whole_held = [(genres.index(p.genre), list(p.events)) for p in heldout + (other if a.other else [])
+                  if p.ended and p.genre in genres]
+    learned = []
+    for gi in range(len(genres)):
+        mine = [(g_, ev) for g_, ev in train if g_ == gi and is_whole(ev)]
+        learned += mine[::max(1, len(mine) // a.hazard_pieces)][:a.hazard_pieces]
+    out["end_hazard"] = {"held_out": end_hazard(model, whole_held, genres, g.score_min_seconds),
+                         "learned_from": end_hazard(model, learned, genres, g.score_min_seconds)}
     if model.cfg.length_buckets:
         out["lengths"]["genre_told"] = piece_lengths(model, known, genres, list(range(len(genres))), a.lengths, g,
                                                      True)

@@ -29,6 +29,14 @@ id 0: no length asked, as the trainer's length dropout teaches; the buckets are 
 near the end, ``remain_id``).  A piece's END is then the model's reading of "time is up", learned from
 real endings: it still has to find a cadence, and nothing forces it (the measure is how close it ends).
 
+The length head (``length_head``): a second head reads each position's last hidden state as a distribution
+over the time left until the piece's END (the asked length's buckets, ``remain_id``), trained on the windows
+not told their length, so it never sees the answer.  Asked no length, the tier first chooses one from it at
+the start of the piece (or after a prompt: ``choose_length``), then writes to it.  A model of where a piece
+ends that reads only a window of events and the clock gives the END of a real piece 0.1-3% where it ends and
+about as much elsewhere (``bench/score_tier.py``, ``end_hazard``); the head learns the length from every
+position of every whole piece instead of from its one END.
+
 Held notes (``held_input``): every position also gets the set of pitches sounding after its event
 (a 128-dim multi-hot, projected), so a note struck more than a window ago is not forgotten: without
 it, sampled scores left notes on: mean polyphony 5.8-8.9 against 2.7-3.9 in the held-out scores of the
@@ -53,7 +61,7 @@ from torch import nn
 
 FORMAT = "strata-score-tier"
 FORMAT_VERSION = 4  # 2: the clock (clock_buckets, clock_steps, shift_first, n_shifts); 3: length_buckets, held_input;
-# 4: clock_anchors (the smooth clock)
+# 4: clock_anchors (the smooth clock), length_head
 REMAIN_PER_OCTAVE = 8  # remaining-time buckets per doubling of the time left
 CLOCK_PER_OCTAVE = 4  # the smooth clock's anchors per doubling of 1 + elapsed / clock_steps
 NO_LENGTH = -1  # ``total`` of a piece whose length is not given
@@ -101,6 +109,7 @@ class ScoreTierConfig:
     shift_first: int = 0  # the first time-shift token (advances 1 step)
     n_shifts: int = 0  # time-shift tokens: shift_first + k advances k + 1 steps
     length_buckets: int = 0  # time left to the asked length, log-spaced buckets (0: no length input); id 0: none
+    length_head: bool = False  # a head for the time left to END (length_buckets' buckets): the tier chooses lengths
     held_input: bool = False  # the pitches sounding after each event as an input
     note_on_first: int = 0  # NOTE_ON of pitch p is note_on_first + p
     note_off_first: int = 0  # NOTE_OFF of pitch p is note_off_first + p
@@ -123,6 +132,7 @@ class ScoreTierConfig:
                    "the time shifts must be token ids"),
                   (self.length_buckets == 0 or (self.length_buckets >= 2 and self.n_shifts >= 1),
                    "length_buckets is 0 or >= 2, and needs the time shifts"),
+                  (not self.length_head or self.length_buckets >= 2, "length_head needs length_buckets >= 2"),
                   (not self.held_input or (self.n_pitches >= 1 and self.note_on_first >= 0 and self.note_off_first >= 0
                                            and max(self.note_on_first, self.note_off_first) + self.n_pitches
                                            <= self.vocab_size), "held_input needs the note tokens (n_pitches >= 1)")]
@@ -200,6 +210,7 @@ class ScoreTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.width)
         self.head = nn.Linear(cfg.width, cfg.vocab_size, bias=False)
         self.head.weight = self.tok.weight  # tied (nanoGPT)
+        self.left = nn.Linear(cfg.width, cfg.length_buckets) if cfg.length_head else None
         self.apply(self._init)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):  # residual outputs (GPT-2)
@@ -286,9 +297,15 @@ class ScoreTransformer(nn.Module):
     def _run(self, tokens: torch.Tensor, genre: torch.Tensor, start: int = 0,
              caches: list[KVCache] | None = None, offset: torch.Tensor | None = None,
              total: torch.Tensor | None = None, held: torch.Tensor | None = None) -> torch.Tensor:
+        """``_hidden``'s arguments -> logits (B, T, V)."""
+        return self.head(self._hidden(tokens, genre, start, caches, offset, total, held))
+
+    def _hidden(self, tokens: torch.Tensor, genre: torch.Tensor, start: int = 0,
+                caches: list[KVCache] | None = None, offset: torch.Tensor | None = None,
+                total: torch.Tensor | None = None, held: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, T) at positions start..start + T - 1 of the window, after ``offset`` (B,) time steps of
         the piece, ``total`` (B,) its asked length in steps (``NO_LENGTH``: none), ``held`` (B, P) bool pitches
-        sounding before the window -> logits (B, T, V); ``caches`` (one per layer, holding positions
+        sounding before the window -> the last hidden states (B, T, W); ``caches`` (one per layer, holding positions
         0..start - 1) are extended."""
         t = tokens.shape[1]
         if start + t > self.cfg.context:
@@ -307,18 +324,74 @@ class ScoreTransformer(nn.Module):
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i])
-        return self.head(self.ln_f(x))  # (B, T, V)
+        return self.ln_f(x)  # (B, T, W)
 
     def forward(self, tokens: torch.Tensor, genre: torch.Tensor, offset: torch.Tensor | None = None,
-                total: torch.Tensor | None = None, held: torch.Tensor | None = None) -> torch.Tensor:
+                total: torch.Tensor | None = None, held: torch.Tensor | None = None,
+                with_left: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T) long, genre (B,) long, offset (B,) long time steps of the piece before the window (None:
         windows that start the piece), total (B,) long asked length of the piece in steps (``NO_LENGTH`` or
         None: not asked), held (B, P) bool pitches sounding before the window (None: none) -> logits (B, T, V)
-        of each next event."""
+        of each next event; ``with_left`` (a model with ``length_head``): also the time-left logits (B, T, L)
+        after each event (``remain_id``'s buckets; bucket 0, "no length", is never a target)."""
         if tokens.dim() != 2 or genre.shape != tokens.shape[:1]:
             raise ValueError(f"score tier: tokens (B, T) and genre (B,), got {tuple(tokens.shape)} and "
                              f"{tuple(genre.shape)}")
-        return self._run(tokens, genre, offset=offset, total=total, held=held)
+        if with_left and self.left is None:
+            raise ValueError("score tier: with_left needs a model with length_head")
+        h = self._hidden(tokens, genre, offset=offset, total=total, held=held)
+        return (self.head(h), self.left(h)) if with_left else self.head(h)
+
+    def left_targets(self, tokens: torch.Tensor, offset: torch.Tensor | None, length: torch.Tensor) -> torch.Tensor:
+        """The length head's targets: tokens (B, T), offset (B,), length (B,) the piece's length in steps
+        (``NO_LENGTH``: an excerpt) -> (B, T) long, the bucket of the time left to END after each token, -1 where
+        there is none (an excerpt, PAD, the END closing a piece)."""
+        elapsed = self.elapsed(tokens, offset)
+        length = length.to(elapsed)[:, None]
+        ids = self.remain_id(length - elapsed, length)
+        bad = (length < 0) | (tokens == self.cfg.pad_token) | ((tokens == self.cfg.end_token) & (elapsed > 0))
+        return torch.where(bad, torch.full_like(ids, -1), ids)
+
+    def left_bucket_steps(self, bucket: int, u: float) -> float:
+        """The time left a bucket of ``remain_id`` stands for, at ``u`` in [0, 1) through it (0: its start), in
+        steps; the last bucket (all longer times) is read as one bucket wide."""
+        unit = max(1, self.cfg.clock_steps // 4)
+        lo, hi = ((bucket - 1 + k) / REMAIN_PER_OCTAVE for k in (0, 1))
+        a, b = unit * (2.0 ** lo - 1.0), unit * (2.0 ** hi - 1.0)
+        return a + (b - a) * u
+
+    @torch.inference_mode()
+    def choose_length(self, genre: int, seed: int = 0, prompt: list[int] | None = None, min_steps: int = 0,
+                      temperature: float = 1.0) -> int:
+        """The length (in time steps, the prompt's included) the tier chooses for a piece of ``genre`` after
+        ``prompt`` (events; none: from the start), drawn from its length head at the prompt's last event, at
+        least ``min_steps`` more than the prompt.  For ``generate(length_steps=...)``."""
+        if self.left is None:
+            raise ValueError("score tier: choose_length needs a model with length_head")
+        cfg = self.cfg
+        seq = [cfg.end_token] + [int(t) for t in (prompt or []) if t != cfg.end_token]
+        w0 = max(0, len(seq) - cfg.context)
+        device = self.tok.weight.device
+        before = int(self.token_steps(torch.tensor(seq[:w0])).sum()) if w0 else 0
+        held = _Held(cfg)
+        for tok in seq[1:w0]:
+            held.update(tok)
+        was_training = self.training
+        self.eval()
+        try:
+            h = self._hidden(torch.tensor([seq[w0:]], device=device), torch.tensor([genre], device=device),
+                             offset=torch.tensor([before], device=device),
+                             held=held.mask(device)[None] if self.held is not None else None)
+            logits = self.left(h)[0, -1].float()
+        finally:
+            self.train(was_training)
+        logits[0] = -math.inf  # "no length" is not a length
+        gen = torch.Generator(device="cpu").manual_seed(int(seed) * 7919 + 13)
+        probs = torch.softmax(logits.cpu() / max(temperature, 1e-6), dim=-1)
+        bucket = int(torch.multinomial(probs, 1, generator=gen))
+        left = self.left_bucket_steps(bucket, float(torch.rand((), generator=gen)))
+        elapsed = int(self.token_steps(torch.tensor(seq)).sum())
+        return elapsed + max(int(round(left)), int(min_steps), 1)
 
     # ------------------------------------------------------------------------- sampling
 
@@ -475,10 +548,20 @@ class ScoreTransformer(nn.Module):
     @torch.no_grad()
     def events_bits(self, events: Sequence[int], genre: int, batch: int = 16,
                     length_given: bool = False) -> tuple[float, int]:
-        """(total bits, events) of one piece read as ``[end_token] + events``: every event scored once, in
-        windows of ``context`` that advance by ``context // 2`` (each event after the first window sees at
-        least ``context // 2`` events before it), as a held-out measure in bits per event.  The piece's length
-        is not given (as to the n-gram baselines) unless ``length_given`` (a model with ``length_buckets``)."""
+        """(total bits, events) of one piece read as ``[end_token] + events`` (``event_log_probs``), as a
+        held-out measure in bits per event.  The piece's length is not given (as to the n-gram baselines)
+        unless ``length_given`` (a model with ``length_buckets``)."""
+        logp = self.event_log_probs(events, genre, batch, length_given)  # (N, V)
+        targets = torch.tensor([int(t) for t in events], dtype=torch.long)
+        return float(-logp.gather(1, targets[:, None]).sum() / LN2), len(targets)
+
+    @torch.no_grad()
+    def event_log_probs(self, events: Sequence[int], genre: int, batch: int = 16,
+                        length_given: bool = False) -> torch.Tensor:
+        """The distribution the model gives each event of one piece read as ``[end_token] + events``: (N, V)
+        float32 log-probabilities on the CPU, row i before ``events[i]``.  Every event is scored once, in windows
+        of ``context`` that advance by ``context // 2`` (each event after the first window sees at least
+        ``context // 2`` events before it)."""
         cfg = self.cfg
         seq = [cfg.end_token] + [int(t) for t in events]
         n, half = len(seq) - 1, cfg.context // 2
@@ -495,24 +578,24 @@ class ScoreTransformer(nn.Module):
             helds.append(h.mask("cpu"))
         was_training = self.training
         self.eval()
-        total = 0.0
+        out = torch.zeros(n, cfg.vocab_size)
         try:
             for i in range(0, len(starts), batch):
                 chunk = starts[i:i + batch]
-                x, y, mask = window_batch([events] * len(chunk), chunk, cfg.context, cfg.end_token, cfg.pad_token)
-                for j, s in enumerate(chunk):
-                    if s > 0:
-                        mask[j, :cfg.context - half] = False  # scored by the window before
+                x, _, mask = window_batch([events] * len(chunk), chunk, cfg.context, cfg.end_token, cfg.pad_token)
                 device = self.tok.weight.device
                 offset = torch.tensor([steps[s - 1] if s > 0 else 0 for s in chunk], device=device)
                 held = torch.stack(helds[i:i + len(chunk)]).to(device)
                 logits = self(x.to(device), torch.full((len(chunk),), genre, device=device), offset,
                               torch.full((len(chunk),), length, device=device), held)
-                bits = nll_bits(logits, y.to(device), mask.to(device))
-                total += float(bits.sum())
+                logp = torch.log_softmax(logits.float(), dim=-1).cpu()  # (B, context, V)
+                for j, s in enumerate(chunk):
+                    first = 0 if s == 0 else cfg.context - half  # the window before scored the rest
+                    last = int(mask[j].sum())  # targets s .. s + last - 1 (PAD past the piece's end)
+                    out[s + first:s + last] = logp[j, first:last]
         finally:
             self.train(was_training)
-        return total, n
+        return out
 
     # ------------------------------------------------------------------------- description
 

@@ -169,6 +169,7 @@ class ScoreTierSection:
     clock_anchors: int = 0  # > 0: the smooth clock instead, anchors log-spaced in time (4 per doubling)
     length_buckets: int = 96  # the asked length: time left to it as an input, log-spaced buckets; 0: none
     length_dropout: float = 0.3  # share of training windows not told their piece's length (a piece asked none)
+    length_head: float = 0.0  # > 0: a head for the time left to END, its loss weighted so; the tier chooses lengths
     held_input: bool = True  # the pitches sounding after each event as an input (no forgotten held notes)
     genre_dropout: float = 0.1  # genre -> "no genre" in training: unconditional pieces, guidance
     transpose: int = 5  # augmentation: a random transposition in [-transpose, +transpose] semitones
@@ -453,6 +454,9 @@ def validate(cfg: StrataConfig) -> None:
         raise ConfigError("score_tier: clock_buckets >= 0 (0: no clock) and clock_seconds >= 0.01")
     if st.clock_anchors == 1 or st.clock_anchors < 0:
         raise ConfigError(f"score_tier.clock_anchors is 0 (the bucket clock) or >= 2, got {st.clock_anchors}")
+    if st.length_head < 0 or (st.length_head > 0 and st.length_buckets < 2):
+        raise ConfigError(f"score_tier.length_head is a loss weight >= 0 and needs length_buckets >= 2, got "
+                          f"{st.length_head} with {st.length_buckets} buckets")
     if st.length_buckets == 1 or st.length_buckets < 0 or not 0 <= st.length_dropout <= 1:
         raise ConfigError("score_tier: length_buckets 0 (no length input) or >= 2, length_dropout in [0, 1]")
     if not 0 <= st.edge_share <= 1:

@@ -328,13 +328,18 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
 
 def asked_length(run: LoadedRun, p: GenerateParams, tier_genre: int, model, cap_seconds: float) -> dict | None:
     """The length a score tier that learned lengths is asked to write (None for one that did not):
-    ``--seconds`` when given, else one drawn (by the seed) from its training pieces of the genre (all of
-    them, unconditional), capped at ``cap_seconds``: the tier still writes the END itself."""
+    ``--seconds`` when given; else the one it chooses itself (a tier with a length head), else one drawn (by
+    the seed) from its training pieces of the genre (all of them, unconditional); capped at ``cap_seconds``:
+    the tier still writes the END itself."""
     if not model.cfg.length_buckets:
         return None
     if p.seconds is not None:
         return {"seconds": round(min(p.seconds, cap_seconds), 2), "from": "--seconds"}
-    from pipeline.training.score_tier import training_lengths
+    from pipeline.training.score_tier import chosen_length, training_lengths
+
+    if model.cfg.length_head:
+        chosen = chosen_length(model, tier_genre, p.seed, min_seconds=p.score_min_seconds)
+        return {"seconds": round(min(chosen, cap_seconds), 2), "from": "the score tier's length head"}
 
     lengths = training_lengths(run.path, None if tier_genre >= model.cfg.n_genres else tier_genre) \
         or training_lengths(run.path, None)

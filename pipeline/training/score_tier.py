@@ -190,10 +190,11 @@ class EventWindows(torch.utils.data.Dataset):
     stretched by a factor in [1 - stretch, 1 + stretch] (``stretch_window``: on the piece's time line).
     The work per item is linear in ``context``, not in the piece's length (whole works run to 20,000 events).  Returns
     ``{"tokens": (context + 1,) long (PAD past the piece's end), "genre": () long, "offset": () long,
-    "total": () long, "held": (128,) bool}`` (``offset``: the piece's time steps before the window, for the
-    model's clock; ``total``: the piece's length in steps, ``NO_LENGTH`` in a ``length_dropout`` share of
-    windows and always for an excerpt; ``held``: the pitches sounding before the window).  An excerpt's
-    ending windows (``edge_share``) are drawn uniformly instead: it has no END.
+    "total": () long, "length": () long, "held": (128,) bool}`` (``offset``: the piece's time steps before the
+    window, for the model's clock; ``total``: the piece's length in steps told to the model, ``NO_LENGTH`` in a
+    ``length_dropout`` share of windows and always for an excerpt; ``length``: the piece's length whether told
+    or not, the length head's answer, ``NO_LENGTH`` for an excerpt; ``held``: the pitches sounding before the
+    window).  An excerpt's ending windows (``edge_share``) are drawn uniformly instead: it has no END.
 
     ``edge_share`` of the windows sit at a piece's edges, half starting it and half ending with its END:
     drawn uniformly, a piece's first events and its END are each a target in ~1 window per thousand, and a
@@ -258,6 +259,7 @@ class EventWindows(torch.utils.data.Dataset):
         return {"tokens": tokens, "genre": torch.tensor(self.genre_ids[j], dtype=torch.long),
                 "offset": torch.tensor(offset, dtype=torch.long),
                 "total": torch.tensor(total if told and self.whole[j] else NO_LENGTH, dtype=torch.long),
+                "length": torch.tensor(total if self.whole[j] else NO_LENGTH, dtype=torch.long),
                 "held": torch.from_numpy(held)}
 
 
@@ -302,7 +304,8 @@ def model_config(cfg, n_genres: int):
                            clock_anchors=s.clock_anchors,
                            clock_steps=max(1, round(s.clock_seconds * STEPS_PER_SECOND)),
                            shift_first=SHIFT_BASE, n_shifts=MAX_SHIFT, length_buckets=s.length_buckets,
-                           held_input=s.held_input, note_on_first=NOTE_ON_BASE, note_off_first=NOTE_OFF_BASE,
+                           length_head=s.length_head > 0, held_input=s.held_input, note_on_first=NOTE_ON_BASE,
+                           note_off_first=NOTE_OFF_BASE,
                            n_pitches=N_PITCHES)
 
 
@@ -425,18 +428,29 @@ class ScoreTierTrainer(StageTrainer):
         self.valid = list(torch.utils.data.DataLoader(valid, batch_size=s.batch_size, shuffle=False))
 
     def loss(self, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, int]:
-        """Mean bits per event of the windows; the genre dropped to "no genre" with ``genre_dropout``."""
-        device = self.accelerator.device
+        """Mean bits per event of the windows; the genre dropped to "no genre" with ``genre_dropout``.  With a
+        length head, plus ``score_tier.length_head`` x its mean bits for the time left to END, over the
+        positions of whole pieces in windows not told their length."""
+        device, m = self.accelerator.device, self.unwrapped
         tokens, genre = batch["tokens"].to(device), batch["genre"].clone()
         drop = torch.rand(genre.shape, generator=gen) < self.s.genre_dropout
         genre[drop] = self.n_genres
         x, y = tokens[:, :-1], tokens[:, 1:]
-        mask = y != self.unwrapped.cfg.pad_token
-        logits = self.model(x, genre.to(device), batch["offset"].to(device), batch["total"].to(device),
-                            batch["held"].to(device))  # (B, C, V)
-        bits = self.unwrapped.nll_bits(logits, y, mask)  # (B, C)
+        mask = y != m.cfg.pad_token
+        offset, total = batch["offset"].to(device), batch["total"].to(device)
+        out = self.model(x, genre.to(device), offset, total, batch["held"].to(device), with_left=m.left is not None)
+        logits = out[0] if m.left is not None else out  # (B, C, V)
+        bits = m.nll_bits(logits, y, mask)  # (B, C)
         n = mask.sum()
-        return bits.sum() / n.clamp(min=1), int(n)
+        loss = bits.sum() / n.clamp(min=1)
+        if m.left is not None:
+            target = m.left_targets(x, offset, batch["length"].to(device))  # (B, C), -1: none
+            target[total >= 0] = -1  # told its length: the answer is an input
+            ok = target >= 0
+            if ok.any():
+                left_bits = m.nll_bits(out[1], target, ok)  # (B, C)
+                loss = loss + self.s.length_head * left_bits.sum() / ok.sum()
+        return loss, int(n)
 
     @torch.inference_mode()
     def valid_bits(self) -> float:
@@ -463,7 +477,8 @@ class ScoreTierTrainer(StageTrainer):
         extra = {"genres": self.genres, "stage": SCORE_KEY, "valid_bits_per_event": bits, "step": self.state.step,
                  "roll_fps": self.cfg.data.roll_fps,
                  "training": {"edge_share": s.edge_share, "excerpts": s.excerpts, "length_dropout": s.length_dropout,
-                              "genre_dropout": s.genre_dropout, "transpose": s.transpose, "stretch": s.stretch,
+                              "length_head": s.length_head, "genre_dropout": s.genre_dropout,
+                              "transpose": s.transpose, "stretch": s.stretch,
                               "batch_size": s.batch_size, "lr": s.lr}}
         with self.ema.applied(self.unwrapped):
             save_score_tier(self.unwrapped, tmp, extra)
@@ -487,6 +502,14 @@ def sample_events(model, genre_id: int, seconds: float, seed: int, temperature: 
     return model.generate(genre_id, max_events=max_events, temperature=temperature, top_p=top_p, seed=seed,
                           prompt=prompt, max_seconds=seconds, seconds_of=token_seconds,
                           min_seconds=min(float(min_seconds), float(seconds)), length_steps=length)
+
+
+def chosen_length(model, genre_id: int, seed: int, prompt: list[int] | None = None,
+                  min_seconds: float = 0.0) -> float:
+    """Seconds of the piece (the prompt's included) a tier with a length head chooses for ``genre_id``
+    (``models.score_tier.ScoreTransformer.choose_length``), at least ``min_seconds`` more than the prompt."""
+    steps = model.choose_length(genre_id, seed, prompt, min_steps=int(round(min_seconds * STEPS_PER_SECOND)))
+    return steps / STEPS_PER_SECOND
 
 
 def training_lengths(run_dir, genre_id: int | None) -> list[float]:
