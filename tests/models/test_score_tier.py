@@ -358,6 +358,62 @@ def test_told_its_length_the_tier_learns_where_pieces_end():
     assert not_told > 0.8 and told < 0.3 * not_told, (told, not_told)
 
 
+def test_the_length_head_targets_the_time_left_in_whole_pieces_only():
+    m = tiny(**FULL, length_head=True)
+    x = torch.tensor([[END, 7, 3, 9, 5, PAD], [3, 7, 3, END, PAD, PAD]])  # a piece's start; a window ending one
+    t = m.left_targets(x, torch.tensor([0, 5]), torch.tensor([20, 9]))
+    length = torch.tensor([[20], [9]])
+    want = m.remain_id(length - m.elapsed(x, torch.tensor([0, 5])), length)
+    assert t[0, :5].tolist() == want[0, :5].tolist() and t[0, 5] == -1  # PAD: no target
+    assert t[1, :3].tolist() == want[1, :3].tolist() and t[1, 3:].tolist() == [-1, -1, -1]  # the closing END
+    assert (m.left_targets(x, None, torch.tensor([NO_LENGTH, 9]))[0] == -1).all()  # an excerpt: no length
+    lh, logits = m(x, torch.tensor([0, 1]), with_left=True)[1], m(x, torch.tensor([0, 1]))
+    assert lh.shape == (2, 6, 40) and torch.equal(m(x, torch.tensor([0, 1]), with_left=True)[0], logits)
+    with pytest.raises(ValueError, match="length_head"):
+        tiny(**FULL)(x, torch.tensor([0, 1]), with_left=True)
+    with pytest.raises(ValueError, match="length_head needs"):
+        tiny(**CLOCK, length_head=True)  # no length buckets
+    for b in (1, 9, 17, 30):  # a bucket's steps read back into the bucket
+        for u in (0.0, 0.5, 0.99):
+            steps = m.left_bucket_steps(b, u)
+            assert int(m.remain_id(torch.tensor(steps), torch.tensor(50))) == b, (b, u, steps)
+
+
+def test_the_length_head_learns_each_genres_lengths_and_the_tier_chooses_them():
+    """Genre 0's pieces last 8 time steps, genre 1's 24 (one phrase repeated): trained on windows not told their
+    length, the head's chosen lengths must fall near each genre's (within a bucket: 8 per doubling), and a prompt
+    that has already played 12 steps of a genre-1 piece must be chosen about 12 more."""
+    phrase = [10, 3, 20, 3]  # 4 steps
+    pieces = {0: phrase * 2 + [END], 1: phrase * 6 + [END]}  # remain_id's unit here is 1 step: 24 is bucket 38
+    m = tiny(context=8, dropout=0.0, seed=2, **FULL, length_head=True)
+    m.train()
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        genre = torch.randint(0, 2, (16,), generator=rng)
+        batch = [pieces[int(g)] for g in genre]
+        starts = [int(torch.randint(0, len(p) - 2, (1,), generator=rng)) * int(torch.rand(1, generator=rng) > 0.3)
+                  for p in batch]  # 30% open the piece (the trainer's edge windows)
+        x, y, mask = window_batch(batch, starts, 8, END, PAD)
+        offset = torch.tensor([steps_of(([END] + p)[:s]) for p, s in zip(batch, starts)])
+        length = torch.tensor([steps_of(p) for p in batch])
+        target = m.left_targets(x, offset, length)
+        logits, left = m(x, genre, offset, None, with_left=True)
+        loss = (nll_bits(logits, y, mask).sum() / mask.sum()
+                + nll_bits(left, target, target >= 0).sum() / (target >= 0).sum())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    for genre, want in ((0, 8), (1, 24)):
+        chosen = [m.choose_length(genre, seed) for seed in range(20)]
+        assert sum(0.8 * want <= c <= 1.25 * want for c in chosen) >= 16, (genre, chosen)
+    prompt = phrase * 3  # 12 steps played
+    chosen = [m.choose_length(1, seed, prompt=prompt) for seed in range(20)]
+    assert sum(12 + 9 <= c <= 12 + 15 for c in chosen) >= 16, chosen
+    assert all(c >= 12 + 30 for c in (m.choose_length(0, seed, prompt=prompt, min_steps=30) for seed in range(5)))
+
+
 def test_the_nucleus_never_cuts_the_end_of_a_piece():
     """END at 3% beside a likely note: top-p 0.5 keeps only the note in its head, but END stays drawable."""
     m = tiny()

@@ -236,6 +236,21 @@ def test_generation_writes_and_renders_the_tiers_score(tmp_path, capsys):
         generate(run, tmp_path / "out", midi=midi, continue_score=10.0, progress=False)  # over max_seconds 3
 
 
+def test_a_tier_with_a_length_head_chooses_the_length_of_a_piece_asked_none(tmp_path):
+    cfg = _cfg(tiny_config(), max_steps=20, length_head=0.1)
+    run = make_run(tmp_path, cfg=cfg)
+    train_stage(_data(tmp_path), run, cfg, SCORE_KEY, progress=False)
+    model, desc = load_score_tier(run)
+    assert model.cfg.length_head and desc["extra"]["training"]["length_head"] == 0.1
+    fresh = ScoreTransformer(model.cfg)
+    assert not torch.allclose(fresh.left.weight, model.left.weight)  # the head was trained (and exported)
+    (job,) = generate(run, tmp_path / "out", genre="folk", seed=0, progress=False)
+    asked = json.loads((job / "meta.json").read_text())["score_length"]
+    assert asked["from"] == "the score tier's length head" and 0 < asked["seconds"] <= 3.0  # generate.max_seconds
+    steps = model.choose_length(GENRES.index("folk"), 0, min_steps=round(cfg.generate.score_min_seconds * 100))
+    assert asked["seconds"] == round(min(steps / 100, 3.0), 2)  # the tier's own choice, seeded
+
+
 def meta_events(job):
     """The events of a job's score.mid."""
     from pipeline.corpus.score_events import midi_to_events
