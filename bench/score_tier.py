@@ -54,6 +54,7 @@ from pipeline.run import SCORE_KEY, read_config, stage_dir  # noqa: E402
 from pipeline.training.score_model import read_score_model, sample_roll  # noqa: E402
 from pipeline.training.score_tier import (  # noqa: E402
     TRAIN_EVENTS,
+    chosen_length,
     extra_pieces,
     is_whole,
     lengths_of,
@@ -94,12 +95,14 @@ def tier_bits(model, pieces, genres: list[str], train: list[list[int]]) -> dict:
 
 
 def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], genre_ids: list[int], n: int,
-                  g, told: bool) -> dict:
+                  g, told: bool, chosen: bool = False) -> dict:
     """``n`` scores of ``genre_ids`` in turn (``len(genres)``: none), each capped at 2.5x the median length of
     its genre's training scores (all scores' when unconditional): their lengths and how many ended by the
     tier's own END within 0.5-2x that median.  ``told``: each is asked for the length of a training piece of
     its genre drawn by its seed (as ``strata generate`` asks without ``--seconds``), and how near its END came
-    to that length is reported too; else no length is asked (the tier's own sense of when pieces end)."""
+    to that length is reported too; ``chosen`` (a tier with a length head): each is asked the length the tier
+    chooses itself (``chosen_length``, as ``strata generate`` asks such a tier), reported alike; else no length is
+    asked (where the tier's END falls by itself)."""
     rows = []
     for i in range(n):
         gi = genre_ids[i % len(genre_ids)]
@@ -107,6 +110,8 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
         lengths = lengths or lengths_of(train, None)  # a genre of excerpts only: all genres' (as generate does)
         median = float(np.median(lengths))
         asked = float(np.random.default_rng([1000 + i, 211]).choice(lengths)) if told else None
+        if chosen:
+            asked = chosen_length(model, gi, 1000 + i, min_seconds=g.score_min_seconds)
         cap = 2.5 * median if asked is None else max(2.5 * median, 1.25 * asked)  # room to end where asked
         ev = sample_events(model, gi, cap, 1000 + i, g.score_temperature, g.score_top_p,
                            min_seconds=g.score_min_seconds, length_seconds=asked)
@@ -117,9 +122,10 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
                      "ended_by_end_event": ended, "median_training_seconds": round(median, 2),
                      "cap_seconds": round(cap, 2),
                      "within_half_to_twice_median": ended and 0.5 * median <= seconds <= 2 * median})
-    out = {"told_length": told, "pieces": rows, "ended_by_end_event": sum(r["ended_by_end_event"] for r in rows),
+    out = {"told_length": told or chosen, "asked": "chosen" if chosen else "training" if told else None,
+           "pieces": rows, "ended_by_end_event": sum(r["ended_by_end_event"] for r in rows),
            "ended_within_range": sum(r["within_half_to_twice_median"] for r in rows), "of": len(rows)}
-    if told:
+    if told or chosen:
         errors = [abs(r["seconds"] / r["asked_seconds"] - 1.0) for r in rows if r["ended_by_end_event"]]
         out["median_relative_error_of_ended"] = round(float(np.median(errors)), 3) if errors else None
         out["ended_within_10pct_of_asked"] = sum(e <= 0.1 for e in errors)
@@ -147,6 +153,47 @@ def end_hazard(model, pieces: list[tuple[int, list[int]]], genres: list[str], mi
     return {g: {"pieces": len(r), "survives_to_half": round(float(np.median([a for a, _, _ in r])), 3),
                 "survives_to_end": round(float(np.median([b for _, b, _ in r])), 3),
                 "end_at_end": round(float(np.median([c for _, _, c in r])), 3)} for g, r in rows.items()}
+
+
+def length_head_bits(model, held: list[tuple[int, list[int]]], train: list[tuple[int, list[int]]],
+                     genres: list[str]) -> dict:
+    """The length head against the classic baseline, on the lengths of held-out whole pieces: bits of each
+    piece's length bucket (``remain_id`` at its opening) under the head (genre given, nothing played yet) and
+    under the genre's histogram of training lengths over the same buckets (add-one smoothed), and the share of
+    pieces whose length lies within 0.5-2x the head's median choice."""
+    cfg = model.cfg
+    n_b = cfg.length_buckets - 1  # buckets 1..length_buckets - 1 (0: "no length")
+
+    def bucket(ev) -> int:
+        steps = int(event_clock(ev)[-1])
+        return int(model.remain_id(torch.tensor(steps), torch.tensor(steps)))
+
+    counts = np.ones((len(genres), n_b))  # add-one
+    for gi, ev in train:
+        if is_whole(ev):
+            counts[gi, bucket(ev) - 1] += 1
+    hist = counts / counts.sum(1, keepdims=True)
+    head_bits, hist_bits, in_range = [], [], []
+    for gi, ev in held:
+        if not is_whole(ev):
+            continue
+        b = bucket(ev)
+        with torch.inference_mode():
+            h = model._hidden(torch.tensor([[END]]), torch.tensor([gi]), offset=torch.tensor([0]))
+            logits = model.left(h)[0, -1].float()
+        logits[0] = -float("inf")
+        logp = torch.log_softmax(logits, -1)
+        head_bits.append(float(-logp[b]) / np.log(2))
+        hist_bits.append(float(-np.log2(hist[gi, b - 1])))
+        cdf = logp.exp().cumsum(0)
+        median_b = int((cdf >= 0.5).nonzero()[0])
+        median_s = model.left_bucket_steps(median_b, 0.5) / STEPS_PER_SECOND
+        in_range.append(0.5 * median_s <= events_seconds(ev) <= 2 * median_s)
+    if not head_bits:
+        return {"pieces": 0}
+    return {"pieces": len(head_bits), "head_bits": round(float(np.mean(head_bits)), 3),
+            "histogram_bits": round(float(np.mean(hist_bits)), 3),
+            "within_half_to_twice_head_median": round(float(np.mean(in_range)), 3)}
 
 
 def real_lengths(train: list[tuple[int, list[int]]], genres: list[str]) -> dict:
@@ -247,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     for gi in range(len(genres)):
         mine = [(g_, ev) for g_, ev in train if g_ == gi and is_whole(ev)]
         learned += mine[::max(1, len(mine) // a.hazard_pieces)][:a.hazard_pieces]
+    if model.cfg.length_head:
+        out["lengths"]["genre_chosen"] = piece_lengths(model, known, genres, list(range(len(genres))), a.lengths, g,
+                                                       False, chosen=True)
+        out["lengths"]["unconditional_chosen"] = piece_lengths(model, known, genres, [len(genres)], a.lengths, g,
+                                                               False, chosen=True)
+        out["length_head"] = length_head_bits(model, whole_held, train, genres)
     out["end_hazard"] = {"held_out": end_hazard(model, whole_held, genres, g.score_min_seconds),
                          "learned_from": end_hazard(model, learned, genres, g.score_min_seconds)}
     if model.cfg.length_buckets:

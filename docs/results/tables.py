@@ -533,10 +533,30 @@ def score_tier_table(files=SCORE_TIER_RUNS, test_label: str = "demo test split")
     for label, r in runs:
         sp = r["speed"]
         lines += ["", f"{label[0].upper() + label[1:]} ({r['n_params']:,} parameters, step {r['run_steps']}): "
-                  f"{_lengths(r['lengths'])}; {sp['seconds_per_60s_of_score']:g} s to write 60 s of "
+                  f"{_lengths(r['lengths'])}{_end_reading(r)}; {sp['seconds_per_60s_of_score']:g} s to write 60 s of "
                   f"score on one thread. Commit `{r['commit'][:10]}`{' (dirty tree)' if r.get('dirty') else ''}, "
                   f"`{r['command']}`."]
     return "\n".join(lines + [f"\n{n}" for n in notes])
+
+
+def _end_reading(r: dict) -> str:
+    """Where the tier puts END on real whole pieces, and its length head against the training histogram (later
+    JSONs only)."""
+    out = ""
+    h = r.get("length_head")
+    if h and h.get("pieces"):
+        out += (f"; the length head on {h['pieces']} held-out whole pieces: {_f(h['head_bits'])} bits per piece "
+                f"length against {_f(h['histogram_bits'])} for the genre's histogram of training lengths, "
+                f"{_f(h['within_half_to_twice_head_median'], '.0%')} of them within 0.5-2x its median choice")
+    e = r.get("end_hazard")
+    if e:
+        def part(rows: dict) -> str:
+            return ", ".join(f"{k} {v['survives_to_half']:.2f} / {v['survives_to_end']:.2f} / {v['end_at_end']:.3f} "
+                             f"({v['pieces']})" for k, v in rows.items())
+        out += ("; asked no length, the tier's chance of letting a real whole piece play to half its length / to its "
+                f"last event / of ending it there (median, pieces): learned from {part(e['learned_from'])}; "
+                f"held out {part(e['held_out']) or 'none'}")
+    return out
 
 
 def _lengths(ln: dict) -> str:
@@ -558,6 +578,14 @@ def _lengths(ln: dict) -> str:
                 f"{g['ended_within_10pct_of_asked']} and {u['ended_within_10pct_of_asked']} within 10% of the asked "
                 f"length (median error of those that ended {_f(g['median_relative_error_of_ended'], '.0%')} and "
                 f"{_f(u['median_relative_error_of_ended'], '.0%')}; seconds asked -> written: "
+                + ", ".join(f"{p['asked_seconds']:g} -> {p['seconds']:g}" for p in g["pieces"] + u["pieces"]) + ")")
+    if "genre_chosen" in ln:  # a tier with a length head, asked nothing: it chooses the length, then writes to it
+        g, u = ln["genre_chosen"], ln["unconditional_chosen"]
+        out += (f"; asked nothing, the length chosen by the tier's length head (as `strata generate` asks such a "
+                f"tier without `--seconds`): {g['ended_within_range']} of {g['of']} genre-prompted and "
+                f"{u['ended_within_range']} of {u['of']} unconditional scores ended by their own END within that "
+                f"range, {g['ended_within_10pct_of_asked']} and {u['ended_within_10pct_of_asked']} within 10% of the "
+                f"chosen length (seconds chosen -> written: "
                 + ", ".join(f"{p['asked_seconds']:g} -> {p['seconds']:g}" for p in g["pieces"] + u["pieces"]) + ")")
     if "training_pieces" in ln:  # what the range target can reach
         out += ("; the training pieces themselves within 0.5-2x their genre's median: "
