@@ -484,7 +484,8 @@ SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_l
                    ("the same corpus, cut scores read as excerpts (no END, no length)", "score_tier_excerpts.json"),
                    ("the same, an excerpt's ending windows moved to whole pieces (reverted)",
                     "score_tier_excerpts_ends.json"),
-                   ("excerpts, not told the length in 60% of windows (0.3 above)", "score_tier_length_dropout.json"))
+                   ("excerpts, not told the length in 60% of windows (0.3 above)", "score_tier_length_dropout.json"),
+                   ("excerpts, the smooth clock (not adopted)", "score_tier_smooth_clock.json"))
 
 
 FOUR_GENRE_SCORE_TIER_RUNS = (("four-genre run (its budget)", "four_genres/score_tier.json"),
