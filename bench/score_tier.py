@@ -181,8 +181,8 @@ def length_head_bits(model, held: list[tuple[int, list[int]]], train: list[tuple
         with torch.inference_mode():
             h = model._hidden(torch.tensor([[END]]), torch.tensor([gi]), offset=torch.tensor([0]))
             logits = model.left(h)[0, -1].float()
-        logits[0] = -float("inf")
-        logp = torch.log_softmax(logits, -1)
+            logits[0] = -float("inf")  # "no length"
+            logp = torch.log_softmax(logits, -1)
         head_bits.append(float(-logp[b]) / np.log(2))
         hist_bits.append(float(-np.log2(hist[gi, b - 1])))
         cdf = logp.exp().cumsum(0)
