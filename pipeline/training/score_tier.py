@@ -430,7 +430,8 @@ class ScoreTierTrainer(StageTrainer):
     def loss(self, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, int]:
         """Mean bits per event of the windows; the genre dropped to "no genre" with ``genre_dropout``.  With a
         length head, plus ``score_tier.length_head`` x its mean bits for the time left to END, over the
-        positions of whole pieces in windows not told their length."""
+        positions of whole pieces in windows not told their length, and over each whole piece's opening (its
+        length from its genre alone, the choice ``choose_length`` makes)."""
         device, m = self.accelerator.device, self.unwrapped
         tokens, genre = batch["tokens"].to(device), batch["genre"].clone()
         drop = torch.rand(genre.shape, generator=gen) < self.s.genre_dropout
@@ -444,12 +445,21 @@ class ScoreTierTrainer(StageTrainer):
         n = mask.sum()
         loss = bits.sum() / n.clamp(min=1)
         if m.left is not None:
-            target = m.left_targets(x, offset, batch["length"].to(device))  # (B, C), -1: none
+            length = batch["length"].to(device)
+            target = m.left_targets(x, offset, length)  # (B, C), -1: none
             target[total >= 0] = -1  # told its length: the answer is an input
             ok = target >= 0
             if ok.any():
                 left_bits = m.nll_bits(out[1], target, ok)  # (B, C)
                 loss = loss + self.s.length_head * left_bits.sum() / ok.sum()
+            whole = length >= 0
+            if whole.any():  # every whole piece's length from its opening too (a window opens one in ~20)
+                with torch.no_grad():  # the head reads the states detached anyway
+                    h0 = m._hidden(torch.full_like(genre, m.cfg.end_token)[:, None].to(device), genre.to(device),
+                                   offset=torch.zeros_like(length))  # (B, 1, W)
+                first = m.remain_id(length, length)[:, None]  # (B, 1)
+                open_bits = m.nll_bits(m.left(h0), first, whole[:, None])
+                loss = loss + self.s.length_head * open_bits.sum() / whole.sum()
         return loss, int(n)
 
     @torch.inference_mode()

@@ -389,7 +389,7 @@ def test_the_length_head_learns_each_genres_lengths_and_the_tier_chooses_them():
     m.train()
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     rng = torch.Generator().manual_seed(0)
-    for _ in range(300):
+    for _ in range(600):
         genre = torch.randint(0, 2, (16,), generator=rng)
         batch = [pieces[int(g)] for g in genre]
         starts = [int(torch.randint(0, len(p) - 2, (1,), generator=rng)) * int(torch.rand(1, generator=rng) > 0.3)

@@ -242,8 +242,6 @@ def test_a_tier_with_a_length_head_chooses_the_length_of_a_piece_asked_none(tmp_
     train_stage(_data(tmp_path), run, cfg, SCORE_KEY, progress=False)
     model, desc = load_score_tier(run)
     assert model.cfg.length_head and desc["extra"]["training"]["length_head"] == 0.1
-    fresh = ScoreTransformer(model.cfg)
-    assert not torch.allclose(fresh.left.weight, model.left.weight)  # the head was trained (and exported)
     (job,) = generate(run, tmp_path / "out", genre="folk", seed=0, progress=False)
     asked = json.loads((job / "meta.json").read_text())["score_length"]
     assert asked["from"] == "the score tier's length head" and 0 < asked["seconds"] <= 3.0  # generate.max_seconds
