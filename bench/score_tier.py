@@ -179,8 +179,8 @@ def length_head_bits(model, held: list[tuple[int, list[int]]], train: list[tuple
             continue
         b = bucket(ev)
         with torch.inference_mode():
-            h = model._hidden(torch.tensor([[END]]), torch.tensor([gi]), offset=torch.tensor([0]))
-            logits = model.left(h)[0, -1].float()
+            h, x0 = model._hidden(torch.tensor([[END]]), torch.tensor([gi]), offset=torch.tensor([0]), with_input=True)
+            logits = model._left(h, x0)[0, -1].float()
             logits[0] = -float("inf")  # "no length"
             logp = torch.log_softmax(logits, -1)
         head_bits.append(float(-logp[b]) / np.log(2))

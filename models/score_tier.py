@@ -29,9 +29,10 @@ id 0: no length asked, as the trainer's length dropout teaches; the buckets are 
 near the end, ``remain_id``).  A piece's END is then the model's reading of "time is up", learned from
 real endings: it still has to find a cadence, and nothing forces it (the measure is how close it ends).
 
-The length head (``length_head``): a second head (a small MLP) reads each position's last hidden state, detached
-(it learns from the events' model and does not change it: a linear head sharing the trunk cost 0.08 bits per event
-at 3000 steps), as a distribution over the time left until the piece's END (the asked length's buckets,
+The length head (``length_head``): a second head (a small MLP) reads each position's last hidden state and its input
+embedding, both detached (it learns from the events' model and does not change it: a linear head sharing the trunk
+cost 0.08 bits per event at 3000 steps; the input hands it the genre and the clock, which the states alone did not
+keep at a piece's opening), as a distribution over the time left until the piece's END (the asked length's buckets,
 ``remain_id``), trained on the windows not told their length, so it never sees the answer. Asked no length, the
 tier first chooses one from it at the start of the piece (or after a prompt: ``choose_length``), then writes to it.
 A model of where a piece ends that reads only a window of events and the clock gives the END of a real piece 0.1-3%
@@ -211,8 +212,9 @@ class ScoreTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.width)
         self.head = nn.Linear(cfg.width, cfg.vocab_size, bias=False)
         self.head.weight = self.tok.weight  # tied (nanoGPT)
-        self.left = (nn.Sequential(nn.Linear(cfg.width, cfg.width), nn.GELU(), nn.Linear(cfg.width, cfg.length_buckets))
-                     if cfg.length_head else None)  # reads the states detached: the events' model is not bent to it
+        self.left = (nn.Sequential(nn.Linear(2 * cfg.width, cfg.width), nn.GELU(),
+                                   nn.Linear(cfg.width, cfg.length_buckets))
+                     if cfg.length_head else None)  # reads states and inputs detached (``_left``)
         self.apply(self._init)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):  # residual outputs (GPT-2)
@@ -304,11 +306,13 @@ class ScoreTransformer(nn.Module):
 
     def _hidden(self, tokens: torch.Tensor, genre: torch.Tensor, start: int = 0,
                 caches: list[KVCache] | None = None, offset: torch.Tensor | None = None,
-                total: torch.Tensor | None = None, held: torch.Tensor | None = None) -> torch.Tensor:
+                total: torch.Tensor | None = None, held: torch.Tensor | None = None,
+                with_input: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T) at positions start..start + T - 1 of the window, after ``offset`` (B,) time steps of
         the piece, ``total`` (B,) its asked length in steps (``NO_LENGTH``: none), ``held`` (B, P) bool pitches
-        sounding before the window -> the last hidden states (B, T, W); ``caches`` (one per layer, holding positions
-        0..start - 1) are extended."""
+        sounding before the window -> the last hidden states (B, T, W) (``with_input``: and the input embeddings
+        (B, T, W), the sum of the token's, position's, genre's, clock's, time left's and held pitches');
+        ``caches`` (one per layer, holding positions 0..start - 1) are extended."""
         t = tokens.shape[1]
         if start + t > self.cfg.context:
             raise ValueError(f"score tier: {start + t} events exceed the context of {self.cfg.context}")
@@ -323,10 +327,10 @@ class ScoreTransformer(nn.Module):
             x = x + self.remain(self.remain_id(tot[:, None] - self.elapsed(tokens, offset), tot[:, None]))
         if self.held is not None:
             x = x + self.held(self.held_after(tokens, held).to(x.dtype))
-        x = self.drop(x)
+        x0, x = x, self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, None if caches is None else caches[i])
-        return self.ln_f(x)  # (B, T, W)
+        return (self.ln_f(x), x0) if with_input else self.ln_f(x)  # (B, T, W)
 
     def forward(self, tokens: torch.Tensor, genre: torch.Tensor, offset: torch.Tensor | None = None,
                 total: torch.Tensor | None = None, held: torch.Tensor | None = None,
@@ -341,8 +345,15 @@ class ScoreTransformer(nn.Module):
                              f"{tuple(genre.shape)}")
         if with_left and self.left is None:
             raise ValueError("score tier: with_left needs a model with length_head")
-        h = self._hidden(tokens, genre, offset=offset, total=total, held=held)
-        return (self.head(h), self.left(h.detach())) if with_left else self.head(h)
+        if not with_left:
+            return self.head(self._hidden(tokens, genre, offset=offset, total=total, held=held))
+        h, x0 = self._hidden(tokens, genre, offset=offset, total=total, held=held, with_input=True)
+        return self.head(h), self._left(h, x0)
+
+    def _left(self, h: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The length head: hidden states and input embeddings (B, T, W), both detached (the events' model is
+        not bent to it; the inputs hand it the genre and the clock, which the states need not keep) -> (B, T, L)."""
+        return self.left(torch.cat([h.detach(), x0.detach()], dim=-1))
 
     def left_targets(self, tokens: torch.Tensor, offset: torch.Tensor | None, length: torch.Tensor) -> torch.Tensor:
         """The length head's targets: tokens (B, T), offset (B,), length (B,) the piece's length in steps
@@ -381,10 +392,10 @@ class ScoreTransformer(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            h = self._hidden(torch.tensor([seq[w0:]], device=device), torch.tensor([genre], device=device),
-                             offset=torch.tensor([before], device=device),
-                             held=held.mask(device)[None] if self.held is not None else None)
-            logits = self.left(h)[0, -1].float()
+            h, x0 = self._hidden(torch.tensor([seq[w0:]], device=device), torch.tensor([genre], device=device),
+                                 offset=torch.tensor([before], device=device),
+                                 held=held.mask(device)[None] if self.held is not None else None, with_input=True)
+            logits = self._left(h, x0)[0, -1].float()
         finally:
             self.train(was_training)
         logits[0] = -math.inf  # "no length" is not a length

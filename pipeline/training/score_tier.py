@@ -455,10 +455,10 @@ class ScoreTierTrainer(StageTrainer):
             whole = length >= 0
             if whole.any():  # every whole piece's length from its opening too (a window opens one in ~20)
                 with torch.no_grad():  # the head reads the states detached anyway
-                    h0 = m._hidden(torch.full_like(genre, m.cfg.end_token)[:, None].to(device), genre.to(device),
-                                   offset=torch.zeros_like(length))  # (B, 1, W)
+                    h0, x0 = m._hidden(torch.full_like(genre, m.cfg.end_token)[:, None].to(device), genre.to(device),
+                                       offset=torch.zeros_like(length), with_input=True)  # (B, 1, W) each
                 first = m.remain_id(length, length)[:, None]  # (B, 1)
-                open_bits = m.nll_bits(m.left(h0), first, whole[:, None])
+                open_bits = m.nll_bits(m._left(h0, x0), first, whole[:, None])
                 loss = loss + self.s.length_head * open_bits.sum() / whole.sum()
         return loss, int(n)
 
