@@ -169,7 +169,7 @@ class ScoreTierSection:
     clock_anchors: int = 0  # > 0: the smooth clock instead, anchors log-spaced in time (4 per doubling)
     length_buckets: int = 96  # the asked length: time left to it as an input, log-spaced buckets; 0: none
     length_dropout: float = 0.3  # share of training windows not told their piece's length (a piece asked none)
-    length_head: float = 0.0  # > 0: a head for the time left to END (the tier chooses lengths), its loss weight
+    length_head: float = 0.1  # > 0: a head for the time left to END (the tier chooses lengths), its loss weight
     held_input: bool = True  # the pitches sounding after each event as an input (no forgotten held notes)
     genre_dropout: float = 0.1  # genre -> "no genre" in training: unconditional pieces, guidance
     transpose: int = 5  # augmentation: a random transposition in [-transpose, +transpose] semitones

@@ -485,11 +485,15 @@ SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_l
                    ("the same, an excerpt's ending windows moved to whole pieces (reverted)",
                     "score_tier_excerpts_ends.json"),
                    ("excerpts, not told the length in 60% of windows (0.3 above)", "score_tier_length_dropout.json"),
-                   ("excerpts, the smooth clock (not adopted)", "score_tier_smooth_clock.json"))
+                   ("excerpts, the smooth clock (not adopted)", "score_tier_smooth_clock.json"),
+                   ("excerpts, a length head on the detached states alone (replaced)",
+                    "score_tier_length_head_detached.json"),
+                   ("excerpts, the length head (states and inputs, detached; adopted)", "score_tier_length_head.json"))
 
 
 FOUR_GENRE_SCORE_TIER_RUNS = (("four-genre run (its budget)", "four_genres/score_tier.json"),
-                              ("the same corpus, 3000 steps", "four_genres/score_tier_steps.json"))
+                              ("the same corpus, 3000 steps", "four_genres/score_tier_steps.json"),
+                              ("the same, with the length head", "four_genres/score_tier_length_head.json"))
 
 
 def four_genres_score_tier_table() -> str:
