@@ -257,7 +257,7 @@ def generate(
     _need_dir(run, "run folder")
     # local: keeps `strata --help` fast (jinja2, numpy, prefect, pydantic, torch)
     from pipeline.generation.plan import validate_params
-    from pipeline.run import check_run
+    from pipeline.run import check_run, check_score_run
 
     factors = _floats(stage_temperature, "--stage-temperature")
     # the one validation, before any Prefect server starts; the flow takes the result as it is
@@ -267,7 +267,7 @@ def generate(
                   continue_score=continue_score, score_only=score_only,
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
                   weights=weights)
-    _precheck(check_run, run)  # weights are loaded once, by the flow
+    _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow
     _need_writable(out, "output folder")
     _quiet_prefect()
     from flows.generate import generate_flow

@@ -270,6 +270,23 @@ def check_run(run_dir) -> StrataConfig:
     return cfg
 
 
+def has_score_tier(run_dir) -> bool:
+    """Whether the run exported a score tier (``stages/score/``: weights and model.json)."""
+    d = stage_dir(run_dir, SCORE_KEY)
+    return (d / "model.safetensors").is_file() and (d / "model.json").is_file()
+
+
+def check_score_run(run_dir) -> StrataConfig:
+    """``check_run`` for ``--score-only``: every stage exported, or else the score tier (a run that trained only
+    its score tier writes scores); the stages' error otherwise."""
+    try:
+        return check_run(run_dir)
+    except RunError:
+        if not has_score_tier(run_dir):
+            raise
+        return read_config(run_dir)
+
+
 def _missing(run_dir, k: int, rate: int) -> RunError:
     return RunError(f"{run_dir}: stage {k} ({rate} Hz) is missing (no stages/{k}/model.safetensors); train it first")
 

@@ -42,7 +42,7 @@ from pipeline.errors import ParameterError, RunError
 from pipeline.generation.jobs import CascadeResult, write_jobs, write_score_jobs
 from pipeline.generation.plan import GenerateParams, Plan, make_plan, validate_params
 from pipeline.lock import generate_slots, slot
-from pipeline.run import LoadedRun, load_run
+from pipeline.run import LoadedRun, has_score_tier, load_run, read_config
 from pipeline.runtime import Progress, generate_workers, limited_threads, step_threads
 
 # ----------------------------------------------------------------------------- sampling
@@ -292,13 +292,30 @@ def _score_only(run: LoadedRun, p: GenerateParams) -> list[Path]:
     return write_score_jobs(run, plans, p, walls)
 
 
+def _score_run(p: GenerateParams) -> LoadedRun:
+    """The run for ``--score-only``: loaded with its stages when they are all exported; else, when it has a score
+    tier, its config and that tier alone (no stage is needed to write a score)."""
+    try:
+        return load_run(p.run_dir, weights=p.weights)
+    except RunError:
+        if not has_score_tier(p.run_dir):
+            raise
+    # local: keeps accelerate out of `import pipeline.generation.generate` until this runs
+    from pipeline.training.score_tier import load_score_tier
+
+    tier = load_score_tier(p.run_dir)
+    return LoadedRun(Path(p.run_dir).resolve(), read_config(p.run_dir), [], list(tier[1]["extra"]["genres"]),
+                     score_tier=tier)
+
+
 def generate_jobs(p: GenerateParams, progress: bool = True) -> list[Path]:
     """``generate`` for parameters already validated: loads the run (each stage once) and writes the jobs."""
 
+    if p.score_only:
+        run = _score_run(p)
+        return _score_only(run, p.with_run_defaults(run.cfg.generate))
     run = load_run(p.run_dir, weights=p.weights)
     p = p.with_run_defaults(run.cfg.generate)
-    if p.score_only:
-        return _score_only(run, p)
     plan = make_plan(run, p)
     if plan.score_note:
         print(f"note: {plan.score_note}", file=sys.stderr, flush=True)

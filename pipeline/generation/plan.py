@@ -234,7 +234,8 @@ def load_prompt_tiers(path: Path, cfg: Any, rates: list[int]) -> dict[int, np.nd
 
 def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     """Resolve prompts and the length rule into stage-0 sample counts."""
-    cfg, rates = run.cfg, run.rates
+    cfg = run.cfg
+    rates = run.rates or [int(s.rate) for s in cfg.stages]  # none loaded: a --score-only run of a score tier alone
     r0, fps = rates[0], cfg.data.roll_fps
     unit0 = r0 // fps  # stage-0 samples per roll frame
     genre_id = resolve_genre(run, p.genre)
@@ -258,7 +259,7 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
         return _resynth_plan(run, p, genre_id, roll, midi_seconds)
     tiers = load_prompt_tiers(p.prompt, cfg, rates) if p.prompt is not None else None
     p0 = 0 if tiers is None else tiers[r0].shape[0]  # prompt samples at stage 0
-    end_code = getattr(run.stages[0], "end_code", None)
+    end_code = getattr(run.stages[0], "end_code", None) if run.stages else None
     free = False
     if p.seconds is not None:
         new = p.seconds

@@ -24,7 +24,7 @@ from pipeline.corpus.score_events import (
     events_to_roll,
     held_before,
 )
-from pipeline.errors import ParameterError
+from pipeline.errors import ParameterError, RunError
 from pipeline.generation.generate import generate
 from pipeline.run import SCORE_KEY, read_metrics, stage_dir
 from pipeline.training.score_tier import (
@@ -247,6 +247,30 @@ def test_a_tier_with_a_length_head_chooses_the_length_of_a_piece_asked_none(tmp_
     assert asked["from"] == "the score tier's length head" and 0 < asked["seconds"] <= 3.0  # generate.max_seconds
     steps = model.choose_length(GENRES.index("folk"), 0, min_steps=round(cfg.generate.score_min_seconds * 100))
     assert asked["seconds"] == round(min(steps / 100, 3.0), 2)  # the tier's own choice, seeded
+
+
+def test_a_run_with_only_its_score_tier_writes_scores(tmp_path):
+    """--score-only needs no stage: a run that trained only its score tier writes scores; the checks before a
+    flow accept it, and still refuse a run with neither its stages nor a score tier."""
+    from pipeline.run import check_run, check_score_run
+
+    cfg = _cfg(tiny_config(), max_steps=20)
+    run = tmp_path / "run"
+    train_stage(_data(tmp_path), run, cfg, SCORE_KEY, progress=False)
+    assert not (run / "stages" / "0").exists()
+    with pytest.raises(RunError, match="stage 0"):
+        check_run(run)
+    assert check_score_run(run).score_tier.length_head == cfg.score_tier.length_head
+    (job,) = generate(run, tmp_path / "out", genre="folk", seed=1, score_only=True, progress=False)
+    meta = json.loads((job / "meta.json").read_text())
+    assert meta["score_only"] and (job / "score.mid").is_file() and not (job / "audio.wav").exists()
+    with pytest.raises(RunError, match="stage 0"):
+        generate(run, tmp_path / "out", genre="folk", progress=False)  # audio needs the stages
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.yaml").write_text((run / "config.yaml").read_text())
+    with pytest.raises(RunError, match="stage 0"):
+        check_score_run(empty)
 
 
 def meta_events(job):
