@@ -109,9 +109,10 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
         lengths = lengths_of(train, None if gi == len(genres) else gi)  # whole pieces: excerpts have no length
         lengths = lengths or lengths_of(train, None)  # a genre of excerpts only: all genres' (as generate does)
         median = float(np.median(lengths))
-        asked = float(np.random.default_rng([1000 + i, 211]).choice(lengths)) if told else None
         if chosen:
             asked = chosen_length(model, gi, 1000 + i, min_seconds=g.score_min_seconds)
+        else:
+            asked = float(np.random.default_rng([1000 + i, 211]).choice(lengths)) if told else None
         cap = 2.5 * median if asked is None else max(2.5 * median, 1.25 * asked)  # room to end where asked
         ev = sample_events(model, gi, cap, 1000 + i, g.score_temperature, g.score_top_p,
                            min_seconds=g.score_min_seconds, length_seconds=asked)
@@ -173,21 +174,24 @@ def length_head_bits(model, held: list[tuple[int, list[int]]], train: list[tuple
         if is_whole(ev):
             counts[gi, bucket(ev) - 1] += 1
     hist = counts / counts.sum(1, keepdims=True)
+    opening: dict[int, tuple[torch.Tensor, float]] = {}  # genre -> (the head's log-probs at an opening, its median s)
     head_bits, hist_bits, in_range = [], [], []
     for gi, ev in held:
         if not is_whole(ev):
             continue
+        if gi not in opening:
+            with torch.inference_mode():
+                h, x0 = model._hidden(torch.tensor([[END]]), torch.tensor([gi]), offset=torch.tensor([0]),
+                                      with_input=True)
+                logits = model._left(h, x0)[0, -1].float()
+                logits[0] = -float("inf")  # "no length"
+                logp = torch.log_softmax(logits, -1)
+            median_b = int((logp.exp().cumsum(0) >= 0.5).nonzero()[0])
+            opening[gi] = logp, model.left_bucket_steps(median_b, 0.5) / STEPS_PER_SECOND
+        logp, median_s = opening[gi]
         b = bucket(ev)
-        with torch.inference_mode():
-            h, x0 = model._hidden(torch.tensor([[END]]), torch.tensor([gi]), offset=torch.tensor([0]), with_input=True)
-            logits = model._left(h, x0)[0, -1].float()
-            logits[0] = -float("inf")  # "no length"
-            logp = torch.log_softmax(logits, -1)
         head_bits.append(float(-logp[b]) / np.log(2))
         hist_bits.append(float(-np.log2(hist[gi, b - 1])))
-        cdf = logp.exp().cumsum(0)
-        median_b = int((cdf >= 0.5).nonzero()[0])
-        median_s = model.left_bucket_steps(median_b, 0.5) / STEPS_PER_SECOND
         in_range.append(0.5 * median_s <= events_seconds(ev) <= 2 * median_s)
     if not head_bits:
         return {"pieces": 0}

@@ -35,9 +35,9 @@ cost 0.08 bits per event at 3000 steps; the input hands it the genre and the clo
 keep at a piece's opening), as a distribution over the time left until the piece's END (the asked length's buckets,
 ``remain_id``), trained on the windows not told their length, so it never sees the answer. Asked no length, the
 tier first chooses one from it at the start of the piece (or after a prompt: ``choose_length``), then writes to it.
-A model of where a piece ends that reads only a window of events and the clock gives the END of a real piece 0.1-3%
-where it ends and about as much elsewhere (``bench/score_tier.py``, ``end_hazard``); the head learns the length
-from every position of every whole piece instead of from its one END.
+A model of where a piece ends that reads only a window of events and the clock gives the END of a real piece at most
+5% where it ends and lets most real pieces play on past it (``bench/score_tier.py``, ``end_hazard``); the head learns
+the length from every position of every whole piece instead of from its one END.
 
 Held notes (``held_input``): every position also gets the set of pitches sounding after its event
 (a 128-dim multi-hot, projected), so a note struck more than a window ago is not forgotten: without

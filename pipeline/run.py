@@ -91,8 +91,8 @@ def calibration_path(run_dir) -> Path:
     return Path(run_dir) / CALIBRATION_FILE
 
 
-def is_exported(run_dir, k: int) -> bool:
-    """Stage k has a complete export (weights and description)."""
+def is_exported(run_dir, k: int | str) -> bool:
+    """Stage k (or ``SCORE_KEY``, the score tier) has a complete export (weights and description)."""
     d = stage_dir(run_dir, k)
     return (d / "model.safetensors").is_file() and (d / "model.json").is_file()
 
@@ -270,19 +270,13 @@ def check_run(run_dir) -> StrataConfig:
     return cfg
 
 
-def has_score_tier(run_dir) -> bool:
-    """Whether the run exported a score tier (``stages/score/``: weights and model.json)."""
-    d = stage_dir(run_dir, SCORE_KEY)
-    return (d / "model.safetensors").is_file() and (d / "model.json").is_file()
-
-
 def check_score_run(run_dir) -> StrataConfig:
     """``check_run`` for ``--score-only``: every stage exported, or else the score tier (a run that trained only
     its score tier writes scores); the stages' error otherwise."""
     try:
         return check_run(run_dir)
     except RunError:
-        if not has_score_tier(run_dir):
+        if not is_exported(run_dir, SCORE_KEY):
             raise
         return read_config(run_dir)
 

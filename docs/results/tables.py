@@ -577,21 +577,15 @@ def _lengths(ln: dict) -> str:
     out = part(ln["genre"], "genre-prompted") + "; " + part(ln["unconditional"], "unconditional")
     if "genre_told" in ln:  # a tier that learned lengths, asked a training piece's length
         g, u = ln["genre_told"], ln["unconditional_told"]
-        out += (f"; asked the length of a training piece of the genre (as `strata generate` asks without "
-                f"`--seconds`): {g['ended_within_range']} of {g['of']} genre-prompted and {u['ended_within_range']} "
-                f"of {u['of']} unconditional scores ended by their own END within that range, "
-                f"{g['ended_within_10pct_of_asked']} and {u['ended_within_10pct_of_asked']} within 10% of the asked "
-                f"length (median error of those that ended {_f(g['median_relative_error_of_ended'], '.0%')} and "
-                f"{_f(u['median_relative_error_of_ended'], '.0%')}; seconds asked -> written: "
-                + ", ".join(f"{p['asked_seconds']:g} -> {p['seconds']:g}" for p in g["pieces"] + u["pieces"]) + ")")
+        out += _asked_sentence(
+            g, u, "asked the length of a training piece of the genre (as `strata generate` asks without `--seconds`)",
+            f"asked length (median error of those that ended {_f(g['median_relative_error_of_ended'], '.0%')} and "
+            f"{_f(u['median_relative_error_of_ended'], '.0%')}; seconds asked -> written: ")
     if "genre_chosen" in ln:  # a tier with a length head, asked nothing: it chooses the length, then writes to it
-        g, u = ln["genre_chosen"], ln["unconditional_chosen"]
-        out += (f"; asked nothing, the length chosen by the tier's length head (as `strata generate` asks such a "
-                f"tier without `--seconds`): {g['ended_within_range']} of {g['of']} genre-prompted and "
-                f"{u['ended_within_range']} of {u['of']} unconditional scores ended by their own END within that "
-                f"range, {g['ended_within_10pct_of_asked']} and {u['ended_within_10pct_of_asked']} within 10% of the "
-                f"chosen length (seconds chosen -> written: "
-                + ", ".join(f"{p['asked_seconds']:g} -> {p['seconds']:g}" for p in g["pieces"] + u["pieces"]) + ")")
+        out += _asked_sentence(
+            ln["genre_chosen"], ln["unconditional_chosen"], "asked nothing, the length chosen by the tier's length "
+            "head (as `strata generate` asks such a tier without `--seconds`)",
+            "chosen length (seconds chosen -> written: ")
     if "training_pieces" in ln:  # what the range target can reach
         out += ("; the training pieces themselves within 0.5-2x their genre's median: "
                 + ", ".join(f"{k} {_f(v['share_within_half_to_twice_median'], '.0%')}"
@@ -601,6 +595,15 @@ def _lengths(ln: dict) -> str:
                     + ", ".join(f"{k} {_f(v['median_seconds'], 'g')} s of {v['pieces']} ({v['excerpts']} excerpts)"
                                 for k, v in ln["training_pieces"].items()) + ")")
     return out
+
+
+def _asked_sentence(g: dict, u: dict, how: str, after: str) -> str:
+    """Genre-prompted (``g``) and unconditional (``u``) scores asked a length ``how``: how many ended in range and
+    near the asked length, then ``after`` and each piece's seconds asked -> written."""
+    return (f"; {how}: {g['ended_within_range']} of {g['of']} genre-prompted and {u['ended_within_range']} of "
+            f"{u['of']} unconditional scores ended by their own END within that range, "
+            f"{g['ended_within_10pct_of_asked']} and {u['ended_within_10pct_of_asked']} within 10% of the {after}"
+            + ", ".join(f"{p['asked_seconds']:g} -> {p['seconds']:g}" for p in g["pieces"] + u["pieces"]) + ")")
 
 
 def score_openings_table() -> str:

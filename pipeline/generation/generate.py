@@ -42,7 +42,7 @@ from pipeline.errors import ParameterError, RunError
 from pipeline.generation.jobs import CascadeResult, write_jobs, write_score_jobs
 from pipeline.generation.plan import GenerateParams, Plan, make_plan, validate_params
 from pipeline.lock import generate_slots, slot
-from pipeline.run import LoadedRun, has_score_tier, load_run, read_config
+from pipeline.run import SCORE_KEY, LoadedRun, is_exported, load_run, read_config
 from pipeline.runtime import Progress, generate_workers, limited_threads, step_threads
 
 # ----------------------------------------------------------------------------- sampling
@@ -298,7 +298,7 @@ def _score_run(p: GenerateParams) -> LoadedRun:
     try:
         return load_run(p.run_dir, weights=p.weights)
     except RunError:
-        if not has_score_tier(p.run_dir):
+        if not is_exported(p.run_dir, SCORE_KEY):
             raise
     # local: keeps accelerate out of `import pipeline.generation.generate` until this runs
     from pipeline.training.score_tier import load_score_tier

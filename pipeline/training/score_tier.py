@@ -54,7 +54,7 @@ from pipeline.corpus.score_events import (
 from pipeline.errors import DatasetError, RunError
 from pipeline.io import atomic_path, atomic_write_json, swap_dirs
 from pipeline.lock import folder_lock
-from pipeline.run import SCORE_KEY, check_checkpoints, check_run_config, logs_dir, metrics_path, stage_dir
+from pipeline.run import SCORE_KEY, check_checkpoints, check_run_config, is_exported, logs_dir, metrics_path, stage_dir
 from pipeline.training.ema import EMA
 from pipeline.training.train_parts import WarmupCosine, recover_run_folder, seed_of
 from pipeline.training.trainer import StageTrainer
@@ -319,8 +319,8 @@ def save_score_tier(model, folder: Path, extra: dict) -> Path:
 
 
 def is_trained(run_dir) -> bool:
-    d = stage_dir(run_dir, SCORE_KEY)
-    return (d / WEIGHTS).is_file() and (d / META).is_file()
+    """The run exported its score tier (``pipeline.run.is_exported``)."""
+    return is_exported(run_dir, SCORE_KEY)
 
 
 def load_score_tier(run_dir):
