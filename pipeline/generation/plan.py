@@ -242,9 +242,9 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     if p.seconds is not None and p.seconds > cfg.generate.max_seconds:
         raise ParameterError(f"invalid parameter: seconds={p.seconds!r}: above generate.max_seconds="
                              f"{cfg.generate.max_seconds:g} of this run's config")
-    if p.stage_temperature is not None and len(p.stage_temperature) > len(run.stages):
+    if p.stage_temperature is not None and len(p.stage_temperature) > len(rates):
         raise ParameterError(f"invalid parameter: stage_temperature has {len(p.stage_temperature)} factors, "
-                             f"this run has {len(run.stages)} stages")
+                             f"this run has {len(rates)} stages")
     roll, midi_seconds, events = None, None, None
     if p.midi is not None:
         roll, midi_seconds = load_midi_roll(p.midi, fps)

@@ -255,6 +255,8 @@ def test_a_run_with_only_its_score_tier_writes_scores(tmp_path):
     from pipeline.run import check_run, check_score_run
 
     cfg = _cfg(tiny_config(), max_steps=20)
+    # the presets' per-stage temperatures: one factor per stage of the config, none of them trained
+    cfg = dataclasses.replace(cfg, generate=dataclasses.replace(cfg.generate, stage_temperature=(1.0, 0.6)))
     run = tmp_path / "run"
     train_stage(_data(tmp_path), run, cfg, SCORE_KEY, progress=False)
     assert not (run / "stages" / "0").exists()
