@@ -12,6 +12,8 @@ Install them with ``sudo apt-get install wesnoth-1.16-music singularity-music`` 
 track's length, so intros and fade-outs are left out) is written as 16 kHz mono WAV to
 ``OUT/<genre>/<track>.wav``, the layout ``strata preprocess`` reads.  Tracks shorter than
 ``--min-seconds`` are skipped and listed.  One excerpt per track keeps every track in one split.
+``OUT/metadata.csv`` lists every file, with ``excerpt`` true for a recording cut from a longer track (a WAV
+has no marker for it): the score tier learns no end of piece at the cut.
 
     python bench/recordings.py --out recordings/raw
 
@@ -65,7 +67,7 @@ def build(out: Path, seconds: float, start: float, min_seconds: float) -> dict:
     """``out/<genre>/<track>.wav`` for every track of every installed package; a summary."""
     import soundfile as sf
 
-    summary: dict = {"genres": {}, "missing_packages": [], "skipped": []}
+    summary: dict = {"genres": {}, "missing_packages": [], "skipped": [], "excerpts": []}
     for genre, (package, folder) in SOURCES.items():
         files = sorted(Path(folder).glob("*.ogg"))  # top level only (singularity's win/lose jingles are left out)
         if not files:
@@ -77,8 +79,13 @@ def build(out: Path, seconds: float, start: float, min_seconds: float) -> dict:
         n = 0
         for f in files:
             dst = out / genre / f"{f.stem}.wav"
+            try:
+                cut = sf.info(str(f)).duration > seconds + 1e-3  # the excerpt leaves part of the track out
+            except RuntimeError:  # unreadable: ``excerpt`` below reports it
+                cut = False
             if dst.is_file():
                 n += 1
+                summary["excerpts"] += [dst.relative_to(out).as_posix()] if cut else []
                 continue
             try:
                 x = excerpt(f, seconds, start, min_seconds)
@@ -88,8 +95,27 @@ def build(out: Path, seconds: float, start: float, min_seconds: float) -> dict:
             with atomic_path(dst, suffix=".wav") as tmp:
                 sf.write(str(tmp), x, RATE, subtype="PCM_16")
             n += 1
+            summary["excerpts"] += [dst.relative_to(out).as_posix()] if cut else []
         summary["genres"][genre] = {"package": package, "tracks": n}
     return summary
+
+
+def write_metadata(out: Path, excerpts: list[str]) -> Path:
+    """``out/metadata.csv`` (``path,genre,midi,excerpt``) for every ``out/<genre>/*.wav``: the MIDI beside a file,
+    and ``excerpt`` true for the recordings in ``excerpts`` (a scored genre's cut is marked in its MIDI)."""
+    import csv
+
+    cut = set(excerpts)
+    path = out / "metadata.csv"
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "genre", "midi", "excerpt"])
+        for wav in sorted(out.glob("*/*.wav")):
+            rel = wav.relative_to(out).as_posix()
+            midi = wav.with_suffix(".mid")
+            w.writerow([rel, wav.parent.name, midi.relative_to(out).as_posix() if midi.is_file() else "",
+                        "true" if rel in cut else "false"])
+    return path
 
 
 def build_scores(out: Path, scores: dict[str, str], works: int, seconds: float, soundfont: str) -> dict:
@@ -147,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     summary.update(seconds=a.seconds, start=a.start, min_seconds=a.min_seconds)
     if scores:
         summary["scores"] = build_scores(out, scores, a.score_works, a.score_seconds, a.score_soundfont)
+    write_metadata(out, summary["excerpts"])
     atomic_write_json(out / "recordings.json", summary)
     print(json.dumps(summary, indent=1))
     return 0 if summary["genres"] or summary.get("scores", {}).get("genres") else 1

@@ -22,7 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline.config import DataConfig, load_config
 from pipeline.corpus import preprocess as pp
-from pipeline.corpus.inputs import discover
+from pipeline.corpus.inputs import discover_inputs
 from pipeline.corpus.manifest import roll_counts, write_dataset
 from pipeline.corpus.transcribe import estimator_version
 from pipeline.errors import ParameterError, StrataError
@@ -99,6 +99,16 @@ def _run_files(inputs: list, out: Path, data_cfg: DataConfig,
         logger.info(line)
         _print_counter(i, len(inputs), len(tracks), len(skipped))
     return tracks, skipped, counts
+
+
+def mark_excerpts(tracks: list[dict], excerpts: set[Path]) -> None:
+    """Track records of the audio files ``excerpts`` names (metadata.csv's excerpt column) become excerpts, as
+    a cropped file or a marked MIDI file makes them (``preprocess_file``); outside the cached task, so a
+    changed column needs no recomputation."""
+    listed = {str(Path(p).absolute()) for p in excerpts}
+    for rec in tracks:
+        if rec["source"] in listed:
+            rec["excerpt"] = True
 
 
 def _print_counter(done: int, total: int, ok: int, skipped: int) -> None:
@@ -178,11 +188,14 @@ def _preprocess(raw: str, out: str, config: str | None, estimate_scores: bool | 
     raw_dir, out_dir = Path(raw), Path(out)
     if not raw_dir.is_dir():
         raise ParameterError(f"{raw}: raw folder not found")
-    inputs, skipped = discover(raw_dir)
+    skipped: list[dict] = []
+    excerpts: set[Path] = set()  # recordings metadata.csv marks as cuts of longer pieces
+    inputs = discover_inputs(raw_dir, skipped, excerpts)
     if not inputs:
         raise ParameterError(f"{raw}: no audio files found (layout RAW/<genre>/<name>.wav or RAW/metadata.csv)")
     get_run_logger().info("preprocess: %d audio files in %s", len(inputs), raw_dir)
     tracks, bad, counts = _run_files(inputs, out_dir, cfg.data, cfg.preprocess.estimator)
+    mark_excerpts(tracks, excerpts)
     written = write_dataset(out_dir, tracks, skipped + bad, cfg.data, seed=cfg.train.seed)
     _artifacts(written, counts)
     report = written["report"]
@@ -194,6 +207,7 @@ def _preprocess(raw: str, out: str, config: str | None, estimate_scores: bool | 
         "skipped": report["counts"]["skipped"],
         "hours": report["hours"]["total"],
         "rolls": roll_counts(written["manifest"]),
+        "excerpts": report["counts"]["excerpts"],  # cuts of longer pieces: no END for the score tier
         "without_roll": [f"{x['path']}: {x['reason']}" for x in report["no_roll"]],
         **counts,
     }

@@ -1,8 +1,12 @@
 """Discovery of raw inputs (DESIGN 1): which files under a raw folder become tracks.
 
 Layout ``RAW/<genre>/<name>.<ext>`` (+ ``<name>.mid``), or ``RAW/metadata.csv`` with columns
-``path,genre[,midi]``.  Entries that cannot be inputs are reported (``skip_entry``), never silently
+``path,genre[,midi][,excerpt]``.  Entries that cannot be inputs are reported (``skip_entry``), never silently
 dropped; ``.mid``/``.midi`` files, ``metadata.csv`` and hidden files are ignored.
+
+``excerpt`` (optional: true/false, yes/no, 1/0, empty = false) says a recording is a cut of a longer piece
+(a preview, the middle of a track): its end is not the piece's end, so the score tier learns no END there.
+A WAV has no marker for it (a MIDI file has ``strata: excerpt``, ``pipeline.corpus.midi``).
 
 ``metadata.csv`` rows may only name files inside the raw folder (after resolving ``..`` and links):
 a row pointing outside is skipped and reported, never silently followed, unless the environment
@@ -19,21 +23,26 @@ from pipeline.corpus.audio import AUDIO_EXTENSIONS
 from pipeline.errors import PreprocessError
 
 MIDI_EXTENSIONS = (".mid", ".midi")
+EXCERPT_VALUES = {"": False, "0": False, "false": False, "no": False, "n": False,
+                  "1": True, "true": True, "yes": True, "y": True}  # metadata.csv's excerpt column, lower-cased
 
 
-def discover_inputs(raw_dir: str | Path, skipped: list[dict] | None = None) -> list[tuple[Path, str, Path | None]]:
+def discover_inputs(raw_dir: str | Path, skipped: list[dict] | None = None,
+                    excerpts: set[Path] | None = None) -> list[tuple[Path, str, Path | None]]:
     """Find ``(audio_path, genre, midi_path | None)`` under ``raw_dir``, sorted by path.
 
     Layout ``RAW/<genre>/<name>.<ext>`` (+ ``<name>.mid``), or ``RAW/metadata.csv`` with columns
-    ``path,genre[,midi]``.  Entries that cannot be inputs are appended to ``skipped`` as
-    ``{"path", "genre", "reason"}`` when a list is given.
+    ``path,genre[,midi][,excerpt]``.  Entries that cannot be inputs are appended to ``skipped`` as
+    ``{"path", "genre", "reason"}`` when a list is given; audio paths that metadata.csv marks as excerpts
+    are added to ``excerpts`` when a set is given.
     """
     raw = Path(raw_dir)
     if not raw.is_dir():
         raise PreprocessError(raw, "raw folder not found")
     skipped = [] if skipped is None else skipped
+    excerpts = set() if excerpts is None else excerpts
     if (raw / "metadata.csv").is_file():
-        return _discover_csv(raw, skipped)
+        return _discover_csv(raw, skipped, excerpts)
     return _discover_folders(raw, skipped)
 
 
@@ -91,7 +100,7 @@ def _midi_beside(audio: Path) -> Path | None:
     return None
 
 
-def _discover_csv(raw: Path, skipped: list[dict]) -> list[tuple[Path, str, Path | None]]:
+def _discover_csv(raw: Path, skipped: list[dict], excerpts: set[Path]) -> list[tuple[Path, str, Path | None]]:
     meta = raw / "metadata.csv"
     try:
         with open(meta, newline="", encoding="utf-8-sig") as f:
@@ -101,7 +110,7 @@ def _discover_csv(raw: Path, skipped: list[dict]) -> list[tuple[Path, str, Path 
     if rows and not {"path", "genre"} <= set(rows[0]):
         missing = sorted({"path", "genre"} - set(rows[0]))
         raise PreprocessError(meta, f"metadata.csv has no column {', '.join(missing)} "
-                              f"(needs the columns path,genre[,midi])")
+                              f"(needs the columns path,genre[,midi][,excerpt])")
     found, seen = [], {}
     allow_outside = os.environ.get("STRATA_ALLOW_OUTSIDE_RAW", "") == "1"
     for i, row in enumerate(rows, start=2):  # line 1 is the header
@@ -113,6 +122,10 @@ def _discover_csv(raw: Path, skipped: list[dict]) -> list[tuple[Path, str, Path 
         audio = raw / path
         if not _is_audio_name(audio):
             skipped.append(skip_entry(audio, genre, f"unknown extension {audio.suffix.lower() or '(none)'}"))
+            continue
+        flag = (row.get("excerpt") or "").strip().lower() if isinstance(row.get("excerpt"), str) else ""
+        if flag not in EXCERPT_VALUES:
+            skipped.append(skip_entry(audio, genre, f"line {i}: excerpt must be true or false, not {flag!r}"))
             continue
         midi_name = row.get("midi") if isinstance(row.get("midi"), str) else ""
         midi = raw / midi_name.strip() if midi_name.strip() else None
@@ -127,6 +140,8 @@ def _discover_csv(raw: Path, skipped: list[dict]) -> list[tuple[Path, str, Path 
             continue
         seen[key] = i
         found.append((audio, genre, midi))
+        if EXCERPT_VALUES[flag]:
+            excerpts.add(audio)
     return sorted(found, key=lambda t: (str(t[0]), t[1]))
 
 

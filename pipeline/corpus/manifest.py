@@ -24,9 +24,9 @@ POLICIES = {
     "midi_alignment": "tracks with MIDI are not trimmed at the start, so the roll stays aligned",
     "estimated_scores": "a track without MIDI gets a roll estimated from its audio (preprocess.estimate_scores); "
                         "when the estimate fails or finds no note, it keeps its tiers without a roll (no_roll)",
-    "excerpts": "a track whose MIDI is marked as an excerpt (strata: excerpt) or whose audio was cropped at "
-                "data.max_seconds is the start of a longer piece (excerpt: true): the score tier learns no end of "
-                "piece and no piece length from it",
+    "excerpts": "a track whose MIDI is marked as an excerpt (strata: excerpt), whose audio was cropped at "
+                "data.max_seconds, or that metadata.csv's excerpt column marks, is a cut of a longer piece "
+                "(excerpt: true): the score tier learns no end of piece and no piece length from it",
     "unknown_extensions": "reported as skipped; .mid/.midi, metadata.csv and hidden files are ignored",
 }
 

@@ -97,6 +97,25 @@ def test_flow_caches_and_checks_outputs(prefect_harness, tmp_path):
     assert other["computed"] == 4  # new settings: new cache keys
 
 
+def test_flow_marks_the_excerpts_metadata_csv_names_and_a_cached_rerun_follows_the_column(prefect_harness, tmp_path):
+    from flows.preprocess import preprocess_flow
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    for i in range(4):
+        write_wav(raw / f"t{i}.wav", tone(2.5, 16000, 200 + 50 * i))
+
+    def run(flags: str) -> dict[str, bool]:
+        rows = "".join(f"t{i}.wav,rec,{f}\n" for i, f in enumerate(flags.split(",")))
+        (raw / "metadata.csv").write_text("path,genre,excerpt\n" + rows)
+        preprocess_flow(str(raw), str(out), estimate_scores=False)
+        manifest = json.loads((out / "manifest.json").read_text())
+        return {Path(t["source"]).name: t["excerpt"] for t in manifest["tracks"]}
+
+    assert run("true,,no,1") == {"t0.wav": True, "t1.wav": False, "t2.wav": False, "t3.wav": True}
+    assert json.loads((out / "report.json").read_text())["counts"]["excerpts"] == 2
+    assert run(",,,yes") == {"t0.wav": False, "t1.wav": False, "t2.wav": False, "t3.wav": True}  # all cached
+
+
 def test_flow_estimates_scores_caches_them_and_no_estimate_turns_them_off(prefect_harness, tmp_path):
     """Tracks without MIDI get an estimated roll; a rerun comes from the cache; --no-estimate
     (estimate_scores=False) is a new cache key and leaves them without a roll."""

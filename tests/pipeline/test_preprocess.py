@@ -201,6 +201,20 @@ def test_discover_metadata_csv(tmp_path):
     assert [s["reason"] for s in skipped] == ["unknown extension .doc"]
 
 
+def test_metadata_csv_marks_excerpts_and_refuses_unknown_values(tmp_path):
+    from pipeline.corpus.inputs import discover_inputs
+
+    for name in ("a", "b", "c", "d"):
+        write_wav(tmp_path / f"{name}.wav", tone(2.5, 16000))
+    (tmp_path / "metadata.csv").write_text("path,genre,excerpt\na.wav,g,yes\nb.wav,g,\nc.wav,g,FALSE\nd.wav,g,maybe\n")
+    skipped, excerpts = [], set()
+    inputs = discover_inputs(tmp_path, skipped, excerpts)
+    assert [a.name for a, _, _ in inputs] == ["a.wav", "b.wav", "c.wav"]
+    assert excerpts == {tmp_path / "a.wav"}
+    assert [(Path(s["path"]).name, s["reason"]) for s in skipped] == [
+        ("d.wav", "line 5: excerpt must be true or false, not 'maybe'")]
+
+
 def test_hashes_and_ids(tmp_path):
     p = tmp_path / "a b.wav"
     p.write_bytes(b"hello")
