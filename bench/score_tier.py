@@ -17,12 +17,18 @@ scores it writes against the chain's, their lengths, and its speed.
   chance it gives each event of being the END, asked no length, so the sampled lengths can be told apart from
   the model's reading of real pieces: its chance of letting a real piece play on to half its length, and to
   its last event, and of ending it there;
-- speed: seconds to write 60 s of score on one thread.
+- genre by notes (``score_metrics.genre_by_score``): a classifier fitted on 8 s clips of the training scores
+  recognises the genre of clips of the real held-out scores, of the tier's 30 s scores and of the chain's;
+- speed: seconds to write 60 s of score on one thread (unconditional, and for a genre: guidance runs a twin).
+
+``--score-guidance W`` samples every genre-prompted score with classifier-free guidance W (default: the run's
+``generate.score_guidance``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -45,9 +51,10 @@ from pipeline.corpus.score_events import (  # noqa: E402
     event_clock,
     events_seconds,
     events_to_roll,
+    roll_to_events,
 )
 from pipeline.evaluation.score_baselines import ngram_table  # noqa: E402
-from pipeline.evaluation.score_metrics import note_density, novelty, style_overlap  # noqa: E402
+from pipeline.evaluation.score_metrics import genre_by_score, note_density, novelty, style_overlap  # noqa: E402
 from pipeline.evaluation.score_tier_bits import evaluate_score_tier  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.run import SCORE_KEY, read_config, stage_dir  # noqa: E402
@@ -115,7 +122,7 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
             asked = float(np.random.default_rng([1000 + i, 211]).choice(lengths)) if told else None
         cap = 2.5 * median if asked is None else max(2.5 * median, 1.25 * asked)  # room to end where asked
         ev = sample_events(model, gi, cap, 1000 + i, g.score_temperature, g.score_top_p,
-                           min_seconds=g.score_min_seconds, length_seconds=asked)
+                           min_seconds=g.score_min_seconds, length_seconds=asked, guidance=g.score_guidance)
         ended = ev.count(END) == 1 and len(ev) >= 2 and model_ended(ev, cap)
         seconds = events_seconds(ev)
         rows.append({"genre": genres[gi] if gi < len(genres) else None, "seconds": round(seconds, 2),
@@ -236,12 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lengths-from", default=None,
                     help="a run whose training pieces give the lengths (medians, asked lengths; default: --run's), "
                          "so two tiers trained on the same works are measured against the same lengths")
+    ap.add_argument("--score-guidance", type=float, default=None,
+                    help="classifier-free guidance W of the genre-prompted scores (default: the run's config)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     t_start = time.time()
     data, run = Path(a.data), Path(a.run)
     manifest, cfg = load_manifest(data), read_config(run)
     fps, g = cfg.data.roll_fps, cfg.generate
+    if a.score_guidance is not None:
+        g = dataclasses.replace(g, score_guidance=a.score_guidance)
     model, desc = load_score_tier(run)
     genres = list(desc["extra"]["genres"])
     train = load_pieces(stage_dir(run, SCORE_KEY) / TRAIN_EVENTS)
@@ -250,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                  "dirty": bool(_git("status", "--porcelain", "--", "pipeline", "models", "bench")),
                  "machine": machine_info(), "run_steps": desc["extra"].get("step"), "n_params": desc.get("n_params"),
                  "sampling": {"temperature": g.score_temperature, "top_p": g.score_top_p,
-                              "min_seconds": g.score_min_seconds}}
+                              "min_seconds": g.score_min_seconds, "guidance": g.score_guidance}}
 
     # held-out bits per event
     out["test"] = evaluate_score_tier(data, manifest, run, "test")
@@ -266,11 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     heldout = [p for s in ("valid", "test") for p in split_pieces(data, manifest, s, fps)]
     chain = read_score_model(run)
     out["scores"] = {}
+    written: dict[str, list[tuple[int, list[int]]]] = {"tier": [], "chain": []}  # (genre id, events) per source
     for gi, genre in enumerate(genres):
         rows: dict = {}
         told = 30.0 if model.cfg.length_buckets else None  # as `strata generate --seconds 30` asks
         tier_events = [sample_events(model, gi, 30.0, seed, g.score_temperature, g.score_top_p,
-                                     min_seconds=g.score_min_seconds, length_seconds=told) for seed in range(a.pieces)]
+                                     min_seconds=g.score_min_seconds, length_seconds=told, guidance=g.score_guidance)
+                       for seed in range(a.pieces)]
         tier = [events_to_roll(e, fps) for e in tier_events]
         rolls = {"tier": [r for r in tier if r[0].any()]}  # silent scores: counted in "density", not here
         if chain is not None:
@@ -283,9 +296,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, rs in rolls.items():
             rows[name] = {"pieces": len(rs), "novelty": novelty(rs, train_rolls, fps) if rs else None,
                           "style_overlap": style_overlap(rs, held, fps) if rs and held else None}
+        written["tier"] += [(gi, e) for e, r in zip(tier_events, tier) if r[0].any()]
+        written["chain"] += [(gi, roll_to_events(r, fps)) for r in rolls.get("chain", [])]
         rows["density"] = {"tier": note_density(tier_events),
                            "real held-out": note_density([p.events for p in heldout if p.genre == genre])}
         out["scores"][genre] = rows
+
+    # genre by notes: is the asked genre in the scores themselves?
+    real_held = [(genres.index(p.genre), list(p.events)) for p in heldout if p.genre in genres]
+    out["genre_by_notes"] = {src: genre_by_score(train, real_held, pieces, len(genres))
+                             for src, pieces in written.items() if pieces}
 
     # lengths: does the tier end its pieces, and when?
     known = train if a.lengths_from is None else load_pieces(stage_dir(Path(a.lengths_from), SCORE_KEY) / TRAIN_EVENTS)
@@ -319,9 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     music = max(events_seconds(ev), 1e-9)
     out["speed"] = {"events": len(ev), "music_seconds": round(music, 2), "wall_seconds": round(wall, 3),
                     "seconds_per_60s_of_score": round(wall / music * 60.0, 3), "threads": 1}
+    t0 = time.perf_counter()
+    ev = sample_events(model, 0, 60.0, 7, g.score_temperature, g.score_top_p, min_seconds=g.score_min_seconds,
+                       guidance=g.score_guidance)
+    wall, music = time.perf_counter() - t0, max(events_seconds(ev), 1e-9)
+    out["speed_genre"] = {"genre": genres[0], "guidance": g.score_guidance, "events": len(ev),
+                          "music_seconds": round(music, 2), "wall_seconds": round(wall, 3),
+                          "seconds_per_60s_of_score": round(wall / music * 60.0, 3), "threads": 1}
     out["wall_seconds"] = round(time.time() - t_start, 1)
     atomic_write_json(a.json, out)
-    print(json.dumps({k: out[k] for k in ("test", "other_corpus", "lengths", "speed")}, indent=1, default=str)[:3000])
+    print(json.dumps({k: out[k] for k in ("test", "other_corpus", "lengths", "speed", "speed_genre", "genre_by_notes")},
+                     indent=1, default=str)[:4000])
     return 0
 
 

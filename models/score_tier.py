@@ -412,7 +412,7 @@ class ScoreTransformer(nn.Module):
     def generate(self, genre: int, max_events: int, temperature: float = 1.0, top_p: float = 0.95, seed: int = 0,
                  prompt: list[int] | None = None, max_seconds: float | None = None,
                  seconds_of: Callable[[int], float] | None = None, min_seconds: float = 0.0,
-                 length_steps: int | None = None) -> list[int]:
+                 length_steps: int | None = None, guidance: float = 0.0) -> list[int]:
         """Sample a score: ``prompt`` (a trailing END dropped) followed by new events, ending with END.
 
         One step per event through a key/value cache.  Stops at the model's own END (kept), or after
@@ -421,7 +421,9 @@ class ScoreTransformer(nn.Module):
         the window slides: the last ``context // 2`` are prefilled again.  ``temperature`` 0 is greedy.
         END is not drawn before ``min_seconds`` of new music (``seconds_of`` needed).  ``length_steps``:
         the length the whole piece (prompt included) is asked to have, in time steps, for a model with
-        ``length_buckets`` (ignored by one without; None: not asked).
+        ``length_buckets`` (ignored by one without; None: not asked).  ``guidance`` W > 0 (a genre asked):
+        classifier-free guidance, each event drawn from ``l_u + (1 + W) (l_c - l_u)`` of the logits with the
+        genre (l_c) and with "no genre" (l_u, the genre dropout's twin, run beside it as a second row).
         """
         cfg = self.cfg
         if not 0 <= genre <= cfg.n_genres:
@@ -430,6 +432,8 @@ class ScoreTransformer(nn.Module):
             raise ValueError("score tier: max_seconds and min_seconds need seconds_of (token -> seconds)")
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"score tier: temperature >= 0 and top_p in (0, 1], got {temperature} and {top_p}")
+        if not guidance >= 0 or math.isinf(guidance):
+            raise ValueError(f"score tier: guidance is a finite W >= 0, got {guidance}")
         if length_steps is not None and length_steps < 1:
             raise ValueError(f"score tier: length_steps is a positive number of time steps, got {length_steps}")
         prompt = [int(t) for t in (prompt or [])]
@@ -442,18 +446,24 @@ class ScoreTransformer(nn.Module):
         self.eval()
         try:
             return self._sample(genre, max_events, temperature, top_p, seed, prompt, max_seconds, seconds_of,
-                                min_seconds, NO_LENGTH if length_steps is None else int(length_steps))
+                                min_seconds, NO_LENGTH if length_steps is None else int(length_steps),
+                                guidance if genre != self.unconditional else 0.0)
         finally:
             self.train(was_training)
 
     def _sample(self, genre, max_events, temperature, top_p, seed, prompt, max_seconds, seconds_of,
-                min_seconds=0.0, total=NO_LENGTH) -> list[int]:
+                min_seconds=0.0, total=NO_LENGTH, guidance=0.0) -> list[int]:
         cfg = self.cfg
         device = self.tok.weight.device
         gen = torch.Generator(device=device)
         gen.manual_seed(int(seed))
-        g = torch.tensor([genre], device=device)
-        tot = torch.tensor([total], device=device)
+        rows = [int(genre), self.unconditional] if guidance > 0 else [int(genre)]  # guidance: the "no genre" twin
+        g = torch.tensor(rows, device=device)
+        tot = torch.full((len(rows),), total, device=device)
+
+        def guided(logits: torch.Tensor) -> torch.Tensor:  # (rows, V) -> (V,)
+            return logits[0] if len(rows) == 1 else logits[1] + (1 + guidance) * (logits[0] - logits[1])
+
         seq = [cfg.end_token] + prompt
         steps = [0]  # steps[i]: time steps of seq[1..i] (the clock after seq[i])
         for tok in prompt:
@@ -472,8 +482,9 @@ class ScoreTransformer(nn.Module):
             for tok in seq[h0_end:w0]:  # sounding before the window (a window starts after the piece's first END)
                 h0.update(tok)
             h0_end = max(h0_end, w0)
-            held0 = h0.mask(device)[None] if self.held is not None else None
-            return self._run(torch.tensor([seq[w0:]], device=device), g, 0, caches, before, tot, held0)[0, -1], caches
+            held0 = h0.mask(device)[None].expand(len(rows), -1) if self.held is not None else None
+            window = torch.tensor([seq[w0:]] * len(rows), device=device)
+            return guided(self._run(window, g, 0, caches, before.expand(len(rows)), tot, held0)[:, -1]), caches
 
         logits, caches = prefill()
         seconds, new = 0.0, 0
@@ -496,17 +507,19 @@ class ScoreTransformer(nn.Module):
                 w0 = len(seq) - cfg.context // 2
                 logits, caches = prefill()
             else:
-                logits = self._step(tok, len(seq) - 1 - w0, steps[-1], int(genre), caches, total, held)
+                logits = guided(self._step(tok, len(seq) - 1 - w0, steps[-1], g, caches, total, held))
         return seq[1:] + [cfg.end_token]
 
-    def _step(self, tok: int, pos: int, clock_steps: int, genre: int, caches: list[KVCache],
+    def _step(self, tok: int, pos: int, clock_steps: int, genre: torch.Tensor, caches: list[KVCache],
               total: int = NO_LENGTH, held: "_Held | None" = None) -> torch.Tensor:
-        """Logits (V,) after one event at window position ``pos`` (``clock_steps`` of the piece after it, ``total``
-        the asked length, ``held`` the pitches sounding after it), the caches extended: ``_run`` for one event, in
-        functional calls (a step of sampling is ~20 tiny ops: the modules' call overhead was a fifth of it).
-        Equal to ``_run`` within float tolerance (tested)."""
+        """Logits (B, V) after one event at window position ``pos`` for each of the B rows of ``genre`` (B,) (the
+        same event, ``clock_steps`` of the piece after it, ``total`` the asked length, ``held`` the pitches
+        sounding after it), the caches extended: ``_run`` for one event, in functional calls (a step of sampling
+        is ~20 tiny ops: the modules' call overhead was a fifth of it).  Equal to ``_run`` within float
+        tolerance (tested)."""
         cfg, w = self.cfg, self.cfg.width
-        x = self.tok.weight[tok] + self.pos.weight[pos] + self.genre.weight[genre]  # (W,)
+        b = genre.shape[0]
+        x = self.tok.weight[tok] + self.pos.weight[pos] + self.genre.weight[genre]  # (B, W)
         if self.clock is not None:
             x = x + self.clock.weight[min(clock_steps // cfg.clock_steps, cfg.clock_buckets - 1)]
         if self.anchors is not None:
@@ -515,21 +528,21 @@ class ScoreTransformer(nn.Module):
             x = x + self.remain.weight[int(self.remain_id(torch.tensor(total - clock_steps), torch.tensor(total)))]
         if self.held is not None and held is not None and held.pitches:
             x = x + self.held.weight[:, sorted(held.pitches)].sum(1)
-        x = x.view(1, 1, w)
+        x = x.view(b, 1, w)
         d = w // cfg.n_heads
         for block, cache in zip(self.blocks, caches):
             a = block.attn
             h = F.layer_norm(x, (w,), block.ln1.weight, block.ln1.bias, block.ln1.eps)
-            q, k, v = (z.view(1, 1, cfg.n_heads, d).transpose(1, 2) for z in F.linear(h, a.qkv.weight, a.qkv.bias)
-                       .split(w, dim=2))  # (1, H, 1, D)
+            q, k, v = (z.view(b, 1, cfg.n_heads, d).transpose(1, 2) for z in F.linear(h, a.qkv.weight, a.qkv.bias)
+                       .split(w, dim=2))  # (B, H, 1, D)
             k, v = cache.extend(k, v, cfg.context)
-            y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(1, 1, w)
+            y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, 1, w)
             x = x + F.linear(y, a.proj.weight, a.proj.bias)
             h = F.layer_norm(x, (w,), block.ln2.weight, block.ln2.bias, block.ln2.eps)
             up, down = block.mlp[0], block.mlp[2]
             x = x + F.linear(F.gelu(F.linear(h, up.weight, up.bias)), down.weight, down.bias)
         x = F.layer_norm(x, (w,), self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
-        return F.linear(x, self.head.weight)[0, -1]  # (V,)
+        return F.linear(x, self.head.weight)[:, -1]  # (B, V)
 
     def _steps_of(self, tok: int) -> int:
         k = tok - self.cfg.shift_first

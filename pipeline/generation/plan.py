@@ -66,6 +66,7 @@ class GenerateParams(BaseModel):
     score_model: Literal["tier", "chain", "none"] | None = None
     score_temperature: float | None = Field(None, gt=0, allow_inf_nan=False)
     score_top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    score_guidance: float | None = Field(None, ge=0, allow_inf_nan=False)  # the score tier's genre guidance W
     score_min_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)  # no END before this much music
     continue_score: float | None = Field(None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)  # --midi: extend it
     score_only: bool = False  # write the score (score.mid) alone, no audio
@@ -313,7 +314,7 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
         asked = asked_length(run, p, tier_genre, model, frames / fps)
         events = sample_events(model, tier_genre, frames / fps, p.seed, p.score_temperature, p.score_top_p,
                                min_seconds=p.score_min_seconds,
-                               length_seconds=None if asked is None else asked["seconds"])
+                               length_seconds=None if asked is None else asked["seconds"], guidance=p.score_guidance)
         roll = events_to_roll(events, fps, max_frames=frames)
         if not roll[0].any():  # said by make_plan
             return None, events, None, asked
@@ -376,7 +377,8 @@ def _continued_roll(run: LoadedRun, p: GenerateParams, roll: np.ndarray, midi_se
     tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
     prompt = [e for e in roll_to_events(roll, fps) if e != END]
     events = sample_events(model, tier_genre, seconds, p.seed, p.score_temperature, p.score_top_p, prompt=prompt,
-                           min_seconds=p.score_min_seconds, length_seconds=midi_seconds + seconds)
+                           min_seconds=p.score_min_seconds, length_seconds=midi_seconds + seconds,
+                           guidance=p.score_guidance)
     return events_to_roll(events, fps, max_frames=int(round((midi_seconds + seconds) * fps))), events
 
 

@@ -502,16 +502,18 @@ class ScoreTierTrainer(StageTrainer):
 
 def sample_events(model, genre_id: int, seconds: float, seed: int, temperature: float, top_p: float,
                   prompt: list[int] | None = None, min_seconds: float = 0.0,
-                  length_seconds: float | None = None) -> list[int]:
+                  length_seconds: float | None = None, guidance: float | None = 0.0) -> list[int]:
     """Events written by the score tier for ``genre_id`` (``n_genres``: none): ``prompt`` (events, e.g. a MIDI
     file's) then new events, ending at the tier's own END (not before ``min_seconds`` of new music) or after
     ``seconds`` of new music.  ``length_seconds``: the length the whole piece (prompt included) is asked to
-    have, told to a tier that learned lengths (``length_buckets``); None: not asked."""
+    have, told to a tier that learned lengths (``length_buckets``); None: not asked.  ``guidance``: classifier-free
+    guidance towards the genre (``ScoreTransformer.generate``; None or 0: off)."""
     max_events = int(seconds * 200) + 16  # far more than any real score of that length needs
     length = None if length_seconds is None else max(1, int(round(length_seconds * STEPS_PER_SECOND)))
     return model.generate(genre_id, max_events=max_events, temperature=temperature, top_p=top_p, seed=seed,
                           prompt=prompt, max_seconds=seconds, seconds_of=token_seconds,
-                          min_seconds=min(float(min_seconds), float(seconds)), length_steps=length)
+                          min_seconds=min(float(min_seconds), float(seconds)), length_steps=length,
+                          guidance=float(guidance or 0.0))
 
 
 def chosen_length(model, genre_id: int, seed: int, prompt: list[int] | None = None,

@@ -173,6 +173,31 @@ def test_generation_logits_equal_full_forward_across_slides(clock):
     assert w0 > 0  # it did slide
 
 
+def test_guided_generation_draws_from_the_genre_and_no_genre_logits_combined_across_slides():
+    """guidance W: every distribution is l_u + (1 + W) (l_c - l_u) of full forwards with the genre and with "no
+    genre" over the same window (1e-5), also after slides; W 0 and the unconditional genre run one row."""
+    m, w = tiny(context=16, **FULL), 1.5
+    seen: list[torch.Tensor] = []
+    draw = m._draw
+    m._draw = lambda logits, *a, **kw: (seen.append(logits.clone()), draw(logits, *a, **kw))[1]
+    out = m.generate(genre=1, max_events=40, temperature=1.5, top_p=1.0, seed=3, length_steps=30, guidance=w)
+    seq, w0 = [END] + out, 0
+    for k, got in enumerate(seen):
+        n = 1 + k
+        if n - w0 > m.cfg.context:
+            w0 = n - m.cfg.context // 2
+        args = (torch.tensor([steps_of(seq[:w0])] * 2), torch.tensor([30] * 2), held_of(seq[1:w0])[None].repeat(2, 1))
+        lc, lu = m(torch.tensor([seq[w0:n]] * 2), torch.tensor([1, m.unconditional]), *args)[:, -1]
+        assert torch.allclose(got, lu + (1 + w) * (lc - lu), atol=1e-5, rtol=0), k
+    assert w0 > 0
+    plain = m.generate(genre=1, max_events=40, temperature=1.5, top_p=1.0, seed=3, length_steps=30)
+    assert plain != out  # guidance changes the draw
+    assert m.generate(genre=m.unconditional, max_events=20, seed=3, guidance=w) == \
+        m.generate(genre=m.unconditional, max_events=20, seed=3)  # nothing to guide towards
+    with pytest.raises(ValueError, match="guidance"):
+        m.generate(genre=1, max_events=5, guidance=-1.0)
+
+
 def test_generation_is_seeded_ends_and_keeps_its_caps():
     m = tiny()
     a = m.generate(genre=0, max_events=30, seed=7)

@@ -247,6 +247,10 @@ def test_a_tier_with_a_length_head_chooses_the_length_of_a_piece_asked_none(tmp_
     assert asked["from"] == "the score tier's length head" and 0 < asked["seconds"] <= 3.0  # generate.max_seconds
     steps = model.choose_length(GENRES.index("folk"), 0, min_steps=round(cfg.generate.score_min_seconds * 100))
     assert asked["seconds"] == round(min(steps / 100, 3.0), 2)  # the tier's own choice, seeded
+    (guided,) = generate(run, tmp_path / "guided", genre="folk", seed=0, score_guidance=2.0, progress=False)
+    meta = json.loads((guided / "meta.json").read_text())
+    assert meta["parameters"]["score_guidance"] == 2.0  # the run's default (0) overridden, recorded
+    assert meta_events(guided) != meta_events(job)  # the same seed drew another score
 
 
 def test_a_run_with_only_its_score_tier_writes_scores(tmp_path):
