@@ -3,9 +3,9 @@
 The fine stages (8 and 16 kHz) sample cooler than stage 0 (``generate.stage_temperature``) and under a
 Gaussian prior around the tier below (``generate.tier_prior``).  Both were chosen when the fine stages
 filled the upper bands with noise; both also hold back what the tier below lacks (the harmonics above
-1 kHz).  Each ``--setting NAME:T1,T2:SIGMA`` (fine stages' temperature factors, the prior's sigma; 0 =
-off) generates the same pieces with the same seeds: stage 0 and the score are the same in every setting,
-only the fine stages' draw differs.
+1 kHz).  Each ``--setting NAME:T1,T2:SIGMA[:W]`` (fine stages' temperature factors, the prior's sigma; 0 =
+off; W: the score tier's genre guidance, ``generate.score_guidance``) generates the same pieces with the same
+seeds: stage 0 and the score are the same in every setting that keeps W, only the fine stages' draw differs.
 
 Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI and genre-prompted
 (``--per-genre`` seeds each):
@@ -19,7 +19,8 @@ Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI 
   window is noisy;
 - note F1 (basic-pitch against the MIDI) for MIDI pieces, against the plain rendering's;
 - the genre of the genre-prompted pieces' 4 s clips by a classifier fitted on real training clips
-  (``music_metrics.clip_features``: timbre, spectrum, chroma), beside its accuracy on real test clips.
+  (``music_metrics.clip_features``: timbre, spectrum, chroma), beside its accuracy on real test clips; and
+  by one fitted on the notes basic-pitch hears in them (``note_features``: blind to timbre).
 
     python bench/fine_sampling.py --data demo_final/data --run demo_final/run_st1 \
         --json docs/results/fine_sampling.json
@@ -45,17 +46,20 @@ DEFAULT_SETTINGS = ("run:-:-", "t1:1,1:0.1", "free:0.6,0.6:0", "t1-free:1,1:0", 
 
 
 def parse_setting(text: str) -> dict:
-    """``NAME:T1,T2:SIGMA`` -> {"name", "stage_temperature" (None: the run's), "tier_prior" (None: the run's)};
-    ``-`` keeps the run's value."""
+    """``NAME:T1,T2:SIGMA[:W]`` -> {"name", "stage_temperature" (None: the run's), "tier_prior" (None: the run's),
+    "score_guidance" (the score tier's genre guidance W; None: the run's)}; ``-`` keeps the run's value."""
     try:
-        name, temps, sigma = text.split(":")
+        name, temps, sigma, *rest = text.split(":")
         st = None if temps == "-" else tuple([1.0] + [float(v) for v in temps.split(",")])
         prior = None if sigma == "-" else float(sigma)
+        guidance = None if not rest or rest == ["-"] else float(rest[0])
+        if len(rest) > 1:
+            raise ValueError(text)
     except ValueError:
-        raise SystemExit(f"--setting {text!r}: expected NAME:T1,T2:SIGMA (numbers, or - for the run's)") from None
-    if not name or (st and min(st) <= 0) or (prior is not None and prior < 0):
-        raise SystemExit(f"--setting {text!r}: a name, temperatures > 0 and a sigma >= 0 are needed")
-    return {"name": name, "stage_temperature": st, "tier_prior": prior}
+        raise SystemExit(f"--setting {text!r}: expected NAME:T1,T2:SIGMA[:W] (numbers, or - for the run's)") from None
+    if not name or (st and min(st) <= 0) or min(v for v in (prior, guidance, 0.0) if v is not None) < 0:
+        raise SystemExit(f"--setting {text!r}: a name, temperatures > 0, a sigma >= 0 and a W >= 0 are needed")
+    return {"name": name, "stage_temperature": st, "tier_prior": prior, "score_guidance": guidance}
 
 
 def mean_abs_db(bands: dict, ref: dict) -> float | None:
@@ -111,25 +115,40 @@ def references(data: Path, work: Path) -> dict:
             "opening_windows_seconds": OPENING}
 
 
+def clip_notes(clip: np.ndarray, sr: int) -> np.ndarray:
+    """``music_metrics.note_features`` of the notes basic-pitch hears in a clip (blind to timbre)."""
+    from pipeline.corpus.transcribe import estimate_notes
+    from pipeline.evaluation import music_metrics as mm
+
+    return mm.note_features(estimate_notes(clip, sr), len(clip) / sr)
+
+
 def classifier(data: Path):
-    """A genre classifier fitted on 4 s clips of the real training tracks; its accuracy on real test clips."""
+    """Two genre classifiers fitted on 4 s clips of the real training tracks, one on their sound
+    (``clip_features``), one on the notes basic-pitch hears in them (``clip_notes``); their accuracy on real
+    test clips.  Returns ({"sound": model, "notes": model}, genres, {"sound": accuracy, "notes": accuracy})."""
     from pipeline.corpus.dataset import load_manifest
     from pipeline.evaluation import music_metrics as mm
     from quality import tier_audio
 
     manifest = load_manifest(data)
     genres = manifest["genres"]
-    feats = {"train": ([], []), "test": ([], [])}
+    feats = {(split, kind): [] for split in ("train", "test") for kind in ("sound", "notes")}
+    labels: dict[str, list[int]] = {"train": [], "test": []}
     for t in manifest["tracks"]:
-        if t["split"] not in feats:
+        if t["split"] not in labels:
             continue
         x, sr = tier_audio(data, t)
         for c in mm.clips(x, sr, CLIP_SECONDS, 8):
-            feats[t["split"]][0].append(mm.clip_features(c, sr))
-            feats[t["split"]][1].append(genres.index(t["genre"]))
-    model = mm.fit_genre_classifier(np.stack(feats["train"][0]), feats["train"][1])
-    real = mm.accuracy(model, np.stack(feats["test"][0]), feats["test"][1]) if feats["test"][0] else None
-    return model, genres, real
+            feats[t["split"], "sound"].append(mm.clip_features(c, sr))
+            feats[t["split"], "notes"].append(clip_notes(c, sr))
+            labels[t["split"]].append(genres.index(t["genre"]))
+    models, real = {}, {}
+    for kind in ("sound", "notes"):
+        models[kind] = mm.fit_genre_classifier(np.stack(feats["train", kind]), labels["train"])
+        real[kind] = mm.accuracy(models[kind], np.stack(feats["test", kind]), labels["test"]) \
+            if labels["test"] else None
+    return models, genres, real
 
 
 def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, refs: dict) -> list[dict]:
@@ -144,7 +163,8 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
     tests = [t for t in manifest["tracks"] if t["split"] == "test" and t.get("midi")][:4]
     jobs = [(f"midi-{t['genre']}-{t['id'][-8:]}", {"midi": t["midi"], "genre": t["genre"]}, 1, t) for t in tests]
     jobs += [(f"genre-{g}-{s}", {"genre": g}, s, None) for g in manifest["genres"] for s in range(1, per_genre + 1)]
-    kw_setting = {k: setting[k] for k in ("stage_temperature", "tier_prior") if setting[k] is not None}
+    kw_setting = {k: setting[k] for k in ("stage_temperature", "tier_prior", "score_guidance")
+                  if setting.get(k) is not None}
     rows = []
     for name, kw, seed, track in jobs:
         out = work / setting["name"] / name
@@ -172,20 +192,24 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
     return rows
 
 
-def recognised(rows: list[dict], model, genres: list[str]) -> dict:
-    """The classifier's accuracy on the 4 s clips of the genre-prompted pieces."""
+def recognised(rows: list[dict], models: dict, genres: list[str]) -> dict:
+    """The classifiers' accuracy on the 4 s clips of the genre-prompted pieces: by their sound (the keys of
+    ``music_metrics.accuracy``), and in ``by_notes`` by the notes basic-pitch hears in them."""
     from pipeline.corpus.audio import load_audio, to_mono
     from pipeline.evaluation import music_metrics as mm
 
-    x, y = [], []
+    x, n, y = [], [], []
     for r in rows:
         if not r["name"].startswith("genre-"):
             continue
         a, sr = load_audio(Path(r["folder"]) / "audio.wav")
         for c in mm.clips(to_mono(a), sr, CLIP_SECONDS):
             x.append(mm.clip_features(c, sr))
+            n.append(clip_notes(c, sr))
             y.append(genres.index(r["genre"]))
-    return mm.accuracy(model, np.stack(x), y) if x else mm.accuracy(model, np.zeros((0, 1)), [])
+    if not x:
+        return {**mm.accuracy(models["sound"], np.zeros((0, 1)), []), "by_notes": None}
+    return {**mm.accuracy(models["sound"], np.stack(x), y), "by_notes": mm.accuracy(models["notes"], np.stack(n), y)}
 
 
 def summary(rows: list[dict], genre_acc: dict) -> dict:
@@ -221,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", required=True)
     ap.add_argument("--json", required=True)
     ap.add_argument("--setting", action="append", default=None,
-                    help="NAME:T1,T2:SIGMA (repeat; default: the run's and four others)")
+                    help="NAME:T1,T2:SIGMA[:W] (W: the score tier's genre guidance; repeat; default: the run's "
+                         "and four others)")
     ap.add_argument("--per-genre", type=int, default=3)
     ap.add_argument("--work", default=None, help="pieces go to WORK/<setting>/ (default: <run>/fine_sampling/)")
     a = ap.parse_args(argv)
@@ -238,17 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     cfg = read_config(run)
     work = Path(a.work) if a.work else run / "fine_sampling"
     refs = references(data, work)
-    model, genres, real = classifier(data)
+    models, genres, real = classifier(data)
     results = {}
     for s in settings:
         rows = pieces(data, run, work, s, a.per_genre, refs)
         results[s["name"]] = {**s, "pieces": [{k: v for k, v in r.items() if k != "folder"} for r in rows],
-                              "summary": summary(rows, recognised(rows, model, genres))}
+                              "summary": summary(rows, recognised(rows, models, genres))}
         print(s["name"], json.dumps(results[s["name"]]["summary"]), flush=True)
     out = {**run_info(argv and [sys.argv[0], *argv]), "machine": machine_info(), "seconds": SECONDS,
            "run_sampling": {"stage_temperature": list(cfg.generate.stage_temperature),
-                            "tier_prior": cfg.generate.tier_prior},
-           "references": refs, "genre_classifier": {"genres": genres, "real_test": real, "clip_seconds": CLIP_SECONDS},
+                            "tier_prior": cfg.generate.tier_prior, "score_guidance": cfg.generate.score_guidance},
+           "references": refs, "genre_classifier": {"genres": genres, "real_test": real["sound"],
+                                                    "real_test_by_notes": real["notes"], "clip_seconds": CLIP_SECONDS},
            "settings": results, "wall_seconds": round(time.time() - t0, 1)}
     from pipeline.io import atomic_write_json
 
