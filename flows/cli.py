@@ -240,6 +240,9 @@ def generate(
     top_p: Optional[float] = typer.Option(None, "--top-p",
                                           help="nucleus sampling mass, 1 = off (default: the run config's)"),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="(default: the run config's)"),
+    score_guidance: Optional[float] = typer.Option(
+        None, "--score-guidance", help="the score tier's classifier-free guidance towards the genre, W >= 0 "
+        "(default: the run config's generate.score_guidance)"),
     score_model: Optional[str] = typer.Option(
         None, "--score-model", help="where a piece without MIDI or audio gets its score: tier (the run's score "
         "tier), chain (the genre's chord chain, a baseline) or none (default: the run config's generate.score_model)"),
@@ -264,7 +267,7 @@ def generate(
     params = _run(validate_params, run_dir=str(run), out_dir=str(out), seconds=seconds, genre=genre,
                   midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
-                  continue_score=continue_score, score_only=score_only,
+                  continue_score=continue_score, score_only=score_only, score_guidance=score_guidance,
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
                   weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow

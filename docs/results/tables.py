@@ -493,7 +493,9 @@ SCORE_TIER_RUNS = (("demo run", "score_tier.json"), ("longer run", "score_tier_l
 
 FOUR_GENRE_SCORE_TIER_RUNS = (("four-genre run (its budget)", "four_genres/score_tier.json"),
                               ("the same corpus, 3000 steps", "four_genres/score_tier_steps.json"),
-                              ("the same, with the length head", "four_genres/score_tier_length_head.json"))
+                              ("the same, with the length head", "four_genres/score_tier_length_head.json"),
+                              ("the same, its cut recordings marked as excerpts (metadata.csv; other4/data_ex)",
+                               "four_genres/score_tier_guidance_w0.json"))
 
 
 def four_genres_score_tier_table() -> str:
@@ -604,6 +606,48 @@ def _asked_sentence(g: dict, u: dict, how: str, after: str) -> str:
             f"{u['of']} unconditional scores ended by their own END within that range, "
             f"{g['ended_within_10pct_of_asked']} and {u['ended_within_10pct_of_asked']} within 10% of the {after}"
             + ", ".join(f"{p['asked_seconds']:g} -> {p['seconds']:g}" for p in g["pieces"] + u["pieces"]) + ")")
+
+
+GUIDANCE_RUNS = (("demo", "score_tier_guidance_w0.json"), ("demo", "score_tier_guidance_w1.json"),
+                 ("demo", "score_tier_guidance_w2.json"),
+                 ("four genres", "four_genres/score_tier_guidance_w0.json"),
+                 ("four genres", "four_genres/score_tier_guidance_w1.json"),
+                 ("four genres", "four_genres/score_tier_guidance_w2.json"))
+
+
+def score_guidance_table() -> str:
+    """The score tier's classifier-free guidance (bench/score_tier.py --score-guidance W): is the asked genre in
+    the notes it writes (a classifier fitted on the training scores), at what cost in novelty, style and length."""
+    lines = ["| corpus | guidance W | genre recognised in the tier's notes (clips) | per genre | the chain's | real "
+             "held-out scores' (clips) | chance | unseen chord changes (per genre) | longest copy (s) | style overlap "
+             "(per genre) | genre scores ended in range, length chosen | 60 s of the first genre's score |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes = []
+    for corpus, file in GUIDANCE_RUNS:
+        path = HERE / file
+        if not path.is_file():
+            notes.append(absent(path))
+            continue
+        r = json.loads(path.read_text())
+        tier, chain = r["genre_by_notes"]["tier"], r["genre_by_notes"].get("chain")
+        genres = list(r["scores"])
+        per = " / ".join(_f(tier["generated_per_genre"].get(str(i), tier["generated_per_genre"].get(i)), ".2f")
+                         for i in range(len(genres)))
+        rows = [r["scores"][g]["tier"] for g in genres]
+        unseen = " / ".join(_f((x["novelty"] or {}).get("unseen_transitions"), ".2f") for x in rows)
+        copy = max((x["novelty"] or {}).get("longest_copy_seconds") or 0 for x in rows)
+        style = " / ".join(_f((x["style_overlap"] or {}).get("mean"), ".2f") for x in rows)
+        chosen = r["lengths"].get("genre_chosen")
+        lines.append(f"| {corpus} | {r['sampling']['guidance']:g} | {tier['generated']:.2f} "
+                     f"({tier['generated_clips']}) | {per} | {_f(chain and chain['generated'], '.2f')} "
+                     f"| {tier['real_heldout']:.2f} ({tier['heldout_clips']}) "
+                     f"| {tier['chance']:.2f} | {unseen} | {copy:.1f} | {style} "
+                     f"| {'-' if not chosen else str(chosen['ended_within_range']) + ' of ' + str(chosen['of'])} "
+                     f"| {r['speed_genre']['seconds_per_60s_of_score']:g} s |")
+        notes.append(f"{corpus}, W {r['sampling']['guidance']:g}: genres {', '.join(genres)}; score tier at step "
+                     f"{r['run_steps']}; commit `{r['commit'][:10]}`{' (dirty tree)' if r.get('dirty') else ''}, "
+                     f"`{r['command']}`.")
+    return "\n".join(lines + [""] + notes)
 
 
 def score_openings_table() -> str:
@@ -734,7 +778,10 @@ def fine_sampling_table() -> str:
     notes = []
     for corpus, r in present((("demo", HERE / "fine_sampling.json"),
                               ("recordings", HERE / "recordings" / "fine_sampling.json"),
-                              ("demo, fine stages trained 3000 steps", HERE / "fine_sampling_steps.json")), notes):
+                              ("demo, fine stages trained 3000 steps", HERE / "fine_sampling_steps.json"),
+                              ("demo, `make demo`'s run; w0, w1: score guidance 0, 1",
+                               HERE / "fine_sampling_guidance.json")),
+                             notes):
         run = r["run_sampling"]
         for name, s in r["settings"].items():
             m, g, acc = s["summary"]["midi"], s["summary"]["genre"], s["summary"]["genre_recognised"]
@@ -749,7 +796,7 @@ def fine_sampling_table() -> str:
                          f"| {g['pieces_95pct_windows_clean']} of {g['pieces']} ({g['pieces_first_window_noisy']}) "
                          f"| {' / '.join(f'{v:.1f}' for v in g['opening_db_median'])} "
                          f"| {sum(x['pieces_all_tiers_snr_20db'] for x in both)} of {sum(x['pieces'] for x in both)} "
-                         f"| {f1} | {acc['accuracy']:.2f} of {acc['clips']} clips |")
+                         f"| {f1} | {acc['accuracy']:.2f} of {acc['clips']} clips{_heard_notes(acc)} |")
         ref = " ".join(f"{k} {' / '.join(f'{v:.1f}' for v in x['bands'].values())};"
                        for k, x in r["references"]["genres"].items())
         opening = " / ".join(f"{v:.1f}" for v in r["references"]["opening_db_median"])
@@ -759,6 +806,12 @@ def fine_sampling_table() -> str:
                      f"(chance {1 / len(r['genre_classifier']['genres']):.2f}). Commit `{r['commit'][:10]}`, "
                      f"`{r['command']}`.")
     return "\n".join(lines + [""] + notes)
+
+
+def _heard_notes(acc: dict) -> str:
+    """The genre judged by the notes basic-pitch hears (later fine-sampling JSONs), beside the sound's."""
+    n = acc.get("by_notes")
+    return f" (by notes {n['accuracy']:.2f})" if n else ""
 
 
 def tap_envelopes_table() -> str:
@@ -806,7 +859,8 @@ def opening_table() -> str:
 
 
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
-            "score_sampling": score_sampling_table, "fine_sampling": fine_sampling_table,
+            "score_sampling": score_sampling_table, "score_guidance": score_guidance_table,
+            "fine_sampling": fine_sampling_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,

@@ -309,12 +309,13 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
     if p.score_model == "tier" and is_trained(run.path):
         from pipeline.training.score_tier import sample_events
 
-        model, _ = _score_tier_of(run)
+        model, desc = _score_tier_of(run)
         tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
         asked = asked_length(run, p, tier_genre, model, frames / fps)
         events = sample_events(model, tier_genre, frames / fps, p.seed, p.score_temperature, p.score_top_p,
                                min_seconds=p.score_min_seconds,
-                               length_seconds=None if asked is None else asked["seconds"], guidance=p.score_guidance)
+                               length_seconds=None if asked is None else asked["seconds"],
+                               guidance=tier_guidance(desc, p.score_guidance))
         roll = events_to_roll(events, fps, max_frames=frames)
         if not roll[0].any():  # said by make_plan
             return None, events, None, asked
@@ -351,6 +352,17 @@ def asked_length(run: LoadedRun, p: GenerateParams, tier_genre: int, model, cap_
     return {"seconds": round(min(drawn, cap_seconds), 2), "from": "a training piece's length"}
 
 
+def tier_guidance(desc: dict, w: float | None) -> float:
+    """The score tier's guidance W for a tier described by ``desc`` (its model.json): 0, with one line, for a tier
+    that never learned "no genre" (trained with ``genre_dropout`` 0: its twin would be an untrained embedding)."""
+    w = float(w or 0.0)
+    if w > 0 and desc.get("extra", {}).get("training", {}).get("genre_dropout", 1.0) == 0:
+        print("note: the score tier was trained without genre dropout (no \"no genre\" to guide away from): "
+              "score guidance is off", file=sys.stderr, flush=True)
+        return 0.0
+    return w
+
+
 def _score_tier_of(run: LoadedRun):
     """The run's score tier, loaded once per ``LoadedRun``."""
     # local: keeps accelerate out of `import pipeline.generation.plan` until this runs
@@ -372,13 +384,13 @@ def _continued_roll(run: LoadedRun, p: GenerateParams, roll: np.ndarray, midi_se
         raise ParameterError(f"--continue-score: {run.path} has no score tier (stages/score/; train it with "
                              f"strata train --stages score)")
     fps = run.cfg.data.roll_fps
-    model, _ = _score_tier_of(run)
+    model, desc = _score_tier_of(run)
     genre_id = resolve_genre(run, p.genre)
     tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
     prompt = [e for e in roll_to_events(roll, fps) if e != END]
     events = sample_events(model, tier_genre, seconds, p.seed, p.score_temperature, p.score_top_p, prompt=prompt,
                            min_seconds=p.score_min_seconds, length_seconds=midi_seconds + seconds,
-                           guidance=p.score_guidance)
+                           guidance=tier_guidance(desc, p.score_guidance))
     return events_to_roll(events, fps, max_frames=int(round((midi_seconds + seconds) * fps))), events
 
 

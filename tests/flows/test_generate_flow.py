@@ -73,9 +73,13 @@ def test_cli_validates_once_and_hands_the_params_to_the_flow(run, tmp_path, monk
     real = pipeline.generation.plan.validate_params
     monkeypatch.setattr(pipeline.generation.plan, "validate_params", lambda **kw: calls.append(kw) or real(**kw))
     monkeypatch.setattr(flows.generate, "generate_flow", lambda **kw: seen.update(kw) or [])
-    result = CliRunner().invoke(app, ["generate", "--run", str(run), "--out", str(tmp_path), "--top-p", "0.9"])
+    result = CliRunner().invoke(app, ["generate", "--run", str(run), "--out", str(tmp_path), "--top-p", "0.9",
+                                      "--score-guidance", "1.5"])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1 and set(seen) == {"params"} and seen["params"].top_p == 0.9
+    assert seen["params"].score_guidance == 1.5
+    bad = CliRunner().invoke(app, ["generate", "--run", str(run), "--out", str(tmp_path), "--score-guidance", "-1"])
+    assert bad.exit_code != 0 and "score_guidance" in bad.output  # one line naming the parameter
 
 
 def test_flow_draws_a_seed_when_none(prefect_harness, run, tmp_path):

@@ -249,8 +249,19 @@ def test_a_tier_with_a_length_head_chooses_the_length_of_a_piece_asked_none(tmp_
     assert asked["seconds"] == round(min(steps / 100, 3.0), 2)  # the tier's own choice, seeded
     (guided,) = generate(run, tmp_path / "guided", genre="folk", seed=0, score_guidance=2.0, progress=False)
     meta = json.loads((guided / "meta.json").read_text())
-    assert meta["parameters"]["score_guidance"] == 2.0  # the run's default (0) overridden, recorded
-    assert meta_events(guided) != meta_events(job)  # the same seed drew another score
+    assert meta["parameters"]["score_guidance"] == 2.0  # the run's default (1) overridden, recorded
+    (plain,) = generate(run, tmp_path / "plain", genre="folk", seed=0, score_guidance=0.0, progress=False)
+    assert meta_events(guided) != meta_events(plain)  # the same seed drew another score
+
+
+def test_guidance_is_off_with_one_line_for_a_tier_that_never_learned_no_genre(capsys):
+    from pipeline.generation.plan import tier_guidance
+
+    assert tier_guidance({"extra": {"training": {"genre_dropout": 0.1}}}, 1.5) == 1.5
+    assert tier_guidance({"extra": {"training": {"genre_dropout": 0.0}}}, None) == 0.0
+    assert capsys.readouterr().err == ""  # nothing asked, nothing said
+    assert tier_guidance({"extra": {"training": {"genre_dropout": 0.0}}}, 1.5) == 0.0
+    assert "without genre dropout" in capsys.readouterr().err
 
 
 def test_a_run_with_only_its_score_tier_writes_scores(tmp_path):
