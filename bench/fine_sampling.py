@@ -3,9 +3,10 @@
 The fine stages (8 and 16 kHz) sample cooler than stage 0 (``generate.stage_temperature``) and under a
 Gaussian prior around the tier below (``generate.tier_prior``).  Both were chosen when the fine stages
 filled the upper bands with noise; both also hold back what the tier below lacks (the harmonics above
-1 kHz).  Each ``--setting NAME:T1,T2:SIGMA[:W]`` (fine stages' temperature factors, the prior's sigma; 0 =
-off; W: the score tier's genre guidance, ``generate.score_guidance``) generates the same pieces with the same
-seeds: stage 0 and the score are the same in every setting that keeps W, only the fine stages' draw differs.
+1 kHz).  Each ``--setting NAME:T1,T2:SIGMA[:W[:G]]`` (fine stages' temperature factors, the prior's sigma; 0 =
+off; W: the score tier's genre guidance, ``generate.score_guidance``; G: the stages' classifier-free guidance,
+``generate.guidance``) generates the same pieces with the same seeds: stage 0 and the score are the same in
+every setting that keeps W and G, only the fine stages' draw differs.
 
 Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI and genre-prompted
 (``--per-genre`` seeds each):
@@ -46,20 +47,22 @@ DEFAULT_SETTINGS = ("run:-:-", "t1:1,1:0.1", "free:0.6,0.6:0", "t1-free:1,1:0", 
 
 
 def parse_setting(text: str) -> dict:
-    """``NAME:T1,T2:SIGMA[:W]`` -> {"name", "stage_temperature" (None: the run's), "tier_prior" (None: the run's),
-    "score_guidance" (the score tier's genre guidance W; None: the run's)}; ``-`` keeps the run's value."""
+    """``NAME:T1,T2:SIGMA[:W[:G]]`` -> {"name", "stage_temperature" (None: the run's), "tier_prior" (None: the
+    run's), "score_guidance" (the score tier's genre guidance W), "guidance" (the stages' classifier-free guidance
+    G; None: the run's)}; ``-`` keeps the run's value."""
     try:
         name, temps, sigma, *rest = text.split(":")
         st = None if temps == "-" else tuple([1.0] + [float(v) for v in temps.split(",")])
         prior = None if sigma == "-" else float(sigma)
-        guidance = None if not rest or rest == ["-"] else float(rest[0])
-        if len(rest) > 1:
+        if len(rest) > 2:
             raise ValueError(text)
+        score_w, stage_g = (None if v == "-" else float(v) for v in (rest + ["-", "-"])[:2])
     except ValueError:
-        raise SystemExit(f"--setting {text!r}: expected NAME:T1,T2:SIGMA[:W] (numbers, or - for the run's)") from None
-    if not name or (st and min(st) <= 0) or min(v for v in (prior, guidance, 0.0) if v is not None) < 0:
-        raise SystemExit(f"--setting {text!r}: a name, temperatures > 0, a sigma >= 0 and a W >= 0 are needed")
-    return {"name": name, "stage_temperature": st, "tier_prior": prior, "score_guidance": guidance}
+        raise SystemExit(f"--setting {text!r}: expected NAME:T1,T2:SIGMA[:W[:G]] (numbers, or - for the run's)") \
+            from None
+    if not name or (st and min(st) <= 0) or min(v for v in (prior, score_w, stage_g, 0.0) if v is not None) < 0:
+        raise SystemExit(f"--setting {text!r}: a name, temperatures > 0 and sigma, W, G >= 0 are needed")
+    return {"name": name, "stage_temperature": st, "tier_prior": prior, "score_guidance": score_w, "guidance": stage_g}
 
 
 def mean_abs_db(bands: dict, ref: dict) -> float | None:
@@ -163,7 +166,7 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
     tests = [t for t in manifest["tracks"] if t["split"] == "test" and t.get("midi")][:4]
     jobs = [(f"midi-{t['genre']}-{t['id'][-8:]}", {"midi": t["midi"], "genre": t["genre"]}, 1, t) for t in tests]
     jobs += [(f"genre-{g}-{s}", {"genre": g}, s, None) for g in manifest["genres"] for s in range(1, per_genre + 1)]
-    kw_setting = {k: setting[k] for k in ("stage_temperature", "tier_prior", "score_guidance")
+    kw_setting = {k: setting[k] for k in ("stage_temperature", "tier_prior", "score_guidance", "guidance")
                   if setting.get(k) is not None}
     rows = []
     for name, kw, seed, track in jobs:
@@ -245,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", required=True)
     ap.add_argument("--json", required=True)
     ap.add_argument("--setting", action="append", default=None,
-                    help="NAME:T1,T2:SIGMA[:W] (W: the score tier's genre guidance; repeat; default: the run's "
-                         "and four others)")
+                    help="NAME:T1,T2:SIGMA[:W[:G]] (W: the score tier's genre guidance, G: the stages'; repeat; "
+                         "default: the run's and four others)")
     ap.add_argument("--per-genre", type=int, default=3)
     ap.add_argument("--work", default=None, help="pieces go to WORK/<setting>/ (default: <run>/fine_sampling/)")
     a = ap.parse_args(argv)
@@ -272,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         print(s["name"], json.dumps(results[s["name"]]["summary"]), flush=True)
     out = {**run_info(argv and [sys.argv[0], *argv]), "machine": machine_info(), "seconds": SECONDS,
            "run_sampling": {"stage_temperature": list(cfg.generate.stage_temperature),
-                            "tier_prior": cfg.generate.tier_prior, "score_guidance": cfg.generate.score_guidance},
+                            "tier_prior": cfg.generate.tier_prior, "score_guidance": cfg.generate.score_guidance,
+                            "guidance": cfg.generate.guidance},
            "references": refs, "genre_classifier": {"genres": genres, "real_test": real["sound"],
                                                     "real_test_by_notes": real["notes"], "clip_seconds": CLIP_SECONDS},
            "settings": results, "wall_seconds": round(time.time() - t0, 1)}
