@@ -5,8 +5,8 @@ Gaussian prior around the tier below (``generate.tier_prior``).  Both were chose
 filled the upper bands with noise; both also hold back what the tier below lacks (the harmonics above
 1 kHz).  Each ``--setting NAME:T1,T2:SIGMA[:W[:G]]`` (fine stages' temperature factors, the prior's sigma; 0 =
 off; W: the score tier's genre guidance, ``generate.score_guidance``; G: the stages' classifier-free guidance,
-``generate.guidance``) generates the same pieces with the same seeds: stage 0 and the score are the same in
-every setting that keeps W and G, only the fine stages' draw differs.
+``generate.guidance``, or G0,G1,G2 per stage) generates the same pieces with the same seeds: stage 0 and the
+score are the same in every setting that keeps W and G, only the fine stages' draw differs.
 
 Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI and genre-prompted
 (``--per-genre`` seeds each):
@@ -48,21 +48,28 @@ DEFAULT_SETTINGS = ("run:-:-", "t1:1,1:0.1", "free:0.6,0.6:0", "t1-free:1,1:0", 
 
 def parse_setting(text: str) -> dict:
     """``NAME:T1,T2:SIGMA[:W[:G]]`` -> {"name", "stage_temperature" (None: the run's), "tier_prior" (None: the
-    run's), "score_guidance" (the score tier's genre guidance W), "guidance" (the stages' classifier-free guidance
-    G; None: the run's)}; ``-`` keeps the run's value."""
+    run's), "score_guidance" (the score tier's genre guidance W), "guidance" and "stage_guidance" (the stages'
+    classifier-free guidance: G, or G0,G1,G2 per stage, the largest as ``guidance`` and each stage's share as
+    its factor); ``-`` keeps the run's value."""
     try:
         name, temps, sigma, *rest = text.split(":")
         st = None if temps == "-" else tuple([1.0] + [float(v) for v in temps.split(",")])
         prior = None if sigma == "-" else float(sigma)
         if len(rest) > 2:
             raise ValueError(text)
-        score_w, stage_g = (None if v == "-" else float(v) for v in (rest + ["-", "-"])[:2])
+        w_text, g_text = (rest + ["-", "-"])[:2]
+        score_w = None if w_text == "-" else float(w_text)
+        per_stage = None if g_text == "-" else [float(v) for v in g_text.split(",")]
     except ValueError:
         raise SystemExit(f"--setting {text!r}: expected NAME:T1,T2:SIGMA[:W[:G]] (numbers, or - for the run's)") \
             from None
-    if not name or (st and min(st) <= 0) or min(v for v in (prior, score_w, stage_g, 0.0) if v is not None) < 0:
+    if not name or (st and min(st) <= 0) or min([v for v in (prior, score_w, 0.0) if v is not None]
+                                                + (per_stage or [])) < 0:
         raise SystemExit(f"--setting {text!r}: a name, temperatures > 0 and sigma, W, G >= 0 are needed")
-    return {"name": name, "stage_temperature": st, "tier_prior": prior, "score_guidance": score_w, "guidance": stage_g}
+    g = None if per_stage is None else max(per_stage)
+    factors = None if per_stage is None or len(per_stage) == 1 or not g else tuple(v / g for v in per_stage)
+    return {"name": name, "stage_temperature": st, "tier_prior": prior, "score_guidance": score_w, "guidance": g,
+            "stage_guidance": factors}
 
 
 def mean_abs_db(bands: dict, ref: dict) -> float | None:
@@ -166,8 +173,8 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
     tests = [t for t in manifest["tracks"] if t["split"] == "test" and t.get("midi")][:4]
     jobs = [(f"midi-{t['genre']}-{t['id'][-8:]}", {"midi": t["midi"], "genre": t["genre"]}, 1, t) for t in tests]
     jobs += [(f"genre-{g}-{s}", {"genre": g}, s, None) for g in manifest["genres"] for s in range(1, per_genre + 1)]
-    kw_setting = {k: setting[k] for k in ("stage_temperature", "tier_prior", "score_guidance", "guidance")
-                  if setting.get(k) is not None}
+    kw_setting = {k: setting[k] for k in ("stage_temperature", "tier_prior", "score_guidance", "guidance",
+                                          "stage_guidance") if setting.get(k) is not None}
     rows = []
     for name, kw, seed, track in jobs:
         out = work / setting["name"] / name

@@ -240,6 +240,9 @@ def generate(
     top_p: Optional[float] = typer.Option(None, "--top-p",
                                           help="nucleus sampling mass, 1 = off (default: the run config's)"),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="(default: the run config's)"),
+    stage_guidance: Optional[str] = typer.Option(
+        None, "--stage-guidance", help="per-stage factors on --guidance, e.g. 1,0,0 guides stage 0 alone "
+        "(default: the run config's generate.stage_guidance)"),
     score_guidance: Optional[float] = typer.Option(
         None, "--score-guidance", help="the score tier's classifier-free guidance towards the genre, W >= 0 "
         "(default: the run config's generate.score_guidance)"),
@@ -263,11 +266,13 @@ def generate(
     from pipeline.run import check_run, check_score_run
 
     factors = _floats(stage_temperature, "--stage-temperature")
+    guide_factors = _floats(stage_guidance, "--stage-guidance")
     # the one validation, before any Prefect server starts; the flow takes the result as it is
     params = _run(validate_params, run_dir=str(run), out_dir=str(out), seconds=seconds, genre=genre,
                   midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
                   continue_score=continue_score, score_only=score_only, score_guidance=score_guidance,
+                  stage_guidance=guide_factors,
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
                   weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow

@@ -135,6 +135,9 @@ class GenerateConfig:
     # A fine stage's adaptive scale follows its own sampled residuals: at 1 it is a random walk that
     # can fill the upper bands with noise; below 1 it settles on the tier below's interpolation.
     stage_temperature: tuple[float, ...] = ()
+    # per-stage factors on the guidance W (stage k: guidance * stage_guidance[k]; missing: 1); e.g. [1, 0, 0]
+    # guides stage 0 alone (docs/results/fine_sampling_guidance.json)
+    stage_guidance: tuple[float, ...] = ()
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0

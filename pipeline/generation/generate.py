@@ -137,7 +137,7 @@ def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) 
         frames = n * cfg.data.roll_fps // rate
         r = torch.from_numpy(roll_input(plan.roll[:, :, :frames]))  # (256, F)
         roll = r.unsqueeze(0).expand(B, -1, -1).contiguous()  # (B, 256, F)
-    twin = p.guidance > 0 and ((plan.genre_id != run.no_genre and scfg.use_genre) or roll is not None)
+    twin = stage_guidance(p, k) > 0 and ((plan.genre_id != run.no_genre and scfg.use_genre) or roll is not None)
     prompt = None
     if plan.prompt_tiers is not None:
         pt = torch.from_numpy(plan.prompt_tiers[rate].astype(np.int64))
@@ -149,7 +149,7 @@ def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) 
 def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=None) -> Draw:
     """How stage k chooses its samples, from the generation parameters (``prompt``: the stage's (B, P))."""
     unit0 = run.rates[0] // run.cfg.data.roll_fps  # stage-0 samples per roll frame
-    return Draw(guidance=p.guidance, temperature=stage_temperature(run, p, k), top_p=p.top_p,
+    return Draw(guidance=stage_guidance(p, k), temperature=stage_temperature(run, p, k), top_p=p.top_p,
                 tier_prior=p.tier_prior, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                 end_threshold=p.end_threshold, round_to=unit0)
@@ -247,6 +247,12 @@ def stage_temperature(run: LoadedRun, p: GenerateParams, k: int) -> float:
     """Stage k's sampling temperature: ``temperature`` times the stage's factor (1 where none is given)."""
     factors = p.stage_temperature or ()
     return p.temperature * (float(factors[k]) if k < len(factors) else 1.0)
+
+
+def stage_guidance(p: GenerateParams, k: int) -> float:
+    """Stage k's classifier-free guidance W: ``guidance`` times the stage's factor (1 where none is given)."""
+    factors = p.stage_guidance or ()
+    return p.guidance * (float(factors[k]) if k < len(factors) else 1.0)
 
 
 def _prompt_values(codes, stage, cfg):

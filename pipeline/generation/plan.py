@@ -58,6 +58,8 @@ class GenerateParams(BaseModel):
     temperature: float | None = Field(None, gt=0, allow_inf_nan=False)
     # per-stage factors on the temperature
     stage_temperature: tuple[Annotated[float, Field(gt=0, allow_inf_nan=False)], ...] | None = None
+    # per-stage factors on the guidance (0: that stage unguided)
+    stage_guidance: tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...] | None = None
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     guidance: float | None = Field(None, ge=0, allow_inf_nan=False)
     end_threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
@@ -243,9 +245,11 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     if p.seconds is not None and p.seconds > cfg.generate.max_seconds:
         raise ParameterError(f"invalid parameter: seconds={p.seconds!r}: above generate.max_seconds="
                              f"{cfg.generate.max_seconds:g} of this run's config")
-    if p.stage_temperature is not None and len(p.stage_temperature) > len(rates):
-        raise ParameterError(f"invalid parameter: stage_temperature has {len(p.stage_temperature)} factors, "
-                             f"this run has {len(rates)} stages")
+    for name in ("stage_temperature", "stage_guidance"):
+        factors = getattr(p, name)
+        if factors is not None and len(factors) > len(rates):
+            raise ParameterError(f"invalid parameter: {name} has {len(factors)} factors, this run has {len(rates)} "
+                                 f"stages")
     roll, midi_seconds, events = None, None, None
     if p.midi is not None:
         roll, midi_seconds = load_midi_roll(p.midi, fps)

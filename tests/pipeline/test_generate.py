@@ -148,6 +148,20 @@ def test_stage_temperature_scales_one_stage(run, tmp_path):
     assert meta(cold)["parameters"]["stage_temperature"] == [1.0, 0.3]
 
 
+def test_stage_guidance_guides_only_the_stages_it_names(run, tmp_path):
+    """Guidance with stage factors (1, 0): stage 0 is guided as with plain guidance, stage 1 samples as unguided
+    (its tier below aside); the factors are recorded."""
+    kw = dict(genre="folk", seconds=0.2, seed=3, progress=False)
+    plain = generate(run, tmp_path / "a", **kw)[0]
+    guided = generate(run, tmp_path / "b", guidance=3.0, **kw)[0]
+    first = generate(run, tmp_path / "c", guidance=3.0, stage_guidance=(1.0, 0.0), **kw)[0]
+    assert (first / "tier_1000.wav").read_bytes() == (guided / "tier_1000.wav").read_bytes()
+    assert (first / "tier_1000.wav").read_bytes() != (plain / "tier_1000.wav").read_bytes()
+    both_unguided_at_1 = generate(run, tmp_path / "d", guidance=3.0, stage_guidance=(0.0, 0.0), **kw)[0]
+    assert (both_unguided_at_1 / "tier_1000.wav").read_bytes() == (plain / "tier_1000.wav").read_bytes()
+    assert meta(first)["parameters"]["stage_guidance"] == [1.0, 0.0]
+
+
 def test_genre_pieces_take_a_score_from_the_runs_chain(run, tmp_path):
     """With score_model.json in the run, a genre-only piece gets its notes from that genre's chain."""
     import shutil
@@ -316,6 +330,8 @@ BAD = [
     (dict(temperature=-1.0), ParameterError, "temperature"),
     (dict(stage_temperature=(1.0, 0.0)), ParameterError, "stage_temperature"),
     (dict(stage_temperature=(1.0, 1.0, 1.0)), ParameterError, "3 factors, this run has 2 stages"),
+    (dict(stage_guidance=(1.0, 0.0, 1.0)), ParameterError, "stage_guidance has 3 factors"),
+    (dict(stage_guidance=(1.0, -1.0)), ParameterError, "stage_guidance"),
     (dict(top_p=0.0), ParameterError, "top_p"),
     (dict(top_p=1.5), ParameterError, "top_p"),
     (dict(count=0), ParameterError, "count"),
