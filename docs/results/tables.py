@@ -779,8 +779,10 @@ def fine_sampling_table() -> str:
     for corpus, r in present((("demo", HERE / "fine_sampling.json"),
                               ("recordings", HERE / "recordings" / "fine_sampling.json"),
                               ("demo, fine stages trained 3000 steps", HERE / "fine_sampling_steps.json"),
-                              ("demo, `make demo`'s run; w0, w1: score guidance 0, 1",
-                               HERE / "fine_sampling_guidance.json")),
+                              ("demo, `make demo`'s run (wW: score guidance W, gG: the stages' guidance G, s0: "
+                               "stage 0 alone)", HERE / "fine_sampling_guidance.json"),
+                              ("four genres, its run (the same settings)",
+                               HERE / "four_genres" / "fine_sampling_guidance.json")),
                              notes):
         run = r["run_sampling"]
         for name, s in r["settings"].items():
