@@ -7,14 +7,26 @@ import pytest
 
 from fine_sampling import mean_abs_db, opening_db, parse_setting, summary
 
+RUNS = {"score_guidance": None, "guidance": None, "stage_guidance": None}  # the run's guidance
+
 
 def test_parse_setting_keeps_the_runs_values_for_a_dash():
     s = parse_setting("t1:1,0.8:0.3")
-    assert s == {"name": "t1", "stage_temperature": (1.0, 1.0, 0.8), "tier_prior": 0.3}  # stage 0 stays at 1
-    assert parse_setting("run:-:-") == {"name": "run", "stage_temperature": None, "tier_prior": None}
+    assert s == {"name": "t1", "stage_temperature": (1.0, 1.0, 0.8), "tier_prior": 0.3, **RUNS}  # stage 0 at 1
+    assert parse_setting("run:-:-") == {"name": "run", "stage_temperature": None, "tier_prior": None, **RUNS}
 
 
-@pytest.mark.parametrize("bad", ["t1:1,1", "x:a,b:0.1", ":1,1:0.1", "x:0,1:0.1", "x:1,1:-1"])
+def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
+    assert parse_setting("w1:-:-:1") == {"name": "w1", "stage_temperature": None, "tier_prior": None,
+                                         "score_guidance": 1.0, "guidance": None, "stage_guidance": None}
+    g = parse_setting("g:-:-:-:2")
+    assert (g["score_guidance"], g["guidance"], g["stage_guidance"]) == (None, 2.0, None)  # every stage at 2
+    g = parse_setting("s0:-:-:1:2,0,0")  # stage 0 alone: the largest as the guidance, each stage's share of it
+    assert (g["guidance"], g["stage_guidance"]) == (2.0, (1.0, 0.0, 0.0))
+
+
+@pytest.mark.parametrize("bad", ["t1:1,1", "x:a,b:0.1", ":1,1:0.1", "x:0,1:0.1", "x:1,1:-1", "x:-:-:-1",
+                                 "x:-:-:1:1,-1", "x:-:-:1:1:1", "x:-:-:w"])
 def test_parse_setting_refuses_malformed_text(bad):
     with pytest.raises(SystemExit, match="--setting"):
         parse_setting(bad)
