@@ -83,19 +83,17 @@ def build(out: Path, seconds: float, start: float, min_seconds: float) -> dict:
                 cut = sf.info(str(f)).duration > seconds + 1e-3  # the excerpt leaves part of the track out
             except RuntimeError:  # unreadable: ``excerpt`` below reports it
                 cut = False
-            if dst.is_file():
-                n += 1
-                summary["excerpts"] += [dst.relative_to(out).as_posix()] if cut else []
-                continue
-            try:
-                x = excerpt(f, seconds, start, min_seconds)
-            except AudioError as e:
-                summary["skipped"].append({"path": f"{package}/{f.name}", "reason": str(e).split(": ", 1)[-1]})
-                continue
-            with atomic_path(dst, suffix=".wav") as tmp:
-                sf.write(str(tmp), x, RATE, subtype="PCM_16")
+            if not dst.is_file():
+                try:
+                    x = excerpt(f, seconds, start, min_seconds)
+                except AudioError as e:
+                    summary["skipped"].append({"path": f"{package}/{f.name}", "reason": str(e).split(": ", 1)[-1]})
+                    continue
+                with atomic_path(dst, suffix=".wav") as tmp:
+                    sf.write(str(tmp), x, RATE, subtype="PCM_16")
             n += 1
-            summary["excerpts"] += [dst.relative_to(out).as_posix()] if cut else []
+            if cut:
+                summary["excerpts"].append(dst.relative_to(out).as_posix())
         summary["genres"][genre] = {"package": package, "tracks": n}
     return summary
 

@@ -61,6 +61,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.sampling import guide
+
 FORMAT = "strata-score-tier"
 FORMAT_VERSION = 4  # 2: the clock (clock_buckets, clock_steps, shift_first, n_shifts); 3: length_buckets, held_input;
 # 4: clock_anchors (the smooth clock), length_head
@@ -461,8 +463,8 @@ class ScoreTransformer(nn.Module):
         g = torch.tensor(rows, device=device)
         tot = torch.full((len(rows),), total, device=device)
 
-        def guided(logits: torch.Tensor) -> torch.Tensor:  # (rows, V) -> (V,)
-            return logits[0] if len(rows) == 1 else logits[1] + (1 + guidance) * (logits[0] - logits[1])
+        def guided(logits: torch.Tensor) -> torch.Tensor:  # (rows, V) -> (V,): the stages' guidance formula
+            return guide(logits, 1, guidance)[0]
 
         seq = [cfg.end_token] + prompt
         steps = [0]  # steps[i]: time steps of seq[1..i] (the clock after seq[i])

@@ -243,16 +243,20 @@ def _run_pipelined(run: LoadedRun, plan: Plan, p: GenerateParams, gen, progress:
     return CascadeResult(tiers_out, results[0].lengths, timings)
 
 
+def _stage_factor(factors: tuple[float, ...] | None, k: int) -> float:
+    """Stage k's factor of a per-stage list (``stage_temperature``, ``stage_guidance``): 1 where none is given."""
+    factors = factors or ()
+    return float(factors[k]) if k < len(factors) else 1.0
+
+
 def stage_temperature(run: LoadedRun, p: GenerateParams, k: int) -> float:
-    """Stage k's sampling temperature: ``temperature`` times the stage's factor (1 where none is given)."""
-    factors = p.stage_temperature or ()
-    return p.temperature * (float(factors[k]) if k < len(factors) else 1.0)
+    """Stage k's sampling temperature: ``temperature`` times the stage's factor."""
+    return p.temperature * _stage_factor(p.stage_temperature, k)
 
 
 def stage_guidance(p: GenerateParams, k: int) -> float:
-    """Stage k's classifier-free guidance W: ``guidance`` times the stage's factor (1 where none is given)."""
-    factors = p.stage_guidance or ()
-    return p.guidance * (float(factors[k]) if k < len(factors) else 1.0)
+    """Stage k's classifier-free guidance W: ``guidance`` times the stage's factor."""
+    return p.guidance * _stage_factor(p.stage_guidance, k)
 
 
 def _prompt_values(codes, stage, cfg):
