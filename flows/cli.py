@@ -243,6 +243,9 @@ def generate(
     stage_guidance: Optional[str] = typer.Option(
         None, "--stage-guidance", help="per-stage factors on --guidance, e.g. 1,0,0 guides stage 0 alone "
         "(default: the run config's generate.stage_guidance)"),
+    guidance_twin: Optional[str] = typer.Option(
+        None, "--guidance-twin", help="what the stages' guidance guides away from: unconditional (no genre, no "
+        "roll) or no_genre (the roll kept: towards the genre's sound) (default: the run config's)"),
     score_guidance: Optional[float] = typer.Option(
         None, "--score-guidance", help="the score tier's classifier-free guidance towards the genre, W >= 0 "
         "(default: the run config's generate.score_guidance)"),
@@ -272,7 +275,7 @@ def generate(
                   midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
                   continue_score=continue_score, score_only=score_only, score_guidance=score_guidance,
-                  stage_guidance=guide_factors,
+                  stage_guidance=guide_factors, guidance_twin=guidance_twin,
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
                   weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow

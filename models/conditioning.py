@@ -77,9 +77,10 @@ class Conditioning:
             roll = roll[:, :, a * roll_fps // rate: b * roll_fps // rate]
         return self.replace(below=below, roll=roll)
 
-    def twin(self, no_genre: int) -> Conditioning:
+    def twin(self, no_genre: int, keep_roll: bool = False) -> Conditioning:
         """Rows doubled for classifier-free guidance: rows [B:] are the unconditional twins ("no
-        genre", roll dropped; the tier below, the stage's input, kept).  ``genre`` must be (B,)."""
+        genre", roll dropped unless ``keep_roll``; the tier below, the stage's input, kept).  ``genre``
+        must be (B,)."""
         genre = torch.as_tensor(self.genre)
         b = genre.shape[0]
 
@@ -88,7 +89,7 @@ class Conditioning:
 
         drop_roll = None
         if self.roll is not None:
-            drop_roll = torch.arange(2 * b) >= b
+            drop_roll = (torch.arange(2 * b) >= b) & (not keep_roll)
             if self.drop_roll is not None:
                 drop_roll = drop_roll | two(torch.as_tensor(self.drop_roll).expand(b))
         return Conditioning(genre=torch.cat([genre, torch.full_like(genre, no_genre)]), below=two(self.below),

@@ -76,6 +76,7 @@ class Draw:
     generation parameters' own defaults and ranges are ``GenerateParams``' (pipeline/generation/plan.py)."""
 
     guidance: float = 0.0  # classifier-free guidance W (the twins run when the streams are ``conditioned``)
+    keep_roll: bool = False  # the guidance twins keep the roll (drop the genre alone: guided towards the genre)
     temperature: float = 1.0
     top_p: float = 1.0  # nucleus mass (1: off)
     tier_prior: float = 0.0  # sigma of the tier prior around the tier below (0: off)

@@ -91,8 +91,8 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, draw: Draw = Dra
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     float_head = bool(getattr(stage.head, "float_input", False))
     twin = uses_guidance(stage, draw.guidance, conditioned)
-    if twin:  # rows [batch:] are the unconditional twins: "no genre", roll dropped
-        cond = cond.twin(no_genre)
+    if twin:  # rows [batch:] are the unconditional twins: "no genre", roll dropped (or kept: ``draw.keep_roll``)
+        cond = cond.twin(no_genre, keep_roll=draw.keep_roll)
     rows = 2 * batch if twin else batch
     chunk_kw = {} if chunk is None else {"chunk": chunk}
     end_code = getattr(stage, "end_code", None) if not float_head else None

@@ -138,6 +138,9 @@ class GenerateConfig:
     # per-stage factors on the guidance W (stage k: guidance * stage_guidance[k]; missing: 1); e.g. [1, 0, 0]
     # guides stage 0 alone (docs/results/fine_sampling_guidance.json)
     stage_guidance: tuple[float, ...] = ()
+    # what the guidance twin drops: "unconditional" (genre and roll: guided towards everything the stage is
+    # told) or "no_genre" (the genre alone, the roll kept: guided towards the genre's sound, the notes as given)
+    guidance_twin: str = "unconditional"
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0

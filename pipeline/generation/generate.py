@@ -137,7 +137,8 @@ def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) 
         frames = n * cfg.data.roll_fps // rate
         r = torch.from_numpy(roll_input(plan.roll[:, :, :frames]))  # (256, F)
         roll = r.unsqueeze(0).expand(B, -1, -1).contiguous()  # (B, 256, F)
-    twin = stage_guidance(p, k) > 0 and ((plan.genre_id != run.no_genre and scfg.use_genre) or roll is not None)
+    has_genre = plan.genre_id != run.no_genre and scfg.use_genre
+    twin = stage_guidance(p, k) > 0 and (has_genre or (roll is not None and p.guidance_twin != "no_genre"))
     prompt = None
     if plan.prompt_tiers is not None:
         pt = torch.from_numpy(plan.prompt_tiers[rate].astype(np.int64))
@@ -149,7 +150,8 @@ def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) 
 def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=None) -> Draw:
     """How stage k chooses its samples, from the generation parameters (``prompt``: the stage's (B, P))."""
     unit0 = run.rates[0] // run.cfg.data.roll_fps  # stage-0 samples per roll frame
-    return Draw(guidance=stage_guidance(p, k), temperature=stage_temperature(run, p, k), top_p=p.top_p,
+    return Draw(guidance=stage_guidance(p, k), keep_roll=p.guidance_twin == "no_genre",
+                temperature=stage_temperature(run, p, k), top_p=p.top_p,
                 tier_prior=p.tier_prior, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                 end_threshold=p.end_threshold, round_to=unit0)

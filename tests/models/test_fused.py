@@ -42,7 +42,8 @@ def _both(st, n, cond, conditioned=False, prompt=None, **draw):
     return out
 
 
-@pytest.mark.parametrize("case", ["guided_topp", "prior_prompt", "greedy", "ends", "mixture", "score_residual"])
+@pytest.mark.parametrize("case", ["guided_topp", "guided_genre_twin", "prior_prompt", "greedy", "ends", "mixture",
+                                  "score_residual"])
 def test_fused_sampling_matches_reference_for_the_same_seed(case):
     """Same seed, same samples, same lengths, and the generator left in the same state (the cascade
     draws the next stage from it)."""
@@ -59,7 +60,7 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
     elif case == "score_residual":  # stage 1's score taps on its linear part's residual
         st = make_stage(index=1, shipped=True, use_tier_below=True, use_roll=True, use_genre=True,
                         score={"enabled": True, "order": 24})
-    elif case == "guided_topp":
+    elif case in ("guided_topp", "guided_genre_twin"):
         st = make_stage(index=0, shipped=True, use_genre=True, use_roll=True, history={"enabled": True})
     else:
         st = make_stage(index=1, shipped=True, use_tier_below=True, use_genre=True)
@@ -69,6 +70,7 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
     cond = Conditioning(genre=d["genre"], below=d["below"] if st.use_below else None,
                         roll=d["roll"] if st.use_roll else None)
     kw = {"guided_topp": dict(guidance=1.5, conditioned=True, top_p=0.8, temperature=0.9),
+          "guided_genre_twin": dict(guidance=1.5, keep_roll=True, conditioned=True, temperature=0.9),
           "prior_prompt": dict(tier_prior=0.1, prompt=d["x"][:, :40], temperature=0.6),
           "greedy": dict(temperature=0.0),
           "ends": dict(free_length=True, min_length=20, round_to=8, end_threshold=0.3),
@@ -90,6 +92,9 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
         assert max(ref.lengths) < n and ref.x.shape[1] < n  # the streams did end, early
     if case == "prior_prompt":
         assert torch.equal(fused.x[:, :40], d["x"][:, :40])
+    if case == "guided_genre_twin":  # a twin that keeps the roll guides otherwise than the unconditional twin
+        (_, _), (away, _) = _both(st, n, cond, **{**kw, "keep_roll": False})
+        assert not torch.equal(away.x, fused.x)
     if case == "mixture":
         assert fused.x.dtype == torch.float32 and len(fused.x.unique()) > 50  # varied PCM values
 

@@ -24,6 +24,9 @@ def test_twin_doubles_rows_with_unconditional_twins():
     assert torch.equal(c.below, torch.cat([below, below])) and torch.equal(c.roll, torch.cat([roll, roll]))
     assert c.drop_roll.tolist() == [True, False, True, True]
     assert Conditioning(genre=g, below=below).twin(GENRES).drop_roll is None  # no roll: nothing to drop
+    kept = Conditioning(genre=g, below=below, roll=roll, drop_roll=torch.tensor([True, False])).twin(GENRES, True)
+    assert kept.genre.tolist() == [0, 1, GENRES, GENRES]  # the genre alone dropped ...
+    assert kept.drop_roll.tolist() == [True, False, True, False]  # ... each twin's roll as its stream's
 
 
 def test_window_rows_to_and_keywords_agree():

@@ -162,6 +162,20 @@ def test_stage_guidance_guides_only_the_stages_it_names(run, tmp_path):
     assert meta(first)["parameters"]["stage_guidance"] == [1.0, 0.0]
 
 
+def test_genre_twin_keeps_the_roll_and_needs_a_genre(run, tmp_path):
+    """guidance_twin "no_genre": the twins drop the genre alone, so a MIDI piece with a genre is guided otherwise
+    than with the unconditional twins, and one without a genre has nothing to guide (it samples as unguided)."""
+    kw = dict(midi=write_midi(tmp_path / "s.mid"), seconds=0.2, seed=3, progress=False)
+    away = generate(run, tmp_path / "a", genre="folk", guidance=3.0, **kw)[0]
+    towards = generate(run, tmp_path / "b", genre="folk", guidance=3.0, guidance_twin="no_genre", **kw)[0]
+    assert (away / "tier_1000.wav").read_bytes() != (towards / "tier_1000.wav").read_bytes()
+    assert meta(towards)["parameters"]["guidance_twin"] == "no_genre"
+    plain = generate(run, tmp_path / "c", **kw)[0]
+    no_genre = generate(run, tmp_path / "d", guidance=3.0, guidance_twin="no_genre", **kw)[0]
+    assert (no_genre / "tier_1000.wav").read_bytes() == (plain / "tier_1000.wav").read_bytes()
+    assert not any(t["streams"] > 1 for t in meta(no_genre)["timings"]["stages"])  # no twins ran
+
+
 def test_genre_pieces_take_a_score_from_the_runs_chain(run, tmp_path):
     """With score_model.json in the run, a genre-only piece gets its notes from that genre's chain."""
     import shutil
