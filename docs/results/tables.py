@@ -525,7 +525,7 @@ def score_tier_table(files=SCORE_TIER_RUNS, test_label: str = "demo test split")
                          f"{_f(e['bits_per_event'])} | {_f(b['best'])} ({b['best_order']}) | {_f(b['unigram'])} | "
                          f"{100 * e['fewer_bits_than_best_ngram']:.0f}% |")
     lines += ["", "| score tier | genre | scores from | pieces | unseen chord changes | unseen onset 4-grams "
-              "| longest copy (s) | style overlap (mean) | polyphony overlap |",
+              "| longest copy, copied passage (s) | style overlap (mean) | polyphony overlap |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, r in runs:
         for genre, rows in r["scores"].items():
@@ -535,7 +535,8 @@ def score_tier_table(files=SCORE_TIER_RUNS, test_label: str = "demo test split")
                 n, st = row.get("novelty") or {}, row.get("style_overlap") or {}
                 lines.append(f"| {label} | {genre} | {name} | {row['pieces']} | "
                              f"{_f(n.get('unseen_transitions'), '.2f')} | {_f(n.get('unseen_onset_4grams'), '.2f')} | "
-                             f"{_f(n.get('longest_copy_seconds'), '.1f')} | {_f(st.get('mean'), '.2f')} | "
+                             f"{_f(n.get('longest_copy_seconds'), '.1f')}, "
+                             f"{_f(n.get('longest_copied_passage_seconds'), '.1f')} | {_f(st.get('mean'), '.2f')} | "
                              f"{_f(st.get('polyphony'), '.2f')} |")
     for label, r in runs:
         sp = r["speed"]
@@ -619,7 +620,8 @@ def score_guidance_table() -> str:
     """The score tier's classifier-free guidance (bench/score_tier.py --score-guidance W): is the asked genre in
     the notes it writes (a classifier fitted on the training scores), at what cost in novelty, style and length."""
     lines = ["| corpus | guidance W | genre recognised in the tier's notes (clips) | per genre | the chain's | real "
-             "held-out scores' (clips) | chance | unseen chord changes (per genre) | longest copy (s) | style overlap "
+             "held-out scores' (clips) | chance | unseen chord changes (per genre) | longest copy, copied passage (s) "
+             "| style overlap "
              "(per genre) | genre scores ended in range, length chosen | 60 s of the first genre's score |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
@@ -636,12 +638,14 @@ def score_guidance_table() -> str:
         rows = [r["scores"][g]["tier"] for g in genres]
         unseen = " / ".join(_f((x["novelty"] or {}).get("unseen_transitions"), ".2f") for x in rows)
         copy = max((x["novelty"] or {}).get("longest_copy_seconds") or 0 for x in rows)
+        passages = [(x["novelty"] or {}).get("longest_copied_passage_seconds") for x in rows]
+        passage = "-" if None in passages else f"{max(passages):.1f}"  # absent from older JSONs
         style = " / ".join(_f((x["style_overlap"] or {}).get("mean"), ".2f") for x in rows)
         chosen = r["lengths"].get("genre_chosen")
         lines.append(f"| {corpus} | {r['sampling']['guidance']:g} | {tier['generated']:.2f} "
                      f"({tier['generated_clips']}) | {per} | {_f(chain and chain['generated'], '.2f')} "
                      f"| {tier['real_heldout']:.2f} ({tier['heldout_clips']}) "
-                     f"| {tier['chance']:.2f} | {unseen} | {copy:.1f} | {style} "
+                     f"| {tier['chance']:.2f} | {unseen} | {copy:.1f}, {passage} | {style} "
                      f"| {'-' if not chosen else str(chosen['ended_within_range']) + ' of ' + str(chosen['of'])} "
                      f"| {r['speed_genre']['seconds_per_60s_of_score']:g} s |")
         notes.append(f"{corpus}, W {r['sampling']['guidance']:g}: genres {', '.join(genres)}; score tier at step "

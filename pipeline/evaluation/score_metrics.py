@@ -10,6 +10,10 @@ Novelty (does a generator write new music or replay its training?), on chords re
 - ``longest_copy_seconds``: the longest run of 0.1 s chords equal to a run of one training piece (the
   longest common substring; silence never counts as copied), and ``longest_copy_changes``: the same
   over chord changes (the run-length-collapsed chord sequences; chords changed in that run).
+- ``longest_copied_passage_seconds``: the longest time from the first to the last chord change inside such
+  a run (its inner chords, their durations copied too).  A run's first and last chords are cut by where the
+  run starts and ends, so they say only "this chord was held at least this long": one pitch held 4 s, as a
+  training piece holds it, is a 4 s ``longest_copy_seconds`` and a 0 s passage.
 
 Style (Yang & Lerch 2018, "On the evaluation of generative models in music"): features of each set
 pooled over its pieces, and the overlapping area (OA, 1 = the same distribution, 0 = disjoint) of the
@@ -70,6 +74,28 @@ def _longest_common_run(a: np.ndarray, b: np.ndarray) -> int:
     return best
 
 
+def _longest_common_passage(a: np.ndarray, b: np.ndarray) -> int:
+    """Steps of the longest common substring of a and b without its first and last values' runs (the inner
+    values; 0 for a substring of one or two distinct values)."""
+    n = len(a)
+    fwd = np.ones(n, np.int64)  # fwd[k]: steps from k on with the value a[k]
+    for k in range(n - 2, -1, -1):
+        if a[k + 1] == a[k]:
+            fwd[k] = fwd[k + 1] + 1
+    best = back = 0  # back: steps up to i with the value a[i]
+    prev = np.zeros(len(b) + 1, np.int64)
+    for i, x in enumerate(a):
+        back = back + 1 if i and a[i - 1] == x else 1
+        cur = np.zeros_like(prev)
+        cur[1:] = np.where(b == x, prev[:-1] + 1, 0)
+        runs = cur[cur > 0]  # (M,) lengths L of the common substrings ending at a[i]
+        if len(runs):
+            lead = np.minimum(fwd[i - runs + 1], runs)
+            best = max(best, int(np.maximum(runs - lead - np.minimum(back, runs), 0).max()))
+        prev = cur
+    return best
+
+
 def _ids(seqs: Sequence[Sequence[tuple]], table: dict, silence: int, sep: int) -> np.ndarray:
     """Sequences of chords -> one int array: chord ids, ``silence`` for the empty chord, ``sep`` between pieces."""
     out: list[int] = []
@@ -115,11 +141,14 @@ def novelty(generated_rolls: Sequence[np.ndarray], training_rolls: Sequence[np.n
         changes = _ids([_collapsed(seq)], dict(table), silence=-4, sep=-5)
         pieces.append({"seconds": r.shape[2] / fps, "chord_changes": len(own),
                        "longest_copy_seconds": _longest_common_run(steps, train_steps) * _hop(fps) / fps,
-                       "longest_copy_changes": max(0, _longest_common_run(changes, train_moves) - 1)})
+                       "longest_copy_changes": max(0, _longest_common_run(changes, train_moves) - 1),
+                       "longest_copied_passage_seconds": _longest_common_passage(steps, train_steps) * _hop(fps) / fps})
     return {"transitions": moves, "unseen_transitions": unseen_moves / moves if moves else None,
             "onset_4grams": grams, "unseen_onset_4grams": unseen_grams / grams if grams else None,
             "longest_copy_seconds": max(p["longest_copy_seconds"] for p in pieces),
-            "longest_copy_changes": max(p["longest_copy_changes"] for p in pieces), "pieces": pieces}
+            "longest_copy_changes": max(p["longest_copy_changes"] for p in pieces),
+            "longest_copied_passage_seconds": max(p["longest_copied_passage_seconds"] for p in pieces),
+            "pieces": pieces}
 
 
 # ----------------------------------------------------------------------------- style

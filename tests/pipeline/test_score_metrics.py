@@ -54,6 +54,31 @@ def test_a_splice_copies_half_and_adds_one_new_move():
     assert 0 < got["unseen_transitions"] <= 2 / got["transitions"]  # only the junction can be new
 
 
+def block_chords(chords: list[tuple[tuple[int, ...], float]]) -> np.ndarray:
+    """A roll of (pitches, seconds) chords one after the other."""
+    notes, t = [], 0.0
+    for pitches, d in chords:
+        notes += [Note(p, t, t + d, 80, 0, 0, False) for p in pitches]
+        t += d
+    return piano_roll(notes, fps=FPS)
+
+
+def test_a_held_note_is_a_long_copy_but_no_copied_passage():
+    """One pitch held 4 s as a training piece holds it: a 4 s common run, no chord change copied inside it.
+    A copied progression's passage is its inner chords: the first and last are cut by the run's ends."""
+    train = [block_chords([((67,), 6.0)]), block_chords([((48, 52, 55), 1.0), ((50, 53, 57), 0.5),
+                                                          ((47, 50, 55), 0.7), ((48, 52, 55), 2.0)])]
+    held = novelty([block_chords([((67,), 4.0)])], train, FPS)
+    assert held["longest_copy_seconds"] == pytest.approx(4.0, abs=0.1)
+    assert held["longest_copied_passage_seconds"] == 0.0
+    same = block_chords([((48, 52, 55), 0.3), ((50, 53, 57), 0.5), ((47, 50, 55), 0.7), ((48, 52, 55), 0.4)])
+    got = novelty([same], train, FPS)
+    assert got["longest_copy_seconds"] == pytest.approx(1.9, abs=0.1)
+    assert got["longest_copied_passage_seconds"] == pytest.approx(1.2, abs=0.1)  # 0.5 + 0.7 s
+    other = block_chords([((48, 52, 55), 0.3), ((50, 53, 57), 0.8), ((47, 50, 55), 0.7), ((48, 52, 55), 0.4)])
+    assert novelty([other], train, FPS)["longest_copied_passage_seconds"] <= 0.8  # a new rhythm breaks the copy
+
+
 def test_silence_is_never_a_copy():
     train = [np.zeros((2, 128, 800), np.uint8), piece(0)]
     quiet = np.zeros((2, 128, 500), np.uint8)
