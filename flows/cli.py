@@ -246,6 +246,9 @@ def generate(
     guidance_twin: Optional[str] = typer.Option(
         None, "--guidance-twin", help="what the stages' guidance guides away from: unconditional (no genre, no "
         "roll) or no_genre (the roll kept: towards the genre's sound) (default: the run config's)"),
+    steady_scale: Optional[bool] = typer.Option(
+        None, "--steady-scale/--no-steady-scale", help="the stages' adaptive scale reads drawn residuals divided by "
+        "the temperature (default: the run config's generate.steady_scale)"),
     score_guidance: Optional[float] = typer.Option(
         None, "--score-guidance", help="the score tier's classifier-free guidance towards the genre, W >= 0 "
         "(default: the run config's generate.score_guidance)"),
@@ -275,7 +278,7 @@ def generate(
                   midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
                   continue_score=continue_score, score_only=score_only, score_guidance=score_guidance,
-                  stage_guidance=guide_factors, guidance_twin=guidance_twin,
+                  stage_guidance=guide_factors, guidance_twin=guidance_twin, steady_scale=steady_scale,
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
                   weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow

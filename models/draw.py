@@ -78,6 +78,9 @@ class Draw:
     guidance: float = 0.0  # classifier-free guidance W (the twins run when the streams are ``conditioned``)
     keep_roll: bool = False  # the guidance twins keep the roll (drop the genre alone: guided towards the genre)
     temperature: float = 1.0
+    # the adaptive scale reads each drawn sample's |residual| / temperature: a temperature below 1 narrows every
+    # draw without also shrinking the scale step after step (it follows the residuals of its own narrowed draws)
+    steady_scale: bool = False
     top_p: float = 1.0  # nucleus mass (1: off)
     tier_prior: float = 0.0  # sigma of the tier prior around the tier below (0: off)
     free_length: bool = False  # a stream ends where END has at least ``end_threshold`` (from ``min_length``)
@@ -90,3 +93,8 @@ class Draw:
     twin: bool = False
     prior_scale: float = 0.0  # tier prior: 1 / (2 sigma^2) (0: off); centre ``prior_band``
     end_code: int | None = None
+
+    @property
+    def adapt_gain(self) -> float:
+        """Factor on a drawn sample's |residual| before the adaptive scale reads it (1: as in training)."""
+        return 1.0 / self.temperature if self.steady_scale and self.temperature > 0 else 1.0

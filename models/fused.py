@@ -304,7 +304,7 @@ class FusedStream:
         res = {"x": np.full((b, n), silence), "lengths": np.full(b, n, np.int64), "steps": n,
                "rec": np.zeros((n, self.rows, channels) if record else (1, 1, 1), np.float32)}
         ended, prev = np.zeros(b, np.bool_), np.full(self.rows, silence)
-        net, lin, work = self._network_state(), self._linear_state(), self._work_buffers()
+        net, lin, work = self._network_state(), self._linear_state(draw), self._work_buffers()
         resid = self._residual_state()
         self.frame_sum = np.zeros((self.rows, self.stage.residual_channels), np.float32)  # history: a frame's inputs
         pool = self.hist.pool if self.hist is not None else 0
@@ -343,18 +343,19 @@ class FusedStream:
                 w["wsr"], w["bres"], w["bskip"], w["w1"], w["b1"], w["w2"], w["b2"],
                 w["s_tap"], w["s_sr"], w["s1"], w["s2"])
 
-    def _linear_state(self) -> tuple:
+    def _linear_state(self, draw: Draw) -> tuple:
         """Kernel arguments of the linear path (placeholders without one)."""
         lin, rows = self.lin, self.rows
         if lin is None:
             z32, z64 = np.zeros((rows, 2), np.float32), np.zeros((rows, 2))
             return (False, z32, z32.copy(), np.zeros(1, np.float32), False, np.zeros(1), z64, np.zeros(rows), 0.0,
-                    ADAPT_FLOOR, 0.0, np.zeros(1), 1.0, 1.0, 0.0, self.stage.head.channels)
+                    ADAPT_FLOOR, 0.0, 1.0, np.zeros(1), 1.0, 1.0, 0.0, self.stage.head.channels)
         la = lin.adapt_taps if lin.adaptive else 1
         return (True, self.lin_taps, np.zeros((rows, 2 * lin.order), np.float32), lin.decode_table.numpy(),
                 # then below part and score taps (per chunk); the rings hold each value twice (the kernel's _linear)
                 bool(lin.adaptive), self.adapt_w, np.zeros((rows, 2 * la)), np.zeros(rows), self.w["lin_bias"],
-                ADAPT_FLOOR, float(lin.note_floor), self.edges, 1.0 - UNIFORM_MIX, UNIFORM_MIX / lin.classes,
+                ADAPT_FLOOR, float(lin.note_floor), draw.adapt_gain, self.edges, 1.0 - UNIFORM_MIX,
+                UNIFORM_MIX / lin.classes,
                 lin.end_offset, lin.classes)
 
     def _residual_state(self) -> tuple:

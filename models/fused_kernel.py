@@ -265,13 +265,14 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
 @njit(cache=True, fastmath=FASTMATH)
 def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, score_taps, score_on, has_score,
             score_resid, res_ring, res_prev,
-            adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor, note_floor):
+            adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor, note_floor, adapt_gain):
     """The linear path of row b at step t: (mu_lin + mu_nn, log_s) for ``_combine``.
 
     The rings hold each value twice (slots s and s + P), so the last P values are the contiguous
     ``ring[slot + 1 .. slot + P]``, newest last: no modulo in the dot products.  With
     ``score_resid`` the score taps (Q of them) predict the linear part's residual from the ring of
-    its last Q residuals (``res_ring``, ``res_prev`` = mu_lin(t-1) + bias; Stage.forward)."""
+    its last Q residuals (``res_ring``, ``res_prev`` = mu_lin(t-1) + bias; Stage.forward).  ``adapt_gain``
+    multiplies the |residual| the adaptive scale reads at this step (``Draw.steady_scale``; 1: as trained)."""
     p = lin_ring.shape[1] // 2
     slot = t % p
     v = dec[prev_b]
@@ -315,7 +316,7 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
         la = adapt_ring.shape[1] // 2
         a_slot = t % la
         if t > 0:
-            r = abs(v - mu_prev[b])
+            r = abs(v - mu_prev[b]) * adapt_gain
             adapt_ring[b, a_slot] = r
             adapt_ring[b, a_slot + la] = r
         recent = adapt_ring[b, a_slot + 1:a_slot + la + 1]  # newest last
@@ -423,7 +424,7 @@ def run_steps(t0, t1, t_resume, n_batch,
               # linear path
               has_lin, lin_taps, lin_ring, dec, lin_below, below_base, has_below, score_taps, score_on,
               score_base, has_score, score_resid, res_ring, res_prev,
-              adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor,
+              adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor, adapt_gain,
               edges, keep, floor, end_offset, n_mu,
               # history
               pool, frame_sum,
@@ -471,7 +472,8 @@ def run_steps(t0, t1, t_resume, n_batch,
             if has_lin:
                 mu, log_s = _linear(b, t, np.int64(prev[b]), out[b], lin_taps, lin_ring, dec, lb, has_below, st, so,
                                     has_score, score_resid, res_ring, res_prev, adaptive, adapt_w, adapt_ring,
-                                    mu_prev, lin_bias, channels, adapt_floor, note_floor)
+                                    mu_prev, lin_bias, channels, adapt_floor, note_floor,
+                                    adapt_gain if t > n_forced else 1.0)  # x[t-1] drawn: its residual rescaled
                 _combine(out[b], mu, log_s, n_mu, channels, edges, keep, floor, end_offset, cdf, logits[b])
             else:
                 for c in range(channels):

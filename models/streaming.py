@@ -118,6 +118,7 @@ class StageStream:
             self.adapt_ring = new(b, self.lin.adapt_taps)
             self.adapt_rot = self.lin.adapt_rotations().to(self.dtype)  # (L, L)
             self.mu_prev = new(b)  # mu_lin(t-1)
+            self.adapt_gain, self.n_forced = 1.0, 0  # |r| of drawn samples (t > n_forced) times this (Draw)
         # score taps (stage 0 with a roll): per chunk, pre-rotated for the ring like lin_rot
         self.score = st.score
         self.score_buf = self.score_on = None  # (chunk, B, Q), (chunk, B)
@@ -266,7 +267,8 @@ class StageStream:
         if self.lin.adaptive:  # push |r(t-1)| = |dec(x[t-1]) - mu_lin(t-1)| (none before t = 0), then s(t)
             a_slot = t % self.lin.adapt_taps
             if t > 0:
-                self.adapt_ring[:, a_slot] = (self.lin_ring[:, slot] - self.mu_prev).abs()
+                gain = self.adapt_gain if t > self.n_forced else 1.0  # x[t-1] drawn: Draw.adapt_gain
+                self.adapt_ring[:, a_slot] = (self.lin_ring[:, slot] - self.mu_prev).abs() * gain
             s_adapt = ADAPT_FLOOR + torch.mv(self.adapt_ring, self.adapt_rot[a_slot])  # (B,)
             if self.score is not None and self.lin.note_floor:  # where notes sound: the score's floor
                 s_adapt = s_adapt + self.lin.note_floor * self.score_on[t % self.chunk]

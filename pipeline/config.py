@@ -141,6 +141,9 @@ class GenerateConfig:
     # what the guidance twin drops: "unconditional" (genre and roll: guided towards everything the stage is
     # told) or "no_genre" (the genre alone, the roll kept: guided towards the genre's sound, the notes as given)
     guidance_twin: str = "unconditional"
+    # the stages' adaptive scale reads each drawn sample's |residual| / temperature (models/draw.py Draw.steady_scale):
+    # below 1 the temperature then narrows each draw without shrinking the scale step after step
+    steady_scale: bool = False
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0

@@ -62,6 +62,7 @@ class GenerateParams(BaseModel):
     stage_guidance: tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...] | None = None
     # what the stages' guidance twin drops: genre and roll ("unconditional") or the genre alone ("no_genre")
     guidance_twin: Literal["unconditional", "no_genre"] | None = None
+    steady_scale: bool | None = None  # the adaptive scale reads drawn |residuals| / temperature
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     guidance: float | None = Field(None, ge=0, allow_inf_nan=False)
     end_threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
