@@ -786,7 +786,11 @@ def fine_sampling_table() -> str:
                               ("demo, `make demo`'s run (wW: score guidance W, gG: the stages' guidance G, s0: "
                                "stage 0 alone)", HERE / "fine_sampling_guidance.json"),
                               ("four genres, its run (the same settings)",
-                               HERE / "four_genres" / "fine_sampling_guidance.json")),
+                               HERE / "four_genres" / "fine_sampling_guidance.json"),
+                              ("demo, `make demo`'s run (wWnG: the stages' twin drops the genre alone, guidance G; "
+                               "f: the fine stages alone)", HERE / "fine_sampling_genre_twin.json"),
+                              ("four genres, its run (the genre twin)",
+                               HERE / "four_genres" / "fine_sampling_genre_twin.json")),
                              notes):
         run = r["run_sampling"]
         for name, s in r["settings"].items():
