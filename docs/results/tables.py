@@ -790,7 +790,10 @@ def fine_sampling_table() -> str:
                               ("demo, `make demo`'s run (wWnG: the stages' twin drops the genre alone, guidance G; "
                                "f: the fine stages alone)", HERE / "fine_sampling_genre_twin.json"),
                               ("four genres, its run (the genre twin)",
-                               HERE / "four_genres" / "fine_sampling_genre_twin.json")),
+                               HERE / "four_genres" / "fine_sampling_genre_twin.json"),
+                              ("demo, `make demo`'s run with fine stages of constant scale (no adaptive scale)",
+                               HERE / "fine_sampling_constant_scale.json"),
+                              ("demo, `make demo`'s run, steady scale", HERE / "fine_sampling_steady_scale.json")),
                              notes):
         run = r["run_sampling"]
         for name, s in r["settings"].items():
