@@ -249,6 +249,9 @@ def generate(
     steady_scale: Optional[bool] = typer.Option(
         None, "--steady-scale/--no-steady-scale", help="the stages' adaptive scale reads drawn residuals divided by "
         "the temperature (default: the run config's generate.steady_scale)"),
+    preroll: Optional[float] = typer.Option(
+        None, "--preroll", help="seconds of warm-up sampled before a scored piece and cut (default: the run "
+        "config's generate.preroll_seconds)"),
     score_guidance: Optional[float] = typer.Option(
         None, "--score-guidance", help="the score tier's classifier-free guidance towards the genre, W >= 0 "
         "(default: the run config's generate.score_guidance)"),
@@ -279,6 +282,7 @@ def generate(
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
                   continue_score=continue_score, score_only=score_only, score_guidance=score_guidance,
                   stage_guidance=guide_factors, guidance_twin=guidance_twin, steady_scale=steady_scale,
+                  preroll_seconds=preroll,
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
                   weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow

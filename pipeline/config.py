@@ -144,6 +144,10 @@ class GenerateConfig:
     # the stages' adaptive scale reads each drawn sample's |residual| / temperature (models/draw.py Draw.steady_scale):
     # below 1 the temperature then narrows each draw without shrinking the scale step after step
     steady_scale: bool = False
+    # a piece with a score and no audio to start from is sampled from this much earlier, its first chord held
+    # through the warm-up, which is then cut: every stage starts from silence and needs ~0.15 s to reach the
+    # music's level (its scale follows its own past), heard as a fade-in from noise (docs/results/preroll.json)
+    preroll_seconds: float = 0.0
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0

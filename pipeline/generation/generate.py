@@ -36,7 +36,7 @@ import torch
 
 from models.conditioning import Conditioning
 from models.draw import Draw, stream_seeds
-from models.roll import roll_input
+from models.roll import empty_roll, roll_input
 from models.sampling import fused_engine_ok, sample_stage
 from pipeline.errors import ParameterError, RunError
 from pipeline.generation.jobs import CascadeResult, write_jobs, write_score_jobs
@@ -96,7 +96,38 @@ def stage_no_genre(stage) -> int:
 
 def run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool = True) -> CascadeResult:
     """Stage 0 -> stage 1 -> ... with one seeded generator and all variations as one batch; the
-    stages run side by side (``_run_pipelined``) when ``can_pipeline`` says so, with the same result."""
+    stages run side by side (``_run_pipelined``) when ``can_pipeline`` says so, with the same result.
+    With a warm-up (``preroll_frames``) the cascade samples it in front of the piece and cuts it."""
+    frames = preroll_frames(run, plan, p)
+    if not frames:
+        return _run_cascade(run, plan, p, progress)
+    unit0 = run.rates[0] // run.cfg.data.roll_fps  # stage-0 samples per roll frame
+    res = _run_cascade(run, with_preroll(plan, frames, unit0), p, progress)
+    cut = frames * unit0
+    tiers = {rate: x[:, cut * rate // run.rates[0]:] for rate, x in res.tiers.items()}
+    return CascadeResult(tiers, [max(n - cut, 0) for n in res.lengths], res.timings)
+
+
+def preroll_frames(run: LoadedRun, plan: Plan, p: GenerateParams) -> int:
+    """Roll frames of warm-up for a piece with a score and no audio to start from (an audio prompt or
+    re-synthesis gives the stages a past already): ``preroll_seconds`` of them."""
+    if plan.roll is None or plan.prompt_tiers is not None or plan.resynth_tiers is not None:
+        return 0
+    return int(round((p.preroll_seconds or 0.0) * run.cfg.data.roll_fps))
+
+
+def with_preroll(plan: Plan, frames: int, unit0: int) -> Plan:
+    """``plan`` with ``frames`` roll frames of warm-up in front: the notes sounding in the piece's first frame,
+    struck at the warm-up's start and held through it (the piece's own onsets strike them again at frame 0)."""
+    pre = empty_roll(frames)  # (2, 128, frames)
+    pre[0] = plan.roll[0, :, :1]
+    pre[1, :, 0] = plan.roll[0, :, 0]
+    return dataclasses.replace(plan, roll=np.concatenate([pre, plan.roll], axis=2), n0=plan.n0 + frames * unit0,
+                               preroll=frames * unit0)
+
+
+def _run_cascade(run: LoadedRun, plan: Plan, p: GenerateParams, progress: bool) -> CascadeResult:
+    """``run_cascade`` for a plan as it is (its warm-up, if any, included)."""
     gen = torch.Generator().manual_seed(p.seed)
     if can_pipeline(run, plan, p):
         return _run_pipelined(run, plan, p, gen, progress)
@@ -153,7 +184,7 @@ def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=Non
     return Draw(guidance=stage_guidance(p, k), keep_roll=p.guidance_twin == "no_genre",
                 temperature=stage_temperature(run, p, k), steady_scale=bool(p.steady_scale), top_p=p.top_p,
                 tier_prior=p.tier_prior, free_length=(k == 0 and plan.free_length),
-                min_length=unit0 + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
+                min_length=unit0 + plan.preroll + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                 end_threshold=p.end_threshold, round_to=unit0)
 
 

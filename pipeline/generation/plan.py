@@ -63,6 +63,7 @@ class GenerateParams(BaseModel):
     # what the stages' guidance twin drops: genre and roll ("unconditional") or the genre alone ("no_genre")
     guidance_twin: Literal["unconditional", "no_genre"] | None = None
     steady_scale: bool | None = None  # the adaptive scale reads drawn |residuals| / temperature
+    preroll_seconds: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)  # warm-up sampled, then cut
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     guidance: float | None = Field(None, ge=0, allow_inf_nan=False)
     end_threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
@@ -195,6 +196,7 @@ class Plan:
     score_events: list[int] | None = None  # the score tier's events (score.mid), when it wrote the score
     score_note: str | None = None  # one line when a piece without MIDI or audio has no score to follow (and why)
     score_length: dict | None = None  # the length the score tier was asked for: {"seconds", "from"}
+    preroll: int = 0  # stage-0 samples of warm-up in front of roll and n0 (``generate.with_preroll``; cut after)
 
 
 def resolve_genre(run: LoadedRun, genre: str | None) -> int:

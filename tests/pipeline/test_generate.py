@@ -176,6 +176,39 @@ def test_genre_twin_keeps_the_roll_and_needs_a_genre(run, tmp_path):
     assert not any(t["streams"] > 1 for t in meta(no_genre)["timings"]["stages"])  # no twins ran
 
 
+def test_preroll_is_sampled_then_cut(run, tmp_path):
+    """A warm-up in front of a scored piece: the same length and files, other samples (the stages start warm), the
+    seconds recorded; a piece continuing an audio prompt has a past already and takes none."""
+    midi = write_midi(tmp_path / "s.mid", notes=((60, 0.0, 0.3), (64, 0.1, 0.4)))
+    kw = dict(midi=midi, seconds=0.3, seed=3, progress=False)
+    plain = generate(run, tmp_path / "a", **kw)[0]
+    warm = generate(run, tmp_path / "b", preroll_seconds=0.1, **kw)[0]
+    for name in ("audio.wav", "tier_1000.wav"):
+        assert read(warm, name).shape == read(plain, name).shape
+    assert not np.array_equal(read(warm, "tier_1000.wav"), read(plain, "tier_1000.wav"))
+    assert meta(warm)["parameters"]["preroll_seconds"] == 0.1
+    prompt = write_tone(tmp_path / "p.wav", seconds=0.2)
+    kw = dict(prompt=prompt, seconds=0.3, seed=3, progress=False)
+    cold = generate(run, tmp_path / "c", **kw)[0]
+    assert np.array_equal(read(generate(run, tmp_path / "d", preroll_seconds=0.1, **kw)[0]), read(cold))
+
+
+def test_with_preroll_holds_the_first_frames_notes():
+    from pipeline.generation.generate import with_preroll
+    from pipeline.generation.plan import Plan
+
+    roll = np.zeros((2, 128, 5), np.uint8)
+    roll[0, 60, :3] = roll[1, 60, 0] = 90  # C4 struck at frame 0, held 3 frames
+    roll[0, 67, 2:] = roll[1, 67, 2] = 70  # G4 from frame 2
+    plan = Plan(n0=50, free_length=False, genre_id=0, roll=roll, prompt_tiers=None, prompt_seconds=0.0,
+                midi_seconds=None)
+    warm = with_preroll(plan, 3, 10)
+    assert (warm.n0, warm.preroll, warm.roll.shape) == (80, 30, (2, 128, 8))
+    assert warm.roll[0, 60, :3].tolist() == [90, 90, 90] and warm.roll[1, 60, :3].tolist() == [90, 0, 0]
+    assert not warm.roll[:, 67, :3].any()  # only what sounds in the first frame
+    assert np.array_equal(warm.roll[:, :, 3:], roll)  # the piece's own roll, its onset at frame 0 kept
+
+
 def test_genre_pieces_take_a_score_from_the_runs_chain(run, tmp_path):
     """With score_model.json in the run, a genre-only piece gets its notes from that genre's chain."""
     import shutil
