@@ -58,6 +58,9 @@ class ScoreConfig:
     # with an adaptive scale: added to its floor where notes sound (models/predictor.py, the silence
     # trap); 0 = off (model files written before it existed)
     scale_floor: float = 0.0
+    # harmonics below this frequency are left out of the taps (0: every harmonic).  A stage with a tier below
+    # already has the band under the tier below's Nyquist: there its taps need ring only above it
+    lowest_hz: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,8 @@ class StageArchConfig:
             raise ValueError(f"{where}.score.order must be >= 0 (0 = linear_order)")
         if not 0 <= self.score.scale_floor < 1:
             raise ValueError(f"{where}.score.scale_floor must be in [0, 1)")
+        if self.score.lowest_hz < 0:
+            raise ValueError(f"{where}.score.lowest_hz must be >= 0")
 
     def arch(self) -> StageArchConfig:
         """The architecture part alone (drops the fields a subclass adds)."""

@@ -81,6 +81,8 @@ class Draw:
     # the adaptive scale reads each drawn sample's |residual| / temperature: a temperature below 1 narrows every
     # draw without also shrinking the scale step after step (it follows the residuals of its own narrowed draws)
     steady_scale: bool = False
+    # > 0: the score taps' share of the prediction where notes sound, instead of the network's (sigmoid) share
+    score_share: float = 0.0
     top_p: float = 1.0  # nucleus mass (1: off)
     tier_prior: float = 0.0  # sigma of the tier prior around the tier below (0: off)
     free_length: bool = False  # a stream ends where END has at least ``end_threshold`` (from ``min_length``)

@@ -265,14 +265,16 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
 @njit(cache=True, fastmath=FASTMATH)
 def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, score_taps, score_on, has_score,
             score_resid, res_ring, res_prev,
-            adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor, note_floor, adapt_gain):
+            adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor, note_floor, adapt_gain,
+            score_share):
     """The linear path of row b at step t: (mu_lin + mu_nn, log_s) for ``_combine``.
 
     The rings hold each value twice (slots s and s + P), so the last P values are the contiguous
     ``ring[slot + 1 .. slot + P]``, newest last: no modulo in the dot products.  With
     ``score_resid`` the score taps (Q of them) predict the linear part's residual from the ring of
     its last Q residuals (``res_ring``, ``res_prev`` = mu_lin(t-1) + bias; Stage.forward).  ``adapt_gain``
-    multiplies the |residual| the adaptive scale reads at this step (``Draw.steady_scale``; 1: as trained)."""
+    multiplies the |residual| the adaptive scale reads at this step (``Draw.steady_scale``; 1: as trained);
+    ``score_share`` > 0 replaces the network's share of the score taps where notes sound (``Draw.score_share``)."""
     p = lin_ring.shape[1] // 2
     slot = t % p
     v = dec[prev_b]
@@ -298,7 +300,7 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
                 res_ring[b, r_slot + q] = e
             res_prev[b] = mu + lin_bias
             if on != 0.0:
-                w = on / (1.0 + math.exp(-out_b[channels + 2]))
+                w = on * score_share if score_share > 0.0 else on / (1.0 + math.exp(-out_b[channels + 2]))
                 rp = res_ring[b, r_slot + 1:r_slot + q + 1]  # newest last
                 sc = score_taps[b]
                 ms = 0.0
@@ -306,7 +308,7 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
                     ms += sc[i] * rp[q - 1 - i]
                 mu = mu + w * ms
         elif on != 0.0:
-            w = on / (1.0 + math.exp(-out_b[channels + 2]))
+            w = on * score_share if score_share > 0.0 else on / (1.0 + math.exp(-out_b[channels + 2]))
             ms = 0.0
             sc = score_taps[b]
             for i in range(p):
@@ -424,7 +426,7 @@ def run_steps(t0, t1, t_resume, n_batch,
               # linear path
               has_lin, lin_taps, lin_ring, dec, lin_below, below_base, has_below, score_taps, score_on,
               score_base, has_score, score_resid, res_ring, res_prev,
-              adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor, adapt_gain,
+              adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor, adapt_gain, score_share,
               edges, keep, floor, end_offset, n_mu,
               # history
               pool, frame_sum,
@@ -473,7 +475,8 @@ def run_steps(t0, t1, t_resume, n_batch,
                 mu, log_s = _linear(b, t, np.int64(prev[b]), out[b], lin_taps, lin_ring, dec, lb, has_below, st, so,
                                     has_score, score_resid, res_ring, res_prev, adaptive, adapt_w, adapt_ring,
                                     mu_prev, lin_bias, channels, adapt_floor, note_floor,
-                                    adapt_gain if t > n_forced else 1.0)  # x[t-1] drawn: its residual rescaled
+                                    adapt_gain if t > n_forced else 1.0,  # x[t-1] drawn: its residual rescaled
+                                    score_share)
                 _combine(out[b], mu, log_s, n_mu, channels, edges, keep, floor, end_offset, cdf, logits[b])
             else:
                 for c in range(channels):

@@ -38,8 +38,9 @@ GATE_INIT = 1.0  # initial blend logit: sigmoid(1) = 0.73 of the score taps wher
 RESIDUAL_GATE_INIT = 0.0
 
 
-def harmonic_kernel(order: int, rate: int, bandwidth_hz: float, rolloff: float) -> np.ndarray:
-    """K (128, order + 1) float64: lag-windowed autocorrelation of each MIDI pitch's harmonics."""
+def harmonic_kernel(order: int, rate: int, bandwidth_hz: float, rolloff: float, lowest_hz: float = 0.0) -> np.ndarray:
+    """K (128, order + 1) float64: lag-windowed autocorrelation of each MIDI pitch's harmonics (those from
+    ``lowest_hz`` up)."""
     f0 = 440.0 * 2.0 ** ((np.arange(N_PITCHES) - 69) / 12.0)
     tau = np.arange(order + 1)
     k = np.zeros((N_PITCHES, order + 1))
@@ -49,6 +50,7 @@ def harmonic_kernel(order: int, rate: int, bandwidth_hz: float, rolloff: float) 
         ok = f < nyquist
         if not ok.any():
             break
+        ok &= f >= lowest_hz
         k[ok] += h ** (-2.0 * rolloff) * np.cos(2.0 * np.pi * f[ok, None] * tau / rate)
     return k * np.exp(-0.5 * (2.0 * np.pi * bandwidth_hz * tau / rate) ** 2)
 
@@ -72,13 +74,13 @@ class ScoreTaps(nn.Module):
     """Per-frame linear-prediction taps from the roll's note velocities (no parameters)."""
 
     def __init__(self, order: int, rate: int, roll_fps: int, bandwidth_hz: float = 1.0, floor: float = 1e-3,
-                 rolloff: float = 1.0) -> None:
+                 rolloff: float = 1.0, lowest_hz: float = 0.0) -> None:
         super().__init__()
         if rate % roll_fps:
             raise ValueError(f"ScoreTaps: rate {rate} is not a multiple of roll_fps {roll_fps}")
         self.order, self.rate, self.roll_fps, self.floor = int(order), int(rate), int(roll_fps), float(floor)
         self.hop = self.rate // self.roll_fps  # stage samples per roll frame
-        k = harmonic_kernel(self.order, self.rate, float(bandwidth_hz), float(rolloff))
+        k = harmonic_kernel(self.order, self.rate, float(bandwidth_hz), float(rolloff), float(lowest_hz))
         self.kernel = torch.tensor(k, dtype=torch.float64)  # not a buffer: stays float64 under stage.to(dtype)
 
     def frame_taps(self, roll: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

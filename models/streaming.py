@@ -121,6 +121,7 @@ class StageStream:
             self.adapt_gain, self.n_forced = 1.0, 0  # |r| of drawn samples (t > n_forced) times this (Draw)
         # score taps (stage 0 with a roll): per chunk, pre-rotated for the ring like lin_rot
         self.score = st.score
+        self.score_share = 0.0  # > 0: the score taps' share where notes sound (Draw.score_share), else the network's
         self.score_buf = self.score_on = None  # (chunk, B, Q), (chunk, B)
         self.res_ring = None  # with a tier below: the last Q residuals e = dec(x) - mu_lin - bias
         if self.score is not None:
@@ -256,7 +257,8 @@ class StageStream:
         log_s = out[:, c + 1]
         if self.score is not None:  # the score taps (Stage.forward)
             r = t % self.chunk
-            w = torch.sigmoid(out[:, c + 2]) * self.score_on[r]
+            share = self.score_share if self.score_share > 0 else torch.sigmoid(out[:, c + 2])  # Draw.score_share
+            w = share * self.score_on[r]
             if self.res_ring is not None:  # push e(t-1) (none before t = 0), predict e(t)
                 if t > 0:
                     self.res_ring[:, t % self.score.order] = self.lin_ring[:, slot] - self.res_prev

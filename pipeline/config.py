@@ -148,6 +148,9 @@ class GenerateConfig:
     # through the warm-up, which is then cut: every stage starts from silence and needs ~0.15 s to reach the
     # music's level (its scale follows its own past), heard as a fade-in from noise (docs/results/preroll.json)
     preroll_seconds: float = 0.0
+    # > 0: the score taps' share of a stage's prediction where notes sound, instead of the share the network sets
+    # (models/draw.py Draw.score_share; 1: the taps' full resonance at the notes' harmonics)
+    score_share: float = 0.0
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0

@@ -182,7 +182,8 @@ def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=Non
     """How stage k chooses its samples, from the generation parameters (``prompt``: the stage's (B, P))."""
     unit0 = run.rates[0] // run.cfg.data.roll_fps  # stage-0 samples per roll frame
     return Draw(guidance=stage_guidance(p, k), keep_roll=p.guidance_twin == "no_genre",
-                temperature=stage_temperature(run, p, k), steady_scale=bool(p.steady_scale), top_p=p.top_p,
+                temperature=stage_temperature(run, p, k), steady_scale=bool(p.steady_scale),
+                score_share=p.score_share or 0.0, top_p=p.top_p,
                 tier_prior=p.tier_prior, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + plan.preroll + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                 end_threshold=p.end_threshold, round_to=unit0)

@@ -64,6 +64,7 @@ class GenerateParams(BaseModel):
     guidance_twin: Literal["unconditional", "no_genre"] | None = None
     steady_scale: bool | None = None  # the adaptive scale reads drawn |residuals| / temperature
     preroll_seconds: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)  # warm-up sampled, then cut
+    score_share: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)  # > 0: the score taps' share, fixed
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     guidance: float | None = Field(None, ge=0, allow_inf_nan=False)
     end_threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)

@@ -78,6 +78,26 @@ def test_kernel_keeps_harmonics_below_nyquist():
     assert k[69, 0] == pytest.approx(sum(h ** -2.0 for h in range(1, 3)))  # 440 and 880 Hz
 
 
+def test_taps_from_lowest_hz_leave_the_lower_harmonics_alone():
+    """lowest_hz 1000 at 8 kHz: the prediction error filter of A4 nulls its harmonics from 1320 Hz up and leaves
+    440 and 880 Hz, which the full set nulls too."""
+    rate, order = 8000, 128
+    k = harmonic_kernel(order, rate, 1.0, 1.0, lowest_hz=1000.0)
+    assert k[69, 0] == pytest.approx(sum(h ** -2.0 for h in range(3, 9)))  # 1320 .. 3520 Hz
+    roll = roll_of({69: 0.8}, 2)
+
+    def error_gain_db(st: ScoreTaps, hz: float) -> float:  # |1 - sum c_i e^{-j w i}| in dB
+        taps, _ = st.sample_taps(roll, None, 0, 1, 1, torch.float64)
+        c = taps[0, 0].numpy()
+        w = 2 * np.pi * hz / rate
+        return 20 * np.log10(abs(1 - np.sum(c * np.exp(-1j * w * np.arange(1, order + 1)))))
+
+    high, full = ScoreTaps(order, rate, 100, lowest_hz=1000.0), ScoreTaps(order, rate, 100)
+    assert error_gain_db(high, 1320.0) < -15 and error_gain_db(full, 1320.0) < -15
+    assert error_gain_db(full, 440.0) < -15 and error_gain_db(full, 880.0) < -15
+    assert error_gain_db(high, 440.0) > -3 and error_gain_db(high, 880.0) > -3
+
+
 def chord_codes(n: int, chord: dict[int, float], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Mu-law codes (1, n) of a chord with random harmonic phases and amplitudes, and its roll."""
     from pipeline.corpus.audio import mulaw_encode
