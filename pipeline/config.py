@@ -146,8 +146,9 @@ class GenerateConfig:
     steady_scale: bool = False
     # a piece with a score and no audio to start from is sampled from this much earlier, its first chord held
     # through the warm-up, which is then cut: every stage starts from silence and needs ~0.15 s to reach the
-    # music's level (its scale follows its own past), heard as a fade-in from noise (docs/results/preroll.json)
-    preroll_seconds: float = 0.0
+    # music's level (its scale follows its own past), heard as a fade-in from noise: docs/results/
+    # fine_sampling_preroll.json (demo genre pieces with every window clean 14 -> 18 of 20)
+    preroll_seconds: float = 0.5
     # > 0: the score taps' share of a stage's prediction where notes sound, instead of the share the network sets
     # (models/draw.py Draw.score_share; 1: the taps' full resonance at the notes' harmonics)
     score_share: float = 0.0

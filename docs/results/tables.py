@@ -793,7 +793,10 @@ def fine_sampling_table() -> str:
                                HERE / "four_genres" / "fine_sampling_genre_twin.json"),
                               ("demo, `make demo`'s run with fine stages of constant scale (no adaptive scale)",
                                HERE / "fine_sampling_constant_scale.json"),
-                              ("demo, `make demo`'s run, steady scale", HERE / "fine_sampling_steady_scale.json")),
+                              ("demo, `make demo`'s run, steady scale", HERE / "fine_sampling_steady_scale.json"),
+                              ("demo, `make demo`'s run (pP: a warm-up of P s before the piece)",
+                               HERE / "fine_sampling_preroll.json"),
+                              ("four genres, its run (the warm-up)", HERE / "four_genres" / "fine_sampling_preroll.json")),
                              notes):
         run = r["run_sampling"]
         for name, s in r["settings"].items():
