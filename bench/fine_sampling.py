@@ -53,7 +53,8 @@ def parse_setting(text: str) -> dict:
     ``guidance`` and each stage's share as its factor), "guidance_twin" (what the stages' twin drops:
     ``unconditional`` or ``no_genre``), "steady_scale" (``steady``: the adaptive scale reads drawn residuals /
     temperature; ``plain``: not), "preroll_seconds" (the warm-up sampled before the piece and cut),
-    "score_share" (> 0: the score taps' share where notes sound, fixed)}; ``-`` keeps the run's value."""
+    "score_share" (S0,S1,S2 per stage, > 0: the score taps' share where notes sound, fixed)}; ``-`` keeps the
+    run's value."""
     try:
         name, temps, sigma, *rest = text.split(":")
         st = None if temps == "-" else tuple([1.0] + [float(v) for v in temps.split(",")])
@@ -62,7 +63,7 @@ def parse_setting(text: str) -> dict:
             raise ValueError(text)
         w_text, g_text, twin, steady, pre_text, share_text = (rest + ["-"] * 6)[:6]
         pre = None if pre_text == "-" else float(pre_text)
-        share = None if share_text == "-" else float(share_text)
+        share = None if share_text == "-" else tuple(float(v) for v in share_text.split(","))
         score_w = None if w_text == "-" else float(w_text)
         per_stage = None if g_text == "-" else [float(v) for v in g_text.split(",")]
         if twin not in ("-", "unconditional", "no_genre") or steady not in ("-", "steady", "plain"):
@@ -71,7 +72,7 @@ def parse_setting(text: str) -> dict:
         raise SystemExit(f"--setting {text!r}: expected NAME:T1,T2:SIGMA[:W[:G[:TWIN[:STEADY[:PRE[:SHARE]]]]]] "
                          f"(numbers, TWIN unconditional or no_genre, STEADY steady or plain, or - for the run's)") \
             from None
-    if not name or (st and min(st) <= 0) or min([v for v in (prior, score_w, pre, share, 0.0) if v is not None]
+    if not name or (st and min(st) <= 0) or min([v for v in (prior, score_w, pre, *(share or ()), 0.0) if v is not None]
                                                 + (per_stage or [])) < 0:
         raise SystemExit(f"--setting {text!r}: a name, temperatures > 0 and sigma, W, G >= 0 are needed")
     g = None if per_stage is None else max(per_stage)

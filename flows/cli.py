@@ -252,9 +252,9 @@ def generate(
     preroll: Optional[float] = typer.Option(
         None, "--preroll", help="seconds of warm-up sampled before a scored piece and cut (default: the run "
         "config's generate.preroll_seconds)"),
-    score_share: Optional[float] = typer.Option(
-        None, "--score-share", help="the score taps' share of a stage's prediction where notes sound, in (0, 1]; "
-        "0: the share the network sets (default: the run config's generate.score_share)"),
+    score_share: Optional[str] = typer.Option(
+        None, "--score-share", help="per stage, the score taps' share of its prediction where notes sound, e.g. "
+        "0,1,0; 0: the share the network sets (default: the run config's generate.score_share)"),
     score_guidance: Optional[float] = typer.Option(
         None, "--score-guidance", help="the score tier's classifier-free guidance towards the genre, W >= 0 "
         "(default: the run config's generate.score_guidance)"),
@@ -285,7 +285,7 @@ def generate(
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
                   continue_score=continue_score, score_only=score_only, score_guidance=score_guidance,
                   stage_guidance=guide_factors, guidance_twin=guidance_twin, steady_scale=steady_scale,
-                  preroll_seconds=preroll, score_share=score_share,
+                  preroll_seconds=preroll, score_share=_floats(score_share, "--score-share"),
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
                   weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow

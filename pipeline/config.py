@@ -149,9 +149,10 @@ class GenerateConfig:
     # music's level (its scale follows its own past), heard as a fade-in from noise: docs/results/
     # fine_sampling_preroll.json (demo genre pieces with every window clean 14 -> 18 of 20)
     preroll_seconds: float = 0.5
-    # > 0: the score taps' share of a stage's prediction where notes sound, instead of the share the network sets
-    # (models/draw.py Draw.score_share; 1: the taps' full resonance at the notes' harmonics)
-    score_share: float = 0.0
+    # per stage, > 0: the score taps' share of the stage's prediction where notes sound, instead of the share the
+    # network sets (models/draw.py Draw.score_share; 1: the taps' full resonance at the notes' harmonics); a stage
+    # without a value, or 0: the network's
+    score_share: tuple[float, ...] = ()
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0

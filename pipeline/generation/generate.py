@@ -183,7 +183,7 @@ def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=Non
     unit0 = run.rates[0] // run.cfg.data.roll_fps  # stage-0 samples per roll frame
     return Draw(guidance=stage_guidance(p, k), keep_roll=p.guidance_twin == "no_genre",
                 temperature=stage_temperature(run, p, k), steady_scale=bool(p.steady_scale),
-                score_share=p.score_share or 0.0, top_p=p.top_p,
+                score_share=stage_score_share(p, k), top_p=p.top_p,
                 tier_prior=p.tier_prior, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + plan.preroll + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                 end_threshold=p.end_threshold, round_to=unit0)
@@ -281,6 +281,12 @@ def _stage_factor(factors: tuple[float, ...] | None, k: int) -> float:
     """Stage k's factor of a per-stage list (``stage_temperature``, ``stage_guidance``): 1 where none is given."""
     factors = factors or ()
     return float(factors[k]) if k < len(factors) else 1.0
+
+
+def stage_score_share(p: GenerateParams, k: int) -> float:
+    """Stage k's fixed share of the score taps where notes sound (0: the network's)."""
+    shares = p.score_share or ()
+    return float(shares[k]) if k < len(shares) else 0.0
 
 
 def stage_temperature(run: LoadedRun, p: GenerateParams, k: int) -> float:

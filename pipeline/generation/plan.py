@@ -64,7 +64,8 @@ class GenerateParams(BaseModel):
     guidance_twin: Literal["unconditional", "no_genre"] | None = None
     steady_scale: bool | None = None  # the adaptive scale reads drawn |residuals| / temperature
     preroll_seconds: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)  # warm-up sampled, then cut
-    score_share: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)  # > 0: the score taps' share, fixed
+    # per stage, > 0: the score taps' share where notes sound, fixed (0 or missing: the network's)
+    score_share: tuple[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)], ...] | None = None
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     guidance: float | None = Field(None, ge=0, allow_inf_nan=False)
     end_threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
@@ -251,7 +252,7 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     if p.seconds is not None and p.seconds > cfg.generate.max_seconds:
         raise ParameterError(f"invalid parameter: seconds={p.seconds!r}: above generate.max_seconds="
                              f"{cfg.generate.max_seconds:g} of this run's config")
-    for name in ("stage_temperature", "stage_guidance"):
+    for name in ("stage_temperature", "stage_guidance", "score_share"):
         factors = getattr(p, name)
         if factors is not None and len(factors) > len(rates):
             raise ParameterError(f"invalid parameter: {name} has {len(factors)} factors, this run has {len(rates)} "

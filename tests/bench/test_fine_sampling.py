@@ -30,7 +30,7 @@ def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
     assert parse_setting("gg:-:-:1:2:no_genre")["guidance_twin"] == "no_genre"  # the twin drops the genre alone
     assert parse_setting("s:-:-:-:-:-:steady")["steady_scale"] is True
     assert parse_setting("p:-:-:-:-:-:-:0.25")["preroll_seconds"] == 0.25
-    assert parse_setting("s:-:-:-:-:-:-:-:1")["score_share"] == 1.0
+    assert parse_setting("s:-:-:-:-:-:-:-:0,1")["score_share"] == (0.0, 1.0)  # stage 1's share fixed
 
 
 @pytest.mark.parametrize("bad", ["t1:1,1", "x:a,b:0.1", ":1,1:0.1", "x:0,1:0.1", "x:1,1:-1", "x:-:-:-1",
