@@ -711,7 +711,9 @@ def noise_trap_table() -> str:
              ("demo", HERE / "noise_trap_score_taps.json"),
              ("recordings", HERE / "recordings" / "noise_trap_score_taps.json"),
              ("demo", HERE / "noise_trap_steps.json"),
-             ("other soundfont", HERE / "noise_trap_steps_other_soundfont.json"))
+             ("other soundfont", HERE / "noise_trap_steps_other_soundfont.json"),
+             ("demo", HERE / "noise_trap_high_band_taps.json"),
+             ("four genres", HERE / "four_genres" / "noise_trap_high_band_taps.json"))
     for corpus, r in present(files, notes):
         for name, run in r["runs"].items():
             tr = run["taps"]["1"].get("training") or {}
@@ -796,7 +798,13 @@ def fine_sampling_table() -> str:
                               ("demo, `make demo`'s run, steady scale", HERE / "fine_sampling_steady_scale.json"),
                               ("demo, `make demo`'s run (pP: a warm-up of P s before the piece)",
                                HERE / "fine_sampling_preroll.json"),
-                              ("four genres, its run (the warm-up)", HERE / "four_genres" / "fine_sampling_preroll.json")),
+                              ("four genres, its run (the warm-up)", HERE / "four_genres" / "fine_sampling_preroll.json"),
+                              ("demo, stage 1 with score taps from 1 kHz (s01: their full share in stage 1; t04: stage "
+                               "1 at temperature 0.4)", HERE / "fine_sampling_high_band_taps.json"),
+                              ("demo, the same and stage 2 with the roll and taps from 4 kHz",
+                               HERE / "fine_sampling_high_band_taps_stage2.json"),
+                              ("four genres, stage 1 with score taps from 1 kHz (s1: their full share in stage 1)",
+                               HERE / "four_genres" / "fine_sampling_high_band_taps.json")),
                              notes):
         run = r["run_sampling"]
         for name, s in r["settings"].items():
