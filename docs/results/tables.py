@@ -798,7 +798,8 @@ def fine_sampling_table() -> str:
                               ("demo, `make demo`'s run, steady scale", HERE / "fine_sampling_steady_scale.json"),
                               ("demo, `make demo`'s run (pP: a warm-up of P s before the piece)",
                                HERE / "fine_sampling_preroll.json"),
-                              ("four genres, its run (the warm-up)", HERE / "four_genres" / "fine_sampling_preroll.json"),
+                              ("four genres, its run (the warm-up)",
+                               HERE / "four_genres" / "fine_sampling_preroll.json"),
                               ("demo, stage 1 with score taps from 1 kHz (s01: their full share in stage 1; t04: stage "
                                "1 at temperature 0.4)", HERE / "fine_sampling_high_band_taps.json"),
                               ("demo, the same and stage 2 with the roll and taps from 4 kHz",
