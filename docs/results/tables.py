@@ -805,7 +805,11 @@ def fine_sampling_table() -> str:
                               ("demo, the same and stage 2 with the roll and taps from 4 kHz",
                                HERE / "fine_sampling_high_band_taps_stage2.json"),
                               ("four genres, stage 1 with score taps from 1 kHz (s1: their full share in stage 1)",
-                               HERE / "four_genres" / "fine_sampling_high_band_taps.json")),
+                               HERE / "four_genres" / "fine_sampling_high_band_taps.json"),
+                              ("demo, stage 1 with score taps from 1 kHz at temperature 0.4 (sS: their share S in "
+                               "stage 1)", HERE / "fine_sampling_high_band_share.json"),
+                              ("four genres, the same shares",
+                               HERE / "four_genres" / "fine_sampling_high_band_share.json")),
                              notes):
         run = r["run_sampling"]
         for name, s in r["settings"].items():
