@@ -121,9 +121,7 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, draw: Draw = Dra
     p_len = 0 if prompt is None else prompt.shape[1]
     steps = n
     with torch.inference_mode(), stage.streaming(rows, cond, **chunk_kw) as s:
-        if getattr(s, "adapt_gain", None) is not None:
-            s.adapt_gain, s.n_forced = draw.adapt_gain, p_len
-        s.score_share = float(draw.score_share)
+        s.adapt_gain, s.n_forced, s.score_share = draw.adapt_gain, p_len, float(draw.score_share)
         for t in range(n):
             out = s.step(prev)  # (rows, C)
             if t < p_len:

@@ -45,6 +45,9 @@ class StageStream:
                                "(streaming is for inference and must equal the eval forward pass)")
         self.stage, self.batch = stage, int(batch)
         self.closed = False
+        # sampling knobs (``models.draw.Draw``; ``sample_stage`` sets them): the factor on a drawn sample's |residual|
+        # before the adaptive scale reads it (samples t < n_forced are given, not drawn), the score taps' fixed share
+        self.adapt_gain, self.n_forced, self.score_share = 1.0, 0, 0.0
         p = next(stage.parameters())
         self.device, self.dtype = p.device, p.dtype
         cond = cond if cond is not None else Conditioning()
@@ -118,10 +121,8 @@ class StageStream:
             self.adapt_ring = new(b, self.lin.adapt_taps)
             self.adapt_rot = self.lin.adapt_rotations().to(self.dtype)  # (L, L)
             self.mu_prev = new(b)  # mu_lin(t-1)
-            self.adapt_gain, self.n_forced = 1.0, 0  # |r| of drawn samples (t > n_forced) times this (Draw)
         # score taps (stage 0 with a roll): per chunk, pre-rotated for the ring like lin_rot
         self.score = st.score
-        self.score_share = 0.0  # > 0: the score taps' share where notes sound (Draw.score_share), else the network's
         self.score_buf = self.score_on = None  # (chunk, B, Q), (chunk, B)
         self.res_ring = None  # with a tier below: the last Q residuals e = dec(x) - mu_lin - bias
         if self.score is not None:

@@ -62,27 +62,16 @@ def _onset_sets(roll: np.ndarray, fps: int) -> list[tuple[int, ...]]:
     return out
 
 
-def _longest_common_run(a: np.ndarray, b: np.ndarray) -> int:
-    """Length of the longest common substring of int arrays a and b (values that differ never match)."""
-    best = 0
-    prev = np.zeros(len(b) + 1, np.int32)
-    for x in a:
-        cur = np.zeros_like(prev)
-        cur[1:] = np.where(b == x, prev[:-1] + 1, 0)
-        best = max(best, int(cur.max(initial=0)))
-        prev = cur
-    return best
-
-
-def _longest_common_passage(a: np.ndarray, b: np.ndarray) -> int:
-    """Steps of the longest common substring of a and b without its first and last values' runs (the inner
-    values; 0 for a substring of one or two distinct values)."""
+def _longest_common(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """(run, passage) of int arrays a and b (values that differ never match), one pass: run, the length of their
+    longest common substring; passage, the most steps of a common substring without its first and last values'
+    runs (its inner values; 0 for a substring of one or two distinct values)."""
     n = len(a)
     fwd = np.ones(n, np.int64)  # fwd[k]: steps from k on with the value a[k]
     for k in range(n - 2, -1, -1):
         if a[k + 1] == a[k]:
             fwd[k] = fwd[k + 1] + 1
-    best = back = 0  # back: steps up to i with the value a[i]
+    run = passage = back = 0  # back: steps up to i with the value a[i]
     prev = np.zeros(len(b) + 1, np.int64)
     for i, x in enumerate(a):
         back = back + 1 if i and a[i - 1] == x else 1
@@ -90,10 +79,11 @@ def _longest_common_passage(a: np.ndarray, b: np.ndarray) -> int:
         cur[1:] = np.where(b == x, prev[:-1] + 1, 0)
         runs = cur[cur > 0]  # (M,) lengths L of the common substrings ending at a[i]
         if len(runs):
+            run = max(run, int(runs.max()))
             lead = np.minimum(fwd[i - runs + 1], runs)
-            best = max(best, int(np.maximum(runs - lead - np.minimum(back, runs), 0).max()))
+            passage = max(passage, int(np.maximum(runs - lead - np.minimum(back, runs), 0).max()))
         prev = cur
-    return best
+    return run, passage
 
 
 def _ids(seqs: Sequence[Sequence[tuple]], table: dict, silence: int, sep: int) -> np.ndarray:
@@ -139,10 +129,11 @@ def novelty(generated_rolls: Sequence[np.ndarray], training_rolls: Sequence[np.n
         unseen_grams += sum(g not in seen_grams for g in own_grams)
         steps = _ids([seq], dict(table), silence=-1, sep=-5)  # chords new to training get ids of their own
         changes = _ids([_collapsed(seq)], dict(table), silence=-4, sep=-5)
+        run, passage = _longest_common(steps, train_steps)  # in 0.1 s steps
         pieces.append({"seconds": r.shape[2] / fps, "chord_changes": len(own),
-                       "longest_copy_seconds": _longest_common_run(steps, train_steps) * _hop(fps) / fps,
-                       "longest_copy_changes": max(0, _longest_common_run(changes, train_moves) - 1),
-                       "longest_copied_passage_seconds": _longest_common_passage(steps, train_steps) * _hop(fps) / fps})
+                       "longest_copy_seconds": run * _hop(fps) / fps,
+                       "longest_copy_changes": max(0, _longest_common(changes, train_moves)[0] - 1),
+                       "longest_copied_passage_seconds": passage * _hop(fps) / fps})
     return {"transitions": moves, "unseen_transitions": unseen_moves / moves if moves else None,
             "onset_4grams": grams, "unseen_onset_4grams": unseen_grams / grams if grams else None,
             "longest_copy_seconds": max(p["longest_copy_seconds"] for p in pieces),

@@ -277,16 +277,16 @@ def _run_pipelined(run: LoadedRun, plan: Plan, p: GenerateParams, gen, progress:
     return CascadeResult(tiers_out, results[0].lengths, timings)
 
 
-def _stage_factor(factors: tuple[float, ...] | None, k: int) -> float:
-    """Stage k's factor of a per-stage list (``stage_temperature``, ``stage_guidance``): 1 where none is given."""
+def _stage_factor(factors: tuple[float, ...] | None, k: int, missing: float = 1.0) -> float:
+    """Stage k's value of a per-stage list (``stage_temperature``, ``stage_guidance``, ``score_share``): ``missing``
+    where none is given."""
     factors = factors or ()
-    return float(factors[k]) if k < len(factors) else 1.0
+    return float(factors[k]) if k < len(factors) else missing
 
 
 def stage_score_share(p: GenerateParams, k: int) -> float:
     """Stage k's fixed share of the score taps where notes sound (0: the network's)."""
-    shares = p.score_share or ()
-    return float(shares[k]) if k < len(shares) else 0.0
+    return _stage_factor(p.score_share, k, missing=0.0)
 
 
 def stage_temperature(run: LoadedRun, p: GenerateParams, k: int) -> float:
