@@ -43,44 +43,47 @@ from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 
 SECONDS = 8.0
 CLIP_SECONDS = 4.0
+SETTING_FORMAT = "NAME:T1,T2:SIGMA[:W[:G[:TWIN[:STEADY[:PRE[:SHARE[:ANCHOR]]]]]]]"
 DEFAULT_SETTINGS = ("run:-:-", "t1:1,1:0.1", "free:0.6,0.6:0", "t1-free:1,1:0", "t08-wide:0.8,0.8:0.3")
 
 
 def parse_setting(text: str) -> dict:
-    """``NAME:T1,T2:SIGMA[:W[:G[:TWIN[:STEADY[:PRE[:SHARE]]]]]]`` -> {"name", "stage_temperature" (None: the run's),
+    """``SETTING_FORMAT`` -> {"name", "stage_temperature" (None: the run's),
     "tier_prior" (None: the run's), "score_guidance" (the score tier's genre guidance W), "guidance" and
     "stage_guidance" (the stages' classifier-free guidance: G, or G0,G1,G2 per stage, the largest as
     ``guidance`` and each stage's share as its factor), "guidance_twin" (what the stages' twin drops:
     ``unconditional`` or ``no_genre``), "steady_scale" (``steady``: the adaptive scale reads drawn residuals /
     temperature; ``plain``: not), "preroll_seconds" (the warm-up sampled before the piece and cut),
-    "score_share" (S0,S1,S2 per stage, > 0: the score taps' share where notes sound, fixed)}; ``-`` keeps the
-    run's value."""
+    "score_share" (S0,S1,S2 per stage, > 0: the score taps' share where notes sound, fixed), "scale_anchor"
+    (A0,A1,A2 per stage: the adaptive scale's mix with the tier below's level, models/anchor.py)}; ``-`` keeps
+    the run's value."""
     try:
         name, temps, sigma, *rest = text.split(":")
         st = None if temps == "-" else tuple([1.0] + [float(v) for v in temps.split(",")])
         prior = None if sigma == "-" else float(sigma)
-        if len(rest) > 6:
+        if len(rest) > 7:
             raise ValueError(text)
-        w_text, g_text, twin, steady, pre_text, share_text = (rest + ["-"] * 6)[:6]
+        w_text, g_text, twin, steady, pre_text, share_text, anchor_text = (rest + ["-"] * 7)[:7]
         pre = None if pre_text == "-" else float(pre_text)
         share = None if share_text == "-" else tuple(float(v) for v in share_text.split(","))
+        anchor = None if anchor_text == "-" else tuple(float(v) for v in anchor_text.split(","))
         score_w = None if w_text == "-" else float(w_text)
         per_stage = None if g_text == "-" else [float(v) for v in g_text.split(",")]
         if twin not in ("-", "unconditional", "no_genre") or steady not in ("-", "steady", "plain"):
             raise ValueError(twin)
     except ValueError:
-        raise SystemExit(f"--setting {text!r}: expected NAME:T1,T2:SIGMA[:W[:G[:TWIN[:STEADY[:PRE[:SHARE]]]]]] "
+        raise SystemExit(f"--setting {text!r}: expected {SETTING_FORMAT} "
                          f"(numbers, TWIN unconditional or no_genre, STEADY steady or plain, or - for the run's)") \
             from None
-    if not name or (st and min(st) <= 0) or min([v for v in (prior, score_w, pre, *(share or ()), 0.0) if v is not None]
-                                                + (per_stage or [])) < 0:
+    numbers = [v for v in (prior, score_w, pre, *(share or ()), *(anchor or ()), 0.0) if v is not None]
+    if not name or (st and min(st) <= 0) or min(numbers + (per_stage or [])) < 0:
         raise SystemExit(f"--setting {text!r}: a name, temperatures > 0 and sigma, W, G >= 0 are needed")
     g = None if per_stage is None else max(per_stage)
     factors = None if per_stage is None or len(per_stage) == 1 or not g else tuple(v / g for v in per_stage)
     return {"name": name, "stage_temperature": st, "tier_prior": prior, "score_guidance": score_w, "guidance": g,
             "stage_guidance": factors, "guidance_twin": None if twin == "-" else twin,
             "steady_scale": None if steady == "-" else steady == "steady", "preroll_seconds": pre,
-            "score_share": share}
+            "score_share": share, "scale_anchor": anchor}
 
 
 def mean_abs_db(bands: dict, ref: dict) -> float | None:
@@ -186,7 +189,7 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
     jobs += [(f"genre-{g}-{s}", {"genre": g}, s, None) for g in manifest["genres"] for s in range(1, per_genre + 1)]
     kw_setting = {k: setting[k] for k in ("stage_temperature", "tier_prior", "score_guidance", "guidance",
                                           "stage_guidance", "guidance_twin", "steady_scale", "preroll_seconds",
-                                          "score_share")
+                                          "score_share", "scale_anchor")
                   if setting.get(k) is not None}
     rows = []
     for name, kw, seed, track in jobs:

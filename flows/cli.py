@@ -255,6 +255,10 @@ def generate(
     score_share: Optional[str] = typer.Option(
         None, "--score-share", help="per stage, the score taps' share of its prediction where notes sound, e.g. "
         "0,1,0; 0: the share the network sets (default: the run config's generate.score_share)"),
+    scale_anchor: Optional[str] = typer.Option(
+        None, "--scale-anchor", help="per stage, the mix of a fine stage's adaptive scale with the tier below's "
+        "level times its genre's ratio, e.g. 0,1,1; 0: the scale follows its own draws (default: the run config's "
+        "generate.scale_anchor)"),
     score_guidance: Optional[float] = typer.Option(
         None, "--score-guidance", help="the score tier's classifier-free guidance towards the genre, W >= 0 "
         "(default: the run config's generate.score_guidance)"),
@@ -286,6 +290,7 @@ def generate(
                   continue_score=continue_score, score_only=score_only, score_guidance=score_guidance,
                   stage_guidance=guide_factors, guidance_twin=guidance_twin, steady_scale=steady_scale,
                   preroll_seconds=preroll, score_share=_floats(score_share, "--score-share"),
+                  scale_anchor=_floats(scale_anchor, "--scale-anchor"),
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
                   weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow

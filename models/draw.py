@@ -83,6 +83,9 @@ class Draw:
     steady_scale: bool = False
     # > 0: the score taps' share of the prediction where notes sound, instead of the network's (sigmoid) share
     score_share: float = 0.0
+    # > 0: the adaptive scale's mix with the tier below's level times ``anchor_ratio`` (models/anchor.py)
+    scale_anchor: float = 0.0
+    anchor_ratio: float = 0.0
     top_p: float = 1.0  # nucleus mass (1: off)
     tier_prior: float = 0.0  # sigma of the tier prior around the tier below (0: off)
     free_length: bool = False  # a stream ends where END has at least ``end_threshold`` (from ``min_length``)

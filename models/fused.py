@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.anchor import anchor_part
 from models.conditioning import Conditioning
 from models.draw import Draw, prior_band, prior_values
 from models.predictor import ADAPT_FLOOR, UNIFORM_MIX
@@ -226,6 +227,7 @@ class FusedStream:
             f = self.cond.features(rows, local, c0 // up, (c0 + n) // up)  # (rows, Cc, n)
             self.feats = f.permute(2, 0, 1).contiguous()  # (n, rows, Cc)
         self.lin_below = np.zeros((1, rows), np.float32)
+        self.anchor = np.zeros((1, rows), np.float32)
         self.score_taps, self.score_on = np.zeros((1, rows, 1), np.float32), np.zeros((1, rows), np.float32)
         if self.lin is None:
             return
@@ -234,6 +236,10 @@ class FusedStream:
         self.has_below = y is not None
         if y is not None:
             self.lin_below = _f32(y.t())  # (n, rows)
+        a = anchor_part(self.lin, self.below, c0 // up, (c0 + n) // up, up, *self.anchor_mix)
+        self.has_anchor = a is not None
+        if a is not None:
+            self.anchor = _f32(a.t())  # (n, rows): the anchored scale's part (models/anchor.py)
         self.has_score = self.stage.score is not None
         if self.has_score:
             taps, on = self.stage.score.sample_taps(self.roll, self.drop_roll, c0, c0 + n, rows, torch.float32)
@@ -304,6 +310,7 @@ class FusedStream:
         res = {"x": np.full((b, n), silence), "lengths": np.full(b, n, np.int64), "steps": n,
                "rec": np.zeros((n, self.rows, channels) if record else (1, 1, 1), np.float32)}
         ended, prev = np.zeros(b, np.bool_), np.full(self.rows, silence)
+        self.anchor_mix = (float(draw.scale_anchor), float(draw.anchor_ratio))  # read by _chunk
         net, lin, work = self._network_state(), self._linear_state(draw), self._work_buffers()
         resid = self._residual_state()
         self.frame_sum = np.zeros((self.rows, self.stage.residual_channels), np.float32)  # history: a frame's inputs
@@ -319,6 +326,7 @@ class FusedStream:
                     t, end, t_resume, b,
                     *net[:5], self.bias, self.condp, self.cond_base, self.feats is not None, *net[5:],
                     lin[0], lin[1], lin[2], lin[3], self.lin_below, self.c0, getattr(self, "has_below", False),
+                    self.anchor, getattr(self, "has_anchor", False), 1.0 - self.anchor_mix[0],
                     self.score_taps, self.score_on, self.c0, getattr(self, "has_score", False), *resid, *lin[4:],
                     pool, self.frame_sum,
                     prev, forced_np, n_forced, record, res["rec"], 0, *choose, band, t_block, *rule,

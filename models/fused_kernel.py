@@ -263,8 +263,8 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, score_taps, score_on, has_score,
-            score_resid, res_ring, res_prev,
+def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, anchor_b, anchor_keep,
+            score_taps, score_on, has_score, score_resid, res_ring, res_prev,
             adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor, note_floor, adapt_gain,
             score_share):
     """The linear path of row b at step t: (mu_lin + mu_nn, log_s) for ``_combine``.
@@ -274,7 +274,8 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
     ``score_resid`` the score taps (Q of them) predict the linear part's residual from the ring of
     its last Q residuals (``res_ring``, ``res_prev`` = mu_lin(t-1) + bias; Stage.forward).  ``adapt_gain``
     multiplies the |residual| the adaptive scale reads at this step (``Draw.steady_scale``; 1: as trained);
-    ``score_share`` > 0 replaces the network's share of the score taps where notes sound (``Draw.score_share``)."""
+    ``score_share`` > 0 replaces the network's share of the score taps where notes sound (``Draw.score_share``);
+    the adaptive scale is ``anchor_keep`` of its window plus ``anchor_b`` (the anchored scale, models/anchor.py)."""
     p = lin_ring.shape[1] // 2
     slot = t % p
     v = dec[prev_b]
@@ -325,6 +326,7 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
         s = 0.0
         for i in range(la):
             s += adapt_w[i] * recent[la - 1 - i]
+        s = anchor_keep * s + anchor_b
         log_s = math.log(adapt_floor + note_floor * on + s) + min(max(log_s, math.log(1e-4)), math.log(10.0))
         mu_prev[b] = mu + lin_bias
     return mu + out_b[channels], log_s
@@ -424,7 +426,8 @@ def run_steps(t0, t1, t_resume, n_batch,
               emb, wtap, dil, ring_off, ring, bias, condp, cond_base, has_cond, wsr, bres, bskip,
               w1, b1, w2, b2, s_tap, s_sr, s1, s2w,
               # linear path
-              has_lin, lin_taps, lin_ring, dec, lin_below, below_base, has_below, score_taps, score_on,
+              has_lin, lin_taps, lin_ring, dec, lin_below, below_base, has_below, anchor, has_anchor, anchor_keep,
+              score_taps, score_on,
               score_base, has_score, score_resid, res_ring, res_prev,
               adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor, adapt_gain, score_share,
               edges, keep, floor, end_offset, n_mu,
@@ -466,13 +469,15 @@ def run_steps(t0, t1, t_resume, n_batch,
                 for o in range(n_layers * g2):
                     ab[o] = bb[o]
         lb = lin_below[t - below_base] if has_below else lin_below[0]
+        an = anchor[t - below_base] if has_anchor else anchor[0]
         st = score_taps[t - score_base] if has_score else score_taps[0]
         so = score_on[t - score_base] if has_score else score_on[0]
         _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2, b2, s_tap, s_sr, s1, s2w,
                  h, xin, z, gate, sr, skip, s2, out, blas_rows)
         for b in range(rows):
             if has_lin:
-                mu, log_s = _linear(b, t, np.int64(prev[b]), out[b], lin_taps, lin_ring, dec, lb, has_below, st, so,
+                mu, log_s = _linear(b, t, np.int64(prev[b]), out[b], lin_taps, lin_ring, dec, lb, has_below,
+                                    np.float64(an[b]), anchor_keep, st, so,
                                     has_score, score_resid, res_ring, res_prev, adaptive, adapt_w, adapt_ring,
                                     mu_prev, lin_bias, channels, adapt_floor, note_floor,
                                     adapt_gain if t > n_forced else 1.0,  # x[t-1] drawn: its residual rescaled

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from models.anchor import anchor_part
 from models.conditioning import Conditioning
 from models.predictor import ADAPT_FLOOR
 
@@ -48,6 +49,8 @@ class StageStream:
         # sampling knobs (``models.draw.Draw``; ``sample_stage`` sets them): the factor on a drawn sample's |residual|
         # before the adaptive scale reads it (samples t < n_forced are given, not drawn), the score taps' fixed share
         self.adapt_gain, self.n_forced, self.score_share = 1.0, 0, 0.0
+        self.anchor = (0.0, 0.0)  # (mix, ratio) of the anchored scale (models/anchor.py)
+        self.anchor_buf = None  # (chunk, B) mix * ratio * level of the tier below (None: no anchor)
         p = next(stage.parameters())
         self.device, self.dtype = p.device, p.dtype
         cond = cond if cond is not None else Conditioning()
@@ -180,6 +183,8 @@ class StageStream:
         if self.lin is not None:
             y = self.lin.below_part(self.below, self.lin_fallback, j0, j0 + self.chunk // up, self.batch)
             self.lin_buf = None if y is None else y.t().contiguous()  # (chunk, B)
+            a = anchor_part(self.lin, self.below, j0, j0 + self.chunk // up, up, *self.anchor)
+            self.anchor_buf = None if a is None else a.t().to(self.dtype).contiguous()  # (chunk, B)
             if self.score is not None:
                 self._next_score_chunk()
 
@@ -272,7 +277,10 @@ class StageStream:
             if t > 0:
                 gain = self.adapt_gain if t > self.n_forced else 1.0  # x[t-1] drawn: Draw.adapt_gain
                 self.adapt_ring[:, a_slot] = (self.lin_ring[:, slot] - self.mu_prev).abs() * gain
-            s_adapt = ADAPT_FLOOR + torch.mv(self.adapt_ring, self.adapt_rot[a_slot])  # (B,)
+            s_adapt = torch.mv(self.adapt_ring, self.adapt_rot[a_slot])  # (B,)
+            if self.anchor_buf is not None:  # the anchored scale (models/anchor.py)
+                s_adapt = (1.0 - self.anchor[0]) * s_adapt + self.anchor_buf[t % self.chunk]
+            s_adapt = ADAPT_FLOOR + s_adapt
             if self.score is not None and self.lin.note_floor:  # where notes sound: the score's floor
                 s_adapt = s_adapt + self.lin.note_floor * self.score_on[t % self.chunk]
             log_s = self.lin.adapt_log_s(s_adapt, log_s)

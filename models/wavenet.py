@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -36,6 +37,7 @@ class Stage(nn.Module):
         self.config = self.arch.to_dict()  # plain dict (stored in model.json)
         c = self.arch
         self.index, self.n_genres, self.factor = int(index), int(n_genres), int(factor)
+        self._scale_trace: list | None = None  # record_adaptive_scale
         self.roll_fps, self.classes = int(roll_fps), int(classes)
         self.rate = int(c.rate) if c.rate is not None else None
         r, g, s, k = c.residual_channels, c.gate_channels, c.skip_channels, c.kernel_size
@@ -264,6 +266,16 @@ class Stage(nn.Module):
         """v (B, T) float -> (B, T) with [t] = v[t-1] (0 at t = 0)."""
         return F.pad(v, (1, 0))[:, :-1]
 
+    @contextlib.contextmanager
+    def record_adaptive_scale(self):
+        """``with stage.record_adaptive_scale() as trace: stage(x, cond)``: each forward pass appends its
+        s_adapt (B, T) (floor + window of the real |residuals|, before the note floor) to ``trace``."""
+        self._scale_trace = []
+        try:
+            yield self._scale_trace
+        finally:
+            self._scale_trace = None
+
     def forward(self, x: torch.Tensor, cond: Conditioning | None = None, **fields: Any) -> torch.Tensor:
         """x (B, T) -> (B, C, T): output t is the distribution of x[t] given x[<t] and ``cond``.
 
@@ -323,6 +335,8 @@ class Stage(nn.Module):
         if self.linear.adaptive:  # residuals of the linear part (taps + mu bias) for all t, then the window
             r_abs = (self.linear.decode(x) - (mu + self.lin_out.bias[0])).abs()
             s_adapt = self.linear.adapt_scale(r_abs)
+            if self._scale_trace is not None:  # ``record_adaptive_scale``
+                self._scale_trace.append(s_adapt.detach())
             if self.score is not None and self.linear.note_floor:  # where notes sound: the score's floor
                 s_adapt = s_adapt + self.linear.note_floor * on
             log_s = self.linear.adapt_log_s(s_adapt, log_s)

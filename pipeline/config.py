@@ -153,6 +153,10 @@ class GenerateConfig:
     # network sets (models/draw.py Draw.score_share; 1: the taps' full resonance at the notes' harmonics); a stage
     # without a value, or 0: the network's
     score_share: tuple[float, ...] = ()
+    # per stage, > 0: the mix of the fine stage's adaptive scale with the tier below's level times its genre's
+    # ratio (models/anchor.py; 1: the scale from the tier below and the genre alone); it needs the stage's
+    # scale_anchor.json (pipeline/training/scale_anchor.py); 0 or missing: the scale follows its own draws
+    scale_anchor: tuple[float, ...] = ()
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from models.anchor import ANCHOR_FILE, genre_ratio
 from models.conditioning import Conditioning
 from models.draw import Draw, stream_seeds
 from models.roll import empty_roll, roll_input
@@ -42,8 +43,9 @@ from pipeline.errors import ParameterError, RunError
 from pipeline.generation.jobs import CascadeResult, write_jobs, write_score_jobs
 from pipeline.generation.plan import GenerateParams, Plan, make_plan, validate_params
 from pipeline.lock import generate_slots, slot
-from pipeline.run import SCORE_KEY, LoadedRun, is_exported, load_run, read_config
+from pipeline.run import SCORE_KEY, LoadedRun, is_exported, load_run, read_config, stage_dir
 from pipeline.runtime import Progress, generate_workers, limited_threads, step_threads
+from pipeline.training.scale_anchor import read_calibration
 
 # ----------------------------------------------------------------------------- sampling
 
@@ -183,7 +185,7 @@ def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=Non
     unit0 = run.rates[0] // run.cfg.data.roll_fps  # stage-0 samples per roll frame
     return Draw(guidance=stage_guidance(p, k), keep_roll=p.guidance_twin == "no_genre",
                 temperature=stage_temperature(run, p, k), steady_scale=bool(p.steady_scale),
-                score_share=stage_score_share(p, k), top_p=p.top_p,
+                score_share=stage_score_share(p, k), **stage_anchor(run, plan, p, k), top_p=p.top_p,
                 tier_prior=p.tier_prior, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + plan.preroll + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                 end_threshold=p.end_threshold, round_to=unit0)
@@ -287,6 +289,29 @@ def _stage_factor(factors: tuple[float, ...] | None, k: int, missing: float = 1.
 def stage_score_share(p: GenerateParams, k: int) -> float:
     """Stage k's fixed share of the score taps where notes sound (0: the network's)."""
     return _stage_factor(p.score_share, k, missing=0.0)
+
+
+_ANCHOR_WARNED: set[str] = set()  # stages already reported without a calibration
+
+
+def stage_anchor(run: LoadedRun, plan: Plan, p: GenerateParams, k: int) -> dict:
+    """Stage k's anchored scale (``Draw`` fields ``scale_anchor``, ``anchor_ratio``): the mix asked for and its
+    genre's ratio from the stage's ``scale_anchor.json`` (the pooled one without a genre); off, with one line
+    saying so, for a stage without that file."""
+    mix = _stage_factor(p.scale_anchor, k, missing=0.0)
+    if mix <= 0:
+        return {}
+    index = run.indices[k] if k < len(run.indices) else k
+    genre = run.genres[plan.genre_id] if plan.genre_id < len(run.genres) else None
+    ratio = genre_ratio(read_calibration(stage_dir(run.path, index)), genre)
+    if ratio is None:
+        key = f"{run.path}/{index}"
+        if key not in _ANCHOR_WARNED:
+            _ANCHOR_WARNED.add(key)
+            print(f"warning: stage {index} has no {ANCHOR_FILE} (python -m pipeline.training.scale_anchor --data "
+                  "DATA --run RUN writes it): its scale is not anchored", file=sys.stderr)
+        return {}
+    return {"scale_anchor": mix, "anchor_ratio": ratio}
 
 
 def stage_temperature(run: LoadedRun, p: GenerateParams, k: int) -> float:
