@@ -13,7 +13,9 @@ Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI 
 
 - band levels (1-2, 2-4, 4-8 kHz against 0-1 kHz): MIDI pieces against a plain FluidSynth rendering of
   the same 8 s, genre pieces against the median of the genre's real test audio; mean absolute dB;
-- noise: the share of 1 s windows flatter than the run's calibrated threshold, pieces with any;
+- noise: the share of 1 s windows flatter than the run's calibrated threshold, pieces with any; and in the
+  1-4 kHz band alone (noise there hides under a tonal band below 1 kHz): the share of windows flatter there
+  than the real test audio's 99th percentile, pieces with at most 5% such windows;
 - the tier SNR at each tier (each tier's low band against the tier below);
 - level (RMS dBFS) against the genre's real test audio, and the opening: the level of the first 50, 50-150
   and 150-300 ms against 0.5-1.5 s's, beside the real test tracks' (median), and pieces whose first 1 s
@@ -105,6 +107,17 @@ def opening_db(x: np.ndarray, sr: int) -> list[float]:
     return [round(rms_db(x[int(a * sr):int(b * sr)]) - ref, 1) for a, b in OPENING]
 
 
+HIGH_BAND = (1000.0, 4000.0)  # Hz: the band stage 1 adds, where noise hides under a tonal low band
+HIGH_BAND_PERCENTILE = 99.0  # the real test windows' flatness there: above this percentile is noise
+
+
+def band_flatness(x: np.ndarray, sr: int) -> np.ndarray:
+    """Flatness of ``HIGH_BAND`` in each 1 s window (``assess_metrics.band_window_flatness``)."""
+    from pipeline.evaluation.assess_metrics import band_window_flatness, to_analysis_rate
+
+    return band_window_flatness(to_analysis_rate(x, sr), *HIGH_BAND)
+
+
 def references(data: Path, work: Path) -> dict:
     """Per genre: the real test audio's median bands and level; per test track with MIDI: the plain
     rendering's first 8 s (bands, note F1)."""
@@ -115,8 +128,10 @@ def references(data: Path, work: Path) -> dict:
 
     genres: dict[str, dict] = {}
     tracks = {}
+    high_band = []  # the real test audio's 1 s windows' flatness in HIGH_BAND
     for t in test_tracks(data):
         x, sr = tier_audio(data, t)
+        high_band += [float(v) for v in band_flatness(x, sr) if np.isfinite(v)]
         g = genres.setdefault(t["genre"], {"bands": [], "level_db": [], "opening_db": []})
         g["bands"].append(band_levels(x, sr))
         g["level_db"].append(rms_db(x))
@@ -136,6 +151,10 @@ def references(data: Path, work: Path) -> dict:
                      "level_db": round(float(np.median(g["level_db"])), 1)}
     openings = [o for g in genres.values() for o in g["opening_db"]]
     return {"genres": out, "renderings": tracks, "opening_db_median": np.median(openings, axis=0).round(1).tolist(),
+            "high_band_flatness": {"band_hz": list(HIGH_BAND), "windows": len(high_band),
+                                   "median": round(float(np.median(high_band)), 5),
+                                   "threshold": round(float(np.percentile(high_band, HIGH_BAND_PERCENTILE)), 5),
+                                   "percentile": HIGH_BAND_PERCENTILE},
             "opening_windows_seconds": OPENING}
 
 
@@ -208,7 +227,8 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
                "bands_db": {b: round(v, 1) for b, v in d["bands"].items() if v is not None},
                "band_error_db": mean_abs_db(d["bands"], ref_bands),
                "level_re_real_db": round(rms_db(y) - refs["genres"][genre]["level_db"], 1),
-               "opening_db": opening_db(y, sr), "first_window_noisy": d["noise"].get("first_noisy_seconds") == 0}
+               "opening_db": opening_db(y, sr), "first_window_noisy": d["noise"].get("first_noisy_seconds") == 0,
+               "high_band_noisy_share": high_band_noisy_share(y, sr, refs["high_band_flatness"]["threshold"])}
         if track:
             notes = [n for n in read_midi(kw["midi"]) if n.start < SECONDS]
             row["note_f1"] = round(note_f1(notes, estimate_notes(y, sr))["f1"], 3)
@@ -216,6 +236,13 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
         rows.append(row)
         print(setting["name"], {k: v for k, v in row.items() if k != "folder"}, flush=True)
     return rows
+
+
+def high_band_noisy_share(y: np.ndarray, sr: int, threshold: float) -> float:
+    """Share of a piece's non-silent 1 s windows whose ``HIGH_BAND`` is flatter than real audio's ``threshold``."""
+    flat = band_flatness(y, sr)
+    flat = flat[np.isfinite(flat)]
+    return round(float((flat > threshold).mean()), 3) if len(flat) else 0.0
 
 
 def recognised(rows: list[dict], models: dict, genres: list[str]) -> dict:
@@ -254,7 +281,9 @@ def summary(rows: list[dict], genre_acc: dict) -> dict:
                "level_re_real_db_median": round(float(np.median([r["level_re_real_db"] for r in sel])), 1),
                "pieces_level_within_10db": sum(abs(r["level_re_real_db"]) <= 10 for r in sel),
                "opening_db_median": np.median([r["opening_db"] for r in sel], axis=0).round(1).tolist(),
-               "pieces_first_window_noisy": sum(r["first_window_noisy"] for r in sel)}
+               "pieces_first_window_noisy": sum(r["first_window_noisy"] for r in sel),
+               "high_band_noisy_share_mean": round(float(np.mean([r["high_band_noisy_share"] for r in sel])), 3),
+               "pieces_95pct_high_band_clean": sum(r["high_band_noisy_share"] <= 0.05 for r in sel)}
         f1 = [(r["note_f1"], r["rendering_note_f1"]) for r in sel if r.get("note_f1") is not None]
         if f1:
             out["note_f1_mean"] = round(float(np.mean([a for a, _ in f1])), 3)

@@ -131,6 +131,31 @@ def window_flatness(audio: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
+def band_window_flatness(audio: np.ndarray, lo_hz: float, hi_hz: float) -> np.ndarray:
+    """Mean spectral flatness of the power spectrum's bins in [lo_hz, hi_hz) over the non-silent frames of
+    each 1 s window of audio at ``ANALYSIS_RATE``: ``(windows,)``, NaN for an all-silent window.  Noise in
+    one band under a tonal band below it: the full-band flatness (``window_flatness``) stays low there."""
+    import librosa
+
+    y = np.asarray(audio, np.float32)
+    if y.shape[0] == 0:
+        return np.zeros(0)
+    with short_clips_allowed():
+        power = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP)) ** 2  # (F, T)
+    rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)[0]  # (T,) same framing
+    freqs = librosa.fft_frequencies(sr=ANALYSIS_RATE, n_fft=N_FFT)
+    band = power[(freqs >= lo_hz) & (freqs < hi_hz)].astype(np.float64) + 1e-20  # (F_band, T)
+    flat = np.exp(np.log(band).mean(0)) / band.mean(0)  # (T,) geometric over arithmetic mean
+    window = (np.arange(flat.shape[0]) * HOP / ANALYSIS_RATE // WINDOW_SECONDS).astype(np.int64)
+    n_windows = max(1, int(np.ceil(y.shape[0] / ANALYSIS_RATE / WINDOW_SECONDS)))
+    window = np.minimum(window, n_windows - 1)
+    sound = rms[: flat.shape[0]] >= SILENCE_RMS
+    sums = np.bincount(window[sound], weights=flat[sound], minlength=n_windows)
+    counts = np.bincount(window[sound], minlength=n_windows)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def noise_summary(audio: np.ndarray, threshold: float) -> dict:
     """Median window flatness, share of (non-silent) windows above ``threshold`` and the time of the
     first such window (None when none is)."""

@@ -49,10 +49,10 @@ def test_band_error_is_the_mean_absolute_difference_over_the_known_bands():
     assert mean_abs_db({"1-2k": None}, {"1-2k": -4.0}) is None
 
 
-def _piece(name, noisy, snr, level, f1=None):
+def _piece(name, noisy, snr, level, f1=None, high=0.0):
     row = {"name": name, "noisy_share": noisy, "tier_snr_db": {"2000": snr, "8000": 30.0},
            "bands_db": {"1-2k": -10.0}, "band_error_db": 3.0, "level_re_real_db": level,
-           "opening_db": [-20.0, -5.0, 0.0], "first_window_noisy": noisy > 0}
+           "opening_db": [-20.0, -5.0, 0.0], "first_window_noisy": noisy > 0, "high_band_noisy_share": high}
     if f1 is not None:
         row.update(note_f1=f1, rendering_note_f1=0.5)
     return row
@@ -60,7 +60,7 @@ def _piece(name, noisy, snr, level, f1=None):
 
 def test_summary_counts_pieces_by_their_worst_window_tier_and_level():
     rows = [_piece("midi-a", 0.0, 25.0, -2.0, 0.4), _piece("genre-a-1", 0.125, 12.0, -12.0),
-            _piece("genre-a-2", 0.0, 22.0, 3.0)]
+            _piece("genre-a-2", 0.0, 22.0, 3.0, high=0.5)]
     s = summary(rows, {"accuracy": 0.5})
     assert s["midi"]["pieces"] == 1 and s["midi"]["note_f1_mean"] == pytest.approx(0.4)
     g = s["genre"]
@@ -68,6 +68,7 @@ def test_summary_counts_pieces_by_their_worst_window_tier_and_level():
     assert g["tier_snr_db_min"] == 12.0 and g["pieces_all_tiers_snr_20db"] == 1
     assert g["pieces_level_within_10db"] == 1 and g["pieces_first_window_noisy"] == 1
     assert g["opening_db_median"] == [-20.0, -5.0, 0.0]
+    assert g["pieces_95pct_high_band_clean"] == 1 and g["high_band_noisy_share_mean"] == pytest.approx(0.25)
     assert s["genre_recognised"] == {"accuracy": 0.5}
 
 

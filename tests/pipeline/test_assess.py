@@ -160,6 +160,21 @@ def test_noise_after_music_is_timed_and_silence_is_not_noise():
     assert 0.4 <= found["noisy_share"] <= 0.6
 
 
+def test_band_flatness_sees_noise_in_one_band_under_a_tonal_band():
+    """Harmonic tones below 1 kHz with band-limited noise at 1-4 kHz: the full band looks tonal, the band does not."""
+    import scipy.signal
+
+    rng = np.random.default_rng(2)
+    sos = scipy.signal.butter(8, [1000, 4000], btype="bandpass", fs=SR, output="sos")
+    hiss = scipy.signal.sosfilt(sos, rng.standard_normal(3 * SR)).astype(np.float32)
+    low = tones(C_MAJOR, 3.0)
+    x = low + 0.2 * hiss / np.sqrt(np.mean(hiss**2)) * np.sqrt(np.mean(low**2))  # hiss 14 dB under the tones
+    full, band = am.window_flatness(x), am.band_window_flatness(x, 1000, 4000)
+    assert (full < FALLBACK_FLATNESS_THRESHOLD).all()  # the full band misses it
+    assert (band > 0.2).all()
+    assert (am.band_window_flatness(low, 1000, 4000) < 0.01).all()  # the tones' own partials in the band
+
+
 def test_calibration_from_a_dataset_is_stored_in_the_run(tmp_path):
     tonal = calibrate_noise(make_dataset(tmp_path / "tonal", kind="periodic"))
     noisy = calibrate_noise(make_dataset(tmp_path / "noisy", kind="noise"))
