@@ -259,6 +259,10 @@ def generate(
         None, "--scale-anchor", help="per stage, the mix of a fine stage's adaptive scale with the tier below's "
         "level times its genre's ratio, e.g. 0,1,1; 0: the scale follows its own draws (default: the run config's "
         "generate.scale_anchor)"),
+    scale_clip: Optional[str] = typer.Option(
+        None, "--scale-clip", help="per stage, the most a drawn sample's |residual| may count in the stage's adaptive "
+        "scale, in multiples of the scale it was drawn with, e.g. 0,4,4; 0: as trained (default: the run config's "
+        "generate.scale_clip)"),
     score_guidance: Optional[float] = typer.Option(
         None, "--score-guidance", help="the score tier's classifier-free guidance towards the genre, W >= 0 "
         "(default: the run config's generate.score_guidance)"),
@@ -290,7 +294,7 @@ def generate(
                   continue_score=continue_score, score_only=score_only, score_guidance=score_guidance,
                   stage_guidance=guide_factors, guidance_twin=guidance_twin, steady_scale=steady_scale,
                   preroll_seconds=preroll, score_share=_floats(score_share, "--score-share"),
-                  scale_anchor=_floats(scale_anchor, "--scale-anchor"),
+                  scale_anchor=_floats(scale_anchor, "--scale-anchor"), scale_clip=_floats(scale_clip, "--scale-clip"),
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
                   weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow

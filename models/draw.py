@@ -86,6 +86,9 @@ class Draw:
     # > 0: the adaptive scale's mix with the tier below's level times ``anchor_ratio`` (models/anchor.py)
     scale_anchor: float = 0.0
     anchor_ratio: float = 0.0
+    # > 0: the |residual| of a drawn sample that the adaptive scale reads is at most this many times the logistic
+    # scale it was drawn with (one far draw at a note change cannot raise the scale 15-fold: a burst of noise)
+    scale_clip: float = 0.0
     top_p: float = 1.0  # nucleus mass (1: off)
     tier_prior: float = 0.0  # sigma of the tier prior around the tier below (0: off)
     free_length: bool = False  # a stream ends where END has at least ``end_threshold`` (from ``min_length``)

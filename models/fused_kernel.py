@@ -266,7 +266,7 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
 def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, anchor_b, anchor_keep,
             score_taps, score_on, has_score, score_resid, res_ring, res_prev,
             adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor, note_floor, adapt_gain,
-            score_share):
+            scale_clip, score_share):
     """The linear path of row b at step t: (mu_lin + mu_nn, log_s) for ``_combine``.
 
     The rings hold each value twice (slots s and s + P), so the last P values are the contiguous
@@ -275,7 +275,9 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
     its last Q residuals (``res_ring``, ``res_prev`` = mu_lin(t-1) + bias; Stage.forward).  ``adapt_gain``
     multiplies the |residual| the adaptive scale reads at this step (``Draw.steady_scale``; 1: as trained);
     ``score_share`` > 0 replaces the network's share of the score taps where notes sound (``Draw.score_share``);
-    the adaptive scale is ``anchor_keep`` of its window plus ``anchor_b`` (the anchored scale, models/anchor.py)."""
+    the adaptive scale is ``anchor_keep`` of its window plus ``anchor_b`` (the anchored scale, models/anchor.py);
+    ``scale_clip`` > 0: the |residual| it reads is at most that many times the scale of the draw (``Draw.scale_clip``).
+    ``mu_prev`` (rows, 2): mu_lin(t-1) + bias and the logistic scale x[t-1] was drawn with."""
     p = lin_ring.shape[1] // 2
     slot = t % p
     v = dec[prev_b]
@@ -319,7 +321,9 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
         la = adapt_ring.shape[1] // 2
         a_slot = t % la
         if t > 0:
-            r = abs(v - mu_prev[b]) * adapt_gain
+            r = abs(v - mu_prev[b, 0]) * adapt_gain
+            if scale_clip > 0.0:
+                r = min(r, scale_clip * mu_prev[b, 1])
             adapt_ring[b, a_slot] = r
             adapt_ring[b, a_slot + la] = r
         recent = adapt_ring[b, a_slot + 1:a_slot + la + 1]  # newest last
@@ -327,8 +331,10 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
         for i in range(la):
             s += adapt_w[i] * recent[la - 1 - i]
         s = anchor_keep * s + anchor_b
-        log_s = math.log(adapt_floor + note_floor * on + s) + min(max(log_s, math.log(1e-4)), math.log(10.0))
-        mu_prev[b] = mu + lin_bias
+        s = adapt_floor + note_floor * on + s
+        log_s = math.log(s) + min(max(log_s, math.log(1e-4)), math.log(10.0))
+        mu_prev[b, 0] = mu + lin_bias
+        mu_prev[b, 1] = math.exp(log_s)
     return mu + out_b[channels], log_s
 
 
@@ -429,7 +435,8 @@ def run_steps(t0, t1, t_resume, n_batch,
               has_lin, lin_taps, lin_ring, dec, lin_below, below_base, has_below, anchor, has_anchor, anchor_keep,
               score_taps, score_on,
               score_base, has_score, score_resid, res_ring, res_prev,
-              adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor, adapt_gain, score_share,
+              adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor, adapt_gain, scale_clip,
+              score_share,
               edges, keep, floor, end_offset, n_mu,
               # history
               pool, frame_sum,
@@ -481,6 +488,7 @@ def run_steps(t0, t1, t_resume, n_batch,
                                     has_score, score_resid, res_ring, res_prev, adaptive, adapt_w, adapt_ring,
                                     mu_prev, lin_bias, channels, adapt_floor, note_floor,
                                     adapt_gain if t > n_forced else 1.0,  # x[t-1] drawn: its residual rescaled
+                                    scale_clip if t > n_forced else 0.0,  # ... and clipped
                                     score_share)
                 _combine(out[b], mu, log_s, n_mu, channels, edges, keep, floor, end_offset, cdf, logits[b])
             else:

@@ -50,6 +50,7 @@ class StageStream:
         # before the adaptive scale reads it (samples t < n_forced are given, not drawn), the score taps' fixed share
         self.adapt_gain, self.n_forced, self.score_share = 1.0, 0, 0.0
         self.anchor = (0.0, 0.0)  # (mix, ratio) of the anchored scale (models/anchor.py)
+        self.scale_clip = 0.0  # > 0: the |residual| the adaptive scale reads, at most this times the draw's scale
         self.anchor_buf = None  # (chunk, B) mix * ratio * level of the tier below (None: no anchor)
         p = next(stage.parameters())
         self.device, self.dtype = p.device, p.dtype
@@ -276,7 +277,10 @@ class StageStream:
             a_slot = t % self.lin.adapt_taps
             if t > 0:
                 gain = self.adapt_gain if t > self.n_forced else 1.0  # x[t-1] drawn: Draw.adapt_gain
-                self.adapt_ring[:, a_slot] = (self.lin_ring[:, slot] - self.mu_prev).abs() * gain
+                r = (self.lin_ring[:, slot] - self.mu_prev).abs() * gain
+                if self.scale_clip > 0 and t > self.n_forced:  # Draw.scale_clip: at most k x the draw's scale
+                    r = torch.minimum(r, self.scale_clip * self.s_prev)
+                self.adapt_ring[:, a_slot] = r
             s_adapt = torch.mv(self.adapt_ring, self.adapt_rot[a_slot])  # (B,)
             if self.anchor_buf is not None:  # the anchored scale (models/anchor.py)
                 s_adapt = (1.0 - self.anchor[0]) * s_adapt + self.anchor_buf[t % self.chunk]
@@ -284,7 +288,7 @@ class StageStream:
             if self.score is not None and self.lin.note_floor:  # where notes sound: the score's floor
                 s_adapt = s_adapt + self.lin.note_floor * self.score_on[t % self.chunk]
             log_s = self.lin.adapt_log_s(s_adapt, log_s)
-            self.mu_prev = mu + self.lin_bias
+            self.mu_prev, self.s_prev = mu + self.lin_bias, torch.exp(log_s)  # the draw's logistic scale
         return self.lin.combine(out[:, :c], out[:, c], log_s, mu)  # (B, C) combined logits
 
 

@@ -157,6 +157,9 @@ class GenerateConfig:
     # ratio (models/anchor.py; 1: the scale from the tier below and the genre alone); it needs the stage's
     # scale_anchor.json (pipeline/training/scale_anchor.py); 0 or missing: the scale follows its own draws
     scale_anchor: tuple[float, ...] = ()
+    # per stage, > 0: a drawn sample's |residual| that the stage's adaptive scale reads is at most this many times the
+    # logistic scale it was drawn with (models/draw.py Draw.scale_clip); 0 or missing: as trained
+    scale_clip: tuple[float, ...] = ()
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0

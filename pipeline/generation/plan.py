@@ -68,6 +68,8 @@ class GenerateParams(BaseModel):
     score_share: tuple[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)], ...] | None = None
     # per stage, > 0: the adaptive scale's mix with the tier below's level (models/anchor.py)
     scale_anchor: tuple[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)], ...] | None = None
+    # per stage, > 0: the |residual| the adaptive scale reads, at most this many times the draw's scale
+    scale_clip: tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...] | None = None
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     guidance: float | None = Field(None, ge=0, allow_inf_nan=False)
     end_threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
@@ -254,7 +256,7 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     if p.seconds is not None and p.seconds > cfg.generate.max_seconds:
         raise ParameterError(f"invalid parameter: seconds={p.seconds!r}: above generate.max_seconds="
                              f"{cfg.generate.max_seconds:g} of this run's config")
-    for name in ("stage_temperature", "stage_guidance", "score_share", "scale_anchor"):
+    for name in ("stage_temperature", "stage_guidance", "score_share", "scale_anchor", "scale_clip"):
         factors = getattr(p, name)
         if factors is not None and len(factors) > len(rates):
             raise ParameterError(f"invalid parameter: {name} has {len(factors)} factors, this run has {len(rates)} "

@@ -43,7 +43,7 @@ def _both(st, n, cond, conditioned=False, prompt=None, **draw):
 
 
 @pytest.mark.parametrize("case", ["guided_topp", "guided_genre_twin", "prior_prompt", "greedy", "ends", "mixture",
-                                  "score_residual", "steady_scale", "score_share", "scale_anchor"])
+                                  "score_residual", "steady_scale", "score_share", "scale_anchor", "scale_clip"])
 def test_fused_sampling_matches_reference_for_the_same_seed(case):
     """Same seed, same samples, same lengths, and the generator left in the same state (the cascade
     draws the next stage from it)."""
@@ -57,7 +57,7 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
     elif case == "mixture":  # PCM floats: the component and the logistic from two stream uniforms
         st = make_stage(index=1, head="logistic_mixture", mixtures=4, use_tier_below=True, use_genre=True,
                         history={"enabled": True})
-    elif case in ("score_residual", "steady_scale", "score_share", "scale_anchor"):  # stage 1's taps on its residual
+    elif case in ("score_residual", "steady_scale", "score_share", "scale_anchor", "scale_clip"):  # stage 1's taps
         st = make_stage(index=1, shipped=True, use_tier_below=True, use_roll=True, use_genre=True,
                         score={"enabled": True, "order": 24})
     elif case in ("guided_topp", "guided_genre_twin"):
@@ -78,7 +78,8 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
           "score_residual": dict(tier_prior=0.1, temperature=0.6),
           "steady_scale": dict(steady_scale=True, temperature=0.6, prompt=d["x"][:, :40]),
           "score_share": dict(score_share=1.0, temperature=0.6),
-          "scale_anchor": dict(scale_anchor=0.7, anchor_ratio=0.3, temperature=0.6)}[case]
+          "scale_anchor": dict(scale_anchor=0.7, anchor_ratio=0.3, temperature=0.6),
+          "scale_clip": dict(scale_clip=1.0, temperature=1.0, prompt=d["x"][:, :40])}[case]
     (ref, g_ref), (fused, g_fused) = _both(st, n, cond, **kw)
     assert ref.engine == "reference" and fused.engine == "fused"
     assert ref.x.dtype == fused.x.dtype
@@ -104,6 +105,9 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
     if case == "scale_anchor":  # the scale mixed with the tier below's level: other draws than the plain scale's
         (_, _), (plain, _) = _both(st, n, cond, **{**kw, "scale_anchor": 0.0})
         assert not torch.equal(plain.x, fused.x)
+    if case == "scale_clip":  # drawn residuals clipped to the draw's scale: other draws after the prompt alone
+        (_, _), (plain, _) = _both(st, n, cond, **{**kw, "scale_clip": 0.0})
+        assert torch.equal(plain.x[:, :41], fused.x[:, :41]) and not torch.equal(plain.x, fused.x)
     if case == "guided_genre_twin":  # a twin that keeps the roll guides otherwise than the unconditional twin
         (_, _), (away, _) = _both(st, n, cond, **{**kw, "keep_roll": False})
         assert not torch.equal(away.x, fused.x)
