@@ -255,6 +255,9 @@ def generate(
     score_share: Optional[str] = typer.Option(
         None, "--score-share", help="per stage, the score taps' share of its prediction where notes sound, e.g. "
         "0,1,0; 0: the share the network sets (default: the run config's generate.score_share)"),
+    share_power: Optional[str] = typer.Option(
+        None, "--share-power", help="per stage, the network's share of the score taps raised to this power, e.g. "
+        "1,0.1,1 (< 1: a sharper resonance at the notes' harmonics; default: the run config's generate.share_power)"),
     scale_anchor: Optional[str] = typer.Option(
         None, "--scale-anchor", help="per stage, the mix of a fine stage's adaptive scale with the tier below's "
         "level times its genre's ratio, e.g. 0,1,1; 0: the scale follows its own draws (default: the run config's "
@@ -294,6 +297,7 @@ def generate(
                   continue_score=continue_score, score_only=score_only, score_guidance=score_guidance,
                   stage_guidance=guide_factors, guidance_twin=guidance_twin, steady_scale=steady_scale,
                   preroll_seconds=preroll, score_share=_floats(score_share, "--score-share"),
+                  share_power=_floats(share_power, "--share-power"),
                   scale_anchor=_floats(scale_anchor, "--scale-anchor"), scale_clip=_floats(scale_clip, "--scale-clip"),
                   temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
                   weights=weights)

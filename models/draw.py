@@ -83,6 +83,9 @@ class Draw:
     steady_scale: bool = False
     # > 0: the score taps' share of the prediction where notes sound, instead of the network's (sigmoid) share
     score_share: float = 0.0
+    # without a fixed share: the network's share raised to this power (< 1: towards 1, the taps' resonance sharper,
+    # keeping the network's order between frames and genres; 1: as trained)
+    share_power: float = 1.0
     # > 0: the adaptive scale's mix with the tier below's level times ``anchor_ratio`` (models/anchor.py)
     scale_anchor: float = 0.0
     anchor_ratio: float = 0.0

@@ -357,13 +357,13 @@ class FusedStream:
         if lin is None:
             z32, z64 = np.zeros((rows, 2), np.float32), np.zeros((rows, 2))
             return (False, z32, z32.copy(), np.zeros(1, np.float32), False, np.zeros(1), z64, np.zeros((rows, 2)), 0.0,
-                    ADAPT_FLOOR, 0.0, 1.0, 0.0, 0.0, np.zeros(1), 1.0, 1.0, 0.0, self.stage.head.channels)
+                    ADAPT_FLOOR, 0.0, 1.0, 0.0, 0.0, 1.0, np.zeros(1), 1.0, 1.0, 0.0, self.stage.head.channels)
         la = lin.adapt_taps if lin.adaptive else 1
         return (True, self.lin_taps, np.zeros((rows, 2 * lin.order), np.float32), lin.decode_table.numpy(),
                 # then below part and score taps (per chunk); the rings hold each value twice (the kernel's _linear)
                 bool(lin.adaptive), self.adapt_w, np.zeros((rows, 2 * la)), np.zeros((rows, 2)), self.w["lin_bias"],
                 ADAPT_FLOOR, float(lin.note_floor), draw.adapt_gain, float(draw.scale_clip), float(draw.score_share),
-                self.edges,
+                float(draw.share_power), self.edges,
                 1.0 - UNIFORM_MIX, UNIFORM_MIX / lin.classes,
                 lin.end_offset, lin.classes)
 

@@ -263,10 +263,17 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def _share(logit, power):
+    """The network's share of the score taps, sigmoid(logit) ** power."""
+    w = 1.0 / (1.0 + math.exp(-logit))
+    return w if power == 1.0 else w ** power
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, anchor_b, anchor_keep,
             score_taps, score_on, has_score, score_resid, res_ring, res_prev,
             adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, channels, adapt_floor, note_floor, adapt_gain,
-            scale_clip, score_share):
+            scale_clip, score_share, share_power):
     """The linear path of row b at step t: (mu_lin + mu_nn, log_s) for ``_combine``.
 
     The rings hold each value twice (slots s and s + P), so the last P values are the contiguous
@@ -274,7 +281,8 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
     ``score_resid`` the score taps (Q of them) predict the linear part's residual from the ring of
     its last Q residuals (``res_ring``, ``res_prev`` = mu_lin(t-1) + bias; Stage.forward).  ``adapt_gain``
     multiplies the |residual| the adaptive scale reads at this step (``Draw.steady_scale``; 1: as trained);
-    ``score_share`` > 0 replaces the network's share of the score taps where notes sound (``Draw.score_share``);
+    ``score_share`` > 0 replaces the network's share of the score taps where notes sound (``Draw.score_share``),
+    else the network's share is raised to ``share_power`` (``Draw.share_power``; 1: as trained);
     the adaptive scale is ``anchor_keep`` of its window plus ``anchor_b`` (the anchored scale, models/anchor.py);
     ``scale_clip`` > 0: the |residual| it reads is at most that many times the scale of the draw (``Draw.scale_clip``).
     ``mu_prev`` (rows, 2): mu_lin(t-1) + bias and the logistic scale x[t-1] was drawn with."""
@@ -303,7 +311,7 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
                 res_ring[b, r_slot + q] = e
             res_prev[b] = mu + lin_bias
             if on != 0.0:
-                w = on * score_share if score_share > 0.0 else on / (1.0 + math.exp(-out_b[channels + 2]))
+                w = on * score_share if score_share > 0.0 else on * _share(out_b[channels + 2], share_power)
                 rp = res_ring[b, r_slot + 1:r_slot + q + 1]  # newest last
                 sc = score_taps[b]
                 ms = 0.0
@@ -311,7 +319,7 @@ def _linear(b, t, prev_b, out_b, lin_taps, lin_ring, dec, lin_below, has_below, 
                     ms += sc[i] * rp[q - 1 - i]
                 mu = mu + w * ms
         elif on != 0.0:
-            w = on * score_share if score_share > 0.0 else on / (1.0 + math.exp(-out_b[channels + 2]))
+            w = on * score_share if score_share > 0.0 else on * _share(out_b[channels + 2], share_power)
             ms = 0.0
             sc = score_taps[b]
             for i in range(p):
@@ -436,7 +444,7 @@ def run_steps(t0, t1, t_resume, n_batch,
               score_taps, score_on,
               score_base, has_score, score_resid, res_ring, res_prev,
               adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor, adapt_gain, scale_clip,
-              score_share,
+              score_share, share_power,
               edges, keep, floor, end_offset, n_mu,
               # history
               pool, frame_sum,
@@ -489,7 +497,7 @@ def run_steps(t0, t1, t_resume, n_batch,
                                     mu_prev, lin_bias, channels, adapt_floor, note_floor,
                                     adapt_gain if t > n_forced else 1.0,  # x[t-1] drawn: its residual rescaled
                                     scale_clip if t > n_forced else 0.0,  # ... and clipped
-                                    score_share)
+                                    score_share, share_power)
                 _combine(out[b], mu, log_s, n_mu, channels, edges, keep, floor, end_offset, cdf, logits[b])
             else:
                 for c in range(channels):

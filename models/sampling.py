@@ -123,7 +123,7 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, draw: Draw = Dra
     with torch.inference_mode(), stage.streaming(rows, cond, **chunk_kw) as s:
         s.adapt_gain, s.n_forced, s.score_share = draw.adapt_gain, p_len, float(draw.score_share)
         s.anchor = (float(draw.scale_anchor), float(draw.anchor_ratio))
-        s.scale_clip = float(draw.scale_clip)
+        s.scale_clip, s.share_power = float(draw.scale_clip), float(draw.share_power)
         for t in range(n):
             out = s.step(prev)  # (rows, C)
             if t < p_len:

@@ -50,6 +50,7 @@ class StageStream:
         # before the adaptive scale reads it (samples t < n_forced are given, not drawn), the score taps' fixed share
         self.adapt_gain, self.n_forced, self.score_share = 1.0, 0, 0.0
         self.anchor = (0.0, 0.0)  # (mix, ratio) of the anchored scale (models/anchor.py)
+        self.share_power = 1.0  # the network's share of the score taps raised to this power
         self.scale_clip = 0.0  # > 0: the |residual| the adaptive scale reads, at most this times the draw's scale
         self.anchor_buf = None  # (chunk, B) mix * ratio * level of the tier below (None: no anchor)
         p = next(stage.parameters())
@@ -264,7 +265,8 @@ class StageStream:
         log_s = out[:, c + 1]
         if self.score is not None:  # the score taps (Stage.forward)
             r = t % self.chunk
-            share = self.score_share if self.score_share > 0 else torch.sigmoid(out[:, c + 2])  # Draw.score_share
+            share = (self.score_share if self.score_share > 0  # Draw.score_share, else Draw.share_power
+                     else torch.sigmoid(out[:, c + 2]) ** self.share_power)
             w = share * self.score_on[r]
             if self.res_ring is not None:  # push e(t-1) (none before t = 0), predict e(t)
                 if t > 0:

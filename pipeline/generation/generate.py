@@ -185,7 +185,8 @@ def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=Non
     unit0 = run.rates[0] // run.cfg.data.roll_fps  # stage-0 samples per roll frame
     return Draw(guidance=stage_guidance(p, k), keep_roll=p.guidance_twin == "no_genre",
                 temperature=stage_temperature(run, p, k), steady_scale=bool(p.steady_scale),
-                score_share=stage_score_share(p, k), **stage_anchor(run, plan, p, k),
+                score_share=stage_score_share(p, k), share_power=_stage_factor(p.share_power, k),
+                **stage_anchor(run, plan, p, k),
                 scale_clip=_stage_factor(p.scale_clip, k, missing=0.0), top_p=p.top_p,
                 tier_prior=p.tier_prior, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + plan.preroll + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new

@@ -66,6 +66,8 @@ class GenerateParams(BaseModel):
     preroll_seconds: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)  # warm-up sampled, then cut
     # per stage, > 0: the score taps' share where notes sound, fixed (0 or missing: the network's)
     score_share: tuple[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)], ...] | None = None
+    # per stage: the network's share of the score taps raised to this power (1: as trained)
+    share_power: tuple[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)], ...] | None = None
     # per stage, > 0: the adaptive scale's mix with the tier below's level (models/anchor.py)
     scale_anchor: tuple[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)], ...] | None = None
     # per stage, > 0: the |residual| the adaptive scale reads, at most this many times the draw's scale
@@ -256,7 +258,7 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     if p.seconds is not None and p.seconds > cfg.generate.max_seconds:
         raise ParameterError(f"invalid parameter: seconds={p.seconds!r}: above generate.max_seconds="
                              f"{cfg.generate.max_seconds:g} of this run's config")
-    for name in ("stage_temperature", "stage_guidance", "score_share", "scale_anchor", "scale_clip"):
+    for name in ("stage_temperature", "stage_guidance", "score_share", "share_power", "scale_anchor", "scale_clip"):
         factors = getattr(p, name)
         if factors is not None and len(factors) > len(rates):
             raise ParameterError(f"invalid parameter: {name} has {len(factors)} factors, this run has {len(rates)} "

@@ -43,7 +43,8 @@ def _both(st, n, cond, conditioned=False, prompt=None, **draw):
 
 
 @pytest.mark.parametrize("case", ["guided_topp", "guided_genre_twin", "prior_prompt", "greedy", "ends", "mixture",
-                                  "score_residual", "steady_scale", "score_share", "scale_anchor", "scale_clip"])
+                                  "score_residual", "steady_scale", "score_share", "scale_anchor", "scale_clip",
+                                  "share_power"])
 def test_fused_sampling_matches_reference_for_the_same_seed(case):
     """Same seed, same samples, same lengths, and the generator left in the same state (the cascade
     draws the next stage from it)."""
@@ -57,7 +58,7 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
     elif case == "mixture":  # PCM floats: the component and the logistic from two stream uniforms
         st = make_stage(index=1, head="logistic_mixture", mixtures=4, use_tier_below=True, use_genre=True,
                         history={"enabled": True})
-    elif case in ("score_residual", "steady_scale", "score_share", "scale_anchor", "scale_clip"):  # stage 1's taps
+    elif case in ("score_residual", "steady_scale", "score_share", "scale_anchor", "scale_clip", "share_power"):
         st = make_stage(index=1, shipped=True, use_tier_below=True, use_roll=True, use_genre=True,
                         score={"enabled": True, "order": 24})
     elif case in ("guided_topp", "guided_genre_twin"):
@@ -79,7 +80,8 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
           "steady_scale": dict(steady_scale=True, temperature=0.6, prompt=d["x"][:, :40]),
           "score_share": dict(score_share=1.0, temperature=0.6),
           "scale_anchor": dict(scale_anchor=0.7, anchor_ratio=0.3, temperature=0.6),
-          "scale_clip": dict(scale_clip=1.0, temperature=1.0, prompt=d["x"][:, :40])}[case]
+          "scale_clip": dict(scale_clip=1.0, temperature=1.0, prompt=d["x"][:, :40]),
+          "share_power": dict(share_power=0.2, temperature=0.6)}[case]
     (ref, g_ref), (fused, g_fused) = _both(st, n, cond, **kw)
     assert ref.engine == "reference" and fused.engine == "fused"
     assert ref.x.dtype == fused.x.dtype
@@ -105,6 +107,9 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
     if case == "scale_anchor":  # the scale mixed with the tier below's level: other draws than the plain scale's
         (_, _), (plain, _) = _both(st, n, cond, **{**kw, "scale_anchor": 0.0})
         assert not torch.equal(plain.x, fused.x)
+    if case == "share_power":  # the network's share raised to 0.2: other draws than its own share
+        (_, _), (own, _) = _both(st, n, cond, **{**kw, "share_power": 1.0})
+        assert not torch.equal(own.x, fused.x)
     if case == "scale_clip":  # drawn residuals clipped to the draw's scale: other draws after the prompt alone
         (_, _), (plain, _) = _both(st, n, cond, **{**kw, "scale_clip": 0.0})
         assert torch.equal(plain.x[:, :41], fused.x[:, :41]) and not torch.equal(plain.x, fused.x)
