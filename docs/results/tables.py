@@ -837,6 +837,46 @@ def fine_sampling_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def fine_levers_table() -> str:
+    """docs/results/fine_sampling_levers*.json (+ four_genres/): the fine stages' scale and share levers, with the
+    1-4 kHz band's own noise test (issue 21; issue 19's genre in the sound)."""
+    lines = ["| corpus, run | setting | fine stages' temperature | band error, dB (MIDI / genre) "
+             "| 1-2 / 2-4 / 4-8 kHz, genre pieces | 1-2 kHz by genre | noisy windows, full band: genre (clean pieces) "
+             "| noisy windows, 1-4 kHz: genre (clean pieces) | pieces with every tier SNR >= 20 dB "
+             "| note F1 (rendering) | genre recognised |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes = []
+    for corpus, r in present((("demo, `make demo`'s run", HERE / "fine_sampling_levers.json"),
+                              ("four genres, its run", HERE / "four_genres" / "fine_sampling_levers.json"),
+                              ("demo, stage 1 with taps from 1 kHz (`demo/run_hb`)",
+                               HERE / "fine_sampling_levers_hb.json"),
+                              ("four genres, stage 1 with taps from 1 kHz (`other4/run_hb`)",
+                               HERE / "four_genres" / "fine_sampling_levers_hb.json")), notes):
+        run = r["run_sampling"]
+        for name, s in r["settings"].items():
+            m, g, acc = s["summary"]["midi"], s["summary"]["genre"], s["summary"]["genre_recognised"]
+            temps = s["stage_temperature"] or run["stage_temperature"]
+            by_genre: dict[str, list[float]] = {}
+            for p in s["pieces"]:
+                if p["name"].startswith("genre-") and "1-2k" in p["bands_db"]:
+                    by_genre.setdefault(p["genre"], []).append(p["bands_db"]["1-2k"])
+            genres = ", ".join(f"{k} {sum(v) / len(v):.1f}" for k, v in by_genre.items())
+            f1 = f"{m['note_f1_mean']:.2f} ({m['rendering_note_f1_mean']:.2f})" if m.get("note_f1_mean") else "-"
+            lines.append(f"| {corpus} | {name} | {', '.join(f'{t:g}' for t in temps[1:])} "
+                         f"| {m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f} "
+                         f"| {' / '.join(f'{v:.1f}' for v in g['bands_db_median'].values())} | {genres} "
+                         f"| {g['noisy_share_mean']:.0%} ({g['pieces_95pct_windows_clean']} of {g['pieces']}) "
+                         f"| {g['high_band_noisy_share_mean']:.0%} ({g['pieces_95pct_high_band_clean']} of "
+                         f"{g['pieces']}) "
+                         f"| {m['pieces_all_tiers_snr_20db'] + g['pieces_all_tiers_snr_20db']} of "
+                         f"{m['pieces'] + g['pieces']} | {f1} | {acc['accuracy']:.2f} of {acc['clips']} clips |")
+        hb = r["references"]["high_band_flatness"]
+        notes.append(f"{corpus}: 8 s pieces, 5 per genre and 4 MIDI pieces; 1-4 kHz noise threshold "
+                     f"{hb['threshold']:.4f} (the {hb['percentile']:g}th percentile of {hb['windows']} real test "
+                     f"windows, median {hb['median']:.4f}). Commit `{r['commit'][:10]}`, `{r['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
 def _heard_notes(acc: dict) -> str:
     """The genre judged by the notes basic-pitch hears (later fine-sampling JSONs), beside the sound's."""
     n = acc.get("by_notes")
@@ -890,6 +930,7 @@ def opening_table() -> str:
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
             "score_sampling": score_sampling_table, "score_guidance": score_guidance_table,
             "fine_sampling": fine_sampling_table,
+            "fine_levers": fine_levers_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
