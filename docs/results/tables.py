@@ -713,7 +713,8 @@ def noise_trap_table() -> str:
              ("demo", HERE / "noise_trap_steps.json"),
              ("other soundfont", HERE / "noise_trap_steps_other_soundfont.json"),
              ("demo", HERE / "noise_trap_high_band_taps.json"),
-             ("four genres", HERE / "four_genres" / "noise_trap_high_band_taps.json"))
+             ("four genres", HERE / "four_genres" / "noise_trap_high_band_taps.json"),
+             ("demo, a fresh `make demo` at this session's presets (`demo_sp`)", HERE / "noise_trap_presets.json"))
     for corpus, r in present(files, notes):
         for name, run in r["runs"].items():
             tr = run["taps"]["1"].get("training") or {}
@@ -846,7 +847,9 @@ def fine_levers_table() -> str:
              "| note F1 (rendering) | genre recognised |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
-    for corpus, r in present((("demo, `make demo`'s run", HERE / "fine_sampling_levers.json"),
+    for corpus, r in present((("demo, `make demo` at the presets of this session (`demo_sp`)",
+                               HERE / "fine_sampling_presets.json"),
+                              ("demo, `make demo`'s run", HERE / "fine_sampling_levers.json"),
                               ("four genres, its run", HERE / "four_genres" / "fine_sampling_levers.json"),
                               ("demo, stage 1 with taps from 1 kHz (`demo/run_hb`)",
                                HERE / "fine_sampling_levers_hb.json"),
