@@ -1,7 +1,8 @@
 """Calibrate the anchored scale of a fine stage (models/anchor.py): per genre, the stage's mean adaptive
 scale fed the real audio over the tier below's mean level, on the training split.
 
-Written to ``<run>/stages/<k>/scale_anchor.json`` after a fine stage is trained, or for an existing run:
+Written to ``<run>/stages/<k>/scale_anchor.json`` for a trained run (training does not run it: the anchored
+scale is measured, not in the presets; README "the scale, the share and a noise test"):
 
     python -m pipeline.training.scale_anchor --data DATA --run RUN [--stage K ...]
 """
