@@ -214,7 +214,8 @@ class StageStream:
         self.closed = True
         self.layers = []
         for name in ("gall", "gall_flat", "cond_buf", "hist_state", "frame_sum", "below", "roll", "hbuf",
-                     "add_buf", "lin_ring", "lin_buf", "adapt_ring", "mu_prev", "score_buf", "score_on", "res_ring"):
+                     "add_buf", "lin_ring", "lin_buf", "adapt_ring", "mu_prev", "s_prev", "anchor_buf", "score_buf",
+                     "score_on", "res_ring"):
             if hasattr(self, name):
                 setattr(self, name, None)
         if getattr(self.stage, "_stream", None) is self:

@@ -153,12 +153,12 @@ class GenerateConfig:
     # network sets (models/draw.py Draw.score_share; 1: the taps' full resonance at the notes' harmonics); a stage
     # without a value, or 0: the network's
     score_share: tuple[float, ...] = ()
-    # per stage, > 0: the mix of the fine stage's adaptive scale with the tier below's level times its genre's
-    # ratio (models/anchor.py; 1: the scale from the tier below and the genre alone); it needs the stage's
-    # scale_anchor.json (pipeline/training/scale_anchor.py); 0 or missing: the scale follows its own draws
     # per stage, without a fixed score_share: the network's share raised to this power (< 1: the resonance sharper,
     # the network's order between genres and frames kept); 1 or missing: as trained
     share_power: tuple[float, ...] = ()
+    # per stage, > 0: the mix of the fine stage's adaptive scale with the tier below's level times its genre's
+    # ratio (models/anchor.py; 1: the scale from the tier below and the genre alone); it needs the stage's
+    # scale_anchor.json (pipeline/training/scale_anchor.py); 0 or missing: the scale follows its own draws
     scale_anchor: tuple[float, ...] = ()
     # per stage, > 0: a drawn sample's |residual| that the stage's adaptive scale reads is at most this many times the
     # logistic scale it was drawn with (models/draw.py Draw.scale_clip); 0 or missing: as trained

@@ -120,12 +120,20 @@ def window_flatness(audio: np.ndarray) -> np.ndarray:
         return np.zeros(0)
     with short_clips_allowed():
         flat = librosa.feature.spectral_flatness(y=y, n_fft=N_FFT, hop_length=HOP, power=2.0)[0]  # (T,)
-    rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)[0]  # (T,) same framing
-    window = (np.arange(flat.shape[0]) * HOP / ANALYSIS_RATE // WINDOW_SECONDS).astype(np.int64)
+    return _window_means(y, flat)
+
+
+def _window_means(y: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Per 1 s window of ``y`` (at ``ANALYSIS_RATE``), the mean of a per-frame value ``frames`` (T,) (frames of
+    ``N_FFT`` every ``HOP``) over its non-silent frames: ``(windows,)``, NaN for an all-silent window."""
+    import librosa
+
+    rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)[0][: frames.shape[0]]  # (T,) same framing
+    window = (np.arange(frames.shape[0]) * HOP / ANALYSIS_RATE // WINDOW_SECONDS).astype(np.int64)
     n_windows = max(1, int(np.ceil(y.shape[0] / ANALYSIS_RATE / WINDOW_SECONDS)))
     window = np.minimum(window, n_windows - 1)
     sound = rms >= SILENCE_RMS
-    sums = np.bincount(window[sound], weights=flat[sound], minlength=n_windows)
+    sums = np.bincount(window[sound], weights=frames[sound], minlength=n_windows)
     counts = np.bincount(window[sound], minlength=n_windows)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
@@ -142,18 +150,9 @@ def band_window_flatness(audio: np.ndarray, lo_hz: float, hi_hz: float) -> np.nd
         return np.zeros(0)
     with short_clips_allowed():
         power = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP)) ** 2  # (F, T)
-    rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP)[0]  # (T,) same framing
     freqs = librosa.fft_frequencies(sr=ANALYSIS_RATE, n_fft=N_FFT)
     band = power[(freqs >= lo_hz) & (freqs < hi_hz)].astype(np.float64) + 1e-20  # (F_band, T)
-    flat = np.exp(np.log(band).mean(0)) / band.mean(0)  # (T,) geometric over arithmetic mean
-    window = (np.arange(flat.shape[0]) * HOP / ANALYSIS_RATE // WINDOW_SECONDS).astype(np.int64)
-    n_windows = max(1, int(np.ceil(y.shape[0] / ANALYSIS_RATE / WINDOW_SECONDS)))
-    window = np.minimum(window, n_windows - 1)
-    sound = rms[: flat.shape[0]] >= SILENCE_RMS
-    sums = np.bincount(window[sound], weights=flat[sound], minlength=n_windows)
-    counts = np.bincount(window[sound], minlength=n_windows)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return _window_means(y, np.exp(np.log(band).mean(0)) / band.mean(0))  # geometric over arithmetic mean
 
 
 def noise_summary(audio: np.ndarray, threshold: float) -> dict:

@@ -303,7 +303,7 @@ def stage_anchor(run: LoadedRun, plan: Plan, p: GenerateParams, k: int) -> dict:
     mix = _stage_factor(p.scale_anchor, k, missing=0.0)
     if mix <= 0:
         return {}
-    index = run.indices[k] if k < len(run.indices) else k
+    index = run.indices[k]
     genre = run.genres[plan.genre_id] if plan.genre_id < len(run.genres) else None
     ratio = genre_ratio(read_calibration(stage_dir(run.path, index)), genre)
     if ratio is None:
