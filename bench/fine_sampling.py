@@ -3,10 +3,11 @@
 The fine stages (8 and 16 kHz) sample cooler than stage 0 (``generate.stage_temperature``) and under a
 Gaussian prior around the tier below (``generate.tier_prior``).  Both were chosen when the fine stages
 filled the upper bands with noise; both also hold back what the tier below lacks (the harmonics above
-1 kHz).  Each ``--setting NAME:T1,T2:SIGMA[:W[:G]]`` (fine stages' temperature factors, the prior's sigma; 0 =
+1 kHz).  Each ``--setting NAME:[T0,]T1,T2:SIGMA[:W[:G]]`` (fine stages' temperature factors, and stage 0's
+when three are given; the prior's sigma; 0 =
 off; W: the score tier's genre guidance, ``generate.score_guidance``; G: the stages' classifier-free guidance,
 ``generate.guidance``, or G0,G1,G2 per stage) generates the same pieces with the same seeds: stage 0 and the
-score are the same in every setting that keeps W and G, only the fine stages' draw differs.
+score are the same in every setting that keeps T0, W and G, only the fine stages' draw differs.
 
 Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI and genre-prompted
 (``--per-genre`` seeds each):
@@ -45,7 +46,7 @@ from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 
 SECONDS = 8.0
 CLIP_SECONDS = 4.0
-SETTING_FORMAT = "NAME:T1,T2:SIGMA[:W[:G[:TWIN[:STEADY[:PRE[:SHARE[:ANCHOR[:CLIP[:POWER]]]]]]]]]"
+SETTING_FORMAT = "NAME:[T0,]T1,T2:SIGMA[:W[:G[:TWIN[:STEADY[:PRE[:SHARE[:ANCHOR[:CLIP[:POWER]]]]]]]]]"
 DEFAULT_SETTINGS = ("run:-:-", "t1:1,1:0.1", "free:0.6,0.6:0", "t1-free:1,1:0", "t08-wide:0.8,0.8:0.3")
 
 
@@ -62,7 +63,11 @@ def parse_setting(text: str) -> dict:
     (P0,P1,P2 per stage: the network's share of the score taps raised to P)}; ``-`` keeps the run's value."""
     try:
         name, temps, sigma, *rest = text.split(":")
-        st = None if temps == "-" else tuple([1.0] + [float(v) for v in temps.split(",")])
+        st = None if temps == "-" else tuple(float(v) for v in temps.split(","))
+        if st is not None and len(st) == 2:
+            st = (1.0, *st)  # T1,T2: the fine stages' factors, stage 0 at the run's temperature
+        if st is not None and len(st) != 3:
+            raise ValueError(temps)
         prior = None if sigma == "-" else float(sigma)
         if len(rest) > 9:
             raise ValueError(text)

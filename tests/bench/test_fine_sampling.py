@@ -16,6 +16,7 @@ def test_parse_setting_keeps_the_runs_values_for_a_dash():
     s = parse_setting("t1:1,0.8:0.3")
     assert s == {"name": "t1", "stage_temperature": (1.0, 1.0, 0.8), "tier_prior": 0.3, **RUNS}  # stage 0 at 1
     assert parse_setting("run:-:-") == {"name": "run", "stage_temperature": None, "tier_prior": None, **RUNS}
+    assert parse_setting("t0:0.8,0.4,0.6:-")["stage_temperature"] == (0.8, 0.4, 0.6)  # three: stage 0's too
 
 
 def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
@@ -40,7 +41,7 @@ def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
 @pytest.mark.parametrize("bad", ["t1:1,1", "x:a,b:0.1", ":1,1:0.1", "x:0,1:0.1", "x:1,1:-1", "x:-:-:-1",
                                  "x:-:-:1:1,-1", "x:-:-:1:1:1", "x:-:-:w",
                                  "x:-:-:1:1:roll", "x:-:-:1:1:no_genre:1", "x:-:-:-:-:-:steady:1:2:3:4:5:6",
-                                 "x:-:-:-:-:-:-:w"])
+                                 "x:-:-:-:-:-:-:w", "x:1:-", "x:1,1,1,1:-"])
 def test_parse_setting_refuses_malformed_text(bad):
     with pytest.raises(SystemExit, match="--setting"):
         parse_setting(bad)
