@@ -849,6 +849,8 @@ def fine_levers_table() -> str:
     notes = []
     for corpus, r in present((("demo, `make demo` at the presets of this session (`demo_sp`)",
                                HERE / "fine_sampling_presets.json"),
+                              ("demo, the same run, stage 0 cooler (t09 / t08: stage 0 at temperature 0.9 / 0.8)",
+                               HERE / "fine_sampling_stage0_temperature.json"),
                               ("demo, `make demo`'s run", HERE / "fine_sampling_levers.json"),
                               ("four genres, its run", HERE / "four_genres" / "fine_sampling_levers.json"),
                               ("demo, stage 1 with taps from 1 kHz (`demo/run_hb`)",
