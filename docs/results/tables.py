@@ -851,6 +851,9 @@ def fine_levers_table() -> str:
                                HERE / "fine_sampling_presets.json"),
                               ("demo, the same run, stage 0 cooler (t09 / t08: stage 0 at temperature 0.9 / 0.8)",
                                HERE / "fine_sampling_stage0_temperature.json"),
+                              ("demo, the same run, stage 0's score taps held harder (s0p03 / s0p003: the network's "
+                               "share to the power 0.3 / 0.03; s0s1: their full share)",
+                               HERE / "fine_sampling_stage0_share.json"),
                               ("demo, `make demo`'s run", HERE / "fine_sampling_levers.json"),
                               ("four genres, its run", HERE / "four_genres" / "fine_sampling_levers.json"),
                               ("demo, stage 1 with taps from 1 kHz (`demo/run_hb`)",
