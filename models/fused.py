@@ -377,14 +377,17 @@ class FusedStream:
 
     def _work_buffers(self) -> list[np.ndarray]:
         """The kernel's scratch arrays, allocated once per run."""
+        from models.fused_kernel import TOP_P_BUCKETS  # local: start-up (numba, optional)
+
         st, rows = self.stage, self.rows
         r, g2, s, c = st.residual_channels, 2 * st.gate_channels, st.skip_channels, st.head.channels
         co = self.w["w2"].shape[1]
         f32 = [(rows, r), (rows, self.w["wtap"].shape[1]), (rows, g2), (rows, g2 // 2),  # h xin z gate
                (rows, self.w["wsr"].shape[2]), (rows, s), (rows, s), (rows, co),  # sr skip s2 out
                (rows, self.w["wtap"].shape[0] * g2), (rows, c)]  # addend logits
-        f64 = [(c,), (c,), (c,)]  # lg probs cdf
-        return [np.zeros(sh, np.float32) for sh in f32] + [np.zeros(sh) for sh in f64]
+        f64 = [(c,), (c,), (c,), (TOP_P_BUCKETS,)]  # lg probs cdf, the top-p cut's bucket masses
+        return ([np.zeros(sh, np.float32) for sh in f32] + [np.zeros(sh) for sh in f64]
+                + [np.zeros(c, np.int64)])  # the top-p cut's boundary classes
 
     @staticmethod
     def _draw_args(draw: Draw) -> tuple:

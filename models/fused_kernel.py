@@ -378,13 +378,13 @@ PCM_HALF = 32767.5  # 16-bit PCM: bin k has centre k * (1 / PCM_HALF) - 1 (model
 
 
 @njit(cache=True)
-def _sample_mixture(out_b, m, temperature, seed, t, lg, probs):
+def _sample_mixture(out_b, m, temperature, seed, t, lg, probs, scratch, order):
     """``LogisticMixtureHead.sample`` with the stream's two uniforms of step t: a component by
     inverse CDF over softmax(logits / T), then mu + s T logit(u) on the nearest 16-bit bin."""
     tt = max(temperature, 1e-6)
     for c in range(m):
         lg[c] = out_b[c]
-    k = _draw(lg[:m], tt, 1.0, _uniform(seed, t), probs[:m])
+    k = _draw(lg[:m], tt, 1.0, _uniform(seed, t), probs[:m], scratch, order)
     mu = np.float64(out_b[m + k])
     s = math.exp(max(np.float64(out_b[2 * m + k]), -16.0)) * tt
     u = min(max(_uniform(seed ^ SALT, t), 1e-7), 1.0 - 1e-7)
@@ -392,11 +392,93 @@ def _sample_mixture(out_b, m, temperature, seed, t, lg, probs):
     return np.round((v + 1.0) * PCM_HALF) * (2.0 / 65535.0) - 1.0
 
 
+TOP_P_BUCKETS = 64  # log-probability buckets of the top-p cut (``_top_p``), BUCKETS_PER_NAT wide each
+BUCKETS_PER_NAT = 2.0
+TOP_P_MARGIN = 1e-9  # relative: a cut nearer than this to a bucket's edge is made by the full sort
+CROWDED = 48  # classes in the boundary bucket from which the full sort is cheaper
+
+
 @njit(cache=True)
-def _draw(lg, temperature, top_p, u, probs):
+def _top_p_sorted(probs, top_p, total):
+    """``_draw``'s top-p cut by a full stable sort: the reference's rule, any distribution."""
+    c_n = probs.shape[0]
+    idx = np.argsort(-probs, kind="mergesort")
+    before = 0.0
+    for j in range(c_n):
+        c = idx[j]
+        if before >= top_p * total and j > 0:
+            probs[c] = 0.0
+        else:
+            before += probs[c]
+
+
+@njit(cache=True)
+def _top_p(lg, mx, temperature, probs, top_p, total, scratch, order):
+    """Zero the classes outside the top-p set of ``probs`` (C,) (unnormalised, summing to ``total``): the
+    smallest set of the most likely classes whose mass before each member (stable descending order) is
+    < top_p * total, as ``_top_p_sorted`` (and models/heads.py ``inverse_cdf``), without sorting all C.
+
+    The classes fall into ``TOP_P_BUCKETS`` buckets by their log-probability (lg - mx) / T, each
+    1 / ``BUCKETS_PER_NAT`` wide; a class in a bucket above the one where the buckets' running mass reaches
+    the cut is kept, one below it dropped, and only the boundary bucket's few classes are sorted.  Where
+    the cut lies within ``TOP_P_MARGIN`` of a bucket's edge, or the boundary bucket is crowded, the full sort
+    decides.  ``scratch`` (>= TOP_P_BUCKETS,) float64 and ``order`` (>= C,) int64: work space."""
+    c_n = probs.shape[0]
+    target = top_p * total
+    mass = scratch[:TOP_P_BUCKETS]
+    for k in range(TOP_P_BUCKETS):
+        mass[k] = 0.0
+    for c in range(c_n):
+        mass[_bucket(lg[c], mx, temperature)] += probs[c]
+    above, cut = 0.0, TOP_P_BUCKETS - 1
+    for k in range(TOP_P_BUCKETS):
+        if above + mass[k] >= target:
+            cut = k
+            break
+        above += mass[k]
+    if above + mass[cut] < target * (1.0 + TOP_P_MARGIN) or above > target * (1.0 - TOP_P_MARGIN):
+        _top_p_sorted(probs, top_p, total)
+        return
+    n = 0  # the boundary bucket's classes by insertion: descending, ties in class order
+    for c in range(c_n):
+        if _bucket(lg[c], mx, temperature) == cut:
+            if n == CROWDED:  # a flat distribution: the full sort is cheaper than insertion
+                _top_p_sorted(probs, top_p, total)
+                return
+            j = n
+            while j > 0 and probs[order[j - 1]] < probs[c]:
+                order[j] = order[j - 1]
+                j -= 1
+            order[j] = c
+            n += 1
+    before, kept = above, 0
+    for j in range(n):
+        if abs(before - target) <= TOP_P_MARGIN * total:  # the summation order could decide: the full sort does
+            _top_p_sorted(probs, top_p, total)
+            return
+        if before >= target and (j > 0 or cut > 0):
+            break
+        before += probs[order[j]]
+        kept = j + 1
+    for j in range(kept, n):
+        probs[order[j]] = 0.0
+    for c in range(c_n):
+        if _bucket(lg[c], mx, temperature) > cut:
+            probs[c] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _bucket(v, mx, temperature):
+    """The top-p bucket of a logit: 0 for the most likely class, one more per 1 / BUCKETS_PER_NAT nats below."""
+    d = (mx - v) / temperature * BUCKETS_PER_NAT
+    return TOP_P_BUCKETS - 1 if not d < TOP_P_BUCKETS - 1 else int(d)
+
+
+@njit(cache=True)
+def _draw(lg, temperature, top_p, u, probs, scratch, order):
     """Inverse-CDF draw from logits lg (C,) float64 (-inf = never): the reference
     ``models.sampling.inverse_cdf`` (temperature <= 0: argmax; top-p: the smallest set of the
-    most likely classes holding ``top_p``, in class order)."""
+    most likely classes holding ``top_p``, in class order; ``_top_p``)."""
     c_n = lg.shape[0]
     best = 0
     for c in range(1, c_n):
@@ -411,14 +493,7 @@ def _draw(lg, temperature, top_p, u, probs):
         probs[c] = math.exp(v) if v > -745.0 else 0.0
         total += probs[c]
     if top_p < 1.0:
-        idx = np.argsort(-probs, kind="mergesort")
-        before = 0.0
-        for j in range(c_n):
-            c = idx[j]
-            if before >= top_p * total and j > 0:
-                probs[c] = 0.0
-            else:
-                before += probs[c]
+        _top_p(lg, mx, temperature, probs, top_p, total, scratch, order)
         total = 0.0
         for c in range(c_n):
             total += probs[c]
@@ -453,7 +528,7 @@ def run_steps(t0, t1, t_resume, n_batch,
               prior_values, end_code, free_length, min_length, end_threshold, temperature, top_p,
               x, ended, lengths, silence, mixtures,
               # work buffers
-              h, xin, z, gate, sr, skip, s2, out, addend, logits, lg, probs, cdf, blas_rows):
+              h, xin, z, gate, sr, skip, s2, out, addend, logits, lg, probs, cdf, scratch, order, blas_rows):
     """Steps t0 .. t1 - 1 (see the module docstring) -> (exit code, next t).
 
     Samples (``prev``, ``forced``, ``x``) are float64: mu-law codes, or PCM values for a mixture head
@@ -511,7 +586,7 @@ def run_steps(t0, t1, t_resume, n_batch,
             if t < n_forced:
                 xt = forced[b, t]
             elif mixtures > 0:
-                xt = _sample_mixture(logits[b], mixtures, temperature, seeds[b], t, lg, probs)
+                xt = _sample_mixture(logits[b], mixtures, temperature, seeds[b], t, lg, probs, scratch, order)
             else:
                 for c in range(channels):  # guidance: l_u + (1 + W)(l_c - l_u)
                     v = np.float64(logits[b, c])
@@ -536,7 +611,7 @@ def run_steps(t0, t1, t_resume, n_batch,
                 if end_code >= 0:
                     lg[end_code] = -np.inf
                 u = _uniform(seeds[b], t) if temperature > 0.0 else 0.0
-                xt = np.float64(_draw(lg, temperature, top_p, u, probs))
+                xt = np.float64(_draw(lg, temperature, top_p, u, probs, scratch, order))
                 if confident:
                     xt = end_code
                 if free_length and end_code >= 0:
