@@ -392,8 +392,8 @@ def _sample_mixture(out_b, m, temperature, seed, t, lg, probs, scratch, order):
     return np.round((v + 1.0) * PCM_HALF) * (2.0 / 65535.0) - 1.0
 
 
-TOP_P_BUCKETS = 64  # log-probability buckets of the top-p cut (``_top_p``), BUCKETS_PER_NAT wide each
-BUCKETS_PER_NAT = 2.0
+TOP_P_BUCKETS = 64  # log-probability buckets of the top-p cut (``_top_p``), over the logits' span
+TOP_P_SPAN = 40.0  # nats: the buckets' span at most (classes further below share the last bucket)
 TOP_P_MARGIN = 1e-9  # relative: a cut nearer than this to a bucket's edge is made by the full sort
 CROWDED = 48  # classes in the boundary bucket from which the full sort is cheaper
 
@@ -418,18 +418,24 @@ def _top_p(lg, mx, temperature, probs, top_p, total, scratch, order):
     smallest set of the most likely classes whose mass before each member (stable descending order) is
     < top_p * total, as ``_top_p_sorted`` (and models/heads.py ``inverse_cdf``), without sorting all C.
 
-    The classes fall into ``TOP_P_BUCKETS`` buckets by their log-probability (lg - mx) / T, each
-    1 / ``BUCKETS_PER_NAT`` wide; a class in a bucket above the one where the buckets' running mass reaches
+    The classes fall into ``TOP_P_BUCKETS`` equal buckets of their log-probability (lg - mx) / T over its
+    span (at most ``TOP_P_SPAN`` nats): a class in a bucket above the one where the buckets' running mass reaches
     the cut is kept, one below it dropped, and only the boundary bucket's few classes are sorted.  Where
     the cut lies within ``TOP_P_MARGIN`` of a bucket's edge, or the boundary bucket is crowded, the full sort
     decides.  ``scratch`` (>= TOP_P_BUCKETS,) float64 and ``order`` (>= C,) int64: work space."""
     c_n = probs.shape[0]
     target = top_p * total
+    low = mx
+    for c in range(c_n):
+        if lg[c] > -np.inf:
+            low = min(low, lg[c])
+    span = min((mx - low) / temperature, TOP_P_SPAN)
+    per = (TOP_P_BUCKETS - 1) / span if span > 1e-9 else 0.0  # buckets per nat
     mass = scratch[:TOP_P_BUCKETS]
     for k in range(TOP_P_BUCKETS):
         mass[k] = 0.0
     for c in range(c_n):
-        mass[_bucket(lg[c], mx, temperature)] += probs[c]
+        mass[_bucket(lg[c], mx, temperature, per)] += probs[c]
     above, cut = 0.0, TOP_P_BUCKETS - 1
     for k in range(TOP_P_BUCKETS):
         if above + mass[k] >= target:
@@ -441,7 +447,7 @@ def _top_p(lg, mx, temperature, probs, top_p, total, scratch, order):
         return
     n = 0  # the boundary bucket's classes by insertion: descending, ties in class order
     for c in range(c_n):
-        if _bucket(lg[c], mx, temperature) == cut:
+        if _bucket(lg[c], mx, temperature, per) == cut:
             if n == CROWDED:  # a flat distribution: the full sort is cheaper than insertion
                 _top_p_sorted(probs, top_p, total)
                 return
@@ -463,14 +469,14 @@ def _top_p(lg, mx, temperature, probs, top_p, total, scratch, order):
     for j in range(kept, n):
         probs[order[j]] = 0.0
     for c in range(c_n):
-        if _bucket(lg[c], mx, temperature) > cut:
+        if _bucket(lg[c], mx, temperature, per) > cut:
             probs[c] = 0.0
 
 
 @njit(cache=True, inline="always")
-def _bucket(v, mx, temperature):
-    """The top-p bucket of a logit: 0 for the most likely class, one more per 1 / BUCKETS_PER_NAT nats below."""
-    d = (mx - v) / temperature * BUCKETS_PER_NAT
+def _bucket(v, mx, temperature, per):
+    """The top-p bucket of a logit: 0 for the most likely class, one more per 1 / ``per`` nats below."""
+    d = (mx - v) / temperature * per
     return TOP_P_BUCKETS - 1 if not d < TOP_P_BUCKETS - 1 else int(d)
 
 

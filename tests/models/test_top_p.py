@@ -18,8 +18,11 @@ def _logits(rng: np.random.Generator, kind: str, c: int = 257) -> np.ndarray:
     if kind == "peaked":
         lg = rng.normal(0, 1, c)
         lg[rng.integers(c)] += 12.0
-    elif kind == "flat":  # the boundary bucket crowded: the full sort decides
+    elif kind == "flat":  # a narrow span: the buckets narrow with it
         lg = rng.normal(0, 0.05, c)
+    elif kind == "uniform":  # every class in one bucket, crowded: the full sort decides
+        lg = np.zeros(c)
+        lg[rng.integers(c, size=3)] = 0.5
     elif kind == "ties":  # equal probabilities across the cut: class order decides
         lg = np.round(rng.normal(0, 2, c))
     elif kind == "masked":  # -inf classes (END), and a tail beyond exp's range
@@ -38,7 +41,7 @@ def _probs(lg: np.ndarray, t: float) -> tuple[np.ndarray, float]:
     return p, float(p.sum())
 
 
-@pytest.mark.parametrize("kind", ["peaked", "flat", "ties", "masked", "music"])
+@pytest.mark.parametrize("kind", ["peaked", "flat", "uniform", "ties", "masked", "music"])
 def test_the_bucketed_cut_keeps_the_classes_of_the_full_sort(kind):
     rng = np.random.default_rng(7)
     scratch, order = np.zeros(TOP_P_BUCKETS), np.zeros(257, np.int64)
