@@ -25,6 +25,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from models.draw import GOLDEN, MIX1, MIX2, SALT  # the reference generator's constants
+from models.fused_math import exp64
 
 # reassociation/contraction only (vectorised sums); no "nnan"/"ninf": END is masked with -inf
 FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
@@ -246,8 +247,11 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
     c1 = np.searchsorted(edges, mu + SKIP_Z * s)  # edges from here: F = 1
     for e in range(c0):
         cdf[e] = 0.0
+    inv_s = 1.0 / s
+    for e in range(c0, min(c1, n_edges)):  # exp64 alone in its loop: so it vectorises (with the 1 / (1 + .) not)
+        cdf[e] = exp64((mu - edges[e]) * inv_s)
     for e in range(c0, min(c1, n_edges)):
-        cdf[e] = 1.0 / (1.0 + math.exp((mu - edges[e]) / s))
+        cdf[e] = 1.0 / (1.0 + cdf[e])
     for e in range(c1, n_edges):
         cdf[e] = 1.0
     log_floor = math.log(floor)
@@ -494,9 +498,10 @@ def _draw(lg, temperature, top_p, u, probs, scratch, order):
         return best
     mx = lg[best]
     total = 0.0
-    for c in range(c_n):
+    for c in range(c_n):  # branch-free, exp64: the loop vectorises (e^v below e^-745 is 0, as libm's)
         v = (lg[c] - mx) / temperature
-        probs[c] = math.exp(v) if v > -745.0 else 0.0
+        probs[c] = exp64(v) * (v > -745.0)
+    for c in range(c_n):
         total += probs[c]
     if top_p < 1.0:
         _top_p(lg, mx, temperature, probs, top_p, total, scratch, order)
