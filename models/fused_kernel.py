@@ -615,10 +615,12 @@ def run_steps(t0, t1, t_resume, n_batch,
                     mx = lg[0]
                     for c in range(channels):
                         mx = max(mx, lg[c])
+                    for c in range(channels):  # exp64 alone in its loop: it vectorises
+                        probs[c] = exp64(lg[c] - mx)
                     tot = 0.0
                     for c in range(channels):
-                        tot += math.exp(lg[c] - mx)
-                    confident = math.exp(lg[end_code] - mx) / tot >= end_threshold
+                        tot += probs[c]
+                    confident = probs[end_code] / tot >= end_threshold
                 if end_code >= 0:
                     lg[end_code] = -np.inf
                 u = _uniform(seeds[b], t) if temperature > 0.0 else 0.0
