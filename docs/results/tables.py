@@ -849,6 +849,8 @@ def fine_levers_table() -> str:
     notes = []
     for corpus, r in present((("demo, `make demo` at the presets of this session (`demo_sp`)",
                                HERE / "fine_sampling_presets.json"),
+                              ("demo, the same run, 10 pieces per genre (seeds 1-10)",
+                               HERE / "fine_sampling_presets_more.json"),
                               ("demo, the same run, stage 0 cooler (t09 / t08: stage 0 at temperature 0.9 / 0.8)",
                                HERE / "fine_sampling_stage0_temperature.json"),
                               ("demo, the same run, stage 0's score taps held harder (s0p03 / s0p003: the network's "
@@ -879,7 +881,8 @@ def fine_levers_table() -> str:
                          f"| {m['pieces_all_tiers_snr_20db'] + g['pieces_all_tiers_snr_20db']} of "
                          f"{m['pieces'] + g['pieces']} | {f1} | {acc['accuracy']:.2f} of {acc['clips']} clips |")
         hb = r["references"]["high_band_flatness"]
-        notes.append(f"{corpus}: 8 s pieces, 5 per genre and 4 MIDI pieces; 1-4 kHz noise threshold "
+        per = r["argv"][r["argv"].index("--per-genre") + 1] if "--per-genre" in r["argv"] else "5"
+        notes.append(f"{corpus}: 8 s pieces, {per} per genre and 4 MIDI pieces; 1-4 kHz noise threshold "
                      f"{hb['threshold']:.4f} (the {hb['percentile']:g}th percentile of {hb['windows']} real test "
                      f"windows, median {hb['median']:.4f}). Commit `{r['commit'][:10]}`, `{r['command']}`.")
     return "\n".join(lines + [""] + notes)
