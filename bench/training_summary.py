@@ -5,7 +5,8 @@
 Reads ``RUN/metrics/<name>_result.json`` (written by ``strata train``) and keeps what a reader needs:
 steps, best and final validation bits (per sample; per event for the score tier), the best step, the wall
 time, what stopped it and the speed; with the commit, the command, the machine, and the run's config and
-loss curves copied beside the JSON (``training_config.yaml``, ``training_loss.png``).
+loss curves copied beside the JSON, named after it (``training.json``: ``training_config.yaml``,
+``training_loss.png``; ``X.json``: ``X_config.yaml``, ``X_loss.png``).
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             rows[str(k)]["unit"] = "bits per event" if k == SCORE_KEY else "bits per sample"
     atomic_write_json(a.json, {**run_info(argv and [sys.argv[0], *argv]), "machine": machine_info(),
                                "max_minutes": cfg.train.max_minutes, "stages": rows})
-    shutil.copyfile(config_path(a.run), a.json.parent / "training_config.yaml")
+    shutil.copyfile(config_path(a.run), a.json.parent / f"{a.json.stem}_config.yaml")  # one pair per JSON
     if loss_plot_path(a.run).is_file():
-        shutil.copyfile(loss_plot_path(a.run), a.json.parent / "training_loss.png")
+        shutil.copyfile(loss_plot_path(a.run), a.json.parent / f"{a.json.stem}_loss.png")
     print(json.dumps(rows, indent=1))
     return 0
 
