@@ -888,6 +888,45 @@ def fine_levers_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def stage0_steps_table() -> str:
+    """Stage 0 trained to its configured steps against the budget's (issue 19: does the sound follow the bits?):
+    training_*.json, noise_trap_stage0_steps*.json (held out), fine_sampling_*.json (the pieces)."""
+    lines = ["| run | stage 0 steps (best validation) | stage 0 held out: demo (below linear) | other soundfont (below "
+             "linear) | genre recognised | noisy windows, genre (clean pieces) | pieces with every tier SNR >= 20 dB "
+             "| band error, dB (MIDI / genre) | note F1 (rendering) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    rows = (("run", "`make demo` at the presets (`demo_sp/run`; its wall-clock budget)", "training_presets.json",
+             "fine_sampling_presets.json"),
+            ("run_s0", "the same, stage 0 trained again to its configured max_steps (`demo_sp/run_s0`)",
+             "training_stage0_steps.json", "fine_sampling_stage0_steps.json"))
+    files = [("held out", HERE / "noise_trap_stage0_steps.json"),
+             ("held out, other soundfont", HERE / "noise_trap_stage0_steps_other_soundfont.json")]
+    held = dict(present(files, notes))
+    for key, label, train_file, pieces_file in rows:
+        got = dict(present(((f"training {key}", HERE / train_file), (f"pieces {key}", HERE / pieces_file)), notes))
+        if len(got) < 2:
+            continue
+        tr, fs = got[f"training {key}"]["stages"]["0"], got[f"pieces {key}"]["settings"]["run"]["summary"]
+        bits = [(held[name]["runs"][key]["held_out"]["0"] if name in held and key in held[name]["runs"] else None)
+                for name, _ in files]  # a column per file, "-" where it is missing
+        m, g, acc = fs["midi"], fs["genre"], fs["genre_recognised"]
+        f1 = f"{m['note_f1_mean']:.2f} ({m['rendering_note_f1_mean']:.2f})" if m.get("note_f1_mean") else "-"
+        lines.append(f"| {label} | {tr['steps']} ({tr['best_valid_bits']:.3f}) | "
+                     + " | ".join(f"{b['bits_per_sample']:.3f} ({b['below_linear']:+.3f})" if b else "-" for b in bits)
+                     + f" | {acc['accuracy']:.2f} of {acc['clips']} clips | {g['noisy_share_mean']:.0%} "
+                     f"({g['pieces_95pct_windows_clean']} of {g['pieces']}) | "
+                     f"{m['pieces_all_tiers_snr_20db'] + g['pieces_all_tiers_snr_20db']} of {m['pieces'] + g['pieces']} "
+                     f"| {m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f} | {f1} |")
+        notes.append(f"{label}: commit `{got[f'training {key}']['commit'][:10]}`, "
+                     f"`{got[f'training {key}']['command']}`; pieces: commit `{got[f'pieces {key}']['commit'][:10]}`, "
+                     f"`{got[f'pieces {key}']['command']}`.")
+    for name, h in held.items():
+        notes.append(f"{name}: the test split's first {h['max_seconds']:g} s of each track; commit "
+                     f"`{h['commit'][:10]}`, `{h['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
 def _heard_notes(acc: dict) -> str:
     """The genre judged by the notes basic-pitch hears (later fine-sampling JSONs), beside the sound's."""
     n = acc.get("by_notes")
@@ -941,7 +980,7 @@ def opening_table() -> str:
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
             "score_sampling": score_sampling_table, "score_guidance": score_guidance_table,
             "fine_sampling": fine_sampling_table,
-            "fine_levers": fine_levers_table,
+            "fine_levers": fine_levers_table, "stage0_steps": stage0_steps_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
