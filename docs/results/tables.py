@@ -340,6 +340,40 @@ def bench_table() -> str:
     return "\n".join(rows) + "\n\n" + "; ".join(notes) + "." + "".join(f" {n}" for n in missing)
 
 
+def draw_speed_table() -> str:
+    """bench/results/generation_before_draw.json (the commit before the bucketed top-p cut and exp64) against
+    generation.json, run back to back on one machine: what the draw's rewrite bought (issue 22)."""
+    notes: list[str] = []
+    got = dict(present((("before", BENCH / "generation_before_draw.json"), ("after", BENCH / "generation.json")),
+                       notes))
+    if len(got) < 2:
+        return "\n".join(notes)
+    before, after = got["before"], got["after"]
+    rows = ["| row | before | after | after / before |", "| --- | --- | --- | --- |"]
+
+    def key(r: dict) -> tuple:
+        return r["engine"], r.get("weights", "float32"), r["batch"], r["receptive_field"]
+
+    old = {key(r): r for r in before["results"]}
+    for r in after["results"]:
+        o = old.get(key(r))
+        if o is None or r["engine"] != "fused":
+            continue
+        rows.append(f"| fused, {key(r)[1]}, batch {r['batch']}, receptive field {r['receptive_field']}: samples/s "
+                    f"per stream | {o['samples_per_second']:,.0f} | {r['samples_per_second']:,.0f} "
+                    f"| {r['samples_per_second'] / o['samples_per_second']:.2f} |")
+    for name, label in (("fused", "tiny cascade, fused, one core: real-time factor"),
+                        ("fused_cores", "tiny cascade, fused, stages side by side: real-time factor"),
+                        ("fused_count8", "tiny cascade, fused, `--count 8`: real-time factor")):
+        a, b = before["cascade"].get(name), after["cascade"].get(name)
+        if a and b:
+            rows.append(f"| {label} | {a['real_time_factor']:.3f} | {b['real_time_factor']:.3f} "
+                        f"| {b['real_time_factor'] / a['real_time_factor']:.2f} |")
+    notes += [f"{k}: commit `{g['commit'][:10]}`, `{g['command']}`; {g['machine']['cpu']}, load average "
+              f"{g['machine']['load_average'][0]}." for k, g in got.items()]
+    return "\n".join(rows + [""] + notes)
+
+
 def generation_table() -> str:
     """bench/results/generation.json: the engines on the reference stage, and the tiny cascade."""
     g = json.loads((BENCH / "generation.json").read_text())
@@ -398,6 +432,8 @@ def generation_table() -> str:
                  f"| {d['total_wall_seconds']['reference']:.1f} |"]
     rows += ["", "| goal | measured | |", "| --- | --- | --- |",
              f"| tiny cascade, one piece: real-time factor <= 0.5 | {best:.3f} | {met(best <= 0.5)} |",
+             f"| tiny cascade, one piece, one core: real-time factor <= 0.25 (issue 22) "
+             f"| {c['fused']['real_time_factor']:.3f} | {met(c['fused']['real_time_factor'] <= 0.25)} |",
              f"| reference stage, batch 1: >= 16,000 samples/s (its fastest weights: {fmt1}) "
              f"| {fused1['samples_per_second']:,.0f} | {met(fused1['samples_per_second'] >= 16000)} |",
              f"| reference stage, batch 1: >= 30% of the matmul rate ({fmt1}) "
@@ -916,7 +952,8 @@ def stage0_steps_table() -> str:
                      + " | ".join(f"{b['bits_per_sample']:.3f} ({b['below_linear']:+.3f})" if b else "-" for b in bits)
                      + f" | {acc['accuracy']:.2f} of {acc['clips']} clips | {g['noisy_share_mean']:.0%} "
                      f"({g['pieces_95pct_windows_clean']} of {g['pieces']}) | "
-                     f"{m['pieces_all_tiers_snr_20db'] + g['pieces_all_tiers_snr_20db']} of {m['pieces'] + g['pieces']} "
+                     f"{m['pieces_all_tiers_snr_20db'] + g['pieces_all_tiers_snr_20db']} of "
+                     f"{m['pieces'] + g['pieces']} "
                      f"| {m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f} | {f1} |")
         notes.append(f"{label}: commit `{got[f'training {key}']['commit'][:10]}`, "
                      f"`{got[f'training {key}']['command']}`; pieces: commit `{got[f'pieces {key}']['commit'][:10]}`, "
@@ -986,7 +1023,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "evaluation": evaluation_table,
             "quality": quality_table, "recordings": recordings_table, "four_genres": four_genres_table,
             "four_genres_score_tier": four_genres_score_tier_table,
-            "generation": generation_table,
+            "generation": generation_table, "draw_speed": draw_speed_table,
             "quant_cost": quant_cost_table,
             "bench": bench_table, "faults": faults_table}
 
