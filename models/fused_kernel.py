@@ -25,7 +25,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from models.draw import GOLDEN, MIX1, MIX2, SALT  # the reference generator's constants
-from models.fused_math import exp64
+from models.fused_math import exp64, log64
 
 # reassociation/contraction only (vectorised sums); no "nnan"/"ninf": END is masked with -inf
 FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
@@ -254,14 +254,11 @@ def _combine(out_b, mu, log_s, n_mu, channels, edges, keep, floor, end_offset, c
         cdf[e] = 1.0 / (1.0 + cdf[e])
     for e in range(c1, n_edges):
         cdf[e] = 1.0
-    log_floor = math.log(floor)
-    for c in range(n_mu):
-        hi = cdf[c] if c < n_edges else 1.0
-        lo = cdf[c - 1] if c > 0 else 0.0
-        if hi == lo:  # outside [c0, c1]: P below e^-30
-            logits_b[c] = out_b[c] + log_floor
-        else:
-            logits_b[c] = out_b[c] + math.log(keep * max(hi - lo, 0.0) + floor)
+    # P = hi - lo per bin (0 outside [c0, c1]: the floor alone); log64, no branch: the loop vectorises
+    logits_b[0] = out_b[0] + log64(keep * max(cdf[0], 0.0) + floor)
+    for c in range(1, n_edges):
+        logits_b[c] = out_b[c] + log64(keep * max(cdf[c] - cdf[c - 1], 0.0) + floor)
+    logits_b[n_edges] = out_b[n_edges] + log64(keep * max(1.0 - cdf[n_edges - 1], 0.0) + floor)
     for c in range(n_mu, channels):
         logits_b[c] = out_b[c] - end_offset
 
