@@ -443,7 +443,7 @@ def _top_p(lg, mx, temperature, probs, top_p, total, scratch, order):
             cut = k
             break
         above += mass[k]
-    if above + mass[cut] < target * (1.0 + TOP_P_MARGIN) or above > target * (1.0 - TOP_P_MARGIN):
+    if above + mass[cut] < target * (1.0 + TOP_P_MARGIN):  # (a cut near the bucket's top: the loop below)
         _top_p_sorted(probs, top_p, total)
         return
     n = 0  # the boundary bucket's classes by insertion: descending, ties in class order
