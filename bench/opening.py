@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
+from quality import OTHER_FONT  # noqa: E402
 
 
 def stage0_only(run: Path) -> Path:
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-genre", type=int, default=3)
     ap.add_argument("--opening-seconds", type=float, default=0.5)
     ap.add_argument("--max-seconds", type=float, default=15.0)
-    ap.add_argument("--other-font", default="/usr/share/sounds/sf2/TimGM6mb.sf2", help="'' to leave it out")
+    ap.add_argument("--other-font", default=OTHER_FONT, help="'' to leave it out")
     a = ap.parse_args(argv)
     import torch
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import OTHER_FONT, other_font_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,12 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True, type=Path)
     ap.add_argument("--run", required=True, type=Path, help="its config.yaml says the tiers' rates")
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--font", default="/usr/share/sounds/sf2/TimGM6mb.sf2")
+    ap.add_argument("--font", default=OTHER_FONT)
     a = ap.parse_args(argv)
     if not Path(a.font).is_file():
         raise SystemExit(f"--font {a.font}: not found (Debian: apt install timgm6mb-soundfont)")
-    from quality import other_font_dataset
-
     print(other_font_dataset(a.data, a.run, a.font, a.out))
     return 0
 

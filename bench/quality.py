@@ -148,6 +148,9 @@ def link_files(data: Path, out: Path, names) -> None:
             os.symlink((data / r).resolve(), out / r)
 
 
+OTHER_FONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"  # Debian's timgm6mb-soundfont: audio of another kind
+
+
 def other_font_dataset(data: Path, run: Path, font: str, work: Path) -> Path:
     """``data`` with its test tracks re-rendered from their MIDI with ``font`` (train/valid kept)."""
     from pipeline.config import load_config
@@ -832,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds per target piece")
-    ap.add_argument("--other-font", default="/usr/share/sounds/sf2/TimGM6mb.sf2", help="'' to leave it out")
+    ap.add_argument("--other-font", default=OTHER_FONT, help="'' to leave it out")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cuts", default="0.3,0.5,0.7", help="continuation cuts, fractions of each test track")
     ap.add_argument("--continuation-seconds", type=float, default=SCORED_TO)
