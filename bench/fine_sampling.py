@@ -56,7 +56,8 @@ def parse_setting(text: str) -> dict:
     "stage_guidance" (the stages' classifier-free guidance: G, or G0,G1,G2 per stage, the largest as
     ``guidance`` and each stage's share as its factor), "guidance_twin" (what the stages' twin drops:
     ``unconditional`` or ``no_genre``), "steady_scale" (``steady``: the adaptive scale reads drawn residuals /
-    temperature; ``plain``: not), "preroll_seconds" (the warm-up sampled before the piece and cut),
+    temperature; ``plain``: not; S0,S1,S2 of 0 or 1: per stage), "preroll_seconds" (the warm-up sampled before
+    the piece and cut),
     "score_share" (S0,S1,S2 per stage, > 0: the score taps' share where notes sound, fixed), "scale_anchor"
     (A0,A1,A2 per stage: the adaptive scale's mix with the tier below's level, models/anchor.py), "scale_clip"
     (C0,C1,C2 per stage: the |residual| the adaptive scale reads, at most C times the draw's scale), "share_power"
@@ -79,11 +80,16 @@ def parse_setting(text: str) -> dict:
         anchor = None if anchor_text == "-" else tuple(float(v) for v in anchor_text.split(","))
         score_w = None if w_text == "-" else float(w_text)
         per_stage = None if g_text == "-" else [float(v) for v in g_text.split(",")]
-        if twin not in ("-", "unconditional", "no_genre") or steady not in ("-", "steady", "plain"):
+        if twin not in ("-", "unconditional", "no_genre"):
             raise ValueError(twin)
+        if steady not in ("-", "steady", "plain") and set(steady.split(",")) - {"0", "1"}:
+            raise ValueError(steady)
+        steady_scale = None if steady == "-" else steady == "steady" if steady in ("steady", "plain") else \
+            tuple(v == "1" for v in steady.split(","))
     except ValueError:
         raise SystemExit(f"--setting {text!r}: expected {SETTING_FORMAT} "
-                         f"(numbers, TWIN unconditional or no_genre, STEADY steady or plain, or - for the run's)") \
+                         f"(numbers, TWIN unconditional or no_genre, STEADY steady, plain or 0/1 per stage, "
+                         f"or - for the run's)") \
             from None
     numbers = [v for v in (prior, score_w, pre, *(share or ()), *(anchor or ()), *(clip or ()), 0.0) if v is not None]
     if power and min(power) <= 0:
@@ -94,7 +100,7 @@ def parse_setting(text: str) -> dict:
     factors = None if per_stage is None or len(per_stage) == 1 or not g else tuple(v / g for v in per_stage)
     return {"name": name, "stage_temperature": st, "tier_prior": prior, "score_guidance": score_w, "guidance": g,
             "stage_guidance": factors, "guidance_twin": None if twin == "-" else twin,
-            "steady_scale": None if steady == "-" else steady == "steady", "preroll_seconds": pre,
+            "steady_scale": steady_scale, "preroll_seconds": pre,
             "score_share": share, "scale_anchor": anchor, "scale_clip": clip, "share_power": power}
 
 

@@ -142,8 +142,9 @@ class GenerateConfig:
     # told) or "no_genre" (the genre alone, the roll kept: guided towards the genre's sound, the notes as given)
     guidance_twin: str = "unconditional"
     # the stages' adaptive scale reads each drawn sample's |residual| / temperature (models/draw.py Draw.steady_scale):
-    # below 1 the temperature then narrows each draw without shrinking the scale step after step
-    steady_scale: bool = False
+    # below 1 the temperature then narrows each draw without shrinking the scale step after step; true / false for
+    # every stage, or one per stage (e.g. [true, false, false]: stage 0 alone; missing: false)
+    steady_scale: bool | tuple[bool, ...] = False
     # a piece with a score and no audio to start from is sampled from this much earlier, its first chord held
     # through the warm-up, which is then cut: every stage starts from silence and needs ~0.15 s to reach the
     # music's level (its scale follows its own past), heard as a fade-in from noise: docs/results/

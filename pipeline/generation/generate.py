@@ -184,7 +184,7 @@ def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=Non
     """How stage k chooses its samples, from the generation parameters (``prompt``: the stage's (B, P))."""
     unit0 = run.rates[0] // run.cfg.data.roll_fps  # stage-0 samples per roll frame
     return Draw(guidance=stage_guidance(p, k), keep_roll=p.guidance_twin == "no_genre",
-                temperature=stage_temperature(run, p, k), steady_scale=bool(p.steady_scale),
+                temperature=stage_temperature(run, p, k), steady_scale=stage_steady(p, k),
                 score_share=stage_score_share(p, k), share_power=_stage_factor(p.share_power, k),
                 **stage_anchor(run, plan, p, k),
                 scale_clip=_stage_factor(p.scale_clip, k, missing=0.0), top_p=p.top_p,
@@ -286,6 +286,15 @@ def _stage_factor(factors: tuple[float, ...] | None, k: int, missing: float = 1.
     where none is given."""
     factors = factors or ()
     return float(factors[k]) if k < len(factors) else missing
+
+
+def stage_steady(p: GenerateParams, k: int) -> bool:
+    """Whether stage k's adaptive scale reads drawn |residuals| / temperature (``steady_scale``: one value for every
+    stage, or one per stage, missing: not)."""
+    v = p.steady_scale
+    if isinstance(v, tuple):
+        return k < len(v) and bool(v[k])
+    return bool(v)
 
 
 def stage_score_share(p: GenerateParams, k: int) -> float:

@@ -62,7 +62,8 @@ class GenerateParams(BaseModel):
     stage_guidance: tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...] | None = None
     # what the stages' guidance twin drops: genre and roll ("unconditional") or the genre alone ("no_genre")
     guidance_twin: Literal["unconditional", "no_genre"] | None = None
-    steady_scale: bool | None = None  # the adaptive scale reads drawn |residuals| / temperature
+    # the adaptive scale reads drawn |residuals| / temperature: every stage, or per stage (missing: not)
+    steady_scale: bool | tuple[bool, ...] | None = None
     preroll_seconds: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)  # warm-up sampled, then cut
     # per stage, > 0: the score taps' share where notes sound, fixed (0 or missing: the network's)
     score_share: tuple[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)], ...] | None = None
@@ -258,9 +259,10 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
     if p.seconds is not None and p.seconds > cfg.generate.max_seconds:
         raise ParameterError(f"invalid parameter: seconds={p.seconds!r}: above generate.max_seconds="
                              f"{cfg.generate.max_seconds:g} of this run's config")
-    for name in ("stage_temperature", "stage_guidance", "score_share", "share_power", "scale_anchor", "scale_clip"):
+    for name in ("stage_temperature", "stage_guidance", "steady_scale", "score_share", "share_power", "scale_anchor",
+                 "scale_clip"):
         factors = getattr(p, name)
-        if factors is not None and len(factors) > len(rates):
+        if isinstance(factors, tuple) and len(factors) > len(rates):
             raise ParameterError(f"invalid parameter: {name} has {len(factors)} factors, this run has {len(rates)} "
                                  f"stages")
     roll, midi_seconds, events = None, None, None

@@ -31,6 +31,7 @@ def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
     assert (g["guidance"], g["stage_guidance"]) == (2.0, (1.0, 0.0, 0.0))
     assert parse_setting("gg:-:-:1:2:no_genre")["guidance_twin"] == "no_genre"  # the twin drops the genre alone
     assert parse_setting("s:-:-:-:-:-:steady")["steady_scale"] is True
+    assert parse_setting("s:-:-:-:-:-:1,0,0")["steady_scale"] == (True, False, False)  # stage 0 alone
     assert parse_setting("p:-:-:-:-:-:-:0.25")["preroll_seconds"] == 0.25
     assert parse_setting("s:-:-:-:-:-:-:-:0,1")["score_share"] == (0.0, 1.0)  # stage 1's share fixed
     assert parse_setting("a:-:-:-:-:-:-:-:-:0,1,0.5")["scale_anchor"] == (0.0, 1.0, 0.5)  # anchored stages 1, 2
@@ -40,7 +41,8 @@ def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
 
 @pytest.mark.parametrize("bad", ["t1:1,1", "x:a,b:0.1", ":1,1:0.1", "x:0,1:0.1", "x:1,1:-1", "x:-:-:-1",
                                  "x:-:-:1:1,-1", "x:-:-:1:1:1", "x:-:-:w",
-                                 "x:-:-:1:1:roll", "x:-:-:1:1:no_genre:1", "x:-:-:-:-:-:steady:1:2:3:4:5:6",
+                                 "x:-:-:1:1:roll", "x:-:-:1:1:no_genre:2", "x:-:-:1:1:-:1,yes",
+                                 "x:-:-:-:-:-:steady:1:2:3:4:5:6",
                                  "x:-:-:-:-:-:-:w", "x:1:-", "x:1,1,1,1:-"])
 def test_parse_setting_refuses_malformed_text(bad):
     with pytest.raises(SystemExit, match="--setting"):

@@ -148,6 +148,19 @@ def test_stage_temperature_scales_one_stage(run, tmp_path):
     assert meta(cold)["parameters"]["stage_temperature"] == [1.0, 0.3]
 
 
+def test_steady_scale_per_stage_steadies_only_the_stages_it_names(run, tmp_path):
+    """steady_scale (False, True) at temperature 0.5: stage 0 draws as without it, stage 1 otherwise (its scale reads
+    drawn |residuals| / 0.5); True steadies both; the values are recorded."""
+    kw = dict(seconds=0.2, seed=3, temperature=0.5, progress=False)
+    plain = generate(run, tmp_path / "a", **kw)[0]
+    second = generate(run, tmp_path / "b", steady_scale=(False, True), **kw)[0]
+    both = generate(run, tmp_path / "c", steady_scale=True, **kw)[0]
+    assert (second / "tier_1000.wav").read_bytes() == (plain / "tier_1000.wav").read_bytes()
+    assert (both / "tier_1000.wav").read_bytes() != (plain / "tier_1000.wav").read_bytes()
+    assert not np.array_equal(read(second), read(plain))
+    assert meta(second)["parameters"]["steady_scale"] == [False, True]
+
+
 def test_stage_guidance_guides_only_the_stages_it_names(run, tmp_path):
     """Guidance with stage factors (1, 0): stage 0 is guided as with plain guidance, stage 1 samples as unguided
     (its tier below aside); the factors are recorded."""
@@ -382,6 +395,7 @@ BAD = [
     (dict(score_share=(0.0, 1.0, 1.0)), ParameterError, "score_share has 3 factors"),
     (dict(score_share=(0.0, 1.5)), ParameterError, "score_share"),
     (dict(share_power=(1.0, 0.0)), ParameterError, "share_power"),
+    (dict(steady_scale=(True, False, True)), ParameterError, "steady_scale has 3 factors"),
     (dict(share_power=(1.0, 1.0, 1.0)), ParameterError, "share_power has 3 factors"),
     (dict(scale_anchor=(0.0, 1.5)), ParameterError, "scale_anchor"),
     (dict(scale_clip=(0.0, -1.0)), ParameterError, "scale_clip"),
