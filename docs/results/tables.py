@@ -892,6 +892,16 @@ def fine_levers_table() -> str:
                               ("demo, the same run, stage 0's score taps held harder (s0p03 / s0p003: the network's "
                                "share to the power 0.3 / 0.03; s0s1: their full share)",
                                HERE / "fine_sampling_stage0_share.json"),
+                              ("demo, the same run, stage 0 cooler with its own scale steady (t09s0 / t08s0: stage 0 "
+                               "at 0.9 / 0.8, its adaptive scale reading drawn residuals / temperature)",
+                               HERE / "fine_sampling_stage0_steady.json"),
+                              ("four genres, `other4/run_hb` (the presets' configuration), the same",
+                               HERE / "four_genres" / "fine_sampling_stage0_steady.json"),
+                              ("demo, stage 2 trained again with the roll and score taps from 4 kHz (`demo_sp/run_hb2`; "
+                               "s2p003 / s2p01: their network share to the power 0.03 / 0.1)",
+                               HERE / "fine_sampling_stage2_taps.json"),
+                              ("four genres, the same (`other4/run_hb2`; p003t04: the presets' sampling)",
+                               HERE / "four_genres" / "fine_sampling_stage2_taps.json"),
                               ("demo, `make demo`'s run", HERE / "fine_sampling_levers.json"),
                               ("four genres, its run", HERE / "four_genres" / "fine_sampling_levers.json"),
                               ("demo, stage 1 with taps from 1 kHz (`demo/run_hb`)",
