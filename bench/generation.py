@@ -95,8 +95,8 @@ PER_SAMPLE = ("convs", "res", "skip", "out1", "out2", "linear", "lin_out")
 def weight_bytes_per_sample(st: Stage, weights: str | None = None) -> int:
     """Bytes of weights a batch-1 step reads for each sample: every per-sample layer's weights, one
     embedding row (at their stored precision), the matrices of ``models.quant.QUANTIZED`` in the
-    format the fused engine reads (``weights``, default the stage's: bf16 2 bytes; int8 1 byte and a
-    float32 scale per output channel)."""
+    format the fused engine reads (``weights``, default the stage's: bf16 2 bytes; int8 1 byte, int4 half a
+    byte, and a float32 scale per output channel)."""
     fmt = stage_weights(st) if weights is None else weights
     total = 0
     for name, module in st.named_children():
@@ -107,6 +107,8 @@ def weight_bytes_per_sample(st: Stage, weights: str | None = None) -> int:
             for pname, p in params:
                 if name in QUANTIZED and pname.endswith("weight") and fmt == "int8":
                     total += p.numel() + 4 * p.shape[0]  # (O, I, k) int8, a scale per channel
+                elif name in QUANTIZED and pname.endswith("weight") and fmt == "int4":
+                    total += p.shape[0] * ((p[0].numel() + 1) // 2 + 4)  # two inputs to a byte, a scale per channel
                 elif name in QUANTIZED and pname.endswith("weight") and fmt == "bf16":
                     total += 2 * p.numel()
                 else:

@@ -279,8 +279,9 @@ def generate(
     count: int = typer.Option(1, "--count"),
     engine: str = typer.Option("fused", "--engine", help="sampling engine: fused (compiled, fast) or reference "
                                "(plain PyTorch streaming)"),
-    weights: Optional[str] = typer.Option(None, "--weights", help="every stage's weights as float32, bf16 or int8 "
-                                          "(faster on CPUs whose L2 cannot hold float32; default: the run config's)"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="every stage's weights as float32, bf16, int8 or "
+                                          "int4 (faster on CPUs whose L2 cannot hold float32; default: the run "
+                                          "config's)"),
 ) -> None:
     """Generate audio: coarse stage first, then each finer stage."""
     _need_dir(run, "run folder")

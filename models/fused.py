@@ -36,7 +36,15 @@ from models.anchor import anchor_part
 from models.conditioning import Conditioning
 from models.draw import Draw, prior_band, prior_values
 from models.predictor import ADAPT_FLOOR, UNIFORM_MIX
-from models.quant import dequantize_int8, from_bf16, quantize_int8, stage_weights, to_bf16
+from models.quant import (
+    dequantize_int4,
+    dequantize_int8,
+    from_bf16,
+    quantize_int4,
+    quantize_int8,
+    stage_weights,
+    to_bf16,
+)
 
 FUSED_HEADS = ("categorical", "logistic_mixture")  # the heads whose input and sampling the kernel knows
 SUB_FLOATS = 1 << 21  # projected conditioning held per block: 8 MB of float32
@@ -84,16 +92,21 @@ MATRICES = (("wtap", "s_tap"), ("wsr", "s_sr"), ("w1", "s1"), ("w2", "s2"))  # t
 
 
 def quantize_packed(w: dict, fmt: str, loops: bool = True) -> dict:
-    """The packed matrices (``MATRICES``) in format ``fmt`` (``models/quant.py``): int8 (..., I, O) with
-    per-channel float32 scales (..., O), or bf16 as uint16.  ``loops=False`` (rows from BLAS_ROWS up:
+    """The packed matrices (``MATRICES``) in format ``fmt`` (``models/quant.py``): int8 (..., I, O) or int4
+    (..., I/2, O) bytes with per-channel float32 scales (..., O), or bf16 as uint16 (``shapes``: each one's
+    (I, O)).  ``loops=False`` (rows from BLAS_ROWS up:
     the kernel calls BLAS, which reads float32): the float32 values the format holds."""
     out = dict(w)
+    out["shapes"] = {name: w[name].shape[-2:] for name, _ in MATRICES}  # (I, O): int4 packs two inputs to a byte
     for name, sname in MATRICES:
         a = w[name]
         out[sname] = np.ones(a.shape[:-2] + (1,), np.float32)  # placeholder: float32 and bf16 have no scales
         if fmt == "int8":
             q, scale = quantize_int8(a)
             out[name], out[sname] = (q, scale) if loops else (dequantize_int8(q, scale), out[sname])
+        elif fmt == "int4":
+            q, scale = quantize_int4(a)
+            out[name], out[sname] = (q, scale) if loops else (dequantize_int4(q, scale), out[sname])
         elif fmt == "bf16":
             h = to_bf16(a)
             out[name] = h if loops else from_bf16(h)
@@ -381,9 +394,10 @@ class FusedStream:
 
         st, rows = self.stage, self.rows
         r, g2, s, c = st.residual_channels, 2 * st.gate_channels, st.skip_channels, st.head.channels
-        co = self.w["w2"].shape[1]
-        f32 = [(rows, r), (rows, self.w["wtap"].shape[1]), (rows, g2), (rows, g2 // 2),  # h xin z gate
-               (rows, self.w["wsr"].shape[2]), (rows, s), (rows, s), (rows, co),  # sr skip s2 out
+        shapes = self.w["shapes"]
+        co = shapes["w2"][1]
+        f32 = [(rows, r), (rows, shapes["wtap"][0]), (rows, g2), (rows, g2 // 2),  # h xin z gate
+               (rows, shapes["wsr"][1]), (rows, s), (rows, s), (rows, co),  # sr skip s2 out
                (rows, self.w["wtap"].shape[0] * g2), (rows, c)]  # addend logits
         f64 = [(c,), (c,), (c,), (TOP_P_BUCKETS,)]  # lg probs cdf, the top-p cut's bucket masses
         return ([np.zeros(sh, np.float32) for sh in f32] + [np.zeros(sh) for sh in f64]

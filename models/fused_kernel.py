@@ -124,6 +124,53 @@ def _mm_q8(x, w8, scale, out):
             ob[o] *= scale[o]
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _nibbles(u):
+    """A byte of two int4 weights (uint8 holding the int8 q0 + 16 q1, ``models.quant.quantize_int4``) -> (q0, q1)
+    as float32: q1 = floor(byte / 16 + 1/2), exact for q0, q1 in [-7, 7].  In float arithmetic: numba widens
+    integer masks and shifts to int64, whose conversion to float vectorises at half the width (measured 2x
+    slower than this)."""
+    f = np.float32(np.int8(u))
+    h = np.floor(f * np.float32(0.0625) + np.float32(0.5))
+    return f - np.float32(16.0) * h, h
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _mm_q4(x, w4, scale, out):
+    """out (rows, O) = scale (O,) * (x (rows, I) @ q (I, O)), q the int4 values of w4 (ceil(I/2), O) uint8
+    (``models.quant.quantize_int4``: byte row j holds q[2j] and q[2j + 1]).
+    ``_mm_q8``'s loops over half the bytes (``_nibbles`` per byte), float32 accumulation, the channel's scale once
+    at the end."""
+    rows, n_in = x.shape
+    n_out = w4.shape[1]
+    for b in range(rows):
+        ob, xb = out[b], x[b]
+        for o in range(n_out):
+            ob[o] = 0.0
+        i = 0
+        while i + 8 <= n_in:
+            x0, x1, x2, x3, x4, x5, x6, x7 = xb[i], xb[i + 1], xb[i + 2], xb[i + 3], xb[i + 4], xb[i + 5], \
+                xb[i + 6], xb[i + 7]
+            j = i // 2
+            w0, w1, w2, w3 = w4[j], w4[j + 1], w4[j + 2], w4[j + 3]
+            for o in range(n_out):
+                l0, h0 = _nibbles(w0[o])
+                l1, h1 = _nibbles(w1[o])
+                l2, h2 = _nibbles(w2[o])
+                l3, h3 = _nibbles(w3[o])
+                ob[o] += ((x0 * l0 + x1 * h0) + (x2 * l1 + x3 * h1)) + ((x4 * l2 + x5 * h2) + (x6 * l3 + x7 * h3))
+            i += 8
+        while i < n_in:  # the rest, two inputs (or the last one) to a byte row
+            wj = w4[i // 2]
+            xi = xb[i]
+            for o in range(n_out):
+                lo, hi = _nibbles(wj[o])
+                ob[o] += xi * (lo if i % 2 == 0 else hi)
+            i += 1
+        for o in range(n_out):
+            ob[o] *= scale[o]
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _mm_bf16(x, wh, out):
     """out (rows, O) = x (rows, I) @ wh (I, O) bf16 (uint16 high halves), float32 accumulation."""
@@ -152,7 +199,8 @@ def _mm_bf16(x, wh, out):
 
 def _mmw(x, w, scale, out, blas_rows):
     """out = x @ w in w's format (float32: ``_mm``; int8: ``_mm_q8`` with the per-channel ``scale``;
-    uint16: ``_mm_bf16``), chosen when numba compiles the caller (a specialisation per format)."""
+    uint8, int4 nibbles: ``_mm_q4`` likewise; uint16: ``_mm_bf16``), chosen when numba compiles the caller (a
+    specialisation per format)."""
     raise NotImplementedError("numba only (models.fused_kernel)")
 
 
@@ -160,6 +208,8 @@ def _mmw(x, w, scale, out, blas_rows):
 def _mmw_typed(x, w, scale, out, blas_rows):
     if w.dtype == types.int8:
         return lambda x, w, scale, out, blas_rows: _mm_q8(x, w, scale, out)
+    if w.dtype == types.uint8:
+        return lambda x, w, scale, out, blas_rows: _mm_q4(x, w, scale, out)
     if w.dtype == types.uint16:
         return lambda x, w, scale, out, blas_rows: _mm_bf16(x, w, out)
     return lambda x, w, scale, out, blas_rows: _mm(x, w, out, blas_rows)
@@ -177,7 +227,7 @@ def _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2,
     s_sr (L, S + R), s1 (S2,), s2w (CO,); unused placeholders otherwise): ``_mmw``.
     """
     rows, n_res = h.shape
-    n_layers, kr, g2 = wtap.shape
+    n_layers, kr, g2 = wtap.shape[0], xin.shape[1], z.shape[1]  # (int4 packs two inputs to a byte)
     k = kr // n_res
     g = g2 // 2
     n_skip = skip.shape[1]
@@ -548,7 +598,8 @@ def run_steps(t0, t1, t_resume, n_batch,
     """
     rows = h.shape[0]
     channels = logits.shape[1]
-    n_layers, _, g2 = wtap.shape
+    n_layers = wtap.shape[0]
+    g2 = addend.shape[1] // n_layers
     for t in range(t0, t1):
         _embed(prev, emb, mixtures > 0, h)
         if pool > 0 and t > 0 and t != t_resume:  # history: sum the frame's inputs; a full frame -> caller

@@ -897,8 +897,8 @@ def fine_levers_table() -> str:
                                HERE / "fine_sampling_stage0_steady.json"),
                               ("four genres, `other4/run_hb` (the presets' configuration), the same",
                                HERE / "four_genres" / "fine_sampling_stage0_steady.json"),
-                              ("demo, stage 2 trained again with the roll and score taps from 4 kHz (`demo_sp/run_hb2`; "
-                               "s2p003 / s2p01: their network share to the power 0.03 / 0.1)",
+                              ("demo, stage 2 trained again with the roll and score taps from 4 kHz "
+                               "(`demo_sp/run_hb2`; s2p003 / s2p01: their network share to the power 0.03 / 0.1)",
                                HERE / "fine_sampling_stage2_taps.json"),
                               ("four genres, the same (`other4/run_hb2`; p003t04: the presets' sampling)",
                                HERE / "four_genres" / "fine_sampling_stage2_taps.json"),

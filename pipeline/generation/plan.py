@@ -90,7 +90,8 @@ class GenerateParams(BaseModel):
     count: int = Field(1, ge=1, le=MAX_COUNT)
     chunk: int | None = Field(None, ge=1)
     engine: Literal["fused", "reference"] = "fused"  # the sampling loop (models/sampling.py)
-    weights: Literal["float32", "bf16", "int8"] | None = None  # every stage's weights (models/quant.py); None: config's
+    # every stage's weights (models/quant.py); None: the config's
+    weights: Literal["float32", "bf16", "int8", "int4"] | None = None
 
     @field_validator("run_dir")
     @classmethod

@@ -1,4 +1,4 @@
-"""Weights in int8 and bf16 (models/quant.py): the formats' error bounds, the fused engine against
+"""Weights in int8, int4 and bf16 (models/quant.py): the formats' error bounds, the fused engine against
 the reference with the same (fake-quantized) weights, and the ``weights`` key through model.json,
 the run config and its checks."""
 
@@ -13,9 +13,12 @@ import torch
 from models import Conditioning, load_stage, save_stage
 from models.quant import (
     WEIGHT_FORMATS,
+    dequantize_int4,
     dequantize_int8,
     fake_quant,
     from_bf16,
+    int4_pairs,
+    quantize_int4,
     quantize_int8,
     quantize_stage,
     stage_weights,
@@ -44,6 +47,31 @@ def test_int8_per_channel_error_is_at_most_half_a_step():
     assert np.allclose(fake_quant(fq, "int8"), fq, rtol=1e-6, atol=0)
 
 
+def test_int4_per_channel_error_is_at_most_half_a_step_and_pairs_inputs_in_a_byte():
+    rng = np.random.default_rng(2)
+    w = (rng.standard_normal((3, 40, 24)) * rng.uniform(0.01, 10, (3, 1, 24))).astype(np.float32)  # (L, I, O)
+    w[1, :, 5] = 0.0
+    packed, scale = quantize_int4(w)
+    assert packed.dtype == np.uint8 and packed.shape == (3, 20, 24) and scale.shape == (3, 24)
+    q = np.rint(w / scale[:, None, :]).astype(np.int64)
+    assert np.abs(q).max() == 7
+    assert np.array_equal(packed.view(np.int8).astype(np.int64), q[:, 0::2] + 16 * q[:, 1::2])  # as documented
+    lo, hi = int4_pairs(packed)  # the kernel's float arithmetic gives the integers back
+    assert np.array_equal(lo, q[:, 0::2]) and np.array_equal(hi, q[:, 1::2])
+    every = np.array([[a + 16 * b for a in range(-7, 8) for b in range(-7, 8)]], np.int8).view(np.uint8)
+    lo, hi = int4_pairs(every)
+    assert np.array_equal(lo + 16 * hi, every.view(np.int8))
+    assert lo.min() == hi.min() == -7 and lo.max() == hi.max() == 7
+    d = dequantize_int4(packed, scale)
+    assert (np.abs(d - w) <= scale[:, None, :] * (0.5 + 1e-5)).all()
+    assert (d[1, :, 5] == 0).all() and scale[1, 5] == 1.0
+    fq = fake_quant(w, "int4")
+    assert np.allclose(fake_quant(fq, "int4"), fq, rtol=1e-6, atol=0)
+    odd, s_odd = quantize_int4(w[:, :39])  # an odd input count: the last byte row's second weight is a zero
+    assert odd.shape == (3, 20, 24) and (int4_pairs(odd)[1][:, -1] == 0).all()
+    assert np.array_equal(dequantize_int4(odd, s_odd, n_in=39), fake_quant(w[:, :39], "int4"))
+
+
 def test_bf16_rounds_to_nearest_even():
     rng = np.random.default_rng(1)
     w = (rng.standard_normal(1000) * 10.0 ** rng.uniform(-4, 4, 1000)).astype(np.float32)
@@ -58,8 +86,8 @@ def test_bf16_rounds_to_nearest_even():
 
 
 def test_bad_format_names_the_key_and_the_choices():
-    with pytest.raises(ValueError, match=r"weights: 'int4' not one of float32 \| bf16 \| int8"):
-        fake_quant(np.zeros((2, 2), np.float32), "int4")
+    with pytest.raises(ValueError, match=r"weights: 'int2' not one of float32 \| bf16 \| int8 \| int4"):
+        fake_quant(np.zeros((2, 2), np.float32), "int2")
 
 
 @pytest.mark.parametrize("fmt", QUANT)
@@ -73,8 +101,9 @@ def test_quantized_stage_packs_to_the_same_values(fmt):
     float_vals, packed = pack(st, loops=False), pack(st, loops=True)
     for name, sname in MATRICES:
         a = packed[name]
-        assert a.dtype == (np.int8 if fmt == "int8" else np.uint16)
-        held = dequantize_int8(a, packed[sname]) if fmt == "int8" else from_bf16(a)
+        assert a.dtype == {"int8": np.int8, "int4": np.uint8, "bf16": np.uint16}[fmt]
+        held = {"int8": lambda: dequantize_int8(a, packed[sname]), "int4": lambda: dequantize_int4(a, packed[sname]),
+                "bf16": lambda: from_bf16(a)}[fmt]()
         assert np.allclose(held, float_vals[name], rtol=1e-6, atol=1e-12)
         st.weights = "float32"  # the stage's own values, not quantized again
         assert np.allclose(pack(st)[name], held, rtol=1e-6, atol=1e-12)
@@ -85,7 +114,7 @@ def test_quantized_stage_packs_to_the_same_values(fmt):
 @pytest.mark.parametrize("path", ["all", "mixture", "score_residual", "kernel3"])
 @pytest.mark.parametrize("blas", [False, True], ids=["loops", "blas"])
 def test_fused_quantized_logits_equal_the_quantized_reference(fmt, path, blas):
-    """The fused engine with int8 / bf16 matrices (its loops; from BLAS_ROWS rows up BLAS on the
+    """The fused engine with int8 / int4 / bf16 matrices (its loops; from BLAS_ROWS rows up BLAS on the
     values they hold) matches the reference with fake-quantized weights, to the float32 test's tolerance."""
     from models.fused import FusedStream
 
@@ -98,13 +127,14 @@ def test_fused_quantized_logits_equal_the_quantized_reference(fmt, path, blas):
     assert_logits_close(out, ref, st)
 
 
-def test_quantized_sampling_matches_the_reference_for_the_same_seed():
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_quantized_sampling_matches_the_reference_for_the_same_seed(fmt):
     from models.draw import Draw
     from models.sampling import sample_stage
     from tests.helpers_models import inputs
 
     pytest.importorskip("numba")
-    st = quantize_stage(make_stage(index=1, shipped=True, use_tier_below=True, use_genre=True), "int8")
+    st = quantize_stage(make_stage(index=1, shipped=True, use_tier_below=True, use_genre=True), fmt)
     n = max(2 * st.receptive_field, 2 * st.linear_receptive_field, 200)
     d = inputs(st, n)
     cond = Conditioning(genre=d["genre"], below=d["below"])
@@ -139,10 +169,10 @@ def test_weights_round_trip_through_model_json(tmp_path):
     assert not torch.equal(q.convs[0].weight, st.convs[0].weight)  # quantized: not the float32 values
 
     meta = json.loads((tmp_path / "q" / "model.json").read_text())
-    (tmp_path / "q" / "model.json").write_text(json.dumps({**meta, "weights": "int4"}))
+    (tmp_path / "q" / "model.json").write_text(json.dumps({**meta, "weights": "int2"}))
     from models.checkpoint import CheckpointError
 
-    with pytest.raises(CheckpointError, match=r"model.json: weights: 'int4' not one of float32 \| bf16 \| int8"):
+    with pytest.raises(CheckpointError, match=r"weights: 'int2' not one of float32 \| bf16 \| int8 \| int4"):
         load_stage(tmp_path / "q")
 
 
