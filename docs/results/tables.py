@@ -342,10 +342,11 @@ def bench_table() -> str:
 
 def draw_speed_table() -> str:
     """bench/results/generation_before_draw.json (the commit before the bucketed top-p cut and exp64) against
-    generation.json, run back to back on one machine: what the draw's rewrite bought (issue 22)."""
+    generation_after_draw.json (then generation.json), run back to back on one machine: what the draw's rewrite
+    bought (issue 22)."""
     notes: list[str] = []
-    got = dict(present((("before", BENCH / "generation_before_draw.json"), ("after", BENCH / "generation.json")),
-                       notes))
+    got = dict(present((("before", BENCH / "generation_before_draw.json"),
+                        ("after", BENCH / "generation_after_draw.json")), notes))
     if len(got) < 2:
         return "\n".join(notes)
     before, after = got["before"], got["after"]
@@ -443,9 +444,12 @@ def generation_table() -> str:
              f"| `--count 8` <= 2x the wall time of one piece | {s['count8_over_count1_wall']:.2f}x "
              f"| {met(s['count8_over_count1_wall'] <= 2)} |"]
     if fused1.get("weight_bytes_per_sample"):
-        wb = min(r["weight_bytes_per_sample"] for r in g["results"] if r.get("weight_bytes_per_sample"))
-        rows.append(f"| weights a batch-1 sample reads <= 1 MB (fits L2 on current x86 cores) | {wb / 1e6:.2f} MB "
-                    f"| {met(wb <= 1e6)} |")
+        small = min((r for r in g["results"] if r.get("weight_bytes_per_sample") and r["engine"] == "fused"
+                     and r["batch"] == 1), key=lambda r: r["weight_bytes_per_sample"])
+        wb = small["weight_bytes_per_sample"]
+        rows.append(f"| weights a batch-1 sample reads <= 1 MB (fits L2 on current x86 cores; its smallest weights: "
+                    f"{small.get('weights', 'float32')}, {small['samples_per_second']:,.0f} samples/s) "
+                    f"| {wb / 1e6:.2f} MB | {met(wb <= 1e6)} |")
     tail = (f"\n\nReal-time factors: wall seconds per second of audio (total in brackets: CPU seconds of all "
             f"the process's threads) for a {c['seconds']:g} s piece from a genre and a held chord, "
             f"{c['preset']} preset. Reference stage: {st['layers']} layers, residual "
@@ -775,16 +779,20 @@ def noise_trap_table() -> str:
 
 
 def quant_cost_table() -> str:
-    """bench/results/quant_cost*.json: held-out bits per stage with its weights in bf16 and int8 (issue 22)."""
-    lines = ["| corpus | stage | rate | float32 bits per sample | bf16 (cost) | int8 (cost) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    """bench/results/quant_cost*.json: held-out bits per stage with its weights in bf16, int8 and int4 (issue 22)."""
+    lines = ["| corpus | stage | rate | float32 bits per sample | bf16 (cost) | int8 (cost) | int4 (cost) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     notes = []
     for corpus, q in present((("demo", BENCH / "quant_cost.json"),
-                              ("recordings", BENCH / "quant_cost_recordings.json")), notes):
+                              ("recordings", BENCH / "quant_cost_recordings.json"),
+                              ("demo, `make demo` at the presets (`demo_sp/run`)", BENCH / "quant_cost_int4.json"),
+                              ("the same run, the test split rendered with the other soundfont",
+                               BENCH / "quant_cost_int4_other_soundfont.json")), notes):
         for s in q["stages"]:
+            cells = [f"{s[f'{fmt}_bits_per_sample']:.4f} ({s[f'{fmt}_cost_bits']:+.5f})"
+                     if f"{fmt}_bits_per_sample" in s else "-" for fmt in ("bf16", "int8", "int4")]
             lines.append(f"| {corpus} | {s['stage']} | {s['rate']} | {s['float32_bits_per_sample']:.4f} "
-                         f"| {s['bf16_bits_per_sample']:.4f} ({s['bf16_cost_bits']:+.5f}) "
-                         f"| {s['int8_bits_per_sample']:.4f} ({s['int8_cost_bits']:+.5f}) |")
+                         f"| {' | '.join(cells)} |")
         notes.append(f"{corpus}: run `{q['run']}`, the {q['split']} split's first {q['max_seconds']:g} s of each "
                      f"track; commit `{q['commit'][:10]}`, `{q['command']}`.")
     return "\n".join(lines + [""] + notes)
