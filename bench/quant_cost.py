@@ -1,7 +1,7 @@
-"""Held-out cost of sampling with int8 or bf16 weights (issue 22): bits per sample of every stage.
+"""Held-out cost of sampling with bf16, int8 or int4 weights (issue 22): bits per sample of every stage.
 
 For a trained run, each stage's held-out bits per sample on the test split (the first
-``--max-seconds`` s of each track) with its per-sample matrices in float32, bf16 and int8
+``--max-seconds`` s of each track) with its per-sample matrices in float32, bf16, int8 and int4
 (``models/quant.py``; post-training: the run's config with ``stages[k].weights`` set, loaded by
 ``pipeline.run.load_run`` as generation loads it), and the cost of each format against float32.
 The stages' bits come from ``pipeline.evaluation.evaluate.RunEvaluation`` (the same scoring as
