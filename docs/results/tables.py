@@ -905,6 +905,15 @@ def fine_levers_table() -> str:
                                HERE / "fine_sampling_stage0_steady.json"),
                               ("four genres, `other4/run_hb` (the presets' configuration), the same",
                                HERE / "four_genres" / "fine_sampling_stage0_steady.json"),
+                              ("demo, the same run, stage 0's scale reading a drawn |residual| at most k times the "
+                               "scale it was drawn with (c0k2 / c0k4: k = 2 / 4)",
+                               HERE / "fine_sampling_stage0_clip.json"),
+                              ("four genres, `other4/run_hb`, the same",
+                               HERE / "four_genres" / "fine_sampling_stage0_clip.json"),
+                              ("demo, the same run, stage 2 warmer (t2s08 / t2s1: stage 2 at 0.8 / 1)",
+                               HERE / "fine_sampling_stage2_temperature.json"),
+                              ("four genres, `other4/run_hb`, the same",
+                               HERE / "four_genres" / "fine_sampling_stage2_temperature.json"),
                               ("demo, stage 2 trained again with the roll and score taps from 4 kHz "
                                "(`demo_sp/run_hb2`; s2p003 / s2p01: their network share to the power 0.03 / 0.1)",
                                HERE / "fine_sampling_stage2_taps.json"),
