@@ -914,6 +914,9 @@ def fine_levers_table() -> str:
                                HERE / "fine_sampling_stage2_temperature.json"),
                               ("four genres, `other4/run_hb`, the same",
                                HERE / "four_genres" / "fine_sampling_stage2_temperature.json"),
+                              ("demo, stage 0 trained again with 128 own-past and score taps (`demo_sp/run_lo128`: "
+                               "linear_order 128, the presets' 32; the same 919 steps)",
+                               HERE / "fine_sampling_stage0_order128.json"),
                               ("demo, stage 2 trained again with the roll and score taps from 4 kHz "
                                "(`demo_sp/run_hb2`; s2p003 / s2p01: their network share to the power 0.03 / 0.1)",
                                HERE / "fine_sampling_stage2_taps.json"),
