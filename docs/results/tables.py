@@ -925,6 +925,8 @@ def fine_levers_table() -> str:
                               ("demo, the same (`demo_sp/run_hb2`), stage 2's share to the power 0.1 with its scale "
                                "clipped (s2p01c2 / s2p01c3: k = 2 / 3)",
                                HERE / "fine_sampling_stage2_taps_clip.json"),
+                              ("demo, the same (`demo_sp/run_hb2`), stage 2's share to the power 0.3, and 0.1 at "
+                               "temperature 0.4 (s2p03 / s2p01t4)", HERE / "fine_sampling_stage2_taps_more.json"),
                               ("demo, `make demo`'s run", HERE / "fine_sampling_levers.json"),
                               ("four genres, its run", HERE / "four_genres" / "fine_sampling_levers.json"),
                               ("demo, stage 1 with taps from 1 kHz (`demo/run_hb`)",
