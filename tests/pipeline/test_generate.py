@@ -87,12 +87,13 @@ def test_engines_give_the_same_audio_and_say_which_ran(run, tmp_path):
         assert meta(a)["parameters"]["engine"] == "fused"
 
 
-def test_int8_weights_generate_near_float32_and_are_recorded(run, tmp_path):
-    """``weights="int8"`` (``strata generate --weights int8``) quantizes every stage as it loads: the piece
-    stays near float32's in level, and meta.json records the format."""
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_quantized_weights_generate_near_float32_and_are_recorded(run, tmp_path, fmt):
+    """``weights="int8"`` (``strata generate --weights int8``; int4 likewise) quantizes every stage as it loads:
+    the piece stays near float32's in level, and meta.json records the format."""
     a = generate(run, tmp_path / "f32", seconds=0.3, seed=5, genre="folk", progress=False)[0]
-    b = generate(run, tmp_path / "i8", seconds=0.3, seed=5, genre="folk", progress=False, weights="int8")[0]
-    assert meta(b)["parameters"]["weights"] == "int8" and meta(a)["parameters"]["weights"] is None
+    b = generate(run, tmp_path / fmt, seconds=0.3, seed=5, genre="folk", progress=False, weights=fmt)[0]
+    assert meta(b)["parameters"]["weights"] == fmt and meta(a)["parameters"]["weights"] is None
     ya, yb = read(a), read(b)
     assert ya.shape == yb.shape and np.isfinite(yb).all()
     rms = lambda y: float(np.sqrt(np.mean(np.asarray(y, np.float64) ** 2)))  # noqa: E731
