@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from models import Conditioning, Stage, build_stage, save_stage, stage_arch  # noqa: E402  # noqa: E402
-from models.quant import QUANTIZED, WEIGHT_FORMATS, quantize_stage, stage_weights  # noqa: E402
+from models.quant import QUANTIZED, WEIGHT_FORMATS, packed_bytes, quantize_stage, stage_weights  # noqa: E402
 from models.sampling import sample_stage  # noqa: E402
 from pipeline.config import (
     load_config,  # noqa: E402
@@ -105,12 +105,8 @@ def weight_bytes_per_sample(st: Stage, weights: str | None = None) -> int:
             total += sum(p[0].numel() * p.element_size() for _, p in params)  # one row
         elif name in PER_SAMPLE:
             for pname, p in params:
-                if name in QUANTIZED and pname.endswith("weight") and fmt == "int8":
-                    total += p.numel() + 4 * p.shape[0]  # (O, I, k) int8, a scale per channel
-                elif name in QUANTIZED and pname.endswith("weight") and fmt == "int4":
-                    total += p.shape[0] * ((p[0].numel() + 1) // 2 + 4)  # two inputs to a byte, a scale per channel
-                elif name in QUANTIZED and pname.endswith("weight") and fmt == "bf16":
-                    total += 2 * p.numel()
+                if name in QUANTIZED and pname.endswith("weight"):  # (O, I, k): packed as (I k, O)
+                    total += packed_bytes(fmt, (p[0].numel(), p.shape[0]))
                 else:
                     total += p.numel() * p.element_size()
     return total

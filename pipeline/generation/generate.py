@@ -292,9 +292,7 @@ def stage_steady(p: GenerateParams, k: int) -> bool:
     """Whether stage k's adaptive scale reads drawn |residuals| / temperature (``steady_scale``: one value for every
     stage, or one per stage, missing: not)."""
     v = p.steady_scale
-    if isinstance(v, tuple):
-        return k < len(v) and bool(v[k])
-    return bool(v)
+    return bool(_stage_factor(v, k, missing=0.0)) if isinstance(v, tuple) else bool(v)
 
 
 def stage_score_share(p: GenerateParams, k: int) -> float:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.quant import WEIGHT_FORMATS
 from models.roll import empty_roll
 from pipeline.config import GenerateConfig
 from pipeline.corpus.audio import AudioError, make_tiers, mulaw_decode, prepare_audio
@@ -91,7 +92,7 @@ class GenerateParams(BaseModel):
     chunk: int | None = Field(None, ge=1)
     engine: Literal["fused", "reference"] = "fused"  # the sampling loop (models/sampling.py)
     # every stage's weights (models/quant.py); None: the config's
-    weights: Literal["float32", "bf16", "int8", "int4"] | None = None
+    weights: Literal[WEIGHT_FORMATS] | None = None
 
     @field_validator("run_dir")
     @classmethod
