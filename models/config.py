@@ -61,6 +61,9 @@ class ScoreConfig:
     # harmonics below this frequency are left out of the taps (0: every harmonic).  A stage with a tier below
     # already has the band under the tier below's Nyquist: there its taps need ring only above it
     lowest_hz: float = 0.0
+    # a learned spectral envelope per genre on the harmonics' powers, through this many knots evenly spaced
+    # from 0 to the Nyquist frequency (models/score.py): the genre's timbre; 0 = the fixed h ** -rolloff
+    timbre_knots: int = 0
 
 
 @dataclass(frozen=True)

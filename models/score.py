@@ -19,8 +19,8 @@ already predicts the band the tier below holds; there the taps predict the resid
 part from the past residuals (e[t] = dec(x[t]) - mu_lin[t]): the harmonics above the tier below's
 Nyquist, which the tier below cannot hold, ring on in that residual (a pitch predictor after the
 short-term one, as in CELP speech codecs).  See ``Stage.forward``.
-The taps depend only on the roll, never on parameters, so they are computed without gradient,
-for the whole piece or for any chunk alike (exact streaming).
+The taps depend only on the roll (and, with a learned spectral envelope per genre, on the genre), so they are
+computed for the whole piece or for any chunk alike (exact streaming).
 """
 
 from __future__ import annotations
@@ -36,73 +36,145 @@ GATE_INIT = 1.0  # initial blend logit: sigmoid(1) = 0.73 of the score taps wher
 # initial share of the residual prediction in a stage with a tier below: sigmoid(0) = 0.5, near the
 # best single gain measured on the demo's validation pieces at 8 kHz (0.53 at 128 taps)
 RESIDUAL_GATE_INIT = 0.0
+# the learned envelope's parameters are log powers / ENVELOPE_GAIN: Adam's steps of about the learning rate
+# then move a knot by about 8 x lr in log power, so that a stage's few hundred steps can reshape it by dB
+ENVELOPE_GAIN = 8.0
 
 
-def harmonic_kernel(order: int, rate: int, bandwidth_hz: float, rolloff: float, lowest_hz: float = 0.0) -> np.ndarray:
-    """K (128, order + 1) float64: lag-windowed autocorrelation of each MIDI pitch's harmonics (those from
-    ``lowest_hz`` up)."""
+def _harmonics(rate: int, lowest_hz: float):
+    """(h, f (128,), ok (128,) bool) for h = 1, 2, ..: the h-th harmonic's frequency of every MIDI pitch and
+    whether it is in the taps (from ``lowest_hz`` up to 0.95 of the Nyquist frequency)."""
     f0 = 440.0 * 2.0 ** ((np.arange(N_PITCHES) - 69) / 12.0)
-    tau = np.arange(order + 1)
-    k = np.zeros((N_PITCHES, order + 1))
     nyquist = 0.95 * rate / 2.0
     for h in range(1, int(nyquist / f0.min()) + 1):
         f = h * f0
         ok = f < nyquist
         if not ok.any():
             break
-        ok &= f >= lowest_hz
+        yield h, f, ok & (f >= lowest_hz)
+
+
+def _lag_window(order: int, rate: int, bandwidth_hz: float) -> np.ndarray:
+    tau = np.arange(order + 1)
+    return np.exp(-0.5 * (2.0 * np.pi * bandwidth_hz * tau / rate) ** 2)
+
+
+def harmonic_kernel(order: int, rate: int, bandwidth_hz: float, rolloff: float, lowest_hz: float = 0.0) -> np.ndarray:
+    """K (128, order + 1) float64: lag-windowed autocorrelation of each MIDI pitch's harmonics (those from
+    ``lowest_hz`` up)."""
+    tau = np.arange(order + 1)
+    k = np.zeros((N_PITCHES, order + 1))
+    for h, f, ok in _harmonics(rate, lowest_hz):
         k[ok] += h ** (-2.0 * rolloff) * np.cos(2.0 * np.pi * f[ok, None] * tau / rate)
-    return k * np.exp(-0.5 * (2.0 * np.pi * bandwidth_hz * tau / rate) ** 2)
+    return k * _lag_window(order, rate, bandwidth_hz)
+
+
+def envelope_basis(order: int, rate: int, bandwidth_hz: float, rolloff: float, lowest_hz: float,
+                   knots: int) -> np.ndarray:
+    """B (knots, 128, order + 1) float64: ``harmonic_kernel`` split among ``knots`` frequencies spaced evenly
+    from 0 to 0.95 of the Nyquist frequency, each harmonic's term shared between the two knots around it
+    (linear interpolation), so that sum_n w_n B[n] is the kernel of harmonics whose power is multiplied by
+    the spectral envelope through the knots' powers w_n, and sum_n B[n] = ``harmonic_kernel``."""
+    if knots < 2:
+        raise ValueError(f"envelope_basis: {knots} knots; need 2 or more")
+    tau = np.arange(order + 1)
+    out = np.zeros((knots, N_PITCHES, order + 1))
+    top = 0.95 * rate / 2.0
+    for h, f, ok in _harmonics(rate, lowest_hz):
+        pos = np.clip(f / top, 0.0, 1.0) * (knots - 1)  # (128,) fractional knot
+        lo = np.minimum(pos.astype(int), knots - 2)
+        frac = pos - lo
+        term = h ** (-2.0 * rolloff) * np.cos(2.0 * np.pi * f[:, None] * tau / rate)  # (128, order + 1)
+        rows = np.nonzero(ok)[0]
+        out[lo[rows], rows] += (1.0 - frac[rows, None]) * term[rows]
+        out[lo[rows] + 1, rows] += frac[rows, None] * term[rows]
+    return out * _lag_window(order, rate, bandwidth_hz)
 
 
 def levinson(r: torch.Tensor, order: int) -> torch.Tensor:
-    """Autocorrelations r (N, order + 1) -> taps a (N, order): x[t] ~ sum_i a[i-1] x[t-i]."""
-    n = r.shape[0]
-    a = r.new_zeros(n, order)
-    err = r[:, 0].clone()
+    """Autocorrelations r (N, order + 1) -> taps a (N, order): x[t] ~ sum_i a[i-1] x[t-i].
+    Out of place, so gradients flow to r (a learned spectral envelope)."""
+    a = r.new_zeros(r.shape[0], 0)
+    err = r[:, 0]
     for i in range(order):
-        acc = r[:, i + 1] - (a[:, :i] * r[:, 1:i + 1].flip(1)).sum(1)
+        acc = r[:, i + 1] - (a * r[:, 1:i + 1].flip(1)).sum(1)
         k = acc / err.clamp_min(1e-12)
-        prev = a[:, :i].clone()
-        a[:, :i] = prev - k[:, None] * prev.flip(1)
-        a[:, i] = k
+        a = torch.cat([a - k[:, None] * a.flip(1), k[:, None]], 1)
         err = err * (1.0 - k * k).clamp_min(1e-9)
     return a
 
 
 class ScoreTaps(nn.Module):
-    """Per-frame linear-prediction taps from the roll's note velocities (no parameters)."""
+    """Per-frame linear-prediction taps from the roll's note velocities.
+
+    With ``timbre_knots`` > 0 the harmonics' powers are shaped by a learned spectral envelope per genre
+    (row ``n_genres``: no genre), through ``timbre_knots`` knots from 0 to the Nyquist frequency: the only
+    parameters here, trained through Levinson-Durbin by the stage's loss; at zero (their start) the taps are
+    the fixed ``h ** -rolloff`` ones.  Otherwise there are no parameters."""
 
     def __init__(self, order: int, rate: int, roll_fps: int, bandwidth_hz: float = 1.0, floor: float = 1e-3,
-                 rolloff: float = 1.0, lowest_hz: float = 0.0) -> None:
+                 rolloff: float = 1.0, lowest_hz: float = 0.0, timbre_knots: int = 0, n_genres: int = 0) -> None:
         super().__init__()
         if rate % roll_fps:
             raise ValueError(f"ScoreTaps: rate {rate} is not a multiple of roll_fps {roll_fps}")
         self.order, self.rate, self.roll_fps, self.floor = int(order), int(rate), int(roll_fps), float(floor)
         self.hop = self.rate // self.roll_fps  # stage samples per roll frame
+        self.n_genres = int(n_genres)
         k = harmonic_kernel(self.order, self.rate, float(bandwidth_hz), float(rolloff), float(lowest_hz))
         self.kernel = torch.tensor(k, dtype=torch.float64)  # not a buffer: stays float64 under stage.to(dtype)
+        self.envelope: nn.Parameter | None = None
+        if timbre_knots:
+            basis = envelope_basis(self.order, self.rate, float(bandwidth_hz), float(rolloff), float(lowest_hz),
+                                   int(timbre_knots))
+            self.basis = torch.tensor(basis, dtype=torch.float64)  # (N, 128, P + 1), not a buffer
+            # log power at each knot / ENVELOPE_GAIN, per genre (row n_genres: no genre)
+            self.envelope = nn.Parameter(torch.zeros(self.n_genres + 1, int(timbre_knots)))
 
-    def frame_taps(self, roll: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """roll (B, 256, F) (velocities / 127 first, as the stage reads it) -> taps (B, F, P) float64,
-        on (B, F) bool (notes sound)."""
+    def envelope_db(self) -> torch.Tensor:
+        """The learned envelope in dB (n_genres + 1, knots): 10 log10 of each knot's power factor."""
+        if self.envelope is None:
+            raise ValueError("ScoreTaps: no learned envelope (timbre_knots 0)")
+        return 10.0 / np.log(10.0) * ENVELOPE_GAIN * self.envelope.detach().double()
+
+    def _kernels(self, genre: torch.Tensor | None, device) -> torch.Tensor:
+        """(128, P + 1) without an envelope, else (B, 128, P + 1) for genre ids (B,) (None: no genre)."""
+        if self.envelope is None:
+            return self.kernel.to(device)
+        ids = genre if genre is not None else torch.full((1,), self.n_genres, dtype=torch.long)
+        w = torch.exp(ENVELOPE_GAIN * self.envelope.to(device, torch.float64))[ids.to(device).long()]  # (B, N)
+        return torch.einsum("bn,npk->bpk", w, self.basis.to(device))
+
+    def frame_taps(self, roll: torch.Tensor, genre: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """roll (B, 256, F) (velocities / 127 first, as the stage reads it), genre ids (B,) or None -> taps
+        (B, F, P) float64, on (B, F) bool (notes sound).  A roll of batch 1 serves every genre row."""
         vel = roll[:, :N_PITCHES].to(torch.float64)  # (B, 128, F)
-        b, _, f = vel.shape
-        r = torch.einsum("bpf,pk->bfk", vel * vel, self.kernel.to(vel.device))  # (B, F, P + 1), float64
+        kern = self._kernels(genre, vel.device)
+        if kern.dim() == 2:
+            r = torch.einsum("bpf,pk->bfk", vel * vel, kern)  # (B, F, P + 1), float64
+        else:
+            if vel.shape[0] != kern.shape[0]:
+                vel = vel.expand(kern.shape[0], -1, -1)
+            r = torch.einsum("bpf,bpk->bfk", vel * vel, kern)
+        b, f = r.shape[:2]
         on = r[..., 0] > 0
-        r = r.reshape(b * f, -1).clone()
-        r[:, 0] = r[:, 0] * (1.0 + self.floor) + 1e-12
+        r = r.reshape(b * f, -1)
+        r = torch.cat([r[:, :1] * (1.0 + self.floor) + 1e-12, r[:, 1:]], 1)
         taps = levinson(r, self.order).view(b, f, self.order)
         return torch.where(on[..., None], taps, torch.zeros_like(taps)), on
 
-    @torch.no_grad()
     def sample_taps(self, roll: torch.Tensor | None, drop: torch.Tensor | None, t0: int, t1: int,
-                    batch: int, dtype, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+                    batch: int, dtype, device=None, genre: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Taps and mask for stage samples [t0, t1): (B, T, P) and (B, T) float (1 = notes sound).
 
         Frames past the roll's end, a missing roll and dropped rows (drop (B,) bool) are off:
-        zero taps, mask 0 (the stage then uses its global taps alone).
+        zero taps, mask 0 (the stage then uses its global taps alone).  ``genre`` (B,) ids pick the
+        learned envelope's rows (None: no genre).  Gradients flow only to the envelope, when there is one.
         """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.envelope is not None):
+            return self._sample_taps(roll, drop, t0, t1, batch, dtype, device, genre)
+
+    def _sample_taps(self, roll, drop, t0, t1, batch, dtype, device, genre):
         dev = device if device is not None else roll.device if roll is not None else torch.device("cpu")
         n = t1 - t0
         if roll is None or roll.shape[-1] == 0:
@@ -111,7 +183,7 @@ class ScoreTaps(nn.Module):
         g0, g1 = t0 // self.hop, -(-t1 // self.hop)
         frames = roll.shape[-1]
         sub = roll[:, :, min(g0, frames):min(g1, frames)].to(dev)
-        taps, on = self.frame_taps(sub)  # (B, G, P), (B, G)
+        taps, on = self.frame_taps(sub, genre)  # (B, G, P), (B, G)
         pad = (g1 - g0) - taps.shape[1]
         if pad > 0:  # past the roll's end: off
             taps = torch.cat([taps, taps.new_zeros(taps.shape[0], pad, self.order)], 1)

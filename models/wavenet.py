@@ -117,7 +117,8 @@ class Stage(nn.Module):
             raise ValueError(f"stage {self.index}: score.order {order} must equal linear_order "
                              f"{c.linear_order} in a stage without a tier below (the taps are blended)")
         self.score_on_residual = self.use_below
-        return ScoreTaps(order, self.rate, self.roll_fps, sc.bandwidth_hz, sc.floor, sc.rolloff, sc.lowest_hz)
+        return ScoreTaps(order, self.rate, self.roll_fps, sc.bandwidth_hz, sc.floor, sc.rolloff, sc.lowest_hz,
+                         sc.timbre_knots, self.n_genres)
 
     def _build_genre(self, c: StageArchConfig) -> None:
         """Global conditioning: genre embedding, per-layer projection into every gate."""
@@ -324,7 +325,8 @@ class Stage(nn.Module):
         extra = self.lin_out(y)  # (B, 2 or 3, T): mu_nn, log_s [, score share logit]
         if self.score is not None:
             # taps (B, T, Q), on (B, T); w = the learned share where notes sound
-            taps, on = self.score.sample_taps(cond.roll, cond.drop_roll, 0, t, b, u.dtype, u.device)
+            taps, on = self.score.sample_taps(cond.roll, cond.drop_roll, 0, t, b, u.dtype, u.device,
+                                              self.genre_ids(cond.genre, b, u.device))
             w = torch.sigmoid(extra[:, 2]) * on
             if self.score_on_residual:  # mu += w * sum_j c_j e[t-j], e = dec(x) - mu_lin - bias
                 e = self.linear.decode(x) - (mu + self.lin_out.bias[0]).detach()  # (B, T)

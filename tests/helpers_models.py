@@ -43,6 +43,8 @@ def randomize_biases(st: Stage) -> None:
         for name, p in st.named_parameters():
             if name.endswith("bias") or p.dim() == 1:
                 p.normal_(0, 0.3)
+            elif name.endswith("score.envelope"):  # a learned timbre per genre (models/score.py)
+                p.normal_(0, 0.2)
 
 
 def inputs(st: Stage, t: int, b: int = 2, seed: int = 1) -> dict:

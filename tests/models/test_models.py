@@ -242,6 +242,12 @@ PATHS = {
                         "score": {"enabled": True, "order": 24}}, {"genre": True, "below": True, "roll": True}),
     "score_residual_dropped": ({"use_tier_below": True, "use_roll": True, "score": {"enabled": True, "order": 24}},
                                {"below": True, "roll": True, "drops": True}),
+    # a learned spectral envelope per genre on the taps' harmonics (the rows' genres differ)
+    "score_timbre": ({"use_genre": True, "use_roll": True, "score": {"enabled": True, "timbre_knots": 4}},
+                     {"genre": True, "roll": True}),
+    "score_residual_timbre": ({"use_genre": True, "use_tier_below": True, "use_roll": True,
+                               "score": {"enabled": True, "order": 24, "timbre_knots": 6}},
+                              {"genre": True, "below": True, "roll": True, "drops": True}),
 }
 
 

@@ -176,3 +176,60 @@ def test_stage_zero_score_order_must_match_its_linear_order():
     cfg = small_cfg(rate=RATE, use_roll=True, linear_order=32, score={"enabled": True, "order": 64})
     with pytest.raises(ValueError, match="score.order 64 must equal linear_order 32"):
         Stage(cfg, index=0, n_genres=GENRES, roll_fps=FPS, classes=256)
+
+
+def test_envelope_basis_splits_the_kernel_and_starts_at_the_fixed_taps():
+    from models.score import envelope_basis
+
+    k = harmonic_kernel(64, 8000, 1.0, 1.0, lowest_hz=1000.0)
+    b = envelope_basis(64, 8000, 1.0, 1.0, 1000.0, knots=9)
+    np.testing.assert_allclose(b.sum(0), k, rtol=0, atol=1e-12)
+    fixed = ScoreTaps(64, 8000, FPS, lowest_hz=1000.0)
+    timbre = ScoreTaps(64, 8000, FPS, lowest_hz=1000.0, timbre_knots=9, n_genres=2)
+    roll = roll_of({60: 0.8, 64: 0.5, 67: 0.6}, 4)
+    want, _ = fixed.sample_taps(roll, None, 0, 320, 1, torch.float64)
+    got, _ = timbre.sample_taps(roll, None, 0, 320, 3, torch.float64, genre=torch.tensor([0, 1, 2]))
+    torch.testing.assert_close(got, want.expand(3, -1, -1), rtol=0, atol=1e-9)  # zero envelope: 1 / h
+    with torch.no_grad():
+        timbre.envelope[1, 4] = 0.5  # genre 1: +17 dB at the middle knot
+    got, _ = timbre.sample_taps(roll, None, 0, 320, 3, torch.float64, genre=torch.tensor([0, 1, 2]))
+    assert (got[1] - want[0]).abs().max() > 1e-2  # genre 1's taps change, the others' do not
+    torch.testing.assert_close(got[[0, 2]], want.expand(2, -1, -1), rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="2 or more"):
+        envelope_basis(8, 8000, 1.0, 1.0, 0.0, knots=1)
+
+
+def test_learned_envelope_hears_each_genres_timbre():
+    """Two genres play the same notes with opposite timbres (bright: harmonics rising to 1 kHz; dark: falling
+    fast).  Trained by the taps' prediction error alone, each genre's envelope tilts its own way."""
+    rng = np.random.default_rng(0)
+    n, knots = 4000, 6
+    t = np.arange(n) / RATE
+    chord = {45: 0.8, 52: 0.7}  # A2, E3: harmonics every 110 / 165 Hz up to 950 Hz
+    roll = roll_of(chord, n * FPS // RATE)
+
+    def play(power: float) -> torch.Tensor:
+        x = np.zeros(n)
+        for p in chord:
+            f0 = 440.0 * 2 ** ((p - 69) / 12)
+            for h in range(1, int(900 / f0) + 1):
+                x += h ** power * np.sin(2 * np.pi * h * f0 * t + rng.uniform(0, 2 * np.pi))
+        x = x / np.abs(x).max() + 0.01 * rng.standard_normal(n)
+        return torch.tensor(x)[None]
+
+    audio = {0: play(1.0), 1: play(-2.5)}  # genre 0 bright, genre 1 dark
+    st = ScoreTaps(32, RATE, FPS, floor=1e-2, timbre_knots=knots, n_genres=2)
+    opt = torch.optim.Adam(st.parameters(), lr=0.02)
+    for _ in range(60):
+        opt.zero_grad()
+        loss = 0.0
+        for g, x in audio.items():
+            taps, _ = st.sample_taps(roll, None, 0, n, 1, torch.float64, genre=torch.tensor([g]))
+            u = torch.nn.functional.pad(x, (1, 0))[:, :-1]
+            loss = loss + ((x - ScoreTaps.apply(u, taps))[:, 100:] ** 2).mean().log()
+        loss.backward()
+        opt.step()
+    db = st.envelope_db().numpy()  # (3, knots)
+    tilt = db[:, -2] - db[:, 1]  # upper knot minus lower knot, dB
+    assert tilt[0] > tilt[1] + 6.0, db  # the bright genre's envelope rises against the dark one's
+    assert np.all(db[2] == 0.0)  # "no genre" saw no audio: untouched
