@@ -66,13 +66,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         db = score.envelope_db().numpy()  # (G + 1, K)
         hz = knots_hz(score.rate, db.shape[1])
-        names = [*run.genres, "no genre"]
+        names = [*run.genres, "no genre"] if score.per_genre else ["every genre"]
         out = {"rate": score.rate, "lowest_hz": float(run.cfg.stages[k].score.lowest_hz),
                "knots_hz": np.round(hz, 1).tolist(),
                "envelope_db": {n: np.round(row, 2).tolist() for n, row in zip(names, db)},
                "range_db": {n: round(float(np.ptp(row)), 2) for n, row in zip(names, db)}}
         m = measured.get(str(score.rate))
-        if m is not None and set(m["envelopes_db"]) == set(run.genres):
+        if m is not None and score.per_genre and set(m["envelopes_db"]) == set(run.genres):
             mea = np.array([m["envelopes_db"][g] for g in run.genres])
             out["against_measured"] = learned_differences(db[:len(run.genres)], hz, mea,
                                                           np.array(m["band_edges_hz"]), out["lowest_hz"])

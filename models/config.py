@@ -64,6 +64,8 @@ class ScoreConfig:
     # a learned spectral envelope per genre on the harmonics' powers, through this many knots evenly spaced
     # from 0 to the Nyquist frequency (models/score.py): the genre's timbre; 0 = the fixed h ** -rolloff
     timbre_knots: int = 0
+    # false: one envelope for every genre (the corpus's average timbre; a control for the per-genre one)
+    timbre_per_genre: bool = True
 
 
 @dataclass(frozen=True)

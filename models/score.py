@@ -108,18 +108,20 @@ class ScoreTaps(nn.Module):
     """Per-frame linear-prediction taps from the roll's note velocities.
 
     With ``timbre_knots`` > 0 the harmonics' powers are shaped by a learned spectral envelope per genre
-    (row ``n_genres``: no genre), through ``timbre_knots`` knots from 0 to the Nyquist frequency: the only
-    parameters here, trained through Levinson-Durbin by the stage's loss; at zero (their start) the taps are
-    the fixed ``h ** -rolloff`` ones.  Otherwise there are no parameters."""
+    (row ``n_genres``: no genre; with ``per_genre`` false one row for all), through ``timbre_knots`` knots
+    from 0 to the Nyquist frequency: the only parameters here, trained through Levinson-Durbin by the stage's
+    loss; at zero (their start) the taps are the fixed ``h ** -rolloff`` ones.  Otherwise there are none."""
 
     def __init__(self, order: int, rate: int, roll_fps: int, bandwidth_hz: float = 1.0, floor: float = 1e-3,
-                 rolloff: float = 1.0, lowest_hz: float = 0.0, timbre_knots: int = 0, n_genres: int = 0) -> None:
+                 rolloff: float = 1.0, lowest_hz: float = 0.0, timbre_knots: int = 0, n_genres: int = 0,
+                 per_genre: bool = True) -> None:
         super().__init__()
         if rate % roll_fps:
             raise ValueError(f"ScoreTaps: rate {rate} is not a multiple of roll_fps {roll_fps}")
         self.order, self.rate, self.roll_fps, self.floor = int(order), int(rate), int(roll_fps), float(floor)
         self.hop = self.rate // self.roll_fps  # stage samples per roll frame
         self.n_genres = int(n_genres)
+        self.per_genre = bool(per_genre)
         k = harmonic_kernel(self.order, self.rate, float(bandwidth_hz), float(rolloff), float(lowest_hz))
         self.kernel = torch.tensor(k, dtype=torch.float64)  # not a buffer: stays float64 under stage.to(dtype)
         self.envelope: nn.Parameter | None = None
@@ -127,11 +129,12 @@ class ScoreTaps(nn.Module):
             basis = envelope_basis(self.order, self.rate, float(bandwidth_hz), float(rolloff), float(lowest_hz),
                                    int(timbre_knots))
             self.basis = torch.tensor(basis, dtype=torch.float64)  # (N, 128, P + 1), not a buffer
-            # log power at each knot / ENVELOPE_GAIN, per genre (row n_genres: no genre)
-            self.envelope = nn.Parameter(torch.zeros(self.n_genres + 1, int(timbre_knots)))
+            # log power at each knot / ENVELOPE_GAIN, per genre (row n_genres: no genre), or one row for all
+            rows = self.n_genres + 1 if self.per_genre else 1
+            self.envelope = nn.Parameter(torch.zeros(rows, int(timbre_knots)))
 
     def envelope_db(self) -> torch.Tensor:
-        """The learned envelope in dB (n_genres + 1, knots): 10 log10 of each knot's power factor."""
+        """The learned envelope in dB (n_genres + 1 or 1 shared row, knots): 10 log10 of each knot's power factor."""
         if self.envelope is None:
             raise ValueError("ScoreTaps: no learned envelope (timbre_knots 0)")
         return 10.0 / np.log(10.0) * ENVELOPE_GAIN * self.envelope.detach().double()
@@ -141,6 +144,8 @@ class ScoreTaps(nn.Module):
         if self.envelope is None:
             return self.kernel.to(device)
         ids = genre if genre is not None else torch.full((1,), self.n_genres, dtype=torch.long)
+        if not self.per_genre:
+            ids = torch.zeros_like(ids)
         w = torch.exp(ENVELOPE_GAIN * self.envelope.to(device, torch.float64))[ids.to(device).long()]  # (B, N)
         return torch.einsum("bn,npk->bpk", w, self.basis.to(device))
 

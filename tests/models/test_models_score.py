@@ -233,3 +233,12 @@ def test_learned_envelope_hears_each_genres_timbre():
     tilt = db[:, -2] - db[:, 1]  # upper knot minus lower knot, dB
     assert tilt[0] > tilt[1] + 6.0, db  # the bright genre's envelope rises against the dark one's
     assert np.all(db[2] == 0.0)  # "no genre" saw no audio: untouched
+    shared = ScoreTaps(32, RATE, FPS, floor=1e-2, timbre_knots=knots, n_genres=2, per_genre=False)
+    assert shared.envelope.shape == (1, knots)
+    with torch.no_grad():
+        shared.envelope.copy_(st.envelope[:1])  # the bright genre's envelope, for every genre
+    bright, _ = st.sample_taps(roll, None, 0, 200, 1, torch.float64, genre=torch.tensor([0]))
+    for g in (0, 1, None):
+        ids = None if g is None else torch.tensor([g])
+        got, _ = shared.sample_taps(roll, None, 0, 200, 1, torch.float64, genre=ids)
+        torch.testing.assert_close(got, bright, rtol=0, atol=1e-12)
