@@ -927,6 +927,11 @@ def fine_levers_table() -> str:
                                HERE / "fine_sampling_stage2_taps_clip.json"),
                               ("demo, the same (`demo_sp/run_hb2`), stage 2's share to the power 0.3, and 0.1 at "
                                "temperature 0.4 (s2p03 / s2p01t4)", HERE / "fine_sampling_stage2_taps_more.json"),
+                              ("demo, stages 0 and 1 trained again with a learned timbre per genre on their score "
+                               "taps (`demo_sp/run_tb`: `score.timbre_knots` 8 / 16; the same 919 / 469 steps)",
+                               HERE / "fine_sampling_timbre.json"),
+                              ("four genres, the same (`other4/run_tb`; 750 / 425 steps; p003t04: the presets' "
+                               "sampling)", HERE / "four_genres" / "fine_sampling_timbre.json"),
                               ("demo, `make demo`'s run", HERE / "fine_sampling_levers.json"),
                               ("four genres, its run", HERE / "four_genres" / "fine_sampling_levers.json"),
                               ("demo, stage 1 with taps from 1 kHz (`demo/run_hb`)",
@@ -999,6 +1004,71 @@ def stage0_steps_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def timbre_table() -> str:
+    """Stages 0 and 1 with a learned timbre per genre on their score taps (``score.timbre_knots``) against the
+    presets' fixed 1/h taps and one envelope shared by every genre: validation (training_*.json), held out
+    (noise_trap_timbre*.json) and the pieces (fine_sampling_*.json), demo and four genres."""
+    lines = ["| corpus | run | validation, stage 0 / 1 (steps) | held out, stage 0 / 1 (below linear) "
+             "| held out, other soundfont | genre recognised | noisy windows, genre (clean pieces) "
+             "| pieces with every tier SNR >= 20 dB | band error, dB (MIDI / genre) | note F1 (rendering) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    held_files = [("held out", HERE / "noise_trap_timbre.json"),
+                  ("held out, other soundfont", HERE / "noise_trap_timbre_other_soundfont.json")]
+    held = dict(present(held_files, notes))
+    # (corpus, key in the held-out JSONs, label, [(stage, training JSON)], pieces JSON, setting, 80-clip JSON)
+    rows = (("demo", "run", "the presets: fixed 1/h (`demo_sp/run`)", [("0", "training_presets.json"),
+             ("1", "training_presets.json")], "fine_sampling_presets.json", "run", "fine_sampling_presets_more.json"),
+            ("demo", "run_tb", "a timbre per genre (`demo_sp/run_tb`)", [("0", "training_timbre.json"),
+             ("1", "training_timbre.json")], "fine_sampling_timbre.json", "run", "fine_sampling_timbre_more.json"),
+            ("demo", "run_ts", "one envelope for every genre (`demo_sp/run_ts`)",
+             [("0", "training_timbre_shared.json"), ("1", "training_timbre_shared.json")],
+             "fine_sampling_timbre_shared.json", "run", None),
+            ("four genres", None, "the presets (`other4/run_hb`: stage 0 is `other4/run`'s, stage 1 read in "
+             "`other4/run_hb2`, its copy)",
+             [("0", "four_genres/training.json"), ("1", "four_genres/training_stage2_taps.json")],
+             "four_genres/fine_sampling_stage2_temperature.json", "p003t04", None),
+            ("four genres", None, "a timbre per genre (`other4/run_tb`)",
+             [("0", "four_genres/training_timbre.json"), ("1", "four_genres/training_timbre.json")],
+             "four_genres/fine_sampling_timbre.json", "p003t04", None))
+    for corpus, key, label, trains, pieces, setting, more in rows:
+        files = [(f"training {f}", HERE / f) for _, f in trains] + [(f"pieces {pieces}", HERE / pieces)]
+        files += [(f"pieces {more}", HERE / more)] if more else []
+        got = dict(present(dict(files).items(), notes))
+        if len(got) < len(dict(files)):
+            continue
+        val = " / ".join(f"{got[f'training {f}']['stages'][k]['best_valid_bits']:.3f}" for k, f in trains)
+        steps = " / ".join(str(got[f"training {f}"]["stages"][k]["steps"]) for k, f in trains)
+
+        def held_cell(name: str) -> str:
+            r = held.get(name, {}).get("runs", {}).get(key) if key else None
+            if not r:
+                return "-"
+            return " / ".join(f"{r['held_out'][k]['bits_per_sample']:.3f} ({r['held_out'][k]['below_linear']:+.3f})"
+                              for k in ("0", "1"))
+
+        fs = got[f"pieces {pieces}"]["settings"][setting]["summary"]
+        m, g, acc = fs["midi"], fs["genre"], fs["genre_recognised"]
+        heard = f"{acc['accuracy']:.2f} of {acc['clips']} clips"
+        if more:
+            acc2 = got[f"pieces {more}"]["settings"]["run"]["summary"]["genre_recognised"]
+            heard += f"; {acc2['accuracy']:.2f} of {acc2['clips']}"
+        f1 = f"{m['note_f1_mean']:.2f} ({m['rendering_note_f1_mean']:.2f})" if m.get("note_f1_mean") else "-"
+        lines.append(f"| {corpus} | {label} | {val} ({steps}) | {held_cell('held out')} "
+                     f"| {held_cell('held out, other soundfont')} | {heard} | {g['noisy_share_mean']:.0%} "
+                     f"({g['pieces_95pct_windows_clean']} of {g['pieces']}) "
+                     f"| {m['pieces_all_tiers_snr_20db'] + g['pieces_all_tiers_snr_20db']} of "
+                     f"{m['pieces'] + g['pieces']} "
+                     f"| {m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f} | {f1} |")
+        for name, _ in files:
+            notes.append(f"{label}, {name.split(' ', 1)[0]}: commit `{got[name]['commit'][:10]}`, "
+                         f"`{got[name]['command']}`.")
+    for name, h in held.items():
+        notes.append(f"{name}: the test split's first {h['max_seconds']:g} s of each track; commit "
+                     f"`{h['commit'][:10]}`, `{h['command']}`.")
+    return "\n".join(lines + [""] + list(dict.fromkeys(notes)))
+
+
 def _heard_notes(acc: dict) -> str:
     """The genre judged by the notes basic-pitch hears (later fine-sampling JSONs), beside the sound's."""
     n = acc.get("by_notes")
@@ -1052,7 +1122,7 @@ def opening_table() -> str:
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
             "score_sampling": score_sampling_table, "score_guidance": score_guidance_table,
             "fine_sampling": fine_sampling_table,
-            "fine_levers": fine_levers_table, "stage0_steps": stage0_steps_table,
+            "fine_levers": fine_levers_table, "stage0_steps": stage0_steps_table, "timbre": timbre_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
