@@ -77,7 +77,7 @@ class StageStream:
         self._setup_linear(lay, below, drop_lin)
         # constant gate addend (conv bias + genre): (B, L*2G)
         self.const = st.gate_bias(genre, self.batch, self.device).detach().contiguous()
-        self.genre_ids = st.genre_ids(genre, self.batch, self.device)  # (B,): the score taps' envelope rows
+        self.genre_ids = st.timbre_ids(genre, self.batch, self.device)  # (B,): the score taps' envelope rows
         self.bias = self.const
         self.add_buf.copy_(self.bias)
         self._setup_conditioning(lay, below, roll, drop_below, drop_roll, chunk)

@@ -226,6 +226,11 @@ class Stage(nn.Module):
         genre = torch.as_tensor(genre, dtype=torch.long, device=device)
         return genre.expand(batch) if genre.dim() == 0 else genre
 
+    def timbre_ids(self, genre, batch: int, device) -> torch.Tensor:
+        """Rows (B,) of the score taps' learned envelope: the genre's, or "no genre" for a stage that does not
+        read the genre (it trains on that row alone)."""
+        return self.genre_ids(genre if self.use_genre else None, batch, device)
+
     def gate_bias(self, genre, batch: int, device) -> torch.Tensor:
         """Per-layer constant inside every gate (conv bias + genre): (B, L * 2G)."""
         bias = torch.cat([conv.bias for conv in self.convs]).expand(batch, -1)
@@ -326,7 +331,7 @@ class Stage(nn.Module):
         if self.score is not None:
             # taps (B, T, Q), on (B, T); w = the learned share where notes sound
             taps, on = self.score.sample_taps(cond.roll, cond.drop_roll, 0, t, b, u.dtype, u.device,
-                                              self.genre_ids(cond.genre, b, u.device))
+                                              self.timbre_ids(cond.genre, b, u.device))
             w = torch.sigmoid(extra[:, 2]) * on
             if self.score_on_residual:  # mu += w * sum_j c_j e[t-j], e = dec(x) - mu_lin - bias
                 e = self.linear.decode(x) - (mu + self.lin_out.bias[0]).detach()  # (B, T)

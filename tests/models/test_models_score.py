@@ -242,3 +242,17 @@ def test_learned_envelope_hears_each_genres_timbre():
         ids = None if g is None else torch.tensor([g])
         got, _ = shared.sample_taps(roll, None, 0, 200, 1, torch.float64, genre=ids)
         torch.testing.assert_close(got, bright, rtol=0, atol=1e-12)
+
+
+def test_a_stage_that_does_not_read_the_genre_keeps_to_its_no_genre_timbre():
+    """Trained on the "no genre" row alone, such a stage must sample with it whatever genre the cascade passes."""
+    cfg = small_cfg(rate=RATE, use_roll=True, use_genre=False, linear_order=32, adaptive_scale=True,
+                    score={"enabled": True, "timbre_knots": 4})
+    st = Stage(cfg, index=0, n_genres=GENRES, roll_fps=FPS, classes=256).eval()
+    with torch.no_grad():
+        st.score.envelope.normal_(0, 0.3)  # every row different
+    x, roll = chord_codes(600, {57: 0.7, 64: 0.6})
+    with torch.no_grad():
+        out = {g: st(x, roll=roll, genre=g) for g in (None, 0, 1)}
+    assert torch.equal(out[0], out[None]) and torch.equal(out[1], out[None])
+    assert torch.equal(st.timbre_ids(torch.tensor([0, 1]), 2, "cpu"), torch.full((2,), GENRES))
