@@ -1024,6 +1024,9 @@ def timbre_table() -> str:
             ("demo", "run_ts", "one envelope for every genre (`demo_sp/run_ts`)",
              [("0", "training_timbre_shared.json"), ("1", "training_timbre_shared.json")],
              "fine_sampling_timbre_shared.json", "run", None),
+            ("demo", None, "a fresh `make demo` at the new presets (`demo_tb/run`; its wall-clock budget)",
+             [("0", "training_presets_timbre.json"), ("1", "training_presets_timbre.json")],
+             "fine_sampling_presets_timbre.json", "run", "fine_sampling_presets_timbre_more.json"),
             ("four genres", None, "the presets (`other4/run_hb`: stage 0 is `other4/run`'s, stage 1 read in "
              "`other4/run_hb2`, its copy)",
              [("0", "four_genres/training.json"), ("1", "four_genres/training_stage2_taps.json")],
