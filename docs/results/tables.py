@@ -1030,10 +1030,11 @@ def timbre_table() -> str:
             ("four genres", None, "the presets (`other4/run_hb`: stage 0 is `other4/run`'s, stage 1 read in "
              "`other4/run_hb2`, its copy)",
              [("0", "four_genres/training.json"), ("1", "four_genres/training_stage2_taps.json")],
-             "four_genres/fine_sampling_stage2_temperature.json", "p003t04", None),
+             "four_genres/fine_sampling_stage2_temperature.json", "p003t04",
+             "four_genres/fine_sampling_presets_more.json"),
             ("four genres", None, "a timbre per genre (`other4/run_tb`)",
              [("0", "four_genres/training_timbre.json"), ("1", "four_genres/training_timbre.json")],
-             "four_genres/fine_sampling_timbre.json", "p003t04", None))
+             "four_genres/fine_sampling_timbre.json", "p003t04", "four_genres/fine_sampling_timbre_more.json"))
     for corpus, key, label, trains, pieces, setting, more in rows:
         files = [(f"training {f}", HERE / f) for _, f in trains] + [(f"pieces {pieces}", HERE / pieces)]
         files += [(f"pieces {more}", HERE / more)] if more else []
@@ -1054,7 +1055,7 @@ def timbre_table() -> str:
         m, g, acc = fs["midi"], fs["genre"], fs["genre_recognised"]
         heard = f"{acc['accuracy']:.2f} of {acc['clips']} clips"
         if more:
-            acc2 = got[f"pieces {more}"]["settings"]["run"]["summary"]["genre_recognised"]
+            acc2 = got[f"pieces {more}"]["settings"][setting]["summary"]["genre_recognised"]
             heard += f"; {acc2['accuracy']:.2f} of {acc2['clips']}"
         f1 = f"{m['note_f1_mean']:.2f} ({m['rendering_note_f1_mean']:.2f})" if m.get("note_f1_mean") else "-"
         lines.append(f"| {corpus} | {label} | {val} ({steps}) | {held_cell('held out')} "
