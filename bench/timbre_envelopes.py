@@ -27,11 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 
 
-def knots_hz(rate: int, knots: int) -> np.ndarray:
-    """The knots' frequencies (``models.score.envelope_basis``: evenly from 0 to 0.95 Nyquist)."""
-    return np.linspace(0.0, 0.95 * rate / 2.0, knots)
-
-
 def learned_differences(learned_db: np.ndarray, hz: np.ndarray, measured_db: np.ndarray, edges: np.ndarray,
                         lowest_hz: float) -> dict:
     """Correlation of the learned (G, K) and measured (G, B) envelopes' differences between genres, at the
@@ -54,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--measured", default=None, help="bench/tap_envelopes.py's JSON for the same corpus")
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
+    from models.score import knot_frequencies
     from pipeline.run import load_run
 
     t0 = time.time()
@@ -65,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if score is None or score.envelope is None:
             continue
         db = score.envelope_db().numpy()  # (G + 1, K)
-        hz = knots_hz(score.rate, db.shape[1])
+        hz = knot_frequencies(score.rate, db.shape[1])
         names = [*run.genres, "no genre"] if score.per_genre else ["every genre"]
         out = {"rate": score.rate, "lowest_hz": float(run.cfg.stages[k].score.lowest_hz),
                "knots_hz": np.round(hz, 1).tolist(),

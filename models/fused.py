@@ -180,7 +180,7 @@ class FusedStream:
         st, rows = self.stage, self.rows
         self.const = st.gate_bias(cond.genre, rows, torch.device("cpu")).detach().float()  # (rows, L*2G)
         self.bias = _f32(self.const)
-        self.genre = cond.genre  # the score taps' envelope rows (Stage.timbre_ids)
+        self.timbre_rows = st.timbre_ids(cond.genre, rows, torch.device("cpu"))  # (rows,): the score taps' envelope
         self.below = None if cond.below is None else torch.as_tensor(cond.below).long()
         if self.below is not None and self.below.dim() == 1:
             self.below = self.below.expand(rows, -1)
@@ -256,9 +256,8 @@ class FusedStream:
             self.anchor = _f32(a.t())  # (n, rows): the anchored scale's part (models/anchor.py)
         self.has_score = self.stage.score is not None
         if self.has_score:
-            genre = self.stage.timbre_ids(self.genre, rows, torch.device("cpu"))
             taps, on = self.stage.score.sample_taps(self.roll, self.drop_roll, c0, c0 + n, rows, torch.float32,
-                                                    genre=genre)
+                                                    genre=self.timbre_rows)
             self.score_taps, self.score_on = _f32(taps.transpose(0, 1)), _f32(on.t())  # (n, rows, Q), (n, rows)
 
     def _block(self, t: int, n: int) -> int:

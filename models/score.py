@@ -41,11 +41,21 @@ RESIDUAL_GATE_INIT = 0.0
 ENVELOPE_GAIN = 8.0
 
 
+def top_hz(rate: int) -> float:
+    """The highest frequency the taps ring at: 0.95 of the Nyquist frequency."""
+    return 0.95 * rate / 2.0
+
+
+def knot_frequencies(rate: int, knots: int) -> np.ndarray:
+    """(knots,) Hz: the learned envelope's knots, evenly spaced from 0 to ``top_hz``."""
+    return np.linspace(0.0, top_hz(rate), knots)
+
+
 def _harmonics(rate: int, lowest_hz: float):
     """(h, f (128,), ok (128,) bool) for h = 1, 2, ..: the h-th harmonic's frequency of every MIDI pitch and
     whether it is in the taps (from ``lowest_hz`` up to 0.95 of the Nyquist frequency)."""
     f0 = 440.0 * 2.0 ** ((np.arange(N_PITCHES) - 69) / 12.0)
-    nyquist = 0.95 * rate / 2.0
+    nyquist = top_hz(rate)
     for h in range(1, int(nyquist / f0.min()) + 1):
         f = h * f0
         ok = f < nyquist
@@ -71,17 +81,16 @@ def harmonic_kernel(order: int, rate: int, bandwidth_hz: float, rolloff: float, 
 
 def envelope_basis(order: int, rate: int, bandwidth_hz: float, rolloff: float, lowest_hz: float,
                    knots: int) -> np.ndarray:
-    """B (knots, 128, order + 1) float64: ``harmonic_kernel`` split among ``knots`` frequencies spaced evenly
-    from 0 to 0.95 of the Nyquist frequency, each harmonic's term shared between the two knots around it
-    (linear interpolation), so that sum_n w_n B[n] is the kernel of harmonics whose power is multiplied by
-    the spectral envelope through the knots' powers w_n, and sum_n B[n] = ``harmonic_kernel``."""
+    """B (knots, 128, order + 1) float64: ``harmonic_kernel`` split among the ``knot_frequencies``, each
+    harmonic's term shared between the two knots around it (linear interpolation), so that sum_n w_n B[n] is
+    the kernel of harmonics whose power is multiplied by the spectral envelope through the knots' powers w_n,
+    and sum_n B[n] = ``harmonic_kernel``."""
     if knots < 2:
         raise ValueError(f"envelope_basis: {knots} knots; need 2 or more")
     tau = np.arange(order + 1)
     out = np.zeros((knots, N_PITCHES, order + 1))
-    top = 0.95 * rate / 2.0
     for h, f, ok in _harmonics(rate, lowest_hz):
-        pos = np.clip(f / top, 0.0, 1.0) * (knots - 1)  # (128,) fractional knot
+        pos = np.clip(f / top_hz(rate), 0.0, 1.0) * (knots - 1)  # (128,) fractional knot
         lo = np.minimum(pos.astype(int), knots - 2)
         frac = pos - lo
         term = h ** (-2.0 * rolloff) * np.cos(2.0 * np.pi * f[:, None] * tau / rate)  # (128, order + 1)

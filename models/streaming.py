@@ -77,7 +77,7 @@ class StageStream:
         self._setup_linear(lay, below, drop_lin)
         # constant gate addend (conv bias + genre): (B, L*2G)
         self.const = st.gate_bias(genre, self.batch, self.device).detach().contiguous()
-        self.genre_ids = st.timbre_ids(genre, self.batch, self.device)  # (B,): the score taps' envelope rows
+        self.timbre_rows = st.timbre_ids(genre, self.batch, self.device)  # (B,): the score taps' envelope rows
         self.bias = self.const
         self.add_buf.copy_(self.bias)
         self._setup_conditioning(lay, below, roll, drop_below, drop_roll, chunk)
@@ -195,7 +195,7 @@ class StageStream:
         """Score taps of the chunk's samples, rotated so that step t multiplies the ring directly."""
         t0, n = self.t, self.chunk
         taps, on = self.score.sample_taps(self.roll, self.drop_roll, t0, t0 + n, self.batch, self.dtype,
-                                          self.device, self.genre_ids)
+                                          self.device, self.timbre_rows)
         slot = (torch.arange(t0, t0 + n) % self.score.order).to(taps.device)  # ring slot of the newest input
         idx = self.score_idx.to(taps.device)[slot]  # (n, P): lag - 1 held by each ring slot
         rot = torch.gather(taps, 2, idx.unsqueeze(0).expand(taps.shape[0], -1, -1))  # (B, n, P)
