@@ -66,6 +66,10 @@ class ScoreConfig:
     timbre_knots: int = 0
     # false: one envelope for every genre (the corpus's average timbre; a control for the per-genre one)
     timbre_per_genre: bool = True
+    # where the notes change, the taps (and the notes-sound mask) pass linearly from the last frame's to the new
+    # frame's over this many ms of the new frame (at most a frame), as codecs interpolate their LPC between
+    # frames; 0 = switched at the frame's first sample (model files written before it existed)
+    crossfade_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,8 @@ class StageArchConfig:
             raise ValueError(f"{where}.score.scale_floor must be in [0, 1)")
         if self.score.lowest_hz < 0:
             raise ValueError(f"{where}.score.lowest_hz must be >= 0")
+        if not self.score.crossfade_ms >= 0:
+            raise ValueError(f"{where}.score.crossfade_ms must be >= 0")
 
     def arch(self) -> StageArchConfig:
         """The architecture part alone (drops the fields a subclass adds)."""

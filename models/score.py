@@ -119,16 +119,21 @@ class ScoreTaps(nn.Module):
     With ``timbre_knots`` > 0 the harmonics' powers are shaped by a learned spectral envelope per genre
     (row ``n_genres``: no genre; with ``per_genre`` false one row for all), through ``timbre_knots`` knots
     from 0 to the Nyquist frequency: the only parameters here, trained through Levinson-Durbin by the stage's
-    loss; at zero (their start) the taps are the fixed ``h ** -rolloff`` ones.  Otherwise there are none."""
+    loss; at zero (their start) the taps are the fixed ``h ** -rolloff`` ones.  Otherwise there are none.
+
+    With ``crossfade_ms`` > 0 a frame's first ``fade`` samples (that many ms, at most a frame) mix the last frame's
+    taps and mask with its own, the new frame's weight (p + 1) / (fade + 1) at its sample p: where the notes
+    change, the taps do not switch at once (the new notes' taps applied to the old notes' past mispredict)."""
 
     def __init__(self, order: int, rate: int, roll_fps: int, bandwidth_hz: float = 1.0, floor: float = 1e-3,
                  rolloff: float = 1.0, lowest_hz: float = 0.0, timbre_knots: int = 0, n_genres: int = 0,
-                 per_genre: bool = True) -> None:
+                 per_genre: bool = True, crossfade_ms: float = 0.0) -> None:
         super().__init__()
         if rate % roll_fps:
             raise ValueError(f"ScoreTaps: rate {rate} is not a multiple of roll_fps {roll_fps}")
         self.order, self.rate, self.roll_fps, self.floor = int(order), int(rate), int(roll_fps), float(floor)
         self.hop = self.rate // self.roll_fps  # stage samples per roll frame
+        self.fade = min(int(round(float(crossfade_ms) * self.rate / 1000.0)), self.hop)  # samples; 0: switched
         self.n_genres = int(n_genres)
         self.per_genre = bool(per_genre)
         k = harmonic_kernel(self.order, self.rate, float(bandwidth_hz), float(rolloff), float(lowest_hz))
@@ -195,15 +200,27 @@ class ScoreTaps(nn.Module):
             return torch.zeros(batch, n, self.order, dtype=dtype, device=dev), torch.zeros(batch, n, dtype=dtype,
                                                                                            device=dev)
         g0, g1 = t0 // self.hop, -(-t1 // self.hop)
+        lo = g0 - 1 if self.fade else g0  # with a crossfade, the frame before too (-1: before the roll, off)
         frames = roll.shape[-1]
-        sub = roll[:, :, min(g0, frames):min(g1, frames)].to(dev)
+        sub = roll[:, :, min(max(lo, 0), frames):min(g1, frames)].to(dev)
         taps, on = self.frame_taps(sub, genre)  # (B, G, P), (B, G)
-        pad = (g1 - g0) - taps.shape[1]
+        on = on.to(taps.dtype)
+        if lo < 0:  # frame -1: off
+            taps = torch.cat([taps.new_zeros(taps.shape[0], 1, self.order), taps], 1)
+            on = torch.cat([on.new_zeros(on.shape[0], 1), on], 1)
+        pad = (g1 - lo) - taps.shape[1]
         if pad > 0:  # past the roll's end: off
             taps = torch.cat([taps, taps.new_zeros(taps.shape[0], pad, self.order)], 1)
             on = torch.cat([on, on.new_zeros(on.shape[0], pad)], 1)
-        idx = torch.arange(t0, t1, device=dev) // self.hop - g0  # frame of each sample
-        taps, on = taps[:, idx].to(dtype), on[:, idx].to(dtype)
+        t = torch.arange(t0, t1, device=dev)
+        idx = t // self.hop - lo  # frame of each sample (>= 1 with a crossfade)
+        taps_t, on_t = taps[:, idx], on[:, idx]
+        if self.fade:  # the new frame's weight (p + 1) / (fade + 1) at its sample p < fade, then 1
+            a = ((t % self.hop + 1).to(taps.dtype) / (self.fade + 1)).clamp(max=1.0)  # (T,)
+            prev_taps, prev_on = taps[:, idx - 1], on[:, idx - 1]
+            taps_t = prev_taps + a[:, None] * (taps_t - prev_taps)
+            on_t = prev_on + a * (on_t - prev_on)
+        taps, on = taps_t.to(dtype), on_t.to(dtype)
         if drop is not None:
             keep = (~drop.to(dev).bool()).to(dtype)[:, None]
             taps, on = taps * keep[..., None], on * keep

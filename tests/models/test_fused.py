@@ -44,7 +44,7 @@ def _both(st, n, cond, conditioned=False, prompt=None, **draw):
 
 @pytest.mark.parametrize("case", ["guided_topp", "guided_genre_twin", "prior_prompt", "greedy", "ends", "mixture",
                                   "score_residual", "steady_scale", "score_share", "scale_anchor", "scale_clip",
-                                  "share_power", "timbre"])
+                                  "share_power", "timbre", "crossfade"])
 def test_fused_sampling_matches_reference_for_the_same_seed(case):
     """Same seed, same samples, same lengths, and the generator left in the same state (the cascade
     draws the next stage from it)."""
@@ -64,6 +64,9 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
     elif case == "timbre":  # a learned envelope per genre on the score taps: each row's genre picks its own
         st = make_stage(index=1, shipped=True, use_tier_below=True, use_roll=True, use_genre=True,
                         score={"enabled": True, "order": 24, "timbre_knots": 6})
+    elif case == "crossfade":  # the taps cross-faded where the notes change
+        st = make_stage(index=1, shipped=True, use_tier_below=True, use_roll=True, use_genre=True,
+                        score={"enabled": True, "order": 24, "timbre_knots": 6, "crossfade_ms": 4.0})
     elif case in ("guided_topp", "guided_genre_twin"):
         st = make_stage(index=0, shipped=True, use_genre=True, use_roll=True, history={"enabled": True})
     else:
@@ -85,7 +88,8 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
           "scale_anchor": dict(scale_anchor=0.7, anchor_ratio=0.3, temperature=0.6),
           "scale_clip": dict(scale_clip=1.0, temperature=1.0, prompt=d["x"][:, :40]),
           "share_power": dict(share_power=0.2, temperature=0.6),
-          "timbre": dict(tier_prior=0.1, temperature=0.6)}[case]
+          "timbre": dict(tier_prior=0.1, temperature=0.6),
+          "crossfade": dict(tier_prior=0.1, temperature=0.6)}[case]
     (ref, g_ref), (fused, g_fused) = _both(st, n, cond, **kw)
     assert ref.engine == "reference" and fused.engine == "fused"
     assert ref.x.dtype == fused.x.dtype
@@ -125,6 +129,10 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
             st.score.envelope.zero_()
         (_, _), (flat, _) = _both(st, n, cond, **kw)
         assert not torch.equal(flat.x, fused.x)
+    if case == "crossfade":  # the taps switched at once where the notes change: other samples
+        st.score.fade = 0
+        (_, _), (switched, _) = _both(st, n, cond, **kw)
+        assert not torch.equal(switched.x, fused.x)
     if case == "mixture":
         assert fused.x.dtype == torch.float32 and len(fused.x.unique()) > 50  # varied PCM values
 

@@ -248,6 +248,10 @@ PATHS = {
     "score_residual_timbre": ({"use_genre": True, "use_tier_below": True, "use_roll": True,
                                "score": {"enabled": True, "order": 24, "timbre_knots": 6}},
                               {"genre": True, "below": True, "roll": True, "drops": True}),
+    # taps cross-faded where the notes change (the roll changes every few frames here)
+    "score_residual_crossfade": ({"use_genre": True, "use_tier_below": True, "use_roll": True,
+                                  "score": {"enabled": True, "order": 24, "timbre_knots": 6, "crossfade_ms": 3.0}},
+                                 {"genre": True, "below": True, "roll": True, "drops": True}),
 }
 
 

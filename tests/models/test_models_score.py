@@ -71,6 +71,33 @@ def test_chunks_equal_the_whole_and_masks_turn_it_off():
     assert not on_d[0].any() and torch.equal(on_d[1], on[1]) and (dropped[0] == 0).all()
 
 
+def test_crossfade_mixes_the_last_frames_taps_into_the_new_frames_first_samples():
+    """Where the notes change, the taps pass linearly from the old frame's to the new one's over ``fade`` samples
+    (weight (p + 1) / (fade + 1) at the new frame's sample p), and chunks of any bounds equal the whole."""
+    roll = torch.cat([roll_of({57: 0.8}, 3), roll_of({64: 0.6}, 3), roll_of({}, 2), roll_of({69: 0.7}, 2)], -1)
+    plain = ScoreTaps(16, RATE, FPS)
+    faded = ScoreTaps(16, RATE, FPS, crossfade_ms=4.0)  # 8 samples of the 20 in a frame at 2 kHz
+    assert faded.fade == 8 and ScoreTaps(16, RATE, FPS, crossfade_ms=50.0).fade == plain.hop  # at most a frame
+    n = 12 * plain.hop  # two frames past the roll's end
+    a, on_a = plain.sample_taps(roll, None, 0, n, 1, torch.float64)
+    b, on_b = faded.sample_taps(roll, None, 0, n, 1, torch.float64)
+    hop = plain.hop
+    for frame in range(12):  # new frame's first 8 samples mixed, the rest the frame's own taps
+        for p in range(hop):
+            t = frame * hop + p
+            w = min((p + 1) / 9, 1.0)
+            before = a[0, t - hop] if frame else torch.zeros_like(a[0, t])  # before the roll: off
+            on_before = on_a[0, t - hop] if frame else 0.0
+            torch.testing.assert_close(b[0, t], before + w * (a[0, t] - before), rtol=0, atol=1e-12)
+            assert abs(float(on_b[0, t]) - (on_before + w * (float(on_a[0, t]) - on_before))) < 1e-12
+    assert float(on_b[0, 6 * hop + 3]) == pytest.approx(1 - 4 / 9)  # notes off: the mask fades out too
+    assert not torch.equal(a, b) and (b[0, 11 * hop - 1] == 0).all() and (b[0, 10 * hop + 8:] == 0).all()
+    for t0, t1 in ((0, 7), (7, 45), (45, 61), (60, 200), (199, n)):  # chunk bounds inside and at frame edges
+        part, on_part = faded.sample_taps(roll, None, t0, t1, 1, torch.float64)
+        torch.testing.assert_close(part, b[:, t0:t1], rtol=0, atol=1e-12)
+        torch.testing.assert_close(on_part, on_b[:, t0:t1], rtol=0, atol=1e-12)
+
+
 def test_kernel_keeps_harmonics_below_nyquist():
     k = harmonic_kernel(8, RATE, 0.0, 1.0)
     f0 = 440.0 * 2 ** ((100 - 69) / 12)  # ~2.8 kHz: no harmonic below 950 Hz
