@@ -22,6 +22,9 @@ Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI 
   and 150-300 ms against 0.5-1.5 s's, beside the real test tracks' (median), and pieces whose first 1 s
   window is noisy;
 - note F1 (basic-pitch against the MIDI) for MIDI pieces, against the plain rendering's;
+- bursts at note changes (``change_bursts_db``): per band (1-4, 4-8 kHz), the power in the ``BURST_AFTER`` after
+  each of the score's note onsets and ends over the power in frames ``CALM`` or more from any (dB), beside the
+  same for the plain renderings (a real onset is louder than its sustain too);
 - the genre of the genre-prompted pieces' 4 s clips by a classifier fitted on real training clips
   (``music_metrics.clip_features``: timbre, spectrum, chroma), beside its accuracy on real test clips; and
   by one fitted on the notes basic-pitch hears in them (``note_features``: blind to timbre).
@@ -134,6 +137,40 @@ def band_flatness(x: np.ndarray, sr: int) -> np.ndarray:
     return band_window_flatness(to_analysis_rate(x, sr), *HIGH_BAND)
 
 
+BURST_BANDS = {"1-4k": (1000.0, 4000.0), "4-8k": (4000.0, 8000.0)}  # Hz
+BURST_AFTER = 0.03  # s after a note change: its burst
+CALM = 0.05  # s from every note change: the frames bursts are read against
+BURST_HOP = 0.005  # s between the analysis frames (20 ms Hann windows)
+
+
+def change_bursts_db(x: np.ndarray, sr: int, notes) -> dict[str, float | None]:
+    """Per ``BURST_BANDS`` band: 10 log10 of the mean power in the frames whose centre lies within ``BURST_AFTER``
+    after a note onset or end of ``notes`` over the mean power of the frames ``CALM`` or more from every one; None
+    for a band without such frames or power."""
+    y = np.asarray(x, np.float64)
+    hop, win = int(round(BURST_HOP * sr)), int(round(0.02 * sr))
+    if len(y) < win or not notes:
+        return {b: None for b in BURST_BANDS}
+    frames = np.lib.stride_tricks.sliding_window_view(y, win)[::hop]  # (F, win)
+    spec = np.abs(np.fft.rfft(frames * np.hanning(win), axis=1)) ** 2  # (F, bins)
+    freqs = np.fft.rfftfreq(win, 1 / sr)
+    centre = (np.arange(len(frames)) * hop + win / 2) / sr  # s
+    changes = np.unique([t for n in notes for t in (n.start, n.end) if 0 <= t < len(y) / sr])
+    if not len(changes):
+        return {b: None for b in BURST_BANDS}
+    i = np.searchsorted(changes, centre, side="right") - 1  # the last change at or before each frame
+    since = np.where(i >= 0, centre - changes[np.maximum(i, 0)], np.inf)
+    j = np.minimum(i + 1, len(changes) - 1)
+    until = np.where(changes[j] > centre, changes[j] - centre, np.inf)
+    burst, calm = since < BURST_AFTER, (since >= CALM) & (until >= CALM)
+    out = {}
+    for name, (lo, hi) in BURST_BANDS.items():
+        power = spec[:, (freqs >= lo) & (freqs < hi)].sum(1)
+        a, b = power[burst].mean() if burst.any() else 0.0, power[calm].mean() if calm.any() else 0.0
+        out[name] = round(float(10 * np.log10(a / b)), 1) if a > 0 and b > 0 else None
+    return out
+
+
 def references(data: Path, work: Path) -> dict:
     """Per genre: the real test audio's median bands and level; per test track with MIDI: the plain
     rendering's first 8 s (bands, note F1)."""
@@ -159,7 +196,8 @@ def references(data: Path, work: Path) -> dict:
             r = r[:int(SECONDS * 16000)]
             ref = [n for n in read_midi(t["midi"]) if n.start < SECONDS]
             tracks[t["id"]] = {"bands": band_levels(r, 16000),
-                               "note_f1": round(note_f1(ref, estimate_notes(r, 16000))["f1"], 3)}
+                               "note_f1": round(note_f1(ref, estimate_notes(r, 16000))["f1"], 3),
+                               "change_bursts_db": change_bursts_db(r, 16000, ref)}
     out = {}
     for name, g in genres.items():
         out[name] = {"bands": {b: round(float(np.median([v[b] for v in g["bands"] if v[b] is not None])), 1)
@@ -245,10 +283,14 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
                "level_re_real_db": round(rms_db(y) - refs["genres"][genre]["level_db"], 1),
                "opening_db": opening_db(y, sr), "first_window_noisy": d["noise"].get("first_noisy_seconds") == 0,
                "high_band_noisy_share": high_band_noisy_share(y, sr, refs["high_band_flatness"]["threshold"])}
+        score = folder / "score.mid"
+        if score.is_file():
+            row["change_bursts_db"] = change_bursts_db(y, sr, [n for n in read_midi(score) if n.start < SECONDS])
         if track:
             notes = [n for n in read_midi(kw["midi"]) if n.start < SECONDS]
             row["note_f1"] = round(note_f1(notes, estimate_notes(y, sr))["f1"], 3)
             row["rendering_note_f1"] = ref["note_f1"] if ref else None
+            row["rendering_change_bursts_db"] = ref.get("change_bursts_db") if ref else None
         rows.append(row)
         print(setting["name"], {k: v for k, v in row.items() if k != "folder"}, flush=True)
     return rows
@@ -300,6 +342,15 @@ def summary(rows: list[dict], genre_acc: dict) -> dict:
                "pieces_first_window_noisy": sum(r["first_window_noisy"] for r in sel),
                "high_band_noisy_share_mean": round(float(np.mean([r["high_band_noisy_share"] for r in sel])), 3),
                "pieces_95pct_high_band_clean": sum(r["high_band_noisy_share"] <= 0.05 for r in sel)}
+        bursts = [r["change_bursts_db"] for r in sel if r.get("change_bursts_db")]
+        if bursts:
+            out["change_bursts_db_median"] = {b: round(float(np.median([v[b] for v in bursts if v[b] is not None])), 1)
+                                              for b in BURST_BANDS if any(v[b] is not None for v in bursts)}
+        ren = [r["rendering_change_bursts_db"] for r in sel if r.get("rendering_change_bursts_db")]
+        if ren:
+            out["rendering_change_bursts_db_median"] = {
+                b: round(float(np.median([v[b] for v in ren if v[b] is not None])), 1)
+                for b in BURST_BANDS if any(v[b] is not None for v in ren)}
         f1 = [(r["note_f1"], r["rendering_note_f1"]) for r in sel if r.get("note_f1") is not None]
         if f1:
             out["note_f1_mean"] = round(float(np.mean([a for a, _ in f1])), 3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fine_sampling import mean_abs_db, opening_db, parse_setting, summary
+from fine_sampling import change_bursts_db, mean_abs_db, opening_db, parse_setting, summary
 
 RUNS = {"score_guidance": None, "guidance": None, "stage_guidance": None, "guidance_twin": None,
         "steady_scale": None, "preroll_seconds": None,
@@ -83,3 +83,24 @@ def test_opening_reads_a_slow_start_against_the_settled_level():
     x = np.ones(2 * sr)
     x[:150] = 0.1  # the first 150 ms 20 dB down
     assert opening_db(x, sr) == [pytest.approx(-20.0), pytest.approx(-20.0), pytest.approx(0.0)]
+
+
+def test_change_bursts_read_the_bands_after_note_changes_against_the_calm_frames():
+    """Broadband bursts of 20 ms at each note onset and end stand out of a steady tone with a faint noise floor
+    (by > 15 dB); without them the ratio is near 0 dB; no notes: None."""
+    from types import SimpleNamespace
+
+    sr = 16000
+    t = np.arange(4 * sr) / sr
+    rng = np.random.default_rng(0)
+    steady = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(len(t))
+    notes = [SimpleNamespace(start=1.0, end=2.0), SimpleNamespace(start=2.5, end=3.5)]
+    plain = change_bursts_db(steady, sr, notes)
+    bursts = steady.copy()
+    for c in (1.0, 2.0, 2.5, 3.5):
+        bursts[int(c * sr):int(c * sr) + 320] += 0.2 * rng.standard_normal(320)
+    burst = change_bursts_db(bursts, sr, notes)
+    assert set(plain) == set(burst) == {"1-4k", "4-8k"}
+    assert all(abs(v) < 1.5 for v in plain.values())
+    assert all(v > 15 for v in burst.values())
+    assert change_bursts_db(steady, sr, []) == {"1-4k": None, "4-8k": None}
