@@ -22,9 +22,9 @@ Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI 
   and 150-300 ms against 0.5-1.5 s's, beside the real test tracks' (median), and pieces whose first 1 s
   window is noisy;
 - note F1 (basic-pitch against the MIDI) for MIDI pieces, against the plain rendering's;
-- bursts at note changes (``change_bursts_db``): per band (1-4, 4-8 kHz), the power in the ``BURST_AFTER`` after
-  each of the score's note onsets and ends over the power in frames ``CALM`` or more from any (dB), beside the
-  same for the plain renderings (a real onset is louder than its sustain too);
+- bursts at note changes (``change_bursts_db``): per band (1-4, 4-8 kHz), the median power of the frames in the
+  ``BURST_AFTER`` after each of the score's note onsets and ends over that of the frames ``CALM`` or more from any
+  (dB), beside the same for the plain renderings (a real onset is louder than its sustain too);
 - the genre of the genre-prompted pieces' 4 s clips by a classifier fitted on real training clips
   (``music_metrics.clip_features``: timbre, spectrum, chroma), beside its accuracy on real test clips; and
   by one fitted on the notes basic-pitch hears in them (``note_features``: blind to timbre).
@@ -144,9 +144,9 @@ BURST_HOP = 0.005  # s between the analysis frames (20 ms Hann windows)
 
 
 def change_bursts_db(x: np.ndarray, sr: int, notes) -> dict[str, float | None]:
-    """Per ``BURST_BANDS`` band: 10 log10 of the mean power in the frames whose centre lies within ``BURST_AFTER``
-    after a note onset or end of ``notes`` over the mean power of the frames ``CALM`` or more from every one; None
-    for a band without such frames or power."""
+    """Per ``BURST_BANDS`` band: the median power (dB) of the frames whose centre lies within ``BURST_AFTER`` after
+    a note onset or end of ``notes`` less the median of the frames ``CALM`` or more from every one (medians: a
+    long run-away between changes does not hide the bursts); None for a band without such frames or power."""
     y = np.asarray(x, np.float64)
     hop, win = int(round(BURST_HOP * sr)), int(round(0.02 * sr))
     if len(y) < win or not notes:
@@ -166,7 +166,7 @@ def change_bursts_db(x: np.ndarray, sr: int, notes) -> dict[str, float | None]:
     out = {}
     for name, (lo, hi) in BURST_BANDS.items():
         power = spec[:, (freqs >= lo) & (freqs < hi)].sum(1)
-        a, b = power[burst].mean() if burst.any() else 0.0, power[calm].mean() if calm.any() else 0.0
+        a, b = np.median(power[burst]) if burst.any() else 0.0, np.median(power[calm]) if calm.any() else 0.0
         out[name] = round(float(10 * np.log10(a / b)), 1) if a > 0 and b > 0 else None
     return out
 
