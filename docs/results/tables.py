@@ -927,6 +927,11 @@ def fine_levers_table() -> str:
                                HERE / "fine_sampling_stage2_taps_clip.json"),
                               ("demo, the same (`demo_sp/run_hb2`), stage 2's share to the power 0.3, and 0.1 at "
                                "temperature 0.4 (s2p03 / s2p01t4)", HERE / "fine_sampling_stage2_taps_more.json"),
+                              ("demo, a fresh `make demo`'s run with stage 2 trained again with the roll and score "
+                               "taps from 4 kHz (`demo/run_s2t`, 400 steps; s2p01: their share to the power 0.1)",
+                               HERE / "fine_sampling_stage2_taps_fresh.json"),
+                              ("demo, the same with stage 2's taps cross-faded over 5 ms where the notes change "
+                               "(`demo/run_s2xf`)", HERE / "fine_sampling_stage2_taps_crossfade.json"),
                               ("demo, stages 0 and 1 trained again with a learned timbre per genre on their score "
                                "taps (`demo_sp/run_tb`: `score.timbre_knots` 8 / 16; the same 919 / 469 steps)",
                                HERE / "fine_sampling_timbre.json"),
@@ -1008,14 +1013,8 @@ def timbre_table() -> str:
     """Stages 0 and 1 with a learned timbre per genre on their score taps (``score.timbre_knots``) against the
     presets' fixed 1/h taps and one envelope shared by every genre: validation (training_*.json), held out
     (noise_trap_timbre*.json) and the pieces (fine_sampling_*.json), demo and four genres."""
-    lines = ["| corpus | run | validation, stage 0 / 1 (steps) | held out, stage 0 / 1 (below linear) "
-             "| held out, other soundfont | genre recognised | noisy windows, genre (clean pieces) "
-             "| pieces with every tier SNR >= 20 dB | band error, dB (MIDI / genre) | note F1 (rendering) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    notes: list[str] = []
     held_files = [("held out", HERE / "noise_trap_timbre.json"),
                   ("held out, other soundfont", HERE / "noise_trap_timbre_other_soundfont.json")]
-    held = dict(present(held_files, notes))
     # (corpus, key in the held-out JSONs, label, [(stage, training JSON)], pieces JSON, setting, 80-clip JSON)
     rows = (("demo", "run", "the presets: fixed 1/h (`demo_sp/run`)", [("0", "training_presets.json"),
              ("1", "training_presets.json")], "fine_sampling_presets.json", "run", "fine_sampling_presets_more.json"),
@@ -1035,6 +1034,38 @@ def timbre_table() -> str:
             ("four genres", None, "a timbre per genre (`other4/run_tb`)",
              [("0", "four_genres/training_timbre.json"), ("1", "four_genres/training_timbre.json")],
              "four_genres/fine_sampling_timbre.json", "p003t04", "four_genres/fine_sampling_timbre_more.json"))
+    return stage_runs_table(rows, held_files)
+
+
+def crossfade_table() -> str:
+    """Stages 0 and 1 trained again with their score taps cross-faded where the notes change
+    (``score.crossfade_ms``) against the same retraining without, in a fresh ``make demo``'s run: validation,
+    held out (noise_trap_crossfade*.json) and the pieces."""
+    held_files = [("held out", HERE / "noise_trap_crossfade.json"),
+                  ("held out, other soundfont", HERE / "noise_trap_crossfade_other_soundfont.json")]
+    rows = (("demo", None, "a fresh `make demo` at the presets (`demo/run`; its wall-clock budget)",
+             [("0", "training_demo_fresh.json"), ("1", "training_demo_fresh.json")],
+             "fine_sampling_demo_fresh.json", "run", None),
+            ("demo", "run_c", "stages 0 and 1 trained again, the same steps (`demo/run_c`: the control)",
+             [("0", "training_crossfade_control.json"), ("1", "training_crossfade_control.json")],
+             "fine_sampling_crossfade_control.json", "run", None),
+            ("demo", "run_xf", "the same with the taps cross-faded over 5 ms (`demo/run_xf`)",
+             [("0", "training_crossfade.json"), ("1", "training_crossfade.json")],
+             "fine_sampling_crossfade.json", "run", None))
+    return stage_runs_table(rows, held_files)
+
+
+def stage_runs_table(rows, held_files) -> str:
+    """Runs whose stages 0 and 1 differ, a row each: validation and steps (training JSONs), held out (noise_trap
+    JSONs, ``held_files`` [(column, path)], each run by its ``key``), genre recognised, noise, tier SNR, band error and
+    note F1 (fine_sampling JSONs).  ``rows``: (corpus, key or None, label, [(stage, training JSON)], pieces JSON,
+    setting, 80-clip pieces JSON or None)."""
+    lines = ["| corpus | run | validation, stage 0 / 1 (steps) | held out, stage 0 / 1 (below linear) "
+             "| held out, other soundfont | genre recognised | noisy windows, genre (clean pieces) "
+             "| pieces with every tier SNR >= 20 dB | band error, dB (MIDI / genre) | note F1 (rendering) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    held = dict(present(held_files, notes))
     for corpus, key, label, trains, pieces, setting, more in rows:
         files = [(f"training {f}", HERE / f) for _, f in trains] + [(f"pieces {pieces}", HERE / pieces)]
         files += [(f"pieces {more}", HERE / more)] if more else []
@@ -1127,6 +1158,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "score_sampling": score_sampling_table, "score_guidance": score_guidance_table,
             "fine_sampling": fine_sampling_table,
             "fine_levers": fine_levers_table, "stage0_steps": stage0_steps_table, "timbre": timbre_table,
+            "crossfade": crossfade_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
