@@ -184,7 +184,8 @@ class ScoreTaps(nn.Module):
     def sample_taps(self, roll: torch.Tensor | None, drop: torch.Tensor | None, t0: int, t1: int,
                     batch: int, dtype, device=None, genre: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Taps and mask for stage samples [t0, t1): (B, T, P) and (B, T) float (1 = notes sound).
+        """Taps and mask for stage samples [t0, t1): (B, T, P) and (B, T) float (1 = notes sound; between 0 and 1
+        in a cross-fade, ``crossfade_ms``).
 
         Frames past the roll's end, a missing roll and dropped rows (drop (B,) bool) are off:
         zero taps, mask 0 (the stage then uses its global taps alone).  ``genre`` (B,) ids pick the
