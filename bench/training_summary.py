@@ -4,9 +4,9 @@
 
 Reads ``RUN/metrics/<name>_result.json`` (written by ``strata train``) and keeps what a reader needs:
 steps, best and final validation bits (per sample; per event for the score tier), the best step, the wall
-time, what stopped it and the speed; with the commit, the command, the machine, and the run's config and
-loss curves copied beside the JSON, named after it (``training.json``: ``training_config.yaml``,
-``training_loss.png``; ``X.json``: ``X_config.yaml``, ``X_loss.png``).
+time, what stopped it and the speed; with the commit, the command, the machine; beside the JSON the run's config
+(copied) and its loss curves (drawn from its metrics by ``flows.train.plot_losses``), named after it
+(``training.json``: ``training_config.yaml``, ``training_loss.png``; ``X.json``: ``X_config.yaml``, ``X_loss.png``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from pipeline.io import atomic_write_json  # noqa: E402
-from pipeline.run import SCORE_KEY, config_path, loss_plot_path, read_config, result_path  # noqa: E402
+from pipeline.run import SCORE_KEY, config_path, read_config, result_path  # noqa: E402
 
 KEEP = ("steps", "best_valid_bits", "best_step", "final_valid_bits", "final_loss", "seconds", "stopped",
         "samples_per_second", "processes")
@@ -43,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(a.json, {**run_info(argv and [sys.argv[0], *argv]), "machine": machine_info(),
                                "max_minutes": cfg.train.max_minutes, "stages": rows})
     shutil.copyfile(config_path(a.run), a.json.parent / f"{a.json.stem}_config.yaml")  # one pair per JSON
-    if loss_plot_path(a.run).is_file():
-        shutil.copyfile(loss_plot_path(a.run), a.json.parent / f"{a.json.stem}_loss.png")
+    if rows:  # drawn from the run's metrics: a stage retrained by `python -m pipeline.training` leaves the train
+        # flow's metrics/loss.png as it was, so a copy of it would show the curves of the stages it replaced
+        from flows.train import plot_losses
+
+        plot_losses(a.run, [k if k == SCORE_KEY else int(k) for k in rows], a.json.parent / f"{a.json.stem}_loss.png")
     print(json.dumps(rows, indent=1))
     return 0
 

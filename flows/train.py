@@ -272,8 +272,9 @@ def train_stage_task(data: str, run: str, config_path: str, k: int | str, max_st
     return result
 
 
-def plot_losses(run: Path, stages: list[int]) -> Path:
-    """Training loss and validation bits per stage vs step -> ``run/metrics/loss.png``."""
+def plot_losses(run: Path, stages: list[int | str], path: Path | None = None) -> Path:
+    """Training loss and validation bits per stage vs step (``run``'s metrics) -> ``path`` (default
+    ``run/metrics/loss.png``)."""
     # local: keeps matplotlib out of `import flows.train` until this runs
     import matplotlib
 
@@ -299,7 +300,7 @@ def plot_losses(run: Path, stages: list[int]) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = loss_plot_path(run)
+    path = loss_plot_path(run) if path is None else Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
