@@ -342,15 +342,11 @@ def summary(rows: list[dict], genre_acc: dict) -> dict:
                "pieces_first_window_noisy": sum(r["first_window_noisy"] for r in sel),
                "high_band_noisy_share_mean": round(float(np.mean([r["high_band_noisy_share"] for r in sel])), 3),
                "pieces_95pct_high_band_clean": sum(r["high_band_noisy_share"] <= 0.05 for r in sel)}
-        bursts = [r["change_bursts_db"] for r in sel if r.get("change_bursts_db")]
-        if bursts:
-            out["change_bursts_db_median"] = {b: round(float(np.median([v[b] for v in bursts if v[b] is not None])), 1)
-                                              for b in BURST_BANDS if any(v[b] is not None for v in bursts)}
-        ren = [r["rendering_change_bursts_db"] for r in sel if r.get("rendering_change_bursts_db")]
-        if ren:
-            out["rendering_change_bursts_db_median"] = {
-                b: round(float(np.median([v[b] for v in ren if v[b] is not None])), 1)
-                for b in BURST_BANDS if any(v[b] is not None for v in ren)}
+        for key in ("change_bursts_db", "rendering_change_bursts_db"):  # the pieces', the plain renderings'
+            bursts = [r[key] for r in sel if r.get(key)]
+            if bursts:
+                out[f"{key}_median"] = {b: round(float(np.median([v[b] for v in bursts if v[b] is not None])), 1)
+                                        for b in BURST_BANDS if any(v[b] is not None for v in bursts)}
         f1 = [(r["note_f1"], r["rendering_note_f1"]) for r in sel if r.get("note_f1") is not None]
         if f1:
             out["note_f1_mean"] = round(float(np.mean([a for a, _ in f1])), 3)
