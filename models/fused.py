@@ -4,8 +4,9 @@ Same function as the reference engine (models/streaming.py + models/sampling.py)
 dozens of small PyTorch calls per sample: ``models/fused_kernel.py`` runs many steps per call.
 What stays in PyTorch is what is computed once per chunk or per frame, by the same model code the
 reference uses: the conditioning stack's features (projected into the gates with one matmul per
-block), the linear path's tier-below part, the score taps, and the history stack (one step per
-``pool`` samples).
+block), the linear path's tier-below part and the score taps.  The history stack (one step per ``pool``
+samples) runs in numba too (``fused_kernel.history_step``, its weights packed by ``pack_history``), between
+kernel calls.
 
 - ``unavailable(stage)``: why the fused engine cannot run a stage (None when it can): numba
   missing, a device other than the CPU, a dtype other than float32, or a head other than the
@@ -149,6 +150,23 @@ def pack(stage, loops: bool = True) -> dict[str, np.ndarray]:
     return quantize_packed(w, stage_weights(stage), loops)
 
 
+def pack_history(hist) -> dict[str, np.ndarray]:
+    """The history stack's weights (``models/context.py`` ``HistoryStack``) in ``history_step``'s layout:
+    the input projection (R, C), and per layer the dilated conv's taps as one (k*C, 2C) matrix whose row block
+    j reads the input j*d frames back (the conv's tap k - 1 - j), its bias, the residual 1x1 conv as (C, C)."""
+    stack = hist.stack
+    k = stack.kernel_size
+    dil = np.array(stack.dilations, np.int64)
+    spans = np.array([stack.span(i) for i in range(len(stack.dilations))], np.int64)
+    wconv = np.stack([np.concatenate([_f32(conv.weight[:, :, k - 1 - j].t()) for j in range(k)])
+                      for conv in stack.convs])  # (L, k*C, 2C)
+    return {"w_in": _f32(hist.in_proj.weight.t()), "b_in": _f32(hist.in_proj.bias), "dil": dil, "spans": spans,
+            "ring_off": np.concatenate([[0], np.cumsum(spans)[:-1]]).astype(np.int64),
+            "wconv": np.ascontiguousarray(wconv), "bconv": np.stack([_f32(conv.bias) for conv in stack.convs]),
+            "wres": np.stack([_f32(res.weight[:, :, 0].t()) for res in stack.res]),
+            "bres": np.stack([_f32(res.bias) for res in stack.res])}
+
+
 class FusedStream:
     """One stage streamed by the fused kernel for ``rows`` rows conditioned on ``cond`` (as
     ``Stage.streaming``); use it once: ``logits`` or ``sample``."""
@@ -212,7 +230,13 @@ class FusedStream:
         if self.hist is None:
             return
         self.drop_history = self._mask(cond.drop_history)
-        self.hist_state = self.hist.init_state(self.rows, torch.float32, torch.device("cpu"))
+        self.hist_w = pack_history(self.hist)
+        c, rows = self.hist.channels, self.rows
+        k = self.hist.stack.kernel_size
+        self.hist_n = 0  # frames stepped
+        self.hist_ring = np.zeros((int(self.hist_w["spans"].sum()), rows, c), np.float32)
+        self.hist_work = [np.zeros(sh, np.float32) for sh in ((rows, c), (rows, k * c), (rows, 2 * c), (rows, c),
+                                                              (rows, c))]  # h xin z gate y
         self._set_history(self.hist.first(self.rows))
 
     def _set_history(self, u: torch.Tensor) -> None:
@@ -288,11 +312,16 @@ class FusedStream:
 
     def _history(self) -> None:
         """A frame of the history stack completed (its inputs are summed in ``frame_sum``)."""
-        mean = torch.from_numpy(self.frame_sum / self.hist.pool)
-        with torch.no_grad():
-            u = self.hist.step(self.hist_state, mean)
+        from models.fused_kernel import history_step  # local: start-up (numba, optional)
+
+        w, (h, xin, z, gate, y) = self.hist_w, self.hist_work
+        history_step(self.frame_sum / np.float32(self.hist.pool), w["w_in"], w["b_in"], self.hist_n, self.hist_ring,
+                     w["ring_off"], w["spans"], w["dil"], w["wconv"], w["bconv"], w["wres"], w["bres"], h, xin, z,
+                     gate, y)
+        self.hist_n += 1
         self.frame_sum[:] = 0.0
-        self._set_history(u)
+        with torch.no_grad():
+            self._set_history(torch.from_numpy(h.copy()))
 
     # ------------------------------------------------------------------ the loops
     def logits(self, x: torch.Tensor) -> torch.Tensor:

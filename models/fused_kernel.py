@@ -6,7 +6,7 @@ the linear-prediction path (own-past ring, tier-below part, score taps, adaptive
 hybrid bins (``LinearPath.combine``), and in sampling mode guidance, the tier prior, the END
 rule, temperature, top-p and an inverse-CDF draw from the stream's uniform of the step
 (models/draw.py ``stream_uniforms`` and models/heads.py ``inverse_cdf`` are the reference).
-It returns early when the history stack needs a new frame (computed in PyTorch by the caller)
+It returns early when the history stack needs a new frame (the caller steps it: ``history_step``)
 or when every stream has ended.
 
 Shapes: rows = B (or 2B with classifier-free guidance twins), R residual, G2 = 2 * gate width,
@@ -278,6 +278,48 @@ def _network(t, wtap, dil, ring_off, ring, addend, wsr, bres, bskip, w1, b1, w2,
     for b in range(rows):
         for o in range(out.shape[1]):
             out[b, o] += b2[o]
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def history_step(mean, w_in, b_in, n, ring, ring_off, spans, dil, wconv, bconv, wres, bres, h, xin, z, gate, y):
+    """One frame of the history stack (``HistoryStack.step``: its input projection, then
+    ``GatedCausalStack.step``): the frame's mean embedding ``mean`` (rows, R) -> its feature ``h`` (rows, C).
+
+    ``n``: frames stepped before this one.  ``ring`` (sum spans, rows, C) holds each layer's last ``spans[i]``
+    inputs at ``ring_off[i]`` + (frame % span) (zeros before frame 0, as the reference's queues).
+    ``wconv`` (L, k*C, 2C): rows of the input 0, d, .., d(k-1) frames back; ``bconv`` (L, 2C);
+    ``wres`` (L, C, C) as (in, out); ``bres`` (L, C); ``w_in`` (R, C), ``b_in`` (C,).
+    """
+    rows, c = h.shape
+    n_layers = wconv.shape[0]
+    k = wconv.shape[1] // c
+    _mm(mean, w_in, h, 1 << 30)
+    for b in range(rows):
+        for o in range(c):
+            h[b, o] += b_in[o]
+    for i in range(n_layers):
+        span, d, base = spans[i], dil[i], ring_off[i]
+        slot = base + n % span
+        for b in range(rows):
+            for r in range(c):
+                ring[slot, b, r] = h[b, r]
+        for j in range(k):
+            src = base + (n - j * d) % span
+            for b in range(rows):
+                for r in range(c):
+                    xin[b, j * c + r] = ring[src, b, r]
+        _mm(xin, wconv[i], z, 1 << 30)
+        for b in range(rows):
+            zb, bc, gb = z[b], bconv[i], gate[b]
+            for o in range(2 * c):
+                zb[o] += bc[o]
+            for o in range(c):
+                gb[o] = _tanh(zb[o]) * (np.float32(0.5) + np.float32(0.5) * _tanh(np.float32(0.5) * zb[c + o]))
+        _mm(gate, wres[i], y, 1 << 30)
+        for b in range(rows):
+            hb, yb, br = h[b], y[b], bres[i]
+            for o in range(c):
+                hb[o] += yb[o] + br[o]
 
 
 @njit(cache=True, fastmath=FASTMATH)

@@ -25,6 +25,8 @@ computed for the whole piece or for any chunk alike (exact streaming).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -51,17 +53,18 @@ def knot_frequencies(rate: int, knots: int) -> np.ndarray:
     return np.linspace(0.0, top_hz(rate), knots)
 
 
-def _harmonics(rate: int, lowest_hz: float):
-    """(h, f (128,), ok (128,) bool) for h = 1, 2, ..: the h-th harmonic's frequency of every MIDI pitch and
-    whether it is in the taps (from ``lowest_hz`` up to 0.95 of the Nyquist frequency)."""
+def _harmonics(rate: int, lowest_hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (pitch, harmonic) pair in the taps, as flat arrays (M,): MIDI pitch, harmonic number h = 1, 2, ..
+    and frequency h f0 (Hz), for the harmonics from ``lowest_hz`` up to 0.95 of the Nyquist frequency; sorted
+    by pitch, then h."""
     f0 = 440.0 * 2.0 ** ((np.arange(N_PITCHES) - 69) / 12.0)
-    nyquist = top_hz(rate)
-    for h in range(1, int(nyquist / f0.min()) + 1):
-        f = h * f0
-        ok = f < nyquist
-        if not ok.any():
-            break
-        yield h, f, ok & (f >= lowest_hz)
+    top = top_hz(rate)
+    count = np.ceil(top / f0).astype(int) - 1  # (128,) harmonics h with h f0 < top
+    pitch = np.repeat(np.arange(N_PITCHES), count)
+    h = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + 1
+    f = h * f0[pitch]
+    keep = (f < top) & (f >= lowest_hz)
+    return pitch[keep], h[keep], f[keep]
 
 
 def _lag_window(order: int, rate: int, bandwidth_hz: float) -> np.ndarray:
@@ -69,35 +72,50 @@ def _lag_window(order: int, rate: int, bandwidth_hz: float) -> np.ndarray:
     return np.exp(-0.5 * (2.0 * np.pi * bandwidth_hz * tau / rate) ** 2)
 
 
+def _sum_rows(index: np.ndarray, terms: np.ndarray, rows: int) -> np.ndarray:
+    """(rows, L): the sum of ``terms`` (M, L) whose ``index`` (M,) is each row (np.add.at, by sorting)."""
+    order = np.argsort(index, kind="stable")
+    index, terms = index[order], terms[order]
+    out = np.zeros((rows, terms.shape[1]))
+    if len(index):
+        starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+        out[index[starts]] = np.add.reduceat(terms, starts, axis=0)
+    return out
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+@functools.lru_cache(maxsize=16)
 def harmonic_kernel(order: int, rate: int, bandwidth_hz: float, rolloff: float, lowest_hz: float = 0.0) -> np.ndarray:
-    """K (128, order + 1) float64: lag-windowed autocorrelation of each MIDI pitch's harmonics (those from
-    ``lowest_hz`` up)."""
+    """K (128, order + 1) float64, read-only (cached: every stage load asks again): lag-windowed autocorrelation
+    of each MIDI pitch's harmonics (those from ``lowest_hz`` up)."""
+    pitch, h, f = _harmonics(rate, lowest_hz)
     tau = np.arange(order + 1)
-    k = np.zeros((N_PITCHES, order + 1))
-    for h, f, ok in _harmonics(rate, lowest_hz):
-        k[ok] += h ** (-2.0 * rolloff) * np.cos(2.0 * np.pi * f[ok, None] * tau / rate)
-    return k * _lag_window(order, rate, bandwidth_hz)
+    terms = h[:, None] ** (-2.0 * rolloff) * np.cos(2.0 * np.pi * f[:, None] * tau / rate)  # (M, order + 1)
+    return _read_only(_sum_rows(pitch, terms, N_PITCHES) * _lag_window(order, rate, bandwidth_hz))
 
 
+@functools.lru_cache(maxsize=16)
 def envelope_basis(order: int, rate: int, bandwidth_hz: float, rolloff: float, lowest_hz: float,
                    knots: int) -> np.ndarray:
-    """B (knots, 128, order + 1) float64: ``harmonic_kernel`` split among the ``knot_frequencies``, each
-    harmonic's term shared between the two knots around it (linear interpolation), so that sum_n w_n B[n] is
-    the kernel of harmonics whose power is multiplied by the spectral envelope through the knots' powers w_n,
-    and sum_n B[n] = ``harmonic_kernel``."""
+    """B (knots, 128, order + 1) float64, read-only (cached): ``harmonic_kernel`` split among the
+    ``knot_frequencies``, each harmonic's term shared between the two knots around it (linear interpolation), so
+    that sum_n w_n B[n] is the kernel of harmonics whose power is multiplied by the spectral envelope through
+    the knots' powers w_n, and sum_n B[n] = ``harmonic_kernel``."""
     if knots < 2:
         raise ValueError(f"envelope_basis: {knots} knots; need 2 or more")
+    pitch, h, f = _harmonics(rate, lowest_hz)
     tau = np.arange(order + 1)
-    out = np.zeros((knots, N_PITCHES, order + 1))
-    for h, f, ok in _harmonics(rate, lowest_hz):
-        pos = np.clip(f / top_hz(rate), 0.0, 1.0) * (knots - 1)  # (128,) fractional knot
-        lo = np.minimum(pos.astype(int), knots - 2)
-        frac = pos - lo
-        term = h ** (-2.0 * rolloff) * np.cos(2.0 * np.pi * f[:, None] * tau / rate)  # (128, order + 1)
-        rows = np.nonzero(ok)[0]
-        out[lo[rows], rows] += (1.0 - frac[rows, None]) * term[rows]
-        out[lo[rows] + 1, rows] += frac[rows, None] * term[rows]
-    return out * _lag_window(order, rate, bandwidth_hz)
+    pos = np.clip(f / top_hz(rate), 0.0, 1.0) * (knots - 1)  # (M,) fractional knot
+    lo = np.minimum(pos.astype(int), knots - 2)
+    frac = (pos - lo)[:, None]
+    terms = h[:, None] ** (-2.0 * rolloff) * np.cos(2.0 * np.pi * f[:, None] * tau / rate)  # (M, order + 1)
+    index = np.concatenate([lo * N_PITCHES + pitch, (lo + 1) * N_PITCHES + pitch])
+    out = _sum_rows(index, np.concatenate([(1.0 - frac) * terms, frac * terms]), knots * N_PITCHES)
+    return _read_only(out.reshape(knots, N_PITCHES, order + 1) * _lag_window(order, rate, bandwidth_hz))
 
 
 def levinson(r: torch.Tensor, order: int) -> torch.Tensor:
@@ -178,7 +196,12 @@ class ScoreTaps(nn.Module):
         on = r[..., 0] > 0
         r = r.reshape(b * f, -1)
         r = torch.cat([r[:, :1] * (1.0 + self.floor) + 1e-12, r[:, 1:]], 1)
-        taps = levinson(r, self.order).view(b, f, self.order)
+        if torch.is_grad_enabled() and r.requires_grad:
+            taps = levinson(r, self.order)
+        else:  # sampling: frames of the same notes share their taps (a held chord: one recursion, not one a frame)
+            uniq, inverse = torch.unique(r, dim=0, return_inverse=True)
+            taps = levinson(uniq, self.order)[inverse]
+        taps = taps.view(b, f, self.order)
         return torch.where(on[..., None], taps, torch.zeros_like(taps)), on
 
     def sample_taps(self, roll: torch.Tensor | None, drop: torch.Tensor | None, t0: int, t1: int,

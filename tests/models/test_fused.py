@@ -174,3 +174,32 @@ def test_streams_do_not_depend_on_batching_or_worker_groups():
     single = sample_stage(st, n, 1, cond.rows(torch.tensor([0])), draw, no_genre=st.n_genres, generator=g,
                           **{**kw, "prompt": d["x"][:1, :16]}).x
     assert torch.equal(single[0], runs["one"][0])
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_history_step_equals_the_history_stacks_step(kernel_size):
+    """``history_step`` (numba) gives ``HistoryStack.step``'s features, frame after frame, for every row:
+    the same queues (zeros before frame 0), taps and gate, to float32 rounding (1e-5 of the features' scale)."""
+    import numpy as np
+
+    from models.context import HistoryStack
+    from models.fused import pack_history
+    from models.fused_kernel import history_step
+
+    torch.manual_seed(0)
+    hist = HistoryStack(24, 16, 5, kernel_size, pool=64).eval()
+    with torch.no_grad():
+        for p in hist.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # away from the initialisation: every weight matters
+    rows, c = 3, 16
+    state, w = hist.init_state(rows), pack_history(hist)
+    ring = np.zeros((int(w["spans"].sum()), rows, c), np.float32)
+    work = [np.zeros(sh, np.float32) for sh in ((rows, c), (rows, kernel_size * c), (rows, 2 * c), (rows, c),
+                                                  (rows, c))]
+    for n in range(70):  # past the widest layer's span (33 frames): the queues wrap
+        mean = torch.randn(rows, 24)
+        with torch.no_grad():
+            ref = hist.step(state, mean).numpy()
+        history_step(mean.numpy(), w["w_in"], w["b_in"], n, ring, w["ring_off"], w["spans"], w["dil"], w["wconv"],
+                     w["bconv"], w["wres"], w["bres"], *work)
+        assert np.abs(work[0] - ref).max() <= 1e-5 * np.abs(ref).max(), f"frame {n}"
