@@ -4,9 +4,11 @@
 
 Reads ``RUN/metrics/<name>_result.json`` (written by ``strata train``) and keeps what a reader needs:
 steps, best and final validation bits (per sample; per event for the score tier), the best step, the wall
-time, what stopped it and the speed; with the commit, the command, the machine; beside the JSON the run's config
-(copied) and its loss curves (drawn from its metrics by ``flows.train.plot_losses``), named after it
-(``training.json``: ``training_config.yaml``, ``training_loss.png``; ``X.json``: ``X_config.yaml``, ``X_loss.png``).
+time, what stopped it and the speed, and the learning-rate schedule it trained on (``schedule``: the cosine's
+length, the learning rate at its last step as a share of the peak; read from ``RUN/metrics``); with the commit,
+the command, the machine; beside the JSON the run's config (copied) and its loss curves (drawn from its metrics by
+``flows.train.plot_losses``), named after it (``training.json``: ``training_config.yaml``, ``training_loss.png``;
+``X.json``: ``X_config.yaml``, ``X_loss.png``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from pipeline.io import atomic_write_json  # noqa: E402
-from pipeline.run import SCORE_KEY, config_path, read_config, result_path  # noqa: E402
+from pipeline.run import SCORE_KEY, config_path, read_config, read_metrics, result_path  # noqa: E402
 
 KEEP = ("steps", "best_valid_bits", "best_step", "final_valid_bits", "final_loss", "seconds", "stopped",
         "samples_per_second", "processes")
+
+
+def schedule(run: Path, cfg, k) -> dict:
+    """The cosine a stage trained on: its length (the one a budget fitted it to, ``schedule_steps`` in runs
+    before the schedule kept the configured steps, else the configured ``max_steps``), the steps its budget
+    allowed where the run said so, and the learning rate at the last logged step as a share of the peak."""
+    rows = read_metrics(run, k)
+    name = "score" if k == SCORE_KEY else f"stage{k}"
+    peak = cfg.score_tier.lr if k == SCORE_KEY else cfg.train.lr
+    configured = cfg.score_tier.max_steps if k == SCORE_KEY else cfg.stages[k].max_steps
+    fitted = [r[f"{name}/schedule_steps"] for r in rows if f"{name}/schedule_steps" in r]
+    allowed = [r[f"{name}/budget_steps"] for r in rows if f"{name}/budget_steps" in r]
+    lrs = [(r["step"], r[f"{name}/lr"]) for r in rows if f"{name}/lr" in r]
+    return {"cosine_steps": int(fitted[-1]) if fitted else int(configured), "fitted_to_budget": bool(fitted),
+            "budget_steps": int(allowed[-1]) if allowed else None,
+            "last_lr_step": lrs[-1][0] if lrs else None,
+            "last_lr_share": round(lrs[-1][1] / peak, 4) if lrs else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             r = json.loads(path.read_text())
             rows[str(k)] = {key: r.get(key) for key in KEEP}
             rows[str(k)]["unit"] = "bits per event" if k == SCORE_KEY else "bits per sample"
+            rows[str(k)]["schedule"] = schedule(a.run, cfg, k)
     atomic_write_json(a.json, {**run_info(argv and [sys.argv[0], *argv]), "machine": machine_info(),
                                "max_minutes": cfg.train.max_minutes, "stages": rows})
     shutil.copyfile(config_path(a.run), a.json.parent / f"{a.json.stem}_config.yaml")  # one pair per JSON
