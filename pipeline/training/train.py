@@ -10,10 +10,12 @@ Choices worth knowing:
 
 - The LR schedule (linear warm-up, cosine to ``min_lr_ratio``) spans the stage's configured
   ``max_steps``; the ``max_steps`` argument only says where to stop.  So a run stopped early and
-  resumed follows exactly the same curve as one run to the end.  With a wall-clock budget
-  (``max_minutes``) the budget usually binds first: after ``SCHEDULE_PROBE_STEPS`` steps the
-  cosine is fitted, once, to the steps the budget will allow at the measured speed (never more
-  than ``max_steps``); that length is saved with the scheduler, so a resumed run keeps it.
+  resumed follows exactly the same curve as one run to the end.  A wall-clock budget
+  (``max_minutes``) that binds first stops the run where it stands and does not reshape the cosine
+  (after ``SCHEDULE_PROBE_STEPS`` steps the run says how many steps the budget allows at the
+  measured speed): step k trains the same on any machine, and a short budget does not anneal early
+  (measured: docs/results/schedule.json).  Runs that fitted the cosine to their budget keep that
+  length when resumed (it is saved with the scheduler).
 - Validation runs at step 0 too (the least-squares start), so the curves show whether training
   improves on it; the exported stage is always the best validated one, the start included.
 - Every random choice is a pure function of (seed, stage, process, index): crops come from the

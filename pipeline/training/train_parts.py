@@ -38,8 +38,7 @@ from pipeline.run import (
 logger = logging.getLogger("strata.train")
 
 VALID_SEED = 977  # fixed validation crops
-SCHEDULE_PROBE_STEPS = 20  # steps timed before a wall-clock budget fixes the cosine's length
-SCHEDULE_SAFETY = 0.95  # share of the projected steps the cosine spans (end-of-run validation, noise)
+SCHEDULE_PROBE_STEPS = 20  # steps timed before a run says how many steps its wall-clock budget allows
 
 
 # ----------------------------------------------------------------------------- small pieces
@@ -50,10 +49,6 @@ class WarmupCosine:
 
     def __init__(self, warmup: int, total: int, min_ratio: float):
         self.warmup, self.total, self.min_ratio = int(warmup), int(total), float(min_ratio)
-
-    def fit_to_budget(self, steps: int) -> None:
-        """Span ``min(total, steps)`` steps instead (a wall-clock budget that binds first)."""
-        self.total = max(self.warmup + 1, min(self.total, int(steps)))
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
@@ -72,7 +67,9 @@ class TrainState:
     last_valid_bits: float = float("nan")
     last_valid_step: int = -1
     last_loss: float = float("nan")
-    schedule_fitted: bool = False  # the cosine's length was fitted to a wall-clock budget
+    # the steps a wall-clock budget allows were reported (a checkpoint's name for it: runs before the schedule
+    # stopped following the budget also fitted the cosine to them, and keep that length when resumed)
+    schedule_fitted: bool = False
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
