@@ -30,9 +30,10 @@ KEEP = ("steps", "best_valid_bits", "best_step", "final_valid_bits", "final_loss
 
 
 def schedule(run: Path, cfg, k) -> dict:
-    """The cosine a stage trained on: its length (the one a budget fitted it to, ``schedule_steps`` in runs
-    before the schedule kept the configured steps, else the configured ``max_steps``), the steps its budget
-    allowed where the run said so, and the learning rate at the last logged step as a share of the peak."""
+    """The cosine a stage trained on: its length (``schedule_steps`` in runs from before the schedule kept the
+    configured steps: shorter than the configured ``max_steps`` where a budget bound; else the configured steps),
+    the steps its budget allowed where the run said so, and the learning rate at the last logged step as a share
+    of the peak."""
     rows = read_metrics(run, k)
     name = "score" if k == SCORE_KEY else f"stage{k}"
     peak = cfg.score_tier.lr if k == SCORE_KEY else cfg.train.lr
@@ -40,7 +41,8 @@ def schedule(run: Path, cfg, k) -> dict:
     fitted = [r[f"{name}/schedule_steps"] for r in rows if f"{name}/schedule_steps" in r]
     allowed = [r[f"{name}/budget_steps"] for r in rows if f"{name}/budget_steps" in r]
     lrs = [(r["step"], r[f"{name}/lr"]) for r in rows if f"{name}/lr" in r]
-    return {"cosine_steps": int(fitted[-1]) if fitted else int(configured), "fitted_to_budget": bool(fitted),
+    cosine = int(fitted[-1]) if fitted else int(configured)
+    return {"cosine_steps": cosine, "fitted_to_budget": cosine < configured,
             "budget_steps": int(allowed[-1]) if allowed else None,
             "last_lr_step": lrs[-1][0] if lrs else None,
             "last_lr_share": round(lrs[-1][1] / peak, 4) if lrs else None}
