@@ -1055,6 +1055,75 @@ def crossfade_table() -> str:
     return stage_runs_table(rows, held_files)
 
 
+SCHEDULE_ROWS = (  # (stage, label, training JSON, pieces JSON or None, noise_trap key or None)
+    ("1", "a fresh `make demo` (`demo/run`): cosine fitted to its budget", "training_demo_fresh.json",
+     None, None),
+    ("1", "trained again on a cosine of 310 steps (`demo/run_sch310`)", "training_schedule_sch310.json",
+     "fine_sampling_schedule_sch310.json", "run_sch310"),
+    ("1", "the same, 620 steps (`demo/run_sch620`)", "training_schedule_sch620.json",
+     "fine_sampling_schedule_sch620.json", None),
+    ("1", "the same, the configured 1000 steps (`demo/run_c1`)", "training_schedule_c1.json",
+     "fine_sampling_schedule_c1.json", "run_c1"),
+    ("0", "a fresh `make demo` (`demo/run`): cosine fitted to its budget", "training_demo_fresh.json", None, None),
+    ("0", "trained again, cosine fitted to `--max-minutes 60` (`demo/run_c`)", "training_crossfade_control.json",
+     None, None),
+    ("0", "trained again on the configured 2400 steps (`demo/run_sch0_2400`)", "training_schedule_sch0_2400.json",
+     None, None),
+    ("score", "a fresh `make demo` (`demo/run`): cosine fitted to its budget", "training_demo_fresh.json", None,
+     None),
+    ("score", "trained again on a cosine of 951 steps (`demo/run_sct951`)", "training_schedule_sct951.json", None,
+     None),
+    ("score", "trained again on the configured 3000 steps (`demo/run_sct3000`)", "training_schedule_sct3000.json",
+     None, None),
+)
+
+
+def schedule_table() -> str:
+    """One stage trained again for the steps a fresh ``make demo``'s budget gave it, on cosines of other lengths:
+    the schedule (training JSONs' ``schedule``), validation, held out (noise_trap_schedule*.json) and the pieces."""
+    lines = ["| stage | run | cosine over (fitted to the budget) | learning rate at the stop (of the peak) | steps "
+             "| validation | held out: demo (below linear) | held out: other soundfont | genre recognised "
+             "| noisy windows, genre (clean pieces) | band error, dB (MIDI / genre) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    held = dict(present((("demo", HERE / "noise_trap_schedule.json"),
+                         ("other soundfont", HERE / "noise_trap_schedule_other_soundfont.json")), notes))
+    for stage, label, train, pieces, key in SCHEDULE_ROWS:
+        files = [("training", HERE / train)] + ([("pieces", HERE / pieces)] if pieces else [])
+        got = dict(present(files, notes))
+        if "training" not in got or (pieces and "pieces" not in got):
+            continue
+        r = got["training"]["stages"].get(stage)
+        if r is None or "schedule" not in r:
+            notes.append(f"{train}: no schedule for stage {stage} (written before bench/training_summary.py kept it)")
+            continue
+        sch = r["schedule"]
+        unit = "bits per event" if stage == "score" else ""
+        cells = [f"{'score tier' if stage == 'score' else stage}", label,
+                 f"{sch['cosine_steps']} ({'yes' if sch['fitted_to_budget'] else 'no'})",
+                 f"{sch['last_lr_share']:.2f} (step {sch['last_lr_step']})", str(r["steps"]),
+                 f"{r['best_valid_bits']:.3f}{' ' + unit if unit else ''}"]
+        for name in ("demo", "other soundfont"):
+            h = held.get(name, {}).get("runs", {}).get(key) if key else None
+            cells.append(f"{h['held_out'][stage]['bits_per_sample']:.3f} ({h['held_out'][stage]['below_linear']:+.3f})"
+                         if h else "-")
+        if pieces:
+            fs = got["pieces"]["settings"]["run"]["summary"]
+            m, g, acc = fs["midi"], fs["genre"], fs["genre_recognised"]
+            cells += [f"{acc['accuracy']:.2f} of {acc['clips']} clips",
+                      f"{g['noisy_share_mean']:.0%} ({g['pieces_95pct_windows_clean']} of {g['pieces']})",
+                      f"{m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f}"]
+        else:
+            cells += ["-", "-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+        for name, _ in files:
+            notes.append(f"{label}, {name}: commit `{got[name]['commit'][:10]}`, `{got[name]['command']}`.")
+    for name, h in held.items():
+        notes.append(f"held out, {name}: the test split's first {h['max_seconds']:g} s of each track; commit "
+                     f"`{h['commit'][:10]}`, `{h['command']}`.")
+    return "\n".join(lines + [""] + list(dict.fromkeys(notes)))
+
+
 def stage_runs_table(rows, held_files) -> str:
     """Runs whose stages 0 and 1 differ, a row each: validation and steps (training JSONs), held out (noise_trap
     JSONs, ``held_files`` [(column, path)], each run by its ``key``), genre recognised, noise, tier SNR, band error and
@@ -1159,6 +1228,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "fine_sampling": fine_sampling_table,
             "fine_levers": fine_levers_table, "stage0_steps": stage0_steps_table, "timbre": timbre_table,
             "crossfade": crossfade_table,
+            "schedule": schedule_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
