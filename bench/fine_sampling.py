@@ -25,6 +25,10 @@ Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI 
 - bursts at note changes (``change_bursts_db``): per band (1-4, 4-8 kHz), the median power of the frames in the
   ``BURST_AFTER`` after each of the score's note onsets and ends over that of the frames ``CALM`` or more from any
   (dB), beside the same for the plain renderings (a real onset is louder than its sustain too);
+- with ``--resynth``, the fine stages alone: each MIDI piece's test track re-synthesised from its real coarse tier
+  (stage 0 skipped, ``strata generate --resynth``), its bands against the same rendering (``resynth`` in the
+  summary; a piece's bands in its row): whether the fine stages give each genre its spectral balance when the
+  tier below is the real one;
 - the genre of the genre-prompted pieces' 4 s clips by a classifier fitted on real training clips
   (``music_metrics.clip_features``: timbre, spectrum, chroma), beside its accuracy on real test clips; and
   by one fitted on the notes basic-pitch hears in them (``note_features``: blind to timbre).
@@ -248,8 +252,10 @@ def classifier(data: Path):
     return models, genres, real
 
 
-def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, refs: dict) -> list[dict]:
-    """Generate (or reuse) the setting's pieces and measure each."""
+def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, refs: dict,
+           resynth: bool = False) -> list[dict]:
+    """Generate (or reuse) the setting's pieces and measure each (``resynth``: also each MIDI piece's track
+    re-synthesised from its real coarse tier)."""
     from pipeline.corpus.audio import load_audio, to_mono
     from pipeline.corpus.dataset import load_manifest
     from pipeline.corpus.midi import read_midi
@@ -259,6 +265,9 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
     manifest = load_manifest(data)
     tests = [t for t in manifest["tracks"] if t["split"] == "test" and t.get("midi")][:4]
     jobs = [(f"midi-{t['genre']}-{t['id'][-8:]}", {"midi": t["midi"], "genre": t["genre"]}, 1, t) for t in tests]
+    if resynth:
+        jobs += [(f"resynth-{t['genre']}-{t['id'][-8:]}",
+                  {"midi": t["midi"], "genre": t["genre"], "resynth": t["source"]}, 1, t) for t in tests]
     jobs += [(f"genre-{g}-{s}", {"genre": g}, s, None) for g in manifest["genres"] for s in range(1, per_genre + 1)]
     kw_setting = {k: setting[k] for k in ("stage_temperature", "tier_prior", "score_guidance", "guidance",
                                           "stage_guidance", "guidance_twin", "steady_scale", "preroll_seconds",
@@ -354,7 +363,10 @@ def summary(rows: list[dict], genre_acc: dict) -> dict:
             out["rendering_note_f1_mean"] = round(float(np.mean(ren)), 3) if ren else None
         return out
 
-    return {"midi": of("midi-"), "genre": of("genre-"), "genre_recognised": genre_acc}
+    out = {"midi": of("midi-"), "genre": of("genre-"), "genre_recognised": genre_acc}
+    if any(r["name"].startswith("resynth-") for r in rows):
+        out["resynth"] = of("resynth-")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--setting", action="append", default=None,
                     help="NAME:T1,T2:SIGMA[:W[:G]] (W: the score tier's genre guidance, G: the stages'; repeat; "
                          "default: the run's and four others)")
-    ap.add_argument("--per-genre", type=int, default=3)
+    ap.add_argument("--per-genre", type=int, default=3, help="genre-prompted pieces per genre (0: none)")
     ap.add_argument("--work", default=None, help="pieces go to WORK/<setting>/ (default: <run>/fine_sampling/)")
+    ap.add_argument("--resynth", action="store_true",
+                    help="also re-synthesise each MIDI piece's track from its real coarse tier (the fine stages alone)")
     a = ap.parse_args(argv)
     settings = [parse_setting(s) for s in (a.setting or DEFAULT_SETTINGS)]
     if len({s["name"] for s in settings}) != len(settings):
@@ -384,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     models, genres, real = classifier(data)
     results = {}
     for s in settings:
-        rows = pieces(data, run, work, s, a.per_genre, refs)
+        rows = pieces(data, run, work, s, a.per_genre, refs, a.resynth)
         results[s["name"]] = {**s, "pieces": [{k: v for k, v in r.items() if k != "folder"} for r in rows],
                               "summary": summary(rows, recognised(rows, models, genres))}
         print(s["name"], json.dumps(results[s["name"]]["summary"]), flush=True)

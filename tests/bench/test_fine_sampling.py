@@ -75,7 +75,10 @@ def test_summary_counts_pieces_by_their_worst_window_tier_and_level():
     assert g["pieces_level_within_10db"] == 1 and g["pieces_first_window_noisy"] == 1
     assert g["opening_db_median"] == [-20.0, -5.0, 0.0]
     assert g["pieces_95pct_high_band_clean"] == 1 and g["high_band_noisy_share_mean"] == pytest.approx(0.25)
-    assert s["genre_recognised"] == {"accuracy": 0.5}
+    assert s["genre_recognised"] == {"accuracy": 0.5} and "resynth" not in s
+    s = summary(rows + [_piece("resynth-a", 0.0, 21.0, -1.0, 0.3)], {"accuracy": 0.5})
+    assert s["resynth"]["pieces"] == 1 and s["resynth"]["note_f1_mean"] == pytest.approx(0.3)
+    assert s["midi"]["pieces"] == 1 and s["genre"]["pieces"] == 2  # re-syntheses are counted apart
 
 
 def test_opening_reads_a_slow_start_against_the_settled_level():
