@@ -1124,6 +1124,35 @@ def schedule_table() -> str:
     return "\n".join(lines + [""] + list(dict.fromkeys(notes)))
 
 
+def resynth_table() -> str:
+    """docs/results/fine_sampling_resynth.json: per test track, the bands of the MIDI-prompted piece (every stage),
+    of its re-synthesis from the real coarse tier (the fine stages alone) and of the plain rendering."""
+    path = HERE / "fine_sampling_resynth.json"
+    if not path.is_file():
+        return absent(path)
+    r = json.loads(path.read_text())
+    bands = ("1-2k", "2-4k", "4-8k")
+    lines = ["| setting | fine stages' temperature | track | piece | 1-2 / 2-4 / 4-8 kHz, dB re 0-1 kHz "
+             "| band error, dB | noisy windows |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    renders = {k[-8:]: v for k, v in r["references"]["renderings"].items()}
+    for name, st in r["settings"].items():
+        temps = (st.get("stage_temperature") or r["run_sampling"]["stage_temperature"])[-2:]  # the fine stages'
+        for track in dict.fromkeys(p["name"].split("-", 1)[1] for p in st["pieces"] if p["name"].startswith("midi-")):
+            key = track[-8:]
+            for p in st["pieces"]:
+                if p["name"] in (f"midi-{track}", f"resynth-{track}"):
+                    kind = "every stage (MIDI prompt)" if p["name"].startswith("midi-") else \
+                        "re-synthesised from the real 2 kHz tier"
+                    lvls = " / ".join(_f(p["bands_db"].get(b), ".1f") for b in bands)
+                    lines.append(f"| {name} | {', '.join(f'{t:g}' for t in temps)} | {track} | {kind} | {lvls} "
+                                 f"| {p['band_error_db']:.1f} | {p['noisy_share']:.0%} |")
+            ref = renders.get(key)
+            if ref and name == next(iter(r["settings"])):
+                lvls = " / ".join(_f(ref["bands"].get(b), ".1f") for b in bands)
+                lines.append(f"| {name} | - | {track} | the plain rendering | {lvls} | - | - |")
+    return "\n".join(lines + ["", f"Commit `{r['commit'][:10]}`, `{r['command']}`."])
+
+
 def stage_runs_table(rows, held_files) -> str:
     """Runs whose stages 0 and 1 differ, a row each: validation and steps (training JSONs), held out (noise_trap
     JSONs, ``held_files`` [(column, path)], each run by its ``key``), genre recognised, noise, tier SNR, band error and
@@ -1229,6 +1258,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "fine_levers": fine_levers_table, "stage0_steps": stage0_steps_table, "timbre": timbre_table,
             "crossfade": crossfade_table,
             "schedule": schedule_table,
+            "resynth": resynth_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
             "evaluation": evaluation_table,
