@@ -196,12 +196,7 @@ class ScoreTaps(nn.Module):
         on = r[..., 0] > 0
         r = r.reshape(b * f, -1)
         r = torch.cat([r[:, :1] * (1.0 + self.floor) + 1e-12, r[:, 1:]], 1)
-        if torch.is_grad_enabled() and r.requires_grad:
-            taps = levinson(r, self.order)
-        else:  # sampling: frames of the same notes share their taps (a held chord: one recursion, not one a frame)
-            uniq, inverse = torch.unique(r, dim=0, return_inverse=True)
-            taps = levinson(uniq, self.order)[inverse]
-        taps = taps.view(b, f, self.order)
+        taps = levinson(r, self.order).view(b, f, self.order)
         return torch.where(on[..., None], taps, torch.zeros_like(taps)), on
 
     def sample_taps(self, roll: torch.Tensor | None, drop: torch.Tensor | None, t0: int, t1: int,

@@ -344,9 +344,20 @@ def draw_speed_table() -> str:
     """bench/results/generation_before_draw.json (the commit before the bucketed top-p cut and exp64) against
     generation_after_draw.json (then generation.json), run back to back on one machine: what the draw's rewrite
     bought (issue 22)."""
+    return before_after_table("generation_before_draw.json", "generation_after_draw.json")
+
+
+def history_speed_table() -> str:
+    """bench/results/generation_before_history.json (the commit before the history stack stepped in numba and the
+    score taps' kernels were cached) against generation_after_history.json, run back to back on one machine."""
+    return before_after_table("generation_before_history.json", "generation_after_history.json", stages=True)
+
+
+def before_after_table(before_name: str, after_name: str, stages: bool = False) -> str:
+    """Two bench/generation.py JSONs of one machine, back to back: the fused rows' samples/s and the tiny cascade's
+    real-time factors (with ``stages``, also each stage's on one core), before, after and their ratio."""
     notes: list[str] = []
-    got = dict(present((("before", BENCH / "generation_before_draw.json"),
-                        ("after", BENCH / "generation_after_draw.json")), notes))
+    got = dict(present((("before", BENCH / before_name), ("after", BENCH / after_name)), notes))
     if len(got) < 2:
         return "\n".join(notes)
     before, after = got["before"], got["after"]
@@ -370,6 +381,10 @@ def draw_speed_table() -> str:
         if a and b:
             rows.append(f"| {label} | {a['real_time_factor']:.3f} | {b['real_time_factor']:.3f} "
                         f"| {b['real_time_factor'] / a['real_time_factor']:.2f} |")
+        if stages and name == "fused" and a and b:
+            for sa, sb in zip(a["stages"], b["stages"]):
+                rows.append(f"| ... its stage {sb['stage']} ({sb['rate']} Hz) | {sa['real_time_factor']:.3f} "
+                            f"| {sb['real_time_factor']:.3f} | {sb['real_time_factor'] / sa['real_time_factor']:.2f} |")
     notes += [f"{k}: commit `{g['commit'][:10]}`, `{g['command']}`; {g['machine']['cpu']}, load average "
               f"{g['machine']['load_average'][0]}." for k, g in got.items()]
     return "\n".join(rows + [""] + notes)
@@ -1264,7 +1279,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "evaluation": evaluation_table,
             "quality": quality_table, "recordings": recordings_table, "four_genres": four_genres_table,
             "four_genres_score_tier": four_genres_score_tier_table,
-            "generation": generation_table, "draw_speed": draw_speed_table,
+            "generation": generation_table, "draw_speed": draw_speed_table, "history_speed": history_speed_table,
             "quant_cost": quant_cost_table,
             "bench": bench_table, "faults": faults_table}
 

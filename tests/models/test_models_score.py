@@ -98,25 +98,6 @@ def test_crossfade_mixes_the_last_frames_taps_into_the_new_frames_first_samples(
         torch.testing.assert_close(on_part, on_b[:, t0:t1], rtol=0, atol=1e-12)
 
 
-def test_sampling_shares_the_recursion_of_frames_with_the_same_notes():
-    """Without gradients, frames of the same notes run one Levinson-Durbin recursion (``frame_taps`` dedupes
-    them): every frame's taps equal its own recursion's (1e-12), on and off frames alike, with a learned envelope."""
-    sc = ScoreTaps(32, RATE, FPS, timbre_knots=4, n_genres=2)
-    with torch.no_grad():
-        sc.envelope.add_(0.2 * torch.randn_like(sc.envelope))
-    roll = torch.zeros(2, 256, 12)
-    roll[:, 60, 2:9] = 0.8  # held: frames 2..8 share their notes
-    roll[0, 67, 5:11] = 0.5  # a second voice in one row
-    genre = torch.tensor([0, 1])
-    with torch.no_grad():
-        shared, on = sc.frame_taps(roll, genre)
-    vel = roll[:, :128].double()
-    r = torch.einsum("bpf,bpk->bfk", vel * vel, sc._kernels(genre, vel.device).detach()).reshape(24, -1)
-    r = torch.cat([r[:, :1] * (1.0 + sc.floor) + 1e-12, r[:, 1:]], 1)
-    own = levinson(r, 32).view(2, 12, 32) * on[..., None]
-    assert on.sum() == 9 + 7 and torch.allclose(shared, own, rtol=0, atol=1e-12)
-
-
 def test_kernel_keeps_harmonics_below_nyquist():
     k = harmonic_kernel(8, RATE, 0.0, 1.0)
     f0 = 440.0 * 2 ** ((100 - 69) / 12)  # ~2.8 kHz: no harmonic below 950 Hz
