@@ -1090,6 +1090,10 @@ SCHEDULE_ROWS = (  # (stage, label, training JSON, pieces JSON or None, noise_tr
      None),
     ("score", "trained again on the configured 3000 steps (`demo/run_sct3000`)", "training_schedule_sct3000.json",
      None, None),
+    ("1", "a fresh `make demo` at the new default (`demo2/run`; a slower machine: fewer steps)",
+     "training_demo_schedule.json", "fine_sampling_demo_schedule.json", None),
+    ("0", "the same", "training_demo_schedule.json", None, None),
+    ("score", "the same", "training_demo_schedule.json", None, None),
 )
 
 
