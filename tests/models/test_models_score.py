@@ -98,6 +98,27 @@ def test_crossfade_mixes_the_last_frames_taps_into_the_new_frames_first_samples(
         torch.testing.assert_close(on_part, on_b[:, t0:t1], rtol=0, atol=1e-12)
 
 
+def test_kernel_is_the_sum_over_each_pitchs_harmonics_and_is_cached_read_only():
+    """``harmonic_kernel`` (vectorised over (pitch, harmonic) pairs) is the closed form of the module docstring,
+    summed pitch by pitch and harmonic by harmonic here (1e-12), and a second call returns the cached array,
+    which cannot be written to."""
+    order, rate, bw, rolloff, lowest = 16, 8000, 2.0, 0.7, 1000.0
+    tau = np.arange(order + 1)
+    top = 0.95 * rate / 2
+    want = np.zeros((128, order + 1))
+    for p in range(128):
+        f0 = 440.0 * 2.0 ** ((p - 69) / 12.0)
+        h = 1
+        while h * f0 < top:
+            if h * f0 >= lowest:
+                want[p] += h ** (-2 * rolloff) * np.cos(2 * np.pi * h * f0 * tau / rate)
+            h += 1
+    want *= np.exp(-0.5 * (2 * np.pi * bw * tau / rate) ** 2)
+    got = harmonic_kernel(order, rate, bw, rolloff, lowest)
+    assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
+    assert harmonic_kernel(order, rate, bw, rolloff, lowest) is got and not got.flags.writeable
+
+
 def test_kernel_keeps_harmonics_below_nyquist():
     k = harmonic_kernel(8, RATE, 0.0, 1.0)
     f0 = 440.0 * 2 ** ((100 - 69) / 12)  # ~2.8 kHz: no harmonic below 950 Hz
