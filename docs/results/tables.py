@@ -1097,6 +1097,16 @@ SCHEDULE_ROWS = (  # (stage, label, training JSON, pieces JSON or None, noise_tr
 )
 
 
+def held_bits(noise_trap: dict | None, key: str | None, stages) -> str:
+    """A noise_trap JSON's held-out bits of run ``key`` for ``stages`` ("0", "1", ..), each with its margin
+    below the linear baseline: "5.897 (+0.887) / 4.951 (+0.315)"; "-" without them."""
+    r = noise_trap.get("runs", {}).get(key) if noise_trap and key else None
+    if not r:
+        return "-"
+    return " / ".join(f"{r['held_out'][k]['bits_per_sample']:.3f} ({r['held_out'][k]['below_linear']:+.3f})"
+                      for k in stages)
+
+
 def schedule_table() -> str:
     """One stage trained again for the steps a fresh ``make demo``'s budget gave it, on cosines of other lengths:
     the schedule (training JSONs' ``schedule``), validation, held out (noise_trap_schedule*.json) and the pieces."""
@@ -1122,10 +1132,7 @@ def schedule_table() -> str:
                  f"{sch['cosine_steps']} ({'yes' if sch['fitted_to_budget'] else 'no'})",
                  f"{sch['last_lr_share']:.2f} (step {sch['last_lr_step']})", str(r["steps"]),
                  f"{r['best_valid_bits']:.3f}{' ' + unit if unit else ''}"]
-        for name in ("demo", "other soundfont"):
-            h = held.get(name, {}).get("runs", {}).get(key) if key else None
-            cells.append(f"{h['held_out'][stage]['bits_per_sample']:.3f} ({h['held_out'][stage]['below_linear']:+.3f})"
-                         if h else "-")
+        cells += [held_bits(held.get(name), key, (stage,)) for name in ("demo", "other soundfont")]
         if pieces:
             fs = got["pieces"]["settings"]["run"]["summary"]
             m, g, acc = fs["midi"], fs["genre"], fs["genre_recognised"]
@@ -1193,11 +1200,7 @@ def stage_runs_table(rows, held_files) -> str:
         steps = " / ".join(str(got[f"training {f}"]["stages"][k]["steps"]) for k, f in trains)
 
         def held_cell(name: str) -> str:
-            r = held.get(name, {}).get("runs", {}).get(key) if key else None
-            if not r:
-                return "-"
-            return " / ".join(f"{r['held_out'][k]['bits_per_sample']:.3f} ({r['held_out'][k]['below_linear']:+.3f})"
-                              for k in ("0", "1"))
+            return held_bits(held.get(name), key, ("0", "1"))
 
         fs = got[f"pieces {pieces}"]["settings"][setting]["summary"]
         m, g, acc = fs["midi"], fs["genre"], fs["genre_recognised"]

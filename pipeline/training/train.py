@@ -14,7 +14,7 @@ Choices worth knowing:
   (``max_minutes``) that binds first stops the run where it stands and does not reshape the cosine
   (after ``SCHEDULE_PROBE_STEPS`` steps the run says how many steps the budget allows at the
   measured speed): step k trains the same on any machine, and a short budget does not anneal early
-  (measured: docs/results/schedule.json).  Runs that fitted the cosine to their budget keep that
+  (measured: README, "A budget stops training").  Runs that fitted the cosine to their budget keep that
   length when resumed (it is saved with the scheduler).
 - Validation runs at step 0 too (the least-squares start), so the curves show whether training
   improves on it; the exported stage is always the best validated one, the start included.

@@ -307,7 +307,7 @@ class StageTrainer:
         """Say, once, how many steps the wall-clock budget allows at the measured speed.  The cosine keeps the
         configured ``max_steps``: a budget stops a run where it stands and does not reshape its schedule, so
         step k trains the same on any machine (a cosine fitted to the budget annealed early: stage 1 of
-        ``make demo`` lost 0.037 bits at its 310 steps, docs/results/schedule.json)."""
+        ``make demo`` lost 0.033 bits at its 310 steps; README, "A budget stops training")."""
         per_step = (time.perf_counter() - self.loop_t0) / (self.state.step - self.loop_step0)
         left = self.budget_s - (time.perf_counter() - self.t_start)
         steps = int(_agree(self.accelerator, self.state.step + left / per_step))
