@@ -258,7 +258,7 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
     re-synthesised from its real coarse tier)."""
     from pipeline.corpus.audio import load_audio, to_mono
     from pipeline.corpus.dataset import load_manifest
-    from pipeline.corpus.midi import read_midi
+    from pipeline.corpus.midi import MidiError, read_midi
     from pipeline.corpus.transcribe import estimate_notes, note_f1
     from pipeline.generation.generate import generate
 
@@ -279,7 +279,8 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
         if not list(out.glob("*/meta.json")):
             generate(run, out, progress=False, seconds=SECONDS, seed=seed, **kw, **kw_setting)
         folder = next(out.glob("*/meta.json")).parent
-        d = json.loads((folder / "meta.json").read_text())["diagnostics"]
+        meta = json.loads((folder / "meta.json").read_text())
+        d = meta["diagnostics"]
         y, sr = load_audio(folder / "audio.wav")
         y = to_mono(y)
         genre = kw["genre"]
@@ -292,9 +293,14 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
                "level_re_real_db": round(rms_db(y) - refs["genres"][genre]["level_db"], 1),
                "opening_db": opening_db(y, sr), "first_window_noisy": d["noise"].get("first_noisy_seconds") == 0,
                "high_band_noisy_share": high_band_noisy_share(y, sr, refs["high_band_flatness"]["threshold"])}
+        row["score_draws"] = meta.get("score_draws")  # the score tier's draws (plan.SCORE_DRAWS)
         score = folder / "score.mid"
         if score.is_file():
-            row["change_bursts_db"] = change_bursts_db(y, sr, [n for n in read_midi(score) if n.start < SECONDS])
+            try:
+                written = read_midi(score)
+            except MidiError:  # a score without notes (the tier's last draw): no changes to look at
+                written = []
+            row["change_bursts_db"] = change_bursts_db(y, sr, [n for n in written if n.start < SECONDS])
         if track:
             notes = [n for n in read_midi(kw["midi"]) if n.start < SECONDS]
             row["note_f1"] = round(note_f1(notes, estimate_notes(y, sr))["f1"], 3)
@@ -350,7 +356,8 @@ def summary(rows: list[dict], genre_acc: dict) -> dict:
                "opening_db_median": np.median([r["opening_db"] for r in sel], axis=0).round(1).tolist(),
                "pieces_first_window_noisy": sum(r["first_window_noisy"] for r in sel),
                "high_band_noisy_share_mean": round(float(np.mean([r["high_band_noisy_share"] for r in sel])), 3),
-               "pieces_95pct_high_band_clean": sum(r["high_band_noisy_share"] <= 0.05 for r in sel)}
+               "pieces_95pct_high_band_clean": sum(r["high_band_noisy_share"] <= 0.05 for r in sel),
+               "pieces_score_drawn_again": sum((r.get("score_draws") or 1) > 1 for r in sel)}
         for key in ("change_bursts_db", "rendering_change_bursts_db"):  # the pieces', the plain renderings'
             bursts = [r[key] for r in sel if r.get(key)]
             if bursts:

@@ -233,6 +233,12 @@ def events_to_notes(events: Sequence[int]) -> list[Note]:
     return [Note(n.pitch, n.on * sec, n.off * sec, bin_velocity(n.bin), 0, 0, False) for n in notes]
 
 
+def first_onset_seconds(events: Sequence[int]) -> float | None:
+    """Seconds to the first NOTE_ON of a score (events), or None for a score without notes."""
+    notes, _ = _events_to_notes(events)
+    return min(n.on for n in notes) / STEPS_PER_SECOND if notes else None
+
+
 def _order(n: _Note) -> tuple[int, int]:
     return n.on, n.pitch
 

@@ -97,6 +97,7 @@ def write_job(folder: Path, i: int, run: LoadedRun, plan: Plan, p: GenerateParam
         "score_file": score,
         "score_note": plan.score_note,
         "score_length": plan.score_length,
+        "score_draws": plan.score_draws,
         "length_decided_by_model": plan.free_length,
         "ended_by_model": ended,
         "stages": run.stage_info,
@@ -151,7 +152,7 @@ def write_score_jobs(run: LoadedRun, plans: list[Plan], p: GenerateParams, walls
                 "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in p.model_dump().items()},
                 "run": str(run.path), "genre_id": plan.genre_id, "genres": run.genres,
                 "roll_source": plan.roll_source, "score_file": score, "score_seconds": seconds,
-                "score_length": plan.score_length,
+                "score_length": plan.score_length, "score_draws": plan.score_draws,
                 "score_events": None if plan.score_events is None else len(plan.score_events),
                 "timings": {"score_wall_seconds": round(wall, 4)}, "package_version": package_version(),
                 "created_utc": datetime.now(timezone.utc).isoformat()})

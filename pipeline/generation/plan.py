@@ -24,7 +24,7 @@ from models.roll import empty_roll
 from pipeline.config import GenerateConfig
 from pipeline.corpus.audio import AudioError, make_tiers, mulaw_decode, prepare_audio
 from pipeline.corpus.midi import MidiError, midi_duration, piano_roll, read_midi
-from pipeline.corpus.score_events import END, events_to_roll, roll_to_events
+from pipeline.corpus.score_events import END, events_to_roll, first_onset_seconds, roll_to_events
 from pipeline.corpus.transcribe import estimate_roll, prompt_roll
 from pipeline.errors import ParameterError
 from pipeline.run import LoadedRun
@@ -33,6 +33,11 @@ from pipeline.training.score_model import read_score_model, sample_roll
 MAX_SECONDS = 3600.0  # absolute cap on a requested length
 MAX_COUNT = 64
 RELEASE_SECONDS = 1.0  # added after the last MIDI note
+# A score the tier writes for a piece must start with music: every training score of the demo corpus sounds its
+# first note within 0.41 s, so a draw whose first note comes later than this (or never: 1 of 20 renaissance
+# scores of 8 s, a 3000-step tier) is the sampler's accident, drawn again with another seed, SCORE_DRAWS in all
+OPENING_SECONDS = 1.0
+SCORE_DRAWS = 4
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -207,6 +212,7 @@ class Plan:
     score_events: list[int] | None = None  # the score tier's events (score.mid), when it wrote the score
     score_note: str | None = None  # one line when a piece without MIDI or audio has no score to follow (and why)
     score_length: dict | None = None  # the length the score tier was asked for: {"seconds", "from"}
+    score_draws: int | None = None  # the score tier's draws until one opened with music (``OPENING_SECONDS``)
     preroll: int = 0  # stage-0 samples of warm-up in front of roll and n0 (``generate.with_preroll``; cut after)
 
 
@@ -293,14 +299,14 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
         new = cfg.generate.seconds
     n0 = p0 + whole_frames(new, r0, unit0)
     source = None if roll is None else ("midi" if events is None else "midi+score_tier")
-    note, asked = None, None
+    note, asked, draws = None, None, None
     if roll is not None:  # MIDI time 0 = start of the continuation (after any prompt)
         roll = _fit_roll(roll, p0 // unit0, n0 // unit0)
     elif tiers is not None and p.prompt_hold_seconds > 0 and cfg.stages[0].use_roll:
         roll, source = _prompt_roll(cfg, rates, tiers, p0 // unit0, n0 // unit0, p.prompt_hold_seconds), "prompt"
     elif tiers is None and p.score_model != "none" and cfg.stages[0].use_roll:
         cap = n0 if p.seconds is not None else whole_frames(cfg.generate.max_seconds, r0, unit0)
-        roll, events, source, asked = written_score(run, p, genre_id, cap // unit0)
+        roll, events, source, asked, draws = written_score(run, p, genre_id, cap // unit0)
         if roll is None:
             who = f"genre '{p.genre}'" if p.genre else "an unconditional piece"
             why = ("the score tier wrote a score without notes" if events is not None else
@@ -314,15 +320,22 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
                 n0, free = min(cap, unit0 * (roll.shape[2] + math.ceil(RELEASE_SECONDS * fps))), False
             roll = _fit_roll(roll, 0, n0 // unit0)
     return Plan(n0, free, genre_id, roll, tiers, p0 / r0, midi_seconds, roll_source=source, score_events=events,
-                score_note=note, score_length=asked)
+                score_note=note, score_length=asked, score_draws=draws)
 
 
-def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
-                  frames: int) -> tuple[np.ndarray | None, list[int] | None, str | None, dict | None]:
+def draw_seed(seed: int, k: int) -> int:
+    """The seed of the score tier's k-th draw for a piece of ``seed`` (k = 0: the seed itself); apart from
+    the seeds of other pieces and variations (``seed + i``)."""
+    return int(seed) if k == 0 else (int(seed) + 1) * 1_000_003 + int(k)
+
+
+def written_score(run: LoadedRun, p: GenerateParams, genre_id: int, frames: int
+                  ) -> tuple[np.ndarray | None, list[int] | None, str | None, dict | None, int | None]:
     """A score for a piece without MIDI or audio prompt: (roll (2, 128, <= frames), the score tier's events,
-    source, the length it was asked for).  ``p.score_model``: "tier" samples the run's score tier (the chain,
-    with one line, when the run has none); "chain" the genre's chord chain (genre-only pieces).
-    (None, None, None, None): no score."""
+    source, the length it was asked for, the tier's draws).  ``p.score_model``: "tier" samples the run's score
+    tier (the chain, with one line, when the run has none), drawn again (``draw_seed``) while its first note
+    comes later than ``OPENING_SECONDS`` or never, ``SCORE_DRAWS`` draws at most, the last one kept whatever it
+    is; "chain" the genre's chord chain (genre-only pieces).  (None, None, None, None, None): no score."""
     # local: keeps accelerate out of `import pipeline.generation.plan` until this runs
     from pipeline.training.score_tier import is_trained
 
@@ -333,21 +346,30 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int,
         model, desc = _score_tier_of(run)
         tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
         asked = asked_length(run, p, tier_genre, model, frames / fps)
-        events = sample_events(model, tier_genre, frames / fps, p.seed, p.score_temperature, p.score_top_p,
-                               min_seconds=p.score_min_seconds,
-                               length_seconds=None if asked is None else asked["seconds"],
-                               guidance=tier_guidance(desc, p.score_guidance))
+        for k in range(SCORE_DRAWS):
+            events = sample_events(model, tier_genre, frames / fps, draw_seed(p.seed, k), p.score_temperature,
+                                   p.score_top_p, min_seconds=p.score_min_seconds,
+                                   length_seconds=None if asked is None else asked["seconds"],
+                                   guidance=tier_guidance(desc, p.score_guidance))
+            onset = first_onset_seconds(events)
+            if onset is not None and onset <= min(OPENING_SECONDS, frames / fps):
+                break
+            if k + 1 < SCORE_DRAWS:
+                print(f"note: the score tier's draw {k + 1} of at most {SCORE_DRAWS} has "
+                      f"{'no note' if onset is None else f'its first note at {onset:.2f} s'} (every training "
+                      f"score starts within {OPENING_SECONDS:g} s): drawn again with another seed",
+                      file=sys.stderr, flush=True)
         roll = events_to_roll(events, fps, max_frames=frames)
         if not roll[0].any():  # said by make_plan
-            return None, events, None, asked
-        return roll, events, "score_tier", asked
+            return None, events, None, asked, k + 1
+        return roll, events, "score_tier", asked, k + 1
     if p.score_model == "tier":
         print(f"note: {run.path} has no score tier (stages/score/): the score comes from the genre's chord chain",
               file=sys.stderr, flush=True)
     if p.genre is None:
-        return None, None, None, None
+        return None, None, None, None, None
     roll = _chain_roll(run, p, frames)
-    return (None, None, None, None) if roll is None else (roll, None, "chain", None)
+    return (None, None, None, None, None) if roll is None else (roll, None, "chain", None, None)
 
 
 def asked_length(run: LoadedRun, p: GenerateParams, tier_genre: int, model, cap_seconds: float) -> dict | None:

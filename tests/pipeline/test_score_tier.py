@@ -315,3 +315,37 @@ def test_demo_extra_scores_are_never_demo_tracks():
     assert len(extra) > 100
     assert not listed & {w.corpus_path for w in extra}  # no valid or test piece can be among them
     assert {w.genre for w in extra} == {w.genre for w in load_candidates()}
+
+
+def test_a_score_that_does_not_open_with_music_is_drawn_again(tmp_path, capsys):
+    """Every training score sounds its first note within plan.OPENING_SECONDS; a draw of the tier that does not
+    (no note at all, or a first note later) is drawn again with another seed, at most plan.SCORE_DRAWS times,
+    and the job says how many draws it took (meta.json ``score_draws``)."""
+    from safetensors.torch import save_file
+
+    from pipeline.corpus.score_events import first_onset_seconds
+    from pipeline.generation.plan import OPENING_SECONDS, SCORE_DRAWS, draw_seed
+
+    cfg = _cfg(tiny_config(), max_steps=20)
+    run = tmp_path / "run"
+    train_stage(_data(tmp_path), run, cfg, SCORE_KEY, progress=False)
+    weights = stage_dir(run, SCORE_KEY) / "model.safetensors"
+    state = load_file(weights)
+    state["ln_f.weight"].zero_()  # every next event equally likely: a real sampler whose draws often open with
+    state["ln_f.bias"].zero_()  # a second or more of rests (about one in five here)
+    save_file(state, weights)
+    draws, opens = [], []
+    for seed in range(16):
+        (job,) = generate(run, tmp_path / "out", genre="folk", seed=seed, seconds=3.0, score_only=True,
+                          progress=False)
+        meta = json.loads((job / "meta.json").read_text())
+        draws.append(meta["score_draws"])
+        onset = first_onset_seconds(meta_events(job)) if (job / "score.mid").is_file() else None
+        opens.append(onset is not None and onset <= OPENING_SECONDS)
+    err = capsys.readouterr().err
+    assert all(1 <= d <= SCORE_DRAWS for d in draws), draws
+    assert all(o or d == SCORE_DRAWS for o, d in zip(opens, draws)), (opens, draws)  # kept: opens, or the last
+    assert any(d > 1 for d in draws) and "drawn again with another seed" in err, draws  # the path was taken
+    assert sum(opens) > sum(d == 1 for d in draws), (opens, draws)  # redraws found openings first draws lacked
+    assert len({draw_seed(s, k) for s in range(16) for k in range(SCORE_DRAWS)}) == 16 * SCORE_DRAWS
+    assert {draw_seed(s, 0) for s in range(16)} == set(range(16))  # a first draw is the job's own seed
