@@ -1150,6 +1150,60 @@ def schedule_table() -> str:
     return "\n".join(lines + [""] + list(dict.fromkeys(notes)))
 
 
+TIER_STEPS_ROWS = (  # (label, training JSON, pieces JSON): the score tier's steps, the stages shared but the last
+    ("a fresh `make demo`, 16-minute budget (`demo2/run`)", "training_demo_schedule.json",
+     "fine_sampling_tier_steps_demo.json"),
+    ("its score tier trained again to its 3000 steps (`demo2/run_st3k`; stages 0-2 the same)",
+     "training_tier_steps_3000.json", "fine_sampling_tier_steps_3000.json"),
+    ("a fresh `make demo` at the 20-minute presets (`demo3/run`: every stage trained again)",
+     "training_demo_tier_share.json", "fine_sampling_demo_tier_share.json"),
+)
+
+
+def _genre_cells(acc: dict, genres: list[str]) -> str:
+    """Per genre: the share of a genre's clips the classifier recognised (clips in genre order, equal counts)."""
+    per, n = acc["per_clip"], len(acc["per_clip"]) // max(1, len(genres))
+    return " / ".join(f"{sum(p == g for p in per[g * n:(g + 1) * n]) / max(1, n):.2f}" for g in range(len(genres)))
+
+
+def tier_steps_table() -> str:
+    """The score tier's steps against the sound (issue 19): training_*.json (steps, validation, the learning rate
+    at the stop) and fine_sampling_*.json (the same seeds' pieces), rows ``TIER_STEPS_ROWS``."""
+    lines = ["| run | score tier steps (lr at the stop, of the peak) | validation, bits per event | genre recognised "
+             "(clips) | per genre | by the notes basic-pitch hears | noisy windows, genre (clean pieces) | pieces with "
+             "every tier SNR >= 20 dB | band error, dB (MIDI / genre) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    recognised = []
+    for label, train, pieces in TIER_STEPS_ROWS:
+        got = dict(present((("training", HERE / train), ("pieces", HERE / pieces)), notes))
+        if len(got) < 2:
+            continue
+        r, fs = got["training"]["stages"]["score"], got["pieces"]
+        sm = fs["settings"]["run"]["summary"]
+        m, g, acc = sm["midi"], sm["genre"], sm["genre_recognised"]
+        genres = fs["genre_classifier"]["genres"]
+        sch = r.get("schedule") or {}
+        lr = f" ({sch['last_lr_share']:.2f})" if sch else ""
+        lines.append(f"| {label} | {r['steps']}{lr} | {r['best_valid_bits']:.3f} | {acc['accuracy']:.2f} "
+                     f"({acc['clips']}) | {_genre_cells(acc, genres)} | {acc['by_notes']['accuracy']:.2f} | "
+                     f"{g['noisy_share_mean']:.0%} ({g['pieces_95pct_windows_clean']} of {g['pieces']}) | "
+                     f"{m['pieces_all_tiers_snr_20db'] + g['pieces_all_tiers_snr_20db']} of {m['pieces'] + g['pieces']}"
+                     f" | {m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f} |")
+        recognised.append((label, acc, genres))
+        for name in ("training", "pieces"):
+            notes.append(f"{label}, {name}: commit `{got[name]['commit'][:10]}`, `{got[name]['command']}`.")
+    if len(recognised) >= 2 and recognised[0][1]["clips"] == recognised[1][1]["clips"]:
+        (_, a, genres), (_, b, _) = recognised[:2]
+        n = a["clips"] // len(genres)
+        truth = [i // n for i in range(a["clips"])]
+        only_a = sum(x == t != y for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
+        only_b = sum(y == t != x for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
+        notes.append(f"The first two rows, clip by clip (the same stages, seeds and clips): {only_a} recognised only "
+                     f"with the shorter-trained tier, {only_b} only with the longer; genres {', '.join(genres)}.")
+    return "\n".join(lines + [""] + list(dict.fromkeys(notes)))
+
+
 def resynth_table() -> str:
     """docs/results/fine_sampling_resynth.json: per test track, the bands of the MIDI-prompted piece (every stage),
     of its re-synthesis from the real coarse tier (the fine stages alone) and of the plain rendering."""
@@ -1279,7 +1333,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "fine_sampling": fine_sampling_table,
             "fine_levers": fine_levers_table, "stage0_steps": stage0_steps_table, "timbre": timbre_table,
             "crossfade": crossfade_table,
-            "schedule": schedule_table,
+            "schedule": schedule_table, "tier_steps": tier_steps_table,
             "resynth": resynth_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
