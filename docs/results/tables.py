@@ -1204,6 +1204,38 @@ def tier_steps_table() -> str:
     return "\n".join(lines + [""] + list(dict.fromkeys(notes)))
 
 
+TIER_STEPS_SCORES = (("a fresh `make demo`, 16-minute budget (`demo2/run`)", "score_tier_demo_16min.json"),
+                     ("a fresh `make demo` at the 20-minute presets (`demo3/run`)", "score_tier_demo_tier_share.json"))
+
+
+def tier_steps_scores_table() -> str:
+    """The scores the two ``make demo`` tiers write (bench/score_tier.py, ``TIER_STEPS_SCORES``): held-out bits
+    against the n-grams on both corpora, the genre in the notes, and per genre style and novelty beside the chain's."""
+    lines = ["| run | step | held out: demo test split (fewer than the n-gram) | other corpus (fewer) | genre in the "
+             "notes: tier / chain / real held-out | style overlap per genre: tier (chain) | unseen chord changes per "
+             "genre | longest copied passage (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    for label, d in present(((label, HERE / f) for label, f in TIER_STEPS_SCORES), notes):
+        t, o, gn = d["test"], d["other_corpus"], d["genre_by_notes"]
+        genres = list(d["scores"])
+        tier = {g: d["scores"][g]["tier"] for g in genres}
+        chain = {g: d["scores"][g].get("chain") for g in genres}
+        style = " / ".join(f"{tier[g]['style_overlap']['mean']:.2f} ({chain[g]['style_overlap']['mean']:.2f})"
+                           if chain[g] and chain[g]["style_overlap"] else f"{tier[g]['style_overlap']['mean']:.2f}"
+                           for g in genres)
+        unseen = " / ".join(f"{tier[g]['novelty']['unseen_transitions']:.2f}" for g in genres)
+        copied = max(tier[g]["novelty"]["longest_copied_passage_seconds"] for g in genres)
+        other = (f"{o['bits_per_event']:.3f} ({o['fewer_bits_than_best_ngram']:.0%})" if o else "-")
+        chain_notes = f"{gn['chain']['generated']:.2f}" if "chain" in gn else "-"
+        held = f"{t['bits_per_event']:.3f} ({t['fewer_bits_than_best_ngram']:.0%})"
+        in_notes = f"{gn['tier']['generated']:.2f} / {chain_notes} / {gn['tier']['real_heldout']:.2f}"
+        lines.append(f"| {label} | {d['run_steps']} | {held} | {other} | {in_notes} | {style} | {unseen} | "
+                     f"{copied:.1f} |")
+        notes.append(f"{label}: genres {', '.join(genres)}; commit `{d['commit'][:10]}`, `{d['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
 def resynth_table() -> str:
     """docs/results/fine_sampling_resynth.json: per test track, the bands of the MIDI-prompted piece (every stage),
     of its re-synthesis from the real coarse tier (the fine stages alone) and of the plain rendering."""
@@ -1334,6 +1366,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "fine_levers": fine_levers_table, "stage0_steps": stage0_steps_table, "timbre": timbre_table,
             "crossfade": crossfade_table,
             "schedule": schedule_table, "tier_steps": tier_steps_table,
+            "tier_steps_scores": tier_steps_scores_table,
             "resynth": resynth_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
