@@ -1157,6 +1157,8 @@ TIER_STEPS_ROWS = (  # (label, training JSON, pieces JSON): the score tier's ste
      "training_tier_steps_3000.json", "fine_sampling_tier_steps_3000.json"),
     ("a fresh `make demo` at the 20-minute presets (`demo3/run`: every stage trained again)",
      "training_demo_tier_share.json", "fine_sampling_demo_tier_share.json"),
+    ("the same run, 40 pieces per genre (seeds 1-40)", "training_demo_tier_share.json",
+     "fine_sampling_demo_tier_share_40.json"),
 )
 
 
