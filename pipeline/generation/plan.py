@@ -346,13 +346,15 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int, frames: int
         model, desc = _score_tier_of(run)
         tier_genre = genre_id if genre_id < model.cfg.n_genres else model.cfg.n_genres
         asked = asked_length(run, p, tier_genre, model, frames / fps)
+        length = None if asked is None else asked["seconds"]
+        guidance = tier_guidance(desc, p.score_guidance)  # its note, if any, once for all draws
+        opening = min(OPENING_SECONDS, frames / fps)
         for k in range(SCORE_DRAWS):
             events = sample_events(model, tier_genre, frames / fps, draw_seed(p.seed, k), p.score_temperature,
-                                   p.score_top_p, min_seconds=p.score_min_seconds,
-                                   length_seconds=None if asked is None else asked["seconds"],
-                                   guidance=tier_guidance(desc, p.score_guidance))
+                                   p.score_top_p, min_seconds=p.score_min_seconds, length_seconds=length,
+                                   guidance=guidance)
             onset = first_onset_seconds(events)
-            if onset is not None and onset <= min(OPENING_SECONDS, frames / fps):
+            if onset is not None and onset <= opening:
                 break
             if k + 1 < SCORE_DRAWS:
                 print(f"note: the score tier's draw {k + 1} of at most {SCORE_DRAWS} has "
