@@ -1162,10 +1162,17 @@ TIER_STEPS_ROWS = (  # (label, training JSON, pieces JSON): the score tier's ste
 )
 
 
+def _clip_genres(acc: dict, genres: list[str]) -> list[int]:
+    """The asked genre of each clip of a fine-sampling ``genre_recognised`` (clips in genre order, equal counts)."""
+    n = max(1, len(acc["per_clip"]) // max(1, len(genres)))
+    return [i // n for i in range(len(acc["per_clip"]))]
+
+
 def _genre_cells(acc: dict, genres: list[str]) -> str:
-    """Per genre: the share of a genre's clips the classifier recognised (clips in genre order, equal counts)."""
-    per, n = acc["per_clip"], len(acc["per_clip"]) // max(1, len(genres))
-    return " / ".join(f"{sum(p == g for p in per[g * n:(g + 1) * n]) / max(1, n):.2f}" for g in range(len(genres)))
+    """Per genre: the share of a genre's clips the classifier recognised."""
+    truth = _clip_genres(acc, genres)
+    return " / ".join(f"{sum(p == t for p, t in zip(acc['per_clip'], truth) if t == g) / max(1, truth.count(g)):.2f}"
+                      for g in range(len(genres)))
 
 
 def tier_steps_table() -> str:
@@ -1197,8 +1204,7 @@ def tier_steps_table() -> str:
             notes.append(f"{label}, {name}: commit `{got[name]['commit'][:10]}`, `{got[name]['command']}`.")
     if len(recognised) >= 2 and recognised[0][1]["clips"] == recognised[1][1]["clips"]:
         (_, a, genres), (_, b, _) = recognised[:2]
-        n = a["clips"] // len(genres)
-        truth = [i // n for i in range(a["clips"])]
+        truth = _clip_genres(a, genres)
         only_a = sum(x == t != y for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
         only_b = sum(y == t != x for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
         notes.append(f"The first two rows, clip by clip (the same stages, seeds and clips): {only_a} recognised only "
