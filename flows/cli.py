@@ -239,6 +239,9 @@ def generate(
         "(default: the run config's generate.stage_temperature)"),
     top_p: Optional[float] = typer.Option(None, "--top-p",
                                           help="nucleus sampling mass, 1 = off (default: the run config's)"),
+    stage_top_p: Optional[str] = typer.Option(
+        None, "--stage-top-p", help="per stage, its nucleus mass instead of --top-p, e.g. 0.9,0.99,0.99 "
+        "(default: the run config's generate.stage_top_p)"),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="(default: the run config's)"),
     stage_guidance: Optional[str] = typer.Option(
         None, "--stage-guidance", help="per-stage factors on --guidance, e.g. 1,0,0 guides stage 0 alone "
@@ -300,8 +303,8 @@ def generate(
                   preroll_seconds=preroll, score_share=_floats(score_share, "--score-share"),
                   share_power=_floats(share_power, "--share-power"),
                   scale_anchor=_floats(scale_anchor, "--scale-anchor"), scale_clip=_floats(scale_clip, "--scale-clip"),
-                  temperature=temperature, top_p=top_p, guidance=guidance, seed=seed, count=count, engine=engine,
-                  weights=weights)
+                  temperature=temperature, top_p=top_p, stage_top_p=_floats(stage_top_p, "--stage-top-p"),
+                  guidance=guidance, seed=seed, count=count, engine=engine, weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow
     _need_writable(out, "output folder")
     _quiet_prefect()

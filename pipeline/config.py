@@ -182,6 +182,8 @@ class GenerateConfig:
     # interpolated (models/sampling.py): no run-away oscillation or noise; 0 = off
     tier_prior: float = 0.1
     top_p: float = 0.99  # nucleus: drops the far tails (and the uniform share) that can derail sample-level generation
+    # per stage, its own nucleus mass instead of top_p (missing: top_p): stage 0's tails are its broadband floor
+    stage_top_p: tuple[float, ...] = ()
     guidance: float = 0.0
     chunk: int = 4096  # stage samples of conditioning computed per batched pass
 

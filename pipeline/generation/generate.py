@@ -187,7 +187,7 @@ def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=Non
                 temperature=stage_temperature(run, p, k), steady_scale=stage_steady(p, k),
                 score_share=stage_score_share(p, k), share_power=_stage_factor(p.share_power, k),
                 **stage_anchor(run, plan, p, k),
-                scale_clip=_stage_factor(p.scale_clip, k, missing=0.0), top_p=p.top_p,
+                scale_clip=_stage_factor(p.scale_clip, k, missing=0.0), top_p=stage_top_p(p, k),
                 tier_prior=p.tier_prior, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + plan.preroll + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                 end_threshold=p.end_threshold, round_to=unit0)
@@ -326,6 +326,11 @@ def stage_anchor(run: LoadedRun, plan: Plan, p: GenerateParams, k: int) -> dict:
 def stage_temperature(run: LoadedRun, p: GenerateParams, k: int) -> float:
     """Stage k's sampling temperature: ``temperature`` times the stage's factor."""
     return p.temperature * _stage_factor(p.stage_temperature, k)
+
+
+def stage_top_p(p: GenerateParams, k: int) -> float:
+    """Stage k's nucleus mass: its ``stage_top_p`` value, else ``top_p``."""
+    return _stage_factor(p.stage_top_p, k, missing=p.top_p)
 
 
 def stage_guidance(p: GenerateParams, k: int) -> float:

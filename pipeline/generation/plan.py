@@ -80,6 +80,8 @@ class GenerateParams(BaseModel):
     # per stage, > 0: the |residual| the adaptive scale reads, at most this many times the draw's scale
     scale_clip: tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)], ...] | None = None
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    # per stage, its nucleus mass instead of top_p (missing: top_p)
+    stage_top_p: tuple[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)], ...] | None = None
     guidance: float | None = Field(None, ge=0, allow_inf_nan=False)
     end_threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     prompt_hold_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
@@ -268,7 +270,7 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
         raise ParameterError(f"invalid parameter: seconds={p.seconds!r}: above generate.max_seconds="
                              f"{cfg.generate.max_seconds:g} of this run's config")
     for name in ("stage_temperature", "stage_guidance", "steady_scale", "score_share", "share_power", "scale_anchor",
-                 "scale_clip"):
+                 "scale_clip", "stage_top_p"):
         factors = getattr(p, name)
         if isinstance(factors, tuple) and len(factors) > len(rates):
             raise ParameterError(f"invalid parameter: {name} has {len(factors)} factors, this run has {len(rates)} "
