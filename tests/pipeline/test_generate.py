@@ -149,6 +149,21 @@ def test_stage_temperature_scales_one_stage(run, tmp_path):
     assert meta(cold)["parameters"]["stage_temperature"] == [1.0, 0.3]
 
 
+def test_stage_top_p_narrows_only_the_stages_it_names(run, tmp_path):
+    """stage_top_p (0.05,): stage 0 draws from a narrower nucleus than the run's top_p, so other samples; values equal
+    to top_p draw as without them; more values than stages are refused; the values are recorded."""
+    kw = dict(seconds=0.2, seed=3, progress=False)
+    plain = generate(run, tmp_path / "a", **kw)[0]
+    first = generate(run, tmp_path / "b", stage_top_p=(0.05,), **kw)[0]
+    same = generate(run, tmp_path / "c", stage_top_p=(0.99, 0.99), top_p=0.99, **kw)[0]
+    assert (first / "tier_1000.wav").read_bytes() != (plain / "tier_1000.wav").read_bytes()
+    assert (same / "tier_1000.wav").read_bytes() == (plain / "tier_1000.wav").read_bytes()
+    assert read(same).tobytes() == read(plain).tobytes()
+    assert meta(first)["parameters"]["stage_top_p"] == [0.05]
+    with pytest.raises(ParameterError, match="stage_top_p"):
+        generate(run, tmp_path / "d", stage_top_p=(0.9, 0.9, 0.9), **kw)
+
+
 def test_steady_scale_per_stage_steadies_only_the_stages_it_names(run, tmp_path):
     """steady_scale (False, True) at temperature 0.5: stage 0 draws as without it, stage 1 otherwise (its scale reads
     drawn |residuals| / 0.5); True steadies both; the values are recorded."""
