@@ -66,6 +66,9 @@ class ScoreConfig:
     timbre_knots: int = 0
     # false: one envelope for every genre (the corpus's average timbre; a control for the per-genre one)
     timbre_per_genre: bool = True
+    # true: each harmonic line's width (the lag window, from bandwidth_hz) is learned per genre (timbre_per_genre) as
+    # the envelope is: how far a genre's partials spread (chorus, vibrato); false: bandwidth_hz for every genre
+    learned_bandwidth: bool = False
     # where the notes change, the taps (and the notes-sound mask) pass linearly from the last frame's to the new
     # frame's over this many ms of the new frame (at most a frame), as codecs interpolate their LPC between
     # frames; 0 = switched at the frame's first sample (model files written before it existed)
@@ -113,6 +116,8 @@ class StageArchConfig:
             raise ValueError(f"{where}.score: bandwidth_hz >= 0 and floor in (0, 1)")
         if self.score.order < 0:
             raise ValueError(f"{where}.score.order must be >= 0 (0 = linear_order)")
+        if self.score.learned_bandwidth and not self.score.bandwidth_hz > 0:
+            raise ValueError(f"{where}.score.learned_bandwidth starts from bandwidth_hz > 0")
         if not 0 <= self.score.scale_floor < 1:
             raise ValueError(f"{where}.score.scale_floor must be in [0, 1)")
         if self.score.lowest_hz < 0:

@@ -145,7 +145,7 @@ class ScoreTaps(nn.Module):
 
     def __init__(self, order: int, rate: int, roll_fps: int, bandwidth_hz: float = 1.0, floor: float = 1e-3,
                  rolloff: float = 1.0, lowest_hz: float = 0.0, timbre_knots: int = 0, n_genres: int = 0,
-                 per_genre: bool = True, crossfade_ms: float = 0.0) -> None:
+                 per_genre: bool = True, crossfade_ms: float = 0.0, learned_bandwidth: bool = False) -> None:
         super().__init__()
         if rate % roll_fps:
             raise ValueError(f"ScoreTaps: rate {rate} is not a multiple of roll_fps {roll_fps}")
@@ -154,16 +154,42 @@ class ScoreTaps(nn.Module):
         self.fade = min(int(round(float(crossfade_ms) * self.rate / 1000.0)), self.hop)  # samples; 0: switched
         self.n_genres = int(n_genres)
         self.per_genre = bool(per_genre)
-        k = harmonic_kernel(self.order, self.rate, float(bandwidth_hz), float(rolloff), float(lowest_hz))
+        self.bandwidth_hz = float(bandwidth_hz)
+        # a learned line width: the kernels without a lag window, each row's window applied in ``_kernels``
+        window_hz = 0.0 if learned_bandwidth else self.bandwidth_hz
+        if learned_bandwidth and not self.bandwidth_hz > 0:
+            raise ValueError("ScoreTaps: a learned bandwidth starts from bandwidth_hz > 0")
+        k = harmonic_kernel(self.order, self.rate, window_hz, float(rolloff), float(lowest_hz))
         self.kernel = torch.tensor(k, dtype=torch.float64)  # not a buffer: stays float64 under stage.to(dtype)
+        rows = self.n_genres + 1 if self.per_genre else 1  # learned rows: per genre (row n_genres: no genre), or one
         self.envelope: nn.Parameter | None = None
         if timbre_knots:
-            basis = envelope_basis(self.order, self.rate, float(bandwidth_hz), float(rolloff), float(lowest_hz),
+            basis = envelope_basis(self.order, self.rate, window_hz, float(rolloff), float(lowest_hz),
                                    int(timbre_knots))
             self.basis = torch.tensor(basis, dtype=torch.float64)  # (N, 128, P + 1), not a buffer
-            # log power at each knot / ENVELOPE_GAIN, per genre (row n_genres: no genre), or one row for all
-            rows = self.n_genres + 1 if self.per_genre else 1
+            # log power at each knot / ENVELOPE_GAIN
             self.envelope = nn.Parameter(torch.zeros(rows, int(timbre_knots)))
+        # log(line width / bandwidth_hz) / ENVELOPE_GAIN per row: how wide each partial is (a choir's chorus and
+        # a violin's vibrato spread a partial over Hz, an organ's does not); None: bandwidth_hz for all
+        self.line_width: nn.Parameter | None = nn.Parameter(torch.zeros(rows)) if learned_bandwidth else None
+
+    @property
+    def learned(self) -> bool:
+        """Whether the taps have parameters (an envelope, a line width) that the stage's loss trains."""
+        return self.envelope is not None or self.line_width is not None
+
+    def line_width_hz(self) -> torch.Tensor:
+        """The learned line width per row (n_genres + 1 or 1), Hz."""
+        if self.line_width is None:
+            raise ValueError("ScoreTaps: no learned line width (learned_bandwidth false)")
+        return self.bandwidth_hz * torch.exp(ENVELOPE_GAIN * self.line_width.detach().double())
+
+    def _rows(self, genre: torch.Tensor | None, device) -> torch.Tensor:
+        """Learned rows (B,) for genre ids (B,) (None: the "no genre" row; one shared row without per_genre)."""
+        ids = genre if genre is not None else torch.full((1,), self.n_genres, dtype=torch.long)
+        if not self.per_genre:
+            ids = torch.zeros_like(ids)
+        return ids.to(device).long()
 
     def envelope_db(self) -> torch.Tensor:
         """The learned envelope in dB (n_genres + 1 or 1 shared row, knots): 10 log10 of each knot's power factor."""
@@ -172,14 +198,21 @@ class ScoreTaps(nn.Module):
         return 10.0 / np.log(10.0) * ENVELOPE_GAIN * self.envelope.detach().double()
 
     def _kernels(self, genre: torch.Tensor | None, device) -> torch.Tensor:
-        """(128, P + 1) without an envelope, else (B, 128, P + 1) for genre ids (B,) (None: no genre)."""
-        if self.envelope is None:
+        """(128, P + 1) without learned parameters, else (B, 128, P + 1) for genre ids (B,) (None: no genre)."""
+        if not self.learned:
             return self.kernel.to(device)
-        ids = genre if genre is not None else torch.full((1,), self.n_genres, dtype=torch.long)
-        if not self.per_genre:
-            ids = torch.zeros_like(ids)
-        w = torch.exp(ENVELOPE_GAIN * self.envelope.to(device, torch.float64))[ids.to(device).long()]  # (B, N)
-        return torch.einsum("bn,npk->bpk", w, self.basis.to(device))
+        ids = self._rows(genre, device)
+        if self.envelope is not None:
+            w = torch.exp(ENVELOPE_GAIN * self.envelope.to(device, torch.float64))[ids]  # (B, N)
+            kern = torch.einsum("bn,npk->bpk", w, self.basis.to(device))
+        else:
+            kern = self.kernel.to(device)[None]  # (1, 128, P + 1)
+        if self.line_width is not None:  # each row's Gaussian lag window, as _lag_window
+            width = self.bandwidth_hz * torch.exp(ENVELOPE_GAIN * self.line_width.to(device, torch.float64))[ids]
+            tau = torch.arange(self.order + 1, device=device, dtype=torch.float64)
+            window = torch.exp(-0.5 * (2.0 * np.pi * width[:, None] * tau / self.rate) ** 2)  # (B, P + 1)
+            kern = kern * window[:, None, :]
+        return kern
 
     def frame_taps(self, roll: torch.Tensor, genre: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """roll (B, 256, F) (velocities / 127 first, as the stage reads it), genre ids (B,) or None -> taps
@@ -209,7 +242,7 @@ class ScoreTaps(nn.Module):
         zero taps, mask 0 (the stage then uses its global taps alone).  ``genre`` (B,) ids pick the
         learned envelope's rows (None: no genre).  Gradients flow only to the envelope, when there is one.
         """
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.envelope is not None):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.learned):
             return self._sample_taps(roll, drop, t0, t1, batch, dtype, device, genre)
 
     def _sample_taps(self, roll, drop, t0, t1, batch, dtype, device, genre):

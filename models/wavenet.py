@@ -118,7 +118,7 @@ class Stage(nn.Module):
                              f"{c.linear_order} in a stage without a tier below (the taps are blended)")
         self.score_on_residual = self.use_below
         return ScoreTaps(order, self.rate, self.roll_fps, sc.bandwidth_hz, sc.floor, sc.rolloff, sc.lowest_hz,
-                         sc.timbre_knots, self.n_genres, sc.timbre_per_genre, sc.crossfade_ms)
+                         sc.timbre_knots, self.n_genres, sc.timbre_per_genre, sc.crossfade_ms, sc.learned_bandwidth)
 
     def _build_genre(self, c: StageArchConfig) -> None:
         """Global conditioning: genre embedding, per-layer projection into every gate."""

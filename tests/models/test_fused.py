@@ -44,7 +44,7 @@ def _both(st, n, cond, conditioned=False, prompt=None, **draw):
 
 @pytest.mark.parametrize("case", ["guided_topp", "guided_genre_twin", "prior_prompt", "greedy", "ends", "mixture",
                                   "score_residual", "steady_scale", "score_share", "scale_anchor", "scale_clip",
-                                  "share_power", "timbre", "crossfade"])
+                                  "share_power", "timbre", "crossfade", "line_width"])
 def test_fused_sampling_matches_reference_for_the_same_seed(case):
     """Same seed, same samples, same lengths, and the generator left in the same state (the cascade
     draws the next stage from it)."""
@@ -64,6 +64,11 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
     elif case == "timbre":  # a learned envelope per genre on the score taps: each row's genre picks its own
         st = make_stage(index=1, shipped=True, use_tier_below=True, use_roll=True, use_genre=True,
                         score={"enabled": True, "order": 24, "timbre_knots": 6})
+    elif case == "line_width":  # a learned line width per genre on the score taps (stage 0: blended taps)
+        st = make_stage(index=0, shipped=True, use_roll=True, use_genre=True,
+                        score={"enabled": True, "timbre_knots": 4, "learned_bandwidth": True})
+        with torch.no_grad():
+            st.score.line_width.copy_(torch.linspace(-0.1, 0.3, st.score.line_width.numel()))
     elif case == "crossfade":  # the taps cross-faded where the notes change
         st = make_stage(index=1, shipped=True, use_tier_below=True, use_roll=True, use_genre=True,
                         score={"enabled": True, "order": 24, "timbre_knots": 6, "crossfade_ms": 4.0})
@@ -89,7 +94,8 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
           "scale_clip": dict(scale_clip=1.0, temperature=1.0, prompt=d["x"][:, :40]),
           "share_power": dict(share_power=0.2, temperature=0.6),
           "timbre": dict(tier_prior=0.1, temperature=0.6),
-          "crossfade": dict(tier_prior=0.1, temperature=0.6)}[case]
+          "crossfade": dict(tier_prior=0.1, temperature=0.6),
+          "line_width": dict(temperature=0.6)}[case]
     (ref, g_ref), (fused, g_fused) = _both(st, n, cond, **kw)
     assert ref.engine == "reference" and fused.engine == "fused"
     assert ref.x.dtype == fused.x.dtype
@@ -129,6 +135,11 @@ def test_fused_sampling_matches_reference_for_the_same_seed(case):
             st.score.envelope.zero_()
         (_, _), (flat, _) = _both(st, n, cond, **kw)
         assert not torch.equal(flat.x, fused.x)
+    if case == "line_width":  # the rows' widths shape the draws: every width the start's 1 Hz, other samples
+        with torch.no_grad():
+            st.score.line_width.zero_()
+        (_, _), (plain, _) = _both(st, n, cond, **kw)
+        assert not torch.equal(plain.x, fused.x)
     if case == "crossfade":  # the taps switched at once where the notes change: other samples
         st.score.fade = 0
         (_, _), (switched, _) = _both(st, n, cond, **kw)

@@ -245,6 +245,10 @@ PATHS = {
     # a learned spectral envelope per genre on the taps' harmonics (the rows' genres differ)
     "score_timbre": ({"use_genre": True, "use_roll": True, "score": {"enabled": True, "timbre_knots": 4}},
                      {"genre": True, "roll": True}),
+    # ... and a learned line width per genre (stage 0)
+    "score_timbre_width": ({"use_genre": True, "use_roll": True,
+                            "score": {"enabled": True, "timbre_knots": 4, "learned_bandwidth": True}},
+                           {"genre": True, "roll": True}),
     "score_residual_timbre": ({"use_genre": True, "use_tier_below": True, "use_roll": True,
                                "score": {"enabled": True, "order": 24, "timbre_knots": 6}},
                               {"genre": True, "below": True, "roll": True, "drops": True}),
