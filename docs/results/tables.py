@@ -928,9 +928,6 @@ def fine_levers_table() -> str:
                               ("demo, `make demo` at the 20-minute presets (`demo3/run`), stage 0's nucleus narrowed "
                                "(s0p09 / s0p08: stage 0 at top-p 0.9 / 0.8, the others at the presets' 0.99; 20 "
                                "pieces per genre)", HERE / "fine_sampling_stage0_top_p.json"),
-                              ("other soundfont, the same presets' stages trained on the demo pieces rendered with "
-                               "the other soundfont (`demo3/otherfont/run`), the same",
-                               HERE / "fine_sampling_stage0_top_p_other_soundfont.json"),
                               ("demo, the same run, stage 2 warmer (t2s08 / t2s1: stage 2 at 0.8 / 1)",
                                HERE / "fine_sampling_stage2_temperature.json"),
                               ("four genres, `other4/run_hb`, the same",
