@@ -928,6 +928,10 @@ def fine_levers_table() -> str:
                               ("demo, `make demo` at the 20-minute presets (`demo3/run`), stage 0's nucleus narrowed "
                                "(s0p09 / s0p08: stage 0 at top-p 0.9 / 0.8, the others at the presets' 0.99; 20 "
                                "pieces per genre)", HERE / "fine_sampling_stage0_top_p.json"),
+                              ("demo, `demo3/run`'s stage 0 trained again for its 562 steps (`demo3/run_bw0`: the "
+                               "control)", HERE / "fine_sampling_line_width_bw0.json"),
+                              ("demo, the same with its score taps' line width learned per genre (`demo3/run_bw1`: "
+                               "`score.learned_bandwidth`)", HERE / "fine_sampling_line_width_bw1.json"),
                               ("demo, the same run, stage 2 warmer (t2s08 / t2s1: stage 2 at 0.8 / 1)",
                                HERE / "fine_sampling_stage2_temperature.json"),
                               ("four genres, `other4/run_hb`, the same",
