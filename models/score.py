@@ -240,7 +240,7 @@ class ScoreTaps(nn.Module):
 
         Frames past the roll's end, a missing roll and dropped rows (drop (B,) bool) are off:
         zero taps, mask 0 (the stage then uses its global taps alone).  ``genre`` (B,) ids pick the
-        learned envelope's rows (None: no genre).  Gradients flow only to the envelope, when there is one.
+        learned rows (None: no genre).  Gradients flow only to the learned envelope and line width, when there are any.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.learned):
             return self._sample_taps(roll, drop, t0, t1, batch, dtype, device, genre)

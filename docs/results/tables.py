@@ -932,6 +932,9 @@ def fine_levers_table() -> str:
                                "control)", HERE / "fine_sampling_line_width_bw0.json"),
                               ("demo, the same with its score taps' line width learned per genre (`demo3/run_bw1`: "
                                "`score.learned_bandwidth`)", HERE / "fine_sampling_line_width_bw1.json"),
+                              ("demo, the same with a finer envelope per genre (`demo3/run_k32`: stage 0's "
+                               "`score.timbre_knots` 32, the presets' 8; s0p09: its nucleus at 0.9)",
+                               HERE / "fine_sampling_knots32.json"),
                               ("demo, the same run, stage 2 warmer (t2s08 / t2s1: stage 2 at 0.8 / 1)",
                                HERE / "fine_sampling_stage2_temperature.json"),
                               ("four genres, `other4/run_hb`, the same",
