@@ -935,6 +935,11 @@ def fine_levers_table() -> str:
                               ("demo, the same with a finer envelope per genre (`demo3/run_k32`: stage 0's "
                                "`score.timbre_knots` 32, the presets' 8; s0p09: its nucleus at 0.9)",
                                HERE / "fine_sampling_knots32.json"),
+                              ("other soundfont: a fresh `make demo` with its corpus rendered with TimGM6mb "
+                               "(`demo4`: `STRATA_SOUNDFONT`), the presets; 10 pieces per genre",
+                               HERE / "fine_sampling_demo_other_soundfont.json"),
+                              ("other soundfont, the same run, stage 0 at top-p 0.9 (s0p09)",
+                               HERE / "fine_sampling_stage0_top_p_other_soundfont.json"),
                               ("demo, the same run, stage 2 warmer (t2s08 / t2s1: stage 2 at 0.8 / 1)",
                                HERE / "fine_sampling_stage2_temperature.json"),
                               ("four genres, `other4/run_hb`, the same",
