@@ -247,6 +247,21 @@ def test_envelope_basis_splits_the_kernel_and_starts_at_the_fixed_taps():
         envelope_basis(8, 8000, 1.0, 1.0, 0.0, knots=1)
 
 
+def fit_per_genre(st: ScoreTaps, roll: torch.Tensor, audio: dict[int, torch.Tensor], n: int) -> None:
+    """Train ``st``'s learned parameters (envelope, line width) by the taps' log prediction error on each genre's
+    audio (genre id -> (1, n)), 60 Adam steps at lr 0.02, the first 100 samples of each left out."""
+    opt = torch.optim.Adam(st.parameters(), lr=0.02)
+    for _ in range(60):
+        opt.zero_grad()
+        loss = 0.0
+        for g, x in audio.items():
+            taps, _ = st.sample_taps(roll, None, 0, n, 1, torch.float64, genre=torch.tensor([g]))
+            u = torch.nn.functional.pad(x, (1, 0))[:, :-1]
+            loss = loss + ((x - ScoreTaps.apply(u, taps))[:, 100:] ** 2).mean().log()
+        loss.backward()
+        opt.step()
+
+
 def test_learned_envelope_hears_each_genres_timbre():
     """Two genres play the same notes with opposite timbres (bright: harmonics rising to 1 kHz; dark: falling
     fast).  Trained by the taps' prediction error alone, each genre's envelope tilts its own way."""
@@ -267,16 +282,7 @@ def test_learned_envelope_hears_each_genres_timbre():
 
     audio = {0: play(1.0), 1: play(-2.5)}  # genre 0 bright, genre 1 dark
     st = ScoreTaps(32, RATE, FPS, floor=1e-2, timbre_knots=knots, n_genres=2)
-    opt = torch.optim.Adam(st.parameters(), lr=0.02)
-    for _ in range(60):
-        opt.zero_grad()
-        loss = 0.0
-        for g, x in audio.items():
-            taps, _ = st.sample_taps(roll, None, 0, n, 1, torch.float64, genre=torch.tensor([g]))
-            u = torch.nn.functional.pad(x, (1, 0))[:, :-1]
-            loss = loss + ((x - ScoreTaps.apply(u, taps))[:, 100:] ** 2).mean().log()
-        loss.backward()
-        opt.step()
+    fit_per_genre(st, roll, audio, n)
     db = st.envelope_db().numpy()  # (3, knots)
     tilt = db[:, -2] - db[:, 1]  # upper knot minus lower knot, dB
     assert tilt[0] > tilt[1] + 6.0, db  # the bright genre's envelope rises against the dark one's
@@ -318,16 +324,7 @@ def test_learned_line_width_hears_each_genres_vibrato():
         return torch.tensor(x / np.abs(x).max() + 0.003 * rng.standard_normal(n))[None]
 
     audio = {0: play(0.33), 1: play(0.0)}
-    opt = torch.optim.Adam(st.parameters(), lr=0.02)
-    for _ in range(60):
-        opt.zero_grad()
-        loss = 0.0
-        for g, x in audio.items():
-            taps, _ = st.sample_taps(roll, None, 0, n, 1, torch.float64, genre=torch.tensor([g]))
-            u = torch.nn.functional.pad(x, (1, 0))[:, :-1]
-            loss = loss + ((x - ScoreTaps.apply(u, taps))[:, 100:] ** 2).mean().log()
-        loss.backward()
-        opt.step()
+    fit_per_genre(st, roll, audio, n)
     width = st.line_width_hz().numpy()  # (3,) Hz
     assert width[0] > 2.0 * width[1], width  # the vibrato genre's lines at least twice as wide
     assert width[2] == pytest.approx(1.0, abs=1e-12)  # "no genre": untouched
