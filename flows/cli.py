@@ -68,6 +68,7 @@ def _interruptible(command):
 
             typer.echo(signals.interrupted_line(signals.command_of(sys.argv), e), err=True)
             signals.stop_children()
+            signals.forget_unhandled_interrupt()
             raise typer.Exit(code=signals.exit_code(e)) from None
     return run
 
