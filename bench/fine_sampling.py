@@ -49,6 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import silence  # noqa: E402  (bench/silence.py: the silence trap's threshold)
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 
 SECONDS = 8.0
@@ -308,6 +309,7 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
             except MidiError:  # a score without notes (the tier's last draw): no changes to look at
                 written = []
             row["change_bursts_db"] = change_bursts_db(y, sr, [n for n in written if n.start < SECONDS])
+        row["coarse_silent_share"] = coarse_silent_share(folder, score if track is None else Path(kw["midi"]))
         if track:
             notes = [n for n in read_midi(kw["midi"]) if n.start < SECONDS]
             row["note_f1"] = round(note_f1(notes, estimate_notes(y, sr))["f1"], 3)
@@ -316,6 +318,26 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
         rows.append(row)
         print(setting["name"], {k: v for k, v in row.items() if k != "folder"}, flush=True)
     return rows
+
+
+def coarse_silent_share(folder: Path, score: Path) -> float | None:
+    """Share of the piece's whole 1 s windows in which ``score`` sounds a note but the coarse tier (the job's
+    lowest-rate ``tier_<rate>.wav``, stage 0's) stays below ``SILENT_DB``: the silence trap, which the finished
+    audio hides when the fine stages fill the band with noise.  None: no score or no tier file."""
+    from pipeline.corpus.audio import load_audio, to_mono
+    from pipeline.corpus.midi import MidiError, read_midi
+
+    tiers = sorted(folder.glob("tier_*.wav"), key=lambda f: int(f.stem.split("_")[1]))
+    if not tiers or not score.is_file():
+        return None
+    try:
+        notes = read_midi(score)
+    except MidiError:
+        return None
+    y, sr = load_audio(tiers[0])
+    levels = silence.dbfs(to_mono(y), sr)  # (windows,)
+    sounding = np.array([any(n.start < i + 1 and n.end > i for n in notes) for i in range(len(levels))], bool)
+    return round(float((levels[sounding] < silence.SILENT_DB).mean()), 3) if sounding.any() else None
 
 
 def high_band_noisy_share(y: np.ndarray, sr: int, threshold: float) -> float:
@@ -365,6 +387,10 @@ def summary(rows: list[dict], genre_acc: dict) -> dict:
                "high_band_noisy_share_mean": round(float(np.mean([r["high_band_noisy_share"] for r in sel])), 3),
                "pieces_95pct_high_band_clean": sum(r["high_band_noisy_share"] <= 0.05 for r in sel),
                "pieces_score_drawn_again": sum((r.get("score_draws") or 1) > 1 for r in sel)}
+        silent = [r["coarse_silent_share"] for r in sel if r.get("coarse_silent_share") is not None]
+        if silent:  # the silence trap: stage 0 silent through sounding notes in any 1 s window
+            out["pieces_coarse_silent"] = sum(v > 0 for v in silent)
+            out["coarse_silent_share_mean"] = round(float(np.mean(silent)), 3)
         for key in ("change_bursts_db", "rendering_change_bursts_db"):  # the pieces', the plain renderings'
             bursts = [r[key] for r in sel if r.get(key)]
             if bursts:

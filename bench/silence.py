@@ -28,11 +28,11 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from bench.machine import run_info
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.machine import run_info  # noqa: E402 - after the repository root is on sys.path
 
 SILENT_DB = -50.0  # a window with notes whose stage-0 level is below this is "silent through notes"
 QUIET_RANGE = (20, 40)

@@ -110,3 +110,27 @@ def test_change_bursts_read_the_bands_after_note_changes_against_the_calm_frames
     assert all(abs(v) < 1.5 for v in plain.values())
     assert all(v > 15 for v in burst.values())
     assert change_bursts_db(steady, sr, []) == {"1-4k": None, "4-8k": None}
+
+
+def test_coarse_silence_counts_the_seconds_where_the_score_sounds_and_stage_0_does_not(tmp_path):
+    """The silence trap hides under the fine stages' noise in the finished audio: read it on the coarse tier's
+    file, only in the 1 s windows where the score has a sounding note."""
+    import mido
+    import soundfile as sf
+
+    from fine_sampling import coarse_silent_share
+
+    rate = 2000
+    t = np.arange(4 * rate) / rate
+    tier = 0.3 * np.sin(2 * np.pi * 220 * t)
+    tier[2 * rate:] *= 1e-4  # seconds 2-4: -90 dBFS
+    sf.write(tmp_path / "tier_2000.wav", tier, rate, subtype="PCM_16")
+    sf.write(tmp_path / "tier_8000.wav", np.repeat(tier, 4) + 0.1, 4 * rate, subtype="PCM_16")  # a loud finer tier
+    mid = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: 960 ticks a second
+    track = mido.MidiTrack()
+    track += [mido.Message("note_on", note=57, velocity=80, time=0), mido.Message("note_off", note=57, time=3 * 960)]
+    mid.tracks.append(track)
+    mid.save(tmp_path / "score.mid")
+    # windows 0-2 sound (the note ends at 3 s), window 3 has no note: 1 silent of 3 sounding windows
+    assert coarse_silent_share(tmp_path, tmp_path / "score.mid") == pytest.approx(1 / 3, abs=1e-3)
+    assert coarse_silent_share(tmp_path, tmp_path / "missing.mid") is None
