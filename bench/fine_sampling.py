@@ -364,7 +364,8 @@ def recognised(rows: list[dict], models: dict, genres: list[str]) -> dict:
             y.append(genres.index(r["genre"]))
     if not x:
         return {**mm.accuracy(models["sound"], np.zeros((0, 1)), []), "by_notes": None}
-    return {**mm.accuracy(models["sound"], np.stack(x), y), "by_notes": mm.accuracy(models["notes"], np.stack(n), y)}
+    return {**mm.accuracy(models["sound"], np.stack(x), y), "truth": y,  # per_clip's asked genres
+            "by_notes": mm.accuracy(models["notes"], np.stack(n), y)}
 
 
 def summary(rows: list[dict], genre_acc: dict) -> dict:
