@@ -270,6 +270,10 @@ def generate(
         None, "--scale-clip", help="per stage, the most a drawn sample's |residual| may count in the stage's adaptive "
         "scale, in multiples of the scale it was drawn with, e.g. 0,4,4; 0: as trained (default: the run config's "
         "generate.scale_clip)"),
+    scale_floor: Optional[str] = typer.Option(
+        None, "--scale-floor", help="per stage, the adaptive scale's floor where the score's notes sound, e.g. 0.01: "
+        "a stage trained without one cannot stay silent through notes (the silence trap); 0: as trained (default: "
+        "the run config's generate.scale_floor)"),
     score_guidance: Optional[float] = typer.Option(
         None, "--score-guidance", help="the score tier's classifier-free guidance towards the genre, W >= 0 "
         "(default: the run config's generate.score_guidance)"),
@@ -304,6 +308,7 @@ def generate(
                   preroll_seconds=preroll, score_share=_floats(score_share, "--score-share"),
                   share_power=_floats(share_power, "--share-power"),
                   scale_anchor=_floats(scale_anchor, "--scale-anchor"), scale_clip=_floats(scale_clip, "--scale-clip"),
+                  scale_floor=_floats(scale_floor, "--scale-floor"),
                   temperature=temperature, top_p=top_p, stage_top_p=_floats(stage_top_p, "--stage-top-p"),
                   guidance=guidance, seed=seed, count=count, engine=engine, weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow

@@ -92,6 +92,9 @@ class Draw:
     # > 0: the |residual| of a drawn sample that the adaptive scale reads is at most this many times the logistic
     # scale it was drawn with (one far draw at a note change cannot raise the scale 15-fold: a burst of noise)
     scale_clip: float = 0.0
+    # > 0: the adaptive scale's floor where the score's notes sound, in place of the stage's trained
+    # ``score.scale_floor`` (models/predictor.py, the silence trap; a stage without score taps has no notes to read)
+    note_floor: float = 0.0
     top_p: float = 1.0  # nucleus mass (1: off)
     tier_prior: float = 0.0  # sigma of the tier prior around the tier below (0: off)
     free_length: bool = False  # a stream ends where END has at least ``end_threshold`` (from ``min_length``)

@@ -124,6 +124,7 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, draw: Draw = Dra
         s.adapt_gain, s.n_forced, s.score_share = draw.adapt_gain, p_len, float(draw.score_share)
         s.anchor = (float(draw.scale_anchor), float(draw.anchor_ratio))
         s.scale_clip, s.share_power = float(draw.scale_clip), float(draw.share_power)
+        s.note_floor = float(draw.note_floor)
         for t in range(n):
             out = s.step(prev)  # (rows, C)
             if t < p_len:

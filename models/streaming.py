@@ -52,6 +52,7 @@ class StageStream:
         self.anchor = (0.0, 0.0)  # (mix, ratio) of the anchored scale (models/anchor.py)
         self.share_power = 1.0  # the network's share of the score taps raised to this power
         self.scale_clip = 0.0  # > 0: the |residual| the adaptive scale reads, at most this times the draw's scale
+        self.note_floor = 0.0  # > 0: the scale's floor where notes sound (Draw.note_floor), else the stage's trained
         self.anchor_buf = None  # (chunk, B) mix * ratio * level of the tier below (None: no anchor)
         p = next(stage.parameters())
         self.device, self.dtype = p.device, p.dtype
@@ -289,8 +290,9 @@ class StageStream:
             if self.anchor_buf is not None:  # the anchored scale (models/anchor.py)
                 s_adapt = (1.0 - self.anchor[0]) * s_adapt + self.anchor_buf[t % self.chunk]
             s_adapt = ADAPT_FLOOR + s_adapt
-            if self.score is not None and self.lin.note_floor:  # where notes sound: the score's floor
-                s_adapt = s_adapt + self.lin.note_floor * self.score_on[t % self.chunk]
+            floor = self.note_floor or self.lin.note_floor
+            if self.score is not None and floor:  # where notes sound: the score's floor
+                s_adapt = s_adapt + floor * self.score_on[t % self.chunk]
             log_s = self.lin.adapt_log_s(s_adapt, log_s)
             self.mu_prev, self.s_prev = mu + self.lin_bias, torch.exp(log_s)  # the draw's logistic scale
         return self.lin.combine(out[:, :c], out[:, c], log_s, mu)  # (B, C) combined logits

@@ -164,6 +164,10 @@ class GenerateConfig:
     # per stage, > 0: a drawn sample's |residual| that the stage's adaptive scale reads is at most this many times the
     # logistic scale it was drawn with (models/draw.py Draw.scale_clip); 0 or missing: as trained
     scale_clip: tuple[float, ...] = ()
+    # per stage, > 0: the adaptive scale's floor where the score's notes sound at sampling, in place of the stage's
+    # trained score.scale_floor (models/draw.py Draw.note_floor): no fixed point in silence under a score's notes
+    # (models/predictor.py, the silence trap); 0 or missing: as trained
+    scale_floor: tuple[float, ...] = ()
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0

@@ -12,12 +12,12 @@ GENRES = ["chorale", "folk"]
 
 
 def tiny_config(rates=(1000, 2000), end_class: bool = False, use_roll: bool = True,
-                max_seconds: float = 3.0, history: bool = False):
-    """Two tiny stages (rates 1000/2000 Hz, roll_fps 100)."""
+                max_seconds: float = 3.0, history: bool = False, stage0: dict | None = None):
+    """Two tiny stages (rates 1000/2000 Hz, roll_fps 100); ``stage0``: more keys of stage 0's config."""
     widths = dict(residual_channels=8, gate_channels=16, skip_channels=16, dilation_cycles=1,
                   cycle_length=4, use_roll=use_roll, crop=200, batch_size=2,
                   conditioning={"channels": 8, "layers": 2, "lookahead": 2})
-    s0 = dict(widths, end_class=end_class)
+    s0 = dict(widths, end_class=end_class, **(stage0 or {}))
     if history:
         s0["history"] = {"enabled": True, "pool": 10, "channels": 8, "layers": 2}
     raw = {"data": {"rates": list(rates), "roll_fps": 100},

@@ -1039,6 +1039,48 @@ def stage0_steps_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def silence_trap_table() -> str:
+    """Stage 0 trained with and without its note floor (``score.scale_floor``; issue 19's silence trap): training
+    JSONs and fine_sampling_*.json (pieces; ``coarse_silent_share``: stage 0 silent through the score's notes)."""
+    lines = ["| corpus | stage 0 | steps (best validation) | genre pieces with stage 0 silent through notes (their "
+             "silent share) | MIDI pieces the same | pieces within 10 dB of real | pieces with >= 95% clean windows "
+             "| every tier SNR >= 20 dB | genre recognised (by notes) | clips heard as asked: chorale / classical / "
+             "folk / renaissance |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    rows = (("demo", "the presets (`demo3/run`, `make demo`)", "training_demo_tier_share.json",
+             "fine_sampling_floor0.json"),
+            ("demo", "trained again with a note floor 0.01 (`demo3/run_nf1`)", "training_scale_floor.json",
+             "fine_sampling_scale_floor.json"),
+            ("other soundfont", "the presets (`demo4/run`, `make demo` on TimGM6mb)",
+             "training_demo_other_soundfont.json", "fine_sampling_floor0_other_soundfont.json"),
+            ("other soundfont", "trained again with a note floor 0.01 (`demo4/run_nf1`)",
+             "training_scale_floor_other_soundfont.json", "fine_sampling_scale_floor_other_soundfont.json"))
+    for corpus, label, train_file, pieces_file in rows:
+        got = dict(present((("training", HERE / train_file), ("pieces", HERE / pieces_file)), notes))
+        if len(got) < 2:
+            continue
+        tr, fs = got["training"]["stages"]["0"], got["pieces"]["settings"]["run"]["summary"]
+        m, g, acc = fs["midi"], fs["genre"], fs["genre_recognised"]
+        genres = got["pieces"]["genre_classifier"]["genres"]
+        heard = [sum(p == t == i for p, t in zip(acc["per_clip"], acc["truth"])) for i in range(len(genres))]
+        asked = [acc["truth"].count(i) for i in range(len(genres))]
+        both = m["pieces"] + g["pieces"]
+
+        def count(key: str) -> str:
+            return f"{m[key] + g[key]} of {both}"
+
+        lines.append(f"| {corpus} | {label} | {tr['steps']} ({tr['best_valid_bits']:.3f}) "
+                     f"| {g['pieces_coarse_silent']} of {g['pieces']} ({g['coarse_silent_share_mean']:.0%}) "
+                     f"| {m['pieces_coarse_silent']} of {m['pieces']} | {count('pieces_level_within_10db')} "
+                     f"| {count('pieces_95pct_windows_clean')} | {count('pieces_all_tiers_snr_20db')} "
+                     f"| {acc['accuracy']:.2f} ({acc['by_notes']['accuracy']:.2f}) of {acc['clips']} clips "
+                     f"| {' / '.join(f'{h} of {n}' for h, n in zip(heard, asked))} |")
+        for key in ("training", "pieces"):
+            notes.append(f"{label}, {key}: commit `{got[key]['commit'][:10]}`, `{got[key]['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
 def timbre_table() -> str:
     """Stages 0 and 1 with a learned timbre per genre on their score taps (``score.timbre_knots``) against the
     presets' fixed 1/h taps and one envelope shared by every genre: validation (training_*.json), held out
@@ -1386,7 +1428,8 @@ def opening_table() -> str:
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
             "score_sampling": score_sampling_table, "score_guidance": score_guidance_table,
             "fine_sampling": fine_sampling_table,
-            "fine_levers": fine_levers_table, "stage0_steps": stage0_steps_table, "timbre": timbre_table,
+            "fine_levers": fine_levers_table, "silence_trap": silence_trap_table,
+            "stage0_steps": stage0_steps_table, "timbre": timbre_table,
             "crossfade": crossfade_table,
             "schedule": schedule_table, "tier_steps": tier_steps_table,
             "tier_steps_scores": tier_steps_scores_table,

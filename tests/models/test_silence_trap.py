@@ -45,10 +45,11 @@ def sparse_quiet_score() -> torch.Tensor:
     return roll
 
 
-def level_db(st: Stage, engine: str, seed: int) -> float:
+def level_db(st: Stage, engine: str, seed: int, draw: Draw | None = None) -> float:
     """Median dBFS over the 0.5 s windows of N samples of stage 0 on the score."""
     res = sample_stage(st, N, 1, Conditioning(genre=torch.zeros(1, dtype=torch.long), roll=sparse_quiet_score()),
-                       no_genre=3, engine=engine, generator=torch.Generator().manual_seed(seed))
+                       draw or Draw(), no_genre=3, engine=engine,
+                       generator=torch.Generator().manual_seed(seed))
     a = st.linear.decode(res.x[0]).double().numpy()
     win = a.reshape(-1, RATE // 2)
     return float(np.median(20 * np.log10(np.sqrt((win**2).mean(1)) + 1e-12)))
@@ -62,6 +63,15 @@ def test_stage0_leaves_silence_where_the_score_has_notes(engine):
     # measured (x86, both engines alike): about -55 dBFS without the floor, -34 with it
     assert max(trapped) < -50.0, trapped
     assert min(fixed) > -40.0, fixed
+
+
+@pytest.mark.parametrize("engine", ["reference", "fused"])
+def test_a_floor_at_sampling_frees_a_stage_trained_without_one(engine):
+    """Draw.note_floor (generate.scale_floor): the same floor given at sampling to the stage built without it."""
+    torch.set_num_threads(1)
+    freed = [level_db(trapped_stage(0.0), engine, s, Draw(note_floor=0.01)) for s in (0, 1)]
+    assert min(freed) > -40.0, freed
+    assert level_db(trapped_stage(0.0), engine, 0, Draw(note_floor=0.0)) < -50.0  # 0: as trained
 
 
 def test_scale_floor_is_the_same_in_the_full_pass_and_both_engines():

@@ -164,6 +164,26 @@ def test_stage_top_p_narrows_only_the_stages_it_names(run, tmp_path):
         generate(run, tmp_path / "d", stage_top_p=(0.9, 0.9, 0.9), **kw)
 
 
+def test_scale_floor_lifts_the_scale_where_the_score_sounds(tmp_path):
+    """scale_floor (0.5,) on a run whose stage 0 has score taps and an adaptive scale trained without a floor: other
+    stage-0 samples under a MIDI score; 0 draws as trained; more values than stages or a floor >= 1 are refused; the
+    values are recorded."""
+    cfg = tiny_config(stage0={"linear_order": 16, "adaptive_scale": True, "score": {"enabled": True}})
+    scored = make_run(tmp_path / "scored", cfg=cfg)
+    midi = write_midi(tmp_path / "score.mid", notes=((60, 0.0, 0.3),))
+    kw = dict(midi=str(midi), seconds=0.3, seed=3, progress=False)
+    plain = generate(scored, tmp_path / "a", **kw)[0]
+    floored = generate(scored, tmp_path / "b", scale_floor=(0.5,), **kw)[0]
+    as_trained = generate(scored, tmp_path / "c", scale_floor=(0.0, 0.0), **kw)[0]
+    assert (floored / "tier_1000.wav").read_bytes() != (plain / "tier_1000.wav").read_bytes()
+    assert (as_trained / "tier_1000.wav").read_bytes() == (plain / "tier_1000.wav").read_bytes()
+    assert meta(floored)["parameters"]["scale_floor"] == [0.5]
+    with pytest.raises(ParameterError, match="scale_floor"):
+        generate(scored, tmp_path / "d", scale_floor=(0.1, 0.1, 0.1), **kw)
+    with pytest.raises(ParameterError, match="scale_floor"):
+        generate(scored, tmp_path / "e", scale_floor=(1.0,), **kw)
+
+
 def test_steady_scale_per_stage_steadies_only_the_stages_it_names(run, tmp_path):
     """steady_scale (False, True) at temperature 0.5: stage 0 draws as without it, stage 1 otherwise (its scale reads
     drawn |residuals| / 0.5); True steadies both; the values are recorded."""
