@@ -1049,18 +1049,22 @@ def silence_trap_table() -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes: list[str] = []
     rows = (("demo", "the presets (`demo3/run`, `make demo`)", "training_demo_tier_share.json",
-             "fine_sampling_floor0.json"),
+             "fine_sampling_floor0.json", "run"),
+            ("demo", "the same, a note floor 0.01 at sampling only (`--scale-floor 0.01`)",
+             "training_demo_tier_share.json", "fine_sampling_sampling_floor.json", "sf01"),
             ("demo", "trained again with a note floor 0.01 (`demo3/run_nf1`)", "training_scale_floor.json",
-             "fine_sampling_scale_floor.json"),
+             "fine_sampling_scale_floor.json", "run"),
             ("other soundfont", "the presets (`demo4/run`, `make demo` on TimGM6mb)",
-             "training_demo_other_soundfont.json", "fine_sampling_floor0_other_soundfont.json"),
+             "training_demo_other_soundfont.json", "fine_sampling_floor0_other_soundfont.json", "run"),
+            ("other soundfont", "the same, a note floor 0.01 at sampling only", "training_demo_other_soundfont.json",
+             "fine_sampling_sampling_floor_other_soundfont.json", "sf01"),
             ("other soundfont", "trained again with a note floor 0.01 (`demo4/run_nf1`)",
-             "training_scale_floor_other_soundfont.json", "fine_sampling_scale_floor_other_soundfont.json"))
-    for corpus, label, train_file, pieces_file in rows:
+             "training_scale_floor_other_soundfont.json", "fine_sampling_scale_floor_other_soundfont.json", "run"))
+    for corpus, label, train_file, pieces_file, setting in rows:
         got = dict(present((("training", HERE / train_file), ("pieces", HERE / pieces_file)), notes))
         if len(got) < 2:
             continue
-        tr, fs = got["training"]["stages"]["0"], got["pieces"]["settings"]["run"]["summary"]
+        tr, fs = got["training"]["stages"]["0"], got["pieces"]["settings"][setting]["summary"]
         m, g, acc = fs["midi"], fs["genre"], fs["genre_recognised"]
         genres = got["pieces"]["genre_classifier"]["genres"]
         heard = [sum(p == t == i for p, t in zip(acc["per_clip"], acc["truth"])) for i in range(len(genres))]
