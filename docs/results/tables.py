@@ -1054,12 +1054,16 @@ def silence_trap_table() -> str:
              "training_demo_tier_share.json", "fine_sampling_sampling_floor.json", "sf01"),
             ("demo", "trained again with a note floor 0.01 (`demo3/run_nf1`)", "training_scale_floor.json",
              "fine_sampling_scale_floor.json", "run"),
+            ("demo", "trained again with a note floor 0.003 (`demo3/run_nf3`)", "training_scale_floor3.json",
+             "fine_sampling_scale_floor3.json", "run"),
             ("other soundfont", "the presets (`demo4/run`, `make demo` on TimGM6mb)",
              "training_demo_other_soundfont.json", "fine_sampling_floor0_other_soundfont.json", "run"),
             ("other soundfont", "the same, a note floor 0.01 at sampling only", "training_demo_other_soundfont.json",
              "fine_sampling_sampling_floor_other_soundfont.json", "sf01"),
             ("other soundfont", "trained again with a note floor 0.01 (`demo4/run_nf1`)",
-             "training_scale_floor_other_soundfont.json", "fine_sampling_scale_floor_other_soundfont.json", "run"))
+             "training_scale_floor_other_soundfont.json", "fine_sampling_scale_floor_other_soundfont.json", "run"),
+            ("other soundfont", "trained again with a note floor 0.003 (`demo4/run_nf3`)",
+             "training_scale_floor3_other_soundfont.json", "fine_sampling_scale_floor3_other_soundfont.json", "run"))
     for corpus, label, train_file, pieces_file, setting in rows:
         got = dict(present((("training", HERE / train_file), ("pieces", HERE / pieces_file)), notes))
         if len(got) < 2:
