@@ -328,8 +328,9 @@ def coarse_silent_share(folder: Path, score: Path) -> float | None:
     """Share of the piece's whole 1 s windows in which ``score`` sounds a note but the coarse tier (the job's
     lowest-rate ``tier_<rate>.wav``, stage 0's) stays below ``SILENT_DB``: the silence trap, which the finished
     audio hides when the fine stages fill the band with noise.  None: no score or no tier file."""
+    from models.roll import ROLL_FPS
     from pipeline.corpus.audio import load_audio, to_mono
-    from pipeline.corpus.midi import MidiError, read_midi
+    from pipeline.corpus.midi import MidiError, piano_roll, read_midi
 
     tiers = sorted(folder.glob("tier_*.wav"), key=lambda f: int(f.stem.split("_")[1]))
     if not tiers or not score.is_file():
@@ -340,8 +341,8 @@ def coarse_silent_share(folder: Path, score: Path) -> float | None:
         return None
     y, sr = load_audio(tiers[0])
     levels = silence.dbfs(to_mono(y), sr)  # (windows,)
-    sounding = np.array([any(n.start < i + 1 and n.end > i for n in notes) for i in range(len(levels))], bool)
-    return round(float((levels[sounding] < silence.SILENT_DB).mean()), 3) if sounding.any() else None
+    sounding = silence.note_windows(piano_roll(notes, ROLL_FPS, len(levels) * ROLL_FPS), ROLL_FPS, len(levels))
+    return silence.silent_share(levels, sounding)
 
 
 def high_band_noisy_share(y: np.ndarray, sr: int, threshold: float) -> float:

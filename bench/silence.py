@@ -85,6 +85,12 @@ def note_windows(roll: np.ndarray, fps: int, n: int) -> np.ndarray:
     return np.array([bool(on[i * fps:(i + 1) * fps].any()) for i in range(n)])
 
 
+def silent_share(levels: np.ndarray, sounding: np.ndarray) -> float | None:
+    """Share of the windows with a sounding note (``sounding`` (n,) bool) whose level (``levels`` (n,) dBFS) is
+    below ``SILENT_DB``; None: no window sounds."""
+    return round(float((levels[sounding] < SILENT_DB).mean()), 3) if sounding.any() else None
+
+
 def measure(run, plan, res, threshold: float) -> dict:
     # local: keeps torch out of the script's start-up (--help, bad arguments)
     from pipeline.corpus.audio import mulaw_decode
@@ -98,7 +104,7 @@ def measure(run, plan, res, threshold: float) -> dict:
     out = {"stage0_dbfs": [round(float(v), 1) for v in lv],
            "stage0_median_dbfs_notes": round(float(np.median(lv[notes])), 1) if notes.any() else None,
            "note_windows": int(notes.sum()),
-           "silent_notes": round(float((lv[notes] < SILENT_DB).mean()), 3) if notes.any() else None}
+           "silent_notes": silent_share(lv, notes)}
     if rates[-1] in res.tiers and len(rates) > 1 and res.tiers[rates[-1]].shape[1] > 0:
         fine = mulaw_decode(res.tiers[rates[-1]][0].numpy(), bits)
         flat = window_flatness(fine if rates[-1] == 16000 else __import__("librosa").resample(
