@@ -88,6 +88,13 @@ class StageConfig(StageArchConfig):
     # 0.125 on the demo's stage 0 took 0.04 bits off held-out openings but sent all 3 folk pieces into the
     # silence trap (docs/results/opening.json)
     opening_share: float = 0.0
+    # share of training crops whose left context (input only) is silence, while the crop and its score are the
+    # track's (``pipeline.corpus.batches.silence_context``): the stage learns how sound enters a silent past where
+    # notes sound, as every generated piece starts and as a stage trapped in silence must leave it (the
+    # network's logits held 3 folk pieces silent on another soundfont; docs/ARCHITECTURE.md, "the silence
+    # trap").  Random crops never show a silent past under sounding notes; openings show it only before the
+    # first note, where silence goes on.  0: none.
+    entry_share: float = 0.0
     # the per-sample matrices' format when the stage is loaded for sampling and evaluation (models/quant.py):
     # float32 | bf16 | int8 (per-channel scales); post-training, so changing it needs no retraining
     weights: str = "float32"
@@ -472,8 +479,9 @@ def validate(cfg: StrataConfig) -> None:
         for key in ("linear_input_noise", "train_input_noise"):
             if not 0 <= getattr(s, key) <= 10:
                 raise ConfigError(f"stages[{k}].{key} must be in [0, 10], got {getattr(s, key)}")
-        if not 0 <= s.opening_share < 1:
-            raise ConfigError(f"stages[{k}].opening_share must be in [0, 1), got {s.opening_share}")
+        for key in ("opening_share", "entry_share"):
+            if not 0 <= getattr(s, key) < 1:
+                raise ConfigError(f"stages[{k}].{key} must be in [0, 1), got {getattr(s, key)}")
         if s.weights not in WEIGHT_FORMATS:
             raise ConfigError(f"stages[{k}].weights: {s.weights!r} not one of {' | '.join(WEIGHT_FORMATS)}")
     if cfg.preprocess.transcription not in TRANSCRIPTION_METHODS:

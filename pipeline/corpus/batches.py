@@ -114,6 +114,22 @@ def insert_opening_crops(batch: dict, openings: OpeningCrops | None, share: floa
     return batch
 
 
+def silence_context(batch: dict, share: float, context: int, bits: int, gen: torch.Generator,
+                    keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Set the left ``context`` of about ``share`` of the crops (not the rows ``keep``) to the silence code, in
+    place: their first scored samples see the nothing a generated piece starts from, under the crop's own score
+    (stage config ``entry_share``).  Draws from ``gen`` only when ``share`` > 0.  The rows as bool (B,)."""
+    x = batch["x"]  # (B, T) codes
+    mask = torch.zeros(x.shape[0], dtype=torch.bool)
+    if share <= 0 or context <= 0:
+        return mask
+    mask = torch.rand(x.shape[0], generator=gen) < share
+    if keep is not None:
+        mask &= ~keep
+    x[mask, :context] = 2 ** (bits - 1)
+    return mask
+
+
 class EndCrops(_TrackWindows):
     """The last ``window`` samples of each training track (for the end-of-piece class), below and
     roll with the same right ``margin`` as the other crops (missing past the end)."""

@@ -27,6 +27,7 @@ from pipeline.corpus.batches import (
     loss_weights,
     model_inputs,
     model_x,
+    silence_context,
 )
 from pipeline.corpus.dataset import StageCrops, load_manifest
 from pipeline.io import atomic_write_json
@@ -261,6 +262,8 @@ class StageTrainer:
         if self.openings is not None:  # before the END crops, which may take a row back
             batch = insert_opening_crops(batch, self.openings, self.s.opening_share, gen)
             open_mask = batch.pop("open_mask")
+        # silent pasts under sounding scores (entry_share; openings already start from nothing)
+        silence_context(batch, self.s.entry_share, self.geo.context, self.cfg.data.mu_bits, gen, keep=open_mask)
         if self.end_code is not None:
             batch = insert_end_crops(batch, self.ends, gen, self.end_code)
             if open_mask is not None:
@@ -343,7 +346,7 @@ class StageTrainer:
                  "valid_bits": bits, "step": self.state.step,
                  "training": {"linear_input_noise": self.s.linear_input_noise,
                               "train_input_noise": self.s.train_input_noise,
-                              "opening_share": self.s.opening_share}}
+                              "opening_share": self.s.opening_share, "entry_share": self.s.entry_share}}
         export_stage(self.unwrapped, self.ema, self.run_dir, self.k, extra)
 
     def finish(self) -> dict:

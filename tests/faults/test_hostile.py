@@ -144,6 +144,7 @@ def test_metadata_bad_files_are_one_line(tmp_path, content, expect):
     ("stages: [{weights: 8}]", "stages[0].weights"),
     ("stages: [{opening_share: 1}]", "stages[0].opening_share"),
     ("stages: [{}, {opening_share: -0.1}]", "stages[1].opening_share"),
+    ("stages: [{entry_share: 1}]", "stages[0].entry_share"),
 ])
 def test_config_errors_name_the_key(tmp_path, yaml_text, key):
     path = tmp_path / "bad.yaml"
