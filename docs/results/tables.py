@@ -1040,8 +1040,9 @@ def stage0_steps_table() -> str:
 
 
 def silence_trap_table() -> str:
-    """Stage 0 trained with and without its note floor (``score.scale_floor``; issue 19's silence trap): training
-    JSONs and fine_sampling_*.json (pieces; ``coarse_silent_share``: stage 0 silent through the score's notes)."""
+    """Stage 0 trained with and without its note floor (``score.scale_floor``; issue 19's silence trap) and entry
+    crops (``entry_share``): training JSONs and fine_sampling_*.json (pieces; ``coarse_silent_share``: stage 0
+    silent through the score's notes)."""
     lines = ["| corpus | stage 0 | steps (best validation) | genre pieces with stage 0 silent through notes (their "
              "silent share) | MIDI pieces the same | pieces within 10 dB of real | pieces with >= 95% clean windows "
              "| every tier SNR >= 20 dB | genre recognised (by notes) | clips heard as asked: chorale / classical / "
@@ -1056,6 +1057,8 @@ def silence_trap_table() -> str:
              "fine_sampling_scale_floor.json", "run"),
             ("demo", "trained again with a note floor 0.003 (`demo3/run_nf3`)", "training_scale_floor3.json",
              "fine_sampling_scale_floor3.json", "run"),
+            ("demo", "trained again with the floor 0.01 and entry crops 0.25 (`demo3/run_en`)", "training_entry.json",
+             "fine_sampling_entry.json", "run"),
             ("other soundfont", "the presets (`demo4/run`, `make demo` on TimGM6mb)",
              "training_demo_other_soundfont.json", "fine_sampling_floor0_other_soundfont.json", "run"),
             ("other soundfont", "the same, a note floor 0.01 at sampling only", "training_demo_other_soundfont.json",
@@ -1063,7 +1066,14 @@ def silence_trap_table() -> str:
             ("other soundfont", "trained again with a note floor 0.01 (`demo4/run_nf1`)",
              "training_scale_floor_other_soundfont.json", "fine_sampling_scale_floor_other_soundfont.json", "run"),
             ("other soundfont", "trained again with a note floor 0.003 (`demo4/run_nf3`)",
-             "training_scale_floor3_other_soundfont.json", "fine_sampling_scale_floor3_other_soundfont.json", "run"))
+             "training_scale_floor3_other_soundfont.json", "fine_sampling_scale_floor3_other_soundfont.json", "run"),
+            ("other soundfont", "the floor 0.01 again, seed 1 (`demo4/run_nf1s1`)",
+             "training_scale_floor_seed1_other_soundfont.json",
+             "fine_sampling_scale_floor_seed1_other_soundfont.json", "run"),
+            ("other soundfont", "trained again with the floor 0.01 and entry crops 0.25 (`demo4/run_en`)",
+             "training_entry_other_soundfont.json", "fine_sampling_entry_other_soundfont.json", "run"),
+            ("other soundfont", "the same, seed 1 (`demo4/run_ens1`)", "training_entry_seed1_other_soundfont.json",
+             "fine_sampling_entry_seed1_other_soundfont.json", "run"))
     for corpus, label, train_file, pieces_file, setting in rows:
         got = dict(present((("training", HERE / train_file), ("pieces", HERE / pieces_file)), notes))
         if len(got) < 2:
