@@ -1073,7 +1073,11 @@ def silence_trap_table() -> str:
             ("other soundfont", "trained again with the floor 0.01 and entry crops 0.25 (`demo4/run_en`)",
              "training_entry_other_soundfont.json", "fine_sampling_entry_other_soundfont.json", "run"),
             ("other soundfont", "the same, seed 1 (`demo4/run_ens1`)", "training_entry_seed1_other_soundfont.json",
-             "fine_sampling_entry_seed1_other_soundfont.json", "run"))
+             "fine_sampling_entry_seed1_other_soundfont.json", "run"),
+            ("other soundfont", "the floor 0.01 and entry crops 0.5 (`demo4/run_en5`; not adopted)",
+             "training_entry5_other_soundfont.json", "fine_sampling_entry5_other_soundfont.json", "run"),
+            ("other soundfont", "the same, seed 1 (`demo4/run_en5s1`)", "training_entry5_seed1_other_soundfont.json",
+             "fine_sampling_entry5_seed1_other_soundfont.json", "run"))
     for corpus, label, train_file, pieces_file, setting in rows:
         got = dict(present((("training", HERE / train_file), ("pieces", HERE / pieces_file)), notes))
         if len(got) < 2:
@@ -1096,6 +1100,33 @@ def silence_trap_table() -> str:
                      f"| {' / '.join(f'{h} of {n}' for h, n in zip(heard, asked))} |")
         for key in ("training", "pieces"):
             notes.append(f"{label}, {key}: commit `{got[key]['commit'][:10]}`, `{got[key]['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
+def silence_high_table() -> str:
+    """bench/silence.py on one high folk score (``silence_folk_high.mid``, a score the other soundfont's score tier
+    wrote) with and without its genre, stage 0 alone, 10 draws per stage 0 (silence_folk_high_*.json)."""
+    lines = ["| stage 0 | genre asked | draws | silent through half its sounding seconds or more "
+             "| with a silent second | median level where notes sound (dBFS, median over draws) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    rows = (("the note floor 0.01 (`demo4/run_nf1`)", "run_nf1_nogenre"),
+            ("the note floor 0.01 (`demo4/run_nf1`)", "run_nf1"),
+            ("the floor, seed 1 (`demo4/run_nf1s1`)", "run_nf1s1"),
+            ("the floor and entry crops 0.25 (`demo4/run_en`)", "run_en"),
+            ("the same, seed 1 (`demo4/run_ens1`)", "run_ens1"),
+            ("the floor and entry crops 0.5 (`demo4/run_en5`)", "run_en5"),
+            ("the same, seed 1 (`demo4/run_en5s1`)", "run_en5s1"))
+    for label, key in rows:
+        got = dict(present(((key, HERE / f"silence_folk_high_{key}.json"),), notes))
+        if not got:
+            continue
+        d = got[key]
+        silent = [r["silent_notes"] for r in d["rows"]]
+        level = sorted(r["stage0_median_dbfs_notes"] for r in d["rows"])
+        lines.append(f"| {label} | {d.get('genre') or 'none'} | {len(silent)} | {sum(v >= 0.5 for v in silent)} "
+                     f"| {sum(v > 0 for v in silent)} | {level[len(level) // 2]:.1f} |")
+        notes.append(f"{label}, genre {d.get('genre') or 'none'}: commit `{d['commit'][:10]}`, `{d['command']}`.")
     return "\n".join(lines + [""] + notes)
 
 
@@ -1446,7 +1477,7 @@ def opening_table() -> str:
 SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_openings": score_openings_table,
             "score_sampling": score_sampling_table, "score_guidance": score_guidance_table,
             "fine_sampling": fine_sampling_table,
-            "fine_levers": fine_levers_table, "silence_trap": silence_trap_table,
+            "fine_levers": fine_levers_table, "silence_trap": silence_trap_table, "silence_high": silence_high_table,
             "stage0_steps": stage0_steps_table, "timbre": timbre_table,
             "crossfade": crossfade_table,
             "schedule": schedule_table, "tier_steps": tier_steps_table,
