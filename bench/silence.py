@@ -15,8 +15,8 @@ every note doubled a third, a fifth and an octave up) and each seed, the cascade
 
 ``--piece LABEL:PATH[:quiet|dense]``; ``--stage0-only`` skips stages 1-2 (fast, level numbers only);
 ``--genre NAME`` conditions every MIDI piece on that genre as well (as a genre-prompted job's score is; the
-trap can be the genre's: a folk score of the other soundfont's run played in 6 of 6 draws without the genre
-and in none with it).
+trap can be the genre's: a folk score of the other soundfont's run played in every one of 10 draws without the
+genre and in none with it, ``docs/results/silence_folk_high_*.json``).
 """
 
 from __future__ import annotations
