@@ -1077,7 +1077,12 @@ def silence_trap_table() -> str:
             ("other soundfont", "the floor 0.01 and entry crops 0.5 (`demo4/run_en5`; not adopted)",
              "training_entry5_other_soundfont.json", "fine_sampling_entry5_other_soundfont.json", "run"),
             ("other soundfont", "the same, seed 1 (`demo4/run_en5s1`)", "training_entry5_seed1_other_soundfont.json",
-             "fine_sampling_entry5_seed1_other_soundfont.json", "run"))
+             "fine_sampling_entry5_seed1_other_soundfont.json", "run"),
+            ("other soundfont", "the floor 0.01, twice the steps (`demo4/run_nf1_2x`)",
+             "training_scale_floor_2x_other_soundfont.json",
+             "fine_sampling_scale_floor_2x_other_soundfont.json", "run"),
+            ("other soundfont", "the floor and entry crops 0.25, twice the steps (`demo4/run_en_2x`)",
+             "training_entry_2x_other_soundfont.json", "fine_sampling_entry_2x_other_soundfont.json", "run"))
     for corpus, label, train_file, pieces_file, setting in rows:
         got = dict(present((("training", HERE / train_file), ("pieces", HERE / pieces_file)), notes))
         if len(got) < 2:
@@ -1116,7 +1121,9 @@ def silence_high_table() -> str:
             ("the floor and entry crops 0.25 (`demo4/run_en`)", "run_en"),
             ("the same, seed 1 (`demo4/run_ens1`)", "run_ens1"),
             ("the floor and entry crops 0.5 (`demo4/run_en5`)", "run_en5"),
-            ("the same, seed 1 (`demo4/run_en5s1`)", "run_en5s1"))
+            ("the same, seed 1 (`demo4/run_en5s1`)", "run_en5s1"),
+            ("the note floor, twice the steps (1140, `demo4/run_nf1_2x`)", "run_nf1_2x"),
+            ("the floor and entry crops 0.25, twice the steps (`demo4/run_en_2x`)", "run_en_2x"))
     for label, key in rows:
         got = dict(present(((key, HERE / f"silence_folk_high_{key}.json"),), notes))
         if not got:
