@@ -211,37 +211,46 @@ def test_opening_batches():
     assert not none["open_mask"].any() and none["x"].eq(5).all()
 
 
-def _opening_bits(run: Path, data: Path, cfg, k: int) -> float:
-    """Mean bits per sample of the exported stage k on the receptive-field part of the training tracks'
-    openings: samples a random crop never scores."""
+def _stage_with_share(data: Path, tmp_path: Path, key: str, share: float):
+    """(exported stage 0, its config, its crop geometry): a 1 kHz stage 0 trained 60 steps (the same seed) with
+    stage config ``key`` at ``share``; its model.json records the share."""
     from models import load_stage
-    from pipeline.corpus.batches import crop_geometry, model_inputs, model_x
-    from pipeline.corpus.dataset import track_openings
+    from pipeline.corpus.batches import crop_geometry
 
-    stage = load_stage(run / f"stages/{k}").eval()
-    geo = crop_geometry(cfg, k, stage)
-    items = track_openings(data, cfg, k, "train", geo.window)
-    batch = {key: torch.stack([torch.as_tensor(it[key]) for it in items]) for key in ("x", "roll", "genre")}
-    batch["has_roll"] = torch.tensor([bool(it["has_roll"]) for it in items])
+    cfg = tiny_train_config(rates=(1000,), max_steps=60, eval_every=60, checkpoint_every=60, end_class=False,
+                            history=False)
+    cfg = dataclasses.replace(cfg, stages=[dataclasses.replace(cfg.stages[0], **{key: share})])
+    run = tmp_path / f"{key}{share}"
+    train_stage(data, run, cfg, 0, progress=False)
+    assert json.loads((run / "stages/0/model.json").read_text())["extra"]["training"][key] == share
+    stage = load_stage(run / "stages/0").eval()
+    return stage, cfg, crop_geometry(cfg, 0, stage)
+
+
+def _bits(stage, batch: dict, cfg) -> torch.Tensor:
+    """Bits per sample (B, T) of stage 0 on ``batch``, no dropout."""
+    from pipeline.corpus.batches import model_inputs, model_x
+
     with torch.no_grad():
-        cond = model_inputs(batch, cfg, k, 2, None, drop=False)
+        cond = model_inputs(batch, cfg, 0, 2, None, drop=False)
         x = model_x(batch["x"], stage.head, cfg.data.mu_bits)
-        bits = stage.head.nll_bits(stage(x, cond), x)  # (B, T)
-    return float(bits[:, : geo.context].mean())
+        return stage.head.nll_bits(stage(x, cond), x)
 
 
 def test_opening_crops_teach_a_stage_to_start_from_nothing(periodic, tmp_path):
     """A generated piece starts from nothing, which random crops never score.  Trained with
-    ``opening_share`` (the same steps and seed), stage 0 predicts the tracks' openings in fewer bits
-    (a margin of 0.2 bits; measured here: 1.59 -> 1.26)."""
+    ``opening_share`` (the same steps and seed), stage 0 predicts the tracks' openings (the receptive-field
+    part of the training tracks' first windows: samples a random crop never scores) in fewer bits (a margin of
+    0.2 bits; measured here: 1.59 -> 1.26)."""
+    from pipeline.corpus.dataset import track_openings
+
     bits = {}
     for share in (0.0, 0.5):
-        cfg = tiny_train_config(rates=(1000,), max_steps=60, eval_every=60, checkpoint_every=60, end_class=False,
-                                history=False)
-        cfg = dataclasses.replace(cfg, stages=[dataclasses.replace(cfg.stages[0], opening_share=share)])
-        run = tmp_path / f"run{share}"
-        train_stage(periodic, run, cfg, 0, progress=False)
-        bits[share] = _opening_bits(run, periodic, cfg, 0)
+        stage, cfg, geo = _stage_with_share(periodic, tmp_path, "opening_share", share)
+        items = track_openings(periodic, cfg, 0, "train", geo.window)
+        batch = {key: torch.stack([torch.as_tensor(it[key]) for it in items]) for key in ("x", "roll", "genre")}
+        batch["has_roll"] = torch.tensor([bool(it["has_roll"]) for it in items])
+        bits[share] = float(_bits(stage, batch, cfg)[:, : geo.context].mean())
     assert bits[0.5] < bits[0.0] - 0.2, bits
 
 
@@ -263,41 +272,22 @@ def test_silence_context_batches():
     assert torch.equal(gen.get_state(), state)
 
 
-def _entry_bits(run: Path, data: Path, cfg, k: int, n: int = 20) -> float:
-    """Mean bits per sample of the exported stage k over the first ``n`` scored samples of training crops
-    whose left context is silence (their score sounds): a piece starting, or a stage leaving a silence."""
-    from torch.utils.data import default_collate
-
-    from models import load_stage
-    from pipeline.corpus.batches import crop_geometry, model_inputs, model_x
-    from pipeline.corpus.dataset import StageCrops
-
-    stage = load_stage(run / f"stages/{k}").eval()
-    geo = crop_geometry(cfg, k, stage)
-    ds = StageCrops(data, cfg, k, split="train", context=geo.context, seed=5, length=16, margin=geo.margin)
-    batch = default_collate([ds[i] for i in range(16)])
-    silence_context(batch, 1.0, geo.context, cfg.data.mu_bits, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        cond = model_inputs(batch, cfg, k, 2, None, drop=False)
-        x = model_x(batch["x"], stage.head, cfg.data.mu_bits)
-        bits = stage.head.nll_bits(stage(x, cond), x)  # (B, T)
-    return float(bits[:, geo.context : geo.context + n].mean())
-
-
 def test_entry_crops_teach_a_stage_to_leave_silence_where_notes_sound(periodic, tmp_path):
     """Random crops never show a silent past under a sounding score, so a stage has not learnt what comes
     after one (where a generated piece starts, or where it is caught in silence).  Trained with
-    ``entry_share`` (the same steps and seed), stage 0 predicts the samples after such a past in fewer
-    bits (a margin of 0.2 bits; measured here over the first 20: 5.38 -> 5.00)."""
+    ``entry_share`` (the same steps and seed), stage 0 predicts the first 20 samples of training crops whose
+    left context is silence in fewer bits (a margin of 0.2 bits; measured here: 5.38 -> 5.00)."""
+    from torch.utils.data import default_collate
+
+    from pipeline.corpus.dataset import StageCrops
+
     bits = {}
     for share in (0.0, 0.5):
-        cfg = tiny_train_config(rates=(1000,), max_steps=60, eval_every=60, checkpoint_every=60, end_class=False,
-                                history=False)
-        cfg = dataclasses.replace(cfg, stages=[dataclasses.replace(cfg.stages[0], entry_share=share)])
-        run = tmp_path / f"run{share}"
-        train_stage(periodic, run, cfg, 0, progress=False)
-        assert json.loads((run / "stages/0/model.json").read_text())["extra"]["training"]["entry_share"] == share
-        bits[share] = _entry_bits(run, periodic, cfg, 0)
+        stage, cfg, geo = _stage_with_share(periodic, tmp_path, "entry_share", share)
+        ds = StageCrops(periodic, cfg, 0, split="train", context=geo.context, seed=5, length=16, margin=geo.margin)
+        batch = default_collate([ds[i] for i in range(16)])
+        silence_context(batch, 1.0, geo.context, cfg.data.mu_bits, torch.Generator().manual_seed(0))
+        bits[share] = float(_bits(stage, batch, cfg)[:, geo.context : geo.context + 20].mean())
     assert bits[0.5] < bits[0.0] - 0.2, bits
 
 
