@@ -219,6 +219,9 @@ class ScoreTierSection:
     held_input: bool = True  # the pitches sounding after each event as an input (no forgotten held notes)
     genre_dropout: float = 0.1  # genre -> "no genre" in training: unconditional pieces, guidance
     transpose: int = 5  # augmentation: a random transposition in [-transpose, +transpose] semitones
+    # the transposition as an input (models/score_tier.py ``transpositions``), sampled "as written": the tier
+    # learns from every key and writes in its genre's keys; false: it writes in any of the 2 * transpose + 1
+    key_input: bool = True
     stretch: float = 0.1  # augmentation: a random tempo factor in [1 - stretch, 1 + stretch]
     edge_share: float = 0.1  # share of training windows at a piece's opening or its END (else rare targets)
     excerpts: bool = True  # scores marked as excerpts (cut) read without END or length; false: as whole pieces

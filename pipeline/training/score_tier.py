@@ -190,11 +190,13 @@ class EventWindows(torch.utils.data.Dataset):
     stretched by a factor in [1 - stretch, 1 + stretch] (``stretch_window``: on the piece's time line).
     The work per item is linear in ``context``, not in the piece's length (whole works run to 20,000 events).  Returns
     ``{"tokens": (context + 1,) long (PAD past the piece's end), "genre": () long, "offset": () long,
-    "total": () long, "length": () long, "held": (128,) bool}`` (``offset``: the piece's time steps before the
-    window, for the model's clock; ``total``: the piece's length in steps told to the model, ``NO_LENGTH`` in a
-    ``length_dropout`` share of windows and always for an excerpt; ``length``: the piece's length whether told
-    or not, the length head's answer, ``NO_LENGTH`` for an excerpt; ``held``: the pitches sounding before the
-    window).  An excerpt's ending windows (``edge_share``) are drawn uniformly instead: it has no END.
+    "total": () long, "length": () long, "held": (128,) bool, "semitones": () long}`` (``semitones``: the
+    transposition applied, 0 where it was not, the key input of a tier with ``transpositions``; ``offset``: the
+    piece's time steps before the window, for the model's clock; ``total``: the piece's length in steps told to the
+    model, ``NO_LENGTH`` in a ``length_dropout`` share of windows and always for an excerpt; ``length``: the piece's
+    length whether told or not, the length head's answer, ``NO_LENGTH`` for an excerpt; ``held``: the pitches
+    sounding before the window).  An excerpt's ending windows (``edge_share``) are drawn uniformly instead: it has
+    no END.
 
     ``edge_share`` of the windows sit at a piece's edges, half starting it and half ending with its END:
     drawn uniformly, a piece's first events and its END are each a target in ~1 window per thousand, and a
@@ -246,7 +248,9 @@ class EventWindows(torch.utils.data.Dataset):
             offset, total = int(round(offset * factor)), int(round(total * factor))
         if semitones:
             moved = transpose(part, semitones)  # None where a note would leave the keyboard: untransposed
-            if moved is not None:
+            if moved is None:
+                semitones = 0
+            else:
                 part = moved
                 held = np.roll(held, semitones)
                 if semitones > 0:
@@ -260,18 +264,18 @@ class EventWindows(torch.utils.data.Dataset):
                 "offset": torch.tensor(offset, dtype=torch.long),
                 "total": torch.tensor(total if told and self.whole[j] else NO_LENGTH, dtype=torch.long),
                 "length": torch.tensor(total if self.whole[j] else NO_LENGTH, dtype=torch.long),
-                "held": torch.from_numpy(held)}
+                "held": torch.from_numpy(held), "semitones": torch.tensor(semitones, dtype=torch.long)}
 
 
 def window_bits(model, tokens: torch.Tensor, genre: torch.Tensor, offset: torch.Tensor | None = None,
-                total: torch.Tensor | None = None,
-                held: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                total: torch.Tensor | None = None, held: torch.Tensor | None = None,
+                semitones: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """tokens (B, C + 1), genre (B,), offset (B,) steps before the window, total (B,) the piece's length
-    (``NO_LENGTH``: not told), held (B, 128) pitches sounding before it -> (bits (B, C), scored (B, C) bool):
-    each event from those before it."""
+    (``NO_LENGTH``: not told), held (B, 128) pitches sounding before it, semitones (B,) its transposition (None:
+    as written) -> (bits (B, C), scored (B, C) bool): each event from those before it."""
     x, y = tokens[:, :-1], tokens[:, 1:]  # (B, C)
     mask = y != PAD
-    logits = model(x, genre, offset, total, held)  # (B, C, V)
+    logits = model(x, genre, offset, total, held, semitones=semitones)  # (B, C, V)
     return model.nll_bits(logits, y, mask), mask
 
 
@@ -305,8 +309,8 @@ def model_config(cfg, n_genres: int):
                            clock_steps=max(1, round(s.clock_seconds * STEPS_PER_SECOND)),
                            shift_first=SHIFT_BASE, n_shifts=MAX_SHIFT, length_buckets=s.length_buckets,
                            length_head=s.length_head > 0, held_input=s.held_input, note_on_first=NOTE_ON_BASE,
-                           note_off_first=NOTE_OFF_BASE,
-                           n_pitches=N_PITCHES)
+                           note_off_first=NOTE_OFF_BASE, n_pitches=N_PITCHES,
+                           transpositions=2 * s.transpose + 1 if s.key_input and s.transpose > 0 else 0)
 
 
 def save_score_tier(model, folder: Path, extra: dict) -> Path:
@@ -439,7 +443,8 @@ class ScoreTierTrainer(StageTrainer):
         x, y = tokens[:, :-1], tokens[:, 1:]
         mask = y != m.cfg.pad_token
         offset, total = batch["offset"].to(device), batch["total"].to(device)
-        out = self.model(x, genre.to(device), offset, total, batch["held"].to(device), with_left=m.left is not None)
+        out = self.model(x, genre.to(device), offset, total, batch["held"].to(device), with_left=m.left is not None,
+                         semitones=batch["semitones"].to(device))
         logits = out[0] if m.left is not None else out  # (B, C, V)
         bits = m.nll_bits(logits, y, mask)  # (B, C)
         n = mask.sum()
@@ -472,7 +477,8 @@ class ScoreTierTrainer(StageTrainer):
         with self.ema.applied(model):
             for batch in self.valid[p::P]:
                 bits, mask = window_bits(model, *(batch[k].to(acc.device)
-                                                  for k in ("tokens", "genre", "offset", "total", "held")))
+                                                  for k in ("tokens", "genre", "offset", "total", "held",
+                                                            "semitones")))
                 total[0] += bits.double().sum()
                 total[1] += mask.sum()
         model.train()
@@ -488,7 +494,7 @@ class ScoreTierTrainer(StageTrainer):
                  "roll_fps": self.cfg.data.roll_fps,
                  "training": {"edge_share": s.edge_share, "excerpts": s.excerpts, "length_dropout": s.length_dropout,
                               "length_head": s.length_head, "genre_dropout": s.genre_dropout,
-                              "transpose": s.transpose, "stretch": s.stretch,
+                              "transpose": s.transpose, "key_input": s.key_input, "stretch": s.stretch,
                               "batch_size": s.batch_size, "lr": s.lr}}
         with self.ema.applied(self.unwrapped):
             save_score_tier(self.unwrapped, tmp, extra)

@@ -148,7 +148,8 @@ def test_held_pitches_follow_note_on_off_and_end():
     assert got[:, 5].tolist() == [True, True, False, False] and got[:, 1].tolist() == [False, True, True, True]
 
 
-@pytest.mark.parametrize("clock", [{}, CLOCK, FULL, SMOOTH], ids=["no-clock", "clock", "clock-length-held", "smooth"])
+@pytest.mark.parametrize("clock", [{}, CLOCK, FULL, SMOOTH, dict(FULL, transpositions=5)],
+                         ids=["no-clock", "clock", "clock-length-held", "smooth", "key-input"])
 def test_generation_logits_equal_full_forward_across_slides(clock):
     """Every distribution generate() samples from equals a full forward over its window (1e-5), also after the
     window slid past ``context`` events (with a clock: the window's offset is the time before it; with held
@@ -440,6 +441,42 @@ def test_the_length_head_learns_each_genres_lengths_and_the_tier_chooses_them():
     chosen = [m.choose_length(1, seed, prompt=prompt) for seed in range(20)]
     assert all(c > 8 for c in chosen) and 16 <= sorted(chosen)[10] <= 32, chosen  # 24 in all (16 more): median
     assert all(c >= 8 + 30 for c in (m.choose_length(0, seed, prompt=prompt, min_steps=30) for seed in range(5)))
+
+
+def test_the_key_input_lets_a_tier_learn_every_transposition_and_write_as_written():
+    """Pieces in one "key" (pitch tokens 10, 12, 14, 15, 17, 19, 21) seen only transposed by -2..+2 steps, as the
+    augmentation shows them: a tier told each window's transposition writes in the key as written; one not told
+    can only learn that every transposition is as likely, and writes in any."""
+    scale = [10, 12, 14, 15, 17, 19, 21]
+    written = set(scale)
+    gen = torch.Generator().manual_seed(0)
+
+    def piece() -> list[int]:
+        return [scale[int(i)] for i in torch.randint(0, len(scale), (12,), generator=gen)] + [END]
+
+    def trained(key_input: bool) -> ScoreTransformer:
+        m = tiny(context=16, dropout=0.0, seed=1, **({"transpositions": 5} if key_input else {}))
+        m.train()
+        opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+        for _ in range(300):
+            k = torch.randint(-2, 3, (16,), generator=gen)
+            batch = [[t + int(s) if t != END else t for t in piece()] for s in k]
+            x, y, mask = window_batch(batch, [0] * 16, 16, END, PAD)
+            loss = nll_bits(m(x, torch.zeros(16, dtype=torch.long), semitones=k if key_input else None), y,
+                            mask).sum() / mask.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return m.eval()
+
+    def as_written(m: ScoreTransformer) -> int:  # of 20 drawn pieces, those whose every event is in the key
+        outs = [m.generate(genre=0, max_events=8, temperature=1.0, top_p=1.0, seed=s) for s in range(20)]
+        return sum(all(t in written for t in out if t != END) for out in outs)
+
+    told, untold = as_written(trained(True)), as_written(trained(False))
+    assert told >= 12 and untold <= 8, (told, untold)  # here 15 and 2; untold: ~1 in 5 (each transposition alike)
+    with pytest.raises(ValueError, match="transpositions"):
+        tiny(transpositions=4)  # -t..+t semitones: an odd count
 
 
 def test_the_nucleus_never_cuts_the_end_of_a_piece():

@@ -82,6 +82,29 @@ def test_windows_are_pure_functions_of_seed_and_index(tmp_path):
     assert ends >= 6  # windows reach the piece's END as often as any event (a window covers 8 of ~40 events)
 
 
+def test_each_window_carries_the_transposition_it_was_given(tmp_path):
+    """A window's ``semitones`` is the transposition applied to it (the key input's answer): moved back by it,
+    every window is a window of its piece as written; transpositions are drawn in [-2, 2] and 0 where none."""
+    data = _data(tmp_path)
+    pieces = split_pieces(data, read_manifest(data), "train", 100)
+    seqs = [[END] + list(p.events) for p in pieces]
+    ds = EventWindows(pieces, GENRES, context=8, seed=5, length=200, transpose=2)
+
+    def moved_back(tokens: list[int], k: int) -> list[int]:
+        return [t - k if NOTE_ON_BASE <= t < NOTE_ON_BASE + 128 or NOTE_OFF_BASE <= t < NOTE_OFF_BASE + 128 else t
+                for t in tokens]
+
+    seen = set()
+    for i in range(120):
+        item = ds[i]
+        k = int(item["semitones"])
+        seen.add(k)
+        window = moved_back([t for t in item["tokens"].tolist() if t != PAD], k)
+        assert any(seq[s:s + len(window)] == window for seq in seqs for s in range(len(seq))), (i, k)
+    assert seen == {-2, -1, 0, 1, 2}, seen
+    assert all(int(EventWindows(pieces, GENRES, 8, 5, 20)[i]["semitones"]) == 0 for i in range(20))
+
+
 def test_edge_share_puts_windows_at_openings_and_ends(tmp_path):
     """Drawn uniformly, a piece's opening starts ~1 window in its event count; with ``edge_share`` 0.4,
     about a fifth of windows open the piece and a fifth end with its END, the rest as before."""
