@@ -1357,6 +1357,68 @@ def tier_steps_scores_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+KEY_INPUT_RUNS = (("demo", "score tier as before (transposed +-5, not told)", "score_tier_key_control.json",
+                   "fine_sampling_entry.json"),
+                  ("demo", "told the transposition (key input)", "score_tier_key.json", "fine_sampling_key.json"),
+                  ("other soundfont", "score tier as before (transposed +-5, not told)",
+                   "score_tier_key_control_other_soundfont.json", "fine_sampling_key_control_other_soundfont.json"),
+                  ("other soundfont", "told the transposition (key input)", "score_tier_key_other_soundfont.json",
+                   "fine_sampling_key_other_soundfont.json"))
+
+
+def key_input_table() -> str:
+    """The score tier's key input (``KEY_INPUT_RUNS``: bench/score_tier.py and bench/fine_sampling.py JSONs): per
+    corpus the tier trained as before and the same tier told each window's transposition, same steps and seed;
+    stages 0-2 shared.  Held-out bits, pitch-class and mean style overlap per genre, novelty, and the genre heard in
+    the rendered pieces."""
+    lines = ["| corpus | score tier | step | held out: test split / other corpus (fewer than the n-gram) | pitch-class "
+             "overlap per genre | style overlap per genre | unseen chord changes per genre | longest copied passage "
+             "(s) | genre in the notes (tier) | genre heard in the audio (per genre) | by notes "
+             "| silent genre pieces |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    heard_clips: dict[str, list] = {}  # corpus -> the genre_recognised of each fine-sampling JSON, in row order
+    for corpus, label, tier_file, pieces_file in KEY_INPUT_RUNS:
+        d = json.loads((HERE / tier_file).read_text()) if (HERE / tier_file).is_file() else None
+        if d is None:
+            notes.append(absent(HERE / tier_file))
+            continue
+        t, o = d["test"], d["other_corpus"]
+        genres = list(d["scores"])
+        tier = {g: d["scores"][g]["tier"] for g in genres}
+        pc = " / ".join(_f(tier[g]["style_overlap"]["pitch_class"], ".2f") for g in genres)
+        style = " / ".join(_f(tier[g]["style_overlap"]["mean"], ".2f") for g in genres)
+        unseen = " / ".join(f"{tier[g]['novelty']['unseen_transitions']:.2f}" for g in genres)
+        copied = max(tier[g]["novelty"]["longest_copied_passage_seconds"] for g in genres)
+        held = (f"{t['bits_per_event']:.3f} / " + (f"{o['bits_per_event']:.3f}" if o else "-")
+                + f" ({t['fewer_bits_than_best_ngram']:.0%} / " + (f"{o['fewer_bits_than_best_ngram']:.0%})" if o
+                                                                    else "-)"))
+        heard = by_notes = silent = "-"
+        pieces_path = HERE / pieces_file
+        if pieces_path.is_file():
+            r = json.loads(pieces_path.read_text())
+            summ = next(iter(r["settings"].values()))["summary"]
+            acc = summ["genre_recognised"]
+            heard_clips.setdefault(corpus, []).append(acc)
+            heard = f"{acc['accuracy']:.2f} of {acc['clips']} ({_genre_cells(acc, genres)})"
+            by_notes = f"{acc['by_notes']['accuracy']:.2f}" if acc.get("by_notes") else "-"
+            silent = f"{summ['genre']['pieces_coarse_silent']} of {summ['genre']['pieces']}"
+            notes.append(f"{corpus}, {label}, pieces: commit `{r['commit'][:10]}`, `{r['command']}`.")
+        else:
+            notes.append(absent(pieces_path))
+        lines.append(f"| {corpus} | {label} | {d['run_steps']} | {held} | {pc} | {style} | {unseen} | {copied:.1f} | "
+                     f"{d['genre_by_notes']['tier']['generated']:.2f} | {heard} | {by_notes} | {silent} |")
+        notes.append(f"{corpus}, {label}: genres {', '.join(genres)}; commit `{d['commit'][:10]}`, `{d['command']}`.")
+    for corpus, accs in heard_clips.items():  # the same stages, seeds and clips: only the score tier differs
+        if len(accs) == 2 and accs[0]["clips"] == accs[1]["clips"]:
+            a, b = accs
+            truth = a.get("truth") or _clip_genres(a, genres)
+            only_a = sum(x == t != y for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
+            only_b = sum(y == t != x for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
+            notes.append(f"{corpus}, clip by clip: {only_a} recognised only with the tier as before, {only_b} only "
+                         f"with the key input.")
+    return "\n".join(lines + [""] + notes)
+
+
 def resynth_table() -> str:
     """docs/results/fine_sampling_resynth.json: per test track, the bands of the MIDI-prompted piece (every stage),
     of its re-synthesis from the real coarse tier (the fine stages alone) and of the plain rendering."""
@@ -1488,7 +1550,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "stage0_steps": stage0_steps_table, "timbre": timbre_table,
             "crossfade": crossfade_table,
             "schedule": schedule_table, "tier_steps": tier_steps_table,
-            "tier_steps_scores": tier_steps_scores_table,
+            "tier_steps_scores": tier_steps_scores_table, "key_input": key_input_table,
             "resynth": resynth_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
