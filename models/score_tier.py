@@ -49,8 +49,9 @@ The key input (``transpositions``): the trainer transposes each window by a rand
 (augmentation), and every position also gets an embedding of that transposition (the augmentation's
 conditioning, as non-leaking augmentations are conditioned in image models).  Sampling and scoring read the
 "as written" id: the tier learns intervals from every transposition and still writes in its genre's keys.
-Without it, a tier trained with transposition writes in any of the 2t + 1 keys alike (the demo's renaissance
-scores, 7% of notes on the black keys, came out at 43%).
+Without it, a tier trained with transposition writes in any of the 2t + 1 keys alike (the demo corpus's
+renaissance scores have 7% of their notes on the black keys; such a tier's, on the demo and on its other-soundfont
+rendering, 32% and 39%: a probe described in the closing note of issue 19).
 
 This module knows nothing else of the vocabulary's meaning (``pipeline/corpus/score_events.py`` owns it):
 the config carries its size, the END/PAD ids and where the time shifts are, and ``generate`` takes

@@ -1281,6 +1281,14 @@ def _clip_genres(acc: dict, genres: list[str]) -> list[int]:
     return [i // n for i in range(len(acc["per_clip"]))]
 
 
+def _recognised_only(a: dict, b: dict, genres: list[str]) -> tuple[int, int]:
+    """Two fine-sampling ``genre_recognised`` over the same clips: (clips recognised only in ``a``, only in ``b``)."""
+    truth = _clip_genres(a, genres)
+    only_a = sum(x == t != y for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
+    only_b = sum(y == t != x for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
+    return only_a, only_b
+
+
 def _genre_cells(acc: dict, genres: list[str]) -> str:
     """Per genre: the share of a genre's clips the classifier recognised."""
     truth = _clip_genres(acc, genres)
@@ -1317,9 +1325,7 @@ def tier_steps_table() -> str:
             notes.append(f"{label}, {name}: commit `{got[name]['commit'][:10]}`, `{got[name]['command']}`.")
     if len(recognised) >= 2 and recognised[0][1]["clips"] == recognised[1][1]["clips"]:
         (_, a, genres), (_, b, _) = recognised[:2]
-        truth = _clip_genres(a, genres)
-        only_a = sum(x == t != y for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
-        only_b = sum(y == t != x for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
+        only_a, only_b = _recognised_only(a, b, genres)
         notes.append(f"The first two rows, clip by clip (the same stages, seeds and clips): {only_a} recognised only "
                      f"with the shorter-trained tier, {only_b} only with the longer; genres {', '.join(genres)}.")
     return "\n".join(lines + [""] + list(dict.fromkeys(notes)))
@@ -1377,6 +1383,7 @@ def key_input_table() -> str:
              "| silent genre pieces |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes: list[str] = []
     heard_clips: dict[str, list] = {}  # corpus -> the genre_recognised of each fine-sampling JSON, in row order
+    genres_of: dict[str, list[str]] = {}
     for corpus, label, tier_file, pieces_file in KEY_INPUT_RUNS:
         d = json.loads((HERE / tier_file).read_text()) if (HERE / tier_file).is_file() else None
         if d is None:
@@ -1399,6 +1406,7 @@ def key_input_table() -> str:
             summ = next(iter(r["settings"].values()))["summary"]
             acc = summ["genre_recognised"]
             heard_clips.setdefault(corpus, []).append(acc)
+            genres_of[corpus] = genres
             heard = f"{acc['accuracy']:.2f} of {acc['clips']} ({_genre_cells(acc, genres)})"
             by_notes = f"{acc['by_notes']['accuracy']:.2f}" if acc.get("by_notes") else "-"
             silent = f"{summ['genre']['pieces_coarse_silent']} of {summ['genre']['pieces']}"
@@ -1410,10 +1418,7 @@ def key_input_table() -> str:
         notes.append(f"{corpus}, {label}: genres {', '.join(genres)}; commit `{d['commit'][:10]}`, `{d['command']}`.")
     for corpus, accs in heard_clips.items():  # the same stages, seeds and clips: only the score tier differs
         if len(accs) == 2 and accs[0]["clips"] == accs[1]["clips"]:
-            a, b = accs
-            truth = a.get("truth") or _clip_genres(a, genres)
-            only_a = sum(x == t != y for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
-            only_b = sum(y == t != x for x, y, t in zip(a["per_clip"], b["per_clip"], truth))
+            only_a, only_b = _recognised_only(*accs, genres_of[corpus])
             notes.append(f"{corpus}, clip by clip: {only_a} recognised only with the tier as before, {only_b} only "
                          f"with the key input.")
     return "\n".join(lines + [""] + notes)
