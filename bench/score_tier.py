@@ -256,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                          "so two tiers trained on the same works are measured against the same lengths")
     ap.add_argument("--score-guidance", type=float, default=None,
                     help="classifier-free guidance W of the genre-prompted scores (default: the run's config)")
+    ap.add_argument("--score-temperature", type=float, default=None,
+                    help="the tier's sampling temperature (default: the run's config)")
+    ap.add_argument("--score-top-p", type=float, default=None, help="the tier's nucleus (default: the run's config)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     t_start = time.time()
@@ -264,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     fps, g = cfg.data.roll_fps, cfg.generate
     if a.score_guidance is not None:
         g = dataclasses.replace(g, score_guidance=a.score_guidance)
+    if a.score_temperature is not None:
+        g = dataclasses.replace(g, score_temperature=a.score_temperature)
+    if a.score_top_p is not None:
+        g = dataclasses.replace(g, score_top_p=a.score_top_p)
     model, desc = load_score_tier(run)
     genres = list(desc["extra"]["genres"])
     train = load_pieces(stage_dir(run, SCORE_KEY) / TRAIN_EVENTS)
