@@ -54,7 +54,8 @@ from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 
 SECONDS = 8.0
 CLIP_SECONDS = 4.0
-SETTING_FORMAT = "NAME:[T0,]T1,T2:SIGMA[:W[:G[:TWIN[:STEADY[:PRE[:SHARE[:ANCHOR[:CLIP[:POWER[:TOPP[:FLOOR]]]]]]]]]]]"
+SETTING_FORMAT = ("NAME:[T0,]T1,T2:SIGMA[:W[:G[:TWIN[:STEADY[:PRE[:SHARE[:ANCHOR[:CLIP[:POWER[:TOPP[:FLOOR"
+                  "[:ADAPT]]]]]]]]]]]]")
 DEFAULT_SETTINGS = ("run:-:-", "t1:1,1:0.1", "free:0.6,0.6:0", "t1-free:1,1:0", "t08-wide:0.8,0.8:0.3")
 
 
@@ -70,8 +71,8 @@ def parse_setting(text: str) -> dict:
     (A0,A1,A2 per stage: the adaptive scale's mix with the tier below's level, models/anchor.py), "scale_clip"
     (C0,C1,C2 per stage: the |residual| the adaptive scale reads, at most C times the draw's scale), "share_power"
     (P0,P1,P2 per stage: the network's share of the score taps raised to P), "stage_top_p" (N0,N1,N2 per stage: its
-    nucleus mass), "scale_floor" (F0,F1,F2 per stage: the adaptive scale's floor where notes sound)}; ``-`` keeps
-    the run's value."""
+    nucleus mass), "scale_floor" (F0,F1,F2 per stage: the adaptive scale's floor where notes sound), "adapt_floor"
+    (A0,A1,A2 per stage: the adaptive scale's floor everywhere)}; ``-`` keeps the run's value."""
     try:
         name, temps, sigma, *rest = text.split(":")
         st = None if temps == "-" else tuple(float(v) for v in temps.split(","))
@@ -80,10 +81,11 @@ def parse_setting(text: str) -> dict:
         if st is not None and len(st) != 3:
             raise ValueError(temps)
         prior = None if sigma == "-" else float(sigma)
-        if len(rest) > 11:
+        if len(rest) > 12:
             raise ValueError(text)
-        w_text, g_text, twin, steady, pre_text, share_text, anchor_text, clip_text, power_text, top_text, floor_text = \
-            (rest + ["-"] * 11)[:11]
+        (w_text, g_text, twin, steady, pre_text, share_text, anchor_text, clip_text, power_text, top_text, floor_text,
+         adapt_text) = (rest + ["-"] * 12)[:12]
+        adapt = None if adapt_text == "-" else tuple(float(v) for v in adapt_text.split(","))
         floor = None if floor_text == "-" else tuple(float(v) for v in floor_text.split(","))
         top_p = None if top_text == "-" else tuple(float(v) for v in top_text.split(","))
         power = None if power_text == "-" else tuple(float(v) for v in power_text.split(","))
@@ -111,6 +113,8 @@ def parse_setting(text: str) -> dict:
         raise SystemExit(f"--setting {text!r}: nucleus masses in (0, 1] are needed")
     if floor and not all(0 <= v < 1 for v in floor):
         raise SystemExit(f"--setting {text!r}: scale floors in [0, 1) are needed")
+    if adapt and not all(0 <= v < 1 for v in adapt):
+        raise SystemExit(f"--setting {text!r}: adaptive-scale floors in [0, 1) are needed")
     if not name or (st and min(st) <= 0) or min(numbers + (per_stage or [])) < 0:
         raise SystemExit(f"--setting {text!r}: a name, temperatures > 0 and sigma, W, G >= 0 are needed")
     g = None if per_stage is None else max(per_stage)
@@ -119,7 +123,7 @@ def parse_setting(text: str) -> dict:
             "stage_guidance": factors, "guidance_twin": None if twin == "-" else twin,
             "steady_scale": steady_scale, "preroll_seconds": pre,
             "score_share": share, "scale_anchor": anchor, "scale_clip": clip, "share_power": power,
-            "stage_top_p": top_p, "scale_floor": floor}
+            "stage_top_p": top_p, "scale_floor": floor, "adapt_floor": adapt}
 
 
 def mean_abs_db(bands: dict, ref: dict) -> float | None:
@@ -283,7 +287,7 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
     kw_setting = {k: setting[k] for k in ("stage_temperature", "tier_prior", "score_guidance", "guidance",
                                           "stage_guidance", "guidance_twin", "steady_scale", "preroll_seconds",
                                           "score_share", "scale_anchor", "scale_clip", "share_power",
-                                          "stage_top_p", "scale_floor")
+                                          "stage_top_p", "scale_floor", "adapt_floor")
                   if setting.get(k) is not None}
     rows = []
     for name, kw, seed, track in jobs:

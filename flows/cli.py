@@ -274,6 +274,10 @@ def generate(
         None, "--scale-floor", help="per stage, the adaptive scale's floor where the score's notes sound, e.g. 0.01: "
         "a stage trained without one cannot stay silent through notes (the silence trap); 0: as trained (default: "
         "the run config's generate.scale_floor)"),
+    adapt_floor: Optional[str] = typer.Option(
+        None, "--adapt-floor", help="per stage, the adaptive scale's floor everywhere, e.g. 0,0,1e-4: a fine stage "
+        "draws its new band at about this scale whatever the music's level (hiss in rests); 0: as trained, 1e-3 "
+        "(default: the run config's generate.adapt_floor)"),
     score_guidance: Optional[float] = typer.Option(
         None, "--score-guidance", help="the score tier's classifier-free guidance towards the genre, W >= 0 "
         "(default: the run config's generate.score_guidance)"),
@@ -308,7 +312,7 @@ def generate(
                   preroll_seconds=preroll, score_share=_floats(score_share, "--score-share"),
                   share_power=_floats(share_power, "--share-power"),
                   scale_anchor=_floats(scale_anchor, "--scale-anchor"), scale_clip=_floats(scale_clip, "--scale-clip"),
-                  scale_floor=_floats(scale_floor, "--scale-floor"),
+                  scale_floor=_floats(scale_floor, "--scale-floor"), adapt_floor=_floats(adapt_floor, "--adapt-floor"),
                   temperature=temperature, top_p=top_p, stage_top_p=_floats(stage_top_p, "--stage-top-p"),
                   guidance=guidance, seed=seed, count=count, engine=engine, weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow

@@ -95,6 +95,10 @@ class Draw:
     # > 0: the adaptive scale's floor where the score's notes sound, in place of the stage's trained
     # ``score.scale_floor`` (models/predictor.py, the silence trap; a stage without score taps has no notes to read)
     note_floor: float = 0.0
+    # > 0: the adaptive scale's floor everywhere (models/predictor.py ADAPT_FLOOR, 1e-3, in training): a fine stage
+    # draws its new band at about this scale whatever the level of the music, a hiss that shows where the tier below
+    # goes quiet (a rest, a piece's last release); 0: as trained
+    adapt_floor: float = 0.0
     top_p: float = 1.0  # nucleus mass (1: off)
     tier_prior: float = 0.0  # sigma of the tier prior around the tier below (0: off)
     free_length: bool = False  # a stream ends where END has at least ``end_threshold`` (from ``min_length``)

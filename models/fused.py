@@ -406,7 +406,8 @@ class FusedStream:
         return (True, self.lin_taps, np.zeros((rows, 2 * lin.order), np.float32), lin.decode_table.numpy(),
                 # then below part and score taps (per chunk); the rings hold each value twice (the kernel's _linear)
                 bool(lin.adaptive), self.adapt_w, np.zeros((rows, 2 * la)), np.zeros((rows, 2)), self.w["lin_bias"],
-                ADAPT_FLOOR, float(draw.note_floor or lin.note_floor), draw.adapt_gain, float(draw.scale_clip),
+                float(draw.adapt_floor or ADAPT_FLOOR), float(draw.note_floor or lin.note_floor), draw.adapt_gain,
+                float(draw.scale_clip),
                 float(draw.score_share), float(draw.share_power), self.edges,
                 1.0 - UNIFORM_MIX, UNIFORM_MIX / lin.classes,
                 lin.end_offset, lin.classes)

@@ -125,6 +125,7 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, draw: Draw = Dra
         s.anchor = (float(draw.scale_anchor), float(draw.anchor_ratio))
         s.scale_clip, s.share_power = float(draw.scale_clip), float(draw.share_power)
         s.note_floor = float(draw.note_floor)
+        s.adapt_floor = float(draw.adapt_floor or s.adapt_floor)
         for t in range(n):
             out = s.step(prev)  # (rows, C)
             if t < p_len:

@@ -175,6 +175,9 @@ class GenerateConfig:
     # trained score.scale_floor (models/draw.py Draw.note_floor): no fixed point in silence under a score's notes
     # (models/predictor.py, the silence trap); 0 or missing: as trained
     scale_floor: tuple[float, ...] = ()
+    # per stage, > 0: the adaptive scale's floor everywhere at sampling, in place of the 1e-3 every stage trains with
+    # (models/predictor.py ADAPT_FLOOR; models/draw.py Draw.adapt_floor); 0 or missing: as trained
+    adapt_floor: tuple[float, ...] = ()
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0

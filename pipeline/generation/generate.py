@@ -189,6 +189,7 @@ def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=Non
                 **stage_anchor(run, plan, p, k),
                 scale_clip=_stage_factor(p.scale_clip, k, missing=0.0), top_p=stage_top_p(p, k),
                 note_floor=_stage_factor(p.scale_floor, k, missing=0.0),
+                adapt_floor=_stage_factor(p.adapt_floor, k, missing=0.0),
                 tier_prior=p.tier_prior, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + plan.preroll + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                 end_threshold=p.end_threshold, round_to=unit0)

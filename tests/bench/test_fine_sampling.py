@@ -10,7 +10,7 @@ from fine_sampling import change_bursts_db, mean_abs_db, opening_db, parse_setti
 RUNS = {"score_guidance": None, "guidance": None, "stage_guidance": None, "guidance_twin": None,
         "steady_scale": None, "preroll_seconds": None,
         "score_share": None, "scale_anchor": None, "scale_clip": None, "share_power": None,
-        "stage_top_p": None, "scale_floor": None}  # the run's
+        "stage_top_p": None, "scale_floor": None, "adapt_floor": None}  # the run's
 
 
 def test_parse_setting_keeps_the_runs_values_for_a_dash():
@@ -25,7 +25,8 @@ def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
                                          "score_guidance": 1.0, "guidance": None, "stage_guidance": None,
                                          "guidance_twin": None, "steady_scale": None, "preroll_seconds": None,
                                          "score_share": None, "scale_anchor": None, "scale_clip": None,
-                                         "share_power": None, "stage_top_p": None, "scale_floor": None}
+                                         "share_power": None, "stage_top_p": None, "scale_floor": None,
+                                         "adapt_floor": None}
     g = parse_setting("g:-:-:-:2")
     assert (g["score_guidance"], g["guidance"], g["stage_guidance"]) == (None, 2.0, None)  # every stage at 2
     g = parse_setting("s0:-:-:1:2,0,0")  # stage 0 alone: the largest as the guidance, each stage's share of it
@@ -40,6 +41,7 @@ def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
     assert parse_setting("p:-:-:-:-:-:-:-:-:-:-:1,0.1")["share_power"] == (1.0, 0.1)
     assert parse_setting("f:-:-:-:-:-:-:-:-:-:-:-:-:0.01")["scale_floor"] == (0.01,)  # stage 0's floor at sampling
     assert parse_setting("n:-:-:-:-:-:-:-:-:-:-:-:0.9")["stage_top_p"] == (0.9,)  # stage 0's nucleus alone
+    assert parse_setting("a:-:-:-:-:-:-:-:-:-:-:-:-:-:0,0,1e-4")["adapt_floor"] == (0.0, 0.0, 1e-4)  # stage 2's
 
 
 @pytest.mark.parametrize("bad", ["t1:1,1", "x:a,b:0.1", ":1,1:0.1", "x:0,1:0.1", "x:1,1:-1", "x:-:-:-1",
@@ -48,7 +50,7 @@ def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
                                  "x:-:-:-:-:-:steady:1:2:3:4:5:6",
                                  "x:-:-:-:-:-:-:w", "x:1:-", "x:1,1,1,1:-", "x:-:-:-:-:-:-:-:-:-:-:-:1.5",
                                  "x:-:-:-:-:-:-:-:-:-:-:-:0,1", "x:-:-:-:-:-:-:-:-:-:-:-:-:1",
-                                 "x:-:-:-:-:-:-:-:-:-:-:-:-:0.01:0"])
+                                 "x:-:-:-:-:-:-:-:-:-:-:-:-:-:1", "x:-:-:-:-:-:-:-:-:-:-:-:-:0.01:0:0"])
 def test_parse_setting_refuses_malformed_text(bad):
     with pytest.raises(SystemExit, match="--setting"):
         parse_setting(bad)

@@ -89,3 +89,16 @@ def test_scale_floor_is_the_same_in_the_full_pass_and_both_engines():
     again = sample_stage(st, 600, 1, cond, no_genre=3, engine="fused", generator=torch.Generator().manual_seed(3)).x
     assert torch.equal(again, sample_stage(st, 600, 1, cond, no_genre=3, engine="fused",
                                            generator=torch.Generator().manual_seed(3)).x)
+
+
+@pytest.mark.parametrize("engine", ["reference", "fused"])
+def test_the_adaptive_floor_at_sampling_sets_the_level_of_the_noise_in_silence(engine):
+    """Draw.adapt_floor (generate.adapt_floor): in the trap the stage sits at its fixed point k * floor / (1 - 2 ln 2 k),
+    a hiss set by the adaptive scale's floor (1e-3 in training), whatever the music; a tenth of the floor at sampling
+    puts it about 20 dB lower, in both engines."""
+    torch.set_num_threads(1)
+    trained = [level_db(trapped_stage(0.0), engine, s) for s in (0, 1)]
+    lower = [level_db(trapped_stage(0.0), engine, s, Draw(adapt_floor=1e-4)) for s in (0, 1)]
+    assert max(trained) < -50.0, trained
+    assert max(lower) < min(trained) - 10.0, (trained, lower)
+    assert level_db(trapped_stage(0.0), engine, 0, Draw(adapt_floor=0.0)) == pytest.approx(trained[0], abs=1e-6)
