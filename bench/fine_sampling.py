@@ -317,6 +317,7 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
             except MidiError:  # a score without notes (the tier's last draw): no changes to look at
                 written = []
             row["change_bursts_db"] = change_bursts_db(y, sr, [n for n in written if n.start < SECONDS])
+            row["tail_bands_db"] = tail_bands_db(y, sr, [n for n in written if n.start < SECONDS])
         row["coarse_silent_share"] = coarse_silent_share(folder, score if track is None else Path(kw["midi"]))
         if track:
             notes = [n for n in read_midi(kw["midi"]) if n.start < SECONDS]
@@ -377,6 +378,28 @@ def recognised(rows: list[dict], models: dict, genres: list[str]) -> dict:
             "by_notes": mm.accuracy(models["notes"], np.stack(n), y)}
 
 
+TAIL_BANDS = {"0-1k": (0.0, 1000.0), "4-8k": (4000.0, 8000.0)}  # Hz
+TAIL_AFTER = 0.1  # s after the score's last note ends: the tail, where no note sounds
+TAIL_MIN = 0.2  # s: a shorter tail is not read
+
+
+def tail_bands_db(x: np.ndarray, sr: int, notes) -> dict[str, float] | None:
+    """Per ``TAIL_BANDS`` band, its level (dBFS) in the piece's tail, from ``TAIL_AFTER`` after the last note of
+    ``notes`` ends to the end (None: no notes, or a tail under ``TAIL_MIN``): what the stages draw where the score
+    is silent.  Real renderings decay there to silence in every band; a stage whose adaptive scale has an absolute
+    floor keeps drawing its band at that floor's level, heard as hiss and read as a noisy (flat) last window."""
+    if not notes:
+        return None
+    start = int(round((max(n.end for n in notes) + TAIL_AFTER) * sr))
+    y = np.asarray(x[start:], np.float64)
+    if len(y) < TAIL_MIN * sr:
+        return None
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y)))) ** 2 / (np.hanning(len(y)) ** 2).sum()  # power per bin
+    freqs = np.fft.rfftfreq(len(y), 1 / sr)
+    return {name: round(float(10 * np.log10(max(2 * spec[(freqs >= lo) & (freqs < hi)].sum() / len(y), 1e-12))), 1)
+            for name, (lo, hi) in TAIL_BANDS.items()}
+
+
 def summary(rows: list[dict], genre_acc: dict) -> dict:
     def of(kind):
         sel = [r for r in rows if r["name"].startswith(kind)]
@@ -406,6 +429,10 @@ def summary(rows: list[dict], genre_acc: dict) -> dict:
             if bursts:
                 out[f"{key}_median"] = {b: round(float(np.median([v[b] for v in bursts if v[b] is not None])), 1)
                                         for b in BURST_BANDS if any(v[b] is not None for v in bursts)}
+        tails = [r["tail_bands_db"] for r in sel if r.get("tail_bands_db")]
+        if tails:  # the pieces whose score ends before the piece does: the bands' levels where no note sounds
+            out["tail_bands_db_median"] = {b: round(float(np.median([t[b] for t in tails])), 1) for b in TAIL_BANDS}
+            out["pieces_with_tail"] = len(tails)
         f1 = [(r["note_f1"], r["rendering_note_f1"]) for r in sel if r.get("note_f1") is not None]
         if f1:
             out["note_f1_mean"] = round(float(np.mean([a for a, _ in f1])), 3)

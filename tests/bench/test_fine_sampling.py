@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fine_sampling import change_bursts_db, mean_abs_db, opening_db, parse_setting, summary
+from fine_sampling import change_bursts_db, mean_abs_db, opening_db, parse_setting, summary, tail_bands_db
 
 RUNS = {"score_guidance": None, "guidance": None, "stage_guidance": None, "guidance_twin": None,
         "steady_scale": None, "preroll_seconds": None,
@@ -138,3 +138,18 @@ def test_coarse_silence_counts_the_seconds_where_the_score_sounds_and_stage_0_do
     # windows 0-2 sound (the note ends at 3 s), window 3 has no note: 1 silent of 3 sounding windows
     assert coarse_silent_share(tmp_path, tmp_path / "score.mid") == pytest.approx(1 / 3, abs=1e-3)
     assert coarse_silent_share(tmp_path, tmp_path / "missing.mid") is None
+
+
+def test_tail_bands_read_each_bands_level_after_the_last_note():
+    """A 440 Hz tone at -43 dBFS over white noise at -60 dBFS after the score's last note (0.9 s): 0-1 kHz holds the
+    tone, 4-8 kHz half the noise's power (-63 dBFS), within 0.5 dB; no tail under 0.2 s, no notes: None."""
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    x = 0.1 * np.sin(2 * np.pi * 440 * t)
+    x[sr:] = 0.01 * np.sin(2 * np.pi * 440 * t[sr:]) + 0.001 * np.random.default_rng(0).standard_normal(sr)
+    note = type("Note", (), {"start": 0.0, "end": 0.9})
+    got = tail_bands_db(x, sr, [note])
+    assert got["0-1k"] == pytest.approx(20 * np.log10(0.01 / np.sqrt(2)), abs=0.5)
+    assert got["4-8k"] == pytest.approx(20 * np.log10(0.001 * np.sqrt(0.5)), abs=0.5)
+    late = type("Note", (), {"start": 0.0, "end": 1.85})
+    assert tail_bands_db(x, sr, [late]) is None and tail_bands_db(x, sr, []) is None
