@@ -1424,6 +1424,44 @@ def key_input_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+ADAPT_FLOOR_RUNS = (  # (corpus, label, bench/fine_sampling.py JSON): the same run and seeds, the floor at sampling
+    ("demo", "a fresh `make demo` (`demo3/run`), as trained: 1e-3", "fine_sampling_fresh.json"),
+    ("demo", "the same, stage 2's floor 1e-4 at sampling", "fine_sampling_adapt_floor.json"),
+    ("other soundfont", "a fresh `make demo` on TimGM6mb (`demo4/run`), as trained: 1e-3",
+     "fine_sampling_fresh_other_soundfont.json"),
+    ("other soundfont", "the same, stage 2's floor 1e-4 at sampling", "fine_sampling_adapt_floor_other_soundfont.json"))
+
+
+def adapt_floor_table() -> str:
+    """``ADAPT_FLOOR_RUNS``: the genre pieces' noisy windows and the bands after their score's last note (the tail),
+    with the adaptive scale's floor as trained and lowered at sampling (``generate.adapt_floor``), same stages and
+    seeds; the bands, tier SNR, note F1 and genre heard, which it must not cost."""
+    lines = ["| corpus | stage 2's floor | noisy 1 s windows, genre pieces (pieces with every window clean) "
+             "| tail: 0-1 / 4-8 kHz, dBFS (pieces) | 1-2 / 2-4 / 4-8 kHz re 0-1 kHz, genre pieces "
+             "| band error, dB (MIDI / genre) | pieces with every tier SNR >= 20 dB | note F1 (rendering) "
+             "| genre heard |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    for corpus, label, name in ADAPT_FLOOR_RUNS:
+        path = HERE / name
+        if not path.is_file():
+            notes.append(absent(path))
+            continue
+        r = json.loads(path.read_text())
+        s = next(iter(r["settings"].values()))["summary"]
+        m, g, acc = s["midi"], s["genre"], s["genre_recognised"]
+        tail = g.get("tail_bands_db_median")
+        tail_cell = f"{tail['0-1k']:.1f} / {tail['4-8k']:.1f} ({g['pieces_with_tail']})" if tail else "-"
+        f1 = f"{m['note_f1_mean']:.2f} ({m['rendering_note_f1_mean']:.2f})" if m.get("note_f1_mean") else "-"
+        snr = m["pieces_all_tiers_snr_20db"] + g["pieces_all_tiers_snr_20db"]
+        lines.append(f"| {corpus} | {label} | {g['noisy_share_mean']:.1%} ({g['pieces_95pct_windows_clean']} of "
+                     f"{g['pieces']}) | {tail_cell} | {' / '.join(f'{v:.1f}' for v in g['bands_db_median'].values())} "
+                     f"| {m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f} "
+                     f"| {snr} of {m['pieces'] + g['pieces']} "
+                     f"| {f1} | {acc['accuracy']:.2f} of {acc['clips']} clips |")
+        notes.append(f"{corpus}, {label}: commit `{r['commit'][:10]}`, `{r['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
 def resynth_table() -> str:
     """docs/results/fine_sampling_resynth.json: per test track, the bands of the MIDI-prompted piece (every stage),
     of its re-synthesis from the real coarse tier (the fine stages alone) and of the plain rendering."""
@@ -1556,6 +1594,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "crossfade": crossfade_table,
             "schedule": schedule_table, "tier_steps": tier_steps_table,
             "tier_steps_scores": tier_steps_scores_table, "key_input": key_input_table,
+            "adapt_floor": adapt_floor_table,
             "resynth": resynth_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
