@@ -184,6 +184,24 @@ def test_scale_floor_lifts_the_scale_where_the_score_sounds(tmp_path):
         generate(scored, tmp_path / "e", scale_floor=(1.0,), **kw)
 
 
+def test_adapt_floor_replaces_the_trained_floor_of_the_stages_it_names(tmp_path):
+    """adapt_floor (0.1,) on a run whose stage 0 has an adaptive scale (trained with the 1e-3 floor): other stage-0
+    samples; 0 draws as trained; more values than stages or a floor >= 1 are refused; the values are recorded."""
+    cfg = tiny_config(stage0={"linear_order": 16, "adaptive_scale": True})
+    adaptive = make_run(tmp_path / "adaptive", cfg=cfg)
+    kw = dict(seconds=0.3, seed=3, progress=False)
+    plain = generate(adaptive, tmp_path / "a", **kw)[0]
+    floored = generate(adaptive, tmp_path / "b", adapt_floor=(0.1,), **kw)[0]
+    as_trained = generate(adaptive, tmp_path / "c", adapt_floor=(0.0, 0.0), **kw)[0]
+    assert (floored / "tier_1000.wav").read_bytes() != (plain / "tier_1000.wav").read_bytes()
+    assert (as_trained / "tier_1000.wav").read_bytes() == (plain / "tier_1000.wav").read_bytes()
+    assert meta(floored)["parameters"]["adapt_floor"] == [0.1]
+    with pytest.raises(ParameterError, match="adapt_floor"):
+        generate(adaptive, tmp_path / "d", adapt_floor=(0.1, 0.1, 0.1), **kw)
+    with pytest.raises(ParameterError, match="adapt_floor"):
+        generate(adaptive, tmp_path / "e", adapt_floor=(1.0,), **kw)
+
+
 def test_steady_scale_per_stage_steadies_only_the_stages_it_names(run, tmp_path):
     """steady_scale (False, True) at temperature 0.5: stage 0 draws as without it, stage 1 otherwise (its scale reads
     drawn |residuals| / 0.5); True steadies both; the values are recorded."""
