@@ -93,9 +93,9 @@ def test_scale_floor_is_the_same_in_the_full_pass_and_both_engines():
 
 @pytest.mark.parametrize("engine", ["reference", "fused"])
 def test_the_adaptive_floor_at_sampling_sets_the_level_of_the_noise_in_silence(engine):
-    """Draw.adapt_floor (generate.adapt_floor): in the trap the stage sits at its fixed point k * floor / (1 - 2 ln 2 k),
-    a hiss set by the adaptive scale's floor (1e-3 in training), whatever the music; a tenth of the floor at sampling
-    puts it about 20 dB lower, in both engines."""
+    """Draw.adapt_floor (generate.adapt_floor): in the trap the stage sits at its fixed point
+    k * floor / (1 - 2 ln 2 k), a hiss set by the adaptive scale's floor (1e-3 in training) whatever the music; a
+    tenth of the floor at sampling puts it lower (> 10 dB), in both engines."""
     torch.set_num_threads(1)
     trained = [level_db(trapped_stage(0.0), engine, s) for s in (0, 1)]
     lower = [level_db(trapped_stage(0.0), engine, s, Draw(adapt_floor=1e-4)) for s in (0, 1)]
