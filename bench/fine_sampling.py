@@ -308,7 +308,8 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
                "band_error_db": mean_abs_db(d["bands"], ref_bands),
                "level_re_real_db": round(rms_db(y) - refs["genres"][genre]["level_db"], 1),
                "opening_db": opening_db(y, sr), "first_window_noisy": d["noise"].get("first_noisy_seconds") == 0,
-               "high_band_noisy_share": high_band_noisy_share(y, sr, refs["high_band_flatness"]["threshold"])}
+               "high_band_noisy_share": high_band_noisy_share(y, sr, refs["high_band_flatness"]["threshold"]),
+               "noisy_windows": noisy_windows(y, sr, d["noise"]["flatness_threshold"])}
         row["score_draws"] = meta.get("score_draws")  # the score tier's draws (plan.SCORE_DRAWS)
         score = folder / "score.mid"
         if score.is_file():
@@ -348,6 +349,15 @@ def coarse_silent_share(folder: Path, score: Path) -> float | None:
     levels = silence.dbfs(to_mono(y), sr)  # (windows,)
     sounding = silence.note_windows(piano_roll(notes, ROLL_FPS, len(levels) * ROLL_FPS), ROLL_FPS, len(levels))
     return silence.silent_share(levels, sounding)
+
+
+def noisy_windows(y: np.ndarray, sr: int, threshold: float) -> list[int]:
+    """The indices of the 1 s windows whose full-band flatness is above ``threshold`` (the job's ``noisy_share``,
+    window by window: ``assess_metrics.window_flatness``)."""
+    from pipeline.evaluation.assess_metrics import to_analysis_rate, window_flatness
+
+    flat = window_flatness(to_analysis_rate(y, sr))
+    return [i for i, v in enumerate(flat) if np.isfinite(v) and v > threshold]
 
 
 def high_band_noisy_share(y: np.ndarray, sr: int, threshold: float) -> float:
@@ -412,6 +422,8 @@ def summary(rows: list[dict], genre_acc: dict) -> dict:
                "noisy_share_mean": round(float(np.mean([r["noisy_share"] for r in sel])), 3),
                "pieces_with_noise": sum(r["noisy_share"] > 0 for r in sel),
                "pieces_95pct_windows_clean": sum(r["noisy_share"] <= 0.05 for r in sel),
+               "pieces_last_window_noisy": sum(bool(w) and w[-1] == round(SECONDS) - 1  # the piece's last second
+                                               for w in (r.get("noisy_windows") or [] for r in sel)),
                "tier_snr_db_min": min(snrs), "pieces_all_tiers_snr_20db": sum(s >= 20 for s in snrs),
                "level_re_real_db_median": round(float(np.median([r["level_re_real_db"] for r in sel])), 1),
                "pieces_level_within_10db": sum(abs(r["level_re_real_db"]) <= 10 for r in sel),

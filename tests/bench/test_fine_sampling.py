@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fine_sampling import change_bursts_db, mean_abs_db, opening_db, parse_setting, summary, tail_bands_db
+from fine_sampling import (
+    change_bursts_db,
+    mean_abs_db,
+    noisy_windows,
+    opening_db,
+    parse_setting,
+    summary,
+    tail_bands_db,
+)
 
 RUNS = {"score_guidance": None, "guidance": None, "stage_guidance": None, "guidance_twin": None,
         "steady_scale": None, "preroll_seconds": None,
@@ -153,3 +161,12 @@ def test_tail_bands_read_each_bands_level_after_the_last_note():
     assert got["4-8k"] == pytest.approx(20 * np.log10(0.001 * np.sqrt(0.5)), abs=0.5)
     late = type("Note", (), {"start": 0.0, "end": 1.85})
     assert tail_bands_db(x, sr, [late]) is None and tail_bands_db(x, sr, []) is None
+
+
+def test_noisy_windows_name_the_seconds_of_noise():
+    """Three seconds at 16 kHz: a tone, white noise, a tone: only the second window is above a flatness of 0.1."""
+    sr = 16000
+    t = np.arange(3 * sr) / sr
+    x = 0.3 * np.sin(2 * np.pi * 440 * t)
+    x[sr:2 * sr] = 0.1 * np.random.default_rng(0).standard_normal(sr)
+    assert noisy_windows(x, sr, 0.1) == [1]
