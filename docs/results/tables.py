@@ -1427,6 +1427,8 @@ def key_input_table() -> str:
 ADAPT_FLOOR_RUNS = (  # (corpus, label, bench/fine_sampling.py JSON): the same run and seeds, the floor at sampling
     ("demo", "a fresh `make demo` (`demo3/run`), as trained: 1e-3", "fine_sampling_fresh.json"),
     ("demo", "the same, stage 2's floor 1e-4 at sampling", "fine_sampling_adapt_floor.json"),
+    ("demo", "the same, stage 1's floor 1e-4 and stage 2's 1e-5 (not adopted)",
+     "fine_sampling_adapt_floor_more.json"),
     ("other soundfont", "a fresh `make demo` on TimGM6mb (`demo4/run`), as trained: 1e-3",
      "fine_sampling_fresh_other_soundfont.json"),
     ("other soundfont", "the same, stage 2's floor 1e-4 at sampling", "fine_sampling_adapt_floor_other_soundfont.json"))
@@ -1436,7 +1438,8 @@ def adapt_floor_table() -> str:
     """``ADAPT_FLOOR_RUNS``: the genre pieces' noisy windows and the bands after their score's last note (the tail),
     with the adaptive scale's floor as trained and lowered at sampling (``generate.adapt_floor``), same stages and
     seeds; the bands, tier SNR, note F1 and genre heard, which it must not cost."""
-    lines = ["| corpus | stage 2's floor | noisy 1 s windows, genre pieces (pieces with every window clean) "
+    lines = ["| corpus | the fine stages' floor | noisy 1 s windows, genre pieces (pieces with every window clean; "
+             "with the last second noisy) "
              "| tail: 0-1 / 4-8 kHz, dBFS (pieces) | 1-2 / 2-4 / 4-8 kHz re 0-1 kHz, genre pieces "
              "| band error, dB (MIDI / genre) | pieces with every tier SNR >= 20 dB | note F1 (rendering) "
              "| genre heard |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -1453,8 +1456,10 @@ def adapt_floor_table() -> str:
         tail_cell = f"{tail['0-1k']:.1f} / {tail['4-8k']:.1f} ({g['pieces_with_tail']})" if tail else "-"
         f1 = f"{m['note_f1_mean']:.2f} ({m['rendering_note_f1_mean']:.2f})" if m.get("note_f1_mean") else "-"
         snr = m["pieces_all_tiers_snr_20db"] + g["pieces_all_tiers_snr_20db"]
+        last = f"; {g['pieces_last_window_noisy']}" if "pieces_last_window_noisy" in g else ""
+        bands = " / ".join(f"{v:.1f}" for v in g["bands_db_median"].values())
         lines.append(f"| {corpus} | {label} | {g['noisy_share_mean']:.1%} ({g['pieces_95pct_windows_clean']} of "
-                     f"{g['pieces']}) | {tail_cell} | {' / '.join(f'{v:.1f}' for v in g['bands_db_median'].values())} "
+                     f"{g['pieces']}{last}) | {tail_cell} | {bands} "
                      f"| {m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f} "
                      f"| {snr} of {m['pieces'] + g['pieces']} "
                      f"| {f1} | {acc['accuracy']:.2f} of {acc['clips']} clips |")
