@@ -1332,7 +1332,9 @@ def tier_steps_table() -> str:
 
 
 TIER_STEPS_SCORES = (("a fresh `make demo`, 16-minute budget (`demo2/run`)", "score_tier_demo_16min.json"),
-                     ("a fresh `make demo` at the 20-minute presets (`demo3/run`)", "score_tier_demo_tier_share.json"))
+                     ("a fresh `make demo` at the 20-minute presets (`demo3/run`)", "score_tier_demo_tier_share.json"),
+                     ("a fresh `make demo` with the key input (commit `265d418`, a new `demo3/run`)",
+                      "score_tier_fresh.json"))
 
 
 def tier_steps_scores_table() -> str:
