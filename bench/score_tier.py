@@ -117,7 +117,8 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
         lengths = lengths or lengths_of(train, None)  # a genre of excerpts only: all genres' (as generate does)
         median = float(np.median(lengths))
         if chosen:
-            asked = chosen_length(model, gi, 1000 + i, min_seconds=g.score_min_seconds)
+            asked = chosen_length(model, gi, 1000 + i, min_seconds=g.score_min_seconds,
+                                  temperature=g.score_length_temperature)
         else:
             asked = float(np.random.default_rng([1000 + i, 211]).choice(lengths)) if told else None
         cap = 2.5 * median if asked is None else max(2.5 * median, 1.25 * asked)  # room to end where asked
@@ -259,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--score-temperature", type=float, default=None,
                     help="the tier's sampling temperature (default: the run's config)")
     ap.add_argument("--score-top-p", type=float, default=None, help="the tier's nucleus (default: the run's config)")
+    ap.add_argument("--score-length-temperature", type=float, default=None,
+                    help="the temperature of the length head's draw (default: the run's config)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     t_start = time.time()
@@ -271,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         g = dataclasses.replace(g, score_temperature=a.score_temperature)
     if a.score_top_p is not None:
         g = dataclasses.replace(g, score_top_p=a.score_top_p)
+    if a.score_length_temperature is not None:
+        g = dataclasses.replace(g, score_length_temperature=a.score_length_temperature)
     model, desc = load_score_tier(run)
     genres = list(desc["extra"]["genres"])
     train = load_pieces(stage_dir(run, SCORE_KEY) / TRAIN_EVENTS)
@@ -279,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                  "dirty": bool(_git("status", "--porcelain", "--", "pipeline", "models", "bench")),
                  "machine": machine_info(), "run_steps": desc["extra"].get("step"), "n_params": desc.get("n_params"),
                  "sampling": {"temperature": g.score_temperature, "top_p": g.score_top_p,
-                              "min_seconds": g.score_min_seconds, "guidance": g.score_guidance}}
+                              "min_seconds": g.score_min_seconds, "guidance": g.score_guidance,
+                              "length_temperature": g.score_length_temperature}}
 
     # held-out bits per event
     out["test"] = evaluate_score_tier(data, manifest, run, "test")

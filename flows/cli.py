@@ -278,6 +278,10 @@ def generate(
         None, "--adapt-floor", help="per stage, the adaptive scale's floor everywhere, e.g. 0,0,1e-4: a fine stage "
         "draws its new band at about this scale whatever the music's level (hiss in rests); 0: as trained, 1e-3 "
         "(default: the run config's generate.adapt_floor)"),
+    score_length_temperature: Optional[float] = typer.Option(
+        None, "--score-length-temperature", help="the temperature at which a score tier with a length head draws the "
+        "piece's length (below 1: nearer its most likely lengths; default: the run config's "
+        "generate.score_length_temperature)"),
     score_guidance: Optional[float] = typer.Option(
         None, "--score-guidance", help="the score tier's classifier-free guidance towards the genre, W >= 0 "
         "(default: the run config's generate.score_guidance)"),
@@ -308,6 +312,7 @@ def generate(
                   midi=str(midi) if midi else None, prompt=str(prompt) if prompt else None,
                   resynth=str(resynth) if resynth else None, stage_temperature=factors, score_model=score_model,
                   continue_score=continue_score, score_only=score_only, score_guidance=score_guidance,
+                  score_length_temperature=score_length_temperature,
                   stage_guidance=guide_factors, guidance_twin=guidance_twin, steady_scale=steady_scale,
                   preroll_seconds=preroll, score_share=_floats(score_share, "--score-share"),
                   share_power=_floats(share_power, "--share-power"),

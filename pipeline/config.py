@@ -192,6 +192,9 @@ class GenerateConfig:
     # genres), style closer in 7 of 8 genres (docs/results/score_tier_guidance_w*.json)
     score_guidance: float = 1.0
     score_min_seconds: float = 4.0  # the score tier does not end a piece before this (a phrase at least)
+    # the temperature at which a score tier with a length head draws the length it then writes to (models/score_tier.py
+    # choose_length); below 1 the lengths gather towards the head's most likely ones
+    score_length_temperature: float = 1.0
     # fine stages sample under a Gaussian prior of this width (decoded units) around the tier below
     # interpolated (models/sampling.py): no run-away oscillation or noise; 0 = off
     tier_prior: float = 0.1

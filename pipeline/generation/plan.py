@@ -95,6 +95,7 @@ class GenerateParams(BaseModel):
     score_top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     score_guidance: float | None = Field(None, ge=0, allow_inf_nan=False)  # the score tier's genre guidance W
     score_min_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)  # no END before this much music
+    score_length_temperature: float | None = Field(None, gt=0, le=2, allow_inf_nan=False)  # the length head's draw
     continue_score: float | None = Field(None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)  # --midi: extend it
     score_only: bool = False  # write the score (score.mid) alone, no audio
     tier_prior: float | None = Field(None, ge=0, allow_inf_nan=False)  # fine stages: sigma around the tier below
@@ -392,7 +393,8 @@ def asked_length(run: LoadedRun, p: GenerateParams, tier_genre: int, model, cap_
     from pipeline.training.score_tier import chosen_length, training_lengths
 
     if model.cfg.length_head:
-        chosen = chosen_length(model, tier_genre, p.seed, min_seconds=p.score_min_seconds)
+        chosen = chosen_length(model, tier_genre, p.seed, min_seconds=p.score_min_seconds,
+                               temperature=p.score_length_temperature or 1.0)
         return {"seconds": round(min(chosen, cap_seconds), 2), "from": "the score tier's length head"}
 
     lengths = training_lengths(run.path, None if tier_genre >= model.cfg.n_genres else tier_genre) \

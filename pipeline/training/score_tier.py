@@ -523,10 +523,12 @@ def sample_events(model, genre_id: int, seconds: float, seed: int, temperature: 
 
 
 def chosen_length(model, genre_id: int, seed: int, prompt: list[int] | None = None,
-                  min_seconds: float = 0.0) -> float:
+                  min_seconds: float = 0.0, temperature: float = 1.0) -> float:
     """Seconds of the piece (the prompt's included) a tier with a length head chooses for ``genre_id``
-    (``models.score_tier.ScoreTransformer.choose_length``), at least ``min_seconds`` more than the prompt."""
-    steps = model.choose_length(genre_id, seed, prompt, min_steps=int(round(min_seconds * STEPS_PER_SECOND)))
+    (``models.score_tier.ScoreTransformer.choose_length``, its head drawn at ``temperature``), at least
+    ``min_seconds`` more than the prompt."""
+    steps = model.choose_length(genre_id, seed, prompt, min_steps=int(round(min_seconds * STEPS_PER_SECOND)),
+                                temperature=temperature)
     return steps / STEPS_PER_SECOND
 
 

@@ -510,3 +510,19 @@ def test_no_end_before_min_seconds():
     assert m.generate(genre=0, max_events=50, seed=0, seconds_of=seconds_of) == [END]
     with pytest.raises(ValueError, match="min_seconds"):
         m.generate(genre=0, max_events=3, min_seconds=1.0)
+
+
+def test_a_cool_length_draw_gathers_at_the_heads_most_likely_bucket():
+    """choose_length's temperature: a head whose logits favour one bucket by 0.2 (the rest equal) spreads its draws
+    over many buckets at 1 and puts every one of 20 in that bucket at 0.01 (e^20 to 1 against each other)."""
+    m = tiny(**FULL, length_head=True).eval()
+    best = 30
+    with torch.no_grad():
+        m.left[2].weight.zero_()
+        m.left[2].bias.zero_()
+        m.left[2].bias[best] = 0.2
+    lo, hi = m.left_bucket_steps(best, 0.0), m.left_bucket_steps(best, 1.0)
+    cool = [m.choose_length(0, seed, temperature=0.01) for seed in range(20)]
+    warm = [m.choose_length(0, seed, temperature=1.0) for seed in range(20)]
+    assert all(math.floor(lo) <= c <= math.ceil(hi) for c in cool), (lo, hi, cool)
+    assert sum(math.floor(lo) <= c <= math.ceil(hi) for c in warm) <= 5, (lo, hi, warm)
