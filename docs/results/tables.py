@@ -1469,6 +1469,42 @@ def adapt_floor_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+LENGTH_TEMPERATURE_RUNS = (  # (corpus, label, bench/score_tier.py JSON): one tier, its length head drawn cooler
+    ("demo", "1 (as trained)", "score_tier_fresh.json"),
+    ("demo", "0.5", "score_tier_length_t05.json"),
+    ("other soundfont", "1 (as trained)", "score_tier_fresh_other_soundfont.json"),
+    ("other soundfont", "0.5", "score_tier_length_t05_other_soundfont.json"))
+
+
+def length_temperature_table() -> str:
+    """``LENGTH_TEMPERATURE_RUNS``: issue 19's length target for pieces whose length the tier chooses itself
+    (``lengths.genre_chosen`` / ``unconditional_chosen``), at the length head's temperature as trained and cooler:
+    the pieces ended by their own END within 0.5-2x the genre's median, and the lengths chosen."""
+    lines = ["| corpus | length head's temperature | genre pieces ended within 0.5-2x the genre's median (ended by "
+             "END) | unconditional pieces the same | lengths chosen, genre pieces (s) | lengths chosen, unconditional "
+             "(s) |", "| --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    for corpus, label, name in LENGTH_TEMPERATURE_RUNS:
+        path = HERE / name
+        if not path.is_file():
+            notes.append(absent(path))
+            continue
+        r = json.loads(path.read_text())
+        g, u = r["lengths"].get("genre_chosen"), r["lengths"].get("unconditional_chosen")
+        if not g or not u:
+            notes.append(f"Not shown: `{path.relative_to(HERE.parents[1])}` has no chosen lengths.")
+            continue
+
+        def chosen(x: dict) -> str:
+            return ", ".join(f"{p['asked_seconds']:.0f}" for p in x["pieces"])
+
+        lines.append(f"| {corpus} | {label} | {g['ended_within_range']} of {g['of']} ({g['ended_by_end_event']}) "
+                     f"| {u['ended_within_range']} of {u['of']} ({u['ended_by_end_event']}) | {chosen(g)} "
+                     f"| {chosen(u)} |")
+        notes.append(f"{corpus}, {label}: step {r['run_steps']}; commit `{r['commit'][:10]}`, `{r['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
 def resynth_table() -> str:
     """docs/results/fine_sampling_resynth.json: per test track, the bands of the MIDI-prompted piece (every stage),
     of its re-synthesis from the real coarse tier (the fine stages alone) and of the plain rendering."""
@@ -1601,7 +1637,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "crossfade": crossfade_table,
             "schedule": schedule_table, "tier_steps": tier_steps_table,
             "tier_steps_scores": tier_steps_scores_table, "key_input": key_input_table,
-            "adapt_floor": adapt_floor_table,
+            "adapt_floor": adapt_floor_table, "length_temperature": length_temperature_table,
             "resynth": resynth_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
