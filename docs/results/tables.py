@@ -1502,7 +1502,31 @@ def length_temperature_table() -> str:
                      f"| {u['ended_within_range']} of {u['of']} ({u['ended_by_end_event']}) | {chosen(g)} "
                      f"| {chosen(u)} |")
         notes.append(f"{corpus}, {label}: step {r['run_steps']}; commit `{r['commit'][:10]}`, `{r['command']}`.")
-    return "\n".join(lines + [""] + notes)
+    return "\n".join(lines + [""] + notes + [""] + _length_choices_lines())
+
+
+def _length_choices_lines() -> list[str]:
+    """bench/length_choices.py's JSONs: per genre, the share of the chosen lengths within 0.5-2x the genre's median
+    and their interquartile range, at each temperature, beside the training pieces'."""
+    files = (("demo", HERE / "length_choices.json"), ("other soundfont", HERE / "length_choices_other_soundfont.json"))
+    lines, notes = [], []
+    for corpus, r in present(files, notes):
+        genres = list(r["genres"])
+        if not lines:
+            lines = ["| corpus | lengths | " + " | ".join(genres) + " |", "| --- | --- |" + " --- |" * len(genres)]
+
+        def cell(share: float, iqr) -> str:
+            return f"{share:.2f} ({iqr[0]:.0f}-{iqr[1]:.0f} s)" if iqr else f"{share:.2f}"
+
+        lines.append(f"| {corpus} | training pieces | " + " | ".join(
+            cell(r["genres"][g]["training_share_within_half_to_twice_median"],
+                 r["genres"][g]["training_interquartile_seconds"]) for g in genres) + " |")
+        for t in r["temperatures"]:
+            lines.append(f"| {corpus} | chosen at temperature {t:g} ({r['seeds']} per genre) | " + " | ".join(
+                cell(r["genres"][g]["chosen"][str(t)]["share_within_half_to_twice_median"],
+                     r["genres"][g]["chosen"][str(t)]["interquartile_seconds"]) for g in genres) + " |")
+        notes.append(f"{corpus}: step {r['run_steps']}; commit `{r['commit'][:10]}`, `{r['command']}`.")
+    return lines + [""] + notes if lines else notes
 
 
 def resynth_table() -> str:
