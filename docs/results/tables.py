@@ -1334,7 +1334,9 @@ def tier_steps_table() -> str:
 TIER_STEPS_SCORES = (("a fresh `make demo`, 16-minute budget (`demo2/run`)", "score_tier_demo_16min.json"),
                      ("a fresh `make demo` at the 20-minute presets (`demo3/run`)", "score_tier_demo_tier_share.json"),
                      ("a fresh `make demo` with the key input (commit `265d418`, a new `demo3/run`)",
-                      "score_tier_fresh.json"))
+                      "score_tier_fresh.json"),
+                     ("the same code's `make demo` on the other soundfont (`demo4/run`: the same scores, a tier of its "
+                      "own)", "score_tier_fresh_other_soundfont.json"))
 
 
 def tier_steps_scores_table() -> str:
@@ -1472,6 +1474,7 @@ def adapt_floor_table() -> str:
 LENGTH_TEMPERATURE_RUNS = (  # (corpus, label, bench/score_tier.py JSON): one tier, its length head drawn cooler
     ("demo", "1 (as trained)", "score_tier_fresh.json"),
     ("demo", "0.5", "score_tier_length_t05.json"),
+    ("demo", "0.7", "score_tier_length_t07.json"),
     ("other soundfont", "1 (as trained)", "score_tier_fresh_other_soundfont.json"),
     ("other soundfont", "0.5", "score_tier_length_t05_other_soundfont.json"))
 
