@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True)
     ap.add_argument("--json", required=True)
-    ap.add_argument("--temperatures", default="1,0.7,0.5", help="comma-separated temperatures of the length head's draw")
+    ap.add_argument("--temperatures", default="1,0.7,0.5",
+                    help="comma-separated temperatures of the length head's draw")
     ap.add_argument("--seeds", type=int, default=40, help="lengths drawn per genre and temperature")
     ap.add_argument("--min-seconds", type=float, default=4.0, help="as generate.score_min_seconds")
     a = ap.parse_args(argv)
