@@ -319,6 +319,10 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
                 written = []
             row["change_bursts_db"] = change_bursts_db(y, sr, [n for n in written if n.start < SECONDS])
             row["tail_bands_db"] = tail_bands_db(y, sr, [n for n in written if n.start < SECONDS])
+            if track is None and row["tail_bands_db"] is not None:  # the same score's plain rendering, its tail
+                plain = score_rendering(score, work / "renderings" / setting["name"] / f"{name}.wav")
+                row["rendering_tail_bands_db"] = None if plain is None else tail_bands_db(
+                    plain[:int(SECONDS * 16000)], 16000, [n for n in written if n.start < SECONDS])
         row["coarse_silent_share"] = coarse_silent_share(folder, score if track is None else Path(kw["midi"]))
         if track:
             notes = [n for n in read_midi(kw["midi"]) if n.start < SECONDS]
@@ -393,6 +397,23 @@ TAIL_AFTER = 0.1  # s after the score's last note ends: the tail, where no note 
 TAIL_MIN = 0.2  # s: a shorter tail is not read
 
 
+def score_rendering(score: Path, wav: Path) -> np.ndarray | None:
+    """A plain FluidSynth rendering (16 kHz, mono; the corpus's soundfont: ``$STRATA_SOUNDFONT`` as the corpus was
+    rendered) of a generated piece's ``score.mid``, cached at ``wav``; None, with a warning, without FluidSynth."""
+    from pipeline.corpus.audio import load_audio, to_mono
+    from pipeline.corpus.midi import MidiError, render_midi
+
+    try:
+        if not wav.is_file():
+            wav.parent.mkdir(parents=True, exist_ok=True)
+            render_midi(score, wav, sr=16000)
+    except MidiError as e:
+        print(f"warning: no plain rendering of {score}: {e}", file=sys.stderr, flush=True)
+        return None
+    x, sr = load_audio(wav)
+    return to_mono(x) if sr == 16000 else None
+
+
 def tail_bands_db(x: np.ndarray, sr: int, notes) -> dict[str, float] | None:
     """Per ``TAIL_BANDS`` band, its level (dBFS) in the piece's tail, from ``TAIL_AFTER`` after the last note of
     ``notes`` ends to the end (None: no notes, or a tail under ``TAIL_MIN``): what the stages draw where the score
@@ -445,6 +466,10 @@ def summary(rows: list[dict], genre_acc: dict) -> dict:
         if tails:  # the pieces whose score ends before the piece does: the bands' levels where no note sounds
             out["tail_bands_db_median"] = {b: round(float(np.median([t[b] for t in tails])), 1) for b in TAIL_BANDS}
             out["pieces_with_tail"] = len(tails)
+        plain = [r["rendering_tail_bands_db"] for r in sel if r.get("rendering_tail_bands_db")]
+        if plain:  # the same scores rendered by FluidSynth: where a real release goes after the last note
+            out["rendering_tail_bands_db_median"] = {b: round(float(np.median([t[b] for t in plain])), 1)
+                                                     for b in TAIL_BANDS}
         f1 = [(r["note_f1"], r["rendering_note_f1"]) for r in sel if r.get("note_f1") is not None]
         if f1:
             out["note_f1_mean"] = round(float(np.mean([a for a, _ in f1])), 3)
