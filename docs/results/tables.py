@@ -1444,9 +1444,10 @@ def adapt_floor_table() -> str:
     seeds; the bands, tier SNR, note F1 and genre heard, which it must not cost."""
     lines = ["| corpus | the fine stages' floor | noisy 1 s windows, genre pieces (pieces with every window clean; "
              "with the last second noisy) "
-             "| tail: 0-1 / 4-8 kHz, dBFS (pieces) | 1-2 / 2-4 / 4-8 kHz re 0-1 kHz, genre pieces "
+             "| tail: 0-1 / 4-8 kHz, dBFS (pieces) | the same scores' plain rendering, its tail "
+             "| 1-2 / 2-4 / 4-8 kHz re 0-1 kHz, genre pieces "
              "| band error, dB (MIDI / genre) | pieces with every tier SNR >= 20 dB | note F1 (rendering) "
-             "| genre heard |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| genre heard |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes: list[str] = []
     for corpus, label, name in ADAPT_FLOOR_RUNS:
         path = HERE / name
@@ -1458,12 +1459,14 @@ def adapt_floor_table() -> str:
         m, g, acc = s["midi"], s["genre"], s["genre_recognised"]
         tail = g.get("tail_bands_db_median")
         tail_cell = f"{tail['0-1k']:.1f} / {tail['4-8k']:.1f} ({g['pieces_with_tail']})" if tail else "-"
+        plain = g.get("rendering_tail_bands_db_median")
+        plain_cell = f"{plain['0-1k']:.1f} / {plain['4-8k']:.1f}" if plain else "-"
         f1 = f"{m['note_f1_mean']:.2f} ({m['rendering_note_f1_mean']:.2f})" if m.get("note_f1_mean") else "-"
         snr = m["pieces_all_tiers_snr_20db"] + g["pieces_all_tiers_snr_20db"]
         last = f"; {g['pieces_last_window_noisy']}" if "pieces_last_window_noisy" in g else ""
         bands = " / ".join(f"{v:.1f}" for v in g["bands_db_median"].values())
         lines.append(f"| {corpus} | {label} | {g['noisy_share_mean']:.1%} ({g['pieces_95pct_windows_clean']} of "
-                     f"{g['pieces']}{last}) | {tail_cell} | {bands} "
+                     f"{g['pieces']}{last}) | {tail_cell} | {plain_cell} | {bands} "
                      f"| {m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f} "
                      f"| {snr} of {m['pieces'] + g['pieces']} "
                      f"| {f1} | {acc['accuracy']:.2f} of {acc['clips']} clips |")
