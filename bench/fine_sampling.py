@@ -6,7 +6,8 @@ filled the upper bands with noise; both also hold back what the tier below lacks
 1 kHz).  Each ``--setting NAME:[T0,]T1,T2:SIGMA[:W[:G]]`` (fine stages' temperature factors, and stage 0's
 when three are given; the prior's sigma; 0 =
 off; W: the score tier's genre guidance, ``generate.score_guidance``; G: the stages' classifier-free guidance,
-``generate.guidance``, or G0,G1,G2 per stage) generates the same pieces with the same seeds: stage 0 and the
+``generate.guidance``, or G0,G1,G2 per stage; the later fields: ``SETTING_FORMAT``, ``parse_setting``) generates
+the same pieces with the same seeds: stage 0 and the
 score are the same in every setting that keeps T0, W and G, only the fine stages' draw differs.
 
 Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI and genre-prompted
@@ -14,9 +15,13 @@ Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI 
 
 - band levels (1-2, 2-4, 4-8 kHz against 0-1 kHz): MIDI pieces against a plain FluidSynth rendering of
   the same 8 s, genre pieces against the median of the genre's real test audio; mean absolute dB;
-- noise: the share of 1 s windows flatter than the run's calibrated threshold, pieces with any; and in the
-  1-4 kHz band alone (noise there hides under a tonal band below 1 kHz): the share of windows flatter there
-  than the real test audio's 99th percentile, pieces with at most 5% such windows;
+- noise: the share of 1 s windows flatter than the run's calibrated threshold, pieces with any, which windows
+  (``noisy_windows``; pieces whose last second is noisy); and in the 1-4 kHz band alone (noise there hides under a
+  tonal band below 1 kHz): the share of windows flatter there than the real test audio's 99th percentile, pieces
+  with at most 5% such windows;
+- the tail (``tail_bands_db``): a genre piece's 0-1 and 4-8 kHz levels after its score's last note, beside the same
+  score rendered plain by FluidSynth (``rendering_tail_bands_db``; run with ``STRATA_SOUNDFONT`` set as the corpus
+  was rendered): what the stages draw where a release decays;
 - the tier SNR at each tier (each tier's low band against the tier below);
 - level (RMS dBFS) against the genre's real test audio, and the opening: the level of the first 50, 50-150
   and 150-300 ms against 0.5-1.5 s's, beside the real test tracks' (median), and pieces whose first 1 s
