@@ -116,10 +116,9 @@ def parse_setting(text: str) -> dict:
         raise SystemExit(f"--setting {text!r}: share powers > 0 are needed")
     if top_p and not all(0 < v <= 1 for v in top_p):
         raise SystemExit(f"--setting {text!r}: nucleus masses in (0, 1] are needed")
-    if floor and not all(0 <= v < 1 for v in floor):
-        raise SystemExit(f"--setting {text!r}: scale floors in [0, 1) are needed")
-    if adapt and not all(0 <= v < 1 for v in adapt):
-        raise SystemExit(f"--setting {text!r}: adaptive-scale floors in [0, 1) are needed")
+    for values, what in ((floor, "scale floors"), (adapt, "adaptive-scale floors")):
+        if values and not all(0 <= v < 1 for v in values):
+            raise SystemExit(f"--setting {text!r}: {what} in [0, 1) are needed")
     if not name or (st and min(st) <= 0) or min(numbers + (per_stage or [])) < 0:
         raise SystemExit(f"--setting {text!r}: a name, temperatures > 0 and sigma, W, G >= 0 are needed")
     g = None if per_stage is None else max(per_stage)
@@ -281,6 +280,7 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
     from pipeline.corpus.midi import MidiError, read_midi
     from pipeline.corpus.transcribe import estimate_notes, note_f1
     from pipeline.generation.generate import generate
+    from quality import rendering
 
     manifest = load_manifest(data)
     tests = [t for t in manifest["tracks"] if t["split"] == "test" and t.get("midi")][:4]
@@ -322,12 +322,13 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
                 written = read_midi(score)
             except MidiError:  # a score without notes (the tier's last draw): no changes to look at
                 written = []
-            row["change_bursts_db"] = change_bursts_db(y, sr, [n for n in written if n.start < SECONDS])
-            row["tail_bands_db"] = tail_bands_db(y, sr, [n for n in written if n.start < SECONDS])
+            heard = [n for n in written if n.start < SECONDS]  # the notes of the piece's SECONDS
+            row["change_bursts_db"] = change_bursts_db(y, sr, heard)
+            row["tail_bands_db"] = tail_bands_db(y, sr, heard)
             if track is None and row["tail_bands_db"] is not None:  # the same score's plain rendering, its tail
-                plain = score_rendering(score, work / "renderings" / setting["name"] / f"{name}.wav")
+                plain = rendering(score, work, wav=work / "renderings" / setting["name"] / f"{name}.wav")
                 row["rendering_tail_bands_db"] = None if plain is None else tail_bands_db(
-                    plain[:int(SECONDS * 16000)], 16000, [n for n in written if n.start < SECONDS])
+                    plain[:int(SECONDS * 16000)], 16000, heard)
         row["coarse_silent_share"] = coarse_silent_share(folder, score if track is None else Path(kw["midi"]))
         if track:
             notes = [n for n in read_midi(kw["midi"]) if n.start < SECONDS]
@@ -402,23 +403,6 @@ TAIL_AFTER = 0.1  # s after the score's last note ends: the tail, where no note 
 TAIL_MIN = 0.2  # s: a shorter tail is not read
 
 
-def score_rendering(score: Path, wav: Path) -> np.ndarray | None:
-    """A plain FluidSynth rendering (16 kHz, mono; the corpus's soundfont: ``$STRATA_SOUNDFONT`` as the corpus was
-    rendered) of a generated piece's ``score.mid``, cached at ``wav``; None, with a warning, without FluidSynth."""
-    from pipeline.corpus.audio import load_audio, to_mono
-    from pipeline.corpus.midi import MidiError, render_midi
-
-    try:
-        if not wav.is_file():
-            wav.parent.mkdir(parents=True, exist_ok=True)
-            render_midi(score, wav, sr=16000)
-    except MidiError as e:
-        print(f"warning: no plain rendering of {score}: {e}", file=sys.stderr, flush=True)
-        return None
-    x, sr = load_audio(wav)
-    return to_mono(x) if sr == 16000 else None
-
-
 def tail_bands_db(x: np.ndarray, sr: int, notes) -> dict[str, float] | None:
     """Per ``TAIL_BANDS`` band, its level (dBFS) in the piece's tail, from ``TAIL_AFTER`` after the last note of
     ``notes`` ends to the end (None: no notes, or a tail under ``TAIL_MIN``): what the stages draw where the score
@@ -430,7 +414,8 @@ def tail_bands_db(x: np.ndarray, sr: int, notes) -> dict[str, float] | None:
     y = np.asarray(x[start:], np.float64)
     if len(y) < TAIL_MIN * sr:
         return None
-    spec = np.abs(np.fft.rfft(y * np.hanning(len(y)))) ** 2 / (np.hanning(len(y)) ** 2).sum()  # power per bin
+    window = np.hanning(len(y))
+    spec = np.abs(np.fft.rfft(y * window)) ** 2 / (window ** 2).sum()  # power per bin
     freqs = np.fft.rfftfreq(len(y), 1 / sr)
     return {name: round(float(10 * np.log10(max(2 * spec[(freqs >= lo) & (freqs < hi)].sum() / len(y), 1e-12))), 1)
             for name, (lo, hi) in TAIL_BANDS.items()}

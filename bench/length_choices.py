@@ -24,11 +24,7 @@ sys.path.insert(0, str(ROOT))
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 from pipeline.io import atomic_write_json  # noqa: E402 - the repository root first (run as a script)
 from pipeline.training.score_tier import chosen_length, load_score_tier, training_lengths  # noqa: E402
-
-
-def share_in_range(lengths: np.ndarray, median: float) -> float:
-    """The share of ``lengths`` within 0.5-2x ``median`` (the target's range)."""
-    return float(((lengths >= 0.5 * median) & (lengths <= 2.0 * median)).mean()) if len(lengths) else 0.0
+from score_tier import share_in_range  # noqa: E402  (bench/score_tier.py: the length target's range)
 
 
 def choices(model, genre_id: int, median: float, temperature: float, seeds: int, min_seconds: float) -> dict:

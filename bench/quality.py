@@ -278,12 +278,13 @@ def piece_audio(p: dict) -> tuple[np.ndarray, int]:
 # ----------------------------------------------------------------------------- score following
 
 
-def rendering(midi: str | Path, work: Path, rate: int = 16000) -> np.ndarray | None:
-    """A plain FluidSynth rendering of the MIDI (None, with a warning, without FluidSynth)."""
+def rendering(midi: str | Path, work: Path, rate: int = 16000, wav: Path | None = None) -> np.ndarray | None:
+    """A plain FluidSynth rendering of the MIDI (``$STRATA_SOUNDFONT`` or the preferred soundfont), cached at ``wav``
+    (default ``work/renderings/<the MIDI's stem>.wav``); None, with a warning, without FluidSynth."""
     from pipeline.corpus.audio import load_audio, to_mono
     from pipeline.corpus.midi import MidiError, render_midi
 
-    wav = work / "renderings" / (Path(midi).stem + ".wav")
+    wav = wav or work / "renderings" / (Path(midi).stem + ".wav")
     wav.parent.mkdir(parents=True, exist_ok=True)
     try:
         if not wav.is_file():

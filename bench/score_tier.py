@@ -208,6 +208,11 @@ def length_head_bits(model, held: list[tuple[int, list[int]]], train: list[tuple
             "within_half_to_twice_head_median": round(float(np.mean(in_range)), 3)}
 
 
+def share_in_range(lengths: np.ndarray, median: float) -> float:
+    """The share of ``lengths`` within 0.5-2x ``median`` (the length target's range); 0 for none."""
+    return float(((lengths >= 0.5 * median) & (lengths <= 2.0 * median)).mean()) if len(lengths) else 0.0
+
+
 def real_lengths(train: list[tuple[int, list[int]]], genres: list[str]) -> dict:
     """What the range target can reach: the share of the whole training pieces themselves within 0.5-2x their
     genre's median (and of all pieces within 0.5-2x the median of all); excerpts counted beside them."""
@@ -218,8 +223,7 @@ def real_lengths(train: list[tuple[int, list[int]]], genres: list[str]) -> dict:
         out[genres[gi] if gi is not None else "all"] = {
             "pieces": len(sec), "median_seconds": round(m, 2) if len(sec) else None,
             "excerpts": sum(1 for gid, e in train if (gi is None or gid == gi) and not is_whole(e)),
-            "share_within_half_to_twice_median": round(float(((sec >= 0.5 * m) & (sec <= 2 * m)).mean()), 3)
-            if len(sec) else None}
+            "share_within_half_to_twice_median": round(share_in_range(sec, m), 3) if len(sec) else None}
     return out
 
 

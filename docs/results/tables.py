@@ -1449,12 +1449,7 @@ def adapt_floor_table() -> str:
              "| band error, dB (MIDI / genre) | pieces with every tier SNR >= 20 dB | note F1 (rendering) "
              "| genre heard |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes: list[str] = []
-    for corpus, label, name in ADAPT_FLOOR_RUNS:
-        path = HERE / name
-        if not path.is_file():
-            notes.append(absent(path))
-            continue
-        r = json.loads(path.read_text())
+    for (corpus, label), r in present((((c, lab), HERE / n) for c, lab, n in ADAPT_FLOOR_RUNS), notes):
         s = next(iter(r["settings"].values()))["summary"]
         m, g, acc = s["midi"], s["genre"], s["genre_recognised"]
         tail = g.get("tail_bands_db_median")
@@ -1490,20 +1485,16 @@ def length_temperature_table() -> str:
              "END) | unconditional pieces the same | lengths chosen, genre pieces (s) | lengths chosen, unconditional "
              "(s) |", "| --- | --- | --- | --- | --- | --- |"]
     notes: list[str] = []
-    for corpus, label, name in LENGTH_TEMPERATURE_RUNS:
-        path = HERE / name
-        if not path.is_file():
-            notes.append(absent(path))
-            continue
-        r = json.loads(path.read_text())
+
+    def chosen(x: dict) -> str:  # the lengths asked of a row's pieces
+        return ", ".join(f"{p['asked_seconds']:.0f}" for p in x["pieces"])
+
+    for (corpus, label, name), r in present((((c, lab, n), HERE / n) for c, lab, n in LENGTH_TEMPERATURE_RUNS),
+                                            notes):
         g, u = r["lengths"].get("genre_chosen"), r["lengths"].get("unconditional_chosen")
         if not g or not u:
-            notes.append(f"Not shown: `{path.relative_to(HERE.parents[1])}` has no chosen lengths.")
+            notes.append(f"Not shown: `docs/results/{name}` has no chosen lengths.")
             continue
-
-        def chosen(x: dict) -> str:
-            return ", ".join(f"{p['asked_seconds']:.0f}" for p in x["pieces"])
-
         lines.append(f"| {corpus} | {label} | {g['ended_within_range']} of {g['of']} ({g['ended_by_end_event']}) "
                      f"| {u['ended_within_range']} of {u['of']} ({u['ended_by_end_event']}) | {chosen(g)} "
                      f"| {chosen(u)} |")

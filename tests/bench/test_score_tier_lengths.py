@@ -1,11 +1,11 @@
-"""bench/length_choices.py: the share of lengths within the target's range."""
+"""bench/score_tier.py (and bench/length_choices.py, which reads it): the share of lengths within the target's range."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from length_choices import share_in_range
+from score_tier import share_in_range
 
 
 def test_share_in_range_counts_half_to_twice_the_median_inclusive():
