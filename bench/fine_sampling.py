@@ -10,8 +10,8 @@ off; W: the score tier's genre guidance, ``generate.score_guidance``; G: the sta
 the same pieces with the same seeds: stage 0 and the
 score are the same in every setting that keeps T0, W and G, only the fine stages' draw differs.
 
-Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI and genre-prompted
-(``--per-genre`` seeds each):
+Per setting, over 8 s pieces MIDI-prompted on the test split's tracks with MIDI, genre-prompted
+(``--per-genre`` seeds each) and with no prompt at all (``--unconditional N``; against every genre's real test audio):
 
 - band levels (1-2, 2-4, 4-8 kHz against 0-1 kHz): MIDI pieces against a plain FluidSynth rendering of
   the same 8 s, genre pieces against the median of the genre's real test audio; mean absolute dB;
@@ -59,8 +59,9 @@ from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 
 SECONDS = 8.0
 CLIP_SECONDS = 4.0
+ALL = "all"  # the references of the real test audio of every genre (an unconditional piece's)
 SETTING_FORMAT = ("NAME:[T0,]T1,T2:SIGMA[:W[:G[:TWIN[:STEADY[:PRE[:SHARE[:ANCHOR[:CLIP[:POWER[:TOPP[:FLOOR"
-                  "[:ADAPT]]]]]]]]]]]]")
+                  "[:ADAPT[:TAIL]]]]]]]]]]]]]")
 DEFAULT_SETTINGS = ("run:-:-", "t1:1,1:0.1", "free:0.6,0.6:0", "t1-free:1,1:0", "t08-wide:0.8,0.8:0.3")
 
 
@@ -77,7 +78,8 @@ def parse_setting(text: str) -> dict:
     (C0,C1,C2 per stage: the |residual| the adaptive scale reads, at most C times the draw's scale), "share_power"
     (P0,P1,P2 per stage: the network's share of the score taps raised to P), "stage_top_p" (N0,N1,N2 per stage: its
     nucleus mass), "scale_floor" (F0,F1,F2 per stage: the adaptive scale's floor where notes sound), "adapt_floor"
-    (A0,A1,A2 per stage: the adaptive scale's floor everywhere)}; ``-`` keeps the run's value."""
+    (A0,A1,A2 per stage: the adaptive scale's floor everywhere), "tail_floor" (A0,A1,A2 per stage: that floor after
+    the score's last note)}; ``-`` keeps the run's value."""
     try:
         name, temps, sigma, *rest = text.split(":")
         st = None if temps == "-" else tuple(float(v) for v in temps.split(","))
@@ -86,11 +88,12 @@ def parse_setting(text: str) -> dict:
         if st is not None and len(st) != 3:
             raise ValueError(temps)
         prior = None if sigma == "-" else float(sigma)
-        if len(rest) > 12:
+        if len(rest) > 13:
             raise ValueError(text)
         (w_text, g_text, twin, steady, pre_text, share_text, anchor_text, clip_text, power_text, top_text, floor_text,
-         adapt_text) = (rest + ["-"] * 12)[:12]
+         adapt_text, tail_text) = (rest + ["-"] * 13)[:13]
         adapt = None if adapt_text == "-" else tuple(float(v) for v in adapt_text.split(","))
+        tail = None if tail_text == "-" else tuple(float(v) for v in tail_text.split(","))
         floor = None if floor_text == "-" else tuple(float(v) for v in floor_text.split(","))
         top_p = None if top_text == "-" else tuple(float(v) for v in top_text.split(","))
         power = None if power_text == "-" else tuple(float(v) for v in power_text.split(","))
@@ -116,7 +119,7 @@ def parse_setting(text: str) -> dict:
         raise SystemExit(f"--setting {text!r}: share powers > 0 are needed")
     if top_p and not all(0 < v <= 1 for v in top_p):
         raise SystemExit(f"--setting {text!r}: nucleus masses in (0, 1] are needed")
-    for values, what in ((floor, "scale floors"), (adapt, "adaptive-scale floors")):
+    for values, what in ((floor, "scale floors"), (adapt, "adaptive-scale floors"), (tail, "tail floors")):
         if values and not all(0 <= v < 1 for v in values):
             raise SystemExit(f"--setting {text!r}: {what} in [0, 1) are needed")
     if not name or (st and min(st) <= 0) or min(numbers + (per_stage or [])) < 0:
@@ -127,7 +130,7 @@ def parse_setting(text: str) -> dict:
             "stage_guidance": factors, "guidance_twin": None if twin == "-" else twin,
             "steady_scale": steady_scale, "preroll_seconds": pre,
             "score_share": share, "scale_anchor": anchor, "scale_clip": clip, "share_power": power,
-            "stage_top_p": top_p, "scale_floor": floor, "adapt_floor": adapt}
+            "stage_top_p": top_p, "scale_floor": floor, "adapt_floor": adapt, "tail_floor": tail}
 
 
 def mean_abs_db(bands: dict, ref: dict) -> float | None:
@@ -221,12 +224,13 @@ def references(data: Path, work: Path) -> dict:
             tracks[t["id"]] = {"bands": band_levels(r, 16000),
                                "note_f1": round(note_f1(ref, estimate_notes(r, 16000))["f1"], 3),
                                "change_bursts_db": change_bursts_db(r, 16000, ref)}
+    genres[ALL] = {k: [v for g in genres.values() for v in g[k]] for k in ("bands", "level_db")}  # no genre's
     out = {}
     for name, g in genres.items():
         out[name] = {"bands": {b: round(float(np.median([v[b] for v in g["bands"] if v[b] is not None])), 1)
                                for b in g["bands"][0]},
                      "level_db": round(float(np.median(g["level_db"])), 1)}
-    openings = [o for g in genres.values() for o in g["opening_db"]]
+    openings = [o for name, g in genres.items() if name != ALL for o in g["opening_db"]]
     return {"genres": out, "renderings": tracks, "opening_db_median": np.median(openings, axis=0).round(1).tolist(),
             "high_band_flatness": {"band_hz": list(HIGH_BAND), "windows": len(high_band),
                                    "median": round(float(np.median(high_band)), 5),
@@ -272,9 +276,10 @@ def classifier(data: Path):
 
 
 def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, refs: dict,
-           resynth: bool = False) -> list[dict]:
+           resynth: bool = False, unconditional: int = 0) -> list[dict]:
     """Generate (or reuse) the setting's pieces and measure each (``resynth``: also each MIDI piece's track
-    re-synthesised from its real coarse tier)."""
+    re-synthesised from its real coarse tier; ``unconditional``: that many pieces with no genre and no MIDI,
+    measured against the real test audio of all genres)."""
     from pipeline.corpus.audio import load_audio, to_mono
     from pipeline.corpus.dataset import load_manifest
     from pipeline.corpus.midi import MidiError, read_midi
@@ -289,10 +294,11 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
         jobs += [(f"resynth-{t['genre']}-{t['id'][-8:]}",
                   {"midi": t["midi"], "genre": t["genre"], "resynth": t["source"]}, 1, t) for t in tests]
     jobs += [(f"genre-{g}-{s}", {"genre": g}, s, None) for g in manifest["genres"] for s in range(1, per_genre + 1)]
+    jobs += [(f"uncond-{s}", {"genre": None}, s, None) for s in range(1, unconditional + 1)]
     kw_setting = {k: setting[k] for k in ("stage_temperature", "tier_prior", "score_guidance", "guidance",
                                           "stage_guidance", "guidance_twin", "steady_scale", "preroll_seconds",
                                           "score_share", "scale_anchor", "scale_clip", "share_power",
-                                          "stage_top_p", "scale_floor", "adapt_floor")
+                                          "stage_top_p", "scale_floor", "adapt_floor", "tail_floor")
                   if setting.get(k) is not None}
     rows = []
     for name, kw, seed, track in jobs:
@@ -305,13 +311,14 @@ def pieces(data: Path, run: Path, work: Path, setting: dict, per_genre: int, ref
         y, sr = load_audio(folder / "audio.wav")
         y = to_mono(y)
         genre = kw["genre"]
+        real = refs["genres"][genre or ALL]  # an unconditional piece: the real audio of every genre
         ref = refs["renderings"].get(track["id"]) if track else None
-        ref_bands = ref["bands"] if ref else refs["genres"][genre]["bands"]
+        ref_bands = ref["bands"] if ref else real["bands"]
         row = {"name": name, "genre": genre, "folder": str(folder), "noisy_share": d["noise"]["noisy_share"],
                "tier_snr_db": {r: round(v, 1) for r, v in d["tiers"]["snr_db"].items()},
                "bands_db": {b: round(v, 1) for b, v in d["bands"].items() if v is not None},
                "band_error_db": mean_abs_db(d["bands"], ref_bands),
-               "level_re_real_db": round(rms_db(y) - refs["genres"][genre]["level_db"], 1),
+               "level_re_real_db": round(rms_db(y) - real["level_db"], 1),
                "opening_db": opening_db(y, sr), "first_window_noisy": d["noise"].get("first_noisy_seconds") == 0,
                "high_band_noisy_share": high_band_noisy_share(y, sr, refs["high_band_flatness"]["threshold"]),
                "noisy_windows": noisy_windows(y, sr, d["noise"]["flatness_threshold"])}
@@ -468,6 +475,8 @@ def summary(rows: list[dict], genre_acc: dict) -> dict:
         return out
 
     out = {"midi": of("midi-"), "genre": of("genre-"), "genre_recognised": genre_acc}
+    if any(r["name"].startswith("uncond-") for r in rows):
+        out["unconditional"] = of("uncond-")
     if any(r["name"].startswith("resynth-") for r in rows):
         out["resynth"] = of("resynth-")
     return out
@@ -482,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="NAME:T1,T2:SIGMA[:W[:G]] (W: the score tier's genre guidance, G: the stages'; repeat; "
                          "default: the run's and four others)")
     ap.add_argument("--per-genre", type=int, default=3, help="genre-prompted pieces per genre (0: none)")
+    ap.add_argument("--unconditional", type=int, default=0,
+                    help="pieces with no genre and no MIDI (seeds 1..N; default 0: none)")
     ap.add_argument("--work", default=None, help="pieces go to WORK/<setting>/ (default: <run>/fine_sampling/)")
     ap.add_argument("--resynth", action="store_true",
                     help="also re-synthesise each MIDI piece's track from its real coarse tier (the fine stages alone)")
@@ -502,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     models, genres, real = classifier(data)
     results = {}
     for s in settings:
-        rows = pieces(data, run, work, s, a.per_genre, refs, a.resynth)
+        rows = pieces(data, run, work, s, a.per_genre, refs, a.resynth, a.unconditional)
         results[s["name"]] = {**s, "pieces": [{k: v for k, v in r.items() if k != "folder"} for r in rows],
                               "summary": summary(rows, recognised(rows, models, genres))}
         print(s["name"], json.dumps(results[s["name"]]["summary"]), flush=True)

@@ -54,7 +54,14 @@ from pipeline.corpus.score_events import (  # noqa: E402
     roll_to_events,
 )
 from pipeline.evaluation.score_baselines import ngram_table  # noqa: E402
-from pipeline.evaluation.score_metrics import genre_by_score, note_density, novelty, style_overlap  # noqa: E402
+from pipeline.evaluation.score_metrics import (  # noqa: E402
+    fit_score_classifier,
+    genre_by_score,
+    heard_genre,
+    note_density,
+    novelty,
+    style_overlap,
+)
 from pipeline.evaluation.score_tier_bits import evaluate_score_tier  # noqa: E402
 from pipeline.io import atomic_write_json  # noqa: E402
 from pipeline.run import SCORE_KEY, read_config, stage_dir  # noqa: E402
@@ -101,15 +108,24 @@ def tier_bits(model, pieces, genres: list[str], train: list[list[int]]) -> dict:
             "fewer_bits_than_best_ngram": 1.0 - bits / n / table["best"]}
 
 
+MIN_REFERENCE = 5  # whole training pieces: a genre's median length from fewer is no reference for the range
+
+
 def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], genre_ids: list[int], n: int,
-                  g, told: bool, chosen: bool = False) -> dict:
+                  g, told: bool, chosen: bool = False, classifier=None) -> dict:
     """``n`` scores of ``genre_ids`` in turn (``len(genres)``: none), each capped at 2.5x the median length of
     its genre's training scores (all scores' when unconditional): their lengths and how many ended by the
     tier's own END within 0.5-2x that median.  ``told``: each is asked for the length of a training piece of
     its genre drawn by its seed (as ``strata generate`` asks without ``--seconds``), and how near its END came
     to that length is reported too; ``chosen`` (a tier with a length head): each is asked the length the tier
     chooses itself (``chosen_length``, as ``strata generate`` asks such a tier), reported alike; else no length is
-    asked (where the tier's END falls by itself)."""
+    asked (where the tier's END falls by itself).
+
+    Two readings beside the range target's: ``ended_within_range_where_reference`` counts only the pieces of
+    genres with at least ``MIN_REFERENCE`` whole training pieces (a median of one piece says little about a
+    genre's lengths); an unconditional piece is also judged against the median of the genre that ``classifier``
+    (``score_metrics.fit_score_classifier``) hears in its notes (``within_range_of_heard_genre``): the median of
+    all pieces of a corpus of short and long genres fits neither."""
     rows = []
     for i in range(n):
         gi = genre_ids[i % len(genre_ids)]
@@ -129,12 +145,30 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
         rows.append({"genre": genres[gi] if gi < len(genres) else None, "seconds": round(seconds, 2),
                      "asked_seconds": None if asked is None else round(asked, 2),
                      "ended_by_end_event": ended, "median_training_seconds": round(median, 2),
-                     "cap_seconds": round(cap, 2),
+                     "cap_seconds": round(cap, 2), "reference_pieces": len(lengths_of(train, gi)) if gi < len(genres)
+                     else len(lengths),
                      "within_half_to_twice_median": ended and 0.5 * median <= seconds <= 2 * median})
-    out = {"told_length": told or chosen, "asked": "chosen" if chosen else "training" if told else None,
-           "pieces": rows, "ended_by_end_event": sum(r["ended_by_end_event"] for r in rows),
+        if gi == len(genres) and classifier is not None:
+            hg = heard_genre(classifier, ev)
+            ref = lengths_of(train, hg) if hg is not None else []
+            m = float(np.median(ref)) if ref else None
+            rows[-1].update({"heard_genre": genres[hg] if hg is not None else None,
+                             "heard_genre_median_seconds": None if m is None else round(m, 2),
+                             "within_range_of_heard_genre": bool(ended and m and 0.5 * m <= seconds <= 2 * m)})
+    return {"told_length": told or chosen, "asked": "chosen" if chosen else "training" if told else None,
+            **length_counts(rows, asked=told or chosen)}
+
+
+def length_counts(rows: list[dict], asked: bool) -> dict:
+    """The counts of ``piece_lengths`` over its rows (``asked``: each row was asked a length)."""
+    out = {"pieces": rows, "ended_by_end_event": sum(r["ended_by_end_event"] for r in rows),
            "ended_within_range": sum(r["within_half_to_twice_median"] for r in rows), "of": len(rows)}
-    if told or chosen:
+    known = [r for r in rows if r["reference_pieces"] >= MIN_REFERENCE]
+    out["ended_within_range_where_reference"] = sum(r["within_half_to_twice_median"] for r in known)
+    out["of_where_reference"] = len(known)
+    if any("within_range_of_heard_genre" in r for r in rows):
+        out["ended_within_range_of_heard_genre"] = sum(r.get("within_range_of_heard_genre", False) for r in rows)
+    if asked:
         errors = [abs(r["seconds"] / r["asked_seconds"] - 1.0) for r in rows if r["ended_by_end_event"]]
         out["median_relative_error_of_ended"] = round(float(np.median(errors)), 3) if errors else None
         out["ended_within_10pct_of_asked"] = sum(e <= 0.1 for e in errors)
@@ -337,8 +371,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # lengths: does the tier end its pieces, and when?
     known = train if a.lengths_from is None else load_pieces(stage_dir(Path(a.lengths_from), SCORE_KEY) / TRAIN_EVENTS)
+    heard, _ = fit_score_classifier(train)  # the genre an unconditional piece's notes sound like
     out["lengths"] = {"genre": piece_lengths(model, known, genres, list(range(len(genres))), a.lengths, g, False),
-                      "unconditional": piece_lengths(model, known, genres, [len(genres)], a.lengths, g, False),
+                      "unconditional": piece_lengths(model, known, genres, [len(genres)], a.lengths, g, False,
+                                                     classifier=heard),
                       "training_pieces": real_lengths(known, genres), "lengths_from": a.lengths_from or a.run}
     whole_held = [(genres.index(p.genre), list(p.events)) for p in heldout + (other if a.other else [])
                   if p.ended and p.genre in genres]
@@ -350,14 +386,15 @@ def main(argv: list[str] | None = None) -> int:
         out["lengths"]["genre_chosen"] = piece_lengths(model, known, genres, list(range(len(genres))), a.lengths, g,
                                                        False, chosen=True)
         out["lengths"]["unconditional_chosen"] = piece_lengths(model, known, genres, [len(genres)], a.lengths, g,
-                                                               False, chosen=True)
+                                                               False, chosen=True, classifier=heard)
         out["length_head"] = length_head_bits(model, whole_held, train, genres)
     out["end_hazard"] = {"held_out": end_hazard(model, whole_held, genres, g.score_min_seconds),
                          "learned_from": end_hazard(model, learned, genres, g.score_min_seconds)}
     if model.cfg.length_buckets:
         out["lengths"]["genre_told"] = piece_lengths(model, known, genres, list(range(len(genres))), a.lengths, g,
                                                      True)
-        out["lengths"]["unconditional_told"] = piece_lengths(model, known, genres, [len(genres)], a.lengths, g, True)
+        out["lengths"]["unconditional_told"] = piece_lengths(model, known, genres, [len(genres)], a.lengths, g, True,
+                                                             classifier=heard)
 
     # speed: 60 s of score on one thread, unconditional and for the first genre (guided)
     out["speed"] = score_speed(model, len(genres), g, 0.0)

@@ -278,6 +278,10 @@ def generate(
         None, "--adapt-floor", help="per stage, the adaptive scale's floor everywhere, e.g. 0,0,1e-4: a fine stage "
         "draws its new band at about this scale whatever the music's level (hiss in rests); 0: as trained, 1e-3 "
         "(default: the run config's generate.adapt_floor)"),
+    tail_floor: Optional[str] = typer.Option(
+        None, "--tail-floor", help="per stage, that floor after the score's last note, e.g. 1e-4,1e-4,1e-4: the stages "
+        "decay there as a release does instead of settling at their floor's hiss; 0: as --adapt-floor (default: the "
+        "run config's generate.tail_floor)"),
     score_length_temperature: Optional[float] = typer.Option(
         None, "--score-length-temperature", help="the temperature at which a score tier with a length head draws the "
         "piece's length (below 1: nearer its most likely lengths; default: the run config's "
@@ -318,6 +322,7 @@ def generate(
                   share_power=_floats(share_power, "--share-power"),
                   scale_anchor=_floats(scale_anchor, "--scale-anchor"), scale_clip=_floats(scale_clip, "--scale-clip"),
                   scale_floor=_floats(scale_floor, "--scale-floor"), adapt_floor=_floats(adapt_floor, "--adapt-floor"),
+                  tail_floor=_floats(tail_floor, "--tail-floor"),
                   temperature=temperature, top_p=top_p, stage_top_p=_floats(stage_top_p, "--stage-top-p"),
                   guidance=guidance, seed=seed, count=count, engine=engine, weights=weights)
     _precheck(check_score_run if score_only else check_run, run)  # weights are loaded once, by the flow

@@ -99,6 +99,13 @@ class Draw:
     # draws its new band at about this scale whatever the level of the music, a hiss that shows where the tier below
     # goes quiet (a rest, a piece's last release); 0: as trained
     adapt_floor: float = 0.0
+    # > 0: the adaptive scale's floor from sample ``tail_from`` on (the score's last note has ended, none sounds
+    # again), in place of ``adapt_floor``: after the last note the stage hears nothing but its own release, and at
+    # the floor it was trained with (1e-3) it settles at k * floor / (1 - 2 ln 2 k) instead of decaying
+    # (models/predictor.py, the silence trap's fixed point); before the last note the floor is as set above, so
+    # an opening in silence is not trapped.  ``tail_from`` < 0: no tail (a piece without a score)
+    tail_floor: float = 0.0
+    tail_from: int = -1
     top_p: float = 1.0  # nucleus mass (1: off)
     tier_prior: float = 0.0  # sigma of the tier prior around the tier below (0: off)
     free_length: bool = False  # a stream ends where END has at least ``end_threshold`` (from ``min_length``)

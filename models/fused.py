@@ -49,6 +49,7 @@ from models.quant import (
 
 FUSED_HEADS = ("categorical", "logistic_mixture")  # the heads whose input and sampling the kernel knows
 SUB_FLOATS = 1 << 21  # projected conditioning held per block: 8 MB of float32
+NEVER = 1 << 62  # the kernel's tail_from when the adaptive scale has no tail floor (Draw.tail_floor)
 BLAS_ROWS = 16  # from this many rows the kernel calls BLAS (below: its loops, faster for tiny stages at 8)
 
 
@@ -401,12 +402,15 @@ class FusedStream:
         if lin is None:
             z32, z64 = np.zeros((rows, 2), np.float32), np.zeros((rows, 2))
             return (False, z32, z32.copy(), np.zeros(1, np.float32), False, np.zeros(1), z64, np.zeros((rows, 2)), 0.0,
-                    ADAPT_FLOOR, 0.0, 1.0, 0.0, 0.0, 1.0, np.zeros(1), 1.0, 1.0, 0.0, self.stage.head.channels)
+                    ADAPT_FLOOR, ADAPT_FLOOR, NEVER, 0.0, 1.0, 0.0, 0.0, 1.0, np.zeros(1), 1.0, 1.0, 0.0,
+                    self.stage.head.channels)
         la = lin.adapt_taps if lin.adaptive else 1
         return (True, self.lin_taps, np.zeros((rows, 2 * lin.order), np.float32), lin.decode_table.numpy(),
                 # then below part and score taps (per chunk); the rings hold each value twice (the kernel's _linear)
                 bool(lin.adaptive), self.adapt_w, np.zeros((rows, 2 * la)), np.zeros((rows, 2)), self.w["lin_bias"],
-                float(draw.adapt_floor or ADAPT_FLOOR), float(draw.note_floor or lin.note_floor), draw.adapt_gain,
+                float(draw.adapt_floor or ADAPT_FLOOR), float(draw.tail_floor or draw.adapt_floor or ADAPT_FLOOR),
+                int(draw.tail_from) if draw.tail_floor > 0 and draw.tail_from >= 0 else NEVER,
+                float(draw.note_floor or lin.note_floor), draw.adapt_gain,
                 float(draw.scale_clip),
                 float(draw.score_share), float(draw.share_power), self.edges,
                 1.0 - UNIFORM_MIX, UNIFORM_MIX / lin.classes,

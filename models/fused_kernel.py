@@ -618,7 +618,8 @@ def run_steps(t0, t1, t_resume, n_batch,
               has_lin, lin_taps, lin_ring, dec, lin_below, below_base, has_below, anchor, has_anchor, anchor_keep,
               score_taps, score_on,
               score_base, has_score, score_resid, res_ring, res_prev,
-              adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, note_floor, adapt_gain, scale_clip,
+              adaptive, adapt_w, adapt_ring, mu_prev, lin_bias, adapt_floor, tail_floor, tail_from, note_floor,
+              adapt_gain, scale_clip,
               score_share, share_power,
               edges, keep, floor, end_offset, n_mu,
               # history
@@ -670,7 +671,9 @@ def run_steps(t0, t1, t_resume, n_batch,
                 mu, log_s = _linear(b, t, np.int64(prev[b]), out[b], lin_taps, lin_ring, dec, lb, has_below,
                                     np.float64(an[b]), anchor_keep, st, so,
                                     has_score, score_resid, res_ring, res_prev, adaptive, adapt_w, adapt_ring,
-                                    mu_prev, lin_bias, channels, adapt_floor, note_floor,
+                                    mu_prev, lin_bias, channels,
+                                    tail_floor if t >= tail_from else adapt_floor,  # the score has ended: Draw
+                                    note_floor,
                                     adapt_gain if t > n_forced else 1.0,  # x[t-1] drawn: its residual rescaled
                                     scale_clip if t > n_forced else 0.0,  # ... and clipped
                                     score_share, share_power)

@@ -53,7 +53,8 @@ class StageStream:
         self.share_power = 1.0  # the network's share of the score taps raised to this power
         self.scale_clip = 0.0  # > 0: the |residual| the adaptive scale reads, at most this times the draw's scale
         self.note_floor = 0.0  # > 0: the scale's floor where notes sound (Draw.note_floor), else the stage's trained
-        self.adapt_floor = ADAPT_FLOOR  # the adaptive scale's floor everywhere (Draw.adapt_floor)
+        self.adapt_floor = ADAPT_FLOOR  # the adaptive scale's floor everywhere (Draw.adapt_floor) ...
+        self.tail_floor, self.tail_from = 0.0, -1  # ... but from sample tail_from on, if > 0 (Draw.tail_floor)
         self.anchor_buf = None  # (chunk, B) mix * ratio * level of the tier below (None: no anchor)
         p = next(stage.parameters())
         self.device, self.dtype = p.device, p.dtype
@@ -290,7 +291,8 @@ class StageStream:
             s_adapt = torch.mv(self.adapt_ring, self.adapt_rot[a_slot])  # (B,)
             if self.anchor_buf is not None:  # the anchored scale (models/anchor.py)
                 s_adapt = (1.0 - self.anchor[0]) * s_adapt + self.anchor_buf[t % self.chunk]
-            s_adapt = self.adapt_floor + s_adapt
+            tail = self.tail_floor > 0 and 0 <= self.tail_from <= t  # the score has ended (Draw.tail_floor)
+            s_adapt = (self.tail_floor if tail else self.adapt_floor) + s_adapt
             floor = self.note_floor or self.lin.note_floor
             if self.score is not None and floor:  # where notes sound: the score's floor
                 s_adapt = s_adapt + floor * self.score_on[t % self.chunk]

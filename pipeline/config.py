@@ -178,6 +178,10 @@ class GenerateConfig:
     # per stage, > 0: the adaptive scale's floor everywhere at sampling, in place of the 1e-3 every stage trains with
     # (models/predictor.py ADAPT_FLOOR; models/draw.py Draw.adapt_floor); 0 or missing: as trained
     adapt_floor: tuple[float, ...] = ()
+    # per stage, > 0: the same floor from the end of the score's last note on, in place of adapt_floor (models/draw.py
+    # Draw.tail_floor): the stage decays there as a release does instead of settling at its floor's fixed point
+    # (models/predictor.py); 0 or missing: as adapt_floor
+    tail_floor: tuple[float, ...] = ()
     # an audio prompt without MIDI: its estimated notes are held this long into the continuation
     # (pipeline/corpus/transcribe.py; 0 = no score for the continuation)
     prompt_hold_seconds: float = 2.0

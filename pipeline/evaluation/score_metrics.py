@@ -263,26 +263,44 @@ def score_clip_features(events: Sequence[int], clip_seconds: float = 8.0, most: 
     return out
 
 
+def score_clips(pieces: Sequence[tuple[int, Sequence[int]]], clip_seconds: float = 8.0) -> tuple[np.ndarray, list]:
+    """(features (N, F), genre ids (N,)) of the clips (``score_clip_features``) of (genre id, events) pairs."""
+    x, y = [], []
+    for g, ev in pieces:
+        for f in score_clip_features(ev, clip_seconds):
+            x.append(f)
+            y.append(int(g))
+    return (np.stack(x) if x else np.zeros((0, 1))), y
+
+
+def fit_score_classifier(train: Sequence[tuple[int, Sequence[int]]], clip_seconds: float = 8.0):
+    """(a genre classifier fitted on the clips of the training scores, their genre ids)."""
+    from pipeline.evaluation.music_metrics import fit_genre_classifier
+
+    x, y = score_clips(train, clip_seconds)
+    return fit_genre_classifier(x, y), y
+
+
+def heard_genre(classifier, events: Sequence[int], clip_seconds: float = 8.0) -> int | None:
+    """The genre id that ``classifier`` (``fit_score_classifier``) hears in most clips of a score (ties: the
+    lower id); None for a score shorter than one clip."""
+    feats = score_clip_features(events, clip_seconds)
+    if not feats:
+        return None
+    return int(np.bincount(classifier.predict(np.stack(feats).astype(np.float64))).argmax())
+
+
 def genre_by_score(train: Sequence[tuple[int, Sequence[int]]], heldout: Sequence[tuple[int, Sequence[int]]],
                    generated: Sequence[tuple[int, Sequence[int]]], n_genres: int, clip_seconds: float = 8.0) -> dict:
     """Is the genre in the notes themselves?  A classifier (``music_metrics.fit_genre_classifier``) fitted on
     ``score_clip_features`` of the real training scores ((genre id, events) pairs); its accuracy on clips of
     the real held-out scores and of the generated ones (labelled with the genre they were asked for).
     No audio: what it misses in generated audio that it finds here, the rendering lost."""
-    from pipeline.evaluation.music_metrics import accuracy, fit_genre_classifier
+    from pipeline.evaluation.music_metrics import accuracy
 
-    def clips(pieces):
-        x, y = [], []
-        for g, ev in pieces:
-            for f in score_clip_features(ev, clip_seconds):
-                x.append(f)
-                y.append(int(g))
-        return (np.stack(x) if x else np.zeros((0, 1))), y
-
-    xt, yt = clips(train)
-    model = fit_genre_classifier(xt, yt)
-    xh, yh = clips(heldout)
-    xg, yg = clips(generated)
+    model, yt = fit_score_classifier(train, clip_seconds)
+    xh, yh = score_clips(heldout, clip_seconds)
+    xg, yg = score_clips(generated, clip_seconds)
     made = accuracy(model, xg, yg)
     per_genre = {g: (float(np.mean([p == g for p, y in zip(made["per_clip"], yg) if y == g]))
                      if g in yg else None) for g in range(n_genres)}

@@ -180,6 +180,14 @@ def stage_inputs(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, n: int) 
                 draw=stage_draw(run, plan, p, k, prompt), chunk=p.chunk)
 
 
+def score_end(plan: Plan, rate: int, cfg) -> int:
+    """The sample (at ``rate``) where the piece's score has sounded its last note (-1: no score, or no note)."""
+    if plan.roll is None:
+        return -1
+    sounding = np.flatnonzero(plan.roll[0].any(axis=0))  # roll (2, 128, F): frames where a note sounds
+    return -1 if len(sounding) == 0 else (int(sounding[-1]) + 1) * rate // cfg.data.roll_fps
+
+
 def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=None) -> Draw:
     """How stage k chooses its samples, from the generation parameters (``prompt``: the stage's (B, P))."""
     unit0 = run.rates[0] // run.cfg.data.roll_fps  # stage-0 samples per roll frame
@@ -190,6 +198,8 @@ def stage_draw(run: LoadedRun, plan: Plan, p: GenerateParams, k: int, prompt=Non
                 scale_clip=_stage_factor(p.scale_clip, k, missing=0.0), top_p=stage_top_p(p, k),
                 note_floor=_stage_factor(p.scale_floor, k, missing=0.0),
                 adapt_floor=_stage_factor(p.adapt_floor, k, missing=0.0),
+                tail_floor=_stage_factor(p.tail_floor, k, missing=0.0),
+                tail_from=score_end(plan, run.rates[k], run.cfg),
                 tier_prior=p.tier_prior, free_length=(k == 0 and plan.free_length),
                 min_length=unit0 + plan.preroll + (0 if prompt is None else prompt.shape[1]),  # >= 1 frame new
                 end_threshold=p.end_threshold, round_to=unit0)

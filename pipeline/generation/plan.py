@@ -83,6 +83,8 @@ class GenerateParams(BaseModel):
     scale_floor: tuple[Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)], ...] | None = None
     # per stage, > 0: the adaptive scale's floor everywhere, in place of the trained 1e-3 (models/draw.py)
     adapt_floor: tuple[Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)], ...] | None = None
+    # per stage, > 0: that floor after the score's last note (models/draw.py Draw.tail_floor)
+    tail_floor: tuple[Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)], ...] | None = None
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     # per stage, its nucleus mass instead of top_p (missing: top_p)
     stage_top_p: tuple[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)], ...] | None = None
@@ -275,7 +277,7 @@ def make_plan(run: LoadedRun, p: GenerateParams) -> Plan:
         raise ParameterError(f"invalid parameter: seconds={p.seconds!r}: above generate.max_seconds="
                              f"{cfg.generate.max_seconds:g} of this run's config")
     for name in ("stage_temperature", "stage_guidance", "steady_scale", "score_share", "share_power", "scale_anchor",
-                 "scale_clip", "scale_floor", "adapt_floor", "stage_top_p"):
+                 "scale_clip", "scale_floor", "adapt_floor", "tail_floor", "stage_top_p"):
         factors = getattr(p, name)
         if isinstance(factors, tuple) and len(factors) > len(rates):
             raise ParameterError(f"invalid parameter: {name} has {len(factors)} factors, this run has {len(rates)} "

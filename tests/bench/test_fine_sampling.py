@@ -18,7 +18,7 @@ from fine_sampling import (
 RUNS = {"score_guidance": None, "guidance": None, "stage_guidance": None, "guidance_twin": None,
         "steady_scale": None, "preroll_seconds": None,
         "score_share": None, "scale_anchor": None, "scale_clip": None, "share_power": None,
-        "stage_top_p": None, "scale_floor": None, "adapt_floor": None}  # the run's
+        "stage_top_p": None, "scale_floor": None, "adapt_floor": None, "tail_floor": None}  # the run's
 
 
 def test_parse_setting_keeps_the_runs_values_for_a_dash():
@@ -34,7 +34,7 @@ def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
                                          "guidance_twin": None, "steady_scale": None, "preroll_seconds": None,
                                          "score_share": None, "scale_anchor": None, "scale_clip": None,
                                          "share_power": None, "stage_top_p": None, "scale_floor": None,
-                                         "adapt_floor": None}
+                                         "adapt_floor": None, "tail_floor": None}
     g = parse_setting("g:-:-:-:2")
     assert (g["score_guidance"], g["guidance"], g["stage_guidance"]) == (None, 2.0, None)  # every stage at 2
     g = parse_setting("s0:-:-:1:2,0,0")  # stage 0 alone: the largest as the guidance, each stage's share of it
@@ -50,6 +50,7 @@ def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
     assert parse_setting("f:-:-:-:-:-:-:-:-:-:-:-:-:0.01")["scale_floor"] == (0.01,)  # stage 0's floor at sampling
     assert parse_setting("n:-:-:-:-:-:-:-:-:-:-:-:0.9")["stage_top_p"] == (0.9,)  # stage 0's nucleus alone
     assert parse_setting("a:-:-:-:-:-:-:-:-:-:-:-:-:-:0,0,1e-4")["adapt_floor"] == (0.0, 0.0, 1e-4)  # stage 2's
+    assert parse_setting("t:-:-:-:-:-:-:-:-:-:-:-:-:-:-:1e-4,1e-4,1e-5")["tail_floor"] == (1e-4, 1e-4, 1e-5)
 
 
 @pytest.mark.parametrize("bad", ["t1:1,1", "x:a,b:0.1", ":1,1:0.1", "x:0,1:0.1", "x:1,1:-1", "x:-:-:-1",
@@ -58,7 +59,8 @@ def test_parse_setting_reads_the_score_tiers_and_the_stages_guidance():
                                  "x:-:-:-:-:-:steady:1:2:3:4:5:6",
                                  "x:-:-:-:-:-:-:w", "x:1:-", "x:1,1,1,1:-", "x:-:-:-:-:-:-:-:-:-:-:-:1.5",
                                  "x:-:-:-:-:-:-:-:-:-:-:-:0,1", "x:-:-:-:-:-:-:-:-:-:-:-:-:1",
-                                 "x:-:-:-:-:-:-:-:-:-:-:-:-:-:1", "x:-:-:-:-:-:-:-:-:-:-:-:-:0.01:0:0"])
+                                 "x:-:-:-:-:-:-:-:-:-:-:-:-:-:1", "x:-:-:-:-:-:-:-:-:-:-:-:-:-:-:1",
+                                 "x:-:-:-:-:-:-:-:-:-:-:-:-:0.01:0:0:0"])
 def test_parse_setting_refuses_malformed_text(bad):
     with pytest.raises(SystemExit, match="--setting"):
         parse_setting(bad)
@@ -94,6 +96,11 @@ def test_summary_counts_pieces_by_their_worst_window_tier_and_level():
     s = summary(rows + [_piece("resynth-a", 0.0, 21.0, -1.0, 0.3)], {"accuracy": 0.5})
     assert s["resynth"]["pieces"] == 1 and s["resynth"]["note_f1_mean"] == pytest.approx(0.3)
     assert s["midi"]["pieces"] == 1 and s["genre"]["pieces"] == 2  # re-syntheses are counted apart
+    assert "unconditional" not in s
+    s = summary(rows + [_piece("uncond-1", 0.25, 15.0, -11.0)], {"accuracy": 0.5})
+    u = s["unconditional"]  # pieces with no prompt: counted apart, not among the genre pieces
+    assert u["pieces"] == 1 and u["pieces_95pct_windows_clean"] == 0 and u["pieces_level_within_10db"] == 0
+    assert s["genre"]["pieces"] == 2
 
 
 def test_opening_reads_a_slow_start_against_the_settled_level():

@@ -102,3 +102,27 @@ def test_the_adaptive_floor_at_sampling_sets_the_level_of_the_noise_in_silence(e
     assert max(trained) < -50.0, trained
     assert max(lower) < min(trained) - 10.0, (trained, lower)
     assert level_db(trapped_stage(0.0), engine, 0, Draw(adapt_floor=0.0)) == pytest.approx(trained[0], abs=1e-6)
+
+
+def halves_db(st: Stage, engine: str, seed: int, draw: Draw) -> tuple[np.ndarray, float, float]:
+    """(codes (N,), dBFS of the first half, of the second half) of stage 0 on the score."""
+    res = sample_stage(st, N, 1, Conditioning(genre=torch.zeros(1, dtype=torch.long), roll=sparse_quiet_score()),
+                       draw, no_genre=3, engine=engine, generator=torch.Generator().manual_seed(seed))
+    a = st.linear.decode(res.x[0]).double().numpy()
+    db = [float(20 * np.log10(np.sqrt((h**2).mean()) + 1e-12)) for h in (a[:N // 2], a[N // 2:])]
+    return res.x[0].numpy(), db[0], db[1]
+
+
+@pytest.mark.parametrize("engine", ["reference", "fused"])
+def test_the_tail_floor_applies_from_the_scores_end_only(engine):
+    """Draw.tail_floor (generate.tail_floor) from sample tail_from on (where the score has ended): before it the
+    draw is the trained one, sample for sample (same seed); after it the stage's hiss sits > 10 dB lower, as with
+    the floor everywhere; tail_from < 0 (no score) leaves the trained floor everywhere."""
+    torch.set_num_threads(1)
+    st = trapped_stage(0.0)
+    codes, first, second = halves_db(st, engine, 0, Draw())
+    t_codes, t_first, t_second = halves_db(st, engine, 0, Draw(tail_floor=1e-4, tail_from=N // 2))
+    assert np.array_equal(t_codes[:N // 2], codes[:N // 2]) and t_first == pytest.approx(first, abs=1e-9)
+    assert t_second < second - 10.0, (second, t_second)
+    off, _, _ = halves_db(st, engine, 0, Draw(tail_floor=1e-4, tail_from=-1))
+    assert np.array_equal(off, codes)

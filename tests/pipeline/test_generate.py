@@ -202,6 +202,25 @@ def test_adapt_floor_replaces_the_trained_floor_of_the_stages_it_names(tmp_path)
         generate(adaptive, tmp_path / "e", adapt_floor=(1.0,), **kw)
 
 
+def test_tail_floor_changes_the_draw_only_after_the_scores_last_note(tmp_path):
+    """tail_floor (0.1,) on a run whose stage 0 has an adaptive scale, for a score whose one note ends at 0.3 s of
+    a 0.8 s piece: stage 0 draws as without it up to the note's end (same seed) and otherwise after it; the values
+    are recorded, and more values than stages are refused."""
+    cfg = tiny_config(stage0={"linear_order": 16, "adaptive_scale": True})
+    adaptive = make_run(tmp_path / "adaptive", cfg=cfg)
+    midi = write_midi(tmp_path / "score.mid", notes=((60, 0.0, 0.3),))
+    kw = dict(midi=str(midi), seconds=0.8, seed=3, progress=False)
+    plain = codes(generate(adaptive, tmp_path / "a", **kw)[0], 1000)
+    job = generate(adaptive, tmp_path / "b", tail_floor=(0.1,), **kw)[0]
+    tailed = codes(job, 1000)
+    end = 300  # the note's end at 1000 Hz
+    assert np.array_equal(tailed[:end], plain[:end])
+    assert not np.array_equal(tailed[end:], plain[end:])
+    assert meta(job)["parameters"]["tail_floor"] == [0.1]
+    with pytest.raises(ParameterError, match="tail_floor"):
+        generate(adaptive, tmp_path / "c", tail_floor=(0.1, 0.1, 0.1), **kw)
+
+
 def test_steady_scale_per_stage_steadies_only_the_stages_it_names(run, tmp_path):
     """steady_scale (False, True) at temperature 0.5: stage 0 draws as without it, stage 1 otherwise (its scale reads
     drawn |residuals| / 0.5); True steadies both; the values are recorded."""

@@ -160,26 +160,34 @@ def test_events_to_notes_reads_seconds_and_velocity():
     assert all(n.velocity == bin_velocity(5) for n in notes)
 
 
+def _slow(seed: int) -> list[int]:
+    """A made-up genre: 20 slow low chords of 1.2 s (24 s)."""
+    from pipeline.corpus.score_events import END, note_off, note_on, time_shift
+
+    rng, ev = np.random.default_rng(seed), []
+    for _ in range(20):
+        ps = [int(p) for p in rng.choice(np.arange(40, 55), 3, replace=False)]
+        ev += [note_on(p) for p in ps] + [time_shift(100), time_shift(20)] + [note_off(p) for p in ps]
+    return ev + [END]
+
+
+def _fast(seed: int, notes: int = 200) -> list[int]:
+    """Another: ``notes`` fast high notes of 0.12 s."""
+    from pipeline.corpus.score_events import END, note_off, note_on, time_shift
+
+    rng, ev = np.random.default_rng(seed), []
+    for _ in range(notes):
+        p = int(rng.integers(72, 90))
+        ev += [note_on(p), time_shift(12), note_off(p)]
+    return ev + [END]
+
+
 def test_genre_by_score_finds_the_genre_in_the_notes():
     """Two made-up genres (slow low chords, fast high runs): a score of each is recognised as its genre,
     and a generator that wrote the other genre's notes is not."""
-    from pipeline.corpus.score_events import END, note_off, note_on, time_shift
     from pipeline.evaluation.score_metrics import genre_by_score, score_clip_features
 
-    def slow(seed: int) -> list[int]:
-        rng, ev = np.random.default_rng(seed), []
-        for _ in range(20):  # 20 chords of 1.2 s
-            ps = [int(p) for p in rng.choice(np.arange(40, 55), 3, replace=False)]
-            ev += [note_on(p) for p in ps] + [time_shift(100), time_shift(20)] + [note_off(p) for p in ps]
-        return ev + [END]
-
-    def fast(seed: int) -> list[int]:
-        rng, ev = np.random.default_rng(seed), []
-        for _ in range(200):  # 200 notes of 0.12 s
-            p = int(rng.integers(72, 90))
-            ev += [note_on(p), time_shift(12), note_off(p)]
-        return ev + [END]
-
+    slow, fast = _slow, _fast
     assert len(score_clip_features(slow(0))) == 3  # 24 s: three whole 8 s clips
     train = [(0, slow(s)) for s in range(6)] + [(1, fast(s)) for s in range(6)]
     held = [(0, slow(10)), (1, fast(10))]
@@ -187,3 +195,15 @@ def test_genre_by_score_finds_the_genre_in_the_notes():
     assert right["real_heldout"] == 1.0 and right["generated"] == 1.0 and right["chance"] == 0.5
     swapped = genre_by_score(train, held, [(1, slow(20)), (0, fast(20))], 2)
     assert swapped["generated"] == 0.0 and swapped["generated_per_genre"] == {0: 0.0, 1: 0.0}
+
+
+def test_heard_genre_names_the_genre_most_clips_sound_like():
+    """A score with no genre asked is judged by the genre its notes sound like: the classifier fitted on the
+    training scores' clips names slow chords 0 and fast runs 1; a score shorter than one clip has none."""
+    from pipeline.evaluation.score_metrics import fit_score_classifier, heard_genre
+
+    train = [(0, _slow(s)) for s in range(6)] + [(1, _fast(s)) for s in range(6)]
+    model, labels = fit_score_classifier(train)
+    assert sorted(set(labels)) == [0, 1]
+    assert heard_genre(model, _slow(30)) == 0 and heard_genre(model, _fast(30)) == 1
+    assert heard_genre(model, _fast(31, notes=40)) is None  # 4.8 s: no whole 8 s clip
