@@ -444,7 +444,7 @@ class ScoreTransformer(nn.Module):
     def generate(self, genre: int, max_events: int, temperature: float = 1.0, top_p: float = 0.95, seed: int = 0,
                  prompt: list[int] | None = None, max_seconds: float | None = None,
                  seconds_of: Callable[[int], float] | None = None, min_seconds: float = 0.0,
-                 length_steps: int | None = None, guidance: float = 0.0) -> list[int]:
+                 length_steps: int | None = None, guidance: float = 0.0, kernel: bool = True) -> list[int]:
         """Sample a score: ``prompt`` (a trailing END dropped) followed by new events, ending with END.
 
         One step per event through a key/value cache.  Stops at the model's own END (kept), or after
@@ -456,6 +456,8 @@ class ScoreTransformer(nn.Module):
         ``length_buckets`` (ignored by one without; None: not asked).  ``guidance`` W > 0 (a genre asked):
         classifier-free guidance, each event drawn from ``l_u + (1 + W) (l_c - l_u)`` of the logits with the
         genre (l_c) and with "no genre" (l_u, the genre dropout's twin, run beside it as a second row).
+        ``kernel``: the steps between prefills run on the numba kernel (``models/score_tier_kernel.py``, several
+        times faster; equal to the torch steps within float tolerance) where the model allows it; False: torch.
         """
         cfg = self.cfg
         if not 0 <= genre <= cfg.n_genres:
@@ -479,14 +481,22 @@ class ScoreTransformer(nn.Module):
         try:
             return self._sample(genre, max_events, temperature, top_p, seed, prompt, max_seconds, seconds_of,
                                 min_seconds, NO_LENGTH if length_steps is None else int(length_steps),
-                                guidance if genre != self.unconditional else 0.0)
+                                guidance if genre != self.unconditional else 0.0, kernel)
         finally:
             self.train(was_training)
 
     def _sample(self, genre, max_events, temperature, top_p, seed, prompt, max_seconds, seconds_of,
-                min_seconds=0.0, total=NO_LENGTH, guidance=0.0) -> list[int]:
+                min_seconds=0.0, total=NO_LENGTH, guidance=0.0, kernel=True) -> list[int]:
         cfg = self.cfg
         device = self.tok.weight.device
+        kern = None  # the numba steps (``models/score_tier_kernel.py``) of a CPU float32 model, numba installed;
+        if kernel:  # every config option is covered (the embeddings stay in torch: ``_embed_step``); else ``_step``
+            try:
+                from models.score_tier_kernel import StepKernel, unavailable  # local: numba's start-up, optional
+            except ImportError:  # no numba
+                pass
+            else:
+                kern = StepKernel.from_model(self) if unavailable(self) is None else None
         gen = torch.Generator(device=device)
         gen.manual_seed(int(seed))
         rows = [int(genre), self.unconditional] if guidance > 0 else [int(genre)]  # guidance: the "no genre" twin
@@ -516,7 +526,10 @@ class ScoreTransformer(nn.Module):
             h0_end = max(h0_end, w0)
             held0 = h0.mask(device)[None].expand(len(rows), -1) if self.held is not None else None
             window = torch.tensor([seq[w0:]] * len(rows), device=device)
-            return guided(self._run(window, g, 0, caches, before.expand(len(rows)), tot, held0)[:, -1]), caches
+            out = guided(self._run(window, g, 0, caches, before.expand(len(rows)), tot, held0)[:, -1])
+            if kern is not None:
+                kern.load(caches)  # the kernel's steps go on from the torch prefill's keys and values
+            return out, caches
 
         logits, caches = prefill()
         seconds, new = 0.0, 0
@@ -538,19 +551,17 @@ class ScoreTransformer(nn.Module):
             if len(seq) - w0 > cfg.context:  # the window is full: slide
                 w0 = len(seq) - cfg.context // 2
                 logits, caches = prefill()
+            elif kern is not None:
+                logits = guided(kern.step(self._embed_step(tok, len(seq) - 1 - w0, steps[-1], g, total, held)))
             else:
                 logits = guided(self._step(tok, len(seq) - 1 - w0, steps[-1], g, caches, total, held))
         return seq[1:] + [cfg.end_token]
 
-    def _step(self, tok: int, pos: int, clock_steps: int, genre: torch.Tensor, caches: list[KVCache],
-              total: int = NO_LENGTH, held: "_Held | None" = None) -> torch.Tensor:
-        """Logits (B, V) after one event at window position ``pos`` for each of the B rows of ``genre`` (B,) (the
-        same event, ``clock_steps`` of the piece after it, ``total`` the asked length, ``held`` the pitches
-        sounding after it), the caches extended: ``_run`` for one event, in functional calls (a step of sampling
-        is ~20 tiny ops: the modules' call overhead was a fifth of it).  Equal to ``_run`` within float
-        tolerance (tested)."""
-        cfg, w = self.cfg, self.cfg.width
-        b = genre.shape[0]
+    def _embed_step(self, tok: int, pos: int, clock_steps: int, genre: torch.Tensor, total: int = NO_LENGTH,
+                    held: "_Held | None" = None) -> torch.Tensor:
+        """The input of one event (``_step``'s arguments) -> (B, W): the summed embeddings ``_hidden`` computes
+        for it (the input of ``_step``'s blocks and of the kernel's, ``models/score_tier_kernel.py``)."""
+        cfg = self.cfg
         x = self.tok.weight[tok] + self.pos.weight[pos] + self.genre.weight[genre]  # (B, W)
         if self.clock is not None:
             x = x + self.clock.weight[min(clock_steps // cfg.clock_steps, cfg.clock_buckets - 1)]
@@ -562,7 +573,18 @@ class ScoreTransformer(nn.Module):
             x = x + self.held.weight[:, sorted(held.pitches)].sum(1)
         if self.key is not None:
             x = x + self.key.weight[self.as_written]
-        x = x.view(b, 1, w)
+        return x
+
+    def _step(self, tok: int, pos: int, clock_steps: int, genre: torch.Tensor, caches: list[KVCache],
+              total: int = NO_LENGTH, held: "_Held | None" = None) -> torch.Tensor:
+        """Logits (B, V) after one event at window position ``pos`` for each of the B rows of ``genre`` (B,) (the
+        same event, ``clock_steps`` of the piece after it, ``total`` the asked length, ``held`` the pitches
+        sounding after it), the caches extended: ``_run`` for one event, in functional calls (a step of sampling
+        is ~20 tiny ops: the modules' call overhead was a fifth of it).  Equal to ``_run`` within float
+        tolerance (tested).  Sampling steps on the kernel instead where it can (``_sample``)."""
+        cfg, w = self.cfg, self.cfg.width
+        b = genre.shape[0]
+        x = self._embed_step(tok, pos, clock_steps, genre, total, held).view(b, 1, w)
         d = w // cfg.n_heads
         for block, cache in zip(self.blocks, caches):
             a = block.attn

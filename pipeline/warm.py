@@ -23,8 +23,8 @@ LIBROSA_NUMBA = ("librosa.util.matching", "librosa.util.utils", "librosa.filters
 
 
 def warm() -> dict[str, float]:
-    """Import librosa's numba-compiled helpers (compiled at import) and run the fused engine once;
-    returns the seconds each took."""
+    """Import librosa's numba-compiled helpers (compiled at import), run the fused engine once and the score
+    tier's step kernel; returns the seconds each took."""
     import importlib
 
     took = {}
@@ -36,6 +36,9 @@ def warm() -> dict[str, float]:
     t = time.perf_counter()
     _warm_fused()
     took["fused engine"] = time.perf_counter() - t
+    t = time.perf_counter()
+    _warm_score_tier()
+    took["score tier"] = time.perf_counter() - t
     return took
 
 
@@ -69,6 +72,22 @@ def _warm_fused() -> None:
     stage = Stage(cfg, index=0, n_genres=1).eval()
     if unavailable(stage) is None:
         FusedStream(stage, 1, Conditioning()).logits(torch.zeros(1, 4, dtype=torch.int64))
+
+
+def _warm_score_tier() -> None:
+    """A few sampled events of a tiny score tier: compiles ``models.score_tier_kernel``'s step (one row and
+    guidance's two)."""
+    import torch
+
+    from models.score_tier import ScoreTierConfig, ScoreTransformer
+
+    cfg = ScoreTierConfig(vocab_size=8, n_genres=1, end_token=6, pad_token=7, n_layers=1, n_heads=1, width=8,
+                          context=8, dropout=0.0)
+    model = ScoreTransformer(cfg).eval()
+    with torch.inference_mode():
+        for guidance in (0.0, 1.0):
+            # END held back (no music ever passes min_seconds): the steps after the prefill run the kernel
+            model.generate(0, max_events=4, seed=0, guidance=guidance, seconds_of=lambda tok: 0.0, min_seconds=1.0)
 
 
 def main() -> int:
