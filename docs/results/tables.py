@@ -1428,30 +1428,43 @@ def key_input_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
-ADAPT_FLOOR_RUNS = (  # (corpus, label, bench/fine_sampling.py JSON): the same run and seeds, the floor at sampling
+ADAPT_FLOOR_RUNS = (  # (corpus, label, bench/fine_sampling.py JSON[, its setting]): the same run and seeds, the
+    # floor at sampling (a JSON of several settings names the one of the row; else its only one)
     ("demo", "a fresh `make demo` (`demo3/run`), as trained: 1e-3", "fine_sampling_fresh.json"),
     ("demo", "the same, stage 2's floor 1e-4 at sampling", "fine_sampling_adapt_floor.json"),
     ("demo", "the same, stage 1's floor 1e-4 and stage 2's 1e-5 (not adopted)",
      "fine_sampling_adapt_floor_more.json"),
+    ("demo", "stage 2's floor 1e-4, with 8 unconditional pieces", "fine_sampling_tail_floor.json", "af2"),
+    ("demo", "the same, every stage's floor 1e-4 after the score's last note (tail floor; not adopted)",
+     "fine_sampling_tail_floor.json", "tl4"),
+    ("demo", "the same, every stage's floor 1e-5 after the score's last note (tail floor; not adopted)",
+     "fine_sampling_tail_floor.json", "tl5"),
     ("other soundfont", "a fresh `make demo` on TimGM6mb (`demo4/run`), as trained: 1e-3",
      "fine_sampling_fresh_other_soundfont.json"),
-    ("other soundfont", "the same, stage 2's floor 1e-4 at sampling", "fine_sampling_adapt_floor_other_soundfont.json"))
+    ("other soundfont", "the same, stage 2's floor 1e-4 at sampling", "fine_sampling_adapt_floor_other_soundfont.json"),
+    ("other soundfont", "stage 2's floor 1e-4, with 8 unconditional pieces",
+     "fine_sampling_tail_floor_other_soundfont.json", "af2"),
+    ("other soundfont", "the same, every stage's floor 1e-5 after the score's last note (tail floor; not adopted)",
+     "fine_sampling_tail_floor_other_soundfont.json", "tl5"))
 
 
 def adapt_floor_table() -> str:
     """``ADAPT_FLOOR_RUNS``: the genre pieces' noisy windows and the bands after their score's last note (the tail),
-    with the adaptive scale's floor as trained and lowered at sampling (``generate.adapt_floor``), same stages and
-    seeds; the bands, tier SNR, note F1 and genre heard, which it must not cost."""
-    lines = ["| corpus | the fine stages' floor | noisy 1 s windows, genre pieces (pieces with every window clean; "
+    with the adaptive scale's floor as trained and lowered at sampling (``generate.adapt_floor``, and after the
+    score's last note alone: ``generate.tail_floor``), same stages and seeds; the bands, tier SNR, note F1 and genre
+    heard, which it must not cost; unconditional pieces where the JSON has them."""
+    lines = ["| corpus | the stages' floor | noisy 1 s windows, genre pieces (pieces with every window clean; "
              "with the last second noisy) "
              "| tail: 0-1 / 4-8 kHz, dBFS (pieces) | the same scores' plain rendering, its tail "
              "| 1-2 / 2-4 / 4-8 kHz re 0-1 kHz, genre pieces "
              "| band error, dB (MIDI / genre) | pieces with every tier SNR >= 20 dB | note F1 (rendering) "
-             "| genre heard |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| genre heard | unconditional pieces: every window clean (level within 10 dB of real audio) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes: list[str] = []
-    for (corpus, label), r in present((((c, lab), HERE / n) for c, lab, n in ADAPT_FLOOR_RUNS), notes):
-        s = next(iter(r["settings"].values()))["summary"]
-        m, g, acc = s["midi"], s["genre"], s["genre_recognised"]
+    rows = (((c, lab, rest[0] if rest else None), HERE / n) for c, lab, n, *rest in ADAPT_FLOOR_RUNS)
+    for (corpus, label, setting), r in present(rows, notes):
+        s = (r["settings"][setting] if setting else next(iter(r["settings"].values())))["summary"]
+        m, g, acc, u = s["midi"], s["genre"], s["genre_recognised"], s.get("unconditional")
         tail = g.get("tail_bands_db_median")
         tail_cell = f"{tail['0-1k']:.1f} / {tail['4-8k']:.1f} ({g['pieces_with_tail']})" if tail else "-"
         plain = g.get("rendering_tail_bands_db_median")
@@ -1460,11 +1473,13 @@ def adapt_floor_table() -> str:
         snr = m["pieces_all_tiers_snr_20db"] + g["pieces_all_tiers_snr_20db"]
         last = f"; {g['pieces_last_window_noisy']}" if "pieces_last_window_noisy" in g else ""
         bands = " / ".join(f"{v:.1f}" for v in g["bands_db_median"].values())
+        uncond = (f"{u['pieces_95pct_windows_clean']} of {u['pieces']} ({u['pieces_level_within_10db']})"
+                  if u else "-")
         lines.append(f"| {corpus} | {label} | {g['noisy_share_mean']:.1%} ({g['pieces_95pct_windows_clean']} of "
                      f"{g['pieces']}{last}) | {tail_cell} | {plain_cell} | {bands} "
                      f"| {m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f} "
                      f"| {snr} of {m['pieces'] + g['pieces']} "
-                     f"| {f1} | {acc['accuracy']:.2f} of {acc['clips']} clips |")
+                     f"| {f1} | {acc['accuracy']:.2f} of {acc['clips']} clips | {uncond} |")
         notes.append(f"{corpus}, {label}: commit `{r['commit'][:10]}`, `{r['command']}`.")
     return "\n".join(lines + [""] + notes)
 
@@ -1473,17 +1488,24 @@ LENGTH_TEMPERATURE_RUNS = (  # (corpus, label, bench/score_tier.py JSON): one ti
     ("demo", "1 (as trained)", "score_tier_fresh.json"),
     ("demo", "0.5", "score_tier_length_t05.json"),
     ("demo", "0.7", "score_tier_length_t07.json"),
+    ("demo", "1 (the run's config), sampled through the step kernel", "score_tier_kernel.json"),
     ("other soundfont", "1 (as trained)", "score_tier_fresh_other_soundfont.json"),
-    ("other soundfont", "0.5", "score_tier_length_t05_other_soundfont.json"))
+    ("other soundfont", "0.5", "score_tier_length_t05_other_soundfont.json"),
+    ("other soundfont", "1 (the run's config), sampled through the step kernel",
+     "score_tier_kernel_other_soundfont.json"))
 
 
 def length_temperature_table() -> str:
     """``LENGTH_TEMPERATURE_RUNS``: issue 19's length target for pieces whose length the tier chooses itself
     (``lengths.genre_chosen`` / ``unconditional_chosen``), at the length head's temperature as trained and cooler:
-    the pieces ended by their own END within 0.5-2x the genre's median, and the lengths chosen."""
+    the pieces ended by their own END within 0.5-2x the genre's median (and, where the JSON has them, the same
+    over the genres whose median comes from >= 5 whole pieces, and unconditional pieces against the genre their
+    notes sound like), the lengths chosen, and the time to write 60 s of score (issue 19's speed target)."""
     lines = ["| corpus | length head's temperature | genre pieces ended within 0.5-2x the genre's median (ended by "
-             "END) | unconditional pieces the same | lengths chosen, genre pieces (s) | lengths chosen, unconditional "
-             "(s) |", "| --- | --- | --- | --- | --- | --- |"]
+             "END) | the same, genres with >= 5 whole pieces | unconditional pieces the same | unconditional, against "
+             "the genre heard in its notes | lengths chosen, genre pieces (s) | lengths chosen, unconditional (s) "
+             "| 60 s of score, one thread: guided genre / unconditional |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     notes: list[str] = []
 
     def chosen(x: dict) -> str:  # the lengths asked of a row's pieces
@@ -1495,9 +1517,15 @@ def length_temperature_table() -> str:
         if not g or not u:
             notes.append(f"Not shown: `docs/results/{name}` has no chosen lengths.")
             continue
+        known = (f"{g['ended_within_range_where_reference']} of {g['of_where_reference']}"
+                 if "of_where_reference" in g else "-")
+        heard = f"{u['ended_within_range_of_heard_genre']} of {u['of']}" if "ended_within_range_of_heard_genre" in u \
+            else "-"
+        speed = (f"{r['speed_genre']['seconds_per_60s_of_score']:.2f} / {r['speed']['seconds_per_60s_of_score']:.2f} s"
+                 f" (load {r['machine']['load_average'][0]:.1f})")
         lines.append(f"| {corpus} | {label} | {g['ended_within_range']} of {g['of']} ({g['ended_by_end_event']}) "
-                     f"| {u['ended_within_range']} of {u['of']} ({u['ended_by_end_event']}) | {chosen(g)} "
-                     f"| {chosen(u)} |")
+                     f"| {known} | {u['ended_within_range']} of {u['of']} ({u['ended_by_end_event']}) | {heard} "
+                     f"| {chosen(g)} | {chosen(u)} | {speed} |")
         notes.append(f"{corpus}, {label}: step {r['run_steps']}; commit `{r['commit'][:10]}`, `{r['command']}`.")
     return "\n".join(lines + [""] + notes + [""] + _length_choices_lines())
 

@@ -239,6 +239,12 @@ def first_onset_seconds(events: Sequence[int]) -> float | None:
     return min(n.on for n in notes) / STEPS_PER_SECOND if notes else None
 
 
+def last_note_end_seconds(events: Sequence[int]) -> float | None:
+    """Seconds to the end of the last sounding note of a score (events), or None for a score without notes."""
+    notes, _ = _events_to_notes(events)
+    return max(n.off for n in notes) / STEPS_PER_SECOND if notes else None
+
+
 def _order(n: _Note) -> tuple[int, int]:
     return n.on, n.pitch
 

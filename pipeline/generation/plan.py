@@ -24,7 +24,14 @@ from models.roll import empty_roll
 from pipeline.config import GenerateConfig
 from pipeline.corpus.audio import AudioError, make_tiers, mulaw_decode, prepare_audio
 from pipeline.corpus.midi import MidiError, midi_duration, piano_roll, read_midi
-from pipeline.corpus.score_events import END, events_to_roll, first_onset_seconds, roll_to_events
+from pipeline.corpus.score_events import (
+    END,
+    events_seconds,
+    events_to_roll,
+    first_onset_seconds,
+    last_note_end_seconds,
+    roll_to_events,
+)
 from pipeline.corpus.transcribe import estimate_roll, prompt_roll
 from pipeline.errors import ParameterError
 from pipeline.run import LoadedRun
@@ -37,6 +44,10 @@ RELEASE_SECONDS = 1.0  # added after the last MIDI note
 # first note within 0.41 s, so a draw whose first note comes later than this (or never: 1 of 20 renaissance
 # scores of 8 s, a 3000-step tier) is the sampler's accident, drawn again with another seed, SCORE_DRAWS in all
 OPENING_SECONDS = 1.0
+# ... and end with it: every whole training score's last note ends within 1.5 s of its END (334 demo scores, 336
+# on the other soundfont), so a draw that leaves more than this silence before the piece's end (a tier told 8 s that
+# writes 2.5 s of music) is drawn again too
+ENDING_SECONDS = 2.0
 SCORE_DRAWS = 4
 
 
@@ -338,13 +349,31 @@ def draw_seed(seed: int, k: int) -> int:
     return int(seed) if k == 0 else (int(seed) + 1) * 1_000_003 + int(k)
 
 
+def unlike_training(events: list[int], piece_seconds: float | None, opening: float = OPENING_SECONDS) -> str | None:
+    """Why a drawn score is unlike every training score, or None: no note, a first note after ``opening`` s, or its
+    last note ending more than ``ENDING_SECONDS`` before the piece does (at ``piece_seconds``; None: where the score
+    ends, its END)."""
+    onset, last = first_onset_seconds(events), last_note_end_seconds(events)
+    if onset is None:
+        return "no note"
+    if onset > opening:
+        return f"its first note at {onset:.2f} s (every training score starts within {OPENING_SECONDS:g} s)"
+    end = events_seconds(events) if piece_seconds is None else piece_seconds
+    if end - last > ENDING_SECONDS:
+        return (f"its music ending {end - last:.2f} s before the piece does (more than {ENDING_SECONDS:g} s: no "
+                f"training score ends so)")
+    return None
+
+
 def written_score(run: LoadedRun, p: GenerateParams, genre_id: int, frames: int
                   ) -> tuple[np.ndarray | None, list[int] | None, str | None, dict | None, int | None]:
     """A score for a piece without MIDI or audio prompt: (roll (2, 128, <= frames), the score tier's events,
     source, the length it was asked for, the tier's draws).  ``p.score_model``: "tier" samples the run's score
     tier (the chain, with one line, when the run has none), drawn again (``draw_seed``) while its first note
-    comes later than ``OPENING_SECONDS`` or never, ``SCORE_DRAWS`` draws at most, the last one kept whatever it
-    is; "chain" the genre's chord chain (genre-only pieces).  (None, None, None, None, None): no score."""
+    comes later than ``OPENING_SECONDS`` or never, or its last note ends more than ``ENDING_SECONDS`` before the
+    piece does (``frames`` when ``p.seconds`` is given, else where the score ends), ``SCORE_DRAWS`` draws at most,
+    the last one kept whatever it is; "chain" the genre's chord chain (genre-only pieces).  (None, None, None,
+    None, None): no score."""
     # local: keeps accelerate out of `import pipeline.generation.plan` until this runs
     from pipeline.training.score_tier import is_trained
 
@@ -362,14 +391,12 @@ def written_score(run: LoadedRun, p: GenerateParams, genre_id: int, frames: int
             events = sample_events(model, tier_genre, frames / fps, draw_seed(p.seed, k), p.score_temperature,
                                    p.score_top_p, min_seconds=p.score_min_seconds, length_seconds=length,
                                    guidance=guidance)
-            onset = first_onset_seconds(events)
-            if onset is not None and onset <= opening:
+            why = unlike_training(events, frames / fps if p.seconds is not None else None, opening)
+            if why is None:
                 break
             if k + 1 < SCORE_DRAWS:
-                print(f"note: the score tier's draw {k + 1} of at most {SCORE_DRAWS} has "
-                      f"{'no note' if onset is None else f'its first note at {onset:.2f} s'} (every training "
-                      f"score starts within {OPENING_SECONDS:g} s): drawn again with another seed",
-                      file=sys.stderr, flush=True)
+                print(f"note: the score tier's draw {k + 1} of at most {SCORE_DRAWS} has {why}: drawn again with "
+                      f"another seed", file=sys.stderr, flush=True)
         roll = events_to_roll(events, fps, max_frames=frames)
         if not roll[0].any():  # said by make_plan
             return None, events, None, asked, k + 1

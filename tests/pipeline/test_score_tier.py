@@ -372,3 +372,25 @@ def test_a_score_that_does_not_open_with_music_is_drawn_again(tmp_path, capsys):
     assert sum(opens) > sum(d == 1 for d in draws), (opens, draws)  # redraws found openings first draws lacked
     assert len({draw_seed(s, k) for s in range(16) for k in range(SCORE_DRAWS)}) == 16 * SCORE_DRAWS
     assert {draw_seed(s, 0) for s in range(16)} == set(range(16))  # a first draw is the job's own seed
+
+
+def test_a_draw_whose_music_stops_long_before_the_piece_ends_is_unlike_training():
+    """plan.unlike_training: a score told 8 s whose last note ends at 2.5 s leaves 5.5 s of silence, unlike every
+    training score (their music ends within 1.5 s of their END): drawn again, as a late first note or no note is;
+    music to 7 s of 8 is kept; without a told length the score's own END is the piece's end."""
+    from pipeline.corpus.score_events import note_off, note_on, time_shift
+    from pipeline.generation.plan import ENDING_SECONDS, unlike_training
+
+    def score(rest_before: int, notes: int, rest_after: int) -> list[int]:
+        ev = [time_shift(100)] * rest_before  # 1 s shifts
+        for i in range(notes):  # notes of 0.5 s
+            ev += [note_on(60 + i % 5), time_shift(50), note_off(60 + i % 5)]
+        return ev + [time_shift(100)] * rest_after + [END]
+
+    assert unlike_training(score(0, 14, 0), 8.0) is None  # 7 s of music in an 8 s piece
+    assert "ending 5.50 s" in unlike_training(score(0, 5, 0), 8.0)  # 2.5 s of music told 8 s
+    assert unlike_training(score(0, 5, 0), None) is None  # not told: it ends with its END
+    assert "ending 3.00 s" in unlike_training(score(0, 5, 3), None)  # its END 3 s after the music
+    assert unlike_training(score(0, 13, 0), 6.5 + ENDING_SECONDS) is None  # at the limit: kept
+    assert "first note at 2.00 s" in unlike_training(score(2, 10, 0), 8.0)
+    assert unlike_training([time_shift(100)] * 8 + [END], 8.0) == "no note"
