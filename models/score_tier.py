@@ -476,12 +476,15 @@ class ScoreTransformer(nn.Module):
         bad = [t for t in prompt if not 0 <= t < cfg.vocab_size or t in (cfg.pad_token, cfg.end_token)]
         if bad:
             raise ValueError(f"score tier: the prompt holds {bad[0]}, not an event (END only at its end, no PAD)")
+        from models.fused import one_blas_thread  # local: the fused engine's numba code loads on first use
+
         was_training = self.training
         self.eval()
         try:
-            return self._sample(genre, max_events, temperature, top_p, seed, prompt, max_seconds, seconds_of,
-                                min_seconds, NO_LENGTH if length_steps is None else int(length_steps),
-                                guidance if genre != self.unconditional else 0.0, kernel)
+            with one_blas_thread():  # the kernel's BLAS calls: OpenBLAS's threads spin against a busy machine
+                return self._sample(genre, max_events, temperature, top_p, seed, prompt, max_seconds, seconds_of,
+                                    min_seconds, NO_LENGTH if length_steps is None else int(length_steps),
+                                    guidance if genre != self.unconditional else 0.0, kernel)
         finally:
             self.train(was_training)
 

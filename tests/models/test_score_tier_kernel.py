@@ -8,7 +8,7 @@ import torch
 
 import models.score_tier as score_tier
 from models.score_tier import NO_LENGTH, KVCache, ScoreTierConfig, ScoreTransformer, _Held
-from models.score_tier_kernel import StepKernel, unavailable
+from models.score_tier_kernel import MAX_WIDTH, StepKernel, unavailable
 
 V, END, PAD = 40, 1, 0  # a toy vocabulary: tokens 2..5 advance 1..4 time steps, 10 + p / 20 + p strike / end pitch p
 ATOL = 1e-4  # float32 logits of order 1: the kernel sums in other orders than torch (BLAS, its own loops)
@@ -20,10 +20,10 @@ OPTIONS = {"plain": {}, "clock-length-held": dict(CLOCK, length_buckets=40, **NO
            "smooth-key-length-head": dict(SMOOTH, length_buckets=40, length_head=True, transpositions=5, **NOTES)}
 
 
-def model(context: int = 16, seed: int = 0, n_heads: int = 2, **kw) -> ScoreTransformer:
+def model(context: int = 16, seed: int = 0, n_heads: int = 2, width: int = 32, **kw) -> ScoreTransformer:
     torch.manual_seed(seed)
     cfg = ScoreTierConfig(vocab_size=V, n_genres=3, end_token=END, pad_token=PAD, n_layers=2, n_heads=n_heads,
-                          width=32, context=context, dropout=0.1, **kw)
+                          width=width, context=context, dropout=0.1, **kw)
     m = ScoreTransformer(cfg).eval()
     with torch.no_grad():  # non-trivial layer norms and biases (a fresh model's are 1 and 0)
         for name, p in m.named_parameters():
@@ -127,7 +127,8 @@ def test_sampling_on_the_kernel_gives_torchs_logits_and_draws(options, guidance,
 
 def test_the_kernel_packs_a_copy_and_falls_back_where_it_cannot_run(monkeypatch):
     """Weights are packed per ``generate`` (a trained-on model samples with its new weights); a float64 model
-    is not the kernel's (float32 only) and samples on ``_step``, as with ``kernel=False``."""
+    is not the kernel's (float32 only) and samples on ``_step``, as with ``kernel=False``; nor is one wider than
+    ``MAX_WIDTH``."""
     m = model(**OPTIONS["clock-length-held"])
     kw = dict(temperature=1.5, top_p=1.0, seed=2, length_steps=30, seconds_of=lambda tok: 0.0,
               min_seconds=1.0)  # no END: 30 events
@@ -137,6 +138,7 @@ def test_the_kernel_packs_a_copy_and_falls_back_where_it_cannot_run(monkeypatch)
     after = m.generate(1, 30, **kw)
     assert after == m.generate(1, 30, kernel=False, **kw) and after != before
     assert unavailable(m) is None
+    assert "faster" in unavailable(model(width=MAX_WIDTH * 2, n_heads=2))  # wider: torch's products are faster
     wide = model(**OPTIONS["clock-length-held"]).double()
     assert "float32" in unavailable(wide)
     packed = []
