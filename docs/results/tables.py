@@ -1434,7 +1434,8 @@ ADAPT_FLOOR_RUNS = (  # (corpus, label, bench/fine_sampling.py JSON[, its settin
     ("demo", "the same, stage 2's floor 1e-4 at sampling", "fine_sampling_adapt_floor.json"),
     ("demo", "the same, stage 1's floor 1e-4 and stage 2's 1e-5 (not adopted)",
      "fine_sampling_adapt_floor_more.json"),
-    ("demo", "stage 2's floor 1e-4, with 8 unconditional pieces", "fine_sampling_tail_floor.json", "af2"),
+    ("demo", "stage 2's floor 1e-4; a score whose music stops > 2 s early drawn again (adopted); 8 unconditional "
+     "pieces too", "fine_sampling_tail_floor.json", "af2"),
     ("demo", "the same, every stage's floor 1e-4 after the score's last note (tail floor; not adopted)",
      "fine_sampling_tail_floor.json", "tl4"),
     ("demo", "the same, every stage's floor 1e-5 after the score's last note (tail floor; not adopted)",
@@ -1442,8 +1443,8 @@ ADAPT_FLOOR_RUNS = (  # (corpus, label, bench/fine_sampling.py JSON[, its settin
     ("other soundfont", "a fresh `make demo` on TimGM6mb (`demo4/run`), as trained: 1e-3",
      "fine_sampling_fresh_other_soundfont.json"),
     ("other soundfont", "the same, stage 2's floor 1e-4 at sampling", "fine_sampling_adapt_floor_other_soundfont.json"),
-    ("other soundfont", "stage 2's floor 1e-4, with 8 unconditional pieces",
-     "fine_sampling_tail_floor_other_soundfont.json", "af2"),
+    ("other soundfont", "stage 2's floor 1e-4; a score whose music stops > 2 s early drawn again (adopted); 8 "
+     "unconditional pieces too", "fine_sampling_tail_floor_other_soundfont.json", "af2"),
     ("other soundfont", "the same, every stage's floor 1e-5 after the score's last note (tail floor; not adopted)",
      "fine_sampling_tail_floor_other_soundfont.json", "tl5"))
 
@@ -1488,10 +1489,10 @@ LENGTH_TEMPERATURE_RUNS = (  # (corpus, label, bench/score_tier.py JSON): one ti
     ("demo", "1 (as trained)", "score_tier_fresh.json"),
     ("demo", "0.5", "score_tier_length_t05.json"),
     ("demo", "0.7", "score_tier_length_t07.json"),
-    ("demo", "1 (the run's config), sampled through the step kernel", "score_tier_kernel.json"),
+    ("demo", "0.7 (the presets), sampled through the step kernel", "score_tier_kernel.json"),
     ("other soundfont", "1 (as trained)", "score_tier_fresh_other_soundfont.json"),
     ("other soundfont", "0.5", "score_tier_length_t05_other_soundfont.json"),
-    ("other soundfont", "1 (the run's config), sampled through the step kernel",
+    ("other soundfont", "0.7 (the presets), sampled through the step kernel",
      "score_tier_kernel_other_soundfont.json"))
 
 
