@@ -1485,6 +1485,26 @@ def adapt_floor_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+def fine_silence_table() -> str:
+    """bench/fine_silence.py: each fine stage drawn over a tier below as quiet as a release's end, its floor as
+    trained and lowered at sampling (demo and other soundfont)."""
+    files = (("demo", HERE / "fine_silence.json"), ("other soundfont", HERE / "fine_silence_other_soundfont.json"))
+    lines, notes = [], []
+    for corpus, r in present(files, notes):
+        for k, st in r["stages"].items():
+            if not lines:
+                lines = ["| corpus | stage | temperature, tier prior | tier below, dBFS | "
+                         + " | ".join(f"floor {d['floor'] if isinstance(d['floor'], str) else format(d['floor'], 'g')}"
+                                      ": dBFS (codes 5-95%)" for d in st["draws"]) + " |",
+                         "| --- | --- | --- | --- |" + " --- |" * len(st["draws"])]
+            lines.append(f"| {corpus} | {k} ({st['rate']} Hz) | {st['temperature']:g}, {st['tier_prior']:g} "
+                         f"| {st['tier_below_db']:.1f} | " + " | ".join(
+                             f"{d['level_db']:.1f} ({d['codes_p5_p95'][0]}-{d['codes_p5_p95'][1]})"
+                             for d in st["draws"]) + " |")
+        notes.append(f"{corpus}: commit `{r['commit'][:10]}`, `{r['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
 LENGTH_TEMPERATURE_RUNS = (  # (corpus, label, bench/score_tier.py JSON): one tier, its length head drawn cooler
     ("demo", "1 (as trained)", "score_tier_fresh.json"),
     ("demo", "0.5", "score_tier_length_t05.json"),
@@ -1687,7 +1707,8 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "crossfade": crossfade_table,
             "schedule": schedule_table, "tier_steps": tier_steps_table,
             "tier_steps_scores": tier_steps_scores_table, "key_input": key_input_table,
-            "adapt_floor": adapt_floor_table, "length_temperature": length_temperature_table,
+            "adapt_floor": adapt_floor_table, "fine_silence": fine_silence_table,
+            "length_temperature": length_temperature_table,
             "resynth": resynth_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
             "noise_trap": noise_trap_table,
