@@ -99,6 +99,9 @@ class StageArchConfig:
     linear_order: int = 32  # own-past taps (0 = off; a model.json without the key loads with 0)
     linear_below: int = 8  # tier-below half-window (the ahead part is capped at conditioning.lookahead)
     adaptive_scale: bool = True  # logistic scale follows recent |residuals| of the linear part (absent: off)
+    # the adaptive scale's floor (models/predictor.py ADAPT_FLOOR, 1e-3, the value of every stage before the key):
+    # s >= k * adapt_floor, so a stage cannot learn residuals much finer than it (quiet releases, silence)
+    adapt_floor: float = 1e-3
 
     def check(self, where: str = "stage") -> None:
         """ValueError naming the field (prefixed by ``where``) for an architecture that cannot be built."""
@@ -118,6 +121,8 @@ class StageArchConfig:
             raise ValueError(f"{where}.score.order must be >= 0 (0 = linear_order)")
         if self.score.learned_bandwidth and not self.score.bandwidth_hz > 0:
             raise ValueError(f"{where}.score.learned_bandwidth starts from bandwidth_hz > 0")
+        if not 0 < self.adapt_floor < 1:
+            raise ValueError(f"{where}.adapt_floor must be in (0, 1)")
         if not 0 <= self.score.scale_floor < 1:
             raise ValueError(f"{where}.score.scale_floor must be in [0, 1)")
         if self.score.lowest_hz < 0:

@@ -108,6 +108,7 @@ class LinearPath(nn.Module):
         self.adaptive = bool(adaptive)
         self.adapt_taps = ADAPT_TAPS if self.adaptive else 0
         self.note_floor = 0.0  # the stage's score.scale_floor (a stage with score taps): see the module docstring
+        self.adapt_floor = ADAPT_FLOOR  # the stage's adapt_floor (its config; ADAPT_FLOOR before the key)
         if self.adaptive:  # fixed, not saved (rebuilt from the constants)
             self.register_buffer("adapt_weight", torch.tensor(adapt_weights(), dtype=torch.float32),
                                  persistent=False)
@@ -205,7 +206,7 @@ class LinearPath(nn.Module):
         """r_abs (B, T) = |r(t)| -> (B, T) s_adapt(t) = floor + sum_{i=1..L} w_i |r(t-i)| (zeros before 0)."""
         w = self.adapt_weight.flip(0).view(1, 1, -1)  # tap j multiplies r_abs[t + j - L]: w_{L-j}
         y = F.conv1d(F.pad(r_abs.unsqueeze(1), (self.adapt_taps, 0)), w.to(r_abs.dtype))[:, 0]
-        return ADAPT_FLOOR + y[:, : r_abs.shape[-1]]
+        return self.adapt_floor + y[:, : r_abs.shape[-1]]
 
     def adapt_rotations(self) -> torch.Tensor:
         """(L, L) ring weights of the adaptive-scale window (see ``rotations``)."""

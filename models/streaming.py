@@ -53,7 +53,8 @@ class StageStream:
         self.share_power = 1.0  # the network's share of the score taps raised to this power
         self.scale_clip = 0.0  # > 0: the |residual| the adaptive scale reads, at most this times the draw's scale
         self.note_floor = 0.0  # > 0: the scale's floor where notes sound (Draw.note_floor), else the stage's trained
-        self.adapt_floor = ADAPT_FLOOR  # the adaptive scale's floor everywhere (Draw.adapt_floor) ...
+        # the adaptive scale's floor everywhere (Draw.adapt_floor, else the stage's trained one) ...
+        self.adapt_floor = stage.linear.adapt_floor if stage.linear is not None else ADAPT_FLOOR
         self.tail_floor, self.tail_from = 0.0, -1  # ... but from sample tail_from on, if > 0 (Draw.tail_floor)
         self.anchor_buf = None  # (chunk, B) mix * ratio * level of the tier below (None: no anchor)
         p = next(stage.parameters())

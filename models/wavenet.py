@@ -87,6 +87,7 @@ class Stage(nn.Module):
             adaptive = bool(c.adaptive_scale)
             self.linear = LinearPath(self.classes, bool(c.end_class), int(c.linear_order), self.factor, back, ahead,
                                      adaptive=adaptive)
+            self.linear.adapt_floor = float(c.adapt_floor)
             self.score = self._score_taps(c)
             if self.score is not None and adaptive:
                 self.linear.note_floor = float(c.score.scale_floor)

@@ -19,7 +19,6 @@ import torch
 
 from models.anchor import ANCHOR_FILE, ANCHOR_WINDOW, below_level
 from models.conditioning import Conditioning
-from models.predictor import ADAPT_FLOOR
 from models.roll import roll_input
 
 TRACKS_PER_GENRE = 8
@@ -48,7 +47,7 @@ def _track_ratio_sums(stage, data: Path, track: dict, genre_id: int, seconds: fl
     cond = Conditioning(genre=torch.tensor([genre_id]), below=below_t, roll=roll)
     with torch.no_grad(), stage.record_adaptive_scale() as trace:
         stage(x_t, cond)
-    s = trace[0][0].double() - ADAPT_FLOOR  # (n,)
+    s = trace[0][0].double() - stage.linear.adapt_floor  # (n,)
     level = below_level(stage.linear.decode(below_t).double(), 0, n // f)[0].repeat_interleave(f)  # (n,)
     return float(s.sum()), float(level.sum())
 

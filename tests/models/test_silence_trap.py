@@ -22,9 +22,9 @@ RATE, FPS, N = 2000, 100, 4000
 K_SILENT = 0.3  # the network's scale multiplier: 2 ln 2 * 0.3 = 0.42 < 1, silence is a fixed point
 
 
-def trapped_stage(scale_floor: float) -> Stage:
+def trapped_stage(scale_floor: float, adapt_floor: float = 1e-3) -> Stage:
     cfg = stage_cfg(rate=RATE, use_roll=True, linear_order=16, adaptive_scale=True, end_class=False,
-                    score={"enabled": True, "scale_floor": scale_floor})
+                    adapt_floor=adapt_floor, score={"enabled": True, "scale_floor": scale_floor})
     st = Stage(cfg, index=0, n_genres=3, roll_fps=FPS, classes=256).eval()
     with torch.no_grad():
         st.out2.weight.zero_()
@@ -126,3 +126,22 @@ def test_the_tail_floor_applies_from_the_scores_end_only(engine):
     assert t_second < second - 10.0, (second, t_second)
     off, _, _ = halves_db(st, engine, 0, Draw(tail_floor=1e-4, tail_from=-1))
     assert np.array_equal(off, codes)
+
+
+@pytest.mark.parametrize("engine", ["reference", "fused"])
+def test_a_stage_trained_with_a_lower_floor_samples_with_it(engine, tmp_path):
+    """The stage config's adapt_floor (1e-3 before the key): the full pass, both engines and a saved and loaded
+    stage use it; a stage built with 1e-4 draws as the 1e-3 stage asked Draw(adapt_floor=1e-4) does."""
+    from models.checkpoint import load_stage, save_stage
+
+    torch.set_num_threads(1)
+    low = trapped_stage(0.0, adapt_floor=1e-4)
+    assert float(low.linear.adapt_scale(torch.zeros(1, 4))[0, 0]) == pytest.approx(1e-4)
+    asked = level_db(trapped_stage(0.0), engine, 0, Draw(adapt_floor=1e-4))
+    assert level_db(low, engine, 0) == pytest.approx(asked, abs=1e-6)
+    save_stage(low, tmp_path / "s")
+    assert load_stage(tmp_path / "s").linear.adapt_floor == pytest.approx(1e-4)
+    from models.config import stage_arch
+
+    with pytest.raises(ValueError, match="adapt_floor"):  # the config's check (pipeline/config.py runs it)
+        stage_arch(stage_cfg(adapt_floor=0.0)).check()
