@@ -1505,6 +1505,45 @@ def fine_silence_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+TRAINED_FLOOR_RUNS = (  # (label, training_summary JSON, fine_silence JSON, fine_sampling JSON): stage 1 trained
+    # again from the fresh demo run's other stages, the same 471 steps, with the adaptive scale's floor 1e-3 / 1e-4
+    ("stage 1 trained with the floor 1e-3 (control)", "training_stage1_floor_1e-3.json",
+     "fine_silence_stage1_floor_1e-3.json", "fine_sampling_stage1_floor_1e-3.json"),
+    ("stage 1 trained with the floor 1e-4", "training_stage1_floor_1e-4.json", "fine_silence_stage1_floor_1e-4.json",
+     "fine_sampling_stage1_floor_1e-4.json"))
+
+
+def trained_floor_table() -> str:
+    """``TRAINED_FLOOR_RUNS``: a fine stage trained with a lower adaptive-scale floor (stage config ``adapt_floor``)
+    against its control: validation bits, what it draws over silence (bench/fine_silence.py), and the genre and
+    unconditional pieces' noisy windows, bands and genre heard (bench/fine_sampling.py)."""
+    lines = ["| stage 1 | steps | best validation bits (step) | over a -78 dBFS tier below: as trained / 1e-4 at "
+             "sampling, dBFS | genre pieces with every window clean (last second noisy) | unconditional pieces the "
+             "same | 1-2 / 2-4 / 4-8 kHz re 0-1 kHz, genre pieces | genre heard |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    for label, train_name, silence_name, sampling_name in TRAINED_FLOOR_RUNS:
+        paths = [HERE / n for n in (train_name, silence_name, sampling_name)]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            notes += [absent(p) for p in missing]
+            continue
+        t, sil, fs = (json.loads(p.read_text()) for p in paths)
+        st = t["stages"]["1"]
+        draws = {str(d["floor"]): d["level_db"] for d in sil["stages"]["1"]["draws"]}
+        summ = next(iter(fs["settings"].values()))["summary"]
+        g, u = summ["genre"], summ.get("unconditional")
+        bands = " / ".join(f"{v:.1f}" for v in g["bands_db_median"].values())
+        lines.append(f"| {label} | {st['steps']} | {st['best_valid_bits']:.3f} ({st['best_step']}) "
+                     f"| {draws['as trained']:.1f} / {draws['0.0001']:.1f} "
+                     f"| {g['pieces_95pct_windows_clean']} of {g['pieces']} ({g['pieces_last_window_noisy']}) "
+                     f"| {u['pieces_95pct_windows_clean'] if u else '-'} of {u['pieces'] if u else '-'} | {bands} "
+                     f"| {summ['genre_recognised']['accuracy']:.2f} of {summ['genre_recognised']['clips']} clips |")
+        notes.append(f"{label}: `{t['command']}`, `{sil['command']}`, `{fs['command']}` (commits `{t['commit'][:10]}`, "
+                     f"`{sil['commit'][:10]}`, `{fs['commit'][:10]}`).")
+    return "\n".join(lines + [""] + notes)
+
+
 LENGTH_TEMPERATURE_RUNS = (  # (corpus, label, bench/score_tier.py JSON): one tier, its length head drawn cooler
     ("demo", "1 (as trained)", "score_tier_fresh.json"),
     ("demo", "0.5", "score_tier_length_t05.json"),
@@ -1707,7 +1746,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "crossfade": crossfade_table,
             "schedule": schedule_table, "tier_steps": tier_steps_table,
             "tier_steps_scores": tier_steps_scores_table, "key_input": key_input_table,
-            "adapt_floor": adapt_floor_table, "fine_silence": fine_silence_table,
+            "adapt_floor": adapt_floor_table, "fine_silence": fine_silence_table, "trained_floor": trained_floor_table,
             "length_temperature": length_temperature_table,
             "resynth": resynth_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
