@@ -130,8 +130,8 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
     rows = []
     for i in range(n):
         gi = genre_ids[i % len(genre_ids)]
-        lengths = lengths_of(train, None if gi == len(genres) else gi)  # whole pieces: excerpts have no length
-        lengths = lengths or lengths_of(train, None)  # a genre of excerpts only: all genres' (as generate does)
+        own = lengths_of(train, None if gi == len(genres) else gi)  # whole pieces: excerpts have no length
+        lengths = own or lengths_of(train, None)  # a genre of excerpts only: all genres' (as generate does)
         median = float(np.median(lengths))
         if chosen:
             asked = chosen_length(model, gi, 1000 + i, min_seconds=g.score_min_seconds,
@@ -146,16 +146,15 @@ def piece_lengths(model, train: list[tuple[int, list[int]]], genres: list[str], 
         rows.append({"genre": genres[gi] if gi < len(genres) else None, "seconds": round(seconds, 2),
                      "asked_seconds": None if asked is None else round(asked, 2),
                      "ended_by_end_event": ended, "median_training_seconds": round(median, 2),
-                     "cap_seconds": round(cap, 2), "reference_pieces": len(lengths_of(train, gi)) if gi < len(genres)
-                     else len(lengths),
-                     "within_half_to_twice_median": ended and 0.5 * median <= seconds <= 2 * median})
+                     "cap_seconds": round(cap, 2), "reference_pieces": len(own),
+                     "within_half_to_twice_median": bool(ended and in_range(seconds, median))})
         if gi == len(genres) and classifier is not None:
             hg = heard_genre(classifier, ev)
             ref = lengths_of(train, hg) if hg is not None else []
             m = float(np.median(ref)) if ref else None
             rows[-1].update({"heard_genre": genres[hg] if hg is not None else None,
                              "heard_genre_median_seconds": None if m is None else round(m, 2),
-                             "within_range_of_heard_genre": bool(ended and m and 0.5 * m <= seconds <= 2 * m)})
+                             "within_range_of_heard_genre": bool(ended and m and in_range(seconds, m))})
     return {"told_length": told or chosen, "asked": "chosen" if chosen else "training" if told else None,
             **length_counts(rows, asked=told or chosen)}
 
@@ -218,7 +217,7 @@ def length_head_bits(model, held: list[tuple[int, list[int]]], train: list[tuple
             counts[gi, bucket(ev) - 1] += 1
     hist = counts / counts.sum(1, keepdims=True)
     opening: dict[int, tuple[torch.Tensor, float]] = {}  # genre -> (the head's log-probs at an opening, its median s)
-    head_bits, hist_bits, in_range = [], [], []
+    head_bits, hist_bits, within = [], [], []
     for gi, ev in held:
         if not is_whole(ev):
             continue
@@ -235,17 +234,23 @@ def length_head_bits(model, held: list[tuple[int, list[int]]], train: list[tuple
         b = bucket(ev)
         head_bits.append(float(-logp[b]) / np.log(2))
         hist_bits.append(float(-np.log2(hist[gi, b - 1])))
-        in_range.append(0.5 * median_s <= events_seconds(ev) <= 2 * median_s)
+        within.append(in_range(events_seconds(ev), median_s))
     if not head_bits:
         return {"pieces": 0}
     return {"pieces": len(head_bits), "head_bits": round(float(np.mean(head_bits)), 3),
             "histogram_bits": round(float(np.mean(hist_bits)), 3),
-            "within_half_to_twice_head_median": round(float(np.mean(in_range)), 3)}
+            "within_half_to_twice_head_median": round(float(np.mean(within)), 3)}
+
+
+def in_range(seconds, median: float):
+    """Whether ``seconds`` (a number, or an array of them elementwise) lies within 0.5-2x ``median``: the length
+    target's range."""
+    return (seconds >= 0.5 * median) & (seconds <= 2.0 * median)
 
 
 def share_in_range(lengths: np.ndarray, median: float) -> float:
-    """The share of ``lengths`` within 0.5-2x ``median`` (the length target's range); 0 for none."""
-    return float(((lengths >= 0.5 * median) & (lengths <= 2.0 * median)).mean()) if len(lengths) else 0.0
+    """The share of ``lengths`` within 0.5-2x ``median`` (``in_range``); 0 for none."""
+    return float(in_range(lengths, median).mean()) if len(lengths) else 0.0
 
 
 def real_lengths(train: list[tuple[int, list[int]]], genres: list[str]) -> dict:
