@@ -120,6 +120,11 @@ class Draw:
     end_code: int | None = None
 
     @property
+    def tail_start(self) -> int | None:
+        """The sample from which ``tail_floor`` replaces the floor, or None (no tail floor, or no score)."""
+        return int(self.tail_from) if self.tail_floor > 0 and self.tail_from >= 0 else None
+
+    @property
     def adapt_gain(self) -> float:
         """Factor on a drawn sample's |residual| before the adaptive scale reads it (1: as in training)."""
         return 1.0 / self.temperature if self.steady_scale and self.temperature > 0 else 1.0

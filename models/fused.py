@@ -409,8 +409,8 @@ class FusedStream:
                 # then below part and score taps (per chunk); the rings hold each value twice (the kernel's _linear)
                 bool(lin.adaptive), self.adapt_w, np.zeros((rows, 2 * la)), np.zeros((rows, 2)), self.w["lin_bias"],
                 float(draw.adapt_floor or lin.adapt_floor),
-                float(draw.tail_floor or draw.adapt_floor or lin.adapt_floor),
-                int(draw.tail_from) if draw.tail_floor > 0 and draw.tail_from >= 0 else NEVER,
+                float(draw.tail_floor),  # read from draw.tail_start on only
+                NEVER if draw.tail_start is None else draw.tail_start,
                 float(draw.note_floor or lin.note_floor), draw.adapt_gain,
                 float(draw.scale_clip),
                 float(draw.score_share), float(draw.share_power), self.edges,

@@ -126,7 +126,7 @@ def sample_stage(stage, n: int, batch: int, cond: Conditioning, draw: Draw = Dra
         s.scale_clip, s.share_power = float(draw.scale_clip), float(draw.share_power)
         s.note_floor = float(draw.note_floor)
         s.adapt_floor = float(draw.adapt_floor or s.adapt_floor)
-        s.tail_floor, s.tail_from = float(draw.tail_floor), int(draw.tail_from)
+        s.tail_floor, s.tail_start = float(draw.tail_floor), draw.tail_start
         for t in range(n):
             out = s.step(prev)  # (rows, C)
             if t < p_len:

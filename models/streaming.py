@@ -55,7 +55,7 @@ class StageStream:
         self.note_floor = 0.0  # > 0: the scale's floor where notes sound (Draw.note_floor), else the stage's trained
         # the adaptive scale's floor everywhere (Draw.adapt_floor, else the stage's trained one) ...
         self.adapt_floor = stage.linear.adapt_floor if stage.linear is not None else ADAPT_FLOOR
-        self.tail_floor, self.tail_from = 0.0, -1  # ... but from sample tail_from on, if > 0 (Draw.tail_floor)
+        self.tail_floor, self.tail_start = 0.0, None  # ... but from sample tail_start on (Draw.tail_floor, tail_start)
         self.anchor_buf = None  # (chunk, B) mix * ratio * level of the tier below (None: no anchor)
         p = next(stage.parameters())
         self.device, self.dtype = p.device, p.dtype
@@ -292,7 +292,7 @@ class StageStream:
             s_adapt = torch.mv(self.adapt_ring, self.adapt_rot[a_slot])  # (B,)
             if self.anchor_buf is not None:  # the anchored scale (models/anchor.py)
                 s_adapt = (1.0 - self.anchor[0]) * s_adapt + self.anchor_buf[t % self.chunk]
-            tail = self.tail_floor > 0 and 0 <= self.tail_from <= t  # the score has ended (Draw.tail_floor)
+            tail = self.tail_start is not None and t >= self.tail_start  # the score has ended (Draw.tail_floor)
             s_adapt = (self.tail_floor if tail else self.adapt_floor) + s_adapt
             floor = self.note_floor or self.lin.note_floor
             if self.score is not None and floor:  # where notes sound: the score's floor
