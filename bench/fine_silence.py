@@ -19,16 +19,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fine_sampling import rms_db  # noqa: E402  (bench/fine_sampling.py: a signal's RMS level in dBFS)
 from machine import machine_info, run_info  # noqa: E402  (bench/machine.py)
 
 TAIL_CODES = (127, 128, 129)  # mu-law codes around silence (8 bits: 128 is 0)
 TAIL_SHARE = (0.25, 0.5, 0.25)
 SECONDS = 2.0
 FLOORS = (0.0, 1e-4, 1e-5)  # 0: as trained
-
-
-def rms_db(x: np.ndarray) -> float:
-    return round(float(20 * np.log10(np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12)), 1)
 
 
 def stage_over_silence(stage, below_codes: np.ndarray, temperature: float, prior: float, floor: float,
@@ -47,7 +44,7 @@ def stage_over_silence(stage, below_codes: np.ndarray, temperature: float, prior
                        engine="fused", generator=torch.Generator().manual_seed(seed))
     settled = res.x[0][res.x.shape[1] // 2:]  # the second half: past the start from silence
     codes = settled.numpy()
-    return {"floor": floor or "as trained", "level_db": rms_db(stage.linear.decode(settled).double().numpy()),
+    return {"floor": floor or "as trained", "level_db": round(rms_db(stage.linear.decode(settled).numpy()), 1),
             "codes_p5_p95": [int(np.percentile(codes, 5)), int(np.percentile(codes, 95))]}
 
 
@@ -76,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         temperature = g.temperature * (g.stage_temperature[k] if k < len(g.stage_temperature) else 1.0)
         n_below = int(SECONDS * stage.rate // stage.factor)
         below = np.random.default_rng([a.seed, k]).choice(TAIL_CODES, size=n_below, p=TAIL_SHARE)
-        below_db = rms_db(stage.linear.decode(torch.from_numpy(below)).double().numpy())
+        below_db = round(rms_db(stage.linear.decode(torch.from_numpy(below)).numpy()), 1)
         stages[folder.name] = {"rate": int(stage.rate), "temperature": temperature, "tier_prior": g.tier_prior,
                                "tier_below_db": below_db,
                                "draws": [stage_over_silence(stage, below, temperature, g.tier_prior, f, a.seed)
