@@ -1544,6 +1544,76 @@ def trained_floor_table() -> str:
     return "\n".join(lines + [""] + notes)
 
 
+
+STAGE2_TAPS_RUNS = (  # (corpus, label, training_summary JSON, bench/fine_sampling.py JSON, its setting): stage 2
+    # trained again from a fresh run's other stages for its steps, with the roll, score taps from 4 kHz and the ridge
+    ("demo", "the presets (`demo3/run`): no roll, no taps, least-squares start", "training_fresh.json",
+     "fine_sampling_tail_floor.json", "af2"),
+    ("demo", "stage 2 retrained as the presets (`demo3/run_s2c`, control)", "training_stage2_control.json", None, None),
+    ("demo", "roll, 256 score taps from 4 kHz, ridge start (`demo3/run_s2r`); share power 0.03, temperature 0.6",
+     "training_stage2_ridge_taps.json", "fine_sampling_stage2_ridge_taps.json", "run"),
+    ("demo", "the same, stage 2 at temperature 0.4", "training_stage2_ridge_taps.json",
+     "fine_sampling_stage2_ridge_taps.json", "t4"),
+    ("demo", "the same, the network's share (power 1)", "training_stage2_ridge_taps.json",
+     "fine_sampling_stage2_ridge_taps.json", "p1"),
+    ("demo", "the same taps with 8 Hz lines (`demo3/run_s2b`); the network's share",
+     "training_stage2_ridge_taps_bw8.json", "fine_sampling_stage2_ridge_taps_bw8.json", "p1"),
+    ("other soundfont", "the presets (`demo4/run`)", "training_fresh_other_soundfont.json",
+     "fine_sampling_tail_floor_other_soundfont.json", "af2"),
+    ("other soundfont", "roll, 256 score taps from 4 kHz, ridge start (`demo4/run_s2r`); the network's share",
+     "training_stage2_ridge_taps_other_soundfont.json", "fine_sampling_stage2_ridge_taps_other_soundfont.json", "p1"),
+    ("other soundfont", "the same, share power 0.3", "training_stage2_ridge_taps_other_soundfont.json",
+     "fine_sampling_stage2_ridge_taps_other_soundfont.json", "p3"))
+
+
+def stage2_taps_table() -> str:
+    """``STAGE2_TAPS_RUNS``: stage 2 with the notes (issue 21's "score taps in every stage") and the ridge start that
+    keeps stage 1's taps from running away: its validation bits, and its genre and unconditional pieces' noise,
+    bands, tier SNR and genre heard against the presets' stage 2 (same stage 0, stage 1, scores and seeds)."""
+    lines = ["| corpus | stage 2 | steps | best validation bits | genre pieces: noisy 1 s windows (every window clean) "
+             "| unconditional pieces with every window clean | 1-2 / 2-4 / 4-8 kHz re 0-1 kHz, genre pieces "
+             "| band error, dB (MIDI / genre) | pieces with every tier SNR >= 20 dB | genre heard |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes: list[str] = []
+    said: set[Path] = set()
+    for corpus, label, train_name, sampling_name, setting in STAGE2_TAPS_RUNS:
+        paths = [HERE / n for n in (train_name, sampling_name) if n]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            notes += [absent(p) for p in missing if p not in said]  # each file once: rows share JSONs
+            said.update(missing)
+            continue
+        t = json.loads(paths[0].read_text())
+        st = t["stages"]["2"]
+        cells = ["-"] * 6
+        if sampling_name:
+            fs = json.loads(paths[1].read_text())
+            s = fs["settings"][setting]["summary"]
+            m, g, u, acc = s["midi"], s["genre"], s.get("unconditional"), s["genre_recognised"]
+            every = [x for x in (m, g, u) if x]
+            cells = [f"{g['noisy_share_mean']:.1%} ({g['pieces_95pct_windows_clean']} of {g['pieces']})",
+                     f"{u['pieces_95pct_windows_clean']} of {u['pieces']}" if u else "-",
+                     " / ".join(f"{v:.1f}" for v in g["bands_db_median"].values()),
+                     f"{m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f}",
+                     f"{sum(x['pieces_all_tiers_snr_20db'] for x in every)} of {sum(x['pieces'] for x in every)}",
+                     f"{acc['accuracy']:.2f} of {acc['clips']} clips"]
+            notes.append(f"{corpus}, {label}, pieces: commit `{fs['commit'][:10]}`, `{fs['command']}`.")
+        lines.append(f"| {corpus} | {label} | {st['steps']} | {st['best_valid_bits']:.3f} | "
+                     + " | ".join(cells) + " |")
+        notes.append(f"{corpus}, {label}, training: commit `{t['commit'][:10]}`, `{t['command']}`.")
+    held = (("demo", HERE / "noise_trap_stage2_ridge_taps.json"),
+            ("other soundfont", HERE / "noise_trap_stage2_ridge_taps_other_soundfont.json"))
+    for corpus, r in present(held, notes):  # bench/noise_trap.py: teacher-forced on the test split
+        bits = "; ".join(f"`{name}` {v['held_out']['2']['bits_per_sample']:.3f} "
+                         f"({v['held_out']['2']['below_linear']:.3f} below its linear baseline "
+                         f"{v['held_out']['2']['linear_baseline']:.3f}), own-past noise gain "
+                         f"{v['taps']['2']['noise_gain']:.2f}"
+                         for name, v in r["runs"].items())
+        notes.append(f"{corpus}, stage 2 on held-out audio (the test split's first {r['max_seconds']:g} s of each "
+                     f"track): {bits}; commit `{r['commit'][:10]}`, `{r['command']}`.")
+    return "\n".join(lines + [""] + notes)
+
+
 LENGTH_TEMPERATURE_RUNS = (  # (corpus, label, bench/score_tier.py JSON): one tier, its length head drawn cooler
     ("demo", "1 (as trained)", "score_tier_fresh.json"),
     ("demo", "0.5", "score_tier_length_t05.json"),
@@ -1747,6 +1817,7 @@ SECTIONS = {"training": training_table, "score_tier": score_tier_table, "score_o
             "schedule": schedule_table, "tier_steps": tier_steps_table,
             "tier_steps_scores": tier_steps_scores_table, "key_input": key_input_table,
             "adapt_floor": adapt_floor_table, "fine_silence": fine_silence_table, "trained_floor": trained_floor_table,
+            "stage2_taps": stage2_taps_table,
             "length_temperature": length_temperature_table,
             "resynth": resynth_table,
             "tap_envelopes": tap_envelopes_table, "opening": opening_table,
