@@ -1556,6 +1556,8 @@ STAGE2_TAPS_RUNS = (  # (corpus, label, training_summary JSON, bench/fine_sampli
      "fine_sampling_stage2_ridge_taps.json", "t4"),
     ("demo", "the same, the network's share (power 1)", "training_stage2_ridge_taps.json",
      "fine_sampling_stage2_ridge_taps.json", "p1"),
+    ("demo", "the same, the network's share, stage 2's scale clipped (k = 2)", "training_stage2_ridge_taps.json",
+     "fine_sampling_stage2_ridge_taps_clip.json", "p1c2"),
     ("demo", "the same taps with 8 Hz lines (`demo3/run_s2b`); the network's share",
      "training_stage2_ridge_taps_bw8.json", "fine_sampling_stage2_ridge_taps_bw8.json", "p1"),
     ("other soundfont", "the presets (`demo4/run`)", "training_fresh_other_soundfont.json",
