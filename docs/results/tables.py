@@ -39,6 +39,11 @@ def _f(v, spec: str = ".3f") -> str:
     return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
 
 
+def _bands(part: dict) -> str:
+    """A fine-sampling summary part's median 1-2 / 2-4 / 4-8 kHz levels re 0-1 kHz, dB."""
+    return " / ".join(f"{v:.1f}" for v in part["bands_db_median"].values())
+
+
 def evaluation_table() -> str:
     """Bits per sample per stage, demo test split and the other soundfont, with the ablations."""
     rows = ["| audio | stage | rate | model | linear baseline | without conditioning (network / linear path) "
@@ -876,7 +881,7 @@ def fine_sampling_table() -> str:
             m, g, acc = s["summary"]["midi"], s["summary"]["genre"], s["summary"]["genre_recognised"]
             temps = s["stage_temperature"] or run["stage_temperature"]
             prior = run["tier_prior"] if s["tier_prior"] is None else s["tier_prior"]
-            bands = " / ".join(f"{v:.1f}" for v in g["bands_db_median"].values())
+            bands = _bands(g)
             both = [x for x in (m, g) if x]
             f1 = f"{m['note_f1_mean']:.2f} ({m['rendering_note_f1_mean']:.2f})" if m and m.get("note_f1_mean") else "-"
             lines.append(f"| {corpus} | {name} | {', '.join(f'{t:g}' for t in temps[1:])} | {prior:g} "
@@ -1473,7 +1478,7 @@ def adapt_floor_table() -> str:
         f1 = f"{m['note_f1_mean']:.2f} ({m['rendering_note_f1_mean']:.2f})" if m.get("note_f1_mean") else "-"
         snr = m["pieces_all_tiers_snr_20db"] + g["pieces_all_tiers_snr_20db"]
         last = f"; {g['pieces_last_window_noisy']}" if "pieces_last_window_noisy" in g else ""
-        bands = " / ".join(f"{v:.1f}" for v in g["bands_db_median"].values())
+        bands = _bands(g)
         uncond = (f"{u['pieces_95pct_windows_clean']} of {u['pieces']} ({u['pieces_level_within_10db']})"
                   if u else "-")
         lines.append(f"| {corpus} | {label} | {g['noisy_share_mean']:.1%} ({g['pieces_95pct_windows_clean']} of "
@@ -1533,7 +1538,7 @@ def trained_floor_table() -> str:
         draws = {str(d["floor"]): d["level_db"] for d in sil["stages"]["1"]["draws"]}
         summ = next(iter(fs["settings"].values()))["summary"]
         g, u = summ["genre"], summ.get("unconditional")
-        bands = " / ".join(f"{v:.1f}" for v in g["bands_db_median"].values())
+        bands = _bands(g)
         lines.append(f"| {label} | {st['steps']} | {st['best_valid_bits']:.3f} ({st['best_step']}) "
                      f"| {draws['as trained']:.1f} / {draws['0.0001']:.1f} "
                      f"| {g['pieces_95pct_windows_clean']} of {g['pieces']} ({g['pieces_last_window_noisy']}) "
@@ -1542,7 +1547,6 @@ def trained_floor_table() -> str:
         notes.append(f"{label}: `{t['command']}`, `{sil['command']}`, `{fs['command']}` (commits `{t['commit'][:10]}`, "
                      f"`{sil['commit'][:10]}`, `{fs['commit'][:10]}`).")
     return "\n".join(lines + [""] + notes)
-
 
 
 STAGE2_TAPS_RUNS = (  # (corpus, label, training_summary JSON, bench/fine_sampling.py JSON, its setting): stage 2
@@ -1599,7 +1603,7 @@ def stage2_taps_table() -> str:
             every = [x for x in (m, g, u) if x]
             cells = [f"{g['noisy_share_mean']:.1%} ({g['pieces_95pct_windows_clean']} of {g['pieces']})",
                      f"{u['pieces_95pct_windows_clean']} of {u['pieces']}" if u else "-",
-                     " / ".join(f"{v:.1f}" for v in g["bands_db_median"].values()),
+                     _bands(g),
                      f"{m['band_error_db_mean']:.1f} / {g['band_error_db_mean']:.1f}",
                      f"{sum(x['pieces_all_tiers_snr_20db'] for x in every)} of {sum(x['pieces'] for x in every)}",
                      f"{acc['accuracy']:.2f} of {acc['clips']} clips"]
